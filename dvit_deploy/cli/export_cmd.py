@@ -1,0 +1,57 @@
+"""`dvit export`: checkpoint (or the seeded default) -> checked ONNX + manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..export import export_onnx
+from ..export.check import summary_rows
+from ..export.onnx_export import DEFAULT_OPSET
+from ..models.checkpoint import load_model
+from .common import FORCE_OPTION, JSON_OPTION, emit_json, handle_errors, human_bytes, notes, out, parse_floats, phases, table
+
+
+@handle_errors
+def export(
+    checkpoint: Optional[Path] = typer.Argument(
+        None, help="DynamicViT checkpoint (.pth/.pt/.safetensors). Omit to export a seeded random DeiT-S.",
+        show_default=False),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Variant; detected from the weights when omitted."),
+    keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", "-r", help="ρ: stage k keeps int(196·ρ^k) tokens [default: 0.7]."),
+    stage_ratios: Optional[str] = typer.Option(None, "--stage-ratios", help="Per-stage ratios, e.g. 0.7,0.49,0.343 (overrides ρ)."),
+    dense: bool = typer.Option(False, "--dense", help="Export the dense baseline (no predictors, no pruning)."),
+    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset (TensorRT 10 parses up to 20)."),
+    batch: Optional[int] = typer.Option(None, "--batch", "-b", help="Fixed batch size [default: dynamic batch]."),
+    token_outputs: bool = typer.Option(False, "--token-outputs", help="Also output each stage's kept-token indices."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output .onnx [default: ./export/<variant>-r<ρ>.onnx]."),
+    force: bool = FORCE_OPTION,
+    use_ema: bool = typer.Option(False, "--use-ema", help="Take the weights from the checkpoint's 'model_ema' entry."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow arbitrary pickled objects (unsafe)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the random weights when no checkpoint is given."),
+    check_samples: int = typer.Option(4, "--check-samples", min=1, help="Seeded inputs for the ORT-vs-PyTorch check."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Export to ONNX (one TopK + one Gather per pruning stage) and check it against PyTorch."""
+    loaded = load_model(
+        checkpoint, model_name=model, keep_ratio=keep_ratio, stage_ratios=parse_floats(stage_ratios, "--stage-ratios"),
+        dense=dense, use_ema=use_ema, trust=trust_checkpoint, seed=seed,
+    )
+    notes(loaded.notes)
+    with phases("export") as on_phase:
+        result = export_onnx(loaded, output, opset=opset, batch=batch, token_outputs=token_outputs, force=force,
+                             check_samples=check_samples, on_phase=on_phase)
+    if json_output:
+        emit_json({"passed": True, "artifact": str(result.path), "manifest": str(result.manifest_path),
+                   "seconds": result.seconds, **result.manifest})
+        return
+    counts = "dense" if loaded.dense else "/".join(map(str, loaded.keep_counts))
+    out.print(table(f"{loaded.variant.name} → ONNX opset {opset}, kept tokens {counts}", ["check", "result"],
+                    summary_rows(result.check)))
+    size = human_bytes(result.manifest["onnx"]["bytes"])
+    out.print(f"[green]wrote[/] {result.path} ({size}) and {result.manifest_path.name} "
+              f"in {sum(result.seconds.values()):.1f} s")
+    if loaded.random_weights:
+        out.print("[yellow]note:[/] weights are random (no checkpoint given): use it to try the toolchain, not to classify")

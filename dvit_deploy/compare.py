@@ -1,0 +1,174 @@
+"""Numerical comparison of a backend's outputs against the PyTorch reference (numpy only).
+
+Used by the post-export check and by ``dvit validate``. Kept tokens are compared as *sets* of
+original patch ids per stage (TopK tie order is not specified by ONNX or TensorRT). A set that
+differs where the reference itself had a near-tie at the keep boundary is reported as a
+near-tie flip: an honest consequence of rounding, counted separately from a real disagreement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+    tie_margin: float  # reference score gap at the keep boundary below which a flip is "near-tie"
+
+    @classmethod
+    def for_precision(cls, precision: str) -> "Tolerance":
+        return TOLERANCES[precision]
+
+
+TOLERANCES = {
+    "fp32": Tolerance(atol=1e-3, rtol=1e-3, tie_margin=1e-4),
+    "tf32": Tolerance(atol=2e-2, rtol=2e-2, tie_margin=5e-3),
+    "fp16": Tolerance(atol=5e-2, rtol=5e-2, tie_margin=2e-2),
+    "bf16": Tolerance(atol=1e-1, rtol=1e-1, tie_margin=5e-2),
+}
+
+
+@dataclass
+class LogitStats:
+    max_abs: float
+    mean_abs: float
+    cosine_min: float
+    top1_agreement: float
+    top5_agreement: float
+    within_tolerance: bool
+
+
+@dataclass
+class StageStats:
+    stage: int
+    keep_count: int
+    exact_match: float  # fraction of samples whose kept set is identical
+    mean_jaccard: float
+    min_jaccard: float
+    flipped_samples: int
+    near_tie_flips: int  # of those, samples where the reference margin was below tie_margin
+
+
+@dataclass
+class Comparison:
+    samples: int
+    logits: LogitStats
+    stages: list[StageStats] = field(default_factory=list)
+    unexplained_flips: int = 0
+    excluded_samples: int = 0  # samples left out of the logit tolerance because of near-tie flips
+    passed: bool = True
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def logit_stats(reference: np.ndarray, test: np.ndarray, tol: Tolerance, mask: np.ndarray | None = None) -> LogitStats:
+    reference = np.asarray(reference, dtype=np.float64)
+    test = np.asarray(test, dtype=np.float64)
+    diff = np.abs(reference - test)
+    sel = np.ones(len(reference), bool) if mask is None else mask
+    cos = _cosine(reference, test)
+    top1 = reference.argmax(1) == test.argmax(1)
+    k = min(5, reference.shape[1])
+    ref5 = np.argsort(-reference, axis=1)[:, :k]
+    test5 = np.argsort(-test, axis=1)[:, :k]
+    top5 = np.array([len(set(a) & set(b)) / k for a, b in zip(ref5, test5)])
+    within = bool(np.all(diff[sel] <= tol.atol + tol.rtol * np.abs(reference[sel]))) if sel.any() else True
+    return LogitStats(
+        max_abs=float(diff.max()) if diff.size else 0.0,
+        mean_abs=float(diff.mean()) if diff.size else 0.0,
+        cosine_min=float(cos.min()) if cos.size else 1.0,
+        top1_agreement=float(top1.mean()) if top1.size else 1.0,
+        top5_agreement=float(top5.mean()) if top5.size else 1.0,
+        within_tolerance=within,
+    )
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    num = (a * b).sum(1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)
+
+
+def boundary_margins(stage_scores: Sequence[np.ndarray], keep_counts: Sequence[int]) -> list[np.ndarray]:
+    """Per stage and sample: score of the last kept token minus the first dropped one."""
+    margins = []
+    for scores, k in zip(stage_scores, keep_counts):
+        ordered = -np.sort(-np.asarray(scores, dtype=np.float64), axis=1)
+        if k >= ordered.shape[1]:
+            margins.append(np.full(ordered.shape[0], np.inf))
+        else:
+            margins.append(ordered[:, k - 1] - ordered[:, k])
+    return margins
+
+
+def compare(
+    ref_logits: np.ndarray,
+    test_logits: np.ndarray,
+    tol: Tolerance,
+    *,
+    ref_kept: Sequence[np.ndarray] | None = None,
+    test_kept: Sequence[np.ndarray] | None = None,
+    ref_margins: Sequence[np.ndarray] | None = None,
+) -> Comparison:
+    """Compare logits and (when both sides have them) kept patch ids per stage."""
+    n = len(ref_logits)
+    stages: list[StageStats] = []
+    flipped_any = np.zeros(n, bool)
+    unexplained = np.zeros(n, bool)
+    if ref_kept is not None and test_kept is not None:
+        first_flip_stage = np.full(n, -1)
+        for s, (ref_ids, test_ids) in enumerate(zip(ref_kept, test_kept)):
+            jac = np.array([_jaccard(a, b) for a, b in zip(ref_ids, test_ids)])
+            flipped = jac < 1.0
+            margin = ref_margins[s] if ref_margins is not None else np.full(n, np.inf)
+            near_tie = flipped & (margin < tol.tie_margin)
+            # A flip downstream of an earlier flip is its consequence, not a new disagreement.
+            downstream = flipped & (first_flip_stage >= 0)
+            new_flip = flipped & (first_flip_stage < 0)
+            unexplained |= new_flip & ~near_tie
+            first_flip_stage = np.where(new_flip, s, first_flip_stage)
+            flipped_any |= flipped
+            stages.append(
+                StageStats(
+                    stage=s + 1,
+                    keep_count=int(np.asarray(ref_ids).shape[1]),
+                    exact_match=float(1.0 - flipped.mean()) if n else 1.0,
+                    mean_jaccard=float(jac.mean()) if n else 1.0,
+                    min_jaccard=float(jac.min()) if n else 1.0,
+                    flipped_samples=int(flipped.sum()),
+                    near_tie_flips=int((near_tie | (downstream & ~unexplained)).sum()),
+                )
+            )
+    mask = ~flipped_any
+    logits = logit_stats(ref_logits, test_logits, tol, mask)
+    result = Comparison(
+        samples=n,
+        logits=logits,
+        stages=stages,
+        unexplained_flips=int(unexplained.sum()),
+        excluded_samples=int(flipped_any.sum() - unexplained.sum()),
+    )
+    if not logits.within_tolerance:
+        result.failures.append(
+            f"logits differ by up to {logits.max_abs:.3g} (tolerance {tol.atol:g} + {tol.rtol:g}·|ref|)"
+        )
+    if result.unexplained_flips:
+        result.failures.append(
+            f"{result.unexplained_flips} sample(s) kept different tokens without a near-tie "
+            f"(margin ≥ {tol.tie_margin:g})"
+        )
+    result.passed = not result.failures
+    return result
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    sa, sb = set(np.asarray(a).tolist()), set(np.asarray(b).tolist())
+    union = len(sa | sb)
+    return 1.0 if union == 0 else len(sa & sb) / union

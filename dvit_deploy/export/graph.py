@@ -1,0 +1,150 @@
+"""Reading the pruning structure out of an ONNX graph.
+
+Each pruning stage must appear as one ``TopK`` over the token scores and one Gather-family node
+that selects token rows with the TopK indices. ``pruning_stages`` finds them by following each
+TopK's index output through pure index arithmetic (offsets, reshapes, casts) to the Gather that
+consumes it, so the check does not depend on node names the exporter happens to choose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+GATHER_OPS = {"Gather", "GatherElements", "GatherND"}
+# Ops that only reshape, offset or convert an index tensor on its way to a Gather.
+INDEX_OPS = {"Add", "Sub", "Mul", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Cast", "Expand", "Concat", "Identity"}
+
+
+@dataclass
+class StageGraph:
+    topk_node: str
+    k: int | None  # None when K is computed in the graph (dynamic keep ratio)
+    k_source: str  # "constant" or the name of the tensor that computes it
+    axis: int
+    largest: bool
+    sorted: bool
+    indices_output: str
+    gathers: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+                elif attr.name in ("value_int", "value_ints"):
+                    values[node.output[0]] = np.array(onnx.helper.get_attribute_value(attr))
+    return values
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
+
+
+def pruning_stages(model: onnx.ModelProto) -> list[StageGraph]:
+    graph = model.graph
+    constants = _constants(graph)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    stages = []
+    for node in graph.node:  # ONNX nodes are stored in topological order
+        if node.op_type != "TopK":
+            continue
+        k_value = constants.get(node.input[1])
+        stage = StageGraph(
+            topk_node=node.name or node.output[0],
+            k=int(np.asarray(k_value).reshape(-1)[0]) if k_value is not None else None,
+            k_source="constant" if k_value is not None else node.input[1],
+            axis=int(_attr(node, "axis", -1)),
+            largest=bool(_attr(node, "largest", 1)),
+            sorted=bool(_attr(node, "sorted", 1)),
+            indices_output=node.output[1],
+        )
+        stage.gathers = _gathers_fed_by(node.output[1], consumers)
+        stages.append(stage)
+    return stages
+
+
+def _gathers_fed_by(tensor: str, consumers: dict[str, list[onnx.NodeProto]]) -> list[str]:
+    found, seen, frontier = [], set(), [tensor]
+    while frontier:
+        name = frontier.pop()
+        for node in consumers.get(name, []):
+            key = node.name or node.output[0]
+            if key in seen:
+                continue
+            seen.add(key)
+            if node.op_type in GATHER_OPS and len(node.input) > 1 and node.input[1] == name:
+                found.append(key)
+            elif node.op_type in INDEX_OPS:
+                frontier.extend(node.output)
+    return found
+
+
+def check_pruning_structure(model: onnx.ModelProto, keep_counts: list[int] | tuple[int, ...],
+                            *, dynamic_keep: bool = False) -> tuple[list[StageGraph], list[str]]:
+    """Stages found, and problems: wrong TopK count, wrong or non-constant K, gathers != 1."""
+    stages = pruning_stages(model)
+    problems = []
+    if len(stages) != len(keep_counts):
+        problems.append(f"expected {len(keep_counts)} TopK nodes (one per pruning stage), found {len(stages)}")
+    for i, (stage, k) in enumerate(zip(stages, keep_counts), start=1):
+        if dynamic_keep:
+            if stage.k is not None:
+                problems.append(f"stage {i}: TopK K is the constant {stage.k}, expected one computed from keep_ratio")
+        elif stage.k != k:
+            got = "computed in the graph" if stage.k is None else stage.k
+            problems.append(f"stage {i}: TopK K is {got}, expected the constant {k}")
+        if not stage.largest:
+            problems.append(f"stage {i}: TopK selects the smallest scores (largest=0)")
+        if len(stage.gathers) != 1:
+            problems.append(f"stage {i}: TopK indices feed {len(stage.gathers)} Gather-family nodes, expected 1")
+    return stages, problems
+
+
+def with_topk_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose graph also outputs every TopK's indices (for checking kept tokens)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    existing = {o.name for o in copy.graph.output}
+    for stage in pruning_stages(copy):
+        if stage.indices_output not in existing:
+            copy.graph.output.append(
+                onnx.helper.make_tensor_value_info(stage.indices_output, onnx.TensorProto.INT64, None)
+            )
+    return copy
+
+
+def io_description(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
+    """Names, dtypes and shapes (symbolic dims as names) of graph inputs and outputs."""
+
+    def describe(values) -> list[dict[str, Any]]:
+        out = []
+        for v in values:
+            tensor = v.type.tensor_type
+            shape = [d.dim_param or (d.dim_value if d.HasField("dim_value") else None) for d in tensor.shape.dim]
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else None
+            out.append({"name": v.name, "dtype": dtype, "shape": shape})
+        return out
+
+    initializers = {i.name for i in model.graph.initializer}
+    return {
+        "inputs": describe(v for v in model.graph.input if v.name not in initializers),
+        "outputs": describe(model.graph.output),
+    }

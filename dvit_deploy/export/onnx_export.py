@@ -1,0 +1,210 @@
+"""PyTorch -> ONNX with the post-export check always on, written atomically with a manifest.
+
+The export uses torch's default (torch.export-based) exporter. Files are first written into a
+temporary folder beside the destination, checked, and only then renamed into place together
+with the manifest, so a failed or interrupted export never leaves an artifact behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import platform
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import onnx
+import torch
+
+from .. import __version__
+from ..errors import BadInput, CheckFailed, DvitError
+from ..fileio import manifest_path, prepare_output, sha256_file, write_json_atomic
+from ..models import WithKeptTokens
+from ..models.checkpoint import LoadedModel
+from ..workspace import export_dir, onnx_name
+from .check import CheckReport, check_export
+from .graph import io_description
+
+# Opset 18 is what torch's exporter emits natively, and TensorRT 10.3 (JetPack 6) parses it.
+DEFAULT_OPSET = 18
+MIN_OPSET, MAX_OPSET = 18, 23
+MAX_DYNAMIC_BATCH = 4096
+EXAMPLE_BATCH = 2  # batch sizes 0 and 1 would be specialised by torch.export
+PROTOBUF_LIMIT = 2_000_000_000
+INPUT_NAME = "images"
+LOGITS_NAME = "logits"
+MANIFEST_SCHEMA = "dvit-deploy/onnx-manifest/1"
+
+
+def token_output_name(stage: int) -> str:
+    return f"kept_tokens_stage{stage}"
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+    check: CheckReport
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+PhaseCallback = Callable[[str], None]
+
+
+def export_onnx(
+    loaded: LoadedModel,
+    output: str | Path | None = None,
+    *,
+    opset: int = DEFAULT_OPSET,
+    batch: int | None = None,
+    token_outputs: bool = False,
+    force: bool = False,
+    check_samples: int = 4,
+    on_phase: PhaseCallback | None = None,
+) -> ExportResult:
+    """Export ``loaded.model`` to ONNX, check it against PyTorch, and write it with its manifest.
+
+    ``batch=None`` exports a dynamic batch dimension. Raises ``CheckFailed`` (nothing written)
+    when the ONNX graph does not reproduce PyTorch within tolerance.
+    """
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise BadInput(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
+    if batch is not None and not 1 <= batch <= MAX_DYNAMIC_BATCH:
+        raise BadInput(f"--batch must be between 1 and {MAX_DYNAMIC_BATCH}, got {batch}")
+    if token_outputs and loaded.dense:
+        raise BadInput("--token-outputs needs a pruned model; a dense baseline keeps every token")
+    if output is None:
+        ratio = None if loaded.dense else loaded.stage_ratios[0]
+        output = export_dir() / onnx_name(loaded.variant.name, loaded.dense, ratio, batch=batch)
+    output = prepare_output(output, force=force)
+    if output.suffix != ".onnx":
+        raise BadInput(f"output {output} must end in .onnx")
+    phase = on_phase or (lambda name: None)
+    seconds: dict[str, float] = {}
+
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.", dir=output.parent))
+    try:
+        tmp_onnx = tmp_dir / output.name
+        start = time.perf_counter()
+        phase("export")
+        external = _export(loaded, tmp_onnx, opset=opset, batch=batch, token_outputs=token_outputs)
+        seconds["export"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        report = check_export(tmp_onnx, loaded, batch=batch, samples=check_samples, on_phase=phase)
+        seconds["check"] = time.perf_counter() - start
+        if not report.passed:
+            raise CheckFailed("post-export check failed: " + "; ".join(report.failures), report)
+
+        phase("write")
+        manifest = _manifest(loaded, output, tmp_onnx, opset, batch, token_outputs, external, report)
+        # Data file first, then the graph, then the manifest: a reader never sees a graph
+        # whose weights are missing, nor a manifest for a graph that is not there.
+        for item in sorted(tmp_dir.iterdir(), key=lambda p: p.suffix == ".onnx"):
+            os.replace(item, output.parent / item.name)
+        try:
+            write_json_atomic(manifest_path(output), manifest)
+        except OSError:
+            output.unlink(missing_ok=True)
+            raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return ExportResult(output, manifest_path(output), manifest, report, seconds)
+
+
+def _export(loaded: LoadedModel, path: Path, *, opset: int, batch: int | None, token_outputs: bool) -> bool:
+    """Run torch's exporter into ``path``; return whether weights went to an external file."""
+    module = WithKeptTokens(loaded.model) if token_outputs else loaded.model
+    module.eval()
+    variant = loaded.variant
+    example = torch.randn(batch or EXAMPLE_BATCH, variant.in_chans, variant.img_size, variant.img_size)
+    outputs = [LOGITS_NAME] + [token_output_name(s + 1) for s in range(len(loaded.keep_counts))] * token_outputs
+    param_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    external = param_bytes > PROTOBUF_LIMIT
+    kwargs: dict[str, Any] = dict(
+        dynamo=True,
+        opset_version=opset,
+        input_names=[INPUT_NAME],
+        output_names=outputs,
+        verbose=False,
+    )
+    if batch is None:
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},)
+    sink = io.StringIO()
+    try:
+        # The exporter narrates its phases on stdout; keep the CLI's output ours.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
+                torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module, (example,), **kwargs)
+            program.save(str(path), external_data=external)
+    except Exception as exc:  # the exporter raises many types; report it as one line
+        raise DvitError(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
+    _stamp_metadata(path, loaded, external)
+    return external
+
+
+def _stamp_metadata(path: Path, loaded: LoadedModel, external: bool) -> None:
+    """Record what the graph is inside it too, for tools that see only the .onnx."""
+    model = onnx.load(str(path), load_external_data=False)
+    meta = {
+        "dvit.variant": loaded.variant.name,
+        "dvit.dense": str(loaded.dense).lower(),
+        "dvit.keep_counts": ",".join(map(str, loaded.keep_counts)),
+        "dvit.pruning_locations": ",".join(map(str, loaded.variant.pruning_loc)) if not loaded.dense else "",
+        "dvit.version": __version__,
+    }
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    model.producer_name = "dvit-deploy"
+    model.producer_version = __version__
+    onnx.save(model, str(path))
+
+
+def _manifest(loaded: LoadedModel, output: Path, tmp_onnx: Path, opset: int, batch: int | None,
+              token_outputs: bool, external: bool, report: CheckReport) -> dict[str, Any]:
+    model = onnx.load(str(tmp_onnx), load_external_data=False)
+    data_files = [p.name for p in tmp_onnx.parent.iterdir() if p.suffix != ".onnx"]
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "kind": "onnx",
+        "artifact": output.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **loaded.record(),
+        "opset": opset,
+        "batch": batch,
+        "dynamic_batch": batch is None,
+        "token_outputs": token_outputs,
+        "dynamic_keep": False,
+        **io_description(model),
+        "data_config": loaded.variant.data_config(),
+        "onnx": {
+            "sha256": sha256_file(tmp_onnx),
+            "bytes": tmp_onnx.stat().st_size,
+            "external_data": data_files if external else [],
+            "external_data_sha256": {n: sha256_file(tmp_onnx.parent / n) for n in data_files},
+        },
+        "check": report.to_dict(),
+        "versions": versions(),
+    }
+
+
+def versions() -> dict[str, str]:
+    import timm
+
+    found = {"dvit_deploy": __version__, "python": platform.python_version(), "torch": torch.__version__,
+             "onnx": onnx.__version__, "timm": timm.__version__}
+    with contextlib.suppress(ImportError):
+        import onnxruntime
+
+        found["onnxruntime"] = onnxruntime.__version__
+    return found

@@ -1,0 +1,98 @@
+"""Atomic writes, hashing and manifests: no half-written artifact is ever left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import BadInput
+
+HASH_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def prepare_output(path: str | os.PathLike, *, force: bool) -> Path:
+    """Check that ``path`` can be written: parent creatable and writable, no clobbering without force."""
+    path = Path(path).expanduser()
+    if path.exists() and path.is_dir():
+        raise BadInput(f"output path {path} is a directory; give a file name")
+    if path.exists() and not force:
+        raise BadInput(f"output {path} already exists; pass --force to overwrite it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"cannot create output folder {path.parent}: {exc.strerror}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise BadInput(f"output folder {path.parent} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
+
+
+def manifest_path(artifact: str | os.PathLike) -> Path:
+    """The JSON manifest that sits beside an artifact: ``x.onnx`` -> ``x.json``."""
+    return Path(artifact).with_suffix(".json")
+
+
+def read_json(path: str | os.PathLike, what: str = "manifest") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{what} {path} not found")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"{what} {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{what} {path} does not hold a JSON object")
+    return data
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")

@@ -1,0 +1,447 @@
+"""Reading checkpoints (official DynamicViT files, bare state dicts, safetensors) safely.
+
+``load_model`` is the one entry point: it reads the file with ``weights_only=True`` (allowing
+the ``argparse.Namespace`` that official training checkpoints carry), picks the state dict,
+detects the variant from tensor shapes, checks every key and shape against the model, and
+returns the model with notes saying what was detected or assumed. Every user-caused problem
+becomes a ``BadInput`` with one readable line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+import warnings
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import BadInput
+from ..fileio import sha256_file
+from .config import DEFAULT_KEEP_RATIO, DEFAULT_VARIANT, VARIANTS, VariantConfig, get_variant, validate_keep_ratio
+
+# Entries that wrap the model weights, in the order official and common tools use them.
+STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict", "module", "net")
+STRIPPED_PREFIXES = ("module.", "_orig_mod.")
+MAX_LISTED_KEYS = 5
+
+_MAGIC = {
+    b"\xff\xd8\xff": "a JPEG image",
+    b"\x89PNG": "a PNG image",
+    b"GIF8": "a GIF image",
+    b"%PDF": "a PDF document",
+    b"\x1f\x8b": "a gzip archive",
+    b"\x08": "an ONNX/protobuf file",
+}
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    source_key: str  # which entry held the weights ("model", "model_ema", "<root>", ...)
+    sha256: str
+    train_args: dict[str, Any] = field(default_factory=dict)
+    trusted: bool = False
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # DynamicViTBase
+    variant: VariantConfig
+    dense: bool
+    stage_ratios: tuple[float, ...] | None
+    checkpoint: Checkpoint | None
+    seed: int | None
+    use_ema: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def keep_counts(self) -> tuple[int, ...]:
+        return () if self.model.schedule is None else self.model.schedule.counts
+
+    @property
+    def random_weights(self) -> bool:
+        return self.checkpoint is None
+
+    def record(self) -> dict[str, Any]:
+        """What a manifest needs to rebuild exactly this model (see ``load_model_from_record``)."""
+        ckpt = self.checkpoint
+        return {
+            "variant": self.variant.name,
+            "config": self.variant.to_dict(),
+            "dense": self.dense,
+            "keep_ratio": None if self.dense else self.stage_ratios[0],
+            "stage_ratios": None if self.dense else list(self.stage_ratios),
+            "keep_counts": list(self.keep_counts),
+            "pruning_locations": [] if self.dense else list(self.variant.pruning_loc),
+            "num_patches": self.variant.num_patches,
+            "random_weights": self.random_weights,
+            "seed": self.seed if ckpt is None else None,
+            "checkpoint": None
+            if ckpt is None
+            else {
+                "path": str(ckpt.path.resolve()),
+                "sha256": ckpt.sha256,
+                "source_key": ckpt.source_key,
+                "use_ema": self.use_ema,
+                "trusted": ckpt.trusted,
+            },
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Reading files
+
+
+def read_checkpoint(path: str | Path, *, use_ema: bool = False, trust: bool = False) -> Checkpoint:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise BadInput(f"checkpoint {path} not found")
+    if path.is_dir():
+        raise BadInput(f"{path} is a directory, not a checkpoint file")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise BadInput(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    if size == 0:
+        raise BadInput(f"checkpoint {path} is empty")
+
+    if path.suffix == ".safetensors" or _looks_like_safetensors(head, size):
+        obj, train_args = _read_safetensors(path), {}
+    else:
+        for magic, what in _MAGIC.items():
+            if head.startswith(magic):
+                raise BadInput(f"{path} is {what}, not a PyTorch checkpoint")
+        obj = _torch_load(path, head, trust)
+        train_args = _train_args(obj)
+    state_dict, source_key = _select_state_dict(obj, path, use_ema)
+    return Checkpoint(path, state_dict, source_key, sha256_file(path), train_args, trust)
+
+
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    header_len = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+    return 0 < header_len < size and head[8:9] == b"{"
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BadInput(f"{path} is not a readable safetensors file ({_first_line(exc)})") from None
+
+
+def _safe_globals() -> list[Any]:
+    """Types that official checkpoints legitimately hold besides tensors and containers."""
+    import numpy as np
+
+    allowed: list[Any] = [argparse.Namespace, np.dtype]
+    core = getattr(np, "_core", None) or getattr(np, "core", None)
+    scalar = getattr(getattr(core, "multiarray", None), "scalar", None)
+    if scalar is not None:
+        allowed.append(scalar)
+    allowed.extend(type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool"))
+    return allowed
+
+
+def _torch_load(path: Path, head: bytes, trust: bool) -> Any:
+    try:
+        if trust:
+            warnings.warn(
+                f"loading {path} with weights_only=False: it can run arbitrary code; "
+                "do this only for files from a source you trust",
+                stacklevel=2,
+            )
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "weights_only" in text.lower() or "Unsupported global" in text:
+            found = re.findall(r"GLOBAL ([\w.]+)", text)
+            what = f" ({found[0]})" if found else ""
+            raise BadInput(
+                f"{path} holds Python objects beyond tensors{what}; "
+                "pass --trust-checkpoint only if you trust where it came from"
+            ) from None
+        raise BadInput(f"{path} is truncated or corrupt: not a readable PyTorch checkpoint") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ImportError,
+            ModuleNotFoundError, KeyError, IndexError, TypeError) as exc:
+        kind = "truncated or corrupt" if head.startswith(b"PK") or head[:1] == b"\x80" else "not a PyTorch checkpoint"
+        raise BadInput(f"{path} is {kind} ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__
+
+
+def _train_args(obj: Any) -> dict[str, Any]:
+    args = obj.get("args") if isinstance(obj, Mapping) else None
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    if not isinstance(args, Mapping):
+        return {}
+    keep = ("model", "base_rate", "input_size", "nb_classes")
+    return {k: args[k] for k in keep if k in args and isinstance(args[k], (str, int, float))}
+
+
+def _select_state_dict(obj: Any, path: Path, use_ema: bool) -> tuple[dict[str, torch.Tensor], str]:
+    if not isinstance(obj, Mapping):
+        raise BadInput(f"{path} holds a {type(obj).__name__}, not a state dict or a checkpoint dict")
+    if use_ema:
+        if not isinstance(obj.get("model_ema"), Mapping):
+            raise BadInput(f"--use-ema given but {path} has no 'model_ema' entry (it has: {_list(obj)})")
+        candidate, source = obj["model_ema"], "model_ema"
+    else:
+        source = next((k for k in STATE_DICT_KEYS if isinstance(obj.get(k), Mapping)), "<root>")
+        candidate = obj if source == "<root>" else obj[source]
+    tensors = {k: v for k, v in candidate.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise BadInput(f"{path} has no model weights (top-level entries: {_list(obj)})")
+    return _strip_prefixes(tensors), source
+
+
+def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in STRIPPED_PREFIXES:
+        if all(k.startswith(prefix) for k in state_dict):
+            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def _list(keys: Any, limit: int = MAX_LISTED_KEYS) -> str:
+    keys = list(keys)
+    shown = ", ".join(map(str, keys[:limit]))
+    return shown + (f", … (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+# --------------------------------------------------------------------------------------------
+# Detecting the variant
+
+
+@dataclass(frozen=True)
+class Detection:
+    variant: VariantConfig
+    has_predictors: bool
+    evidence: str
+
+
+def detect_variant(state_dict: Mapping[str, torch.Tensor]) -> Detection:
+    """Which registered variant these weights belong to, from shapes and key names alone."""
+    cls_token = state_dict.get("cls_token")
+    if cls_token is None or "pos_embed" not in state_dict:
+        raise BadInput(
+            "these weights are not a DynamicViT/DeiT/LV-ViT model: no cls_token/pos_embed "
+            f"(first keys: {_list(state_dict)})"
+        )
+    if "dist_token" in state_dict:
+        raise BadInput("this is a distilled DeiT checkpoint (dist_token, head_dist): not supported")
+    dim = int(cls_token.shape[-1])
+    block_ids = {int(m.group(1)) for k in state_dict if (m := re.match(r"blocks\.(\d+)\.", k))}
+    depth = max(block_ids) + 1 if block_ids else 0
+    family = "lvvit" if "patch_embed.conv1.weight" in state_dict else "deit"
+    has_predictors = any(k.startswith("score_predictor.") for k in state_dict)
+    matches = [v for v in VARIANTS.values() if (v.family, v.embed_dim, v.depth) == (family, dim, depth)]
+    if not matches:
+        raise BadInput(
+            f"no known variant has a {family} layout with dim {dim} and depth {depth} "
+            f"(known: {', '.join(VARIANTS)}); pass --model only if it is one of these"
+        )
+    variant = matches[0]
+    head = state_dict.get("head.weight")
+    if head is not None and int(head.shape[0]) != variant.num_classes:
+        variant = variant.replace(num_classes=int(head.shape[0]))
+    evidence = f"{family} layout, dim {dim}, depth {depth}"
+    if family == "lvvit":
+        evidence += ", conv stem and aux_head"
+    evidence += ", with score predictors" if has_predictors else ", no score predictors"
+    return Detection(variant, has_predictors, evidence)
+
+
+# --------------------------------------------------------------------------------------------
+# Building the model
+
+
+def load_model(
+    checkpoint: str | Path | None = None,
+    *,
+    model_name: str | None = None,
+    keep_ratio: float | None = None,
+    stage_ratios: Sequence[float] | None = None,
+    dense: bool = False,
+    use_ema: bool = False,
+    trust: bool = False,
+    seed: int | None = None,
+) -> LoadedModel:
+    """Build the model a user asked for: from a checkpoint, or the seeded random default."""
+    from . import DEFAULT_SEED, create_model
+
+    if keep_ratio is not None:
+        _check_ratio(keep_ratio)
+    for ratio in stage_ratios or ():
+        _check_ratio(ratio)
+    notes: list[str] = []
+    if model_name is not None and model_name not in VARIANTS:
+        raise BadInput(f"unknown model '{model_name}'; known: {', '.join(VARIANTS)}")
+
+    if checkpoint is None:
+        variant = get_variant(model_name or DEFAULT_VARIANT)
+        seed = DEFAULT_SEED if seed is None else seed
+        notes.append(f"no checkpoint given: {variant.name} with RANDOM weights (seed {seed}); "
+                     "numerics and speed are real, predictions are not")
+        ckpt = None
+    else:
+        ckpt = read_checkpoint(checkpoint, use_ema=use_ema, trust=trust)
+        detection = _detect_for(ckpt, model_name)
+        variant = detection.variant if model_name is None else get_variant(model_name).replace(
+            num_classes=detection.variant.num_classes)
+        how = "given with --model" if model_name else "detected"
+        notes.append(f"{variant.name} {how} ({detection.evidence}); weights from '{ckpt.source_key}'")
+        if not dense and not detection.has_predictors:
+            raise BadInput(
+                f"this looks like a dense {variant.family} checkpoint: it has no score_predictor weights "
+                "— export it with --dense or pass a DynamicViT checkpoint"
+            )
+        seed = None
+
+    ratios = _resolve_ratios(variant, dense, keep_ratio, stage_ratios, ckpt, notes)
+    try:
+        model = create_model(variant, stage_ratios=ratios, dense=dense, seed=seed)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    if ckpt is not None:
+        _load_weights(model, ckpt, variant, dense, notes)
+    else:
+        _spread_predictor_scores(model, seed)
+    return LoadedModel(model, variant, dense, ratios, ckpt, seed, use_ema, notes)
+
+
+def load_model_from_record(record: Mapping[str, Any], *, trust: bool | None = None) -> LoadedModel:
+    """Rebuild the model a manifest describes (the PyTorch reference for validation)."""
+    ckpt = record.get("checkpoint")
+    loaded = load_model(
+        ckpt["path"] if ckpt else None,
+        model_name=record["variant"],
+        stage_ratios=record.get("stage_ratios"),
+        dense=bool(record.get("dense")),
+        use_ema=bool(ckpt and ckpt.get("use_ema")),
+        trust=bool(ckpt and ckpt.get("trusted")) if trust is None else trust,
+        seed=record.get("seed"),
+    )
+    if ckpt and loaded.checkpoint.sha256 != ckpt.get("sha256"):
+        raise BadInput(f"checkpoint {ckpt['path']} changed since export (sha256 differs from the manifest)")
+    expected = record.get("keep_counts")
+    if expected is not None and list(loaded.keep_counts) != list(expected):
+        raise BadInput(f"rebuilt model keeps {list(loaded.keep_counts)} tokens, manifest says {expected}")
+    return loaded
+
+
+def _check_ratio(ratio: float) -> None:
+    try:
+        validate_keep_ratio(ratio)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _detect_for(ckpt: Checkpoint, model_name: str | None) -> Detection:
+    try:
+        detection = detect_variant(ckpt.state_dict)
+    except BadInput:
+        if model_name is None:
+            raise
+        # Let the key-by-key check explain what does not fit the requested model.
+        variant = get_variant(model_name)
+        return Detection(variant, any(k.startswith("score_predictor.") for k in ckpt.state_dict), "forced")
+    if model_name is not None:
+        wanted = get_variant(model_name)
+        got = detection.variant
+        if (wanted.family, wanted.embed_dim, wanted.depth) != (got.family, got.embed_dim, got.depth):
+            raise BadInput(
+                f"checkpoint {ckpt.path.name} looks like {got.name} ({detection.evidence}) "
+                f"but --model {model_name} was given"
+            )
+    return detection
+
+
+def _resolve_ratios(
+    variant: VariantConfig,
+    dense: bool,
+    keep_ratio: float | None,
+    stage_ratios: Sequence[float] | None,
+    ckpt: Checkpoint | None,
+    notes: list[str],
+) -> tuple[float, ...] | None:
+    if dense:
+        return None
+    if stage_ratios is not None:
+        if len(stage_ratios) != variant.num_stages:
+            raise BadInput(f"{variant.name} has {variant.num_stages} pruning stages; got {len(stage_ratios)} ratios")
+        return tuple(float(r) for r in stage_ratios)
+    if keep_ratio is None:
+        trained = (ckpt.train_args if ckpt else {}).get("base_rate")
+        if isinstance(trained, (int, float)) and 0 < trained <= 1:
+            keep_ratio = float(trained)
+            notes.append(f"keep ratio {keep_ratio} taken from the checkpoint's training args (base_rate)")
+        else:
+            keep_ratio = DEFAULT_KEEP_RATIO
+            if ckpt is not None:
+                notes.append(f"keep ratio {keep_ratio} (default: checkpoints do not record it; pass --keep-ratio)")
+    return tuple(keep_ratio ** (k + 1) for k in range(variant.num_stages))
+
+
+def _load_weights(model: torch.nn.Module, ckpt: Checkpoint, variant: VariantConfig, dense: bool, notes: list[str]) -> None:
+    state_dict = dict(ckpt.state_dict)
+    if dense:
+        dropped = [k for k in state_dict if k.startswith("score_predictor.")]
+        for key in dropped:
+            del state_dict[key]
+        if dropped:
+            notes.append(f"dense baseline: ignored {len(dropped)} score_predictor tensors")
+    expected = model.state_dict()
+    # BatchNorm step counters do not affect inference; some converters drop them.
+    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state_dict and state_dict[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} ({_list(missing)})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} ({_list(unexpected)})")
+        if mismatched:
+            parts.append(f"wrong shape {len(mismatched)} ({_list(mismatched, 3)})")
+        raise BadInput(f"checkpoint {ckpt.path.name} does not fit {variant.name}: " + "; ".join(parts))
+    not_finite = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if not_finite:
+        raise BadInput(f"checkpoint {ckpt.path.name} has NaN/Inf weights ({_list(not_finite)})")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}, strict=False)
+
+
+def _spread_predictor_scores(model: torch.nn.Module, seed: int | None) -> None:
+    """Random predictors score every token almost alike, so kept sets hinge on rounding noise.
+
+    A trained predictor separates tokens clearly; widening the last layer's random weights
+    gives the seeded demo model the same property, so its kept tokens are stable across
+    backends like a real model's.
+    """
+    if model.schedule is None:
+        return
+    generator = torch.Generator().manual_seed(0 if seed is None else seed)
+    with torch.no_grad():
+        for predictor in model.score_predictor:
+            last = predictor.out_conv[4]
+            last.weight.normal_(0.0, 1.0, generator=generator)

@@ -1,0 +1,97 @@
+"""One small interface for every backend: load, describe inputs/outputs, run a batch.
+
+Backends (``torch``, ``onnxruntime``, ``tensorrt``) subclass ``Runner``. Heavy imports happen in
+``load()``, never at import time, so listing backends works on any machine.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: tuple[Any, ...]  # ints, or strings for symbolic dims
+
+
+@dataclass
+class RunOutput:
+    logits: np.ndarray  # (B, num_classes) float32
+    kept: list[np.ndarray] | None = None  # per stage (B, K_s) original patch ids, when available
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class BackendStatus:
+    name: str
+    available: bool
+    detail: str  # version/providers when available; what is missing and the extra to install otherwise
+
+
+class Runner(abc.ABC):
+    """A loaded model on one backend. Use as a context manager or call ``load``/``close``."""
+
+    backend: str = ""
+
+    def __init__(self, artifact: Path | None, manifest: dict[str, Any], *, device: str = "cpu",
+                 precision: str = "fp32") -> None:
+        self.artifact = artifact
+        self.manifest = manifest
+        self.device = device
+        self.precision = precision
+        self.num_patches = int(manifest.get("num_patches", 196))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def load(self) -> "Runner":
+        """Import the backend, load the artifact; raise BadInput/MissingDependency on failure."""
+
+    def close(self) -> None:
+        """Release sessions, engines and device memory."""
+
+    def __enter__(self) -> "Runner":
+        return self.load()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- description -------------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def inputs(self) -> list[TensorInfo]: ...
+
+    @property
+    @abc.abstractmethod
+    def outputs(self) -> list[TensorInfo]: ...
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, device, what actually executes (e.g. ORT provider), precision, I/O."""
+        return {
+            "backend": self.backend,
+            "device": self.device,
+            "precision": self.precision,
+            "artifact": None if self.artifact is None else str(self.artifact),
+            "inputs": [t.__dict__ for t in self.inputs],
+            "outputs": [t.__dict__ for t in self.outputs],
+        }
+
+    # -- execution ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def run(self, images: np.ndarray) -> RunOutput:
+        """Run one batch (N, C, H, W) float32 on the host; return host outputs."""
+
+    def timed_call(self, images: np.ndarray, *, include_transfer: bool = False) -> Callable[[], None]:
+        """A zero-argument callable running one inference, for profiling.
+
+        Inputs are staged once (on the device when ``include_transfer`` is False) so the call
+        measures what the backend does per batch. Subclasses override for device backends; the
+        callable must return only when the work is complete (synchronised).
+        """
+        return lambda: self.run(images)

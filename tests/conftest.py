@@ -1,0 +1,70 @@
+"""Tiny model configs (dim 64, depth 4) keep unit tests fast; real-size tests are marked slow."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dvit_deploy.models import VARIANTS, VariantConfig, create_model, register_variant
+
+TINY_DEIT = VariantConfig(
+    name="tiny-deit", family="deit", embed_dim=64, depth=4, num_heads=2, mlp_ratio=2.0,
+    pruning_loc=(1, 2, 3), qkv_bias=True, norm_eps=1e-6, num_classes=10,
+)
+TINY_LVVIT = VariantConfig(
+    name="tiny-lvvit", family="lvvit", embed_dim=96, depth=4, num_heads=2, mlp_ratio=3.0,
+    pruning_loc=(1, 2, 3), qkv_bias=False, norm_eps=1e-5, skip_lam=2.0, num_classes=10,
+)
+
+for _cfg in (TINY_DEIT, TINY_LVVIT):
+    if _cfg.name not in VARIANTS:
+        register_variant(_cfg)
+
+
+def make_official_checkpoint(path, variant, *, keep_ratio=0.7, dense=False, seed=0, layout="release", ema=False):
+    """Write a checkpoint the way the official code does, with seeded random weights.
+
+    layout="release": {'model': sd}; "training": adds args (argparse.Namespace), optimizer,
+    epoch, scaler and optionally model_ema; "bare": the state dict alone.
+    """
+    import argparse
+
+    model = create_model(variant, keep_ratio, dense=dense, seed=seed)
+    with torch.no_grad():  # spread predictor scores like a trained model would
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)) * 0.02)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    if layout == "bare":
+        obj = state
+    else:
+        obj = {"model": state}
+        if layout == "training":
+            obj.update(
+                args=argparse.Namespace(model=variant if isinstance(variant, str) else variant.name,
+                                        base_rate=keep_ratio, input_size=224, lr=1e-3),
+                optimizer={"state": {}, "param_groups": [{"lr": 1e-3}]},
+                epoch=29,
+                scaler={"scale": 65536.0},
+            )
+            if ema:
+                obj["model_ema"] = {k: v + 1.0 if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(obj, path)
+    return model
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """Run in an empty folder so ./export and ./engines defaults land in tmp."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """One exported tiny DeiT (dynamic batch, token outputs) shared by read-only tests."""
+    from dvit_deploy.export import export_onnx
+    from dvit_deploy.models.checkpoint import load_model
+
+    folder = tmp_path_factory.mktemp("tiny_export")
+    loaded = load_model(model_name="tiny-deit", keep_ratio=0.7)
+    return export_onnx(loaded, folder / "tiny.onnx", token_outputs=True)
