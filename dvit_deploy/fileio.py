@@ -30,6 +30,9 @@ def prepare_output(path: str | os.PathLike, *, force: bool) -> Path:
         raise BadInput(f"output path {path} is a directory; give a file name")
     if path.exists() and not force:
         raise BadInput(f"output {path} already exists; pass --force to overwrite it")
+    blocking_file = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking_file is not None:
+        raise BadInput(f"cannot write {path}: {blocking_file} is a file, not a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

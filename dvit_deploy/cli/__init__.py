@@ -5,7 +5,15 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
+from .build_cmd import build
+from .doctor_cmd import doctor
 from .export_cmd import export
+from .flops_cmd import flops
+from .profile_cmd import profile
+from .validate_cmd import validate
+from .package_cmd import package, verify
+from .predict_cmd import predict
+from .eval_cmd import eval_images
 
 app = typer.Typer(
     name="dvit",
@@ -16,6 +24,15 @@ app = typer.Typer(
 )
 
 app.command()(export)
+app.command()(doctor)
+app.command()(build)
+app.command()(validate)
+app.command()(profile)
+app.command()(flops)
+app.command()(package)
+app.command()(verify)
+app.command()(predict)
+app.command(name="eval")(eval_images)
 
 
 def _version(value: bool) -> None:

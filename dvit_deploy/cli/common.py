@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -17,7 +18,7 @@ from ..errors import CheckFailed, DvitError
 
 # Tables and JSON go to stdout; notes, progress and errors to stderr, so `--json | jq` works.
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,10 +37,10 @@ def handle_errors(func: F) -> F:
             if kwargs.get("json_output") and exc.report is not None:
                 report = exc.report.to_dict() if hasattr(exc.report, "to_dict") else exc.report
                 emit_json({"passed": False, "error": exc.message, "report": report})
-            err.print(f"[bold red]check failed:[/] {exc.message}")
+            err.print(f"[bold red]check failed:[/] {escape(exc.message)}")
             raise typer.Exit(exc.exit_code) from None
         except DvitError as exc:
-            err.print(f"[bold red]error:[/] {exc}")
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]")

@@ -9,7 +9,8 @@ import typer
 
 from ..export import export_onnx
 from ..export.check import summary_rows
-from ..export.onnx_export import DEFAULT_OPSET
+from ..export.onnx_export import DEFAULT_OPSET, validate_options
+from ..fileio import prepare_output
 from ..models.checkpoint import load_model
 from .common import FORCE_OPTION, JSON_OPTION, emit_json, handle_errors, human_bytes, notes, out, parse_floats, phases, table
 
@@ -26,6 +27,7 @@ def export(
     opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset (TensorRT 10 parses up to 20)."),
     batch: Optional[int] = typer.Option(None, "--batch", "-b", help="Fixed batch size [default: dynamic batch]."),
     token_outputs: bool = typer.Option(False, "--token-outputs", help="Also output each stage's kept-token indices."),
+    dynamic_keep: bool = typer.Option(False, "--dynamic-keep", help="Add an int32 'keep_counts' input so one graph (and engine) serves several keep ratios."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output .onnx [default: ./export/<variant>-r<ρ>.onnx]."),
     force: bool = FORCE_OPTION,
     use_ema: bool = typer.Option(False, "--use-ema", help="Take the weights from the checkpoint's 'model_ema' entry."),
@@ -35,6 +37,9 @@ def export(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Export to ONNX (one TopK + one Gather per pruning stage) and check it against PyTorch."""
+    validate_options(opset, batch)  # fail on bad options before spending time on the model
+    if output is not None:
+        prepare_output(output, force=force)
     loaded = load_model(
         checkpoint, model_name=model, keep_ratio=keep_ratio, stage_ratios=parse_floats(stage_ratios, "--stage-ratios"),
         dense=dense, use_ema=use_ema, trust=trust_checkpoint, seed=seed,
@@ -42,12 +47,19 @@ def export(
     notes(loaded.notes)
     with phases("export") as on_phase:
         result = export_onnx(loaded, output, opset=opset, batch=batch, token_outputs=token_outputs, force=force,
-                             check_samples=check_samples, on_phase=on_phase)
+                             check_samples=check_samples, on_phase=on_phase,
+                             dynamic_keep=dynamic_keep)
     if json_output:
         emit_json({"passed": True, "artifact": str(result.path), "manifest": str(result.manifest_path),
                    "seconds": result.seconds, **result.manifest})
         return
     counts = "dense" if loaded.dense else "/".join(map(str, loaded.keep_counts))
+    if dynamic_keep:
+        counts += " at export ρ; any counts via the keep_counts input"
+        for entry in result.check.per_ratio:
+            parity = entry["parity"]["logits"]
+            out.print(f"  ρ={entry['keep_ratio']:g}: K {entry['graph_k']} (fixed-ratio model {entry['expected_k']}), "
+                      f"max |Δlogit| {parity['max_abs']:.2e}")
     out.print(table(f"{loaded.variant.name} → ONNX opset {opset}, kept tokens {counts}", ["check", "result"],
                     summary_rows(result.check)))
     size = human_bytes(result.manifest["onnx"]["bytes"])

@@ -69,21 +69,23 @@ def export_onnx(
     force: bool = False,
     check_samples: int = 4,
     on_phase: PhaseCallback | None = None,
+    dynamic_keep: bool = False,
 ) -> ExportResult:
     """Export ``loaded.model`` to ONNX, check it against PyTorch, and write it with its manifest.
 
-    ``batch=None`` exports a dynamic batch dimension. Raises ``CheckFailed`` (nothing written)
+    ``batch=None`` exports a dynamic batch dimension. ``dynamic_keep=True`` adds the int32
+    ``keep_counts`` input (see ``dynamic_keep.py``) so one graph serves several keep ratios. Raises ``CheckFailed`` (nothing written)
     when the ONNX graph does not reproduce PyTorch within tolerance.
     """
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise BadInput(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
-    if batch is not None and not 1 <= batch <= MAX_DYNAMIC_BATCH:
-        raise BadInput(f"--batch must be between 1 and {MAX_DYNAMIC_BATCH}, got {batch}")
+    validate_options(opset, batch)
     if token_outputs and loaded.dense:
         raise BadInput("--token-outputs needs a pruned model; a dense baseline keeps every token")
+    if dynamic_keep and loaded.dense:
+        raise BadInput("--dynamic-keep needs a pruned model; a dense baseline keeps every token")
     if output is None:
         ratio = None if loaded.dense else loaded.stage_ratios[0]
-        output = export_dir() / onnx_name(loaded.variant.name, loaded.dense, ratio, batch=batch)
+        output = export_dir() / onnx_name(loaded.variant.name, loaded.dense, ratio, batch=batch,
+                                          dynamic_keep=dynamic_keep)
     output = prepare_output(output, force=force)
     if output.suffix != ".onnx":
         raise BadInput(f"output {output} must end in .onnx")
@@ -95,17 +97,33 @@ def export_onnx(
         tmp_onnx = tmp_dir / output.name
         start = time.perf_counter()
         phase("export")
-        external = _export(loaded, tmp_onnx, opset=opset, batch=batch, token_outputs=token_outputs)
+        if dynamic_keep:
+            external = False
+            _export_dynamic_keep(loaded, tmp_onnx, opset=opset, batch=batch, token_outputs=token_outputs)
+        else:
+            external = _export(loaded, tmp_onnx, opset=opset, batch=batch, token_outputs=token_outputs)
         seconds["export"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        report = check_export(tmp_onnx, loaded, batch=batch, samples=check_samples, on_phase=phase)
+        if dynamic_keep:
+            from .dynamic_keep import check_dynamic_keep
+
+            report = check_dynamic_keep(tmp_onnx, loaded, batch=batch, samples=check_samples, on_phase=phase)
+        else:
+            report = check_export(tmp_onnx, loaded, batch=batch, samples=check_samples, on_phase=phase)
         seconds["check"] = time.perf_counter() - start
         if not report.passed:
             raise CheckFailed("post-export check failed: " + "; ".join(report.failures), report)
 
         phase("write")
         manifest = _manifest(loaded, output, tmp_onnx, opset, batch, token_outputs, external, report)
+        if dynamic_keep:
+            from .dynamic_keep import KEEP_COUNTS_INPUT
+
+            manifest["dynamic_keep"] = True
+            manifest["keep_input"] = {"name": KEEP_COUNTS_INPUT, "dtype": "int32",
+                                      "shape": [loaded.variant.num_stages],
+                                      "meaning": "per-stage kept token counts int(num_patches * rho**k)"}
         # Data file first, then the graph, then the manifest: a reader never sees a graph
         # whose weights are missing, nor a manifest for a graph that is not there.
         for item in sorted(tmp_dir.iterdir(), key=lambda p: p.suffix == ".onnx"):
@@ -118,6 +136,14 @@ def export_onnx(
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return ExportResult(output, manifest_path(output), manifest, report, seconds)
+
+
+def validate_options(opset: int, batch: int | None) -> None:
+    """Option checks that need no model, so the CLI can run them before loading one."""
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise BadInput(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
+    if batch is not None and not 1 <= batch <= MAX_DYNAMIC_BATCH:
+        raise BadInput(f"--batch must be between 1 and {MAX_DYNAMIC_BATCH}, got {batch}")
 
 
 def _export(loaded: LoadedModel, path: Path, *, opset: int, batch: int | None, token_outputs: bool) -> bool:
@@ -150,6 +176,19 @@ def _export(loaded: LoadedModel, path: Path, *, opset: int, batch: int | None, t
         raise DvitError(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
     _stamp_metadata(path, loaded, external)
     return external
+
+
+def _export_dynamic_keep(loaded: LoadedModel, path: Path, *, opset: int, batch: int | None,
+                         token_outputs: bool) -> None:
+    from .dynamic_keep import export_dynamic_keep
+
+    param_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    if param_bytes > PROTOBUF_LIMIT:
+        raise BadInput("--dynamic-keep supports models under 2 GB (one self-contained file)")
+    outputs = [LOGITS_NAME] + [token_output_name(s + 1) for s in range(len(loaded.keep_counts))] * token_outputs
+    export_dynamic_keep(loaded, path, opset=opset, batch=batch, token_outputs=token_outputs,
+                        input_name=INPUT_NAME, output_names=outputs, max_batch=MAX_DYNAMIC_BATCH)
+    _stamp_metadata(path, loaded, False)
 
 
 def _stamp_metadata(path: Path, loaded: LoadedModel, external: bool) -> None:

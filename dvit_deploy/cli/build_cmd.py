@@ -1,0 +1,92 @@
+"""`dvit build`: ONNX (newest export by default) -> TensorRT engine + manifest in ./engines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..engines.build import build as build_engine
+from ..engines.doctor import TARGETS, summary_rows
+from ..errors import BadInput, MissingDependency
+from .common import FORCE_OPTION, JSON_OPTION, emit_json, handle_errors, human_bytes, notes, out, parse_floats, phases, table
+
+
+def _keep_range(text: Optional[str]) -> Optional[tuple[float, float]]:
+    values = parse_floats(text, "--keep-range")
+    if values is None:
+        return None
+    if len(values) != 2:
+        raise BadInput(f"--keep-range takes two ratios LOW,HIGH, got '{text}'")
+    return values[0], values[1]
+
+
+@handle_errors
+def build(
+    onnx_path: Optional[Path] = typer.Argument(None, help="ONNX graph [default: the newest in ./export].",
+                                               show_default=False),
+    fp16: bool = typer.Option(False, "--fp16", help="FP16 (TRT 10: builder flag; TRT 11: mixed-precision graph, strongly typed)."),
+    bf16: bool = typer.Option(False, "--bf16", help="BF16 builder flag (TensorRT 10, weakly typed)."),
+    tf32: bool = typer.Option(False, "--tf32", help="Allow TF32 for fp32 math (off by default, for exact fp32)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Engine path [default: ./engines/<name>-<gpu>-<precision>.engine]."),
+    min_batch: Optional[int] = typer.Option(None, "--min-batch", help="Profile minimum batch [default: 1]."),
+    opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help="Profile batch TensorRT tunes for [default: min(32, max)]."),
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Profile maximum batch [default: 64]."),
+    keep_range: Optional[str] = typer.Option(None, "--keep-range", help="ρ range LOW,HIGH a --dynamic-keep engine serves [default: 0.5,0.9]."),
+    workspace: int = typer.Option(4096, "--workspace", help="Workspace memory pool limit in MB."),
+    opt_level: int = typer.Option(3, "--opt-level", help="Builder optimization level 0-5."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file to load (if present) and save."),
+    hardware_compat: str = typer.Option("none", "--hardware-compat", help="none, ampere+ or same-cc."),
+    version_compatible: bool = typer.Option(False, "--version-compatible", help="Engine runs on later TensorRT of the same major."),
+    strongly_typed: bool = typer.Option(False, "--strongly-typed", help="TensorRT 10: build strongly typed (fp16 via the converted graph, as on 11)."),
+    target: Optional[str] = typer.Option(None, "--target", help=f"Doctor target [default: from the installed TensorRT; {', '.join(TARGETS)}]."),
+    onnx_only: bool = typer.Option(False, "--onnx-only", help="With --fp16: only write and check the mixed-precision ONNX (no TensorRT needed)."),
+    verbose: bool = typer.Option(False, "--verbose", help="TensorRT verbose log."),
+    force: bool = FORCE_OPTION,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Build a TensorRT engine (TensorRT 10 or 11); runs `dvit doctor` first."""
+    if sum((fp16, bf16, tf32)) > 1:
+        raise BadInput("choose one of --fp16, --bf16, --tf32")
+    precision = "fp16" if fp16 else "bf16" if bf16 else "tf32" if tf32 else "fp32"
+    result = None
+    try:
+        with phases("build") as on_phase:
+            result = build_engine(onnx_path, precision=precision, output=output, target=target, force=force,
+                                  onnx_only=onnx_only, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
+                                  keep_range=_keep_range(keep_range), workspace_mb=workspace, optimization_level=opt_level,
+                                  hardware_compat=hardware_compat, version_compatible=version_compatible,
+                                  timing_cache=timing_cache, strongly_typed=strongly_typed, on_phase=on_phase,
+                                  verbose=verbose)
+    except MissingDependency as exc:
+        if exc.package == "tensorrt":
+            raise MissingDependency("tensorrt", "tensorrt", "dvit build") from None
+        raise
+    if json_output:
+        emit_json({"passed": True, "engine": None if result.engine_path is None else str(result.engine_path),
+                   "fp16_onnx": None if result.fp16_onnx is None else str(result.fp16_onnx),
+                   "seconds": result.seconds, "doctor": result.doctor.to_dict(), "manifest": result.manifest})
+        return
+    warnings = [r for r in summary_rows(result.doctor) if r[0] != "info"]
+    if warnings:
+        out.print(table("readiness warnings", ["severity", "check", "finding"], warnings))
+    if result.fp16 is not None:
+        parity = result.fp16["parity_vs_fp32_onnx"]
+        flips = ", ".join(f"stage {s['stage']}: {s['exact_match']:.0%} identical" for s in parity["stages"])
+        out.print(f"fp16 graph: {result.fp16['fp16_nodes']} fp16 nodes, {result.fp16['casts_inserted']} casts; "
+                  f"vs fp32 ONNX max |Δlogit| {parity['logits']['max_abs']:.2e}, kept tokens {flips or 'n/a'}")
+    if result.engine_path is None:
+        out.print(f"[green]wrote[/] {result.fp16_onnx} (TensorRT 11 fp16 build input; checked in ONNX Runtime)")
+        return
+    m = result.manifest
+    rows = [("TensorRT", m["tensorrt"]["version"] + (" (strongly typed)" if m["tensorrt"]["strongly_typed"] else "")),
+            ("GPU", f"{m['gpu']['name']} (sm {'.'.join(map(str, m['gpu']['compute_capability']))})"),
+            ("precision", m["precision"]),
+            ("profiles", "; ".join(f"{p['name']} {p['min']}..{p['max']} (opt {p['opt']})" for p in m["profiles"])),
+            ("build time", f"{result.seconds.get('build', 0):.1f} s")]
+    out.print(table(f"engine {result.engine_path.name}", ["", ""], rows))
+    out.print(f"[green]wrote[/] {result.engine_path} ({human_bytes(m['engine']['bytes'])}), "
+              f"{result.manifest_path.name}" + (f", {m['inspector']}" if m.get("inspector") else ""))
+    notes([f"engines are tied to this GPU and TensorRT {m['tensorrt']['version']}; "
+           "other machines rebuild (or use --hardware-compat / --version-compatible)"])

@@ -1,0 +1,67 @@
+"""`dvit eval`: top-1/top-5 on an image folder per backend, and agreement with PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..errors import CheckFailed
+from ..evaluate import evaluate
+from ..predict import DEFAULT_BATCH
+from .common import JSON_OPTION, emit_json, err, handle_errors, notes, out, table
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f}%"
+
+
+@handle_errors
+def eval_images(
+    data: Path = typer.Option(..., "--data", "-d",
+                              help="Image folder: class sub-folders, or flat with a labels file (labels.txt/labels.csv)."),
+    artifact: Optional[Path] = typer.Option(None, "--artifact", "-a", help="ONNX model or engine [default: newest in ./export]."),
+    backend: Optional[List[str]] = typer.Option(None, "--backend", "-b",
+                                                help="Backend to evaluate; repeat for several [default: from the artifact]."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels file for a flat folder: 'filename label' lines or CSV."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Evaluate only the first N images."),
+    batch: int = typer.Option(DEFAULT_BATCH, "--batch", help="Images per inference call."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    no_reference: bool = typer.Option(False, "--no-reference", help="Skip the PyTorch reference and agreement."),
+    min_agreement: Optional[float] = typer.Option(None, "--min-agreement",
+                                                  help="Fail (exit 1) when a backend's top-1 agreement with PyTorch is below this fraction."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Accuracy of each backend on a labelled folder, with top-1 and kept-token agreement with PyTorch."""
+    with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=err, transient=False) as progress:
+        task = progress.add_task("images", total=None)
+        result = evaluate(data, artifact, backend, labels_file=labels, limit=limit, batch=batch, device=device,
+                          reference=not no_reference,
+                          on_start=lambda total: progress.update(task, total=total),
+                          on_progress=lambda n: progress.advance(task, n))
+    for score in result.scores:
+        notes([f"{score.backend}: {n}" for n in score.notes])
+    failed = [s for s in result.scores
+              if min_agreement is not None and s.agreement and s.agreement["top1"] < min_agreement]
+    if json_output:
+        emit_json({"passed": not failed, **result.to_dict()})
+    else:
+        ds = result.dataset
+        rows = []
+        for s in result.scores:
+            agree = s.agreement or {}
+            kept = agree.get("kept_tokens")
+            kept_text = "/".join(f"{k['mean_jaccard']:.3f}" for k in kept) if kept else ("reference" if s.reference else "—")
+            rows.append([s.backend + (" (reference)" if s.reference else ""), s.executes, _pct(s.top1), _pct(s.top5),
+                         "reference" if s.reference else _pct(agree.get("top1")), kept_text,
+                         f"{s.images_per_second:.1f}"])
+        out.print(table(f"{result.artifact} on {ds['root']} ({ds['images']} images, {ds['layout']})",
+                        ["backend", "executes", "top-1", "top-5", "top-1 agreement", "kept-token Jaccard/stage", "img/s"],
+                        rows))
+    if failed:
+        worst = min(failed, key=lambda s: s.agreement["top1"])
+        raise CheckFailed(f"{worst.backend} agrees with PyTorch on {_pct(worst.agreement['top1'])} of top-1 predictions, "
+                          f"below --min-agreement {_pct(min_agreement)}")

@@ -1,0 +1,77 @@
+"""`dvit flops`: analytic GMACs per variant and keep ratio, dense and sparse, per stage."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from ..errors import BadInput
+from ..flops import CONVENTION, count_macs
+from ..models import VARIANTS, get_variant
+from ..models.config import validate_keep_ratio
+from .common import JSON_OPTION, emit_json, handle_errors, out, parse_floats, table
+
+DEFAULT_RATIOS = "0.9,0.8,0.7"
+
+
+@handle_errors
+def flops(
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Variant (repeatable) [default: all]."),
+    keep_ratio: str = typer.Option(DEFAULT_RATIOS, "--keep-ratio", "-r", help="Comma-separated ρ values."),
+    no_predictors: bool = typer.Option(False, "--no-predictors", help="Leave the score predictors out of the count."),
+    per_stage: bool = typer.Option(False, "--per-stage", help="Also print the per-stage breakdown."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Analytic GMACs (multiply-adds), dense and per keep ratio, with the counting convention stated."""
+    names = model or [n for n in VARIANTS if not n.startswith("tiny-")]
+    for name in names:
+        if name not in VARIANTS:
+            raise BadInput(f"unknown model '{name}'; known: {', '.join(VARIANTS)}")
+    ratios = parse_floats(keep_ratio, "--keep-ratio") or []
+    for ratio in ratios:
+        try:
+            validate_keep_ratio(ratio)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+    include = not no_predictors
+    reports = []
+    for name in names:
+        variant = get_variant(name)
+        dense = count_macs(variant, include_predictors=include)
+        sparse = []
+        for ratio in ratios:
+            try:
+                sparse.append(count_macs(variant, ratio, include_predictors=include))
+            except ValueError as exc:
+                raise BadInput(f"{name}, ρ={ratio}: {exc}") from None
+        reports.append((name, dense, sparse))
+
+    if json_output:
+        emit_json({
+            "convention": CONVENTION,
+            "include_predictors": include,
+            "models": [{"variant": name, "dense": dense.to_dict(),
+                        "sparse": [s.to_dict() | {"ratio_to_dense": round(dense.total_macs / s.total_macs, 4),
+                                                  "gmacs_without_predictors": round(
+                                                      count_macs(get_variant(name), s.keep_ratio,
+                                                                 include_predictors=False).gmacs, 4)}
+                                   for s in sparse]}
+                       for name, dense, sparse in reports],
+        })
+        return
+    columns = ["model", "dense"] + [f"ρ={r:g}" for r in ratios]
+    rows = [[name, f"{dense.gmacs:.2f}"] + [f"{s.gmacs:.2f} ({dense.total_macs / s.total_macs:.2f}×)" for s in sparse]
+            for name, dense, sparse in reports]
+    title = "GMACs per image" + ("" if include else " (predictors not counted)")
+    out.print(table(title, columns, rows))
+    if per_stage:
+        for name, dense, sparse in reports:
+            for report in [dense, *sparse]:
+                label = "dense" if report.keep_ratio is None else f"ρ={report.keep_ratio:g}"
+                stage_rows = [[s.stage, f"{s.blocks[0]}–{s.blocks[1]}", s.tokens, f"{s.predictor_macs / 1e6:.1f}",
+                               f"{s.block_macs / 1e9:.3f}"] for s in report.stages]
+                stage_rows.append(["stem + heads", "", "", "", f"{(report.stem_macs + report.head_macs) / 1e9:.3f}"])
+                out.print(table(f"{name} {label}: {report.gmacs:.3f} GMACs", ["stage", "blocks", "tokens",
+                                "predictor MMACs", "blocks GMACs"], stage_rows))
+    out.print(f"[dim]convention: {CONVENTION}; predictors {'counted' if include else 'not counted'}[/]")

@@ -1,0 +1,71 @@
+"""`dvit package` (device bundle, Triton repository) and `dvit verify` (what arrived is intact)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import BadInput, CheckFailed
+from ..ship import DEFAULT_PROFILE, TARGETS, make_bundle, verify_bundle
+from ..workspace import newest_artifact
+from .common import FORCE_OPTION, JSON_OPTION, emit_json, handle_errors, human_bytes, notes, out, parse_ints, phases, table
+
+_STATUS_STYLE = {"ok": "[green]ok[/]", "failed": "[bold red]FAILED[/]", "skipped": "[yellow]skipped[/]",
+                 "warning": "[yellow]warning[/]"}
+
+
+@handle_errors
+def package(
+    artifacts: Optional[List[Path]] = typer.Argument(
+        None, help="ONNX models and/or engines to ship [default: the newest ONNX in ./export].", show_default=False),
+    target: str = typer.Option(..., "--target", "-t", help=f"Device target: {', '.join(TARGETS)}."),
+    triton: bool = typer.Option(False, "--triton", help="Also write a Triton Inference Server model repository."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Bundle folder [default: ./bundles/<model>-<target>]; the archive is <folder>.tar.gz."),
+    precision: str = typer.Option("fp16", "--precision", "-p", help="Engine precision for the device build: fp32, fp16, bf16."),
+    batch_profile: Optional[str] = typer.Option(
+        None, "--batch-profile", help=f"min,opt,max batch for dynamic-batch models [default: {','.join(map(str, DEFAULT_PROFILE))}]."),
+    no_archive: bool = typer.Option(False, "--no-archive", help="Write the folder only, no .tar.gz."),
+    force: bool = FORCE_OPTION,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Bundle a model for a device: ONNX, engines, manifests, SHA256SUMS, README, build_on_device.sh."""
+    profile = parse_ints(batch_profile, "--batch-profile")
+    if profile is not None and len(profile) != 3:
+        raise BadInput("--batch-profile takes three integers: min,opt,max")
+    paths = list(artifacts) if artifacts else [newest_artifact()]
+    with phases("package") as on_phase:
+        result = make_bundle(paths, target, output=output, triton=triton, precision=precision,
+                             profile=tuple(profile) if profile else DEFAULT_PROFILE, archive=not no_archive,
+                             force=force, on_phase=on_phase)
+    notes(result.notes)
+    if json_output:
+        emit_json({"passed": True, **result.to_dict()})
+        return
+    rows = [[f, human_bytes((result.folder / f).stat().st_size)] for f in result.files]
+    out.print(table(f"bundle for {result.target}: {result.folder}", ["file", "size"], rows))
+    out.print(f"[green]wrote[/] {result.folder}" + (f" and {result.archive}" if result.archive else ""))
+    if result.triton_models:
+        out.print(f"Triton models: {', '.join(result.triton_models)} (tritonserver --model-repository={result.folder}/triton)")
+    out.print(f"on the device: sha256sum -c SHA256SUMS && ./build_on_device.sh  (or: dvit verify {result.folder})")
+
+
+@handle_errors
+def verify(
+    bundle: Path = typer.Argument(..., help="Bundle folder or .tar.gz written by 'dvit package'."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Check a bundle: checksums, manifests against files, and engine compatibility where TensorRT is present."""
+    report = verify_bundle(bundle)
+    if json_output:
+        emit_json(report.to_dict())
+    else:
+        out.print(table(f"verify {report.bundle}", ["check", "result", "detail"],
+                        [[c.name, _STATUS_STYLE.get(c.status, c.status), c.detail] for c in report.checks]))
+    if not report.passed:
+        failed = report.failures[0]
+        raise CheckFailed(f"{failed.name}: {failed.detail}" + (f" (+{len(report.failures) - 1} more)" if len(report.failures) > 1 else ""))
+    if not json_output:
+        out.print("[green]bundle verified[/]")

@@ -1,0 +1,59 @@
+"""`dvit predict`: top-5 classes of image files on any backend, and the kept-token picture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..data import denormalize, expand_image_args
+from ..fileio import prepare_output
+from ..predict import DEFAULT_BATCH, data_config_of, grid_of, predict as run_predict
+from .common import FORCE_OPTION, JSON_OPTION, emit_json, handle_errors, notes, out, phases, table
+
+
+@handle_errors
+def predict(
+    images: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...) or folders of images.", show_default=False),
+    artifact: Optional[Path] = typer.Option(None, "--artifact", "-a",
+                                            help="ONNX model or engine [default: the newest in ./export]."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b",
+                                          help="torch, onnxruntime or tensorrt [default: from the artifact's suffix]."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    top: int = typer.Option(5, "--top", "-k", help="How many classes to show per image."),
+    viz: Optional[Path] = typer.Option(None, "--viz", help="Save a PNG of the patches each stage kept (needs token outputs)."),
+    batch: int = typer.Option(DEFAULT_BATCH, "--batch", help="Images per inference call."),
+    force: bool = FORCE_OPTION,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Classify images (model's own preprocessing) and optionally draw the kept patches per stage."""
+    paths = expand_image_args(images)
+    if viz is not None:
+        viz = prepare_output(viz, force=force)
+    with phases("predict") as on_phase:
+        result = run_predict(paths, artifact, backend, top_k=top, want_kept=viz is not None, device=device,
+                             batch=batch, on_phase=on_phase)
+        if viz is not None:
+            on_phase("draw")
+            from ..viz import save_keep_figure
+
+            grid, patch = grid_of(result.manifest)
+            titles = [f"{p.image.name}\n{p.top[0].name} ({p.top[0].probability:.0%})" for p in result.predictions]
+            save_keep_figure(viz, denormalize(result.images, data_config_of(result.manifest)), result.kept,
+                             grid=grid, patch=patch, row_titles=titles,
+                             title=f"{result.manifest.get('variant', '')} kept tokens ({result.backend}, {result.artifact.name})")
+    notes(result.notes)
+    if json_output:
+        emit_json({**result.to_dict(), "viz": None if viz is None else str(viz)})
+        return
+    executes = result.runner.get("executes") or result.backend
+    for p in result.predictions:
+        kept = f", kept tokens {'/'.join(map(str, p.kept_counts))}" if p.kept_counts else ""
+        out.print(table(f"{p.image} ({executes}{kept})", ["#", "class", "index", "probability"],
+                        [[r + 1, c.name, c.index, f"{c.probability:.4f}"] for r, c in enumerate(p.top)]))
+    if viz is not None:
+        out.print(f"[green]wrote[/] {viz}")
+    if result.manifest.get("random_weights"):
+        out.print("[yellow]note:[/] the model has random weights (exported without a checkpoint): "
+                  "these classes mean nothing")

@@ -1,0 +1,135 @@
+"""`dvit profile`: latency statistics like trtexec, throughput, and the dense → sparse speed-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..profiling import CV_WARN_PERCENT, ProfileReport, ProfileSettings, plan_profile, plot_results, run_profile
+from .common import JSON_OPTION, err, emit_json, handle_errors, notes, out, parse_ints, phases
+
+
+@handle_errors
+def profile(
+    artifacts: Optional[List[Path]] = typer.Argument(
+        None, help="Artifacts to measure [default: the newest pruned one in ./export or ./engines, "
+        "plus its dense twin when present].", show_default=False),
+    batch: str = typer.Option("64", "--batch", "-b", help="Batch size, or a sweep: 1,8,32,64."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime, torch or tensorrt "
+                                          "[default: from the artifact's suffix]."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32/fp16/bf16 [default: the artifact's]."),
+    dense_baseline: bool = typer.Option(False, "--dense-baseline", help="Also measure the dense twin, "
+                                        "exporting it beside the artifact when missing."),
+    no_baseline: bool = typer.Option(False, "--no-baseline", help="Measure only the given artifacts."),
+    warmup: float = typer.Option(1.0, "--warmup", help="Warm-up time per batch size (s)."),
+    duration: float = typer.Option(3.0, "--duration", help="Measured time per batch size (s)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="A fixed number of timed calls "
+                                             "instead of --duration."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads (CPU) [default: the backend's]."),
+    include_transfer: bool = typer.Option(False, "--include-transfer/--exclude-transfer",
+                                          help="Count host↔device copies in the latency (GPU)."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Replay a captured CUDA graph (GPU)."),
+    providers: Optional[str] = typer.Option(None, "--providers", help="ONNX Runtime providers in order, "
+                                            "e.g. tensorrt,cuda,cpu."),
+    graph_optimization: str = typer.Option("all", "--graph-optimization",
+                                           help="ONNX Runtime graph optimization: disable, basic, extended, all."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch backend: torch.compile the model."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write latency/throughput vs batch to this PNG."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Measure latency (min/mean/median/p90/p95/p99/max), throughput and the speed-up over dense."""
+    batches = parse_ints(batch, "--batch")
+    settings = ProfileSettings(warmup_s=warmup, duration_s=duration, iterations=iterations,
+                               include_transfer=include_transfer, cuda_graph=cuda_graph, intra_op_threads=threads)
+    settings.validate()
+    with phases("profile") as on_phase:
+        plan = plan_profile(artifacts, backend=backend, dense_baseline=dense_baseline, with_twins=not no_baseline,
+                            on_phase=on_phase)
+    options = {"graph_optimization": graph_optimization, "compile": compile_model}
+    if providers:
+        options["providers"] = providers
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=err, transient=True) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_progress(label: str, fraction: float) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=1.0)
+            progress.update(tasks[label], completed=fraction)
+
+        report = run_profile(plan, backend=backend, batches=batches, settings=settings, device=device,
+                             precision=precision, options=options, on_progress=on_progress)
+    if not report.results:
+        notes(report.notes)
+        err.print("[bold red]error:[/] nothing was measured (no artifact supports the requested batch sizes)")
+        raise typer.Exit(2)
+    written = plot_results(report.results, plot) if plot is not None else None
+    if json_output:
+        data = report.to_dict()
+        data["plot"] = None if written is None else str(written)
+        emit_json(data)
+    else:
+        _print(report)
+        if written is not None:
+            out.print(f"[green]wrote[/] {written}")
+    notes(report.notes)
+    for warning in report.warnings:
+        err.print(f"[bold yellow]warning:[/] {warning}")
+
+
+def _runs_on(result) -> str:
+    """Short label of what executed: 'ort CPU', 'torch eager', 'trt'..."""
+    text = result.executes
+    if result.backend == "onnxruntime":
+        provider = text.split()[-1].replace("ExecutionProvider", "")
+        return f"ort {provider}"
+    if result.backend == "torch":
+        return "torch compile" if "compile" in text else "torch eager"
+    return result.backend
+
+
+TABLE_WIDTH = 124
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+def _print(report: ProfileReport) -> None:
+    from rich import box
+    from rich.table import Table
+
+    labels = {f"{_runs_on(r)} {r.precision}" for r in report.results}
+    per_row_backend = len(labels) > 1
+    settings = report.settings
+    how = (f"{settings.iterations} iterations" if settings.iterations else f"{settings.duration_s:g} s") + \
+        f" after {settings.warmup_s:g} s warm-up, transfers {'included' if settings.include_transfer else 'excluded'}"
+    title = (f"profile{'' if per_row_backend else ' on ' + labels.pop()}: latency in ms ({how}); "
+             f"CV ⚠ above {CV_WARN_PERCENT}%; speed-up = sparse/dense throughput (FLOPs bound)")
+    grid = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    columns = ["artifact"] + (["backend"] if per_row_backend else []) + \
+        ["batch", "min", "mean", "median", "p90", "p95", "p99", "max", "CV", "img/s", "speed-up"]
+    for col in columns:
+        if col in ("artifact", "backend"):
+            grid.add_column(col, overflow="fold")
+        else:
+            grid.add_column(col, no_wrap=True, justify="right")
+    for r in report.results:
+        s = r.stats
+        cv = f"{s.cv_percent:.1f}%" + ("⚠" if r.unstable else "")
+        speed = "—" if r.speedup is None else f"{r.speedup:.2f}× ({r.flops_ratio:.2f}×)"
+        row = [Path(r.artifact).stem] + ([f"{_runs_on(r)} {r.precision}"] if per_row_backend else []) + \
+            [str(r.batch)] + [_ms(v) for v in (s.min, s.mean, s.median, s.p90, s.p95, s.p99, s.max)] + \
+            [cv, f"{r.throughput_ips:.1f}", speed]
+        grid.add_row(*row)
+    # Eleven numeric columns do not fit 80 columns: render complete rows rather than ellipses.
+    if out.width >= TABLE_WIDTH:
+        out.print(grid)
+    else:
+        from rich.console import Console
+
+        Console(file=out.file, width=TABLE_WIDTH, highlight=False, no_color=out.no_color).print(grid)

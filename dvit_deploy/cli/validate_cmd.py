@@ -1,0 +1,91 @@
+"""`dvit validate`: every backend against the PyTorch fp32 reference, logits and kept tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..validate import DEFAULT_BATCH, DEFAULT_SAMPLES, ValidateReport, validate as run_validate
+from .common import JSON_OPTION, emit_json, err, handle_errors, notes, out, phases, table
+
+
+@handle_errors
+def validate(
+    artifacts: Optional[List[Path]] = typer.Argument(
+        None, help="Artifacts (.onnx, .engine) with their manifests [default: newest in ./export and ./engines].",
+        show_default=False),
+    backend: Optional[List[str]] = typer.Option(
+        None, "--backend", help="Backend to check (repeatable): onnxruntime, tensorrt, torch "
+        "[default: the one that runs each artifact]."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of real images (preprocessed with the "
+                                          "model's timm data config) instead of seeded random inputs."),
+    samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", "-n", min=1, help="Number of inputs."),
+    batch: int = typer.Option(DEFAULT_BATCH, "--batch", "-b", min=1, help="Batch size for dynamic-batch artifacts."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N] for the backend under test."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32/fp16/bf16 [default: the artifact's]."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Check every backend against PyTorch fp32: logits, top-1/top-5, per-stage kept tokens."""
+    with phases("validate") as on_phase:
+        report = run_validate(artifacts, backends=backend, samples=samples, batch=batch, images_dir=images,
+                              device=device, precision=precision, on_phase=on_phase)
+    for result in report.results:
+        if result.fallback:
+            err.print(f"[bold yellow]provider fallback:[/] {Path(result.artifact).name}: {result.fallback}")
+    if json_output:
+        emit_json(report.to_dict())
+    else:
+        _print(report)
+    notes(report.notes)
+    if report.failed:
+        err.print(f"[bold red]check failed:[/] {len(report.failed)} of {len(report.results)} backend check(s) "
+                  "outside tolerance")
+        raise typer.Exit(1)
+    if report.skipped:
+        for r in report.skipped:
+            err.print(f"[bold red]error:[/] {Path(r.artifact).name} on {r.backend} not checked: {r.reason}")
+        raise typer.Exit(2)
+
+
+TABLE_WIDTH = 140
+
+
+def _print(report: ValidateReport) -> None:
+    rows = []
+    for r in report.results:
+        name = Path(r.artifact).name
+        if r.comparison is None:
+            rows.append([name, r.backend, "—", "—", "—", "—", "—", "—", f"[yellow]skipped[/]: {r.reason}"])
+            continue
+        lg = r.comparison.logits
+        tokens = _token_summary(r)
+        status = "[green]pass[/]" if r.passed else "[red]FAIL[/]: " + "; ".join(r.comparison.failures)
+        rows.append([name, f"{_short(r.executes)} {r.precision}", f"{lg.max_abs:.2e}", f"{lg.mean_abs:.2e}",
+                     f"{lg.cosine_min:.6f}", f"{lg.top1_agreement:.0%}", f"{lg.top5_agreement:.0%}", tokens, status])
+    grid = table(f"validate vs PyTorch fp32 — {report.samples} inputs, {report.inputs}",
+                 ["artifact", "backend", "max |Δ|", "mean |Δ|", "cos min", "top-1", "top-5",
+                  "kept tokens (Jaccard per stage)", "result"], rows)
+    if out.width >= TABLE_WIDTH:
+        out.print(grid)
+    else:  # complete rows rather than ellipses on narrow terminals
+        from rich.console import Console
+
+        Console(file=out.file, width=TABLE_WIDTH, highlight=False, no_color=out.no_color).print(grid)
+
+
+def _token_summary(result) -> str:
+    if result.token_info == "dense model":
+        return "dense (no pruning)"
+    if not result.comparison.stages:
+        return "[yellow]no token info[/]"
+    parts = [f"S{s.stage}: {s.mean_jaccard:.4f}" + (f" ({s.flipped_samples} flip)" if s.flipped_samples else "")
+             for s in result.comparison.stages]
+    return ", ".join(parts)
+
+
+def _short(executes: str | None) -> str:
+    """'onnxruntime 1.31.1 CPUExecutionProvider' -> 'onnxruntime CPU'."""
+    words = (executes or "").replace("ExecutionProvider", "").split()
+    return " ".join(w for w in words if not w[:1].isdigit())

@@ -1,0 +1,170 @@
+"""`dvit build` as a library call: doctor, plan, (fp16 graph), TensorRT build, atomic writes.
+
+Order matters for users without TensorRT: the readiness report runs first, so a machine
+without a GPU still learns whether the graph will parse before being told what to install.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+from ..errors import BadInput, CheckFailed
+from ..fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
+from ..workspace import engines_dir, export_dir, load_manifest, newest_artifact
+from .doctor import DEFAULT_TARGET, DoctorReport, diagnose
+from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision
+
+FP16_SUFFIX = "-fp16mixed"
+
+
+@dataclass
+class BuildResult:
+    engine_path: Path | None
+    manifest_path: Path | None
+    manifest: dict[str, Any]
+    doctor: DoctorReport
+    fp16_onnx: Path | None = None
+    fp16: dict[str, Any] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_onnx(onnx_path: str | Path | None) -> tuple[Path, dict[str, Any]]:
+    path = Path(onnx_path) if onnx_path is not None else newest_artifact(export_dir(), ".onnx", "export")
+    if path.suffix != ".onnx":
+        raise BadInput(f"{path} is not an .onnx file")
+    return path, load_manifest(path)
+
+
+def doctor_target_for(trt_version: str | None, requested: str | None) -> str:
+    if requested:
+        return requested
+    if trt_version is None:
+        return DEFAULT_TARGET
+    return "trt-11" if trt_version.split(".")[0] == "11" else "trt-10"
+
+
+def write_fp16_onnx(onnx_path: Path, onnx_manifest: dict[str, Any], output: Path, *, force: bool,
+                    check_samples: int = 4) -> tuple[Fp16Result, dict[str, Any]]:
+    """Convert to mixed precision, compare with the fp32 graph in ORT, write graph + manifest."""
+    output = prepare_output(output, force=force)
+    model = onnx.load(str(onnx_path))
+    result = convert_to_mixed_precision(model)
+    try:
+        onnx.checker.check_model(result.model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise CheckFailed(f"fp16 graph fails the ONNX checker: {str(exc).splitlines()[0]}") from None
+    from ..export.check import seeded_images
+
+    config = onnx_manifest.get("config") or {}
+    shape = (int(config.get("in_chans", 3)), int(config.get("img_size", 224)), int(config.get("img_size", 224)))
+    images = seeded_images(max(check_samples, 2), shape).numpy()
+    extra = {}
+    keep_input = onnx_manifest.get("keep_input")
+    if onnx_manifest.get("dynamic_keep") and keep_input:
+        extra[keep_input["name"]] = np.asarray(onnx_manifest["keep_counts"], dtype=np.int32)
+    comparison = compare_with_fp32(model, result.model, images, extra_inputs=extra,
+                                   num_patches=int(onnx_manifest.get("num_patches", 196)))
+    report = {**result.to_dict(), "parity_vs_fp32_onnx": comparison.to_dict()}
+    if not comparison.passed:
+        raise CheckFailed("fp16 graph does not match the fp32 graph: " + "; ".join(comparison.failures), report)
+    data = result.model.SerializeToString()
+    write_bytes_atomic(output, data)
+    manifest = {**onnx_manifest, "artifact": output.name, "precision": "fp16",
+                "onnx": {"sha256": sha256_file(output), "bytes": len(data), "external_data": [],
+                         "external_data_sha256": {}},
+                "derived_from": {"path": str(onnx_path.resolve()), "sha256": sha256_file(onnx_path),
+                                 "transform": "dvit_deploy.engines.fp16.convert_to_mixed_precision"},
+                "fp16_conversion": report}
+    write_json_atomic(manifest_path(output), manifest)
+    return result, manifest
+
+
+def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", output: str | Path | None = None,
+          target: str | None = None, force: bool = False, onnx_only: bool = False,
+          min_batch: int | None = None, opt_batch: int | None = None, max_batch: int | None = None,
+          keep_range: tuple[float, float] | None = None, workspace_mb: int = 4096, optimization_level: int = 3,
+          hardware_compat: str = "none", version_compatible: bool = False, timing_cache: str | Path | None = None,
+          strongly_typed: bool = False, on_phase: Callable[[str], None] | None = None,
+          verbose: bool = False) -> BuildResult:
+    phase = on_phase or (lambda name: None)
+    seconds: dict[str, float] = {}
+    source, onnx_manifest = resolve_onnx(onnx_path)
+
+    from . import manifest as plans  # pure: no TensorRT
+    from .trt_build import import_tensorrt
+
+    try:
+        import importlib.util
+
+        trt_present = importlib.util.find_spec("tensorrt") is not None
+    except (ImportError, ValueError):
+        trt_present = False
+    trt_version = None
+    if trt_present and not onnx_only:
+        trt_version = str(import_tensorrt().__version__)
+
+    phase("readiness check (dvit doctor)")
+    start = time.perf_counter()
+    report = diagnose(source, doctor_target_for(trt_version, target))
+    seconds["doctor"] = time.perf_counter() - start
+    if not report.passed:
+        raise CheckFailed(f"{len(report.blockers)} blocker(s) for {report.target.name}: "
+                          + "; ".join(f.message for f in report.blockers[:3]), report)
+
+    folder = engines_dir() if output is None else Path(output).parent
+    if onnx_only:
+        if precision != "fp16":
+            raise BadInput("--onnx-only writes the mixed-precision graph TensorRT 11 builds from: use it with --fp16")
+        phase("fp16 graph + ONNX Runtime check")
+        start = time.perf_counter()
+        out = Path(output) if output is not None else folder / f"{source.stem}{FP16_SUFFIX}.onnx"
+        result, manifest = write_fp16_onnx(source, onnx_manifest, out, force=force)
+        seconds["fp16"] = time.perf_counter() - start
+        return BuildResult(None, None, manifest, report, out, manifest["fp16_conversion"], seconds)
+
+    trt = import_tensorrt()  # MissingDependency (exit 2) names the extra to install
+    from .trt_build import build_engine, cuda_device
+
+    device = cuda_device()
+    plan = plans.make_plan(source, onnx_manifest, trt_version=trt.__version__, gpu_name=device.name,
+                           precision=precision, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
+                           keep_range=keep_range, workspace_mb=workspace_mb, optimization_level=optimization_level,
+                           hardware_compat=hardware_compat, version_compatible=version_compatible,
+                           timing_cache=timing_cache, strongly_typed=strongly_typed)
+    engine_path = prepare_output(Path(output) if output is not None else folder / plan.engine_name, force=force)
+    built_from, fp16_info, fp16_path = source, None, None
+    if plan.fp16_graph:
+        phase("fp16 graph for the strongly typed build")
+        fp16_path = engine_path.with_name(f"{source.stem}{FP16_SUFFIX}.onnx")
+        _, fp16_manifest = write_fp16_onnx(source, onnx_manifest, fp16_path, force=True)
+        fp16_info, built_from = fp16_manifest["fp16_conversion"], fp16_path
+
+    start = time.perf_counter()
+    built = build_engine(plan, built_from, on_phase=phase, verbose=verbose)
+    seconds["build"] = time.perf_counter() - start
+
+    phase("write engine and manifest")
+    write_bytes_atomic(engine_path, built.serialized)
+    inspector_file = None
+    if built.inspector_json is not None:
+        inspector_path = engine_path.with_suffix(".layers.json")
+        write_bytes_atomic(inspector_path, built.inspector_json.encode())
+        inspector_file = inspector_path.name
+    if built.timing_cache is not None and plan.timing_cache:
+        write_bytes_atomic(Path(plan.timing_cache), built.timing_cache)
+    manifest = plans.engine_manifest(
+        plan, engine_path=engine_path, engine_sha256=sha256_file(engine_path), engine_bytes=len(built.serialized),
+        onnx_manifest=onnx_manifest, onnx_sha256=sha256_file(source), built_from=built_from,
+        trt_version=trt.__version__, device=device, io_tensors=built.io_tensors,
+        build_seconds=seconds["build"], inspector_file=inspector_file, doctor=report.to_dict())
+    if fp16_info is not None:
+        manifest["fp16_conversion"] = fp16_info
+    manifest.update(plans.io_description(built.io_tensors))
+    write_json_atomic(manifest_path(engine_path), manifest)
+    return BuildResult(engine_path, manifest_path(engine_path), manifest, report, fp16_path, fp16_info, seconds)

@@ -1,0 +1,334 @@
+"""`dvit doctor`: will TensorRT's ONNX parser take this graph? A static check, no TensorRT needed.
+
+The operator tables are data transcribed from NVIDIA's "Supported ONNX Operators" list
+(onnx-tensorrt ``docs/operators.md``): the TensorRT 10.15 edition (opset 9-24) for the
+operators and restrictions, the 10.0 edition for the opset range of older 10.x parsers, and the
+TensorRT 11 "ONNX Opset Guide" (maximum opset 25). ``trt-10.3`` (JetPack 6) is checked against
+the 10.x table with the 10.0 opset limit (20), which also keeps out the opset-23 ``Attention``
+op that needs parser >= 10.14.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..errors import BadInput
+
+TOPK_MAX_K = 3840  # "k <= 3840" (TensorRT operator reference, TopK)
+
+# Operators the 10.x/11.x parser imports (Supported = Y in operators.md, TensorRT 10.15).
+SUPPORTED_OPS = frozenset("""
+Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh Attention AveragePool BatchNormalization
+BlackmanWindow Cast CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh
+CumSum DeformConv DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike
+Flatten Floor Gather GatherElements GatherND Gelu Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
+Greater GreaterOrEqual GridSample GroupNormalization GRU HammingWindow HannWindow HardSigmoid HardSwish
+Hardmax Identity If ImageScaler InstanceNormalization IsInf IsNaN LayerNormalization LeakyRelu Less
+LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool Mean
+MeanVarianceNormalization Min Mish Mod Mul Neg NonMaxSuppression NonZero Not OneHot Or Pad
+ParametricSoftplus Pow PRelu QuantizeLinear RandomNormal RandomNormalLike RandomUniform
+RandomUniformLike Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean
+ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RMSNormalization RNN
+RoiAlign RotaryEmbedding Round STFT ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Shrink
+Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan
+Tanh TensorScatter ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
+""".split())
+
+# Listed as not supported (Supported = N) in the same table: named in the report as such.
+UNSUPPORTED_OPS = frozenset("""
+AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor Col2Im CenterCropPad Compress
+ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear ImageDecoder MatMulInteger MaxRoiPool
+MaxUnpool MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional OptionalGetElement
+OptionalHasElement QLinearConv QLinearMatMul RegexFullMatch SequenceAt SequenceConstruct SequenceEmpty
+SequenceErase SequenceInsert SequenceLength SequenceMap SoftmaxCrossEntropyLoss SplitToSequence
+StringConcat StringNormalizer StringSplit TfIdfVectorizer Unique
+""".split())
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    min_opset: int
+    max_opset: int
+    attention_op: bool  # ONNX Attention (opset 23) needs parser >= 10.14
+    source: str
+
+
+TARGETS = {
+    "trt-10.3": Target("trt-10.3", "TensorRT 10.3 (JetPack 6, Jetson Orin)", 9, 20, False,
+                       "onnx-tensorrt operators.md (10.x table; opset range of the 10.0 edition)"),
+    "trt-10": Target("trt-10", "TensorRT 10.x, newest (10.15)", 9, 24, True,
+                     "onnx-tensorrt operators.md, TensorRT 10.15 edition (opset 9-24)"),
+    "trt-11": Target("trt-11", "TensorRT 11.x", 9, 25, True,
+                     "NVIDIA ONNX Opset Guide for TensorRT 11.x (max opset 25) + operators.md"),
+}
+DEFAULT_TARGET = "trt-10"
+
+
+@dataclass
+class Finding:
+    severity: str  # "blocker" | "warning" | "info"
+    check: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class DoctorReport:
+    model: str
+    target: Target
+    opset: int | None
+    op_counts: dict[str, int] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    profile_needs: list[dict[str, Any]] = field(default_factory=list)  # dynamic dims / shape inputs
+
+    @property
+    def blockers(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "blocker"]
+
+    @property
+    def passed(self) -> bool:
+        return not self.blockers
+
+    def add(self, severity: str, check: str, message: str) -> None:
+        self.findings.append(Finding(severity, check, message))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "model": self.model,
+            "target": self.target.__dict__,
+            "opset": self.opset,
+            "op_counts": self.op_counts,
+            "blockers": len(self.blockers),
+            "findings": [f.to_dict() for f in self.findings],
+            "profile_needs": self.profile_needs,
+        }
+
+
+def diagnose(path: str | Path, target: str = DEFAULT_TARGET) -> DoctorReport:
+    """Check an ONNX file (weights may live in external data files) against a TensorRT target."""
+    if target not in TARGETS:
+        raise BadInput(f"unknown --target '{target}'; choose one of {', '.join(TARGETS)}")
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"ONNX file {path} not found")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise BadInput(f"{path} is not an ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return diagnose_model(model, TARGETS[target], folder=path.parent, name=str(path))
+
+
+def diagnose_model(model: onnx.ModelProto, target: Target, *, folder: Path | None = None,
+                   name: str = "<model>") -> DoctorReport:
+    graph = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    report = DoctorReport(name, target, opset)
+    _check_opset(report, opset)
+    _check_ops(report, graph)
+    _check_topk(report, model)
+    _check_int64(report, graph)
+    _check_external_data(report, graph, folder)
+    _check_dynamic_inputs(report, model)
+    return report
+
+
+def _check_opset(report: DoctorReport, opset: int | None) -> None:
+    t = report.target
+    if opset is None:
+        report.add("blocker", "opset", "the model imports no default-domain opset")
+    elif opset > t.max_opset:
+        report.add("blocker", "opset", f"opset {opset} is above what the {t.name} parser reads ({t.max_opset}); "
+                                       f"re-export with --opset {min(t.max_opset, 18)}")
+    elif opset < t.min_opset:
+        report.add("blocker", "opset", f"opset {opset} is below the parser's minimum ({t.min_opset})")
+    else:
+        report.add("info", "opset", f"opset {opset} within {t.min_opset}-{t.max_opset}")
+
+
+def _check_ops(report: DoctorReport, graph: onnx.GraphProto) -> None:
+    counts: Counter[str] = Counter()
+    for node in _all_nodes(graph):
+        domain = node.domain or ""
+        key = node.op_type if domain in ("", "ai.onnx") else f"{domain}::{node.op_type}"
+        counts[key] += 1
+    report.op_counts = dict(sorted(counts.items()))
+    for op, count in sorted(counts.items()):
+        if "::" in op:
+            report.add("blocker", "operators", f"{op} ({count}×) is a custom-domain op: TensorRT needs a plugin for it")
+        elif op == "Attention" and not report.target.attention_op:
+            report.add("blocker", "operators", f"Attention ({count}×) needs TensorRT >= 10.14; "
+                                               f"export with opset <= 22 for {report.target.name}")
+        elif op in UNSUPPORTED_OPS:
+            report.add("blocker", "operators", f"{op} ({count}×) is not supported by the TensorRT ONNX parser")
+        elif op not in SUPPORTED_OPS:
+            report.add("blocker", "operators", f"{op} ({count}×) is not in the parser's operator list")
+        elif op == "Attention":
+            report.add("info", "operators", f"Attention ({count}×) needs parser >= 10.14 (fine for {report.target.name})")
+    supported = sum(c for op, c in counts.items() if op in SUPPORTED_OPS)
+    report.add("info", "operators", f"{supported}/{sum(counts.values())} nodes use operators the parser supports "
+                                    f"({len(counts)} distinct)")
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:  # If/Loop/Scan bodies
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _all_nodes(g)
+
+
+def _check_topk(report: DoctorReport, model: onnx.ModelProto) -> None:
+    graph = model.graph
+    constants = _constants(graph)
+    producers = {out: node for node in graph.node for out in node.output}
+    inputs = {i.name: i for i in graph.input}
+    for node in graph.node:
+        if node.op_type != "TopK":
+            continue
+        label = node.name or node.output[0]
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("sorted", 1) != 1:
+            report.add("blocker", "TopK", f"{label}: sorted=0 is not supported (operators.md: `sorted` must be 1)")
+        if attrs.get("largest", 1) != 1:
+            report.add("warning", "TopK", f"{label}: largest=0 selects the lowest scores; DynamicViT keeps the highest")
+        k_name = node.input[1] if len(node.input) > 1 else None
+        if k_name is None:
+            k_attr = attrs.get("k")
+            if k_attr is not None and k_attr > TOPK_MAX_K:
+                report.add("blocker", "TopK", f"{label}: K={k_attr} exceeds TensorRT's limit of {TOPK_MAX_K}")
+            continue
+        if k_name in constants:
+            k = int(np.asarray(constants[k_name]).reshape(-1)[0])
+            if k > TOPK_MAX_K:
+                report.add("blocker", "TopK", f"{label}: K={k} exceeds TensorRT's limit of {TOPK_MAX_K}")
+            else:
+                report.add("info", "TopK", f"{label}: constant K={k} (<= {TOPK_MAX_K}, largest=1)")
+            continue
+        sources = _graph_inputs_upstream(k_name, producers, inputs)
+        float_sources = [s for s in sources if inputs[s].type.tensor_type.elem_type in _FLOAT_TYPES]
+        if float_sources:
+            report.add("blocker", "TopK", f"{label}: K is computed from the float input(s) {float_sources}; TensorRT "
+                                          "needs K as a shape tensor, computable from integer shape inputs only")
+        elif sources:
+            report.add("info", "TopK", f"{label}: K comes from the shape-tensor input(s) {sources} "
+                                       f"(TensorRT >= 8.6; values must stay <= {TOPK_MAX_K})")
+        else:
+            report.add("info", "TopK", f"{label}: K is computed from tensor shapes (a shape tensor; TensorRT >= 8.6)")
+
+
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
+
+def _graph_inputs_upstream(tensor: str, producers: dict[str, onnx.NodeProto], inputs: dict[str, Any]) -> list[str]:
+    """Graph inputs whose *values* reach ``tensor`` (stops at Shape/Size, which read only dims)."""
+    found, seen, frontier = [], set(), [tensor]
+    while frontier:
+        name = frontier.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in inputs:
+            found.append(name)
+            continue
+        node = producers.get(name)
+        if node is None or node.op_type in ("Shape", "Size"):
+            continue
+        frontier.extend(i for i in node.input if i)
+    return sorted(found)
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    values = {}
+    for init in graph.initializer:
+        if init.data_location != onnx.TensorProto.EXTERNAL:
+            values[init.name] = numpy_helper.to_array(init)
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+                elif attr.name in ("value_int", "value_ints"):
+                    values[node.output[0]] = np.array(onnx.helper.get_attribute_value(attr))
+    return values
+
+
+def _check_int64(report: DoctorReport, graph: onnx.GraphProto) -> None:
+    int64_io = [v.name for v in list(graph.input) + list(graph.output)
+                if v.type.tensor_type.elem_type == onnx.TensorProto.INT64]
+    int64_inits = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT64]
+    if int64_io:
+        report.add("info", "int64", f"int64 I/O tensors {int64_io}: TensorRT 10+ binds them as INT64; TopK "
+                                    "computes int32 indices that the parser casts back to int64 (exact below 2^31)")
+    if int64_inits:
+        report.add("info", "int64", f"{len(int64_inits)} int64 constants (shapes, axes, indices): TensorRT keeps "
+                                    "shape arithmetic in int64/int32; values beyond int32 range would be clamped")
+
+
+def _check_external_data(report: DoctorReport, graph: onnx.GraphProto, folder: Path | None) -> None:
+    files: set[str] = set()
+    for init in graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in init.external_data if e.key == "location"), None)
+            if location:
+                files.add(location)
+    for name in sorted(files):
+        if folder is not None and not (folder / name).is_file():
+            report.add("blocker", "external data", f"weights file '{name}' is missing next to the model")
+        else:
+            report.add("info", "external data", f"weights in '{name}': build with OnnxParser.parse_from_file "
+                                                 "(dvit build does), keep the file beside the .onnx")
+
+
+def _check_dynamic_inputs(report: DoctorReport, model: onnx.ModelProto) -> None:
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    topk_k = {node.input[1] for node in graph.node if node.op_type == "TopK" and len(node.input) > 1}
+    producers = {out: node for node in graph.node for out in node.output}
+    inputs = {i.name: i for i in graph.input}
+    shape_inputs = set()
+    for k_name in topk_k:
+        shape_inputs.update(_graph_inputs_upstream(k_name, producers, inputs))
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        shape = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in dims]
+        if value.name in shape_inputs:
+            elem = value.type.tensor_type.elem_type
+            if elem in _FLOAT_TYPES:
+                continue  # already a TopK blocker
+            report.profile_needs.append({"input": value.name, "kind": "shape tensor values", "shape": shape})
+            report.add("info", "profile", f"input '{value.name}' {shape} feeds TopK's K: declare min/opt/max values "
+                                          "with IOptimizationProfile.set_shape_input (dvit build --keep-range)")
+            continue
+        dynamic = [(i, d) for i, d in enumerate(shape) if not isinstance(d, int) or d <= 0]
+        if dynamic:
+            report.profile_needs.append({"input": value.name, "kind": "dimensions", "shape": shape,
+                                         "dynamic_axes": {str(i): str(d) for i, d in dynamic}})
+            names = ", ".join(f"axis {i} '{d}'" for i, d in dynamic)
+            report.add("info", "profile", f"input '{value.name}' {shape} has dynamic {names}: needs an optimization "
+                                          "profile (dvit build --min-batch/--opt-batch/--max-batch)")
+
+
+def summary_rows(report: DoctorReport) -> list[tuple[str, str, str]]:
+    order = {"blocker": 0, "warning": 1, "info": 2}
+    return [(f.severity, f.check, f.message) for f in sorted(report.findings, key=lambda f: order[f.severity])]

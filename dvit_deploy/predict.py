@@ -1,0 +1,156 @@
+"""Classify image files with any backend, and recover which patches each stage kept.
+
+The artifact's manifest supplies the preprocessing (timm data config) and the class count;
+ImageNet names come from timm for 1000-class models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .data import class_names, preprocess_images
+from .errors import BadInput
+from .runtime import default_backend, open_runner
+from .workspace import load_manifest, newest_artifact
+
+DEFAULT_BATCH = 8
+TOKEN_OUTPUTS_HINT = "re-export with 'dvit export --token-outputs' (or use --backend torch/onnxruntime)"
+
+
+def data_config_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The preprocessing an artifact expects: its manifest's data_config, else its variant's."""
+    if isinstance(manifest.get("data_config"), Mapping):
+        return dict(manifest["data_config"])
+    if isinstance(manifest.get("config"), Mapping):
+        from .models.config import VariantConfig
+
+        return VariantConfig.from_dict(manifest["config"]).data_config()
+    raise BadInput("the artifact's manifest records no data_config or model config: cannot preprocess images for it")
+
+
+def num_classes_of(manifest: Mapping[str, Any], logits: np.ndarray | None = None) -> int:
+    config = manifest.get("config") if isinstance(manifest.get("config"), Mapping) else {}
+    if "num_classes" in config:
+        return int(config["num_classes"])
+    return int(logits.shape[1]) if logits is not None else 1000
+
+
+def grid_of(manifest: Mapping[str, Any]) -> tuple[int, int]:
+    """(patch grid side, patch size in pixels) of the model input."""
+    config = manifest.get("config") if isinstance(manifest.get("config"), Mapping) else {}
+    img, patch = int(config.get("img_size", 224)), int(config.get("patch_size", 16))
+    return img // patch, patch
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class ClassScore:
+    index: int
+    name: str
+    probability: float
+
+
+@dataclass
+class Prediction:
+    image: Path
+    top: list[ClassScore]
+    kept_counts: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image": str(self.image), "kept_per_stage": self.kept_counts,
+                "top": [{"index": c.index, "name": c.name, "probability": c.probability} for c in self.top]}
+
+
+@dataclass
+class PredictResult:
+    artifact: Path
+    backend: str
+    runner: dict[str, Any]
+    predictions: list[Prediction]
+    images: np.ndarray  # the preprocessed batch (N, 3, H, W)
+    kept: list[np.ndarray] | None  # per stage (N, K_s) original patch ids
+    manifest: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"artifact": str(self.artifact), "backend": self.backend, "runner": self.runner,
+                "keep_counts": self.manifest.get("keep_counts"),
+                "predictions": [p.to_dict() for p in self.predictions], "notes": self.notes}
+
+
+def resolve_artifact(artifact: Path | None) -> Path:
+    path = newest_artifact() if artifact is None else Path(artifact).expanduser()
+    if not path.exists():
+        raise BadInput(f"artifact {path} not found")
+    return path
+
+
+def predict(
+    images: Sequence[Path],
+    artifact: Path | None = None,
+    backend: str | None = None,
+    *,
+    top_k: int = 5,
+    want_kept: bool = False,
+    device: str = "cpu",
+    batch: int = DEFAULT_BATCH,
+    on_phase: Callable[[str], None] | None = None,
+) -> PredictResult:
+    """Top-k classes per image; with ``want_kept`` also each stage's kept patch ids (or BadInput)."""
+    phase = on_phase or (lambda name: None)
+    if top_k < 1:
+        raise BadInput(f"--top must be ≥ 1, got {top_k}")
+    if batch < 1:
+        raise BadInput(f"--batch must be ≥ 1, got {batch}")
+    phase("preprocess")
+    path = resolve_artifact(artifact)
+    manifest = load_manifest(path)
+    backend = backend or default_backend(path)
+    if want_kept and manifest.get("dense"):
+        raise BadInput(f"{path.name} is a dense model: it keeps every token, so there is nothing to visualise")
+    batch_images = preprocess_images(list(images), data_config_of(manifest))
+    fixed = manifest.get("batch")
+
+    options: dict[str, Any] = {}
+    if backend == "onnxruntime" and want_kept:
+        options["topk_outputs"] = True  # recover kept tokens even from an artifact without token outputs
+    phase(f"run ({backend})")
+    logits_parts, kept_parts = [], []
+    with open_runner(backend, path, manifest, device=device, precision=None, **options) as runner:
+        step = int(fixed) if fixed else batch
+        for start in range(0, len(batch_images), step):
+            chunk = batch_images[start:start + step]
+            real = len(chunk)
+            if fixed and real < step:  # a fixed-batch artifact: pad, then drop the padding
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - real, axis=0)])
+            out = runner.run(chunk)
+            logits_parts.append(out.logits[:real])
+            kept_parts.append(None if out.kept is None else [k[:real] for k in out.kept])
+        described = runner.describe()
+    notes = list(getattr(runner, "notes", []) or [])
+    logits = np.concatenate(logits_parts)
+    kept = None
+    if all(k is not None for k in kept_parts):
+        kept = [np.concatenate([k[s] for k in kept_parts]) for s in range(len(kept_parts[0]))]
+    if want_kept and kept is None:
+        raise BadInput(f"{path.name} has no token outputs, and the {backend} backend cannot recover which tokens "
+                       f"were kept: {TOKEN_OUTPUTS_HINT}")
+
+    names = class_names(num_classes_of(manifest, logits))
+    probs = softmax(logits.astype(np.float64))
+    k = min(top_k, probs.shape[1])
+    predictions = []
+    for i, image in enumerate(images):
+        order = np.argsort(-probs[i])[:k]
+        top = [ClassScore(int(c), names[c] if c < len(names) else f"class {c}", float(probs[i, c])) for c in order]
+        predictions.append(Prediction(Path(image), top, [int(s.shape[1]) for s in kept] if kept else []))
+    return PredictResult(path, backend, described, predictions, batch_images, kept, manifest, notes)

@@ -1,0 +1,171 @@
+"""Runtime backends behind one interface (``Runner``), and how to pick and open one.
+
+Backends are named (``torch``, ``onnxruntime``, ``tensorrt``) and imported lazily, so listing
+them works on any machine; a backend whose package is missing is reported as unavailable with
+the extra that installs it.
+
+Runner classes are constructed as ``cls(artifact, manifest, device=..., precision=..., **options)``
+and are not loaded yet: use ``with open_runner(...) as runner:``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInput, MissingDependency
+from ..workspace import load_manifest
+from .base import BackendStatus, Runner, RunOutput, TensorInfo
+
+BACKENDS: dict[str, str] = {
+    "torch": "dvit_deploy.runtime.torch_runner:TorchRunner",
+    "onnxruntime": "dvit_deploy.runtime.ort_runner:OnnxRuntimeRunner",
+    "tensorrt": "dvit_deploy.runtime.trt_runner:TensorRTRunner",
+}
+
+# The Python package each backend needs, and the extra that installs it.
+BACKEND_PACKAGES: dict[str, tuple[str, str]] = {
+    "torch": ("torch", "torch"),
+    "onnxruntime": ("onnxruntime", "gpu"),  # core dependency; [gpu] installs the CUDA/TensorRT-EP build
+    "tensorrt": ("tensorrt", "tensorrt"),
+}
+
+# Which backend runs an artifact by default, from its file suffix.
+SUFFIX_BACKENDS: dict[str, str] = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt"}
+
+# Backends that execute the artifact file itself (torch rebuilds the model from the manifest).
+FILE_BACKENDS: dict[str, tuple[str, ...]] = {
+    "onnxruntime": (".onnx",),
+    "tensorrt": (".engine", ".plan"),
+    "torch": (".onnx", ".engine", ".plan"),
+}
+
+
+def runner_class(backend: str) -> type[Runner]:
+    """The Runner subclass for ``backend`` (imports its module, not the backend package)."""
+    if backend not in BACKENDS:
+        raise BadInput(f"unknown backend '{backend}'; known: {', '.join(BACKENDS)}")
+    module_name, class_name = BACKENDS[backend].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise BadInput(f"backend '{backend}' is not part of this dvit-deploy build") from None
+        raise
+    return getattr(module, class_name)
+
+
+def _package_present(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _cuda_device() -> tuple[bool, str]:
+    """Whether a CUDA GPU is usable, asked through torch (always installed)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return True, torch.cuda.get_device_name(0)
+    except Exception:  # a broken CUDA install means no usable GPU, not a crash
+        pass
+    return False, "no CUDA GPU"
+
+
+def available_backends() -> list[BackendStatus]:
+    """Every backend with what is installed (version, devices/providers) or what to install."""
+    statuses = []
+
+    try:
+        import torch
+
+        cuda, gpu = _cuda_device()
+        statuses.append(BackendStatus("torch", True, f"torch {torch.__version__}; "
+                                      + (f"CUDA {torch.version.cuda} on {gpu}" if cuda else "CPU only (no CUDA GPU)")))
+    except ImportError:
+        statuses.append(BackendStatus("torch", False, 'torch is not installed: pip install torch'))
+
+    try:
+        import onnxruntime as ort
+
+        providers = [p for p in ort.get_available_providers() if p != "AzureExecutionProvider"]
+        statuses.append(BackendStatus("onnxruntime", True, f"onnxruntime {ort.__version__}; providers "
+                                      + ", ".join(providers)))
+    except ImportError:
+        statuses.append(BackendStatus("onnxruntime", False,
+                                      'onnxruntime is not installed: pip install onnxruntime '
+                                      '(or "dvit-deploy[gpu]" for the CUDA build)'))
+
+    if not _package_present("tensorrt"):
+        statuses.append(BackendStatus("tensorrt", False,
+                                      'tensorrt is not installed: pip install "dvit-deploy[tensorrt]" (needs an NVIDIA GPU)'))
+    else:
+        try:
+            import tensorrt
+
+            version = getattr(tensorrt, "__version__", "?")
+        except Exception as exc:  # a broken install (missing libnvinfer) imports with an error
+            statuses.append(BackendStatus("tensorrt", False, f"tensorrt does not import ({str(exc).splitlines()[0][:120]}); "
+                                          'reinstall with pip install "dvit-deploy[tensorrt]"'))
+        else:
+            cuda, gpu = _cuda_device()
+            statuses.append(BackendStatus("tensorrt", cuda, f"tensorrt {version}; "
+                                          + (gpu if cuda else "but no CUDA GPU: engines cannot run here")))
+    return statuses
+
+
+def open_runner(backend: str, artifact: Path | None, manifest: dict[str, Any], *, device: str = "cpu",
+                precision: str | None = "fp32", **options: Any) -> Runner:
+    """A runner for ``backend`` (not loaded yet). Unknown backend: BadInput; package missing: MissingDependency.
+
+    ``precision=None`` means the artifact's own precision (manifest ``precision``, else fp32).
+    """
+    cls = runner_class(backend)
+    package, extra = BACKEND_PACKAGES[backend]
+    if not _package_present(package):
+        raise MissingDependency(package, extra, f"the {backend} backend")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise BadInput(f"device must be cpu, cuda or cuda:N, got '{device}'")
+    if precision is None:
+        precision = str(manifest.get("precision") or "fp32")
+    return cls(None if artifact is None else Path(artifact), manifest, device=device, precision=precision, **options)
+
+
+def default_backend(artifact: Path) -> str:
+    try:
+        return SUFFIX_BACKENDS[Path(artifact).suffix]
+    except KeyError:
+        raise BadInput(f"cannot tell which backend runs {Path(artifact).name}: expected "
+                       f"{', '.join(SUFFIX_BACKENDS)}") from None
+
+
+def runner_for_artifact(artifact: Path, backend: str | None = None, **options: Any) -> Runner:
+    """A runner for an artifact with its manifest; the backend defaults from the file suffix.
+
+    ``backend="torch"`` rebuilds the PyTorch model the manifest records (the reference).
+    """
+    artifact = Path(artifact)
+    manifest = load_manifest(artifact)
+    backend = backend or default_backend(artifact)
+    suffixes = FILE_BACKENDS.get(backend)
+    if suffixes is not None and artifact.suffix not in suffixes:
+        raise BadInput(f"the {backend} backend cannot run {artifact.name} (expects {', '.join(suffixes)})")
+    return open_runner(backend, artifact, manifest, **options)
+
+
+__all__ = [
+    "BACKENDS",
+    "BackendStatus",
+    "RunOutput",
+    "Runner",
+    "TensorInfo",
+    "available_backends",
+    "default_backend",
+    "open_runner",
+    "runner_class",
+    "runner_for_artifact",
+]

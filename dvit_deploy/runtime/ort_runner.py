@@ -1,0 +1,289 @@
+"""The ONNX Runtime backend: CPU, CUDA and TensorRT execution providers, whichever the build has.
+
+ONNX Runtime quietly runs nodes on the CPU provider when a requested provider cannot start
+(no driver, missing libraries). This runner compares what it asked for with
+``session.get_providers()`` and records every fallback in ``notes`` and ``describe()`` so
+commands can say so loudly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import BadInput, DvitError, MissingDependency
+from ..models import kept_patch_ids
+from .base import Runner, RunOutput, TensorInfo
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+GRAPH_OPTIMIZATION_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+              "tensor(int32)": np.int32, "tensor(double)": np.float64}
+TOKEN_OUTPUT_PREFIX = "kept_tokens_stage"
+
+
+def resolve_providers(requested: str | list[str] | None, device: str) -> list[str]:
+    """Full provider names, in priority order, for a device or an explicit list ("cuda,cpu")."""
+    if requested is None:
+        requested = ["cpu"] if device == "cpu" else ["cuda", "cpu"]
+    elif isinstance(requested, str):
+        requested = [p.strip() for p in requested.split(",") if p.strip()]
+    names = [PROVIDER_ALIASES.get(p.lower(), p) for p in requested]
+    if not names:
+        raise BadInput("no ONNX Runtime provider given")
+    return names
+
+
+class OnnxRuntimeRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(self, artifact, manifest, *, device: str = "cpu", precision: str = "fp32",
+                 providers: str | list[str] | None = None, intra_op_threads: int | None = None,
+                 inter_op_threads: int | None = None, graph_optimization: str = "all",
+                 execution_mode: str = "sequential", enable_profiling: str | Path | None = None,
+                 topk_outputs: bool = False, cuda_graph: bool = False,
+                 optimized_model_path: str | Path | None = None) -> None:
+        """``topk_outputs``: also return kept tokens when the artifact has no token outputs
+        (runs an in-memory copy of the graph that outputs each TopK's indices)."""
+        super().__init__(artifact, manifest, device=device, precision=precision)
+        if artifact is None:
+            raise BadInput("the onnxruntime backend needs an .onnx artifact")
+        self.requested_providers = resolve_providers(providers, device)
+        self.intra_op_threads = intra_op_threads
+        self.inter_op_threads = inter_op_threads
+        if graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
+            raise BadInput(f"graph optimization must be one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}, "
+                           f"got '{graph_optimization}'")
+        self.graph_optimization = graph_optimization
+        if execution_mode not in ("sequential", "parallel"):
+            raise BadInput(f"execution mode must be sequential or parallel, got '{execution_mode}'")
+        self.execution_mode = execution_mode
+        self.enable_profiling = None if enable_profiling is None else Path(enable_profiling)
+        self.topk_outputs = topk_outputs
+        self.cuda_graph = cuda_graph
+        self.optimized_model_path = None if optimized_model_path is None else Path(optimized_model_path)
+        self.notes: list[str] = []
+        self.fallback: str | None = None
+        self.profile_file: Path | None = None
+        self.session = None
+        self._stage_outputs: list[str] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def load(self) -> "OnnxRuntimeRunner":
+        from ..errors import require
+
+        ort = require("onnxruntime", "gpu", "the onnxruntime backend")
+        artifact = Path(self.artifact)
+        if not artifact.is_file():
+            raise BadInput(f"ONNX file {artifact} not found")
+        graph_precision = str(self.manifest.get("precision") or "fp32")
+        if self.precision != graph_precision:
+            raise BadInput(f"{artifact.name} is a {graph_precision} graph; ONNX Runtime runs the graph's own "
+                           f"precision, so {self.precision} needs a {self.precision} export")
+
+        available = ort.get_available_providers()
+        providers = []
+        for name in self.requested_providers:
+            if name in available:
+                providers.append(name)
+            elif name == "CPUExecutionProvider":
+                providers.append(name)
+            else:
+                self.notes.append(f"{name} is not in this onnxruntime build ({ort.__version__}: "
+                                  f"{', '.join(p for p in available if p != 'AzureExecutionProvider')})")
+        if not providers or (self.device != "cpu" and not any(p != "CPUExecutionProvider" for p in providers)):
+            raise MissingDependency("onnxruntime-gpu", "gpu",
+                                    f"ONNX Runtime on {self.device} ({', '.join(self.requested_providers)})")
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                                   GRAPH_OPTIMIZATION_LEVELS[self.graph_optimization])
+        options.execution_mode = (ort.ExecutionMode.ORT_SEQUENTIAL if self.execution_mode == "sequential"
+                                  else ort.ExecutionMode.ORT_PARALLEL)
+        if self.intra_op_threads is not None:
+            if self.intra_op_threads < 1:
+                raise BadInput(f"intra-op threads must be ≥ 1, got {self.intra_op_threads}")
+            options.intra_op_num_threads = self.intra_op_threads
+        if self.inter_op_threads is not None:
+            options.inter_op_num_threads = self.inter_op_threads
+        if self.enable_profiling is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(self.enable_profiling)
+        if self.optimized_model_path is not None:  # the graph ORT really runs, for attributing profiles
+            options.optimized_model_filepath = str(self.optimized_model_path)
+
+        provider_args: list[Any] = []
+        for name in providers:
+            if name == "CUDAExecutionProvider":
+                device_id = int(self.device.split(":")[1]) if ":" in self.device else 0
+                opts = {"device_id": str(device_id)}
+                if self.cuda_graph:
+                    opts["enable_cuda_graph"] = "1"
+                provider_args.append((name, opts))
+            else:
+                provider_args.append(name)
+
+        source, self._stage_outputs = self._graph_source(artifact)
+        try:
+            self.session = ort.InferenceSession(source, options, providers=provider_args)
+        except Exception as exc:  # ORT raises its own exception types
+            raise BadInput(f"ONNX Runtime cannot load {artifact.name}: {str(exc).splitlines()[0][:300]}") from None
+
+        actual = self.session.get_providers()
+        if actual[0] != providers[0] or self.notes:
+            self.fallback = (f"asked for {', '.join(self.requested_providers)}, "
+                             f"running on {actual[0]}")
+            self.notes.append(f"FALLBACK: {self.fallback}")
+        self._input = self.session.get_inputs()[0]
+        self._extra_feed = self._keep_feed()
+        self._input_dtype = ORT_DTYPES.get(self._input.type, np.float32)
+        self._output_names = [o.name for o in self.session.get_outputs()]
+        return self
+
+    def _keep_feed(self) -> dict[str, np.ndarray]:
+        """Graphs exported with --dynamic-keep take the per-stage kept counts as a second input."""
+        names = [i.name for i in self.session.get_inputs()[1:]]
+        if not names:
+            return {}
+        keep_input = self.manifest.get("keep_input") or {}
+        counts = self.manifest.get("keep_counts")
+        if keep_input.get("name") not in names or not counts:
+            raise BadInput(f"{Path(self.artifact).name} has inputs {names} besides the images that its "
+                           "manifest does not describe")
+        return {keep_input["name"]: np.asarray(counts, dtype=keep_input.get("dtype", "int32"))}
+
+    def _graph_source(self, artifact: Path) -> tuple[str | bytes, list[str]]:
+        """The path (or in-memory graph with TopK outputs) to load, and the per-stage index outputs."""
+        declared = [o["name"] for o in self.manifest.get("outputs", []) if str(o.get("name", "")).startswith(TOKEN_OUTPUT_PREFIX)]
+        if declared or not self.topk_outputs or self.manifest.get("dense"):
+            return str(artifact), sorted(declared, key=lambda n: int(n[len(TOKEN_OUTPUT_PREFIX):]))
+        import onnx
+
+        from ..export.graph import pruning_stages, with_topk_outputs
+
+        try:
+            model = onnx.load(str(artifact))
+        except Exception as exc:
+            raise BadInput(f"{artifact.name} is not a readable ONNX file: {str(exc).splitlines()[0][:200]}") from None
+        stages = pruning_stages(model)
+        if not stages:
+            return str(artifact), []
+        return with_topk_outputs(model).SerializeToString(), [s.indices_output for s in stages]
+
+    def close(self) -> None:
+        if self.session is not None and self.enable_profiling is not None:
+            self.profile_file = Path(self.session.end_profiling())
+        self.session = None
+
+    # -- description -------------------------------------------------------------------------
+    @staticmethod
+    def _info(value) -> TensorInfo:
+        dtype = ORT_DTYPES.get(value.type)
+        return TensorInfo(value.name, np.dtype(dtype).name if dtype else value.type,
+                          tuple(d if d is not None else "?" for d in value.shape))
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return [self._info(v) for v in self._require().get_inputs()]
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return [self._info(v) for v in self._require().get_outputs()]
+
+    @property
+    def provider(self) -> str | None:
+        return None if self.session is None else self.session.get_providers()[0]
+
+    @property
+    def has_token_info(self) -> bool:
+        return bool(self._stage_outputs)
+
+    def describe(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        info = super().describe()
+        session = self._require()
+        info.update(
+            executes=f"onnxruntime {ort.__version__} {self.provider}",
+            provider=self.provider,
+            providers=session.get_providers(),
+            requested_providers=self.requested_providers,
+            fallback=self.fallback,
+            graph_optimization=self.graph_optimization,
+            execution_mode=self.execution_mode,
+            intra_op_threads=self.intra_op_threads,
+            token_outputs=self._stage_outputs,
+        )
+        return info
+
+    # -- execution ---------------------------------------------------------------------------
+    def _require(self):
+        if self.session is None:
+            raise DvitError("runner used before load(): use 'with open_runner(...) as runner'")
+        return self.session
+
+    def run(self, images: np.ndarray) -> RunOutput:
+        session = self._require()
+        feed = {self._input.name: np.ascontiguousarray(images, dtype=self._input_dtype), **self._extra_feed}
+        values = dict(zip(self._output_names, session.run(self._output_names, feed)))
+        logits = values.get("logits", values[self._output_names[0]]).astype(np.float32)
+        kept = None
+        if self._stage_outputs:
+            kept = kept_patch_ids([values[n].astype(np.int64) for n in self._stage_outputs], self.num_patches)
+        extra = {k: v for k, v in values.items() if k != "logits" and k not in self._stage_outputs}
+        return RunOutput(logits=logits, kept=kept, extra=extra)
+
+    def timed_call(self, images: np.ndarray, *, include_transfer: bool = False) -> Callable[[], None]:
+        """One synchronous ``Run`` per call, all graph outputs fetched.
+
+        On CUDA without transfers, input and outputs are bound to device memory once
+        (IOBinding), so the call measures the graph alone; CUDA graphs need that binding too.
+        """
+        session = self._require()
+        batch = np.ascontiguousarray(images, dtype=self._input_dtype)
+        on_gpu = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        if on_gpu and (not include_transfer or self.cuda_graph):
+            import onnxruntime as ort
+
+            device_id = int(self.device.split(":")[1]) if ":" in self.device else 0
+            staged = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", device_id)
+            binding = session.io_binding()
+            binding.bind_ortvalue_input(self._input.name, staged)
+            for name, value in self._extra_feed.items():
+                binding.bind_cpu_input(name, value)
+            for name in self._output_names:
+                binding.bind_output(name, "cuda", device_id)
+            # Run once, then keep the outputs' device buffers: fixed addresses (CUDA graphs need
+            # them) and no allocation inside the timed call.
+            session.run_with_iobinding(binding)
+            for name, value in zip(self._output_names, binding.get_outputs()):
+                binding.bind_ortvalue_output(name, value)
+
+            def call_bound() -> None:
+                if include_transfer:
+                    staged.update_inplace(batch)
+                session.run_with_iobinding(binding)
+                if include_transfer:
+                    binding.copy_outputs_to_cpu()
+
+            return call_bound
+
+        feed = {self._input.name: batch, **self._extra_feed}
+
+        def call() -> None:
+            session.run(self._output_names, feed)
+
+        return call

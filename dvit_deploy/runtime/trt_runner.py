@@ -1,0 +1,224 @@
+"""The TensorRT backend: deserialize an engine built by `dvit build` and run it on torch CUDA buffers.
+
+Before deserializing, the engine manifest is checked against the installed TensorRT and the GPU
+(``engines.manifest.compatibility_problem``): an engine built elsewhere is refused with one line
+instead of TensorRT's own deserialization error. Execution uses the documented TensorRT 10/11
+API: ``set_input_shape`` (images), ``set_tensor_address`` (device buffers; host memory for the
+``keep_counts`` shape-tensor input), ``execute_async_v3(stream)``. With ``cuda_graph=True`` one
+inference is captured into a CUDA graph (per input shape) and replayed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..engines.manifest import DeviceInfo, compatibility_problem
+from ..errors import BadInput, DvitError, require
+from ..models import kept_patch_ids
+from .base import Runner, RunOutput, TensorInfo
+
+TOKEN_OUTPUT_PREFIX = "kept_tokens_stage"
+TORCH_DTYPES = {"float": "float32", "float32": "float32", "half": "float16", "float16": "float16",
+                "bf16": "bfloat16", "bfloat16": "bfloat16", "int32": "int32", "int64": "int64", "int8": "int8",
+                "bool": "bool", "uint8": "uint8"}
+
+
+def torch_dtype_name(trt_dtype: Any) -> str:
+    """'DataType.FLOAT' -> 'float32' (names shared by torch and numpy)."""
+    key = str(trt_dtype).split(".")[-1].lower()
+    if key not in TORCH_DTYPES:
+        raise DvitError(f"engine uses TensorRT dtype {trt_dtype}, which this runner does not bind")
+    return TORCH_DTYPES[key]
+
+
+def keep_counts_feed(manifest: dict[str, Any], keep_ratio: float | None) -> np.ndarray | None:
+    """The ``keep_counts`` values for a --dynamic-keep engine (export ρ unless ``keep_ratio``)."""
+    keep_input = manifest.get("keep_input")
+    if not manifest.get("dynamic_keep") or not keep_input:
+        if keep_ratio is not None:
+            raise BadInput("--keep-ratio at run time needs an engine built from a --dynamic-keep export")
+        return None
+    from ..export.dynamic_keep import keep_counts_for
+
+    stages = len(keep_input["shape"]) and int(keep_input["shape"][0])
+    counts = (np.asarray(manifest["keep_counts"], dtype=np.int32) if keep_ratio is None
+              else keep_counts_for(keep_ratio, stages, int(manifest.get("num_patches", 196))))
+    for profile in manifest.get("profiles", []):
+        if profile["name"] == keep_input["name"]:
+            low, high = np.asarray(profile["min"]), np.asarray(profile["max"])
+            if np.any(counts < low) or np.any(counts > high):
+                raise BadInput(f"keep counts {counts.tolist()} are outside the engine's range "
+                               f"{low.tolist()}..{high.tolist()} (rebuild with a wider --keep-range)")
+    return counts
+
+
+class TensorRTRunner(Runner):
+    backend = "tensorrt"
+
+    def __init__(self, artifact, manifest, *, device: str = "cuda", precision: str = "fp32",
+                 cuda_graph: bool = False, keep_ratio: float | None = None) -> None:
+        super().__init__(artifact, manifest, device="cuda" if device == "cpu" else device, precision=precision)
+        if artifact is None:
+            raise BadInput("the tensorrt backend needs an .engine artifact")
+        self.cuda_graph = cuda_graph
+        self.keep_counts = keep_counts_feed(manifest, keep_ratio)
+        self.notes: list[str] = ["TensorRT runs on the GPU; device 'cpu' was taken as 'cuda'"] if device == "cpu" else []
+        self.engine = None
+        self.context = None
+        self._graphs: dict[tuple[int, ...], Any] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def load(self) -> "TensorRTRunner":
+        trt = require("tensorrt", "tensorrt", "the tensorrt backend")
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DvitError("the tensorrt backend needs an NVIDIA GPU, and torch sees none (torch.cuda.is_available() "
+                            "is False)")
+        path = Path(self.artifact)
+        if not path.is_file():
+            raise BadInput(f"engine {path} not found")
+        if self.manifest.get("precision") not in (None, self.precision):
+            raise BadInput(f"{path.name} is a {self.manifest['precision']} engine; an engine runs the precision "
+                           f"it was built with, so {self.precision} needs another dvit build")
+        self._torch_device = torch.device(self.device)
+        props = torch.cuda.get_device_properties(self._torch_device)
+        problem = compatibility_problem(self.manifest, trt_version=trt.__version__,
+                                        device=DeviceInfo(props.name, (props.major, props.minor)))
+        if problem:
+            raise BadInput(problem)
+        logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(logger)
+        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise BadInput(f"TensorRT could not deserialize {path.name} (see the TensorRT messages above)")
+        self.context = self.engine.create_execution_context()
+        self._trt = trt
+        self._stream = torch.cuda.Stream(device=self._torch_device)
+        self._names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self._inputs = [n for n in self._names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self._outputs = [n for n in self._names if n not in self._inputs]
+        self._image_input = next(n for n in self._inputs if not self.engine.is_shape_inference_io(n))
+        self._host_shape_inputs: dict[str, np.ndarray] = {}
+        for name in self._inputs:
+            if name == self._image_input:
+                continue
+            if self.keep_counts is None:
+                raise BadInput(f"{path.name} has an input '{name}' its manifest does not describe")
+            # Shape-tensor inputs are read on the host: the address must point at host memory.
+            self._host_shape_inputs[name] = np.ascontiguousarray(self.keep_counts.astype(
+                torch_dtype_name(self.engine.get_tensor_dtype(name))))
+        self._token_outputs = sorted((n for n in self._outputs if n.startswith(TOKEN_OUTPUT_PREFIX)),
+                                     key=lambda n: int(n[len(TOKEN_OUTPUT_PREFIX):]))
+        return self
+
+    def close(self) -> None:
+        self._graphs.clear()
+        self.context = None
+        self.engine = None
+
+    # -- description -------------------------------------------------------------------------
+    def _info(self, name: str) -> TensorInfo:
+        shape = tuple(int(d) if d >= 0 else "dynamic" for d in self._require().get_tensor_shape(name))
+        return TensorInfo(name, torch_dtype_name(self.engine.get_tensor_dtype(name)), shape)
+
+    def _require(self):
+        if self.engine is None:
+            raise DvitError("the TensorRT runner is not loaded; use it as a context manager or call load()")
+        return self.engine
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        self._require()
+        return [self._info(n) for n in self._inputs]
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        self._require()
+        return [self._info(n) for n in self._outputs]
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update({"tensorrt": self.manifest.get("tensorrt"), "gpu": self.manifest.get("gpu"),
+                     "cuda_graph": self.cuda_graph,
+                     "keep_counts": None if self.keep_counts is None else self.keep_counts.tolist(),
+                     "notes": self.notes})
+        return info
+
+    # -- execution ---------------------------------------------------------------------------
+    def _bind(self, images):
+        """Set shapes and addresses for one device batch; return the torch output buffers."""
+        import torch
+
+        context = self.context
+        if not context.set_input_shape(self._image_input, tuple(images.shape)):
+            raise BadInput(f"batch shape {tuple(images.shape)} is outside the engine's profile "
+                           f"({self.manifest.get('profiles', [{}])[0]})")
+        context.set_tensor_address(self._image_input, images.data_ptr())
+        for name, values in self._host_shape_inputs.items():
+            context.set_tensor_address(name, values.ctypes.data)
+        outputs = {}
+        for name in self._outputs:
+            shape = tuple(context.get_tensor_shape(name))
+            dtype = getattr(torch, torch_dtype_name(self.engine.get_tensor_dtype(name)))
+            outputs[name] = torch.empty(shape, dtype=dtype, device=self._torch_device)
+            context.set_tensor_address(name, outputs[name].data_ptr())
+        return outputs
+
+    def _stage(self, images: np.ndarray):
+        import torch
+
+        if images.ndim != 4:
+            raise BadInput(f"expected images (N, C, H, W), got shape {images.shape}")
+        dtype = getattr(torch, torch_dtype_name(self.engine.get_tensor_dtype(self._image_input)))
+        return torch.from_numpy(np.ascontiguousarray(images)).to(self._torch_device, dtype=dtype)
+
+    def _execute(self, images) -> dict[str, Any]:
+        import torch
+
+        key = tuple(images.shape)
+        with torch.cuda.stream(self._stream):
+            if self.cuda_graph and key in self._graphs:
+                graph, captured_in, captured_out = self._graphs[key]
+                captured_in.copy_(images)  # the graph reads the buffers it was captured with
+                graph.replay()
+                return captured_out
+            outputs = self._bind(images)
+            if not self.context.execute_async_v3(self._stream.cuda_stream):
+                raise DvitError("TensorRT execute_async_v3 failed (see the TensorRT messages above)")
+            if self.cuda_graph:
+                # The plain run above let TensorRT finish shape-dependent setup; now capture one.
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, stream=self._stream):
+                    self.context.execute_async_v3(self._stream.cuda_stream)
+                self._graphs[key] = (graph, images, outputs)
+            return outputs
+
+    def run(self, images: np.ndarray) -> RunOutput:
+        self._require()
+        device_images = self._stage(images)
+        outputs = self._execute(device_images)
+        self._stream.synchronize()
+        host = {name: tensor.float().cpu().numpy() if tensor.is_floating_point() else tensor.cpu().numpy()
+                for name, tensor in outputs.items()}
+        kept = None
+        if self._token_outputs:
+            kept = kept_patch_ids([host[n].astype(np.int64) for n in self._token_outputs], self.num_patches)
+        logits_name = "logits" if "logits" in host else self._outputs[0]
+        extra = {k: v for k, v in host.items() if k != logits_name and k not in self._token_outputs}
+        return RunOutput(logits=host[logits_name].astype(np.float32), kept=kept, extra=extra)
+
+    def timed_call(self, images: np.ndarray, *, include_transfer: bool = False) -> Callable[[], None]:
+        self._require()
+        if include_transfer:
+            return lambda: self.run(images)
+        device_images = self._stage(images)
+
+        def call() -> None:
+            self._execute(device_images)
+            self._stream.synchronize()
+
+        return call

@@ -1,0 +1,260 @@
+"""`dvit validate`: does every backend still compute what the PyTorch fp32 reference computes?
+
+For each artifact the reference is rebuilt from its manifest (same checkpoint, or the same
+seeded weights) and run in fp32 on the CPU. Each backend's logits are compared with it (max/mean
+absolute difference, cosine similarity, top-1/top-5 agreement) and, when the backend can report
+them, the kept tokens of every pruning stage as sets of original patch ids (Jaccard;
+order-insensitive). Tolerances depend on the precision that ran (``compare.TOLERANCES``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .compare import Comparison, Tolerance, compare
+from .errors import BadInput, DvitError
+from .runtime import FILE_BACKENDS, SUFFIX_BACKENDS, runner_for_artifact
+from .workspace import artifacts, engines_dir, export_dir, load_manifest
+
+DEFAULT_SAMPLES = 8
+DEFAULT_BATCH = 8
+VALIDATE_SEED = 20240607
+SCHEMA = "dvit-deploy/validate/1"
+
+
+@dataclass
+class BackendResult:
+    artifact: str
+    backend: str
+    status: str  # "passed", "failed", "skipped"
+    executes: str | None = None
+    precision: str | None = None
+    fallback: str | None = None
+    token_info: str = "none"  # "token outputs", "TopK outputs (in-memory copy)", "dense model", "none"
+    comparison: Comparison | None = None
+    reason: str | None = None  # why skipped
+    tolerance: Tolerance | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        cmp = self.comparison
+        return {
+            "artifact": self.artifact,
+            "backend": self.backend,
+            "status": self.status,
+            "passed": self.passed,
+            "executes": self.executes,
+            "precision": self.precision,
+            "fallback": self.fallback,
+            "token_info": self.token_info,
+            "tolerance": None if self.tolerance is None else vars(self.tolerance),
+            "reason": self.reason,
+            "samples": None if cmp is None else cmp.samples,
+            "logits": None if cmp is None else vars(cmp.logits),
+            "stages": [] if cmp is None else [vars(s) for s in cmp.stages],
+            "unexplained_flips": None if cmp is None else cmp.unexplained_flips,
+            "failures": [] if cmp is None else cmp.failures,
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class ValidateReport:
+    inputs: str
+    samples: int
+    results: list[BackendResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.status == "passed" for r in self.results)
+
+    @property
+    def failed(self) -> list[BackendResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def skipped(self) -> list[BackendResult]:
+        return [r for r in self.results if r.status == "skipped"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "passed": self.passed,
+            "inputs": self.inputs,
+            "samples": self.samples,
+            "reference": "PyTorch fp32 on CPU, rebuilt from each artifact's manifest",
+            "results": [r.to_dict() for r in self.results],
+            "notes": self.notes,
+        }
+
+
+def default_artifacts() -> list[Path]:
+    """The newest artifact in ./export and the newest in ./engines (whichever exist)."""
+    found = []
+    for folder, suffixes in ((export_dir(), (".onnx",)), (engines_dir(), (".engine", ".plan"))):
+        newest = sorted((p for s in suffixes for p in artifacts(folder, s)), key=lambda p: p.stat().st_mtime,
+                        reverse=True)
+        if newest:
+            found.append(newest[0])
+    if not found:
+        raise BadInput(f"no artifact with a manifest in {export_dir()} or {engines_dir()}; "
+                       "run 'dvit export' first or pass a path")
+    return found
+
+
+def default_backends(artifact: Path) -> list[str]:
+    backend = SUFFIX_BACKENDS.get(artifact.suffix)
+    if backend is None:
+        raise BadInput(f"cannot tell which backend runs {artifact.name}: expected {', '.join(SUFFIX_BACKENDS)}")
+    return [backend]
+
+
+def load_inputs(manifest: dict[str, Any], samples: int, images_dir: Path | None) -> tuple[np.ndarray, str]:
+    """Seeded normal inputs, or real images preprocessed with the model's data config."""
+    config = manifest.get("config", {})
+    size, channels = int(config.get("img_size", 224)), int(config.get("in_chans", 3))
+    if images_dir is None:
+        rng = np.random.default_rng(VALIDATE_SEED)
+        return rng.standard_normal((samples, channels, size, size), dtype=np.float32), f"seeded random (seed {VALIDATE_SEED})"
+    from .data import list_images, preprocess_images
+
+    paths = list_images(images_dir)[:samples]
+    data_config = manifest.get("data_config")
+    if data_config is None:
+        from .models.config import VariantConfig
+
+        data_config = VariantConfig.from_dict(config).data_config()
+    images = preprocess_images(paths, data_config)
+    if images.shape[1:] != (channels, size, size):
+        raise BadInput(f"preprocessed images are {images.shape[1:]}, the model takes {(channels, size, size)}")
+    return images, f"{len(paths)} image(s) from {images_dir}"
+
+
+def run_in_batches(run: Callable[[np.ndarray], Any], images: np.ndarray, batch: int, fixed: bool) -> list[Any]:
+    """Outputs of ``run`` per chunk; a fixed-batch artifact gets its last chunk padded (and trimmed back)."""
+    outputs = []
+    for start in range(0, len(images), batch):
+        chunk = images[start:start + batch]
+        real = len(chunk)
+        if fixed and real < batch:
+            chunk = np.concatenate([chunk, np.repeat(images[:1], batch - real, axis=0)])
+        outputs.append((run(chunk), real))
+    return outputs
+
+
+def _concat_logits(outputs) -> np.ndarray:
+    return np.concatenate([o.logits[:real] for o, real in outputs])
+
+
+def _concat_kept(outputs) -> list[np.ndarray] | None:
+    if any(o.kept is None for o, _ in outputs):
+        return None
+    stages = len(outputs[0][0].kept)
+    return [np.concatenate([o.kept[s][:real] for o, real in outputs]) for s in range(stages)]
+
+
+def _reference(manifest: dict[str, Any], images: np.ndarray, batch: int, cache: dict[str, Any]) -> dict[str, Any]:
+    """PyTorch fp32 logits, kept ids and boundary margins of the manifest's model (cached per model)."""
+    import torch
+
+    from .export.check import reference_outputs
+    from .models.checkpoint import load_model_from_record
+
+    if "variant" not in manifest:
+        raise BadInput("the manifest records no model ('variant'): cannot rebuild the PyTorch reference")
+    key = repr(sorted((k, repr(manifest.get(k))) for k in ("variant", "config", "dense", "stage_ratios", "seed",
+                                                          "checkpoint")))
+    if key not in cache:
+        loaded = load_model_from_record(manifest)
+        cache[key] = (loaded, reference_outputs(loaded, torch.from_numpy(images), batch))
+    return cache[key][1]
+
+
+def validate(
+    artifact_paths: Sequence[Path] | None = None,
+    *,
+    backends: Sequence[str] | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    batch: int = DEFAULT_BATCH,
+    images_dir: Path | None = None,
+    device: str = "cpu",
+    precision: str | None = None,
+    on_phase: Callable[[str], None] | None = None,
+) -> ValidateReport:
+    """Validate each artifact on each backend against the PyTorch fp32 reference."""
+    from .errors import MissingDependency
+
+    if samples < 1:
+        raise BadInput(f"--samples must be ≥ 1, got {samples}")
+    if batch < 1:
+        raise BadInput(f"--batch must be ≥ 1, got {batch}")
+    phase = on_phase or (lambda name: None)
+    paths = [Path(p) for p in artifact_paths] if artifact_paths else default_artifacts()
+    report = ValidateReport(inputs="", samples=samples)
+    cache: dict[str, Any] = {}
+    for artifact in paths:
+        manifest = load_manifest(artifact)
+        images, report.inputs = load_inputs(manifest, samples, images_dir)
+        report.samples = len(images)
+        fixed = manifest.get("batch")
+        run_batch = int(fixed) if fixed else min(batch, len(images))
+        phase(f"{artifact.name}: PyTorch fp32 reference")
+        ref = _reference(manifest, images, run_batch, cache)
+        pruned = not manifest.get("dense")
+        for backend in backends or default_backends(artifact):
+            result = BackendResult(artifact=str(artifact), backend=backend, status="skipped")
+            report.results.append(result)
+            if backend not in FILE_BACKENDS:
+                raise BadInput(f"unknown backend '{backend}'; known: {', '.join(FILE_BACKENDS)}")
+            if artifact.suffix not in FILE_BACKENDS[backend]:
+                result.reason = f"{backend} cannot run {artifact.suffix} files"
+                continue
+            phase(f"{artifact.name}: {backend}")
+            options: dict[str, Any] = {"device": device, "precision": precision}
+            if backend == "onnxruntime":
+                options["topk_outputs"] = True  # kept tokens even without token outputs
+            try:
+                runner = runner_for_artifact(artifact, backend, **options)
+                with runner:
+                    info = runner.describe()
+                    outputs = run_in_batches(runner.run, images, run_batch, bool(fixed))
+            except MissingDependency as exc:
+                result.reason = str(exc)
+                continue
+            result.executes = str(info.get("executes", backend))
+            result.precision = runner.precision
+            result.fallback = info.get("fallback")
+            result.notes.extend(getattr(runner, "notes", []))
+            test_kept = _concat_kept(outputs) if pruned else None
+            if not pruned:
+                result.token_info = "dense model"
+            elif test_kept is None:
+                result.token_info = "none"
+                report.notes.append(f"{artifact.name} on {backend}: no kept-token information "
+                                    "(the artifact has no token outputs); logits checked only")
+            else:
+                declared = any(str(o.get("name", "")).startswith("kept_tokens_stage") for o in manifest.get("outputs", []))
+                result.token_info = ("token outputs" if declared or backend == "torch"
+                                     else "TopK outputs (in-memory copy)")
+            try:
+                result.tolerance = Tolerance.for_precision(runner.precision)
+            except KeyError:
+                raise DvitError(f"no tolerance defined for precision '{runner.precision}'") from None
+            result.comparison = compare(
+                ref["logits"], _concat_logits(outputs), result.tolerance,
+                ref_kept=ref["kept"] if test_kept is not None else None,
+                test_kept=test_kept,
+                ref_margins=ref["margins"],
+            )
+            result.status = "passed" if result.comparison.passed else "failed"
+    return report
+

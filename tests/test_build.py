@@ -1,0 +1,180 @@
+"""dvit build: plans, profiles, manifests and compatibility (no TensorRT needed), and the exit-2 path."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dvit_deploy.cli import app
+from dvit_deploy.engines.manifest import (
+    DeviceInfo,
+    compatibility_problem,
+    engine_manifest,
+    gpu_tag,
+    keep_count_range,
+    make_plan,
+    make_profiles,
+    precision_strategy,
+)
+from dvit_deploy.errors import BadInput
+
+runner = CliRunner()
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+DYNAMIC = {"inputs": [{"name": "images", "shape": ["batch", 3, 224, 224]}], "dynamic_keep": True,
+           "keep_input": {"name": "keep_counts", "dtype": "int32", "shape": [3]}, "keep_ratio": 0.7,
+           "pruning_locations": [3, 6, 9], "num_patches": 196}
+
+
+def test_precision_strategy_per_tensorrt_major():
+    s = precision_strategy("fp16", 10)
+    assert (s.strongly_typed, s.set_flags, s.cleared_flags, s.fp16_graph) == (False, ("FP16",), ("TF32",), False)
+    s = precision_strategy("fp16", 11)
+    assert (s.strongly_typed, s.set_flags, s.fp16_graph) == (True, (), True)  # no FP16 flag on 11
+    s = precision_strategy("fp16", 10, strongly_typed=True)
+    assert s.strongly_typed and s.fp16_graph and s.set_flags == ()
+    assert precision_strategy("bf16", 10).set_flags == ("BF16",)
+    assert precision_strategy("tf32", 11).set_flags == ("TF32",)
+    assert precision_strategy("fp32", 10).cleared_flags == ("TF32",)
+    with pytest.raises(BadInput, match="bf16"):
+        precision_strategy("bf16", 11)
+    with pytest.raises(BadInput, match="TensorRT 8"):
+        precision_strategy("fp16", 8)
+
+
+def test_profiles_default_and_fixed_batch():
+    (images,) = make_profiles({"inputs": [{"name": "images", "shape": ["batch", 3, 224, 224]}]})
+    assert (images.min, images.opt, images.max) == ((1, 3, 224, 224), (32, 3, 224, 224), (64, 3, 224, 224))
+    (images,) = make_profiles({"inputs": [{"name": "images", "shape": ["batch", 3, 224, 224]}]},
+                              min_batch=2, opt_batch=8, max_batch=16)
+    assert images.opt == (8, 3, 224, 224)
+    (fixed,) = make_profiles({"inputs": [{"name": "images", "shape": [4, 3, 224, 224]}]})
+    assert fixed.min == fixed.max == (4, 3, 224, 224)
+    with pytest.raises(BadInput, match="fixed batch of 4"):
+        make_profiles({"inputs": [{"name": "images", "shape": [4, 3, 224, 224]}]}, max_batch=8)
+    with pytest.raises(BadInput, match="1 <= min <= opt <= max"):
+        make_profiles({"inputs": [{"name": "images", "shape": ["batch", 3, 224, 224]}]}, min_batch=8, max_batch=4)
+
+
+def test_keep_counts_profile_from_a_ratio_range():
+    images, keep = make_profiles(DYNAMIC, keep_range=(0.5, 0.9))
+    assert keep.kind == "values" and keep.name == "keep_counts"
+    assert keep.min == (98, 49, 24) and keep.opt == (137, 96, 67) and keep.max == (176, 158, 142)
+    assert keep_count_range(None, 0.95, 3, 196)[1] == (176, 158, 142)  # opt clamped into the default range
+    with pytest.raises(BadInput, match="--keep-range needs an ONNX exported with --dynamic-keep"):
+        make_profiles({"inputs": DYNAMIC["inputs"]}, keep_range=(0.5, 0.9))
+    with pytest.raises(BadInput, match="0 < low <= high <= 1"):
+        keep_count_range((0.9, 0.5), 0.7, 3, 196)
+
+
+def test_plan_names_and_validation():
+    plan = make_plan("export/deit-s-r0.7.onnx", DYNAMIC, trt_version="11.0.0.12", gpu_name="NVIDIA H100 80GB HBM3",
+                     precision="fp16", hardware_compat="ampere+", version_compatible=True, timing_cache="t.cache")
+    assert plan.engine_name == "deit-s-r0.7-h10080gbhbm3-fp16.engine"
+    assert plan.trt_major == 11 and plan.strongly_typed and plan.fp16_graph
+    assert "VERSION_COMPATIBLE" in plan.builder_flags and plan.workspace_bytes == 4096 << 20
+    assert [p.name for p in plan.profiles] == ["images", "keep_counts"]
+    assert gpu_tag("Orin (nvgpu)") == "orin" and gpu_tag("NVIDIA GeForce RTX 4090") == "rtx4090"
+    with pytest.raises(BadInput, match="--hardware-compat"):
+        make_plan("a.onnx", DYNAMIC, trt_version="10.3.0", gpu_name="x", hardware_compat="turing+")
+    with pytest.raises(BadInput, match="--opt-level"):
+        make_plan("a.onnx", DYNAMIC, trt_version="10.3.0", gpu_name="x", optimization_level=9)
+
+
+def _manifest(trt="10.3.0", cc=(8, 7), compat="none", version_compatible=False):
+    plan = make_plan("m.onnx", DYNAMIC, trt_version=trt, gpu_name="Orin", precision="fp16",
+                     hardware_compat=compat, version_compatible=version_compatible)
+    return engine_manifest(plan, engine_path=Path("engines/m.engine"), engine_sha256="ab", engine_bytes=3,
+                           onnx_manifest={**DYNAMIC, "variant": "deit-s", "keep_counts": [137, 96, 67]},
+                           onnx_sha256="cd", built_from=Path("m.onnx"), trt_version=trt,
+                           device=DeviceInfo("Orin", cc), io_tensors=[], build_seconds=1.0, inspector_file=None,
+                           doctor=None)
+
+
+def test_engine_manifest_records_what_was_built():
+    m = _manifest()
+    assert m["tensorrt"] == {"version": "10.3.0", "major": 10, "strongly_typed": False}
+    assert m["gpu"] == {"name": "Orin", "compute_capability": [8, 7]}
+    assert m["builder"]["flags"] == ["FP16"] and m["builder"]["profiling_verbosity"] == "DETAILED"
+    assert m["engine"]["sha256"] == "ab" and m["source_onnx"]["sha256"] == "cd"
+    assert m["source_onnx"]["manifest"].endswith("m.json")
+    assert m["keep_counts"] == [137, 96, 67] and m["dynamic_keep"] is True
+    json.dumps(m)
+
+
+def test_compatibility_decisions():
+    here = DeviceInfo("Orin", (8, 7))
+    assert compatibility_problem(_manifest(), trt_version="10.3.0", device=here) is None
+    msg = compatibility_problem(_manifest(), trt_version="10.7.0", device=here)
+    assert "built with TensorRT 10.3.0" in msg and "10.7.0" in msg and "\n" not in msg
+    assert compatibility_problem(_manifest(version_compatible=True), trt_version="10.7.0", device=here) is None
+    assert "11.0" in compatibility_problem(_manifest(version_compatible=True), trt_version="11.0.0", device=here)
+    other = DeviceInfo("NVIDIA A100", (8, 0))
+    assert "rebuild it here" in compatibility_problem(_manifest(), trt_version="10.3.0", device=other)
+    assert compatibility_problem(_manifest(compat="ampere+"), trt_version="10.3.0", device=other) is None
+    turing = DeviceInfo("Tesla T4", (7, 5))
+    assert "Ampere or newer" in compatibility_problem(_manifest(compat="ampere+"), trt_version="10.3.0", device=turing)
+
+
+@pytest.mark.skipif(HAS_TRT, reason="checks the message shown when TensorRT is not installed")
+def test_build_without_tensorrt_runs_doctor_then_exits_2(tiny_export, workdir):
+    result = runner.invoke(app, ["build", str(tiny_export.path), "--fp16"])
+    assert result.exit_code == 2
+    assert 'tensorrt\', which is not installed: pip install "dvit-deploy[tensorrt]"' in result.output
+    assert "readiness check" in result.output  # doctor ran first
+    assert "Traceback" not in result.output
+    assert not (workdir / "engines").exists()
+
+
+def test_build_uses_newest_export_and_stops_on_blockers(workdir):
+    result = runner.invoke(app, ["build", "--fp16"])
+    assert result.exit_code == 2 and "run 'dvit export' first" in result.output
+    import onnx
+    from onnx import TensorProto, helper
+
+    (workdir / "export").mkdir()
+    bad = helper.make_model(helper.make_graph([helper.make_node("Unique", ["x"], ["y"])], "g",
+                                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]),
+                            opset_imports=[helper.make_opsetid("", 18)])
+    onnx.save(bad, str(workdir / "export" / "bad.onnx"))
+    (workdir / "export" / "bad.json").write_text(json.dumps({"inputs": [{"name": "x", "shape": [4]}]}))
+    result = runner.invoke(app, ["build", "--fp16", "--json"])
+    assert result.exit_code == 1
+    assert "Unique" in result.output and "blocker" in result.output
+
+
+def test_conflicting_precisions_exit_2(tiny_export, workdir):
+    result = runner.invoke(app, ["build", str(tiny_export.path), "--fp16", "--bf16"])
+    assert result.exit_code == 2 and "choose one of" in result.output
+
+
+@pytest.mark.tensorrt
+def test_real_build_and_run(tiny_export, workdir):
+    pytest.importorskip("tensorrt", reason="needs TensorRT (pip install \"dvit-deploy[tensorrt]\") and a GPU")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU")
+    result = runner.invoke(app, ["build", str(tiny_export.path), "--fp16", "--max-batch", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    engine = Path(report["engine"])
+    assert engine.is_file() and engine.with_suffix(".json").is_file()
+    from dvit_deploy.runtime.trt_runner import TensorRTRunner
+    from dvit_deploy.compare import Tolerance, compare
+    from dvit_deploy.export.check import reference_outputs, seeded_images
+    from dvit_deploy.models.checkpoint import load_model_from_record
+
+    manifest = json.loads(engine.with_suffix(".json").read_text())
+    loaded = load_model_from_record(manifest)
+    images = seeded_images(4, loaded)
+    ref = reference_outputs(loaded, images, 2)
+    with TensorRTRunner(engine, manifest, device="cuda", precision="fp16") as trt_runner:
+        out = trt_runner.run(images.numpy())
+    cmp = compare(ref["logits"], out.logits, Tolerance.for_precision("fp16"), ref_kept=ref["kept"],
+                  test_kept=out.kept, ref_margins=ref["margins"])
+    assert cmp.passed, cmp.failures

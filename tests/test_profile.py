@@ -1,0 +1,127 @@
+"""`dvit profile`: statistics, dense twins, speed-up fields, JSON schema, plot. No speed asserted."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dvit_deploy.cli import app
+from dvit_deploy.fileio import manifest_path, read_json
+from dvit_deploy.profiling import (CV_WARN_PERCENT, ProfileSettings, is_dense_twin, latency_stats, measure,
+                                   nearest_rank, pruning_nodes, pruning_overhead)
+
+LATENCY_KEYS = {"min", "mean", "median", "p90", "p95", "p99", "max"}
+FAST = ["--warmup", "0.05", "--iterations", "3"]
+
+
+def test_latency_stats_known_values():
+    stats = latency_stats(list(range(100, 0, -1)))  # 1..100 ms, unsorted
+    assert (stats.min, stats.max, stats.median, stats.mean) == (1, 100, 50.5, 50.5)
+    assert (stats.p90, stats.p95, stats.p99) == (90, 95, 99)  # nearest rank, like trtexec
+    assert stats.count == 100
+    assert stats.cv_percent == pytest.approx(100 * np.std(np.arange(1, 101)) / 50.5)
+    steady = latency_stats([10.0, 10.0, 10.0, 10.1])
+    assert steady.cv_percent < CV_WARN_PERCENT < latency_stats([10, 12, 8, 10]).cv_percent
+    assert nearest_rank(np.array([5.0]), 99) == 5.0
+    with pytest.raises(ValueError):
+        latency_stats([])
+
+
+def test_measure_counts_iterations_and_uses_device_time():
+    calls = []
+    m = measure(lambda: calls.append(1) or 2.5, ProfileSettings(warmup_s=0.0, iterations=7))
+    assert len(m.samples_ms) == 7 and set(m.samples_ms) == {2.5}  # the call's own (CUDA-event) time
+    assert len(calls) == 7 + m.warmup_iterations and m.warmup_iterations == 1
+    timed = measure(lambda: None, ProfileSettings(warmup_s=0.0, duration_s=0.02, min_iterations=5))
+    assert len(timed.samples_ms) >= 5 and timed.wall_s >= 0.02
+
+
+@pytest.fixture
+def sparse_export(workdir):
+    from dvit_deploy.export import export_onnx
+    from dvit_deploy.models.checkpoint import load_model
+
+    loaded = load_model(model_name="tiny-deit", keep_ratio=0.7)
+    return export_onnx(loaded, workdir / "export" / "tiny-deit-r0.7.onnx", check_samples=2)
+
+
+def profile(*args):
+    return CliRunner().invoke(app, ["profile", *map(str, args)])
+
+
+def test_profile_exports_dense_twin_and_reports_speedup(sparse_export, workdir):
+    result = profile("--batch", "1,2", "--dense-baseline", "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["schema"] == "dvit-deploy/profile/1" and data["machine"]["cpu_count"] >= 1
+    twin = workdir / "export" / "tiny-deit-dense.onnx"
+    assert twin.exists() and is_dense_twin(read_json(sparse_export.manifest_path), read_json(manifest_path(twin)))
+    results = data["results"]
+    assert [(r["role"], r["batch"]) for r in results] == [("sparse", 1), ("sparse", 2), ("dense", 1), ("dense", 2)]
+    for r in results:
+        assert set(r["latency_ms"]) == LATENCY_KEYS
+        lat = r["latency_ms"]
+        assert 0 < lat["min"] <= lat["median"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+        assert lat["min"] <= lat["mean"] <= lat["max"]
+        assert r["backend"] == "onnxruntime" and r["device"] == "cpu" and r["precision"] == "fp32"
+        assert r["iterations"] == 3 and r["throughput_ips"] > 0
+        assert r["unstable"] == (r["cv_percent"] > CV_WARN_PERCENT)
+    dense = {r["batch"]: r for r in results if r["role"] == "dense"}
+    for r in (r for r in results if r["role"] == "sparse"):
+        base = dense[r["batch"]]
+        assert r["baseline"].endswith("tiny-deit-dense.onnx")
+        assert r["speedup"] == pytest.approx(r["throughput_ips"] / base["throughput_ips"], rel=1e-3)
+        assert r["flops_ratio"] == pytest.approx(base["gmacs"] / r["gmacs"], rel=1e-3)
+        assert r["flops_ratio"] > 1
+    assert all(r["speedup"] is None for r in dense.values())
+
+    # A second run finds the twin beside the artifact without --dense-baseline.
+    again = profile("--batch", "1", "--json", *FAST)
+    assert again.exit_code == 0, again.output
+    assert [r["role"] for r in json.loads(again.stdout)["results"]] == ["sparse", "dense"]
+
+
+def test_profile_torch_backend_table_and_plot(sparse_export, workdir):
+    pytest.importorskip("matplotlib")
+    plot = workdir / "out" / "plot.png"
+    result = profile(sparse_export.path, "--backend", "torch", "--batch", "1,2", "--no-baseline",
+                     "--threads", "1", "--plot", plot, *FAST)
+    assert result.exit_code == 0, result.output
+    assert "p99" in result.stdout and "tiny-deit-r0.7" in result.stdout
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_profile_without_twin_notes_it(sparse_export):
+    result = profile("--batch", "1", "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [r["role"] for r in data["results"]] == ["sparse"] and data["results"][0]["speedup"] is None
+    assert any("--dense-baseline" in n for n in data["notes"])
+
+
+def test_profile_bad_inputs(sparse_export, workdir):
+    assert profile("--batch", "0", *FAST).exit_code == 2
+    assert profile("--batch", "1", "--backend", "tflite", *FAST).exit_code == 2
+    result = profile("--batch", "1", "--backend", "torch", "--precision", "fp16", "--no-baseline", *FAST)
+    assert result.exit_code == 2 and "CUDA" in result.output
+    assert profile(workdir / "missing.onnx", *FAST).exit_code == 2
+
+
+def test_pruning_overhead_attributes_predictor_nodes(tiny_export):
+    import onnx
+
+    model = onnx.load(str(tiny_export.path))
+    stages = pruning_nodes(model)
+    assert len(stages) == 3
+    ops = {n.name: n.op_type for n in model.graph.node}
+    for nodes in stages:
+        kinds = {ops[n] for n in nodes}
+        assert {"TopK", "Gather", "LogSoftmax", "MatMul"} <= kinds
+        # The trunk's attention (Softmax) is not attributed to pruning.
+        assert "Softmax" not in kinds
+    breakdown = pruning_overhead(tiny_export.path, 2, runs=2, warmup=1)
+    assert 0 < breakdown.pruning_ms < breakdown.total_node_ms
+    assert len(breakdown.per_stage_ms) == 3 and "TopK" in breakdown.by_op

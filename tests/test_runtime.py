@@ -1,0 +1,129 @@
+"""Runner layer: backend listing, opening runners, ORT vs torch outputs, refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dvit_deploy.errors import BadInput, MissingDependency
+from dvit_deploy.runtime import BACKENDS, available_backends, open_runner, runner_class, runner_for_artifact
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(3).standard_normal((3, 3, 224, 224), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def plain_export(tmp_path_factory):
+    """A tiny export WITHOUT token outputs (kept tokens only via in-memory TopK outputs)."""
+    from dvit_deploy.export import export_onnx
+    from dvit_deploy.models.checkpoint import load_model
+
+    folder = tmp_path_factory.mktemp("plain")
+    return export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7), folder / "plain.onnx", check_samples=2)
+
+
+def test_available_backends_lists_every_backend():
+    statuses = {s.name: s for s in available_backends()}
+    assert set(statuses) == set(BACKENDS)
+    assert statuses["torch"].available and "torch" in statuses["torch"].detail
+    assert statuses["onnxruntime"].available and "CPUExecutionProvider" in statuses["onnxruntime"].detail
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert not statuses["tensorrt"].available
+        assert "dvit-deploy[tensorrt]" in statuses["tensorrt"].detail
+
+
+def test_unknown_backend_and_missing_package(tiny_export):
+    with pytest.raises(BadInput, match="unknown backend"):
+        open_runner("tflite", tiny_export.path, tiny_export.manifest)
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises((MissingDependency, BadInput)) as info:
+            runner_for_artifact(tiny_export.path, "tensorrt")
+        assert "tensorrt" in str(info.value)
+
+
+def test_default_backend_from_suffix(tiny_export):
+    runner = runner_for_artifact(tiny_export.path)
+    assert runner.backend == "onnxruntime" and runner_class("torch").backend == "torch"
+
+
+def test_ort_and_torch_agree_with_original_patch_ids(tiny_export, images):
+    with runner_for_artifact(tiny_export.path) as ort_runner:
+        info = ort_runner.describe()
+        ort_out = ort_runner.run(images)
+    with runner_for_artifact(tiny_export.path, "torch") as torch_runner:
+        torch_out = torch_runner.run(images)
+    assert info["provider"] == "CPUExecutionProvider" and info["fallback"] is None
+    assert ort_out.logits.shape == torch_out.logits.shape == (3, 10)
+    assert np.abs(ort_out.logits - torch_out.logits).max() < 1e-3
+    counts = tiny_export.manifest["keep_counts"]
+    assert [k.shape for k in ort_out.kept] == [(3, c) for c in counts]
+    for stage, (a, b) in enumerate(zip(ort_out.kept, torch_out.kept)):
+        assert a.max() < 196 and a.min() >= 0
+        assert all(set(x) == set(y) for x, y in zip(a, b)), f"stage {stage + 1}"
+        if stage:  # original ids: every later stage keeps a subset of the earlier one
+            assert all(set(x) <= set(p) for x, p in zip(a, ort_out.kept[stage - 1]))
+
+
+def test_ort_topk_outputs_without_token_outputs(plain_export, images):
+    with runner_for_artifact(plain_export.path) as runner:
+        assert runner.run(images).kept is None
+    with runner_for_artifact(plain_export.path, topk_outputs=True) as runner:
+        out = runner.run(images)
+    assert [k.shape[1] for k in out.kept] == plain_export.manifest["keep_counts"]
+
+
+def test_torch_cpu_refuses_low_precision(tiny_export):
+    with pytest.raises(BadInput, match="only on CUDA"):
+        runner_for_artifact(tiny_export.path, "torch", precision="fp16").load()
+
+
+def test_ort_refuses_precision_the_graph_lacks(tiny_export):
+    with pytest.raises(BadInput, match="fp32 graph"):
+        runner_for_artifact(tiny_export.path, precision="fp16").load()
+
+
+def test_ort_missing_cuda_provider_is_loud(tiny_export):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has CUDA; the CPU-build refusal cannot be shown")
+    with pytest.raises(MissingDependency, match="dvit-deploy\\[gpu\\]"):
+        runner_for_artifact(tiny_export.path, device="cuda").load()
+
+
+def test_ort_options_and_threads(tiny_export, images):
+    with runner_for_artifact(tiny_export.path, intra_op_threads=1, graph_optimization="basic",
+                             providers="cpu") as runner:
+        info = runner.describe()
+        call = runner.timed_call(images)
+        assert call() is None
+    assert info["intra_op_threads"] == 1 and info["graph_optimization"] == "basic"
+    with pytest.raises(BadInput, match="graph optimization"):
+        runner_for_artifact(tiny_export.path, graph_optimization="max")
+
+
+def test_torch_threads_restored(tiny_export, images):
+    import torch
+
+    before = torch.get_num_threads()
+    with runner_for_artifact(tiny_export.path, "torch", intra_op_threads=1) as runner:
+        assert torch.get_num_threads() == 1
+        assert runner.describe()["intra_op_threads"] == 1
+        runner.timed_call(images)()
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
+def test_torch_cuda_fp16_close(tiny_export, images):
+    with runner_for_artifact(tiny_export.path, "torch") as ref:
+        expected = ref.run(images).logits
+    with runner_for_artifact(tiny_export.path, "torch", device="cuda", precision="fp16") as runner:
+        got = runner.run(images)
+        assert isinstance(runner.timed_call(images)(), float)
+    assert np.abs(got.logits - expected).max() < 0.1

@@ -1,0 +1,74 @@
+"""The tensorrt backend: registry wiring, keep-count feeds and refusal paths without TensorRT."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from dvit_deploy.errors import BadInput, MissingDependency
+from dvit_deploy.runtime.trt_runner import TensorRTRunner, keep_counts_feed, torch_dtype_name
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+DYNAMIC = {"dynamic_keep": True, "keep_counts": [137, 96, 67], "num_patches": 196,
+           "keep_input": {"name": "keep_counts", "dtype": "int32", "shape": [3]},
+           "profiles": [{"name": "images", "min": [1, 3, 224, 224], "max": [8, 3, 224, 224]},
+                        {"name": "keep_counts", "min": [98, 49, 24], "max": [176, 158, 142]}]}
+
+
+def test_registry_resolves_the_tensorrt_backend():
+    from dvit_deploy.runtime import runner_class
+
+    assert runner_class("tensorrt") is TensorRTRunner
+    assert TensorRTRunner.backend == "tensorrt"
+
+
+def test_keep_counts_feed():
+    assert keep_counts_feed(DYNAMIC, None).tolist() == [137, 96, 67]
+    assert keep_counts_feed(DYNAMIC, 0.9).tolist() == [176, 158, 142]
+    with pytest.raises(BadInput, match="outside the engine's range"):
+        keep_counts_feed(DYNAMIC, 0.3)
+    assert keep_counts_feed({"dynamic_keep": False}, None) is None
+    with pytest.raises(BadInput, match="--dynamic-keep"):
+        keep_counts_feed({"dynamic_keep": False}, 0.8)
+
+
+def test_dtype_names():
+    assert torch_dtype_name("DataType.FLOAT") == "float32"
+    assert torch_dtype_name("DataType.HALF") == "float16"
+    assert torch_dtype_name("DataType.INT64") == "int64"
+
+
+def test_needs_an_engine_path():
+    with pytest.raises(BadInput, match="needs an .engine"):
+        TensorRTRunner(None, {})
+
+
+@pytest.mark.skipif(HAS_TRT, reason="checks the message shown when TensorRT is not installed")
+def test_without_tensorrt_load_names_the_extra(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    with pytest.raises(MissingDependency) as info:
+        TensorRTRunner(engine, {"precision": "fp16"}, device="cuda", precision="fp16").load()
+    assert info.value.exit_code == 2
+    assert 'pip install "dvit-deploy[tensorrt]"' in str(info.value)
+    from dvit_deploy.runtime import open_runner
+
+    with pytest.raises(MissingDependency, match=r"dvit-deploy\[tensorrt\]"):
+        open_runner("tensorrt", engine, {"precision": "fp16"}, device="cuda", precision=None)
+
+
+@pytest.mark.tensorrt
+def test_refuses_an_engine_from_another_gpu(tmp_path):
+    pytest.importorskip("tensorrt", reason="needs TensorRT and a GPU")
+    import tensorrt as trt
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not an engine")
+    manifest = {"precision": "fp32", "tensorrt": {"version": trt.__version__},
+                "gpu": {"name": "Imaginary", "compute_capability": [1, 0]}, "builder": {"hardware_compat": "none"}}
+    with pytest.raises(BadInput, match="rebuild it here"):
+        TensorRTRunner(engine, manifest, device="cuda").load()

@@ -1,0 +1,134 @@
+"""`dvit validate`: backends vs the PyTorch fp32 reference, kept-token agreement, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dvit_deploy.cli import app
+from dvit_deploy.fileio import manifest_path, read_json, write_json_atomic
+from dvit_deploy.validate import run_in_batches
+
+
+@pytest.fixture(scope="module")
+def export_root(tmp_path_factory):
+    """export/tiny.onnx with token outputs, and export/plain.onnx without (exported once)."""
+    from dvit_deploy.export import export_onnx
+    from dvit_deploy.models.checkpoint import load_model
+
+    root = tmp_path_factory.mktemp("validate")
+    loaded = load_model(model_name="tiny-deit", keep_ratio=0.7)
+    plain = export_onnx(loaded, root / "export" / "plain.onnx", check_samples=2)
+    tokens = export_onnx(loaded, root / "export" / "tiny.onnx", token_outputs=True, check_samples=2)
+    return tokens.path, plain.path
+
+
+@pytest.fixture
+def exported(export_root, monkeypatch):
+    monkeypatch.chdir(export_root[0].parent.parent)
+    return export_root
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, ["validate", *map(str, args)])
+
+
+def test_default_artifact_passes_with_stage_agreement(exported):
+    result = invoke("--json", "--samples", "4")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["passed"] is True and data["samples"] == 4
+    (entry,) = data["results"]
+    assert entry["artifact"].endswith("tiny.onnx")  # the newest export
+    assert entry["backend"] == "onnxruntime" and "CPUExecutionProvider" in entry["executes"]
+    assert entry["token_info"] == "token outputs"
+    assert [s["keep_count"] for s in entry["stages"]] == [137, 96, 67]
+    assert all(s["mean_jaccard"] == 1.0 for s in entry["stages"])
+    assert entry["logits"]["max_abs"] < 1e-3 and entry["logits"]["top1_agreement"] == 1.0
+
+
+def test_several_artifacts_and_torch_backend(exported):
+    tokens, plain = exported
+    result = invoke(tokens, plain, "--backend", "onnxruntime", "--backend", "torch", "--samples", "3",
+                    "--batch", "2", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    by = {(r["artifact"].rsplit("/", 1)[-1], r["backend"]): r for r in data["results"]}
+    assert set(by) == {("tiny.onnx", "onnxruntime"), ("tiny.onnx", "torch"),
+                       ("plain.onnx", "onnxruntime"), ("plain.onnx", "torch")}
+    assert by[("plain.onnx", "onnxruntime")]["token_info"] == "TopK outputs (in-memory copy)"
+    assert len(by[("plain.onnx", "onnxruntime")]["stages"]) == 3
+    assert by[("tiny.onnx", "torch")]["logits"]["max_abs"] == 0.0  # the reference against itself
+
+
+def test_table_output(exported):
+    result = invoke("--samples", "2")
+    assert result.exit_code == 0, result.output
+    assert "pass" in result.stdout and "S1:" in result.stdout
+
+
+def test_mismatch_fails_with_exit_1(exported, tmp_path):
+    tokens, _ = exported
+    wrong = tmp_path / "wrong.onnx"  # outside ./export: other tests' default artifact stays the same
+    shutil.copy(tokens, wrong)
+    manifest = read_json(manifest_path(tokens))
+    manifest["seed"] = 12345  # the reference is rebuilt with other weights than the graph holds
+    write_json_atomic(manifest_path(wrong), manifest)
+    result = invoke(wrong, "--samples", "2", "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["passed"] is False and data["results"][0]["status"] == "failed"
+    entry = data["results"][0]
+    # Other weights pick other tokens: flagged as disagreements, not as near-tie flips.
+    assert entry["unexplained_flips"] >= 1
+    assert any("kept different tokens" in f for f in entry["failures"])
+    assert entry["stages"][0]["mean_jaccard"] < 1.0
+
+
+def test_unavailable_backend_exits_2(exported):
+    pytest.importorskip("onnxruntime")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    tokens, _ = exported
+    result = invoke(tokens, "--backend", "tensorrt", "--samples", "2")
+    assert result.exit_code == 2
+    assert "tensorrt" in result.output
+
+
+def test_no_artifact_is_bad_input(workdir):
+    result = invoke()
+    assert result.exit_code == 2 and "dvit export" in result.output
+
+
+def test_real_images(exported, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (240, 300, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    result = invoke(exported[0], "--images", folder, "--samples", "8", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["samples"] == 3 and "imgs" in data["inputs"]
+
+
+def test_fixed_batch_padding_is_trimmed():
+    seen = []
+
+    def run(chunk):
+        seen.append(len(chunk))
+        return chunk.sum(axis=(1, 2, 3))
+
+    images = np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1)
+    outputs = run_in_batches(run, images, 2, fixed=True)
+    assert seen == [2, 2, 2] and [real for _, real in outputs] == [2, 2, 1]
+    assert np.concatenate([o[:real] for o, real in outputs]).tolist() == [0, 1, 2, 3, 4]
