@@ -18,7 +18,6 @@ Run it on a quiet machine: other processes sharing the cores make every number n
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from dvit_deploy.fileio import manifest_path, write_json_atomic
 from dvit_deploy.flops import count_macs
 from dvit_deploy.models import get_variant
 from dvit_deploy.models.checkpoint import load_model
-from dvit_deploy.profiling import (ProfileSettings, attach_speedups, machine_info, profile_artifact,
+from dvit_deploy.profiling import (ProfileSettings, attach_speedups, machine_info, profile_artifacts,
                                    pruning_overhead)
 
 TARGET_SPEEDUP = 1.54
@@ -60,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratios", default="0.9,0.8,0.7", help="comma-separated keep ratios ρ")
     parser.add_argument("--backends", default="onnxruntime,torch", help="onnxruntime and/or torch")
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per point")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating measurement rounds (drift-robust ratios; 1 = sequential)")
     parser.add_argument("--warmup", type=float, default=1.5, help="warm-up seconds per point")
     parser.add_argument("--min-iterations", type=int, default=10, help="timed calls per point, at least")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads [default: backend's]")
@@ -86,14 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     twins = {str(p): str(dense) for p in sparse.values()}
 
     settings = ProfileSettings(warmup_s=args.warmup, duration_s=args.duration, intra_op_threads=args.threads,
-                               min_iterations=args.min_iterations)
+                               min_iterations=args.min_iterations, rounds=args.rounds)
     results = []
     started = time.time()
+    runs = [(dense, "dense")] + [(p, "sparse") for p in sparse.values()]
     for backend in backends:
         options = {"graph_optimization": args.graph_optimization} if backend == "onnxruntime" else {}
-        for role, path in [("dense", dense)] + [("sparse", p) for p in sparse.values()]:
-            console.print(f"measuring {path.name} on {backend} at batch {batches}")
-            results.extend(profile_artifact(path, backend, batches, settings, role=role, options=options))
+        console.print(f"measuring dense + {len(sparse)} sparse models on {backend} at batch {batches}, "
+                      f"interleaved in {settings.rounds} rounds")
+        results.extend(profile_artifacts(runs, backend, batches, settings, options=options))
     attach_speedups(results, twins)
 
     overhead = None

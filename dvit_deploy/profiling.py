@@ -14,8 +14,9 @@ import json
 import math
 import os
 import platform
+import contextlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -95,6 +96,10 @@ class ProfileSettings:
     include_transfer: bool = False
     cuda_graph: bool = False
     intra_op_threads: int | None = None
+    # Artifacts compared in one run are measured in alternating rounds, so a change in machine
+    # speed during the run (boost clocks, neighbours) hits dense and sparse alike instead of
+    # landing in their ratio. 1 = one after another.
+    rounds: int = 5
 
     def validate(self) -> None:
         if self.warmup_s < 0:
@@ -105,6 +110,8 @@ class ProfileSettings:
             raise BadInput(f"--iterations must be ≥ 1, got {self.iterations}")
         if self.intra_op_threads is not None and self.intra_op_threads < 1:
             raise BadInput(f"--threads must be ≥ 1, got {self.intra_op_threads}")
+        if self.rounds < 1:
+            raise BadInput(f"--rounds must be ≥ 1, got {self.rounds}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,39 +127,55 @@ class Measurement:
 def measure(call: Callable[[], Any], settings: ProfileSettings, on_progress: Callable[[float], None] | None = None
             ) -> Measurement:
     """Warm up by time, then time each call (host wall clock, or the call's own CUDA-event ms)."""
-    progress = on_progress or (lambda fraction: None)
-    clock = time.perf_counter
-    planned = settings.warmup_s + (settings.duration_s if settings.iterations is None else 0.0)
-    start = clock()
-    warmup = 0
-    while warmup == 0 or clock() - start < settings.warmup_s:
-        call()
-        warmup += 1
-        progress(min(1.0, (clock() - start) / planned) if planned > 0 else 0.0)
+    return measure_interleaved({"only": call}, replace(settings, rounds=1),
+                               None if on_progress is None else (lambda key, f: on_progress(f)))["only"]
 
-    samples: list[float] = []
-    loop_start = clock()
-    last_report = loop_start
-    while True:
-        t0 = clock()
-        device_ms = call()
-        t1 = clock()
-        samples.append(float(device_ms) if isinstance(device_ms, (int, float)) else (t1 - t0) * 1e3)
-        if settings.iterations is not None:
-            if len(samples) >= settings.iterations:
-                break
-            fraction = len(samples) / settings.iterations
-        else:
-            elapsed = t1 - loop_start
-            if elapsed >= settings.duration_s and len(samples) >= settings.min_iterations:
-                break
-            fraction = (settings.warmup_s + elapsed) / planned
-        if t1 - last_report > 0.1:
-            progress(min(1.0, fraction))
-            last_report = t1
-    wall = clock() - loop_start
-    progress(1.0)
-    return Measurement(samples, wall, warmup)
+
+def measure_interleaved(calls: dict[Any, Callable[[], Any]], settings: ProfileSettings,
+                        on_progress: Callable[[Any, float], None] | None = None) -> dict[Any, Measurement]:
+    """Measure several calls in ``settings.rounds`` alternating rounds; samples pooled per call.
+
+    Each call is warmed up by time first. Every round then gives each call an equal share of
+    the duration (or of the iteration count), and at least its share of ``min_iterations``.
+    """
+    progress = on_progress or (lambda key, fraction: None)
+    clock = time.perf_counter
+    rounds = settings.rounds
+    warmups: dict[Any, int] = {}
+    for key, call in calls.items():
+        start = clock()
+        count = 0
+        while count == 0 or clock() - start < settings.warmup_s:
+            call()
+            count += 1
+        warmups[key] = count
+        progress(key, 0.0)
+
+    if settings.iterations is not None:  # an exact count, split as evenly as the rounds allow
+        rounds = min(rounds, settings.iterations)
+        round_counts = [settings.iterations // rounds + (r < settings.iterations % rounds) for r in range(rounds)]
+    per_round_s = settings.duration_s / rounds
+    per_round_min = -(-settings.min_iterations // rounds)
+    samples: dict[Any, list[float]] = {key: [] for key in calls}
+    walls: dict[Any, float] = {key: 0.0 for key in calls}
+    for r in range(rounds):
+        for key, call in calls.items():
+            loop_start = clock()
+            taken = 0
+            while True:
+                t0 = clock()
+                device_ms = call()
+                t1 = clock()
+                samples[key].append(float(device_ms) if isinstance(device_ms, (int, float)) else (t1 - t0) * 1e3)
+                taken += 1
+                if settings.iterations is not None:
+                    if taken >= round_counts[r]:
+                        break
+                elif t1 - loop_start >= per_round_s and taken >= per_round_min:
+                    break
+            walls[key] += clock() - loop_start
+            progress(key, (r + 1) / rounds)
+    return {key: Measurement(samples[key], walls[key], warmups[key]) for key in calls}
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,69 +321,86 @@ def supported_batches(manifest: dict[str, Any], batches: Sequence[int]) -> tuple
     return [b for b in batches if b == fixed], [b for b in batches if b != fixed]
 
 
-def profile_artifact(
-    artifact: Path,
+def profile_artifacts(
+    artifacts: Sequence[tuple[Path, str]],
     backend: str,
     batches: Sequence[int],
     settings: ProfileSettings,
     *,
-    role: str,
     device: str = "cpu",
     precision: str | None = None,
     options: dict[str, Any] | None = None,
     on_progress: ProgressCallback | None = None,
     notes: list[str] | None = None,
 ) -> list[ProfileResult]:
-    """Measure one artifact on one backend at each batch size it supports."""
+    """Measure (artifact, role) pairs on one backend, interleaved at each batch size.
+
+    All runners stay loaded for the whole run so that, batch by batch, the artifacts can be
+    measured in alternating rounds (``settings.rounds``): their ratios are then robust to the
+    machine's speed drifting during the run.
+    """
     from .runtime import runner_for_artifact
 
-    manifest = read_json(manifest_path(artifact), what=f"manifest of {artifact.name}")
-    runnable, skipped = supported_batches(manifest, batches)
-    if skipped and notes is not None:
-        notes.append(f"{artifact.name} was exported with a fixed batch {manifest.get('batch')}: "
-                     f"batch {', '.join(map(str, skipped))} skipped")
-    if not runnable:
-        return []
     opts = dict(options or {})
     if settings.intra_op_threads is not None and backend != "tensorrt":  # CPU threads mean nothing to engines
         opts["intra_op_threads"] = settings.intra_op_threads
     if settings.cuda_graph:
         opts["cuda_graph"] = True
-    gmacs = macs_for_manifest(manifest).gmacs
-    results = []
-    with runner_for_artifact(artifact, backend, device=device, precision=precision, **opts) as runner:
-        info = runner.describe()
-        if notes is not None:
-            notes.extend(f"{artifact.name} on {backend}: {n}" for n in getattr(runner, "notes", []))
-        for batch in runnable:
-            images = seeded_batch(batch, manifest)
-            call = runner.timed_call(images, include_transfer=settings.include_transfer)
-            label = f"{artifact.name} [{backend}] batch {batch}"
-            progress = (lambda fraction, label=label: on_progress(label, fraction)) if on_progress else None
-            m = measure(call, settings, progress)
-            stats = latency_stats(m.samples_ms)
-            results.append(ProfileResult(
-                artifact=str(artifact),
-                role=role,
-                variant=str(manifest.get("variant")),
-                keep_ratio=None if manifest.get("dense") else manifest.get("keep_ratio"),
-                keep_counts=list(manifest.get("keep_counts") or []),
-                backend=backend,
-                device=device,
-                precision=runner.precision,
-                executes=str(info.get("executes", backend)),
-                batch=batch,
-                stats=stats,
-                throughput_ips=batch * stats.count / m.wall_s if m.wall_s > 0 else 0.0,
-                measured_s=m.wall_s,
-                warmup_iterations=m.warmup_iterations,
-                gmacs=gmacs,
-                include_transfer=settings.include_transfer,
-                cuda_graph=settings.cuda_graph,
-                intra_op_threads=info.get("intra_op_threads", settings.intra_op_threads),
-                fallback=info.get("fallback"),
-            ))
-    return results
+    loaded = []
+    with contextlib.ExitStack() as stack:
+        for artifact, role in artifacts:
+            manifest = read_json(manifest_path(artifact), what=f"manifest of {artifact.name}")
+            runnable, skipped = supported_batches(manifest, batches)
+            if skipped and notes is not None:
+                notes.append(f"{artifact.name} was exported with a fixed batch {manifest.get('batch')}: "
+                             f"batch {', '.join(map(str, skipped))} skipped")
+            if not runnable:
+                continue
+            runner = stack.enter_context(
+                runner_for_artifact(artifact, backend, device=device, precision=precision, **opts))
+            if notes is not None:
+                notes.extend(f"{artifact.name} on {backend}: {n}" for n in getattr(runner, "notes", []))
+            loaded.append((artifact, role, manifest, runner, runner.describe(), set(runnable),
+                           macs_for_manifest(manifest).gmacs))
+
+        results: list[tuple[int, int, ProfileResult]] = []  # (artifact index, batch index, result)
+        for batch_index, batch in enumerate(batches):
+            group = [item for item in loaded if batch in item[5]]
+            calls = {}
+            for index, (artifact, _, manifest, runner, _, _, _) in enumerate(group):
+                images = seeded_batch(batch, manifest)
+                calls[index] = runner.timed_call(images, include_transfer=settings.include_transfer)
+
+            def progress(index: int, fraction: float, group=group, batch=batch) -> None:
+                if on_progress is not None:
+                    on_progress(f"{group[index][0].name} [{backend}] batch {batch}", fraction)
+
+            measured = measure_interleaved(calls, settings, progress)
+            for index, (artifact, role, manifest, runner, info, _, gmacs) in enumerate(group):
+                m = measured[index]
+                stats = latency_stats(m.samples_ms)
+                results.append((loaded.index(group[index]), batch_index, ProfileResult(
+                    artifact=str(artifact),
+                    role=role,
+                    variant=str(manifest.get("variant")),
+                    keep_ratio=None if manifest.get("dense") else manifest.get("keep_ratio"),
+                    keep_counts=list(manifest.get("keep_counts") or []),
+                    backend=backend,
+                    device=device,
+                    precision=runner.precision,
+                    executes=str(info.get("executes", backend)),
+                    batch=batch,
+                    stats=stats,
+                    throughput_ips=batch * stats.count / m.wall_s if m.wall_s > 0 else 0.0,
+                    measured_s=m.wall_s,
+                    warmup_iterations=m.warmup_iterations,
+                    gmacs=gmacs,
+                    include_transfer=settings.include_transfer,
+                    cuda_graph=settings.cuda_graph,
+                    intra_op_threads=info.get("intra_op_threads", settings.intra_op_threads),
+                    fallback=info.get("fallback"),
+                )))
+    return [result for _, _, result in sorted(results, key=lambda item: item[:2])]  # artifact by artifact
 
 
 def attach_speedups(results: list[ProfileResult], twins: dict[str, str]) -> None:
@@ -552,10 +592,12 @@ def run_profile(plan: ProfilePlan, *, backend: str | None, batches: Sequence[int
 
     settings.validate()
     report = ProfileReport(settings=settings, notes=list(plan.notes))
+    by_backend: dict[str, list[tuple[Path, str]]] = {}
     for artifact, role in plan.runs:
-        chosen = backend or default_backend(artifact)
-        report.results.extend(profile_artifact(
-            artifact, chosen, batches, settings, role=role, device=device, precision=precision,
+        by_backend.setdefault(backend or default_backend(artifact), []).append((artifact, role))
+    for chosen, runs in by_backend.items():
+        report.results.extend(profile_artifacts(
+            runs, chosen, batches, settings, device=device, precision=precision,
             options=_options_for(chosen, options or {}), on_progress=on_progress, notes=report.notes))
     attach_speedups(report.results, plan.twins)
     return report

@@ -125,3 +125,40 @@ def test_pruning_overhead_attributes_predictor_nodes(tiny_export):
     breakdown = pruning_overhead(tiny_export.path, 2, runs=2, warmup=1)
     assert 0 < breakdown.pruning_ms < breakdown.total_node_ms
     assert len(breakdown.per_stage_ms) == 3 and "TopK" in breakdown.by_op
+
+
+def test_interleaved_rounds_cancel_machine_drift():
+    """Two identical workloads on a machine that halves its speed midway: measured one after
+    the other, the second looks 2x slower; in alternating rounds both see the same machine."""
+    from dvit_deploy.profiling import ProfileSettings, measure_interleaved
+
+    def run(rounds):
+        calls_made = []
+
+        def workload(name):
+            def call():
+                calls_made.append(name)
+                slow = len(calls_made) > 22  # 2 warm-up calls, then the machine slows down
+                return 20.0 if slow else 10.0  # device-timed milliseconds, as CUDA events report them
+
+            return call
+
+        settings = ProfileSettings(warmup_s=0.0, iterations=20, rounds=rounds)
+        measured = measure_interleaved({"a": workload("a"), "b": workload("b")}, settings)
+        mean = {k: sum(m.samples_ms) / len(m.samples_ms) for k, m in measured.items()}
+        return mean["b"] / mean["a"], calls_made, measured
+
+    ratio, order, measured = run(rounds=1)
+    assert ratio == 2.0 and order[2:] == ["a"] * 20 + ["b"] * 20
+    ratio, order, measured = run(rounds=4)
+    assert ratio == pytest.approx(1.0)
+    assert order[2:12] == ["a"] * 5 + ["b"] * 5  # rounds of 20/4 calls each, alternating
+    assert all(len(m.samples_ms) == 20 and m.warmup_iterations == 1 for m in measured.values())
+
+
+def test_rounds_must_be_positive():
+    from dvit_deploy.errors import BadInput
+    from dvit_deploy.profiling import ProfileSettings
+
+    with pytest.raises(BadInput, match="--rounds must be ≥ 1"):
+        ProfileSettings(rounds=0).validate()

@@ -16,7 +16,7 @@ SEVERITY_STYLE = {"blocker": "[bold red]blocker[/]", "warning": "[yellow]warning
 
 @handle_errors
 def doctor(
-    onnx_path: Optional[Path] = typer.Argument(None, help="ONNX graph [default: the newest in ./export].",
+    onnx_path: Optional[Path] = typer.Argument(None, help="ONNX graph \\[default: the newest in ./export].",
                                                show_default=False),
     target: str = typer.Option(DEFAULT_TARGET, "--target", "-t",
                                help=f"TensorRT parser to check against: {', '.join(TARGETS)}."),

@@ -22,9 +22,9 @@ def _pct(value: float | None) -> str:
 def eval_images(
     data: Path = typer.Option(..., "--data", "-d",
                               help="Image folder: class sub-folders, or flat with a labels file (labels.txt/labels.csv)."),
-    artifact: Optional[Path] = typer.Option(None, "--artifact", "-a", help="ONNX model or engine [default: newest in ./export]."),
+    artifact: Optional[Path] = typer.Option(None, "--artifact", "-a", help="ONNX model or engine \\[default: newest in ./export]."),
     backend: Optional[List[str]] = typer.Option(None, "--backend", "-b",
-                                                help="Backend to evaluate; repeat for several [default: from the artifact]."),
+                                                help="Backend to evaluate; repeat for several \\[default: from the artifact]."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Labels file for a flat folder: 'filename label' lines or CSV."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Evaluate only the first N images."),
     batch: int = typer.Option(DEFAULT_BATCH, "--batch", help="Images per inference call."),

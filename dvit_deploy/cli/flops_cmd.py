@@ -17,9 +17,12 @@ DEFAULT_RATIOS = "0.9,0.8,0.7"
 
 @handle_errors
 def flops(
-    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Variant (repeatable) [default: all]."),
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Variant (repeatable) \\[default: all]."),
     keep_ratio: str = typer.Option(DEFAULT_RATIOS, "--keep-ratio", "-r", help="Comma-separated ρ values."),
-    no_predictors: bool = typer.Option(False, "--no-predictors", help="Leave the score predictors out of the count."),
+    with_predictors: bool = typer.Option(
+        False, "--with-predictors",
+        help="Headline figures include the score predictors (default: the paper's convention, predictors "
+             "reported separately)."),
     per_stage: bool = typer.Option(False, "--per-stage", help="Also print the per-stage breakdown."),
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -34,7 +37,7 @@ def flops(
             validate_keep_ratio(ratio)
         except ValueError as exc:
             raise BadInput(str(exc)) from None
-    include = not no_predictors
+    include = with_predictors
     reports = []
     for name in names:
         variant = get_variant(name)
@@ -52,18 +55,15 @@ def flops(
             "convention": CONVENTION,
             "include_predictors": include,
             "models": [{"variant": name, "dense": dense.to_dict(),
-                        "sparse": [s.to_dict() | {"ratio_to_dense": round(dense.total_macs / s.total_macs, 4),
-                                                  "gmacs_without_predictors": round(
-                                                      count_macs(get_variant(name), s.keep_ratio,
-                                                                 include_predictors=False).gmacs, 4)}
-                                   for s in sparse]}
+                        "sparse": [s.to_dict() | _both_counts(name, s, dense) for s in sparse]}
                        for name, dense, sparse in reports],
         })
         return
     columns = ["model", "dense"] + [f"ρ={r:g}" for r in ratios]
-    rows = [[name, f"{dense.gmacs:.2f}"] + [f"{s.gmacs:.2f} ({dense.total_macs / s.total_macs:.2f}×)" for s in sparse]
+    rows = [[name, f"{dense.gmacs:.2f}"] + [_cell(name, s, dense, include) for s in sparse]
             for name, dense, sparse in reports]
-    title = "GMACs per image" + ("" if include else " (predictors not counted)")
+    title = "GMACs per image" + (" (predictors included)" if include else
+                                 " (paper convention: backbone; + the predictors' cost)")
     out.print(table(title, columns, rows))
     if per_stage:
         for name, dense, sparse in reports:
@@ -74,4 +74,24 @@ def flops(
                 stage_rows.append(["stem + heads", "", "", "", f"{(report.stem_macs + report.head_macs) / 1e9:.3f}"])
                 out.print(table(f"{name} {label}: {report.gmacs:.3f} GMACs", ["stage", "blocks", "tokens",
                                 "predictor MMACs", "blocks GMACs"], stage_rows))
-    out.print(f"[dim]convention: {CONVENTION}; predictors {'counted' if include else 'not counted'}[/]")
+    out.print(f"[dim]convention: {CONVENTION}; headline {'includes' if include else 'excludes'} the score "
+              "predictors (the paper's tables exclude them; the released model zoo's figures, measured with "
+              "fvcore, include them)[/]")
+
+
+def _both_counts(name: str, report, dense) -> dict:
+    """Both conventions for every sparse entry, whatever the headline uses."""
+    variant = get_variant(name)
+    without = count_macs(variant, report.keep_ratio, include_predictors=False)
+    with_ = count_macs(variant, report.keep_ratio, include_predictors=True)
+    return {
+        "ratio_to_dense": round(dense.total_macs / report.total_macs, 4),
+        "gmacs_without_predictors": round(without.gmacs, 4),
+        "gmacs_with_predictors": round(with_.gmacs, 4),
+        "predictor_gmacs": round(with_.predictor_macs / 1e9, 4),
+    }
+
+
+def _cell(name: str, report, dense, include: bool) -> str:
+    extra = "" if include else f" +{_both_counts(name, report, dense)['predictor_gmacs']:.2f}"
+    return f"{report.gmacs:.2f}{extra} ({dense.total_macs / report.total_macs:.2f}×)"

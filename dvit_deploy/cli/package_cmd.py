@@ -19,14 +19,14 @@ _STATUS_STYLE = {"ok": "[green]ok[/]", "failed": "[bold red]FAILED[/]", "skipped
 @handle_errors
 def package(
     artifacts: Optional[List[Path]] = typer.Argument(
-        None, help="ONNX models and/or engines to ship [default: the newest ONNX in ./export].", show_default=False),
+        None, help="ONNX models and/or engines to ship \\[default: the newest ONNX in ./export].", show_default=False),
     target: str = typer.Option(..., "--target", "-t", help=f"Device target: {', '.join(TARGETS)}."),
     triton: bool = typer.Option(False, "--triton", help="Also write a Triton Inference Server model repository."),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
-                                          help="Bundle folder [default: ./bundles/<model>-<target>]; the archive is <folder>.tar.gz."),
+                                          help="Bundle folder \\[default: ./bundles/<model>-<target>]; the archive is <folder>.tar.gz."),
     precision: str = typer.Option("fp16", "--precision", "-p", help="Engine precision for the device build: fp32, fp16, bf16."),
     batch_profile: Optional[str] = typer.Option(
-        None, "--batch-profile", help=f"min,opt,max batch for dynamic-batch models [default: {','.join(map(str, DEFAULT_PROFILE))}]."),
+        None, "--batch-profile", help=f"min,opt,max batch for dynamic-batch models \\[default: {','.join(map(str, DEFAULT_PROFILE))}]."),
     no_archive: bool = typer.Option(False, "--no-archive", help="Write the folder only, no .tar.gz."),
     force: bool = FORCE_OPTION,
     json_output: bool = JSON_OPTION,

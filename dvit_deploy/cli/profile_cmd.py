@@ -15,13 +15,13 @@ from .common import JSON_OPTION, err, emit_json, handle_errors, notes, out, pars
 @handle_errors
 def profile(
     artifacts: Optional[List[Path]] = typer.Argument(
-        None, help="Artifacts to measure [default: the newest pruned one in ./export or ./engines, "
+        None, help="Artifacts to measure \\[default: the newest pruned one in ./export or ./engines, "
         "plus its dense twin when present].", show_default=False),
     batch: str = typer.Option("64", "--batch", "-b", help="Batch size, or a sweep: 1,8,32,64."),
     backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime, torch or tensorrt "
-                                          "[default: from the artifact's suffix]."),
+                                          "\\[default: from the artifact's suffix]."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32/fp16/bf16 [default: the artifact's]."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32/fp16/bf16 \\[default: the artifact's]."),
     dense_baseline: bool = typer.Option(False, "--dense-baseline", help="Also measure the dense twin, "
                                         "exporting it beside the artifact when missing."),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Measure only the given artifacts."),
@@ -29,7 +29,9 @@ def profile(
     duration: float = typer.Option(3.0, "--duration", help="Measured time per batch size (s)."),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="A fixed number of timed calls "
                                              "instead of --duration."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads (CPU) [default: the backend's]."),
+    rounds: int = typer.Option(5, "--rounds", help="Measure the artifacts in this many alternating rounds, so "
+                               "machine-speed drift does not bias their ratio (1: one after another)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads (CPU) \\[default: the backend's]."),
     include_transfer: bool = typer.Option(False, "--include-transfer/--exclude-transfer",
                                           help="Count host↔device copies in the latency (GPU)."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Replay a captured CUDA graph (GPU)."),
@@ -44,7 +46,8 @@ def profile(
     """Measure latency (min/mean/median/p90/p95/p99/max), throughput and the speed-up over dense."""
     batches = parse_ints(batch, "--batch")
     settings = ProfileSettings(warmup_s=warmup, duration_s=duration, iterations=iterations,
-                               include_transfer=include_transfer, cuda_graph=cuda_graph, intra_op_threads=threads)
+                               include_transfer=include_transfer, cuda_graph=cuda_graph, intra_op_threads=threads,
+                               rounds=rounds)
     settings.validate()
     with phases("profile") as on_phase:
         plan = plan_profile(artifacts, backend=backend, dense_baseline=dense_baseline, with_twins=not no_baseline,

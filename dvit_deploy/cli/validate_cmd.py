@@ -14,17 +14,17 @@ from .common import JSON_OPTION, emit_json, err, handle_errors, notes, out, phas
 @handle_errors
 def validate(
     artifacts: Optional[List[Path]] = typer.Argument(
-        None, help="Artifacts (.onnx, .engine) with their manifests [default: newest in ./export and ./engines].",
+        None, help="Artifacts (.onnx, .engine) with their manifests \\[default: newest in ./export and ./engines].",
         show_default=False),
     backend: Optional[List[str]] = typer.Option(
         None, "--backend", help="Backend to check (repeatable): onnxruntime, tensorrt, torch "
-        "[default: the one that runs each artifact]."),
+        "\\[default: the one that runs each artifact]."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of real images (preprocessed with the "
                                           "model's timm data config) instead of seeded random inputs."),
     samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", "-n", min=1, help="Number of inputs."),
     batch: int = typer.Option(DEFAULT_BATCH, "--batch", "-b", min=1, help="Batch size for dynamic-batch artifacts."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N] for the backend under test."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32/fp16/bf16 [default: the artifact's]."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32/fp16/bf16 \\[default: the artifact's]."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Check every backend against PyTorch fp32: logits, top-1/top-5, per-stage kept tokens."""

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from ..errors import BadInput
+from ..export.graph import constant_values
 
 TOPK_MAX_K = 3840  # "k <= 3840" (TensorRT operator reference, TopK)
 
@@ -194,7 +194,7 @@ def _all_nodes(graph: onnx.GraphProto):
 
 def _check_topk(report: DoctorReport, model: onnx.ModelProto) -> None:
     graph = model.graph
-    constants = _constants(graph)
+    constants = constant_values(graph)
     producers = {out: node for node in graph.node for out in node.output}
     inputs = {i.name: i for i in graph.input}
     for node in graph.node:
@@ -250,21 +250,6 @@ def _graph_inputs_upstream(tensor: str, producers: dict[str, onnx.NodeProto], in
             continue
         frontier.extend(i for i in node.input if i)
     return sorted(found)
-
-
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {}
-    for init in graph.initializer:
-        if init.data_location != onnx.TensorProto.EXTERNAL:
-            values[init.name] = numpy_helper.to_array(init)
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
-                elif attr.name in ("value_int", "value_ints"):
-                    values[node.output[0]] = np.array(onnx.helper.get_attribute_value(attr))
-    return values
 
 
 def _check_int64(report: DoctorReport, graph: onnx.GraphProto) -> None:

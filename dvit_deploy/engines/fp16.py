@@ -226,9 +226,8 @@ def compare_with_fp32(fp32_model: onnx.ModelProto, fp16_model: onnx.ModelProto, 
     Returns ``compare.Comparison``; kept tokens are compared as sets per stage, with near-tie
     flips (reference margin below the fp16 tie margin) counted separately.
     """
-    import onnxruntime as ort
-
     from ..compare import Tolerance, boundary_margins, compare
+    from ..export.check import cpu_session
     from ..export.graph import pruning_stages, with_topk_outputs
     from ..models import kept_patch_ids
 
@@ -239,14 +238,7 @@ def compare_with_fp32(fp32_model: onnx.ModelProto, fp16_model: onnx.ModelProto, 
         for stage in stages:
             topk = next(n for n in probe.graph.node if (n.name or n.output[0]) == stage.topk_node)
             probe.graph.output.append(helper.make_tensor_value_info(topk.input[0], FLOAT, None))
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own exception types
-            from ..errors import CheckFailed
-
-            raise CheckFailed(f"ONNX Runtime cannot load the graph: {str(exc).splitlines()[0][:200]}") from None
+        session = cpu_session(probe, "the graph")
         names = [o.name for o in session.get_outputs()]
         feed = {session.get_inputs()[0].name: images, **(extra_inputs or {})}
         outs = dict(zip(names, session.run(names, feed)))

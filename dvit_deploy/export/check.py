@@ -15,7 +15,7 @@ import onnx
 import torch
 
 from ..compare import Comparison, Tolerance, boundary_margins, compare
-from ..errors import BadInput
+from ..errors import CheckFailed
 from ..models import kept_patch_ids
 from ..models.checkpoint import LoadedModel
 from .graph import StageGraph, check_pruning_structure, with_topk_outputs
@@ -89,25 +89,11 @@ def check_export(
 ) -> CheckReport:
     phase = on_phase or (lambda name: None)
     report = CheckReport()
-
-    phase("onnx.checker")
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-        report.checker = "passed"
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        report.checker = f"failed: {str(exc).splitlines()[0]}"
-        report.failures.append(f"onnx.checker: {str(exc).splitlines()[0]}")
-
-    phase("graph structure")
-    model = onnx.load(str(path))
-    report.stages, report.structure_problems = check_pruning_structure(model, loaded.keep_counts)
-    report.failures.extend(report.structure_problems)
+    model = check_file_and_structure(path, report, loaded.keep_counts, on_phase=phase)
 
     phase("onnxruntime parity")
     run_batch = batch or CHECK_BATCH
-    count = max(samples, run_batch)
-    count -= count % run_batch
-    images = seeded_images(count, loaded)
+    images = check_images(loaded, samples, run_batch)
     ref = reference_outputs(loaded, images, run_batch)
     test_logits, test_kept, provider = _run_onnxruntime(with_topk_outputs(model), images, run_batch, loaded)
     report.provider = provider
@@ -121,15 +107,45 @@ def check_export(
     return report
 
 
-def _run_onnxruntime(model: onnx.ModelProto, images: torch.Tensor, batch: int, loaded: LoadedModel):
+def check_file_and_structure(path: Path, report: CheckReport, keep_counts, *, dynamic_keep: bool = False,
+                             on_phase: Callable[[str], None] | None = None) -> onnx.ModelProto:
+    """The first two checks of every export: onnx.checker (full) and the pruning structure."""
+    phase = on_phase or (lambda name: None)
+    phase("onnx.checker")
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        report.checker = "passed"
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        report.checker = f"failed: {str(exc).splitlines()[0]}"
+        report.failures.append(f"onnx.checker: {str(exc).splitlines()[0]}")
+
+    phase("graph structure")
+    model = onnx.load(str(path))
+    report.stages, report.structure_problems = check_pruning_structure(model, keep_counts, dynamic_keep=dynamic_keep)
+    report.failures.extend(report.structure_problems)
+    return model
+
+
+def check_images(loaded: LoadedModel, samples: int, batch: int) -> torch.Tensor:
+    """At least ``samples`` seeded images, a whole number of batches."""
+    count = max(samples, batch)
+    return seeded_images(count - count % batch, loaded)
+
+
+def cpu_session(model: onnx.ModelProto, what: str = "the exported graph"):
+    """An ONNX Runtime CPU session on a graph dvit made; CheckFailed (exit 1) when ORT cannot load it."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types
-        raise BadInput(f"ONNX Runtime cannot load the exported graph: {str(exc).splitlines()[0]}") from None
+        raise CheckFailed(f"ONNX Runtime cannot load {what}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def _run_onnxruntime(model: onnx.ModelProto, images: torch.Tensor, batch: int, loaded: LoadedModel):
+    session = cpu_session(model)
     input_name = session.get_inputs()[0].name
     output_names = [o.name for o in session.get_outputs()]
     logits_name = output_names[0]

@@ -40,8 +40,8 @@ from ..errors import BadInput, DvitError
 from ..models import KeepSchedule, kept_patch_ids
 from ..models.checkpoint import LoadedModel
 from ..models.pruning import gather_tokens
-from .check import CHECK_BATCH, CheckReport, reference_outputs, seeded_images
-from .graph import check_pruning_structure, pruning_stages, with_topk_outputs
+from .check import CHECK_BATCH, CheckReport, check_file_and_structure, check_images, cpu_session, reference_outputs
+from .graph import pruning_stages, with_topk_outputs
 
 KEEP_COUNTS_INPUT = "keep_counts"
 CHECK_RATIOS = (0.9, 0.8, 0.7)
@@ -198,26 +198,13 @@ def check_dynamic_keep(path: Path, loaded: LoadedModel, *, batch: int | None, sa
     """ONNX checker, structure, and ORT at several ρ against fixed-ratio PyTorch models."""
     phase = on_phase or (lambda name: None)
     report = DynamicKeepReport()
-    phase("onnx.checker")
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-        report.checker = "passed"
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        report.checker = f"failed: {str(exc).splitlines()[0]}"
-        report.failures.append(f"onnx.checker: {str(exc).splitlines()[0]}")
-
-    phase("graph structure")
-    model = onnx.load(str(path))
-    report.stages, report.structure_problems = check_pruning_structure(model, loaded.keep_counts, dynamic_keep=True)
-    report.failures.extend(report.structure_problems)
+    model = check_file_and_structure(path, report, loaded.keep_counts, dynamic_keep=True, on_phase=phase)
 
     phase("onnxruntime parity across keep ratios")
-    session, provider = _session(with_topk_outputs(model))
-    report.provider = provider
+    session = cpu_session(with_topk_outputs(model), "the --dynamic-keep graph")
+    report.provider = session.get_providers()[0]
     run_batch = batch or CHECK_BATCH
-    count = max(samples, run_batch)
-    count -= count % run_batch
-    images = seeded_images(count, loaded)
+    images = check_images(loaded, samples, run_batch)
     export_ratio = loaded.stage_ratios[0]
     for ratio in ratios or check_ratios(export_ratio):
         fixed = with_ratio(loaded, ratio)
@@ -235,18 +222,6 @@ def check_dynamic_keep(path: Path, loaded: LoadedModel, *, batch: int | None, sa
         if abs(ratio - export_ratio) < 1e-12:
             report.comparison = comparison
     return report
-
-
-def _session(model: onnx.ModelProto):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own exception types
-        raise BadInput(f"ONNX Runtime cannot load the --dynamic-keep graph: {str(exc).splitlines()[0]}") from None
-    return session, session.get_providers()[0]
 
 
 def run_keep_counts(session: Any, model: onnx.ModelProto, images: np.ndarray, counts: np.ndarray, batch: int,

@@ -35,8 +35,10 @@ class StageGraph:
         return dict(self.__dict__)
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Values of initializers (stored in the file; external data is not loaded) and Constant nodes."""
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer
+              if init.data_location != onnx.TensorProto.EXTERNAL}
     for node in graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
@@ -56,7 +58,7 @@ def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
 
 def pruning_stages(model: onnx.ModelProto) -> list[StageGraph]:
     graph = model.graph
-    constants = _constants(graph)
+    constants = constant_values(graph)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:
