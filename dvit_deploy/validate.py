@@ -17,6 +17,7 @@ import numpy as np
 
 from .compare import Comparison, Tolerance, compare
 from .errors import BadInput, DvitError
+from .fileio import manifest_path, read_json
 from .runtime import FILE_BACKENDS, SUFFIX_BACKENDS, runner_for_artifact
 from .workspace import artifacts, engines_dir, export_dir, load_manifest
 
@@ -98,17 +99,30 @@ class ValidateReport:
 
 
 def default_artifacts() -> list[Path]:
-    """The newest artifact in ./export and the newest in ./engines (whichever exist)."""
-    found = []
+    """Per folder (./export, ./engines): the newest pruned artifact, and the newest one if different.
+
+    Exporting a dense twin after a pruned model (as `dvit profile` wants) must not hide the
+    pruned model, whose per-stage kept tokens are what validation is mostly about.
+    """
+    found: list[Path] = []
     for folder, suffixes in ((export_dir(), (".onnx",)), (engines_dir(), (".engine", ".plan"))):
         newest = sorted((p for s in suffixes for p in artifacts(folder, s)), key=lambda p: p.stat().st_mtime,
                         reverse=True)
-        if newest:
-            found.append(newest[0])
+        pruned = next((p for p in newest if not _is_dense(p)), None)
+        for path in (pruned, newest[0] if newest else None):
+            if path is not None and path not in found:
+                found.append(path)
     if not found:
         raise BadInput(f"no artifact with a manifest in {export_dir()} or {engines_dir()}; "
                        "run 'dvit export' first or pass a path")
     return found
+
+
+def _is_dense(artifact: Path) -> bool:
+    try:
+        return bool(read_json(manifest_path(artifact)).get("dense"))
+    except BadInput:
+        return False
 
 
 def default_backends(artifact: Path) -> list[str]:

@@ -132,3 +132,19 @@ def test_fixed_batch_padding_is_trimmed():
     outputs = run_in_batches(run, images, 2, fixed=True)
     assert seen == [2, 2, 2] and [real for _, real in outputs] == [2, 2, 1]
     assert np.concatenate([o[:real] for o, real in outputs]).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_default_keeps_the_pruned_model_when_a_dense_twin_is_newer(workdir):
+    """`dvit export` then `dvit export --dense` (what profiling wants): validate checks both,
+    so the pruned model's per-stage token agreement is still reported."""
+    from dvit_deploy.export import export_onnx
+    from dvit_deploy.models.checkpoint import load_model
+
+    export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7), check_samples=2)
+    export_onnx(load_model(model_name="tiny-deit", dense=True), check_samples=2)
+    result = invoke("--json", "--samples", "2")
+    assert result.exit_code == 0, result.output
+    entries = json.loads(result.stdout)["results"]
+    assert [e["artifact"].split("/")[-1] for e in entries] == ["tiny-deit-r0.7.onnx", "tiny-deit-dense.onnx"]
+    assert [s["keep_count"] for s in entries[0]["stages"]] == [137, 96, 67]
+    assert entries[1]["token_info"] == "dense model" and entries[1]["stages"] == []

@@ -14,7 +14,7 @@ from .common import JSON_OPTION, emit_json, err, handle_errors, notes, out, phas
 @handle_errors
 def validate(
     artifacts: Optional[List[Path]] = typer.Argument(
-        None, help="Artifacts (.onnx, .engine) with their manifests \\[default: newest in ./export and ./engines].",
+        None, help="Artifacts (.onnx, .engine) with their manifests \\[default: per folder (./export, ./engines) the newest pruned artifact, and the newest one if different].",
         show_default=False),
     backend: Optional[List[str]] = typer.Option(
         None, "--backend", help="Backend to check (repeatable): onnxruntime, tensorrt, torch "
