@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from . import __version__
 from .errors import BadInput
-from .fileio import atomic_path, manifest_path, read_json, sha256_file, write_json_atomic
+from .fileio import atomic_path, current_umask, manifest_path, read_json, sha256_file, write_json_atomic
 
 BUNDLE_SCHEMA = "dvit-deploy/bundle/1"
 BUNDLE_MANIFEST = "bundle.json"
@@ -652,13 +652,7 @@ def _swap_into_place(tmp: Path, folder: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    os.chmod(folder, 0o777 & ~_umask())
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    os.chmod(folder, 0o777 & ~current_umask())
 
 
 def _bundle_files(root: Path) -> list[str]:
