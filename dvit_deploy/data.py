@@ -262,7 +262,8 @@ def _read_labels_file(root: Path, labels_file: Path, num_classes: int | None) ->
 
 
 def _label_rows(text: str, labels_file: Path) -> Iterator[tuple[int, list[str]]]:
-    is_csv = labels_file.suffix.lower() == ".csv" or "," in text.split("\n", 1)[0]
+    first = next((line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")), "")
+    is_csv = labels_file.suffix.lower() == ".csv" or "," in first
     lines = text.splitlines()
     if is_csv:
         rows = csv.reader(io.StringIO(text))
@@ -302,3 +303,14 @@ def _parse_label(label: str, lookup: dict[str, int], labels_file: Path, lineno: 
     if value < 0:
         raise BadInput(f"{labels_file}:{lineno}: label {value} is negative")
     return value
+
+
+def data_config_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The preprocessing an artifact expects: its manifest's data_config, else its variant's."""
+    if isinstance(manifest.get("data_config"), Mapping):
+        return dict(manifest["data_config"])
+    if isinstance(manifest.get("config"), Mapping):
+        from .models.config import VariantConfig
+
+        return VariantConfig.from_dict(manifest["config"]).data_config()
+    raise BadInput("the artifact's manifest records no data_config or model config: cannot preprocess images for it")

@@ -15,10 +15,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .compare import Tolerance, compare
-from .data import LabelledImages, read_dataset
+from .data import LabelledImages, data_config_of, read_dataset
 from .errors import BadInput
-from .predict import DEFAULT_BATCH, data_config_of, num_classes_of, resolve_artifact
-from .runtime import default_backend, open_runner
+from .predict import DEFAULT_BATCH, num_classes_of, resolve_artifact
+from .runtime import default_backend, runner_for_artifact
+from .validate import pad_batch
 from .workspace import load_manifest
 
 REFERENCE = "torch"
@@ -91,14 +92,14 @@ def evaluate(
         runners = {}
         for name in names:
             options = {"topk_outputs": True} if name == "onnxruntime" else {}
-            runners[name] = stack.enter_context(open_runner(name, path, manifest, device=device, precision=None,
-                                                            **options))
+            # The reference is PyTorch fp32 whatever the artifact's precision; the rest run the artifact's own.
+            precision = "fp32" if name == REFERENCE else None
+            runners[name] = stack.enter_context(runner_for_artifact(path, name, device=device, precision=precision,
+                                                                    **options))
         if on_start:
             on_start(len(dataset))
         for images, batch_labels, _ in dataset.batches(step, data_config):
-            real = len(images)
-            if fixed and real < step:  # a fixed-batch artifact: pad, then drop the padding
-                images = np.concatenate([images, np.repeat(images[-1:], step - real, axis=0)])
+            images, real = pad_batch(images, step if fixed else None)
             labels.append(batch_labels)
             for name, runner in runners.items():
                 start = time.perf_counter()

@@ -12,24 +12,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .data import class_names, preprocess_images
+from .data import class_names, data_config_of, preprocess_images
 from .errors import BadInput
-from .runtime import default_backend, open_runner
+from .runtime import default_backend, runner_for_artifact
+from .validate import pad_batch
 from .workspace import load_manifest, newest_artifact
 
 DEFAULT_BATCH = 8
 TOKEN_OUTPUTS_HINT = "re-export with 'dvit export --token-outputs' (or use --backend torch/onnxruntime)"
-
-
-def data_config_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The preprocessing an artifact expects: its manifest's data_config, else its variant's."""
-    if isinstance(manifest.get("data_config"), Mapping):
-        return dict(manifest["data_config"])
-    if isinstance(manifest.get("config"), Mapping):
-        from .models.config import VariantConfig
-
-        return VariantConfig.from_dict(manifest["config"]).data_config()
-    raise BadInput("the artifact's manifest records no data_config or model config: cannot preprocess images for it")
 
 
 def num_classes_of(manifest: Mapping[str, Any], logits: np.ndarray | None = None) -> int:
@@ -88,10 +78,8 @@ class PredictResult:
 
 
 def resolve_artifact(artifact: Path | None) -> Path:
-    path = newest_artifact() if artifact is None else Path(artifact).expanduser()
-    if not path.exists():
-        raise BadInput(f"artifact {path} not found")
-    return path
+    """The given artifact, or the newest export (``load_manifest`` then checks that it exists)."""
+    return newest_artifact() if artifact is None else Path(artifact).expanduser()
 
 
 def predict(
@@ -125,13 +113,10 @@ def predict(
         options["topk_outputs"] = True  # recover kept tokens even from an artifact without token outputs
     phase(f"run ({backend})")
     logits_parts, kept_parts = [], []
-    with open_runner(backend, path, manifest, device=device, precision=None, **options) as runner:
+    with runner_for_artifact(path, backend, device=device, precision=None, **options) as runner:
         step = int(fixed) if fixed else batch
         for start in range(0, len(batch_images), step):
-            chunk = batch_images[start:start + step]
-            real = len(chunk)
-            if fixed and real < step:  # a fixed-batch artifact: pad, then drop the padding
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - real, axis=0)])
+            chunk, real = pad_batch(batch_images[start:start + step], step if fixed else None)
             out = runner.run(chunk)
             logits_parts.append(out.logits[:real])
             kept_parts.append(None if out.kept is None else [k[:real] for k in out.kept])

@@ -17,8 +17,9 @@ import numpy as np
 
 from .compare import Comparison, Tolerance, compare
 from .errors import BadInput, DvitError
+from .export.onnx_export import TOKEN_OUTPUT_PREFIX
 from .fileio import manifest_path, read_json
-from .runtime import FILE_BACKENDS, SUFFIX_BACKENDS, runner_for_artifact
+from .runtime import FILE_BACKENDS, default_backend, runner_for_artifact
 from .workspace import artifacts, engines_dir, export_dir, load_manifest
 
 DEFAULT_SAMPLES = 8
@@ -126,10 +127,7 @@ def _is_dense(artifact: Path) -> bool:
 
 
 def default_backends(artifact: Path) -> list[str]:
-    backend = SUFFIX_BACKENDS.get(artifact.suffix)
-    if backend is None:
-        raise BadInput(f"cannot tell which backend runs {artifact.name}: expected {', '.join(SUFFIX_BACKENDS)}")
-    return [backend]
+    return [default_backend(artifact)]
 
 
 def load_inputs(manifest: dict[str, Any], samples: int, images_dir: Path | None) -> tuple[np.ndarray, str]:
@@ -139,15 +137,10 @@ def load_inputs(manifest: dict[str, Any], samples: int, images_dir: Path | None)
     if images_dir is None:
         rng = np.random.default_rng(VALIDATE_SEED)
         return rng.standard_normal((samples, channels, size, size), dtype=np.float32), f"seeded random (seed {VALIDATE_SEED})"
-    from .data import list_images, preprocess_images
+    from .data import data_config_of, list_images, preprocess_images
 
     paths = list_images(images_dir)[:samples]
-    data_config = manifest.get("data_config")
-    if data_config is None:
-        from .models.config import VariantConfig
-
-        data_config = VariantConfig.from_dict(config).data_config()
-    images = preprocess_images(paths, data_config)
+    images = preprocess_images(paths, data_config_of(manifest))
     if images.shape[1:] != (channels, size, size):
         raise BadInput(f"preprocessed images are {images.shape[1:]}, the model takes {(channels, size, size)}")
     return images, f"{len(paths)} image(s) from {images_dir}"
@@ -155,14 +148,17 @@ def load_inputs(manifest: dict[str, Any], samples: int, images_dir: Path | None)
 
 def run_in_batches(run: Callable[[np.ndarray], Any], images: np.ndarray, batch: int, fixed: bool) -> list[Any]:
     """Outputs of ``run`` per chunk; a fixed-batch artifact gets its last chunk padded (and trimmed back)."""
-    outputs = []
-    for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
-        real = len(chunk)
-        if fixed and real < batch:
-            chunk = np.concatenate([chunk, np.repeat(images[:1], batch - real, axis=0)])
-        outputs.append((run(chunk), real))
-    return outputs
+    return [(run(chunk), real)
+            for chunk, real in (pad_batch(images[start:start + batch], batch if fixed else None)
+                                for start in range(0, len(images), batch))]
+
+
+def pad_batch(chunk: np.ndarray, fixed_batch: int | None) -> tuple[np.ndarray, int]:
+    """(chunk padded to a fixed batch by repeating its first image, real count) — trim outputs to it."""
+    real = len(chunk)
+    if fixed_batch and real < fixed_batch:
+        chunk = np.concatenate([chunk, np.repeat(chunk[:1], fixed_batch - real, axis=0)])
+    return chunk, real
 
 
 def _concat_logits(outputs) -> np.ndarray:
@@ -256,7 +252,7 @@ def validate(
                 report.notes.append(f"{artifact.name} on {backend}: no kept-token information "
                                     "(the artifact has no token outputs); logits checked only")
             else:
-                declared = any(str(o.get("name", "")).startswith("kept_tokens_stage") for o in manifest.get("outputs", []))
+                declared = any(str(o.get("name", "")).startswith(TOKEN_OUTPUT_PREFIX) for o in manifest.get("outputs", []))
                 result.token_info = ("token outputs" if declared or backend == "torch"
                                      else "TopK outputs (in-memory copy)")
             try:

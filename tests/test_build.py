@@ -20,6 +20,7 @@ from dvit_deploy.engines.manifest import (
     make_profiles,
     precision_strategy,
 )
+from dvit_deploy.engines.build import check_timing_cache, resolve_precision
 from dvit_deploy.errors import BadInput
 
 runner = CliRunner()
@@ -103,6 +104,47 @@ def test_engine_manifest_records_what_was_built():
     assert m["source_onnx"]["manifest"].endswith("m.json")
     assert m["keep_counts"] == [137, 96, 67] and m["dynamic_keep"] is True
     json.dumps(m)
+
+
+def test_engine_manifest_keeps_the_export_batch():
+    plan = make_plan("m.onnx", {"inputs": [{"name": "images", "shape": [1, 3, 224, 224]}]}, trt_version="10.3.0",
+                     gpu_name="Orin")
+    m = engine_manifest(plan, engine_path=Path("engines/m.engine"), engine_sha256="ab", engine_bytes=3,
+                        onnx_manifest={"variant": "deit-s", "batch": 1, "dynamic_batch": False}, onnx_sha256="cd",
+                        built_from=Path("m.onnx"), trt_version="10.3.0", device=DeviceInfo("Orin", (8, 7)),
+                        io_tensors=[], build_seconds=1.0, inspector_file=None, doctor=None)
+    assert m["batch"] == 1 and m["dynamic_batch"] is False
+
+
+def test_version_compatible_engines_run_on_the_same_or_later_minor_only():
+    here = DeviceInfo("Orin", (8, 7))
+    built_10_7 = _manifest(trt="10.7.0", version_compatible=True)
+    assert compatibility_problem(built_10_7, trt_version="10.7.0", device=here) is None
+    assert compatibility_problem(built_10_7, trt_version="10.9.1", device=here) is None
+    msg = compatibility_problem(built_10_7, trt_version="10.3.0", device=here)
+    assert "built with TensorRT 10.7.0" in msg and "10.3.0" in msg and "\n" not in msg
+    assert compatibility_problem(built_10_7, trt_version="10.7.0.23", device=here) is None
+
+
+def test_converted_fp16_onnx_builds_as_fp16_without_reconverting():
+    assert resolve_precision({"precision": "fp32"}, "fp32") == ("fp32", False)
+    assert resolve_precision({}, "tf32") == ("tf32", False)
+    assert resolve_precision({"precision": "fp16"}, "fp32") == ("fp16", True)
+    assert resolve_precision({"precision": "fp16"}, "fp16") == ("fp16", True)
+    with pytest.raises(BadInput, match="already an fp16 mixed-precision graph"):
+        resolve_precision({"precision": "fp16"}, "bf16")
+
+
+def test_timing_cache_path_checked_before_anything_runs(tiny_export, workdir):
+    (workdir / "caches").mkdir()
+    with pytest.raises(BadInput, match="is a directory"):
+        check_timing_cache(workdir / "caches")
+    assert check_timing_cache(workdir / "caches" / "t.cache") == workdir / "caches" / "t.cache"
+    result = runner.invoke(app, ["build", str(tiny_export.path), "--timing-cache", "missing/t.cache"])
+    assert result.exit_code == 2
+    assert "--timing-cache missing/t.cache: folder missing does not exist" in result.output
+    assert "readiness check" not in result.output and "Traceback" not in result.output
+    assert not (workdir / "engines").exists()
 
 
 def test_compatibility_decisions():

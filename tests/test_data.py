@@ -114,3 +114,11 @@ def test_labels_file_names_and_errors(tmp_path):
     labels.unlink()
     with pytest.raises(BadInput, match="no class sub-folders and no labels file"):
         read_dataset(tmp_path)
+
+
+def test_whitespace_labels_file_with_a_comma_in_its_comment(tmp_path):
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    # A leading comment must not make the file look like CSV.
+    (tmp_path / "labels.txt").write_text("# file, label\na.png 4\nb.png 2\n")
+    assert read_dataset(tmp_path).labels.tolist() == [4, 2]

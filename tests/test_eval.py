@@ -94,3 +94,23 @@ def test_eval_min_agreement_and_bad_inputs(tiny_export, labelled_flat, tmp_path)
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output and "Traceback" not in result.output
+
+
+def test_min_agreement_needs_the_reference_and_a_fraction(tiny_export, labelled_flat):
+    base = ["eval", "--data", str(labelled_flat), "--artifact", str(tiny_export.path)]
+    for extra, message in ((["--min-agreement", "0.9", "--no-reference"], "cannot be used with --no-reference"),
+                           (["--min-agreement", "1.5"], "between 0 and 1, got 1.5")):
+        result = runner.invoke(app, base + extra)
+        assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+def test_reference_stays_fp32_for_an_fp16_artifact(tiny_export, labelled_flat, workdir):
+    """The fp16 graph `dvit build --fp16 --onnx-only` writes is evaluated against PyTorch fp32."""
+    built = runner.invoke(app, ["build", str(tiny_export.path), "--fp16", "--onnx-only", "--json"])
+    assert built.exit_code == 0, built.output
+    fp16_onnx = json.loads(built.stdout)["fp16_onnx"]
+    result = evaluate(labelled_flat, fp16_onnx, ["onnxruntime"])
+    reference = next(s for s in result.scores if s.reference)
+    tested = next(s for s in result.scores if not s.reference)
+    assert "fp32" in reference.executes or reference.backend == "torch"
+    assert tested.agreement["top1"] == 1.0

@@ -80,6 +80,24 @@ def test_build_onnx_only_writes_checked_fp16_graph(tiny_export, workdir):
 def test_onnx_only_needs_fp16(tiny_export, workdir):
     result = runner.invoke(app, ["build", str(tiny_export.path), "--onnx-only"])
     assert result.exit_code == 2 and "--fp16" in result.output
+    assert "readiness check" not in result.output  # refused before the doctor runs
+    assert "Traceback" not in result.output
+
+
+def test_onnx_only_with_a_fixed_batch_export(workdir):
+    from dvit_deploy.export import export_onnx
+    from dvit_deploy.models.checkpoint import load_model
+
+    fixed = export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7), workdir / "fixed.onnx", batch=1,
+                        check_samples=2)
+    assert fixed.manifest["batch"] == 1
+    result = runner.invoke(app, ["build", str(fixed.path), "--fp16", "--onnx-only", "--json"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((workdir / "engines" / "fixed-fp16mixed.json").read_text())
+    parity = manifest["fp16_conversion"]["parity_vs_fp32_onnx"]
+    assert parity["passed"] is True and manifest["batch"] == 1
+    again = runner.invoke(app, ["build", str(workdir / "engines" / "fixed-fp16mixed.onnx"), "--fp16", "--onnx-only"])
+    assert again.exit_code == 2 and "already is the mixed-precision fp16 graph" in again.output
 
 
 @pytest.mark.slow

@@ -110,8 +110,8 @@ def test_artifact_without_token_outputs(stripped_export, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "a.png").is_file()
     # A backend that cannot recover them: one clear line pointing at --token-outputs, exit 2.
-    real_open = predict_module.open_runner
-    monkeypatch.setattr(predict_module, "open_runner",
+    real_open = predict_module.runner_for_artifact
+    monkeypatch.setattr(predict_module, "runner_for_artifact",
                         lambda *a, **kw: real_open(*a, **{**kw, "topk_outputs": False}))
     result = runner.invoke(app, ["predict", str(images[0]), "--artifact", str(stripped_export),
                                  "--viz", str(tmp_path / "b.png")])

@@ -127,3 +127,67 @@ def test_torch_cuda_fp16_close(tiny_export, images):
         got = runner.run(images)
         assert isinstance(runner.timed_call(images)(), float)
     assert np.abs(got.logits - expected).max() < 0.1
+
+
+def test_device_names_are_validated(tiny_export):
+    from dvit_deploy.runtime.base import check_cuda_index, device_index
+
+    for bad in ("cuda:x", "cuda:", "cuda:-1", "gpu", "CUDA", "cpu:0"):
+        with pytest.raises(BadInput, match="device must be cpu, cuda or cuda:N"):
+            open_runner("onnxruntime", tiny_export.path, tiny_export.manifest, device=bad)
+    assert [device_index(d) for d in ("cpu", "cuda", "cuda:0", "cuda:3")] == [None, 0, 0, 3]
+    assert check_cuda_index("cuda:1", 2) == 1
+    with pytest.raises(BadInput, match=r"device 'cuda:2' requested but torch sees 2 CUDA GPU\(s\): cuda:0..cuda:1"):
+        check_cuda_index("cuda:2", 2)
+    with pytest.raises(BadInput, match="torch sees no CUDA GPU"):
+        check_cuda_index("cuda", 0)
+
+
+def test_torch_refuses_a_gpu_index_torch_does_not_see(tiny_export, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(BadInput, match="device 'cuda:1' requested but torch sees 1 CUDA GPU"):
+        runner_for_artifact(tiny_export.path, "torch", device="cuda:1").load()
+
+
+def test_ort_unknown_provider_is_bad_input(tiny_export):
+    with pytest.raises(BadInput) as info:
+        runner_for_artifact(tiny_export.path, providers="cdua")
+    assert "unknown ONNX Runtime provider 'cdua'" in str(info.value)
+    assert "cpu, cuda, tensorrt, trt" in str(info.value)
+    assert runner_for_artifact(tiny_export.path, providers="CPUExecutionProvider").requested_providers == [
+        "CPUExecutionProvider"]
+
+
+def test_ort_gpu_providers_get_the_device_index(tiny_export, monkeypatch):
+    import onnxruntime as ort
+    import torch
+
+    seen = []
+
+    def fake_session(source, options, providers):
+        seen.extend(providers)
+        raise RuntimeError("not loading for real")
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", fake_session)
+    with pytest.raises(BadInput, match="not loading for real"):
+        runner_for_artifact(tiny_export.path, device="cuda:1", providers="trt,cuda", cuda_graph=True).load()
+    assert seen == [("TensorrtExecutionProvider", {"device_id": "1", "trt_cuda_graph_enable": "1"}),
+                    ("CUDAExecutionProvider", {"device_id": "1", "enable_cuda_graph": "1"})]
+    with pytest.raises(BadInput, match="torch sees 2 CUDA GPU"):
+        runner_for_artifact(tiny_export.path, device="cuda:2").load()
+
+
+def test_torch_threads_restored_when_load_fails(tiny_export):
+    import torch
+
+    before = torch.get_num_threads()
+    manifest = {k: v for k, v in tiny_export.manifest.items() if k != "variant"}
+    with pytest.raises(BadInput, match="no 'variant'"):
+        open_runner("torch", tiny_export.path, manifest, intra_op_threads=1 if before != 1 else 2).load()
+    assert torch.get_num_threads() == before

@@ -44,6 +44,13 @@ def test_needs_an_engine_path():
         TensorRTRunner(None, {})
 
 
+def test_refuses_a_malformed_device(tmp_path):
+    for bad in ("cuda:x", "cuda:", "cuda:-1"):
+        with pytest.raises(BadInput, match="device must be cpu, cuda or cuda:N"):
+            TensorRTRunner(tmp_path / "m.engine", {}, device=bad)
+    assert TensorRTRunner(tmp_path / "m.engine", {}, device="cuda:1").device == "cuda:1"
+
+
 @pytest.mark.skipif(HAS_TRT, reason="checks the message shown when TensorRT is not installed")
 def test_without_tensorrt_load_names_the_extra(tmp_path):
     engine = tmp_path / "m.engine"

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..errors import CheckFailed
+from ..errors import BadInput, CheckFailed
 from ..evaluate import evaluate
 from ..predict import DEFAULT_BATCH
 from .common import JSON_OPTION, emit_json, err, handle_errors, notes, out, table
@@ -35,6 +35,11 @@ def eval_images(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Accuracy of each backend on a labelled folder, with top-1 and kept-token agreement with PyTorch."""
+    if min_agreement is not None:
+        if no_reference:
+            raise BadInput("--min-agreement compares with the PyTorch reference; it cannot be used with --no-reference")
+        if not 0.0 <= min_agreement <= 1.0:
+            raise BadInput(f"--min-agreement is a fraction between 0 and 1, got {min_agreement}")
     with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err, transient=False) as progress:
         task = progress.add_task("images", total=None)

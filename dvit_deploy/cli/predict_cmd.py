@@ -7,9 +7,10 @@ from typing import List, Optional
 
 import typer
 
-from ..data import denormalize, expand_image_args
+from ..data import data_config_of, denormalize, expand_image_args
+from ..errors import BadInput
 from ..fileio import prepare_output
-from ..predict import DEFAULT_BATCH, data_config_of, grid_of, predict as run_predict
+from ..predict import DEFAULT_BATCH, grid_of, predict as run_predict
 from .common import FORCE_OPTION, JSON_OPTION, emit_json, handle_errors, notes, out, phases, table
 
 
@@ -30,6 +31,8 @@ def predict(
     """Classify images (model's own preprocessing) and optionally draw the kept patches per stage."""
     paths = expand_image_args(images)
     if viz is not None:
+        if viz.suffix.lower() != ".png":
+            raise BadInput(f"--viz writes a PNG picture: give a path ending in .png, not {viz.name}")
         viz = prepare_output(viz, force=force)
     with phases("predict") as on_phase:
         result = run_predict(paths, artifact, backend, top_k=top, want_kept=viz is not None, device=device,

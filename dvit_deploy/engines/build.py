@@ -6,6 +6,7 @@ without a GPU still learns whether the graph will parse before being told what t
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..errors import BadInput, CheckFailed
 from ..fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
 from ..workspace import engines_dir, export_dir, load_manifest, newest_artifact
 from .doctor import DEFAULT_TARGET, DoctorReport, diagnose
-from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision
+from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision, fixed_batch
 
 FP16_SUFFIX = "-fp16mixed"
 
@@ -39,6 +40,31 @@ def resolve_onnx(onnx_path: str | Path | None) -> tuple[Path, dict[str, Any]]:
     if path.suffix != ".onnx":
         raise BadInput(f"{path} is not an .onnx file")
     return path, load_manifest(path)
+
+
+def resolve_precision(onnx_manifest: dict[str, Any], precision: str) -> tuple[str, bool]:
+    """The precision to build, and whether the ONNX already is the mixed-precision fp16 graph.
+
+    A ``*-fp16mixed.onnx`` (manifest precision fp16) is built as fp16 as it is: recording it as
+    fp32, or converting it a second time, would both be wrong.
+    """
+    if onnx_manifest.get("precision") != "fp16":
+        return precision, False
+    if precision not in ("fp32", "fp16"):
+        raise BadInput(f"the ONNX is already an fp16 mixed-precision graph; it builds as fp16, not {precision}")
+    return "fp16", True
+
+
+def check_timing_cache(path: str | Path) -> Path:
+    """Refuse an unusable --timing-cache before building: it is only written after the engine."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise BadInput(f"--timing-cache {path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise BadInput(f"--timing-cache {path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise BadInput(f"--timing-cache {path}: folder {path.parent} is not writable")
+    return path
 
 
 def doctor_target_for(trt_version: str | None, requested: str | None) -> str:
@@ -63,7 +89,11 @@ def write_fp16_onnx(onnx_path: Path, onnx_manifest: dict[str, Any], output: Path
 
     config = onnx_manifest.get("config") or {}
     shape = (int(config.get("in_chans", 3)), int(config.get("img_size", 224)), int(config.get("img_size", 224)))
-    images = seeded_images(max(check_samples, 2), shape).numpy()
+    count = max(check_samples, 2)
+    batch = fixed_batch(model)
+    if batch:  # a fixed-batch graph only takes whole batches
+        count = batch * -(-count // batch)
+    images = seeded_images(count, shape).numpy()
     extra = {}
     keep_input = onnx_manifest.get("keep_input")
     if onnx_manifest.get("dynamic_keep") and keep_input:
@@ -95,18 +125,21 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
     phase = on_phase or (lambda name: None)
     seconds: dict[str, float] = {}
     source, onnx_manifest = resolve_onnx(onnx_path)
+    # Option mistakes are reported before the doctor runs.
+    precision, already_fp16 = resolve_precision(onnx_manifest, precision)
+    if onnx_only and already_fp16:
+        raise BadInput(f"{source.name} already is the mixed-precision fp16 graph; build it without --onnx-only")
+    if onnx_only and precision != "fp16":
+        raise BadInput("--onnx-only writes the mixed-precision graph TensorRT 11 builds from: use it with --fp16")
+    if timing_cache is not None and not onnx_only:
+        timing_cache = check_timing_cache(timing_cache)
 
+    from ..runtime import _package_present
     from . import manifest as plans  # pure: no TensorRT
     from .trt_build import import_tensorrt
 
-    try:
-        import importlib.util
-
-        trt_present = importlib.util.find_spec("tensorrt") is not None
-    except (ImportError, ValueError):
-        trt_present = False
     trt_version = None
-    if trt_present and not onnx_only:
+    if _package_present("tensorrt") and not onnx_only:
         trt_version = str(import_tensorrt().__version__)
 
     phase("readiness check (dvit doctor)")
@@ -119,8 +152,6 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
 
     folder = engines_dir() if output is None else Path(output).parent
     if onnx_only:
-        if precision != "fp16":
-            raise BadInput("--onnx-only writes the mixed-precision graph TensorRT 11 builds from: use it with --fp16")
         phase("fp16 graph + ONNX Runtime check")
         start = time.perf_counter()
         out = Path(output) if output is not None else folder / f"{source.stem}{FP16_SUFFIX}.onnx"
@@ -139,7 +170,9 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
                            timing_cache=timing_cache, strongly_typed=strongly_typed)
     engine_path = prepare_output(Path(output) if output is not None else folder / plan.engine_name, force=force)
     built_from, fp16_info, fp16_path = source, None, None
-    if plan.fp16_graph:
+    if already_fp16:
+        fp16_info = onnx_manifest.get("fp16_conversion")
+    elif plan.fp16_graph:
         phase("fp16 graph for the strongly typed build")
         fp16_path = engine_path.with_name(f"{source.stem}{FP16_SUFFIX}.onnx")
         _, fp16_manifest = write_fp16_onnx(source, onnx_manifest, fp16_path, force=True)
@@ -151,13 +184,8 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
 
     phase("write engine and manifest")
     write_bytes_atomic(engine_path, built.serialized)
-    inspector_file = None
-    if built.inspector_json is not None:
-        inspector_path = engine_path.with_suffix(".layers.json")
-        write_bytes_atomic(inspector_path, built.inspector_json.encode())
-        inspector_file = inspector_path.name
-    if built.timing_cache is not None and plan.timing_cache:
-        write_bytes_atomic(Path(plan.timing_cache), built.timing_cache)
+    inspector_path = engine_path.with_suffix(".layers.json")
+    inspector_file = inspector_path.name if built.inspector_json is not None else None
     manifest = plans.engine_manifest(
         plan, engine_path=engine_path, engine_sha256=sha256_file(engine_path), engine_bytes=len(built.serialized),
         onnx_manifest=onnx_manifest, onnx_sha256=sha256_file(source), built_from=built_from,
@@ -167,4 +195,9 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
         manifest["fp16_conversion"] = fp16_info
     manifest.update(plans.io_description(built.io_tensors))
     write_json_atomic(manifest_path(engine_path), manifest)
+    # Extras after the manifest: an engine is never left without it.
+    if built.inspector_json is not None:
+        write_bytes_atomic(inspector_path, built.inspector_json.encode())
+    if built.timing_cache is not None and plan.timing_cache:
+        write_bytes_atomic(Path(plan.timing_cache), built.timing_cache)
     return BuildResult(engine_path, manifest_path(engine_path), manifest, report, fp16_path, fp16_info, seconds)

@@ -219,12 +219,19 @@ def _retype_node(node: onnx.NodeProto) -> None:
             return
 
 
+def fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The batch size of a graph exported with a fixed batch (first input's first dim), else None."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+
+
 def compare_with_fp32(fp32_model: onnx.ModelProto, fp16_model: onnx.ModelProto, images: np.ndarray, *,
                       extra_inputs: dict[str, np.ndarray] | None = None, num_patches: int = 196):
     """Run both graphs in ONNX Runtime (CPU) and compare logits and kept tokens (fp16 tolerance).
 
     Returns ``compare.Comparison``; kept tokens are compared as sets per stage, with near-tie
-    flips (reference margin below the fp16 tie margin) counted separately.
+    flips (reference margin below the fp16 tie margin) counted separately. A fixed-batch graph
+    runs in chunks of its batch (``len(images)`` must be a multiple of it).
     """
     from ..compare import Tolerance, boundary_margins, compare
     from ..export.check import cpu_session
@@ -240,8 +247,12 @@ def compare_with_fp32(fp32_model: onnx.ModelProto, fp16_model: onnx.ModelProto, 
             probe.graph.output.append(helper.make_tensor_value_info(topk.input[0], FLOAT, None))
         session = cpu_session(probe, "the graph")
         names = [o.name for o in session.get_outputs()]
-        feed = {session.get_inputs()[0].name: images, **(extra_inputs or {})}
-        outs = dict(zip(names, session.run(names, feed)))
+        chunk = fixed_batch(model) or len(images)
+        if len(images) % chunk:
+            raise ValueError(f"{len(images)} images do not split into the graph's fixed batch of {chunk}")
+        runs = [session.run(names, {session.get_inputs()[0].name: images[i:i + chunk], **(extra_inputs or {})})
+                for i in range(0, len(images), chunk)]
+        outs = {name: np.concatenate([r[j] for r in runs]) for j, name in enumerate(names)}
         kept = kept_patch_ids([outs[s.indices_output] for s in stages], num_patches) if stages else []
         scores = [outs[n.input[0]] for s in stages for n in probe.graph.node
                   if (n.name or n.output[0]) == s.topk_node]

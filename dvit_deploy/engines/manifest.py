@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import BadInput
+from ..fileio import manifest_path
 from ..models import KeepSchedule
 
 ENGINE_SCHEMA = "dvit-deploy/engine-manifest/1"
@@ -217,7 +218,7 @@ def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, e
     model_record = {k: onnx_manifest.get(k) for k in (
         "variant", "config", "dense", "keep_ratio", "stage_ratios", "keep_counts", "pruning_locations",
         "num_patches", "random_weights", "seed", "checkpoint", "data_config", "dynamic_keep", "keep_input",
-        "token_outputs")}
+        "token_outputs", "batch", "dynamic_batch")}  # batch: validate/predict pad fixed-batch artifacts
     return {
         "schema": ENGINE_SCHEMA,
         "kind": "tensorrt-engine",
@@ -243,7 +244,7 @@ def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, e
         "io": io_tensors,
         "engine": {"sha256": engine_sha256, "bytes": engine_bytes},
         "source_onnx": {"path": str(Path(plan.onnx_path).resolve()), "built_from": str(built_from),
-                        "sha256": onnx_sha256, "manifest": str(Path(plan.onnx_path).with_suffix(".json").resolve())},
+                        "sha256": onnx_sha256, "manifest": str(manifest_path(plan.onnx_path).resolve())},
         "inspector": inspector_file,
         "doctor": doctor,
         "versions": {"dvit_deploy": __version__, "tensorrt": trt_version},
@@ -253,8 +254,9 @@ def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, e
 def compatibility_problem(manifest: dict[str, Any], *, trt_version: str, device: DeviceInfo) -> str | None:
     """None when the engine may be deserialized here, else one line saying why not.
 
-    Engines are tied to the TensorRT version that built them (the same major.minor.patch, or the
-    same major when built version-compatible) and to the GPU: the same compute capability by
+    Engines are tied to the TensorRT version that built them (the same major.minor.patch, or, when
+    built version-compatible, the same or a later version of the same major: compatibility is
+    forward only) and to the GPU: the same compute capability by
     default, any Ampere-or-newer GPU with ``ampere+`` (sm >= 8.0), the same compute capability
     but any model with ``same-cc``.
     """
@@ -263,16 +265,16 @@ def compatibility_problem(manifest: dict[str, Any], *, trt_version: str, device:
     builder = manifest.get("builder") or {}
     gpu = manifest.get("gpu") or {}
     built_cc = tuple(gpu.get("compute_capability") or ())
-    here_major = parse_trt_version(trt_version)[0]
+    here = parse_trt_version(trt_version)
     try:
         built = parse_trt_version(built_version)
     except BadInput:
         return f"engine manifest has no readable TensorRT version ('{built_version}'); rebuild it with dvit build"
     if builder.get("version_compatible"):
-        if built[0] != here_major:
-            return (f"engine was built with TensorRT {built_version} (version-compatible within {built[0]}.x), "
-                    f"this machine has TensorRT {trt_version}: rebuild it here with dvit build")
-    elif built != parse_trt_version(trt_version):
+        if built[0] != here[0] or here < built:
+            return (f"engine was built with TensorRT {built_version} (version-compatible with {built_version} "
+                    f"and later {built[0]}.x), this machine has TensorRT {trt_version}: rebuild it here with dvit build")
+    elif built != here:
         return (f"engine was built with TensorRT {built_version}, this machine has TensorRT {trt_version}: "
                 "rebuild it here with dvit build (or build with --version-compatible)")
     compat = builder.get("hardware_compat", "none")

@@ -43,8 +43,11 @@ LOGITS_NAME = "logits"
 MANIFEST_SCHEMA = "dvit-deploy/onnx-manifest/1"
 
 
+TOKEN_OUTPUT_PREFIX = "kept_tokens_stage"  # runners find per-stage token outputs by this prefix
+
+
 def token_output_name(stage: int) -> str:
-    return f"kept_tokens_stage{stage}"
+    return f"{TOKEN_OUTPUT_PREFIX}{stage}"
 
 
 @dataclass

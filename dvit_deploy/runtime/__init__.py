@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import BadInput, MissingDependency
 from ..workspace import load_manifest
-from .base import BackendStatus, Runner, RunOutput, TensorInfo
+from .base import BackendStatus, Runner, RunOutput, TensorInfo, device_index
 
 BACKENDS: dict[str, str] = {
     "torch": "dvit_deploy.runtime.torch_runner:TorchRunner",
@@ -128,8 +128,7 @@ def open_runner(backend: str, artifact: Path | None, manifest: dict[str, Any], *
     package, extra = BACKEND_PACKAGES[backend]
     if not _package_present(package):
         raise MissingDependency(package, extra, f"the {backend} backend")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise BadInput(f"device must be cpu, cuda or cuda:N, got '{device}'")
+    device_index(device)  # BadInput for anything but cpu, cuda, cuda:N
     if precision is None:
         precision = str(manifest.get("precision") or "fp32")
     return cls(None if artifact is None else Path(artifact), manifest, device=device, precision=precision, **options)

@@ -7,11 +7,34 @@ Backends (``torch``, ``onnxruntime``, ``tensorrt``) subclass ``Runner``. Heavy i
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from ..errors import BadInput
+
+DEVICE_PATTERN = re.compile(r"cpu|cuda(?::[0-9]+)?")
+
+
+def device_index(device: str) -> int | None:
+    """None for 'cpu', else the CUDA index ('cuda' is 0); BadInput for anything else."""
+    if not DEVICE_PATTERN.fullmatch(device):
+        raise BadInput(f"device must be cpu, cuda or cuda:N (N >= 0), got '{device}'")
+    return None if device == "cpu" else int(device.partition(":")[2] or 0)
+
+
+def check_cuda_index(device: str, count: int) -> int:
+    """The CUDA index of ``device``, refused in one line when only ``count`` GPUs are visible."""
+    index = device_index(device)
+    if index is None:
+        raise BadInput(f"device '{device}' is not a CUDA device")
+    if index >= count:
+        seen = "no CUDA GPU" if count == 0 else f"{count} CUDA GPU(s): cuda:0..cuda:{count - 1}"
+        raise BadInput(f"device '{device}' requested but torch sees {seen}")
+    return index
 
 
 @dataclass(frozen=True)
@@ -42,6 +65,7 @@ class Runner(abc.ABC):
 
     def __init__(self, artifact: Path | None, manifest: dict[str, Any], *, device: str = "cpu",
                  precision: str = "fp32") -> None:
+        device_index(device)  # refuse 'cuda:x', 'cuda:-1' before anything loads
         self.artifact = artifact
         self.manifest = manifest
         self.device = device

@@ -14,8 +14,9 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import BadInput, DvitError, MissingDependency
+from ..export.onnx_export import TOKEN_OUTPUT_PREFIX
 from ..models import kept_patch_ids
-from .base import Runner, RunOutput, TensorInfo
+from .base import Runner, RunOutput, TensorInfo, check_cuda_index, device_index
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -31,7 +32,6 @@ GRAPH_OPTIMIZATION_LEVELS = {
 }
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
               "tensor(int32)": np.int32, "tensor(double)": np.float64}
-TOKEN_OUTPUT_PREFIX = "kept_tokens_stage"
 
 
 def resolve_providers(requested: str | list[str] | None, device: str) -> list[str]:
@@ -43,6 +43,16 @@ def resolve_providers(requested: str | list[str] | None, device: str) -> list[st
     names = [PROVIDER_ALIASES.get(p.lower(), p) for p in requested]
     if not names:
         raise BadInput("no ONNX Runtime provider given")
+    try:
+        import onnxruntime as ort
+    except ImportError:  # load() reports the missing package
+        return names
+    # A typo must read as a typo, not as a missing onnxruntime-gpu build.
+    known = ort.get_all_providers()
+    for requested_name, name in zip(requested, names):
+        if name not in known:
+            raise BadInput(f"unknown ONNX Runtime provider '{requested_name}'; use {', '.join(PROVIDER_ALIASES)} "
+                           "or a full name such as CUDAExecutionProvider")
     return names
 
 
@@ -93,6 +103,13 @@ class OnnxRuntimeRunner(Runner):
             raise BadInput(f"{artifact.name} is a {graph_precision} graph; ONNX Runtime runs the graph's own "
                            f"precision, so {self.precision} needs a {self.precision} export")
 
+        self._device_id = device_index(self.device) or 0
+        if self.device != "cpu":
+            import torch
+
+            count = torch.cuda.device_count()
+            if count:  # a CPU-only torch counts no GPUs, yet onnxruntime-gpu may still see them
+                check_cuda_index(self.device, count)
         available = ort.get_available_providers()
         providers = []
         for name in self.requested_providers:
@@ -127,11 +144,10 @@ class OnnxRuntimeRunner(Runner):
 
         provider_args: list[Any] = []
         for name in providers:
-            if name == "CUDAExecutionProvider":
-                device_id = int(self.device.split(":")[1]) if ":" in self.device else 0
-                opts = {"device_id": str(device_id)}
+            if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+                opts = {"device_id": str(self._device_id)}  # without it both run on GPU 0
                 if self.cuda_graph:
-                    opts["enable_cuda_graph"] = "1"
+                    opts["enable_cuda_graph" if name == "CUDAExecutionProvider" else "trt_cuda_graph_enable"] = "1"
                 provider_args.append((name, opts))
             else:
                 provider_args.append(name)
@@ -258,14 +274,13 @@ class OnnxRuntimeRunner(Runner):
         if on_gpu and (not include_transfer or self.cuda_graph):
             import onnxruntime as ort
 
-            device_id = int(self.device.split(":")[1]) if ":" in self.device else 0
-            staged = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", device_id)
+            staged = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self._device_id)
             binding = session.io_binding()
             binding.bind_ortvalue_input(self._input.name, staged)
             for name, value in self._extra_feed.items():
                 binding.bind_cpu_input(name, value)
             for name in self._output_names:
-                binding.bind_output(name, "cuda", device_id)
+                binding.bind_output(name, "cuda", self._device_id)
             # Run once, then keep the outputs' device buffers: fixed addresses (CUDA graphs need
             # them) and no allocation inside the timed call.
             session.run_with_iobinding(binding)

@@ -12,8 +12,9 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import BadInput, DvitError
+from ..export.onnx_export import token_output_name
 from ..models import WithKeptTokens, kept_patch_ids
-from .base import Runner, RunOutput, TensorInfo
+from .base import Runner, RunOutput, TensorInfo, check_cuda_index
 
 TORCH_PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -47,13 +48,23 @@ class TorchRunner(Runner):
                                "on CPU use fp32")
             if self.cuda_graph:
                 raise BadInput("CUDA graphs need --device cuda")
-        elif not torch.cuda.is_available():
-            raise BadInput(f"device '{self.device}' requested but torch sees no CUDA GPU")
+        else:
+            check_cuda_index(self.device, torch.cuda.device_count())
         if self.intra_op_threads is not None:
             if self.intra_op_threads < 1:
                 raise BadInput(f"intra-op threads must be ≥ 1, got {self.intra_op_threads}")
             self._previous_threads = torch.get_num_threads()
             torch.set_num_threads(self.intra_op_threads)
+        try:
+            self._build_module()
+        except BaseException:
+            self.close()  # a failed load must not leave the process thread count changed
+            raise
+        return self
+
+    def _build_module(self) -> None:
+        import torch
+
         if self.loaded is None:
             from ..models.checkpoint import load_model_from_record
 
@@ -62,7 +73,6 @@ class TorchRunner(Runner):
             self.loaded = load_model_from_record(self.manifest, trust=self.trust)
         model = self.loaded.model.eval().to(self.device)
         self.num_patches = self.loaded.variant.num_patches
-        self._stages = len(self.loaded.keep_counts)
         module: Any = WithKeptTokens(model).eval()
         if self.compile:
             try:
@@ -70,7 +80,6 @@ class TorchRunner(Runner):
             except Exception as exc:  # backend/compiler problems surface as many types
                 raise BadInput(f"torch.compile failed: {str(exc).splitlines()[0][:200]}") from None
         self._module = module
-        return self
 
     def close(self) -> None:
         self._graphs.clear()
@@ -100,7 +109,7 @@ class TorchRunner(Runner):
         num_classes = (self.loaded.variant.num_classes if self.loaded is not None
                        else int(self.manifest.get("config", {}).get("num_classes", 1000)))
         return [TensorInfo("logits", "float32", ("batch", num_classes))] + [
-            TensorInfo(f"kept_tokens_stage{s + 1}", "int64", ("batch", k)) for s, k in enumerate(counts)
+            TensorInfo(token_output_name(s + 1), "int64", ("batch", k)) for s, k in enumerate(counts)
         ]
 
     def describe(self) -> dict[str, Any]:

@@ -5,7 +5,7 @@ Before deserializing, the engine manifest is checked against the installed Tenso
 instead of TensorRT's own deserialization error. Execution uses the documented TensorRT 10/11
 API: ``set_input_shape`` (images), ``set_tensor_address`` (device buffers; host memory for the
 ``keep_counts`` shape-tensor input), ``execute_async_v3(stream)``. With ``cuda_graph=True`` one
-inference is captured into a CUDA graph (per input shape) and replayed.
+inference is captured into a CUDA graph (for the current input shape) and replayed.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import numpy as np
 
 from ..engines.manifest import DeviceInfo, compatibility_problem
 from ..errors import BadInput, DvitError, require
+from ..export.onnx_export import TOKEN_OUTPUT_PREFIX
 from ..models import kept_patch_ids
-from .base import Runner, RunOutput, TensorInfo
-
-TOKEN_OUTPUT_PREFIX = "kept_tokens_stage"
+from .base import Runner, RunOutput, TensorInfo, check_cuda_index
 TORCH_DTYPES = {"float": "float32", "float32": "float32", "half": "float16", "float16": "float16",
                 "bf16": "bfloat16", "bfloat16": "bfloat16", "int32": "int32", "int64": "int64", "int8": "int8",
                 "bool": "bool", "uint8": "uint8"}
@@ -68,7 +67,7 @@ class TensorRTRunner(Runner):
         self.notes: list[str] = ["TensorRT runs on the GPU; device 'cpu' was taken as 'cuda'"] if device == "cpu" else []
         self.engine = None
         self.context = None
-        self._graphs: dict[tuple[int, ...], Any] = {}
+        self._graph: tuple[tuple[int, ...], Any, Any, Any] | None = None  # (shape, graph, input, outputs)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def load(self) -> "TensorRTRunner":
@@ -78,6 +77,7 @@ class TensorRTRunner(Runner):
         if not torch.cuda.is_available():
             raise DvitError("the tensorrt backend needs an NVIDIA GPU, and torch sees none (torch.cuda.is_available() "
                             "is False)")
+        check_cuda_index(self.device, torch.cuda.device_count())
         path = Path(self.artifact)
         if not path.is_file():
             raise BadInput(f"engine {path} not found")
@@ -92,6 +92,10 @@ class TensorRTRunner(Runner):
             raise BadInput(problem)
         logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(logger)
+        if (self.manifest.get("builder") or {}).get("version_compatible"):
+            # Version-compatible engines embed the lean runtime (host code); TensorRT refuses
+            # to deserialize them unless the runtime allows it.
+            runtime.engine_host_code_allowed = True
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise BadInput(f"TensorRT could not deserialize {path.name} (see the TensorRT messages above)")
@@ -116,7 +120,7 @@ class TensorRTRunner(Runner):
         return self
 
     def close(self) -> None:
-        self._graphs.clear()
+        self._graph = None
         self.context = None
         self.engine = None
 
@@ -177,15 +181,24 @@ class TensorRTRunner(Runner):
         return torch.from_numpy(np.ascontiguousarray(images)).to(self._torch_device, dtype=dtype)
 
     def _execute(self, images) -> dict[str, Any]:
+        """Enqueue one inference on ``self._stream``; callers synchronize it before reading outputs."""
         import torch
 
+        # The images were staged on the current stream; TensorRT must not read them before that
+        # copy is done, and their memory must not be reused while TensorRT's stream reads it.
+        self._stream.wait_stream(torch.cuda.current_stream(self._torch_device))
+        images.record_stream(self._stream)
         key = tuple(images.shape)
         with torch.cuda.stream(self._stream):
-            if self.cuda_graph and key in self._graphs:
-                graph, captured_in, captured_out = self._graphs[key]
+            if self.cuda_graph and self._graph is not None and self._graph[0] == key:
+                _, graph, captured_in, captured_out = self._graph
                 captured_in.copy_(images)  # the graph reads the buffers it was captured with
                 graph.replay()
                 return captured_out
+            # Only the graph for the current shape is kept: set_input_shape changes the
+            # context's shape-dependent state, which a graph captured for another shape relies
+            # on, so a shape change drops the old graph and captures anew.
+            self._graph = None
             outputs = self._bind(images)
             if not self.context.execute_async_v3(self._stream.cuda_stream):
                 raise DvitError("TensorRT execute_async_v3 failed (see the TensorRT messages above)")
@@ -194,7 +207,7 @@ class TensorRTRunner(Runner):
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, stream=self._stream):
                     self.context.execute_async_v3(self._stream.cuda_stream)
-                self._graphs[key] = (graph, images, outputs)
+                self._graph = (key, graph, images, outputs)
             return outputs
 
     def run(self, images: np.ndarray) -> RunOutput:
