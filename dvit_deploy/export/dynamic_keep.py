@@ -39,7 +39,6 @@ from ..compare import Tolerance, compare
 from ..errors import BadInput, DvitError
 from ..models import KeepSchedule, kept_patch_ids
 from ..models.checkpoint import LoadedModel
-from ..models.pruning import gather_tokens
 from .check import CHECK_BATCH, CheckReport, check_file_and_structure, check_images, cpu_session, reference_outputs
 from .graph import pruning_stages, with_topk_outputs
 
@@ -75,23 +74,12 @@ class _SymbolicKeep(torch.nn.Module):
         self.token_outputs = token_outputs
 
     def forward(self, images: torch.Tensor, *lengths: torch.Tensor):
-        model = self.model
-        x = model.embed(images)
-        stage_of_block = {loc: s for s, loc in enumerate(model.variant.pruning_loc)}
-        kept = []
-        for i, block in enumerate(model.blocks):
-            stage = stage_of_block.get(i)
-            if stage is not None:
-                cls_token, patches = x[:, :1], x[:, 1:]
-                scores = model.score_predictor[stage](patches)[..., 0]
-                k = lengths[stage].shape[0]
-                torch._check(k <= patches.shape[1])
-                _, keep = torch.topk(scores, k, dim=1, largest=True, sorted=True)
-                kept.append(keep)
-                x = torch.cat([cls_token, gather_tokens(patches, keep)], dim=1)
-            x = block(x)
-        logits = model.classify(model.norm(x))
-        return (logits, *kept) if self.token_outputs else logits
+        counts = [length.shape[0] for length in lengths]
+        # Tell torch.export what the schedule guarantees: each stage keeps at most what it is given.
+        for previous, k in zip([self.model.variant.num_patches, *counts], counts):
+            torch._check(k <= previous)
+        logits, decisions = self.model.forward_with_decisions(images, keep_counts=counts)
+        return (logits, *decisions.keep_indices) if self.token_outputs else logits
 
 
 def export_dynamic_keep(loaded: LoadedModel, path: Path, *, opset: int, batch: int | None, token_outputs: bool,

@@ -16,7 +16,7 @@ For export, each stage is written so that it lowers to one ``TopK`` with a const
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -95,22 +95,26 @@ class DynamicViTBase(nn.Module):
     def classify(self, tokens: torch.Tensor) -> torch.Tensor:  # final-normed tokens -> logits
         raise NotImplementedError
 
-    def forward_with_decisions(self, images: torch.Tensor) -> tuple[torch.Tensor, Decisions]:
+    def forward_with_decisions(self, images: torch.Tensor, keep_counts: Sequence[Any] | None = None
+                               ) -> tuple[torch.Tensor, Decisions]:
+        """Logits and each stage's decisions. ``keep_counts`` overrides the schedule's per-stage K
+        (the --dynamic-keep export passes symbolic sizes here)."""
+        counts = keep_counts if keep_counts is not None else () if self.dense else self.schedule.counts
         x = self.embed(images)
         decisions = Decisions([], [])
         stage_of_block = {} if self.dense else {loc: s for s, loc in enumerate(self.variant.pruning_loc)}
         for i, block in enumerate(self.blocks):
             stage = stage_of_block.get(i)
             if stage is not None:
-                x = self._prune(x, stage, decisions)
+                x = self._prune(x, stage, counts[stage], decisions)
             x = block(x)
         return self.classify(self.norm(x)), decisions
 
-    def _prune(self, x: torch.Tensor, stage: int, decisions: Decisions) -> torch.Tensor:
+    def _prune(self, x: torch.Tensor, stage: int, k: Any, decisions: Decisions) -> torch.Tensor:
         cls_token, patches = x[:, :1], x[:, 1:]
         scores = self.score_predictor[stage](patches)[..., 0]
         # topk with a Python-int k exports as TopK with a constant K (argsort would not).
-        _, keep = torch.topk(scores, self.schedule.counts[stage], dim=1, largest=True, sorted=True)
+        _, keep = torch.topk(scores, k, dim=1, largest=True, sorted=True)
         decisions.keep_indices.append(keep)
         decisions.scores.append(scores)
         return torch.cat([cls_token, gather_tokens(patches, keep)], dim=1)
