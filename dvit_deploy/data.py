@@ -314,3 +314,10 @@ def data_config_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
 
         return VariantConfig.from_dict(manifest["config"]).data_config()
     raise BadInput("the artifact's manifest records no data_config or model config: cannot preprocess images for it")
+
+
+def seeded_inputs(manifest: Mapping[str, Any], count: int, seed: int) -> np.ndarray:
+    """``count`` standard-normal images of the artifact's input shape (what normalised photos look like)."""
+    config = manifest.get("config") or {}
+    size, channels = int(config.get("img_size", 224)), int(config.get("in_chans", 3))
+    return np.random.default_rng(seed).standard_normal((count, channels, size, size), dtype=np.float32)

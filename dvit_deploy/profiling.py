@@ -307,10 +307,9 @@ def _cpu_name() -> str:
 
 
 def seeded_batch(batch: int, manifest: dict[str, Any]) -> np.ndarray:
-    config = manifest.get("config", {})
-    size = int(config.get("img_size", 224))
-    channels = int(config.get("in_chans", 3))
-    return np.random.default_rng(PROFILE_SEED).standard_normal((batch, channels, size, size), dtype=np.float32)
+    from .data import seeded_inputs
+
+    return seeded_inputs(manifest, batch, PROFILE_SEED)
 
 
 def supported_batches(manifest: dict[str, Any], batches: Sequence[int]) -> tuple[list[int], list[int]]:

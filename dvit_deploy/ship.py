@@ -882,9 +882,9 @@ def _verify_triton(root: Path, names: list[str], report: VerifyReport) -> None:
 
 def _engine_compatibility(engine_files: list[Path], report: VerifyReport) -> None:
     """Ask the engines layer whether each engine may be deserialized on this machine's TensorRT/GPU."""
-    import importlib.util
+    from .runtime import package_present
 
-    if importlib.util.find_spec("tensorrt") is None:
+    if not package_present("tensorrt"):
         report.add("engine compatibility", "skipped", "engine compatibility not checked: tensorrt not installed")
         return
     try:

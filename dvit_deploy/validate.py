@@ -132,12 +132,12 @@ def default_backends(artifact: Path) -> list[str]:
 
 def load_inputs(manifest: dict[str, Any], samples: int, images_dir: Path | None) -> tuple[np.ndarray, str]:
     """Seeded normal inputs, or real images preprocessed with the model's data config."""
+    from .data import data_config_of, list_images, preprocess_images, seeded_inputs
+
+    if images_dir is None:
+        return seeded_inputs(manifest, samples, VALIDATE_SEED), f"seeded random (seed {VALIDATE_SEED})"
     config = manifest.get("config", {})
     size, channels = int(config.get("img_size", 224)), int(config.get("in_chans", 3))
-    if images_dir is None:
-        rng = np.random.default_rng(VALIDATE_SEED)
-        return rng.standard_normal((samples, channels, size, size), dtype=np.float32), f"seeded random (seed {VALIDATE_SEED})"
-    from .data import data_config_of, list_images, preprocess_images
 
     paths = list_images(images_dir)[:samples]
     images = preprocess_images(paths, data_config_of(manifest))

@@ -134,12 +134,12 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
     if timing_cache is not None and not onnx_only:
         timing_cache = check_timing_cache(timing_cache)
 
-    from ..runtime import _package_present
+    from ..runtime import package_present
     from . import manifest as plans  # pure: no TensorRT
     from .trt_build import import_tensorrt
 
     trt_version = None
-    if _package_present("tensorrt") and not onnx_only:
+    if package_present("tensorrt") and not onnx_only:
         trt_version = str(import_tensorrt().__version__)
 
     phase("readiness check (dvit doctor)")

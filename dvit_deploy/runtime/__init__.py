@@ -57,7 +57,8 @@ def runner_class(backend: str) -> type[Runner]:
     return getattr(module, class_name)
 
 
-def _package_present(package: str) -> bool:
+def package_present(package: str) -> bool:
+    """Whether ``package`` is installed, without importing it (importing TensorRT is slow)."""
     try:
         return importlib.util.find_spec(package) is not None
     except (ImportError, ValueError):
@@ -100,7 +101,7 @@ def available_backends() -> list[BackendStatus]:
                                       'onnxruntime is not installed: pip install onnxruntime '
                                       '(or "dvit-deploy[gpu]" for the CUDA build)'))
 
-    if not _package_present("tensorrt"):
+    if not package_present("tensorrt"):
         statuses.append(BackendStatus("tensorrt", False,
                                       'tensorrt is not installed: pip install "dvit-deploy[tensorrt]" (needs an NVIDIA GPU)'))
     else:
@@ -126,7 +127,7 @@ def open_runner(backend: str, artifact: Path | None, manifest: dict[str, Any], *
     """
     cls = runner_class(backend)
     package, extra = BACKEND_PACKAGES[backend]
-    if not _package_present(package):
+    if not package_present(package):
         raise MissingDependency(package, extra, f"the {backend} backend")
     device_index(device)  # BadInput for anything but cpu, cuda, cuda:N
     if precision is None:
@@ -165,6 +166,7 @@ __all__ = [
     "available_backends",
     "default_backend",
     "open_runner",
+    "package_present",
     "runner_class",
     "runner_for_artifact",
 ]
