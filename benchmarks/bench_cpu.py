@@ -13,6 +13,11 @@ ratios the project targets:
     python benchmarks/bench_cpu.py --json benchmarks/results-cpu.json
 
 Run it on a quiet machine: other processes sharing the cores make every number noisy.
+
+    python benchmarks/bench_cpu.py --precision-suite --json benchmarks/results-cpu-precision.json
+
+measures reduced precision instead (ORT fp32/int8, OpenVINO f32/bf16/int8, torch eager fp32/bf16,
+dense and sparse, interleaved): see benchmarks/bench_precision.py.
 """
 
 from __future__ import annotations
@@ -53,6 +58,12 @@ def ensure_export(folder: Path, model: str, ratio: float | None, seed: int) -> P
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--precision-suite" in argv:
+        from bench_precision import main as precision_main  # benchmarks/bench_precision.py
+
+        return precision_main([a for a in argv if a != "--precision-suite"])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="deit-s")
     parser.add_argument("--batches", default="1,16,64", help="comma-separated batch sizes")

@@ -91,11 +91,12 @@ def evaluate(
     with contextlib.ExitStack() as stack:
         runners = {}
         for name in names:
-            options = {"topk_outputs": True} if name == "onnxruntime" else {}
+            backend_name, _, spec_precision = name.partition(":")  # "openvino:bf16": one backend, one precision
+            options = {"topk_outputs": True} if backend_name in ("onnxruntime", "openvino") else {}
             # The reference is PyTorch fp32 whatever the artifact's precision; the rest run the artifact's own.
-            precision = "fp32" if name == REFERENCE else None
-            runners[name] = stack.enter_context(runner_for_artifact(path, name, device=device, precision=precision,
-                                                                    **options))
+            precision = "fp32" if name == REFERENCE else (spec_precision or None)
+            runners[name] = stack.enter_context(runner_for_artifact(path, backend_name, device=device,
+                                                                    precision=precision, **options))
         if on_start:
             on_start(len(dataset))
         for images, batch_labels, _ in dataset.batches(step, data_config):
@@ -135,7 +136,7 @@ def evaluate(
         )
         if reference and name != REFERENCE:
             precision = str(described[name].get("precision") or "fp32")
-            tol = Tolerance.for_precision(precision if precision in ("fp32", "tf32", "fp16", "bf16") else "fp32")
+            tol = Tolerance.for_precision(precision if precision in ("fp32", "tf32", "fp16", "bf16", "int8") else "fp32")
             cmp = compare(merged[REFERENCE], merged[name], tol, ref_kept=merged_kept[REFERENCE],
                           test_kept=merged_kept[name])
             score.agreement = {

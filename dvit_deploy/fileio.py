@@ -23,13 +23,34 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def prepare_output(path: str | os.PathLike, *, force: bool) -> Path:
-    """Check that ``path`` can be written: parent creatable and writable, no clobbering without force."""
+# What our commands write: ``--force`` may replace an existing file only of one of these kinds.
+OUTPUT_KINDS = (".onnx", ".engine", ".plan", ".png", ".svg", ".pdf", ".json", ".cache")
+# Artifacts that always get a JSON manifest beside them (``x.onnx`` -> ``x.json``).
+MANIFESTED_KINDS = (".onnx", ".engine", ".plan")
+SCHEMA_PREFIX = "dvit-deploy/"
+
+
+def prepare_output(path: str | os.PathLike, *, force: bool, kinds: tuple[str, ...] | None = None) -> Path:
+    """Check that ``path`` can be written: parent creatable and writable, no clobbering without force.
+
+    ``--force`` replaces only a *file* of a kind the command writes (``kinds``, default: any kind
+    dvit writes) and, for artifacts, only a manifest beside it that dvit wrote. A manifest name
+    taken by a file that is not ours is refused even with ``--force``: it is the user's file.
+    """
     path = Path(path).expanduser()
     if path.exists() and path.is_dir():
         raise BadInput(f"output path {path} is a directory; give a file name")
     if path.exists() and not force:
         raise BadInput(f"output {path} already exists; pass --force to overwrite it")
+    allowed = kinds or OUTPUT_KINDS
+    if path.exists() and path.suffix.lower() not in allowed:
+        raise BadInput(f"refusing to replace {path}: --force replaces only {'/'.join(allowed)} files this command "
+                       "writes; choose another output name")
+    if path.suffix.lower() in MANIFESTED_KINDS:
+        manifest = manifest_path(path)
+        if manifest.exists() and not is_our_manifest(manifest):
+            raise BadInput(f"refusing to overwrite {manifest}: it is not a dvit manifest (the manifest of {path.name} "
+                           "would take its name); choose another output name")
     blocking_file = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocking_file is not None:
         raise BadInput(f"cannot write {path}: {blocking_file} is a file, not a folder")
@@ -77,6 +98,23 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
 def manifest_path(artifact: str | os.PathLike) -> Path:
     """The JSON manifest that sits beside an artifact: ``x.onnx`` -> ``x.json``."""
     return Path(artifact).with_suffix(".json")
+
+
+def is_our_manifest(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a JSON manifest written by dvit-deploy (its ``schema`` says so)."""
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read(1 << 22))  # manifests are small; a big file is not one of ours
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and str(data.get("schema", "")).startswith(SCHEMA_PREFIX)
+
+
+def is_same_or_parent_of_cwd(folder: Path) -> bool:
+    """The current folder, one of its parents, or ``/``: never replaced or removed by any command."""
+    folder = folder.expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    return folder == cwd or folder in cwd.parents or folder == Path(folder.anchor)
 
 
 def read_json(path: str | os.PathLike, what: str = "manifest") -> dict[str, Any]:

@@ -109,11 +109,12 @@ def predict(
     fixed = manifest.get("batch")
 
     options: dict[str, Any] = {}
-    if backend == "onnxruntime" and want_kept:
+    backend, _, spec_precision = backend.partition(":")  # "openvino:bf16": one backend at one precision
+    if backend in ("onnxruntime", "openvino") and want_kept:
         options["topk_outputs"] = True  # recover kept tokens even from an artifact without token outputs
     phase(f"run ({backend})")
     logits_parts, kept_parts = [], []
-    with runner_for_artifact(path, backend, device=device, precision=None, **options) as runner:
+    with runner_for_artifact(path, backend, device=device, precision=spec_precision or None, **options) as runner:
         step = int(fixed) if fixed else batch
         for start in range(0, len(batch_images), step):
             chunk, real = pad_batch(batch_images[start:start + step], step if fixed else None)

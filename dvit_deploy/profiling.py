@@ -492,7 +492,7 @@ def plot_results(results: list[ProfileResult], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = prepare_output(path, force=True)
+    path = prepare_output(path, force=True, kinds=(".png", ".svg", ".pdf"))
     series: dict[tuple[str, str, str], list[ProfileResult]] = {}
     for r in results:
         series.setdefault((r.artifact, r.backend, r.role), []).append(r)
@@ -530,20 +530,11 @@ class ProfilePlan:
 
 
 def newest_sparse_artifact(backend: str | None = None) -> Path:
+    """The default artifact (``workspace.default_artifact``) among the files ``backend`` runs."""
     from .runtime import FILE_BACKENDS
-    from .workspace import artifacts, engines_dir, export_dir
+    from .workspace import ALL_SUFFIXES, default_artifact
 
-    suffixes = FILE_BACKENDS.get(backend, (".onnx", ".engine", ".plan")) if backend != "torch" else (".onnx",)
-    candidates = [p for folder in (export_dir(), engines_dir()) for s in suffixes for p in artifacts(folder, s)]
-    candidates.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in candidates:
-        try:
-            if not read_json(manifest_path(path)).get("dense"):
-                return path
-        except BadInput:
-            continue
-    raise BadInput(f"no pruned artifact with a manifest in {export_dir()} or {engines_dir()}; "
-                   "run 'dvit export' first or pass a path")
+    return default_artifact(FILE_BACKENDS.get(backend, ALL_SUFFIXES) if backend else ALL_SUFFIXES)[0]
 
 
 def plan_profile(artifacts_given: Sequence[Path] | None, *, backend: str | None, dense_baseline: bool,

@@ -11,6 +11,7 @@ field it does not find is reported as unknown rather than guessed.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shlex
@@ -23,8 +24,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from . import __version__
-from .errors import BadInput
-from .fileio import atomic_path, current_umask, manifest_path, read_json, sha256_file, write_json_atomic
+from .artifact.manifest import verify_artifact
+from .errors import BadInput, CheckFailed
+from .fileio import (atomic_path, current_umask, is_same_or_parent_of_cwd, manifest_path, read_json, sha256_file,
+                     write_json_atomic)
 
 BUNDLE_SCHEMA = "dvit-deploy/bundle/1"
 BUNDLE_MANIFEST = "bundle.json"
@@ -147,6 +150,7 @@ def _load_onnx(path: Path) -> OnnxItem:
     manifest = read_json(manifest_path(path), what=f"manifest of {path.name}")
     if manifest.get("kind") not in (None, "onnx"):
         raise BadInput(f"{manifest_path(path)} is not an ONNX manifest (kind {manifest.get('kind')!r})")
+    verify_artifact(path, manifest)
     for name in (manifest.get("onnx") or {}).get("external_data", []):
         if not (path.parent / name).is_file():
             raise BadInput(f"external weights {name} of {path.name} not found beside it")
@@ -157,6 +161,7 @@ def _load_engine(path: Path) -> EngineItem:
     if not path.is_file():
         raise BadInput(f"engine {path} not found")
     manifest = read_json(manifest_path(path), what=f"manifest of {path.name}")
+    verify_artifact(path, manifest)
     facts = engine_facts(manifest)
     source = None
     onnx_manifest = _resolve_near(path.parent, _str(facts["onnx_manifest"]))
@@ -260,18 +265,73 @@ def engine_name(onnx_item: OnnxItem, target: Target, precision: str) -> str:
     return f"{onnx_item.path.stem}-{target.name}-{precision}.engine"
 
 
+def _quantized(manifest: Mapping[str, Any]) -> bool:
+    """An explicitly quantized (Q/DQ, int8) ONNX, as ``dvit quantize`` writes it."""
+    return manifest.get("precision") == "int8"
+
+
+def built_precision(onnx_item: OnnxItem, target: Target, precision: str) -> str:
+    """The precision the device build really produces (it names the engine)."""
+    if _quantized(onnx_item.manifest):
+        return "int8"
+    return "fp32" if target.strongly_typed else precision
+
+
 def trtexec_command(onnx_item: OnnxItem, target: Target, *, precision: str, profile: tuple[int, int, int],
                     onnx_rel: str, engine_rel: str, cache_rel: str) -> list[str]:
-    """The trtexec argument list that builds the engine for ``onnx_item`` on the target."""
+    """The trtexec argument list that builds the engine for ``onnx_item`` on the target.
+
+    Flags follow ``dvit build``: TF32 is off (``--noTF32``) for every precision, so an "fp32" engine
+    is exact fp32; TensorRT 10 takes ``--fp16``/``--bf16`` (weakly typed) and ``--int8`` for an
+    explicitly quantized (Q/DQ) ONNX (``--int8 --fp16`` with bundle precision fp16: FP16 fallback
+    outside the Q/DQ pairs); TensorRT 11 has none of those flags: ``--stronglyTyped`` (documented
+    in 11.x as the default, kept for clarity) and the graph's own types, Q/DQ included. Every flag is
+    checked against trtexec's documented options per target (``tests/data/trtexec-flags.json``).
+    """
     args = ['"$TRTEXEC"', f"--onnx={onnx_rel}", f"--saveEngine={engine_rel}"]
     args += _profile_args(onnx_item.manifest, profile)
-    if precision == "fp16" and not target.strongly_typed:
-        args.append("--fp16")
-    elif precision == "bf16" and not target.strongly_typed:
-        args.append("--bf16")
+    if not target.strongly_typed:
+        if _quantized(onnx_item.manifest):
+            args.append("--int8")  # explicit quantization in a weakly typed build needs the INT8 flag
+            if precision == "fp16":
+                args.append("--fp16")
+        elif precision == "fp16":
+            args.append("--fp16")
+        elif precision == "bf16":
+            args.append("--bf16")
+    args.append("--noTF32")  # trtexec allows TF32 unless told; dvit build clears it
     if target.strongly_typed:
         args.append("--stronglyTyped")
     args += [f"--timingCacheFile={cache_rel}", "--skipInference"]
+    return args
+
+
+def _image_input(manifest: Mapping[str, Any]) -> tuple[str, tuple[int, int, int]]:
+    """Name and (C, H, W) of the image input, from the manifest (its I/O, else the model config)."""
+    inputs = manifest.get("inputs") or []
+    name = inputs[0].get("name", "images") if inputs else "images"
+    shape = list(inputs[0].get("shape") or []) if inputs else []
+    if len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[1:]):
+        return name, (shape[1], shape[2], shape[3])
+    config = manifest.get("config") or {}
+    size = int(config.get("img_size", 224))
+    return name, (int(config.get("in_chans", 3)), size, size)
+
+
+def trtexec_benchmark(manifest: Mapping[str, Any], engine_rel: str, profile: tuple[int, int, int]) -> list[str]:
+    """``trtexec --loadEngine`` for an engine built from this ONNX: the image shape (the profile's opt
+    batch, or the fixed batch) and, for a --dynamic-keep model, the ``keep_counts`` *values* (a
+    shape-tensor input: without them trtexec would fill it with ones)."""
+    name, (c, h, w) = _image_input(manifest)
+    batches = _batch_profile(manifest, profile)
+    n = batches[1] if batches is not None else int(manifest.get("batch") or 1)
+    shapes = [f"{name}:{n}x{c}x{h}x{w}"]
+    keep = manifest.get("keep_input")
+    if manifest.get("dynamic_keep") and keep and manifest.get("keep_counts"):
+        shapes.append(f"{keep['name']}:{'x'.join(str(int(v)) for v in manifest['keep_counts'])}")
+    args = ['"$TRTEXEC"', f"--loadEngine={engine_rel}"]
+    if batches is not None or len(shapes) > 1:
+        args.append("--shapes=" + ",".join(shapes))
     return args
 
 
@@ -311,10 +371,11 @@ def build_script(onnx_items: list[OnnxItem], target: Target, *, precision: str, 
         ]
     elif precision != "fp32":
         lines.append(f"# --{precision}: TensorRT may pick {precision.upper()} kernels where faster (TensorRT 10 builder flag).")
+    hints = []
     for item in onnx_items:
         onnx_rel = f"model/{item.path.name}"
-        built_precision = "fp32" if target.strongly_typed else precision
-        engine_rel = f"engines/{engine_name(item, target, built_precision)}"
+        engine_rel = f"engines/{engine_name(item, target, built_precision(item, target, precision))}"
+        hints.append(" ".join(trtexec_benchmark(item.manifest, engine_rel, profile)).replace('"$TRTEXEC"', "$TRTEXEC"))
         args = trtexec_command(item, target, precision=precision, profile=profile, onnx_rel=onnx_rel,
                                engine_rel=engine_rel, cache_rel="engines/timing.cache")
         lines += [f"echo 'building {engine_rel}'", _bash_line(args), ""]
@@ -329,11 +390,9 @@ def build_script(onnx_items: list[OnnxItem], target: Target, *, precision: str, 
                 "fi",
                 "",
             ]
-    lines += [
-        "echo 'done; benchmark with:'",
-        "echo \"  $TRTEXEC --loadEngine=<engine> --shapes=images:1x3x224x224\"",
-        "",
-    ]
+    lines.append("echo 'done; benchmark with:'")
+    lines += [f'echo "  {hint}"' for hint in hints]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -359,7 +418,8 @@ def _triton_dtype(dtype: Any) -> str:
     return TRITON_TYPES[name]
 
 
-def _tensor_block(tensors: list[Mapping[str, Any]], batched: bool) -> list[str]:
+def _tensor_block(tensors: list[Mapping[str, Any]], batched: bool,
+                  shape_tensors: frozenset[str] | set[str] = frozenset()) -> list[str]:
     lines = []
     for i, tensor in enumerate(tensors):
         shape = list(tensor.get("shape") or [])
@@ -367,17 +427,22 @@ def _tensor_block(tensors: list[Mapping[str, Any]], batched: bool) -> list[str]:
         dims_text = ", ".join(str(d) if isinstance(d, int) and d > 0 else "-1" for d in dims)
         sep = "," if i < len(tensors) - 1 else ""
         lines += ["  {", f'    name: "{tensor["name"]}"', f"    data_type: {_triton_dtype(tensor.get('dtype'))}",
-                  f"    dims: [ {dims_text} ]", "  }" + sep]
+                  f"    dims: [ {dims_text} ]"]
+        if tensor["name"] in shape_tensors:
+            lines.append("    is_shape_tensor: true")
+        lines.append("  }" + sep)
     return lines
 
 
 def triton_config(name: str, platform: str, inputs: list[Mapping[str, Any]], outputs: list[Mapping[str, Any]], *,
                   max_batch_size: int, preferred: list[int], queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
-                  gpu: bool) -> str:
-    """A Triton ``config.pbtxt``. ``max_batch_size`` 0 means the model's batch is fixed (dims keep it)."""
+                  gpu: bool, shape_tensors: frozenset[str] | set[str] = frozenset()) -> str:
+    """A Triton ``config.pbtxt``. ``max_batch_size`` 0: Triton does not batch, every tensor lists its
+    full dims (-1 for a dynamic batch). ``shape_tensors``: TensorRT shape-tensor inputs
+    (``is_shape_tensor: true``, tensorrt_plan only)."""
     batched = max_batch_size > 0
     lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch_size}", "input ["]
-    lines += _tensor_block(inputs, batched) + ["]", "output ["]
+    lines += _tensor_block(inputs, batched, shape_tensors) + ["]", "output ["]
     lines += _tensor_block(outputs, batched) + ["]"]
     if batched:
         sizes = ", ".join(str(b) for b in sorted(set(preferred)) if 1 <= b <= max_batch_size)
@@ -422,15 +487,29 @@ def _engine_max_batch(engine: EngineItem) -> int | None:
     return best
 
 
+def _has_batch_dim(tensor: Mapping[str, Any]) -> bool:
+    """Whether the tensor's first dim is the (dynamic) batch: a name or -1, not a fixed size."""
+    shape = list(tensor.get("shape") or [])
+    return bool(shape) and not (isinstance(shape[0], int) and shape[0] > 0)
+
+
 def _onnx_triton(item: OnnxItem, profile: tuple[int, int, int], gpu: bool, platform: str,
                  name: str, io: tuple[list, list] | None = None, max_batch: int | None = None) -> str:
+    """Triton config for an ONNX (or its engine). Triton batches only when *every* input has the batch
+    as its first dim: a --dynamic-keep model's ``keep_counts`` (shape [stages]) has none, so it gets
+    ``max_batch_size: 0`` with full dims (``images`` [-1, 3, H, W]); on tensorrt_plan ``keep_counts`` is
+    a shape tensor (``is_shape_tensor: true``)."""
     dynamic = _batch_profile(item.manifest, profile) is not None
     inputs, outputs = io or (item.manifest.get("inputs") or [], item.manifest.get("outputs") or [])
     if not inputs or not outputs:
         raise BadInput(f"manifest of {item.path.name} lists no inputs/outputs; re-export with this dvit-deploy")
-    high = (max_batch or profile[2]) if dynamic else 0
+    batched = dynamic and all(_has_batch_dim(t) for t in inputs)
+    high = (max_batch or profile[2]) if batched else 0
+    keep = (item.manifest.get("keep_input") or {}).get("name") if item.manifest.get("dynamic_keep") else None
+    shape_tensors = ({t["name"] for t in inputs if t.get("shape_tensor") or t["name"] == keep}
+                     if platform == "tensorrt_plan" else set())
     return triton_config(name, platform, inputs, outputs, max_batch_size=high,
-                         preferred=[profile[1], high] if dynamic else [], gpu=gpu)
+                         preferred=[profile[1], high] if batched else [], gpu=gpu, shape_tensors=shape_tensors)
 
 
 # --------------------------------------------------------------------------------------------
@@ -494,8 +573,11 @@ def _device_readme(target: Target, onnx_items: list[OnnxItem], engines: list[Eng
     if target.strongly_typed:
         lines.append("   TensorRT 11 is strongly typed: there is no --fp16 flag; the script builds the graph's own "
                      "precision (FP32). Convert the ONNX to FP16 first for an FP16 engine.")
-    lines += ["", "3. Benchmark:", "", "   ```", "   trtexec --loadEngine=engines/<engine> --shapes=images:1x3x224x224",
-              "   ```"]
+    benchmarks = [" ".join(trtexec_benchmark(item.manifest, f"engines/{engine_name(item, target, built_precision(item, target, precision))}",
+                                             profile)).replace('"$TRTEXEC"', "trtexec") for item in onnx_items]
+    benchmarks = benchmarks or ["trtexec --loadEngine=engines/<engine>"]
+    lines += ["", "3. Benchmark (shapes and, for --dynamic-keep, the keep_counts values from the manifest):", "",
+              "   ```", *[f"   {b}" for b in benchmarks], "   ```"]
     if triton_names:
         lines += ["", "4. Serve with Triton:", "", "   ```", "   tritonserver --model-repository=$PWD/triton", "   ```",
                   "   `build_on_device.sh` also installs the engine it builds into `triton/` "
@@ -527,10 +609,11 @@ def make_bundle(
     for item in onnx_items:
         _batch_profile(item.manifest, profile)  # validates the profile early
     folder = (Path(output).expanduser() if output else default_bundle_dir(onnx_items, engines, target)).absolute()
+    if is_same_or_parent_of_cwd(folder):
+        raise BadInput(f"refusing to use {folder} as the bundle folder: it is the current folder or one of its "
+                       "parents, which the bundle would replace; give a new folder with --output")
     tar_path = folder.with_name(folder.name + ".tar.gz")
-    for existing in (folder, tar_path):
-        if existing.exists() and not force:
-            raise BadInput(f"output {existing} already exists; pass --force to replace it")
+    check_bundle_outputs(folder, tar_path if archive else None, force=force)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -582,6 +665,12 @@ def make_bundle(
 
         phase("checksums")
         files = write_checksums(tmp)
+        # Never ship what `dvit verify` would reject (a file changed while it was copied, a bug of ours).
+        own_check = _verify_folder(tmp, check_engines=False)
+        if not own_check.passed:
+            failed = own_check.failures[0]
+            raise CheckFailed(f"the new bundle fails its own verification ({failed.name}: {failed.detail}); "
+                              "nothing was written")
 
         _swap_into_place(tmp, folder)
         tmp = None  # type: ignore[assignment]
@@ -638,20 +727,64 @@ def _write_triton(root: Path, onnx_items: list[OnnxItem], engines: list[EngineIt
     return names, pending
 
 
-def _swap_into_place(tmp: Path, folder: Path) -> None:
-    """Rename the finished temp folder into place; an old bundle goes only once the new one is in."""
-    old = None
-    if folder.exists():
-        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-        os.replace(folder, old)
+def is_bundle_folder(folder: Path) -> bool:
+    """A folder written by ``dvit package``: it holds our ``bundle.json``."""
+    manifest = folder / BUNDLE_MANIFEST
+    if not manifest.is_file():
+        return False
     try:
-        os.replace(tmp, folder)
-    except OSError:
+        return read_json(manifest, what="bundle manifest").get("schema") == BUNDLE_SCHEMA
+    except BadInput:
+        return False
+
+
+def check_bundle_outputs(folder: Path, tar_path: Path | None, *, force: bool) -> None:
+    """What ``--force`` may replace: a previous bundle folder (it holds our bundle.json) and its archive.
+
+    Anything else — a folder that is not a bundle, a file where the folder goes — is refused, with or
+    without ``--force`` (the current folder, its parents and ``/`` are refused before this).
+    """
+    if folder.exists() or folder.is_symlink():
+        if not force:
+            raise BadInput(f"output {folder} already exists; pass --force to replace it")
+        if folder.is_symlink() or not folder.is_dir():
+            raise BadInput(f"refusing to replace {folder}: it is not a folder; --force replaces only a previous "
+                           f"bundle folder (one holding {BUNDLE_MANIFEST})")
+        if not is_bundle_folder(folder):
+            raise BadInput(f"refusing to replace {folder}: it is not a dvit bundle (no {BUNDLE_MANIFEST}); "
+                           "--force replaces only a previous bundle folder")
+    if tar_path is not None and (tar_path.exists() or tar_path.is_symlink()):
+        if not force:
+            raise BadInput(f"output {tar_path} already exists; pass --force to replace it")
+        if tar_path.is_symlink() or not tar_path.is_file() or not tarfile.is_tarfile(tar_path):
+            raise BadInput(f"refusing to replace {tar_path}: it is not a bundle archive; --force replaces only a "
+                           "previous .tar.gz bundle")
+
+
+def _swap_into_place(tmp: Path, folder: Path) -> None:
+    """Rename the finished temp folder into place; an old bundle goes only once the new one is in.
+
+    The old bundle is parked as ``.<name>.old-<pid>`` for the instant of the swap and removed in a
+    ``finally``; parked folders left by a process that was killed (SIGKILL) are removed next time.
+    """
+    for stale in folder.parent.glob(f".{glob.escape(folder.name)}.old-*"):
+        if stale.is_dir() and is_bundle_folder(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+    old = None
+    try:
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            os.replace(folder, old)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if old is not None:
+                os.replace(old, folder)
+                old = None
+            raise
+    finally:
         if old is not None:
-            os.replace(old, folder)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
     os.chmod(folder, 0o777 & ~current_umask())
 
 

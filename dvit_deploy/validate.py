@@ -18,9 +18,8 @@ import numpy as np
 from .compare import Comparison, Tolerance, compare
 from .errors import BadInput, DvitError
 from .export.onnx_export import TOKEN_OUTPUT_PREFIX
-from .fileio import manifest_path, read_json
 from .runtime import FILE_BACKENDS, default_backend, runner_for_artifact
-from .workspace import artifacts, engines_dir, export_dir, load_manifest
+from .workspace import default_artifact, load_manifest
 
 DEFAULT_SAMPLES = 8
 DEFAULT_BATCH = 8
@@ -41,6 +40,7 @@ class BackendResult:
     reason: str | None = None  # why skipped
     tolerance: Tolerance | None = None
     notes: list[str] = field(default_factory=list)
+    execution: dict[str, Any] = field(default_factory=dict)  # what ran (OpenVINO: precision, AMX/VNNI kernels)
 
     @property
     def passed(self) -> bool:
@@ -64,7 +64,10 @@ class BackendResult:
             "stages": [] if cmp is None else [vars(s) for s in cmp.stages],
             "unexplained_flips": None if cmp is None else cmp.unexplained_flips,
             "failures": [] if cmp is None else cmp.failures,
-            "notes": self.notes,
+            "judged_by": None if cmp is None else cmp.judged_by,
+            "mean_jaccard": None if cmp is None else cmp.mean_jaccard,
+            "execution": self.execution,
+            "notes": self.notes + ([] if cmp is None else cmp.notes),
         }
 
 
@@ -100,30 +103,16 @@ class ValidateReport:
 
 
 def default_artifacts() -> list[Path]:
-    """Per folder (./export, ./engines): the newest pruned artifact, and the newest one if different.
-
-    Exporting a dense twin after a pruned model (as `dvit profile` wants) must not hide the
-    pruned model, whose per-stage kept tokens are what validation is mostly about.
-    """
-    found: list[Path] = []
-    for folder, suffixes in ((export_dir(), (".onnx",)), (engines_dir(), (".engine", ".plan"))):
-        newest = sorted((p for s in suffixes for p in artifacts(folder, s)), key=lambda p: p.stat().st_mtime,
-                        reverse=True)
-        pruned = next((p for p in newest if not _is_dense(p)), None)
-        for path in (pruned, newest[0] if newest else None):
-            if path is not None and path not in found:
-                found.append(path)
-    if not found:
-        raise BadInput(f"no artifact with a manifest in {export_dir()} or {engines_dir()}; "
-                       "run 'dvit export' first or pass a path")
-    return found
+    """The default artifact (``workspace.default_artifact``: the one rule every command uses)."""
+    return [default_artifact()[0]]
 
 
-def _is_dense(artifact: Path) -> bool:
-    try:
-        return bool(read_json(manifest_path(artifact)).get("dense"))
-    except BadInput:
-        return False
+def split_backend_spec(spec: str, precision: str | None) -> tuple[str, str | None]:
+    """'openvino:bf16' -> ('openvino', 'bf16'); a plain name takes --precision (None: the artifact's)."""
+    name, _, suffix = spec.partition(":")
+    if suffix and precision is not None and suffix != precision:
+        raise BadInput(f"--backend {spec} asks for {suffix} but --precision says {precision}")
+    return name, suffix or precision
 
 
 def default_backends(artifact: Path) -> list[str]:
@@ -139,7 +128,7 @@ def load_inputs(manifest: dict[str, Any], samples: int, images_dir: Path | None)
     config = manifest.get("config", {})
     size, channels = int(config.get("img_size", 224)), int(config.get("in_chans", 3))
 
-    paths = list_images(images_dir)[:samples]
+    paths = list_images(images_dir, recursive=True)[:samples]  # flat or class sub-folders, as eval reads
     images = preprocess_images(paths, data_config_of(manifest))
     if images.shape[1:] != (channels, size, size):
         raise BadInput(f"preprocessed images are {images.shape[1:]}, the model takes {(channels, size, size)}")
@@ -220,7 +209,8 @@ def validate(
         phase(f"{artifact.name}: PyTorch fp32 reference")
         ref = _reference(manifest, images, run_batch, cache)
         pruned = not manifest.get("dense")
-        for backend in backends or default_backends(artifact):
+        for spec in backends or default_backends(artifact):
+            backend, backend_precision = split_backend_spec(spec, precision)
             result = BackendResult(artifact=str(artifact), backend=backend, status="skipped")
             report.results.append(result)
             if backend not in FILE_BACKENDS:
@@ -229,8 +219,8 @@ def validate(
                 result.reason = f"{backend} cannot run {artifact.suffix} files"
                 continue
             phase(f"{artifact.name}: {backend}")
-            options: dict[str, Any] = {"device": device, "precision": precision}
-            if backend == "onnxruntime":
+            options: dict[str, Any] = {"device": device, "precision": backend_precision}
+            if backend in ("onnxruntime", "openvino"):
                 options["topk_outputs"] = True  # kept tokens even without token outputs
             try:
                 runner = runner_for_artifact(artifact, backend, **options)
@@ -255,6 +245,9 @@ def validate(
                 declared = any(str(o.get("name", "")).startswith(TOKEN_OUTPUT_PREFIX) for o in manifest.get("outputs", []))
                 result.token_info = ("token outputs" if declared or backend == "torch"
                                      else "TopK outputs (in-memory copy)")
+            for key in ("inference_precision", "amx_used", "vnni_used", "predictor_f32_ops", "gemm_precisions"):
+                if key in info:  # reduced-precision backends say what actually executed
+                    result.execution[key] = info[key]
             try:
                 result.tolerance = Tolerance.for_precision(runner.precision)
             except KeyError:
@@ -266,5 +259,6 @@ def validate(
                 ref_margins=ref["margins"],
             )
             result.status = "passed" if result.comparison.passed else "failed"
+            report.notes.extend(f"{artifact.name} on {backend} {runner.precision}: {n}" for n in result.comparison.notes)
     return report
 

@@ -85,20 +85,20 @@ def test_plan_names_and_validation():
         make_plan("a.onnx", DYNAMIC, trt_version="10.3.0", gpu_name="x", optimization_level=9)
 
 
-def _manifest(trt="10.3.0", cc=(8, 7), compat="none", version_compatible=False):
-    plan = make_plan("m.onnx", DYNAMIC, trt_version=trt, gpu_name="Orin", precision="fp16",
+def _manifest(trt="10.3.0", cc=(8, 7), compat="none", version_compatible=False, gpu="Orin", platform="aarch64"):
+    plan = make_plan("m.onnx", DYNAMIC, trt_version=trt, gpu_name=gpu, precision="fp16",
                      hardware_compat=compat, version_compatible=version_compatible)
     return engine_manifest(plan, engine_path=Path("engines/m.engine"), engine_sha256="ab", engine_bytes=3,
                            onnx_manifest={**DYNAMIC, "variant": "deit-s", "keep_counts": [137, 96, 67]},
                            onnx_sha256="cd", built_from=Path("m.onnx"), trt_version=trt,
-                           device=DeviceInfo("Orin", cc), io_tensors=[], build_seconds=1.0, inspector_file=None,
+                           device=DeviceInfo(gpu, cc, platform), io_tensors=[], build_seconds=1.0, inspector_file=None,
                            doctor=None)
 
 
 def test_engine_manifest_records_what_was_built():
     m = _manifest()
     assert m["tensorrt"] == {"version": "10.3.0", "major": 10, "strongly_typed": False}
-    assert m["gpu"] == {"name": "Orin", "compute_capability": [8, 7]}
+    assert m["gpu"] == {"name": "Orin", "compute_capability": [8, 7], "platform": "aarch64"}
     assert m["builder"]["flags"] == ["FP16"] and m["builder"]["profiling_verbosity"] == "DETAILED"
     assert m["engine"]["sha256"] == "ab" and m["source_onnx"]["sha256"] == "cd"
     assert m["source_onnx"]["manifest"].endswith("m.json")
@@ -220,3 +220,74 @@ def test_real_build_and_run(tiny_export, workdir):
     cmp = compare(ref["logits"], out.logits, Tolerance.for_precision("fp16"), ref_kept=ref["kept"],
                   test_kept=out.kept, ref_margins=ref["margins"])
     assert cmp.passed, cmp.failures
+
+
+def test_defect7_doctor_target_from_major_minor():
+    """An installed TensorRT 10.3 (JetPack 6) is checked as trt-10.3 (opset <= 20, no Attention), not trt-10."""
+    from dvit_deploy.engines.build import doctor_target_for
+
+    assert doctor_target_for("10.3.0", None) == "trt-10.3"
+    assert doctor_target_for("10.3.0.30", None) == "trt-10.3"
+    assert doctor_target_for("10.13.3.9", None) == "trt-10"
+    assert doctor_target_for("10.15.1", None) == "trt-10"
+    assert doctor_target_for("11.4.0.106", None) == "trt-11"
+    assert doctor_target_for(None, None) == "trt-10"
+    assert doctor_target_for("10.3.0", "trt-11") == "trt-11"
+
+
+def test_defect2_same_cc_refused_up_front_before_10_9():
+    """HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY appeared in 10.9: the plan refuses it, naming the version."""
+    for version in ("10.3.0", "10.8.3"):
+        with pytest.raises(BadInput, match=rf"same-cc needs TensorRT >= 10\.9.*TensorRT {version}"):
+            make_plan("m.onnx", DYNAMIC, trt_version=version, gpu_name="Orin", hardware_compat="same-cc")
+    for version in ("10.9.0", "10.13.3.9", "11.4.0.106"):
+        plan = make_plan("m.onnx", DYNAMIC, trt_version=version, gpu_name="x", hardware_compat="same-cc")
+        assert plan.hardware_compat == "same-cc"
+    assert make_plan("m.onnx", DYNAMIC, trt_version="10.3.0", gpu_name="x", hardware_compat="ampere+")
+
+
+def test_defect9_compatibility_needs_same_platform_and_same_gpu_model():
+    orin = DeviceInfo("Orin (nvgpu)", (8, 7), "aarch64")
+    # ampere+ relaxes the GPU, not the platform: an x86 engine does not load on a Jetson.
+    x86_ampere = _manifest(compat="ampere+", gpu="NVIDIA A100-SXM4-80GB", cc=(8, 0), platform="x86_64")
+    msg = compatibility_problem(x86_ampere, trt_version="10.3.0", device=orin)
+    assert msg and "x86_64" in msg and "aarch64" in msg and "\n" not in msg
+    assert compatibility_problem(x86_ampere, trt_version="10.3.0",
+                                 device=DeviceInfo("NVIDIA L4", (8, 9), "x86_64")) is None
+    # none: the same GPU model, not merely the same compute capability (A10 and RTX 3090 are both sm 8.6).
+    a10 = _manifest(gpu="NVIDIA A10", cc=(8, 6), platform="x86_64", trt="10.13.3.9")
+    rtx = DeviceInfo("NVIDIA GeForce RTX 3090", (8, 6), "x86_64")
+    assert "specific to the GPU model" in compatibility_problem(a10, trt_version="10.13.3.9", device=rtx)
+    assert compatibility_problem(a10, trt_version="10.13.3.9", device=DeviceInfo("NVIDIA A10", (8, 6), "x86_64")) is None
+    # same-cc: any model with that compute capability (TensorRT >= 10.9), same platform.
+    a10_same_cc = _manifest(gpu="NVIDIA A10", cc=(8, 6), platform="x86_64", trt="10.13.3.9", compat="same-cc")
+    assert compatibility_problem(a10_same_cc, trt_version="10.13.3.9", device=rtx) is None
+    # Manifests from before the platform was recorded are judged on the GPU alone.
+    old = _manifest(platform=None)
+    assert compatibility_problem(old, trt_version="10.3.0", device=DeviceInfo("Orin", (8, 7), "aarch64")) is None
+
+
+def test_int8_precision_strategy():
+    s = precision_strategy("int8", 10)
+    assert (s.strongly_typed, s.set_flags, s.fp16_graph) == (False, ("INT8",), False)  # explicit Q/DQ, weakly typed
+    assert precision_strategy("int8", 10, fp16_fallback=True).set_flags == ("INT8", "FP16")
+    s = precision_strategy("int8", 11)
+    assert (s.strongly_typed, s.set_flags) == (True, ())  # the Q/DQ graph is the type information
+    assert precision_strategy("int8", 10, strongly_typed=True).set_flags == ()
+    with pytest.raises(BadInput, match="TensorRT 10 weakly typed"):
+        precision_strategy("int8", 11, fp16_fallback=True)
+    with pytest.raises(BadInput, match="int8"):
+        precision_strategy("fp16", 10, fp16_fallback=True)
+
+
+def test_int8_onnx_builds_as_int8():
+    assert resolve_precision({"precision": "int8"}, "fp32") == ("int8", False)
+    assert resolve_precision({"precision": "int8"}, "int8") == ("int8", False)
+    with pytest.raises(BadInput, match="explicitly quantized"):
+        resolve_precision({"precision": "int8"}, "fp16")
+
+
+def test_int8_without_qdq_is_bad_input_before_anything_runs(tiny_export, workdir):
+    result = runner.invoke(app, ["build", str(tiny_export.path), "--int8"])
+    assert result.exit_code == 2
+    assert "QuantizeLinear/DequantizeLinear" in result.output and "readiness check" not in result.output

@@ -112,3 +112,39 @@ def test_unknown_target_and_missing_file_exit_2(tmp_path, tiny_export):
     assert result.exit_code == 2 and "unknown --target 'trt-7'" in result.output
     result = runner.invoke(app, ["doctor", str(tmp_path / "nope.onnx")])
     assert result.exit_code == 2 and "not found" in result.output
+
+
+def _qdq_model(path, *, opset=18, zero=0, zero_type=np.int8, axis=True, per_channel=True):
+    """x -> Q -> DQ -> MatMul(w -> Q -> DQ): a minimal explicitly quantized graph."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    w = np.ones((4, 3), np.float32)
+    wscale = np.full(3, 0.1, np.float32) if per_channel else np.array(0.1, np.float32)
+    wzero = np.zeros(wscale.shape, zero_type)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(wscale, "ws"), numpy_helper.from_array(wzero, "wz"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "xs"),
+             numpy_helper.from_array(np.array(zero, zero_type), "xz")]
+    waxis = {"axis": 1} if axis and per_channel else {}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="qx"),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dqx"),
+             helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], name="qw", **waxis),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="dqw", **waxis),
+             helper.make_node("MatMul", ["xd", "wd"], ["y"])]
+    model = helper.make_model(helper.make_graph(nodes, "qdq", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    onnx.save(model, str(path))
+    return path
+
+
+def test_qdq_rules(tmp_path):
+    good = diagnose(_qdq_model(tmp_path / "good.onnx"), "trt-10.3")
+    assert good.passed and any(f.check == "Q/DQ" and "--int8" in f.message for f in good.findings)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= set(good.op_counts)
+    old = diagnose(_qdq_model(tmp_path / "old.onnx", opset=12), "trt-10")
+    assert any(f.check == "Q/DQ" and "opset >= 13" in f.message for f in old.blockers)
+    asym = diagnose(_qdq_model(tmp_path / "asym.onnx", zero=3), "trt-11")
+    assert any("zero point 0" in f.message for f in asym.blockers)
+    unsigned = diagnose(_qdq_model(tmp_path / "u8.onnx", zero_type=np.uint8, zero=128), "trt-10")
+    assert any("uint8" in f.message for f in unsigned.blockers)
+    no_axis = diagnose(_qdq_model(tmp_path / "noaxis.onnx", axis=False), "trt-10")
+    assert no_axis.passed and any(f.severity == "warning" and "axis" in f.message for f in no_axis.findings)

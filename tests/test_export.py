@@ -89,7 +89,9 @@ def test_lvvit_export_parity(workdir):
     result = export_onnx(load_model(model_name="tiny-lvvit", keep_ratio=0.7), token_outputs=True)
     parity = result.check.comparison
     assert parity.passed and parity.logits.max_abs < 1e-4
-    assert [s.exact_match for s in parity.stages] == [1.0, 1.0, 1.0]
+    # Same kept sets, except where the reference had a near-tie (tie order differs across CPUs).
+    assert parity.unexplained_flips == 0
+    assert all(s.flipped_samples == s.near_tie_flips for s in parity.stages)
     ops = {n.op_type for n in onnx.load(str(result.path)).graph.node}
     assert "ReduceMax" in ops  # the aux head's max over tokens
 

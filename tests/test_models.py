@@ -73,12 +73,21 @@ def test_official_key_names():
     assert "blocks.0.attn.qkv.bias" in deit.state_dict()
 
 
+# Inputs whose keep decisions have a safe margin in every stage of the four models below (the
+# smallest gap between the last kept and the first dropped score is ~7e-5 with image seed 9).
+# TopK's tie order is unspecified and the two implementations round differently (~1e-7), so an
+# input with a (near-)tie at the keep boundary may legitimately keep a different token on another
+# CPU (seen: image seed 5, an exact tie in tiny-lvvit at ρ=0.7 on an AVX-512 Intel machine).
+SAFE_IMAGE_SEED = 9
+SAFE_MARGIN = 2e-5  # 200× the rounding difference between the implementations
+
+
 @pytest.mark.parametrize("cfg", [TINY_DEIT, TINY_LVVIT], ids=["deit", "lvvit"])
 @pytest.mark.parametrize("rho", [0.7, 0.5])
 def test_matches_official_eval_semantics(cfg, rho):
     loaded = load_model(model_name=cfg.name, keep_ratio=rho, seed=3)
     model = loaded.model
-    images = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+    images = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(SAFE_IMAGE_SEED))
     sd = model.state_dict()
     if cfg.family == "lvvit":  # exercise the BatchNorm statistics, not just identity BN
         gen = torch.Generator().manual_seed(11)
@@ -87,6 +96,10 @@ def test_matches_official_eval_semantics(cfg, rho):
             sd[f"patch_embed.bn{i}.running_var"].uniform_(0.5, 2.0, generator=gen)
     with torch.no_grad():
         logits, decisions = model.forward_with_decisions(images)
+    for stage, (scores, k) in enumerate(zip(decisions.scores, loaded.keep_counts), start=1):
+        ordered = scores.sort(dim=1, descending=True).values
+        margin = float((ordered[:, k - 1] - ordered[:, k]).min())
+        assert margin >= SAFE_MARGIN, f"stage {stage}: keep margin {margin:.2e} is a near-tie; choose another seed"
     ref_logits, ref_kept = official_eval_forward(sd, cfg, images, loaded.stage_ratios)
     assert torch.allclose(logits, ref_logits, atol=1e-5, rtol=1e-4), (logits - ref_logits).abs().max()
     assert len(decisions.keep_indices) == 3
@@ -94,8 +107,7 @@ def test_matches_official_eval_semantics(cfg, rho):
     theirs = kept_patch_ids(ref_kept, cfg.num_patches)
     for stage, (a, b) in enumerate(zip(ours, theirs)):
         assert a.shape == b.shape == (3, loaded.keep_counts[stage])
-        # Same kept tokens. (Order may differ only between scores equal to ~1e-7, where the
-        # two attention implementations round differently; attention does not depend on order.)
+        # Same kept tokens, as sets: the margin above makes the sets exact; order is not compared.
         assert [sorted(r) for r in a.tolist()] == [sorted(r) for r in b.tolist()]
     for scores, keep in zip(decisions.scores, decisions.keep_indices):
         kept_scores = torch.gather(scores, 1, keep)

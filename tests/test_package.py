@@ -224,7 +224,7 @@ def test_cli_package_bad_inputs(workdir, onnx_copy, monkeypatch):
     empty.mkdir()
     monkeypatch.chdir(empty)
     for args, message in [
-        (["package", "--target", "jetson-orin"], "no .onnx artifact"),
+        (["package", "--target", "jetson-orin"], "no .onnx/.engine/.plan artifact"),
         (["package", str(onnx_copy), "--target", "pi-zero"], "unknown target 'pi-zero'"),
         (["package", str(workdir / "nope.onnx"), "--target", "x86-trt10"], "not found"),
         (["package", str(onnx_copy), "--target", "x86-trt10", "--batch-profile", "8,4,2"], "1 <= min <= opt <= max"),

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from dvit_deploy import predict as predict_module
 from dvit_deploy.cli import app
+from dvit_deploy.fileio import sha256_file
 from dvit_deploy.errors import BadInput, MissingDependency
 from dvit_deploy.predict import predict
 from dvit_deploy.viz import MASK_COLOUR, MASK_OPACITY, keep_mask, masked_image, save_keep_figure
@@ -41,7 +42,8 @@ def stripped_export(tiny_export, tmp_path):
     model.graph.output.extend(keep)
     path = tmp_path / "plain.onnx"
     onnx.save(model, str(path))
-    manifest = dict(tiny_export.manifest, token_outputs=False, artifact="plain.onnx",
+    onnx_record = dict(tiny_export.manifest["onnx"], sha256=sha256_file(path), bytes=path.stat().st_size)
+    manifest = dict(tiny_export.manifest, token_outputs=False, artifact="plain.onnx", onnx=onnx_record,
                     outputs=[o for o in tiny_export.manifest["outputs"] if o["name"] == "logits"])
     path.with_suffix(".json").write_text(json.dumps(manifest))
     return path
@@ -131,7 +133,7 @@ def test_predict_bad_inputs(tiny_export, workdir):
     cases = [
         (["predict", str(workdir / "fake.jpg"), "--artifact", str(tiny_export.path)], "not an image"),
         (["predict", str(workdir / "nope.png"), "--artifact", str(tiny_export.path)], "not found"),
-        (["predict", str(good)], "no .onnx artifact"),  # empty ./export
+        (["predict", str(good)], "no .onnx/.engine/.plan artifact"),  # empty ./export
         (["predict", str(good), "--artifact", str(tiny_export.path), "--backend", "magic"], "unknown backend"),
         (["predict", str(good), "--artifact", str(dense), "--viz", "d.png"], "dense model"),
         (["predict", str(good), "--artifact", str(tiny_export.path), "--viz", "d.jpg"], "ending in .png"),

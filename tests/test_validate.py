@@ -47,7 +47,11 @@ def test_default_artifact_passes_with_stage_agreement(exported):
     assert entry["backend"] == "onnxruntime" and "CPUExecutionProvider" in entry["executes"]
     assert entry["token_info"] == "token outputs"
     assert [s["keep_count"] for s in entry["stages"]] == [137, 96, 67]
-    assert all(s["mean_jaccard"] == 1.0 for s in entry["stages"])
+    # Kept sets agree, or differ only where the reference itself had a near-tie (TopK tie order is
+    # unspecified, and rounding differs between CPUs): the rule `validate` applies.
+    assert entry["unexplained_flips"] == 0
+    assert all(s["flipped_samples"] == s["near_tie_flips"] for s in entry["stages"])
+    assert all(s["mean_jaccard"] > 0.95 for s in entry["stages"])
     assert entry["logits"]["max_abs"] < 1e-3 and entry["logits"]["top1_agreement"] == 1.0
 
 
@@ -135,8 +139,8 @@ def test_fixed_batch_padding_is_trimmed():
 
 
 def test_default_keeps_the_pruned_model_when_a_dense_twin_is_newer(workdir):
-    """`dvit export` then `dvit export --dense` (what profiling wants): validate checks both,
-    so the pruned model's per-stage token agreement is still reported."""
+    """`dvit export` then `dvit export --dense` (what profiling wants): the default artifact rule
+    (newest *pruned*) keeps the pruned model, whose per-stage token agreement is reported."""
     from dvit_deploy.export import export_onnx
     from dvit_deploy.models.checkpoint import load_model
 
@@ -145,6 +149,6 @@ def test_default_keeps_the_pruned_model_when_a_dense_twin_is_newer(workdir):
     result = invoke("--json", "--samples", "2")
     assert result.exit_code == 0, result.output
     entries = json.loads(result.stdout)["results"]
-    assert [e["artifact"].split("/")[-1] for e in entries] == ["tiny-deit-r0.7.onnx", "tiny-deit-dense.onnx"]
+    assert [e["artifact"].split("/")[-1] for e in entries] == ["tiny-deit-r0.7.onnx"]
     assert [s["keep_count"] for s in entries[0]["stages"]] == [137, 96, 67]
-    assert entries[1]["token_info"] == "dense model" and entries[1]["stages"] == []
+    assert "using export/tiny-deit-r0.7.onnx (newest pruned" in result.stderr

@@ -10,7 +10,9 @@ import typer
 from ..engines.build import build as build_engine
 from ..engines.doctor import TARGETS, summary_rows
 from ..errors import BadInput, MissingDependency
-from .common import FORCE_OPTION, JSON_OPTION, emit_json, handle_errors, human_bytes, notes, out, parse_floats, phases, table
+from .common import (FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, handle_errors, human_bytes, notes, out, parse_floats, phases,
+                     styled, table)
+from .common import warn
 
 
 def _keep_range(text: Optional[str]) -> Optional[tuple[float, float]]:
@@ -24,11 +26,13 @@ def _keep_range(text: Optional[str]) -> Optional[tuple[float, float]]:
 
 @handle_errors
 def build(
-    onnx_path: Optional[Path] = typer.Argument(None, help="ONNX graph \\[default: the newest in ./export].",
+    onnx_path: Optional[Path] = typer.Argument(None, help="ONNX graph \\[default: the default artifact, see README].",
                                                show_default=False),
     fp16: bool = typer.Option(False, "--fp16", help="FP16 (TRT 10: builder flag; TRT 11: mixed-precision graph, strongly typed)."),
     bf16: bool = typer.Option(False, "--bf16", help="BF16 builder flag (TensorRT 10, weakly typed)."),
     tf32: bool = typer.Option(False, "--tf32", help="Allow TF32 for fp32 math (off by default, for exact fp32)."),
+    int8: bool = typer.Option(False, "--int8", help="Build an explicitly quantized (Q/DQ) ONNX, e.g. from dvit quantize "
+                              "(TRT 10: INT8 flag, with --fp16 also the FP16 fallback; TRT 11: strongly typed)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Engine path \\[default: ./engines/<name>-<gpu>-<precision>.engine]."),
     min_batch: Optional[int] = typer.Option(None, "--min-batch", help="Profile minimum batch \\[default: 1]."),
     opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help="Profile batch TensorRT tunes for \\[default: min(32, max)]."),
@@ -44,20 +48,26 @@ def build(
     onnx_only: bool = typer.Option(False, "--onnx-only", help="With --fp16: only write and check the mixed-precision ONNX (no TensorRT needed)."),
     verbose: bool = typer.Option(False, "--verbose", help="TensorRT verbose log."),
     force: bool = FORCE_OPTION,
+    no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Build a TensorRT engine (TensorRT 10 or 11); runs `dvit doctor` first."""
-    if sum((fp16, bf16, tf32)) > 1:
+    int8_fp16 = bool(int8 and fp16)  # --int8 --fp16: INT8 with FP16 fallback (TensorRT 10, weakly typed)
+    if int8 and (bf16 or tf32):
+        raise BadInput("--int8 combines with --fp16 only (FP16 fallback for the layers outside Q/DQ pairs)")
+    if not int8 and sum((fp16, bf16, tf32)) > 1:
         raise BadInput("choose one of --fp16, --bf16, --tf32")
-    precision = "fp16" if fp16 else "bf16" if bf16 else "tf32" if tf32 else "fp32"
+    precision = "int8" if int8 else "fp16" if fp16 else "bf16" if bf16 else "tf32" if tf32 else "fp32"
     result = None
     try:
-        with phases("build") as on_phase:
+        onnx_path = artifact_or_default(onnx_path, (".onnx",))
+        with artifact_checks(no_verify), phases("build") as on_phase:
             result = build_engine(onnx_path, precision=precision, output=output, target=target, force=force,
                                   onnx_only=onnx_only, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
                                   keep_range=_keep_range(keep_range), workspace_mb=workspace, optimization_level=opt_level,
                                   hardware_compat=hardware_compat, version_compatible=version_compatible,
-                                  timing_cache=timing_cache, strongly_typed=strongly_typed, on_phase=on_phase,
+                                  timing_cache=timing_cache, strongly_typed=strongly_typed, int8_fp16=int8_fp16,
+                                  on_phase=on_phase,
                                   verbose=verbose)
     except MissingDependency as exc:
         if exc.package == "tensorrt":
@@ -66,7 +76,8 @@ def build(
     if json_output:
         emit_json({"passed": True, "engine": None if result.engine_path is None else str(result.engine_path),
                    "fp16_onnx": None if result.fp16_onnx is None else str(result.fp16_onnx),
-                   "seconds": result.seconds, "doctor": result.doctor.to_dict(), "manifest": result.manifest})
+                   "seconds": result.seconds, "doctor": result.doctor.to_dict(), "manifest": result.manifest,
+                   "warnings": result.warnings})
         return
     warnings = [r for r in summary_rows(result.doctor) if r[0] != "info"]
     if warnings:
@@ -77,7 +88,7 @@ def build(
         out.print(f"fp16 graph: {result.fp16['fp16_nodes']} fp16 nodes, {result.fp16['casts_inserted']} casts; "
                   f"vs fp32 ONNX max |Δlogit| {parity['logits']['max_abs']:.2e}, kept tokens {flips or 'n/a'}")
     if result.engine_path is None:
-        out.print(f"[green]wrote[/] {result.fp16_onnx} (TensorRT 11 fp16 build input; checked in ONNX Runtime)")
+        out.print(styled("[green]wrote[/] {} (TensorRT 11 fp16 build input; checked in ONNX Runtime)", result.fp16_onnx))
         return
     m = result.manifest
     rows = [("TensorRT", m["tensorrt"]["version"] + (" (strongly typed)" if m["tensorrt"]["strongly_typed"] else "")),
@@ -86,7 +97,9 @@ def build(
             ("profiles", "; ".join(f"{p['name']} {p['min']}..{p['max']} (opt {p['opt']})" for p in m["profiles"])),
             ("build time", f"{result.seconds.get('build', 0):.1f} s")]
     out.print(table(f"engine {result.engine_path.name}", ["", ""], rows))
-    out.print(f"[green]wrote[/] {result.engine_path} ({human_bytes(m['engine']['bytes'])}), "
-              f"{result.manifest_path.name}" + (f", {m['inspector']}" if m.get("inspector") else ""))
+    out.print(styled("[green]wrote[/] {} ({}), {}", result.engine_path, human_bytes(m['engine']['bytes']),
+                     result.manifest_path.name + (f", {m['inspector']}" if m.get("inspector") else "")))
+    for line in result.warnings:  # post-build problems that did not cost the engine (inspection, timing cache)
+        warn(line)
     notes([f"engines are tied to this GPU and TensorRT {m['tensorrt']['version']}; "
            "other machines rebuild (or use --hardware-compat / --version-compatible)"])

@@ -8,22 +8,22 @@ from typing import Optional
 import typer
 
 from ..engines.doctor import DEFAULT_TARGET, TARGETS, diagnose, summary_rows
-from ..workspace import export_dir, newest_artifact
-from .common import JSON_OPTION, emit_json, err, handle_errors, out, table
+from .common import JSON_OPTION, artifact_or_default, emit_json, err, handle_errors, out, styled, table
 
-SEVERITY_STYLE = {"blocker": "[bold red]blocker[/]", "warning": "[yellow]warning[/]", "info": "[dim]info[/]"}
+SEVERITY_STYLE = {"blocker": styled("[bold red]blocker[/]"), "warning": styled("[yellow]warning[/]"),
+                  "info": styled("[dim]info[/]")}
 
 
 @handle_errors
 def doctor(
-    onnx_path: Optional[Path] = typer.Argument(None, help="ONNX graph \\[default: the newest in ./export].",
+    onnx_path: Optional[Path] = typer.Argument(None, help="ONNX graph \\[default: the default artifact, see README].",
                                                show_default=False),
     target: str = typer.Option(DEFAULT_TARGET, "--target", "-t",
                                help=f"TensorRT parser to check against: {', '.join(TARGETS)}."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Static TensorRT readiness report: operators, opset, TopK, int64, Attention, external data, profiles."""
-    path = onnx_path if onnx_path is not None else newest_artifact(export_dir(), ".onnx", "export")
+    path = artifact_or_default(onnx_path, (".onnx",))
     report = diagnose(path, target)
     if json_output:
         emit_json(report.to_dict())
@@ -32,8 +32,8 @@ def doctor(
         out.print(table(f"{path.name} for {report.target.description} (opset {report.opset})",
                         ["severity", "check", "finding"], rows))
         if report.passed:
-            out.print(f"[green]ready for {report.target.name}[/]: no blockers")
+            out.print(styled("[green]ready for {}[/]: no blockers", report.target.name))
         else:
-            err.print(f"[bold red]not ready for {report.target.name}:[/] {len(report.blockers)} blocker(s)")
+            err.print(styled("[bold red]not ready for {}:[/] {} blocker(s)", report.target.name, len(report.blockers)))
     if not report.passed:
         raise typer.Exit(1)

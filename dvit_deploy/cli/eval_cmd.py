@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..errors import BadInput, CheckFailed
 from ..evaluate import evaluate
 from ..predict import DEFAULT_BATCH
-from .common import JSON_OPTION, emit_json, err, handle_errors, notes, out, table
+from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, count_progress, emit_json,
+                     handle_errors, notes, out, table)
 
 
 def _pct(value: float | None) -> str:
@@ -22,9 +22,9 @@ def _pct(value: float | None) -> str:
 def eval_images(
     data: Path = typer.Option(..., "--data", "-d",
                               help="Image folder: class sub-folders, or flat with a labels file (labels.txt/labels.csv)."),
-    artifact: Optional[Path] = typer.Option(None, "--artifact", "-a", help="ONNX model or engine \\[default: newest in ./export]."),
+    artifact: Optional[Path] = typer.Option(None, "--artifact", "-a", help="ONNX model or engine \\[default: the default artifact, see README]."),
     backend: Optional[List[str]] = typer.Option(None, "--backend", "-b",
-                                                help="Backend to evaluate; repeat for several \\[default: from the artifact]."),
+                                                help="Backend to evaluate (onnxruntime, openvino, tensorrt, torch; name:precision, e.g. openvino:bf16); repeat for several \\[default: from the artifact]."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Labels file for a flat folder: 'filename label' lines or CSV."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Evaluate only the first N images."),
     batch: int = typer.Option(DEFAULT_BATCH, "--batch", help="Images per inference call."),
@@ -32,6 +32,7 @@ def eval_images(
     no_reference: bool = typer.Option(False, "--no-reference", help="Skip the PyTorch reference and agreement."),
     min_agreement: Optional[float] = typer.Option(None, "--min-agreement",
                                                   help="Fail (exit 1) when a backend's top-1 agreement with PyTorch is below this fraction."),
+    no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Accuracy of each backend on a labelled folder, with top-1 and kept-token agreement with PyTorch."""
@@ -40,13 +41,10 @@ def eval_images(
             raise BadInput("--min-agreement compares with the PyTorch reference; it cannot be used with --no-reference")
         if not 0.0 <= min_agreement <= 1.0:
             raise BadInput(f"--min-agreement is a fraction between 0 and 1, got {min_agreement}")
-    with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=err, transient=False) as progress:
-        task = progress.add_task("images", total=None)
+    artifact = artifact_or_default(artifact, backend=backend[0] if backend else None)
+    with artifact_checks(no_verify), count_progress("eval") as (on_start, on_advance):
         result = evaluate(data, artifact, backend, labels_file=labels, limit=limit, batch=batch, device=device,
-                          reference=not no_reference,
-                          on_start=lambda total: progress.update(task, total=total),
-                          on_progress=lambda n: progress.advance(task, n))
+                          reference=not no_reference, on_start=on_start, on_progress=on_advance)
     for score in result.scores:
         notes([f"{score.backend}: {n}" for n in score.notes])
     failed = [s for s in result.scores

@@ -12,7 +12,8 @@ from ..export.check import summary_rows
 from ..export.onnx_export import DEFAULT_OPSET, validate_options
 from ..fileio import prepare_output
 from ..models.checkpoint import load_model
-from .common import FORCE_OPTION, JSON_OPTION, emit_json, handle_errors, human_bytes, notes, out, parse_floats, phases, table
+from .common import (FORCE_OPTION, JSON_OPTION, emit_json, handle_errors, human_bytes, notes, out, parse_floats, phases,
+                     styled, table)
 
 
 @handle_errors
@@ -39,7 +40,7 @@ def export(
     """Export to ONNX (one TopK + one Gather per pruning stage) and check it against PyTorch."""
     validate_options(opset, batch)  # fail on bad options before spending time on the model
     if output is not None:
-        prepare_output(output, force=force)
+        prepare_output(output, force=force, kinds=(".onnx",))
     loaded = load_model(
         checkpoint, model_name=model, keep_ratio=keep_ratio, stage_ratios=parse_floats(stage_ratios, "--stage-ratios"),
         dense=dense, use_ema=use_ema, trust=trust_checkpoint, seed=seed,
@@ -63,7 +64,7 @@ def export(
     out.print(table(f"{loaded.variant.name} → ONNX opset {opset}, kept tokens {counts}", ["check", "result"],
                     summary_rows(result.check)))
     size = human_bytes(result.manifest["onnx"]["bytes"])
-    out.print(f"[green]wrote[/] {result.path} ({size}) and {result.manifest_path.name} "
-              f"in {sum(result.seconds.values()):.1f} s")
+    out.print(styled("[green]wrote[/] {} ({}) and {} in {} s", result.path, size, result.manifest_path.name,
+                     f"{sum(result.seconds.values()):.1f}"))
     if loaded.random_weights:
-        out.print("[yellow]note:[/] weights are random (no checkpoint given): use it to try the toolchain, not to classify")
+        out.print(styled("[yellow]note:[/] weights are random (no checkpoint given): use it to try the toolchain, not to classify"))

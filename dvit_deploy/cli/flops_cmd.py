@@ -74,9 +74,9 @@ def flops(
                 stage_rows.append(["stem + heads", "", "", "", f"{(report.stem_macs + report.head_macs) / 1e9:.3f}"])
                 out.print(table(f"{name} {label}: {report.gmacs:.3f} GMACs", ["stage", "blocks", "tokens",
                                 "predictor MMACs", "blocks GMACs"], stage_rows))
-    out.print(f"[dim]convention: {CONVENTION}; headline {'includes' if include else 'excludes'} the score "
+    out.print(f"convention: {CONVENTION}; headline {'includes' if include else 'excludes'} the score "
               "predictors (the paper's tables exclude them; the released model zoo's figures, measured with "
-              "fvcore, include them)[/]")
+              "fvcore, include them)", style="dim")
 
 
 def _both_counts(name: str, report, dense) -> dict:

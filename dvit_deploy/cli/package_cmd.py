@@ -9,17 +9,17 @@ import typer
 
 from ..errors import BadInput, CheckFailed
 from ..ship import DEFAULT_PROFILE, TARGETS, make_bundle, verify_bundle
-from ..workspace import newest_artifact
-from .common import FORCE_OPTION, JSON_OPTION, emit_json, handle_errors, human_bytes, notes, out, parse_ints, phases, table
+from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, handle_errors, human_bytes, notes, out, parse_ints, phases,
+                     styled, table)
 
-_STATUS_STYLE = {"ok": "[green]ok[/]", "failed": "[bold red]FAILED[/]", "skipped": "[yellow]skipped[/]",
-                 "warning": "[yellow]warning[/]"}
+_STATUS_STYLE = {"ok": styled("[green]ok[/]"), "failed": styled("[bold red]FAILED[/]"),
+                 "skipped": styled("[yellow]skipped[/]"), "warning": styled("[yellow]warning[/]")}
 
 
 @handle_errors
 def package(
     artifacts: Optional[List[Path]] = typer.Argument(
-        None, help="ONNX models and/or engines to ship \\[default: the newest ONNX in ./export].", show_default=False),
+        None, help="ONNX models and/or engines to ship \\[default: the default artifact, see README].", show_default=False),
     target: str = typer.Option(..., "--target", "-t", help=f"Device target: {', '.join(TARGETS)}."),
     triton: bool = typer.Option(False, "--triton", help="Also write a Triton Inference Server model repository."),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
@@ -28,15 +28,18 @@ def package(
     batch_profile: Optional[str] = typer.Option(
         None, "--batch-profile", help=f"min,opt,max batch for dynamic-batch models \\[default: {','.join(map(str, DEFAULT_PROFILE))}]."),
     no_archive: bool = typer.Option(False, "--no-archive", help="Write the folder only, no .tar.gz."),
-    force: bool = FORCE_OPTION,
+    force: bool = typer.Option(
+        False, "--force", "-f", help="Replace an existing bundle: only a folder holding a dvit bundle.json (and its "
+        ".tar.gz); any other folder or file is refused, and so are the current folder and its parents."),
+    no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Bundle a model for a device: ONNX, engines, manifests, SHA256SUMS, README, build_on_device.sh."""
     profile = parse_ints(batch_profile, "--batch-profile")
     if profile is not None and len(profile) != 3:
         raise BadInput("--batch-profile takes three integers: min,opt,max")
-    paths = list(artifacts) if artifacts else [newest_artifact()]
-    with phases("package") as on_phase:
+    paths = list(artifacts) if artifacts else [artifact_or_default(None)]
+    with artifact_checks(no_verify), phases("package") as on_phase:
         result = make_bundle(paths, target, output=output, triton=triton, precision=precision,
                              profile=tuple(profile) if profile else DEFAULT_PROFILE, archive=not no_archive,
                              force=force, on_phase=on_phase)
@@ -46,7 +49,7 @@ def package(
         return
     rows = [[f, human_bytes((result.folder / f).stat().st_size)] for f in result.files]
     out.print(table(f"bundle for {result.target}: {result.folder}", ["file", "size"], rows))
-    out.print(f"[green]wrote[/] {result.folder}" + (f" and {result.archive}" if result.archive else ""))
+    out.print(styled("[green]wrote[/] {}", f"{result.folder}" + (f" and {result.archive}" if result.archive else "")))
     if result.triton_models:
         out.print(f"Triton models: {', '.join(result.triton_models)} (tritonserver --model-repository={result.folder}/triton)")
     out.print(f"on the device: sha256sum -c SHA256SUMS && ./build_on_device.sh  (or: dvit verify {result.folder})")
@@ -68,4 +71,4 @@ def verify(
         failed = report.failures[0]
         raise CheckFailed(f"{failed.name}: {failed.detail}" + (f" (+{len(report.failures) - 1} more)" if len(report.failures) > 1 else ""))
     if not json_output:
-        out.print("[green]bundle verified[/]")
+        out.print(styled("[green]bundle verified[/]"))

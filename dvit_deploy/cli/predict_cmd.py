@@ -11,21 +11,22 @@ from ..data import data_config_of, denormalize, expand_image_args
 from ..errors import BadInput
 from ..fileio import prepare_output
 from ..predict import DEFAULT_BATCH, grid_of, predict as run_predict
-from .common import FORCE_OPTION, JSON_OPTION, emit_json, handle_errors, notes, out, phases, table
+from .common import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, handle_errors, notes, out, phases, styled, table
 
 
 @handle_errors
 def predict(
     images: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...) or folders of images.", show_default=False),
     artifact: Optional[Path] = typer.Option(None, "--artifact", "-a",
-                                            help="ONNX model or engine \\[default: the newest in ./export]."),
+                                            help="ONNX model or engine \\[default: the default artifact, see README]."),
     backend: Optional[str] = typer.Option(None, "--backend", "-b",
-                                          help="torch, onnxruntime or tensorrt \\[default: from the artifact's suffix]."),
+                                          help="torch, onnxruntime, openvino or tensorrt; name:precision picks a precision (openvino:bf16) \\[default: from the artifact's suffix]."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     top: int = typer.Option(5, "--top", "-k", help="How many classes to show per image."),
     viz: Optional[Path] = typer.Option(None, "--viz", help="Save a PNG of the patches each stage kept (needs token outputs)."),
     batch: int = typer.Option(DEFAULT_BATCH, "--batch", help="Images per inference call."),
     force: bool = FORCE_OPTION,
+    no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Classify images (model's own preprocessing) and optionally draw the kept patches per stage."""
@@ -33,8 +34,9 @@ def predict(
     if viz is not None:
         if viz.suffix.lower() != ".png":
             raise BadInput(f"--viz writes a PNG picture: give a path ending in .png, not {viz.name}")
-        viz = prepare_output(viz, force=force)
-    with phases("predict") as on_phase:
+        viz = prepare_output(viz, force=force, kinds=(".png",))
+    artifact = artifact_or_default(artifact, backend=backend)
+    with artifact_checks(no_verify), phases("predict") as on_phase:
         result = run_predict(paths, artifact, backend, top_k=top, want_kept=viz is not None, device=device,
                              batch=batch, on_phase=on_phase)
         if viz is not None:
@@ -56,7 +58,7 @@ def predict(
         out.print(table(f"{p.image} ({executes}{kept})", ["#", "class", "index", "probability"],
                         [[r + 1, c.name, c.index, f"{c.probability:.4f}"] for r, c in enumerate(p.top)]))
     if viz is not None:
-        out.print(f"[green]wrote[/] {viz}")
+        out.print(styled("[green]wrote[/] {}", viz))
     if result.manifest.get("random_weights"):
-        out.print("[yellow]note:[/] the model has random weights (exported without a checkpoint): "
-                  "these classes mean nothing")
+        out.print(styled("[yellow]note:[/] the model has random weights (exported without a checkpoint): "
+                         "these classes mean nothing"))

@@ -6,19 +6,23 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..errors import BadInput
 from ..profiling import CV_WARN_PERCENT, ProfileReport, ProfileSettings, plan_profile, plot_results, run_profile
-from .common import JSON_OPTION, err, emit_json, handle_errors, notes, out, parse_ints, phases
+from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, err, emit_json, fraction_progress, handle_errors, notes, out, parse_ints, phases,
+                     print_wide, styled, warn)
+
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 @handle_errors
 def profile(
     artifacts: Optional[List[Path]] = typer.Argument(
-        None, help="Artifacts to measure \\[default: the newest pruned one in ./export or ./engines, "
+        None, help="Artifacts to measure \\[default: the default artifact (see README), "
         "plus its dense twin when present].", show_default=False),
     batch: str = typer.Option("64", "--batch", "-b", help="Batch size, or a sweep: 1,8,32,64."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime, torch or tensorrt "
+    backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime, openvino, torch or tensorrt "
                                           "\\[default: from the artifact's suffix]."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32/fp16/bf16 \\[default: the artifact's]."),
@@ -41,34 +45,31 @@ def profile(
                                            help="ONNX Runtime graph optimization: disable, basic, extended, all."),
     compile_model: bool = typer.Option(False, "--compile", help="torch backend: torch.compile the model."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write latency/throughput vs batch to this PNG."),
+    no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Measure latency (min/mean/median/p90/p95/p99/max), throughput and the speed-up over dense."""
     batches = parse_ints(batch, "--batch")
+    if plot is not None and plot.suffix.lower() not in PLOT_SUFFIXES:
+        raise BadInput(f"--plot draws a picture: give a path ending in {', '.join(PLOT_SUFFIXES)}, not {plot.name}")
     settings = ProfileSettings(warmup_s=warmup, duration_s=duration, iterations=iterations,
                                include_transfer=include_transfer, cuda_graph=cuda_graph, intra_op_threads=threads,
                                rounds=rounds)
     settings.validate()
-    with phases("profile") as on_phase:
+    if not artifacts:
+        artifacts = [artifact_or_default(None, backend=backend)]
+    with artifact_checks(no_verify), phases("profile") as on_phase:
         plan = plan_profile(artifacts, backend=backend, dense_baseline=dense_baseline, with_twins=not no_baseline,
                             on_phase=on_phase)
     options = {"graph_optimization": graph_optimization, "compile": compile_model}
     if providers:
         options["providers"] = providers
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=err, transient=True) as progress:
-        tasks: dict[str, int] = {}
-
-        def on_progress(label: str, fraction: float) -> None:
-            if label not in tasks:
-                tasks[label] = progress.add_task(label, total=1.0)
-            progress.update(tasks[label], completed=fraction)
-
+    with artifact_checks(no_verify), fraction_progress() as on_progress:
         report = run_profile(plan, backend=backend, batches=batches, settings=settings, device=device,
                              precision=precision, options=options, on_progress=on_progress)
     if not report.results:
         notes(report.notes)
-        err.print("[bold red]error:[/] nothing was measured (no artifact supports the requested batch sizes)")
+        err.print(styled("[bold red]error:[/] nothing was measured (no artifact supports the requested batch sizes)"))
         raise typer.Exit(2)
     written = plot_results(report.results, plot) if plot is not None else None
     if json_output:
@@ -78,10 +79,10 @@ def profile(
     else:
         _print(report)
         if written is not None:
-            out.print(f"[green]wrote[/] {written}")
+            out.print(styled("[green]wrote[/] {}", written))
     notes(report.notes)
     for warning in report.warnings:
-        err.print(f"[bold yellow]warning:[/] {warning}")
+        warn(warning)
 
 
 def _runs_on(result) -> str:
@@ -105,6 +106,7 @@ def _ms(value: float) -> str:
 def _print(report: ProfileReport) -> None:
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     labels = {f"{_runs_on(r)} {r.precision}" for r in report.results}
     per_row_backend = len(labels) > 1
@@ -113,7 +115,7 @@ def _print(report: ProfileReport) -> None:
         f" after {settings.warmup_s:g} s warm-up, transfers {'included' if settings.include_transfer else 'excluded'}"
     title = (f"profile{'' if per_row_backend else ' on ' + labels.pop()}: latency in ms ({how}); "
              f"CV ⚠ above {CV_WARN_PERCENT}%; speed-up = sparse/dense throughput (FLOPs bound)")
-    grid = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    grid = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
     columns = ["artifact"] + (["backend"] if per_row_backend else []) + \
         ["batch", "min", "mean", "median", "p90", "p95", "p99", "max", "CV", "img/s", "speed-up"]
     for col in columns:
@@ -128,11 +130,5 @@ def _print(report: ProfileReport) -> None:
         row = [Path(r.artifact).stem] + ([f"{_runs_on(r)} {r.precision}"] if per_row_backend else []) + \
             [str(r.batch)] + [_ms(v) for v in (s.min, s.mean, s.median, s.p90, s.p95, s.p99, s.max)] + \
             [cv, f"{r.throughput_ips:.1f}", speed]
-        grid.add_row(*row)
-    # Eleven numeric columns do not fit 80 columns: render complete rows rather than ellipses.
-    if out.width >= TABLE_WIDTH:
-        out.print(grid)
-    else:
-        from rich.console import Console
-
-        Console(file=out.file, width=TABLE_WIDTH, highlight=False, no_color=out.no_color).print(grid)
+        grid.add_row(*(Text(c) for c in row))
+    print_wide(grid, TABLE_WIDTH)  # eleven numeric columns do not fit 80 columns

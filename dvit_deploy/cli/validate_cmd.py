@@ -8,44 +8,49 @@ from typing import List, Optional
 import typer
 
 from ..validate import DEFAULT_BATCH, DEFAULT_SAMPLES, ValidateReport, validate as run_validate
-from .common import JSON_OPTION, emit_json, err, handle_errors, notes, out, phases, table
+from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, err, handle_errors,
+                     notes, phases, print_wide, styled, table)
 
 
 @handle_errors
 def validate(
     artifacts: Optional[List[Path]] = typer.Argument(
-        None, help="Artifacts (.onnx, .engine) with their manifests \\[default: per folder (./export, ./engines) the newest pruned artifact, and the newest one if different].",
+        None, help="Artifacts (.onnx, .engine) with their manifests \\[default: the default artifact, see README].",
         show_default=False),
     backend: Optional[List[str]] = typer.Option(
-        None, "--backend", help="Backend to check (repeatable): onnxruntime, tensorrt, torch "
+        None, "--backend", help="Backend to check (repeatable): onnxruntime, openvino, tensorrt, torch; "
+        "name:precision runs one precision, e.g. openvino:bf16 "
         "\\[default: the one that runs each artifact]."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of real images (preprocessed with the "
                                           "model's timm data config) instead of seeded random inputs."),
     samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", "-n", min=1, help="Number of inputs."),
     batch: int = typer.Option(DEFAULT_BATCH, "--batch", "-b", min=1, help="Batch size for dynamic-batch artifacts."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N] for the backend under test."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32/fp16/bf16 \\[default: the artifact's]."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32/fp16/bf16/int8 \\[default: the artifact's]."),
+    no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Check every backend against PyTorch fp32: logits, top-1/top-5, per-stage kept tokens."""
-    with phases("validate") as on_phase:
+    if not artifacts:
+        artifacts = [artifact_or_default(None, backend=backend[0] if backend and len(backend) == 1 else None)]
+    with artifact_checks(no_verify), phases("validate") as on_phase:
         report = run_validate(artifacts, backends=backend, samples=samples, batch=batch, images_dir=images,
                               device=device, precision=precision, on_phase=on_phase)
     for result in report.results:
         if result.fallback:
-            err.print(f"[bold yellow]provider fallback:[/] {Path(result.artifact).name}: {result.fallback}")
+            err.print(styled("[bold yellow]provider fallback:[/] {}: {}", Path(result.artifact).name, result.fallback))
     if json_output:
         emit_json(report.to_dict())
     else:
         _print(report)
     notes(report.notes)
     if report.failed:
-        err.print(f"[bold red]check failed:[/] {len(report.failed)} of {len(report.results)} backend check(s) "
-                  "outside tolerance")
+        err.print(styled("[bold red]check failed:[/] {} of {} backend check(s) outside tolerance",
+                         len(report.failed), len(report.results)))
         raise typer.Exit(1)
     if report.skipped:
         for r in report.skipped:
-            err.print(f"[bold red]error:[/] {Path(r.artifact).name} on {r.backend} not checked: {r.reason}")
+            err.print(styled("[bold red]error:[/] {} on {} not checked: {}", Path(r.artifact).name, r.backend, r.reason))
         raise typer.Exit(2)
 
 
@@ -57,31 +62,38 @@ def _print(report: ValidateReport) -> None:
     for r in report.results:
         name = Path(r.artifact).name
         if r.comparison is None:
-            rows.append([name, r.backend, "—", "—", "—", "—", "—", "—", f"[yellow]skipped[/]: {r.reason}"])
+            rows.append([name, r.backend, "—", "—", "—", "—", "—", "—", styled("[yellow]skipped[/]: {}", r.reason)])
             continue
         lg = r.comparison.logits
         tokens = _token_summary(r)
-        status = "[green]pass[/]" if r.passed else "[red]FAIL[/]: " + "; ".join(r.comparison.failures)
+        status = styled("[green]pass[/]") if r.passed else styled("[red]FAIL[/]: {}", "; ".join(r.comparison.failures))
         rows.append([name, f"{_short(r.executes)} {r.precision}", f"{lg.max_abs:.2e}", f"{lg.mean_abs:.2e}",
-                     f"{lg.cosine_min:.6f}", f"{lg.top1_agreement:.0%}", f"{lg.top5_agreement:.0%}", tokens, status])
+                     f"{lg.cosine_min:.6f}", _top1(r), f"{lg.top5_agreement:.0%}", tokens, status])
     grid = table(f"validate vs PyTorch fp32 — {report.samples} inputs, {report.inputs}",
                  ["artifact", "backend", "max |Δ|", "mean |Δ|", "cos min", "top-1", "top-5",
                   "kept tokens (Jaccard per stage)", "result"], rows)
-    if out.width >= TABLE_WIDTH:
-        out.print(grid)
-    else:  # complete rows rather than ellipses on narrow terminals
-        from rich.console import Console
+    print_wide(grid, TABLE_WIDTH)
 
-        Console(file=out.file, width=TABLE_WIDTH, highlight=False, no_color=out.no_color).print(grid)
+
+def _top1(result) -> str:
+    """Raw top-1 agreement; for precisions judged by agreement also on the confidently classified inputs."""
+    lg = result.comparison.logits
+    text = f"{lg.top1_agreement:.0%}"
+    if result.comparison.judged_by == "agreement" and lg.top1_agreement_confident is not None:
+        text += f" (conf. {lg.top1_agreement_confident:.0%} of {lg.confident_samples})"
+    return text
 
 
 def _token_summary(result) -> str:
     if result.token_info == "dense model":
         return "dense (no pruning)"
     if not result.comparison.stages:
-        return "[yellow]no token info[/]"
-    parts = [f"S{s.stage}: {s.mean_jaccard:.4f}" + (f" ({s.flipped_samples} flip)" if s.flipped_samples else "")
+        return styled("[yellow]no token info[/]")
+    parts = [f"S{s.stage}: {s.mean_jaccard:.4f}" + (f" ({s.flipped_samples} flip" + (
+             f", {s.near_tie_flips} near-tie)" if s.near_tie_flips else ")") if s.flipped_samples else "")
              for s in result.comparison.stages]
+    if result.comparison.judged_by == "agreement" and result.comparison.mean_jaccard is not None:
+        parts.append(f"mean {result.comparison.mean_jaccard:.4f}")
     return ", ".join(parts)
 
 

@@ -33,6 +33,7 @@ class BuildResult:
     fp16_onnx: Path | None = None
     fp16: dict[str, Any] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # post-build problems that did not cost the engine
 
 
 def resolve_onnx(onnx_path: str | Path | None) -> tuple[Path, dict[str, Any]]:
@@ -48,6 +49,10 @@ def resolve_precision(onnx_manifest: dict[str, Any], precision: str) -> tuple[st
     A ``*-fp16mixed.onnx`` (manifest precision fp16) is built as fp16 as it is: recording it as
     fp32, or converting it a second time, would both be wrong.
     """
+    if onnx_manifest.get("precision") == "int8":
+        if precision not in ("fp32", "int8"):
+            raise BadInput(f"the ONNX is explicitly quantized (int8 Q/DQ); it builds as int8, not {precision}")
+        return "int8", False
     if onnx_manifest.get("precision") != "fp16":
         return precision, False
     if precision not in ("fp32", "fp16"):
@@ -67,12 +72,37 @@ def check_timing_cache(path: str | Path) -> Path:
     return path
 
 
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def qdq_node_count(onnx_path: Path) -> int:
+    """QuantizeLinear/DequantizeLinear nodes in the graph (weights not loaded)."""
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return sum(1 for node in model.graph.node if node.op_type in QDQ_OPS)
+
+
+def require_qdq(onnx_path: Path) -> None:
+    """``--int8`` builds an explicitly quantized graph; there is no implicit calibration (gone in TensorRT 11)."""
+    if not qdq_node_count(onnx_path):
+        raise BadInput(f"--int8 needs an explicitly quantized ONNX (QuantizeLinear/DequantizeLinear nodes); "
+                       f"{onnx_path.name} has none. Quantize it first (dvit quantize) and build the -int8.onnx; "
+                       "TensorRT calibration is not used (TensorRT 11 removed it)")
+
+
 def doctor_target_for(trt_version: str | None, requested: str | None) -> str:
+    """The doctor target matching an installed TensorRT: its major.minor, not just the major."""
     if requested:
         return requested
     if trt_version is None:
         return DEFAULT_TARGET
-    return "trt-11" if trt_version.split(".")[0] == "11" else "trt-10"
+    from .manifest import parse_trt_version
+
+    major, minor, _ = parse_trt_version(trt_version)
+    if major >= 11:
+        return "trt-11"
+    if (major, minor) <= (10, 3):  # 10.0-10.3: the JetPack 6 parser (opset <= 20, no Attention)
+        return "trt-10.3"
+    return "trt-10"
 
 
 def write_fp16_onnx(onnx_path: Path, onnx_manifest: dict[str, Any], output: Path, *, force: bool,
@@ -120,7 +150,7 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
           min_batch: int | None = None, opt_batch: int | None = None, max_batch: int | None = None,
           keep_range: tuple[float, float] | None = None, workspace_mb: int = 4096, optimization_level: int = 3,
           hardware_compat: str = "none", version_compatible: bool = False, timing_cache: str | Path | None = None,
-          strongly_typed: bool = False, on_phase: Callable[[str], None] | None = None,
+          strongly_typed: bool = False, int8_fp16: bool = False, on_phase: Callable[[str], None] | None = None,
           verbose: bool = False) -> BuildResult:
     phase = on_phase or (lambda name: None)
     seconds: dict[str, float] = {}
@@ -131,6 +161,10 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
         raise BadInput(f"{source.name} already is the mixed-precision fp16 graph; build it without --onnx-only")
     if onnx_only and precision != "fp16":
         raise BadInput("--onnx-only writes the mixed-precision graph TensorRT 11 builds from: use it with --fp16")
+    if onnx_only and precision == "int8":
+        raise BadInput("--onnx-only writes the fp16 graph; an int8 ONNX is written by dvit quantize")
+    if precision == "int8":
+        require_qdq(source)
     if timing_cache is not None and not onnx_only:
         timing_cache = check_timing_cache(timing_cache)
 
@@ -167,7 +201,7 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
                            precision=precision, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
                            keep_range=keep_range, workspace_mb=workspace_mb, optimization_level=optimization_level,
                            hardware_compat=hardware_compat, version_compatible=version_compatible,
-                           timing_cache=timing_cache, strongly_typed=strongly_typed)
+                           timing_cache=timing_cache, strongly_typed=strongly_typed, int8_fp16=int8_fp16)
     engine_path = prepare_output(Path(output) if output is not None else folder / plan.engine_name, force=force)
     built_from, fp16_info, fp16_path = source, None, None
     if already_fp16:
@@ -179,11 +213,12 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
         fp16_info, built_from = fp16_manifest["fp16_conversion"], fp16_path
 
     start = time.perf_counter()
-    built = build_engine(plan, built_from, on_phase=phase, verbose=verbose)
+    # The engine is written the moment it exists, before inspection (build_engine calls this).
+    built = build_engine(plan, built_from, on_phase=phase, verbose=verbose,
+                         write_engine=lambda data: write_bytes_atomic(engine_path, data))
     seconds["build"] = time.perf_counter() - start
 
-    phase("write engine and manifest")
-    write_bytes_atomic(engine_path, built.serialized)
+    phase("write manifest")
     inspector_path = engine_path.with_suffix(".layers.json")
     inspector_file = inspector_path.name if built.inspector_json is not None else None
     manifest = plans.engine_manifest(
@@ -193,11 +228,18 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
         build_seconds=seconds["build"], inspector_file=inspector_file, doctor=report.to_dict())
     if fp16_info is not None:
         manifest["fp16_conversion"] = fp16_info
-    manifest.update(plans.io_description(built.io_tensors))
+    if built.io_tensors:
+        manifest.update(plans.io_description(built.io_tensors))
+    else:  # not inspected: the ONNX's own I/O description, said so in the warnings
+        manifest.update({"inputs": onnx_manifest.get("inputs", []), "outputs": onnx_manifest.get("outputs", [])})
+    if plan.precision == "int8":
+        manifest["builder"]["int8_fp16_fallback"] = int8_fp16
+    manifest["warnings"] = list(built.warnings)
     write_json_atomic(manifest_path(engine_path), manifest)
     # Extras after the manifest: an engine is never left without it.
     if built.inspector_json is not None:
         write_bytes_atomic(inspector_path, built.inspector_json.encode())
     if built.timing_cache is not None and plan.timing_cache:
         write_bytes_atomic(Path(plan.timing_cache), built.timing_cache)
-    return BuildResult(engine_path, manifest_path(engine_path), manifest, report, fp16_path, fp16_info, seconds)
+    return BuildResult(engine_path, manifest_path(engine_path), manifest, report, fp16_path, fp16_info, seconds,
+                       list(built.warnings))

@@ -138,6 +138,7 @@ def diagnose_model(model: onnx.ModelProto, target: Target, *, folder: Path | Non
     _check_opset(report, opset)
     _check_ops(report, graph)
     _check_topk(report, model)
+    _check_qdq(report, model, opset)
     _check_int64(report, graph)
     _check_external_data(report, graph, folder)
     _check_dynamic_inputs(report, model)
@@ -229,6 +230,63 @@ def _check_topk(report: DoctorReport, model: onnx.ModelProto) -> None:
                                        f"(TensorRT >= 8.6; values must stay <= {TOPK_MAX_K})")
         else:
             report.add("info", "TopK", f"{label}: K is computed from tensor shapes (a shape tensor; TensorRT >= 8.6)")
+
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+QDQ_MIN_OPSET = 13  # per-channel scales (the ``axis`` attribute) arrived with opset 13
+
+
+def _check_qdq(report: DoctorReport, model: onnx.ModelProto, opset: int | None) -> None:
+    """Explicit quantization (Q/DQ) as TensorRT reads it: symmetric, signed int8, opset >= 13.
+
+    TensorRT's quantization is symmetric (zero points must be 0) in signed int8 (uint8/asymmetric
+    tensors are not representable); per-channel scales need opset 13's ``axis`` attribute and
+    should name the axis rather than rely on ONNX's default of 1. ``dvit build --int8`` builds such
+    a graph (TensorRT 10: BuilderFlag.INT8; TensorRT 11: strongly typed, no flag).
+    """
+    graph = model.graph
+    nodes = [n for n in graph.node if n.op_type in QDQ_OPS and (n.domain or "") in ("", "ai.onnx")]
+    if not nodes:
+        return
+    constants = constant_values(graph)
+    init_types = {i.name: i.data_type for i in graph.initializer}
+    counts = Counter(n.op_type for n in nodes)
+    if opset is not None and opset < QDQ_MIN_OPSET:
+        report.add("blocker", "Q/DQ", f"QuantizeLinear/DequantizeLinear at opset {opset}: TensorRT's explicit "
+                                      f"quantization needs opset >= {QDQ_MIN_OPSET} (per-channel axis); re-export")
+    nonzero, unsigned, no_axis, wide = [], [], [], []
+    for node in nodes:
+        label = node.name or node.output[0]
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        scale = constants.get(node.input[1]) if len(node.input) > 1 else None
+        if scale is not None and np.asarray(scale).size > 1 and "axis" not in attrs:
+            no_axis.append(label)
+        zero_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        zero = constants.get(zero_name) if zero_name else None
+        zero_type = init_types.get(zero_name) if zero_name else None
+        if zero is not None:
+            if zero.dtype == np.uint8 or zero_type == onnx.TensorProto.UINT8:
+                unsigned.append(label)
+            elif zero.dtype == np.int8 and np.any(zero != 0):
+                nonzero.append(label)
+            elif zero.dtype == np.int32:
+                wide.append(label)
+    if unsigned:
+        report.add("blocker", "Q/DQ", f"{len(unsigned)} Q/DQ node(s) use uint8 (asymmetric) quantization, e.g. "
+                                      f"{unsigned[0]}: TensorRT quantizes to signed int8 only (quantize with int8 "
+                                      "activations and weights)")
+    if nonzero:
+        report.add("blocker", "Q/DQ", f"{len(nonzero)} Q/DQ node(s) have non-zero int8 zero points, e.g. {nonzero[0]}: "
+                                      "TensorRT's quantization is symmetric (zero point 0)")
+    if no_axis:
+        report.add("warning", "Q/DQ", f"{len(no_axis)} per-channel Q/DQ node(s) do not name their axis, e.g. "
+                                      f"{no_axis[0]} (ONNX then uses axis 1): give it explicitly")
+    if wide:
+        report.add("warning", "Q/DQ", f"{len(wide)} DequantizeLinear node(s) read int32 data (a quantized bias), e.g. "
+                                      f"{wide[0]}: TensorRT quantizes activations and weights only; quantize "
+                                      "without the bias")
+    report.add("info", "Q/DQ", f"explicitly quantized graph: {counts.get('QuantizeLinear', 0)} QuantizeLinear, "
+                               f"{counts.get('DequantizeLinear', 0)} DequantizeLinear: build with dvit build --int8")
 
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}

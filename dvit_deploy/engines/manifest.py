@@ -19,10 +19,13 @@ from ..fileio import manifest_path
 from ..models import KeepSchedule
 
 ENGINE_SCHEMA = "dvit-deploy/engine-manifest/1"
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")  # int8: an explicitly quantized (Q/DQ) ONNX
 HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
 # dvit's names -> TensorRT's HardwareCompatibilityLevel members (TRT >= 8.6).
 HARDWARE_COMPAT_LEVELS = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
+# The first TensorRT with each level (HardwareCompatibilityLevel members in NVIDIA's bindings:
+# 10.3 has NONE and AMPERE_PLUS only; SAME_COMPUTE_CAPABILITY appears in 10.9).
+HARDWARE_COMPAT_SINCE = {"none": (8, 6), "ampere+": (8, 6), "same-cc": (10, 9)}
 MAX_BATCH_LIMIT = 4096
 DEFAULT_WORKSPACE_MB = 4096
 DEFAULT_OPT_LEVEL = 3  # TensorRT's default builder_optimization_level
@@ -76,19 +79,35 @@ class PrecisionStrategy:
     fp16_graph: bool  # convert the ONNX to mixed precision before parsing
 
 
-def precision_strategy(precision: str, trt_major: int, *, strongly_typed: bool = False) -> PrecisionStrategy:
+def precision_strategy(precision: str, trt_major: int, *, strongly_typed: bool = False,
+                       fp16_fallback: bool = False) -> PrecisionStrategy:
     """How a precision is obtained on a TensorRT major version.
 
     TensorRT 10 is weakly typed by default: reduced precision is a builder flag (FP16/BF16),
     and TF32 is on unless cleared, so "fp32" clears it. ``strongly_typed=True`` on 10 takes the
     TensorRT 11 route instead. TensorRT 11 is always strongly typed and has no FP16/BF16 flags:
     the precision comes from the graph, so fp16 means converting the ONNX first.
+
+    int8 is explicit quantization only (the ONNX carries QuantizeLinear/DequantizeLinear; no
+    calibrator, which TensorRT 11 removed): a weakly typed TensorRT 10 network needs
+    ``BuilderFlag.INT8`` for its Q/DQ layers, and ``fp16_fallback`` adds ``FP16`` so the layers
+    outside Q/DQ pairs may run in fp16 ("INT8, with FP16 fallback if FP16 is also set"). Strongly
+    typed (TensorRT 11, or 10 with ``--strongly-typed``): no flag, the Q/DQ nodes are the types.
     """
     if precision not in PRECISIONS:
         raise BadInput(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if trt_major < 10:
         raise BadInput(f"TensorRT {trt_major}.x is not supported: dvit build needs TensorRT 10 or 11")
+    if fp16_fallback and precision != "int8":
+        raise BadInput("an fp16 fallback only applies to an int8 (Q/DQ) build")
     tf32 = (("TF32",), ()) if precision == "tf32" else ((), ("TF32",))
+    if precision == "int8":
+        if trt_major == 10 and not strongly_typed:
+            return PrecisionStrategy(False, ("INT8",) + (("FP16",) if fp16_fallback else ()), tf32[1], False)
+        if fp16_fallback:
+            raise BadInput("--int8 --fp16 (INT8 with FP16 fallback) is a TensorRT 10 weakly typed build; TensorRT 11 "
+                           "and --strongly-typed take every layer's precision from the Q/DQ graph itself")
+        return PrecisionStrategy(True, (), tf32[1], False)
     if trt_major == 10 and not strongly_typed:
         reduced = {"fp16": ("FP16",), "bf16": ("BF16",)}.get(precision, ())
         return PrecisionStrategy(False, reduced + tf32[0], tf32[1], False)
@@ -173,12 +192,20 @@ def make_plan(onnx_path: str | Path, onnx_manifest: dict[str, Any], *, trt_versi
               max_batch: int | None = None, keep_range: tuple[float, float] | None = None,
               workspace_mb: int = DEFAULT_WORKSPACE_MB, optimization_level: int = DEFAULT_OPT_LEVEL,
               hardware_compat: str = "none", version_compatible: bool = False,
-              timing_cache: str | Path | None = None, strongly_typed: bool = False) -> BuildPlan:
-    major = parse_trt_version(trt_version)[0]
-    strategy = precision_strategy(precision, major, strongly_typed=strongly_typed)
+              timing_cache: str | Path | None = None, strongly_typed: bool = False,
+              int8_fp16: bool = False) -> BuildPlan:
+    version = parse_trt_version(trt_version)
+    major = version[0]
+    strategy = precision_strategy(precision, major, strongly_typed=strongly_typed, fp16_fallback=int8_fp16)
     flags = strategy.set_flags
     if hardware_compat not in HARDWARE_COMPAT:
         raise BadInput(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got '{hardware_compat}'")
+    since = HARDWARE_COMPAT_SINCE[hardware_compat]
+    if version[:2] < since:
+        raise BadInput(f"--hardware-compat {hardware_compat} needs TensorRT >= {since[0]}.{since[1]} "
+                       f"(HardwareCompatibilityLevel.{HARDWARE_COMPAT_LEVELS[hardware_compat]} was added in "
+                       f"{since[0]}.{since[1]}); this machine has TensorRT {trt_version}: use ampere+ (any GPU "
+                       "with sm >= 8.0) or none")
     if not 0 <= optimization_level <= 5:
         raise BadInput(f"--opt-level must be between 0 and 5, got {optimization_level}")
     if workspace_mb < 1:
@@ -208,6 +235,7 @@ def make_plan(onnx_path: str | Path, onnx_manifest: dict[str, Any], *, trt_versi
 class DeviceInfo:
     name: str
     compute_capability: tuple[int, int]
+    platform: str | None = None  # platform.machine() of the host: x86_64, aarch64 (Jetson) ...
 
 
 def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, engine_bytes: int,
@@ -218,7 +246,7 @@ def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, e
     model_record = {k: onnx_manifest.get(k) for k in (
         "variant", "config", "dense", "keep_ratio", "stage_ratios", "keep_counts", "pruning_locations",
         "num_patches", "random_weights", "seed", "checkpoint", "data_config", "dynamic_keep", "keep_input",
-        "token_outputs", "batch", "dynamic_batch")}  # batch: validate/predict pad fixed-batch artifacts
+        "token_outputs", "batch", "dynamic_batch", "quantization")}  # batch: validate/predict pad fixed-batch artifacts
     return {
         "schema": ENGINE_SCHEMA,
         "kind": "tensorrt-engine",
@@ -227,7 +255,8 @@ def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, e
         **model_record,
         "precision": plan.precision,
         "tensorrt": {"version": trt_version, "major": plan.trt_major, "strongly_typed": plan.strongly_typed},
-        "gpu": {"name": device.name, "compute_capability": list(device.compute_capability)},
+        "gpu": {"name": device.name, "compute_capability": list(device.compute_capability),
+                "platform": device.platform},
         "builder": {
             "flags": list(plan.builder_flags),
             "cleared_flags": list(plan.cleared_flags),
@@ -251,14 +280,23 @@ def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, e
     }
 
 
+def _same_gpu_model(a: str, b: str) -> bool:
+    return " ".join(str(a).lower().split()) == " ".join(str(b).lower().split())
+
+
 def compatibility_problem(manifest: dict[str, Any], *, trt_version: str, device: DeviceInfo) -> str | None:
     """None when the engine may be deserialized here, else one line saying why not.
 
     Engines are tied to the TensorRT version that built them (the same major.minor.patch, or, when
     built version-compatible, the same or a later version of the same major: compatibility is
-    forward only) and to the GPU: the same compute capability by
-    default, any Ampere-or-newer GPU with ``ampere+`` (sm >= 8.0), the same compute capability
-    but any model with ``same-cc``.
+    forward only), to the platform (an x86-64 engine does not load on an aarch64 Jetson and vice
+    versa, whatever the hardware-compatibility level) and to the GPU:
+
+    * ``none`` (default): the same GPU model (name) with the same compute capability;
+    * ``ampere+``: any GPU with sm >= 8.0 on the same platform;
+    * ``same-cc``: any GPU model with the same compute capability, same platform.
+
+    Manifests written before the platform was recorded are not refused for it.
     """
     trt = manifest.get("tensorrt") or {}
     built_version = str(trt.get("version", "?"))
@@ -280,6 +318,10 @@ def compatibility_problem(manifest: dict[str, Any], *, trt_version: str, device:
     compat = builder.get("hardware_compat", "none")
     cc = tuple(device.compute_capability)
     built_on = f"{gpu.get('name', '?')} (sm {'.'.join(map(str, built_cc)) or '?'})"
+    built_platform = gpu.get("platform")
+    if built_platform and device.platform and built_platform != device.platform:
+        return (f"engine was built on {built_platform} ({built_on}), this machine is {device.platform}: engines do "
+                f"not move between platforms at any hardware-compat level; rebuild it here with dvit build")
     if compat == "ampere+":
         if cc < (8, 0):
             return (f"engine was built for Ampere or newer (hardware-compat ampere+), this GPU {device.name} "
@@ -288,6 +330,10 @@ def compatibility_problem(manifest: dict[str, Any], *, trt_version: str, device:
     if built_cc and cc != built_cc:
         return (f"engine was built for {built_on}, this GPU is {device.name} (sm {cc[0]}.{cc[1]}): "
                 "rebuild it here with dvit build")
+    if compat != "same-cc" and gpu.get("name") and not _same_gpu_model(gpu["name"], device.name):
+        return (f"engine was built for {built_on}, this GPU is {device.name}: without --hardware-compat an engine "
+                "is specific to the GPU model (same-cc allows any model of that compute capability, TensorRT "
+                ">= 10.9); rebuild it here with dvit build")
     return None
 
 

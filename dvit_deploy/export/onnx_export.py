@@ -89,7 +89,7 @@ def export_onnx(
         ratio = None if loaded.dense else loaded.stage_ratios[0]
         output = export_dir() / onnx_name(loaded.variant.name, loaded.dense, ratio, batch=batch,
                                           dynamic_keep=dynamic_keep)
-    output = prepare_output(output, force=force)
+    output = prepare_output(output, force=force, kinds=(".onnx",))
     if output.suffix != ".onnx":
         raise BadInput(f"output {output} must end in .onnx")
     phase = on_phase or (lambda name: None)

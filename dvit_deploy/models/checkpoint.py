@@ -155,30 +155,54 @@ def _safe_globals() -> list[Any]:
 
 
 def _torch_load(path: Path, head: bytes, trust: bool) -> Any:
-    try:
-        if trust:
-            warnings.warn(
-                f"loading {path} with weights_only=False: it can run arbitrary code; "
-                "do this only for files from a source you trust",
-                stacklevel=2,
-            )
-            return torch.load(path, map_location="cpu", weights_only=False)
-        with torch.serialization.safe_globals(_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "weights_only" in text.lower() or "Unsupported global" in text:
-            found = re.findall(r"GLOBAL ([\w.]+)", text)
-            what = f" ({found[0]})" if found else ""
-            raise BadInput(
-                f"{path} holds Python objects beyond tensors{what}; "
-                "pass --trust-checkpoint only if you trust where it came from"
-            ) from None
-        raise BadInput(f"{path} is truncated or corrupt: not a readable PyTorch checkpoint") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ImportError,
-            ModuleNotFoundError, KeyError, IndexError, TypeError) as exc:
-        kind = "truncated or corrupt" if head.startswith(b"PK") or head[:1] == b"\x80" else "not a PyTorch checkpoint"
-        raise BadInput(f"{path} is {kind} ({_first_line(exc)})") from None
+    if trust:
+        warnings.warn(
+            f"loading {path} with weights_only=False: it can run arbitrary code; "
+            "do this only for files from a source you trust",
+            stacklevel=2,
+        )
+    # torch warns about pickle protocols and the like while it reads: that is noise next to our
+    # one-line verdict, so its warnings are held here and never reach the user's terminal raw.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if trust:
+                return torch.load(path, map_location="cpu", weights_only=False)
+            with torch.serialization.safe_globals(_safe_globals()):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            blocked = _blocked_global(str(exc))
+            if blocked is not None:
+                raise BadInput(
+                    f"{path} holds Python objects beyond tensors ({blocked}); "
+                    "pass --trust-checkpoint only if you trust where it came from"
+                ) from None
+            raise BadInput(f"{path} is {_unreadable(head)}") from None
+        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ImportError,
+                ModuleNotFoundError, KeyError, IndexError, TypeError, MemoryError, OverflowError,
+                UnicodeDecodeError) as exc:
+            detail = f" ({_first_line(exc)})" if _is_container(head) else ""
+            raise BadInput(f"{path} is {_unreadable(head)}{detail}") from None
+
+
+def _blocked_global(text: str) -> str | None:
+    """The ``module.name`` a real pickle asked for that the weights-only allow-list refused, if any.
+
+    Only such a file deserves the --trust-checkpoint hint: random or corrupt bytes fail the
+    weights-only unpickler too, with messages about opcodes, not globals.
+    """
+    found = re.search(r"GLOBAL ([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)+)", text)
+    return found.group(1) if found else None
+
+
+def _is_container(head: bytes) -> bool:
+    """A zip (torch.save's format) or a pickle stream: a real checkpoint that is damaged."""
+    return head.startswith(b"PK") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+
+
+def _unreadable(head: bytes) -> str:
+    return "truncated or corrupt: not a readable PyTorch checkpoint" if _is_container(head) else \
+        "not a PyTorch checkpoint (unrecognised format)"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -307,6 +331,10 @@ def load_model(
             num_classes=detection.variant.num_classes)
         how = "given with --model" if model_name else "detected"
         notes.append(f"{variant.name} {how} ({detection.evidence}); weights from '{ckpt.source_key}'")
+        registered = get_variant(variant.name).num_classes
+        if variant.num_classes != registered:
+            notes.append(f"classification head: {registered} → {variant.num_classes} classes (from the checkpoint's "
+                         "head.weight); ImageNet class names do not apply")
         if not dense and not detection.has_predictors:
             raise BadInput(
                 f"this looks like a dense {variant.family} checkpoint: it has no score_predictor weights "

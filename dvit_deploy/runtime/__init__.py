@@ -23,6 +23,7 @@ BACKENDS: dict[str, str] = {
     "torch": "dvit_deploy.runtime.torch_runner:TorchRunner",
     "onnxruntime": "dvit_deploy.runtime.ort_runner:OnnxRuntimeRunner",
     "tensorrt": "dvit_deploy.runtime.trt_runner:TensorRTRunner",
+    "openvino": "dvit_deploy.runtime.openvino_runner:OpenVINORunner",
 }
 
 # The Python package each backend needs, and the extra that installs it.
@@ -30,6 +31,7 @@ BACKEND_PACKAGES: dict[str, tuple[str, str]] = {
     "torch": ("torch", "torch"),
     "onnxruntime": ("onnxruntime", "gpu"),  # core dependency; [gpu] installs the CUDA/TensorRT-EP build
     "tensorrt": ("tensorrt", "tensorrt"),
+    "openvino": ("openvino", "openvino"),
 }
 
 # Which backend runs an artifact by default, from its file suffix.
@@ -40,6 +42,7 @@ FILE_BACKENDS: dict[str, tuple[str, ...]] = {
     "onnxruntime": (".onnx",),
     "tensorrt": (".engine", ".plan"),
     "torch": (".onnx", ".engine", ".plan"),
+    "openvino": (".onnx",),
 }
 
 
@@ -116,6 +119,18 @@ def available_backends() -> list[BackendStatus]:
             cuda, gpu = _cuda_device()
             statuses.append(BackendStatus("tensorrt", cuda, f"tensorrt {version}; "
                                           + (gpu if cuda else "but no CUDA GPU: engines cannot run here")))
+
+    if not package_present("openvino"):
+        statuses.append(BackendStatus("openvino", False,
+                                      'openvino is not installed: pip install "dvit-deploy[openvino]"'))
+    else:
+        try:
+            import openvino
+
+            statuses.append(BackendStatus("openvino", True, f"openvino {openvino.get_version().split('-')[0]}; CPU "
+                                          "(fp32, bf16, int8 Q/DQ)"))
+        except Exception as exc:  # a broken install imports with an error
+            statuses.append(BackendStatus("openvino", False, f"openvino does not import ({str(exc).splitlines()[0][:120]})"))
     return statuses
 
 

@@ -8,6 +8,7 @@ commands can say so loudly.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,6 +55,28 @@ def resolve_providers(requested: str | list[str] | None, device: str) -> list[st
             raise BadInput(f"unknown ONNX Runtime provider '{requested_name}'; use {', '.join(PROVIDER_ALIASES)} "
                            "or a full name such as CUDAExecutionProvider")
     return names
+
+
+def ort_load_cause(exc: BaseException, limit: int = 400) -> str:
+    """The cause in an ONNX Runtime load error, which comes last, after a long fixed preamble.
+
+    '[ONNXRuntimeError] : 10 : INVALID_GRAPH : Load model from m.onnx failed:This is an invalid
+    model. In Node, (...) , Error No Op registered for FooBar ...' -> 'No Op registered for FooBar
+    ... (INVALID_GRAPH; in node (...))'.
+    """
+    text = " ".join(str(exc).split())
+    code = re.search(r"\[ONNXRuntimeError\] : \d+ : (\w+) :", text)
+    after = text.split(" failed:", 1)[1].strip() if " failed:" in text else text
+    where = ""
+    if ", Error " in after:
+        context, after = after.split(", Error ", 1)
+        node = re.search(r"In Node, (\(.*?\))", context)
+        where = f"; in node {node.group(1)}" if node else ""
+    cause = after.strip() or type(exc).__name__
+    if len(cause) > limit:
+        cause = cause[:limit - 1] + "…"
+    label = f" ({code.group(1)}{where})" if code else (f" ({where[2:]})" if where else "")
+    return cause + label
 
 
 class OnnxRuntimeRunner(Runner):
@@ -156,7 +179,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             self.session = ort.InferenceSession(source, options, providers=provider_args)
         except Exception as exc:  # ORT raises its own exception types
-            raise BadInput(f"ONNX Runtime cannot load {artifact.name}: {str(exc).splitlines()[0][:300]}") from None
+            raise BadInput(f"ONNX Runtime cannot load {artifact.name}: {ort_load_cause(exc)}") from None
 
         actual = self.session.get_providers()
         if actual[0] != providers[0] or self.notes:
@@ -193,7 +216,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             model = onnx.load(str(artifact))
         except Exception as exc:
-            raise BadInput(f"{artifact.name} is not a readable ONNX file: {str(exc).splitlines()[0][:200]}") from None
+            raise BadInput(f"{artifact.name} is not a readable ONNX file: {ort_load_cause(exc)}") from None
         stages = pruning_stages(model)
         if not stages:
             return str(artifact), []

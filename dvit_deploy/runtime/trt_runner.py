@@ -3,7 +3,8 @@
 Before deserializing, the engine manifest is checked against the installed TensorRT and the GPU
 (``engines.manifest.compatibility_problem``): an engine built elsewhere is refused with one line
 instead of TensorRT's own deserialization error. Execution uses the documented TensorRT 10/11
-API: ``set_input_shape`` (images), ``set_tensor_address`` (device buffers; host memory for the
+API: ``set_input_shape`` (images), ``set_tensor_address`` (device buffers; host memory for inputs
+the engine places on the host -- ``ICudaEngine.get_tensor_location(name)`` says which, e.g. the
 ``keep_counts`` shape-tensor input), ``execute_async_v3(stream)``. With ``cuda_graph=True`` one
 inference is captured into a CUDA graph (for the current input shape) and replayed.
 """
@@ -23,6 +24,11 @@ from .base import Runner, RunOutput, TensorInfo, check_cuda_index
 TORCH_DTYPES = {"float": "float32", "float32": "float32", "half": "float16", "float16": "float16",
                 "bf16": "bfloat16", "bfloat16": "bfloat16", "int32": "int32", "int64": "int64", "int8": "int8",
                 "bool": "bool", "uint8": "uint8"}
+
+
+def torch_device(torch: Any, name: str) -> Any:
+    """The torch device the runner's buffers live on (one place, so tests can keep them on the CPU)."""
+    return torch.device(name)
 
 
 def torch_dtype_name(trt_dtype: Any) -> str:
@@ -84,10 +90,12 @@ class TensorRTRunner(Runner):
         if self.manifest.get("precision") not in (None, self.precision):
             raise BadInput(f"{path.name} is a {self.manifest['precision']} engine; an engine runs the precision "
                            f"it was built with, so {self.precision} needs another dvit build")
-        self._torch_device = torch.device(self.device)
-        props = torch.cuda.get_device_properties(self._torch_device)
+        import platform
+
+        self._torch_device = torch_device(torch, self.device)
+        props = torch.cuda.get_device_properties(torch.device(self.device))
         problem = compatibility_problem(self.manifest, trt_version=trt.__version__,
-                                        device=DeviceInfo(props.name, (props.major, props.minor)))
+                                        device=DeviceInfo(props.name, (props.major, props.minor), platform.machine()))
         if problem:
             raise BadInput(problem)
         logger = trt.Logger(trt.Logger.WARNING)
@@ -106,15 +114,19 @@ class TensorRTRunner(Runner):
         self._inputs = [n for n in self._names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._outputs = [n for n in self._names if n not in self._inputs]
         self._image_input = next(n for n in self._inputs if not self.engine.is_shape_inference_io(n))
-        self._host_shape_inputs: dict[str, np.ndarray] = {}
+        self._host_inputs: dict[str, np.ndarray] = {}
+        self._device_inputs: dict[str, Any] = {}
         for name in self._inputs:
             if name == self._image_input:
                 continue
             if self.keep_counts is None:
                 raise BadInput(f"{path.name} has an input '{name}' its manifest does not describe")
-            # Shape-tensor inputs are read on the host: the address must point at host memory.
-            self._host_shape_inputs[name] = np.ascontiguousarray(self.keep_counts.astype(
-                torch_dtype_name(self.engine.get_tensor_dtype(name))))
+            values = np.ascontiguousarray(self.keep_counts.astype(torch_dtype_name(self.engine.get_tensor_dtype(name))))
+            # The engine says where it reads each input (shape tensors: the host). Asked, not guessed.
+            if self.engine.get_tensor_location(name) == trt.TensorLocation.HOST:
+                self._host_inputs[name] = values
+            else:
+                self._device_inputs[name] = torch.from_numpy(values).to(self._torch_device)
         self._token_outputs = sorted((n for n in self._outputs if n.startswith(TOKEN_OUTPUT_PREFIX)),
                                      key=lambda n: int(n[len(TOKEN_OUTPUT_PREFIX):]))
         return self
@@ -161,15 +173,18 @@ class TensorRTRunner(Runner):
         if not context.set_input_shape(self._image_input, tuple(images.shape)):
             raise BadInput(f"batch shape {tuple(images.shape)} is outside the engine's profile "
                            f"({self.manifest.get('profiles', [{}])[0]})")
-        context.set_tensor_address(self._image_input, images.data_ptr())
-        for name, values in self._host_shape_inputs.items():
-            context.set_tensor_address(name, values.ctypes.data)
+        addresses = {self._image_input: images.data_ptr()}
+        addresses.update({name: values.ctypes.data for name, values in self._host_inputs.items()})
+        addresses.update({name: tensor.data_ptr() for name, tensor in self._device_inputs.items()})
         outputs = {}
         for name in self._outputs:
             shape = tuple(context.get_tensor_shape(name))
             dtype = getattr(torch, torch_dtype_name(self.engine.get_tensor_dtype(name)))
             outputs[name] = torch.empty(shape, dtype=dtype, device=self._torch_device)
-            context.set_tensor_address(name, outputs[name].data_ptr())
+            addresses[name] = outputs[name].data_ptr()
+        for name, address in addresses.items():
+            if not context.set_tensor_address(name, address):
+                raise DvitError(f"TensorRT refused the buffer for '{name}' (set_tensor_address returned False)")
         return outputs
 
     def _stage(self, images: np.ndarray):

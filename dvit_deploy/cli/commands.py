@@ -1,0 +1,94 @@
+"""The Typer app: every command registered, and the global options."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from .. import __version__
+from ..errors import BadInput
+from .build_cmd import build
+from .common import exit_code_for
+from .doctor_cmd import doctor
+from .export_cmd import export
+from .flops_cmd import flops
+from .profile_cmd import profile
+from .validate_cmd import validate
+from .package_cmd import package, verify
+from .predict_cmd import predict
+from .eval_cmd import eval_images
+from .quantize_cmd import quantize
+
+# The click that Typer runs on (recent Typer vendors its own copy): its exception classes, found
+# through Typer's public ones rather than a private module path.
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_NoArgsIsHelp = getattr(sys.modules[_UsageError.__module__], "NoArgsIsHelpError", ())
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors as one line (``error: No such option: --bogus (dvit export --help)``), exit 2.
+
+    Typer draws a multi-line panel with the usage; a deployment tool's callers (scripts, CI logs)
+    want the one line every other bad input gets.
+    """
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NoArgsIsHelp as exc:  # plain `dvit`: the help, as usual
+            print(exc.ctx.get_help() if exc.ctx else str(exc))
+            sys.exit(0)
+        except _UsageError as exc:
+            where = f" ({exc.ctx.command_path} --help)" if exc.ctx else ""
+            sys.exit(exit_code_for(BadInput(exc.format_message().strip() + where)))
+        except typer.Abort:
+            sys.exit(exit_code_for(KeyboardInterrupt()))
+        except _ClickException as exc:
+            sys.exit(exit_code_for(BadInput(exc.format_message().strip())))
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    name="dvit",
+    cls=OneLineErrors,
+    help="DynamicViT deployment: export to ONNX, build TensorRT engines, validate, profile, ship.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command()(export)
+app.command()(doctor)
+app.command()(build)
+app.command()(validate)
+app.command()(profile)
+app.command()(flops)
+app.command()(package)
+app.command()(verify)
+app.command()(predict)
+app.command(name="eval")(eval_images)
+app.command()(quantize)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dvit-deploy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library warnings as they come, with their source."),
+) -> None:
+    """DynamicViT deployment toolchain."""
+    if verbose:
+        os.environ["DVIT_VERBOSE"] = "1"

@@ -1,0 +1,490 @@
+"""INT8 explicit quantization (Q/DQ) of a dvit ONNX export with ONNX Runtime's ``quantize_static``.
+
+The recipe is the one TensorRT's explicit quantization consumes and ONNX Runtime / OpenVINO run
+with int8 kernels: QDQ format, int8 weights quantized symmetrically per output channel, int8
+activations quantized symmetrically per tensor (zero points 0), on the inputs of MatMul, Gemm and
+Conv only. Everything that decides which tokens survive stays in float by default: each stage's
+predictor subgraph (found structurally, as ``profiling.pruning_nodes`` does), TopK, Softmax and
+LayerNormalization. The output passes the same checks as an export (onnx.checker, one TopK per
+stage with the constant K, its indices feeding one Gather), and ONNX Runtime vs PyTorch fp32 is
+judged by agreement (``compare.TOLERANCES['int8']``): top-1 on confidently classified inputs and
+per-stage kept-set Jaccard.
+
+Written like every artifact: into a temporary folder beside the destination, checked, then
+renamed into place with its manifest; an existing output needs ``force``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..compare import Comparison, Tolerance, compare
+from ..errors import BadInput, CheckFailed, DvitError
+from ..fileio import manifest_path, prepare_output, sha256_file, write_json_atomic
+from .calibration import SCENES_SEED, CalibrationSource, data_reader, mixed_inputs
+
+QUANTIZED_OP_TYPES = ("MatMul", "Gemm", "Conv")
+EXCLUDED_OP_TYPES = ("TopK", "Softmax", "LayerNormalization")
+METHODS = ("entropy", "percentile", "minmax")
+DEFAULT_METHOD = "percentile"
+DEFAULT_PERCENTILE = 99.999
+DEFAULT_CALIB_SAMPLES = 64
+DEFAULT_CALIB_BATCH = 8
+DEFAULT_CHECK_SAMPLES = 32
+CHECK_SCENES_SEED = SCENES_SEED + 1  # check inputs differ from the calibration pictures
+CHECK_NOISE_SEED = 20211206
+
+
+@dataclass
+class QuantizeCheck:
+    checker: str = "not run"
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    structure_problems: list[str] = field(default_factory=list)
+    qdq: dict[str, Any] = field(default_factory=dict)
+    inputs: str = ""
+    comparison: Comparison | None = None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "onnx_checker": self.checker,
+            "stages": self.stages,
+            "structure_problems": self.structure_problems,
+            "qdq": self.qdq,
+            "onnxruntime_provider": "CPUExecutionProvider",
+            "inputs": self.inputs,
+            "parity": None if self.comparison is None else self.comparison.to_dict(),
+            "failures": self.failures,
+        }
+
+
+@dataclass
+class QuantizeResult:
+    path: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+    check: QuantizeCheck
+    source: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def size_ratio(self) -> float:
+        return self.manifest["onnx"]["bytes"] / max(1, self.manifest["quantization"]["derived_from"]["bytes"])
+
+
+def default_source() -> Path:
+    """The newest fp32 pruned export in ./export (else the newest fp32 one)."""
+    from ..fileio import read_json
+    from ..workspace import artifacts, export_dir
+
+    candidates = []
+    for path in artifacts(export_dir(), ".onnx"):
+        try:
+            manifest = read_json(manifest_path(path))
+        except BadInput:
+            continue
+        if (manifest.get("precision") or "fp32") == "fp32":
+            candidates.append((path, bool(manifest.get("dense"))))
+    if not candidates:
+        raise BadInput(f"no fp32 ONNX export with a manifest in {export_dir()}; run 'dvit export' first or pass a path")
+    return next((p for p, dense in candidates if not dense), candidates[0][0])
+
+
+def default_output(source: Path) -> Path:
+    return source.with_name(f"{source.stem}-int8.onnx")
+
+
+def excluded_nodes(model, *, include_predictor: bool = False,
+                   op_types: Sequence[str] = EXCLUDED_OP_TYPES) -> tuple[list[str], dict[str, Any]]:
+    """Node names left in float, and a record of why (per stage predictor nodes, op types)."""
+    from ..profiling import pruning_nodes
+
+    names: list[str] = []
+    record: dict[str, Any] = {"op_types": list(op_types), "predictor_subgraph": not include_predictor,
+                              "predictor_nodes_per_stage": [], "nodes": []}
+    if not include_predictor:
+        stages = pruning_nodes(model)
+        for nodes in stages:
+            record["predictor_nodes_per_stage"].append(len(nodes))
+            names.extend(sorted(nodes))
+    by_type = [n.name for n in model.graph.node if n.op_type in op_types]
+    names.extend(by_type)
+    names = list(dict.fromkeys(n for n in names if n))
+    record["nodes"] = names
+    return names, record
+
+
+def quantize_onnx(
+    source: str | Path | None = None,
+    output: str | Path | None = None,
+    *,
+    calib_dir: str | Path | None = None,
+    calib_samples: int = DEFAULT_CALIB_SAMPLES,
+    calib_batch: int = DEFAULT_CALIB_BATCH,
+    method: str = DEFAULT_METHOD,
+    percentile: float = DEFAULT_PERCENTILE,
+    include_predictor: bool = False,
+    exclude_op_types: Sequence[str] = EXCLUDED_OP_TYPES,
+    check_samples: int = DEFAULT_CHECK_SAMPLES,
+    force: bool = False,
+    on_phase: Callable[[str], None] | None = None,
+    on_calib: Callable[[int, int], None] | None = None,
+) -> QuantizeResult:
+    """Quantize an fp32 dvit ONNX to INT8 Q/DQ, check it, write it with its manifest.
+
+    ``on_calib(done, total)`` reports calibration progress (images). Raises ``CheckFailed``
+    (nothing written) when the quantized graph fails the structure check or disagrees with
+    PyTorch beyond the int8 agreement thresholds.
+    """
+    from ..errors import require
+    from ..workspace import load_manifest
+
+    phase = on_phase or (lambda name: None)
+    if method not in METHODS:
+        raise BadInput(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
+    if not 0.0 < percentile <= 100.0:
+        raise BadInput(f"--percentile must be in (0, 100], got {percentile}")
+    if calib_batch < 1:
+        raise BadInput(f"--calib-batch must be ≥ 1, got {calib_batch}")
+    if check_samples < 1:
+        raise BadInput(f"--check-samples must be ≥ 1, got {check_samples}")
+    unknown = sorted(set(exclude_op_types) - set(EXCLUDED_OP_TYPES) - {"Gather", "Add", "Mul", "Div"})
+    if unknown:
+        raise BadInput(f"cannot exclude op types {', '.join(unknown)}; known: {', '.join(EXCLUDED_OP_TYPES)}")
+    ort = require("onnxruntime", "gpu", "dvit quantize")
+    import onnx
+
+    source = Path(source) if source is not None else default_source()
+    manifest = load_manifest(source)
+    if source.suffix != ".onnx":
+        raise BadInput(f"{source.name} is not an .onnx file")
+    precision = manifest.get("precision") or "fp32"
+    if precision != "fp32":
+        raise BadInput(f"{source.name} is a {precision} graph; quantize the fp32 export it came from")
+    onnx_record = manifest.get("onnx") or {}
+    if onnx_record.get("external_data"):
+        raise BadInput(f"{source.name} keeps its weights in external data files; int8 quantization here supports "
+                       "self-contained graphs (< 2 GB)")
+    phase("sha256 of the fp32 ONNX")
+    from ..artifact.manifest import cached_sha256, verify_artifact
+
+    verify_artifact(source, manifest)  # refused (or a warning under --no-verify) when it does not match
+    source_sha = cached_sha256(source)
+    output = Path(output) if output is not None else default_output(source)
+    if output.suffix != ".onnx":
+        raise BadInput(f"output {output} must end in .onnx")
+    if output.resolve() == source.resolve():
+        raise BadInput("the output would overwrite the fp32 ONNX it is made from; choose another path")
+    output = prepare_output(output, force=force, kinds=(".onnx",))
+
+    from ..data import data_config_of
+
+    data_config = data_config_of(manifest)
+    calib = CalibrationSource(data_config, calib_samples, folder=None if calib_dir is None else Path(calib_dir))
+    model = onnx.load(str(source))
+    input_name = next(i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer})
+    extra_feed = _keep_feed(manifest)
+    nodes_to_exclude, exclusion_record = excluded_nodes(model, include_predictor=include_predictor,
+                                                        op_types=tuple(exclude_op_types))
+    seconds: dict[str, float] = {}
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    calibrate_method = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+                        "minmax": CalibrationMethod.MinMax}[method]
+    extra_options: dict[str, Any] = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        # Q/DQ only on the inputs of the GEMMs: biases stay float (what TensorRT fuses) and no
+        # GEMM output is rounded before Softmax, LayerNorm or the residual adds.
+        "QuantizeBias": False,
+        "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES),
+    }
+    if method == "percentile":
+        extra_options["CalibPercentile"] = percentile
+    if method in ("entropy", "percentile"):
+        extra_options["CalibTensorRangeSymmetric"] = True
+
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.", dir=output.parent))
+    try:
+        tmp_onnx = tmp_dir / output.name
+        phase(f"calibrate ({method}, {calib.samples} {calib.describe()['source']})")
+        done = [0]
+
+        def on_batch(n: int) -> None:
+            done[0] += n
+            if on_calib is not None:
+                on_calib(done[0], calib.samples)
+
+        if on_calib is not None:
+            on_calib(0, calib.samples)
+        reader = data_reader(calib, input_name, calib_batch, extra_feed, on_batch)
+        start = time.perf_counter()
+        sink = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), _quiet_logging():
+                quantize_static(
+                    str(source), str(tmp_onnx), reader,
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(QUANTIZED_OP_TYPES),
+                    per_channel=True,
+                    reduce_range=False,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=nodes_to_exclude,
+                    calibrate_method=calibrate_method,
+                    calibration_providers=["CPUExecutionProvider"],
+                    extra_options=extra_options,
+                )
+        except DvitError:
+            raise
+        except Exception as exc:  # ORT's quantizer raises many types
+            raise DvitError(f"quantize_static failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
+        seconds["quantize"] = time.perf_counter() - start
+        for stray in tmp_dir.iterdir():  # the calibrator's augmented model and similar leftovers
+            if stray != tmp_onnx:
+                shutil.rmtree(stray, ignore_errors=True) if stray.is_dir() else stray.unlink(missing_ok=True)
+        _stamp(tmp_onnx)
+
+        start = time.perf_counter()
+        check = check_quantized(tmp_onnx, manifest, samples=check_samples, excluded=nodes_to_exclude,
+                                on_phase=phase)
+        seconds["check"] = time.perf_counter() - start
+        if not check.passed:
+            raise CheckFailed("int8 check failed: " + "; ".join(check.failures), check)
+
+        phase("write")
+        quant_record = {
+            "tool": "onnxruntime.quantization.quantize_static",
+            "tool_version": ort.__version__,
+            "format": "QDQ",
+            "opset": _opset(tmp_onnx),
+            "op_types_quantized": list(QUANTIZED_OP_TYPES),
+            "weights": {"dtype": "int8", "scheme": "symmetric", "granularity": "per-channel",
+                        "axis": {"MatMul": 1, "Gemm": 0, "Conv": 0}, "zero_point": 0},
+            "activations": {"dtype": "int8", "scheme": "symmetric", "granularity": "per-tensor", "zero_point": 0},
+            "per_channel": True,
+            "reduce_range": False,
+            "calibration": {**calib.describe(), "method": method,
+                            "percentile": percentile if method == "percentile" else None,
+                            "batch": calib_batch},
+            "excluded": {"op_types": exclusion_record["op_types"],
+                         "predictor_subgraph": exclusion_record["predictor_subgraph"],
+                         "predictor_nodes_per_stage": exclusion_record["predictor_nodes_per_stage"],
+                         "nodes": exclusion_record["nodes"]},
+            "qdq": check.qdq,
+            "derived_from": {"path": os.path.relpath(source.resolve(), output.parent.resolve()),
+                             "artifact": source.name, "sha256": source_sha,
+                             "bytes": source.stat().st_size},
+        }
+        new_manifest = _manifest(manifest, output, tmp_onnx, check, quant_record)
+        os.replace(tmp_onnx, output)
+        try:
+            write_json_atomic(manifest_path(output), new_manifest)
+        except OSError:
+            output.unlink(missing_ok=True)
+            raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return QuantizeResult(output, manifest_path(output), new_manifest, check, source, seconds)
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    """ORT's quantizer logs through the root logger; keep the CLI's stderr ours."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _keep_feed(manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    keep_input = manifest.get("keep_input") or {}
+    if manifest.get("dynamic_keep") and keep_input.get("name"):
+        return {keep_input["name"]: np.asarray(manifest.get("keep_counts") or [], dtype=keep_input.get("dtype", "int32"))}
+    return {}
+
+
+def _opset(path: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _stamp(path: Path) -> None:
+    """Keep the fp32 graph's dvit metadata and say what this one is."""
+    import onnx
+
+    from .. import __version__
+
+    model = onnx.load(str(path))
+    entries = {e.key: e.value for e in model.metadata_props}
+    entries["dvit.precision"] = "int8"
+    entries["dvit.quantization"] = "QDQ int8, symmetric per-channel weights, symmetric activations"
+    del model.metadata_props[:]
+    for key, value in entries.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    model.producer_name = "dvit-deploy"
+    model.producer_version = __version__
+    onnx.save(model, str(path))
+
+
+def qdq_facts(model) -> tuple[dict[str, Any], list[str]]:
+    """Counts of Q/DQ nodes and the rules TensorRT's explicit quantization needs, with problems found."""
+    from onnx import numpy_helper
+
+    from ..export.graph import constant_values
+
+    consts = constant_values(model.graph)
+    problems: list[str] = []
+    q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    initializers = {i.name for i in model.graph.initializer}
+    per_channel = 0
+    weights = 0
+    for node in dq:
+        zp = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zp is not None and zp.dtype != np.int32 and (zp.dtype != np.int8 or np.any(zp != 0)):
+            problems.append(f"{node.name}: zero point is not int8 0 ({zp.dtype}, max |zp| {int(np.abs(zp).max())})")
+        if node.input[0] in initializers:
+            weights += 1
+            scale = consts.get(node.input[1])
+            if scale is not None and np.asarray(scale).size > 1:
+                per_channel += 1
+    opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        problems.append(f"opset {opset}: per-channel Q/DQ needs opset ≥ 13")
+    facts = {"quantize_linear": len(q), "dequantize_linear": len(dq), "quantized_weights": weights,
+             "per_channel_weights": per_channel, "zero_points_all_zero": not any("zero point" in p for p in problems),
+             "opset": opset}
+    del numpy_helper
+    return facts, problems
+
+
+def _qdq_inputs(model) -> set[str]:
+    """Names of nodes that consume a DequantizeLinear output (the ones that now compute on int8 data)."""
+    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return {n.name for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+            and any(i in dq_outputs for i in n.input)}
+
+
+def check_quantized(path: Path, manifest: dict[str, Any], *, samples: int = DEFAULT_CHECK_SAMPLES,
+                    excluded: Sequence[str] = (), on_phase: Callable[[str], None] | None = None) -> QuantizeCheck:
+    """onnx.checker, pruning structure, Q/DQ rules, and ONNX Runtime vs PyTorch fp32 by agreement."""
+    import torch
+
+    from ..data import data_config_of
+    from ..export.check import CheckReport, check_file_and_structure, cpu_session, reference_outputs
+    from ..export.graph import pruning_stages, with_topk_outputs
+    from ..models import kept_patch_ids
+    from ..models.checkpoint import load_model_from_record
+
+    phase = on_phase or (lambda name: None)
+    result = QuantizeCheck()
+    keep_counts = list(manifest.get("keep_counts") or [])
+    report = CheckReport()
+    model = check_file_and_structure(path, report, keep_counts, dynamic_keep=bool(manifest.get("dynamic_keep")),
+                                     on_phase=phase)
+    result.checker = report.checker
+    result.stages = [s.to_dict() for s in report.stages]
+    result.structure_problems = list(report.structure_problems)
+    result.failures.extend(report.failures)
+
+    phase("Q/DQ rules")
+    result.qdq, problems = qdq_facts(model)
+    result.failures.extend(problems)
+    if result.qdq["dequantize_linear"] == 0:
+        result.failures.append("the graph has no DequantizeLinear node: nothing was quantized")
+    int8_nodes = _qdq_inputs(model)
+    by_name = {n.name: n for n in model.graph.node}
+    excluded_set = set(excluded)
+    leaked = sorted(n for n in int8_nodes if by_name[n].op_type in EXCLUDED_OP_TYPES or n in excluded_set)
+    if leaked:
+        result.failures.append(f"{len(leaked)} excluded node(s) take quantized inputs: {', '.join(leaked[:5])}")
+    result.qdq["int8_consumers"] = len(int8_nodes)
+
+    phase("onnxruntime int8 vs PyTorch fp32")
+    images = mixed_inputs(data_config_of(manifest), samples, scenes_seed=CHECK_SCENES_SEED, noise_seed=CHECK_NOISE_SEED)
+    result.inputs = (f"{samples - samples // 2} generated scenes (seed {CHECK_SCENES_SEED}) + {samples // 2} "
+                     f"seeded noise (seed {CHECK_NOISE_SEED})")
+    fixed = manifest.get("batch")
+    batch = int(fixed) if fixed else 8
+    loaded = load_model_from_record(manifest)
+    padded, real = _pad(images, batch)
+    ref = reference_outputs(loaded, torch.from_numpy(padded), batch)
+    session = cpu_session(with_topk_outputs(model), "the int8 graph")
+    input_name = session.get_inputs()[0].name
+    names = [o.name for o in session.get_outputs()]
+    stage_outputs = [s.indices_output for s in pruning_stages(model)]
+    feed_extra = _keep_feed(manifest)
+    logits, kept = [], []
+    for start in range(0, len(padded), batch):
+        outs = dict(zip(names, session.run(names, {input_name: padded[start:start + batch], **feed_extra})))
+        logits.append(outs[names[0]])
+        if stage_outputs:
+            kept.append(kept_patch_ids([outs[n].astype(np.int64) for n in stage_outputs], loaded.variant.num_patches))
+    test_logits = np.concatenate(logits)[:real]
+    test_kept = [np.concatenate([k[s] for k in kept])[:real] for s in range(len(stage_outputs))] if kept else None
+    result.comparison = compare(
+        ref["logits"][:real], test_logits, Tolerance.for_precision("int8"),
+        ref_kept=[k[:real] for k in ref["kept"]] if test_kept else None,
+        test_kept=test_kept,
+        ref_margins=[m[:real] for m in ref["margins"]],
+    )
+    result.failures.extend(result.comparison.failures)
+    return result
+
+
+def _pad(images: np.ndarray, batch: int) -> tuple[np.ndarray, int]:
+    real = len(images)
+    extra = (-real) % batch
+    if extra:
+        images = np.concatenate([images, np.repeat(images[:1], extra, axis=0)])
+    return np.ascontiguousarray(images), real
+
+
+def _manifest(source_manifest: dict[str, Any], output: Path, tmp_onnx: Path, check: QuantizeCheck,
+              quant_record: dict[str, Any]) -> dict[str, Any]:
+    import onnx
+
+    from ..export.graph import io_description
+    from ..export.onnx_export import versions
+
+    model = onnx.load(str(tmp_onnx), load_external_data=False)
+    manifest = dict(source_manifest)
+    manifest.update(
+        artifact=output.name,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        precision="int8",
+        opset=quant_record.get("opset") or source_manifest.get("opset"),
+        **io_description(model),
+        onnx={"sha256": sha256_file(tmp_onnx), "bytes": tmp_onnx.stat().st_size, "external_data": [],
+              "external_data_sha256": {}},
+        check=check.to_dict(),
+        quantization=quant_record,
+        versions=versions(),
+    )
+    return manifest

@@ -1,0 +1,333 @@
+"""The OpenVINO backend (CPU): runs the same ``.onnx`` files in f32, bf16, or int8 (Q/DQ exports).
+
+Precisions:
+
+* ``fp32`` — an fp32 export with ``INFERENCE_PRECISION_HINT=f32`` (OpenVINO's default on AMX CPUs
+  is bf16, so the hint is always set explicitly);
+* ``bf16`` — an fp32 export with ``INFERENCE_PRECISION_HINT=bf16``: OpenVINO converts at load
+  time. CPUs without bf16 support (no AVX512_BF16 / AMX-BF16) fall back to f32; ``describe()``
+  says what was used. ``predictor_f32=True`` marks each stage's predictor subgraph (found
+  structurally, like ``profiling.pruning_nodes``) with the ``disable_fp16_compression`` runtime
+  info, which OpenVINO's CPU plugin honours for bf16 too, so token scores are computed in f32;
+* ``int8`` — an int8 Q/DQ export from ``dvit quantize``: OpenVINO's low-precision transformations
+  run the quantized MatMuls with int8 kernels (VNNI / AMX-INT8 where the CPU has them); the rest
+  runs at ``inference_precision`` (default f32).
+
+What actually ran is read back from the compiled model: its inference precision, and from the
+runtime (execution) graph the kernel (``primitiveType``) and precision of every node, which says
+whether AMX or VNNI kernels were chosen. Kept tokens come from extra outputs on each TopK's index
+port, added to the model in memory.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import BadInput, DvitError
+from ..export.onnx_export import TOKEN_OUTPUT_PREFIX
+from ..models import kept_patch_ids
+from .base import Runner, RunOutput, TensorInfo
+
+OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
+HINTS = {"fp32": "f32", "bf16": "bf16"}
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
+             "amx_fp16")
+PERFORMANCE_MODES = ("latency", "throughput")
+
+
+def cpu_flags() -> dict[str, bool]:
+    """The ISA extensions that decide reduced-precision speed, from /proc/cpuinfo (Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    present = set(line.partition(":")[2].split())
+    return {flag: flag in present for flag in CPU_FLAGS}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+class OpenVINORunner(Runner):
+    backend = "openvino"
+
+    def __init__(self, artifact, manifest, *, device: str = "cpu", precision: str = "fp32",
+                 intra_op_threads: int | None = None, topk_outputs: bool = True,
+                 predictor_f32: bool | None = None, inference_precision: str | None = None,
+                 performance_mode: str = "latency") -> None:
+        """``predictor_f32``: ask OpenVINO to keep the predictor subgraphs in f32 under bf16 (off by default:
+        measured, bf16 token flips stay within the near-tie rule — docs/quantization.md).
+        ``inference_precision``: for int8 graphs, the precision of the non-quantized part (fp32/bf16)."""
+        super().__init__(artifact, manifest, device=device, precision=precision)
+        if artifact is None:
+            raise BadInput("the openvino backend needs an .onnx artifact")
+        if device != "cpu":
+            raise BadInput(f"the openvino backend runs on the CPU here, not '{device}'")
+        self.intra_op_threads = intra_op_threads
+        self.topk_outputs = topk_outputs
+        self.predictor_f32 = predictor_f32
+        self.inference_precision = inference_precision
+        if performance_mode not in PERFORMANCE_MODES:
+            raise BadInput(f"OpenVINO performance mode must be latency or throughput, got '{performance_mode}'")
+        self.performance_mode = performance_mode
+        self.notes: list[str] = []
+        self.fallback: str | None = None
+        self.compiled = None
+        self._request = None
+        self._stage_ports: list[int] = []
+        self._marked_f32 = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def load(self) -> "OpenVINORunner":
+        from ..errors import require
+
+        ov = require("openvino", "openvino", "the openvino backend")
+        artifact = Path(self.artifact)
+        if not artifact.is_file():
+            raise BadInput(f"ONNX file {artifact} not found")
+        if artifact.suffix != ".onnx":
+            raise BadInput(f"the openvino backend runs .onnx files, not {artifact.name}")
+        graph_precision = str(self.manifest.get("precision") or "fp32")
+        if self.precision not in OPENVINO_PRECISIONS:
+            raise BadInput(f"the openvino backend runs {', '.join(OPENVINO_PRECISIONS)}, not '{self.precision}'")
+        if graph_precision == "int8":
+            if self.precision != "int8":
+                raise BadInput(f"{artifact.name} is an int8 Q/DQ graph: run it as int8")
+            hint = HINTS.get(self.inference_precision or "fp32")
+            if hint is None:
+                raise BadInput(f"inference precision for the float part of an int8 graph must be fp32 or bf16, "
+                               f"got '{self.inference_precision}'")
+        elif graph_precision == "fp32":
+            if self.precision == "int8":
+                raise BadInput(f"{artifact.name} is an fp32 graph; int8 needs a Q/DQ graph: run 'dvit quantize' first")
+            hint = HINTS[self.precision]
+        else:
+            raise BadInput(f"{artifact.name} is a {graph_precision} graph; the openvino backend runs fp32 exports "
+                           "(as fp32 or bf16) and int8 Q/DQ exports")
+
+        core = ov.Core()
+        try:
+            model = core.read_model(str(artifact))
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long messages
+            raise BadInput(f"OpenVINO cannot read {artifact.name}: {str(exc).strip().splitlines()[0][:300]}") from None
+
+        declared = [o["name"] for o in self.manifest.get("outputs", [])
+                    if str(o.get("name", "")).startswith(TOKEN_OUTPUT_PREFIX)]
+        output_names = [sorted(o.get_names())[0] if o.get_names() else "" for o in model.outputs]
+        if declared:
+            self._stage_ports = [output_names.index(n) for n in
+                                 sorted(declared, key=lambda n: int(n[len(TOKEN_OUTPUT_PREFIX):])) if n in output_names]
+        elif self.topk_outputs and not self.manifest.get("dense"):
+            topks = [op for op in model.get_ordered_ops() if op.get_type_name() == "TopK"]
+            expected = len(self.manifest.get("keep_counts") or [])
+            if topks and len(topks) == expected:
+                first = len(model.outputs)
+                model.add_outputs([t.output(1) for t in topks])
+                self._stage_ports = list(range(first, first + len(topks)))
+            elif topks:
+                self.notes.append(f"found {len(topks)} TopK nodes for {expected} stages: kept tokens not reported")
+
+        if self.predictor_f32 and hint == "bf16" and not self.manifest.get("dense"):
+            self._marked_f32 = self._keep_predictors_f32(model, artifact)
+
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": hint,
+            "PERFORMANCE_HINT": self.performance_mode.upper(),
+        }
+        if self.performance_mode == "latency":
+            config["NUM_STREAMS"] = "1"
+        if self.intra_op_threads is not None:
+            if self.intra_op_threads < 1:
+                raise BadInput(f"intra-op threads must be ≥ 1, got {self.intra_op_threads}")
+            config["INFERENCE_NUM_THREADS"] = str(self.intra_op_threads)
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:
+            raise BadInput(f"OpenVINO cannot compile {artifact.name}: {str(exc).strip().splitlines()[0][:300]}") from None
+        self._request = self.compiled.create_infer_request()
+        self._core = core
+        self._version = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
+        used = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self._used_hint = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
+        if self._used_hint != hint:
+            self.fallback = f"asked for inference precision {hint}, OpenVINO uses {self._used_hint}"
+            self.notes.append(f"FALLBACK: {self.fallback}")
+        if self._marked_f32 and not self.execution()["gemm_precisions"].get("f32"):
+            self.notes.append(f"{self._marked_f32} predictor ops were marked to stay f32, but OpenVINO "
+                              f"{self._version.split('-')[0]} runs every MatMul in {self._used_hint} anyway")
+        self._input_names = [sorted(i.get_names())[0] if i.get_names() else f"input{k}"
+                             for k, i in enumerate(self.compiled.inputs)]
+        self._extra_feed = self._keep_feed()
+        self._warm_up()
+        return self
+
+    def _warm_up(self) -> None:
+        """One inference, so kernels are chosen and ``describe()`` can report them (OpenVINO picks lazily)."""
+        port = self.compiled.inputs[0]
+        shape = [d.get_length() if d.is_static else 1 for d in port.get_partial_shape()]
+        fixed = self.manifest.get("batch")
+        if fixed and not port.get_partial_shape()[0].is_static:
+            shape[0] = int(fixed)
+        self._request.infer(self._feed(np.zeros(shape, np.float32)))
+
+    def _keep_predictors_f32(self, model, artifact: Path) -> int:
+        """Mark predictor ops with disable_fp16_compression; returns how many ops were marked."""
+        import onnx
+
+        from ..profiling import pruning_nodes
+
+        onnx_model = onnx.load(str(artifact), load_external_data=False)
+        names: set[str] = set()
+        for stage in pruning_nodes(onnx_model):
+            names |= stage
+        outputs = {o for n in onnx_model.graph.node if n.name in names for o in n.output}
+        marked = 0
+        for op in model.get_ordered_ops():
+            tensor_names = set().union(*(o.get_names() for o in op.outputs())) if op.get_output_size() else set()
+            if op.get_friendly_name() in names or tensor_names & outputs:
+                op.get_rt_info()["disable_fp16_compression_0"] = ""
+                marked += 1
+        if not marked:
+            self.notes.append("no predictor node found in the OpenVINO model: bf16 everywhere")
+        return marked
+
+    def _keep_feed(self) -> dict[int, np.ndarray]:
+        if len(self._input_names) < 2:
+            return {}
+        keep_input = self.manifest.get("keep_input") or {}
+        counts = self.manifest.get("keep_counts")
+        if keep_input.get("name") not in self._input_names or not counts:
+            raise BadInput(f"{Path(self.artifact).name} has inputs {self._input_names[1:]} besides the images that its "
+                           "manifest does not describe")
+        return {self._input_names.index(keep_input["name"]):
+                np.asarray(counts, dtype=keep_input.get("dtype", "int32"))}
+
+    def close(self) -> None:
+        self._request = None
+        self.compiled = None
+
+    # -- description -------------------------------------------------------------------------
+    def _require(self):
+        if self.compiled is None:
+            raise DvitError("runner used before load(): use 'with open_runner(...) as runner'")
+        return self.compiled
+
+    @staticmethod
+    def _info(port, fallback: str) -> TensorInfo:
+        names = sorted(port.get_names())
+        shape = tuple(d.get_length() if d.is_static else "?" for d in port.get_partial_shape())
+        return TensorInfo(names[0] if names else fallback, port.get_element_type().to_dtype().name, shape)
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return [self._info(p, f"input{k}") for k, p in enumerate(self._require().inputs)]
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return [self._info(p, f"output{k}") for k, p in enumerate(self._require().outputs)]
+
+    @property
+    def has_token_info(self) -> bool:
+        return bool(self._stage_ports)
+
+    def execution(self) -> dict[str, Any]:
+        """Kernels and precisions OpenVINO chose, from the runtime graph (what actually executes)."""
+        runtime = self._require().get_runtime_model()
+        kernels: collections.Counter = collections.Counter()
+        gemm_precisions: collections.Counter = collections.Counter()
+        for op in runtime.get_ordered_ops():
+            info = op.get_rt_info()
+            layer = str(info["layerType"].astype(str)) if "layerType" in info else op.get_type_name()
+            primitive = str(info["primitiveType"].astype(str)) if "primitiveType" in info else "?"
+            precision = str(info["runtimePrecision"].astype(str)) if "runtimePrecision" in info else "?"
+            if layer in ("FullyConnected", "MatMul", "Convolution", "ScaledDotProductAttention", "Subgraph"):
+                kernels[f"{layer}:{primitive}"] += 1
+            if layer in ("FullyConnected", "MatMul", "Convolution"):
+                gemm_precisions[precision] += 1
+        names = " ".join(kernels).lower()
+        int8 = any(p in ("i8", "u8") for p in gemm_precisions)
+        flags = cpu_flags()
+        amx = "amx" in names
+        # OpenVINO names kernels by ISA family ("brgemm_avx512_i8", "brgemm_avx512_amx"): AMX shows, VNNI
+        # does not. oneDNN's int8 brgemm on a CPU with AVX512-VNNI / AVX-VNNI runs VNNI instructions.
+        vnni = int8 and not amx and bool(flags.get("avx512_vnni") or flags.get("avx_vnni") or "vnni" in names)
+        return {
+            "gemm_kernels": dict(kernels.most_common()),
+            "gemm_precisions": dict(gemm_precisions.most_common()),
+            "int8_kernels": int8,
+            "amx_used": amx,
+            "vnni_used": vnni,
+            "isa_basis": "kernel names from the runtime graph (primitiveType); VNNI inferred from int8 kernels "
+                         "plus the CPU flag",
+        }
+
+    def describe(self) -> dict[str, Any]:
+        compiled = self._require()
+        info = super().describe()
+        capabilities = [str(c) for c in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+        execution = self.execution()
+        flags = cpu_flags()
+        info.update(
+            executes=f"openvino {self._version.split('-')[0]} CPU {self._used_hint}"
+                     + (" (int8 Q/DQ)" if self.precision == "int8" else ""),
+            device_name=str(self._core.get_property("CPU", "FULL_DEVICE_NAME")),
+            inference_precision=self._used_hint,
+            optimization_capabilities=capabilities,
+            cpu_flags=flags,
+            amx_available=bool(flags.get("amx_bf16") or flags.get("amx_int8")),
+            vnni_available=bool(flags.get("avx512_vnni") or flags.get("avx_vnni")),
+            predictor_f32_ops=self._marked_f32,
+            performance_mode=self.performance_mode,
+            intra_op_threads=self.intra_op_threads,
+            num_streams=str(compiled.get_property("NUM_STREAMS")),
+            fallback=self.fallback,
+            token_outputs=len(self._stage_ports),
+            **execution,
+        )
+        return info
+
+    # -- execution ---------------------------------------------------------------------------
+    def _feed(self, images: np.ndarray) -> dict[int, np.ndarray]:
+        return {0: np.ascontiguousarray(images, dtype=np.float32), **self._extra_feed}
+
+    def run(self, images: np.ndarray) -> RunOutput:
+        self._require()
+        result = self._request.infer(self._feed(images))
+        values = [np.asarray(result[port]) for port in self.compiled.outputs]
+        logits = values[0].astype(np.float32)
+        kept = None
+        if self._stage_ports:
+            kept = kept_patch_ids([values[p].astype(np.int64) for p in self._stage_ports], self.num_patches)
+        return RunOutput(logits=logits, kept=kept)
+
+    def timed_call(self, images: np.ndarray, *, include_transfer: bool = False) -> Callable[[], None]:
+        self._require()
+        request = self._request
+        feed = self._feed(images)
+        for index, value in feed.items():  # staged once: the call measures inference alone
+            request.set_input_tensor(index, self._tensor(value))
+
+        def call() -> None:
+            request.infer()
+
+        return call
+
+    @staticmethod
+    def _tensor(value: np.ndarray):
+        import openvino as ov
+
+        return ov.Tensor(np.ascontiguousarray(value))

@@ -1,0 +1,386 @@
+"""Every command against bad input: one table, one rule.
+
+Each case runs a real `dvit` command (in-process through the Typer app, or through the
+executable's top-level handler) in an empty folder prepared by its setup, and asserts:
+
+- the exit code (0 ok / 1 check failed / 2 bad input / 130 interrupted / 143 terminated);
+- exactly one stderr line reporting the failure (``error:``, ``check failed:``, ``interrupted``,
+  ``terminated``), holding the expected words; every other stderr line is progress or the
+  "using <artifact>" line, never a traceback or a raw library warning;
+- no file created, changed or removed anywhere outside the case's declared output (the working
+  folder and its parent are compared before and after).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from dvit_deploy.cli import app
+
+from .conftest import make_official_checkpoint
+
+runner = CliRunner()
+
+FAILURE = re.compile(r"^(error:|check failed:|internal error:|interrupted$|terminated$)")
+# Lines a command may print to stderr besides its one failure line: the artifact it picked, notes,
+# and progress (one line per phase when stderr is not a terminal, as here).
+INFO = re.compile(r"^(using |• |warning: .*--no-verify|(export|build|validate|profile|package|predict|eval)[: ])")
+
+
+@dataclass
+class Case:
+    id: str
+    args: list[str]
+    exit_code: int
+    words: list[str]
+    setup: Callable[[Path, pytest.MonkeyPatch], None] = lambda d, mp: None
+    output: list[str] = field(default_factory=list)  # paths (relative to the work folder) it may change
+    absent: list[str] = field(default_factory=list)  # words that must NOT be in the failure line
+    via_entry: bool = False  # run through dvit_deploy.entry.main (the installed executable's path)
+
+
+# --------------------------------------------------------------------------------------------
+# Setups
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory):
+    """A tiny export and a bundle of it, made once and copied into each case's folder."""
+    from dvit_deploy.export import export_onnx
+    from dvit_deploy.models.checkpoint import load_model
+    from dvit_deploy.ship import make_bundle
+
+    folder = tmp_path_factory.mktemp("bad_inputs_src")
+    export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7), folder / "export" / "tiny.onnx",
+                token_outputs=True)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        make_bundle([folder / "export" / "tiny.onnx"], "x86-trt10", output=folder / "bundle", archive=True)
+    finally:
+        os.chdir(cwd)
+    return folder
+
+
+def _export(d: Path, mp) -> None:
+    shutil.copytree(_SOURCE / "export", d / "export")
+
+
+def _tampered(d: Path, mp) -> None:
+    _export(d, mp)
+    with open(d / "export" / "tiny.onnx", "ab") as f:  # a byte appended after export
+        f.write(b"\0")
+
+
+def _bundle(d: Path, mp) -> None:
+    shutil.copytree(_SOURCE / "bundle", d / "bundle")
+    shutil.copy2(_SOURCE / "bundle.tar.gz", d / "bundle.tar.gz")
+
+
+def _image(d: Path, name: str, data: bytes | None = None) -> None:
+    if data is None:
+        Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(d / name, format="PNG")
+    else:
+        (d / name).write_bytes(data)
+
+
+def _foreign_onnx(d: Path, mp) -> None:
+    """An ONNX someone else made (no manifest): dvit must not guess what it is."""
+    shutil.copy2(_SOURCE / "export" / "tiny.onnx", d / "foreign.onnx")
+
+
+def _write(name: str, data: bytes | str) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    def setup(d: Path, mp) -> None:
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, str):
+            (d / name).write_text(data)
+        else:
+            (d / name).write_bytes(data)
+    return setup
+
+
+def _both(*setups):
+    def setup(d: Path, mp) -> None:
+        for s in setups:
+            s(d, mp)
+    return setup
+
+
+def _no_space_while_copying(d: Path, mp) -> None:
+    _export(d, mp)
+
+    def full_disk(src, dst, *a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+
+    mp.setattr("dvit_deploy.ship.shutil.copy2", full_disk)
+
+
+def _ctrl_c_while_importing(d: Path, mp) -> None:
+    import dvit_deploy.cli as cli_package
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    mp.setattr(cli_package, "__getattr__", interrupted)
+
+
+def _sigterm_during_export(d: Path, mp) -> None:
+    """What the SIGTERM handler raises, at the moment the ONNX is being written to its temp folder."""
+    from dvit_deploy.cli.common import Terminated
+
+    def terminated(*a, **k):
+        assert list(d.glob("export/.tiny-deit-r0.7.*")), "the export's temp folder should exist by now"
+        raise Terminated()
+
+    mp.setattr("dvit_deploy.export.onnx_export.check_export", terminated)
+
+
+def _real_pickle(global_name: str) -> bytes:
+    module, name = global_name.split(".")
+    return b"\x80\x02c" + module.encode() + b"\n" + name.encode() + b"\nq\x00."
+
+
+def _dense_checkpoint(d: Path, mp) -> None:
+    make_official_checkpoint(d / "dense.pth", "tiny-deit", dense=True)
+
+
+def _not_a_bundle_folder(d: Path, mp) -> None:
+    _export(d, mp)
+    (d / "mywork").mkdir()
+    (d / "mywork" / "thesis.tex").write_text("months of work")
+
+
+_SOURCE: Path = Path()  # set by the fixture below for the setups
+
+PNG_JUNK = b"\x89PNG\r\n\x1a\n" + b"\0" * 20
+
+CASES = [
+    # --- top level
+    Case("unknown-command", ["nope"], 2, ["No such command", "nope"]),
+    Case("unknown-option", ["export", "--bogus"], 2, ["No such option: --bogus"]),
+    Case("ctrl-c-during-start-up", ["flops"], 130, ["interrupted"], _ctrl_c_while_importing, via_entry=True),
+    # --- export
+    Case("export-missing-checkpoint", ["export", "missing.pth"], 2, ["checkpoint missing.pth not found"]),
+    Case("export-directory-checkpoint", ["export", "ckpt_dir"], 2, ["is a directory"],
+         lambda d, mp: (d / "ckpt_dir").mkdir()),
+    Case("export-random-bytes", ["export", "rand.pth"], 2, ["not a PyTorch checkpoint (unrecognised format)"],
+         _write("rand.pth", bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8))),
+         absent=["--trust-checkpoint", "Python objects"]),
+    Case("export-pickle-opcodes", ["export", "op.pth"], 2, ["not a readable PyTorch checkpoint"],
+         _write("op.pth", b"\x80\x02K\x01\x94\x94."), absent=["--trust-checkpoint"]),
+    Case("export-pickle-with-global", ["export", "evil.pth"], 2,
+         ["holds Python objects beyond tensors (os.system)", "--trust-checkpoint"],
+         _write("evil.pth", _real_pickle("os.system"))),
+    Case("export-protocol-5-junk", ["export", "p5.pth"], 2, ["not a readable PyTorch checkpoint"],
+         _write("p5.pth", b"\x80\x05\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8a\x01\x01\x93."),
+         absent=["Detected pickle protocol"]),
+    Case("export-jpeg", ["export", "photo.pth"], 2, ["is a JPEG image, not a PyTorch checkpoint"],
+         _write("photo.pth", b"\xff\xd8\xff\xe0" + bytes(64))),
+    Case("export-empty", ["export", "empty.pth"], 2, ["is empty"], _write("empty.pth", b"")),
+    Case("export-dense-as-pruned", ["export", "dense.pth"], 2, ["export it with --dense"], _dense_checkpoint),
+    Case("export-rho-zero", ["export", "--model", "tiny-deit", "--keep-ratio", "0"], 2, ["keep ratio must be in"]),
+    Case("export-rho-above-one", ["export", "--model", "tiny-deit", "-r", "1.5"], 2, ["keep ratio must be in"]),
+    Case("export-stage-ratios-text", ["export", "--model", "tiny-deit", "--stage-ratios", "a,b"], 2,
+         ["--stage-ratios takes comma-separated numbers"]),
+    Case("export-unknown-model", ["export", "--model", "nope"], 2, ["unknown model 'nope'"]),
+    Case("export-old-opset", ["export", "--model", "tiny-deit", "--opset", "12"], 2, ["--opset must be between"]),
+    Case("export-output-under-a-file", ["export", "--model", "tiny-deit", "-o", "afile/m.onnx"], 2,
+         ["afile is a file, not a folder"], _write("afile", "x")),
+    Case("export-output-exists", ["export", "--model", "tiny-deit", "-o", "m.onnx"], 2,
+         ["already exists; pass --force"], _write("m.onnx", b"old")),
+    Case("export-force-on-foreign-kind", ["export", "--model", "tiny-deit", "-o", "notes.txt", "--force"], 2,
+         ["refusing to replace notes.txt", "--force replaces only .onnx"], _write("notes.txt", "my notes")),
+    Case("export-force-on-foreign-manifest", ["export", "--model", "tiny-deit", "-o", "m.onnx", "--force"], 2,
+         ["refusing to overwrite m.json", "not a dvit manifest"], _write("m.json", '{"mine": true}')),
+    Case("export-output-is-folder", ["export", "--model", "tiny-deit", "-o", "out.onnx"], 2, ["is a directory"],
+         lambda d, mp: (d / "out.onnx").mkdir()),
+    Case("export-sigterm-cleans-temp", ["export", "--model", "tiny-deit"], 143, ["terminated"],
+         _sigterm_during_export, output=["export"]),
+    # --- doctor / build
+    Case("doctor-nothing-exported", ["doctor"], 2, ["no .onnx artifact with a manifest", "dvit export"]),
+    Case("doctor-unknown-target", ["doctor", "export/tiny.onnx", "--target", "trt-7"], 2, ["trt-7"], _export),
+    Case("doctor-foreign-onnx", ["doctor", "foreign.onnx", "--target", "trt-10"], 0, [], _foreign_onnx),
+    Case("build-two-precisions", ["build", "--fp16", "--bf16"], 2, ["choose one of"], _export),
+    Case("build-keep-range-one-value", ["build", "export/tiny.onnx", "--keep-range", "0.5"], 2,
+         ["--keep-range takes two ratios"], _export),
+    Case("build-tampered", ["build", "export/tiny.onnx", "--fp16", "--onnx-only"], 2,
+         ["tiny.onnx does not match its manifest"], _tampered),
+    Case("build-missing-onnx", ["build", "nothere.onnx"], 2, ["nothere.onnx not found"]),
+    # --- validate
+    Case("validate-nothing-exported", ["validate"], 2, ["no .onnx/.engine/.plan artifact with a manifest"]),
+    Case("validate-tampered", ["validate", "-n", "2"], 2, ["tiny.onnx does not match its manifest", "--no-verify"],
+         _tampered),
+    Case("validate-foreign-onnx", ["validate", "foreign.onnx"], 2, ["foreign.onnx has no dvit manifest"],
+         _foreign_onnx),
+    Case("validate-unknown-backend", ["validate", "--backend", "nope", "-n", "2"], 2, ["unknown backend 'nope'"],
+         _export),
+    Case("validate-samples-zero", ["validate", "-n", "0"], 2, ["--samples"], _export),
+    Case("validate-bad-device", ["validate", "--device", "cuda:x", "-n", "2"], 2, ["cuda:x"], _export),
+    Case("validate-images-missing", ["validate", "--images", "nowhere", "-n", "2"], 2, ["nowhere", "not found"],
+         _export),
+    Case("validate-images-empty", ["validate", "--images", "empty", "-n", "2"], 2, ["no image files"],
+         _both(_export, lambda d, mp: (d / "empty").mkdir())),
+    # --- profile
+    Case("profile-bad-batch", ["profile", "--batch", "x"], 2, ["--batch takes comma-separated integers"], _export),
+    Case("profile-zero-batch", ["profile", "--batch", "0"], 2, ["--batch takes positive integers"], _export),
+    Case("profile-nothing-exported", ["profile", "--iterations", "1"], 2, ["no .onnx/.engine/.plan artifact"]),
+    Case("profile-foreign-onnx", ["profile", "foreign.onnx", "--iterations", "1"], 2,
+         ["foreign.onnx has no dvit manifest"], _foreign_onnx, absent=["deit-s"]),
+    Case("profile-tampered", ["profile", "--iterations", "1", "--batch", "1"], 2,
+         ["tiny.onnx does not match its manifest"], _tampered),
+    Case("profile-zero-rounds", ["profile", "--rounds", "0"], 2, ["rounds"], _export),
+    Case("profile-plot-not-an-image", ["profile", "--plot", "out.txt", "--iterations", "1"], 2,
+         ["--plot", ".png"], _export),
+    # --- flops
+    Case("flops-unknown-model", ["flops", "--model", "nope"], 2, ["unknown model 'nope'"]),
+    Case("flops-bad-ratio", ["flops", "--keep-ratio", "2"], 2, ["keep ratio"]),
+    # --- package
+    Case("package-force-current-folder", ["package", "--target", "x86-trt10", "-o", ".", "--force"], 2,
+         ["current folder or one of its parents"], _export),
+    Case("package-force-parent-folder", ["package", "--target", "x86-trt10", "-o", "..", "--force"], 2,
+         ["current folder or one of its parents"], _export),
+    Case("package-force-root", ["package", "--target", "x86-trt10", "-o", "/", "--force"], 2,
+         ["current folder or one of its parents"], _export),
+    Case("package-force-foreign-folder", ["package", "--target", "x86-trt10", "-o", "mywork", "--force"], 2,
+         ["refusing to replace", "mywork", "not a dvit bundle"], _not_a_bundle_folder),
+    Case("package-force-on-a-file", ["package", "--target", "x86-trt10", "-o", "notes", "--force"], 2,
+         ["refusing to replace", "not a folder"], _both(_export, _write("notes", "x"))),
+    Case("package-existing-without-force", ["package", "--target", "x86-trt10", "-o", "bundle"], 2,
+         ["already exists; pass --force"], _both(_export, _bundle)),
+    Case("package-tampered", ["package", "--target", "x86-trt10", "-o", "b"], 2,
+         ["tiny.onnx does not match its manifest"], _tampered),
+    Case("package-unknown-target", ["package", "--target", "tpu"], 2, ["unknown target 'tpu'"], _export),
+    Case("package-bad-precision", ["package", "--target", "x86-trt10", "-p", "int4"], 2, ["--precision"], _export),
+    Case("package-bad-profile", ["package", "--target", "x86-trt10", "--batch-profile", "1,2"], 2,
+         ["--batch-profile takes three integers"], _export),
+    Case("package-nothing-exported", ["package", "--target", "x86-trt10"], 2, ["no .onnx/.engine/.plan artifact"]),
+    Case("package-disk-full", ["package", "--target", "x86-trt10", "-o", "b", "--no-archive"], 2,
+         ["No space left on device", "model"], _no_space_while_copying),
+    # --- verify
+    Case("verify-missing", ["verify", "nothere"], 2, ["bundle nothere not found"]),
+    Case("verify-not-a-bundle", ["verify", "mywork"], 2, ["not a dvit bundle", "SHA256SUMS"], _not_a_bundle_folder),
+    Case("verify-not-an-archive", ["verify", "x.tar.gz"], 2, ["neither a bundle folder nor a .tar.gz"],
+         _write("x.tar.gz", "text")),
+    Case("verify-tampered-bundle", ["verify", "bundle"], 1, ["checksums", "modified", "model/tiny.onnx"],
+         _both(_bundle, lambda d, mp: open(d / "bundle" / "model" / "tiny.onnx", "ab").write(b"\0"))),
+    # --- predict
+    Case("predict-missing-image", ["predict", "nothere.png"], 2, ["nothere.png"], _export),
+    Case("predict-markup-in-name", ["predict", "cat[1].png"], 2, ["cat[1].png"],
+         _both(_export, _write("cat[1].png", PNG_JUNK))),
+    Case("predict-viz-not-png", ["predict", "cat.png", "--viz", "out.jpg"], 2, ["--viz writes a PNG"],
+         _both(_export, lambda d, mp: _image(d, "cat.png"))),
+    Case("predict-unknown-backend", ["predict", "cat.png", "--backend", "nope"], 2, ["nope"],
+         _both(_export, lambda d, mp: _image(d, "cat.png"))),
+    Case("predict-tampered", ["predict", "cat.png"], 2, ["tiny.onnx does not match its manifest"],
+         _both(_tampered, lambda d, mp: _image(d, "cat.png"))),
+    Case("predict-bad-device", ["predict", "cat.png", "--device", "gpu"], 2, ["gpu"],
+         _both(_export, lambda d, mp: _image(d, "cat.png"))),
+    # --- eval
+    Case("eval-missing-data", ["eval", "--data", "nowhere"], 2, ["data folder nowhere not found"], _export),
+    Case("eval-data-is-a-file", ["eval", "--data", "f.txt"], 2, ["--data must be a folder"],
+         _both(_export, _write("f.txt", "x"))),
+    Case("eval-agreement-out-of-range", ["eval", "--data", ".", "--min-agreement", "2"], 2,
+         ["--min-agreement is a fraction"], _export),
+    Case("eval-agreement-without-reference", ["eval", "--data", ".", "--min-agreement", "0.9", "--no-reference"], 2,
+         ["cannot be used with --no-reference"], _export),
+    Case("eval-loose-images-no-labels", ["eval", "--data", "imgs"], 2, ["no class sub-folders and no labels file"],
+         _both(_export, lambda d, mp: ((d / "imgs").mkdir(), _image(d / "imgs", "a.png")))),
+    Case("eval-tampered", ["eval", "--data", "imgs"], 2, ["tiny.onnx does not match its manifest"],
+         _both(_tampered, lambda d, mp: ((d / "imgs" / "c").mkdir(parents=True), _image(d / "imgs" / "c", "a.png")))),
+]
+
+
+def _snapshot(*roots: Path) -> dict[str, tuple]:
+    state = {}
+    for root in roots:
+        for path in [root, *root.rglob("*")] if root.is_dir() else [root]:
+            if path.is_symlink() or not path.exists():
+                continue
+            stat = path.stat()
+            state[str(path)] = ("dir",) if path.is_dir() else (stat.st_size, stat.st_mtime_ns)
+    return state
+
+
+def _parent_entries(folder: Path) -> set[str]:
+    return {p.name for p in folder.parent.iterdir()}
+
+
+@pytest.fixture
+def source(tiny_files):
+    global _SOURCE
+    _SOURCE = tiny_files
+    return tiny_files
+
+
+def test_the_table_is_large_and_unique():
+    assert len(CASES) >= 50
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, source, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    case.setup(work, monkeypatch)
+    before, parent_before = _snapshot(work), _parent_entries(work)
+
+    if case.via_entry:
+        import signal
+
+        from dvit_deploy import entry
+
+        monkeypatch.setattr(signal, "signal", lambda *a: None)  # keep pytest's own SIGTERM handling
+
+        monkeypatch.setattr("sys.argv", ["dvit", *case.args])
+        with pytest.raises(SystemExit) as stopped:
+            entry.main()
+        captured = capsys.readouterr()
+        exit_code, stderr = stopped.value.code, captured.err
+    else:
+        result = runner.invoke(app, case.args)
+        exit_code, stderr = result.exit_code, result.stderr
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+
+    assert exit_code == case.exit_code, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    failures = [line for line in lines if FAILURE.match(line)]
+    others = [line for line in lines if not FAILURE.match(line) and not INFO.match(line)]
+    assert not others, f"unexpected stderr lines: {others}"
+    if case.exit_code == 0:
+        assert not failures, failures
+    else:
+        assert len(failures) == 1, lines
+        for word in case.words:
+            assert word in failures[0], (word, failures[0])
+        for word in case.absent:
+            assert word not in failures[0], (word, failures[0])
+
+    after = _snapshot(work)
+    declared = [str(work / p) for p in case.output]
+    changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
+    stray = sorted(p for p in changed if not any(p == d or p.startswith(d + os.sep) for d in declared))
+    assert not stray, f"files created/changed/removed outside the declared output: {stray}"
+    assert _parent_entries(work) == parent_before
+
+
+def test_markup_in_an_output_name_prints_literally(workdir):
+    """'wrote out/m[v2].onnx', not 'wrote out/m.onnx' (rich would eat '[v2]' as a style tag)."""
+    result = runner.invoke(app, ["export", "--model", "tiny-deit", "-o", "out/m[v2].onnx"])
+    assert result.exit_code == 0, result.output
+    assert "out/m[v2].onnx" in result.stdout and (workdir / "out" / "m[v2].onnx").is_file()
+    manifest = json.loads((workdir / "out" / "m[v2].json").read_text())
+    assert manifest["artifact"] == "m[v2].onnx"

@@ -1,0 +1,203 @@
+"""`dvit quantize`: INT8 Q/DQ graphs, their manifest, the agreement-judged check, and bad inputs.
+
+Assertions are on structure, records and agreement thresholds, never on exact int8 numbers or on
+which token wins a near-tie: int8 kernels and float summation order differ between CPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from dvit_deploy.cli import app
+from dvit_deploy.compare import TOLERANCES, Tolerance, compare
+from dvit_deploy.fileio import manifest_path, read_json, sha256_file
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def fp32_export(tmp_path_factory):
+    """A tiny DeiT (token outputs, dynamic batch) in <tmp>/export/tiny.onnx."""
+    from dvit_deploy.export import export_onnx
+    from dvit_deploy.models.checkpoint import load_model
+
+    root = tmp_path_factory.mktemp("quantize")
+    loaded = load_model(model_name="tiny-deit", keep_ratio=0.7)
+    return export_onnx(loaded, root / "export" / "tiny.onnx", token_outputs=True, check_samples=2).path
+
+
+@pytest.fixture(scope="module")
+def quantized(fp32_export):
+    from dvit_deploy.quantize import quantize_onnx
+
+    return quantize_onnx(fp32_export, method="minmax", calib_samples=8, check_samples=16)
+
+
+def test_quantized_graph_is_qdq_with_pruning_structure_intact(quantized, fp32_export):
+    assert quantized.path == fp32_export.with_name("tiny-int8.onnx")
+    model = onnx.load(str(quantized.path))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
+    assert ops.count("TopK") == 3
+    from dvit_deploy.export.graph import check_pruning_structure
+    from dvit_deploy.quantize import qdq_facts
+
+    stages, problems = check_pruning_structure(model, [137, 96, 67])
+    assert problems == [] and [s.k for s in stages] == [137, 96, 67]
+    facts, qdq_problems = qdq_facts(model)
+    assert qdq_problems == []
+    assert facts["zero_points_all_zero"] and facts["per_channel_weights"] == facts["quantized_weights"] > 0
+    # Every int8 zero point is 0 and every weight scale is a per-channel vector.
+    from dvit_deploy.export.graph import constant_values
+
+    consts = constant_values(model.graph)
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+            zp = consts[node.input[2]]
+            assert zp.dtype == np.int8 and not zp.any()
+    # Nothing that decides which tokens survive computes on quantized data.
+    dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    excluded = set(quantized.manifest["quantization"]["excluded"]["nodes"])
+    for node in model.graph.node:
+        if node.name in excluded or node.op_type in ("TopK", "Softmax", "LayerNormalization"):
+            assert not dq_out & set(node.input), node.name
+    assert quantized.manifest["quantization"]["excluded"]["predictor_nodes_per_stage"] == [35, 35, 35]
+
+
+def test_manifest_records_precision_quantization_and_derivation(quantized, fp32_export):
+    manifest = read_json(manifest_path(quantized.path))
+    source = read_json(manifest_path(fp32_export))
+    assert manifest["artifact"] == "tiny-int8.onnx" and manifest["precision"] == "int8"
+    assert manifest["onnx"]["sha256"] == sha256_file(quantized.path)
+    assert manifest["onnx"]["bytes"] == quantized.path.stat().st_size
+    for key in ("variant", "config", "keep_counts", "pruning_locations", "seed", "inputs", "outputs", "data_config",
+                "dynamic_batch", "token_outputs"):
+        assert manifest[key] == source[key], key
+    q = manifest["quantization"]
+    assert q["tool"].startswith("onnxruntime") and q["tool_version"] and q["format"] == "QDQ"
+    assert q["weights"]["scheme"] == "symmetric" and q["weights"]["granularity"] == "per-channel"
+    assert q["activations"]["scheme"] == "symmetric" and q["per_channel"] is True
+    assert q["calibration"] == {**q["calibration"], "source": "generated scenes", "samples": 8, "method": "minmax"}
+    assert q["excluded"]["op_types"] == ["TopK", "Softmax", "LayerNormalization"]
+    assert q["derived_from"]["path"] == "tiny.onnx"
+    assert q["derived_from"]["sha256"] == source["onnx"]["sha256"] == sha256_file(fp32_export)
+    check = manifest["check"]
+    assert check["passed"] and check["parity"]["judged_by"] == "agreement"
+    assert check["parity"]["mean_jaccard"] >= 0.95
+    assert quantized.size_ratio < 1.0
+
+
+def test_validate_judges_int8_by_agreement(quantized):
+    result = runner.invoke(app, ["validate", str(quantized.path), "--backend", "onnxruntime", "-n", "16", "--json"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["results"][0]
+    assert row["precision"] == "int8" and row["judged_by"] == "agreement"
+    assert row["tolerance"]["judge"] == "agreement" and row["tolerance"]["min_top1_confident"] == 0.99
+    assert row["logits"]["top1_agreement_confident"] is not None
+    assert len(row["stages"]) == 3 and row["mean_jaccard"] >= 0.95
+    assert all("near_tie_flips" in s for s in row["stages"])
+
+
+def test_cli_default_source_calib_folder_and_force(fp32_export, tmp_path, monkeypatch):
+    from PIL import Image
+
+    work = tmp_path / "w"
+    (work / "export").mkdir(parents=True)
+    for f in (fp32_export, manifest_path(fp32_export)):
+        shutil.copy(f, work / "export" / f.name)
+    calib = tmp_path / "calib" / "sub"
+    calib.mkdir(parents=True)
+    from dvit_deploy.quantize.calibration import scene
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        picture = (scene(rng, 240, 260).transpose(1, 2, 0) * 255).astype(np.uint8)
+        Image.fromarray(picture).save(calib / f"{i}.png")
+    monkeypatch.chdir(work)
+    args = ["quantize", "--calib", str(calib.parent), "--calib-samples", "3", "--method", "percentile",
+            "--check-samples", "16", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["artifact"] == "tiny-int8.onnx" and report["path"].endswith("export/tiny-int8.onnx")
+    cal = report["quantization"]["calibration"]
+    assert cal["source"] == "image folder" and cal["samples"] == 3 and cal["method"] == "percentile"
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--force" in again.output
+    # The newest fp32 export is still the default source, not the int8 file just written.
+    forced = runner.invoke(app, args + ["--force"])
+    assert forced.exit_code == 0, forced.output
+    assert not [p for p in (work / "export").iterdir() if p.name.startswith(".")]  # no temporary leftovers
+    refused = runner.invoke(app, ["quantize", "export/tiny-int8.onnx", "-o", "export/x.onnx"])
+    assert refused.exit_code == 2 and "int8 graph" in refused.output
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "kl"], "--method"),
+    (["--calib", "no/such/folder"], "not found"),
+    (["--percentile", "0"], "--percentile"),
+    (["-o", "x.txt"], ".onnx"),
+    (["--keep-float", "Conv"], "cannot exclude"),
+])
+def test_bad_inputs_one_line_exit_2(fp32_export, tmp_path, extra, message):
+    result = runner.invoke(app, ["quantize", str(fp32_export), "-o", str(tmp_path / "q.onnx"), *extra]
+                           if "-o" not in extra else ["quantize", str(fp32_export), *extra])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_empty_calibration_folder(fp32_export, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["quantize", str(fp32_export), "-o", str(tmp_path / "q.onnx"),
+                                 "--calib", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and "no image files" in result.output
+
+
+def test_failed_check_writes_nothing(fp32_export, tmp_path, monkeypatch):
+    impossible = Tolerance(atol=0.5, rtol=0.5, tie_margin=0.1, judge="agreement", min_top1_confident=1.0,
+                           min_mean_jaccard=1.0 + 1e-9)
+    monkeypatch.setitem(TOLERANCES, "int8", impossible)
+    out = tmp_path / "q.onnx"
+    result = runner.invoke(app, ["quantize", str(fp32_export), "-o", str(out), "--calib-samples", "4",
+                                 "--check-samples", "4", "--method", "minmax"])
+    assert result.exit_code == 1 and "Jaccard" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_agreement_judgement_on_synthetic_outputs():
+    tol = TOLERANCES["int8"]
+    ref = np.array([[3.0, 1.0, 0.0], [1.0, 0.95, 0.0], [0.0, 2.0, 0.5]])
+    # Sample 1 is a near-tie in the reference (margin 0.05): its flip is not judged.
+    test = np.array([[2.9, 1.2, 0.0], [0.9, 1.0, 0.0], [0.1, 1.8, 0.4]])
+    ok = compare(ref, test, tol)
+    assert ok.passed and ok.judged_by == "agreement"
+    assert ok.logits.confident_samples == 2 and ok.logits.top1_agreement_confident == 1.0
+    assert ok.logits.top1_agreement == pytest.approx(2 / 3)
+    bad = compare(ref, np.array([[1.0, 3.0, 0.0], [1.0, 0.9, 0.0], [0.0, 2.0, 0.5]]), tol)
+    assert not bad.passed and "top-1 agreement" in bad.failures[0]
+    ids = [np.array([[0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3]])]
+    low = compare(ref, test, tol, ref_kept=ids, test_kept=[np.array([[0, 1, 2, 9], [0, 1, 2, 3], [0, 1, 2, 3]])])
+    assert low.mean_jaccard == pytest.approx((0.6 + 1 + 1) / 3) and low.passed is False
+    assert "Jaccard" in low.failures[0]
+    flat = compare(np.zeros((2, 3)), np.zeros((2, 3)), tol)
+    assert flat.passed and "not judged" in flat.notes[0]
+    # fp32 keeps the logit tolerance.
+    assert not compare(ref, test, TOLERANCES["fp32"]).passed
+
+
+def test_generated_scenes_are_seeded_and_normalised():
+    from dvit_deploy.quantize import generated_scenes, mixed_inputs
+
+    config = {"input_size": [3, 32, 32], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    a, b = generated_scenes(config, 3, seed=1), generated_scenes(config, 3, seed=1)
+    assert a.shape == (3, 3, 32, 32) and a.dtype == np.float32 and np.array_equal(a, b)
+    assert not np.array_equal(a, generated_scenes(config, 3, seed=2))
+    assert -2.2 <= a.min() and a.max() <= 2.7  # (x - mean) / std for x in [0, 1]
+    mixed = mixed_inputs(config, 5)
+    assert mixed.shape == (5, 3, 32, 32) and np.array_equal(mixed[:3], generated_scenes(config, 3))
