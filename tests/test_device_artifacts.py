@@ -47,7 +47,7 @@ def models(tmp_path_factory, tiny_export):
     from dvit_deploy.export import export_onnx
     from dvit_deploy.models.checkpoint import load_model
 
-    from .test_tensorrt_api import make_qdq_onnx
+    from .quantized_onnx import make_qdq_onnx
 
     folder = tmp_path_factory.mktemp("device_models")
     loaded = load_model(model_name="tiny-deit", keep_ratio=0.7)

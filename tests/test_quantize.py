@@ -143,7 +143,7 @@ def test_cli_default_source_calib_folder_and_force(fp32_export, tmp_path, monkey
     (["--calib", "no/such/folder"], "not found"),
     (["--percentile", "0"], "--percentile"),
     (["-o", "x.txt"], ".onnx"),
-    (["--keep-float", "Conv"], "cannot exclude"),
+    (["--keep-float", "Relu"], "--keep-float takes"),
 ])
 def test_bad_inputs_one_line_exit_2(fp32_export, tmp_path, extra, message):
     result = runner.invoke(app, ["quantize", str(fp32_export), "-o", str(tmp_path / "q.onnx"), *extra]

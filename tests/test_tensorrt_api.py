@@ -35,6 +35,7 @@ from dvit_deploy.errors import BadInput, DvitError
 
 from . import fake_cuda
 from .fake_tensorrt import FakeAPIError, install_engine, make_fake
+from .quantized_onnx import make_qdq_onnx
 
 VERSIONS = ("10.3", "10.13", "11.4")
 GPU = DeviceInfo("NVIDIA A100-SXM4-80GB", (8, 0), platform.machine())
@@ -79,33 +80,6 @@ def dynamic_keep_export(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dk_export")
     export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7), folder / "dk.onnx", dynamic_keep=True)
     return folder / "dk.onnx"
-
-
-def make_qdq_onnx(src: Path, out: Path) -> Path:
-    """A Q/DQ (explicitly quantized: int8 symmetric, per-channel weights) copy of ``src`` with an int8
-    manifest, in the layout ``dvit quantize`` writes (precision int8 + a quantization record)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    from dvit_deploy.fileio import sha256_file
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = [{"images": np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)}]
-
-        def get_next(self):
-            return self.items.pop() if self.items else None
-
-    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
-    manifest = json.loads(src.with_suffix(".json").read_text())
-    manifest["onnx"] = {**manifest.get("onnx", {}), "sha256": sha256_file(out), "bytes": out.stat().st_size,
-                        "external_data": [], "external_data_sha256": {}}
-    manifest.update({"artifact": out.name, "precision": "int8",
-                     "quantization": {"method": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-                                      "activations": "int8 symmetric", "weights": "int8 symmetric per-channel"}})
-    out.with_suffix(".json").write_text(json.dumps(manifest))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -421,3 +395,17 @@ def test_parser_rejection_reports_the_parser_errors(trt, tiny_export, tmp_path):
         run_build(trt, onnx_of(tiny_export), tmp_path, verbose=True)
     assert [c[1] for c in trt.called("Logger.__init__")] == [(trt.Logger.VERBOSE,)]
     assert not trt.called("Builder.build_serialized_network") and not (tmp_path / "out.engine").exists()
+
+
+def test_runner_refuses_a_buffer_tensorrt_rejects(trt, tiny_export, tmp_path, monkeypatch):
+    from dvit_deploy.runtime.trt_runner import TensorRTRunner
+
+    fake_cuda.install(monkeypatch, name=GPU.name, cc=GPU.compute_capability)
+    onnx = onnx_of(tiny_export)
+    result = run_build(trt, onnx, tmp_path, io=engine_io(json.loads(onnx.with_suffix(".json").read_text()),
+                                                         token_outputs=False))
+    trt.behave("IExecutionContext.set_tensor_address", lambda context, name, address: name != "logits")
+    with TensorRTRunner(result.engine_path, result.manifest, device="cuda") as runner:
+        with pytest.raises(DvitError, match="refused the buffer for 'logits'"):
+            runner.run(np.zeros((1, 3, 224, 224), np.float32))
+        assert not trt.called("IExecutionContext.execute_async_v3")

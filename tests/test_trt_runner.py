@@ -79,3 +79,11 @@ def test_refuses_an_engine_from_another_gpu(tmp_path):
                 "gpu": {"name": "Imaginary", "compute_capability": [1, 0]}, "builder": {"hardware_compat": "none"}}
     with pytest.raises(BadInput, match="rebuild it here"):
         TensorRTRunner(engine, manifest, device="cuda").load()
+
+
+def test_buffers_live_on_the_requested_torch_device():
+    import torch
+
+    from dvit_deploy.runtime.trt_runner import torch_device
+
+    assert torch_device(torch, "cuda:1") == torch.device("cuda:1")

@@ -25,7 +25,7 @@ def profile(
     backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime, openvino, torch or tensorrt "
                                           "\\[default: from the artifact's suffix]."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32/fp16/bf16 \\[default: the artifact's]."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32/fp16/bf16/int8 (openvino runs an fp32 export as bf16) \\[default: the artifact's]."),
     dense_baseline: bool = typer.Option(False, "--dense-baseline", help="Also measure the dense twin, "
                                         "exporting it beside the artifact when missing."),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Measure only the given artifacts."),

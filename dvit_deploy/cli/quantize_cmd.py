@@ -31,7 +31,7 @@ def quantize(
                                             help="Also quantize the score predictors (default: kept in float so "
                                             "pruning decisions stay stable)."),
     keep_float: Optional[str] = typer.Option(
-        None, "--keep-float", help=f"Op types kept in float, comma-separated \\[default: {','.join(EXCLUDED_OP_TYPES)}]."),
+        None, "--keep-float", help=f"Op types kept in float, comma-separated (also MatMul, Gemm, Conv) \\[default: {','.join(EXCLUDED_OP_TYPES)}]."),
     check_samples: int = typer.Option(DEFAULT_CHECK_SAMPLES, "--check-samples", min=1,
                                       help="Inputs (generated scenes + seeded noise) for the int8-vs-PyTorch check."),
     force: bool = FORCE_OPTION,

@@ -39,6 +39,7 @@ EXCLUDED_OP_TYPES = ("TopK", "Softmax", "LayerNormalization")
 METHODS = ("entropy", "percentile", "minmax")
 DEFAULT_METHOD = "percentile"
 DEFAULT_PERCENTILE = 99.999
+ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 512, 128
 DEFAULT_CALIB_SAMPLES = 64
 DEFAULT_CALIB_BATCH = 8
 DEFAULT_CHECK_SAMPLES = 32
@@ -164,9 +165,10 @@ def quantize_onnx(
         raise BadInput(f"--calib-batch must be ≥ 1, got {calib_batch}")
     if check_samples < 1:
         raise BadInput(f"--check-samples must be ≥ 1, got {check_samples}")
-    unknown = sorted(set(exclude_op_types) - set(EXCLUDED_OP_TYPES) - {"Gather", "Add", "Mul", "Div"})
+    unknown = sorted(set(exclude_op_types) - set(EXCLUDED_OP_TYPES) - set(QUANTIZED_OP_TYPES))
     if unknown:
-        raise BadInput(f"cannot exclude op types {', '.join(unknown)}; known: {', '.join(EXCLUDED_OP_TYPES)}")
+        raise BadInput(f"cannot keep op types {', '.join(unknown)} in float: --keep-float takes "
+                       f"{', '.join(EXCLUDED_OP_TYPES + QUANTIZED_OP_TYPES)}")
     ort = require("onnxruntime", "gpu", "dvit quantize")
     import onnx
 
@@ -221,6 +223,11 @@ def quantize_onnx(
         extra_options["CalibPercentile"] = percentile
     if method in ("entropy", "percentile"):
         extra_options["CalibTensorRangeSymmetric"] = True
+    if method == "entropy":
+        # ORT's defaults (128 bins, 128 quantized bins) leave the KL search a single candidate, the full
+        # range, i.e. min-max. TensorRT's entropy calibrator searches thresholds over a finer histogram.
+        extra_options["CalibNumBins"] = ENTROPY_BINS
+        extra_options["CalibNumQuantizedBins"] = ENTROPY_QUANTIZED_BINS
 
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.", dir=output.parent))
     try:
@@ -284,6 +291,7 @@ def quantize_onnx(
             "reduce_range": False,
             "calibration": {**calib.describe(), "method": method,
                             "percentile": percentile if method == "percentile" else None,
+                            "histogram_bins": [ENTROPY_BINS, ENTROPY_QUANTIZED_BINS] if method == "entropy" else None,
                             "batch": calib_batch},
             "excluded": {"op_types": exclusion_record["op_types"],
                          "predictor_subgraph": exclusion_record["predictor_subgraph"],
