@@ -223,11 +223,8 @@ def quantize_onnx(
         extra_options["CalibPercentile"] = percentile
     if method in ("entropy", "percentile"):
         extra_options["CalibTensorRangeSymmetric"] = True
-    if method == "entropy":
-        # ORT's defaults (128 bins, 128 quantized bins) leave the KL search a single candidate, the full
-        # range, i.e. min-max. TensorRT's entropy calibrator searches thresholds over a finer histogram.
-        extra_options["CalibNumBins"] = ENTROPY_BINS
-        extra_options["CalibNumQuantizedBins"] = ENTROPY_QUANTIZED_BINS
+    # Entropy: ORT's defaults (128 bins, 128 quantized bins) leave the KL search a single candidate, the
+    # full range, i.e. min-max; _entropy_ranges searches thresholds over a finer histogram instead.
 
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.", dir=output.parent))
     try:
@@ -245,8 +242,15 @@ def quantize_onnx(
         reader = data_reader(calib, input_name, calib_batch, extra_feed, on_batch)
         start = time.perf_counter()
         sink = io.StringIO()
+        cache_path = None
         try:
             with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), _quiet_logging():
+                if method == "entropy":
+                    # quantize_static does not pass histogram sizes on to its calibrator: calibrate here and
+                    # hand the ranges over through its calibration cache.
+                    cache_path = _entropy_ranges(source, tmp_dir, reader)
+                    if cache_path is not None:
+                        reader = None
                 quantize_static(
                     str(source), str(tmp_onnx), reader,
                     quant_format=QuantFormat.QDQ,
@@ -259,6 +263,7 @@ def quantize_onnx(
                     calibrate_method=calibrate_method,
                     calibration_providers=["CPUExecutionProvider"],
                     extra_options=extra_options,
+                    **({"calibration_cache_path": str(cache_path)} if cache_path is not None else {}),
                 )
         except DvitError:
             raise
@@ -312,6 +317,27 @@ def quantize_onnx(
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return QuantizeResult(output, manifest_path(output), new_manifest, check, source, seconds)
+
+
+def _entropy_ranges(source: Path, tmp_dir: Path, reader) -> Path | None:
+    """KL-divergence ranges over an ENTROPY_BINS histogram, saved as quantize_static's calibration cache.
+
+    None when this onnxruntime has no calibration cache (quantize_static then calibrates itself).
+    """
+    from onnxruntime.quantization import calibrate
+
+    if not hasattr(calibrate, "save_tensors_data"):
+        return None
+    calibrator = calibrate.create_calibrator(
+        source, list(QUANTIZED_OP_TYPES), augmented_model_path=str(tmp_dir / "augmented.onnx"),
+        calibrate_method=calibrate.CalibrationMethod.Entropy, providers=["CPUExecutionProvider"],
+        extra_options={"symmetric": True, "num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS})
+    calibrator.collect_data(reader)
+    ranges = calibrator.compute_data()
+    del calibrator
+    path = tmp_dir / "calibration-cache.json"
+    calibrate.save_tensors_data(ranges, path)
+    return path
 
 
 @contextlib.contextmanager
