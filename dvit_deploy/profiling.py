@@ -551,10 +551,10 @@ def plan_profile(artifacts_given: Sequence[Path] | None, *, backend: str | None,
             seen.add(key)
             plan.runs.append((path, role))
 
+    from .workspace import load_manifest
+
     for path in paths:
-        if not path.exists():
-            raise BadInput(f"artifact {path} not found")
-        manifest = read_json(manifest_path(path), what=f"manifest of {path.name}")
+        manifest = load_manifest(path)  # not found, no dvit manifest, or sha256 mismatch: one line, exit 2
         if manifest.get("dense"):
             add(path, "dense")
             continue
