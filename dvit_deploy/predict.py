@@ -12,13 +12,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .defaults import PREDICT_BATCH
 from .data import class_names, data_config_of, preprocess_images
 from .errors import BadInput
 from .runtime import default_backend, runner_for_artifact
 from .validate import pad_batch
 from .workspace import load_manifest, newest_artifact
 
-DEFAULT_BATCH = 8
+DEFAULT_BATCH = PREDICT_BATCH
 TOKEN_OUTPUTS_HINT = "re-export with 'dvit export --token-outputs' (or use --backend torch/onnxruntime)"
 
 

@@ -22,11 +22,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import defaults
 from .errors import BadInput
 from .fileio import atomic_path, manifest_path, read_json
 from .flops import macs_for_manifest
 
-CV_WARN_PERCENT = 2.5  # trtexec warns above this coefficient of variation
+CV_WARN_PERCENT = defaults.CV_WARN_PERCENT
 PERCENTILES = (90, 95, 99)
 PROFILE_SEED = 1234
 SCHEMA = "dvit-deploy/profile/1"

@@ -16,13 +16,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .compare import Comparison, Tolerance, compare
+from .defaults import VALIDATE_BATCH, VALIDATE_SAMPLES
 from .errors import BadInput, DvitError
 from .export.onnx_export import TOKEN_OUTPUT_PREFIX
 from .runtime import FILE_BACKENDS, default_backend, runner_for_artifact
 from .workspace import default_artifact, load_manifest
 
-DEFAULT_SAMPLES = 8
-DEFAULT_BATCH = 8
+DEFAULT_SAMPLES = VALIDATE_SAMPLES
+DEFAULT_BATCH = VALIDATE_BATCH
 VALIDATE_SEED = 20240607
 SCHEMA = "dvit-deploy/validate/1"
 

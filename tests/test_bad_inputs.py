@@ -124,7 +124,7 @@ def _no_space_while_copying(d: Path, mp) -> None:
     def full_disk(src, dst, *a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
 
-    mp.setattr("dvit_deploy.ship.shutil.copy2", full_disk)
+    mp.setattr("dvit_deploy.ship.bundle.shutil.copy2", full_disk)
 
 
 def _ctrl_c_while_importing(d: Path, mp) -> None:

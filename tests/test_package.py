@@ -236,7 +236,7 @@ def test_cli_package_bad_inputs(workdir, onnx_copy, monkeypatch):
 
 
 def test_trtexec_profile_for_dynamic_keep_uses_keep_count_values():
-    from dvit_deploy.ship import _profile_args
+    from dvit_deploy.ship.trtexec import _profile_args
 
     manifest = {
         "inputs": [{"name": "images", "shape": ["batch", 3, 224, 224]}, {"name": "keep_counts", "shape": [3]}],

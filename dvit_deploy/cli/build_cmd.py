@@ -7,12 +7,15 @@ from typing import Optional
 
 import typer
 
-from ..engines.build import build as build_engine
-from ..engines.doctor import TARGETS, summary_rows
+from ..engines.targets import PARSER_TARGETS as TARGETS
 from ..errors import BadInput, MissingDependency
+from ..lazy import lazy_import
 from .common import (FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, handle_errors, human_bytes, notes, out, parse_floats, phases,
                      styled, table)
 from .common import warn
+
+build_lib = lazy_import("dvit_deploy.engines.build")  # onnx, the fp16 check: loaded when the command runs
+doctor_lib = lazy_import("dvit_deploy.engines.doctor")
 
 
 def _keep_range(text: Optional[str]) -> Optional[tuple[float, float]]:
@@ -62,7 +65,7 @@ def build(
     try:
         onnx_path = artifact_or_default(onnx_path, (".onnx",))
         with artifact_checks(no_verify), phases("build") as on_phase:
-            result = build_engine(onnx_path, precision=precision, output=output, target=target, force=force,
+            result = build_lib.build(onnx_path, precision=precision, output=output, target=target, force=force,
                                   onnx_only=onnx_only, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
                                   keep_range=_keep_range(keep_range), workspace_mb=workspace, optimization_level=opt_level,
                                   hardware_compat=hardware_compat, version_compatible=version_compatible,
@@ -79,7 +82,7 @@ def build(
                    "seconds": result.seconds, "doctor": result.doctor.to_dict(), "manifest": result.manifest,
                    "warnings": result.warnings})
         return
-    warnings = [r for r in summary_rows(result.doctor) if r[0] != "info"]
+    warnings = [r for r in doctor_lib.summary_rows(result.doctor) if r[0] != "info"]
     if warnings:
         out.print(table("readiness warnings", ["severity", "check", "finding"], warnings))
     if result.fp16 is not None:

@@ -7,8 +7,11 @@ from typing import Optional
 
 import typer
 
-from ..engines.doctor import DEFAULT_TARGET, TARGETS, diagnose, summary_rows
+from ..engines.targets import DEFAULT_PARSER_TARGET as DEFAULT_TARGET, PARSER_TARGETS as TARGETS
+from ..lazy import lazy_import
 from .common import JSON_OPTION, artifact_or_default, emit_json, err, handle_errors, out, styled, table
+
+doctor_lib = lazy_import("dvit_deploy.engines.doctor")  # onnx: loaded when the command runs
 
 SEVERITY_STYLE = {"blocker": styled("[bold red]blocker[/]"), "warning": styled("[yellow]warning[/]"),
                   "info": styled("[dim]info[/]")}
@@ -24,11 +27,11 @@ def doctor(
 ) -> None:
     """Static TensorRT readiness report: operators, opset, TopK, int64, Attention, external data, profiles."""
     path = artifact_or_default(onnx_path, (".onnx",))
-    report = diagnose(path, target)
+    report = doctor_lib.diagnose(path, target)
     if json_output:
         emit_json(report.to_dict())
     else:
-        rows = [(SEVERITY_STYLE[s], c, m) for s, c, m in summary_rows(report)]
+        rows = [(SEVERITY_STYLE[s], c, m) for s, c, m in doctor_lib.summary_rows(report)]
         out.print(table(f"{path.name} for {report.target.description} (opset {report.opset})",
                         ["severity", "check", "finding"], rows))
         if report.passed:

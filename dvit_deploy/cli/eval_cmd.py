@@ -8,14 +8,16 @@ from typing import List, Optional
 import typer
 
 from ..errors import BadInput, CheckFailed
-from ..evaluate import evaluate
-from ..predict import DEFAULT_BATCH
+from ..defaults import PREDICT_BATCH as DEFAULT_BATCH
+from ..lazy import lazy_import
 from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, count_progress, emit_json,
                      handle_errors, notes, out, table)
 
 
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
+
+evaluate_lib = lazy_import("dvit_deploy.evaluate")
 
 
 @handle_errors
@@ -43,7 +45,7 @@ def eval_images(
             raise BadInput(f"--min-agreement is a fraction between 0 and 1, got {min_agreement}")
     artifact = artifact_or_default(artifact, backend=backend[0] if backend else None)
     with artifact_checks(no_verify), count_progress("eval") as (on_start, on_advance):
-        result = evaluate(data, artifact, backend, labels_file=labels, limit=limit, batch=batch, device=device,
+        result = evaluate_lib.evaluate(data, artifact, backend, labels_file=labels, limit=limit, batch=batch, device=device,
                           reference=not no_reference, on_start=on_start, on_progress=on_advance)
     for score in result.scores:
         notes([f"{score.backend}: {n}" for n in score.notes])

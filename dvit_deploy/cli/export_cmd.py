@@ -7,11 +7,13 @@ from typing import Optional
 
 import typer
 
-from ..export import export_onnx
-from ..export.check import summary_rows
-from ..export.onnx_export import DEFAULT_OPSET, validate_options
+from ..defaults import DEFAULT_OPSET
 from ..fileio import prepare_output
-from ..models.checkpoint import load_model
+from ..lazy import lazy_import
+
+checkpoints = lazy_import("dvit_deploy.models.checkpoint")
+onnx_export = lazy_import("dvit_deploy.export.onnx_export")
+export_check = lazy_import("dvit_deploy.export.check")
 from .common import (FORCE_OPTION, JSON_OPTION, emit_json, handle_errors, human_bytes, notes, out, parse_floats, phases,
                      styled, table)
 
@@ -38,16 +40,16 @@ def export(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Export to ONNX (one TopK + one Gather per pruning stage) and check it against PyTorch."""
-    validate_options(opset, batch)  # fail on bad options before spending time on the model
+    onnx_export.validate_options(opset, batch)  # fail on bad options before spending time on the model
     if output is not None:
         prepare_output(output, force=force, kinds=(".onnx",))
-    loaded = load_model(
+    loaded = checkpoints.load_model(
         checkpoint, model_name=model, keep_ratio=keep_ratio, stage_ratios=parse_floats(stage_ratios, "--stage-ratios"),
         dense=dense, use_ema=use_ema, trust=trust_checkpoint, seed=seed,
     )
     notes(loaded.notes)
     with phases("export") as on_phase:
-        result = export_onnx(loaded, output, opset=opset, batch=batch, token_outputs=token_outputs, force=force,
+        result = onnx_export.export_onnx(loaded, output, opset=opset, batch=batch, token_outputs=token_outputs, force=force,
                              check_samples=check_samples, on_phase=on_phase,
                              dynamic_keep=dynamic_keep)
     if json_output:
@@ -62,7 +64,7 @@ def export(
             out.print(f"  ρ={entry['keep_ratio']:g}: K {entry['graph_k']} (fixed-ratio model {entry['expected_k']}), "
                       f"max |Δlogit| {parity['max_abs']:.2e}")
     out.print(table(f"{loaded.variant.name} → ONNX opset {opset}, kept tokens {counts}", ["check", "result"],
-                    summary_rows(result.check)))
+                    export_check.summary_rows(result.check)))
     size = human_bytes(result.manifest["onnx"]["bytes"])
     out.print(styled("[green]wrote[/] {} ({}) and {} in {} s", result.path, size, result.manifest_path.name,
                      f"{sum(result.seconds.values()):.1f}"))

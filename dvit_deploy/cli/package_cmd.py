@@ -7,10 +7,14 @@ from typing import List, Optional
 
 import typer
 
+from ..engines.targets import DEVICE_TARGETS as TARGETS
 from ..errors import BadInput, CheckFailed
-from ..ship import DEFAULT_PROFILE, TARGETS, make_bundle, verify_bundle
+from ..lazy import lazy_import
+from ..ship.layout import DEFAULT_PROFILE
 from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, handle_errors, human_bytes, notes, out, parse_ints, phases,
                      styled, table)
+
+ship = lazy_import("dvit_deploy.ship")  # loaded when a command runs
 
 _STATUS_STYLE = {"ok": styled("[green]ok[/]"), "failed": styled("[bold red]FAILED[/]"),
                  "skipped": styled("[yellow]skipped[/]"), "warning": styled("[yellow]warning[/]")}
@@ -40,7 +44,7 @@ def package(
         raise BadInput("--batch-profile takes three integers: min,opt,max")
     paths = list(artifacts) if artifacts else [artifact_or_default(None)]
     with artifact_checks(no_verify), phases("package") as on_phase:
-        result = make_bundle(paths, target, output=output, triton=triton, precision=precision,
+        result = ship.make_bundle(paths, target, output=output, triton=triton, precision=precision,
                              profile=tuple(profile) if profile else DEFAULT_PROFILE, archive=not no_archive,
                              force=force, on_phase=on_phase)
     notes(result.notes)
@@ -61,7 +65,7 @@ def verify(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Check a bundle: checksums, manifests against files, and engine compatibility where TensorRT is present."""
-    report = verify_bundle(bundle)
+    report = ship.verify_bundle(bundle)
     if json_output:
         emit_json(report.to_dict())
     else:

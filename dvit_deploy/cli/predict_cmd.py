@@ -10,8 +10,11 @@ import typer
 from ..data import data_config_of, denormalize, expand_image_args
 from ..errors import BadInput
 from ..fileio import prepare_output
-from ..predict import DEFAULT_BATCH, grid_of, predict as run_predict
+from ..defaults import PREDICT_BATCH as DEFAULT_BATCH
+from ..lazy import lazy_import
 from .common import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, handle_errors, notes, out, phases, styled, table
+
+predict_lib = lazy_import("dvit_deploy.predict")
 
 
 @handle_errors
@@ -37,13 +40,13 @@ def predict(
         viz = prepare_output(viz, force=force, kinds=(".png",))
     artifact = artifact_or_default(artifact, backend=backend)
     with artifact_checks(no_verify), phases("predict") as on_phase:
-        result = run_predict(paths, artifact, backend, top_k=top, want_kept=viz is not None, device=device,
+        result = predict_lib.predict(paths, artifact, backend, top_k=top, want_kept=viz is not None, device=device,
                              batch=batch, on_phase=on_phase)
         if viz is not None:
             on_phase("draw")
             from ..viz import save_keep_figure
 
-            grid, patch = grid_of(result.manifest)
+            grid, patch = predict_lib.grid_of(result.manifest)
             titles = [f"{p.image.name}\n{p.top[0].name} ({p.top[0].probability:.0%})" for p in result.predictions]
             save_keep_figure(viz, denormalize(result.images, data_config_of(result.manifest)), result.kept,
                              grid=grid, patch=patch, row_titles=titles,

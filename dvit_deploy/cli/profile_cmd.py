@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
 from ..errors import BadInput
-from ..profiling import CV_WARN_PERCENT, ProfileReport, ProfileSettings, plan_profile, plot_results, run_profile
+from ..defaults import CV_WARN_PERCENT
+from ..lazy import lazy_import
 from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, err, emit_json, fraction_progress, handle_errors, notes, out, parse_ints, phases,
                      print_wide, styled, warn)
 
 
+profiling = lazy_import("dvit_deploy.profiling")
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
@@ -52,26 +54,26 @@ def profile(
     batches = parse_ints(batch, "--batch")
     if plot is not None and plot.suffix.lower() not in PLOT_SUFFIXES:
         raise BadInput(f"--plot draws a picture: give a path ending in {', '.join(PLOT_SUFFIXES)}, not {plot.name}")
-    settings = ProfileSettings(warmup_s=warmup, duration_s=duration, iterations=iterations,
+    settings = profiling.ProfileSettings(warmup_s=warmup, duration_s=duration, iterations=iterations,
                                include_transfer=include_transfer, cuda_graph=cuda_graph, intra_op_threads=threads,
                                rounds=rounds)
     settings.validate()
     if not artifacts:
         artifacts = [artifact_or_default(None, backend=backend)]
     with artifact_checks(no_verify), phases("profile") as on_phase:
-        plan = plan_profile(artifacts, backend=backend, dense_baseline=dense_baseline, with_twins=not no_baseline,
+        plan = profiling.plan_profile(artifacts, backend=backend, dense_baseline=dense_baseline, with_twins=not no_baseline,
                             on_phase=on_phase)
     options = {"graph_optimization": graph_optimization, "compile": compile_model}
     if providers:
         options["providers"] = providers
     with artifact_checks(no_verify), fraction_progress() as on_progress:
-        report = run_profile(plan, backend=backend, batches=batches, settings=settings, device=device,
+        report = profiling.run_profile(plan, backend=backend, batches=batches, settings=settings, device=device,
                              precision=precision, options=options, on_progress=on_progress)
     if not report.results:
         notes(report.notes)
         err.print(styled("[bold red]error:[/] nothing was measured (no artifact supports the requested batch sizes)"))
         raise typer.Exit(2)
-    written = plot_results(report.results, plot) if plot is not None else None
+    written = profiling.plot_results(report.results, plot) if plot is not None else None
     if json_output:
         data = report.to_dict()
         data["plot"] = None if written is None else str(written)
@@ -103,7 +105,7 @@ def _ms(value: float) -> str:
     return f"{value:.2f}" if value < 100 else f"{value:.0f}"
 
 
-def _print(report: ProfileReport) -> None:
+def _print(report: Any) -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from ..validate import DEFAULT_BATCH, DEFAULT_SAMPLES, ValidateReport, validate as run_validate
+from ..defaults import VALIDATE_BATCH as DEFAULT_BATCH, VALIDATE_SAMPLES as DEFAULT_SAMPLES
+from ..lazy import lazy_import
 from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, err, handle_errors,
                      notes, phases, print_wide, styled, table)
+
+validate_lib = lazy_import("dvit_deploy.validate")
 
 
 @handle_errors
@@ -34,7 +37,7 @@ def validate(
     if not artifacts:
         artifacts = [artifact_or_default(None, backend=backend[0] if backend and len(backend) == 1 else None)]
     with artifact_checks(no_verify), phases("validate") as on_phase:
-        report = run_validate(artifacts, backends=backend, samples=samples, batch=batch, images_dir=images,
+        report = validate_lib.validate(artifacts, backends=backend, samples=samples, batch=batch, images_dir=images,
                               device=device, precision=precision, on_phase=on_phase)
     for result in report.results:
         if result.fallback:
@@ -57,7 +60,7 @@ def validate(
 TABLE_WIDTH = 140
 
 
-def _print(report: ValidateReport) -> None:
+def _print(report: Any) -> None:
     rows = []
     for r in report.results:
         name = Path(r.artifact).name

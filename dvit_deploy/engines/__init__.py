@@ -1,20 +1,27 @@
-"""TensorRT engines: readiness checks (no TensorRT needed), fp16 graphs, build plans, builds.
+"""TensorRT engines: the target table, readiness checks (no TensorRT needed), fp16 graphs, build
+plans, builds.
 
-Only ``trt_build.py`` (and ``runtime/trt_runner.py``) import ``tensorrt``, lazily; everything
-else here is plain Python/ONNX and runs on any machine.
+``targets.py`` (every TensorRT fact: parser and device targets, precision flags, engine names,
+compatibility) and ``manifest.py`` (plans, profiles, engine manifests) need neither torch nor
+onnx; ``doctor.py`` and ``fp16.py`` need onnx; only ``trt_build.py`` (and
+``runtime/trt_runner.py``) import ``tensorrt``, lazily. The names below load on first use, so
+importing one submodule does not import the others.
 """
 
-from .doctor import DEFAULT_TARGET, TARGETS, DoctorReport, diagnose
-from .fp16 import convert_to_mixed_precision
-from .manifest import BuildPlan, compatibility_problem, make_plan
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_TARGET",
-    "TARGETS",
-    "BuildPlan",
-    "DoctorReport",
-    "compatibility_problem",
-    "convert_to_mixed_precision",
-    "diagnose",
-    "make_plan",
-]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "DEFAULT_TARGET": "doctor",
+    "TARGETS": "doctor",
+    "DoctorReport": "doctor",
+    "diagnose": "doctor",
+    "convert_to_mixed_precision": "fp16",
+    "BuildPlan": "manifest",
+    "make_plan": "manifest",
+    "compatibility_problem": "targets",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

@@ -18,8 +18,10 @@ import onnx
 from ..errors import BadInput, CheckFailed
 from ..fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
 from ..workspace import engines_dir, export_dir, load_manifest, newest_artifact
-from .doctor import DEFAULT_TARGET, DoctorReport, diagnose
+from ..deps import package_present
+from .doctor import DoctorReport, diagnose
 from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision, fixed_batch
+from .targets import parser_target_for
 
 FP16_SUFFIX = "-fp16mixed"
 
@@ -90,19 +92,9 @@ def require_qdq(onnx_path: Path) -> None:
 
 
 def doctor_target_for(trt_version: str | None, requested: str | None) -> str:
-    """The doctor target matching an installed TensorRT: its major.minor, not just the major."""
-    if requested:
-        return requested
-    if trt_version is None:
-        return DEFAULT_TARGET
-    from .manifest import parse_trt_version
-
-    major, minor, _ = parse_trt_version(trt_version)
-    if major >= 11:
-        return "trt-11"
-    if (major, minor) <= (10, 3):  # 10.0-10.3: the JetPack 6 parser (opset <= 20, no Attention)
-        return "trt-10.3"
-    return "trt-10"
+    """The doctor target matching an installed TensorRT: its major.minor, not just the major
+    (``targets.parser_target_for``), unless ``--target`` asked for one."""
+    return requested or parser_target_for(trt_version)
 
 
 def write_fp16_onnx(onnx_path: Path, onnx_manifest: dict[str, Any], output: Path, *, force: bool,
@@ -168,7 +160,6 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
     if timing_cache is not None and not onnx_only:
         timing_cache = check_timing_cache(timing_cache)
 
-    from ..runtime import package_present
     from . import manifest as plans  # pure: no TensorRT
     from .trt_build import import_tensorrt
 

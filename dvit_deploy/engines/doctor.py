@@ -5,7 +5,8 @@ The operator tables are data transcribed from NVIDIA's "Supported ONNX Operators
 operators and restrictions, the 10.0 edition for the opset range of older 10.x parsers, and the
 TensorRT 11 "ONNX Opset Guide" (maximum opset 25). ``trt-10.3`` (JetPack 6) is checked against
 the 10.x table with the 10.0 opset limit (20), which also keeps out the opset-23 ``Attention``
-op that needs parser >= 10.14.
+op that needs parser >= 10.14. The targets themselves (opset limits, Attention) are rows of the
+TensorRT target table, ``engines/targets.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import onnx
 
 from ..errors import BadInput
 from ..export.graph import constant_values
+from .targets import DEFAULT_PARSER_TARGET, PARSER_TARGETS, ParserTarget
 
 TOPK_MAX_K = 3840  # "k <= 3840" (TensorRT operator reference, TopK)
 
@@ -52,25 +54,10 @@ StringConcat StringNormalizer StringSplit TfIdfVectorizer Unique
 """.split())
 
 
-@dataclass(frozen=True)
-class Target:
-    name: str
-    description: str
-    min_opset: int
-    max_opset: int
-    attention_op: bool  # ONNX Attention (opset 23) needs parser >= 10.14
-    source: str
-
-
-TARGETS = {
-    "trt-10.3": Target("trt-10.3", "TensorRT 10.3 (JetPack 6, Jetson Orin)", 9, 20, False,
-                       "onnx-tensorrt operators.md (10.x table; opset range of the 10.0 edition)"),
-    "trt-10": Target("trt-10", "TensorRT 10.x, newest (10.15)", 9, 24, True,
-                     "onnx-tensorrt operators.md, TensorRT 10.15 edition (opset 9-24)"),
-    "trt-11": Target("trt-11", "TensorRT 11.x", 9, 25, True,
-                     "NVIDIA ONNX Opset Guide for TensorRT 11.x (max opset 25) + operators.md"),
-}
-DEFAULT_TARGET = "trt-10"
+# The parser targets (names, opset limits, Attention support) are the TensorRT target table's.
+Target = ParserTarget
+TARGETS = PARSER_TARGETS
+DEFAULT_TARGET = DEFAULT_PARSER_TARGET
 
 
 @dataclass

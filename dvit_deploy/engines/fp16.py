@@ -236,7 +236,8 @@ def compare_with_fp32(fp32_model: onnx.ModelProto, fp16_model: onnx.ModelProto, 
     from ..compare import Tolerance, boundary_margins, compare
     from ..export.check import cpu_session
     from ..export.graph import pruning_stages, with_topk_outputs
-    from ..models import kept_patch_ids
+    from ..artifact.names import kept_patch_ids
+    from ..batching import RunOutput, run_batched
 
     def run(model: onnx.ModelProto):
         stages = pruning_stages(model)
@@ -250,13 +251,15 @@ def compare_with_fp32(fp32_model: onnx.ModelProto, fp16_model: onnx.ModelProto, 
         chunk = fixed_batch(model) or len(images)
         if len(images) % chunk:
             raise ValueError(f"{len(images)} images do not split into the graph's fixed batch of {chunk}")
-        runs = [session.run(names, {session.get_inputs()[0].name: images[i:i + chunk], **(extra_inputs or {})})
-                for i in range(0, len(images), chunk)]
-        outs = {name: np.concatenate([r[j] for r in runs]) for j, name in enumerate(names)}
-        kept = kept_patch_ids([outs[s.indices_output] for s in stages], num_patches) if stages else []
-        scores = [outs[n.input[0]] for s in stages for n in probe.graph.node
-                  if (n.name or n.output[0]) == s.topk_node]
-        return outs[names[0]], kept, scores
+        score_names = [n.input[0] for s in stages for n in probe.graph.node if (n.name or n.output[0]) == s.topk_node]
+
+        def run_chunk(batch: np.ndarray) -> RunOutput:
+            outs = dict(zip(names, session.run(names, {session.get_inputs()[0].name: batch, **(extra_inputs or {})})))
+            kept = kept_patch_ids([outs[s.indices_output] for s in stages], num_patches) if stages else []
+            return RunOutput(outs[names[0]], kept, {name: outs[name] for name in score_names})
+
+        gathered = run_batched(run_chunk, images, chunk)
+        return gathered.logits, gathered.kept or [], [gathered.extra(name) for name in score_names]
 
     ref_logits, ref_kept, ref_scores = run(fp32_model)
     test_logits, test_kept, _ = run(fp16_model)

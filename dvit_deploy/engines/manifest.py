@@ -1,13 +1,14 @@
-"""Everything about an engine build that does not need TensorRT: settings, profiles, names,
-the engine manifest, and the "may this engine run here?" decision.
+"""Everything about an engine build that does not need TensorRT: settings, profiles, the plan
+and the engine manifest. torch-free and onnx-free.
 
-``trt_build.py`` turns a ``BuildPlan`` into TensorRT calls; the runner calls
+The TensorRT facts the plan applies (precision flags per version, hardware-compatibility levels,
+engine names, the "may this engine run here?" decision) live in ``targets.py`` and are
+re-exported here. ``trt_build.py`` turns a ``BuildPlan`` into TensorRT calls; the runner calls
 ``compatibility_problem`` before deserializing. Both are thin because the decisions live here.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,16 +17,12 @@ from typing import Any
 from .. import __version__
 from ..errors import BadInput
 from ..fileio import manifest_path
-from ..models import KeepSchedule
+from ..models.config import KeepSchedule
+from .targets import (HARDWARE_COMPAT, HARDWARE_COMPAT_LEVELS, HARDWARE_COMPAT_SINCE, PRECISIONS, DeviceInfo,
+                      PrecisionStrategy, compatibility_problem, engine_file_name, gpu_tag, parse_trt_version,
+                      precision_strategy)
 
 ENGINE_SCHEMA = "dvit-deploy/engine-manifest/1"
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")  # int8: an explicitly quantized (Q/DQ) ONNX
-HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
-# dvit's names -> TensorRT's HardwareCompatibilityLevel members (TRT >= 8.6).
-HARDWARE_COMPAT_LEVELS = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
-# The first TensorRT with each level (HardwareCompatibilityLevel members in NVIDIA's bindings:
-# 10.3 has NONE and AMPERE_PLUS only; SAME_COMPUTE_CAPABILITY appears in 10.9).
-HARDWARE_COMPAT_SINCE = {"none": (8, 6), "ampere+": (8, 6), "same-cc": (10, 9)}
 MAX_BATCH_LIMIT = 4096
 DEFAULT_WORKSPACE_MB = 4096
 DEFAULT_OPT_LEVEL = 3  # TensorRT's default builder_optimization_level
@@ -62,59 +59,6 @@ class BuildPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def parse_trt_version(version: str) -> tuple[int, int, int]:
-    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", str(version))
-    if not match:
-        raise BadInput(f"cannot read a TensorRT version from '{version}'")
-    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
-
-
-@dataclass(frozen=True)
-class PrecisionStrategy:
-    strongly_typed: bool  # create the network with NetworkDefinitionCreationFlag.STRONGLY_TYPED
-    set_flags: tuple[str, ...]
-    cleared_flags: tuple[str, ...]
-    fp16_graph: bool  # convert the ONNX to mixed precision before parsing
-
-
-def precision_strategy(precision: str, trt_major: int, *, strongly_typed: bool = False,
-                       fp16_fallback: bool = False) -> PrecisionStrategy:
-    """How a precision is obtained on a TensorRT major version.
-
-    TensorRT 10 is weakly typed by default: reduced precision is a builder flag (FP16/BF16),
-    and TF32 is on unless cleared, so "fp32" clears it. ``strongly_typed=True`` on 10 takes the
-    TensorRT 11 route instead. TensorRT 11 is always strongly typed and has no FP16/BF16 flags:
-    the precision comes from the graph, so fp16 means converting the ONNX first.
-
-    int8 is explicit quantization only (the ONNX carries QuantizeLinear/DequantizeLinear; no
-    calibrator, which TensorRT 11 removed): a weakly typed TensorRT 10 network needs
-    ``BuilderFlag.INT8`` for its Q/DQ layers, and ``fp16_fallback`` adds ``FP16`` so the layers
-    outside Q/DQ pairs may run in fp16 ("INT8, with FP16 fallback if FP16 is also set"). Strongly
-    typed (TensorRT 11, or 10 with ``--strongly-typed``): no flag, the Q/DQ nodes are the types.
-    """
-    if precision not in PRECISIONS:
-        raise BadInput(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
-    if trt_major < 10:
-        raise BadInput(f"TensorRT {trt_major}.x is not supported: dvit build needs TensorRT 10 or 11")
-    if fp16_fallback and precision != "int8":
-        raise BadInput("an fp16 fallback only applies to an int8 (Q/DQ) build")
-    tf32 = (("TF32",), ()) if precision == "tf32" else ((), ("TF32",))
-    if precision == "int8":
-        if trt_major == 10 and not strongly_typed:
-            return PrecisionStrategy(False, ("INT8",) + (("FP16",) if fp16_fallback else ()), tf32[1], False)
-        if fp16_fallback:
-            raise BadInput("--int8 --fp16 (INT8 with FP16 fallback) is a TensorRT 10 weakly typed build; TensorRT 11 "
-                           "and --strongly-typed take every layer's precision from the Q/DQ graph itself")
-        return PrecisionStrategy(True, (), tf32[1], False)
-    if trt_major == 10 and not strongly_typed:
-        reduced = {"fp16": ("FP16",), "bf16": ("BF16",)}.get(precision, ())
-        return PrecisionStrategy(False, reduced + tf32[0], tf32[1], False)
-    if precision == "bf16":
-        raise BadInput("bf16 with a strongly typed network needs a bf16 graph; dvit converts graphs to fp16 only "
-                       "(use TensorRT 10 without --strongly-typed for BF16)")
-    return PrecisionStrategy(True, tf32[0], tf32[1], precision == "fp16")
 
 
 def batch_range(min_batch: int | None, opt_batch: int | None, max_batch: int | None,
@@ -174,17 +118,9 @@ def make_profiles(onnx_manifest: dict[str, Any], *, min_batch: int | None = None
     return tuple(profiles)
 
 
-def gpu_tag(gpu_name: str) -> str:
-    """'NVIDIA GeForce RTX 4090' -> 'rtx4090'; 'Orin (nvgpu)' -> 'orin'."""
-    name = re.sub(r"\(.*?\)", "", gpu_name).lower()
-    for noise in ("nvidia", "geforce", "tesla", "quadro", "graphics"):
-        name = name.replace(noise, " ")
-    tag = re.sub(r"[^a-z0-9]+", "", name)
-    return tag or "gpu"
-
-
 def engine_name(onnx_path: str | Path, gpu_name: str, precision: str) -> str:
-    return f"{Path(onnx_path).stem}-{gpu_tag(gpu_name)}-{precision}.engine"
+    """``<onnx stem>-<gpu tag>-<precision>.engine`` (``targets.engine_file_name``)."""
+    return engine_file_name(Path(onnx_path).stem, gpu_tag(gpu_name), precision)
 
 
 def make_plan(onnx_path: str | Path, onnx_manifest: dict[str, Any], *, trt_version: str, gpu_name: str,
@@ -231,13 +167,6 @@ def make_plan(onnx_path: str | Path, onnx_manifest: dict[str, Any], *, trt_versi
     )
 
 
-@dataclass(frozen=True)
-class DeviceInfo:
-    name: str
-    compute_capability: tuple[int, int]
-    platform: str | None = None  # platform.machine() of the host: x86_64, aarch64 (Jetson) ...
-
-
 def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, engine_bytes: int,
                     onnx_manifest: dict[str, Any], onnx_sha256: str, built_from: Path, trt_version: str,
                     device: DeviceInfo, io_tensors: list[dict[str, Any]], build_seconds: float,
@@ -280,69 +209,16 @@ def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, e
     }
 
 
-def _same_gpu_model(a: str, b: str) -> bool:
-    return " ".join(str(a).lower().split()) == " ".join(str(b).lower().split())
-
-
-def compatibility_problem(manifest: dict[str, Any], *, trt_version: str, device: DeviceInfo) -> str | None:
-    """None when the engine may be deserialized here, else one line saying why not.
-
-    Engines are tied to the TensorRT version that built them (the same major.minor.patch, or, when
-    built version-compatible, the same or a later version of the same major: compatibility is
-    forward only), to the platform (an x86-64 engine does not load on an aarch64 Jetson and vice
-    versa, whatever the hardware-compatibility level) and to the GPU:
-
-    * ``none`` (default): the same GPU model (name) with the same compute capability;
-    * ``ampere+``: any GPU with sm >= 8.0 on the same platform;
-    * ``same-cc``: any GPU model with the same compute capability, same platform.
-
-    Manifests written before the platform was recorded are not refused for it.
-    """
-    trt = manifest.get("tensorrt") or {}
-    built_version = str(trt.get("version", "?"))
-    builder = manifest.get("builder") or {}
-    gpu = manifest.get("gpu") or {}
-    built_cc = tuple(gpu.get("compute_capability") or ())
-    here = parse_trt_version(trt_version)
-    try:
-        built = parse_trt_version(built_version)
-    except BadInput:
-        return f"engine manifest has no readable TensorRT version ('{built_version}'); rebuild it with dvit build"
-    if builder.get("version_compatible"):
-        if built[0] != here[0] or here < built:
-            return (f"engine was built with TensorRT {built_version} (version-compatible with {built_version} "
-                    f"and later {built[0]}.x), this machine has TensorRT {trt_version}: rebuild it here with dvit build")
-    elif built != here:
-        return (f"engine was built with TensorRT {built_version}, this machine has TensorRT {trt_version}: "
-                "rebuild it here with dvit build (or build with --version-compatible)")
-    compat = builder.get("hardware_compat", "none")
-    cc = tuple(device.compute_capability)
-    built_on = f"{gpu.get('name', '?')} (sm {'.'.join(map(str, built_cc)) or '?'})"
-    built_platform = gpu.get("platform")
-    if built_platform and device.platform and built_platform != device.platform:
-        return (f"engine was built on {built_platform} ({built_on}), this machine is {device.platform}: engines do "
-                f"not move between platforms at any hardware-compat level; rebuild it here with dvit build")
-    if compat == "ampere+":
-        if cc < (8, 0):
-            return (f"engine was built for Ampere or newer (hardware-compat ampere+), this GPU {device.name} "
-                    f"is sm {cc[0]}.{cc[1]}: rebuild it here with dvit build")
-        return None
-    if built_cc and cc != built_cc:
-        return (f"engine was built for {built_on}, this GPU is {device.name} (sm {cc[0]}.{cc[1]}): "
-                "rebuild it here with dvit build")
-    if compat != "same-cc" and gpu.get("name") and not _same_gpu_model(gpu["name"], device.name):
-        return (f"engine was built for {built_on}, this GPU is {device.name}: without --hardware-compat an engine "
-                "is specific to the GPU model (same-cc allows any model of that compute capability, TensorRT "
-                ">= 10.9); rebuild it here with dvit build")
-    return None
-
-
 def io_description(io_tensors: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return {"inputs": [t for t in io_tensors if t["mode"] == "input"],
             "outputs": [t for t in io_tensors if t["mode"] == "output"]}
 
 
 __all__ = [
+    "HARDWARE_COMPAT",
+    "HARDWARE_COMPAT_LEVELS",
+    "HARDWARE_COMPAT_SINCE",
+    "PRECISIONS",
     "BuildPlan",
     "DeviceInfo",
     "InputProfile",
@@ -354,6 +230,7 @@ __all__ = [
     "make_plan",
     "make_profiles",
     "parse_trt_version",
+    "PrecisionStrategy",
     "precision_strategy",
 ]
 

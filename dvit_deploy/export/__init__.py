@@ -1,20 +1,18 @@
-"""ONNX export of DynamicViT models, and the checks every export goes through."""
+"""ONNX export of DynamicViT models, and the checks every export goes through.
 
-from .check import CheckReport, check_export, reference_outputs, seeded_images
-from .graph import check_pruning_structure, io_description, pruning_stages, with_topk_outputs
-from .onnx_export import DEFAULT_OPSET, ExportResult, export_onnx, token_output_name
+Names load on first use: ``export.graph`` (onnx only) must not pull in torch for ``dvit doctor``.
+"""
 
-__all__ = [
-    "DEFAULT_OPSET",
-    "CheckReport",
-    "ExportResult",
-    "check_export",
-    "check_pruning_structure",
-    "export_onnx",
-    "io_description",
-    "pruning_stages",
-    "reference_outputs",
-    "seeded_images",
-    "token_output_name",
-    "with_topk_outputs",
-]
+from __future__ import annotations
+
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "CheckReport": "check", "check_export": "check", "reference_outputs": "check", "seeded_images": "check",
+    "check_pruning_structure": "graph", "io_description": "graph", "pruning_stages": "graph",
+    "with_topk_outputs": "graph",
+    "DEFAULT_OPSET": "onnx_export", "ExportResult": "onnx_export", "export_onnx": "onnx_export",
+    "token_output_name": "onnx_export",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import torch
 
+from ..batching import RunOutput, run_batched
 from ..compare import Comparison, Tolerance, boundary_margins, compare
 from ..errors import CheckFailed
 from ..models import kept_patch_ids
@@ -150,14 +151,13 @@ def _run_onnxruntime(model: onnx.ModelProto, images: torch.Tensor, batch: int, l
     output_names = [o.name for o in session.get_outputs()]
     logits_name = output_names[0]
     stages = [s.indices_output for s in check_pruning_structure(model, loaded.keep_counts)[0]]
-    logits, stage_ids = [], []
-    for chunk in images.split(batch):
-        outs = dict(zip(output_names, session.run(output_names, {input_name: chunk.numpy()})))
-        logits.append(outs[logits_name])
-        if stages:
-            stage_ids.append(kept_patch_ids([outs[name] for name in stages], loaded.variant.num_patches))
-    kept = [np.concatenate([ids[s] for ids in stage_ids]) for s in range(len(stages))]
-    return np.concatenate(logits), kept, session.get_providers()[0]
+    def run(chunk: np.ndarray) -> RunOutput:
+        outs = dict(zip(output_names, session.run(output_names, {input_name: chunk})))
+        kept = kept_patch_ids([outs[name] for name in stages], loaded.variant.num_patches) if stages else []
+        return RunOutput(outs[logits_name], kept)
+
+    gathered = run_batched(run, images.numpy(), batch)
+    return gathered.logits, gathered.kept or [], session.get_providers()[0]
 
 
 def summary_rows(report: CheckReport) -> list[tuple[str, str]]:

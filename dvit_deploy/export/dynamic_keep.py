@@ -35,6 +35,9 @@ import onnx
 import torch
 from onnx import TensorProto, helper
 
+from ..artifact import names
+from ..artifact.names import KEEP_COUNTS_INPUT  # noqa: F401 - re-exported for callers of this module
+from ..batching import RunOutput, run_batched
 from ..compare import Tolerance, compare
 from ..errors import BadInput, DvitError
 from ..models import KeepSchedule, kept_patch_ids
@@ -42,7 +45,6 @@ from ..models.checkpoint import LoadedModel
 from .check import CHECK_BATCH, CheckReport, check_file_and_structure, check_images, cpu_session, reference_outputs
 from .graph import pruning_stages, with_topk_outputs
 
-KEEP_COUNTS_INPUT = "keep_counts"
 CHECK_RATIOS = (0.9, 0.8, 0.7)
 _DUMMY_PREFIX = "dvit_keep_len_stage"
 
@@ -50,10 +52,9 @@ _DUMMY_PREFIX = "dvit_keep_len_stage"
 def keep_counts_for(keep_ratio: float, num_stages: int, num_patches: int) -> np.ndarray:
     """The ``keep_counts`` input for ρ: exactly the counts the fixed-ratio model uses."""
     try:
-        schedule = KeepSchedule.from_ratio(float(keep_ratio), num_stages, num_patches)
+        return names.keep_counts_for(float(keep_ratio), num_stages, num_patches)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    return np.asarray(schedule.counts, dtype=np.int32)
 
 
 def float32_graph_counts(keep_ratio: float, num_stages: int, num_patches: int) -> list[int]:
@@ -218,11 +219,10 @@ def run_keep_counts(session: Any, model: onnx.ModelProto, images: np.ndarray, co
     names = [o.name for o in session.get_outputs()]
     image_input = next(i.name for i in session.get_inputs() if i.name != KEEP_COUNTS_INPUT)
     topk_outputs = [s.indices_output for s in pruning_stages(model)]
-    logits, stage_ids = [], []
-    for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
+    def run(chunk: np.ndarray) -> RunOutput:
         outs = dict(zip(names, session.run(names, {image_input: chunk, KEEP_COUNTS_INPUT: counts.astype(np.int32)})))
-        logits.append(outs[names[0]])
-        stage_ids.append(kept_patch_ids([outs[n] for n in topk_outputs], num_patches))
-    kept = [np.concatenate([ids[s] for ids in stage_ids]) for s in range(len(topk_outputs))]
-    return np.concatenate(logits), kept, [int(k.shape[1]) for k in kept]
+        return RunOutput(outs[names[0]], kept_patch_ids([outs[n] for n in topk_outputs], num_patches))
+
+    gathered = run_batched(run, images, batch)
+    kept = gathered.kept or []
+    return gathered.logits, kept, [int(k.shape[1]) for k in kept]

@@ -25,6 +25,7 @@ import torch
 
 from .. import __version__
 from ..errors import BadInput, CheckFailed, DvitError
+from ..artifact.names import INPUT_NAME, LOGITS_NAME, TOKEN_OUTPUT_PREFIX, token_output_name  # noqa: F401
 from ..fileio import manifest_path, prepare_output, sha256_file, write_json_atomic
 from ..models import WithKeptTokens
 from ..models.checkpoint import LoadedModel
@@ -33,22 +34,12 @@ from .check import CheckReport, check_export
 from .graph import io_description
 
 # Opset 18 is what torch's exporter emits natively, and TensorRT 10.3 (JetPack 6) parses it.
-DEFAULT_OPSET = 18
+from ..defaults import DEFAULT_OPSET  # noqa: E402 - one source for the help text and the exporter
 MIN_OPSET, MAX_OPSET = 18, 23
 MAX_DYNAMIC_BATCH = 4096
 EXAMPLE_BATCH = 2  # batch sizes 0 and 1 would be specialised by torch.export
 PROTOBUF_LIMIT = 2_000_000_000
-INPUT_NAME = "images"
-LOGITS_NAME = "logits"
 MANIFEST_SCHEMA = "dvit-deploy/onnx-manifest/1"
-
-
-TOKEN_OUTPUT_PREFIX = "kept_tokens_stage"  # runners find per-stage token outputs by this prefix
-
-
-def token_output_name(stage: int) -> str:
-    return f"{TOKEN_OUTPUT_PREFIX}{stage}"
-
 
 @dataclass
 class ExportResult:

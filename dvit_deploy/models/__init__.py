@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
-
+from ..lazy import lazy_exports
 from .config import (
     DEFAULT_KEEP_RATIO,
     DEFAULT_VARIANT,
@@ -15,13 +14,30 @@ from .config import (
     get_variant,
     register_variant,
 )
-from .deit import DynamicDeiT
-from .lvvit import DynamicLVViT
-from .pruning import Decisions, DynamicViTBase, PredictorLG, WithKeptTokens, kept_patch_ids
 
-MODEL_CLASSES = {"deit": DynamicDeiT, "lvvit": DynamicLVViT}
+if TYPE_CHECKING:
+    from .pruning import DynamicViTBase
 
 DEFAULT_SEED = 0
+
+# The torch modules load on first use: the registry and configs (``dvit flops``) need no torch.
+_TORCH_EXPORTS = {"DynamicDeiT": "deit", "DynamicLVViT": "lvvit", "Decisions": "pruning",
+                  "DynamicViTBase": "pruning", "PredictorLG": "pruning", "WithKeptTokens": "pruning",
+                  "kept_patch_ids": "pruning"}
+_lazy = lazy_exports(__name__, _TORCH_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MODEL_CLASSES":
+        return model_classes()
+    return _lazy(name)
+
+
+def model_classes() -> dict[str, Any]:
+    from .deit import DynamicDeiT
+    from .lvvit import DynamicLVViT
+
+    return {"deit": DynamicDeiT, "lvvit": DynamicLVViT}
 
 
 def make_schedule(
@@ -43,12 +59,14 @@ def create_model(
     stage_ratios: Sequence[float] | None = None,
     dense: bool = False,
     seed: int | None = DEFAULT_SEED,
-) -> DynamicViTBase:
+) -> "DynamicViTBase":
     """Build a model in eval mode. With ``seed`` the random weights are reproducible."""
     if isinstance(variant, str):
         variant = get_variant(variant)
+    import torch
+
     schedule = None if dense else make_schedule(variant, keep_ratio, stage_ratios)
-    cls = MODEL_CLASSES[variant.family]
+    cls = model_classes()[variant.family]
     if seed is None:
         model = cls(variant, schedule)
     else:

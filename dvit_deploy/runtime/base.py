@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import abc
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from ..batching import RunOutput  # noqa: F401 - part of the runner interface
 from ..errors import BadInput
 
 DEVICE_PATTERN = re.compile(r"cpu|cuda(?::[0-9]+)?")
@@ -42,13 +43,6 @@ class TensorInfo:
     name: str
     dtype: str
     shape: tuple[Any, ...]  # ints, or strings for symbolic dims
-
-
-@dataclass
-class RunOutput:
-    logits: np.ndarray  # (B, num_classes) float32
-    kept: list[np.ndarray] | None = None  # per stage (B, K_s) original patch ids, when available
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass

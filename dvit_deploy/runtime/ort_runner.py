@@ -15,8 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import BadInput, DvitError, MissingDependency
-from ..export.onnx_export import TOKEN_OUTPUT_PREFIX
-from ..models import kept_patch_ids
+from ..artifact.names import TOKEN_OUTPUT_PREFIX, kept_patch_ids
 from .base import Runner, RunOutput, TensorInfo, check_cuda_index, device_index
 
 PROVIDER_ALIASES = {

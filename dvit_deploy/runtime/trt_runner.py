@@ -1,7 +1,7 @@
 """The TensorRT backend: deserialize an engine built by `dvit build` and run it on torch CUDA buffers.
 
 Before deserializing, the engine manifest is checked against the installed TensorRT and the GPU
-(``engines.manifest.compatibility_problem``): an engine built elsewhere is refused with one line
+(``engines.targets.compatibility_problem``, the TensorRT target table's rule): an engine built elsewhere is refused with one line
 instead of TensorRT's own deserialization error. Execution uses the documented TensorRT 10/11
 API: ``set_input_shape`` (images), ``set_tensor_address`` (device buffers; host memory for inputs
 the engine places on the host -- ``ICudaEngine.get_tensor_location(name)`` says which, e.g. the
@@ -16,11 +16,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..engines.manifest import DeviceInfo, compatibility_problem
+from ..artifact.names import LOGITS_NAME, TOKEN_OUTPUT_PREFIX, keep_counts_for, kept_patch_ids
+from ..engines.targets import DeviceInfo, compatibility_problem
 from ..errors import BadInput, DvitError, require
-from ..export.onnx_export import TOKEN_OUTPUT_PREFIX
-from ..models import kept_patch_ids
 from .base import Runner, RunOutput, TensorInfo, check_cuda_index
+
 TORCH_DTYPES = {"float": "float32", "float32": "float32", "half": "float16", "float16": "float16",
                 "bf16": "bfloat16", "bfloat16": "bfloat16", "int32": "int32", "int64": "int64", "int8": "int8",
                 "bool": "bool", "uint8": "uint8"}
@@ -46,11 +46,14 @@ def keep_counts_feed(manifest: dict[str, Any], keep_ratio: float | None) -> np.n
         if keep_ratio is not None:
             raise BadInput("--keep-ratio at run time needs an engine built from a --dynamic-keep export")
         return None
-    from ..export.dynamic_keep import keep_counts_for
-
     stages = len(keep_input["shape"]) and int(keep_input["shape"][0])
-    counts = (np.asarray(manifest["keep_counts"], dtype=np.int32) if keep_ratio is None
-              else keep_counts_for(keep_ratio, stages, int(manifest.get("num_patches", 196))))
+    if keep_ratio is None:
+        counts = np.asarray(manifest["keep_counts"], dtype=np.int32)
+    else:
+        try:
+            counts = keep_counts_for(float(keep_ratio), stages, int(manifest.get("num_patches", 196)))
+        except ValueError as exc:  # an out-of-range ρ is a bad input (as in export.dynamic_keep)
+            raise BadInput(str(exc)) from None
     for profile in manifest.get("profiles", []):
         if profile["name"] == keep_input["name"]:
             low, high = np.asarray(profile["min"]), np.asarray(profile["max"])
@@ -235,7 +238,7 @@ class TensorRTRunner(Runner):
         kept = None
         if self._token_outputs:
             kept = kept_patch_ids([host[n].astype(np.int64) for n in self._token_outputs], self.num_patches)
-        logits_name = "logits" if "logits" in host else self._outputs[0]
+        logits_name = LOGITS_NAME if LOGITS_NAME in host else self._outputs[0]
         extra = {k: v for k, v in host.items() if k != logits_name and k not in self._token_outputs}
         return RunOutput(logits=host[logits_name].astype(np.float32), kept=kept, extra=extra)
 

@@ -1,0 +1,100 @@
+"""The artifact store: default folders (``./export``, ``./engines``), the default-artifact rule,
+reading a manifest (with its sha256 check) and finding an artifact's dense twin.
+
+Relative defaults resolve against the current working directory, so ``dvit`` writes to
+``./export`` wherever it runs, like other build tools do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInput
+from ..fileio import manifest_path, read_json
+
+EXPORT_DIR = "export"
+ENGINES_DIR = "engines"
+
+
+def export_dir() -> Path:
+    return Path.cwd() / EXPORT_DIR
+
+
+def engines_dir() -> Path:
+    return Path.cwd() / ENGINES_DIR
+
+
+def onnx_name(variant: str, dense: bool, keep_ratio: float | None, *, batch: int | None = None,
+              dynamic_keep: bool = False, suffix: str = "") -> str:
+    if dense:
+        tag = "dense"
+    elif dynamic_keep:
+        tag = "dynkeep"
+    else:
+        tag = f"r{keep_ratio:g}"
+    batch_tag = f"-b{batch}" if batch else ""
+    return f"{variant}-{tag}{batch_tag}{suffix}.onnx"
+
+
+def artifacts(folder: Path, suffix: str) -> list[Path]:
+    """Artifacts with a manifest beside them, newest first."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.glob(f"*{suffix}") if p.is_file() and manifest_path(p).is_file()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+ALL_SUFFIXES = (".onnx", ".engine", ".plan")
+
+
+def default_artifact(suffixes: tuple[str, ...] = ALL_SUFFIXES) -> tuple[Path, str]:
+    """The one rule for "the default artifact", used by every command given none.
+
+    Among the files with these suffixes that have a manifest, in ./export and ./engines: the newest
+    (modification time) *pruned* one; only when there is no pruned one, the newest of all (a dense
+    export). A dense twin exported for ``dvit profile`` therefore never displaces the pruned model.
+    Returns the path and the reason, which every command prints.
+    """
+    folders = (export_dir(), engines_dir())
+    found = [p for folder in folders for s in dict.fromkeys(suffixes) for p in artifacts(folder, s)]
+    found.sort(key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+    where = " or ".join(f"./{f.name}" for f in folders)
+    kinds = "/".join(suffixes)
+    if not found:
+        raise BadInput(f"no {kinds} artifact with a manifest in {where}; run 'dvit export' first or pass a path")
+    pruned = next((p for p in found if not _is_dense(p)), None)
+    if pruned is not None:
+        return pruned, f"newest pruned {kinds} artifact in {where}"
+    return found[0], f"newest {kinds} artifact in {where}; none of them is pruned"
+
+
+def _is_dense(artifact: Path) -> bool:
+    try:
+        return bool(read_json(manifest_path(artifact)).get("dense"))
+    except BadInput:
+        return False
+
+
+def newest_artifact(folder: Path | None = None, suffix: str = ".onnx", what: str = "export") -> Path:
+    """The default artifact (see ``default_artifact``) among ``suffix`` files; ``folder``/``what`` are ignored."""
+    return default_artifact((suffix,))[0]
+
+
+def load_manifest(artifact: str | Path, *, verify: bool = True) -> dict[str, Any]:
+    """The manifest beside ``artifact``; with ``verify``, the artifact must match its recorded sha256."""
+    artifact = Path(artifact)
+    if not artifact.exists():
+        raise BadInput(f"artifact {artifact} not found")
+    if artifact.is_dir():
+        raise BadInput(f"artifact {artifact} is a folder, not a model file")
+    if not manifest_path(artifact).exists():
+        raise BadInput(f"{artifact.name} has no dvit manifest ({manifest_path(artifact).name} not found beside it): "
+                       "dvit uses the artifacts it wrote, whose manifest says what they are; export the model "
+                       "with 'dvit export'")
+    manifest = read_json(manifest_path(artifact), what=f"manifest of {artifact.name}")
+    if verify:
+        from .manifest import verify_artifact
+
+        verify_artifact(artifact, manifest)
+    return manifest

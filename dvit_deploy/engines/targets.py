@@ -1,0 +1,339 @@
+"""Every TensorRT fact dvit relies on, in one table: no torch, no onnx, no TensorRT needed.
+
+``doctor`` (parser targets), ``build`` (precision flags, hardware compatibility, engine names),
+``ship`` (device targets, trtexec flags, engine names, version families) and the TensorRT runner
+(may this engine load here?) all read this module, so a fact changes in one place.
+
+* **Parser targets** (``dvit doctor --target``): which ONNX opsets a TensorRT ONNX parser reads and
+  whether it imports the opset-23 ``Attention`` op (parser >= 10.14). Sources: onnx-tensorrt
+  ``docs/operators.md`` (10.0 and 10.15 editions) and the TensorRT 11.x ONNX Opset Guide.
+* **Device targets** (``dvit package --target``): where a bundle goes, its TensorRT release and
+  the parser target that release implies (opset limit), strongly typed from TensorRT 11.
+* **Precision**: how each precision is obtained per TensorRT major (``BuilderFlag`` names for
+  ``dvit build``, the same decision spelled as trtexec flags for ``build_on_device.sh``).
+* **Compatibility**: which TensorRT version, platform and GPU may deserialize an engine.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..errors import BadInput
+
+# --------------------------------------------------------------------------------------------
+# Versions
+
+
+def parse_trt_version(version: str) -> tuple[int, int, int]:
+    """'10.3.0.30' -> (10, 3, 0): an installed or recorded TensorRT version (major.minor at least)."""
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", str(version))
+    if not match:
+        raise BadInput(f"cannot read a TensorRT version from '{version}'")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def _release(version: str) -> tuple[int, int]:
+    """major.minor of a version or of a release name: '10.3.0.30' -> (10, 3); '10' (any 10.x) -> (10, 0)."""
+    match = re.match(r"(\d+)(?:\.(\d+))?", str(version))
+    if not match:
+        raise BadInput(f"cannot read a TensorRT version from '{version}'")
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+def same_tensorrt_release(version: str, release: str) -> bool:
+    """Whether TensorRT ``version`` belongs to ``release``: '10.3.0.30' is in '10.3' and in '10'.
+
+    A device target names a release (a family of versions); an engine is only meant for the
+    release that built it. Whether it really loads is ``compatibility_problem``'s exact rule.
+    """
+    return version == release or version.startswith(release + ".")
+
+
+# --------------------------------------------------------------------------------------------
+# Parser targets (dvit doctor)
+
+TRT10_OLDEST_MAX_OPSET = 20  # the 10.0 edition of operators.md: what every 10.0-10.3 parser reads
+
+
+@dataclass(frozen=True)
+class ParserTarget:
+    """A TensorRT ONNX parser as ``dvit doctor`` checks against it (the report's ``target``)."""
+
+    name: str
+    description: str
+    min_opset: int
+    max_opset: int
+    attention_op: bool  # ONNX Attention (opset 23) needs parser >= 10.14
+    source: str
+
+
+PARSER_TARGETS: dict[str, ParserTarget] = {
+    t.name: t
+    for t in (
+        ParserTarget("trt-10.3", "TensorRT 10.3 (JetPack 6, Jetson Orin)", 9, TRT10_OLDEST_MAX_OPSET, False,
+                     "onnx-tensorrt operators.md (10.x table; opset range of the 10.0 edition)"),
+        ParserTarget("trt-10", "TensorRT 10.x, newest (10.15)", 9, 24, True,
+                     "onnx-tensorrt operators.md, TensorRT 10.15 edition (opset 9-24)"),
+        ParserTarget("trt-11", "TensorRT 11.x", 9, 25, True,
+                     "NVIDIA ONNX Opset Guide for TensorRT 11.x (max opset 25) + operators.md"),
+    )
+}
+DEFAULT_PARSER_TARGET = "trt-10"
+
+
+def parser_target_for(trt_version: str | None) -> str:
+    """The parser target of a TensorRT version, by its major.minor (not just the major).
+
+    10.0-10.3 (JetPack 6) read opsets <= 20 and have no Attention: ``trt-10.3``; later 10.x:
+    ``trt-10``; 11.x and later: ``trt-11``. No version (TensorRT not installed): the default.
+    """
+    if trt_version is None:
+        return DEFAULT_PARSER_TARGET
+    major, minor = _release(trt_version)
+    if major >= 11:
+        return "trt-11"
+    if (major, minor) <= (10, 3):
+        return "trt-10.3"
+    return "trt-10"
+
+
+# --------------------------------------------------------------------------------------------
+# Device targets (dvit package)
+
+
+@dataclass(frozen=True)
+class DeviceTarget:
+    """A device a bundle is made for (its fields are written into ``bundle.json`` as they are)."""
+
+    name: str
+    description: str
+    arch: str  # "aarch64" or "x86_64"
+    tensorrt: str  # the TensorRT release the target runs ("10.3": 10.3.x; "10": any 10.x)
+    max_opset: int  # highest ONNX opset its TensorRT parser accepts
+    strongly_typed: bool  # TensorRT 11: no --fp16 builder flag; precision comes from the graph
+    trtexec: str  # where trtexec usually lives on the target
+    compute_capability: str | None = None  # fixed for an embedded GPU, None for discrete GPUs
+
+    @property
+    def tensorrt_major(self) -> int:
+        return int(self.tensorrt.split(".")[0])
+
+    @property
+    def parser_target(self) -> ParserTarget:
+        return PARSER_TARGETS[parser_target_for(self.tensorrt)]
+
+
+def _device(name: str, description: str, arch: str, tensorrt: str, trtexec: str,
+            compute_capability: str | None = None) -> DeviceTarget:
+    """A device target whose opset limit and typing follow from its TensorRT release: "10" means
+    any 10.x, so the oldest 10.x parser's limit applies."""
+    return DeviceTarget(name, description, arch, tensorrt, PARSER_TARGETS[parser_target_for(tensorrt)].max_opset,
+                        _release(tensorrt)[0] >= 11, trtexec, compute_capability)
+
+
+DEVICE_TARGETS: dict[str, DeviceTarget] = {
+    t.name: t
+    for t in (
+        _device("jetson-orin", "Jetson AGX/NX/Nano Orin, JetPack 6 (TensorRT 10.3)", "aarch64", "10.3",
+                "/usr/src/tensorrt/bin/trtexec", "8.7"),
+        _device("x86-trt10", "x86-64 server or workstation GPU with TensorRT 10.x", "x86_64", "10", "trtexec"),
+        _device("x86-trt11", "x86-64 GPU with TensorRT 11.x (strongly typed builds only)", "x86_64", "11",
+                "trtexec"),
+    )
+}
+
+
+def get_device_target(name: str) -> DeviceTarget:
+    try:
+        return DEVICE_TARGETS[name]
+    except KeyError:
+        raise BadInput(f"unknown target '{name}'; known: {', '.join(DEVICE_TARGETS)}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Precision: builder flags (dvit build) and the same decision as trtexec flags (bundles)
+
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")  # int8: an explicitly quantized (Q/DQ) ONNX
+
+
+@dataclass(frozen=True)
+class PrecisionStrategy:
+    strongly_typed: bool  # create the network with NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    set_flags: tuple[str, ...]
+    cleared_flags: tuple[str, ...]
+    fp16_graph: bool  # convert the ONNX to mixed precision before parsing
+
+
+def precision_strategy(precision: str, trt_major: int, *, strongly_typed: bool = False,
+                       fp16_fallback: bool = False) -> PrecisionStrategy:
+    """How a precision is obtained on a TensorRT major version.
+
+    TensorRT 10 is weakly typed by default: reduced precision is a builder flag (FP16/BF16),
+    and TF32 is on unless cleared, so "fp32" clears it. ``strongly_typed=True`` on 10 takes the
+    TensorRT 11 route instead. TensorRT 11 is always strongly typed and has no FP16/BF16 flags:
+    the precision comes from the graph, so fp16 means converting the ONNX first.
+
+    int8 is explicit quantization only (the ONNX carries QuantizeLinear/DequantizeLinear; no
+    calibrator, which TensorRT 11 removed): a weakly typed TensorRT 10 network needs
+    ``BuilderFlag.INT8`` for its Q/DQ layers, and ``fp16_fallback`` adds ``FP16`` so the layers
+    outside Q/DQ pairs may run in fp16 ("INT8, with FP16 fallback if FP16 is also set"). Strongly
+    typed (TensorRT 11, or 10 with ``--strongly-typed``): no flag, the Q/DQ nodes are the types.
+    """
+    if precision not in PRECISIONS:
+        raise BadInput(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if trt_major < 10:
+        raise BadInput(f"TensorRT {trt_major}.x is not supported: dvit build needs TensorRT 10 or 11")
+    if fp16_fallback and precision != "int8":
+        raise BadInput("an fp16 fallback only applies to an int8 (Q/DQ) build")
+    tf32 = (("TF32",), ()) if precision == "tf32" else ((), ("TF32",))
+    if precision == "int8":
+        if trt_major == 10 and not strongly_typed:
+            return PrecisionStrategy(False, ("INT8",) + (("FP16",) if fp16_fallback else ()), tf32[1], False)
+        if fp16_fallback:
+            raise BadInput("--int8 --fp16 (INT8 with FP16 fallback) is a TensorRT 10 weakly typed build; TensorRT 11 "
+                           "and --strongly-typed take every layer's precision from the Q/DQ graph itself")
+        return PrecisionStrategy(True, (), tf32[1], False)
+    if trt_major == 10 and not strongly_typed:
+        reduced = {"fp16": ("FP16",), "bf16": ("BF16",)}.get(precision, ())
+        return PrecisionStrategy(False, reduced + tf32[0], tf32[1], False)
+    if precision == "bf16":
+        raise BadInput("bf16 with a strongly typed network needs a bf16 graph; dvit converts graphs to fp16 only "
+                       "(use TensorRT 10 without --strongly-typed for BF16)")
+    return PrecisionStrategy(True, tf32[0], tf32[1], precision == "fp16")
+
+
+# BuilderFlag name -> trtexec option. TF32 is on in trtexec unless --noTF32, so setting it is no flag.
+TRTEXEC_SET_FLAGS: Mapping[str, str | None] = {"FP16": "--fp16", "BF16": "--bf16", "INT8": "--int8", "TF32": None}
+TRTEXEC_CLEARED_FLAGS: Mapping[str, str] = {"TF32": "--noTF32"}
+
+
+def trtexec_flags(strategy: PrecisionStrategy) -> list[str]:
+    """The trtexec options that make the same build as ``strategy`` does through the builder API:
+    precision flags, ``--noTF32``, then ``--stronglyTyped`` (documented in 11.x as the default,
+    given anyway for clarity)."""
+    args = [flag for name in strategy.set_flags if (flag := TRTEXEC_SET_FLAGS[name])]
+    args += [TRTEXEC_CLEARED_FLAGS[name] for name in strategy.cleared_flags]
+    if strategy.strongly_typed:
+        args.append("--stronglyTyped")
+    return args
+
+
+# --------------------------------------------------------------------------------------------
+# Hardware compatibility and engine names
+
+HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
+# dvit's names -> TensorRT's HardwareCompatibilityLevel members (TRT >= 8.6).
+HARDWARE_COMPAT_LEVELS = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
+# The first TensorRT with each level (HardwareCompatibilityLevel members in NVIDIA's bindings:
+# 10.3 has NONE and AMPERE_PLUS only; SAME_COMPUTE_CAPABILITY appears in 10.9).
+HARDWARE_COMPAT_SINCE = {"none": (8, 6), "ampere+": (8, 6), "same-cc": (10, 9)}
+AMPERE_CC = (8, 0)  # hardware-compat ampere+: any GPU with sm >= 8.0
+
+
+def gpu_tag(gpu_name: str) -> str:
+    """'NVIDIA GeForce RTX 4090' -> 'rtx4090'; 'Orin (nvgpu)' -> 'orin'."""
+    name = re.sub(r"\(.*?\)", "", gpu_name).lower()
+    for noise in ("nvidia", "geforce", "tesla", "quadro", "graphics"):
+        name = name.replace(noise, " ")
+    tag = re.sub(r"[^a-z0-9]+", "", name)
+    return tag or "gpu"
+
+
+def engine_file_name(stem: str, where: str, precision: str) -> str:
+    """``<onnx stem>-<where>-<precision>.engine``; ``where`` is a GPU tag (``dvit build``) or a
+    device target's name (an engine a bundle builds on the device)."""
+    return f"{stem}-{where}-{precision}.engine"
+
+
+# --------------------------------------------------------------------------------------------
+# May this engine be deserialized here?
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    name: str
+    compute_capability: tuple[int, int]
+    platform: str | None = None  # platform.machine() of the host: x86_64, aarch64 (Jetson) ...
+
+
+def _same_gpu_model(a: str, b: str) -> bool:
+    return " ".join(str(a).lower().split()) == " ".join(str(b).lower().split())
+
+
+def compatibility_problem(manifest: Mapping[str, Any], *, trt_version: str, device: DeviceInfo) -> str | None:
+    """None when the engine may be deserialized here, else one line saying why not.
+
+    Engines are tied to the TensorRT version that built them (the same major.minor.patch, or, when
+    built version-compatible, the same or a later version of the same major: compatibility is
+    forward only), to the platform (an x86-64 engine does not load on an aarch64 Jetson and vice
+    versa, whatever the hardware-compatibility level) and to the GPU:
+
+    * ``none`` (default): the same GPU model (name) with the same compute capability;
+    * ``ampere+``: any GPU with sm >= 8.0 on the same platform;
+    * ``same-cc``: any GPU model with the same compute capability, same platform.
+
+    Manifests written before the platform was recorded are not refused for it.
+    """
+    trt = manifest.get("tensorrt") or {}
+    built_version = str(trt.get("version", "?"))
+    builder = manifest.get("builder") or {}
+    gpu = manifest.get("gpu") or {}
+    built_cc = tuple(gpu.get("compute_capability") or ())
+    here = parse_trt_version(trt_version)
+    try:
+        built = parse_trt_version(built_version)
+    except BadInput:
+        return f"engine manifest has no readable TensorRT version ('{built_version}'); rebuild it with dvit build"
+    if builder.get("version_compatible"):
+        if built[0] != here[0] or here < built:
+            return (f"engine was built with TensorRT {built_version} (version-compatible with {built_version} "
+                    f"and later {built[0]}.x), this machine has TensorRT {trt_version}: rebuild it here with dvit build")
+    elif built != here:
+        return (f"engine was built with TensorRT {built_version}, this machine has TensorRT {trt_version}: "
+                "rebuild it here with dvit build (or build with --version-compatible)")
+    compat = builder.get("hardware_compat", "none")
+    cc = tuple(device.compute_capability)
+    built_on = f"{gpu.get('name', '?')} (sm {'.'.join(map(str, built_cc)) or '?'})"
+    built_platform = gpu.get("platform")
+    if built_platform and device.platform and built_platform != device.platform:
+        return (f"engine was built on {built_platform} ({built_on}), this machine is {device.platform}: engines do "
+                f"not move between platforms at any hardware-compat level; rebuild it here with dvit build")
+    if compat == "ampere+":
+        if cc < AMPERE_CC:
+            return (f"engine was built for Ampere or newer (hardware-compat ampere+), this GPU {device.name} "
+                    f"is sm {cc[0]}.{cc[1]}: rebuild it here with dvit build")
+        return None
+    if built_cc and cc != built_cc:
+        return (f"engine was built for {built_on}, this GPU is {device.name} (sm {cc[0]}.{cc[1]}): "
+                "rebuild it here with dvit build")
+    if compat != "same-cc" and gpu.get("name") and not _same_gpu_model(gpu["name"], device.name):
+        return (f"engine was built for {built_on}, this GPU is {device.name}: without --hardware-compat an engine "
+                "is specific to the GPU model (same-cc allows any model of that compute capability, TensorRT "
+                ">= 10.9); rebuild it here with dvit build")
+    return None
+
+
+__all__ = [
+    "DEFAULT_PARSER_TARGET",
+    "DEVICE_TARGETS",
+    "HARDWARE_COMPAT",
+    "HARDWARE_COMPAT_LEVELS",
+    "HARDWARE_COMPAT_SINCE",
+    "PARSER_TARGETS",
+    "PRECISIONS",
+    "DeviceInfo",
+    "DeviceTarget",
+    "ParserTarget",
+    "PrecisionStrategy",
+    "compatibility_problem",
+    "engine_file_name",
+    "get_device_target",
+    "gpu_tag",
+    "parse_trt_version",
+    "parser_target_for",
+    "precision_strategy",
+    "same_tensorrt_release",
+    "trtexec_flags",
+]

@@ -1,0 +1,93 @@
+"""What a bundle is made of: its file names and schema, the artifacts that go in, and the
+facts read from their manifests. Shared by ``bundle`` (writing), ``trtexec``, ``triton`` and
+``verify`` (reading).
+
+Engine manifests are written by ``dvit build``; they are only read here, defensively, so a field
+that is not found is reported as unknown rather than guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..fileio import manifest_path, sha256_file
+
+BUNDLE_SCHEMA = "dvit-deploy/bundle/1"
+BUNDLE_MANIFEST = "bundle.json"
+CHECKSUMS = "SHA256SUMS"
+DEFAULT_BUNDLES_DIR = "bundles"
+ENGINE_SUFFIXES = (".engine", ".plan")
+DEFAULT_PROFILE = (1, 8, 32)  # min / opt / max batch when the ONNX batch is dynamic
+DEFAULT_QUEUE_DELAY_US = 100
+
+
+@dataclass
+class OnnxItem:
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def files(self) -> list[Path]:
+        data = [self.path.parent / name for name in (self.manifest.get("onnx") or {}).get("external_data", [])]
+        return [self.path, *data, manifest_path(self.path)]
+
+
+@dataclass
+class EngineItem:
+    path: Path
+    manifest: dict[str, Any]
+    source: OnnxItem | None
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.path, manifest_path(self.path)]
+
+
+def _find(manifest: Mapping[str, Any], *keys: str) -> Any:
+    """First present value among dotted keys (engine manifests are read defensively)."""
+    for key in keys:
+        value: Any = manifest
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def engine_facts(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine-manifest fields shipping needs, None where the manifest does not say."""
+    return {
+        "tensorrt": _str(_find(manifest, "tensorrt.version", "tensorrt_version", "versions.tensorrt", "tensorrt")),
+        "gpu": _str(_find(manifest, "gpu.name", "gpu_name", "device.name", "gpu")),
+        "compute_capability": _find(manifest, "gpu.compute_capability", "compute_capability",
+                                    "device.compute_capability"),
+        "precision": _find(manifest, "precision", "build.precision"),
+        "sha256": _find(manifest, "engine.sha256", "sha256", "engine_sha256"),
+        "onnx_sha256": _find(manifest, "source_onnx.sha256", "onnx.sha256", "onnx_sha256", "source.sha256"),
+        "onnx_manifest": _find(manifest, "source_onnx.manifest", "onnx_manifest", "onnx.manifest", "source.manifest"),
+        "onnx_path": _find(manifest, "source_onnx.path", "onnx.path", "onnx_path", "source.path", "source_onnx"),
+        "profiles": _find(manifest, "profiles", "optimization_profiles", "build.profiles"),
+        "io": _find(manifest, "io", "io_tensors", "tensors"),
+    }
+
+
+def _str(value: Any) -> str | None:
+    if value is None or isinstance(value, Mapping):
+        return None
+    if isinstance(value, (list, tuple)):  # compute capability as [major, minor]
+        return ".".join(str(v) for v in value)
+    return str(value)
+
+
+def _bundle_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+
+
+def write_checksums(root: Path) -> list[str]:
+    """``SHA256SUMS`` in ``sha256sum -c`` format (hash, two spaces, relative path) for every file."""
+    files = _bundle_files(root)
+    lines = [f"{sha256_file(root / rel)}  {rel}" for rel in files]
+    (root / CHECKSUMS).write_text("\n".join(lines) + "\n")
+    return files

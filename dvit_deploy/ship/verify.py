@@ -1,0 +1,251 @@
+"""``dvit verify``: is a bundle intact, do its manifests describe its files, and (with TensorRT)
+may its engines run on this machine? ``make_bundle`` runs the same checks on every new bundle.
+
+Malformed bundles are bad input (exit 2); tampered or missing files are failed checks (exit 1).
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..deps import package_present
+from ..engines.targets import compatibility_problem
+from ..errors import BadInput
+from ..fileio import manifest_path, read_json, sha256_file
+from .layout import BUNDLE_MANIFEST, BUNDLE_SCHEMA, CHECKSUMS, _bundle_files, engine_facts
+
+
+@dataclass
+class VerifyCheck:
+    name: str
+    status: str  # "ok", "failed", "skipped", "warning"
+    detail: str = ""
+
+
+@dataclass
+class VerifyReport:
+    bundle: str
+    checks: list[VerifyCheck] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[VerifyCheck]:
+        return [c for c in self.checks if c.status == "failed"]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def add(self, name: str, status: str, detail: str = "") -> None:
+        self.checks.append(VerifyCheck(name, status, detail))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bundle": self.bundle, "passed": self.passed, "checks": [asdict(c) for c in self.checks]}
+
+
+def verify_bundle(path: Path, *, check_engines: bool = True) -> VerifyReport:
+    """Checksums, manifest consistency and (with TensorRT) engine compatibility of a bundle.
+
+    Malformed bundles (no SHA256SUMS/bundle.json, unreadable archive) raise BadInput (exit 2);
+    tampered or missing files are failed checks in the report (exit 1 from the CLI).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise BadInput(f"bundle {path} not found")
+    if path.is_file():
+        if not tarfile.is_tarfile(path):
+            raise BadInput(f"{path} is neither a bundle folder nor a .tar.gz bundle")
+        with tempfile.TemporaryDirectory(prefix="dvit-verify-") as tmp:
+            root = _extract(path, Path(tmp))
+            report = _verify_folder(root, check_engines)
+            report.bundle = str(path)
+            return report
+    return _verify_folder(path, check_engines)
+
+
+def _extract(archive: Path, dest: Path) -> Path:
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            for m in members:
+                if m.name.startswith("/") or ".." in Path(m.name).parts or not (m.isfile() or m.isdir()):
+                    raise BadInput(f"{archive} holds an unsafe entry '{m.name}'; refusing to extract it")
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BadInput(f"cannot read bundle archive {archive}: {exc}") from None
+    tops = [p for p in dest.iterdir()]
+    return tops[0] if len(tops) == 1 and tops[0].is_dir() else dest
+
+
+def read_checksums(root: Path) -> dict[str, str]:
+    sums = root / CHECKSUMS
+    if not sums.is_file():
+        raise BadInput(f"{root} is not a dvit bundle: {CHECKSUMS} is missing")
+    entries = {}
+    for lineno, line in enumerate(sums.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line)
+        if not match:
+            raise BadInput(f"{sums}:{lineno} is not a 'sha256  path' line")
+        rel = match.group(2)
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            raise BadInput(f"{sums}:{lineno} names a path outside the bundle: {rel}")
+        entries[rel] = match.group(1).lower()
+    return entries
+
+
+def _verify_folder(root: Path, check_engines: bool) -> VerifyReport:
+    report = VerifyReport(str(root))
+    if not root.is_dir():
+        raise BadInput(f"bundle {root} is not a folder")
+    sums = read_checksums(root)
+    bundle = read_json(root / BUNDLE_MANIFEST, what="bundle manifest")
+    if bundle.get("schema") != BUNDLE_SCHEMA:
+        raise BadInput(f"{root / BUNDLE_MANIFEST} has schema {bundle.get('schema')!r}, expected {BUNDLE_SCHEMA}")
+
+    # 1. Checksums of every listed file; unlisted files are reported, not failed (a device build adds engines).
+    bad, missing = [], []
+    actual: dict[str, str] = {}
+    for rel, expected in sums.items():
+        file = root / rel
+        if not file.is_file():
+            missing.append(rel)
+            continue
+        actual[rel] = sha256_file(file)
+        if actual[rel] != expected:
+            bad.append(rel)
+    if bad:
+        report.add("checksums", "failed", "modified: " + ", ".join(bad))
+    if missing:
+        report.add("files present", "failed", "missing: " + ", ".join(missing))
+    if not bad and not missing:
+        report.add("checksums", "ok", f"{len(sums)} files match {CHECKSUMS}")
+    unlisted = [rel for rel in _bundle_files(root) if rel not in sums]
+    if unlisted:
+        report.add("unlisted files", "warning", ", ".join(unlisted[:5]) + (" ..." if len(unlisted) > 5 else ""))
+
+    # 2. Manifests agree with the files they describe.
+    for model in bundle.get("models", []):
+        _verify_onnx_entry(root, model, report)
+    engine_files = []
+    for engine in bundle.get("engines", []):
+        engine_files.extend(_verify_engine_entry(root, engine, report))
+    _verify_triton(root, bundle.get("triton_models", []), report)
+
+    # 3. Engines against this machine's TensorRT.
+    if engine_files and check_engines:
+        _engine_compatibility(engine_files, report)
+    elif engine_files:
+        report.add("engine compatibility", "skipped", "not requested")
+    return report
+
+
+def _verify_onnx_entry(root: Path, model: Mapping[str, Any], report: VerifyReport) -> None:
+    rel_onnx, rel_manifest = model.get("onnx"), model.get("manifest")
+    if not isinstance(rel_onnx, str) or not isinstance(rel_manifest, str):
+        raise BadInput(f"{BUNDLE_MANIFEST} has a model entry without onnx/manifest paths")
+    onnx_file, manifest_file = root / rel_onnx, root / rel_manifest
+    if not onnx_file.is_file() or not manifest_file.is_file():
+        report.add(f"manifest {rel_manifest}", "failed", f"{rel_onnx if not onnx_file.is_file() else rel_manifest} missing")
+        return
+    try:
+        manifest = read_json(manifest_file)
+    except BadInput as exc:
+        report.add(f"manifest {rel_manifest}", "failed", str(exc))
+        return
+    problems = []
+    if manifest.get("artifact") not in (None, onnx_file.name):
+        problems.append(f"describes {manifest.get('artifact')}, not {onnx_file.name}")
+    record = manifest.get("onnx") or {}
+    if record.get("sha256") and record["sha256"] != sha256_file(onnx_file):
+        problems.append(f"sha256 of {rel_onnx} differs from the manifest")
+    if record.get("bytes") is not None and record["bytes"] != onnx_file.stat().st_size:
+        problems.append(f"size of {rel_onnx} differs from the manifest")
+    for name, digest in (record.get("external_data_sha256") or {}).items():
+        data = onnx_file.parent / name
+        if not data.is_file():
+            problems.append(f"external weights {name} missing")
+        elif sha256_file(data) != digest:
+            problems.append(f"sha256 of {name} differs from the manifest")
+    if model.get("keep_counts") is not None and manifest.get("keep_counts") != model.get("keep_counts"):
+        problems.append("keep counts differ between bundle.json and the manifest")
+    report.add(f"manifest {rel_manifest}", "failed" if problems else "ok",
+               "; ".join(problems) if problems else f"matches {rel_onnx}")
+
+
+def _verify_engine_entry(root: Path, engine: Mapping[str, Any], report: VerifyReport) -> list[Path]:
+    rel_engine, rel_manifest = engine.get("engine"), engine.get("manifest")
+    if not isinstance(rel_engine, str) or not isinstance(rel_manifest, str):
+        raise BadInput(f"{BUNDLE_MANIFEST} has an engine entry without engine/manifest paths")
+    engine_file, manifest_file = root / rel_engine, root / rel_manifest
+    if not engine_file.is_file() or not manifest_file.is_file():
+        report.add(f"manifest {rel_manifest}", "failed", "engine or manifest missing")
+        return []
+    try:
+        facts = engine_facts(read_json(manifest_file))
+    except BadInput as exc:
+        report.add(f"manifest {rel_manifest}", "failed", str(exc))
+        return []
+    problems, unknown = [], []
+    if facts["sha256"] is None:
+        unknown.append("engine sha256")
+    elif str(facts["sha256"]) != sha256_file(engine_file):
+        problems.append(f"sha256 of {rel_engine} differs from its manifest")
+    source = engine.get("source_onnx")
+    if isinstance(source, str) and (root / source).is_file():
+        if facts["onnx_sha256"] is None:
+            unknown.append("source ONNX sha256")
+        elif str(facts["onnx_sha256"]) != sha256_file(root / source):
+            problems.append(f"engine was built from a different ONNX than {source}")
+    detail = "; ".join(problems) if problems else f"matches {rel_engine}"
+    if unknown and not problems:
+        detail += f" (manifest lacks {', '.join(unknown)})"
+    report.add(f"manifest {rel_manifest}", "failed" if problems else "ok", detail)
+    return [engine_file]
+
+
+def _verify_triton(root: Path, names: list[str], report: VerifyReport) -> None:
+    for name in names:
+        config = root / "triton" / name / "config.pbtxt"
+        if not config.is_file():
+            report.add(f"triton {name}", "failed", "config.pbtxt missing")
+            continue
+        text = config.read_text(errors="replace")
+        platform = re.search(r'platform:\s*"([^"]+)"', text)
+        expected_file = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}.get(
+            platform.group(1) if platform else "")
+        problems = []
+        if expected_file is None:
+            problems.append("unknown or missing platform")
+        elif not (root / "triton" / name / "1" / expected_file).is_file():
+            problems.append(f"1/{expected_file} missing for platform {platform.group(1)}")
+        if f'name: "{name}"' not in text:
+            problems.append("config name differs from its folder")
+        report.add(f"triton {name}", "failed" if problems else "ok", "; ".join(problems) or platform.group(1))
+
+
+def _engine_compatibility(engine_files: list[Path], report: VerifyReport) -> None:
+    """Ask the engines layer whether each engine may be deserialized on this machine's TensorRT/GPU."""
+    if not package_present("tensorrt"):
+        report.add("engine compatibility", "skipped", "engine compatibility not checked: tensorrt not installed")
+        return
+    try:
+        import tensorrt
+
+        from ..engines.trt_build import cuda_device  # asks torch for the GPU: imported only here
+
+        device = cuda_device()
+    except Exception as exc:  # no GPU, broken TensorRT install, older engines layer
+        report.add("engine compatibility", "skipped",
+                   f"engine compatibility not checked: {str(exc).splitlines()[0][:160]}")
+        return
+    for engine_file in engine_files:
+        manifest = read_json(manifest_path(engine_file))
+        problem = compatibility_problem(manifest, trt_version=tensorrt.__version__, device=device)
+        report.add(f"engine {engine_file.name} on this device", "failed" if problem else "ok",
+                   problem or f"TensorRT {tensorrt.__version__} on {device.name}")
