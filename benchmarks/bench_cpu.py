@@ -35,7 +35,7 @@ from dvit_deploy.fileio import manifest_path, write_json_atomic
 from dvit_deploy.flops import count_macs
 from dvit_deploy.models import get_variant
 from dvit_deploy.models.checkpoint import load_model
-from dvit_deploy.profiling import (ProfileSettings, attach_speedups, machine_info, profile_artifacts,
+from dvit_deploy.profile import (ProfileSettings, attach_speedups, machine_info, profile_artifacts,
                                    pruning_overhead)
 
 TARGET_SPEEDUP = 1.54

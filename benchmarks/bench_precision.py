@@ -36,7 +36,7 @@ from bench_cpu import ensure_export  # noqa: E402
 from dvit_deploy.compare import TOLERANCES, compare  # noqa: E402
 from dvit_deploy.fileio import manifest_path, read_json, write_json_atomic  # noqa: E402
 from dvit_deploy.flops import macs_for_manifest  # noqa: E402
-from dvit_deploy.profiling import ProfileSettings, latency_stats, machine_info, measure_interleaved, seeded_batch  # noqa: E402
+from dvit_deploy.profile import ProfileSettings, latency_stats, machine_info, measure_interleaved, seeded_batch  # noqa: E402
 from dvit_deploy.runtime import runner_for_artifact  # noqa: E402
 from dvit_deploy.runtime.openvino_runner import cpu_flags, cpu_model  # noqa: E402
 

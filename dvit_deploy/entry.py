@@ -25,28 +25,11 @@ def main() -> None:
 
 
 def _import_app():
-    """Import the commands with Ctrl-C/SIGTERM held back until the imports are done.
+    """Import the commands with Ctrl-C/SIGTERM held back until the imports are done (see lazy.signals_held)."""
+    from .lazy import signals_held
 
-    A KeyboardInterrupt raised inside a C extension's initialisation (torch, onnx) can abort the
-    interpreter ("terminate called after throwing pybind11::error_already_set"). So during the
-    imports a signal is only noted, and acted on — one line, exit 130/143 — once they are done.
-    """
-    import signal
-
-    from .cli.common import Terminated
-
-    received: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in held}
-    try:
+    with signals_held():
         from .cli import app
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if signal.SIGINT in received:
-        raise KeyboardInterrupt
-    if signal.SIGTERM in received:
-        raise Terminated()
     return app
 
 

@@ -19,8 +19,8 @@ from .data import LabelledImages, data_config_of, read_dataset
 from .errors import BadInput
 from .predict import DEFAULT_BATCH, num_classes_of, resolve_artifact
 from .runtime import default_backend, runner_for_artifact
-from .validate import pad_batch
-from .workspace import load_manifest
+from .batching import Gathered, pad_batch
+from .artifact.store import load_manifest
 
 REFERENCE = "torch"
 
@@ -84,8 +84,7 @@ def evaluate(
     step = int(fixed) if fixed else batch
     data_config = data_config_of(manifest)
 
-    logits: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    kept: dict[str, list[list[np.ndarray]] | None] = {n: [] for n in names}
+    gathered = {n: Gathered() for n in names}  # images stream in batch by batch: one per runner
     seconds = dict.fromkeys(names, 0.0)
     labels: list[np.ndarray] = []
     with contextlib.ExitStack() as stack:
@@ -106,20 +105,15 @@ def evaluate(
                 start = time.perf_counter()
                 out = runner.run(images)
                 seconds[name] += time.perf_counter() - start
-                logits[name].append(out.logits[:real])
-                if out.kept is None or kept[name] is None:
-                    kept[name] = None
-                else:
-                    kept[name].append([k[:real] for k in out.kept])
+                gathered[name].add(out, real)
             if on_progress:
                 on_progress(real)
         described = {n: r.describe() for n, r in runners.items()}
         runner_notes = {n: list(getattr(r, "notes", []) or []) for n, r in runners.items()}
 
     y = np.concatenate(labels)
-    merged = {n: np.concatenate(v) for n, v in logits.items()}
-    merged_kept = {n: None if v is None or not v else [np.concatenate([b[s] for b in v]) for s in range(len(v[0]))]
-                   for n, v in kept.items()}
+    merged = {n: g.logits for n, g in gathered.items()}
+    merged_kept = {n: g.kept for n, g in gathered.items()}
     scores = []
     for name in names:
         count = len(y)

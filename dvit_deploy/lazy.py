@@ -8,9 +8,36 @@ package ``__init__`` the same behaviour for the names it re-exports (PEP 562 ``_
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
+import threading
 import types
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C/SIGTERM back while heavy modules import, then deliver them.
+
+    A KeyboardInterrupt raised inside a C extension's initialisation (torch, onnx) can abort the
+    interpreter ("terminate called after throwing pybind11::error_already_set") instead of
+    unwinding. So during an import a signal is only noted, and re-raised once the import is done,
+    where the normal handlers turn it into one line and exit 130/143.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in held}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for sig in dict.fromkeys(received):
+        signal.raise_signal(sig)
 
 
 class LazyModule(types.ModuleType):
@@ -24,7 +51,8 @@ class LazyModule(types.ModuleType):
     def _load(self) -> types.ModuleType:
         module = self.__dict__["_lazy_module"]
         if module is None:
-            module = importlib.import_module(self.__dict__["_lazy_target"])
+            with signals_held():
+                module = importlib.import_module(self.__dict__["_lazy_target"])
             self.__dict__["_lazy_module"] = module
         return module
 

@@ -16,8 +16,8 @@ from .defaults import PREDICT_BATCH
 from .data import class_names, data_config_of, preprocess_images
 from .errors import BadInput
 from .runtime import default_backend, runner_for_artifact
-from .validate import pad_batch
-from .workspace import load_manifest, newest_artifact
+from .batching import run_batched
+from .artifact.store import load_manifest, newest_artifact
 
 DEFAULT_BATCH = PREDICT_BATCH
 TOKEN_OUTPUTS_HINT = "re-export with 'dvit export --token-outputs' (or use --backend torch/onnxruntime)"
@@ -114,20 +114,11 @@ def predict(
     if backend in ("onnxruntime", "openvino") and want_kept:
         options["topk_outputs"] = True  # recover kept tokens even from an artifact without token outputs
     phase(f"run ({backend})")
-    logits_parts, kept_parts = [], []
     with runner_for_artifact(path, backend, device=device, precision=spec_precision or None, **options) as runner:
-        step = int(fixed) if fixed else batch
-        for start in range(0, len(batch_images), step):
-            chunk, real = pad_batch(batch_images[start:start + step], step if fixed else None)
-            out = runner.run(chunk)
-            logits_parts.append(out.logits[:real])
-            kept_parts.append(None if out.kept is None else [k[:real] for k in out.kept])
+        outputs = run_batched(runner.run, batch_images, int(fixed) if fixed else batch, fixed=bool(fixed))
         described = runner.describe()
     notes = list(getattr(runner, "notes", []) or [])
-    logits = np.concatenate(logits_parts)
-    kept = None
-    if all(k is not None for k in kept_parts):
-        kept = [np.concatenate([k[s] for k in kept_parts]) for s in range(len(kept_parts[0]))]
+    logits, kept = outputs.logits, outputs.kept
     if want_kept and kept is None:
         raise BadInput(f"{path.name} has no token outputs, and the {backend} backend cannot recover which tokens "
                        f"were kept: {TOKEN_OUTPUTS_HINT}")

@@ -15,12 +15,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .batching import run_batched
 from .compare import Comparison, Tolerance, compare
 from .defaults import VALIDATE_BATCH, VALIDATE_SAMPLES
 from .errors import BadInput, DvitError
 from .export.onnx_export import TOKEN_OUTPUT_PREFIX
 from .runtime import FILE_BACKENDS, default_backend, runner_for_artifact
-from .workspace import default_artifact, load_manifest
+from .artifact.store import default_artifact, load_manifest
 
 DEFAULT_SAMPLES = VALIDATE_SAMPLES
 DEFAULT_BATCH = VALIDATE_BATCH
@@ -136,32 +137,6 @@ def load_inputs(manifest: dict[str, Any], samples: int, images_dir: Path | None)
     return images, f"{len(paths)} image(s) from {images_dir}"
 
 
-def run_in_batches(run: Callable[[np.ndarray], Any], images: np.ndarray, batch: int, fixed: bool) -> list[Any]:
-    """Outputs of ``run`` per chunk; a fixed-batch artifact gets its last chunk padded (and trimmed back)."""
-    return [(run(chunk), real)
-            for chunk, real in (pad_batch(images[start:start + batch], batch if fixed else None)
-                                for start in range(0, len(images), batch))]
-
-
-def pad_batch(chunk: np.ndarray, fixed_batch: int | None) -> tuple[np.ndarray, int]:
-    """(chunk padded to a fixed batch by repeating its first image, real count) — trim outputs to it."""
-    real = len(chunk)
-    if fixed_batch and real < fixed_batch:
-        chunk = np.concatenate([chunk, np.repeat(chunk[:1], fixed_batch - real, axis=0)])
-    return chunk, real
-
-
-def _concat_logits(outputs) -> np.ndarray:
-    return np.concatenate([o.logits[:real] for o, real in outputs])
-
-
-def _concat_kept(outputs) -> list[np.ndarray] | None:
-    if any(o.kept is None for o, _ in outputs):
-        return None
-    stages = len(outputs[0][0].kept)
-    return [np.concatenate([o.kept[s][:real] for o, real in outputs]) for s in range(stages)]
-
-
 def _reference(manifest: dict[str, Any], images: np.ndarray, batch: int, cache: dict[str, Any]) -> dict[str, Any]:
     """PyTorch fp32 logits, kept ids and boundary margins of the manifest's model (cached per model)."""
     import torch
@@ -227,7 +202,7 @@ def validate(
                 runner = runner_for_artifact(artifact, backend, **options)
                 with runner:
                     info = runner.describe()
-                    outputs = run_in_batches(runner.run, images, run_batch, bool(fixed))
+                    outputs = run_batched(runner.run, images, run_batch, fixed=bool(fixed))
             except MissingDependency as exc:
                 result.reason = str(exc)
                 continue
@@ -235,7 +210,7 @@ def validate(
             result.precision = runner.precision
             result.fallback = info.get("fallback")
             result.notes.extend(getattr(runner, "notes", []))
-            test_kept = _concat_kept(outputs) if pruned else None
+            test_kept = outputs.kept if pruned else None
             if not pruned:
                 result.token_info = "dense model"
             elif test_kept is None:
@@ -254,7 +229,7 @@ def validate(
             except KeyError:
                 raise DvitError(f"no tolerance defined for precision '{runner.precision}'") from None
             result.comparison = compare(
-                ref["logits"], _concat_logits(outputs), result.tolerance,
+                ref["logits"], outputs.logits, result.tolerance,
                 ref_kept=ref["kept"] if test_kept is not None else None,
                 test_kept=test_kept,
                 ref_margins=ref["margins"],

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
 from dvit_deploy.fileio import manifest_path, read_json
-from dvit_deploy.profiling import (CV_WARN_PERCENT, ProfileSettings, is_dense_twin, latency_stats, measure,
-                                   nearest_rank, pruning_nodes, pruning_overhead)
+from dvit_deploy.export.graph import pruning_nodes
+from dvit_deploy.profile import (CV_WARN_PERCENT, ProfileSettings, is_dense_twin, latency_stats, measure,
+                                 nearest_rank, pruning_overhead)
 
 LATENCY_KEYS = {"min", "mean", "median", "p90", "p95", "p99", "max"}
 FAST = ["--warmup", "0.05", "--iterations", "3"]
@@ -130,7 +131,7 @@ def test_pruning_overhead_attributes_predictor_nodes(tiny_export):
 def test_interleaved_rounds_cancel_machine_drift():
     """Two identical workloads on a machine that halves its speed midway: measured one after
     the other, the second looks 2x slower; in alternating rounds both see the same machine."""
-    from dvit_deploy.profiling import ProfileSettings, measure_interleaved
+    from dvit_deploy.profile import ProfileSettings, measure_interleaved
 
     def run(rounds):
         calls_made = []
@@ -158,7 +159,7 @@ def test_interleaved_rounds_cancel_machine_drift():
 
 def test_rounds_must_be_positive():
     from dvit_deploy.errors import BadInput
-    from dvit_deploy.profiling import ProfileSettings
+    from dvit_deploy.profile import ProfileSettings
 
     with pytest.raises(BadInput, match="--rounds must be ≥ 1"):
         ProfileSettings(rounds=0).validate()

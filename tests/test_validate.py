@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
 from dvit_deploy.fileio import manifest_path, read_json, write_json_atomic
-from dvit_deploy.validate import run_in_batches
+from dvit_deploy.batching import RunOutput, run_batched
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +130,13 @@ def test_fixed_batch_padding_is_trimmed():
 
     def run(chunk):
         seen.append(len(chunk))
-        return chunk.sum(axis=(1, 2, 3))
+        return RunOutput(chunk.sum(axis=(1, 2, 3))[:, None])
 
     images = np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1)
-    outputs = run_in_batches(run, images, 2, fixed=True)
-    assert seen == [2, 2, 2] and [real for _, real in outputs] == [2, 2, 1]
-    assert np.concatenate([o[:real] for o, real in outputs]).tolist() == [0, 1, 2, 3, 4]
+    reals = []
+    outputs = run_batched(run, images, 2, fixed=True, on_batch=reals.append)
+    assert seen == [2, 2, 2] and reals == [2, 2, 1]
+    assert outputs.logits[:, 0].tolist() == [0, 1, 2, 3, 4]
 
 
 def test_default_keeps_the_pruned_model_when_a_dense_twin_is_newer(workdir):

@@ -7,6 +7,7 @@ Relative defaults resolve against the current working directory, so ``dvit`` wri
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,35 @@ def load_manifest(artifact: str | Path, *, verify: bool = True) -> dict[str, Any
 
         verify_artifact(artifact, manifest)
     return manifest
+
+
+def is_dense_twin(sparse: dict[str, Any], candidate: dict[str, Any]) -> bool:
+    """Same model (variant, config, checkpoint or seed), batch layout and precision, but dense."""
+    if not candidate.get("dense") or sparse.get("dense"):
+        return False
+    # Compare as JSON would store them (an in-memory manifest holds tuples where a file has lists).
+    sparse, candidate = (json.loads(json.dumps(m, default=str)) for m in (sparse, candidate))
+    same = ("variant", "config", "batch", "kind")
+    if any(sparse.get(k) != candidate.get(k) for k in same):
+        return False
+    if (sparse.get("precision") or "fp32") != (candidate.get("precision") or "fp32"):
+        return False
+    s_ckpt, c_ckpt = sparse.get("checkpoint"), candidate.get("checkpoint")
+    if s_ckpt or c_ckpt:
+        return bool(s_ckpt and c_ckpt and s_ckpt.get("sha256") == c_ckpt.get("sha256")
+                    and s_ckpt.get("use_ema") == c_ckpt.get("use_ema"))
+    return sparse.get("seed") == candidate.get("seed")
+
+
+def find_dense_twin(artifact: Path, manifest: dict[str, Any]) -> Path | None:
+    """The newest dense twin of ``artifact`` in its folder (same suffix), if any."""
+    for candidate in artifacts(artifact.parent, artifact.suffix):
+        if candidate.resolve() == artifact.resolve():
+            continue
+        try:
+            other = read_json(manifest_path(candidate))
+        except BadInput:
+            continue
+        if is_dense_twin(manifest, other):
+            return candidate
+    return None

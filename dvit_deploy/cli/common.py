@@ -328,7 +328,7 @@ def artifact_or_default(given: Path | None, suffixes: tuple[str, ...] | None = N
     """``given``, or the default artifact (one rule for every command), saying which was picked."""
     if given is not None:
         return Path(given).expanduser()
-    from ..workspace import ALL_SUFFIXES, default_artifact
+    from ..artifact.store import ALL_SUFFIXES, default_artifact
 
     if suffixes is None:
         suffixes = ALL_SUFFIXES

@@ -14,7 +14,7 @@ from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or
                      print_wide, styled, warn)
 
 
-profiling = lazy_import("dvit_deploy.profiling")
+profiling = lazy_import("dvit_deploy.profile")
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 

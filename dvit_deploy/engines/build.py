@@ -19,7 +19,7 @@ from ..errors import BadInput, CheckFailed
 from ..fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
 from ..workspace import engines_dir, export_dir, load_manifest, newest_artifact
 from ..deps import package_present
-from .doctor import DoctorReport, diagnose
+from .doctor import QDQ_OPS, DoctorReport, diagnose
 from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision, fixed_batch
 from .targets import parser_target_for
 
@@ -72,9 +72,6 @@ def check_timing_cache(path: str | Path) -> Path:
     if not os.access(path.parent, os.W_OK):
         raise BadInput(f"--timing-cache {path}: folder {path.parent} is not writable")
     return path
-
-
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 def qdq_node_count(onnx_path: Path) -> int:

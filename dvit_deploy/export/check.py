@@ -63,20 +63,19 @@ def seeded_images(count: int, loaded_or_shape: Any, seed: int = CHECK_SEED) -> t
 
 def reference_outputs(loaded: LoadedModel, images: torch.Tensor, batch: int) -> dict[str, Any]:
     """PyTorch logits, kept patch ids per stage and keep-boundary margins, batch by batch."""
-    logits, stage_ids, stage_scores = [], [], []
-    with torch.no_grad():
-        for chunk in images.split(batch):
-            out, decisions = loaded.model.forward_with_decisions(chunk)
-            logits.append(out.numpy())
-            stage_ids.append([ids.numpy() for ids in kept_patch_ids(decisions.keep_indices, loaded.variant.num_patches)])
-            stage_scores.append([s.numpy() for s in decisions.scores])
     stages = len(loaded.keep_counts)
+
+    def run(chunk: np.ndarray) -> RunOutput:
+        with torch.no_grad():
+            out, decisions = loaded.model.forward_with_decisions(torch.from_numpy(chunk))
+        kept = [ids.numpy() for ids in kept_patch_ids(decisions.keep_indices, loaded.variant.num_patches)]
+        return RunOutput(out.numpy(), kept, {f"scores{s}": score.numpy() for s, score in enumerate(decisions.scores)})
+
+    gathered = run_batched(run, images.numpy(), batch)
     return {
-        "logits": np.concatenate(logits),
-        "kept": [np.concatenate([ids[s] for ids in stage_ids]) for s in range(stages)],
-        "margins": boundary_margins(
-            [np.concatenate([sc[s] for sc in stage_scores]) for s in range(stages)], loaded.keep_counts
-        ),
+        "logits": gathered.logits,
+        "kept": gathered.kept or [],
+        "margins": boundary_margins([gathered.extra(f"scores{s}") for s in range(stages)], loaded.keep_counts),
     }
 
 

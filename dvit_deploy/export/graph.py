@@ -150,3 +150,50 @@ def io_description(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
         "inputs": describe(v for v in model.graph.input if v.name not in initializers),
         "outputs": describe(model.graph.output),
     }
+
+
+def pruning_nodes(model: Any) -> list[set[str]]:
+    """Per pruning stage, the nodes that exist only for pruning, found structurally.
+
+    The predictor is every ancestor of the TopK's score input that is not also an ancestor of
+    the token tensor the stage gathers from (the trunk); then the TopK, the index arithmetic
+    and the Gather it feeds. Works on the exporter's graph and on ORT's optimized graph alike.
+    """
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def ancestors(tensor: str) -> set[str]:
+        seen: set[str] = set()
+        frontier = [tensor]
+        while frontier:
+            node = producer.get(frontier.pop())
+            if node is None or node.name in seen:
+                continue
+            seen.add(node.name)
+            frontier.extend(node.input)
+        return seen
+
+    stages = []
+    for topk in (n for n in graph.node if n.op_type == "TopK"):
+        nodes = {topk.name}
+        gather_data = None
+        frontier = [topk.output[1]]
+        while frontier:  # index arithmetic down to the Gather
+            name = frontier.pop()
+            for node in consumers.get(name, []):
+                if node.name in nodes:
+                    continue
+                if node.op_type in GATHER_OPS and len(node.input) > 1 and node.input[1] == name:
+                    nodes.add(node.name)
+                    gather_data = node.input[0]
+                elif node.op_type in INDEX_OPS:
+                    nodes.add(node.name)
+                    frontier.extend(node.output)
+        trunk = ancestors(gather_data) if gather_data else set()
+        nodes |= ancestors(topk.input[0]) - trunk
+        stages.append(nodes)
+    return stages

@@ -4,7 +4,7 @@ The recipe is the one TensorRT's explicit quantization consumes and ONNX Runtime
 with int8 kernels: QDQ format, int8 weights quantized symmetrically per output channel, int8
 activations quantized symmetrically per tensor (zero points 0), on the inputs of MatMul, Gemm and
 Conv only. Everything that decides which tokens survive stays in float by default: each stage's
-predictor subgraph (found structurally, as ``profiling.pruning_nodes`` does), TopK, Softmax and
+predictor subgraph (found structurally, as ``export.graph.pruning_nodes`` does), TopK, Softmax and
 LayerNormalization. The output passes the same checks as an export (onnx.checker, one TopK per
 stage with the constant K, its indices feeding one Gather), and ONNX Runtime vs PyTorch fp32 is
 judged by agreement (``compare.TOLERANCES['int8']``): top-1 on confidently classified inputs and
@@ -92,7 +92,7 @@ class QuantizeResult:
 def default_source() -> Path:
     """The newest fp32 pruned export in ./export (else the newest fp32 one)."""
     from ..fileio import read_json
-    from ..workspace import artifacts, export_dir
+    from ..artifact.store import artifacts, export_dir
 
     candidates = []
     for path in artifacts(export_dir(), ".onnx"):
@@ -114,7 +114,7 @@ def default_output(source: Path) -> Path:
 def excluded_nodes(model, *, include_predictor: bool = False,
                    op_types: Sequence[str] = EXCLUDED_OP_TYPES) -> tuple[list[str], dict[str, Any]]:
     """Node names left in float, and a record of why (per stage predictor nodes, op types)."""
-    from ..profiling import pruning_nodes
+    from ..export.graph import pruning_nodes
 
     names: list[str] = []
     record: dict[str, Any] = {"op_types": list(op_types), "predictor_subgraph": not include_predictor,
@@ -154,7 +154,7 @@ def quantize_onnx(
     PyTorch beyond the int8 agreement thresholds.
     """
     from ..errors import require
-    from ..workspace import load_manifest
+    from ..artifact.store import load_manifest
 
     phase = on_phase or (lambda name: None)
     if method not in METHODS:

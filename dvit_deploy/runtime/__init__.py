@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput, MissingDependency
-from ..workspace import load_manifest
+from ..artifact.store import load_manifest
 from .base import BackendStatus, Runner, RunOutput, TensorInfo, device_index
 
 BACKENDS: dict[str, str] = {

@@ -7,7 +7,7 @@ Precisions:
 * ``bf16`` — an fp32 export with ``INFERENCE_PRECISION_HINT=bf16``: OpenVINO converts at load
   time. CPUs without bf16 support (no AVX512_BF16 / AMX-BF16) fall back to f32; ``describe()``
   says what was used. ``predictor_f32=True`` marks each stage's predictor subgraph (found
-  structurally, like ``profiling.pruning_nodes``) with the ``disable_fp16_compression`` runtime
+  structurally, like ``export.graph.pruning_nodes``) with the ``disable_fp16_compression`` runtime
   info, which OpenVINO's CPU plugin honours for bf16 too, so token scores are computed in f32;
 * ``int8`` — an int8 Q/DQ export from ``dvit quantize``: OpenVINO's low-precision transformations
   run the quantized MatMuls with int8 kernels (VNNI / AMX-INT8 where the CPU has them); the rest
@@ -188,7 +188,7 @@ class OpenVINORunner(Runner):
         """Mark predictor ops with disable_fp16_compression; returns how many ops were marked."""
         import onnx
 
-        from ..profiling import pruning_nodes
+        from ..export.graph import pruning_nodes
 
         onnx_model = onnx.load(str(artifact), load_external_data=False)
         names: set[str] = set()

@@ -10,11 +10,9 @@ threshold) marks the run unstable.
 
 from __future__ import annotations
 
-import json
-import math
+import contextlib
 import os
 import platform
-import contextlib
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,67 +20,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import defaults
-from .errors import BadInput
-from .fileio import atomic_path, manifest_path, read_json
-from .flops import macs_for_manifest
+from ..errors import BadInput
+from ..fileio import atomic_path, manifest_path, read_json
+from ..flops import macs_for_manifest
+from .stats import CV_WARN_PERCENT, LatencyStats, latency_stats
 
-CV_WARN_PERCENT = defaults.CV_WARN_PERCENT
-PERCENTILES = (90, 95, 99)
 PROFILE_SEED = 1234
 SCHEMA = "dvit-deploy/profile/1"
 
 ProgressCallback = Callable[[str, float], None]  # (what, fraction done 0..1)
-
-
-# --------------------------------------------------------------------------------------------
-# Statistics
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    min: float
-    mean: float
-    median: float
-    p90: float
-    p95: float
-    p99: float
-    max: float
-    std: float
-    cv_percent: float  # standard deviation / mean, in percent
-    count: int
-
-    def latency_ms(self) -> dict[str, float]:
-        return {k: round(getattr(self, k), 4) for k in ("min", "mean", "median", "p90", "p95", "p99", "max")}
-
-
-def nearest_rank(sorted_values: np.ndarray, percent: float) -> float:
-    """The percentile as trtexec reports it: the sample at rank ceil(p/100 · n) (no interpolation)."""
-    n = len(sorted_values)
-    rank = max(1, math.ceil(percent / 100.0 * n))
-    return float(sorted_values[min(rank, n) - 1])
-
-
-def latency_stats(samples_ms: Sequence[float]) -> LatencyStats:
-    """Summary of per-call latencies in milliseconds."""
-    values = np.sort(np.asarray(samples_ms, dtype=np.float64))
-    if values.size == 0:
-        raise ValueError("no latency samples")
-    mean = float(values.mean())
-    std = float(values.std())
-    return LatencyStats(
-        min=float(values[0]),
-        mean=mean,
-        median=float(np.median(values)),
-        p90=nearest_rank(values, 90),
-        p95=nearest_rank(values, 95),
-        p99=nearest_rank(values, 99),
-        max=float(values[-1]),
-        std=std,
-        cv_percent=100.0 * std / mean if mean > 0 else 0.0,
-        count=int(values.size),
-    )
-
 
 # --------------------------------------------------------------------------------------------
 # Measurement
@@ -308,7 +254,7 @@ def _cpu_name() -> str:
 
 
 def seeded_batch(batch: int, manifest: dict[str, Any]) -> np.ndarray:
-    from .data import seeded_inputs
+    from ..data import seeded_inputs
 
     return seeded_inputs(manifest, batch, PROFILE_SEED)
 
@@ -339,7 +285,7 @@ def profile_artifacts(
     measured in alternating rounds (``settings.rounds``): their ratios are then robust to the
     machine's speed drifting during the run.
     """
-    from .runtime import runner_for_artifact
+    from ..runtime import runner_for_artifact
 
     opts = dict(options or {})
     if settings.intra_op_threads is not None and backend != "tensorrt":  # CPU threads mean nothing to engines
@@ -423,61 +369,16 @@ def attach_speedups(results: list[ProfileResult], twins: dict[str, str]) -> None
         r.flops_ratio = dense.gmacs / r.gmacs if r.gmacs > 0 else None
 
 
-# --------------------------------------------------------------------------------------------
-# Dense twins
+# Options that only one backend understands; the others do not receive them.
+BACKEND_OPTIONS = {
+    "onnxruntime": {"providers", "graph_optimization", "execution_mode", "inter_op_threads", "enable_profiling"},
+    "torch": {"compile"},
+}
 
 
-def is_dense_twin(sparse: dict[str, Any], candidate: dict[str, Any]) -> bool:
-    """Same model (variant, config, checkpoint or seed), batch layout and precision, but dense."""
-    if not candidate.get("dense") or sparse.get("dense"):
-        return False
-    # Compare as JSON would store them (an in-memory manifest holds tuples where a file has lists).
-    sparse, candidate = (json.loads(json.dumps(m, default=str)) for m in (sparse, candidate))
-    same = ("variant", "config", "batch", "kind")
-    if any(sparse.get(k) != candidate.get(k) for k in same):
-        return False
-    if (sparse.get("precision") or "fp32") != (candidate.get("precision") or "fp32"):
-        return False
-    s_ckpt, c_ckpt = sparse.get("checkpoint"), candidate.get("checkpoint")
-    if s_ckpt or c_ckpt:
-        return bool(s_ckpt and c_ckpt and s_ckpt.get("sha256") == c_ckpt.get("sha256")
-                    and s_ckpt.get("use_ema") == c_ckpt.get("use_ema"))
-    return sparse.get("seed") == candidate.get("seed")
-
-
-def find_dense_twin(artifact: Path, manifest: dict[str, Any]) -> Path | None:
-    """The newest dense twin of ``artifact`` in its folder (same suffix), if any."""
-    from .workspace import artifacts
-
-    for candidate in artifacts(artifact.parent, artifact.suffix):
-        if candidate.resolve() == artifact.resolve():
-            continue
-        try:
-            other = read_json(manifest_path(candidate))
-        except BadInput:
-            continue
-        if is_dense_twin(manifest, other):
-            return candidate
-    return None
-
-
-def export_dense_twin(artifact: Path, manifest: dict[str, Any], on_phase: Callable[[str], None] | None = None) -> Path:
-    """Export the dense baseline of the model ``artifact`` was exported from, beside it."""
-    from .export import export_onnx
-    from .models.checkpoint import load_model_from_record
-    from .workspace import onnx_name
-
-    if artifact.suffix != ".onnx":
-        raise BadInput(f"{artifact.name} has no dense twin beside it and only ONNX twins can be exported "
-                       "here: export and build the dense baseline the same way (--dense), then pass both")
-    record = {**manifest, "dense": True, "stage_ratios": None, "keep_ratio": None, "keep_counts": []}
-    loaded = load_model_from_record(record)
-    output = artifact.parent / onnx_name(loaded.variant.name, True, None, batch=manifest.get("batch"))
-    if output.exists():  # a dense export of a different model already has the usual name
-        output = artifact.with_name(f"{artifact.stem}-dense-twin.onnx")
-    result = export_onnx(loaded, output, opset=int(manifest.get("opset") or 18), batch=manifest.get("batch"),
-                         force=output.exists(), on_phase=on_phase)
-    return result.path
+def _options_for(backend: str, options: dict[str, Any]) -> dict[str, Any]:
+    foreign = set().union(*(names for b, names in BACKEND_OPTIONS.items() if b != backend))
+    return {k: v for k, v in options.items() if k not in foreign or k in BACKEND_OPTIONS.get(backend, set())}
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,8 +387,8 @@ def export_dense_twin(artifact: Path, manifest: dict[str, Any], on_phase: Callab
 
 def plot_results(results: list[ProfileResult], path: Path) -> Path:
     """Latency and throughput vs batch, one line per artifact and backend (dense dashed)."""
-    from .errors import require
-    from .fileio import prepare_output
+    from ..errors import require
+    from ..fileio import prepare_output
 
     matplotlib = require("matplotlib", "viz", "--plot")
     matplotlib.use("Agg")
@@ -517,211 +418,3 @@ def plot_results(results: list[ProfileResult], path: Path) -> Path:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120)
     plt.close(fig)
     return path
-
-
-# --------------------------------------------------------------------------------------------
-# What to profile
-
-
-@dataclass
-class ProfilePlan:
-    runs: list[tuple[Path, str]]  # (artifact, role) in the order to run
-    twins: dict[str, str]  # sparse artifact -> its dense twin
-    notes: list[str] = field(default_factory=list)
-
-
-def newest_sparse_artifact(backend: str | None = None) -> Path:
-    """The default artifact (``workspace.default_artifact``) among the files ``backend`` runs."""
-    from .runtime import FILE_BACKENDS
-    from .workspace import ALL_SUFFIXES, default_artifact
-
-    return default_artifact(FILE_BACKENDS.get(backend, ALL_SUFFIXES) if backend else ALL_SUFFIXES)[0]
-
-
-def plan_profile(artifacts_given: Sequence[Path] | None, *, backend: str | None, dense_baseline: bool,
-                 with_twins: bool = True, on_phase: Callable[[str], None] | None = None) -> ProfilePlan:
-    """Artifacts to measure and the dense twin of each sparse one (found beside it, or exported
-    when ``dense_baseline`` asks for a baseline that is missing)."""
-    paths = [Path(p) for p in artifacts_given] if artifacts_given else [newest_sparse_artifact(backend)]
-    plan = ProfilePlan(runs=[], twins={})
-    seen: set[Path] = set()
-
-    def add(path: Path, role: str) -> None:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            plan.runs.append((path, role))
-
-    from .workspace import load_manifest
-
-    for path in paths:
-        manifest = load_manifest(path)  # not found, no dvit manifest, or sha256 mismatch: one line, exit 2
-        if manifest.get("dense"):
-            add(path, "dense")
-            continue
-        add(path, "sparse")
-        if not with_twins:
-            continue
-        twin = find_dense_twin(path, manifest)
-        if twin is None and dense_baseline:
-            twin = export_dense_twin(path, manifest, on_phase)
-            plan.notes.append(f"exported the dense twin of {path.name}: {twin}")
-        elif twin is None:
-            plan.notes.append(f"no dense twin of {path.name} beside it: pass --dense-baseline to export one")
-        if twin is not None:
-            plan.twins[str(path)] = str(twin)
-    # Dense twins run after their sparse artifacts, and each only once.
-    for sparse, dense in plan.twins.items():
-        add(Path(dense), "dense")
-    return plan
-
-
-def run_profile(plan: ProfilePlan, *, backend: str | None, batches: Sequence[int], settings: ProfileSettings,
-                device: str = "cpu", precision: str | None = None, options: dict[str, Any] | None = None,
-                on_progress: ProgressCallback | None = None) -> ProfileReport:
-    from .runtime import default_backend
-
-    settings.validate()
-    report = ProfileReport(settings=settings, notes=list(plan.notes))
-    by_backend: dict[str, list[tuple[Path, str]]] = {}
-    for artifact, role in plan.runs:
-        by_backend.setdefault(backend or default_backend(artifact), []).append((artifact, role))
-    for chosen, runs in by_backend.items():
-        report.results.extend(profile_artifacts(
-            runs, chosen, batches, settings, device=device, precision=precision,
-            options=_options_for(chosen, options or {}), on_progress=on_progress, notes=report.notes))
-    attach_speedups(report.results, plan.twins)
-    return report
-
-
-# Options that only one backend understands; the others do not receive them.
-BACKEND_OPTIONS = {
-    "onnxruntime": {"providers", "graph_optimization", "execution_mode", "inter_op_threads", "enable_profiling"},
-    "torch": {"compile"},
-}
-
-
-def _options_for(backend: str, options: dict[str, Any]) -> dict[str, Any]:
-    foreign = set().union(*(names for b, names in BACKEND_OPTIONS.items() if b != backend))
-    return {k: v for k, v in options.items() if k not in foreign or k in BACKEND_OPTIONS.get(backend, set())}
-
-
-# --------------------------------------------------------------------------------------------
-# Where the time goes: predictor + TopK + Gather share (ONNX Runtime's per-node profiler)
-
-
-@dataclass
-class OverheadBreakdown:
-    artifact: str
-    batch: int
-    runs: int
-    total_node_ms: float  # per run, all nodes
-    pruning_ms: float  # per run: predictors + TopK + index arithmetic + Gather
-    per_stage_ms: list[float]
-    by_op: dict[str, float]  # per run, op type -> ms, pruning nodes only
-
-    @property
-    def share(self) -> float:
-        return self.pruning_ms / self.total_node_ms if self.total_node_ms > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "share": round(self.share, 5)}
-
-
-def pruning_nodes(model: Any) -> list[set[str]]:
-    """Per pruning stage, the nodes that exist only for pruning, found structurally.
-
-    The predictor is every ancestor of the TopK's score input that is not also an ancestor of
-    the token tensor the stage gathers from (the trunk); then the TopK, the index arithmetic
-    and the Gather it feeds. Works on the exporter's graph and on ORT's optimized graph alike.
-    """
-    from .export.graph import GATHER_OPS, INDEX_OPS
-
-    graph = model.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-
-    def ancestors(tensor: str) -> set[str]:
-        seen: set[str] = set()
-        frontier = [tensor]
-        while frontier:
-            node = producer.get(frontier.pop())
-            if node is None or node.name in seen:
-                continue
-            seen.add(node.name)
-            frontier.extend(node.input)
-        return seen
-
-    stages = []
-    for topk in (n for n in graph.node if n.op_type == "TopK"):
-        nodes = {topk.name}
-        gather_data = None
-        frontier = [topk.output[1]]
-        while frontier:  # index arithmetic down to the Gather
-            name = frontier.pop()
-            for node in consumers.get(name, []):
-                if node.name in nodes:
-                    continue
-                if node.op_type in GATHER_OPS and len(node.input) > 1 and node.input[1] == name:
-                    nodes.add(node.name)
-                    gather_data = node.input[0]
-                elif node.op_type in INDEX_OPS:
-                    nodes.add(node.name)
-                    frontier.extend(node.output)
-        trunk = ancestors(gather_data) if gather_data else set()
-        nodes |= ancestors(topk.input[0]) - trunk
-        stages.append(nodes)
-    return stages
-
-
-def pruning_overhead(artifact: Path, batch: int, *, runs: int = 10, warmup: int = 3,
-                     intra_op_threads: int | None = None, graph_optimization: str = "all") -> OverheadBreakdown:
-    """Run ``artifact`` under ONNX Runtime's profiler and attribute node time to pruning."""
-    import json
-    import tempfile
-
-    import onnx
-
-    from .runtime import runner_for_artifact
-
-    manifest = read_json(manifest_path(artifact), what=f"manifest of {artifact.name}")
-    images = seeded_batch(batch, manifest)
-    with tempfile.TemporaryDirectory(prefix="dvit-ort-profile-") as tmp:
-        optimized = Path(tmp) / "optimized.onnx"
-        runner = runner_for_artifact(artifact, "onnxruntime", enable_profiling=Path(tmp) / "trace",
-                                     optimized_model_path=optimized, intra_op_threads=intra_op_threads,
-                                     graph_optimization=graph_optimization)
-        with runner:
-            call = runner.timed_call(images)
-            for _ in range(warmup):
-                call()
-            # The profiler records every run; warm-up runs are told apart by their order below.
-            for _ in range(runs):
-                call()
-        events = json.loads(Path(runner.profile_file).read_text())
-        stages = pruning_nodes(onnx.load(str(optimized), load_external_data=False))
-
-    run_events = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
-                        key=lambda e: e["ts"])
-    measured = run_events[-runs:]
-    first_ts = measured[0]["ts"] if measured else 0
-    node_time: dict[str, float] = {}
-    node_op: dict[str, str] = {}
-    for e in events:
-        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time") or e["ts"] < first_ts:
-            continue
-        name = e["name"][: -len("_kernel_time")]
-        node_time[name] = node_time.get(name, 0.0) + e["dur"] / 1e3
-        node_op[name] = e.get("args", {}).get("op_name", "?")
-    total = sum(node_time.values()) / runs
-    per_stage = [sum(node_time.get(n, 0.0) for n in nodes) / runs for nodes in stages]
-    by_op: dict[str, float] = {}
-    for nodes in stages:
-        for n in nodes:
-            if n in node_time:
-                by_op[node_op[n]] = by_op.get(node_op[n], 0.0) + node_time[n] / runs
-    return OverheadBreakdown(str(artifact), batch, runs, total, sum(per_stage), per_stage,
-                             dict(sorted(by_op.items(), key=lambda kv: -kv[1])))
