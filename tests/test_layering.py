@@ -43,8 +43,6 @@ LAYER_NAME = {name: LAYERS[rank][0] for name, rank in RANK.items()}
 KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("dvit_deploy.data", "dvit_deploy.models.config"):
         "data (bottom) reads VariantConfig inside one function; models.config itself is torch-free",
-    ("dvit_deploy.runtime.openvino_runner", "dvit_deploy.profiling"):
-        "the OpenVINO runner (quantization/OpenVINO work in progress) reads a profiling helper",
 }
 
 
