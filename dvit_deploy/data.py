@@ -318,6 +318,6 @@ def data_config_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
 
 def seeded_inputs(manifest: Mapping[str, Any], count: int, seed: int) -> np.ndarray:
     """``count`` standard-normal images of the artifact's input shape (what normalised photos look like)."""
-    config = manifest.get("config") or {}
-    size, channels = int(config.get("img_size", 224)), int(config.get("in_chans", 3))
-    return np.random.default_rng(seed).standard_normal((count, channels, size, size), dtype=np.float32)
+    from .artifact.manifest import ModelRecord
+
+    return np.random.default_rng(seed).standard_normal((count, *ModelRecord.from_json(manifest).input_shape), dtype=np.float32)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .artifact.manifest import ModelRecord
 from .defaults import PREDICT_BATCH
 from .data import class_names, data_config_of, preprocess_images
 from .errors import BadInput
@@ -32,9 +33,8 @@ def num_classes_of(manifest: Mapping[str, Any], logits: np.ndarray | None = None
 
 def grid_of(manifest: Mapping[str, Any]) -> tuple[int, int]:
     """(patch grid side, patch size in pixels) of the model input."""
-    config = manifest.get("config") if isinstance(manifest.get("config"), Mapping) else {}
-    img, patch = int(config.get("img_size", 224)), int(config.get("patch_size", 16))
-    return img // patch, patch
+    model = ModelRecord.from_json(manifest)
+    return model.img_size // model.patch_size, model.patch_size
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

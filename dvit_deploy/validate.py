@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .artifact.manifest import ModelRecord
 from .batching import run_batched
 from .compare import Comparison, Tolerance, compare
 from .defaults import VALIDATE_BATCH, VALIDATE_SAMPLES
@@ -127,13 +128,11 @@ def load_inputs(manifest: dict[str, Any], samples: int, images_dir: Path | None)
 
     if images_dir is None:
         return seeded_inputs(manifest, samples, VALIDATE_SEED), f"seeded random (seed {VALIDATE_SEED})"
-    config = manifest.get("config", {})
-    size, channels = int(config.get("img_size", 224)), int(config.get("in_chans", 3))
 
     paths = list_images(images_dir, recursive=True)[:samples]  # flat or class sub-folders, as eval reads
     images = preprocess_images(paths, data_config_of(manifest))
-    if images.shape[1:] != (channels, size, size):
-        raise BadInput(f"preprocessed images are {images.shape[1:]}, the model takes {(channels, size, size)}")
+    if images.shape[1:] != (shape := ModelRecord.from_json(manifest).input_shape):
+        raise BadInput(f"preprocessed images are {images.shape[1:]}, the model takes {shape}")
     return images, f"{len(paths)} image(s) from {images_dir}"
 
 

@@ -92,3 +92,105 @@ def verify_artifact(artifact: str | os.PathLike, manifest: Mapping[str, Any]) ->
                        "re-create it, or pass --no-verify to use it anyway")
     if _policy.on_warning is not None:
         _policy.on_warning(f"{names} does not match its manifest (sha256 differs); used anyway (--no-verify)")
+
+
+# --------------------------------------------------------------------------------------------
+# Typed views of the manifests dvit writes (read in one place; each default lives here once)
+
+ONNX_SCHEMA = "dvit-deploy/onnx-manifest/1"
+ENGINE_SCHEMA = "dvit-deploy/engine-manifest/1"
+DEFAULT_IMG_SIZE, DEFAULT_IN_CHANS, DEFAULT_PATCH_SIZE, DEFAULT_NUM_PATCHES = 224, 3, 16, 196
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """The model an artifact holds: variant, config, keep schedule (every manifest carries it at top level)."""
+
+    variant: str | None
+    config: Mapping[str, Any]
+    dense: bool
+    keep_counts: tuple[int, ...]
+    num_patches: int
+    batch: int | None  # a fixed batch, or None for a dynamic one
+    dynamic_keep: bool
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ModelRecord":
+        config = data.get("config") if isinstance(data.get("config"), Mapping) else {}
+        batch = data.get("batch")
+        return cls(
+            variant=data.get("variant"),
+            config=dict(config),
+            dense=bool(data.get("dense")),
+            keep_counts=tuple(int(k) for k in (data.get("keep_counts") or [])),
+            num_patches=int(data.get("num_patches") or DEFAULT_NUM_PATCHES),
+            batch=int(batch) if batch else None,
+            dynamic_keep=bool(data.get("dynamic_keep")),
+        )
+
+    @property
+    def img_size(self) -> int:
+        return int(self.config.get("img_size", DEFAULT_IMG_SIZE))
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.config.get("in_chans", DEFAULT_IN_CHANS))
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.config.get("patch_size", DEFAULT_PATCH_SIZE))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return self.in_chans, self.img_size, self.img_size
+
+
+@dataclass(frozen=True)
+class EngineArtifact:
+    """An engine manifest (``dvit build``'s layout), typed; ``to_json`` gives back the same JSON."""
+
+    model: ModelRecord
+    tensorrt: str | None
+    gpu: str | None
+    compute_capability: str | None  # "8.7"
+    platform: str | None
+    precision: str | None
+    sha256: str | None
+    onnx_sha256: str | None
+    onnx_path: str | None
+    onnx_manifest: str | None
+    profiles: list[Mapping[str, Any]]
+    io: list[Mapping[str, Any]]
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "EngineArtifact":
+        def section(name: str) -> Mapping[str, Any]:
+            value = data.get(name)
+            return value if isinstance(value, Mapping) else {}
+
+        tensorrt, gpu, engine, source = section("tensorrt"), section("gpu"), section("engine"), section("source_onnx")
+        cc = gpu.get("compute_capability")
+        return cls(
+            model=ModelRecord.from_json(data),
+            tensorrt=_text(tensorrt.get("version")),
+            gpu=_text(gpu.get("name")),
+            compute_capability=".".join(str(v) for v in cc) if isinstance(cc, (list, tuple)) else _text(cc),
+            platform=_text(gpu.get("platform")),
+            precision=_text(data.get("precision")),
+            sha256=_text(engine.get("sha256")),
+            onnx_sha256=_text(source.get("sha256")),
+            onnx_path=_text(source.get("path")),
+            onnx_manifest=_text(source.get("manifest")),
+            profiles=[p for p in data.get("profiles") or [] if isinstance(p, Mapping)],
+            io=[t for t in data.get("io") or [] if isinstance(t, Mapping)],
+            raw=data,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.raw)
+
+
+def _text(value: Any) -> str | None:
+    return None if value in (None, "") or isinstance(value, (Mapping, list, tuple)) else str(value)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
+from ..artifact.manifest import ModelRecord
 from ..errors import BadInput, CheckFailed
 from ..fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
 from ..workspace import engines_dir, export_dir, load_manifest, newest_artifact
@@ -106,8 +107,7 @@ def write_fp16_onnx(onnx_path: Path, onnx_manifest: dict[str, Any], output: Path
         raise CheckFailed(f"fp16 graph fails the ONNX checker: {str(exc).splitlines()[0]}") from None
     from ..export.check import seeded_images
 
-    config = onnx_manifest.get("config") or {}
-    shape = (int(config.get("in_chans", 3)), int(config.get("img_size", 224)), int(config.get("img_size", 224)))
+    shape = ModelRecord.from_json(onnx_manifest).input_shape
     count = max(check_samples, 2)
     batch = fixed_batch(model)
     if batch:  # a fixed-batch graph only takes whole batches
@@ -118,7 +118,7 @@ def write_fp16_onnx(onnx_path: Path, onnx_manifest: dict[str, Any], output: Path
     if onnx_manifest.get("dynamic_keep") and keep_input:
         extra[keep_input["name"]] = np.asarray(onnx_manifest["keep_counts"], dtype=np.int32)
     comparison = compare_with_fp32(model, result.model, images, extra_inputs=extra,
-                                   num_patches=int(onnx_manifest.get("num_patches", 196)))
+                                   num_patches=ModelRecord.from_json(onnx_manifest).num_patches)
     report = {**result.to_dict(), "parity_vs_fp32_onnx": comparison.to_dict()}
     if not comparison.passed:
         raise CheckFailed("fp16 graph does not match the fp32 graph: " + "; ".join(comparison.failures), report)

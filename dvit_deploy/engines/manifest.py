@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..artifact.manifest import ModelRecord
 from .. import __version__
 from ..errors import BadInput
 from ..fileio import manifest_path
@@ -111,7 +112,7 @@ def make_profiles(onnx_manifest: dict[str, Any], *, min_batch: int | None = None
             raise BadInput("the ONNX manifest says dynamic_keep but does not describe its keep input")
         cmin, copt, cmax = keep_count_range(keep_range, onnx_manifest.get("keep_ratio"),
                                             len(onnx_manifest.get("pruning_locations") or keep_input["shape"]),
-                                            int(onnx_manifest.get("num_patches", 196)))
+                                            ModelRecord.from_json(onnx_manifest).num_patches)
         profiles.append(InputProfile(keep_input["name"], "values", cmin, copt, cmax))
     elif keep_range is not None:
         raise BadInput("--keep-range needs an ONNX exported with --dynamic-keep")

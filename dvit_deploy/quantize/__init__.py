@@ -1,9 +1,9 @@
 """INT8 explicit quantization (Q/DQ) of dvit ONNX exports: ``dvit quantize``."""
 
 from .calibration import CalibrationSource, generated_scenes, mixed_inputs, seeded_noise
-from .core import (DEFAULT_CALIB_SAMPLES, DEFAULT_CHECK_SAMPLES, DEFAULT_METHOD, EXCLUDED_OP_TYPES, METHODS,
-                   QUANTIZED_OP_TYPES, QuantizeCheck, QuantizeResult, check_quantized, default_output,
-                   default_source, excluded_nodes, qdq_facts, quantize_onnx)
+from .check import DEFAULT_CHECK_SAMPLES, EXCLUDED_OP_TYPES, QuantizeCheck, check_quantized, qdq_facts
+from .core import (DEFAULT_CALIB_SAMPLES, DEFAULT_METHOD, METHODS, QUANTIZED_OP_TYPES, QuantizeResult, default_output,
+                   default_source, excluded_nodes, quantize_onnx)
 
 __all__ = [
     "CalibrationSource", "DEFAULT_CALIB_SAMPLES", "DEFAULT_CHECK_SAMPLES", "DEFAULT_METHOD", "EXCLUDED_OP_TYPES",

@@ -27,52 +27,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
-from ..compare import Comparison, Tolerance, compare
 from ..errors import BadInput, CheckFailed, DvitError
 from ..fileio import manifest_path, prepare_output, sha256_file, write_json_atomic
-from .calibration import SCENES_SEED, CalibrationSource, data_reader, mixed_inputs
+from .calibration import CalibrationSource, data_reader
+from .check import DEFAULT_CHECK_SAMPLES, EXCLUDED_OP_TYPES, QuantizeCheck, _keep_feed, check_quantized
 
 QUANTIZED_OP_TYPES = ("MatMul", "Gemm", "Conv")
-EXCLUDED_OP_TYPES = ("TopK", "Softmax", "LayerNormalization")
 METHODS = ("entropy", "percentile", "minmax")
 DEFAULT_METHOD = "percentile"
 DEFAULT_PERCENTILE = 99.999
 ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 512, 128
 DEFAULT_CALIB_SAMPLES = 64
 DEFAULT_CALIB_BATCH = 8
-DEFAULT_CHECK_SAMPLES = 32
-CHECK_SCENES_SEED = SCENES_SEED + 1  # check inputs differ from the calibration pictures
-CHECK_NOISE_SEED = 20211206
-
-
-@dataclass
-class QuantizeCheck:
-    checker: str = "not run"
-    stages: list[dict[str, Any]] = field(default_factory=list)
-    structure_problems: list[str] = field(default_factory=list)
-    qdq: dict[str, Any] = field(default_factory=dict)
-    inputs: str = ""
-    comparison: Comparison | None = None
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "onnx_checker": self.checker,
-            "stages": self.stages,
-            "structure_problems": self.structure_problems,
-            "qdq": self.qdq,
-            "onnxruntime_provider": "CPUExecutionProvider",
-            "inputs": self.inputs,
-            "parity": None if self.comparison is None else self.comparison.to_dict(),
-            "failures": self.failures,
-        }
 
 
 @dataclass
@@ -354,13 +320,6 @@ def _quiet_logging():
         root.setLevel(level)
 
 
-def _keep_feed(manifest: dict[str, Any]) -> dict[str, np.ndarray]:
-    keep_input = manifest.get("keep_input") or {}
-    if manifest.get("dynamic_keep") and keep_input.get("name"):
-        return {keep_input["name"]: np.asarray(manifest.get("keep_counts") or [], dtype=keep_input.get("dtype", "int32"))}
-    return {}
-
-
 def _opset(path: Path) -> int | None:
     import onnx
 
@@ -384,120 +343,6 @@ def _stamp(path: Path) -> None:
     model.producer_name = "dvit-deploy"
     model.producer_version = __version__
     onnx.save(model, str(path))
-
-
-def qdq_facts(model) -> tuple[dict[str, Any], list[str]]:
-    """Counts of Q/DQ nodes and the rules TensorRT's explicit quantization needs, with problems found."""
-    from onnx import numpy_helper
-
-    from ..export.graph import constant_values
-
-    consts = constant_values(model.graph)
-    problems: list[str] = []
-    q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
-    initializers = {i.name for i in model.graph.initializer}
-    per_channel = 0
-    weights = 0
-    for node in dq:
-        zp = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if zp is not None and zp.dtype != np.int32 and (zp.dtype != np.int8 or np.any(zp != 0)):
-            problems.append(f"{node.name}: zero point is not int8 0 ({zp.dtype}, max |zp| {int(np.abs(zp).max())})")
-        if node.input[0] in initializers:
-            weights += 1
-            scale = consts.get(node.input[1])
-            if scale is not None and np.asarray(scale).size > 1:
-                per_channel += 1
-    opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < 13:
-        problems.append(f"opset {opset}: per-channel Q/DQ needs opset ≥ 13")
-    facts = {"quantize_linear": len(q), "dequantize_linear": len(dq), "quantized_weights": weights,
-             "per_channel_weights": per_channel, "zero_points_all_zero": not any("zero point" in p for p in problems),
-             "opset": opset}
-    del numpy_helper
-    return facts, problems
-
-
-def _qdq_inputs(model) -> set[str]:
-    """Names of nodes that consume a DequantizeLinear output (the ones that now compute on int8 data)."""
-    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
-    return {n.name for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
-            and any(i in dq_outputs for i in n.input)}
-
-
-def check_quantized(path: Path, manifest: dict[str, Any], *, samples: int = DEFAULT_CHECK_SAMPLES,
-                    excluded: Sequence[str] = (), on_phase: Callable[[str], None] | None = None) -> QuantizeCheck:
-    """onnx.checker, pruning structure, Q/DQ rules, and ONNX Runtime vs PyTorch fp32 by agreement."""
-    import torch
-
-    from ..data import data_config_of
-    from ..export.check import CheckReport, check_file_and_structure, cpu_session, reference_outputs
-    from ..export.graph import pruning_stages, with_topk_outputs
-    from ..models import kept_patch_ids
-    from ..models.checkpoint import load_model_from_record
-
-    phase = on_phase or (lambda name: None)
-    result = QuantizeCheck()
-    keep_counts = list(manifest.get("keep_counts") or [])
-    report = CheckReport()
-    model = check_file_and_structure(path, report, keep_counts, dynamic_keep=bool(manifest.get("dynamic_keep")),
-                                     on_phase=phase)
-    result.checker = report.checker
-    result.stages = [s.to_dict() for s in report.stages]
-    result.structure_problems = list(report.structure_problems)
-    result.failures.extend(report.failures)
-
-    phase("Q/DQ rules")
-    result.qdq, problems = qdq_facts(model)
-    result.failures.extend(problems)
-    if result.qdq["dequantize_linear"] == 0:
-        result.failures.append("the graph has no DequantizeLinear node: nothing was quantized")
-    int8_nodes = _qdq_inputs(model)
-    by_name = {n.name: n for n in model.graph.node}
-    excluded_set = set(excluded)
-    leaked = sorted(n for n in int8_nodes if by_name[n].op_type in EXCLUDED_OP_TYPES or n in excluded_set)
-    if leaked:
-        result.failures.append(f"{len(leaked)} excluded node(s) take quantized inputs: {', '.join(leaked[:5])}")
-    result.qdq["int8_consumers"] = len(int8_nodes)
-
-    phase("onnxruntime int8 vs PyTorch fp32")
-    images = mixed_inputs(data_config_of(manifest), samples, scenes_seed=CHECK_SCENES_SEED, noise_seed=CHECK_NOISE_SEED)
-    result.inputs = (f"{samples - samples // 2} generated scenes (seed {CHECK_SCENES_SEED}) + {samples // 2} "
-                     f"seeded noise (seed {CHECK_NOISE_SEED})")
-    fixed = manifest.get("batch")
-    batch = int(fixed) if fixed else 8
-    loaded = load_model_from_record(manifest)
-    padded, real = _pad(images, batch)
-    ref = reference_outputs(loaded, torch.from_numpy(padded), batch)
-    session = cpu_session(with_topk_outputs(model), "the int8 graph")
-    input_name = session.get_inputs()[0].name
-    names = [o.name for o in session.get_outputs()]
-    stage_outputs = [s.indices_output for s in pruning_stages(model)]
-    feed_extra = _keep_feed(manifest)
-    logits, kept = [], []
-    for start in range(0, len(padded), batch):
-        outs = dict(zip(names, session.run(names, {input_name: padded[start:start + batch], **feed_extra})))
-        logits.append(outs[names[0]])
-        if stage_outputs:
-            kept.append(kept_patch_ids([outs[n].astype(np.int64) for n in stage_outputs], loaded.variant.num_patches))
-    test_logits = np.concatenate(logits)[:real]
-    test_kept = [np.concatenate([k[s] for k in kept])[:real] for s in range(len(stage_outputs))] if kept else None
-    result.comparison = compare(
-        ref["logits"][:real], test_logits, Tolerance.for_precision("int8"),
-        ref_kept=[k[:real] for k in ref["kept"]] if test_kept else None,
-        test_kept=test_kept,
-        ref_margins=[m[:real] for m in ref["margins"]],
-    )
-    result.failures.extend(result.comparison.failures)
-    return result
-
-
-def _pad(images: np.ndarray, batch: int) -> tuple[np.ndarray, int]:
-    real = len(images)
-    extra = (-real) % batch
-    if extra:
-        images = np.concatenate([images, np.repeat(images[:1], extra, axis=0)])
-    return np.ascontiguousarray(images), real
 
 
 def _manifest(source_manifest: dict[str, Any], output: Path, tmp_onnx: Path, check: QuantizeCheck,

@@ -15,6 +15,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from ..deps import package_present
 from ..errors import BadInput, MissingDependency
 from ..artifact.store import load_manifest
 from .base import BackendStatus, Runner, RunOutput, TensorInfo, device_index
@@ -58,14 +59,6 @@ def runner_class(backend: str) -> type[Runner]:
             raise BadInput(f"backend '{backend}' is not part of this dvit-deploy build") from None
         raise
     return getattr(module, class_name)
-
-
-def package_present(package: str) -> bool:
-    """Whether ``package`` is installed, without importing it (importing TensorRT is slow)."""
-    try:
-        return importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def _cuda_device() -> tuple[bool, str]:

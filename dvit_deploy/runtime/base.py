@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..artifact.manifest import ModelRecord
 from ..batching import RunOutput  # noqa: F401 - part of the runner interface
 from ..errors import BadInput
 
@@ -64,7 +65,7 @@ class Runner(abc.ABC):
         self.manifest = manifest
         self.device = device
         self.precision = precision
-        self.num_patches = int(manifest.get("num_patches", 196))
+        self.num_patches = ModelRecord.from_json(manifest).num_patches
 
     # -- lifecycle ---------------------------------------------------------------------------
     @abc.abstractmethod

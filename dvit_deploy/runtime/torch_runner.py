@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..artifact.manifest import ModelRecord
 from ..errors import BadInput, DvitError
 from ..export.onnx_export import token_output_name
 from ..models import WithKeptTokens, kept_patch_ids
@@ -95,9 +96,7 @@ class TorchRunner(Runner):
         if self.loaded is not None:
             v = self.loaded.variant
             return v.in_chans, v.img_size, v.img_size
-        cfg = self.manifest.get("config", {})
-        size = int(cfg.get("img_size", 224))
-        return int(cfg.get("in_chans", 3)), size, size
+        return ModelRecord.from_json(self.manifest).input_shape
 
     @property
     def inputs(self) -> list[TensorInfo]:

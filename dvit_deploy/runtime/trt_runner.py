@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..artifact.manifest import ModelRecord
 from ..artifact.names import LOGITS_NAME, TOKEN_OUTPUT_PREFIX, keep_counts_for, kept_patch_ids
 from ..engines.targets import DeviceInfo, compatibility_problem
 from ..errors import BadInput, DvitError, require
@@ -51,7 +52,7 @@ def keep_counts_feed(manifest: dict[str, Any], keep_ratio: float | None) -> np.n
         counts = np.asarray(manifest["keep_counts"], dtype=np.int32)
     else:
         try:
-            counts = keep_counts_for(float(keep_ratio), stages, int(manifest.get("num_patches", 196)))
+            counts = keep_counts_for(float(keep_ratio), stages, ModelRecord.from_json(manifest).num_patches)
         except ValueError as exc:  # an out-of-range ρ is a bad input (as in export.dynamic_keep)
             raise BadInput(str(exc)) from None
     for profile in manifest.get("profiles", []):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..artifact.manifest import EngineArtifact
 from ..fileio import manifest_path, sha256_file
 
 BUNDLE_SCHEMA = "dvit-deploy/bundle/1"
@@ -45,32 +46,14 @@ class EngineItem:
         return [self.path, manifest_path(self.path)]
 
 
-def _find(manifest: Mapping[str, Any], *keys: str) -> Any:
-    """First present value among dotted keys (engine manifests are read defensively)."""
-    for key in keys:
-        value: Any = manifest
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
-        if value not in (None, ""):
-            return value
-    return None
-
-
 def engine_facts(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The engine-manifest fields shipping needs, None where the manifest does not say."""
-    return {
-        "tensorrt": _str(_find(manifest, "tensorrt.version", "tensorrt_version", "versions.tensorrt", "tensorrt")),
-        "gpu": _str(_find(manifest, "gpu.name", "gpu_name", "device.name", "gpu")),
-        "compute_capability": _find(manifest, "gpu.compute_capability", "compute_capability",
-                                    "device.compute_capability"),
-        "precision": _find(manifest, "precision", "build.precision"),
-        "sha256": _find(manifest, "engine.sha256", "sha256", "engine_sha256"),
-        "onnx_sha256": _find(manifest, "source_onnx.sha256", "onnx.sha256", "onnx_sha256", "source.sha256"),
-        "onnx_manifest": _find(manifest, "source_onnx.manifest", "onnx_manifest", "onnx.manifest", "source.manifest"),
-        "onnx_path": _find(manifest, "source_onnx.path", "onnx.path", "onnx_path", "source.path", "source_onnx"),
-        "profiles": _find(manifest, "profiles", "optimization_profiles", "build.profiles"),
-        "io": _find(manifest, "io", "io_tensors", "tensors"),
-    }
+    """The engine-manifest fields shipping needs (``dvit build``'s layout, read by ``EngineArtifact``), None where
+    the manifest does not say."""
+    engine = EngineArtifact.from_json(manifest)
+    return {"tensorrt": engine.tensorrt, "gpu": engine.gpu, "compute_capability": engine.compute_capability,
+            "precision": engine.precision, "sha256": engine.sha256, "onnx_sha256": engine.onnx_sha256,
+            "onnx_manifest": engine.onnx_manifest, "onnx_path": engine.onnx_path,
+            "profiles": engine.profiles or None, "io": engine.io or None}
 
 
 def _str(value: Any) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 from typing import Any, Mapping
 
+from ..artifact.manifest import ModelRecord
 from .. import __version__
 from ..engines.manifest import make_profiles
 from ..engines.targets import DeviceTarget, PrecisionStrategy, engine_file_name, precision_strategy, trtexec_flags
@@ -105,9 +106,7 @@ def _image_input(manifest: Mapping[str, Any]) -> tuple[str, tuple[int, int, int]
     shape = list(inputs[0].get("shape") or []) if inputs else []
     if len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[1:]):
         return name, (shape[1], shape[2], shape[3])
-    config = manifest.get("config") or {}
-    size = int(config.get("img_size", 224))
-    return name, (int(config.get("in_chans", 3)), size, size)
+    return name, ModelRecord.from_json(manifest).input_shape
 
 
 def trtexec_benchmark(manifest: Mapping[str, Any], engine_rel: str, profile: tuple[int, int, int]) -> list[str]:
