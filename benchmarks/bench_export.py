@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--cli-runs", type=int, default=3, help="also time `dvit export` end to end this many times")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -85,6 +86,7 @@ def main() -> None:
     import torch
 
     from dvit_deploy.export.check import check_export
+    from dvit_deploy.export.onnx_export import EXPORTER_OPTIMIZE
     from dvit_deploy.export.graph import pruning_stages
     from dvit_deploy.models.checkpoint import load_model
 
@@ -116,6 +118,20 @@ def main() -> None:
     results["ort_throughput_ratio_no_opt_over_opt"] = round(ratio, 3)
     print(f"ORT CPU batch {args.batch}: optimize {ips['optimize']:.1f} img/s, no-optimize {ips['no-optimize']:.1f} "
           f"img/s (ratio {ratio:.3f}, interleaved {args.rounds} rounds)")
+    if args.cli_runs:
+        import subprocess
+        import sys
+
+        walls = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for _ in range(args.cli_runs):
+                start = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "dvit_deploy", "export", "--force"], cwd=tmp, check=True,
+                               capture_output=True)
+                walls.append(round(time.perf_counter() - start, 2))
+        results["cli_export_wall_s"] = walls
+        print(f"`dvit export` (default DeiT-S, optimize={'on' if EXPORTER_OPTIMIZE else 'off'}) wall: {walls} s")
+    results["machine"]["load_average_after"] = os.getloadavg()
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

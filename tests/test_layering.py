@@ -25,12 +25,12 @@ PACKAGE = REPO / "dvit_deploy"
 # itself, i.e. ``__version__``). Every module must be placed (a new one is placed here on purpose).
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("bottom", frozenset({"__init__", "errors", "fileio", "lazy", "defaults", "deps", "artifact", "data",
-                          "workspace", "compare", "batching"})),
+                          "compare", "batching"})),
     ("models", frozenset({"models"})),
     ("export", frozenset({"export"})),
     ("engines", frozenset({"engines"})),
     ("runtime", frozenset({"runtime"})),
-    ("libraries", frozenset({"validate", "profiling", "profile", "ship", "predict", "evaluate", "flops", "viz",
+    ("libraries", frozenset({"validate", "profile", "ship", "predict", "evaluate", "flops", "viz",
                              "quantize"})),
     ("cli", frozenset({"cli", "entry", "__main__"})),
 )

@@ -18,7 +18,7 @@ import onnx
 from ..artifact.manifest import ModelRecord
 from ..errors import BadInput, CheckFailed
 from ..fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
-from ..workspace import engines_dir, export_dir, load_manifest, newest_artifact
+from ..artifact.store import engines_dir, export_dir, load_manifest, newest_artifact
 from ..deps import package_present
 from .doctor import QDQ_OPS, DoctorReport, diagnose
 from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision, fixed_batch

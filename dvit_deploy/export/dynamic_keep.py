@@ -44,6 +44,7 @@ from ..models import KeepSchedule, kept_patch_ids
 from ..models.checkpoint import LoadedModel
 from .check import CHECK_BATCH, CheckReport, check_file_and_structure, check_images, cpu_session, reference_outputs
 from .graph import pruning_stages, with_topk_outputs
+from .onnx_export import EXPORTER_OPTIMIZE
 
 CHECK_RATIOS = (0.9, 0.8, 0.7)
 _DUMMY_PREFIX = "dvit_keep_len_stage"
@@ -105,7 +106,7 @@ def export_dynamic_keep(loaded: LoadedModel, path: Path, *, opset: int, batch: i
                 torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                module, (images, *lengths), dynamo=True, opset_version=opset, verbose=False,
+                module, (images, *lengths), dynamo=True, optimize=EXPORTER_OPTIMIZE, opset_version=opset, verbose=False,
                 input_names=[input_name, *dummy_names], output_names=output_names, dynamic_shapes=dims,
             )
             program.save(str(path), external_data=False)

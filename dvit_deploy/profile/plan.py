@@ -21,7 +21,7 @@ class ProfilePlan:
 
 
 def newest_sparse_artifact(backend: str | None = None) -> Path:
-    """The default artifact (``workspace.default_artifact``) among the files ``backend`` runs."""
+    """The default artifact (``artifact.store.default_artifact``) among the files ``backend`` runs."""
     from ..runtime import FILE_BACKENDS
     from ..artifact.store import ALL_SUFFIXES, default_artifact
 
