@@ -95,6 +95,22 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
 
 
+def publish_artifact(moves: list[tuple[Path, Path]], artifact: Path, manifest: Any) -> None:
+    """Move a checked artifact's files from their temporary names into place, then write its manifest.
+
+    Give data files before the graph in ``moves``: a reader never sees a graph whose weights are
+    missing, nor a manifest for a graph that is not there (the graph is removed if the manifest
+    cannot be written).
+    """
+    for src, dst in moves:
+        os.replace(src, dst)
+    try:
+        write_json_atomic(manifest_path(artifact), manifest)
+    except OSError:
+        Path(artifact).unlink(missing_ok=True)
+        raise
+
+
 def manifest_path(artifact: str | os.PathLike) -> Path:
     """The JSON manifest that sits beside an artifact: ``x.onnx`` -> ``x.json``."""
     return Path(artifact).with_suffix(".json")

@@ -67,7 +67,8 @@ def test_quantized_graph_is_qdq_with_pruning_structure_intact(quantized, fp32_ex
     for node in model.graph.node:
         if node.name in excluded or node.op_type in ("TopK", "Softmax", "LayerNormalization"):
             assert not dq_out & set(node.input), node.name
-    assert quantized.manifest["quantization"]["excluded"]["predictor_nodes_per_stage"] == [35, 35, 35]
+    # 36: the export's light passes leave one Reshape per predictor that the full onnxscript rewriter fused.
+    assert quantized.manifest["quantization"]["excluded"]["predictor_nodes_per_stage"] == [36, 36, 36]
 
 
 def test_manifest_records_precision_quantization_and_derivation(quantized, fp32_export):

@@ -44,7 +44,7 @@ from ..models import KeepSchedule, kept_patch_ids
 from ..models.checkpoint import LoadedModel
 from .check import CHECK_BATCH, CheckReport, check_file_and_structure, check_images, cpu_session, reference_outputs
 from .graph import pruning_stages, with_topk_outputs
-from .onnx_export import EXPORTER_OPTIMIZE
+from .onnx_export import EXPORTER_OPTIMIZE, light_optimize
 
 CHECK_RATIOS = (0.9, 0.8, 0.7)
 _DUMMY_PREFIX = "dvit_keep_len_stage"
@@ -109,6 +109,7 @@ def export_dynamic_keep(loaded: LoadedModel, path: Path, *, opset: int, batch: i
                 module, (images, *lengths), dynamo=True, optimize=EXPORTER_OPTIMIZE, opset_version=opset, verbose=False,
                 input_names=[input_name, *dummy_names], output_names=output_names, dynamic_shapes=dims,
             )
+            light_optimize(program)
             program.save(str(path), external_data=False)
     except Exception as exc:  # the exporter raises many types; report it as one line
         raise DvitError(f"ONNX export (--dynamic-keep) failed: {type(exc).__name__}: "

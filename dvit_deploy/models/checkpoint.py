@@ -23,12 +23,12 @@ import torch
 
 from ..errors import BadInput
 from ..fileio import sha256_file
+from .detect import Detection, _list, detect_variant  # noqa: F401 - detect_variant is part of this module's API
 from .config import DEFAULT_KEEP_RATIO, DEFAULT_VARIANT, VARIANTS, VariantConfig, get_variant, validate_keep_ratio
 
 # Entries that wrap the model weights, in the order official and common tools use them.
 STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict", "module", "net")
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
-MAX_LISTED_KEYS = 5
 
 _MAGIC = {
     b"\xff\xd8\xff": "a JPEG image",
@@ -241,55 +241,6 @@ def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
         if all(k.startswith(prefix) for k in state_dict):
             state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
     return state_dict
-
-
-def _list(keys: Any, limit: int = MAX_LISTED_KEYS) -> str:
-    keys = list(keys)
-    shown = ", ".join(map(str, keys[:limit]))
-    return shown + (f", … (+{len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-# --------------------------------------------------------------------------------------------
-# Detecting the variant
-
-
-@dataclass(frozen=True)
-class Detection:
-    variant: VariantConfig
-    has_predictors: bool
-    evidence: str
-
-
-def detect_variant(state_dict: Mapping[str, torch.Tensor]) -> Detection:
-    """Which registered variant these weights belong to, from shapes and key names alone."""
-    cls_token = state_dict.get("cls_token")
-    if cls_token is None or "pos_embed" not in state_dict:
-        raise BadInput(
-            "these weights are not a DynamicViT/DeiT/LV-ViT model: no cls_token/pos_embed "
-            f"(first keys: {_list(state_dict)})"
-        )
-    if "dist_token" in state_dict:
-        raise BadInput("this is a distilled DeiT checkpoint (dist_token, head_dist): not supported")
-    dim = int(cls_token.shape[-1])
-    block_ids = {int(m.group(1)) for k in state_dict if (m := re.match(r"blocks\.(\d+)\.", k))}
-    depth = max(block_ids) + 1 if block_ids else 0
-    family = "lvvit" if "patch_embed.conv1.weight" in state_dict else "deit"
-    has_predictors = any(k.startswith("score_predictor.") for k in state_dict)
-    matches = [v for v in VARIANTS.values() if (v.family, v.embed_dim, v.depth) == (family, dim, depth)]
-    if not matches:
-        raise BadInput(
-            f"no known variant has a {family} layout with dim {dim} and depth {depth} "
-            f"(known: {', '.join(VARIANTS)}); pass --model only if it is one of these"
-        )
-    variant = matches[0]
-    head = state_dict.get("head.weight")
-    if head is not None and int(head.shape[0]) != variant.num_classes:
-        variant = variant.replace(num_classes=int(head.shape[0]))
-    evidence = f"{family} layout, dim {dim}, depth {depth}"
-    if family == "lvvit":
-        evidence += ", conv stem and aux_head"
-    evidence += ", with score predictors" if has_predictors else ", no score predictors"
-    return Detection(variant, has_predictors, evidence)
 
 
 # --------------------------------------------------------------------------------------------

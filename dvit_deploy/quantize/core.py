@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import BadInput, CheckFailed, DvitError
-from ..fileio import manifest_path, prepare_output, sha256_file, write_json_atomic
+from ..fileio import manifest_path, prepare_output, publish_artifact, sha256_file
 from .calibration import CalibrationSource, data_reader
 from .check import DEFAULT_CHECK_SAMPLES, EXCLUDED_OP_TYPES, QuantizeCheck, _keep_feed, check_quantized
 
@@ -274,12 +274,7 @@ def quantize_onnx(
                              "bytes": source.stat().st_size},
         }
         new_manifest = _manifest(manifest, output, tmp_onnx, check, quant_record)
-        os.replace(tmp_onnx, output)
-        try:
-            write_json_atomic(manifest_path(output), new_manifest)
-        except OSError:
-            output.unlink(missing_ok=True)
-            raise
+        publish_artifact([(tmp_onnx, output)], output, new_manifest)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return QuantizeResult(output, manifest_path(output), new_manifest, check, source, seconds)
