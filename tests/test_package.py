@@ -183,6 +183,19 @@ def test_engine_for_other_tensorrt_or_gpu_is_refused(onnx_copy, tmp_path):
         make_bundle([engine], "jetson-orin", output=tmp_path / "b")
 
 
+def test_engine_built_on_another_platform_is_refused(onnx_copy, tmp_path):
+    """An x86-64 engine does not load on an aarch64 Jetson, whatever its TensorRT and compute capability."""
+    engine = fake_engine(onnx_copy.parent, onnx_copy)
+    manifest = json.loads(engine.with_suffix(".json").read_text())
+    manifest["gpu"]["platform"] = "x86_64"
+    engine.with_suffix(".json").write_text(json.dumps(manifest))
+    with pytest.raises(BadInput, match="built on x86_64, but jetson-orin is aarch64"):
+        make_bundle([engine], "jetson-orin", output=tmp_path / "a")
+    manifest["gpu"]["platform"] = "aarch64"
+    engine.with_suffix(".json").write_text(json.dumps(manifest))
+    assert make_bundle([engine], "jetson-orin", output=tmp_path / "b", archive=False).folder.is_dir()
+
+
 def test_cli_package_verify_and_tamper(onnx_copy, workdir):
     assert onnx_copy.parent == workdir / "export"  # the default artifact folder
     result = runner.invoke(app, ["package", "--target", "jetson-orin", "--triton", "--json"])

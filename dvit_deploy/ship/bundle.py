@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .. import __version__
+from ..artifact.manifest import EngineArtifact
 from ..artifact.manifest import verify_artifact
 from ..engines.targets import DEVICE_TARGETS, DeviceTarget, get_device_target, same_tensorrt_release
 from ..errors import BadInput, CheckFailed
@@ -120,6 +121,10 @@ def check_target(target: DeviceTarget, onnx_items: list[OnnxItem], engines: list
         elif not same_tensorrt_release(version, target.tensorrt):
             raise BadInput(f"{engine.path.name} was built with TensorRT {version}, but {target.name} runs TensorRT "
                            f"{target.tensorrt}: ship the ONNX and build on the device (build_on_device.sh)")
+        platform = EngineArtifact.from_json(engine.manifest).platform
+        if platform and platform != target.arch:
+            raise BadInput(f"{engine.path.name} was built on {platform}, but {target.name} is {target.arch}: engines "
+                           "do not move between platforms; ship the ONNX and build on the device")
         cc = _str(facts["compute_capability"])
         if target.compute_capability and cc and cc != target.compute_capability:
             raise BadInput(f"{engine.path.name} was built for compute capability {cc} ({facts['gpu'] or 'unknown GPU'}), "
