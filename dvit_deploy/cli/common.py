@@ -220,11 +220,9 @@ def phases(title: str) -> Iterator[Callable[[str], None]]:
             last.append(name)
             err.print(f"{title}: {name} …")
 
-        try:
-            yield on_phase_plain
-        finally:
-            if last:
-                err.print(f"{title}: {last[-1]} done ({time.perf_counter() - start[0]:.1f} s)")
+        yield on_phase_plain  # a phase that raised is not reported "done": the error line follows
+        if last:
+            err.print(f"{title}: {last[-1]} done ({time.perf_counter() - start[0]:.1f} s)")
         return
     with Progress(
         SpinnerColumn(finished_text=Text("✓", style="green")),
