@@ -163,3 +163,13 @@ def test_predict_and_eval_cli(exports, tmp_path):
     assert result.exit_code == 0, result.output
     scores = {s["backend"]: s for s in json.loads(result.stdout)["results"]}
     assert scores["openvino"]["executes"].startswith("openvino") and scores["openvino"]["agreement"] is not None
+
+
+def test_openvino_errors_keep_their_cause():
+    from dvit_deploy.runtime.openvino_runner import ov_error_cause
+
+    exc = RuntimeError("Exception from src/inference/src/cpp/core.cpp:117:\n"
+                       "Exception from src/inference/src/dev/plugin.cpp:54:\n"
+                       "Check '!getSupportedPrimitiveDescriptors().empty()' failed at src/plugins/intel_cpu/src/node.cpp:345:\n"
+                       "Supported primitive descriptors list is empty for node: node_Softmax_63 type: Softmax\n\n")
+    assert ov_error_cause(exc) == "Supported primitive descriptors list is empty for node: node_Softmax_63 type: Softmax"

@@ -62,6 +62,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def ov_error_cause(exc: BaseException, limit: int = 300) -> str:
+    """The cause in an OpenVINO error, which comes last, after 'Exception from <file>:<line>:' frames."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    causes = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
+    cause = (causes or lines or [type(exc).__name__])[-1]
+    return cause if len(cause) <= limit else cause[:limit - 1] + "…"
+
+
 class OpenVINORunner(Runner):
     backend = "openvino"
 
@@ -123,7 +131,7 @@ class OpenVINORunner(Runner):
         try:
             model = core.read_model(str(artifact))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long messages
-            raise BadInput(f"OpenVINO cannot read {artifact.name}: {str(exc).strip().splitlines()[0][:300]}") from None
+            raise BadInput(f"OpenVINO cannot read {artifact.name}: {ov_error_cause(exc)}") from None
 
         declared = [o["name"] for o in self.manifest.get("outputs", [])
                     if str(o.get("name", "")).startswith(TOKEN_OUTPUT_PREFIX)]
@@ -157,7 +165,16 @@ class OpenVINORunner(Runner):
         try:
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:
-            raise BadInput(f"OpenVINO cannot compile {artifact.name}: {str(exc).strip().splitlines()[0][:300]}") from None
+            if hint != "bf16":
+                raise BadInput(f"OpenVINO cannot compile {artifact.name}: {ov_error_cause(exc)}") from None
+            # The CPU plugin can advertise BF16 where its kernels then refuse it (e.g. oneDNN capped below
+            # the CPU's ISA): run f32 and say so, rather than fail on the CPU's features.
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+            try:
+                self.compiled = core.compile_model(model, "CPU", config)
+            except Exception as retry_exc:
+                raise BadInput(f"OpenVINO cannot compile {artifact.name}: {ov_error_cause(retry_exc)}") from None
+            self.notes.append(f"bf16 kernels could not be compiled on this CPU ({ov_error_cause(exc)}); running f32")
         self._request = self.compiled.create_infer_request()
         self._core = core
         self._version = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
