@@ -73,7 +73,7 @@ def evaluate(
         raise BadInput(f"--batch must be ≥ 1, got {batch}")
     if limit is not None and limit < 1:
         raise BadInput(f"--limit must be ≥ 1, got {limit}")
-    path = resolve_artifact(artifact)
+    path = resolve_artifact(artifact, backends[0] if backends else None)
     manifest = load_manifest(path)
     dataset: LabelledImages = read_dataset(data, labels_file=labels_file,
                                            num_classes=num_classes_of(manifest)).limit(limit)

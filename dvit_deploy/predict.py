@@ -18,7 +18,7 @@ from .data import class_names, data_config_of, preprocess_images
 from .errors import BadInput
 from .runtime import default_backend, runner_for_artifact
 from .batching import run_batched
-from .artifact.store import load_manifest, newest_artifact
+from .artifact.store import default_artifact, load_manifest
 
 DEFAULT_BATCH = PREDICT_BATCH
 TOKEN_OUTPUTS_HINT = "re-export with 'dvit export --token-outputs' (or use --backend torch/onnxruntime)"
@@ -78,9 +78,13 @@ class PredictResult:
                 "predictions": [p.to_dict() for p in self.predictions], "notes": self.notes}
 
 
-def resolve_artifact(artifact: Path | None) -> Path:
-    """The given artifact, or the newest export (``load_manifest`` then checks that it exists)."""
-    return newest_artifact() if artifact is None else Path(artifact).expanduser()
+def resolve_artifact(artifact: Path | None, backend: str | None = None) -> Path:
+    """The given artifact, or the default one among the files ``backend`` runs (the rule every command uses)."""
+    if artifact is not None:
+        return Path(artifact).expanduser()
+    from .runtime import artifact_suffixes
+
+    return default_artifact(artifact_suffixes(backend))[0]
 
 
 def predict(
@@ -101,7 +105,7 @@ def predict(
     if batch < 1:
         raise BadInput(f"--batch must be ≥ 1, got {batch}")
     phase("preprocess")
-    path = resolve_artifact(artifact)
+    path = resolve_artifact(artifact, backend)
     manifest = load_manifest(path)
     backend = backend or default_backend(path)
     if want_kept and manifest.get("dense"):

@@ -77,11 +77,6 @@ def _is_dense(artifact: Path) -> bool:
         return False
 
 
-def newest_artifact(folder: Path | None = None, suffix: str = ".onnx", what: str = "export") -> Path:
-    """The default artifact (see ``default_artifact``) among ``suffix`` files; ``folder``/``what`` are ignored."""
-    return default_artifact((suffix,))[0]
-
-
 def load_manifest(artifact: str | Path, *, verify: bool = True) -> dict[str, Any]:
     """The manifest beside ``artifact``; with ``verify``, the artifact must match its recorded sha256."""
     artifact = Path(artifact)

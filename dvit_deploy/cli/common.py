@@ -326,15 +326,10 @@ def artifact_or_default(given: Path | None, suffixes: tuple[str, ...] | None = N
     """``given``, or the default artifact (one rule for every command), saying which was picked."""
     if given is not None:
         return Path(given).expanduser()
-    from ..artifact.store import ALL_SUFFIXES, default_artifact
+    from ..artifact.store import default_artifact
+    from ..runtime import artifact_suffixes
 
-    if suffixes is None:
-        suffixes = ALL_SUFFIXES
-        if backend is not None:
-            from ..runtime import FILE_BACKENDS
-
-            suffixes = FILE_BACKENDS.get(backend, ALL_SUFFIXES)
-    path, why = default_artifact(suffixes)
+    path, why = default_artifact(suffixes or artifact_suffixes(backend))
     picked(path, why)
     return path
 

@@ -18,7 +18,7 @@ import onnx
 from ..artifact.manifest import ModelRecord
 from ..errors import BadInput, CheckFailed
 from ..fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
-from ..artifact.store import engines_dir, export_dir, load_manifest, newest_artifact
+from ..artifact.store import default_artifact, engines_dir, load_manifest
 from ..deps import package_present
 from .doctor import QDQ_OPS, DoctorReport, diagnose
 from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision, fixed_batch
@@ -40,7 +40,7 @@ class BuildResult:
 
 
 def resolve_onnx(onnx_path: str | Path | None) -> tuple[Path, dict[str, Any]]:
-    path = Path(onnx_path) if onnx_path is not None else newest_artifact(export_dir(), ".onnx", "export")
+    path = Path(onnx_path) if onnx_path is not None else default_artifact((".onnx",))[0]
     if path.suffix != ".onnx":
         raise BadInput(f"{path} is not an .onnx file")
     return path, load_manifest(path)

@@ -197,3 +197,14 @@ def pruning_nodes(model: Any) -> list[set[str]]:
         nodes |= ancestors(topk.input[0]) - trunk
         stages.append(nodes)
     return stages
+
+
+def set_dvit_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:
+    """Replace the graph's metadata with ``entries`` and mark dvit-deploy as its producer."""
+    from .. import __version__
+
+    del model.metadata_props[:]
+    for key, value in entries.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    model.producer_name = "dvit-deploy"
+    model.producer_version = __version__

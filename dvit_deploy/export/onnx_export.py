@@ -30,7 +30,7 @@ from ..models import WithKeptTokens
 from ..models.checkpoint import LoadedModel
 from ..artifact.store import export_dir, onnx_name
 from .check import CheckReport, check_export
-from .graph import io_description
+from .graph import io_description, set_dvit_metadata
 
 # Opset 18 is what torch's exporter emits natively, and TensorRT 10.3 (JetPack 6) parses it.
 from ..defaults import DEFAULT_OPSET  # noqa: E402 - one source for the help text and the exporter
@@ -213,11 +213,7 @@ def _stamp_metadata(path: Path, loaded: LoadedModel, external: bool) -> None:
         "dvit.pruning_locations": ",".join(map(str, loaded.variant.pruning_loc)) if not loaded.dense else "",
         "dvit.version": __version__,
     }
-    del model.metadata_props[:]
-    for key, value in meta.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
-    model.producer_name = "dvit-deploy"
-    model.producer_version = __version__
+    set_dvit_metadata(model, meta)
     onnx.save(model, str(path))
 
 

@@ -11,14 +11,15 @@ from .measure import (BACKEND_OPTIONS, PROFILE_SEED, SCHEMA, Measurement, Profil
                       ProfileSettings, attach_speedups, machine_info, measure, measure_interleaved, plot_results,
                       profile_artifacts, seeded_batch, supported_batches)
 from .overhead import OverheadBreakdown, pruning_overhead
-from .plan import (ProfilePlan, find_dense_twin, is_dense_twin, newest_sparse_artifact,
+from .plan import (ProfilePlan, find_dense_twin, is_dense_twin, default_profile_artifact,
                    plan_profile, run_profile)
 from .stats import CV_WARN_PERCENT, PERCENTILES, LatencyStats, latency_stats, nearest_rank
 
 __all__ = [
+    "default_profile_artifact",
     "BACKEND_OPTIONS", "CV_WARN_PERCENT", "PERCENTILES", "PROFILE_SEED", "SCHEMA", "LatencyStats", "Measurement",
     "OverheadBreakdown", "ProfilePlan", "ProfileReport", "ProfileResult", "ProfileSettings", "attach_speedups",
     "find_dense_twin", "is_dense_twin", "latency_stats", "machine_info", "measure",
-    "measure_interleaved", "nearest_rank", "newest_sparse_artifact", "plan_profile", "plot_results",
+    "measure_interleaved", "nearest_rank", "plan_profile", "plot_results",
     "profile_artifacts", "pruning_overhead", "run_profile", "seeded_batch", "supported_batches",
 ]

@@ -20,19 +20,19 @@ class ProfilePlan:
     notes: list[str] = field(default_factory=list)
 
 
-def newest_sparse_artifact(backend: str | None = None) -> Path:
+def default_profile_artifact(backend: str | None = None) -> Path:
     """The default artifact (``artifact.store.default_artifact``) among the files ``backend`` runs."""
-    from ..runtime import FILE_BACKENDS
-    from ..artifact.store import ALL_SUFFIXES, default_artifact
+    from ..artifact.store import default_artifact
+    from ..runtime import artifact_suffixes
 
-    return default_artifact(FILE_BACKENDS.get(backend, ALL_SUFFIXES) if backend else ALL_SUFFIXES)[0]
+    return default_artifact(artifact_suffixes(backend))[0]
 
 
 def plan_profile(artifacts_given: Sequence[Path] | None, *, backend: str | None, dense_baseline: bool,
                  with_twins: bool = True, on_phase: Callable[[str], None] | None = None) -> ProfilePlan:
     """Artifacts to measure and the dense twin of each sparse one (found beside it, or exported
     when ``dense_baseline`` asks for a baseline that is missing)."""
-    paths = [Path(p) for p in artifacts_given] if artifacts_given else [newest_sparse_artifact(backend)]
+    paths = [Path(p) for p in artifacts_given] if artifacts_given else [default_profile_artifact(backend)]
     plan = ProfilePlan(runs=[], twins={})
     seen: set[Path] = set()
 

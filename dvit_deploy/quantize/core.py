@@ -326,17 +326,13 @@ def _stamp(path: Path) -> None:
     """Keep the fp32 graph's dvit metadata and say what this one is."""
     import onnx
 
-    from .. import __version__
+    from ..export.graph import set_dvit_metadata
 
     model = onnx.load(str(path))
     entries = {e.key: e.value for e in model.metadata_props}
     entries["dvit.precision"] = "int8"
     entries["dvit.quantization"] = "QDQ int8, symmetric per-channel weights, symmetric activations"
-    del model.metadata_props[:]
-    for key, value in entries.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
-    model.producer_name = "dvit-deploy"
-    model.producer_version = __version__
+    set_dvit_metadata(model, entries)
     onnx.save(model, str(path))
 
 

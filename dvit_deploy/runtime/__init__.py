@@ -47,6 +47,13 @@ FILE_BACKENDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def artifact_suffixes(backend: str | None) -> tuple[str, ...]:
+    """The artifact files ``backend`` (or ``backend:precision``) runs; every kind when none is given."""
+    from ..artifact.store import ALL_SUFFIXES
+
+    return FILE_BACKENDS.get((backend or "").partition(":")[0], ALL_SUFFIXES)
+
+
 def runner_class(backend: str) -> type[Runner]:
     """The Runner subclass for ``backend`` (imports its module, not the backend package)."""
     if backend not in BACKENDS:
@@ -166,6 +173,7 @@ def runner_for_artifact(artifact: Path, backend: str | None = None, **options: A
 
 
 __all__ = [
+    "artifact_suffixes",
     "BACKENDS",
     "BackendStatus",
     "RunOutput",
