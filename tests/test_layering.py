@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("engines", frozenset({"engines"})),
     ("runtime", frozenset({"runtime"})),
     ("libraries", frozenset({"validate", "profile", "ship", "predict", "evaluate", "flops", "viz",
-                             "quantize"})),
+                             "quantize", "serve"})),
     ("cli", frozenset({"cli", "entry", "__main__"})),
 )
 RANK = {name: rank for rank, (_, names) in enumerate(LAYERS) for name in names}

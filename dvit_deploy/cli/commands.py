@@ -22,6 +22,7 @@ from .package_cmd import package, verify
 from .predict_cmd import predict
 from .eval_cmd import eval_images
 from .quantize_cmd import quantize
+from .serve_cmd import serve
 
 # The click that Typer runs on (recent Typer vendors its own copy): its exception classes, found
 # through Typer's public ones rather than a private module path.
@@ -76,6 +77,7 @@ app.command()(verify)
 app.command()(predict)
 app.command(name="eval")(eval_images)
 app.command()(quantize)
+app.command()(serve)
 
 
 def _version(value: bool) -> None:

@@ -103,8 +103,11 @@ class Runner(abc.ABC):
 
     # -- execution ---------------------------------------------------------------------------
     @abc.abstractmethod
-    def run(self, images: np.ndarray) -> RunOutput:
-        """Run one batch (N, C, H, W) float32 on the host; return host outputs."""
+    def run(self, images: np.ndarray, *, keep_counts: np.ndarray | None = None) -> RunOutput:
+        """Run one batch (N, C, H, W) float32 on the host; return host outputs.
+
+        ``keep_counts``: for a --dynamic-keep artifact, the per-stage kept counts of this call
+        (one vector for the whole batch; default the manifest's). Other artifacts refuse it."""
 
     def timed_call(self, images: np.ndarray, *, include_transfer: bool = False) -> Callable[[], None]:
         """A zero-argument callable running one inference, for profiling.
@@ -114,3 +117,14 @@ class Runner(abc.ABC):
         callable must return only when the work is complete (synchronised).
         """
         return lambda: self.run(images)
+
+    def _keep_counts_value(self, keep_counts: np.ndarray | None, default: np.ndarray | None) -> np.ndarray | None:
+        """The kept counts one call runs with: ``keep_counts`` checked against the graph's keep input."""
+        if keep_counts is None:
+            return default
+        if default is None:
+            raise BadInput("per-call keep counts need a --dynamic-keep artifact")
+        counts = np.asarray(keep_counts).astype(default.dtype)
+        if counts.shape != default.shape:
+            raise BadInput(f"keep counts must have {default.shape[0]} value(s), one per stage, got {counts.tolist()}")
+        return counts

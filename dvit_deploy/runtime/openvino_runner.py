@@ -321,9 +321,13 @@ class OpenVINORunner(Runner):
     def _feed(self, images: np.ndarray) -> dict[int, np.ndarray]:
         return {0: np.ascontiguousarray(images, dtype=np.float32), **self._extra_feed}
 
-    def run(self, images: np.ndarray) -> RunOutput:
+    def run(self, images: np.ndarray, *, keep_counts: np.ndarray | None = None) -> RunOutput:
         self._require()
-        result = self._request.infer(self._feed(images))
+        feed = self._feed(images)
+        if keep_counts is not None:
+            index = next(iter(self._extra_feed), None)
+            feed[index] = self._keep_counts_value(keep_counts, self._extra_feed.get(index))
+        result = self._request.infer(feed)
         values = [np.asarray(result[port]) for port in self.compiled.outputs]
         logits = values[0].astype(np.float32)
         kept = None

@@ -273,9 +273,12 @@ class OnnxRuntimeRunner(Runner):
             raise DvitError("runner used before load(): use 'with open_runner(...) as runner'")
         return self.session
 
-    def run(self, images: np.ndarray) -> RunOutput:
+    def run(self, images: np.ndarray, *, keep_counts: np.ndarray | None = None) -> RunOutput:
         session = self._require()
         feed = {self._input.name: np.ascontiguousarray(images, dtype=self._input_dtype), **self._extra_feed}
+        if keep_counts is not None:
+            name = next(iter(self._extra_feed), None)
+            feed[name] = self._keep_counts_value(keep_counts, self._extra_feed.get(name))
         values = dict(zip(self._output_names, session.run(self._output_names, feed)))
         logits = values.get("logits", values[self._output_names[0]]).astype(np.float32)
         kept = None

@@ -157,9 +157,12 @@ class TorchRunner(Runner):
                                 f"{str(exc).splitlines()[0][:200]}") from None
             raise
 
-    def run(self, images: np.ndarray) -> RunOutput:
+    def run(self, images: np.ndarray, *, keep_counts: np.ndarray | None = None) -> RunOutput:
         import torch
 
+        if keep_counts is not None:
+            raise BadInput("the torch backend runs the manifest's keep schedule; per-call keep counts need "
+                           "onnxruntime, openvino or tensorrt")
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
         logits, *indices = self._forward(x)
         kept = None

@@ -229,8 +229,10 @@ class TensorRTRunner(Runner):
                 self._graph = (key, graph, images, outputs)
             return outputs
 
-    def run(self, images: np.ndarray) -> RunOutput:
+    def run(self, images: np.ndarray, *, keep_counts: np.ndarray | None = None) -> RunOutput:
         self._require()
+        if keep_counts is not None:
+            self._set_keep_counts(keep_counts)
         device_images = self._stage(images)
         outputs = self._execute(device_images)
         self._stream.synchronize()
@@ -242,6 +244,21 @@ class TensorRTRunner(Runner):
         logits_name = LOGITS_NAME if LOGITS_NAME in host else self._outputs[0]
         extra = {k: v for k, v in host.items() if k != logits_name and k not in self._token_outputs}
         return RunOutput(logits=host[logits_name].astype(np.float32), kept=kept, extra=extra)
+
+    def _set_keep_counts(self, keep_counts: np.ndarray) -> None:
+        """New values for the ``keep_counts`` shape tensor, written into the buffer TensorRT reads."""
+        counts = self._keep_counts_value(keep_counts, self.keep_counts)
+        if np.array_equal(counts, self.keep_counts):
+            return
+        keep_counts_feed({**self.manifest, "keep_counts": counts.tolist()}, None)  # refuses counts outside the profile
+        self.keep_counts = counts
+        for values in self._host_inputs.values():
+            np.copyto(values, counts.astype(values.dtype))
+        for tensor in self._device_inputs.values():
+            import torch
+
+            tensor.copy_(torch.from_numpy(counts.astype(str(tensor.dtype).replace("torch.", ""))))
+        self._graph = None  # a captured graph was recorded with the previous output shapes
 
     def timed_call(self, images: np.ndarray, *, include_transfer: bool = False) -> Callable[[], None]:
         self._require()
