@@ -1,0 +1,319 @@
+"""`dvit serve` on the real Triton Inference Server that nvidia-pytriton ships ([serve] extra, part of [dev]).
+
+Tiny DeiT exports (dim 64, depth 4). One server serves a --dynamic-keep export for the request
+tests; a second one (fixed ρ) is stopped with SIGTERM while requests are in flight. Everything
+listens on free loopback ports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dvit_deploy.artifact.store import load_manifest
+from dvit_deploy.runtime import open_runner
+from dvit_deploy.serve.handler import Request, RequestHandler
+from dvit_deploy.serve.spec import make_spec
+
+pytest.importorskip("pytriton", reason='dvit serve needs nvidia-pytriton: pip install "dvit-deploy[serve]"')
+http = pytest.importorskip("tritonclient.http")
+grpc = pytest.importorskip("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHM = Path("/dev/shm")
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def images(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, 224, 224)).astype(np.float32)
+
+
+def _die_with_parent() -> None:
+    """A server started by a test gets SIGTERM (drain, clean up) if the test run itself is killed."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def dvit(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "dvit_deploy", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent, **kwargs)
+
+
+class Server:
+    def __init__(self, artifact: Path, *extra: str) -> None:
+        self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
+        self.process = dvit("serve", str(artifact), "--http-port", str(self.http_port), "--grpc-port",
+                            str(self.grpc_port), "--metrics-port", str(self.metrics_port), "--drain-timeout", "20",
+                            *extra)
+        deadline = time.monotonic() + 240
+        while not self.ready():
+            if self.process.poll() is not None:
+                raise AssertionError(f"dvit serve exited {self.process.returncode}: {self.process.stderr.read()}")
+            assert time.monotonic() < deadline, "server not ready in 240 s"
+            time.sleep(0.3)
+        self.shm_prefix = f"dvit{self.process.pid}x"
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def http(self):
+        return http.InferenceServerClient(f"127.0.0.1:{self.http_port}", concurrency=8, network_timeout=120)
+
+    def grpc(self):
+        return grpc.InferenceServerClient(f"127.0.0.1:{self.grpc_port}")
+
+    def stop(self) -> tuple[int, str]:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = self.process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, stderr = self.process.communicate()
+        return self.process.returncode, stderr
+
+
+def infer(client, module, model: str, batch: np.ndarray, keep_ratio: float | None = None,
+          dtype: str = "FP32") -> dict[str, np.ndarray]:
+    inputs = [module.InferInput("images", list(batch.shape), dtype)]
+    inputs[0].set_data_from_numpy(batch)
+    if keep_ratio is not None:
+        inputs.append(module.InferInput("keep_ratio", [len(batch), 1], "FP32"))
+        inputs[1].set_data_from_numpy(np.full((len(batch), 1), keep_ratio, np.float32))
+    result = client.infer(model, inputs)
+    names = [o["name"] for o in (result.get_response()["outputs"] if module is http else
+                                 result.get_response(as_json=True)["outputs"])]
+    return {n: result.as_numpy(n) for n in names}
+
+
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    from dvit_deploy.export import export_onnx
+    from dvit_deploy.models.checkpoint import load_model
+
+    folder = tmp_path_factory.mktemp("serve")
+    dynamic = export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7), folder / "tiny-dynkeep.onnx",
+                          dynamic_keep=True, check_samples=2)
+    fixed = {ratio: export_onnx(load_model(model_name="tiny-deit", keep_ratio=ratio), folder / f"tiny-r{ratio}.onnx",
+                                token_outputs=True, check_samples=2) for ratio in (0.8, 0.6)}
+    return dynamic.path, {ratio: r.path for ratio, r in fixed.items()}
+
+
+@pytest.fixture(scope="module")
+def dynamic_server(exports):
+    server = Server(exports[0], "--keep-range", "0.6,0.9", "--max-batch", "8")
+    yield server
+    code, stderr = server.stop()
+    assert code == 0, stderr
+
+
+def direct(artifact: Path, batch: np.ndarray, counts=None):
+    with open_runner("onnxruntime", artifact, load_manifest(artifact), topk_outputs=True) as runner:
+        return runner.run(batch, keep_counts=None if counts is None else np.asarray(counts, np.int32))
+
+
+# --------------------------------------------------------------------------------------------
+def test_handler_never_mixes_keep_counts_in_one_call(exports):
+    """Requests at different ρ in one Triton batch: one runner call per kept-count vector, results unchanged."""
+    artifact = exports[0]
+    manifest = load_manifest(artifact)
+    spec = make_spec(artifact, manifest, backend="onnxruntime", precision="fp32", name=None, max_batch=8,
+                     queue_delay_us=100, keep_range=(0.6, 0.9), token_outputs=True)
+    with open_runner("onnxruntime", artifact, manifest, topk_outputs=True) as runner:
+        handler = RequestHandler(runner, spec)
+        batches = [images(2, s) for s in range(4)]
+        ratios = [0.8, 0.6, 0.8, None]  # None: the export's ρ (0.7)
+        responses = handler.handle([Request(b, None if r is None else np.full((2, 1), r, np.float32))
+                                    for b, r in zip(batches, ratios)])
+        assert [(c.keep_counts, c.requests, c.rows) for c in handler.calls] == [
+            ((156, 125, 100), 2, 4), ((117, 70, 42), 1, 2), ((137, 96, 67), 1, 2)]
+        for batch, ratio, response in zip(batches, ratios, responses):
+            alone = runner.run(batch, keep_counts=spec.counts_for(ratio or 0.7))
+            np.testing.assert_allclose(response.outputs["logits"], alone.logits, atol=1e-5, rtol=1e-5)
+            assert response.outputs["keep_ratio"].ravel().tolist() == pytest.approx([ratio or 0.7] * 2)
+            assert [k.shape[1] for k in alone.kept] == [response.outputs[f"kept_patch_ids_stage{s}"].shape[1]
+                                                       for s in (1, 2, 3)]
+        bad = handler.handle([Request(batches[0], np.full((2, 1), 0.3, np.float32)),
+                              Request(batches[1], np.asarray([[0.8], [0.7]], np.float32)), Request(batches[2])])
+        assert bad[0].error == "keep_ratio 0.3 is outside this model's range [0.6, 0.9]"
+        assert "same for every image" in bad[1].error
+        assert bad[2].error is None and bad[2].outputs["logits"].shape == (2, 10)
+
+
+def test_concurrent_http_and_grpc_equal_the_direct_runner(dynamic_server, exports):
+    batches = [images(1 + i % 3, 100 + i) for i in range(12)]
+    expected = [direct(exports[0], b) for b in batches]
+    clients = [dynamic_server.http(), dynamic_server.grpc()]
+
+    def one(i: int):
+        module = http if i % 2 == 0 else grpc
+        return infer(clients[i % 2], module, "tiny-dynkeep", batches[i])
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(one, range(len(batches))))
+    for out, want in zip(got, expected):
+        np.testing.assert_allclose(out["logits"], want.logits, atol=1e-5, rtol=1e-5)
+        for s, ids in enumerate(want.kept):
+            # Kept tokens as sets (TopK's tie order is not specified).
+            assert [set(r) for r in out[f"kept_patch_ids_stage{s + 1}"]] == [set(r) for r in ids]
+        np.testing.assert_allclose(out["keep_ratio"], 0.7)
+
+
+def test_dynamic_keep_requests_equal_the_fixed_exports(dynamic_server, exports):
+    """Interleaved requests at ρ 0.8 and 0.6 (batched by Triton together) each equal that ρ's own export."""
+    batches = {ratio: images(2, int(ratio * 10)) for ratio in exports[1]}
+    expected = {ratio: direct(path, batches[ratio]) for ratio, path in exports[1].items()}
+    client = dynamic_server.grpc()
+    with ThreadPoolExecutor(6) as pool:
+        jobs = [(ratio, pool.submit(infer, client, grpc, "tiny-dynkeep", batches[ratio], ratio))
+                for _ in range(3) for ratio in batches]
+        for ratio, job in jobs:
+            out = job.result()
+            np.testing.assert_allclose(out["logits"], expected[ratio].logits, atol=1e-4, rtol=1e-4)
+            assert [out[f"kept_patch_ids_stage{s}"].shape[1] for s in (1, 2, 3)] == \
+                [k.shape[1] for k in expected[ratio].kept]
+            np.testing.assert_allclose(out["keep_ratio"], ratio)
+
+
+@pytest.mark.parametrize("case, code_http, message", [
+    ("keep ratio", 400, "keep_ratio 0.3 is outside this model's range [0.6, 0.9]"),
+    ("shape", 400, "unexpected shape for input 'images'"),
+    ("dtype", 400, "expects 'FP32'"),
+    ("oversized", 400, "batch-size must be <= 8"),
+])
+def test_bad_requests_get_their_error_and_serving_goes_on(dynamic_server, case, code_http, message):
+    good = images(1, 7)
+    batch, ratio, dtype = {
+        "keep ratio": (good, 0.3, "FP32"),
+        "shape": (np.zeros((1, 3, 32, 32), np.float32), None, "FP32"),
+        "dtype": (good.astype(np.float64), None, "FP64"),
+        "oversized": (np.zeros((9, 3, 224, 224), np.float32), None, "FP32"),
+    }[case]
+    for module, client in ((http, dynamic_server.http()), (grpc, dynamic_server.grpc())):
+        with pytest.raises(InferenceServerException) as caught:
+            infer(client, module, "tiny-dynkeep", batch, ratio, dtype)
+        assert message in caught.value.message() and "\n" not in caught.value.message()
+        status = caught.value.status()
+        assert status == (str(code_http) if module is http else "StatusCode.INVALID_ARGUMENT"), status
+        assert infer(client, module, "tiny-dynkeep", good)["logits"].shape == (1, 10)  # still serving
+
+
+def test_sigterm_drains_in_flight_requests_and_leaves_nothing(exports):
+    artifact = exports[1][0.8]
+    before = set(p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("dvit-serve-*"))
+    server = Server(artifact)
+    pid, prefix = server.process.pid, server.shm_prefix
+    assert any(p.name.startswith(prefix) for p in SHM.iterdir()), "the backend's shared memory has our prefix"
+    children = subprocess.run(["pgrep", "-s", str(_session_of(server)), "-f", "tritonserver|stub"],
+                              capture_output=True, text=True).stdout.split()
+    assert children, "tritonserver runs in its own session"
+    results: list[tuple[float, float, str]] = []
+    lock = threading.Lock()
+    stop_at: list[float] = []
+    client = server.http()
+
+    def worker(seed: int) -> None:
+        while not stop_at or time.monotonic() < stop_at[0] + 3:
+            start = time.monotonic()
+            try:
+                out = infer(client, http, "tiny-r0_8", images(16, seed))  # the stem, made a Triton name
+                outcome = "ok" if out["logits"].shape == (16, 10) else "wrong"
+            except InferenceServerException as exc:
+                outcome = f"error: {exc.message()}"
+            except Exception as exc:  # noqa: BLE001 - a refused connection once the server is gone
+                outcome = f"connection: {type(exc).__name__}"
+            with lock:
+                results.append((start, time.monotonic(), outcome))
+            if outcome.startswith("connection"):
+                return
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 120
+    while sum(r[2] == "ok" for r in results) < 4:
+        assert time.monotonic() < deadline, f"no answers: {results[-3:]}"
+        time.sleep(0.05)
+    stop_at.append(time.monotonic())
+    code, stderr = server.stop()
+    elapsed = time.monotonic() - stop_at[0]
+    for t in threads:
+        t.join(timeout=60)
+    assert code == 0, stderr
+    assert elapsed < 25, "exit within the drain timeout (20 s) and the clean-up"
+    assert "draining in-flight requests" in stderr and "stopped (SIGTERM" in stderr
+    assert not any(r[2] == "wrong" for r in results)
+    in_flight = [r for r in results if r[0] < stop_at[0] < r[1]]
+    assert in_flight and all(r[2] == "ok" or r[2].startswith(("error", "connection")) for r in in_flight)
+    assert any(r[2] == "ok" for r in in_flight), f"in-flight requests were answered: {in_flight}"
+    for child in children:
+        assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
+    assert not [p for p in SHM.iterdir() if p.name.startswith(prefix)]
+    after = set(p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("dvit-serve-*"))
+    assert after <= before, f"workspace left: {after - before}"
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def _session_of(server: Server) -> int:
+    """The session of the tritonserver that ``dvit serve`` started (its own, as a session leader)."""
+    out = subprocess.run(["pgrep", "-P", str(server.process.pid), "-f", "tritonserver"], capture_output=True,
+                         text=True).stdout.split()
+    assert out, "dvit serve started tritonserver as its child"
+    return int(out[0])
+
+
+def test_startup_failures_are_one_line_and_leave_no_server(exports, tmp_path):
+    artifact = exports[1][0.6]
+    tampered = tmp_path / artifact.name
+    tampered.write_bytes(artifact.read_bytes()[:-1] + bytes([artifact.read_bytes()[-1] ^ 1]))
+    (tmp_path / artifact.with_suffix(".json").name).write_text(artifact.with_suffix(".json").read_text())
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    busy = holder.getsockname()[1]
+    try:
+        cases = {
+            "tampered": ([str(tampered)], "does not match its manifest"),
+            "backend": ([str(artifact), "--backend", "tensorrt"], "tensorrt backend cannot run tiny-r0.6.onnx"),
+            "port": ([str(artifact), "--http-port", str(busy)], f"port {busy} on 127.0.0.1 (--http-port) is already in use"),
+        }
+        for case, (args, message) in cases.items():
+            ports = free_ports(3)
+            extra = [] if "--http-port" in args else ["--http-port", str(ports[0])]
+            done = dvit("serve", *args, *extra, "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]))
+            _, stderr = done.communicate(timeout=120)
+            assert done.returncode == 2, (case, stderr)
+            errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1 and message in errors[0], (case, stderr)
+            assert "Traceback" not in stderr and "starting Triton" not in stderr, (case, stderr)
+    finally:
+        holder.close()
