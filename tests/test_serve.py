@@ -85,7 +85,7 @@ class Server:
             return False
 
     def http(self):
-        return http.InferenceServerClient(f"127.0.0.1:{self.http_port}", concurrency=8, network_timeout=120)
+        return http.InferenceServerClient(f"127.0.0.1:{self.http_port}", network_timeout=120)
 
     def grpc(self):
         return grpc.InferenceServerClient(f"127.0.0.1:{self.grpc_port}")
@@ -172,11 +172,10 @@ def test_handler_never_mixes_keep_counts_in_one_call(exports):
 def test_concurrent_http_and_grpc_equal_the_direct_runner(dynamic_server, exports):
     batches = [images(1 + i % 3, 100 + i) for i in range(12)]
     expected = [direct(exports[0], b) for b in batches]
-    clients = [dynamic_server.http(), dynamic_server.grpc()]
 
-    def one(i: int):
-        module = http if i % 2 == 0 else grpc
-        return infer(clients[i % 2], module, "tiny-dynkeep", batches[i])
+    def one(i: int):  # a client per request: tritonclient's clients are not shared between threads
+        module, client = (http, dynamic_server.http()) if i % 2 == 0 else (grpc, dynamic_server.grpc())
+        return infer(client, module, "tiny-dynkeep", batches[i])
 
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(one, range(len(batches))))
@@ -192,9 +191,9 @@ def test_dynamic_keep_requests_equal_the_fixed_exports(dynamic_server, exports):
     """Interleaved requests at ρ 0.8 and 0.6 (batched by Triton together) each equal that ρ's own export."""
     batches = {ratio: images(2, int(ratio * 10)) for ratio in exports[1]}
     expected = {ratio: direct(path, batches[ratio]) for ratio, path in exports[1].items()}
-    client = dynamic_server.grpc()
     with ThreadPoolExecutor(6) as pool:
-        jobs = [(ratio, pool.submit(infer, client, grpc, "tiny-dynkeep", batches[ratio], ratio))
+        jobs = [(ratio, pool.submit(lambda b, r: infer(dynamic_server.grpc(), grpc, "tiny-dynkeep", b, r),
+                                    batches[ratio], ratio))
                 for _ in range(3) for ratio in batches]
         for ratio, job in jobs:
             out = job.result()
@@ -239,9 +238,9 @@ def test_sigterm_drains_in_flight_requests_and_leaves_nothing(exports):
     results: list[tuple[float, float, str]] = []
     lock = threading.Lock()
     stop_at: list[float] = []
-    client = server.http()
 
     def worker(seed: int) -> None:
+        client = server.http()
         while not stop_at or time.monotonic() < stop_at[0] + 3:
             start = time.monotonic()
             try:
