@@ -316,3 +316,53 @@ def test_startup_failures_are_one_line_and_leave_no_server(exports, tmp_path):
             assert "Traceback" not in stderr and "starting Triton" not in stderr, (case, stderr)
     finally:
         holder.close()
+
+
+def test_packaged_python_backend_repository_loads_in_the_bundled_tritonserver(exports, tmp_path):
+    """`dvit package --triton --triton-python`: a packaged repository loaded and answering in a real Triton."""
+    from dvit_deploy.serve.server import ServeSettings, server_command
+    from dvit_deploy.serve.tritonserver import find_tritonserver, prepare_backends, server_env
+    from dvit_deploy.ship import make_bundle
+
+    artifact = exports[1][0.6]
+    folder = make_bundle([artifact], "x86-trt10", output=tmp_path / "bundle", triton=True, triton_python=True,
+                         archive=False).folder
+    model = "tiny-r0_6-python"
+    repo = folder / "triton"
+    assert {"tiny-r0_6-onnx", model} <= {p.name for p in repo.iterdir()}
+    assert f"triton/{model}/1/tiny-r0.6.onnx" in (folder / "SHA256SUMS").read_text()
+    moved = tmp_path / "elsewhere"  # the repository names its artifact relative to itself
+    repo.rename(moved)
+    dist = find_tritonserver()
+    http_port, grpc_port, metrics_port = free_ports(3)
+    settings = ServeSettings(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, drain_timeout_s=10)
+    command = [c for c in server_command(dist.binary, moved, prepare_backends(dist, tmp_path / "ws"), settings,
+                                         f"dvittest{os.getpid()}x")
+               if not c.startswith("--model-control-mode")]
+    # The bundled server has no onnxruntime backend: load only the Python-backend model.
+    command += ["--model-control-mode=explicit", f"--load-model={model}"]
+    log = open(tmp_path / "triton.log", "wb")
+    process = subprocess.Popen(command, env=server_env(dist), stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True, preexec_fn=None)
+    try:
+        client = http.InferenceServerClient(f"127.0.0.1:{http_port}", network_timeout=120)
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                if client.is_model_ready(model):
+                    break
+            except Exception:  # noqa: BLE001 - not listening yet
+                pass
+            assert process.poll() is None, (tmp_path / "triton.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "packaged model not ready"
+            time.sleep(0.3)
+        batch = images(3, 11)
+        out = infer(client, http, model, batch)
+        want = direct(artifact, batch)
+        np.testing.assert_allclose(out["logits"], want.logits, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(out["keep_ratio"], 0.6)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+        log.close()
+        assert code == 0, (tmp_path / "triton.log").read_text()[-3000:]

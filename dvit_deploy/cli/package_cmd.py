@@ -26,6 +26,8 @@ def package(
         None, help="ONNX models and/or engines to ship \\[default: the default artifact, see README].", show_default=False),
     target: str = typer.Option(..., "--target", "-t", help=f"Device target: {', '.join(TARGETS)}."),
     triton: bool = typer.Option(False, "--triton", help="Also write a Triton Inference Server model repository."),
+    triton_python: bool = typer.Option(False, "--triton-python", help="With --triton: also a CPU model on Triton's "
+                                       "Python backend (ONNX Runtime inside; the server's Python needs dvit-deploy)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Bundle folder \\[default: ./bundles/<model>-<target>]; the archive is <folder>.tar.gz."),
     precision: str = typer.Option("fp16", "--precision", "-p", help="Engine precision for the device build: fp32, fp16, bf16."),
@@ -44,7 +46,8 @@ def package(
         raise BadInput("--batch-profile takes three integers: min,opt,max")
     paths = list(artifacts) if artifacts else [artifact_or_default(None)]
     with artifact_checks(no_verify), phases("package") as on_phase:
-        result = ship.make_bundle(paths, target, output=output, triton=triton, precision=precision,
+        result = ship.make_bundle(paths, target, output=output, triton=triton, triton_python=triton_python,
+                             precision=precision,
                              profile=tuple(profile) if profile else DEFAULT_PROFILE, archive=not no_archive,
                              force=force, on_phase=on_phase)
     notes(result.notes)

@@ -25,13 +25,17 @@ from .handler import Request, RequestHandler
 from .spec import KEEP_RATIO_NAME, ServeSpec
 
 
-def open_spec_runner(spec: ServeSpec) -> Any:
-    """The loaded, warmed-up runner for ``spec`` (BadInput/MissingDependency as every command raises)."""
+def open_spec_runner(spec: ServeSpec, folder: Path | None = None) -> Any:
+    """The loaded, warmed-up runner for ``spec`` (BadInput/MissingDependency as every command raises).
+
+    A relative ``spec.artifact`` (a packaged repository) is relative to the model ``folder``."""
     from ..artifact.manifest import verification
     from ..artifact.store import load_manifest
     from ..runtime import open_runner
 
     artifact = Path(spec.artifact)
+    if not artifact.is_absolute() and folder is not None:
+        artifact = folder / artifact
     with verification(enabled=spec.verify):
         manifest = load_manifest(artifact)
     options = dict(spec.runner_options)
@@ -66,7 +70,7 @@ class TritonPythonModel:
         if threads and self.spec.backend in ("onnxruntime", "openvino"):
             self.spec.runner_options.setdefault("intra_op_threads", int(threads))
         try:
-            self.runner = open_spec_runner(self.spec)
+            self.runner = open_spec_runner(self.spec, folder)
         except Exception as exc:  # Triton logs this one line and refuses to load the model
             raise pb_utils.TritonModelException(f"dvit: {exc}") from None
         self.handler = RequestHandler(self.runner, self.spec)

@@ -66,13 +66,20 @@ class ServeResult:
     leftovers: list[str] = field(default_factory=list)  # anything that had to be killed or removed by force
 
 
-def model_repository(spec: ServeSpec, root: Path) -> Path:
-    """Write the model repository Triton loads: ``<root>/<name>/{config.pbtxt, dvit_serve.json, 1/model.py}``."""
-    folder = root / spec.name
+def write_model(spec: ServeSpec, folder: Path, files: list[Path] | None = None) -> Path:
+    """One Triton model folder: ``config.pbtxt``, ``dvit_serve.json``, ``1/model.py`` (+ ``files`` copied into ``1/``)."""
     (folder / "1").mkdir(parents=True)
     (folder / "config.pbtxt").write_text(spec.triton_config())
     spec.write(folder)
     (folder / "1" / "model.py").write_text(MODEL_PY)
+    for f in files or []:
+        shutil.copy2(f, folder / "1" / Path(f).name)
+    return folder
+
+
+def model_repository(spec: ServeSpec, root: Path) -> Path:
+    """Write the model repository Triton loads: ``<root>/<name>/...`` (``write_model``)."""
+    write_model(spec, root / spec.name)
     return root
 
 

@@ -213,6 +213,7 @@ def make_bundle(
     *,
     output: Path | None = None,
     triton: bool = False,
+    triton_python: bool = False,
     precision: str = "fp16",
     profile: tuple[int, int, int] = DEFAULT_PROFILE,
     archive: bool = True,
@@ -221,6 +222,8 @@ def make_bundle(
 ) -> BundleResult:
     """Write the bundle folder (and ``<folder>.tar.gz``) atomically: built in a temp dir, then renamed."""
     phase = on_phase or (lambda name: None)
+    if triton_python and not triton:
+        raise BadInput("--triton-python adds a model to the Triton repository: use it with --triton")
     target = get_target(target_name)
     if precision not in ("fp32", "fp16", "bf16"):
         raise BadInput(f"--precision must be fp32, fp16 or bf16, got '{precision}'")
@@ -257,7 +260,7 @@ def make_bundle(
         pending: dict[str, str] = {}
         if triton:
             phase("triton")
-            triton_names, pending = _write_triton(tmp, onnx_items, engines, profile)
+            triton_names, pending = _write_triton(tmp, onnx_items, engines, profile, python=triton_python)
 
         phase("device files")
         (tmp / "README.md").write_text(_device_readme(target, onnx_items, engines, precision, profile, triton_names))

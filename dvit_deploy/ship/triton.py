@@ -126,8 +126,27 @@ def _onnx_triton(item: OnnxItem, profile: tuple[int, int, int], gpu: bool, platf
                          preferred=[profile[1], high] if batched else [], gpu=gpu, shape_tensors=shape_tensors)
 
 
+def _write_python_model(repo: Path, item: OnnxItem, profile: tuple[int, int, int]) -> str:
+    """The CPU flavour: our Python-backend model (``dvit serve``'s) running the ONNX with ONNX Runtime.
+
+    Loads in any tritonserver with the Python backend (the one nvidia-pytriton ships included) whose
+    Python environment has dvit-deploy installed. The artifact and its manifest sit in ``1/``; the
+    spec names it relative to the model folder, so the repository can be moved.
+    """
+    from ..serve.server import write_model
+    from ..serve.spec import make_spec
+
+    name = triton_model_name(item.path.stem, "python")
+    max_batch = item.manifest.get("batch") or profile[2]
+    spec = make_spec(item.path, item.manifest, backend="onnxruntime", precision=str(item.manifest.get("precision")
+                     or "fp32"), name=name, max_batch=int(max_batch), queue_delay_us=DEFAULT_QUEUE_DELAY_US)
+    spec.artifact = f"1/{item.path.name}"
+    write_model(spec, repo / name, files=item.files)
+    return name
+
+
 def _write_triton(root: Path, onnx_items: list[OnnxItem], engines: list[EngineItem],
-                  profile: tuple[int, int, int]) -> tuple[list[str], dict[str, str]]:
+                  profile: tuple[int, int, int], *, python: bool = False) -> tuple[list[str], dict[str, str]]:
     repo = root / "triton"
     repo.mkdir()
     names: list[str] = []
@@ -147,6 +166,8 @@ def _write_triton(root: Path, onnx_items: list[OnnxItem], engines: list[EngineIt
         (root / "device" / "triton" / f"{trt_name}.config.pbtxt").write_text(
             _onnx_triton(item, profile, gpu=True, platform="tensorrt_plan", name=trt_name))
         pending[item.path.name] = trt_name
+        if python:
+            names.append(_write_python_model(repo, item, profile))
     for engine in engines:
         stem = engine.path.stem
         name = triton_model_name(stem, "trt")

@@ -216,8 +216,9 @@ def _verify_triton(root: Path, names: list[str], report: VerifyReport) -> None:
             report.add(f"triton {name}", "failed", "config.pbtxt missing")
             continue
         text = config.read_text(errors="replace")
-        platform = re.search(r'platform:\s*"([^"]+)"', text)
-        expected_file = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}.get(
+        platform = re.search(r'platform:\s*"([^"]+)"', text) or re.search(r'backend:\s*"(python)"', text)
+        # The Python-backend flavour (--triton-python) runs dvit's model.py beside its spec.
+        expected_file = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan", "python": "model.py"}.get(
             platform.group(1) if platform else "")
         problems = []
         if expected_file is None:
