@@ -361,8 +361,22 @@ def test_packaged_python_backend_repository_loads_in_the_bundled_tritonserver(ex
         want = direct(artifact, batch)
         np.testing.assert_allclose(out["logits"], want.logits, atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(out["keep_ratio"], 0.6)
+        client.close()  # Triton 2.51's exit waits for open HTTP connections, idle keep-alive ones included
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)
         log.close()
         assert code == 0, (tmp_path / "triton.log").read_text()[-3000:]
+
+
+def test_drain_outcome_reads_triton_exit_and_log(tmp_path):
+    """Exit 0 is a drain; Triton's exit 1 after waiting out idle HTTP connections is one too, if no inference was left."""
+    from dvit_deploy.serve.server import drain_finished
+
+    log = tmp_path / "log"
+    log.write_text('I1201 server.cc:321] "Timeout 0: Found 0 model versions that have in-flight inferences"\n'
+                   'E1201 main.cc:535] "failed to stop server: Internal - Exit timeout expired. Exiting immediately."\n')
+    assert drain_finished(log, 0) and drain_finished(log, 1)
+    log.write_text('I1201 server.cc:321] "Timeout 0: Found 1 model versions that have in-flight inferences"\n')
+    assert not drain_finished(log, 1)
+    assert not drain_finished(log, -9)

@@ -202,7 +202,8 @@ def serve(spec: ServeSpec, settings: ServeSettings, *,
             raise DvitError(f"Triton Inference Server stopped by itself (exit {process.returncode}): "
                             f"{startup_error(log_path)}")
         on_event("draining", {"signal": signal.Signals(stop[0]).name, "timeout_s": settings.drain_timeout_s})
-        drained = _stop_server(process, settings.drain_timeout_s)
+        _stop_server(process, settings.drain_timeout_s)
+        drained = drain_finished(log_path, process.returncode)
         return ServeResult(spec.name, signal.Signals(stop[0]).name, drained, time.monotonic() - started, leftovers)
     finally:
         if process is not None:
@@ -258,6 +259,22 @@ def prepare(artifact: Path, *, backend: str | None, precision: str | None, name:
     return make_spec(artifact, manifest, backend=backend, precision=precision, name=name, max_batch=max_batch,
                      queue_delay_us=queue_delay_us, dynamic_batching=dynamic_batching, keep_range=keep_range,
                      token_outputs=declared_tokens or backend in ("onnxruntime", "openvino"), verify=verify)
+
+
+def drain_finished(log: Path, returncode: int | None) -> bool:
+    """Whether every in-flight inference finished before ``tritonserver`` exited.
+
+    Exit 0 says so. Triton 2.51 also waits out the timeout for open HTTP connections, idle keep-alive
+    ones included, then exits 1 ("Exit timeout expired"); its log still says whether inferences were
+    left ("Found N model versions that have in-flight inferences"), which is what a drain is about.
+    """
+    if returncode == 0:
+        return True
+    try:
+        counts = re.findall(r"Found (\d+) model versions that have in-flight inferences", log.read_text(errors="replace"))
+    except OSError:
+        return False
+    return bool(counts) and counts[-1] == "0" and returncode is not None and returncode > 0
 
 
 def _stop_server(process: subprocess.Popen, drain_timeout_s: int) -> bool:
