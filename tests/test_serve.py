@@ -380,3 +380,30 @@ def test_drain_outcome_reads_triton_exit_and_log(tmp_path):
     log.write_text('I1201 server.cc:321] "Timeout 0: Found 1 model versions that have in-flight inferences"\n')
     assert not drain_finished(log, 1)
     assert not drain_finished(log, -9)
+
+
+def test_keep_controller_lowers_rho_under_load_and_raises_it_after():
+    from dvit_deploy.serve.handler import KeepController
+
+    control = KeepController(0.5, 0.9, 0.7, slo_ms=100.0, step=0.05)
+    assert [control.observe(90.0) for _ in range(6)] == [0.65, 0.6, 0.55, 0.5, 0.5, 0.5]  # > 80 ms: down to the floor
+    assert control.observe(60.0) == 0.5  # between 40 % and 80 % of the objective: hold
+    assert [control.observe(10.0) for _ in range(10)][-1] == 0.9  # load fell: back up to the range's top
+
+
+def test_slo_mode_serves_at_the_adapted_rho_and_reports_it(exports):
+    """--slo-ms far below any batch time: ρ steps down per batch to the range's floor; each answer says its ρ."""
+    server = Server(exports[0], "--keep-range", "0.6,0.9", "--slo-ms", "0.001", "--no-dynamic-batching")
+    try:
+        client = server.grpc()
+        batch = images(1, 5)
+        seen = [float(infer(client, grpc, "tiny-dynkeep", batch)["keep_ratio"][0, 0]) for _ in range(4)]
+        assert seen == pytest.approx([0.7, 0.65, 0.6, 0.6])
+        out = infer(client, grpc, "tiny-dynkeep", batch)
+        want = direct(exports[0], batch, counts=[117, 70, 42])  # ρ 0.6
+        np.testing.assert_allclose(out["logits"], want.logits, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(infer(client, grpc, "tiny-dynkeep", batch, 0.8)["keep_ratio"], 0.8)  # asked: kept
+    finally:
+        code, stderr = server.stop()
+    assert code == 0, stderr
+    assert "adaptive ρ" in stderr

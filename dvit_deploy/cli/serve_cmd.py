@@ -38,6 +38,9 @@ def serve(
     no_batching: bool = typer.Option(False, "--no-dynamic-batching", help="Run each request as it comes."),
     keep_range: Optional[str] = typer.Option(None, "--keep-range", help="low,high: the keep_ratio a request may ask "
                                              "for (--dynamic-keep artifacts) \\[default: 0.5,0.9 or the engine's]."),
+    slo_ms: Optional[float] = typer.Option(None, "--slo-ms", help="Adaptive ρ (--dynamic-keep): lower ρ within "
+                                           "--keep-range when a batch nears this latency, raise it when load falls; "
+                                           "every response reports its ρ."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads of the runner "
                                           "\\[default: the backend's]."),
     drain_timeout: int = typer.Option(30, "--drain-timeout", min=0, help="Seconds to finish in-flight requests "
@@ -54,7 +57,7 @@ def serve(
     with artifact_checks(no_verify):
         spec = serve_lib.prepare(path, backend=backend, precision=precision, name=name, max_batch=max_batch,
                                  queue_delay_us=max_queue_delay_us, dynamic_batching=not no_batching,
-                                 keep_range=tuple(rng) if rng else None, verify=not no_verify)
+                                 keep_range=tuple(rng) if rng else None, verify=not no_verify, slo_ms=slo_ms)
     settings = serve_lib.ServeSettings(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                                        drain_timeout_s=drain_timeout, log_file=log_file, threads=threads)
     endpoints = {"http": f"{host}:{http_port}", "grpc": f"{host}:{grpc_port}", "metrics": f"{host}:{metrics_port}"}
@@ -65,7 +68,10 @@ def serve(
     if spec.dynamic_keep:
         lo, hi = spec.keep_range
         notes([f"keep_ratio per request in [{lo:g}, {hi:g}] (default {spec.keep_ratio:g}); requests are grouped "
-               "by their kept counts, so one runner call never mixes two ρ"])
+               "by their kept counts, so one runner call never mixes two ρ"]
+              + ([f"adaptive ρ: requests without keep_ratio run at a ρ lowered when a batch takes > "
+                  f"{0.8 * spec.slo_ms:g} ms and raised when < {0.4 * spec.slo_ms:g} ms (--slo-ms {spec.slo_ms:g})"]
+                 if spec.slo_ms else []))
 
     def on_event(event: str, info: dict[str, Any]) -> None:
         if event == "starting":

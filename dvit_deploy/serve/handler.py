@@ -16,6 +16,7 @@ Triton's dynamic batcher hands the backend several requests at once. This module
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -40,6 +41,31 @@ class Response:
     internal: bool = False  # the server failed (Triton: INTERNAL), not the request (INVALID_ARG)
 
 
+class KeepController:
+    """Adaptive ρ for ``--slo-ms``: what only a token-pruned model can trade under load.
+
+    The signal is the wall time of each Triton batch the model executes: under load the dynamic
+    batcher hands over bigger batches and every queued request waits behind the current one, so
+    a batch time near the latency objective means the queue is growing. Above 80 % of ``slo_ms``
+    ρ steps down (fewer tokens, faster), below 40 % it steps back up, within the keep range;
+    ρ moves on a grid of ``step`` so only a few kept-count vectors (runner calls) exist.
+    A request that names its own ``keep_ratio`` is served at it.
+    """
+
+    HIGH, LOW = 0.8, 0.4
+
+    def __init__(self, low: float, high: float, start: float, slo_ms: float, step: float = 0.05) -> None:
+        self.low, self.high, self.slo_ms, self.step = low, high, slo_ms, step
+        self.rho = min(max(start, low), high)
+
+    def observe(self, batch_ms: float) -> float:
+        if batch_ms > self.HIGH * self.slo_ms:
+            self.rho = max(self.low, round(self.rho - self.step, 6))
+        elif batch_ms < self.LOW * self.slo_ms:
+            self.rho = min(self.high, round(self.rho + self.step, 6))
+        return self.rho
+
+
 @dataclass
 class CallRecord:
     """One runner call: what went in together (for tests and stats)."""
@@ -55,6 +81,10 @@ class RequestHandler:
         self.spec = spec
         self.calls: list[CallRecord] = []
         self.keep_calls = 64  # how many CallRecords to keep (a bounded log, not a leak)
+        self.controller: KeepController | None = None
+        if spec.dynamic_keep and spec.slo_ms:
+            low, high = spec.keep_range
+            self.controller = KeepController(low, high, float(spec.keep_ratio or high), spec.slo_ms, spec.slo_step)
 
     # -- one request at a time ----------------------------------------------------------------
     def _keep_of(self, request: Request) -> tuple[float | None, tuple[int, ...] | None]:
@@ -63,7 +93,8 @@ class RequestHandler:
         if not spec.dynamic_keep:
             return spec.keep_ratio, None
         if request.keep_ratio is None:
-            return spec.keep_ratio, spec.counts_for(float(spec.keep_ratio))
+            rho = self.controller.rho if self.controller is not None else float(spec.keep_ratio)
+            return rho, spec.counts_for(rho)
         values = np.asarray(request.keep_ratio, dtype=np.float64).reshape(-1)
         if values.size != len(request.images):
             raise DvitError(f"{KEEP_RATIO_NAME} needs one value per image ({len(request.images)}), got {values.size}")
@@ -83,6 +114,7 @@ class RequestHandler:
 
     # -- a Triton batch -----------------------------------------------------------------------
     def handle(self, requests: list[Request]) -> list[Response]:
+        start = time.perf_counter()
         responses: list[Response | None] = [None] * len(requests)
         groups: dict[tuple[int, ...] | None, list[tuple[int, float | None]]] = {}
         for index, request in enumerate(requests):
@@ -95,6 +127,8 @@ class RequestHandler:
             groups.setdefault(counts, []).append((index, rho))
         for counts, members in groups.items():
             self._run_group(requests, members, counts, responses)
+        if self.controller is not None:
+            self.controller.observe((time.perf_counter() - start) * 1e3)
         return [r if r is not None else Response(error="internal error: no response") for r in responses]
 
     def _run_group(self, requests: list[Request], members: list[tuple[int, float | None]],

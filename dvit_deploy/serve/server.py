@@ -228,7 +228,8 @@ def serve(spec: ServeSpec, settings: ServeSettings, *,
 
 def prepare(artifact: Path, *, backend: str | None, precision: str | None, name: str | None = None,
             max_batch: int | None = None, queue_delay_us: int = 100, dynamic_batching: bool = True,
-            keep_range: tuple[float, float] | None = None, verify: bool = True) -> ServeSpec:
+            keep_range: tuple[float, float] | None = None, verify: bool = True,
+            slo_ms: float | None = None) -> ServeSpec:
     """The artifact opened once (manifest read, sha256 checked), the backend asked for: its ServeSpec."""
     from ..artifact.store import load_manifest
     from ..deps import package_present
@@ -258,7 +259,8 @@ def prepare(artifact: Path, *, backend: str | None, precision: str | None, name:
     declared_tokens = any(str(o.get("name", "")).startswith(TOKEN_OUTPUT_PREFIX) for o in manifest.get("outputs") or [])
     return make_spec(artifact, manifest, backend=backend, precision=precision, name=name, max_batch=max_batch,
                      queue_delay_us=queue_delay_us, dynamic_batching=dynamic_batching, keep_range=keep_range,
-                     token_outputs=declared_tokens or backend in ("onnxruntime", "openvino"), verify=verify)
+                     token_outputs=declared_tokens or backend in ("onnxruntime", "openvino"), verify=verify,
+                     slo_ms=slo_ms)
 
 
 def drain_finished(log: Path, returncode: int | None) -> bool:

@@ -64,6 +64,8 @@ class ServeSpec:
     keep_range: tuple[float, float] | None  # allowed per-request ρ (dynamic keep only)
     token_outputs: bool  # kept_patch_ids_stage{k} outputs are served
     verify: bool = True  # the backend re-checks the sha256 when it loads
+    slo_ms: float | None = None  # adaptive ρ (dynamic keep): lower ρ when a Triton batch takes longer
+    slo_step: float = 0.05  # how far ρ moves per batch (also its grid, so few distinct kept counts exist)
     runner_options: dict[str, Any] = field(default_factory=dict)
 
     # -- keep policy -------------------------------------------------------------------------
@@ -149,7 +151,8 @@ class ServeSpec:
 def make_spec(artifact: Path, manifest: dict[str, Any], *, backend: str, precision: str, name: str | None,
               max_batch: int | None, queue_delay_us: int, dynamic_batching: bool = True,
               keep_range: tuple[float, float] | None = None, token_outputs: bool = True,
-              verify: bool = True, runner_options: dict[str, Any] | None = None) -> ServeSpec:
+              verify: bool = True, runner_options: dict[str, Any] | None = None,
+              slo_ms: float | None = None) -> ServeSpec:
     """The spec for ``artifact`` (its manifest already read and checked), with every limit decided."""
     record = ModelRecord.from_json(manifest)
     own_limit = _own_batch_limit(artifact, manifest, record)
@@ -171,6 +174,9 @@ def make_spec(artifact: Path, manifest: dict[str, Any], *, backend: str, precisi
         lo, hi = keep_range
         if not 0.0 < lo <= hi <= 1.0:
             raise BadInput(f"--keep-range must satisfy 0 < low ≤ high ≤ 1, got {lo:g},{hi:g}")
+    if slo_ms is not None and (not dynamic_keep or not slo_ms > 0):
+        raise BadInput("--slo-ms needs a --dynamic-keep artifact (ρ is chosen per batch)" if not dynamic_keep
+                       else f"--slo-ms must be > 0, got {slo_ms:g}")
     name = name or model_name_for(artifact)
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise BadInput(f"--name '{name}' is not a Triton model name (letters, digits, '-', '_')")
@@ -184,6 +190,7 @@ def make_spec(artifact: Path, manifest: dict[str, Any], *, backend: str, precisi
         keep_ratio=None if keep_ratio is None else float(keep_ratio), dynamic_keep=dynamic_keep,
         keep_range=tuple(keep_range) if dynamic_keep else None,
         token_outputs=token_outputs and not record.dense, verify=verify, runner_options=dict(runner_options or {}),
+        slo_ms=None if slo_ms is None else float(slo_ms),
     )
 
 
