@@ -407,3 +407,25 @@ def test_slo_mode_serves_at_the_adapted_rho_and_reports_it(exports):
         code, stderr = server.stop()
     assert code == 0, stderr
     assert "adaptive ρ" in stderr
+
+
+def test_fixed_batch_artifact_is_padded_and_trimmed(tmp_path):
+    """A --batch 2 export: Triton may hand over 1..2 images; the handler pads to 2 and answers each request alone."""
+    from dvit_deploy.export import export_onnx
+    from dvit_deploy.models.checkpoint import load_model
+
+    artifact = export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7), tmp_path / "tiny-b2.onnx", batch=2,
+                           token_outputs=True, check_samples=2).path
+    manifest = load_manifest(artifact)
+    spec = make_spec(artifact, manifest, backend="onnxruntime", precision="fp32", name=None, max_batch=None,
+                     queue_delay_us=100)
+    assert spec.max_batch == 2 and spec.fixed_batch == 2 and "max_batch_size: 2" in spec.triton_config()
+    with open_runner("onnxruntime", artifact, manifest) as runner:
+        handler = RequestHandler(runner, spec)
+        singles = [images(1, s) for s in range(3)]
+        responses = handler.handle([Request(b) for b in singles])
+        assert [(c.rows, c.requests) for c in handler.calls] == [(2, 2), (1, 1)]
+        for batch, response in zip(singles, responses):
+            want = runner.run(np.concatenate([batch, batch])).logits[:1]
+            np.testing.assert_allclose(response.outputs["logits"], want, atol=1e-5, rtol=1e-5)
+            assert response.outputs["kept_patch_ids_stage3"].shape == (1, 67)
