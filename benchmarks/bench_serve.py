@@ -121,6 +121,7 @@ def closed_loop(server: Server, protocol: str, concurrency: int, *, duration_s: 
     """``concurrency`` threads, each with its own client, each sending the next request when answered."""
     latencies: list[float] = []
     failures: list[str] = []
+    rhos: list[float] = []
     lock = threading.Lock()
     sent = [0]
     start = time.monotonic()
@@ -141,6 +142,10 @@ def closed_loop(server: Server, protocol: str, concurrency: int, *, duration_s: 
                 result = client.infer(server.name, inputs)
                 ok = result.as_numpy("logits").shape == (1, 1000) or result.as_numpy("logits").shape[0] == 1
                 error = None if ok else "wrong shape"
+                rho = result.as_numpy("keep_ratio")
+                if rho is not None:
+                    with lock:
+                        rhos.append(round(float(rho.ravel()[0]), 4))
             except Exception as exc:  # noqa: BLE001 - every failure is counted
                 error = f"{type(exc).__name__}: {str(exc)[:120]}"
             elapsed = time.perf_counter() - t0
@@ -160,7 +165,28 @@ def closed_loop(server: Server, protocol: str, concurrency: int, *, duration_s: 
     wall = time.monotonic() - start
     return {"protocol": protocol, "concurrency": concurrency, "requests": len(latencies) + len(failures),
             "failed": len(failures), "failure_examples": sorted(set(failures))[:3], "seconds": wall,
-            "throughput_ips": len(latencies) / wall, "latency_ms": percentiles(latencies)}
+            "throughput_ips": len(latencies) / wall, "latency_ms": percentiles(latencies),
+            "keep_ratio_used": {str(r): rhos.count(r) for r in sorted(set(rhos))}}
+
+
+def slo_suite(args, image: np.ndarray, threads: list[str]) -> list[dict]:
+    """Overload a --dynamic-keep artifact: fixed ρ (the export's) against --slo-ms adaptive ρ."""
+    results = []
+    for label, extra in (("fixed", []), ("adaptive", ["--slo-ms", str(args.slo_ms)])):
+        server = Server(args.dynamic_artifact, args.backend, "--max-batch", str(args.max_batch), "--max-queue-delay-us",
+                        str(args.queue_delay_us), "--keep-range", args.keep_range, *extra, *threads)
+        try:
+            closed_loop(server, "grpc", 2, requests=4, image=image)
+            point = closed_loop(server, "grpc", args.slo_concurrency, duration_s=args.slo_duration, image=image)
+        finally:
+            point["server_exit_code"] = server.stop()
+        point["mode"] = label
+        point["slo_ms"] = args.slo_ms if label == "adaptive" else None
+        results.append(point)
+        lat = point["latency_ms"]
+        print(f"slo {label:>8} c={args.slo_concurrency}: {point['throughput_ips']:.1f} img/s  p50 {lat['p50'] or 0:.0f}  "
+              f"p99 {lat['p99'] or 0:.0f} ms  failed {point['failed']}  rho used {point['keep_ratio_used']}", flush=True)
+    return results
 
 
 def direct(artifact: Path, backend: str, image: np.ndarray, duration_s: float, threads: int | None) -> dict:
@@ -213,7 +239,13 @@ def main() -> None:
     parser.add_argument("--soak-requests", type=int, default=10000)
     parser.add_argument("--soak-concurrency", type=int, default=8)
     parser.add_argument("--soak-artifact", type=Path, default=None)
-    parser.add_argument("--skip-load", action="store_true", help="only the soak run")
+    parser.add_argument("--skip-load", action="store_true", help="only the soak run (and --slo-suite)")
+    parser.add_argument("--slo-suite", action="store_true", help="fixed vs adaptive ρ under overload")
+    parser.add_argument("--dynamic-artifact", type=Path, default=Path("export/deit-s-dynkeep.onnx"))
+    parser.add_argument("--slo-ms", type=float, default=1000.0)
+    parser.add_argument("--keep-range", default="0.5,0.9")
+    parser.add_argument("--slo-concurrency", type=int, default=16)
+    parser.add_argument("--slo-duration", type=float, default=30.0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -261,6 +293,9 @@ def main() -> None:
                 gains[f"{p['protocol']} c={p['concurrency']}"] = on["throughput_ips"] / p["throughput_ips"]
         record["batching_gain"] = gains
         print("overhead:", json.dumps(record["overhead"]), "\nbatching gain:", json.dumps(gains), flush=True)
+
+    if args.slo_suite:
+        record["slo"] = slo_suite(args, image, threads)
 
     if args.soak_requests:
         soak_artifact = args.soak_artifact or args.artifact
