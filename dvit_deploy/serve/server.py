@@ -237,6 +237,7 @@ def prepare(artifact: Path, *, backend: str | None, precision: str | None, name:
     from ..runtime import BACKEND_PACKAGES, FILE_BACKENDS, default_backend, runner_class
     from ..artifact.names import TOKEN_OUTPUT_PREFIX
 
+    find_tritonserver()  # the [serve] extra first: no "serving …" line for a server that cannot start
     artifact = Path(artifact)
     manifest = load_manifest(artifact)  # BadInput on a missing/foreign/tampered artifact (unless --no-verify)
     backend = backend or default_backend(artifact)
