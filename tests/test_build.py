@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
-from dvit_deploy.engines.manifest import (
+from dvit_deploy.engines.build_plan import (
     DeviceInfo,
     compatibility_problem,
     engine_manifest,

@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 
 from dvit_deploy.engines import build as build_mod
-from dvit_deploy.engines import manifest as plans
+from dvit_deploy.engines import build_plan as plans
 from dvit_deploy.engines import trt_build
-from dvit_deploy.engines.manifest import DeviceInfo
+from dvit_deploy.engines.build_plan import DeviceInfo
 from dvit_deploy.errors import BadInput, DvitError
 
 from . import fake_cuda

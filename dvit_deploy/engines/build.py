@@ -157,7 +157,7 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
     if timing_cache is not None and not onnx_only:
         timing_cache = check_timing_cache(timing_cache)
 
-    from . import manifest as plans  # pure: no TensorRT
+    from . import build_plan as plans  # pure: no TensorRT
     from .trt_build import import_tensorrt
 
     trt_version = None

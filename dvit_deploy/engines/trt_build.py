@@ -1,6 +1,6 @@
 """The TensorRT boundary for building: a ``BuildPlan`` in, a serialized engine out.
 
-Every decision (flags per version, profiles, names) is made in ``manifest.py`` and ``targets.py``
+Every decision (flags per version, profiles, names) is made in ``build_plan.py`` and ``targets.py``
 and unit-tested without TensorRT; this module only performs the documented Python API calls:
 
 * ``trt.Builder(logger).create_network(flags)`` — TensorRT 10: ``flags = 0`` (weakly typed) or
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CheckFailed, DvitError, require
-from .manifest import BuildPlan
+from .build_plan import BuildPlan
 from .targets import HARDWARE_COMPAT_LEVELS, DeviceInfo, parse_trt_version
 
 
