@@ -21,7 +21,7 @@ from ..errors import BadInput
 from ..fileio import manifest_path
 from ..models.config import KeepSchedule
 from .targets import (HARDWARE_COMPAT, HARDWARE_COMPAT_LEVELS, HARDWARE_COMPAT_SINCE, PRECISIONS, DeviceInfo,
-                      PrecisionStrategy, build_flavour, compatibility_problem, compute_capability_list,
+                      RTX_NO_FP32_GEMM, PrecisionStrategy, build_flavour, compatibility_problem, compute_capability_list,
                       engine_file_name, gpu_tag, parse_trt_version, precision_strategy)
 
 ENGINE_SCHEMA = "dvit-deploy/engine-manifest/1"
@@ -139,6 +139,11 @@ def make_plan(onnx_path: str | Path, onnx_manifest: dict[str, Any], *, trt_versi
     version = parse_trt_version(trt_version)
     major = version[0]
     ccs = compute_capability_list(kind, compute_capabilities)
+    turing = [cc for cc in ccs if cc in RTX_NO_FP32_GEMM]
+    if kind.name == "rtx" and turing and precision != "int8":
+        raise BadInput(f"--compute-capability {turing[0]} (Turing): TensorRT-RTX has no FP32 GEMM there, and a "
+                       f"{precision} dvit graph keeps fp32 MatMuls (the fp16 graph keeps the token predictors fp32); "
+                       "build for 8.0 and newer, or an int8 Q/DQ graph")
     if kind.timing_cache_refusal and timing_cache is not None:
         raise BadInput(f"--timing-cache: {kind.timing_cache_refusal}")
     if not kind.hardware_compat and (hardware_compat != "none" or version_compatible):

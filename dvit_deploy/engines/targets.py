@@ -252,6 +252,10 @@ RTX_COMPUTE_CAPABILITIES: Mapping[str, str] = {"7.5": "SM75", "8.0": "SM80", "8.
 # What an engine covers when none is asked for: NVIDIA's "CPU-Only AOT" page, "by default ... 8.0,
 # 8.6, 8.9, 12.0, and later"; Turing (7.5) must be asked for.
 RTX_DEFAULT_COMPUTE_CAPABILITIES = ("8.0", "8.6", "8.9", "12.0", "12.1")
+# Turing (7.5) has no FP32 GEMM in TensorRT-RTX 1.7 ("Cannot compile operation 'node_MatMul_13' for
+# Turing (SM75): FP32 GEMM is not supported", measured): every dvit graph keeps fp32 MatMuls (the
+# fp16 graph keeps the score predictors fp32), so only an int8 Q/DQ graph may target it.
+RTX_NO_FP32_GEMM = ("7.5",)
 RTX_ENGINE_MAGIC = b"vtrt"  # the first bytes of every TensorRT-RTX 1.7 engine file (measured)
 
 
@@ -452,6 +456,7 @@ __all__ = [
     "RTX_COMPUTE_CAPABILITIES",
     "RTX_DEFAULT_COMPUTE_CAPABILITIES",
     "RTX_ENGINE_MAGIC",
+    "RTX_NO_FP32_GEMM",
     "build_flavour",
     "compute_capability_list",
     "flavour_of",

@@ -227,7 +227,7 @@ def build_engine(plan: BuildPlan, onnx_path: Path, *, on_phase: Callable[[str], 
     phase("build engine (minutes for real models)")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise CheckFailed("TensorRT could not build the engine (see the TensorRT messages above)")
+        raise CheckFailed(f"{kind.product} could not build the engine (see the TensorRT messages above)")
     serialized = bytes(serialized)
     if write_engine is not None:
         write_engine(serialized)  # first: nothing after this point may lose the engine
