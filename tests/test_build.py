@@ -97,7 +97,9 @@ def _manifest(trt="10.3.0", cc=(8, 7), compat="none", version_compatible=False, 
 
 def test_engine_manifest_records_what_was_built():
     m = _manifest()
-    assert m["tensorrt"] == {"version": "10.3.0", "major": 10, "strongly_typed": False}
+    assert m["tensorrt"] == {"version": "10.3.0", "major": 10, "strongly_typed": False, "flavour": "tensorrt",
+                             "product": "TensorRT", "module": "tensorrt"}
+    assert "rtx" not in m
     assert m["gpu"] == {"name": "Orin", "compute_capability": [8, 7], "platform": "aarch64"}
     assert m["builder"]["flags"] == ["FP16"] and m["builder"]["profiling_verbosity"] == "DETAILED"
     assert m["engine"]["sha256"] == "ab" and m["source_onnx"]["sha256"] == "cd"
