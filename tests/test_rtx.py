@@ -447,3 +447,43 @@ def test_deit_s_dynamic_keep_with_token_outputs(tmp_path_factory, out_dir):
 def test_other_variants(model_name, tmp_path_factory, out_dir):
     path = _export(tmp_path_factory.mktemp(f"rtx_{model_name}"), f"{model_name}-0.7", model_name)
     assert_engine(rtx_build(path, out_dir / f"{model_name}.engine", f"{model_name} fp32"), path)
+
+
+# -- package --target rtx + verify -----------------------------------------------------------------------------
+
+
+def test_package_rtx_bundle_and_verify(tiny_dynamic_keep, tiny_export, out_dir, tmp_path):
+    from dvit_deploy import ship
+
+    engine = rtx_build(tiny_dynamic_keep, out_dir / "pkg-dk.engine", "tiny dynamic-keep (bundle)",
+                       compute_capabilities=["8.6", "8.9"]).engine_path
+    result = ship.make_bundle([engine], "rtx", output=tmp_path / "bundle", precision="fp32")
+    assert result.build_commands == 0 and "run_on_device.sh" in result.files
+    assert "engines/pkg-dk.engine" in result.files and "model/tiny-dk.onnx" in result.files
+    script = (result.folder / "run_on_device.sh").read_text()
+    assert "--loadEngine=engines/pkg-dk.engine" in script and '"$TENSORRT_RTX"' in script
+    assert "--shapes=images:8x3x224x224,keep_counts:137x96x67" in script
+    assert "--runtimeCacheFile=engines/pkg-dk.runtime-cache" in script
+    bundle = json.loads((result.folder / "bundle.json").read_text())
+    assert bundle["target"]["flavour"] == "rtx" and bundle["engines"][0]["compute_capabilities"] == ["8.6", "8.9"]
+    assert "sm 8.6, 8.9" in script and "compute capability 8.6, 8.9" in (result.folder / "README.md").read_text()
+    report = ship.verify_bundle(result.archive)
+    assert report.passed, report.to_dict()
+    checks = {c.name: c.status for c in report.checks}
+    assert checks["engine pkg-dk.engine format"] == "ok" and checks["run script"] == "ok"
+    assert checks["engine compatibility"] == "skipped"  # no GPU here; the RTX machine checks it
+    # A tampered header fails verify (checksums and format both).
+    blob = (result.folder / "engines" / "pkg-dk.engine").read_bytes()
+    (result.folder / "engines" / "pkg-dk.engine").write_bytes(b"xxxx" + blob[4:])
+    report = ship.verify_bundle(result.folder)
+    failed = {c.name for c in report.failures}
+    assert "engine pkg-dk.engine format" in failed and "checksums" in failed
+
+
+def test_package_rtx_refuses_what_it_cannot_ship(tiny_export, tmp_path):
+    from dvit_deploy import ship
+
+    with pytest.raises(BadInput, match="ships TensorRT-RTX engines; build one"):
+        ship.make_bundle([Path(tiny_export.path)], "rtx", output=tmp_path / "b1")
+    result = CliRunner().invoke(app, ["package", str(tiny_export.path), "--target", "rtx", "-o", str(tmp_path / "b2")])
+    assert result.exit_code == 2 and "dvit build --target rtx" in result.output

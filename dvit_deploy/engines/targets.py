@@ -137,6 +137,7 @@ class DeviceTarget:
     strongly_typed: bool  # TensorRT 11: no --fp16 builder flag; precision comes from the graph
     trtexec: str  # where trtexec usually lives on the target
     compute_capability: str | None = None  # fixed for an embedded GPU, None for discrete GPUs
+    flavour: str = "tensorrt"  # "rtx": ships TensorRT-RTX engines built ahead of time (no device build)
 
     @property
     def tensorrt_major(self) -> int:
@@ -144,7 +145,7 @@ class DeviceTarget:
 
     @property
     def parser_target(self) -> ParserTarget:
-        return PARSER_TARGETS[parser_target_for(self.tensorrt)]
+        return PARSER_TARGETS["rtx" if self.flavour == "rtx" else parser_target_for(self.tensorrt)]
 
 
 def _device(name: str, description: str, arch: str, tensorrt: str, trtexec: str,
@@ -163,6 +164,10 @@ DEVICE_TARGETS: dict[str, DeviceTarget] = {
         _device("x86-trt10", "x86-64 server or workstation GPU with TensorRT 10.x", "x86_64", "10", "trtexec"),
         _device("x86-trt11", "x86-64 GPU with TensorRT 11.x (strongly typed builds only)", "x86_64", "11",
                 "trtexec"),
+        # TensorRT-RTX engines are built ahead of time anywhere (dvit build --target rtx) and shipped as
+        # they are; the device JIT-compiles them on first run. Release "1.7": the engine's TensorRT-RTX.
+        DeviceTarget("rtx", "RTX desktop, laptop or workstation GPU (sm 8.0-12.x; Linux or Windows) with "
+                     "TensorRT-RTX 1.7", "x86_64", "1.7", 25, True, "tensorrt_rtx", None, "rtx"),
     )
 }
 
