@@ -85,3 +85,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "rtx" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The build time and engine size of every TensorRT-RTX build the rtx tests made (a record for
+    the reader, not a check: times depend on the machine and its load)."""
+    import sys
+
+    module = sys.modules.get("tests.test_rtx")
+    times = getattr(module, "BUILD_TIMES", None)
+    if times:
+        terminalreporter.section("TensorRT-RTX builds (seconds, engine MB; machine load varies)")
+        for label, (seconds, size) in times.items():
+            terminalreporter.write_line(f"{label}: {seconds:.1f} s, {size / 1e6:.1f} MB")

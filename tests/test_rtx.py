@@ -16,7 +16,6 @@ installed; without it the tests fail (set DVIT_SKIP_RTX=1 to skip them on a mach
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,16 +34,15 @@ from dvit_deploy.errors import BadInput, CheckFailed, DvitError
 from .quantized_onnx import make_qdq_onnx
 
 pytestmark = pytest.mark.rtx
-BUILD_TIMES: dict[str, tuple[float, int]] = {}  # flavour -> (build seconds, engine bytes), printed at the end
+BUILD_TIMES: dict[str, tuple[float, int]] = {}  # flavour -> (builder seconds, engine bytes): conftest prints them
 
 
 # -- helpers --------------------------------------------------------------------------------------------------
 
 
 def rtx_build(onnx_path: Path, out: Path, label: str, **options):
-    start = time.perf_counter()
     result = build_mod.build(onnx_path, target="rtx", output=out, force=True, **options)
-    BUILD_TIMES[label] = (time.perf_counter() - start, result.manifest["engine"]["bytes"])
+    BUILD_TIMES[label] = (result.seconds["build"], result.manifest["engine"]["bytes"])
     return result
 
 
@@ -80,17 +78,6 @@ def assert_engine(result, onnx_path: Path, *, dense: bool = False) -> dict:
         assert got == want, mode
     assert [t for t in m["io"] if t["mode"] == "input"] == m["inputs"]
     return m
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_build_times(request):
-    """After the module: the build time and engine size of every build, in pytest's summary."""
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and BUILD_TIMES:
-        reporter.write_line("")
-        for label, (seconds, size) in BUILD_TIMES.items():
-            reporter.write_line(f"TensorRT-RTX build {label}: {seconds:.1f} s, {size / 1e6:.1f} MB")
 
 
 # -- module-scoped exports (each made once) --------------------------------------------------------------------
