@@ -5,8 +5,11 @@ The operator tables are data transcribed from NVIDIA's "Supported ONNX Operators
 operators and restrictions, the 10.0 edition for the opset range of older 10.x parsers, and the
 TensorRT 11 "ONNX Opset Guide" (maximum opset 25). ``trt-10.3`` (JetPack 6) is checked against
 the 10.x table with the 10.0 opset limit (20), which also keeps out the opset-23 ``Attention``
-op that needs parser >= 10.14. The targets themselves (opset limits, Attention) are rows of the
-TensorRT target table, ``engines/targets.py``.
+op that needs parser >= 10.14. The targets themselves (opset limits, Attention, what TensorRT-RTX's
+parser lacks) are rows of the TensorRT target table, ``engines/targets.py``.
+
+Where ``tensorrt_rtx`` is installed the static verdict is joined by NVIDIA's real parser
+(``_check_with_nvidia_parser``): tests/test_rtx.py holds the two to agreement on our graphs.
 """
 
 from __future__ import annotations
