@@ -88,9 +88,9 @@ class ParseResult:
     network: dict[str, Any] | None
 
 
-def parse_onnx(onnx_path: Path, flavour: str = "tensorrt_rtx_or_tensorrt") -> ParseResult:
+def parse_onnx(onnx_path: Path, flavour: str = "rtx") -> ParseResult:
     """Parse ``onnx_path`` with the real parser of ``flavour`` (no build, no GPU): for ``dvit doctor``."""
-    kind = build_flavour("rtx" if flavour == "tensorrt_rtx_or_tensorrt" else flavour)
+    kind = build_flavour(flavour)
     trt = import_tensorrt(kind.name)
     logger = trt.Logger(trt.Logger.ERROR)
     builder = trt.Builder(logger)
