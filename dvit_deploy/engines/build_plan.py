@@ -225,7 +225,7 @@ def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, e
         **({"rtx": {"compute_capabilities": list(plan.compute_capabilities or kind.default_compute_capabilities),
                     "requested": list(plan.compute_capabilities) or None,
                     "source": "--compute-capability" if plan.compute_capabilities else
-                              f"{kind.product}'s default set (none asked)",
+                              f"{kind.product}'s default set",
                     "runtime_cache": engine_path.with_suffix(".runtime-cache").name}}
            if kind.name == "rtx" else {}),
         "builder": {

@@ -243,15 +243,16 @@ def build_engine(plan: BuildPlan, onnx_path: Path, *, on_phase: Callable[[str], 
         except Exception as exc:  # a failing cache must not cost the engine
             warnings.append(f"timing cache not saved ({type(exc).__name__}: {exc})")
 
-    phase("inspect engine")
     io_tensors: list[dict[str, Any]] = []
     info = None
     if kind.needs_gpu_to_inspect:
+        phase("describe the parsed network (the engine cannot be inspected without a GPU)")
         # Deserializing needs a CUDA driver (TensorRT-RTX: cudaError 35 without one), so what the
         # engine was built from is read from the parsed network instead: the same I/O, and the
         # layers the builder compiled.
         structure = describe_network(trt, network)
         return BuiltEngine(serialized, structure.pop("io"), None, None, warnings, structure)
+    phase("inspect engine")
     try:
         runtime = trt.Runtime(logger)
         # Version-compatible engines embed the lean runtime (host code); TensorRT refuses to
