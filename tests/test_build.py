@@ -173,6 +173,16 @@ def test_build_without_tensorrt_runs_doctor_then_exits_2(tiny_export, workdir):
     assert not (workdir / "engines").exists()
 
 
+def test_build_target_rtx_without_tensorrt_rtx_exits_2(tiny_export, workdir, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)  # import raises ImportError, as when not installed
+    result = runner.invoke(app, ["build", str(tiny_export.path), "--target", "rtx"])
+    assert result.exit_code == 2, result.output
+    assert 'pip install "dvit-deploy[rtx]"' in result.output and "readiness check" in result.output
+    assert "Traceback" not in result.output and not (workdir / "engines").exists()
+
+
 def test_build_uses_newest_export_and_stops_on_blockers(workdir):
     result = runner.invoke(app, ["build", "--fp16"])
     assert result.exit_code == 2 and "run 'dvit export' first" in result.output
