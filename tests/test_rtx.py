@@ -211,7 +211,7 @@ def test_int32_bias_qdq_is_refused_by_the_parser_and_by_doctor(tiny_export, tmp_
     assert not [f for f in diagnose(out, "trt-11", real_parser=False).blockers if f.check == "Q/DQ"]  # TRT 11: a warning
 
 
-def test_turing_has_no_fp32_gemm(tiny_export, tmp_path):
+def test_turing_has_no_fp32_gemm(tiny_export, tiny_qdq, tmp_path):
     """NVIDIA's builder refuses our fp32 MatMuls for 7.5; dvit refuses it up front with the reason."""
     import tensorrt_rtx as trt
 
@@ -227,9 +227,9 @@ def test_turing_has_no_fp32_gemm(tiny_export, tmp_path):
     config.add_optimization_profile(profile)
     set_compute_capabilities(trt, config, ("7.5",))
     assert builder.build_serialized_network(network, config) is None
-    for precision in ("fp32", "fp16"):
+    for onnx_path, precision in ((tiny_export.path, "fp32"), (tiny_export.path, "fp16"), (tiny_qdq, "int8")):
         with pytest.raises(BadInput, match="Turing.*no FP32 GEMM"):
-            build_mod.build(tiny_export.path, target="rtx", output=tmp_path / "t.engine", precision=precision,
+            build_mod.build(onnx_path, target="rtx", output=tmp_path / "t.engine", precision=precision,
                             compute_capabilities=["7.5"])
 
 

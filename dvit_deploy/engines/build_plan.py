@@ -140,10 +140,10 @@ def make_plan(onnx_path: str | Path, onnx_manifest: dict[str, Any], *, trt_versi
     major = version[0]
     ccs = compute_capability_list(kind, compute_capabilities)
     turing = [cc for cc in ccs if cc in RTX_NO_FP32_GEMM]
-    if kind.name == "rtx" and turing and precision != "int8":
-        raise BadInput(f"--compute-capability {turing[0]} (Turing): TensorRT-RTX has no FP32 GEMM there, and a "
-                       f"{precision} dvit graph keeps fp32 MatMuls (the fp16 graph keeps the token predictors fp32); "
-                       "build for 8.0 and newer, or an int8 Q/DQ graph")
+    if kind.name == "rtx" and turing:
+        raise BadInput(f"--compute-capability {turing[0]} (Turing): TensorRT-RTX has no FP32 GEMM there, and every "
+                       "dvit graph keeps fp32 MatMuls (the fp16 graph keeps the token predictors fp32, a Q/DQ graph "
+                       "its unquantized MatMuls); build for 8.0 and newer")
     if kind.timing_cache_refusal and timing_cache is not None:
         raise BadInput(f"--timing-cache: {kind.timing_cache_refusal}")
     if not kind.hardware_compat and (hardware_compat != "none" or version_compatible):

@@ -259,7 +259,8 @@ RTX_COMPUTE_CAPABILITIES: Mapping[str, str] = {"7.5": "SM75", "8.0": "SM80", "8.
 RTX_DEFAULT_COMPUTE_CAPABILITIES = ("8.0", "8.6", "8.9", "12.0", "12.1")
 # Turing (7.5) has no FP32 GEMM in TensorRT-RTX 1.7 ("Cannot compile operation 'node_MatMul_13' for
 # Turing (SM75): FP32 GEMM is not supported", measured): every dvit graph keeps fp32 MatMuls (the
-# fp16 graph keeps the score predictors fp32), so only an int8 Q/DQ graph may target it.
+# fp16 graph keeps the score predictors fp32; an ORT Q/DQ graph leaves some MatMuls fp32 too, also
+# refused, measured), so no dvit graph may target it.
 RTX_NO_FP32_GEMM = ("7.5",)
 RTX_ENGINE_MAGIC = b"vtrt"  # the first bytes of every TensorRT-RTX 1.7 engine file (measured)
 
