@@ -34,7 +34,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 DATA = Path(__file__).parent / "data"
-VERSIONS = {"10.3": "tensorrt-api-10.3.json", "10.13": "tensorrt-api-10.13.json", "11.4": "tensorrt-api-11.4.json"}
+VERSIONS = {"10.3": "tensorrt-api-10.3.json", "10.13": "tensorrt-api-10.13.json", "11.4": "tensorrt-api-11.4.json",
+            # TensorRT-RTX: recorded from the real tensorrt_rtx 1.7.1.116 (module "tensorrt_rtx"); the
+            # real module is installed by [dev], so tests/test_tensorrt_api.py also checks it is unchanged.
+            "rtx-1.7": "tensorrt-api-rtx-1.7.json"}
 
 _INT_TYPES = {"int", "typing.SupportsInt", "SupportsInt", "typing.SupportsIndex"}
 _FLOAT_TYPES = {"float", "typing.SupportsFloat"}
@@ -103,21 +106,21 @@ class FakeEnum(FakeObject):
 
 class _FakeModuleType(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
-        raise AttributeError(f"module 'tensorrt' has no attribute '{name}'")
+        raise AttributeError(f"module '{self.__name__}' has no attribute '{name}'")
 
 
 class FakeTensorRT(_FakeModuleType):
     """``import tensorrt`` for one snapshot version. ``calls`` logs every checked call and set."""
 
     def __init__(self, version: str) -> None:
-        super().__init__("tensorrt")
         snap = load_snapshot(version)
+        super().__init__(snap.get("module", "tensorrt"))
         object.__setattr__(self, "_snap", snap)
         object.__setattr__(self, "_classes", {})
         object.__setattr__(self, "calls", [])
         object.__setattr__(self, "_behaviour", {})
         self.__version__ = snap["version"]
-        self.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
+        self.__spec__ = importlib.machinery.ModuleSpec(self.__name__, None)
         for qualname in sorted(snap["classes"], key=lambda q: q.count(".")):
             self._class(qualname)
         for qualname, cls in self._classes.items():

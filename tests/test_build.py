@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
-from dvit_deploy.engines.manifest import (
+from dvit_deploy.engines.build_plan import (
     DeviceInfo,
     compatibility_problem,
     engine_manifest,
@@ -97,7 +97,9 @@ def _manifest(trt="10.3.0", cc=(8, 7), compat="none", version_compatible=False, 
 
 def test_engine_manifest_records_what_was_built():
     m = _manifest()
-    assert m["tensorrt"] == {"version": "10.3.0", "major": 10, "strongly_typed": False}
+    assert m["tensorrt"] == {"version": "10.3.0", "major": 10, "strongly_typed": False, "flavour": "tensorrt",
+                             "product": "TensorRT", "module": "tensorrt"}
+    assert "rtx" not in m
     assert m["gpu"] == {"name": "Orin", "compute_capability": [8, 7], "platform": "aarch64"}
     assert m["builder"]["flags"] == ["FP16"] and m["builder"]["profiling_verbosity"] == "DETAILED"
     assert m["engine"]["sha256"] == "ab" and m["source_onnx"]["sha256"] == "cd"
@@ -169,6 +171,16 @@ def test_build_without_tensorrt_runs_doctor_then_exits_2(tiny_export, workdir):
     assert "readiness check" in result.output  # doctor ran first
     assert "Traceback" not in result.output
     assert not (workdir / "engines").exists()
+
+
+def test_build_target_rtx_without_tensorrt_rtx_exits_2(tiny_export, workdir, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)  # import raises ImportError, as when not installed
+    result = runner.invoke(app, ["build", str(tiny_export.path), "--target", "rtx"])
+    assert result.exit_code == 2, result.output
+    assert 'pip install "dvit-deploy[rtx]"' in result.output and "readiness check" in result.output
+    assert "Traceback" not in result.output and not (workdir / "engines").exists()
 
 
 def test_build_uses_newest_export_and_stops_on_blockers(workdir):

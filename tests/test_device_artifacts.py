@@ -20,6 +20,10 @@ import pytest
 from dvit_deploy.fileio import sha256_file
 from dvit_deploy.ship import TARGETS, make_bundle
 
+# Targets whose bundles build on the device with trtexec (and may carry Triton configs); the rtx target
+# ships TensorRT-RTX engines as built (tests/test_rtx.py).
+TRTEXEC_TARGETS = sorted(name for name, target in TARGETS.items() if target.flavour == "tensorrt")
+
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
                                        reason="tritonclient[grpc] is in the dev extra")
 from google.protobuf import text_format  # noqa: E402  (installed with tritonclient)
@@ -74,7 +78,7 @@ def check_triton_rules(config, onnx_manifest: dict) -> None:
         assert not config.HasField("dynamic_batching")
 
 
-@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize("target", TRTEXEC_TARGETS)
 @pytest.mark.parametrize("kind", ["fixed", "dynamic", "keep", "int8"])
 def test_every_triton_config_parses_as_model_config(models, tmp_path, target, kind):
     onnx = models[kind]
@@ -154,7 +158,7 @@ def flags_of(line: str) -> set[str]:
     return {m.group(1) for m in re.finditer(r"(?:^|[\s'\"])(--[A-Za-z0-9]+)", line)}
 
 
-@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize("target", TRTEXEC_TARGETS)
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_trtexec_lines_use_only_documented_flags(models, tmp_path, target, precision):
     allowed = set(FLAGS[TARGET_FLAGS[target]]["flags"])

@@ -168,7 +168,7 @@ print(json.dumps(sorted(m for m in ("torch", "timm", "torchvision", "onnx", "onn
 
 @pytest.mark.parametrize("module, also_free_of", [
     ("dvit_deploy.engines.targets", {"onnx", "onnxruntime", "tensorrt"}),
-    ("dvit_deploy.engines.manifest", {"onnx", "onnxruntime", "tensorrt"}),
+    ("dvit_deploy.engines.build_plan", {"onnx", "onnxruntime", "tensorrt"}),
     ("dvit_deploy.ship", {"onnx", "onnxruntime", "tensorrt"}),
     ("dvit_deploy.artifact", set()),
     ("dvit_deploy.artifact.names", set()),

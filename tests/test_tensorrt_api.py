@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 
 from dvit_deploy.engines import build as build_mod
-from dvit_deploy.engines import manifest as plans
+from dvit_deploy.engines import build_plan as plans
 from dvit_deploy.engines import trt_build
-from dvit_deploy.engines.manifest import DeviceInfo
+from dvit_deploy.engines.build_plan import DeviceInfo
 from dvit_deploy.errors import BadInput, DvitError
 
 from . import fake_cuda
@@ -391,7 +391,9 @@ def test_parser_rejection_reports_the_parser_errors(trt, tiny_export, tmp_path):
     trt.behave("OnnxParser.parse_from_file", lambda parser, path: False)
     trt.behave("OnnxParser.num_errors", lambda parser: 2)
     trt.behave("ParserError.desc", lambda error: "unsupported node")
-    with pytest.raises(CheckFailed, match="rejected .*unsupported node; unsupported node"):
+    trt.behave("ParserError.code", lambda error: trt.ErrorCode.UNSUPPORTED_NODE)
+    trt.behave("ParserError.node", lambda error: 7)
+    with pytest.raises(CheckFailed, match=r"rejected .*: node 7\b.*: unsupported node; node 7\b.*: unsupported node"):
         run_build(trt, onnx_of(tiny_export), tmp_path, verbose=True)
     assert [c[1] for c in trt.called("Logger.__init__")] == [(trt.Logger.VERBOSE,)]
     assert not trt.called("Builder.build_serialized_network") and not (tmp_path / "out.engine").exists()
@@ -409,3 +411,93 @@ def test_runner_refuses_a_buffer_tensorrt_rejects(trt, tiny_export, tmp_path, mo
         with pytest.raises(DvitError, match="refused the buffer for 'logits'"):
             runner.run(np.zeros((1, 3, 224, 224), np.float32))
         assert not trt.called("IExecutionContext.execute_async_v3")
+
+
+# -- TensorRT-RTX: the same builder and runner through the real tensorrt_rtx 1.7 API surface ----------------
+
+RTX_GPU = ("NVIDIA GeForce RTX 4090", (8, 9))
+
+
+@pytest.fixture
+def rtx(monkeypatch):
+    fake = make_fake("rtx-1.7")
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", fake)
+    monkeypatch.setattr(trt_build, "cuda_device", lambda index=0: pytest.fail("a TensorRT-RTX build asked for a GPU"))
+    return fake
+
+
+@pytest.mark.rtx
+def test_rtx_snapshot_is_the_installed_module():
+    """The recorded tensorrt_rtx surface is the real module's ([dev] installs tensorrt-rtx), so the fake
+    below is NVIDIA's API, and a new tensorrt-rtx release that changes it fails here first."""
+    import tensorrt_rtx
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+    try:
+        from tensorrt_api_snapshot import snapshot
+    finally:
+        sys.path.pop(0)
+    recorded = json.loads((Path(__file__).parent / "data" / "tensorrt-api-rtx-1.7.json").read_text())
+    live = json.loads(json.dumps(snapshot(tensorrt_rtx), sort_keys=True))
+    assert live["version"] == recorded["version"] and live["module"] == "tensorrt_rtx"
+    assert live == recorded
+
+
+def test_rtx_build_calls(rtx, tiny_export, tmp_path):
+    onnx = onnx_of(tiny_export)
+    result = build_mod.build(onnx, target="rtx", output=tmp_path / "out.engine", force=True,
+                             compute_capabilities=["8.6", "8.9"])
+    assert [c[1] for c in rtx.called("Builder.create_network")] == [()]  # strongly typed, no flags
+    assert flags(rtx, "set_flag") == [] and flags(rtx, "clear_flag") == ["TF32"]
+    assert [c[1][0] for c in rtx.called("IBuilderConfig.num_compute_capabilities=")] == [2]
+    assert [(c[1][0].name, c[1][1]) for c in rtx.called("IBuilderConfig.set_compute_capability")] == [
+        ("SM86", 0), ("SM89", 1)]
+    assert not rtx.called("IBuilderConfig.hardware_compatibility_level=")  # "unsupported in TensorRT-RTX"
+    assert not rtx.called("IBuilderConfig.create_timing_cache") and not rtx.called("Runtime.deserialize_cuda_engine")
+    assert result.manifest["rtx"]["compute_capabilities"] == ["8.6", "8.9"]
+    assert result.manifest["inputs"][0]["name"] == "images"  # the fake network has no I/O: the ONNX's
+
+
+def test_rtx_refused_compute_capability_is_one_error(rtx, tiny_export, tmp_path):
+    rtx.behave("IBuilderConfig.set_compute_capability", lambda config, cc, index: False)
+    with pytest.raises(DvitError, match="refused compute capability 8.6"):
+        build_mod.build(onnx_of(tiny_export), target="rtx", output=tmp_path / "out.engine",
+                        compute_capabilities=["8.6"])
+    assert not rtx.called("Builder.build_serialized_network")
+
+
+def _rtx_engine(rtx, onnx, tmp_path):
+    result = build_mod.build(onnx, target="rtx", output=tmp_path / "out.engine", force=True)
+    install_engine(rtx, engine_io(json.loads(onnx.with_suffix(".json").read_text()), token_outputs=False))
+    rtx.calls.clear()
+    return result
+
+
+def test_rtx_runner_jit_with_runtime_cache(rtx, tiny_export, tmp_path, monkeypatch):
+    from dvit_deploy.runtime.trt_runner import TensorRTRunner
+
+    fake_cuda.install(monkeypatch, name=RTX_GPU[0], cc=RTX_GPU[1])
+    result = _rtx_engine(rtx, onnx_of(tiny_export), tmp_path)
+    cache_file = result.engine_path.with_suffix(".runtime-cache")
+    with TensorRTRunner(result.engine_path, result.manifest, device="cuda") as runner:
+        assert runner.run(np.zeros((2, 3, 224, 224), np.float32)).logits.shape == (2, 10)
+        assert rtx.called("ICudaEngine.create_runtime_config") and rtx.called("IRuntimeConfig.set_runtime_cache")
+        (context_args,) = [c[1] for c in rtx.called("ICudaEngine.create_execution_context")]
+        assert type(context_args[0]).__name__ == "IRuntimeConfig"
+        assert not rtx.called("IRuntimeCache.deserialize")  # no cache file yet
+    assert cache_file.read_bytes() == b"fake IRuntimeCache.serialize"  # saved on close
+    rtx.calls.clear()
+    with TensorRTRunner(result.engine_path, result.manifest, device="cuda"):
+        assert [bytes(c[1][0]) for c in rtx.called("IRuntimeCache.deserialize")] == [b"fake IRuntimeCache.serialize"]
+
+
+@pytest.mark.parametrize("cc, match", [((9, 0), "no target for it"), ((8, 6), "rebuild with --compute-capability 8.6")])
+def test_rtx_runner_refuses_a_gpu_the_engine_was_not_built_for(rtx, tiny_export, tmp_path, monkeypatch, cc, match):
+    from dvit_deploy.runtime.trt_runner import TensorRTRunner
+
+    fake_cuda.install(monkeypatch, name="NVIDIA H100", cc=cc)
+    result = build_mod.build(onnx_of(tiny_export), target="rtx", output=tmp_path / "o.engine", force=True,
+                             compute_capabilities=["8.9", "12.0"])
+    with pytest.raises(BadInput, match=match):
+        TensorRTRunner(result.engine_path, result.manifest, device="cuda").load()
+    assert not rtx.called("Runtime.deserialize_cuda_engine")

@@ -36,7 +36,8 @@ import re
 import sys
 from typing import Any
 
-_PREFIXES = ("tensorrt_bindings.tensorrt.", "tensorrt_bindings.", "tensorrt.tensorrt.", "tensorrt.")
+_PREFIXES = ("tensorrt_rtx_bindings.tensorrt_rtx.", "tensorrt_rtx_bindings.", "tensorrt_rtx.", "tensorrt_bindings.tensorrt.",
+             "tensorrt_bindings.", "tensorrt.tensorrt.", "tensorrt.")
 _PAIRS = {"(": ")", "[": "]", "<": ">", "{": "}"}
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -47,7 +47,10 @@ def build(
     hardware_compat: str = typer.Option("none", "--hardware-compat", help="none, ampere+ or same-cc."),
     version_compatible: bool = typer.Option(False, "--version-compatible", help="Engine runs on later TensorRT of the same major."),
     strongly_typed: bool = typer.Option(False, "--strongly-typed", help="TensorRT 10: build strongly typed (fp16 via the converted graph, as on 11)."),
-    target: Optional[str] = typer.Option(None, "--target", help=f"Doctor target \\[default: from the installed TensorRT; {', '.join(TARGETS)}]."),
+    target: Optional[str] = typer.Option(None, "--target", help="rtx: a TensorRT-RTX engine, built ahead of time on any machine "
+                                         f"(no GPU needed). Else the doctor target \\[default: from the installed TensorRT; {', '.join(t for t in TARGETS if t != 'rtx')}]."),
+    compute_capability: Optional[List[str]] = typer.Option(None, "--compute-capability", help="--target rtx: GPUs the engine is compiled for, e.g. 8.6,8.9 "
+                                                           "\\[default: TensorRT-RTX's own set, 8.0/8.6/8.9/12.0/12.1; 7.5 must be asked for]."),
     onnx_only: bool = typer.Option(False, "--onnx-only", help="With --fp16: only write and check the mixed-precision ONNX (no TensorRT needed)."),
     verbose: bool = typer.Option(False, "--verbose", help="TensorRT verbose log."),
     force: bool = FORCE_OPTION,
@@ -70,11 +73,13 @@ def build(
                                   keep_range=_keep_range(keep_range), workspace_mb=workspace, optimization_level=opt_level,
                                   hardware_compat=hardware_compat, version_compatible=version_compatible,
                                   timing_cache=timing_cache, strongly_typed=strongly_typed, int8_fp16=int8_fp16,
-                                  on_phase=on_phase,
+                                  on_phase=on_phase, compute_capabilities=compute_capability,
                                   verbose=verbose)
     except MissingDependency as exc:
         if exc.package == "tensorrt":
             raise MissingDependency("tensorrt", "tensorrt", "dvit build") from None
+        if exc.package == "tensorrt_rtx":
+            raise MissingDependency("tensorrt_rtx", "rtx", "dvit build --target rtx") from None
         raise
     if json_output:
         emit_json({"passed": True, "engine": None if result.engine_path is None else str(result.engine_path),
@@ -94,8 +99,12 @@ def build(
         out.print(styled("[green]wrote[/] {} (TensorRT 11 fp16 build input; checked in ONNX Runtime)", result.fp16_onnx))
         return
     m = result.manifest
-    rows = [("TensorRT", m["tensorrt"]["version"] + (" (strongly typed)" if m["tensorrt"]["strongly_typed"] else "")),
-            ("GPU", f"{m['gpu']['name']} (sm {'.'.join(map(str, m['gpu']['compute_capability']))})"),
+    rtx = m.get("rtx")
+    product = m["tensorrt"].get("product", "TensorRT")
+    gpu_row = (("GPUs", f"sm {', '.join(rtx['compute_capabilities'])} ({rtx['source']}); built without a GPU")
+               if rtx else ("GPU", f"{m['gpu']['name']} (sm {'.'.join(map(str, m['gpu']['compute_capability']))})"))
+    rows = [(product, m["tensorrt"]["version"] + (" (strongly typed)" if m["tensorrt"]["strongly_typed"] else "")),
+            gpu_row,
             ("precision", m["precision"]),
             ("profiles", "; ".join(f"{p['name']} {p['min']}..{p['max']} (opt {p['opt']})" for p in m["profiles"])),
             ("build time", f"{result.seconds.get('build', 0):.1f} s")]
@@ -104,5 +113,10 @@ def build(
                      result.manifest_path.name + (f", {m['inspector']}" if m.get("inspector") else "")))
     for line in result.warnings:  # post-build problems that did not cost the engine (inspection, timing cache)
         warn(line)
+    if rtx:
+        notes([f"a TensorRT-RTX engine JIT-compiles on its first run on an RTX GPU (sm {', '.join(rtx['compute_capabilities'])}) "
+               f"and keeps {rtx['runtime_cache']} beside it; it needs TensorRT-RTX {m['tensorrt']['version']} there",
+               "this build proves NVIDIA's parser and builder accept the graph and profiles, not numerics or speed"])
+        return
     notes([f"engines are tied to this GPU and TensorRT {m['tensorrt']['version']}; "
            "other machines rebuild (or use --hardware-compat / --version-compatible)"])

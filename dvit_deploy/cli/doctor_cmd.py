@@ -1,4 +1,5 @@
-"""`dvit doctor`: will TensorRT's ONNX parser take this graph? Works without TensorRT or a GPU."""
+"""`dvit doctor`: will TensorRT's ONNX parser take this graph? Works without TensorRT or a GPU; runs NVIDIA's
+TensorRT-RTX parser too where ``tensorrt_rtx`` is installed."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def doctor(
                                help=f"TensorRT parser to check against: {', '.join(TARGETS)}."),
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Static TensorRT readiness report: operators, opset, TopK, int64, Attention, external data, profiles."""
+    """TensorRT readiness report: operators, opset, TopK, int64, Attention, external data, profiles; with
+    tensorrt-rtx installed also NVIDIA's real parser (each error with its node)."""
     path = artifact_or_default(onnx_path, (".onnx",))
     report = doctor_lib.diagnose(path, target)
     if json_output:

@@ -59,7 +59,8 @@ def package(
     out.print(styled("[green]wrote[/] {}", f"{result.folder}" + (f" and {result.archive}" if result.archive else "")))
     if result.triton_models:
         out.print(f"Triton models: {', '.join(result.triton_models)} (tritonserver --model-repository={result.folder}/triton)")
-    out.print(f"on the device: sha256sum -c SHA256SUMS && ./build_on_device.sh  (or: dvit verify {result.folder})")
+    step = "./run_on_device.sh" if result.target == "rtx" else "sha256sum -c SHA256SUMS && ./build_on_device.sh"
+    out.print(f"on the device: {step}  (or: dvit verify {result.folder})")
 
 
 @handle_errors

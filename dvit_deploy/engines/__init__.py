@@ -2,7 +2,7 @@
 plans, builds.
 
 ``targets.py`` (every TensorRT fact: parser and device targets, precision flags, engine names,
-compatibility) and ``manifest.py`` (plans, profiles, engine manifests) need neither torch nor
+compatibility) and ``build_plan.py`` (plans, profiles, engine manifests) need neither torch nor
 onnx; ``doctor.py`` and ``fp16.py`` need onnx; only ``trt_build.py`` (and
 ``runtime/trt_runner.py``) import ``tensorrt``, lazily. The names below load on first use, so
 importing one submodule does not import the others.
@@ -18,8 +18,8 @@ _EXPORTS = {
     "DoctorReport": "doctor",
     "diagnose": "doctor",
     "convert_to_mixed_precision": "fp16",
-    "BuildPlan": "manifest",
-    "make_plan": "manifest",
+    "BuildPlan": "build_plan",
+    "make_plan": "build_plan",
     "compatibility_problem": "targets",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -22,7 +22,7 @@ from ..artifact.store import default_artifact, engines_dir, load_manifest
 from ..deps import package_present
 from .doctor import QDQ_OPS, DoctorReport, diagnose
 from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision, fixed_batch
-from .targets import parser_target_for
+from .targets import BUILD_FLAVOURS, build_flavour, parser_target_for
 
 FP16_SUFFIX = "-fp16mixed"
 
@@ -140,9 +140,12 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
           keep_range: tuple[float, float] | None = None, workspace_mb: int = 4096, optimization_level: int = 3,
           hardware_compat: str = "none", version_compatible: bool = False, timing_cache: str | Path | None = None,
           strongly_typed: bool = False, int8_fp16: bool = False, on_phase: Callable[[str], None] | None = None,
-          verbose: bool = False) -> BuildResult:
+          verbose: bool = False, compute_capabilities: list[str] | tuple[str, ...] | None = None) -> BuildResult:
+    """``target``: a doctor (parser) target, or ``rtx`` for a TensorRT-RTX engine (any machine, no GPU)."""
     phase = on_phase or (lambda name: None)
     seconds: dict[str, float] = {}
+    kind = build_flavour(next((f.name for f in BUILD_FLAVOURS.values() if f.parser_target and f.parser_target == target),
+                              "tensorrt"))
     source, onnx_manifest = resolve_onnx(onnx_path)
     # Option mistakes are reported before the doctor runs.
     precision, already_fp16 = resolve_precision(onnx_manifest, precision)
@@ -155,18 +158,23 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
     if precision == "int8":
         require_qdq(source)
     if timing_cache is not None and not onnx_only:
+        if kind.timing_cache_refusal:
+            raise BadInput(f"--timing-cache: {kind.timing_cache_refusal}")
         timing_cache = check_timing_cache(timing_cache)
 
-    from . import manifest as plans  # pure: no TensorRT
+    from . import build_plan as plans  # pure: no TensorRT
+    from .targets import compute_capability_list
     from .trt_build import import_tensorrt
 
+    compute_capability_list(kind, compute_capabilities)  # a bad value is refused before any work
     trt_version = None
-    if package_present("tensorrt") and not onnx_only:
+    if kind.name == "tensorrt" and package_present("tensorrt") and not onnx_only:
         trt_version = str(import_tensorrt().__version__)
 
     phase("readiness check (dvit doctor)")
     start = time.perf_counter()
-    report = diagnose(source, doctor_target_for(trt_version, target))
+    # The builder runs NVIDIA's parser itself (its errors name their nodes), so doctor stays static here.
+    report = diagnose(source, kind.parser_target or doctor_target_for(trt_version, target), real_parser=False)
     seconds["doctor"] = time.perf_counter() - start
     if not report.passed:
         raise CheckFailed(f"{len(report.blockers)} blocker(s) for {report.target.name}: "
@@ -181,11 +189,13 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
         seconds["fp16"] = time.perf_counter() - start
         return BuildResult(None, None, manifest, report, out, manifest["fp16_conversion"], seconds)
 
-    trt = import_tensorrt()  # MissingDependency (exit 2) names the extra to install
+    trt = import_tensorrt(kind.name)  # MissingDependency (exit 2) names the extra to install
     from .trt_build import build_engine, cuda_device
 
-    device = cuda_device()
-    plan = plans.make_plan(source, onnx_manifest, trt_version=trt.__version__, gpu_name=device.name,
+    device = cuda_device() if kind.needs_gpu_to_build else None  # TensorRT-RTX compiles ahead of time
+    plan = plans.make_plan(source, onnx_manifest, trt_version=trt.__version__,
+                           gpu_name=device.name if device is not None else "",
+                           flavour=kind.name, compute_capabilities=compute_capabilities,
                            precision=precision, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
                            keep_range=keep_range, workspace_mb=workspace_mb, optimization_level=optimization_level,
                            hardware_compat=hardware_compat, version_compatible=version_compatible,
@@ -213,12 +223,13 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
         plan, engine_path=engine_path, engine_sha256=sha256_file(engine_path), engine_bytes=len(built.serialized),
         onnx_manifest=onnx_manifest, onnx_sha256=sha256_file(source), built_from=built_from,
         trt_version=trt.__version__, device=device, io_tensors=built.io_tensors,
-        build_seconds=seconds["build"], inspector_file=inspector_file, doctor=report.to_dict())
+        build_seconds=seconds["build"], inspector_file=inspector_file, doctor=report.to_dict(),
+        network=built.network)
     if fp16_info is not None:
         manifest["fp16_conversion"] = fp16_info
     if built.io_tensors:
         manifest.update(plans.io_description(built.io_tensors))
-    else:  # not inspected: the ONNX's own I/O description, said so in the warnings
+    else:  # not inspected, no network I/O: the ONNX's own I/O description, said so in the warnings
         manifest.update({"inputs": onnx_manifest.get("inputs", []), "outputs": onnx_manifest.get("outputs", [])})
     if plan.precision == "int8":
         manifest["builder"]["int8_fp16_fallback"] = int8_fp16

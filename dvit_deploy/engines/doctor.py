@@ -5,8 +5,11 @@ The operator tables are data transcribed from NVIDIA's "Supported ONNX Operators
 operators and restrictions, the 10.0 edition for the opset range of older 10.x parsers, and the
 TensorRT 11 "ONNX Opset Guide" (maximum opset 25). ``trt-10.3`` (JetPack 6) is checked against
 the 10.x table with the 10.0 opset limit (20), which also keeps out the opset-23 ``Attention``
-op that needs parser >= 10.14. The targets themselves (opset limits, Attention) are rows of the
-TensorRT target table, ``engines/targets.py``.
+op that needs parser >= 10.14. The targets themselves (opset limits, Attention, what TensorRT-RTX's
+parser lacks) are rows of the TensorRT target table, ``engines/targets.py``.
+
+Where ``tensorrt_rtx`` is installed the static verdict is joined by NVIDIA's real parser
+(``_check_with_nvidia_parser``): tests/test_rtx.py holds the two to agreement on our graphs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ..deps import package_present
 from ..errors import BadInput
 from ..export.graph import constant_values
 from .targets import DEFAULT_PARSER_TARGET, PARSER_TARGETS, ParserTarget
@@ -78,6 +82,7 @@ class DoctorReport:
     op_counts: dict[str, int] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     profile_needs: list[dict[str, Any]] = field(default_factory=list)  # dynamic dims / shape inputs
+    real_parser: dict[str, Any] | None = None  # NVIDIA's parser's verdict, when it ran
 
     @property
     def blockers(self) -> list[Finding]:
@@ -94,17 +99,22 @@ class DoctorReport:
         return {
             "passed": self.passed,
             "model": self.model,
-            "target": self.target.__dict__,
+            "target": {k: sorted(v) if isinstance(v, frozenset) else v for k, v in self.target.__dict__.items()},
             "opset": self.opset,
             "op_counts": self.op_counts,
             "blockers": len(self.blockers),
             "findings": [f.to_dict() for f in self.findings],
             "profile_needs": self.profile_needs,
+            "real_parser": self.real_parser,
         }
 
 
-def diagnose(path: str | Path, target: str = DEFAULT_TARGET) -> DoctorReport:
-    """Check an ONNX file (weights may live in external data files) against a TensorRT target."""
+def diagnose(path: str | Path, target: str = DEFAULT_TARGET, *, real_parser: bool | None = None) -> DoctorReport:
+    """Check an ONNX file (weights may live in external data files) against a TensorRT target.
+
+    ``real_parser``: also parse with NVIDIA's TensorRT-RTX parser (``tensorrt_rtx``, no GPU
+    needed) and report each parser error with its node; None: when ``tensorrt_rtx`` is installed.
+    """
     if target not in TARGETS:
         raise BadInput(f"unknown --target '{target}'; choose one of {', '.join(TARGETS)}")
     path = Path(path)
@@ -114,7 +124,38 @@ def diagnose(path: str | Path, target: str = DEFAULT_TARGET) -> DoctorReport:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise BadInput(f"{path} is not an ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    return diagnose_model(model, TARGETS[target], folder=path.parent, name=str(path))
+    report = diagnose_model(model, TARGETS[target], folder=path.parent, name=str(path))
+    if real_parser is None:
+        real_parser = package_present("tensorrt_rtx")
+    if real_parser:
+        _check_with_nvidia_parser(report, path)
+    return report
+
+
+REAL_PARSER_CHECK = "NVIDIA parser"
+
+
+def _check_with_nvidia_parser(report: DoctorReport, path: Path) -> None:
+    """Parse with TensorRT-RTX's real ONNX parser. Its errors are blockers for the ``rtx`` target and
+    warnings for TensorRT 10/11 (the same onnx-tensorrt importer, but TensorRT ships the plugins
+    TensorRT-RTX lacks, see ``targets.RTX_LACKS_OPS``)."""
+    from .trt_build import format_parser_error, parse_onnx
+
+    result = parse_onnx(path, "rtx")
+    report.real_parser = {"product": result.product, "version": result.version, "parsed": result.parsed,
+                          "errors": result.errors,
+                          "topk_layers": None if result.network is None else len(result.network["topk"]),
+                          "layers": None if result.network is None else result.network["layers"]}
+    label = f"{result.product} {result.version}"
+    if result.parsed:
+        net = result.network or {}
+        report.add("info", REAL_PARSER_CHECK, f"{label}'s ONNX parser parsed it: {net.get('layers', 0)} layers, "
+                                              f"{len(net.get('topk', []))} TopK, "
+                                              f"{(net.get('layer_counts') or {}).get('GATHER', 0)} Gather")
+        return
+    severity = "blocker" if report.target.name == "rtx" else "warning"
+    for error in result.errors or [{"desc": "parse failed without an error message", "node": -1}]:
+        report.add(severity, REAL_PARSER_CHECK, f"{label}'s parser refused {format_parser_error(error)}")
 
 
 def diagnose_model(model: onnx.ModelProto, target: Target, *, folder: Path | None = None,
@@ -158,6 +199,10 @@ def _check_ops(report: DoctorReport, graph: onnx.GraphProto) -> None:
         elif op == "Attention" and not report.target.attention_op:
             report.add("blocker", "operators", f"Attention ({count}×) needs TensorRT >= 10.14; "
                                                f"export with opset <= 22 for {report.target.name}")
+        elif op in report.target.lacks_ops:
+            report.add("blocker", "operators", f"{op} ({count}×) is not imported by the {report.target.name} parser "
+                                               "(TensorRT imports it through a plugin or not at all, and TensorRT-RTX "
+                                               "ships no plugins)")
         elif op in UNSUPPORTED_OPS:
             report.add("blocker", "operators", f"{op} ({count}×) is not supported by the TensorRT ONNX parser")
         elif op not in SUPPORTED_OPS:
@@ -268,7 +313,11 @@ def _check_qdq(report: DoctorReport, model: onnx.ModelProto, opset: int | None) 
     if no_axis:
         report.add("warning", "Q/DQ", f"{len(no_axis)} per-channel Q/DQ node(s) do not name their axis, e.g. "
                                       f"{no_axis[0]} (ONNX then uses axis 1): give it explicitly")
-    if wide:
+    if wide and not report.target.int32_dequantize:
+        report.add("blocker", "Q/DQ", f"{len(wide)} DequantizeLinear node(s) read int32 data (a quantized bias), e.g. "
+                                      f"{wide[0]}: the {report.target.name} parser dequantizes FP8/FP4/Int4/Int8/UInt8 "
+                                      "only; quantize without the bias (ORT QuantizeBias=False; dvit quantize does)")
+    elif wide:
         report.add("warning", "Q/DQ", f"{len(wide)} DequantizeLinear node(s) read int32 data (a quantized bias), e.g. "
                                       f"{wide[0]}: TensorRT quantizes activations and weights only; quantize "
                                       "without the bias")

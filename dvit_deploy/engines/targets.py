@@ -12,6 +12,10 @@
 * **Precision**: how each precision is obtained per TensorRT major (``BuilderFlag`` names for
   ``dvit build``, the same decision spelled as trtexec flags for ``build_on_device.sh``).
 * **Compatibility**: which TensorRT version, platform and GPU may deserialize an engine.
+* **Build flavours** (``dvit build --target rtx``): TensorRT and TensorRT-RTX share one builder
+  (``trt_build.py``); what differs (module, typing, flags, compute capabilities, timing cache,
+  what needs a GPU) is a row of ``BUILD_FLAVOURS``, and where TensorRT-RTX's parser legitimately
+  differs from TensorRT 10.x/11.x it is a field of its parser target (``rtx``).
 """
 
 from __future__ import annotations
@@ -55,6 +59,10 @@ def same_tensorrt_release(version: str, release: str) -> bool:
 # Parser targets (dvit doctor)
 
 TRT10_OLDEST_MAX_OPSET = 20  # the 10.0 edition of operators.md: what every 10.0-10.3 parser reads
+# Listed as supported by operators.md but refused by TensorRT-RTX 1.7's parser: NonZero and RoiAlign
+# are plugin-backed (no plugin registry in TensorRT-RTX), DeformConv is not in its importer
+# (OnnxParser.supports_operator says False).
+RTX_LACKS_OPS = frozenset({"NonZero", "RoiAlign", "DeformConv"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,12 @@ class ParserTarget:
     max_opset: int
     attention_op: bool  # ONNX Attention (opset 23) needs parser >= 10.14
     source: str
+    # Ops the operator table lists as supported that this parser still refuses (TensorRT-RTX).
+    lacks_ops: frozenset[str] = frozenset()
+    # Whether a DequantizeLinear may read int32 data (ORT's quantized biases). TensorRT 10/11:
+    # a warning (TensorRT quantizes weights and activations only); TensorRT-RTX's parser refuses it.
+    int32_dequantize: bool = True
+    enforces_opset: bool = True  # False: the parser itself does not refuse an opset (doctor still does)
 
 
 PARSER_TARGETS: dict[str, ParserTarget] = {
@@ -78,6 +92,14 @@ PARSER_TARGETS: dict[str, ParserTarget] = {
                      "onnx-tensorrt operators.md, TensorRT 10.15 edition (opset 9-24)"),
         ParserTarget("trt-11", "TensorRT 11.x", 9, 25, True,
                      "NVIDIA ONNX Opset Guide for TensorRT 11.x (max opset 25) + operators.md"),
+        # TensorRT-RTX 1.7: its parser is onnx-tensorrt's, but TensorRT-RTX ships no plugin library,
+        # so ops the parser imports through a plugin fail ("plugin was not found in the plugin
+        # registry"); measured with the real tensorrt_rtx 1.7.1.116 parser (tests/test_rtx.py).
+        # It parses any opset a node claims (even 30), so the opset range is TensorRT 11's
+        # documented one, kept by doctor, not by the parser.
+        ParserTarget("rtx", "TensorRT-RTX 1.7 (RTX GPUs; engines built ahead of time, no GPU needed)", 9, 25, True,
+                     "TensorRT 11.x ONNX Opset Guide + the real tensorrt_rtx 1.7.1 parser",
+                     lacks_ops=RTX_LACKS_OPS, int32_dequantize=False, enforces_opset=False),
     )
 }
 DEFAULT_PARSER_TARGET = "trt-10"
@@ -115,6 +137,7 @@ class DeviceTarget:
     strongly_typed: bool  # TensorRT 11: no --fp16 builder flag; precision comes from the graph
     trtexec: str  # where trtexec usually lives on the target
     compute_capability: str | None = None  # fixed for an embedded GPU, None for discrete GPUs
+    flavour: str = "tensorrt"  # "rtx": ships TensorRT-RTX engines built ahead of time (no device build)
 
     @property
     def tensorrt_major(self) -> int:
@@ -122,7 +145,7 @@ class DeviceTarget:
 
     @property
     def parser_target(self) -> ParserTarget:
-        return PARSER_TARGETS[parser_target_for(self.tensorrt)]
+        return PARSER_TARGETS["rtx" if self.flavour == "rtx" else parser_target_for(self.tensorrt)]
 
 
 def _device(name: str, description: str, arch: str, tensorrt: str, trtexec: str,
@@ -141,6 +164,10 @@ DEVICE_TARGETS: dict[str, DeviceTarget] = {
         _device("x86-trt10", "x86-64 server or workstation GPU with TensorRT 10.x", "x86_64", "10", "trtexec"),
         _device("x86-trt11", "x86-64 GPU with TensorRT 11.x (strongly typed builds only)", "x86_64", "11",
                 "trtexec"),
+        # TensorRT-RTX engines are built ahead of time anywhere (dvit build --target rtx) and shipped as
+        # they are; the device JIT-compiles them on first run. Release "1.7": the engine's TensorRT-RTX.
+        DeviceTarget("rtx", "RTX desktop, laptop or workstation GPU (sm 8.0-12.x; Linux or Windows) with "
+                     "TensorRT-RTX 1.7", "x86_64", "1.7", 25, True, "tensorrt_rtx", None, "rtx"),
     )
 }
 
@@ -218,6 +245,120 @@ def trtexec_flags(strategy: PrecisionStrategy) -> list[str]:
     if strategy.strongly_typed:
         args.append("--stronglyTyped")
     return args
+
+
+# --------------------------------------------------------------------------------------------
+# Build flavours: TensorRT and TensorRT-RTX through the one builder (trt_build.py)
+
+# --compute-capability value -> tensorrt_rtx.ComputeCapability member (1.7.1: no Hopper 9.0, no
+# Jetson Orin 8.7: TensorRT-RTX is for RTX desktop/workstation GPUs).
+RTX_COMPUTE_CAPABILITIES: Mapping[str, str] = {"7.5": "SM75", "8.0": "SM80", "8.6": "SM86", "8.9": "SM89",
+                                               "12.0": "SM120", "12.1": "SM121"}
+# What an engine covers when none is asked for: NVIDIA's "CPU-Only AOT" page, "by default ... 8.0,
+# 8.6, 8.9, 12.0, and later"; Turing (7.5) must be asked for.
+RTX_DEFAULT_COMPUTE_CAPABILITIES = ("8.0", "8.6", "8.9", "12.0", "12.1")
+# Turing (7.5) has no FP32 GEMM in TensorRT-RTX 1.7 ("Cannot compile operation 'node_MatMul_13' for
+# Turing (SM75): FP32 GEMM is not supported", measured): every dvit graph keeps fp32 MatMuls (the
+# fp16 graph keeps the score predictors fp32; an ORT Q/DQ graph leaves some MatMuls fp32 too, also
+# refused, measured), so no dvit graph may target it.
+RTX_NO_FP32_GEMM = ("7.5",)
+RTX_ENGINE_MAGIC = b"vtrt"  # the first bytes of every TensorRT-RTX 1.7 engine file (measured)
+
+
+@dataclass(frozen=True)
+class BuildFlavour:
+    """One TensorRT product as ``dvit build`` drives it (a row of ``BUILD_FLAVOURS``)."""
+
+    name: str  # "tensorrt" | "rtx"
+    product: str  # what messages call it
+    module: str  # the Python module
+    extra: str  # pip install "dvit-deploy[<extra>]"
+    parser_target: str | None  # doctor target; None: from the installed TensorRT's version
+    always_strongly_typed: bool  # False: TensorRT 10 is weakly typed unless asked (11 always is)
+    needs_gpu_to_build: bool  # TensorRT: builds for the GPU it runs on; TensorRT-RTX: AOT, none needed
+    needs_gpu_to_inspect: bool  # deserialize / get_engine_validity need a CUDA driver and a GPU
+    compute_capabilities: Mapping[str, str]  # --compute-capability values it accepts (empty: not an option)
+    default_compute_capabilities: tuple[str, ...]
+    timing_cache_refusal: str | None  # why --timing-cache is refused; None: supported
+    hardware_compat: bool  # --hardware-compat / --version-compatible apply
+    engine_tag: str | None  # the engine name's <where>; None: the build GPU's tag
+    engine_magic: bytes | None
+    runtime_cache: bool  # engines JIT-compile on first run and keep a runtime cache file
+
+    def precision_major(self, major: int) -> int:
+        """The TensorRT major whose precision rules apply: TensorRT-RTX is typed like TensorRT 11."""
+        return 11 if self.always_strongly_typed and major < 10 else major
+
+
+BUILD_FLAVOURS: dict[str, BuildFlavour] = {
+    f.name: f
+    for f in (
+        BuildFlavour("tensorrt", "TensorRT", "tensorrt", "tensorrt", None, False, True, False, {}, (), None, True,
+                     None, None, False),
+        BuildFlavour("rtx", "TensorRT-RTX", "tensorrt_rtx", "rtx", "rtx", True, False, True,
+                     RTX_COMPUTE_CAPABILITIES, RTX_DEFAULT_COMPUTE_CAPABILITIES,
+                     "TensorRT-RTX builds ahead of time without a GPU, and a timing cache makes that step query "
+                     "for one (NVIDIA's release notes): build without --timing-cache", False, "rtx",
+                     RTX_ENGINE_MAGIC, True),
+    )
+}
+
+
+def build_flavour(name: str | None) -> BuildFlavour:
+    try:
+        return BUILD_FLAVOURS[name or "tensorrt"]
+    except KeyError:
+        raise BadInput(f"unknown build flavour '{name}'; known: {', '.join(BUILD_FLAVOURS)}") from None
+
+
+def flavour_of(manifest: Mapping[str, Any]) -> BuildFlavour:
+    """The flavour an engine manifest records (manifests before TensorRT-RTX: plain TensorRT)."""
+    trt = manifest.get("tensorrt") or {}
+    return build_flavour(trt.get("flavour") if isinstance(trt, Mapping) else None)
+
+
+def compute_capability_list(flavour: BuildFlavour, requested: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The --compute-capability values, checked; empty when none was asked (the builder's default)."""
+    if not requested:
+        return ()
+    if not flavour.compute_capabilities:
+        raise BadInput(f"--compute-capability applies to TensorRT-RTX builds (--target rtx); {flavour.product} builds "
+                       "for the GPU it runs on")
+    values = []
+    for item in requested:
+        for value in str(item).replace(" ", "").split(","):
+            if not value:
+                continue
+            value = value.lower().removeprefix("sm").replace("_", "")
+            if "." not in value and value.isdigit() and len(value) >= 2:
+                value = f"{value[:-1]}.{value[-1]}"  # sm86 / 86 -> 8.6
+            if value not in flavour.compute_capabilities:
+                raise BadInput(f"--compute-capability {item}: {flavour.product} builds for "
+                               f"{', '.join(flavour.compute_capabilities)} (no Hopper 9.0 or Jetson Orin 8.7)")
+            if value not in values:
+                values.append(value)
+    return tuple(values)
+
+
+def rtx_compatibility_problem(manifest: Mapping[str, Any], *, rtx_version: str, compute_capability: tuple[int, int],
+                              gpu_name: str) -> str | None:
+    """None when a TensorRT-RTX engine may load on this GPU, else one line saying why not.
+
+    A TensorRT-RTX engine is built for a list of compute capabilities (AOT), not for one GPU, and
+    is portable between Linux and Windows; it loads with the TensorRT-RTX version that built it.
+    """
+    built = str((manifest.get("tensorrt") or {}).get("version", "?"))
+    if built != rtx_version:
+        return (f"engine was built with TensorRT-RTX {built}, this machine has TensorRT-RTX {rtx_version}: rebuild "
+                "it with dvit build --target rtx (any machine, no GPU needed)")
+    covers = [str(c) for c in ((manifest.get("rtx") or {}).get("compute_capabilities") or ())]
+    here = f"{compute_capability[0]}.{compute_capability[1]}"
+    if covers and here not in covers:
+        return (f"engine was built for compute capability {', '.join(covers)}; this GPU {gpu_name} is sm {here}"
+                + (": TensorRT-RTX has no target for it (RTX GPUs only: no Hopper, no Jetson)"
+                   if here not in RTX_COMPUTE_CAPABILITIES else
+                   f": rebuild with --compute-capability {here}"))
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,6 +457,16 @@ def compatibility_problem(manifest: Mapping[str, Any], *, trt_version: str, devi
 
 
 __all__ = [
+    "BUILD_FLAVOURS",
+    "BuildFlavour",
+    "RTX_COMPUTE_CAPABILITIES",
+    "RTX_DEFAULT_COMPUTE_CAPABILITIES",
+    "RTX_ENGINE_MAGIC",
+    "RTX_NO_FP32_GEMM",
+    "build_flavour",
+    "compute_capability_list",
+    "flavour_of",
+    "rtx_compatibility_problem",
     "DEFAULT_PARSER_TARGET",
     "DEVICE_TARGETS",
     "HARDWARE_COMPAT",

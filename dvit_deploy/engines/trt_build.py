@@ -1,6 +1,6 @@
 """The TensorRT boundary for building: a ``BuildPlan`` in, a serialized engine out.
 
-Every decision (flags per version, profiles, names) is made in ``manifest.py`` and ``targets.py``
+Every decision (flags per version, profiles, names) is made in ``build_plan.py`` and ``targets.py``
 and unit-tested without TensorRT; this module only performs the documented Python API calls:
 
 * ``trt.Builder(logger).create_network(flags)`` — TensorRT 10: ``flags = 0`` (weakly typed) or
@@ -21,8 +21,15 @@ and unit-tested without TensorRT; this module only performs the documented Pytho
   ``create_engine_inspector().get_engine_information(LayerInformationFormat.JSON)``, whose failures
   are warnings.
 
-Every name used here is checked against NVIDIA's bindings for 10.3, 10.13 and 11.4 by
-``tests/test_tensorrt_api.py`` (API-surface conformance, see docs/tensorrt.md).
+TensorRT-RTX (``plan.flavour == "rtx"``, module ``tensorrt_rtx``) goes through the same calls; what
+differs is a row of ``targets.BUILD_FLAVOURS``: ``create_network()`` (strongly typed only), the
+target compute capabilities (``num_compute_capabilities`` + ``set_compute_capability``), no timing
+cache, and no engine inspection (deserializing needs a CUDA driver): the I/O and the TopK/Gather
+structure are then read from the parsed network (``describe_network``).
+
+Every name used here is checked against NVIDIA's bindings for 10.3, 10.13 and 11.4 and against
+the real ``tensorrt_rtx`` 1.7 by ``tests/test_tensorrt_api.py`` (API-surface conformance, see
+docs/tensorrt.md); ``tests/test_rtx.py`` runs the TensorRT-RTX path for real.
 """
 
 from __future__ import annotations
@@ -32,17 +39,66 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CheckFailed, DvitError, require
-from .manifest import BuildPlan
-from .targets import HARDWARE_COMPAT_LEVELS, DeviceInfo, parse_trt_version
+from .build_plan import BuildPlan
+from .targets import (HARDWARE_COMPAT_LEVELS, RTX_COMPUTE_CAPABILITIES, BuildFlavour, DeviceInfo, build_flavour,
+                      parse_trt_version)
 
 
-def import_tensorrt():
-    """``tensorrt``, or MissingDependency (exit 2) naming ``pip install "dvit-deploy[tensorrt]"``."""
-    return require("tensorrt", "tensorrt", "building TensorRT engines")
+def import_tensorrt(flavour: str = "tensorrt"):
+    """``tensorrt`` (or ``tensorrt_rtx``), or MissingDependency (exit 2) naming the extra to install."""
+    kind = build_flavour(flavour)
+    return require(kind.module, kind.extra, f"building {kind.product} engines")
 
 
-def tensorrt_version() -> str:
-    return str(import_tensorrt().__version__)
+def tensorrt_version(flavour: str = "tensorrt") -> str:
+    return str(import_tensorrt(flavour).__version__)
+
+
+def parser_errors(parser: Any) -> list[dict[str, Any]]:
+    """Every error of an ``OnnxParser``, with the ONNX node it names (index, name, op) where the
+    bindings have them (``ParserError.node_name``/``node_operator``: TensorRT >= 10.x, TensorRT-RTX)."""
+    errors = []
+    for i in range(parser.num_errors):
+        error = parser.get_error(i)
+        item: dict[str, Any] = {"desc": str(error.desc()).strip(), "code": str(error.code()).split(".")[-1],
+                                "node": int(error.node())}
+        for key, method in (("node_name", "node_name"), ("op", "node_operator")):
+            if hasattr(error, method):
+                item[key] = str(getattr(error, method)())
+        errors.append(item)
+    return errors
+
+
+def format_parser_error(error: dict[str, Any]) -> str:
+    where = f"node {error['node']}" if error.get("node", -1) >= 0 else "the graph"
+    if error.get("op") or error.get("node_name"):
+        where += f" ({error.get('op') or '?'} '{error.get('node_name') or '?'}')"
+    desc = " ".join(error["desc"].split())
+    return f"{where}: {desc[:300]}"
+
+
+@dataclass
+class ParseResult:
+    """NVIDIA's ONNX parser on one graph: its errors, or the network's structure when it parsed."""
+
+    product: str
+    version: str
+    parsed: bool
+    errors: list[dict[str, Any]]
+    network: dict[str, Any] | None
+
+
+def parse_onnx(onnx_path: Path, flavour: str = "rtx") -> ParseResult:
+    """Parse ``onnx_path`` with the real parser of ``flavour`` (no build, no GPU): for ``dvit doctor``."""
+    kind = build_flavour(flavour)
+    trt = import_tensorrt(kind.name)
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network() if kind.always_strongly_typed else builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    parsed = bool(parser.parse_from_file(str(onnx_path)))
+    return ParseResult(kind.product, str(trt.__version__), parsed, [] if parsed else parser_errors(parser),
+                       describe_network(trt, network) if parsed else None)
 
 
 def cuda_device(index: int = 0) -> DeviceInfo:
@@ -65,6 +121,7 @@ class BuiltEngine:
     inspector_json: str | None
     timing_cache: bytes | None
     warnings: list[str] = field(default_factory=list)
+    network: dict[str, Any] | None = None  # TensorRT-RTX: layer structure of the parsed network
 
 
 def check_plan_against_api(trt: Any, plan: BuildPlan) -> None:
@@ -116,33 +173,38 @@ def build_engine(plan: BuildPlan, onnx_path: Path, *, on_phase: Callable[[str], 
     """Build ``plan``; ``write_engine(bytes)`` is called as soon as the engine exists, before anything
     that could fail afterwards (timing cache, inspection), so a finished engine is never lost.
     Post-build problems become ``BuiltEngine.warnings``."""
-    trt = import_tensorrt()
+    kind = build_flavour(plan.flavour)
+    trt = import_tensorrt(kind.name)
     phase = on_phase or (lambda name: None)
     major = parse_trt_version(trt.__version__)[0]
     if major != plan.trt_major:
-        raise DvitError(f"plan was made for TensorRT {plan.trt_major}.x, TensorRT {trt.__version__} is installed")
+        raise DvitError(f"plan was made for {kind.product} {plan.trt_major}.x, {kind.product} {trt.__version__} "
+                        "is installed")
     check_plan_against_api(trt, plan)
     warnings: list[str] = []
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
 
     phase("parse ONNX")
-    if major >= 11:
+    if major >= 11 or kind.always_strongly_typed:
         network = builder.create_network()  # always strongly typed
     else:
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
         network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
-        raise CheckFailed(f"TensorRT's ONNX parser rejected {onnx_path.name}: " + ("; ".join(errors[:3]) or "no detail"))
+        errors = [format_parser_error(e) for e in parser_errors(parser)]
+        hint = rtx_int8_hint(errors) if kind.name == "rtx" else ""
+        raise CheckFailed(f"{kind.product}'s ONNX parser rejected {onnx_path.name}: "
+                          + ("; ".join(errors[:3]) or "no detail") + hint)
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
     config.builder_optimization_level = plan.optimization_level
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel,
-                                                  HARDWARE_COMPAT_LEVELS[plan.hardware_compat])
+    if kind.hardware_compat:  # TensorRT-RTX warns "setHardwareCompatibilityLevel() is unsupported"
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel,
+                                                      HARDWARE_COMPAT_LEVELS[plan.hardware_compat])
     for name in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
     for name in plan.cleared_flags:
@@ -155,6 +217,8 @@ def build_engine(plan: BuildPlan, onnx_path: Path, *, on_phase: Callable[[str], 
         else:
             profile.set_shape(item.name, item.min, item.opt, item.max)
     config.add_optimization_profile(profile)
+    if plan.compute_capabilities:
+        set_compute_capabilities(trt, config, plan.compute_capabilities)
 
     cache_attached = False
     if plan.timing_cache:
@@ -163,7 +227,7 @@ def build_engine(plan: BuildPlan, onnx_path: Path, *, on_phase: Callable[[str], 
     phase("build engine (minutes for real models)")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise CheckFailed("TensorRT could not build the engine (see the TensorRT messages above)")
+        raise CheckFailed(f"{kind.product} could not build the engine (see the TensorRT messages above)")
     serialized = bytes(serialized)
     if write_engine is not None:
         write_engine(serialized)  # first: nothing after this point may lose the engine
@@ -179,9 +243,16 @@ def build_engine(plan: BuildPlan, onnx_path: Path, *, on_phase: Callable[[str], 
         except Exception as exc:  # a failing cache must not cost the engine
             warnings.append(f"timing cache not saved ({type(exc).__name__}: {exc})")
 
-    phase("inspect engine")
     io_tensors: list[dict[str, Any]] = []
     info = None
+    if kind.needs_gpu_to_inspect:
+        phase("describe the parsed network (the engine cannot be inspected without a GPU)")
+        # Deserializing needs a CUDA driver (TensorRT-RTX: cudaError 35 without one), so what the
+        # engine was built from is read from the parsed network instead: the same I/O, and the
+        # layers the builder compiled.
+        structure = describe_network(trt, network)
+        return BuiltEngine(serialized, structure.pop("io"), None, None, warnings, structure)
+    phase("inspect engine")
     try:
         runtime = trt.Runtime(logger)
         # Version-compatible engines embed the lean runtime (host code); TensorRT refuses to
@@ -221,3 +292,94 @@ def describe_io(trt: Any, engine: Any) -> list[dict[str, Any]]:
             "location": str(engine.get_tensor_location(name)).split(".")[-1].lower(),  # host | device
         })
     return tensors
+
+
+def rtx_int8_hint(errors: list[str]) -> str:
+    """TensorRT-RTX's parser refuses a DequantizeLinear of int32 data (ORT's quantized biases)."""
+    if any("Int32" in e and "DequantizeLinear" in e for e in errors):
+        return (". TensorRT-RTX dequantizes FP8/FP4/Int4/Int8/UInt8 only: quantize without the biases "
+                "(ORT quantize_static extra_options QuantizeBias=False; dvit quantize does)")
+    return ""
+
+
+def set_compute_capabilities(trt: Any, config: Any, capabilities: tuple[str, ...]) -> None:
+    """TensorRT-RTX: the compute capabilities the AOT engine is compiled for (default: its own set)."""
+    config.num_compute_capabilities = len(capabilities)
+    for index, value in enumerate(capabilities):
+        member = getattr(trt.ComputeCapability, RTX_COMPUTE_CAPABILITIES[value])
+        if not config.set_compute_capability(member, index):
+            raise DvitError(f"TensorRT-RTX {trt.__version__} refused compute capability {value}")
+
+
+_TRACE_THROUGH = ("SHUFFLE", "ELEMENTWISE", "IDENTITY", "CAST", "CONCATENATION", "UNARY", "SLICE")
+
+
+def _name(value: Any) -> str:
+    return str(value).split(".")[-1]
+
+
+def _constant_value(trt: Any, tensor: str, producers: dict[str, Any]) -> int | None:
+    """The value of a single-value tensor made from a CONSTANT layer (a TopK's K), through the
+    reshapes and casts the parser adds; None when it is computed (a --dynamic-keep K)."""
+    layer = producers.get(tensor)
+    while layer is not None and _name(layer.type) in ("SHUFFLE", "CAST", "SQUEEZE", "UNSQUEEZE", "IDENTITY"):
+        source = layer.get_input(0)
+        layer = producers.get(source.name) if source is not None else None
+    if layer is None or _name(layer.type) != "CONSTANT":
+        return None
+    layer.__class__ = trt.IConstantLayer
+    import numpy as np
+
+    values = np.asarray(layer.weights).reshape(-1)  # the bindings give Weights as a numpy array
+    return int(values[0]) if values.size == 1 else None
+
+
+def describe_network(trt: Any, network: Any) -> dict[str, Any]:
+    """A parsed network's I/O (as ``describe_io`` gives an engine's) and its token-pruning structure:
+    each TopK layer with its K and the Gather layers its indices feed (through shuffles, casts and
+    element-wise index arithmetic), and the layer counts by type."""
+    io = []
+    for mode, count, get in (("input", network.num_inputs, network.get_input),
+                             ("output", network.num_outputs, network.get_output)):
+        for i in range(count):
+            tensor = get(i)
+            shape_tensor = bool(tensor.is_shape_tensor)
+            io.append({"name": tensor.name, "mode": mode, "dtype": _name(tensor.dtype).lower(),
+                       "shape": [int(d) for d in tensor.shape], "shape_tensor": shape_tensor,
+                       "location": "host" if shape_tensor else "device"})
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    consumers: dict[str, list[Any]] = {}
+    for layer in layers:
+        for j in range(layer.num_inputs):
+            tensor = layer.get_input(j)
+            if tensor is not None:
+                consumers.setdefault(tensor.name, []).append((layer, j))
+    producers = {layer.get_output(k).name: layer for layer in layers for k in range(layer.num_outputs)}
+    counts: dict[str, int] = {}
+    for layer in layers:
+        counts[_name(layer.type)] = counts.get(_name(layer.type), 0) + 1
+    topk = []
+    for layer in layers:
+        if _name(layer.type) != "TOPK":
+            continue
+        gathers, seen, frontier = [], set(), [layer.get_output(1).name]
+        while frontier:
+            tensor = frontier.pop()
+            for consumer, slot in consumers.get(tensor, []):
+                if consumer.name in seen:
+                    continue
+                seen.add(consumer.name)
+                kind = _name(consumer.type)
+                if kind == "GATHER" and slot == 1:
+                    gathers.append(consumer.name)
+                elif kind in _TRACE_THROUGH:
+                    frontier.extend(consumer.get_output(k).name for k in range(consumer.num_outputs))
+        k_input = layer.get_input(1) if layer.num_inputs > 1 else None
+        if k_input is None:
+            layer.__class__ = trt.ITopKLayer  # the bindings' documented downcast, for .k
+            k = int(layer.k)
+        else:  # the parser passes K as a tensor: a constant one has a value, a computed one has none
+            k = _constant_value(trt, k_input.name, producers)
+        topk.append({"name": layer.name, "k": k, "k_from_tensor": k_input is not None,
+                     "gathers": sorted(gathers)})
+    return {"io": io, "layers": len(layers), "layer_counts": dict(sorted(counts.items())), "topk": topk}

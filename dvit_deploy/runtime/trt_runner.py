@@ -7,6 +7,13 @@ API: ``set_input_shape`` (images), ``set_tensor_address`` (device buffers; host 
 the engine places on the host -- ``ICudaEngine.get_tensor_location(name)`` says which, e.g. the
 ``keep_counts`` shape-tensor input), ``execute_async_v3(stream)``. With ``cuda_graph=True`` one
 inference is captured into a CUDA graph (for the current input shape) and replayed.
+
+TensorRT-RTX engines (``dvit build --target rtx``, manifest ``tensorrt.flavour == "rtx"``) load
+through ``tensorrt_rtx`` with the same calls: the engine JIT-compiles for this GPU on its first
+run, and the result is kept in a runtime cache file beside the engine (``<engine>.runtime-cache``:
+``IRuntimeConfig.create_runtime_cache``, ``IRuntimeCache.deserialize``/``serialize``) so later
+runs skip that step. Deserializing needs a CUDA driver and a GPU of a compute capability the
+engine was built for; without one the runner refuses in one line before TensorRT is asked.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ import numpy as np
 
 from ..artifact.manifest import ModelRecord
 from ..artifact.names import LOGITS_NAME, TOKEN_OUTPUT_PREFIX, keep_counts_for, kept_patch_ids
-from ..engines.targets import DeviceInfo, compatibility_problem
+from ..engines.targets import DeviceInfo, compatibility_problem, flavour_of, rtx_compatibility_problem
 from ..errors import BadInput, DvitError, require
+from ..fileio import write_bytes_atomic
 from .base import Runner, RunOutput, TensorInfo, check_cuda_index
 
 TORCH_DTYPES = {"float": "float32", "float32": "float32", "half": "float16", "float16": "float16",
@@ -78,13 +86,26 @@ class TensorRTRunner(Runner):
         self.engine = None
         self.context = None
         self._graph: tuple[tuple[int, ...], Any, Any, Any] | None = None  # (shape, graph, input, outputs)
+        self.flavour = flavour_of(manifest)
+        self._runtime_cache = None  # TensorRT-RTX: the JIT results, saved beside the engine on close
 
     # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def runtime_cache_path(self) -> Path:
+        return Path(self.artifact).with_suffix(".runtime-cache")
+
     def load(self) -> "TensorRTRunner":
-        trt = require("tensorrt", "tensorrt", "the tensorrt backend")
+        rtx = self.flavour.name == "rtx"
+        trt = require(self.flavour.module, self.flavour.extra,
+                      "the tensorrt backend" + (" with TensorRT-RTX engines" if rtx else ""))
         import torch
 
         if not torch.cuda.is_available():
+            if rtx:
+                covers = ", ".join((self.manifest.get("rtx") or {}).get("compute_capabilities") or ()) or "?"
+                raise DvitError(f"{Path(self.artifact).name} is a TensorRT-RTX engine: it runs on an RTX GPU (sm "
+                                f"{covers}) and this machine has none (torch.cuda.is_available() is False); "
+                                "deserializing needs a CUDA driver (TensorRT-RTX fails with cudaError 35 without one)")
             raise DvitError("the tensorrt backend needs an NVIDIA GPU, and torch sees none (torch.cuda.is_available() "
                             "is False)")
         check_cuda_index(self.device, torch.cuda.device_count())
@@ -98,8 +119,13 @@ class TensorRTRunner(Runner):
 
         self._torch_device = torch_device(torch, self.device)
         props = torch.cuda.get_device_properties(torch.device(self.device))
-        problem = compatibility_problem(self.manifest, trt_version=trt.__version__,
-                                        device=DeviceInfo(props.name, (props.major, props.minor), platform.machine()))
+        if rtx:
+            problem = rtx_compatibility_problem(self.manifest, rtx_version=trt.__version__,
+                                                compute_capability=(props.major, props.minor), gpu_name=props.name)
+        else:
+            problem = compatibility_problem(self.manifest, trt_version=trt.__version__,
+                                            device=DeviceInfo(props.name, (props.major, props.minor),
+                                                              platform.machine()))
         if problem:
             raise BadInput(problem)
         logger = trt.Logger(trt.Logger.WARNING)
@@ -110,8 +136,11 @@ class TensorRTRunner(Runner):
             runtime.engine_host_code_allowed = True
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise BadInput(f"TensorRT could not deserialize {path.name} (see the TensorRT messages above)")
-        self.context = self.engine.create_execution_context()
+            raise BadInput(f"{self.flavour.product} could not deserialize {path.name} (see the TensorRT messages above)")
+        if rtx:
+            self.context = self.engine.create_execution_context(self._runtime_config())
+        else:
+            self.context = self.engine.create_execution_context()
         self._trt = trt
         self._stream = torch.cuda.Stream(device=self._torch_device)
         self._names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -135,8 +164,28 @@ class TensorRTRunner(Runner):
                                      key=lambda n: int(n[len(TOKEN_OUTPUT_PREFIX):]))
         return self
 
+    def _runtime_config(self):
+        """TensorRT-RTX: a runtime config whose runtime cache starts from the file beside the engine."""
+        config = self.engine.create_runtime_config()
+        cache = config.create_runtime_cache()
+        path = self.runtime_cache_path
+        if path.is_file() and not cache.deserialize(path.read_bytes()):
+            self.notes.append(f"runtime cache {path.name} could not be read (another TensorRT-RTX or GPU?): the "
+                              "engine JIT-compiles afresh and the file is replaced")
+        if not config.set_runtime_cache(cache):
+            self.notes.append("TensorRT-RTX refused the runtime cache: the engine JIT-compiles on every load")
+            return config
+        self._runtime_cache = cache
+        return config
+
     def close(self) -> None:
         self._graph = None
+        if self._runtime_cache is not None:
+            try:  # the JIT results; losing them costs the next load time, never this run's outputs
+                write_bytes_atomic(self.runtime_cache_path, bytes(self._runtime_cache.serialize()))
+            except Exception as exc:
+                self.notes.append(f"runtime cache not saved ({type(exc).__name__}: {exc})")
+            self._runtime_cache = None
         self.context = None
         self.engine = None
 
@@ -163,6 +212,8 @@ class TensorRTRunner(Runner):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info.update({"tensorrt": self.manifest.get("tensorrt"), "gpu": self.manifest.get("gpu"),
+                     **({"rtx": self.manifest.get("rtx"), "runtime_cache": str(self.runtime_cache_path)}
+                        if self.flavour.name == "rtx" else {}),
                      "cuda_graph": self.cuda_graph,
                      "keep_counts": None if self.keep_counts is None else self.keep_counts.tolist(),
                      "notes": self.notes})

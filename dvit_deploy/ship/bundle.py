@@ -31,6 +31,7 @@ from .layout import (BUNDLE_MANIFEST, BUNDLE_SCHEMA, CHECKSUMS, DEFAULT_BUNDLES_
                      EngineItem, OnnxItem, _str, engine_facts, write_checksums)
 from .triton import _write_triton
 from .trtexec import _batch_profile, build_script, built_precision, engine_name, trtexec_benchmark
+from .rtx import RUN_SCRIPT, check_rtx_artifacts, readme_section, run_script
 from .verify import _verify_folder
 
 # The device targets are the TensorRT target table's (engines/targets.py); the old names stay.
@@ -173,6 +174,12 @@ def _device_readme(target: DeviceTarget, onnx_items: list[OnnxItem], engines: li
                      f"manifest `model/{manifest_path(item.path).name}`.")
     for engine in engines:
         facts = engine_facts(engine.manifest)
+        rtx = engine.manifest.get("rtx")
+        if rtx:
+            lines.append(f"- `engines/{engine.path.name}`: TensorRT-RTX {facts['tensorrt'] or '?'}, "
+                         f"{facts['precision'] or '?'}, built ahead of time for compute capability "
+                         f"{', '.join(rtx.get('compute_capabilities') or ()) or '?'}.")
+            continue
         lines.append(f"- `engines/{engine.path.name}`: TensorRT {facts['tensorrt'] or '?'}, "
                      f"{facts['precision'] or '?'}, built on {_str(facts['gpu']) or 'an unknown GPU'} "
                      f"(compute capability {_str(facts['compute_capability']) or '?'}).")
@@ -184,6 +191,8 @@ def _device_readme(target: DeviceTarget, onnx_items: list[OnnxItem], engines: li
         lines.append(f"`images`: float32 NCHW {list(data_config.get('input_size', []))}, RGB; resize "
                      f"({data_config.get('interpolation')}, crop_pct {data_config.get('crop_pct')}), centre crop, "
                      f"normalise with mean {list(data_config.get('mean', []))} and std {list(data_config.get('std', []))}.")
+    if target.flavour == "rtx":
+        return "\n".join(lines + readme_section(engines, target))
     lines += ["", "## On the device", "", "1. Check the files arrived intact:", "", "   ```", f"   sha256sum -c {CHECKSUMS}",
               "   ```", "   (or `dvit verify .` where dvit-deploy is installed.)", "",
               "2. Build the engine here, on the device (engines are specific to the GPU and TensorRT version):", "",
@@ -229,6 +238,11 @@ def make_bundle(
         raise BadInput(f"--precision must be fp32, fp16 or bf16, got '{precision}'")
     phase("collect")
     onnx_items, engines = collect_artifacts(artifacts)
+    if target.flavour == "rtx":
+        check_rtx_artifacts(target, onnx_items, engines)
+        if triton:
+            raise BadInput("--triton: Triton's TensorRT backend runs TensorRT engines, not TensorRT-RTX ones; "
+                           "package a TensorRT target for Triton")
     notes = check_target(target, onnx_items, engines)
     for item in onnx_items:
         _batch_profile(item.manifest, profile)  # validates the profile early
@@ -264,8 +278,13 @@ def make_bundle(
 
         phase("device files")
         (tmp / "README.md").write_text(_device_readme(target, onnx_items, engines, precision, profile, triton_names))
-        script = tmp / "build_on_device.sh"
-        script.write_text(build_script(onnx_items, target, precision=precision, profile=profile, triton_models=pending))
+        if target.flavour == "rtx":  # engines ship as built: a run script, no device build
+            script = tmp / RUN_SCRIPT
+            script.write_text(run_script(engines, target, profile))
+        else:
+            script = tmp / "build_on_device.sh"
+            script.write_text(build_script(onnx_items, target, precision=precision, profile=profile,
+                                           triton_models=pending))
         script.chmod(0o755)
         bundle_manifest = {
             "schema": BUNDLE_SCHEMA,
@@ -281,8 +300,11 @@ def make_bundle(
                          "source_onnx": None if e.source is None else f"model/{e.source.path.name}",
                          **{k: _str(v) for k, v in engine_facts(e.manifest).items() if k in ("tensorrt", "gpu",
                                                                                              "compute_capability",
-                                                                                             "precision")}}
+                                                                                             "precision")},
+                         **({"flavour": "rtx", "compute_capabilities": list(e.manifest["rtx"].get(
+                             "compute_capabilities") or [])} if e.manifest.get("rtx") else {})}
                         for e in engines],
+            **({"run_script": RUN_SCRIPT} if target.flavour == "rtx" else {}),
             "triton_models": triton_names,
         }
         write_json_atomic(tmp / BUNDLE_MANIFEST, bundle_manifest)
@@ -309,7 +331,7 @@ def make_bundle(
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return BundleResult(folder, written_archive, target.name, files, triton_names,
-                        build_commands=len(onnx_items), notes=notes)
+                        build_commands=0 if target.flavour == "rtx" else len(onnx_items), notes=notes)
 
 
 def is_bundle_folder(folder: Path) -> bool:

@@ -3,7 +3,7 @@
 An x86 host cannot build a Jetson engine, and engines are specific to the GPU and TensorRT
 version, so a bundle carries the commands instead. Their flags are the TensorRT target table's
 (``engines.targets``: the same precision decision as ``dvit build``, spelled for trtexec) and the
-profiles are those ``dvit build`` declares (``engines.manifest.make_profiles``); every flag is
+profiles are those ``dvit build`` declares (``engines.build_plan.make_profiles``); every flag is
 checked against trtexec's documented options per target (``tests/data/trtexec-flags.json``).
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from ..artifact.manifest import ModelRecord
 from .. import __version__
-from ..engines.manifest import make_profiles
+from ..engines.build_plan import make_profiles
 from ..engines.targets import DeviceTarget, PrecisionStrategy, engine_file_name, precision_strategy, trtexec_flags
 from ..errors import BadInput
 from .layout import CHECKSUMS, OnnxItem

@@ -136,9 +136,14 @@ def _verify_folder(root: Path, check_engines: bool) -> VerifyReport:
     for engine in bundle.get("engines", []):
         engine_files.extend(_verify_engine_entry(root, engine, report))
     _verify_triton(root, bundle.get("triton_models", []), report)
+    rtx = (bundle.get("target") or {}).get("flavour") == "rtx"
+    if rtx:
+        _verify_rtx(root, bundle, engine_files, report)
 
     # 3. Engines against this machine's TensorRT.
-    if engine_files and check_engines:
+    if engine_files and check_engines and rtx:
+        _rtx_engine_compatibility(engine_files, report)
+    elif engine_files and check_engines:
         _engine_compatibility(engine_files, report)
     elif engine_files:
         report.add("engine compatibility", "skipped", "not requested")
@@ -250,3 +255,52 @@ def _engine_compatibility(engine_files: list[Path], report: VerifyReport) -> Non
         problem = compatibility_problem(manifest, trt_version=tensorrt.__version__, device=device)
         report.add(f"engine {engine_file.name} on this device", "failed" if problem else "ok",
                    problem or f"TensorRT {tensorrt.__version__} on {device.name}")
+
+
+def _verify_rtx(root: Path, bundle: Mapping[str, Any], engine_files: list[Path], report: VerifyReport) -> None:
+    """An RTX bundle: TensorRT-RTX engines (their header), and a run script that runs each of them."""
+    from ..engines.targets import RTX_ENGINE_MAGIC
+
+    if not bundle.get("engines"):
+        report.add("TensorRT-RTX engines", "failed", "an rtx bundle ships engines, and this one has none")
+    for engine_file in engine_files:
+        with open(engine_file, "rb") as fh:
+            header = fh.read(len(RTX_ENGINE_MAGIC))
+        report.add(f"engine {engine_file.name} format", "ok" if header == RTX_ENGINE_MAGIC else "failed",
+                   "TensorRT-RTX engine header" if header == RTX_ENGINE_MAGIC else
+                   f"starts with {header!r}, not TensorRT-RTX's {RTX_ENGINE_MAGIC!r}")
+    script = root / str(bundle.get("run_script") or "run_on_device.sh")
+    if not script.is_file():
+        report.add("run script", "failed", f"{script.name} missing")
+        return
+    text = script.read_text(errors="replace")
+    missing = [f.name for f in engine_files if f"--loadEngine=engines/{f.name}" not in text]
+    problems = (["does not call tensorrt_rtx"] if "TENSORRT_RTX" not in text else []) + \
+               ([f"does not run {', '.join(missing)}"] if missing else [])
+    report.add("run script", "failed" if problems else "ok",
+               "; ".join(problems) or f"{script.name} runs {len(engine_files)} engine(s) with tensorrt_rtx --loadEngine")
+
+
+def _rtx_engine_compatibility(engine_files: list[Path], report: VerifyReport) -> None:
+    """TensorRT-RTX engines against this machine: its TensorRT-RTX version and GPU, where it has them."""
+    from ..engines.targets import rtx_compatibility_problem
+
+    if not package_present("tensorrt_rtx"):
+        report.add("engine compatibility", "skipped", "engine compatibility not checked: tensorrt_rtx not installed")
+        return
+    try:
+        import tensorrt_rtx
+
+        from ..engines.trt_build import cuda_device
+
+        device = cuda_device()
+    except Exception as exc:  # no GPU here: the engines are checked on the RTX machine
+        report.add("engine compatibility", "skipped",
+                   f"engine compatibility not checked: {str(exc).splitlines()[0][:160]}")
+        return
+    for engine_file in engine_files:
+        manifest = read_json(manifest_path(engine_file))
+        problem = rtx_compatibility_problem(manifest, rtx_version=tensorrt_rtx.__version__,
+                                            compute_capability=device.compute_capability, gpu_name=device.name)
+        report.add(f"engine {engine_file.name} on this device", "failed" if problem else "ok",
+                   problem or f"TensorRT-RTX {tensorrt_rtx.__version__} on {device.name}")

@@ -9,6 +9,7 @@ re-exported here. ``trt_build.py`` turns a ``BuildPlan`` into TensorRT calls; th
 
 from __future__ import annotations
 
+import platform
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,8 +21,8 @@ from ..errors import BadInput
 from ..fileio import manifest_path
 from ..models.config import KeepSchedule
 from .targets import (HARDWARE_COMPAT, HARDWARE_COMPAT_LEVELS, HARDWARE_COMPAT_SINCE, PRECISIONS, DeviceInfo,
-                      PrecisionStrategy, compatibility_problem, engine_file_name, gpu_tag, parse_trt_version,
-                      precision_strategy)
+                      RTX_NO_FP32_GEMM, PrecisionStrategy, build_flavour, compatibility_problem, compute_capability_list,
+                      engine_file_name, gpu_tag, parse_trt_version, precision_strategy)
 
 ENGINE_SCHEMA = "dvit-deploy/engine-manifest/1"
 MAX_BATCH_LIMIT = 4096
@@ -57,6 +58,8 @@ class BuildPlan:
     version_compatible: bool
     timing_cache: str | None
     fp16_graph: bool  # True when the ONNX was converted to mixed precision first (TRT 11 fp16)
+    flavour: str = "tensorrt"  # targets.BUILD_FLAVOURS: "tensorrt" or "rtx" (TensorRT-RTX)
+    compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX targets; empty: the builder's default set
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,15 +133,36 @@ def make_plan(onnx_path: str | Path, onnx_manifest: dict[str, Any], *, trt_versi
               workspace_mb: int = DEFAULT_WORKSPACE_MB, optimization_level: int = DEFAULT_OPT_LEVEL,
               hardware_compat: str = "none", version_compatible: bool = False,
               timing_cache: str | Path | None = None, strongly_typed: bool = False,
-              int8_fp16: bool = False) -> BuildPlan:
+              int8_fp16: bool = False, flavour: str = "tensorrt",
+              compute_capabilities: tuple[str, ...] | list[str] | None = None) -> BuildPlan:
+    kind = build_flavour(flavour)
     version = parse_trt_version(trt_version)
     major = version[0]
-    strategy = precision_strategy(precision, major, strongly_typed=strongly_typed, fp16_fallback=int8_fp16)
+    ccs = compute_capability_list(kind, compute_capabilities)
+    turing = [cc for cc in ccs if cc in RTX_NO_FP32_GEMM]
+    if kind.name == "rtx" and turing:
+        raise BadInput(f"--compute-capability {turing[0]} (Turing): TensorRT-RTX has no FP32 GEMM there, and every "
+                       "dvit graph keeps fp32 MatMuls (the fp16 graph keeps the token predictors fp32, a Q/DQ graph "
+                       "its unquantized MatMuls); build for 8.0 and newer")
+    if kind.timing_cache_refusal and timing_cache is not None:
+        raise BadInput(f"--timing-cache: {kind.timing_cache_refusal}")
+    if not kind.hardware_compat and (hardware_compat != "none" or version_compatible):
+        raise BadInput(f"--hardware-compat/--version-compatible do not apply to {kind.product}: its engines are "
+                       "portable across the GPUs of --compute-capability (default: "
+                       f"{', '.join(kind.default_compute_capabilities)})")
+    if kind.always_strongly_typed and precision == "bf16":
+        raise BadInput(f"{kind.product} is strongly typed: bf16 needs a bf16 graph, and dvit converts graphs to "
+                       "fp16 only; build --fp16 (the mixed-precision graph) or fp32")
+    if kind.always_strongly_typed and int8_fp16:
+        raise BadInput(f"--int8 --fp16 (INT8 with FP16 fallback) is a TensorRT 10 weakly typed build; {kind.product} "
+                       "is strongly typed and takes every layer's precision from the Q/DQ graph: build --int8 alone")
+    strategy = precision_strategy(precision, kind.precision_major(major), strongly_typed=strongly_typed,
+                                  fp16_fallback=int8_fp16)
     flags = strategy.set_flags
     if hardware_compat not in HARDWARE_COMPAT:
         raise BadInput(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got '{hardware_compat}'")
     since = HARDWARE_COMPAT_SINCE[hardware_compat]
-    if version[:2] < since:
+    if kind.hardware_compat and version[:2] < since:
         raise BadInput(f"--hardware-compat {hardware_compat} needs TensorRT >= {since[0]}.{since[1]} "
                        f"(HardwareCompatibilityLevel.{HARDWARE_COMPAT_LEVELS[hardware_compat]} was added in "
                        f"{since[0]}.{since[1]}); this machine has TensorRT {trt_version}: use ampere+ (any GPU "
@@ -151,7 +175,7 @@ def make_plan(onnx_path: str | Path, onnx_manifest: dict[str, Any], *, trt_versi
         flags = (*flags, "VERSION_COMPATIBLE")
     return BuildPlan(
         onnx_path=str(onnx_path),
-        engine_name=engine_name(onnx_path, gpu_name, precision),
+        engine_name=engine_file_name(Path(onnx_path).stem, kind.engine_tag or gpu_tag(gpu_name), precision),
         trt_major=major,
         precision=precision,
         strongly_typed=strategy.strongly_typed,
@@ -165,14 +189,22 @@ def make_plan(onnx_path: str | Path, onnx_manifest: dict[str, Any], *, trt_versi
         version_compatible=version_compatible,
         timing_cache=None if timing_cache is None else str(timing_cache),
         fp16_graph=strategy.fp16_graph,
+        flavour=kind.name,
+        compute_capabilities=ccs,
     )
 
 
 def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, engine_bytes: int,
                     onnx_manifest: dict[str, Any], onnx_sha256: str, built_from: Path, trt_version: str,
-                    device: DeviceInfo, io_tensors: list[dict[str, Any]], build_seconds: float,
-                    inspector_file: str | None, doctor: dict[str, Any] | None) -> dict[str, Any]:
-    """The JSON written beside an engine: what it is, how it was built, what it may run on."""
+                    device: DeviceInfo | None, io_tensors: list[dict[str, Any]], build_seconds: float,
+                    inspector_file: str | None, doctor: dict[str, Any] | None,
+                    network: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON written beside an engine: what it is, how it was built, what it may run on.
+
+    ``device`` is None for a TensorRT-RTX build (ahead of time, no GPU): the ``rtx`` section then
+    says which compute capabilities the engine covers.
+    """
+    kind = build_flavour(plan.flavour)
     model_record = {k: onnx_manifest.get(k) for k in (
         "variant", "config", "dense", "keep_ratio", "stage_ratios", "keep_counts", "pruning_locations",
         "num_patches", "random_weights", "seed", "checkpoint", "data_config", "dynamic_keep", "keep_input",
@@ -184,9 +216,18 @@ def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, e
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **model_record,
         "precision": plan.precision,
-        "tensorrt": {"version": trt_version, "major": plan.trt_major, "strongly_typed": plan.strongly_typed},
-        "gpu": {"name": device.name, "compute_capability": list(device.compute_capability),
-                "platform": device.platform},
+        "tensorrt": {"version": trt_version, "major": plan.trt_major, "strongly_typed": plan.strongly_typed,
+                     "flavour": kind.name, "product": kind.product, "module": kind.module},
+        "gpu": ({"name": device.name, "compute_capability": list(device.compute_capability),
+                 "platform": device.platform} if device is not None else
+                {"name": None, "compute_capability": None, "platform": platform.machine(),
+                 "note": f"built ahead of time without a GPU ({kind.product})"}),
+        **({"rtx": {"compute_capabilities": list(plan.compute_capabilities or kind.default_compute_capabilities),
+                    "requested": list(plan.compute_capabilities) or None,
+                    "source": "--compute-capability" if plan.compute_capabilities else
+                              f"{kind.product}'s default set",
+                    "runtime_cache": engine_path.with_suffix(".runtime-cache").name}}
+           if kind.name == "rtx" else {}),
         "builder": {
             "flags": list(plan.builder_flags),
             "cleared_flags": list(plan.cleared_flags),
@@ -201,6 +242,7 @@ def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, e
         },
         "profiles": [asdict(p) for p in plan.profiles],
         "io": io_tensors,
+        **({"network": network} if network is not None else {}),
         "engine": {"sha256": engine_sha256, "bytes": engine_bytes},
         "source_onnx": {"path": str(Path(plan.onnx_path).resolve()), "built_from": str(built_from),
                         "sha256": onnx_sha256, "manifest": str(manifest_path(plan.onnx_path).resolve())},
