@@ -162,6 +162,58 @@ def _not_a_bundle_folder(d: Path, mp) -> None:
     (d / "mywork" / "thesis.tex").write_text("months of work")
 
 
+def _resum(bundle: Path, drop: tuple[str, ...] = ()) -> None:
+    """Rewrite SHA256SUMS as a forger would: the sums of what is there now, without the ``drop`` prefixes."""
+    import hashlib
+
+    lines = []
+    for line in (bundle / "SHA256SUMS").read_text().splitlines():
+        digest, rel = line.split("  ", 1)
+        if rel.startswith(drop):
+            continue
+        lines.append(f"{hashlib.sha256((bundle / rel).read_bytes()).hexdigest()}  {rel}")
+    (bundle / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+
+
+def _bundle_pointing_outside(d: Path, mp) -> None:
+    """model/ deleted, bundle.json pointing at ../export (a real, intact model, but not the bundle's)."""
+    _both(_export, _bundle)(d, mp)
+    shutil.rmtree(d / "bundle" / "model")
+    manifest = json.loads((d / "bundle" / "bundle.json").read_text())
+    for model in manifest["models"]:
+        model["onnx"] = "../export/" + Path(model["onnx"]).name
+        model["manifest"] = "../export/" + Path(model["manifest"]).name
+    (d / "bundle" / "bundle.json").write_text(json.dumps(manifest))
+    _resum(d / "bundle", drop=("model/",))
+
+
+def _bundle_with_a_link(d: Path, mp) -> None:
+    """A listed file replaced by a link to a file outside, with its sum updated to match."""
+    _bundle(d, mp)
+    (d / "system.txt").write_text("root:x:0:0\n")
+    (d / "bundle" / "README.md").unlink()
+    (d / "bundle" / "README.md").symlink_to(d / "system.txt")
+    _resum(d / "bundle")
+
+
+def _bundle_with_a_linked_folder(d: Path, mp) -> None:
+    _bundle(d, mp)
+    shutil.move(d / "bundle" / "model", d / "elsewhere")
+    (d / "bundle" / "model").symlink_to(d / "elsewhere", target_is_directory=True)
+
+
+def _bundle_with_duplicate_sum(d: Path, mp) -> None:
+    """A second, conflicting line for the model: which one counts? (the last one matches the file)."""
+    _bundle(d, mp)
+    sums = d / "bundle" / "SHA256SUMS"
+    sums.write_text(f"{'0' * 64}  model/tiny.onnx\n" + sums.read_text())
+
+
+def _bundle_with_unlisted_model(d: Path, mp) -> None:
+    _bundle(d, mp)
+    _resum(d / "bundle", drop=("model/tiny.onnx",))
+
+
 _SOURCE: Path = Path()  # set by the fixture below for the setups
 
 PNG_JUNK = b"\x89PNG\r\n\x1a\n" + b"\0" * 20
@@ -275,6 +327,16 @@ CASES = [
          _write("x.tar.gz", "text")),
     Case("verify-tampered-bundle", ["verify", "bundle"], 1, ["checksums", "modified", "model/tiny.onnx"],
          _both(_bundle, lambda d, mp: open(d / "bundle" / "model" / "tiny.onnx", "ab").write(b"\0"))),
+    Case("verify-paths-outside-the-bundle", ["verify", "bundle"], 1,
+         ["bundle.json names ../export/tiny.onnx", "outside the bundle"], _bundle_pointing_outside),
+    Case("verify-listed-file-is-a-link", ["verify", "bundle"], 1, ["README.md is a symbolic link"],
+         _bundle_with_a_link),
+    Case("verify-folder-is-a-link", ["verify", "bundle"], 1, ["model is a symbolic link"],
+         _bundle_with_a_linked_folder),
+    Case("verify-duplicate-checksum-line", ["verify", "bundle"], 1, ["model/tiny.onnx is listed 2 times"],
+         _bundle_with_duplicate_sum),
+    Case("verify-named-file-not-listed", ["verify", "bundle"], 1,
+         ["bundle.json names model/tiny.onnx, which SHA256SUMS does not list"], _bundle_with_unlisted_model),
     # --- predict
     Case("predict-missing-image", ["predict", "nothere.png"], 2, ["nothere.png"], _export),
     Case("predict-markup-in-name", ["predict", "cat[1].png"], 2, ["cat[1].png"],
