@@ -121,7 +121,7 @@ def is_our_manifest(path: str | os.PathLike) -> bool:
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read(1 << 22))  # manifests are small; a big file is not one of ours
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return False
     return isinstance(data, dict) and str(data.get("schema", "")).startswith(SCHEMA_PREFIX)
 
@@ -141,6 +141,8 @@ def read_json(path: str | os.PathLike, what: str = "manifest") -> dict[str, Any]
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadInput(f"{what} {path} is not valid JSON: {exc}") from None
+    except RecursionError:  # Python's parser recurses per level; no manifest of ours is nested this deep
+        raise BadInput(f"{what} {path} is nested too deeply to be a dvit manifest") from None
     if not isinstance(data, dict):
         raise BadInput(f"{what} {path} does not hold a JSON object")
     return data

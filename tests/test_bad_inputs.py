@@ -214,6 +214,33 @@ def _bundle_with_unlisted_model(d: Path, mp) -> None:
     _resum(d / "bundle", drop=("model/tiny.onnx",))
 
 
+def _manifest_edit(**fields) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    def setup(d: Path, mp) -> None:
+        _export(d, mp)
+        path = d / "export" / "tiny.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+    return setup
+
+
+def _nested_manifest(d: Path, mp) -> None:
+    _export(d, mp)
+    (d / "export" / "tiny.json").write_text("[" * 100_000 + "]" * 100_000)
+
+
+_BOMB: list[bytes] = []
+
+
+def _bomb_png(d: Path, mp) -> None:
+    """A 10000×10000 bilevel PNG: a few kB on disk, 100 Mpx decoded (past PIL's decompression-bomb limit)."""
+    if not _BOMB:
+        import io
+
+        buffer = io.BytesIO()
+        Image.new("1", (10_000, 10_000)).save(buffer, format="PNG")
+        _BOMB.append(buffer.getvalue())
+    (d / "bomb.png").write_bytes(_BOMB[0])
+
+
 _SOURCE: Path = Path()  # set by the fixture below for the setups
 
 PNG_JUNK = b"\x89PNG\r\n\x1a\n" + b"\0" * 20
@@ -284,7 +311,22 @@ CASES = [
          _export),
     Case("validate-images-empty", ["validate", "--images", "empty", "-n", "2"], 2, ["no image files"],
          _both(_export, lambda d, mp: (d / "empty").mkdir())),
+    Case("validate-manifest-field-wrong-type", ["validate", "-n", "2"], 2,
+         ["tiny.json: field 'keep_counts' must be a list", "'abc'"], _manifest_edit(keep_counts="abc")),
+    Case("validate-manifest-counts-not-integers", ["validate", "-n", "2"], 2,
+         ["field 'keep_counts' must be a list of token counts"], _manifest_edit(keep_counts=["a", 3])),
+    Case("validate-manifest-nested-too-deeply", ["validate", "export/tiny.onnx", "-n", "2"], 2,
+         ["nested too deeply"], _nested_manifest),
+    Case("validate-unknown-schema", ["validate", "-n", "2"], 2,
+         ["schema 'dvit-deploy/onnx-manifest/9'", "newer dvit-deploy"],
+         _manifest_edit(schema="dvit-deploy/onnx-manifest/9")),
+    Case("validate-foreign-schema", ["validate", "-n", "2"], 2, ["schema 'acme/model/1'", "does not read"],
+         _manifest_edit(schema="acme/model/1"), absent=["newer"]),
     # --- profile
+    Case("profile-unknown-schema", ["profile", "--iterations", "1", "--batch", "1"], 2,
+         ["schema 'dvit-deploy/onnx-manifest/2'"], _manifest_edit(schema="dvit-deploy/onnx-manifest/2")),
+    Case("profile-manifest-batch-text", ["profile", "--iterations", "1", "--batch", "1"], 2,
+         ["field 'batch' must be an integer"], _manifest_edit(batch="eight")),
     Case("profile-bad-batch", ["profile", "--batch", "x"], 2, ["--batch takes comma-separated integers"], _export),
     Case("profile-zero-batch", ["profile", "--batch", "0"], 2, ["--batch takes positive integers"], _export),
     Case("profile-nothing-exported", ["profile", "--iterations", "1"], 2, ["no .onnx/.engine/.plan artifact"]),
@@ -317,6 +359,12 @@ CASES = [
     Case("package-bad-precision", ["package", "--target", "x86-trt10", "-p", "int4"], 2, ["--precision"], _export),
     Case("package-bad-profile", ["package", "--target", "x86-trt10", "--batch-profile", "1,2"], 2,
          ["--batch-profile takes three integers"], _export),
+    Case("package-unknown-schema", ["package", "--target", "x86-trt10", "-o", "b"], 2,
+         ["schema 'dvit-deploy/onnx-manifest/2'"], _manifest_edit(schema="dvit-deploy/onnx-manifest/2")),
+    Case("package-manifest-field-wrong-type", ["package", "--target", "x86-trt10", "-o", "b"], 2,
+         ["field 'opset' must be an integer"], _manifest_edit(opset="17")),
+    Case("package-manifest-nested-too-deeply", ["package", "export/tiny.onnx", "--target", "x86-trt10", "-o", "b"], 2,
+         ["nested too deeply"], _nested_manifest),
     Case("package-nothing-exported", ["package", "--target", "x86-trt10"], 2, ["no .onnx/.engine/.plan artifact"]),
     Case("package-disk-full", ["package", "--target", "x86-trt10", "-o", "b", "--no-archive"], 2,
          ["No space left on device", "model"], _no_space_while_copying),
@@ -349,7 +397,13 @@ CASES = [
          _both(_tampered, lambda d, mp: _image(d, "cat.png"))),
     Case("predict-bad-device", ["predict", "cat.png", "--device", "gpu"], 2, ["gpu"],
          _both(_export, lambda d, mp: _image(d, "cat.png"))),
+    Case("predict-decompression-bomb", ["predict", "bomb.png"], 2, ["bomb.png is too large to decode safely"],
+         _both(_export, _bomb_png)),
+    Case("predict-manifest-field-wrong-type", ["predict", "cat.png"], 2, ["field 'data_config' must be an object"],
+         _both(_manifest_edit(data_config=[224]), lambda d, mp: _image(d, "cat.png"))),
     # --- eval
+    Case("eval-decompression-bomb", ["eval", "--data", "imgs"], 2, ["bomb.png is too large to decode safely"],
+         _both(_export, lambda d, mp: ((d / "imgs" / "c").mkdir(parents=True), _bomb_png(d / "imgs" / "c", mp)))),
     Case("eval-missing-data", ["eval", "--data", "nowhere"], 2, ["data folder nowhere not found"], _export),
     Case("eval-data-is-a-file", ["eval", "--data", "f.txt"], 2, ["--data must be a folder"],
          _both(_export, _write("f.txt", "x"))),

@@ -63,7 +63,7 @@ def eval_images(
             rows.append([s.backend + (" (reference)" if s.reference else ""), s.executes, _pct(s.top1), _pct(s.top5),
                          "reference" if s.reference else _pct(agree.get("top1")), kept_text,
                          f"{s.images_per_second:.1f}"])
-        out.print(table(f"{result.artifact} on {ds['root']} ({ds['images']} images, {ds['layout']})",
+        out.print(table(f"{result.artifact} on {ds['root']} ({ds['images']} images, {ds['layout']}; labels: {ds['label_mapping']})",
                         ["backend", "executes", "top-1", "top-5", "top-1 agreement", "kept-token Jaccard/stage", "img/s"],
                         rows))
     if failed:

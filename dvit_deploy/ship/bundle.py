@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 
 from .. import __version__
 from ..artifact.manifest import EngineArtifact
-from ..artifact.manifest import verify_artifact
+from ..artifact.manifest import check_manifest, verify_artifact
 from ..engines.targets import DEVICE_TARGETS, DeviceTarget, get_device_target, same_tensorrt_release
 from ..errors import BadInput, CheckFailed
 from ..fileio import (atomic_path, current_umask, is_same_or_parent_of_cwd, manifest_path, read_json,
@@ -55,6 +55,7 @@ def _load_onnx(path: Path) -> OnnxItem:
     if not path.is_file():
         raise BadInput(f"ONNX model {path} not found")
     manifest = read_json(manifest_path(path), what=f"manifest of {path.name}")
+    check_manifest(manifest, manifest_path(path))
     if manifest.get("kind") not in (None, "onnx"):
         raise BadInput(f"{manifest_path(path)} is not an ONNX manifest (kind {manifest.get('kind')!r})")
     verify_artifact(path, manifest)
@@ -68,6 +69,7 @@ def _load_engine(path: Path) -> EngineItem:
     if not path.is_file():
         raise BadInput(f"engine {path} not found")
     manifest = read_json(manifest_path(path), what=f"manifest of {path.name}")
+    check_manifest(manifest, manifest_path(path))
     verify_artifact(path, manifest)
     facts = engine_facts(manifest)
     source = None
