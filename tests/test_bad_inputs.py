@@ -273,6 +273,9 @@ CASES = [
     Case("export-rho-above-one", ["export", "--model", "tiny-deit", "-r", "1.5"], 2, ["keep ratio must be in"]),
     Case("export-stage-ratios-text", ["export", "--model", "tiny-deit", "--stage-ratios", "a,b"], 2,
          ["--stage-ratios takes comma-separated numbers"]),
+    Case("export-rho-nan", ["export", "--model", "tiny-deit", "-r", "nan"], 2, ["--keep-ratio", "finite"]),
+    Case("export-stage-ratios-inf", ["export", "--model", "tiny-deit", "--stage-ratios", "0.7,inf"], 2,
+         ["--stage-ratios takes finite numbers"]),
     Case("export-unknown-model", ["export", "--model", "nope"], 2, ["unknown model 'nope'"]),
     Case("export-old-opset", ["export", "--model", "tiny-deit", "--opset", "12"], 2, ["--opset must be between"]),
     Case("export-output-under-a-file", ["export", "--model", "tiny-deit", "-o", "afile/m.onnx"], 2,
@@ -294,6 +297,8 @@ CASES = [
     Case("build-two-precisions", ["build", "--fp16", "--bf16"], 2, ["choose one of"], _export),
     Case("build-keep-range-one-value", ["build", "export/tiny.onnx", "--keep-range", "0.5"], 2,
          ["--keep-range takes two ratios"], _export),
+    Case("build-keep-range-nan", ["build", "export/tiny.onnx", "--keep-range", "nan,0.7"], 2,
+         ["--keep-range takes finite numbers"], _export),
     Case("build-tampered", ["build", "export/tiny.onnx", "--fp16", "--onnx-only"], 2,
          ["tiny.onnx does not match its manifest"], _tampered),
     Case("build-missing-onnx", ["build", "nothere.onnx"], 2, ["nothere.onnx not found"]),
@@ -334,11 +339,17 @@ CASES = [
          ["foreign.onnx has no dvit manifest"], _foreign_onnx, absent=["deit-s"]),
     Case("profile-tampered", ["profile", "--iterations", "1", "--batch", "1"], 2,
          ["tiny.onnx does not match its manifest"], _tampered),
+    Case("profile-duration-nan", ["profile", "--duration", "nan"], 2, ["--duration", "must be a finite number"],
+         _export),
+    Case("profile-duration-inf", ["profile", "--duration", "inf"], 2, ["--duration", "must be a finite number"],
+         _export),
+    Case("profile-warmup-minus-inf", ["profile", "--warmup", "-inf"], 2, ["--warmup", "finite"], _export),
     Case("profile-zero-rounds", ["profile", "--rounds", "0"], 2, ["rounds"], _export),
     Case("profile-plot-not-an-image", ["profile", "--plot", "out.txt", "--iterations", "1"], 2,
          ["--plot", ".png"], _export),
     # --- flops
     Case("flops-unknown-model", ["flops", "--model", "nope"], 2, ["unknown model 'nope'"]),
+    Case("flops-nan-ratio", ["flops", "--keep-ratio", "0.7,nan"], 2, ["--keep-ratio takes finite numbers"]),
     Case("flops-bad-ratio", ["flops", "--keep-ratio", "2"], 2, ["keep ratio"]),
     # --- package
     Case("package-force-current-folder", ["package", "--target", "x86-trt10", "-o", ".", "--force"], 2,
@@ -409,6 +420,8 @@ CASES = [
          _both(_export, _write("f.txt", "x"))),
     Case("eval-agreement-out-of-range", ["eval", "--data", ".", "--min-agreement", "2"], 2,
          ["--min-agreement is a fraction"], _export),
+    Case("eval-agreement-nan", ["eval", "--data", ".", "--min-agreement", "nan"], 2,
+         ["--min-agreement", "finite"], _export),
     Case("eval-agreement-without-reference", ["eval", "--data", ".", "--min-agreement", "0.9", "--no-reference"], 2,
          ["cannot be used with --no-reference"], _export),
     Case("eval-loose-images-no-labels", ["eval", "--data", "imgs"], 2, ["no class sub-folders and no labels file"],
@@ -491,6 +504,33 @@ def test_bad_input(case: Case, source, tmp_path, monkeypatch, capsys):
     stray = sorted(p for p in changed if not any(p == d or p.startswith(d + os.sep) for d in declared))
     assert not stray, f"files created/changed/removed outside the declared output: {stray}"
     assert _parent_entries(work) == parent_before
+
+
+def _takes_a_float(param) -> bool:
+    import typing
+
+    if getattr(getattr(param, "type", None), "name", "") == "float":  # click
+        return True
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)  # Typer ≥ 0.2x, lazily typed
+    return annotation is float or float in typing.get_args(annotation)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_float_option_refuses_non_finite_values(value):
+    """Not a list kept by hand: every option of every command whose type is float is found and tried."""
+    import typer
+
+    group = typer.main.get_command(app)
+    tried = []
+    for name, command in group.commands.items():
+        for param in command.params:
+            if _takes_a_float(param) and param.opts[0].startswith("--"):
+                result = runner.invoke(app, [name, param.opts[0], value])
+                assert result.exit_code == 2, (name, param.opts[0], result.output)
+                assert "must be a finite number" in result.stderr and "Traceback" not in result.stderr
+                tried.append(f"{name} {param.opts[0]}")
+    assert {"profile --duration", "profile --warmup", "export --keep-ratio", "eval --min-agreement",
+            "quantize --percentile"} <= set(tried), tried
 
 
 def test_markup_in_an_output_name_prints_literally(workdir):

@@ -11,7 +11,7 @@ from ..errors import BadInput, CheckFailed
 from ..defaults import PREDICT_BATCH as DEFAULT_BATCH
 from ..lazy import lazy_import
 from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, count_progress, emit_json,
-                     handle_errors, notes, out, table)
+                     finite, handle_errors, notes, out, table)
 
 
 def _pct(value: float | None) -> str:
@@ -32,7 +32,7 @@ def eval_images(
     batch: int = typer.Option(DEFAULT_BATCH, "--batch", help="Images per inference call."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     no_reference: bool = typer.Option(False, "--no-reference", help="Skip the PyTorch reference and agreement."),
-    min_agreement: Optional[float] = typer.Option(None, "--min-agreement",
+    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", callback=finite,
                                                   help="Fail (exit 1) when a backend's top-1 agreement with PyTorch is below this fraction."),
     no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,

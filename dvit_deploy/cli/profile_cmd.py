@@ -10,8 +10,8 @@ import typer
 from ..errors import BadInput
 from ..defaults import CV_WARN_PERCENT
 from ..lazy import lazy_import
-from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, err, emit_json, fraction_progress, handle_errors, notes, out, parse_ints, phases,
-                     print_wide, styled, warn)
+from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, err, finite,
+                     fraction_progress, handle_errors, notes, out, parse_ints, phases, print_wide, styled, warn)
 
 
 profiling = lazy_import("dvit_deploy.profile")
@@ -31,8 +31,8 @@ def profile(
     dense_baseline: bool = typer.Option(False, "--dense-baseline", help="Also measure the dense twin, "
                                         "exporting it beside the artifact when missing."),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Measure only the given artifacts."),
-    warmup: float = typer.Option(1.0, "--warmup", help="Warm-up time per batch size (s)."),
-    duration: float = typer.Option(3.0, "--duration", help="Measured time per batch size (s)."),
+    warmup: float = typer.Option(1.0, "--warmup", callback=finite, help="Warm-up time per batch size (s)."),
+    duration: float = typer.Option(3.0, "--duration", callback=finite, help="Measured time per batch size (s)."),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="A fixed number of timed calls "
                                              "instead of --duration."),
     rounds: int = typer.Option(5, "--rounds", help="Measure the artifacts in this many alternating rounds, so "
