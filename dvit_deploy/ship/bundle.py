@@ -30,7 +30,8 @@ from ..fileio import (atomic_path, current_umask, is_same_or_parent_of_cwd, mani
 from .layout import (BUNDLE_MANIFEST, BUNDLE_SCHEMA, CHECKSUMS, DEFAULT_BUNDLES_DIR, DEFAULT_PROFILE, ENGINE_SUFFIXES,
                      EngineItem, OnnxItem, _str, engine_facts, write_checksums)
 from .triton import _write_triton
-from .trtexec import _batch_profile, build_script, built_precision, engine_name, trtexec_benchmark
+from .trtexec import (_batch_profile, build_script, built_precision, device_precision_strategy, engine_name,
+                      trtexec_benchmark)
 from .verify import _verify_folder
 
 # The device targets are the TensorRT target table's (engines/targets.py); the old names stay.
@@ -156,6 +157,15 @@ class BundleResult:
         return data
 
 
+def precision_label(item: OnnxItem, target: DeviceTarget, precision: str) -> str:
+    """The device engine's precision in words: ``int8 (fp16 fallback)`` for a Q/DQ model built with --fp16."""
+    built = built_precision(item, target, precision)
+    strategy = device_precision_strategy(item, target, precision)
+    if built == "int8" and "FP16" in strategy.set_flags:
+        return "int8 (fp16 outside the Q/DQ pairs)"
+    return built
+
+
 def default_bundle_dir(onnx_items: list[OnnxItem], engines: list[EngineItem], target: DeviceTarget) -> Path:
     stem = onnx_items[0].path.stem if onnx_items else engines[0].path.stem
     return Path.cwd() / DEFAULT_BUNDLES_DIR / f"{stem}-{target.name}"
@@ -171,7 +181,8 @@ def _device_readme(target: DeviceTarget, onnx_items: list[OnnxItem], engines: li
         counts = "dense" if m.get("dense") else "/".join(str(c) for c in m.get("keep_counts", []))
         batch = "dynamic batch" if _batch_profile(m, profile) else f"batch {m.get('batch')}"
         lines.append(f"- `model/{item.path.name}`: {m.get('variant', '?')}, kept tokens per stage {counts}, "
-                     f"opset {m.get('opset', '?')}, {batch}, token outputs {'yes' if m.get('token_outputs') else 'no'}; "
+                     f"opset {m.get('opset', '?')}, {batch}, token outputs {'yes' if m.get('token_outputs') else 'no'}, "
+                     f"device engine precision {precision_label(item, target, precision)}; "
                      f"manifest `model/{manifest_path(item.path).name}`.")
     for engine in engines:
         facts = engine_facts(engine.manifest)
@@ -191,7 +202,9 @@ def _device_readme(target: DeviceTarget, onnx_items: list[OnnxItem], engines: li
               "2. Build the engine here, on the device (engines are specific to the GPU and TensorRT version):", "",
               "   ```", "   ./build_on_device.sh", "   ```", "",
               f"   It runs `trtexec` with the input shapes (batch {profile[0]}/{profile[1]}/{profile[2]} "
-              f"min/opt/max for dynamic batch), precision {precision}, and a timing cache "
+              f"min/opt/max for dynamic batch), precision "
+              f"{', '.join(dict.fromkeys(precision_label(i, target, precision) for i in onnx_items)) or precision}, "
+              "and a timing cache "
               "(`engines/timing.cache`, which makes rebuilds fast). Set `TRTEXEC=` if trtexec is not on PATH."]
     if target.strongly_typed:
         lines.append("   TensorRT 11 is strongly typed: there is no --fp16 flag; the script builds the graph's own "
@@ -271,10 +284,15 @@ def make_bundle(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "dvit_deploy": __version__,
             "target": asdict(target),
-            "precision": precision,
+            # What the device build produces (an int8 Q/DQ model builds int8 whatever --precision says);
+            # the requested --precision is kept beside it (for int8: the fallback outside the Q/DQ pairs).
+            "precision": "/".join(dict.fromkeys(built_precision(i, target, precision) for i in onnx_items)) or precision,
+            "requested_precision": precision,
             "batch_profile": list(profile),
             "models": [{"onnx": f"model/{i.path.name}", "manifest": f"model/{manifest_path(i.path).name}",
-                        "variant": i.manifest.get("variant"), "keep_counts": i.manifest.get("keep_counts")}
+                        "variant": i.manifest.get("variant"), "keep_counts": i.manifest.get("keep_counts"),
+                        "precision": built_precision(i, target, precision),
+                        "precision_detail": precision_label(i, target, precision)}
                        for i in onnx_items],
             "engines": [{"engine": f"engines/{e.path.name}", "manifest": f"engines/{manifest_path(e.path).name}",
                          "source_onnx": None if e.source is None else f"model/{e.source.path.name}",
