@@ -241,6 +241,52 @@ def _bomb_png(d: Path, mp) -> None:
     (d / "bomb.png").write_bytes(_BOMB[0])
 
 
+def _no_model_building(d: Path, mp) -> None:
+    """Building the model takes seconds (8.5 s for DeiT-S): a refused output must be found before it."""
+    def built(*a, **k):
+        raise AssertionError("the model was built before the output was checked")
+
+    mp.setattr("dvit_deploy.models.create_model", built)
+
+
+def _default_export_exists(d: Path, mp) -> None:
+    _write("export/tiny-deit-r0.7.onnx", b"old")(d, mp)
+    _no_model_building(d, mp)
+
+
+def _lost_the_race(d: Path, mp) -> None:
+    """Another export writes m.onnx while this one is checking its graph: exactly one of them may win."""
+    from dvit_deploy.export import onnx_export
+
+    original = onnx_export.check_export
+
+    def meanwhile(*a, **k):
+        (d / "m.onnx").write_bytes(b"the other export's model")
+        return original(*a, **k)
+
+    mp.setattr(onnx_export, "check_export", meanwhile)
+
+
+def _disk_full_in(target: str) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    """ENOSPC raised by what writes into a temporary name, naming that temporary name (as the OS does)."""
+    def setup(d: Path, mp) -> None:
+        if target == "export":
+            def full(loaded, path, **k):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+            mp.setattr("dvit_deploy.export.onnx_export._export", full)
+        else:
+            _both(_export, lambda d, mp: _image(d, "cat.png"))(d, mp)
+
+            def full(self, fname, *a, **k):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(fname))
+
+            mp.setattr("matplotlib.figure.Figure.savefig", full)
+    return setup
+
+
+LONG_PNG = "k" * 247 + ".png"  # 251 characters: a name the file system takes (255 at most)
+
 _SOURCE: Path = Path()  # set by the fixture below for the setups
 
 PNG_JUNK = b"\x89PNG\r\n\x1a\n" + b"\0" * 20
@@ -286,6 +332,12 @@ CASES = [
          ["refusing to replace notes.txt", "--force replaces only .onnx"], _write("notes.txt", "my notes")),
     Case("export-force-on-foreign-manifest", ["export", "--model", "tiny-deit", "-o", "m.onnx", "--force"], 2,
          ["refusing to overwrite m.json", "not a dvit manifest"], _write("m.json", '{"mine": true}')),
+    Case("export-default-output-exists-no-model-built", ["export", "--model", "tiny-deit"], 2,
+         ["tiny-deit-r0.7.onnx already exists; pass --force"], _default_export_exists),
+    Case("export-race-to-one-output", ["export", "--model", "tiny-deit", "-o", "m.onnx"], 2,
+         ["m.onnx already exists (written while this command ran)"], _lost_the_race, output=["m.onnx"]),
+    Case("export-disk-full-names-the-output", ["export", "--model", "tiny-deit", "-o", "out/m.onnx"], 2,
+         ["No space left on device", "out/m.onnx"], _disk_full_in("export"), output=["out"], absent=["/.m."]),
     Case("export-output-is-folder", ["export", "--model", "tiny-deit", "-o", "out.onnx"], 2, ["is a directory"],
          lambda d, mp: (d / "out.onnx").mkdir()),
     Case("export-sigterm-cleans-temp", ["export", "--model", "tiny-deit"], 143, ["terminated"],
@@ -402,6 +454,10 @@ CASES = [
          _both(_export, _write("cat[1].png", PNG_JUNK))),
     Case("predict-viz-not-png", ["predict", "cat.png", "--viz", "out.jpg"], 2, ["--viz writes a PNG"],
          _both(_export, lambda d, mp: _image(d, "cat.png"))),
+    Case("predict-viz-disk-full-names-the-output", ["predict", "cat.png", "--viz", "kept.png"], 2,
+         ["No space left on device", "kept.png"], _disk_full_in("viz"), absent=[".tmp", ".kept.png."]),
+    Case("predict-viz-long-name", ["predict", "cat.png", "--viz", LONG_PNG], 0, [],
+         _both(_export, lambda d, mp: _image(d, "cat.png")), output=[LONG_PNG]),
     Case("predict-unknown-backend", ["predict", "cat.png", "--backend", "nope"], 2, ["nope"],
          _both(_export, lambda d, mp: _image(d, "cat.png"))),
     Case("predict-tampered", ["predict", "cat.png"], 2, ["tiny.onnx does not match its manifest"],
@@ -513,6 +569,15 @@ def _takes_a_float(param) -> bool:
         return True
     annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)  # Typer ≥ 0.2x, lazily typed
     return annotation is float or float in typing.get_args(annotation)
+
+
+def test_the_export_that_lost_a_race_leaves_the_winner_alone(source, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _lost_the_race(tmp_path, monkeypatch)
+    result = runner.invoke(app, ["export", "--model", "tiny-deit", "-o", "m.onnx"])
+    assert result.exit_code == 2, result.output
+    assert (tmp_path / "m.onnx").read_bytes() == b"the other export's model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no manifest of ours, no temporary left
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])

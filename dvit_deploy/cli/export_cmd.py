@@ -43,9 +43,15 @@ def export(
     onnx_export.validate_options(opset, batch)  # fail on bad options before spending time on the model
     if output is not None:
         prepare_output(output, force=force, kinds=(".onnx",))
+
+    def check_default_output(variant, is_dense, ratios) -> None:  # before the model is built (seconds)
+        if output is None:
+            prepare_output(onnx_export.default_output(variant.name, is_dense, ratios, batch=batch,
+                                                      dynamic_keep=dynamic_keep), force=force, kinds=(".onnx",), create=False)
+
     loaded = checkpoints.load_model(
         checkpoint, model_name=model, keep_ratio=keep_ratio, stage_ratios=parse_floats(stage_ratios, "--stage-ratios"),
-        dense=dense, use_ema=use_ema, trust=trust_checkpoint, seed=seed,
+        dense=dense, use_ema=use_ema, trust=trust_checkpoint, seed=seed, before_build=check_default_output,
     )
     notes(loaded.notes)
     with phases("export") as on_phase:

@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -257,8 +257,13 @@ def load_model(
     use_ema: bool = False,
     trust: bool = False,
     seed: int | None = None,
+    before_build: Callable[[VariantConfig, bool, tuple[float, ...] | None], None] | None = None,
 ) -> LoadedModel:
-    """Build the model a user asked for: from a checkpoint, or the seeded random default."""
+    """Build the model a user asked for: from a checkpoint, or the seeded random default.
+
+    ``before_build(variant, dense, stage_ratios)`` runs once the variant and ratios are known, before the
+    model is built (seconds): a command checks its outputs there, so a refusal costs no model building.
+    """
     from . import DEFAULT_SEED, create_model
 
     if keep_ratio is not None:
@@ -294,6 +299,8 @@ def load_model(
         seed = None
 
     ratios = _resolve_ratios(variant, dense, keep_ratio, stage_ratios, ckpt, notes)
+    if before_build is not None:
+        before_build(variant, dense, ratios)
     try:
         model = create_model(variant, stage_ratios=ratios, dense=dense, seed=seed)
     except ValueError as exc:
