@@ -285,6 +285,35 @@ def _disk_full_in(target: str) -> Callable[[Path, pytest.MonkeyPatch], None]:
     return setup
 
 
+def _interrupted_while_packaging(at: str) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    """`package --force` over a previous bundle, stopped while archiving or between the two renames."""
+    def setup(d: Path, mp) -> None:
+        from dvit_deploy.cli.common import Terminated
+
+        _both(_export, _bundle)(d, mp)
+        if at == "archive":
+            import tarfile
+
+            real_open = tarfile.open
+
+            def stopped(name=None, mode="r", *a, **k):
+                if mode.startswith("w"):  # writing the new archive (reading one, as checks do, goes on)
+                    raise Terminated()
+                return real_open(name, mode, *a, **k)
+
+            mp.setattr(tarfile, "open", stopped)
+        else:
+            real_replace = os.replace
+
+            def replace(src, dst):
+                if str(dst).endswith("bundle.tar.gz") and str(src).endswith(".tmp"):  # the new archive's rename
+                    raise Terminated()  # the folder is already swapped: it must go back
+                return real_replace(src, dst)
+
+            mp.setattr("dvit_deploy.ship.bundle.os.replace", replace)
+    return setup
+
+
 LONG_PNG = "k" * 247 + ".png"  # 251 characters: a name the file system takes (255 at most)
 
 _SOURCE: Path = Path()  # set by the fixture below for the setups
@@ -416,6 +445,11 @@ CASES = [
          ["refusing to replace", "not a folder"], _both(_export, _write("notes", "x"))),
     Case("package-existing-without-force", ["package", "--target", "x86-trt10", "-o", "bundle"], 2,
          ["already exists; pass --force"], _both(_export, _bundle)),
+    Case("package-force-terminated-while-archiving", ["package", "--target", "x86-trt10", "-o", "bundle", "--force"],
+         143, ["terminated"], _interrupted_while_packaging("archive")),
+    Case("package-force-terminated-between-folder-and-archive",
+         ["package", "--target", "x86-trt10", "-o", "bundle", "--force"], 143, ["terminated"],
+         _interrupted_while_packaging("swap")),
     Case("package-tampered", ["package", "--target", "x86-trt10", "-o", "b"], 2,
          ["tiny.onnx does not match its manifest"], _tampered),
     Case("package-unknown-target", ["package", "--target", "tpu"], 2, ["unknown target 'tpu'"], _export),

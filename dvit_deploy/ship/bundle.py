@@ -25,8 +25,9 @@ from ..artifact.manifest import EngineArtifact
 from ..artifact.manifest import check_manifest, verify_artifact
 from ..engines.targets import DEVICE_TARGETS, DeviceTarget, get_device_target, same_tensorrt_release
 from ..errors import BadInput, CheckFailed
-from ..fileio import (atomic_path, current_umask, is_same_or_parent_of_cwd, manifest_path, read_json,
+from ..fileio import (current_umask, is_same_or_parent_of_cwd, manifest_path, read_json, temp_prefix,
                       write_json_atomic)
+from ..lazy import signals_held
 from .layout import (BUNDLE_MANIFEST, BUNDLE_SCHEMA, CHECKSUMS, DEFAULT_BUNDLES_DIR, DEFAULT_PROFILE, ENGINE_SUFFIXES,
                      EngineItem, OnnxItem, _str, engine_facts, write_checksums)
 from .triton import _write_triton
@@ -255,7 +256,8 @@ def make_bundle(
     except OSError as exc:
         raise BadInput(f"cannot create {folder.parent}: {exc.strerror}") from None
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(folder.name), dir=folder.parent))
+    tmp_tar: Path | None = None
     try:
         phase("copy")
         (tmp / "model").mkdir()
@@ -313,18 +315,25 @@ def make_bundle(
             raise CheckFailed(f"the new bundle fails its own verification ({failed.name}: {failed.detail}); "
                               "nothing was written")
 
-        _swap_into_place(tmp, folder)
-        tmp = None  # type: ignore[assignment]
-        written_archive = None
+        # The archive is made from the finished temp folder, then folder and archive replace the old pair
+        # together (or, on any failure or signal, not at all): never a new folder beside an old .tar.gz.
+        os.chmod(tmp, 0o777 & ~current_umask())
         if archive:
             phase("archive")
-            with atomic_path(tar_path) as tmp_tar:
-                with tarfile.open(tmp_tar, "w:gz") as tar:
-                    tar.add(folder, arcname=folder.name)
-            written_archive = tar_path
+            fd, name = tempfile.mkstemp(prefix=temp_prefix(tar_path.name), suffix=".tmp", dir=folder.parent)
+            os.close(fd)
+            tmp_tar = Path(name)
+            with tarfile.open(tmp_tar, "w:gz") as tar:
+                tar.add(tmp, arcname=folder.name)
+            os.chmod(tmp_tar, 0o666 & ~current_umask())
+        _swap_into_place(tmp, folder, tmp_tar, tar_path if archive else None)
+        tmp = tmp_tar = None  # type: ignore[assignment]
+        written_archive = tar_path if archive else None
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if tmp_tar is not None:
+            tmp_tar.unlink(missing_ok=True)
     return BundleResult(folder, written_archive, target.name, files, triton_names,
                         build_commands=len(onnx_items), notes=notes)
 
@@ -363,28 +372,47 @@ def check_bundle_outputs(folder: Path, tar_path: Path | None, *, force: bool) ->
                            "previous .tar.gz bundle")
 
 
-def _swap_into_place(tmp: Path, folder: Path) -> None:
-    """Rename the finished temp folder into place; an old bundle goes only once the new one is in.
+def _swap_into_place(tmp: Path, folder: Path, tmp_tar: Path | None = None, tar_path: Path | None = None) -> None:
+    """Rename the finished temp folder (and its archive) into place: both or neither.
 
-    The old bundle is parked as ``.<name>.old-<pid>`` for the instant of the swap and removed in a
-    ``finally``; parked folders left by a process that was killed (SIGKILL) are removed next time.
+    Old ones are parked as ``.<name>.old-<pid>`` for the instant of the swap, with Ctrl-C/SIGTERM held
+    back (``lazy.signals_held``), and put back if any rename fails; they are removed afterwards, and parked
+    ones left by a killed (SIGKILL) process are removed next time.
     """
-    for stale in folder.parent.glob(f".{glob.escape(folder.name)}.old-*"):
-        if stale.is_dir() and is_bundle_folder(stale):
-            shutil.rmtree(stale, ignore_errors=True)
-    old = None
+    pairs = [(tmp, folder)] + ([(tmp_tar, tar_path)] if tmp_tar is not None and tar_path is not None else [])
+    for _, dst in pairs:
+        for stale in dst.parent.glob(f".{glob.escape(dst.name)}.old-*"):
+            if stale.is_dir() and is_bundle_folder(stale):
+                shutil.rmtree(stale, ignore_errors=True)
+            elif stale.is_file() and dst.name.endswith(".tar.gz"):
+                stale.unlink(missing_ok=True)
+    parked: list[tuple[Path, Path]] = []  # (parked name, real name)
+    placed: list[Path] = []
     try:
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if old is not None:
-                os.replace(old, folder)
-                old = None
-            raise
+        with signals_held():  # a signal now is delivered once the pair is consistent again
+            try:
+                for _, dst in pairs:
+                    if dst.exists():
+                        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+                        os.replace(dst, old)
+                        parked.append((old, dst))
+                for src, dst in pairs:
+                    os.replace(src, dst)
+                    placed.append(dst)
+            except BaseException:
+                for dst in placed:  # undo: the new ones out, the old ones back
+                    _remove(dst)
+                for old, dst in parked:
+                    os.replace(old, dst)
+                parked.clear()
+                raise
     finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    os.chmod(folder, 0o777 & ~current_umask())
+        for old, _ in parked:
+            _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
