@@ -71,6 +71,11 @@ def tiny_files(tmp_path_factory):
         make_bundle([folder / "export" / "tiny.onnx"], "x86-trt10", output=folder / "bundle", archive=True)
     finally:
         os.chdir(cwd)
+    # An export from a checkpoint that then moved: the manifest records moved-away.pth, now at kept.pth.
+    make_official_checkpoint(folder / "moved-away.pth", "tiny-deit")
+    export_onnx(load_model(folder / "moved-away.pth"), folder / "from_ckpt" / "c.onnx", token_outputs=True)
+    (folder / "moved-away.pth").rename(folder / "kept.pth")
+    make_official_checkpoint(folder / "other.pth", "tiny-deit", seed=1)
     return folder
 
 
@@ -314,6 +319,18 @@ def _interrupted_while_packaging(at: str) -> Callable[[Path, pytest.MonkeyPatch]
     return setup
 
 
+def _export_of_a_moved_checkpoint(d: Path, mp) -> None:
+    shutil.copytree(_SOURCE / "from_ckpt", d / "export")
+    _image(d, "cat.png")
+
+
+def _moved_checkpoint_and(name: str) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    def setup(d: Path, mp) -> None:
+        _export_of_a_moved_checkpoint(d, mp)
+        shutil.copy2(_SOURCE / name, d / "ckpt.pth")
+    return setup
+
+
 LONG_PNG = "k" * 247 + ".png"  # 251 characters: a name the file system takes (255 at most)
 
 _SOURCE: Path = Path()  # set by the fixture below for the setups
@@ -408,6 +425,15 @@ CASES = [
          _manifest_edit(schema="dvit-deploy/onnx-manifest/9")),
     Case("validate-foreign-schema", ["validate", "-n", "2"], 2, ["schema 'acme/model/1'", "does not read"],
          _manifest_edit(schema="acme/model/1"), absent=["newer"]),
+    Case("validate-checkpoint-moved", ["validate", "-n", "2"], 2,
+         ["moved-away.pth, is not there (moved?)", "--checkpoint PATH"], _export_of_a_moved_checkpoint),
+    Case("validate-checkpoint-given-is-another", ["validate", "-n", "2", "--checkpoint", "ckpt.pth"], 2,
+         ["--checkpoint ckpt.pth is not the checkpoint this artifact was exported from"],
+         _moved_checkpoint_and("other.pth")),
+    Case("validate-checkpoint-given-missing", ["validate", "-n", "2", "--checkpoint", "nothere.pth"], 2,
+         ["--checkpoint nothere.pth not found"], _export_of_a_moved_checkpoint),
+    Case("validate-checkpoint-given-moved-one", ["validate", "-n", "2", "--checkpoint", "ckpt.pth"], 0, [],
+         _moved_checkpoint_and("kept.pth")),
     # --- profile
     Case("profile-unknown-schema", ["profile", "--iterations", "1", "--batch", "1"], 2,
          ["schema 'dvit-deploy/onnx-manifest/2'"], _manifest_edit(schema="dvit-deploy/onnx-manifest/2")),
@@ -492,6 +518,11 @@ CASES = [
          ["No space left on device", "kept.png"], _disk_full_in("viz"), absent=[".tmp", ".kept.png."]),
     Case("predict-viz-long-name", ["predict", "cat.png", "--viz", LONG_PNG], 0, [],
          _both(_export, lambda d, mp: _image(d, "cat.png")), output=[LONG_PNG]),
+    Case("predict-torch-checkpoint-moved", ["predict", "cat.png", "--backend", "torch"], 2,
+         ["is not there (moved?)", "--checkpoint PATH"], _export_of_a_moved_checkpoint),
+    Case("predict-torch-checkpoint-given-is-another", ["predict", "cat.png", "--backend", "torch", "--checkpoint",
+                                                      "ckpt.pth"], 2,
+         ["is not the checkpoint this artifact was exported from"], _moved_checkpoint_and("other.pth")),
     Case("predict-unknown-backend", ["predict", "cat.png", "--backend", "nope"], 2, ["nope"],
          _both(_export, lambda d, mp: _image(d, "cat.png"))),
     Case("predict-tampered", ["predict", "cat.png"], 2, ["tiny.onnx does not match its manifest"],
