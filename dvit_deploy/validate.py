@@ -80,6 +80,7 @@ class ValidateReport:
     samples: int
     results: list[BackendResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the user asked for and did not get
 
     @property
     def passed(self) -> bool:
@@ -102,6 +103,7 @@ class ValidateReport:
             "reference": "PyTorch fp32 on CPU, rebuilt from each artifact's manifest",
             "results": [r.to_dict() for r in self.results],
             "notes": self.notes,
+            "warnings": self.warnings,
         }
 
 
@@ -129,11 +131,14 @@ def load_inputs(manifest: dict[str, Any], samples: int, images_dir: Path | None)
     if images_dir is None:
         return seeded_inputs(manifest, samples, VALIDATE_SEED), f"seeded random (seed {VALIDATE_SEED})"
 
-    paths = list_images(images_dir, recursive=True)[:samples]  # flat or class sub-folders, as eval reads
+    found = list_images(images_dir, recursive=True)  # flat or class sub-folders, as eval reads
+    paths = found[:samples]
     images = preprocess_images(paths, data_config_of(manifest))
     if images.shape[1:] != (shape := ModelRecord.from_json(manifest).input_shape):
         raise BadInput(f"preprocessed images are {images.shape[1:]}, the model takes {shape}")
-    return images, f"{len(paths)} image(s) from {images_dir}"
+    # Fewer images than --samples: all of them are used, and the report says so (never silently fewer).
+    short = f" (--samples {samples} asked; the folder holds only {len(found)})" if len(found) < samples else ""
+    return images, f"{len(paths)} image(s) from {images_dir}{short}"
 
 
 def _reference(manifest: dict[str, Any], images: np.ndarray, batch: int, cache: dict[str, Any]) -> dict[str, Any]:
@@ -178,6 +183,9 @@ def validate(
     for artifact in paths:
         manifest = load_manifest(artifact)
         images, report.inputs = load_inputs(manifest, samples, images_dir)
+        if len(images) < samples and images_dir is not None:
+            report.warnings.append(f"validated {len(images)} image(s), fewer than --samples {samples}: {images_dir} "
+                                   f"holds only {len(images)}")
         report.samples = len(images)
         fixed = manifest.get("batch")
         run_batch = int(fixed) if fixed else min(batch, len(images))

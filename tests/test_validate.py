@@ -123,6 +123,10 @@ def test_real_images(exported, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["samples"] == 3 and "imgs" in data["inputs"]
+    # Fewer images than --samples: used whole, and said (stderr, --json), never silently fewer.
+    assert "--samples 8 asked; the folder holds only 3" in data["inputs"]
+    assert data["warnings"] == [f"validated 3 image(s), fewer than --samples 8: {folder} holds only 3"]
+    assert "warning: validated 3 image(s), fewer than --samples 8" in result.stderr
 
 
 def test_fixed_batch_padding_is_trimmed():

@@ -12,7 +12,7 @@ import typer
 from ..defaults import VALIDATE_BATCH as DEFAULT_BATCH, VALIDATE_SAMPLES as DEFAULT_SAMPLES
 from ..lazy import lazy_import
 from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, err, handle_errors,
-                     notes, phases, print_wide, styled, table)
+                     notes, phases, print_wide, styled, table, warn)
 
 validate_lib = lazy_import("dvit_deploy.validate")
 checkpoints = lazy_import("dvit_deploy.models.checkpoint")  # torch: only with --checkpoint
@@ -34,7 +34,9 @@ def validate(
         "\\[default: the one that runs each artifact]."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of real images (preprocessed with the "
                                           "model's timm data config) instead of seeded random inputs."),
-    samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", "-n", min=1, help="Number of inputs."),
+    samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", "-n", min=1,
+                                 help="Number of inputs (with --images: at most; a folder with fewer is used whole, "
+                                      "with a warning)."),
     batch: int = typer.Option(DEFAULT_BATCH, "--batch", "-b", min=1, help="Batch size for dynamic-batch artifacts."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N] for the backend under test."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32/fp16/bf16/int8 \\[default: the artifact's]."),
@@ -58,6 +60,8 @@ def validate(
     else:
         _print(report)
     notes(report.notes)
+    for line in report.warnings:
+        warn(line)
     if report.failed:
         err.print(styled("[bold red]check failed:[/] {} of {} backend check(s) outside tolerance",
                          len(report.failed), len(report.results)))
