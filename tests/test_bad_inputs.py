@@ -331,6 +331,13 @@ def _moved_checkpoint_and(name: str) -> Callable[[Path, pytest.MonkeyPatch], Non
     return setup
 
 
+def _memory_of(gib: float) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    def setup(d: Path, mp) -> None:
+        _export(d, mp)
+        mp.setattr("dvit_deploy.runtime.memory.available_bytes", lambda: int(gib * (1 << 30)))
+    return setup
+
+
 LONG_PNG = "k" * 247 + ".png"  # 251 characters: a name the file system takes (255 at most)
 
 _SOURCE: Path = Path()  # set by the fixture below for the setups
@@ -451,6 +458,9 @@ CASES = [
     Case("profile-duration-inf", ["profile", "--duration", "inf"], 2, ["--duration", "must be a finite number"],
          _export),
     Case("profile-warmup-minus-inf", ["profile", "--warmup", "-inf"], 2, ["--warmup", "finite"], _export),
+    Case("profile-batch-does-not-fit-in-memory", ["profile", "--batch", "1,4000", "--iterations", "1"], 2,
+         ["profile --batch 4000 on onnxruntime needs about", "1.0 GB is available here", "use --batch"],
+         _memory_of(1.0)),
     Case("profile-zero-rounds", ["profile", "--rounds", "0"], 2, ["rounds"], _export),
     Case("profile-plot-not-an-image", ["profile", "--plot", "out.txt", "--iterations", "1"], 2,
          ["--plot", ".png"], _export),
