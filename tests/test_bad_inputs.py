@@ -585,7 +585,7 @@ def source(tiny_files):
 
 
 def test_the_table_is_large_and_unique():
-    assert len(CASES) >= 50
+    assert len(CASES) >= 100
     assert len({c.id for c in CASES}) == len(CASES)
 
 
