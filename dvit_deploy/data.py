@@ -6,8 +6,11 @@ normalisation the checkpoint was trained with.
 
 Labelled datasets come in two layouts:
 
-* class sub-folders (``root/<class>/<image>``): sorted folder names give class indices, as in
-  torchvision's ``ImageFolder`` (ImageNet's synset folders sort into ImageNet's class order);
+* class sub-folders (``root/<class>/<image>``): for a 1000-class model whose folders are all ImageNet
+  synsets (``n01530575``), each folder gets its ImageNet-1k index from timm's offline synset table
+  (``imagenet_synsets.txt``, sorted, as ImageNet defines it), so a subset such as ``n01530575``,
+  ``n01558993`` is labelled 10, 15 — not 0, 1. Otherwise sorted folder names give the indices, as in
+  torchvision's ``ImageFolder``. ``LabelledImages.mapping`` says which rule was used;
 * a flat folder with a labels file: one image per line, ``filename label`` (whitespace) or
   ``filename,label`` (CSV, an optional ``filename,label`` header). ``label`` is an integer class
   index, or a class name / WordNet id known to the model's class list. Blank lines and lines
@@ -19,6 +22,8 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -30,6 +35,12 @@ from .errors import BadInput
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 LABEL_FILE_NAMES = ("labels.txt", "labels.csv")
 IMAGENET_CLASSES = 1000
+SYNSET = re.compile(r"n\d{8}")
+MAPPING_SYNSETS = "ImageNet-1k synset indices (timm imagenet_synsets.txt)"
+MAPPING_SORTED = "sorted folder names -> 0..N-1"
+MAPPING_FILE = "labels file"
+# PIL opens images up to this many pixels (its own default, 89 Mpx); past it we refuse in one line.
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,7 +79,7 @@ def _cached_transform(items: tuple[tuple[str, Any], ...]):
 
 
 def load_image(path: str | Path):
-    """Open an image file as RGB; every way it can fail is one BadInput line naming the file."""
+    """Open an image file as 8-bit RGB; every way it can fail is one BadInput line naming the file."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path).expanduser()
@@ -77,14 +88,62 @@ def load_image(path: str | Path):
     if path.is_dir():
         raise BadInput(f"{path} is a directory, not an image (pass the files, or a folder where a folder is accepted)")
     try:
-        with Image.open(path) as img:
-            img.load()  # decode now: truncated files fail here, not later inside the transform
-            return img.convert("RGB")
+        with warnings.catch_warnings():
+            # PIL only warns between its limit and twice it; a bomb is refused either way, before decoding.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise Image.DecompressionBombError(f"{img.width}×{img.height}")
+                img.load()  # decode now: truncated files fail here, not later inside the transform
+                return to_rgb8(img, path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadInput(f"{path} is too large to decode safely (more than {MAX_IMAGE_PIXELS:,} pixels, PIL's "
+                       "decompression-bomb limit); resize it first") from None
     except UnidentifiedImageError:
         raise BadInput(f"{path} is not an image PIL can read (PNG, JPEG, ...)") from None
     except (OSError, ValueError, SyntaxError) as exc:  # truncated / corrupt data, unreadable file
         reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
         raise BadInput(f"cannot read image {path}: {reason}") from None
+
+
+def to_rgb8(img: Any, path: Path | str = "image") -> Any:
+    """Any image mode PIL reads, as 8-bit RGB with its full range kept.
+
+    ``convert("RGB")`` clips 16-bit and 32-bit modes (I;16, I, F) at 255, so a 16-bit PNG would look
+    nearly white: those are scaled by their bit depth (16-bit PNGs by 65535; other I/F data by the
+    range its values lie in: [0, 1], [0, 255], [0, 65535], else its own min..max). Transparency (RGBA, LA, PA, P with a transparent index) is composited on white, as a
+    viewer shows it; CMYK, YCbCr, LAB, HSV, 1, L and P convert through PIL's own colour conversions.
+    Anything else (multi-band scientific formats) is refused in one line.
+    """
+    from PIL import Image
+
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        data = np.nan_to_num(np.asarray(img).astype(np.float64))
+        lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+        sixteen_bit = mode.startswith("I;16") or (mode == "I" and getattr(img, "format", None) == "PNG")
+        if mode == "F" and lo >= 0.0 and hi <= 1.0:
+            full = 1.0  # a float image in [0, 1]
+        elif sixteen_bit or (lo >= 0.0 and 255.0 < hi <= 65535.0):
+            full = 65535.0
+        elif lo >= 0.0 and hi <= 255.0:
+            full = 255.0  # 8-bit values held in a wider mode
+        else:  # wider than 16 bits or negative: its own range
+            data, full = data - lo, max(hi - lo, 1.0)
+        eight = np.clip(np.rint(data * (255.0 / full)), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.repeat(eight[..., None], 3, axis=2), "RGB")
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode in ("1", "L", "P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        return img.convert("RGB")
+    raise BadInput(f"{path} has image mode {mode}, which dvit cannot convert to RGB; save it as an 8/16-bit "
+                   "PNG or a JPEG")
 
 
 def preprocess_images(paths: Sequence[str | Path], data_config: Mapping[str, Any]) -> np.ndarray:
@@ -177,6 +236,7 @@ class LabelledImages:
     labels: np.ndarray  # int64 class index per image
     class_names: list[str] = field(default_factory=list)  # names of the folder classes (folder layout)
     labels_file: Path | None = None
+    mapping: str = MAPPING_SORTED  # how folder names became class indices (MAPPING_*)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -185,7 +245,7 @@ class LabelledImages:
         if count is None or count >= len(self.paths):
             return self
         return LabelledImages(self.root, self.layout, self.paths[:count], self.labels[:count], self.class_names,
-                              self.labels_file)
+                              self.labels_file, self.mapping)
 
     def batches(self, batch: int, data_config: Mapping[str, Any]) -> Iterator[tuple[np.ndarray, np.ndarray, list[Path]]]:
         for start in range(0, len(self.paths), batch):
@@ -195,7 +255,8 @@ class LabelledImages:
     def describe(self) -> dict[str, Any]:
         return {"root": str(self.root), "layout": self.layout, "images": len(self.paths),
                 "classes": len(set(self.labels.tolist())),
-                "labels_file": None if self.labels_file is None else str(self.labels_file)}
+                "labels_file": None if self.labels_file is None else str(self.labels_file),
+                "label_mapping": self.mapping}
 
 
 def read_dataset(root: str | Path, *, labels_file: str | Path | None = None,
@@ -211,7 +272,7 @@ def read_dataset(root: str | Path, *, labels_file: str | Path | None = None,
     if labels_file is not None:
         data = _read_labels_file(root, Path(labels_file).expanduser(), num_classes)
     else:
-        data = _read_class_folders(root)
+        data = _read_class_folders(root, num_classes)
     if num_classes is not None and len(data.labels) and int(data.labels.max()) >= num_classes:
         worst = int(data.labels.max())
         if data.layout == "class folders":
@@ -220,7 +281,7 @@ def read_dataset(root: str | Path, *, labels_file: str | Path | None = None,
     return data
 
 
-def _read_class_folders(root: Path) -> LabelledImages:
+def _read_class_folders(root: Path, num_classes: int | None = None) -> LabelledImages:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         loose = [p for p in root.iterdir() if is_image_file(p)]
@@ -228,14 +289,31 @@ def _read_class_folders(root: Path) -> LabelledImages:
             raise BadInput(f"{root} holds images but no class sub-folders and no labels file "
                            f"({' or '.join(LABEL_FILE_NAMES)}); pass --labels FILE")
         raise BadInput(f"no class sub-folders or images in {root}")
+    indices, mapping = _folder_indices(root, classes, num_classes)
     paths, labels = [], []
-    for index, name in enumerate(classes):
+    for name in classes:
         images = sorted(p for p in (root / name).rglob("*") if is_image_file(p))
         paths.extend(images)
-        labels.extend([index] * len(images))
+        labels.extend([indices[name]] * len(images))
     if not paths:
         raise BadInput(f"the class folders of {root} contain no image files")
-    return LabelledImages(root, "class folders", paths, np.asarray(labels, np.int64), classes)
+    return LabelledImages(root, "class folders", paths, np.asarray(labels, np.int64), classes, mapping=mapping)
+
+
+def _folder_indices(root: Path, classes: list[str], num_classes: int | None) -> tuple[dict[str, int], str]:
+    """Class index per folder: ImageNet-1k's for synset folders of a 1000-class model, else sorted order."""
+    synset_named = [c for c in classes if SYNSET.fullmatch(c)]
+    if num_classes == IMAGENET_CLASSES and synset_named:
+        table = {wnid: i for i, wnid in enumerate(_imagenet_synsets() or [])}
+        if not table:
+            raise BadInput(f"the class folders of {root} are ImageNet synsets, but timm's ImageNet synset table "
+                           "(timm.data.ImageNetInfo) is not available to map them; pass --labels FILE")
+        unknown = [c for c in classes if c not in table]
+        if unknown:
+            raise BadInput(f"the class folders of {root} mix ImageNet-1k synsets ({synset_named[0]}) with other names "
+                           f"({unknown[0]}): their indices would be ambiguous; rename them or pass --labels FILE")
+        return {c: table[c] for c in classes}, MAPPING_SYNSETS
+    return {c: i for i, c in enumerate(classes)}, MAPPING_SORTED
 
 
 def _read_labels_file(root: Path, labels_file: Path, num_classes: int | None) -> LabelledImages:
@@ -258,7 +336,8 @@ def _read_labels_file(root: Path, labels_file: Path, num_classes: int | None) ->
         labels.append(_parse_label(label, lookup, labels_file, lineno))
     if not paths:
         raise BadInput(f"labels file {labels_file} lists no images")
-    return LabelledImages(root, "labels file", paths, np.asarray(labels, np.int64), [], labels_file)
+    return LabelledImages(root, "labels file", paths, np.asarray(labels, np.int64), [], labels_file,
+                          mapping=MAPPING_FILE)
 
 
 def _label_rows(text: str, labels_file: Path) -> Iterator[tuple[int, list[str]]]:

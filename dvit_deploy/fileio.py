@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -30,7 +31,8 @@ MANIFESTED_KINDS = (".onnx", ".engine", ".plan")
 SCHEMA_PREFIX = "dvit-deploy/"
 
 
-def prepare_output(path: str | os.PathLike, *, force: bool, kinds: tuple[str, ...] | None = None) -> Path:
+def prepare_output(path: str | os.PathLike, *, force: bool, kinds: tuple[str, ...] | None = None,
+                   create: bool = True) -> Path:
     """Check that ``path`` can be written: parent creatable and writable, no clobbering without force.
 
     ``--force`` replaces only a *file* of a kind the command writes (``kinds``, default: any kind
@@ -54,6 +56,8 @@ def prepare_output(path: str | os.PathLike, *, force: bool, kinds: tuple[str, ..
     blocking_file = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocking_file is not None:
         raise BadInput(f"cannot write {path}: {blocking_file} is a file, not a folder")
+    if not create:  # a check only, before slow work: nothing is made yet
+        return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -63,20 +67,83 @@ def prepare_output(path: str | os.PathLike, *, force: bool, kinds: tuple[str, ..
     return path
 
 
+# Temporary names keep this much of the real name (recognisable in a listing) and stay short, so any name
+# the file system accepts for the output is also accepted for its temporary twin (255 bytes on most).
+TEMP_STEM_CHARS = 40
+
+
+def temp_prefix(name: str) -> str:
+    """``.<first 40 characters of name>.``: the prefix of a temporary file or folder beside ``name``."""
+    return f".{name[:TEMP_STEM_CHARS]}."
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+def errors_name(path: str | os.PathLike, temporary: str | os.PathLike) -> Iterator[None]:
+    """An OSError about ``temporary`` names ``path`` instead, and one about ``temporary/x`` names ``path/x``:
+    the user's names, not our temporary ones (``.m.0m2jtmfw``)."""
+    try:
+        yield
+    except OSError as exc:
+        tmp, real = os.fspath(temporary), os.fspath(path)
+        for attr in ("filename", "filename2"):
+            value = getattr(exc, attr, None)
+            if isinstance(value, (str, os.PathLike)):
+                text = os.fspath(value)
+                if text == tmp:
+                    setattr(exc, attr, real)
+                elif isinstance(text, str) and text.startswith(tmp + os.sep):
+                    setattr(exc, attr, os.path.join(real, os.path.relpath(text, tmp)))
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
+
+    ``replace=False`` publishes without clobbering: if ``path`` appeared meanwhile (another process),
+    nothing is replaced and BadInput says so (see ``publish_no_clobber``).
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # it names the random temporary name it tried
+        exc.filename = str(path)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; artifacts are ordinary files
-        os.replace(tmp_path, path)
+        with errors_name(path, tmp_path):
+            yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; artifacts are ordinary files
+            if replace:
+                os.replace(tmp_path, path)
+            else:
+                publish_no_clobber(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def publish_no_clobber(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst`` only if ``dst`` does not exist, atomically (a hard link fails on an existing
+    name; checking first and renaming would let two processes both "win")."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise BadInput(f"output {dst} already exists (written while this command ran); pass --force to overwrite "
+                       "it") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS):
+            raise
+        # A file system without hard links: O_EXCL claims the name, then the data is renamed over the claim.
+        try:
+            os.close(os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            raise BadInput(f"output {dst} already exists (written while this command ran); pass --force to "
+                           "overwrite it") from None
+        os.replace(src, dst)
+        return
+    os.unlink(src)
 
 
 def current_umask() -> int:
@@ -95,15 +162,28 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
 
 
-def publish_artifact(moves: list[tuple[Path, Path]], artifact: Path, manifest: Any) -> None:
+def publish_artifact(moves: list[tuple[Path, Path]], artifact: Path, manifest: Any, *, replace: bool = True) -> None:
     """Move a checked artifact's files from their temporary names into place, then write its manifest.
 
     Give data files before the graph in ``moves``: a reader never sees a graph whose weights are
     missing, nor a manifest for a graph that is not there (the graph is removed if the manifest
-    cannot be written).
+    cannot be written). ``replace=False`` (no ``--force``): every file is published without clobbering,
+    so of two commands racing to one output exactly one succeeds; the loser removes what it placed.
     """
-    for src, dst in moves:
-        os.replace(src, dst)
+    placed: list[Path] = []
+    try:
+        for src, dst in moves:
+            with errors_name(dst, src):
+                if replace:
+                    os.replace(src, dst)
+                else:
+                    publish_no_clobber(src, dst)
+            placed.append(dst)
+    except BaseException:
+        if not replace:
+            for dst in placed:
+                dst.unlink(missing_ok=True)
+        raise
     try:
         write_json_atomic(manifest_path(artifact), manifest)
     except OSError:
@@ -121,7 +201,7 @@ def is_our_manifest(path: str | os.PathLike) -> bool:
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read(1 << 22))  # manifests are small; a big file is not one of ours
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return False
     return isinstance(data, dict) and str(data.get("schema", "")).startswith(SCHEMA_PREFIX)
 
@@ -141,6 +221,8 @@ def read_json(path: str | os.PathLike, what: str = "manifest") -> dict[str, Any]
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadInput(f"{what} {path} is not valid JSON: {exc}") from None
+    except RecursionError:  # Python's parser recurses per level; no manifest of ours is nested this deep
+        raise BadInput(f"{what} {path} is nested too deeply to be a dvit manifest") from None
     if not isinstance(data, dict):
         raise BadInput(f"{what} {path} does not hold a JSON object")
     return data

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from .artifact.manifest import ModelRecord
-from .batching import run_batched
+from .batching import Gathered, pad_batch
 from .compare import Comparison, Tolerance, compare
 from .defaults import VALIDATE_BATCH, VALIDATE_SAMPLES
 from .errors import BadInput, DvitError
@@ -80,6 +80,7 @@ class ValidateReport:
     samples: int
     results: list[BackendResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the user asked for and did not get
 
     @property
     def passed(self) -> bool:
@@ -102,6 +103,7 @@ class ValidateReport:
             "reference": "PyTorch fp32 on CPU, rebuilt from each artifact's manifest",
             "results": [r.to_dict() for r in self.results],
             "notes": self.notes,
+            "warnings": self.warnings,
         }
 
 
@@ -122,21 +124,62 @@ def default_backends(artifact: Path) -> list[str]:
     return [default_backend(artifact)]
 
 
-def load_inputs(manifest: dict[str, Any], samples: int, images_dir: Path | None) -> tuple[np.ndarray, str]:
-    """Seeded normal inputs, or real images preprocessed with the model's data config."""
-    from .data import data_config_of, list_images, preprocess_images, seeded_inputs
+@dataclass
+class InputSource:
+    """The validation inputs, made batch by batch (never all at once: 20000 DeiT inputs are 12 GB).
 
+    Every pass (the reference, then each backend) regenerates the same batches: seeded inputs from the
+    same seed (numpy draws them in the same order, whatever the batch size), images preprocessed again.
+    """
+
+    count: int
+    description: str
+    _seed: int | None = None
+    _shape: tuple[int, ...] = ()
+    _paths: list[Path] = field(default_factory=list)
+    _data_config: dict[str, Any] = field(default_factory=dict)
+
+    def batches(self, batch: int) -> Iterator[np.ndarray]:
+        from .data import preprocess_images
+
+        rng = np.random.default_rng(self._seed) if self._seed is not None else None
+        for start in range(0, self.count, batch):
+            n = min(batch, self.count - start)
+            if rng is not None:
+                yield rng.standard_normal((n, *self._shape), dtype=np.float32)
+            else:
+                images = preprocess_images(self._paths[start:start + n], self._data_config)
+                if images.shape[1:] != self._shape:
+                    raise BadInput(f"preprocessed images are {images.shape[1:]}, the model takes {self._shape}")
+                yield images
+
+
+def load_inputs(manifest: dict[str, Any], samples: int, images_dir: Path | None) -> InputSource:
+    """Seeded normal inputs, or real images preprocessed with the model's data config (streamed)."""
+    from .data import data_config_of, list_images
+
+    shape = ModelRecord.from_json(manifest).input_shape
     if images_dir is None:
-        return seeded_inputs(manifest, samples, VALIDATE_SEED), f"seeded random (seed {VALIDATE_SEED})"
+        return InputSource(samples, f"seeded random (seed {VALIDATE_SEED})", _seed=VALIDATE_SEED, _shape=shape)
 
-    paths = list_images(images_dir, recursive=True)[:samples]  # flat or class sub-folders, as eval reads
-    images = preprocess_images(paths, data_config_of(manifest))
-    if images.shape[1:] != (shape := ModelRecord.from_json(manifest).input_shape):
-        raise BadInput(f"preprocessed images are {images.shape[1:]}, the model takes {shape}")
-    return images, f"{len(paths)} image(s) from {images_dir}"
+    found = list_images(images_dir, recursive=True)  # flat or class sub-folders, as eval reads
+    paths = found[:samples]
+    # Fewer images than --samples: all of them are used, and the report says so (never silently fewer).
+    short = f" (--samples {samples} asked; the folder holds only {len(found)})" if len(found) < samples else ""
+    return InputSource(len(paths), f"{len(paths)} image(s) from {images_dir}{short}", _shape=shape, _paths=paths,
+                       _data_config=data_config_of(manifest))
 
 
-def _reference(manifest: dict[str, Any], images: np.ndarray, batch: int, cache: dict[str, Any]) -> dict[str, Any]:
+def run_streamed(run: Callable[[np.ndarray], Any], source: InputSource, batch: int, *, fixed: bool = False) -> Gathered:
+    """``run_batched`` over a streamed source: one batch of inputs in memory at a time."""
+    gathered = Gathered()
+    for chunk in source.batches(batch):
+        padded, real = pad_batch(chunk, batch if fixed else None)
+        gathered.add(run(padded), real)
+    return gathered
+
+
+def _reference(manifest: dict[str, Any], source: InputSource, batch: int, cache: dict[str, Any]) -> dict[str, Any]:
     """PyTorch fp32 logits, kept ids and boundary margins of the manifest's model (cached per model)."""
     import torch
 
@@ -149,7 +192,13 @@ def _reference(manifest: dict[str, Any], images: np.ndarray, batch: int, cache: 
                                                           "checkpoint")))
     if key not in cache:
         loaded = load_model_from_record(manifest)
-        cache[key] = (loaded, reference_outputs(loaded, torch.from_numpy(images), batch))
+        parts = [reference_outputs(loaded, torch.from_numpy(chunk), batch) for chunk in source.batches(batch)]
+        stages = len(parts[0]["kept"])
+        cache[key] = (loaded, {
+            "logits": np.concatenate([p["logits"] for p in parts]),
+            "kept": [np.concatenate([p["kept"][s] for p in parts]) for s in range(stages)],
+            "margins": [np.concatenate([p["margins"][s] for p in parts]) for s in range(len(parts[0]["margins"]))],
+        })
     return cache[key][1]
 
 
@@ -177,12 +226,16 @@ def validate(
     cache: dict[str, Any] = {}
     for artifact in paths:
         manifest = load_manifest(artifact)
-        images, report.inputs = load_inputs(manifest, samples, images_dir)
-        report.samples = len(images)
+        source = load_inputs(manifest, samples, images_dir)
+        report.inputs = source.description
+        if source.count < samples and images_dir is not None:
+            report.warnings.append(f"validated {source.count} image(s), fewer than --samples {samples}: {images_dir} "
+                                   f"holds only {source.count}")
+        report.samples = source.count
         fixed = manifest.get("batch")
-        run_batch = int(fixed) if fixed else min(batch, len(images))
+        run_batch = int(fixed) if fixed else min(batch, source.count)
         phase(f"{artifact.name}: PyTorch fp32 reference")
-        ref = _reference(manifest, images, run_batch, cache)
+        ref = _reference(manifest, source, run_batch, cache)
         pruned = not manifest.get("dense")
         for spec in backends or default_backends(artifact):
             backend, backend_precision = split_backend_spec(spec, precision)
@@ -201,7 +254,7 @@ def validate(
                 runner = runner_for_artifact(artifact, backend, **options)
                 with runner:
                     info = runner.describe()
-                    outputs = run_batched(runner.run, images, run_batch, fixed=bool(fixed))
+                    outputs = run_streamed(runner.run, source, run_batch, fixed=bool(fixed))
             except MissingDependency as exc:
                 result.reason = str(exc)
                 continue

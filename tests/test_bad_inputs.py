@@ -71,6 +71,11 @@ def tiny_files(tmp_path_factory):
         make_bundle([folder / "export" / "tiny.onnx"], "x86-trt10", output=folder / "bundle", archive=True)
     finally:
         os.chdir(cwd)
+    # An export from a checkpoint that then moved: the manifest records moved-away.pth, now at kept.pth.
+    make_official_checkpoint(folder / "moved-away.pth", "tiny-deit")
+    export_onnx(load_model(folder / "moved-away.pth"), folder / "from_ckpt" / "c.onnx", token_outputs=True)
+    (folder / "moved-away.pth").rename(folder / "kept.pth")
+    make_official_checkpoint(folder / "other.pth", "tiny-deit", seed=1)
     return folder
 
 
@@ -162,6 +167,179 @@ def _not_a_bundle_folder(d: Path, mp) -> None:
     (d / "mywork" / "thesis.tex").write_text("months of work")
 
 
+def _resum(bundle: Path, drop: tuple[str, ...] = ()) -> None:
+    """Rewrite SHA256SUMS as a forger would: the sums of what is there now, without the ``drop`` prefixes."""
+    import hashlib
+
+    lines = []
+    for line in (bundle / "SHA256SUMS").read_text().splitlines():
+        digest, rel = line.split("  ", 1)
+        if rel.startswith(drop):
+            continue
+        lines.append(f"{hashlib.sha256((bundle / rel).read_bytes()).hexdigest()}  {rel}")
+    (bundle / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+
+
+def _bundle_pointing_outside(d: Path, mp) -> None:
+    """model/ deleted, bundle.json pointing at ../export (a real, intact model, but not the bundle's)."""
+    _both(_export, _bundle)(d, mp)
+    shutil.rmtree(d / "bundle" / "model")
+    manifest = json.loads((d / "bundle" / "bundle.json").read_text())
+    for model in manifest["models"]:
+        model["onnx"] = "../export/" + Path(model["onnx"]).name
+        model["manifest"] = "../export/" + Path(model["manifest"]).name
+    (d / "bundle" / "bundle.json").write_text(json.dumps(manifest))
+    _resum(d / "bundle", drop=("model/",))
+
+
+def _bundle_with_a_link(d: Path, mp) -> None:
+    """A listed file replaced by a link to a file outside, with its sum updated to match."""
+    _bundle(d, mp)
+    (d / "system.txt").write_text("root:x:0:0\n")
+    (d / "bundle" / "README.md").unlink()
+    (d / "bundle" / "README.md").symlink_to(d / "system.txt")
+    _resum(d / "bundle")
+
+
+def _bundle_with_a_linked_folder(d: Path, mp) -> None:
+    _bundle(d, mp)
+    shutil.move(d / "bundle" / "model", d / "elsewhere")
+    (d / "bundle" / "model").symlink_to(d / "elsewhere", target_is_directory=True)
+
+
+def _bundle_with_duplicate_sum(d: Path, mp) -> None:
+    """A second, conflicting line for the model: which one counts? (the last one matches the file)."""
+    _bundle(d, mp)
+    sums = d / "bundle" / "SHA256SUMS"
+    sums.write_text(f"{'0' * 64}  model/tiny.onnx\n" + sums.read_text())
+
+
+def _bundle_with_unlisted_model(d: Path, mp) -> None:
+    _bundle(d, mp)
+    _resum(d / "bundle", drop=("model/tiny.onnx",))
+
+
+def _manifest_edit(**fields) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    def setup(d: Path, mp) -> None:
+        _export(d, mp)
+        path = d / "export" / "tiny.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+    return setup
+
+
+def _nested_manifest(d: Path, mp) -> None:
+    _export(d, mp)
+    (d / "export" / "tiny.json").write_text("[" * 100_000 + "]" * 100_000)
+
+
+_BOMB: list[bytes] = []
+
+
+def _bomb_png(d: Path, mp) -> None:
+    """A 10000×10000 bilevel PNG: a few kB on disk, 100 Mpx decoded (past PIL's decompression-bomb limit)."""
+    if not _BOMB:
+        import io
+
+        buffer = io.BytesIO()
+        Image.new("1", (10_000, 10_000)).save(buffer, format="PNG")
+        _BOMB.append(buffer.getvalue())
+    (d / "bomb.png").write_bytes(_BOMB[0])
+
+
+def _no_model_building(d: Path, mp) -> None:
+    """Building the model takes seconds (8.5 s for DeiT-S): a refused output must be found before it."""
+    def built(*a, **k):
+        raise AssertionError("the model was built before the output was checked")
+
+    mp.setattr("dvit_deploy.models.create_model", built)
+
+
+def _default_export_exists(d: Path, mp) -> None:
+    _write("export/tiny-deit-r0.7.onnx", b"old")(d, mp)
+    _no_model_building(d, mp)
+
+
+def _lost_the_race(d: Path, mp) -> None:
+    """Another export writes m.onnx while this one is checking its graph: exactly one of them may win."""
+    from dvit_deploy.export import onnx_export
+
+    original = onnx_export.check_export
+
+    def meanwhile(*a, **k):
+        (d / "m.onnx").write_bytes(b"the other export's model")
+        return original(*a, **k)
+
+    mp.setattr(onnx_export, "check_export", meanwhile)
+
+
+def _disk_full_in(target: str) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    """ENOSPC raised by what writes into a temporary name, naming that temporary name (as the OS does)."""
+    def setup(d: Path, mp) -> None:
+        if target == "export":
+            def full(loaded, path, **k):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+            mp.setattr("dvit_deploy.export.onnx_export._export", full)
+        else:
+            _both(_export, lambda d, mp: _image(d, "cat.png"))(d, mp)
+
+            def full(self, fname, *a, **k):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(fname))
+
+            mp.setattr("matplotlib.figure.Figure.savefig", full)
+    return setup
+
+
+def _interrupted_while_packaging(at: str) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    """`package --force` over a previous bundle, stopped while archiving or between the two renames."""
+    def setup(d: Path, mp) -> None:
+        from dvit_deploy.cli.common import Terminated
+
+        _both(_export, _bundle)(d, mp)
+        if at == "archive":
+            import tarfile
+
+            real_open = tarfile.open
+
+            def stopped(name=None, mode="r", *a, **k):
+                if mode.startswith("w"):  # writing the new archive (reading one, as checks do, goes on)
+                    raise Terminated()
+                return real_open(name, mode, *a, **k)
+
+            mp.setattr(tarfile, "open", stopped)
+        else:
+            real_replace = os.replace
+
+            def replace(src, dst):
+                if str(dst).endswith("bundle.tar.gz") and str(src).endswith(".tmp"):  # the new archive's rename
+                    raise Terminated()  # the folder is already swapped: it must go back
+                return real_replace(src, dst)
+
+            mp.setattr("dvit_deploy.ship.bundle.os.replace", replace)
+    return setup
+
+
+def _export_of_a_moved_checkpoint(d: Path, mp) -> None:
+    shutil.copytree(_SOURCE / "from_ckpt", d / "export")
+    _image(d, "cat.png")
+
+
+def _moved_checkpoint_and(name: str) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    def setup(d: Path, mp) -> None:
+        _export_of_a_moved_checkpoint(d, mp)
+        shutil.copy2(_SOURCE / name, d / "ckpt.pth")
+    return setup
+
+
+def _memory_of(gib: float) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    def setup(d: Path, mp) -> None:
+        _export(d, mp)
+        mp.setattr("dvit_deploy.runtime.memory.available_bytes", lambda: int(gib * (1 << 30)))
+    return setup
+
+
+LONG_PNG = "k" * 247 + ".png"  # 251 characters: a name the file system takes (255 at most)
+
 _SOURCE: Path = Path()  # set by the fixture below for the setups
 
 PNG_JUNK = b"\x89PNG\r\n\x1a\n" + b"\0" * 20
@@ -194,6 +372,9 @@ CASES = [
     Case("export-rho-above-one", ["export", "--model", "tiny-deit", "-r", "1.5"], 2, ["keep ratio must be in"]),
     Case("export-stage-ratios-text", ["export", "--model", "tiny-deit", "--stage-ratios", "a,b"], 2,
          ["--stage-ratios takes comma-separated numbers"]),
+    Case("export-rho-nan", ["export", "--model", "tiny-deit", "-r", "nan"], 2, ["--keep-ratio", "finite"]),
+    Case("export-stage-ratios-inf", ["export", "--model", "tiny-deit", "--stage-ratios", "0.7,inf"], 2,
+         ["--stage-ratios takes finite numbers"]),
     Case("export-unknown-model", ["export", "--model", "nope"], 2, ["unknown model 'nope'"]),
     Case("export-old-opset", ["export", "--model", "tiny-deit", "--opset", "12"], 2, ["--opset must be between"]),
     Case("export-output-under-a-file", ["export", "--model", "tiny-deit", "-o", "afile/m.onnx"], 2,
@@ -204,6 +385,12 @@ CASES = [
          ["refusing to replace notes.txt", "--force replaces only .onnx"], _write("notes.txt", "my notes")),
     Case("export-force-on-foreign-manifest", ["export", "--model", "tiny-deit", "-o", "m.onnx", "--force"], 2,
          ["refusing to overwrite m.json", "not a dvit manifest"], _write("m.json", '{"mine": true}')),
+    Case("export-default-output-exists-no-model-built", ["export", "--model", "tiny-deit"], 2,
+         ["tiny-deit-r0.7.onnx already exists; pass --force"], _default_export_exists),
+    Case("export-race-to-one-output", ["export", "--model", "tiny-deit", "-o", "m.onnx"], 2,
+         ["m.onnx already exists (written while this command ran)"], _lost_the_race, output=["m.onnx"]),
+    Case("export-disk-full-names-the-output", ["export", "--model", "tiny-deit", "-o", "out/m.onnx"], 2,
+         ["No space left on device", "out/m.onnx"], _disk_full_in("export"), output=["out"], absent=["/.m."]),
     Case("export-output-is-folder", ["export", "--model", "tiny-deit", "-o", "out.onnx"], 2, ["is a directory"],
          lambda d, mp: (d / "out.onnx").mkdir()),
     Case("export-sigterm-cleans-temp", ["export", "--model", "tiny-deit"], 143, ["terminated"],
@@ -215,6 +402,8 @@ CASES = [
     Case("build-two-precisions", ["build", "--fp16", "--bf16"], 2, ["choose one of"], _export),
     Case("build-keep-range-one-value", ["build", "export/tiny.onnx", "--keep-range", "0.5"], 2,
          ["--keep-range takes two ratios"], _export),
+    Case("build-keep-range-nan", ["build", "export/tiny.onnx", "--keep-range", "nan,0.7"], 2,
+         ["--keep-range takes finite numbers"], _export),
     Case("build-tampered", ["build", "export/tiny.onnx", "--fp16", "--onnx-only"], 2,
          ["tiny.onnx does not match its manifest"], _tampered),
     Case("build-missing-onnx", ["build", "nothere.onnx"], 2, ["nothere.onnx not found"]),
@@ -232,7 +421,31 @@ CASES = [
          _export),
     Case("validate-images-empty", ["validate", "--images", "empty", "-n", "2"], 2, ["no image files"],
          _both(_export, lambda d, mp: (d / "empty").mkdir())),
+    Case("validate-manifest-field-wrong-type", ["validate", "-n", "2"], 2,
+         ["tiny.json: field 'keep_counts' must be a list", "'abc'"], _manifest_edit(keep_counts="abc")),
+    Case("validate-manifest-counts-not-integers", ["validate", "-n", "2"], 2,
+         ["field 'keep_counts' must be a list of token counts"], _manifest_edit(keep_counts=["a", 3])),
+    Case("validate-manifest-nested-too-deeply", ["validate", "export/tiny.onnx", "-n", "2"], 2,
+         ["nested too deeply"], _nested_manifest),
+    Case("validate-unknown-schema", ["validate", "-n", "2"], 2,
+         ["schema 'dvit-deploy/onnx-manifest/9'", "newer dvit-deploy"],
+         _manifest_edit(schema="dvit-deploy/onnx-manifest/9")),
+    Case("validate-foreign-schema", ["validate", "-n", "2"], 2, ["schema 'acme/model/1'", "does not read"],
+         _manifest_edit(schema="acme/model/1"), absent=["newer"]),
+    Case("validate-checkpoint-moved", ["validate", "-n", "2"], 2,
+         ["moved-away.pth, is not there (moved?)", "--checkpoint PATH"], _export_of_a_moved_checkpoint),
+    Case("validate-checkpoint-given-is-another", ["validate", "-n", "2", "--checkpoint", "ckpt.pth"], 2,
+         ["--checkpoint ckpt.pth is not the checkpoint this artifact was exported from"],
+         _moved_checkpoint_and("other.pth")),
+    Case("validate-checkpoint-given-missing", ["validate", "-n", "2", "--checkpoint", "nothere.pth"], 2,
+         ["--checkpoint nothere.pth not found"], _export_of_a_moved_checkpoint),
+    Case("validate-checkpoint-given-moved-one", ["validate", "-n", "2", "--checkpoint", "ckpt.pth"], 0, [],
+         _moved_checkpoint_and("kept.pth")),
     # --- profile
+    Case("profile-unknown-schema", ["profile", "--iterations", "1", "--batch", "1"], 2,
+         ["schema 'dvit-deploy/onnx-manifest/2'"], _manifest_edit(schema="dvit-deploy/onnx-manifest/2")),
+    Case("profile-manifest-batch-text", ["profile", "--iterations", "1", "--batch", "1"], 2,
+         ["field 'batch' must be an integer"], _manifest_edit(batch="eight")),
     Case("profile-bad-batch", ["profile", "--batch", "x"], 2, ["--batch takes comma-separated integers"], _export),
     Case("profile-zero-batch", ["profile", "--batch", "0"], 2, ["--batch takes positive integers"], _export),
     Case("profile-nothing-exported", ["profile", "--iterations", "1"], 2, ["no .onnx/.engine/.plan artifact"]),
@@ -240,11 +453,20 @@ CASES = [
          ["foreign.onnx has no dvit manifest"], _foreign_onnx, absent=["deit-s"]),
     Case("profile-tampered", ["profile", "--iterations", "1", "--batch", "1"], 2,
          ["tiny.onnx does not match its manifest"], _tampered),
+    Case("profile-duration-nan", ["profile", "--duration", "nan"], 2, ["--duration", "must be a finite number"],
+         _export),
+    Case("profile-duration-inf", ["profile", "--duration", "inf"], 2, ["--duration", "must be a finite number"],
+         _export),
+    Case("profile-warmup-minus-inf", ["profile", "--warmup", "-inf"], 2, ["--warmup", "finite"], _export),
+    Case("profile-batch-does-not-fit-in-memory", ["profile", "--batch", "1,4000", "--iterations", "1"], 2,
+         ["profile --batch 4000 on onnxruntime needs about", "1.0 GB is available here", "use --batch"],
+         _memory_of(1.0)),
     Case("profile-zero-rounds", ["profile", "--rounds", "0"], 2, ["rounds"], _export),
     Case("profile-plot-not-an-image", ["profile", "--plot", "out.txt", "--iterations", "1"], 2,
          ["--plot", ".png"], _export),
     # --- flops
     Case("flops-unknown-model", ["flops", "--model", "nope"], 2, ["unknown model 'nope'"]),
+    Case("flops-nan-ratio", ["flops", "--keep-ratio", "0.7,nan"], 2, ["--keep-ratio takes finite numbers"]),
     Case("flops-bad-ratio", ["flops", "--keep-ratio", "2"], 2, ["keep ratio"]),
     # --- package
     Case("package-force-current-folder", ["package", "--target", "x86-trt10", "-o", ".", "--force"], 2,
@@ -259,12 +481,23 @@ CASES = [
          ["refusing to replace", "not a folder"], _both(_export, _write("notes", "x"))),
     Case("package-existing-without-force", ["package", "--target", "x86-trt10", "-o", "bundle"], 2,
          ["already exists; pass --force"], _both(_export, _bundle)),
+    Case("package-force-terminated-while-archiving", ["package", "--target", "x86-trt10", "-o", "bundle", "--force"],
+         143, ["terminated"], _interrupted_while_packaging("archive")),
+    Case("package-force-terminated-between-folder-and-archive",
+         ["package", "--target", "x86-trt10", "-o", "bundle", "--force"], 143, ["terminated"],
+         _interrupted_while_packaging("swap")),
     Case("package-tampered", ["package", "--target", "x86-trt10", "-o", "b"], 2,
          ["tiny.onnx does not match its manifest"], _tampered),
     Case("package-unknown-target", ["package", "--target", "tpu"], 2, ["unknown target 'tpu'"], _export),
     Case("package-bad-precision", ["package", "--target", "x86-trt10", "-p", "int4"], 2, ["--precision"], _export),
     Case("package-bad-profile", ["package", "--target", "x86-trt10", "--batch-profile", "1,2"], 2,
          ["--batch-profile takes three integers"], _export),
+    Case("package-unknown-schema", ["package", "--target", "x86-trt10", "-o", "b"], 2,
+         ["schema 'dvit-deploy/onnx-manifest/2'"], _manifest_edit(schema="dvit-deploy/onnx-manifest/2")),
+    Case("package-manifest-field-wrong-type", ["package", "--target", "x86-trt10", "-o", "b"], 2,
+         ["field 'opset' must be an integer"], _manifest_edit(opset="17")),
+    Case("package-manifest-nested-too-deeply", ["package", "export/tiny.onnx", "--target", "x86-trt10", "-o", "b"], 2,
+         ["nested too deeply"], _nested_manifest),
     Case("package-nothing-exported", ["package", "--target", "x86-trt10"], 2, ["no .onnx/.engine/.plan artifact"]),
     Case("package-disk-full", ["package", "--target", "x86-trt10", "-o", "b", "--no-archive"], 2,
          ["No space left on device", "model"], _no_space_while_copying),
@@ -275,24 +508,51 @@ CASES = [
          _write("x.tar.gz", "text")),
     Case("verify-tampered-bundle", ["verify", "bundle"], 1, ["checksums", "modified", "model/tiny.onnx"],
          _both(_bundle, lambda d, mp: open(d / "bundle" / "model" / "tiny.onnx", "ab").write(b"\0"))),
+    Case("verify-paths-outside-the-bundle", ["verify", "bundle"], 1,
+         ["bundle.json names ../export/tiny.onnx", "outside the bundle"], _bundle_pointing_outside),
+    Case("verify-listed-file-is-a-link", ["verify", "bundle"], 1, ["README.md is a symbolic link"],
+         _bundle_with_a_link),
+    Case("verify-folder-is-a-link", ["verify", "bundle"], 1, ["model is a symbolic link"],
+         _bundle_with_a_linked_folder),
+    Case("verify-duplicate-checksum-line", ["verify", "bundle"], 1, ["model/tiny.onnx is listed 2 times"],
+         _bundle_with_duplicate_sum),
+    Case("verify-named-file-not-listed", ["verify", "bundle"], 1,
+         ["bundle.json names model/tiny.onnx, which SHA256SUMS does not list"], _bundle_with_unlisted_model),
     # --- predict
     Case("predict-missing-image", ["predict", "nothere.png"], 2, ["nothere.png"], _export),
     Case("predict-markup-in-name", ["predict", "cat[1].png"], 2, ["cat[1].png"],
          _both(_export, _write("cat[1].png", PNG_JUNK))),
     Case("predict-viz-not-png", ["predict", "cat.png", "--viz", "out.jpg"], 2, ["--viz writes a PNG"],
          _both(_export, lambda d, mp: _image(d, "cat.png"))),
+    Case("predict-viz-disk-full-names-the-output", ["predict", "cat.png", "--viz", "kept.png"], 2,
+         ["No space left on device", "kept.png"], _disk_full_in("viz"), absent=[".tmp", ".kept.png."]),
+    Case("predict-viz-long-name", ["predict", "cat.png", "--viz", LONG_PNG], 0, [],
+         _both(_export, lambda d, mp: _image(d, "cat.png")), output=[LONG_PNG]),
+    Case("predict-torch-checkpoint-moved", ["predict", "cat.png", "--backend", "torch"], 2,
+         ["is not there (moved?)", "--checkpoint PATH"], _export_of_a_moved_checkpoint),
+    Case("predict-torch-checkpoint-given-is-another", ["predict", "cat.png", "--backend", "torch", "--checkpoint",
+                                                      "ckpt.pth"], 2,
+         ["is not the checkpoint this artifact was exported from"], _moved_checkpoint_and("other.pth")),
     Case("predict-unknown-backend", ["predict", "cat.png", "--backend", "nope"], 2, ["nope"],
          _both(_export, lambda d, mp: _image(d, "cat.png"))),
     Case("predict-tampered", ["predict", "cat.png"], 2, ["tiny.onnx does not match its manifest"],
          _both(_tampered, lambda d, mp: _image(d, "cat.png"))),
     Case("predict-bad-device", ["predict", "cat.png", "--device", "gpu"], 2, ["gpu"],
          _both(_export, lambda d, mp: _image(d, "cat.png"))),
+    Case("predict-decompression-bomb", ["predict", "bomb.png"], 2, ["bomb.png is too large to decode safely"],
+         _both(_export, _bomb_png)),
+    Case("predict-manifest-field-wrong-type", ["predict", "cat.png"], 2, ["field 'data_config' must be an object"],
+         _both(_manifest_edit(data_config=[224]), lambda d, mp: _image(d, "cat.png"))),
     # --- eval
+    Case("eval-decompression-bomb", ["eval", "--data", "imgs"], 2, ["bomb.png is too large to decode safely"],
+         _both(_export, lambda d, mp: ((d / "imgs" / "c").mkdir(parents=True), _bomb_png(d / "imgs" / "c", mp)))),
     Case("eval-missing-data", ["eval", "--data", "nowhere"], 2, ["data folder nowhere not found"], _export),
     Case("eval-data-is-a-file", ["eval", "--data", "f.txt"], 2, ["--data must be a folder"],
          _both(_export, _write("f.txt", "x"))),
     Case("eval-agreement-out-of-range", ["eval", "--data", ".", "--min-agreement", "2"], 2,
          ["--min-agreement is a fraction"], _export),
+    Case("eval-agreement-nan", ["eval", "--data", ".", "--min-agreement", "nan"], 2,
+         ["--min-agreement", "finite"], _export),
     Case("eval-agreement-without-reference", ["eval", "--data", ".", "--min-agreement", "0.9", "--no-reference"], 2,
          ["cannot be used with --no-reference"], _export),
     Case("eval-loose-images-no-labels", ["eval", "--data", "imgs"], 2, ["no class sub-folders and no labels file"],
@@ -325,7 +585,7 @@ def source(tiny_files):
 
 
 def test_the_table_is_large_and_unique():
-    assert len(CASES) >= 50
+    assert len(CASES) >= 100
     assert len({c.id for c in CASES}) == len(CASES)
 
 
@@ -375,6 +635,42 @@ def test_bad_input(case: Case, source, tmp_path, monkeypatch, capsys):
     stray = sorted(p for p in changed if not any(p == d or p.startswith(d + os.sep) for d in declared))
     assert not stray, f"files created/changed/removed outside the declared output: {stray}"
     assert _parent_entries(work) == parent_before
+
+
+def _takes_a_float(param) -> bool:
+    import typing
+
+    if getattr(getattr(param, "type", None), "name", "") == "float":  # click
+        return True
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)  # Typer ≥ 0.2x, lazily typed
+    return annotation is float or float in typing.get_args(annotation)
+
+
+def test_the_export_that_lost_a_race_leaves_the_winner_alone(source, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _lost_the_race(tmp_path, monkeypatch)
+    result = runner.invoke(app, ["export", "--model", "tiny-deit", "-o", "m.onnx"])
+    assert result.exit_code == 2, result.output
+    assert (tmp_path / "m.onnx").read_bytes() == b"the other export's model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no manifest of ours, no temporary left
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_float_option_refuses_non_finite_values(value):
+    """Not a list kept by hand: every option of every command whose type is float is found and tried."""
+    import typer
+
+    group = typer.main.get_command(app)
+    tried = []
+    for name, command in group.commands.items():
+        for param in command.params:
+            if _takes_a_float(param) and param.opts[0].startswith("--"):
+                result = runner.invoke(app, [name, param.opts[0], value])
+                assert result.exit_code == 2, (name, param.opts[0], result.output)
+                assert "must be a finite number" in result.stderr and "Traceback" not in result.stderr
+                tried.append(f"{name} {param.opts[0]}")
+    assert {"profile --duration", "profile --warmup", "export --keep-ratio", "eval --min-agreement",
+            "quantize --percentile"} <= set(tried), tried
 
 
 def test_markup_in_an_output_name_prints_literally(workdir):

@@ -122,3 +122,46 @@ def test_whitespace_labels_file_with_a_comma_in_its_comment(tmp_path):
     # A leading comment must not make the file look like CSV.
     (tmp_path / "labels.txt").write_text("# file, label\na.png 4\nb.png 2\n")
     assert read_dataset(tmp_path).labels.tolist() == [4, 2]
+
+
+def test_imagenet_synset_folders_get_imagenet_indices(tmp_path):
+    """A subset of ImageNet's val folders keeps ImageNet's indices (10, 15), not 0, 1 (issue 14)."""
+    for wnid in ("n01558993", "n01530575"):
+        write_image(tmp_path / wnid / "a.png")
+    data = read_dataset(tmp_path, num_classes=1000)
+    assert data.labels.tolist() == [10, 15]
+    assert data.mapping.startswith("ImageNet-1k synset") and data.describe()["label_mapping"] == data.mapping
+    assert data.limit(1).mapping == data.mapping
+    # A model with other classes: folder order, and it says so.
+    other = read_dataset(tmp_path, num_classes=10)
+    assert other.labels.tolist() == [0, 1] and other.mapping.startswith("sorted folder names")
+    # Synsets mixed with other names: ambiguous, refused.
+    write_image(tmp_path / "cats" / "a.png")
+    with pytest.raises(BadInput, match="mix ImageNet-1k synsets"):
+        read_dataset(tmp_path, num_classes=1000)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F", "L", "LA", "P", "RGBA", "CMYK", "1", "YCbCr"])
+def test_every_image_mode_keeps_its_brightness(tmp_path, mode):
+    """A 16-bit PNG is not read as white (convert("RGB") clips it at 255); every mode lands on 8-bit RGB."""
+    from dvit_deploy.data import load_image, to_rgb8
+
+    if mode == "I;16":  # a real 16-bit PNG file at ~46 % grey
+        Image.fromarray(np.full((6, 6), 30000, np.uint16)).save(tmp_path / "g16.png")
+        assert Image.open(tmp_path / "g16.png").mode == "I;16"
+        rgb = load_image(tmp_path / "g16.png")
+        expected = round(30000 / 65535 * 255)
+    else:
+        # a bilevel image holds black or white only; 204 is a colour of the web palette ("P"), not dithered
+        expected = {"1": 255, "P": 204}.get(mode, 200)
+        rgb = to_rgb8(Image.new("RGB", (6, 6), (expected,) * 3).convert(mode))
+    pixels = np.asarray(rgb)
+    assert rgb.mode == "RGB" and pixels.dtype == np.uint8
+    assert np.abs(pixels.astype(int) - expected).max() <= 2, (mode, pixels[0, 0])
+
+
+def test_transparent_palette_image_is_composited_on_white(tmp_path):
+    from dvit_deploy.data import load_image
+
+    Image.fromarray(np.zeros((4, 4), np.uint8)).convert("P").save(tmp_path / "t.png", transparency=0)
+    assert np.asarray(load_image(tmp_path / "t.png")).min() == 255

@@ -148,3 +148,29 @@ def test_qdq_rules(tmp_path):
     assert any("uint8" in f.message for f in unsigned.blockers)
     no_axis = diagnose(_qdq_model(tmp_path / "noaxis.onnx", axis=False), "trt-10")
     assert no_axis.passed and any(f.severity == "warning" and "axis" in f.message for f in no_axis.findings)
+
+
+def test_doctor_and_package_agree_on_opsets_for_every_device(tmp_path):
+    """One table (engines/targets.py): `doctor --target <device>` blocks exactly the opsets `package --target
+    <device>` refuses, and `doctor --target trt-10` warns when an opset cannot go into an x86-trt10 bundle."""
+    from pathlib import Path
+
+    from dvit_deploy.engines.targets import DEVICE_TARGETS
+    from dvit_deploy.errors import BadInput
+    from dvit_deploy.ship.bundle import check_target
+    from dvit_deploy.ship.layout import OnnxItem
+
+    for opset in range(17, 26):
+        path = _topk_model(tmp_path / f"o{opset}.onnx", opset=opset)
+        for name, device in DEVICE_TARGETS.items():
+            blocked = any(f.check == "opset" for f in diagnose(path, name).blockers)
+            try:
+                check_target(device, [OnnxItem(Path(path), {"opset": opset})], [])
+                refused = False
+            except BadInput:
+                refused = True
+            assert blocked == refused, (name, opset, blocked, refused)
+    report = diagnose(_topk_model(tmp_path / "o21.onnx", opset=21), "trt-10")
+    assert not [f for f in report.blockers if f.check == "opset"]
+    warning = next(f.message for f in report.findings if f.severity == "warning" and f.check == "opset")
+    assert "dvit package refuses it for" in warning and "x86-trt10" in warning and "--opset 18" in warning

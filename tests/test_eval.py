@@ -74,10 +74,12 @@ def test_eval_class_folders_limit_and_table(tiny_export, tmp_path):
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["dataset"]["images"] == 3 and doc["dataset"]["layout"] == "class folders"
+    assert doc["dataset"]["label_mapping"] == "sorted folder names -> 0..N-1"  # a 10-class model: folder order
     assert [r["backend"] for r in doc["results"]] == ["onnxruntime"] and doc["results"][0]["agreement"] is None
     assert doc["results"][0]["top1"] == pytest.approx(np.mean([p.top[0].index == 0 for p in preds[:3]]))
     table = runner.invoke(app, ["eval", "--data", str(root), "--artifact", str(tiny_export.path)], env={"COLUMNS": "250"})
     assert table.exit_code == 0 and "top-1 agreement" in table.stdout and "(reference)" in table.stdout
+    assert "labels: sorted folder names" in table.stdout
 
 
 def test_eval_min_agreement_and_bad_inputs(tiny_export, labelled_flat, tmp_path):

@@ -264,3 +264,27 @@ def test_trtexec_profile_for_dynamic_keep_uses_keep_count_values():
     ]
     fixed = {"inputs": [{"name": "images", "shape": [8, 3, 224, 224]}], "dynamic_batch": False, "batch": 8}
     assert _profile_args(fixed, (1, 32, 64)) == []
+
+
+def test_int8_bundle_says_int8_not_fp16(onnx_copy, tmp_path):
+    """An int8 (Q/DQ) model's bundle: bundle.json and README give the precision the device build produces."""
+    manifest = json.loads(onnx_copy.with_suffix(".json").read_text())
+    manifest.update(precision="int8", quantization={"format": "QDQ", "activations": "int8 symmetric"})
+    onnx_copy.with_suffix(".json").write_text(json.dumps(manifest))
+    result = make_bundle([onnx_copy], "x86-trt10", output=tmp_path / "b", archive=False)  # --precision fp16
+    bundle = json.loads((result.folder / "bundle.json").read_text())
+    assert bundle["precision"] == "int8" and bundle["requested_precision"] == "fp16"
+    assert bundle["models"][0]["precision"] == "int8"
+    readme = (result.folder / "README.md").read_text()
+    assert "precision fp16" not in readme and "int8 (fp16 outside the Q/DQ pairs)" in readme
+    assert "--int8" in (result.folder / "build_on_device.sh").read_text()
+    # An fp32 model asked for fp16 on TensorRT 10 is fp16; on strongly typed TensorRT 11 it is the graph's fp32.
+    plain = tmp_path / "plain.onnx"
+    for src in (onnx_copy, onnx_copy.with_suffix(".json")):
+        shutil.copy2(src, plain.with_suffix(src.suffix))
+    manifest.pop("quantization")
+    manifest.update(precision="fp32", artifact="plain.onnx")
+    plain.with_suffix(".json").write_text(json.dumps(manifest))
+    for target, expected in (("x86-trt10", "fp16"), ("x86-trt11", "fp32")):
+        made = make_bundle([plain], target, output=tmp_path / target, archive=False)
+        assert json.loads((made.folder / "bundle.json").read_text())["precision"] == expected

@@ -163,3 +163,37 @@ def test_rounds_must_be_positive():
 
     with pytest.raises(BadInput, match="--rounds must be ≥ 1"):
         ProfileSettings(rounds=0).validate()
+
+
+def test_profile_reports_the_time_each_model_really_ran(sparse_export):
+    """'2 s' asked is not what the table may claim when each model ran 9-14 s (slow calls, minimum calls)."""
+    from types import SimpleNamespace
+
+    from dvit_deploy.cli.profile_cmd import measured_time
+
+    assert measured_time([SimpleNamespace(measured_s=9.13), SimpleNamespace(measured_s=14.2)]) == "9.1–14.2 s"
+    assert measured_time([SimpleNamespace(measured_s=2.04)]) == "2.0 s"
+    # Asked for 1 ms: the 10-call minimum makes it longer, and the title gives both.
+    result = profile("--batch", "1", "--no-baseline", "--warmup", "0", "--duration", "0.001", "--rounds", "1")
+    assert result.exit_code == 0, result.output
+    assert "0.001 s asked, " in result.stdout and " s measured per artifact and batch" in result.stdout
+
+
+def test_memory_estimate_refuses_what_the_oom_killer_would_end(monkeypatch):
+    """DeiT-S at batch 4000 needs tens of GB (killed without a message on a 24 GB machine); batch 64 does not."""
+    from dvit_deploy.errors import BadInput
+    from dvit_deploy.models.config import VARIANTS
+    from dvit_deploy.runtime import memory
+
+    manifest = {"config": VARIANTS["deit-s"].to_dict(), "num_patches": 196}
+    per_image = memory.per_image_bytes(manifest)
+    assert 4 << 20 < per_image < 16 << 20  # a few MB per 224² image through a DeiT-S block
+    assert memory.MemoryNeed(0, per_image, 4000).total > 24 << 30
+    monkeypatch.setattr(memory, "available_bytes", lambda: 16 << 30)
+    memory.check_fits([("deit-s.onnx", memory.MemoryNeed(88 << 20, per_image, 64))], what="profile", option="--batch")
+    with pytest.raises(BadInput, match=r"needs about .* use --batch \d+ or less"):
+        memory.check_fits([("deit-s.onnx", memory.MemoryNeed(88 << 20, per_image, 4000))], what="profile",
+                          option="--batch")
+    # A GPU run is the device's memory, not checked here.
+    memory.check_fits([("deit-s.onnx", memory.MemoryNeed(0, per_image, 4000))], what="profile", option="--batch",
+                      device="cuda")

@@ -123,6 +123,10 @@ def test_real_images(exported, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["samples"] == 3 and "imgs" in data["inputs"]
+    # Fewer images than --samples: used whole, and said (stderr, --json), never silently fewer.
+    assert "--samples 8 asked; the folder holds only 3" in data["inputs"]
+    assert data["warnings"] == [f"validated 3 image(s), fewer than --samples 8: {folder} holds only 3"]
+    assert "warning: validated 3 image(s), fewer than --samples 8" in result.stderr
 
 
 def test_fixed_batch_padding_is_trimmed():
@@ -153,3 +157,25 @@ def test_default_keeps_the_pruned_model_when_a_dense_twin_is_newer(workdir):
     assert [e["artifact"].split("/")[-1] for e in entries] == ["tiny-deit-r0.7.onnx"]
     assert [s["keep_count"] for s in entries[0]["stages"]] == [137, 96, 67]
     assert "using export/tiny-deit-r0.7.onnx (newest pruned" in result.stderr
+
+
+def test_many_samples_are_streamed_not_held(exported):
+    """`validate --samples 20000` held every input (13.7 GB): inputs are now made one batch at a time.
+
+    200 DeiT-size inputs are 120 MB; with batches of 8 the numpy memory at any moment stays a few batches.
+    """
+    import tracemalloc
+
+    from dvit_deploy import validate as validate_lib
+
+    tracemalloc.start()
+    try:
+        report = validate_lib.validate([exported[0]], samples=200, batch=8)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.passed and report.samples == 200
+    assert peak < 40 << 20, f"numpy peak {peak / 2**20:.0f} MB: the inputs were held at once"
+    # The same inputs, whatever the batch: seeded batches are one stream.
+    source = validate_lib.load_inputs(read_json(manifest_path(exported[0])), 10, None)
+    assert np.array_equal(np.concatenate(list(source.batches(3))), np.concatenate(list(source.batches(10))))

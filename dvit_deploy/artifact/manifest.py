@@ -99,6 +99,57 @@ def verify_artifact(artifact: str | os.PathLike, manifest: Mapping[str, Any]) ->
 
 ONNX_SCHEMA = "dvit-deploy/onnx-manifest/1"
 ENGINE_SCHEMA = "dvit-deploy/engine-manifest/1"
+KNOWN_SCHEMAS = (ONNX_SCHEMA, ENGINE_SCHEMA)
+
+# The fields every reader relies on, with the JSON types they must have (None allowed where listed).
+_INT, _BOOL, _STR, _OBJ, _LIST, _NUM = (int,), (bool,), (str,), (dict,), (list,), (int, float)
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
+    "variant": (_STR, True), "artifact": (_STR, True), "kind": (_STR, True), "precision": (_STR, True),
+    "config": (_OBJ, True), "data_config": (_OBJ, True), "onnx": (_OBJ, True), "engine": (_OBJ, True),
+    "checkpoint": (_OBJ, True), "quantization": (_OBJ, True), "source_onnx": (_OBJ, True),
+    "keep_counts": (_LIST, True), "inputs": (_LIST, True), "outputs": (_LIST, True), "io": (_LIST, True),
+    "profiles": (_LIST, True), "num_patches": (_INT, True), "batch": (_INT, True), "opset": (_INT, True),
+    "keep_ratio": (_NUM, True), "dense": (_BOOL, True), "dynamic_keep": (_BOOL, True),
+    "token_outputs": (_BOOL, True), "dynamic_batch": (_BOOL, True),
+}
+_JSON_NAMES = {int: "an integer", bool: "true/false", str: "a string", dict: "an object", list: "a list",
+               float: "a number"}
+
+
+def check_manifest(manifest: Mapping[str, Any], where: str | os.PathLike) -> None:
+    """Refuse (one BadInput line) a manifest that is not one dvit can read: an unknown ``schema`` (a newer
+    dvit-deploy's, or not ours) or a field of the wrong JSON type (``keep_counts: "abc"``).
+
+    A manifest without ``schema`` is read as the current one (hand-made or early manifests lack it).
+    """
+    schema = manifest.get("schema")
+    if schema is not None and schema not in KNOWN_SCHEMAS:
+        newer = isinstance(schema, str) and schema.rsplit("/", 1)[0] in {s.rsplit("/", 1)[0] for s in KNOWN_SCHEMAS}
+        raise BadInput(f"{where} has schema {schema!r}, which this dvit-deploy does not read (it reads "
+                       f"{', '.join(KNOWN_SCHEMAS)})" + ("; it was written by a newer dvit-deploy: upgrade" if newer
+                                                          else ""))
+    for name, (types, nullable) in _FIELD_TYPES.items():
+        if name not in manifest or (nullable and manifest[name] is None):
+            continue
+        value = manifest[name]
+        # JSON true/false are Python bools, which are ints too: only a bool field takes them.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise BadInput(f"{where}: field '{name}' must be {' or '.join(_JSON_NAMES[t] for t in types)}, "
+                           f"got {_shown(value)}")
+    counts = manifest.get("keep_counts")
+    if isinstance(counts, list) and not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in counts):
+        raise BadInput(f"{where}: field 'keep_counts' must be a list of token counts (integers ≥ 0), got {_shown(counts)}")
+    for section, keys in (("onnx", ("sha256",)), ("engine", ("sha256",))):
+        record = manifest.get(section)
+        if isinstance(record, Mapping):
+            for key in keys:
+                if record.get(key) is not None and not isinstance(record[key], str):
+                    raise BadInput(f"{where}: field '{section}.{key}' must be a string, got {_shown(record[key])}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 DEFAULT_IMG_SIZE, DEFAULT_IN_CHANS, DEFAULT_PATCH_SIZE, DEFAULT_NUM_PATCHES = 224, 3, 16, 196
 
 

@@ -89,9 +89,10 @@ def load_manifest(artifact: str | Path, *, verify: bool = True) -> dict[str, Any
                        "dvit uses the artifacts it wrote, whose manifest says what they are; export the model "
                        "with 'dvit export'")
     manifest = read_json(manifest_path(artifact), what=f"manifest of {artifact.name}")
-    if verify:
-        from .manifest import verify_artifact
+    from .manifest import check_manifest, verify_artifact
 
+    check_manifest(manifest, manifest_path(artifact))
+    if verify:
         verify_artifact(artifact, manifest)
     return manifest
 

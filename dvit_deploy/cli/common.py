@@ -11,6 +11,7 @@ import contextlib
 import errno
 import functools
 import json
+import math
 import os
 import sys
 import time
@@ -292,13 +293,23 @@ def print_wide(grid: Table, width: int) -> None:
         Console(file=out.file, width=width, highlight=False, markup=False, no_color=out.no_color).print(grid)
 
 
+def finite(value: float | None) -> float | None:
+    """The callback of every float option: NaN and ±inf are refused (``--duration nan`` would never end)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
 def parse_floats(text: str | None, option: str) -> list[float] | None:
     if text is None:
         return None
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise DvitError(f"{option} takes comma-separated numbers, got '{text}'") from None
+    if not all(math.isfinite(v) for v in values):
+        raise DvitError(f"{option} takes finite numbers, got '{text}'")
+    return values
 
 
 def parse_ints(text: str | None, option: str) -> list[int] | None:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..engines.targets import DEFAULT_PARSER_TARGET as DEFAULT_TARGET, PARSER_TARGETS as TARGETS
+from ..engines.targets import DEFAULT_PARSER_TARGET as DEFAULT_TARGET, DEVICE_TARGETS, PARSER_TARGETS as TARGETS
 from ..lazy import lazy_import
 from .common import JSON_OPTION, artifact_or_default, emit_json, err, handle_errors, out, styled, table
 
@@ -23,7 +23,8 @@ def doctor(
     onnx_path: Optional[Path] = typer.Argument(None, help="ONNX graph \\[default: the default artifact, see README].",
                                                show_default=False),
     target: str = typer.Option(DEFAULT_TARGET, "--target", "-t",
-                               help=f"TensorRT parser to check against: {', '.join(TARGETS)}."),
+                               help=f"TensorRT parser to check against: {', '.join(TARGETS)}; or a device target of "
+                                    f"'dvit package' ({', '.join(DEVICE_TARGETS)}), checked against its parser."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """TensorRT readiness report: operators, opset, TopK, int64, Attention, external data, profiles; with

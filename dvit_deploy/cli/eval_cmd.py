@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -11,13 +13,19 @@ from ..errors import BadInput, CheckFailed
 from ..defaults import PREDICT_BATCH as DEFAULT_BATCH
 from ..lazy import lazy_import
 from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, count_progress, emit_json,
-                     handle_errors, notes, out, table)
+                     finite, handle_errors, notes, out, table)
 
 
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
 
 evaluate_lib = lazy_import("dvit_deploy.evaluate")
+checkpoints = lazy_import("dvit_deploy.models.checkpoint")  # torch: only with --checkpoint
+
+
+def _moved(checkpoint: Optional[Path]) -> Any:
+    """``--checkpoint``: rebuild the reference from the checkpoint's new place (sha256-checked)."""
+    return checkpoints.checkpoint_at(checkpoint) if checkpoint is not None else contextlib.nullcontext()
 
 
 @handle_errors
@@ -32,8 +40,11 @@ def eval_images(
     batch: int = typer.Option(DEFAULT_BATCH, "--batch", help="Images per inference call."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     no_reference: bool = typer.Option(False, "--no-reference", help="Skip the PyTorch reference and agreement."),
-    min_agreement: Optional[float] = typer.Option(None, "--min-agreement",
+    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", callback=finite,
                                                   help="Fail (exit 1) when a backend's top-1 agreement with PyTorch is below this fraction."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", help="Where the checkpoint the artifact was exported from is now, if it moved (the "
+        "PyTorch reference / torch backend rebuild it; its sha256 must match the manifest's)."),
     no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -44,7 +55,7 @@ def eval_images(
         if not 0.0 <= min_agreement <= 1.0:
             raise BadInput(f"--min-agreement is a fraction between 0 and 1, got {min_agreement}")
     artifact = artifact_or_default(artifact, backend=backend[0] if backend else None)
-    with artifact_checks(no_verify), count_progress("eval") as (on_start, on_advance):
+    with artifact_checks(no_verify), _moved(checkpoint), count_progress("eval") as (on_start, on_advance):
         result = evaluate_lib.evaluate(data, artifact, backend, labels_file=labels, limit=limit, batch=batch, device=device,
                           reference=not no_reference, on_start=on_start, on_progress=on_advance)
     for score in result.scores:
@@ -63,7 +74,7 @@ def eval_images(
             rows.append([s.backend + (" (reference)" if s.reference else ""), s.executes, _pct(s.top1), _pct(s.top5),
                          "reference" if s.reference else _pct(agree.get("top1")), kept_text,
                          f"{s.images_per_second:.1f}"])
-        out.print(table(f"{result.artifact} on {ds['root']} ({ds['images']} images, {ds['layout']})",
+        out.print(table(f"{result.artifact} on {ds['root']} ({ds['images']} images, {ds['layout']}; labels: {ds['label_mapping']})",
                         ["backend", "executes", "top-1", "top-5", "top-1 agreement", "kept-token Jaccard/stage", "img/s"],
                         rows))
     if failed:

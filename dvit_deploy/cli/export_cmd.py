@@ -14,8 +14,8 @@ from ..lazy import lazy_import
 checkpoints = lazy_import("dvit_deploy.models.checkpoint")
 onnx_export = lazy_import("dvit_deploy.export.onnx_export")
 export_check = lazy_import("dvit_deploy.export.check")
-from .common import (FORCE_OPTION, JSON_OPTION, emit_json, handle_errors, human_bytes, notes, out, parse_floats, phases,
-                     styled, table)
+from .common import (FORCE_OPTION, JSON_OPTION, emit_json, finite, handle_errors, human_bytes, notes, out,
+                     parse_floats, phases, styled, table)
 
 
 @handle_errors
@@ -24,7 +24,7 @@ def export(
         None, help="DynamicViT checkpoint (.pth/.pt/.safetensors). Omit to export a seeded random DeiT-S.",
         show_default=False),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Variant; detected from the weights when omitted."),
-    keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", "-r", help="ρ: stage k keeps int(196·ρ^k) tokens \\[default: 0.7]."),
+    keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", "-r", callback=finite, help="ρ: stage k keeps int(196·ρ^k) tokens \\[default: 0.7]."),
     stage_ratios: Optional[str] = typer.Option(None, "--stage-ratios", help="Per-stage ratios, e.g. 0.7,0.49,0.343 (overrides ρ)."),
     dense: bool = typer.Option(False, "--dense", help="Export the dense baseline (no predictors, no pruning)."),
     opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset (TensorRT 10 parses up to 20)."),
@@ -43,9 +43,15 @@ def export(
     onnx_export.validate_options(opset, batch)  # fail on bad options before spending time on the model
     if output is not None:
         prepare_output(output, force=force, kinds=(".onnx",))
+
+    def check_default_output(variant, is_dense, ratios) -> None:  # before the model is built (seconds)
+        if output is None:
+            prepare_output(onnx_export.default_output(variant.name, is_dense, ratios, batch=batch,
+                                                      dynamic_keep=dynamic_keep), force=force, kinds=(".onnx",), create=False)
+
     loaded = checkpoints.load_model(
         checkpoint, model_name=model, keep_ratio=keep_ratio, stage_ratios=parse_floats(stage_ratios, "--stage-ratios"),
-        dense=dense, use_ema=use_ema, trust=trust_checkpoint, seed=seed,
+        dense=dense, use_ema=use_ema, trust=trust_checkpoint, seed=seed, before_build=check_default_output,
     )
     notes(loaded.notes)
     with phases("export") as on_phase:

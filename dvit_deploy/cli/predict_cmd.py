@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -15,6 +17,12 @@ from ..lazy import lazy_import
 from .common import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, handle_errors, notes, out, phases, styled, table
 
 predict_lib = lazy_import("dvit_deploy.predict")
+checkpoints = lazy_import("dvit_deploy.models.checkpoint")  # torch: only with --checkpoint
+
+
+def _moved(checkpoint: Optional[Path]) -> Any:
+    """``--checkpoint``: rebuild the reference from the checkpoint's new place (sha256-checked)."""
+    return checkpoints.checkpoint_at(checkpoint) if checkpoint is not None else contextlib.nullcontext()
 
 
 @handle_errors
@@ -29,6 +37,9 @@ def predict(
     viz: Optional[Path] = typer.Option(None, "--viz", help="Save a PNG of the patches each stage kept (needs token outputs)."),
     batch: int = typer.Option(DEFAULT_BATCH, "--batch", help="Images per inference call."),
     force: bool = FORCE_OPTION,
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", help="Where the checkpoint the artifact was exported from is now, if it moved (the "
+        "PyTorch reference / torch backend rebuild it; its sha256 must match the manifest's)."),
     no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -39,7 +50,7 @@ def predict(
             raise BadInput(f"--viz writes a PNG picture: give a path ending in .png, not {viz.name}")
         viz = prepare_output(viz, force=force, kinds=(".png",))
     artifact = artifact_or_default(artifact, backend=backend)
-    with artifact_checks(no_verify), phases("predict") as on_phase:
+    with artifact_checks(no_verify), _moved(checkpoint), phases("predict") as on_phase:
         result = predict_lib.predict(paths, artifact, backend, top_k=top, want_kept=viz is not None, device=device,
                              batch=batch, on_phase=on_phase)
         if viz is not None:

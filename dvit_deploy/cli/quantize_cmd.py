@@ -9,8 +9,8 @@ from typing import Callable, Iterator, Optional
 import typer
 
 from ..quantize import DEFAULT_CALIB_SAMPLES, DEFAULT_CHECK_SAMPLES, DEFAULT_METHOD, EXCLUDED_OP_TYPES, METHODS
-from .common import (FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, emit_json, err, handle_errors,
-                     human_bytes, out, picked, styled, table)
+from .common import (FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, emit_json, err, finite,
+                     handle_errors, human_bytes, out, picked, styled, table)
 
 
 @handle_errors
@@ -25,7 +25,7 @@ def quantize(
     calib_samples: int = typer.Option(DEFAULT_CALIB_SAMPLES, "--calib-samples", min=1,
                                       help="Calibration images (the first N of --calib, sorted by path)."),
     method: str = typer.Option(DEFAULT_METHOD, "--method", help=f"Activation range: {', '.join(METHODS)}."),
-    percentile: float = typer.Option(99.999, "--percentile", help="Percentile for --method percentile."),
+    percentile: float = typer.Option(99.999, "--percentile", callback=finite, help="Percentile for --method percentile."),
     calib_batch: int = typer.Option(8, "--calib-batch", min=1, help="Images per calibration run (memory)."),
     quantize_predictor: bool = typer.Option(False, "--quantize-predictor",
                                             help="Also quantize the score predictors (default: kept in float so "

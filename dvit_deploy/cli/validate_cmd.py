@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -10,9 +12,15 @@ import typer
 from ..defaults import VALIDATE_BATCH as DEFAULT_BATCH, VALIDATE_SAMPLES as DEFAULT_SAMPLES
 from ..lazy import lazy_import
 from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, err, handle_errors,
-                     notes, phases, print_wide, styled, table)
+                     notes, phases, print_wide, styled, table, warn)
 
 validate_lib = lazy_import("dvit_deploy.validate")
+checkpoints = lazy_import("dvit_deploy.models.checkpoint")  # torch: only with --checkpoint
+
+
+def _moved(checkpoint: Optional[Path]) -> Any:
+    """``--checkpoint``: rebuild the reference from the checkpoint's new place (sha256-checked)."""
+    return checkpoints.checkpoint_at(checkpoint) if checkpoint is not None else contextlib.nullcontext()
 
 
 @handle_errors
@@ -26,17 +34,22 @@ def validate(
         "\\[default: the one that runs each artifact]."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of real images (preprocessed with the "
                                           "model's timm data config) instead of seeded random inputs."),
-    samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", "-n", min=1, help="Number of inputs."),
+    samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", "-n", min=1,
+                                 help="Number of inputs (with --images: at most; a folder with fewer is used whole, "
+                                      "with a warning)."),
     batch: int = typer.Option(DEFAULT_BATCH, "--batch", "-b", min=1, help="Batch size for dynamic-batch artifacts."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N] for the backend under test."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32/fp16/bf16/int8 \\[default: the artifact's]."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", help="Where the checkpoint the artifact was exported from is now, if it moved (the "
+        "PyTorch reference / torch backend rebuild it; its sha256 must match the manifest's)."),
     no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Check every backend against PyTorch fp32: logits, top-1/top-5, per-stage kept tokens."""
     if not artifacts:
         artifacts = [artifact_or_default(None, backend=backend[0] if backend and len(backend) == 1 else None)]
-    with artifact_checks(no_verify), phases("validate") as on_phase:
+    with artifact_checks(no_verify), _moved(checkpoint), phases("validate") as on_phase:
         report = validate_lib.validate(artifacts, backends=backend, samples=samples, batch=batch, images_dir=images,
                               device=device, precision=precision, on_phase=on_phase)
     for result in report.results:
@@ -47,6 +60,8 @@ def validate(
     else:
         _print(report)
     notes(report.notes)
+    for line in report.warnings:
+        warn(line)
     if report.failed:
         err.print(styled("[bold red]check failed:[/] {} of {} backend check(s) outside tolerance",
                          len(report.failed), len(report.results)))

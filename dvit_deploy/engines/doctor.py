@@ -25,7 +25,7 @@ import onnx
 from ..deps import package_present
 from ..errors import BadInput
 from ..export.graph import constant_values
-from .targets import DEFAULT_PARSER_TARGET, PARSER_TARGETS, ParserTarget
+from .targets import DEFAULT_PARSER_TARGET, PARSER_TARGETS, ParserTarget, devices_refusing_opset, parser_target_named
 
 TOPK_MAX_K = 3840  # "k <= 3840" (TensorRT operator reference, TopK)
 
@@ -110,13 +110,13 @@ class DoctorReport:
 
 
 def diagnose(path: str | Path, target: str = DEFAULT_TARGET, *, real_parser: bool | None = None) -> DoctorReport:
-    """Check an ONNX file (weights may live in external data files) against a TensorRT target.
+    """Check an ONNX file (weights may live in external data files) against a TensorRT parser target, or
+    against the parser of a device target (``x86-trt10``, ``jetson-orin``: what ``dvit package`` checks).
 
     ``real_parser``: also parse with NVIDIA's TensorRT-RTX parser (``tensorrt_rtx``, no GPU
     needed) and report each parser error with its node; None: when ``tensorrt_rtx`` is installed.
     """
-    if target not in TARGETS:
-        raise BadInput(f"unknown --target '{target}'; choose one of {', '.join(TARGETS)}")
+    parser = parser_target_named(target)
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"ONNX file {path} not found")
@@ -124,7 +124,7 @@ def diagnose(path: str | Path, target: str = DEFAULT_TARGET, *, real_parser: boo
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise BadInput(f"{path} is not an ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    report = diagnose_model(model, TARGETS[target], folder=path.parent, name=str(path))
+    report = diagnose_model(model, parser, folder=path.parent, name=str(path))
     if real_parser is None:
         real_parser = package_present("tensorrt_rtx")
     if real_parser:
@@ -184,6 +184,13 @@ def _check_opset(report: DoctorReport, opset: int | None) -> None:
         report.add("blocker", "opset", f"opset {opset} is below the parser's minimum ({t.min_opset})")
     else:
         report.add("info", "opset", f"opset {opset} within {t.min_opset}-{t.max_opset}")
+    refusing = devices_refusing_opset(opset) if opset is not None and opset <= t.max_opset else []
+    if refusing:  # the same table as `dvit package`: say which bundles this opset cannot go into
+        limit = max(d.max_opset for d in refusing)
+        report.add("warning", "opset", f"opset {opset} needs a newer parser than some {t.name} releases have: "
+                                       f"dvit package refuses it for {', '.join(d.name for d in refusing)} (TensorRT "
+                                       f"{', '.join(d.tensorrt for d in refusing)}: opset <= {limit}); re-export with "
+                                       f"--opset {min(limit, 18)} to ship there")
 
 
 def _check_ops(report: DoctorReport, graph: onnx.GraphProto) -> None:

@@ -172,6 +172,22 @@ DEVICE_TARGETS: dict[str, DeviceTarget] = {
 }
 
 
+def parser_target_named(name: str) -> ParserTarget:
+    """A parser target by its name (``trt-10``) or by a device target's (``x86-trt10``: the parser its
+    TensorRT release implies, the very limit ``dvit package`` enforces for that device)."""
+    if name in PARSER_TARGETS:
+        return PARSER_TARGETS[name]
+    if name in DEVICE_TARGETS:
+        return DEVICE_TARGETS[name].parser_target
+    raise BadInput(f"unknown --target '{name}'; choose a TensorRT parser ({', '.join(PARSER_TARGETS)}) or a device "
+                   f"target ({', '.join(DEVICE_TARGETS)})")
+
+
+def devices_refusing_opset(opset: int) -> list[DeviceTarget]:
+    """The device targets whose TensorRT parser cannot read ``opset`` (``dvit package`` refuses them)."""
+    return [t for t in DEVICE_TARGETS.values() if opset > t.max_opset]
+
+
 def get_device_target(name: str) -> DeviceTarget:
     try:
         return DEVICE_TARGETS[name]

@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import onnx
 import torch
@@ -25,7 +25,7 @@ import torch
 from .. import __version__
 from ..errors import BadInput, CheckFailed, DvitError
 from ..artifact.names import INPUT_NAME, LOGITS_NAME, TOKEN_OUTPUT_PREFIX, token_output_name  # noqa: F401
-from ..fileio import manifest_path, prepare_output, publish_artifact, sha256_file
+from ..fileio import errors_name, manifest_path, prepare_output, publish_artifact, sha256_file, temp_prefix
 from ..models import WithKeptTokens
 from ..models.checkpoint import LoadedModel
 from ..artifact.store import export_dir, onnx_name
@@ -99,53 +99,68 @@ def export_onnx(
     if dynamic_keep and loaded.dense:
         raise BadInput("--dynamic-keep needs a pruned model; a dense baseline keeps every token")
     if output is None:
-        ratio = None if loaded.dense else loaded.stage_ratios[0]
-        output = export_dir() / onnx_name(loaded.variant.name, loaded.dense, ratio, batch=batch,
-                                          dynamic_keep=dynamic_keep)
+        output = default_output(loaded.variant.name, loaded.dense, loaded.stage_ratios, batch=batch,
+                                dynamic_keep=dynamic_keep)
     output = prepare_output(output, force=force, kinds=(".onnx",))
     if output.suffix != ".onnx":
         raise BadInput(f"output {output} must end in .onnx")
-    phase = on_phase or (lambda name: None)
-    seconds: dict[str, float] = {}
 
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.", dir=output.parent))
+    tmp_dir = Path(tempfile.mkdtemp(prefix=temp_prefix(output.stem), dir=output.parent))
     try:
-        tmp_onnx = tmp_dir / output.name
-        start = time.perf_counter()
-        phase("export")
-        if dynamic_keep:
-            external = False
-            _export_dynamic_keep(loaded, tmp_onnx, opset=opset, batch=batch, token_outputs=token_outputs)
-        else:
-            external = _export(loaded, tmp_onnx, opset=opset, batch=batch, token_outputs=token_outputs)
-        seconds["export"] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        if dynamic_keep:
-            from .dynamic_keep import check_dynamic_keep
-
-            report = check_dynamic_keep(tmp_onnx, loaded, batch=batch, samples=check_samples, on_phase=phase)
-        else:
-            report = check_export(tmp_onnx, loaded, batch=batch, samples=check_samples, on_phase=phase)
-        seconds["check"] = time.perf_counter() - start
-        if not report.passed:
-            raise CheckFailed("post-export check failed: " + "; ".join(report.failures), report)
-
-        phase("write")
-        manifest = _manifest(loaded, output, tmp_onnx, opset, batch, token_outputs, external, report)
-        if dynamic_keep:
-            from .dynamic_keep import KEEP_COUNTS_INPUT
-
-            manifest["dynamic_keep"] = True
-            manifest["keep_input"] = {"name": KEEP_COUNTS_INPUT, "dtype": "int32",
-                                      "shape": [loaded.variant.num_stages],
-                                      "meaning": "per-stage kept token counts int(num_patches * rho**k)"}
-        # Data file first, then the graph, then the manifest.
-        moves = [(item, output.parent / item.name) for item in sorted(tmp_dir.iterdir(), key=lambda p: p.suffix == ".onnx")]
-        publish_artifact(moves, output, manifest)
+        with errors_name(output.parent, tmp_dir):  # errors name the user's output, not the temporary folder
+            return _export_into(loaded, output, tmp_dir, opset=opset, batch=batch, token_outputs=token_outputs,
+                                force=force, check_samples=check_samples, phase=on_phase or (lambda name: None),
+                                dynamic_keep=dynamic_keep)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _export_into(loaded: LoadedModel, output: Path, tmp_dir: Path, *, opset: int, batch: int | None,
+                 token_outputs: bool, force: bool, check_samples: int, phase: Callable[[str], None],
+                 dynamic_keep: bool) -> "ExportResult":
+    seconds: dict[str, float] = {}
+    tmp_onnx = tmp_dir / output.name
+    start = time.perf_counter()
+    phase("export")
+    if dynamic_keep:
+        external = False
+        _export_dynamic_keep(loaded, tmp_onnx, opset=opset, batch=batch, token_outputs=token_outputs)
+    else:
+        external = _export(loaded, tmp_onnx, opset=opset, batch=batch, token_outputs=token_outputs)
+    seconds["export"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    if dynamic_keep:
+        from .dynamic_keep import check_dynamic_keep
+
+        report = check_dynamic_keep(tmp_onnx, loaded, batch=batch, samples=check_samples, on_phase=phase)
+    else:
+        report = check_export(tmp_onnx, loaded, batch=batch, samples=check_samples, on_phase=phase)
+    seconds["check"] = time.perf_counter() - start
+    if not report.passed:
+        raise CheckFailed("post-export check failed: " + "; ".join(report.failures), report)
+
+    phase("write")
+    manifest = _manifest(loaded, output, tmp_onnx, opset, batch, token_outputs, external, report)
+    if dynamic_keep:
+        from .dynamic_keep import KEEP_COUNTS_INPUT
+
+        manifest["dynamic_keep"] = True
+        manifest["keep_input"] = {"name": KEEP_COUNTS_INPUT, "dtype": "int32",
+                                  "shape": [loaded.variant.num_stages],
+                                  "meaning": "per-stage kept token counts int(num_patches * rho**k)"}
+    # Data file first, then the graph, then the manifest.
+    moves = [(item, output.parent / item.name) for item in sorted(tmp_dir.iterdir(), key=lambda p: p.suffix == ".onnx")]
+    # Without --force, no-clobber: of two exports racing to one path, one wins and the other says so.
+    publish_artifact(moves, output, manifest, replace=force)
     return ExportResult(output, manifest_path(output), manifest, report, seconds)
+
+
+def default_output(variant: str, dense: bool, stage_ratios: Sequence[float] | None, *, batch: int | None,
+                   dynamic_keep: bool) -> Path:
+    """``./export/<variant>-r<ρ>[-b<batch>].onnx``: where an export goes when no --output is given."""
+    ratio = None if dense or not stage_ratios else stage_ratios[0]
+    return export_dir() / onnx_name(variant, dense, ratio, batch=batch, dynamic_keep=dynamic_keep)
 
 
 def validate_options(opset: int, batch: int | None) -> None:

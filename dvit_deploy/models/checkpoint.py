@@ -10,6 +10,7 @@ becomes a ``BadInput`` with one readable line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pickle
 import re
 import warnings
@@ -17,7 +18,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -257,8 +258,13 @@ def load_model(
     use_ema: bool = False,
     trust: bool = False,
     seed: int | None = None,
+    before_build: Callable[[VariantConfig, bool, tuple[float, ...] | None], None] | None = None,
 ) -> LoadedModel:
-    """Build the model a user asked for: from a checkpoint, or the seeded random default."""
+    """Build the model a user asked for: from a checkpoint, or the seeded random default.
+
+    ``before_build(variant, dense, stage_ratios)`` runs once the variant and ratios are known, before the
+    model is built (seconds): a command checks its outputs there, so a refusal costs no model building.
+    """
     from . import DEFAULT_SEED, create_model
 
     if keep_ratio is not None:
@@ -294,6 +300,8 @@ def load_model(
         seed = None
 
     ratios = _resolve_ratios(variant, dense, keep_ratio, stage_ratios, ckpt, notes)
+    if before_build is not None:
+        before_build(variant, dense, ratios)
     try:
         model = create_model(variant, stage_ratios=ratios, dense=dense, seed=seed)
     except ValueError as exc:
@@ -305,11 +313,40 @@ def load_model(
     return LoadedModel(model, variant, dense, ratios, ckpt, seed, use_ema, notes)
 
 
+_moved_checkpoint: list[Path] = []  # set by ``checkpoint_at`` for the duration of a command
+
+
+@contextlib.contextmanager
+def checkpoint_at(path: str | Path | None) -> Iterator[None]:
+    """Rebuild models from ``path`` instead of the checkpoint path their manifest recorded (``--checkpoint``:
+    the checkpoint was moved). It must be the same file: its sha256 is checked against the manifest's."""
+    if path is None:
+        yield
+        return
+    _moved_checkpoint.append(Path(path).expanduser())
+    try:
+        yield
+    finally:
+        _moved_checkpoint.pop()
+
+
 def load_model_from_record(record: Mapping[str, Any], *, trust: bool | None = None) -> LoadedModel:
     """Rebuild the model a manifest describes (the PyTorch reference for validation)."""
     ckpt = record.get("checkpoint")
+    path = ckpt["path"] if ckpt else None
+    if ckpt and _moved_checkpoint:
+        path = _moved_checkpoint[-1]
+        if not path.is_file():
+            raise BadInput(f"--checkpoint {path} not found")
+        recorded = ckpt.get("sha256")
+        if recorded and sha256_file(path) != recorded:
+            raise BadInput(f"--checkpoint {path} is not the checkpoint this artifact was exported from: its sha256 "
+                           f"differs from the one the manifest recorded ({str(recorded)[:12]}…, from {ckpt['path']})")
+    elif ckpt and not Path(path).expanduser().exists():
+        raise BadInput(f"the checkpoint this artifact was exported from, {path}, is not there (moved?); give its new "
+                       "path with --checkpoint PATH (checked against the sha256 the manifest recorded)")
     loaded = load_model(
-        ckpt["path"] if ckpt else None,
+        path,
         model_name=record["variant"],
         stage_ratios=record.get("stage_ratios"),
         dense=bool(record.get("dense")),
@@ -318,7 +355,7 @@ def load_model_from_record(record: Mapping[str, Any], *, trust: bool | None = No
         seed=record.get("seed"),
     )
     if ckpt and loaded.checkpoint.sha256 != ckpt.get("sha256"):
-        raise BadInput(f"checkpoint {ckpt['path']} changed since export (sha256 differs from the manifest)")
+        raise BadInput(f"checkpoint {path} changed since export (sha256 differs from the manifest)")
     expected = record.get("keep_counts")
     if expected is not None and list(loaded.keep_counts) != list(expected):
         raise BadInput(f"rebuilt model keeps {list(loaded.keep_counts)} tokens, manifest says {expected}")

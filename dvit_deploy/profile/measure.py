@@ -292,6 +292,7 @@ def profile_artifacts(
         opts["intra_op_threads"] = settings.intra_op_threads
     if settings.cuda_graph:
         opts["cuda_graph"] = True
+    _check_memory(artifacts, backend, batches, device)
     loaded = []
     with contextlib.ExitStack() as stack:
         for artifact, role in artifacts:
@@ -347,6 +348,20 @@ def profile_artifacts(
                     fallback=info.get("fallback"),
                 )))
     return [result for _, _, result in sorted(results, key=lambda item: item[:2])]  # artifact by artifact
+
+
+def _check_memory(artifacts: list[tuple[Path, str]], backend: str, batches: list[int], device: str) -> None:
+    """Refuse a run the out-of-memory killer would end: every runner stays loaded, each at its largest batch."""
+    from ..runtime.memory import MemoryNeed, check_fits, per_image_bytes, weight_bytes
+
+    needs = []
+    for artifact, _ in artifacts:
+        manifest = read_json(manifest_path(artifact), what=f"manifest of {artifact.name}")
+        runnable, _ = supported_batches(manifest, batches)
+        if runnable:
+            needs.append((artifact.name, MemoryNeed(weight_bytes(artifact, manifest, backend), per_image_bytes(manifest),
+                                                    max(runnable))))
+    check_fits(needs, what=f"profile --batch {max(batches)} on {backend}", option="--batch", device=device)
 
 
 def attach_speedups(results: list[ProfileResult], twins: dict[str, str]) -> None:

@@ -22,15 +22,17 @@ from typing import Any, Callable, Iterable
 
 from .. import __version__
 from ..artifact.manifest import EngineArtifact
-from ..artifact.manifest import verify_artifact
+from ..artifact.manifest import check_manifest, verify_artifact
 from ..engines.targets import DEVICE_TARGETS, DeviceTarget, get_device_target, same_tensorrt_release
 from ..errors import BadInput, CheckFailed
-from ..fileio import (atomic_path, current_umask, is_same_or_parent_of_cwd, manifest_path, read_json,
+from ..fileio import (current_umask, is_same_or_parent_of_cwd, manifest_path, read_json, temp_prefix,
                       write_json_atomic)
+from ..lazy import signals_held
 from .layout import (BUNDLE_MANIFEST, BUNDLE_SCHEMA, CHECKSUMS, DEFAULT_BUNDLES_DIR, DEFAULT_PROFILE, ENGINE_SUFFIXES,
                      EngineItem, OnnxItem, _str, engine_facts, write_checksums)
 from .triton import _write_triton
-from .trtexec import _batch_profile, build_script, built_precision, engine_name, trtexec_benchmark
+from .trtexec import (_batch_profile, build_script, built_precision, device_precision_strategy, engine_name,
+                      trtexec_benchmark)
 from .rtx import RUN_SCRIPT, check_rtx_artifacts, readme_section, run_script
 from .verify import _verify_folder
 
@@ -56,6 +58,7 @@ def _load_onnx(path: Path) -> OnnxItem:
     if not path.is_file():
         raise BadInput(f"ONNX model {path} not found")
     manifest = read_json(manifest_path(path), what=f"manifest of {path.name}")
+    check_manifest(manifest, manifest_path(path))
     if manifest.get("kind") not in (None, "onnx"):
         raise BadInput(f"{manifest_path(path)} is not an ONNX manifest (kind {manifest.get('kind')!r})")
     verify_artifact(path, manifest)
@@ -69,6 +72,7 @@ def _load_engine(path: Path) -> EngineItem:
     if not path.is_file():
         raise BadInput(f"engine {path} not found")
     manifest = read_json(manifest_path(path), what=f"manifest of {path.name}")
+    check_manifest(manifest, manifest_path(path))
     verify_artifact(path, manifest)
     facts = engine_facts(manifest)
     source = None
@@ -155,6 +159,15 @@ class BundleResult:
         return data
 
 
+def precision_label(item: OnnxItem, target: DeviceTarget, precision: str) -> str:
+    """The device engine's precision in words: ``int8 (fp16 fallback)`` for a Q/DQ model built with --fp16."""
+    built = built_precision(item, target, precision)
+    strategy = device_precision_strategy(item, target, precision)
+    if built == "int8" and "FP16" in strategy.set_flags:
+        return "int8 (fp16 outside the Q/DQ pairs)"
+    return built
+
+
 def default_bundle_dir(onnx_items: list[OnnxItem], engines: list[EngineItem], target: DeviceTarget) -> Path:
     stem = onnx_items[0].path.stem if onnx_items else engines[0].path.stem
     return Path.cwd() / DEFAULT_BUNDLES_DIR / f"{stem}-{target.name}"
@@ -170,7 +183,8 @@ def _device_readme(target: DeviceTarget, onnx_items: list[OnnxItem], engines: li
         counts = "dense" if m.get("dense") else "/".join(str(c) for c in m.get("keep_counts", []))
         batch = "dynamic batch" if _batch_profile(m, profile) else f"batch {m.get('batch')}"
         lines.append(f"- `model/{item.path.name}`: {m.get('variant', '?')}, kept tokens per stage {counts}, "
-                     f"opset {m.get('opset', '?')}, {batch}, token outputs {'yes' if m.get('token_outputs') else 'no'}; "
+                     f"opset {m.get('opset', '?')}, {batch}, token outputs {'yes' if m.get('token_outputs') else 'no'}, "
+                     f"device engine precision {precision_label(item, target, precision)}; "
                      f"manifest `model/{manifest_path(item.path).name}`.")
     for engine in engines:
         facts = engine_facts(engine.manifest)
@@ -198,7 +212,9 @@ def _device_readme(target: DeviceTarget, onnx_items: list[OnnxItem], engines: li
               "2. Build the engine here, on the device (engines are specific to the GPU and TensorRT version):", "",
               "   ```", "   ./build_on_device.sh", "   ```", "",
               f"   It runs `trtexec` with the input shapes (batch {profile[0]}/{profile[1]}/{profile[2]} "
-              f"min/opt/max for dynamic batch), precision {precision}, and a timing cache "
+              f"min/opt/max for dynamic batch), precision "
+              f"{', '.join(dict.fromkeys(precision_label(i, target, precision) for i in onnx_items)) or precision}, "
+              "and a timing cache "
               "(`engines/timing.cache`, which makes rebuilds fast). Set `TRTEXEC=` if trtexec is not on PATH."]
     if target.strongly_typed:
         lines.append("   TensorRT 11 is strongly typed: there is no --fp16 flag; the script builds the graph's own "
@@ -257,7 +273,8 @@ def make_bundle(
     except OSError as exc:
         raise BadInput(f"cannot create {folder.parent}: {exc.strerror}") from None
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(folder.name), dir=folder.parent))
+    tmp_tar: Path | None = None
     try:
         phase("copy")
         (tmp / "model").mkdir()
@@ -291,10 +308,15 @@ def make_bundle(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "dvit_deploy": __version__,
             "target": asdict(target),
-            "precision": precision,
+            # What the device build produces (an int8 Q/DQ model builds int8 whatever --precision says);
+            # the requested --precision is kept beside it (for int8: the fallback outside the Q/DQ pairs).
+            "precision": "/".join(dict.fromkeys(built_precision(i, target, precision) for i in onnx_items)) or precision,
+            "requested_precision": precision,
             "batch_profile": list(profile),
             "models": [{"onnx": f"model/{i.path.name}", "manifest": f"model/{manifest_path(i.path).name}",
-                        "variant": i.manifest.get("variant"), "keep_counts": i.manifest.get("keep_counts")}
+                        "variant": i.manifest.get("variant"), "keep_counts": i.manifest.get("keep_counts"),
+                        "precision": built_precision(i, target, precision),
+                        "precision_detail": precision_label(i, target, precision)}
                        for i in onnx_items],
             "engines": [{"engine": f"engines/{e.path.name}", "manifest": f"engines/{manifest_path(e.path).name}",
                          "source_onnx": None if e.source is None else f"model/{e.source.path.name}",
@@ -318,18 +340,25 @@ def make_bundle(
             raise CheckFailed(f"the new bundle fails its own verification ({failed.name}: {failed.detail}); "
                               "nothing was written")
 
-        _swap_into_place(tmp, folder)
-        tmp = None  # type: ignore[assignment]
-        written_archive = None
+        # The archive is made from the finished temp folder, then folder and archive replace the old pair
+        # together (or, on any failure or signal, not at all): never a new folder beside an old .tar.gz.
+        os.chmod(tmp, 0o777 & ~current_umask())
         if archive:
             phase("archive")
-            with atomic_path(tar_path) as tmp_tar:
-                with tarfile.open(tmp_tar, "w:gz") as tar:
-                    tar.add(folder, arcname=folder.name)
-            written_archive = tar_path
+            fd, name = tempfile.mkstemp(prefix=temp_prefix(tar_path.name), suffix=".tmp", dir=folder.parent)
+            os.close(fd)
+            tmp_tar = Path(name)
+            with tarfile.open(tmp_tar, "w:gz") as tar:
+                tar.add(tmp, arcname=folder.name)
+            os.chmod(tmp_tar, 0o666 & ~current_umask())
+        _swap_into_place(tmp, folder, tmp_tar, tar_path if archive else None)
+        tmp = tmp_tar = None  # type: ignore[assignment]
+        written_archive = tar_path if archive else None
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if tmp_tar is not None:
+            tmp_tar.unlink(missing_ok=True)
     return BundleResult(folder, written_archive, target.name, files, triton_names,
                         build_commands=0 if target.flavour == "rtx" else len(onnx_items), notes=notes)
 
@@ -368,28 +397,47 @@ def check_bundle_outputs(folder: Path, tar_path: Path | None, *, force: bool) ->
                            "previous .tar.gz bundle")
 
 
-def _swap_into_place(tmp: Path, folder: Path) -> None:
-    """Rename the finished temp folder into place; an old bundle goes only once the new one is in.
+def _swap_into_place(tmp: Path, folder: Path, tmp_tar: Path | None = None, tar_path: Path | None = None) -> None:
+    """Rename the finished temp folder (and its archive) into place: both or neither.
 
-    The old bundle is parked as ``.<name>.old-<pid>`` for the instant of the swap and removed in a
-    ``finally``; parked folders left by a process that was killed (SIGKILL) are removed next time.
+    Old ones are parked as ``.<name>.old-<pid>`` for the instant of the swap, with Ctrl-C/SIGTERM held
+    back (``lazy.signals_held``), and put back if any rename fails; they are removed afterwards, and parked
+    ones left by a killed (SIGKILL) process are removed next time.
     """
-    for stale in folder.parent.glob(f".{glob.escape(folder.name)}.old-*"):
-        if stale.is_dir() and is_bundle_folder(stale):
-            shutil.rmtree(stale, ignore_errors=True)
-    old = None
+    pairs = [(tmp, folder)] + ([(tmp_tar, tar_path)] if tmp_tar is not None and tar_path is not None else [])
+    for _, dst in pairs:
+        for stale in dst.parent.glob(f".{glob.escape(dst.name)}.old-*"):
+            if stale.is_dir() and is_bundle_folder(stale):
+                shutil.rmtree(stale, ignore_errors=True)
+            elif stale.is_file() and dst.name.endswith(".tar.gz"):
+                stale.unlink(missing_ok=True)
+    parked: list[tuple[Path, Path]] = []  # (parked name, real name)
+    placed: list[Path] = []
     try:
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if old is not None:
-                os.replace(old, folder)
-                old = None
-            raise
+        with signals_held():  # a signal now is delivered once the pair is consistent again
+            try:
+                for _, dst in pairs:
+                    if dst.exists():
+                        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+                        os.replace(dst, old)
+                        parked.append((old, dst))
+                for src, dst in pairs:
+                    os.replace(src, dst)
+                    placed.append(dst)
+            except BaseException:
+                for dst in placed:  # undo: the new ones out, the old ones back
+                    _remove(dst)
+                for old, dst in parked:
+                    os.replace(old, dst)
+                parked.clear()
+                raise
     finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    os.chmod(folder, 0o777 & ~current_umask())
+        for old, _ in parked:
+            _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -2,11 +2,18 @@
 may its engines run on this machine? ``make_bundle`` runs the same checks on every new bundle.
 
 Malformed bundles are bad input (exit 2); tampered or missing files are failed checks (exit 1).
+
+What "intact" means, proved for every file: each file ``bundle.json`` names (models, manifests, external
+weights, engines, Triton configs) and each line of ``SHA256SUMS`` is a path inside the bundle, reached
+without following a symbolic link, ending at a regular file; each is listed in ``SHA256SUMS`` exactly
+once, with a matching sum. Files present but unlisted are reported and never vouched for.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tarfile
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -82,10 +89,21 @@ def _extract(archive: Path, dest: Path) -> Path:
 
 
 def read_checksums(root: Path) -> dict[str, str]:
+    """``SHA256SUMS`` as ``{path: sha256}``; a path listed twice is refused (which line would count?)."""
+    entries, duplicates = _checksum_lines(root)
+    if duplicates:
+        rel, count = next(iter(duplicates.items()))
+        raise BadInput(f"{root / CHECKSUMS} lists {rel} {count} times")
+    return entries
+
+
+def _checksum_lines(root: Path) -> tuple[dict[str, str], dict[str, int]]:
     sums = root / CHECKSUMS
-    if not sums.is_file():
-        raise BadInput(f"{root} is not a dvit bundle: {CHECKSUMS} is missing")
-    entries = {}
+    if sums.is_symlink() or not sums.is_file():
+        raise BadInput(f"{root} is not a dvit bundle: {CHECKSUMS} is missing" if not sums.is_symlink()
+                       else f"{sums} is a symbolic link, not the bundle's own file")
+    entries: dict[str, str] = {}
+    counts: dict[str, int] = {}
     for lineno, line in enumerate(sums.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
@@ -93,43 +111,96 @@ def read_checksums(root: Path) -> dict[str, str]:
         if not match:
             raise BadInput(f"{sums}:{lineno} is not a 'sha256  path' line")
         rel = match.group(2)
-        if rel.startswith("/") or ".." in Path(rel).parts:
+        if _outside(rel):
             raise BadInput(f"{sums}:{lineno} names a path outside the bundle: {rel}")
-        entries[rel] = match.group(1).lower()
-    return entries
+        rel = Path(rel).as_posix()  # "./model//x" and "model/x" are the same file
+        counts[rel] = counts.get(rel, 0) + 1
+        entries.setdefault(rel, match.group(1).lower())
+    return entries, {rel: n for rel, n in counts.items() if n > 1}
+
+
+def _outside(rel: str) -> bool:
+    return not rel or rel.startswith("/") or Path(rel).is_absolute() or ".." in Path(rel).parts
+
+
+def file_problem(root: Path, rel: Any) -> str | None:
+    """Why ``rel`` is not a regular file inside ``root`` reached without links (None when it is)."""
+    if not isinstance(rel, str) or _outside(rel):
+        return f"{rel} is outside the bundle"
+    current = root
+    parts = Path(rel).parts
+    for i, part in enumerate(parts):
+        current = current / part
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            return f"{rel} is missing"
+        except OSError as exc:
+            return f"{rel} cannot be read ({exc.strerror})"
+        if stat.S_ISLNK(mode):
+            return f"{Path(*parts[:i + 1]).as_posix()} is a symbolic link, not a file of the bundle"
+        if i < len(parts) - 1 and not stat.S_ISDIR(mode):
+            return f"{rel} is missing"
+    if not stat.S_ISREG(mode):
+        return f"{rel} is not a regular file"
+    return None
 
 
 def _verify_folder(root: Path, check_engines: bool) -> VerifyReport:
     report = VerifyReport(str(root))
-    if not root.is_dir():
+    if root.is_symlink() or not root.is_dir():
         raise BadInput(f"bundle {root} is not a folder")
-    sums = read_checksums(root)
+    sums, duplicates = _checksum_lines(root)
+    problem = file_problem(root, BUNDLE_MANIFEST)
+    if problem is not None and "missing" not in problem:
+        raise BadInput(f"{root} is not a dvit bundle: {problem}")
     bundle = read_json(root / BUNDLE_MANIFEST, what="bundle manifest")
     if bundle.get("schema") != BUNDLE_SCHEMA:
         raise BadInput(f"{root / BUNDLE_MANIFEST} has schema {bundle.get('schema')!r}, expected {BUNDLE_SCHEMA}")
 
-    # 1. Checksums of every listed file; unlisted files are reported, not failed (a device build adds engines).
-    bad, missing = [], []
-    actual: dict[str, str] = {}
+    # 1. Every listed file: inside, a regular file, listed once, matching. Unlisted files are reported, never
+    #    vouched for (a device build adds engines); a file bundle.json names must be listed (step 2).
+    if duplicates:
+        report.add("checksums listed once", "failed",
+                   "; ".join(f"{rel} is listed {n} times in {CHECKSUMS}" for rel, n in duplicates.items()))
+    bad, missing, not_files = [], [], []
     for rel, expected in sums.items():
-        file = root / rel
-        if not file.is_file():
+        problem = file_problem(root, rel)
+        if problem is not None and problem.endswith("is missing"):
             missing.append(rel)
+        elif problem is not None:
+            not_files.append(problem)
+        if problem is not None:
             continue
-        actual[rel] = sha256_file(file)
-        if actual[rel] != expected:
+        if sha256_file(root / rel) != expected:
             bad.append(rel)
+    if not_files:
+        report.add("regular files", "failed", "; ".join(not_files))
     if bad:
         report.add("checksums", "failed", "modified: " + ", ".join(bad))
     if missing:
         report.add("files present", "failed", "missing: " + ", ".join(missing))
-    if not bad and not missing:
+    if not bad and not missing and not not_files and not duplicates:
         report.add("checksums", "ok", f"{len(sums)} files match {CHECKSUMS}")
     unlisted = [rel for rel in _bundle_files(root) if rel not in sums]
     if unlisted:
-        report.add("unlisted files", "warning", ", ".join(unlisted[:5]) + (" ..." if len(unlisted) > 5 else ""))
+        report.add("unlisted files", "warning", "not covered by the checksums, not trusted: " + ", ".join(unlisted[:5])
+                   + (" ..." if len(unlisted) > 5 else ""))
 
-    # 2. Manifests agree with the files they describe.
+    # 2. Every file bundle.json names is a listed regular file inside the bundle.
+    named = _named_files(root, bundle)
+    named_problems = []
+    for rel in named:
+        problem = file_problem(root, rel)
+        if problem is not None:
+            named_problems.append(f"bundle.json names {rel}: {problem}")
+        elif Path(rel).as_posix() not in sums:
+            named_problems.append(f"bundle.json names {rel}, which {CHECKSUMS} does not list")
+    if named_problems:
+        report.add("files bundle.json names", "failed", "; ".join(named_problems))
+        return report  # the per-manifest checks below would read files that are not the bundle's
+
+    # 3. Manifests agree with the files they describe.
     for model in bundle.get("models", []):
         _verify_onnx_entry(root, model, report)
     engine_files = []
@@ -140,7 +211,7 @@ def _verify_folder(root: Path, check_engines: bool) -> VerifyReport:
     if rtx:
         _verify_rtx(root, bundle, engine_files, report)
 
-    # 3. Engines against this machine's TensorRT.
+    # 4. Engines against this machine's TensorRT.
     if engine_files and check_engines and rtx:
         _rtx_engine_compatibility(engine_files, report)
     elif engine_files and check_engines:
@@ -148,6 +219,41 @@ def _verify_folder(root: Path, check_engines: bool) -> VerifyReport:
     elif engine_files:
         report.add("engine compatibility", "skipped", "not requested")
     return report
+
+
+def _named_files(root: Path, bundle: Mapping[str, Any]) -> list[str]:
+    """Every file ``bundle.json`` points at, directly or through the ONNX manifests it names (in order, once)."""
+    named: list[str] = [BUNDLE_MANIFEST]
+    for key, fields in (("models", ("onnx", "manifest")), ("engines", ("engine", "manifest", "source_onnx"))):
+        entries = bundle.get(key, [])
+        if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
+            raise BadInput(f"{BUNDLE_MANIFEST}: '{key}' is not a list of entries")
+        for entry in entries:
+            for f in fields:
+                value = entry.get(f)
+                if f == "source_onnx" and value is None:
+                    continue
+                if not isinstance(value, str):
+                    raise BadInput(f"{BUNDLE_MANIFEST} has a {key[:-1]} entry whose '{f}' is not a path")
+                named.append(value)
+    for entry in bundle.get("models", []):
+        rel_onnx, rel_manifest = entry.get("onnx"), entry.get("manifest")
+        if not isinstance(rel_onnx, str) or not isinstance(rel_manifest, str) or _outside(rel_onnx):
+            continue
+        if file_problem(root, rel_manifest) is None:
+            try:
+                record = read_json(root / rel_manifest).get("onnx") or {}
+            except BadInput:
+                continue
+            parent = Path(rel_onnx).parent
+            external = record.get("external_data", []) if isinstance(record, Mapping) else []
+            named.extend((parent / n).as_posix() if isinstance(n, str) else repr(n) for n in external or [])
+    triton = bundle.get("triton_models", [])
+    if not isinstance(triton, list):
+        raise BadInput(f"{BUNDLE_MANIFEST}: 'triton_models' is not a list")
+    named.extend(f"triton/{n}/config.pbtxt" if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")
+                 else f"triton/{n}" for n in triton)
+    return list(dict.fromkeys(named))
 
 
 def _verify_onnx_entry(root: Path, model: Mapping[str, Any], report: VerifyReport) -> None:
@@ -228,7 +334,7 @@ def _verify_triton(root: Path, names: list[str], report: VerifyReport) -> None:
         problems = []
         if expected_file is None:
             problems.append("unknown or missing platform")
-        elif not (root / "triton" / name / "1" / expected_file).is_file():
+        elif file_problem(root, f"triton/{name}/1/{expected_file}") is not None:
             problems.append(f"1/{expected_file} missing for platform {platform.group(1)}")
         if f'name: "{name}"' not in text:
             problems.append("config name differs from its folder")
