@@ -68,3 +68,10 @@ def tiny_export(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_export")
     loaded = load_model(model_name="tiny-deit", keep_ratio=0.7)
     return export_onnx(loaded, folder / "tiny.onnx", token_outputs=True)
+
+
+def pytest_report_header(config):
+    """Which CPU class the suite ran on: int8/bf16 kernels (and so their recipes) differ between classes."""
+    from dvit_deploy.cpu import cpu_info
+
+    return f"dvit cpu class: {cpu_info().summary()}"
