@@ -38,7 +38,7 @@ def test_class_and_cpu_recipe_for_every_class(flags, machine, cls, recipe):
     assert choice.recipe.name == recipe and choice.chosen_by == "auto" and choice.reason == CPU_RECIPES[cls][1]
     # 7-bit weights exactly where the int8 kernels sum pairs in saturating int16
     assert choice.recipe.reduce_range == (cls in SATURATING_CLASSES) == cpu.int8_saturates
-    assert choice.recipe.weight_range == ((-64, 63) if cpu.int8_saturates else (-127, 127))
+    assert choice.recipe.weight_range == ((-64, 64) if cpu.int8_saturates else (-127, 127))
     # TensorRT accumulates in int32 on every GPU: full range whatever CPU quantizes
     trt = select_recipe("tensorrt", cpu)
     assert trt.recipe.name == "s8s8" and not trt.recipe.reduce_range
@@ -113,3 +113,24 @@ def test_doctor_warns_tensorrt_about_7_bit_cpu_weights(max_code, warned):
     report = diagnose_model(_qdq_matmul(max_code), TARGETS["trt-10"])
     messages = [f.message for f in report.findings if f.check == "Q/DQ" and f.severity == "warning"]
     assert any("7 bits" in m and "--for tensorrt" in m for m in messages) == warned
+
+
+@pytest.mark.parametrize("target, override, expected", [
+    ("cpu", None, "No int8 recipe dvit has agrees with PyTorch on this avx2 CPU"),
+    ("cpu", "s8s8", "The recipe for this CPU class is s8s8-reduce-range: drop --recipe"),
+    ("tensorrt", None, "exact int8 arithmetic"),
+])
+def test_failed_agreement_is_one_line_with_cpu_recipe_kernels_and_advice(target, override, expected):
+    from dvit_deploy.compare import Tolerance, compare
+    from dvit_deploy.quantize.check import QuantizeCheck
+    from dvit_deploy.quantize.core import failure_line
+
+    choice = select_recipe(target, fake_cpu(EPYC_AVX2), override=override)
+    ref = np.eye(4, dtype=np.float32)[[0, 1, 2, 3] * 4] * 5
+    check = QuantizeCheck(execution={"kernels": "60 MatMulIntegerToFloat int8"})
+    check.comparison = compare(ref, ref[:, ::-1].copy(), Tolerance.for_precision("int8"))
+    check.failures = list(check.comparison.failures)
+    assert check.failures
+    line = failure_line(choice, check)
+    assert "\n" not in line and line.startswith(f"int8 check failed: recipe {choice.recipe.name} on this avx2 CPU")
+    assert "onnxruntime ran 60 MatMulIntegerToFloat int8" in line and expected in line

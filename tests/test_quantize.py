@@ -117,7 +117,7 @@ def test_recipe_is_the_one_for_this_cpu_class_and_recorded(quantized):
     assert q["cpu"]["class"] == cpu_info().cpu_class and "avx2" in q["cpu"]["flags"]
     assert q["weights"]["range"] == list(expected.weight_range)
     # per-channel symmetric: each channel's largest weight maps to the top of the range
-    assert _max_weight_code(quantized.path) == expected.weight_range[1] + (1 if expected.reduce_range else 0)
+    assert _max_weight_code(quantized.path) == expected.weight_range[1]
     execution = quantized.check.execution
     assert execution["cpu"]["class"] == cpu_info().cpu_class
     assert execution["session_config"] == ort_int8_session_config(expected.reduce_range) == {}

@@ -278,7 +278,7 @@ def _check_qdq(report: DoctorReport, model: onnx.ModelProto, opset: int | None) 
     if weight_codes and max(int(np.abs(w.astype(np.int32)).max()) for w in weight_codes) <= 64:
         # per-channel symmetric quantization maps each channel's largest weight to ±127; ≤ 64 everywhere
         # means reduce_range (dvit quantize's recipe for CPUs whose int8 kernels saturate without VNNI)
-        report.add("warning", "Q/DQ", f"all {len(weight_codes)} int8 weight tensors use 7 bits ([-64, 63]: a CPU "
+        report.add("warning", "Q/DQ", f"all {len(weight_codes)} int8 weight tensors use 7 bits ([-64, 64]: a CPU "
                                       "recipe for CPUs without VNNI): TensorRT builds it but loses a bit of weight "
                                       "precision it does not need; for a GPU, re-quantize with "
                                       "'dvit quantize --for tensorrt'")

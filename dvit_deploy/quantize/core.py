@@ -319,6 +319,9 @@ def failure_line(choice: RecipeChoice, check: QuantizeCheck) -> str:
         auto = select_recipe(choice.target, choice.cpu)
         if auto.recipe.name != choice.recipe.name:
             return text + f". The recipe for this CPU class is {auto.recipe.name}: drop --recipe"
+    if choice.target == "tensorrt":
+        return (text + ". The check used exact int8 arithmetic (as TensorRT runs it), so the quantization itself "
+                "disagrees: try --calib DIR with real images, --method entropy or --keep-float MatMul, or build fp16")
     return (text + f". No int8 recipe dvit has agrees with PyTorch on this {choice.cpu.cpu_class} CPU for this model: "
             "keep fp32 here (validate/profile --backend openvino runs f32 fastest on CPU), or try --calib DIR with "
             "real images, --method entropy, or --keep-float MatMul to quantize fewer ops")

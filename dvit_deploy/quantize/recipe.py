@@ -5,7 +5,7 @@ Two recipes, both TensorRT-legal Q/DQ (signed int8, symmetric, zero points 0, pe
 * ``s8s8``: weights use the full int8 range [-127, 127]. What TensorRT's explicit quantization
   is built for, and correct on CPUs whose int8 GEMMs accumulate in int32 (VNNI, AMX, ARM dot
   product).
-* ``s8s8-reduce-range``: weights in 7 bits, [-64, 63] (``quantize_static(reduce_range=True)``). On
+* ``s8s8-reduce-range``: weights in 7 bits, [-64, 64] (``quantize_static(reduce_range=True)``). On
   x86 CPUs without VNNI, ONNX Runtime and OpenVINO compute u8 × s8 with ``vpmaddubsw``, which sums
   each pair of products into a saturating int16; with |w| ≤ 64 a pair is at most 2 · 255 · 64 =
   32 640 and cannot clip. It costs one bit of weight precision. TensorRT reads the file fine but
@@ -47,7 +47,7 @@ class Recipe:
 
     @property
     def weight_range(self) -> tuple[int, int]:
-        return (-64, 63) if self.reduce_range else (-127, 127)
+        return (-64, 64) if self.reduce_range else (-127, 127)
 
     def to_dict(self) -> dict[str, Any]:
         lo, hi = self.weight_range
@@ -58,7 +58,7 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "s8s8": Recipe("s8s8", False, "int8 activations and full-range int8 weights (TensorRT's recipe)"),
     "s8s8-reduce-range": Recipe("s8s8-reduce-range", True,
-                                "int8 activations, 7-bit weights [-64, 63]: no int16 saturation without VNNI"),
+                                "int8 activations, 7-bit weights [-64, 64]: no int16 saturation without VNNI"),
 }
 
 # CPU class -> (recipe for --for cpu, where the choice comes from). "measured" rows were run;
