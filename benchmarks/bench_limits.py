@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = open_configs(fp32, int8, args.threads, stack)
         batch = seeded_batch(args.batch, manifest)
         calls = {name: runner.timed_call(batch) for name, runner in configs.items()}
-        settings = ProfileSettings(warmup_s=args.warmup, duration_s=args.duration * len(calls), rounds=args.rounds,
+        settings = ProfileSettings(warmup_s=args.warmup, duration_s=args.duration, rounds=args.rounds,
                                    min_iterations=args.min_iterations)
         console.print(f"batch {args.batch}: {len(calls)} configurations interleaved in {args.rounds} rounds")
         measured = measure_interleaved(calls, settings)

@@ -233,7 +233,7 @@ class OnnxRuntimeRunner(Runner):
         if self.executed_ops is not None:
             from ..cpu import cpu_info
 
-            self.notes.append(f"ran on a {cpu_info().cpu_class} CPU as {describe_kernels(self.executed_ops)}"
+            self.notes.append(f"ran on this {cpu_info().cpu_class} CPU as {describe_kernels(self.executed_ops)}"
                               + (" (exact u8u8 mode)" if self.session_config else ""))
 
         actual = self.session.get_providers()
