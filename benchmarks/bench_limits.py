@@ -5,7 +5,8 @@ Run through ``python benchmarks/bench_cpu.py --vs-limit [options]`` (or this fil
 
 * Limits: fp32 sgemm GFLOP/s (torch matmul, the same thread count the runtimes use) and int8 GEMM
   GOP/s (ONNX Runtime ``MatMulInteger`` u8×s8 on its default kernels, and with its exact u8u8 mode,
-  ``session.x64quantprecision=1``), on big square matrices.
+  ``session.x64quantprecision=1``), on big square matrices, measured in the same interleaved rounds
+  as the models (a shared machine's load hits both alike).
 * Model: DeiT-S ρ=0.7 (seeded weights; speed does not depend on values), batch 64, every
   configuration loaded at once and measured interleaved. img/s is set against the limit:
   ``limit img/s = GEMM rate / GFLOP per image`` (2 × MACs, predictors included), so "fraction of
@@ -45,21 +46,17 @@ TARGETS_VS_TORCH = {"avx2": 1.5, "avx512": 1.5, "avx512-vnni": 2.5, "avx-vnni": 
 TOP1, JACCARD = 0.99, 0.95
 
 
-def sgemm_gflops(n: int, threads: int, seconds: float) -> float:
+def sgemm_call(n: int, threads: int) -> Callable[[], None]:
+    """One n×n×n fp32 matmul (torch, ``threads`` threads): 2n³ FLOP per call."""
     import torch
 
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    count, start = 0, time.perf_counter()
-    while count < 3 or time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        count += 1
-    return 2 * n ** 3 * count / (time.perf_counter() - start) / 1e9
+    return lambda: torch.mm(a, b)
 
 
-def int8_gemm_gops(n: int, threads: int, seconds: float, config: dict[str, str]) -> float:
-    """ONNX Runtime MatMulInteger, u8 activations × s8 constant weights (the Q/DQ MatMul kernels' shape)."""
+def int8_gemm_call(n: int, threads: int, config: dict[str, str]) -> Callable[[], None]:
+    """One ONNX Runtime MatMulInteger, u8 activations × s8 constant weights (the Q/DQ MatMul kernels' shape)."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -78,13 +75,8 @@ def int8_gemm_gops(n: int, threads: int, seconds: float, config: dict[str, str])
         options.add_session_config_entry(key, value)
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     a = rng.integers(0, 256, (n, n), dtype=np.uint8)
-    session.run(None, {"a": a})
-    count, start = 0, time.perf_counter()
-    while count < 3 or time.perf_counter() - start < seconds:
-        session.run(None, {"a": a})
-        count += 1
     del onnx
-    return 2 * n ** 3 * count / (time.perf_counter() - start) / 1e9
+    return lambda: session.run(None, {"a": a})
 
 
 class OrtGraph:
@@ -166,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--gemm-size", type=int, default=2048)
-    parser.add_argument("--gemm-seconds", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per configuration")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--min-iterations", type=int, default=2)
@@ -191,11 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     manifest = read_json(manifest_path(fp32))
     gflop_per_image = 2 * macs_for_manifest(manifest).gmacs
 
-    console.print(f"limits: sgemm and MatMulInteger, {args.gemm_size}², {args.threads} threads")
-    limits = {"fp32 sgemm": sgemm_gflops(args.gemm_size, args.threads, args.gemm_seconds),
-              "int8 GEMM (u8s8)": int8_gemm_gops(args.gemm_size, args.threads, args.gemm_seconds, {}),
-              "int8 GEMM (exact u8u8)": int8_gemm_gops(args.gemm_size, args.threads, args.gemm_seconds,
-                                                       dict(ORT_EXACT_INT8_CONFIG))}
+    # The limits are measured as three more configurations inside the interleaved rounds, so that
+    # other load on a shared machine slows them as much as the models.
+    gemm_ops = 2 * args.gemm_size ** 3
+    limit_calls = {"fp32 sgemm": sgemm_call(args.gemm_size, args.threads),
+                   "int8 GEMM (u8s8)": int8_gemm_call(args.gemm_size, args.threads, {}),
+                   "int8 GEMM (exact u8u8)": int8_gemm_call(args.gemm_size, args.threads, dict(ORT_EXACT_INT8_CONFIG))}
 
     import torch
 
@@ -215,8 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         calls = {name: runner.timed_call(batch) for name, runner in configs.items()}
         settings = ProfileSettings(warmup_s=args.warmup, duration_s=args.duration, rounds=args.rounds,
                                    min_iterations=args.min_iterations)
-        console.print(f"batch {args.batch}: {len(calls)} configurations interleaved in {args.rounds} rounds")
-        measured = measure_interleaved(calls, settings)
+        console.print(f"batch {args.batch}: {len(calls)} configurations and {len(limit_calls)} GEMM limits "
+                      f"({args.gemm_size}², {args.threads} threads) interleaved in {args.rounds} rounds")
+        measured = measure_interleaved({**calls, **limit_calls}, settings)
+        limits = {}
+        for name in limit_calls:
+            stats = latency_stats(measured[name].samples_ms)
+            limits[name] = gemm_ops * stats.count / measured[name].wall_s / 1e9
         for name, runner in configs.items():
             stats = latency_stats(measured[name].samples_ms)
             ips = args.batch * stats.count / measured[name].wall_s
@@ -266,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['fraction_of_limit']:.0%}", f"{r['fraction_of_fp32_limit']:.0%}",
                       f"{a['top1_confident']:.1%}", f"{a['mean_jaccard']:.3f}", "yes" if a["passed"] else "NO",
                       f"{r['cv_percent']:.0f}%")
-    Console().print(table)
+    Console(width=170).print(table)
     console.print(summary)
     load_after = load_average()
     if args.json is not None:
