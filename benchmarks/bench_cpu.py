@@ -18,6 +18,12 @@ Run it on a quiet machine: other processes sharing the cores make every number n
 
 measures reduced precision instead (ORT fp32/int8, OpenVINO f32/bf16/int8, torch eager fp32/bf16,
 dense and sparse, interleaved): see benchmarks/bench_precision.py.
+
+    python benchmarks/bench_cpu.py --vs-limit --json benchmarks/results-cpu-limits-<class>.json
+
+measures every CPU configuration (fp32 and each int8 recipe, ORT and OpenVINO) at batch 64 against
+this machine's fp32 sgemm and int8 GEMM rates, next to its agreement, and names the fastest one that
+agrees: see benchmarks/bench_limits.py.
 """
 
 from __future__ import annotations
@@ -64,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench_precision import main as precision_main  # benchmarks/bench_precision.py
 
         return precision_main([a for a in argv if a != "--precision-suite"])
+    if "--vs-limit" in argv:
+        from bench_limits import main as limits_main  # benchmarks/bench_limits.py
+
+        return limits_main([a for a in argv if a != "--vs-limit"])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="deit-s")
     parser.add_argument("--batches", default="1,16,64", help="comma-separated batch sizes")

@@ -134,7 +134,7 @@ def agreement(configs: list[str], artifacts: dict[str, Path], count: int, thread
     from dvit_deploy.export.check import reference_outputs
     from dvit_deploy.models.checkpoint import load_model_from_record
     from dvit_deploy.quantize.calibration import mixed_inputs
-    from dvit_deploy.validate import run_in_batches
+    from dvit_deploy.batching import run_batched
 
     manifest = read_json(manifest_path(artifacts["sparse-fp32"]))
     images = mixed_inputs(manifest["data_config"], count, scenes_seed=7, noise_seed=8)
@@ -153,9 +153,8 @@ def agreement(configs: list[str], artifacts: dict[str, Path], count: int, thread
                 logits = np.concatenate([p[0] for p in parts])
                 kept = [np.concatenate([p[1][s] for p in parts]) for s in range(len(parts[0][1]))]
             else:
-                outputs = run_in_batches(runner.run, images, 16, False)
-                logits = np.concatenate([o.logits for o, _ in outputs])
-                kept = [np.concatenate([o.kept[s] for o, _ in outputs]) for s in range(len(outputs[0][0].kept))]
+                gathered = run_batched(runner.run, images, 16)  # validate.run_in_batches is gone
+                logits, kept = gathered.logits, gathered.kept
             precision = "int8" if name.endswith("int8") else "bf16" if name.endswith("bf16") else "fp32"
             cmp = compare(ref["logits"], logits, TOLERANCES[precision], ref_kept=ref["kept"], test_kept=kept,
                           ref_margins=ref["margins"])

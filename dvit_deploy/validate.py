@@ -262,6 +262,10 @@ def validate(
             result.precision = runner.precision
             result.fallback = info.get("fallback")
             result.notes.extend(getattr(runner, "notes", []))
+            # what the runner says about the CPU and its kernels is for the human report too; a FALLBACK
+            # is printed on its own line from ``fallback``
+            report.notes.extend(f"{artifact.name} on {backend} {runner.precision}: {n}"
+                                for n in getattr(runner, "notes", []) if not n.startswith("FALLBACK:"))
             test_kept = outputs.kept if pruned else None
             if not pruned:
                 result.token_info = "dense model"
@@ -273,7 +277,8 @@ def validate(
                 declared = any(str(o.get("name", "")).startswith(TOKEN_OUTPUT_PREFIX) for o in manifest.get("outputs", []))
                 result.token_info = ("token outputs" if declared or backend == "torch"
                                      else "TopK outputs (in-memory copy)")
-            for key in ("inference_precision", "amx_used", "vnni_used", "predictor_f32_ops", "gemm_precisions"):
+            for key in ("inference_precision", "amx_used", "vnni_used", "predictor_f32_ops", "gemm_precisions",
+                        "gemm_kernels", "cpu_class", "cpu", "kernels", "executed_op_types", "session_config"):
                 if key in info:  # reduced-precision backends say what actually executed
                     result.execution[key] = info[key]
             try:

@@ -98,3 +98,10 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("TensorRT-RTX builds (seconds, engine MB; machine load varies)")
         for label, (seconds, size) in times.items():
             terminalreporter.write_line(f"{label}: {seconds:.1f} s, {size / 1e6:.1f} MB")
+
+
+def pytest_report_header(config):
+    """Which CPU class the suite ran on: int8/bf16 kernels (and so their recipes) differ between classes."""
+    from dvit_deploy.cpu import cpu_info
+
+    return f"dvit cpu class: {cpu_info().summary()}"

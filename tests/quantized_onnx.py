@@ -1,5 +1,8 @@
 """A small explicitly quantized (Q/DQ) ONNX for tests, made with ONNX Runtime's quantizer.
 
+Full-range weights (``dvit quantize --for tensorrt``'s recipe): the TensorRT build tests read it and
+nothing here runs it on a CPU, so the CPU class (int16 saturation without VNNI) does not matter.
+
 It stands in for ``dvit quantize`` output (``<name>-int8.onnx`` with ``"precision": "int8"`` and a
 ``"quantization"`` record in its manifest) so the TensorRT build and shipping tests do not depend on it.
 """
@@ -34,6 +37,9 @@ def make_qdq_onnx(src: Path, out: Path) -> Path:
                         "external_data": [], "external_data_sha256": {}}
     manifest.update({"artifact": out.name, "precision": "int8",
                      "quantization": {"method": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-                                      "activations": "int8 symmetric", "weights": "int8 symmetric per-channel"}})
+                                      "activations": "int8 symmetric", "weights": "int8 symmetric per-channel",
+                                      # TensorRT's recipe (full-range weights): what these build tests consume
+                                      "reduce_range": False, "recipe": {"name": "s8s8", "target": "tensorrt",
+                                                                        "reduce_range": False}}})
     out.with_suffix(".json").write_text(json.dumps(manifest))
     return out

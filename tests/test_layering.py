@@ -25,7 +25,7 @@ PACKAGE = REPO / "dvit_deploy"
 # itself, i.e. ``__version__``). Every module must be placed (a new one is placed here on purpose).
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("bottom", frozenset({"__init__", "errors", "fileio", "lazy", "defaults", "deps", "artifact", "data",
-                          "compare", "batching"})),
+                          "compare", "batching", "cpu"})),
     ("models", frozenset({"models"})),
     ("export", frozenset({"export"})),
     ("engines", frozenset({"engines"})),

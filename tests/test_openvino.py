@@ -173,3 +173,32 @@ def test_openvino_errors_keep_their_cause():
                        "Check '!getSupportedPrimitiveDescriptors().empty()' failed at src/plugins/intel_cpu/src/node.cpp:345:\n"
                        "Supported primitive descriptors list is empty for node: node_Softmax_63 type: Softmax\n\n")
     assert ov_error_cause(exc) == "Supported primitive descriptors list is empty for node: node_Softmax_63 type: Softmax"
+
+
+def test_fallback_is_reported_by_validate_and_profile_human_and_json(exports):
+    """bf16 runs as bf16 where the CPU has it and as f32 elsewhere: whichever happened, validate and
+    profile say so in their JSON and, when it fell back, on stderr as a FALLBACK line."""
+    from dvit_deploy.cpu import cpu_info
+
+    args = ["validate", str(exports["plain"]), "--backend", "openvino:bf16", "-n", "4"]
+    as_json = runner.invoke(app, args + ["--json"])
+    assert as_json.exit_code in (0, 1), as_json.output
+    row = json.loads(as_json.stdout)["results"][0]
+    used = row["execution"]["inference_precision"]
+    assert row["execution"]["cpu_class"] == cpu_info().cpu_class
+    assert (row["fallback"] is not None) == (used != "bf16")
+    human = runner.invoke(app, args)
+    assert ("FALLBACK:" in human.stderr) == (used != "bf16"), human.stderr
+    if used != "bf16":
+        assert f"uses {used}" in row["fallback"] and "FALLBACK:" in as_json.stderr
+
+    profile = ["profile", str(exports["plain"]), "--backend", "openvino", "--precision", "bf16", "--batch", "2",
+               "--iterations", "2", "--warmup", "0", "--rounds", "1", "--no-baseline"]
+    prof_json = runner.invoke(app, profile + ["--json"])
+    assert prof_json.exit_code == 0, prof_json.output
+    data = json.loads(prof_json.stdout)
+    assert (data["results"][0]["fallback"] is not None) == (used != "bf16")
+    assert any("FALLBACK:" in w for w in data["warnings"]) == (used != "bf16")
+    prof_human = runner.invoke(app, profile)
+    assert prof_human.exit_code == 0, prof_human.output
+    assert ("FALLBACK:" in prof_human.stderr) == (used != "bf16"), prof_human.stderr

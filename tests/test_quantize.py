@@ -94,6 +94,65 @@ def test_manifest_records_precision_quantization_and_derivation(quantized, fp32_
     assert quantized.size_ratio < 1.0
 
 
+def _max_weight_code(path) -> int:
+    from dvit_deploy.export.graph import constant_values
+
+    model = onnx.load(str(path))
+    consts = constant_values(model.graph)
+    inits = {i.name for i in model.graph.initializer}
+    return max(int(np.abs(consts[n.input[0]].astype(np.int32)).max()) for n in model.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits and consts[n.input[0]].dtype == np.int8)
+
+
+def test_recipe_is_the_one_for_this_cpu_class_and_recorded(quantized):
+    """Whatever CPU runs the suite: the manifest names its class and the recipe chosen for it, the
+    graph's weights obey that recipe's range, and the check ran the kernels dvit's ORT runner will."""
+    from dvit_deploy.cpu import cpu_info, ort_int8_session_config
+    from dvit_deploy.quantize import select_recipe
+
+    expected = select_recipe("cpu", cpu_info()).recipe
+    q = read_json(manifest_path(quantized.path))["quantization"]
+    assert q["recipe"]["name"] == expected.name and q["recipe"]["target"] == "cpu"
+    assert q["recipe"]["chosen_by"] == "auto" and q["reduce_range"] is expected.reduce_range
+    assert q["cpu"]["class"] == cpu_info().cpu_class and "avx2" in q["cpu"]["flags"]
+    assert q["weights"]["range"] == list(expected.weight_range)
+    # per-channel symmetric: each channel's largest weight maps to the top of the range
+    assert _max_weight_code(quantized.path) == expected.weight_range[1]
+    execution = quantized.check.execution
+    assert execution["cpu"]["class"] == cpu_info().cpu_class
+    assert execution["session_config"] == ort_int8_session_config(expected.reduce_range) == {}
+    int8_ops = {"QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger", "QGemm", "DynamicQuantizeMatMul"}
+    assert int8_ops & set(execution["executed_op_types"]), execution
+    assert "int8" in execution["kernels"]
+
+
+def test_for_tensorrt_is_full_range_and_checked_with_exact_int8(fp32_export, tmp_path):
+    """--for tensorrt: full-range weights on every CPU; where this CPU's kernels would saturate, the check
+    (and dvit's ORT runner) use ONNX Runtime's exact u8u8 kernels. Piped progress counts calibration to
+    the end and reports every phase done."""
+    from dvit_deploy.cpu import cpu_info, ort_int8_session_config
+
+    out = tmp_path / "trt-int8.onnx"
+    result = runner.invoke(app, ["quantize", str(fp32_export), "-o", str(out), "--for", "tensorrt", "--method",
+                                 "minmax", "--calib-samples", "8", "--check-samples", "16", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["quantization"]["recipe"]["name"] == "s8s8" and report["quantization"]["recipe"]["target"] == "tensorrt"
+    assert report["quantization"]["reduce_range"] is False and _max_weight_code(out) == 127
+    assert report["check"]["execution"]["session_config"] == ort_int8_session_config(False)
+    assert f"recipe s8s8 for tensorrt on this {cpu_info().cpu_class} CPU" in result.stderr
+    assert "quantize: calibration 8/8 images" in result.stderr
+    for phase in ("calibrate", "onnx.checker", "onnxruntime int8 vs PyTorch fp32", "write"):
+        assert any(line.startswith(f"quantize: {phase}") and " done (" in line
+                   for line in result.stderr.splitlines()), phase
+    from dvit_deploy.runtime import runner_for_artifact
+
+    with runner_for_artifact(out, "onnxruntime", precision=None) as r:
+        info = r.describe()
+    assert info["session_config"] == ort_int8_session_config(False)
+    assert info["cpu_class"] == cpu_info().cpu_class and "int8" in info["kernels"]
+
+
 def test_validate_judges_int8_by_agreement(quantized):
     result = runner.invoke(app, ["validate", str(quantized.path), "--backend", "onnxruntime", "-n", "16", "--json"])
     assert result.exit_code == 0, result.output

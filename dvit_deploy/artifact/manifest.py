@@ -245,3 +245,29 @@ class EngineArtifact:
 
 def _text(value: Any) -> str | None:
     return None if value in (None, "") or isinstance(value, (Mapping, list, tuple)) else str(value)
+
+
+@dataclass(frozen=True)
+class QuantizationRecord:
+    """An int8 manifest's ``quantization`` section, typed (``dvit quantize`` writes it).
+
+    Files quantized before recipes existed (or by another tool) have no recipe: they read as
+    full-range weights (``reduce_range`` False), the safe assumption for choosing kernels.
+    """
+
+    recipe: str | None
+    target: str | None
+    reduce_range: bool
+    cpu_class: str | None
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> "QuantizationRecord | None":
+        """None when the manifest describes no int8 graph."""
+        if str(manifest.get("precision") or "") != "int8":
+            return None
+        section = manifest.get("quantization")
+        section = section if isinstance(section, Mapping) else {}
+        recipe = section.get("recipe") if isinstance(section.get("recipe"), Mapping) else {}
+        cpu = section.get("cpu") if isinstance(section.get("cpu"), Mapping) else {}
+        return cls(recipe=_text(recipe.get("name")), target=_text(recipe.get("target")),
+                   reduce_range=section.get("reduce_range") is True, cpu_class=_text(cpu.get("class")))

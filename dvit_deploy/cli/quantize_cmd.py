@@ -8,9 +8,10 @@ from typing import Callable, Iterator, Optional
 
 import typer
 
-from ..quantize import DEFAULT_CALIB_SAMPLES, DEFAULT_CHECK_SAMPLES, DEFAULT_METHOD, EXCLUDED_OP_TYPES, METHODS
+from ..quantize import (DEFAULT_CALIB_SAMPLES, DEFAULT_CHECK_SAMPLES, DEFAULT_METHOD, DEFAULT_TARGET, EXCLUDED_OP_TYPES,
+                        METHODS, RECIPES, TARGETS)
 from .common import (FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, emit_json, err, finite,
-                     handle_errors, human_bytes, out, picked, styled, table)
+                     handle_errors, human_bytes, out, phases, picked, styled, table)
 
 
 @handle_errors
@@ -34,23 +35,30 @@ def quantize(
         None, "--keep-float", help=f"Op types kept in float, comma-separated (also MatMul, Gemm, Conv) \\[default: {','.join(EXCLUDED_OP_TYPES)}]."),
     check_samples: int = typer.Option(DEFAULT_CHECK_SAMPLES, "--check-samples", min=1,
                                       help="Inputs (generated scenes + seeded noise) for the int8-vs-PyTorch check."),
+    target: str = typer.Option(DEFAULT_TARGET, "--for", help=f"Where the int8 graph will run: {', '.join(TARGETS)} "
+                               "(cpu: the recipe that is correct and fast on this CPU's class; tensorrt: full-range "
+                               "int8 weights, checked with exact int8 arithmetic)."),
+    recipe: str = typer.Option("auto", "--recipe", help=f"Override the recipe: auto, {', '.join(RECIPES)} "
+                               "(docs/quantization.md)."),
     force: bool = FORCE_OPTION,
     no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
     """INT8 explicit quantization (Q/DQ, ONNX Runtime quantize_static), checked against PyTorch fp32."""
-    from ..quantize import default_source, quantize_onnx
+    from ..quantize import default_source, quantize_onnx, select_recipe
 
     op_types = tuple(t.strip() for t in keep_float.split(",") if t.strip()) if keep_float is not None else EXCLUDED_OP_TYPES
     with artifact_checks(no_verify):
         if onnx_file is None:
             onnx_file = default_source()
             picked(onnx_file, "newest fp32 export in ./export")
+        choice = select_recipe(target, override=recipe)
+        err.print(styled("[cyan]quantize:[/] {}", choice.line()))
         with _progress() as (on_phase, on_calib):
             result = quantize_onnx(onnx_file, output, calib_dir=calib, calib_samples=calib_samples, calib_batch=calib_batch,
                                    method=method, percentile=percentile, include_predictor=quantize_predictor,
                                    exclude_op_types=op_types, check_samples=check_samples, force=force,
-                                   on_phase=on_phase, on_calib=on_calib)
+                                   recipe=choice, on_phase=on_phase, on_calib=on_calib)
     manifest = result.manifest
     if json_output:
         emit_json({"passed": True, **manifest, "path": str(result.path), "manifest": str(result.manifest_path),
@@ -72,7 +80,15 @@ def quantize(
 def summary_rows(result) -> list[tuple[str, str]]:
     check = result.check
     q = result.manifest["quantization"]
-    rows = [("onnx.checker (full)", check.checker)]
+    recipe = q.get("recipe") or {}
+    execution = check.execution or {}
+    rows = [("recipe", f"{recipe.get('name')} for {recipe.get('target')} ({recipe.get('chosen_by')}): "
+                       f"weights {recipe.get('weights')}, activations {recipe.get('activations')}"),
+            ("why this recipe", str(recipe.get("reason"))),
+            ("CPU", (execution.get("cpu") or {}).get("class", "?") + f" ({(execution.get('cpu') or {}).get('model', '?')})"),
+            ("onnxruntime ran", f"{execution.get('kernels', '?')}"
+                                + (f" with {execution['session_config']}" if execution.get("session_config") else "")),
+            ("onnx.checker (full)", check.checker)]
     if check.stages:
         rows.append(("TopK per stage (K)", f"{len(check.stages)} ({', '.join(str(s['k']) for s in check.stages)})"))
         rows.append(("Gather per stage", ", ".join(str(len(s["gathers"])) for s in check.stages)))
@@ -102,11 +118,8 @@ def summary_rows(result) -> list[tuple[str, str]]:
 @contextlib.contextmanager
 def _progress() -> Iterator[tuple[Callable[[str], None], Callable[[int, int], None]]]:
     """Phases as lines/spinners, calibration as a bar (images done of total)."""
-    if not err.is_terminal:
+    if not err.is_terminal:  # piped: one line per phase with its time (as every command), calibration by quarters
         state = {"last": -1}
-
-        def on_phase_plain(name: str) -> None:
-            err.print(f"quantize: {name} …")
 
         def on_calib_plain(done: int, total: int) -> None:
             quarter = int(4 * done / max(total, 1))
@@ -114,7 +127,8 @@ def _progress() -> Iterator[tuple[Callable[[str], None], Callable[[int, int], No
                 state["last"] = quarter
                 err.print(f"quantize: calibration {done}/{total} images")
 
-        yield on_phase_plain, on_calib_plain
+        with phases("quantize") as on_phase_plain:
+            yield on_phase_plain, on_calib_plain
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 

@@ -54,7 +54,7 @@ def validate(
                               device=device, precision=precision, on_phase=on_phase)
     for result in report.results:
         if result.fallback:
-            err.print(styled("[bold yellow]provider fallback:[/] {}: {}", Path(result.artifact).name, result.fallback))
+            err.print(styled("[bold yellow]FALLBACK:[/] {}: {}", Path(result.artifact).name, result.fallback))
     if json_output:
         emit_json(report.to_dict())
     else:

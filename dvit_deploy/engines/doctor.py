@@ -328,6 +328,16 @@ def _check_qdq(report: DoctorReport, model: onnx.ModelProto, opset: int | None) 
         report.add("warning", "Q/DQ", f"{len(wide)} DequantizeLinear node(s) read int32 data (a quantized bias), e.g. "
                                       f"{wide[0]}: TensorRT quantizes activations and weights only; quantize "
                                       "without the bias")
+    weight_codes = [np.asarray(constants[n.input[0]]) for n in nodes
+                    if n.op_type == "DequantizeLinear" and n.input[0] in init_types and n.input[0] in constants]
+    weight_codes = [w for w in weight_codes if w.dtype == np.int8 and w.size]
+    if weight_codes and max(int(np.abs(w.astype(np.int32)).max()) for w in weight_codes) <= 64:
+        # per-channel symmetric quantization maps each channel's largest weight to ±127; ≤ 64 everywhere
+        # means reduce_range (dvit quantize's recipe for CPUs whose int8 kernels saturate without VNNI)
+        report.add("warning", "Q/DQ", f"all {len(weight_codes)} int8 weight tensors use 7 bits ([-64, 64]: a CPU "
+                                      "recipe for CPUs without VNNI): TensorRT builds it but loses a bit of weight "
+                                      "precision it does not need; for a GPU, re-quantize with "
+                                      "'dvit quantize --for tensorrt'")
     report.add("info", "Q/DQ", f"explicitly quantized graph: {counts.get('QuantizeLinear', 0)} QuantizeLinear, "
                                f"{counts.get('DequantizeLinear', 0)} DequantizeLinear: build with dvit build --int8")
 

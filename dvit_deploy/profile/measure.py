@@ -203,7 +203,7 @@ class ProfileReport:
             f"{Path(r.artifact).name} batch {r.batch}: unstable, coefficient of variation "
             f"{r.stats.cv_percent:.1f}% > {CV_WARN_PERCENT}%"
             for r in self.results if r.unstable
-        ] + [f"{Path(r.artifact).name}: {r.fallback}" for r in self.results if r.fallback]
+        ] + [f"{Path(r.artifact).name}: FALLBACK: {r.fallback}" for r in self.results if r.fallback]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -4,10 +4,12 @@ from .calibration import CalibrationSource, generated_scenes, mixed_inputs, seed
 from .check import DEFAULT_CHECK_SAMPLES, EXCLUDED_OP_TYPES, QuantizeCheck, check_quantized, qdq_facts
 from .core import (DEFAULT_CALIB_SAMPLES, DEFAULT_METHOD, METHODS, QUANTIZED_OP_TYPES, QuantizeResult, default_output,
                    default_source, excluded_nodes, quantize_onnx)
+from .recipe import CPU_RECIPES, DEFAULT_TARGET, RECIPES, TARGETS, Recipe, RecipeChoice, select_recipe
 
 __all__ = [
     "CalibrationSource", "DEFAULT_CALIB_SAMPLES", "DEFAULT_CHECK_SAMPLES", "DEFAULT_METHOD", "EXCLUDED_OP_TYPES",
-    "METHODS", "QUANTIZED_OP_TYPES", "QuantizeCheck", "QuantizeResult", "check_quantized", "default_output",
+    "CPU_RECIPES", "DEFAULT_TARGET", "METHODS", "QUANTIZED_OP_TYPES", "RECIPES", "Recipe", "RecipeChoice", "TARGETS",
+    "select_recipe", "QuantizeCheck", "QuantizeResult", "check_quantized", "default_output",
     "default_source", "excluded_nodes", "generated_scenes", "mixed_inputs", "qdq_facts", "quantize_onnx",
     "seeded_noise",
 ]

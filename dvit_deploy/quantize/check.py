@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -33,6 +33,7 @@ class QuantizeCheck:
     inputs: str = ""
     comparison: Comparison | None = None
     failures: list[str] = field(default_factory=list)
+    execution: dict[str, Any] = field(default_factory=dict)  # CPU class, session config, kernels ORT ran
 
     @property
     def passed(self) -> bool:
@@ -46,10 +47,42 @@ class QuantizeCheck:
             "structure_problems": self.structure_problems,
             "qdq": self.qdq,
             "onnxruntime_provider": "CPUExecutionProvider",
+            "execution": self.execution,
             "inputs": self.inputs,
             "parity": None if self.comparison is None else self.comparison.to_dict(),
             "failures": self.failures,
         }
+
+
+def _int8_session(model, config: dict[str, str]):
+    """A CPU session on the int8 graph with ``config``, and what it executes (read from ORT's optimized graph)."""
+    import shutil
+    import tempfile
+
+    import onnxruntime as ort
+
+    from ..cpu import cpu_info
+    from ..errors import CheckFailed
+    from ..runtime.ort_runner import describe_kernels, executed_op_types
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    for key, value in config.items():
+        options.add_session_config_entry(key, value)
+    folder = Path(tempfile.mkdtemp(prefix="dvit-ort-"))
+    options.optimized_model_filepath = str(folder / "optimized.onnx")
+    try:
+        try:
+            session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types
+            raise CheckFailed(f"ONNX Runtime cannot load the int8 graph: {str(exc).splitlines()[0][:200]}") from None
+        ops = executed_op_types(folder / "optimized.onnx") if (folder / "optimized.onnx").is_file() else {}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    cpu = cpu_info()
+    return session, {"provider": session.get_providers()[0], "onnxruntime": ort.__version__,
+                     "cpu": cpu.to_dict(), "session_config": config, "executed_op_types": ops,
+                     "kernels": describe_kernels(ops)}
 
 
 def _keep_feed(manifest: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -72,12 +105,16 @@ def qdq_facts(model) -> tuple[dict[str, Any], list[str]]:
     initializers = {i.name for i in model.graph.initializer}
     per_channel = 0
     weights = 0
+    max_weight = 0
     for node in dq:
         zp = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if zp is not None and zp.dtype != np.int32 and (zp.dtype != np.int8 or np.any(zp != 0)):
             problems.append(f"{node.name}: zero point is not int8 0 ({zp.dtype}, max |zp| {int(np.abs(zp).max())})")
         if node.input[0] in initializers:
             weights += 1
+            codes = consts.get(node.input[0])
+            if codes is not None and np.asarray(codes).dtype in (np.int8, np.uint8) and np.asarray(codes).size:
+                max_weight = max(max_weight, int(np.abs(np.asarray(codes).astype(np.int32)).max()))
             scale = consts.get(node.input[1])
             if scale is not None and np.asarray(scale).size > 1:
                 per_channel += 1
@@ -86,7 +123,7 @@ def qdq_facts(model) -> tuple[dict[str, Any], list[str]]:
         problems.append(f"opset {opset}: per-channel Q/DQ needs opset ≥ 13")
     facts = {"quantize_linear": len(q), "dequantize_linear": len(dq), "quantized_weights": weights,
              "per_channel_weights": per_channel, "zero_points_all_zero": not any("zero point" in p for p in problems),
-             "opset": opset}
+             "opset": opset, "max_abs_weight_code": max_weight}
     del numpy_helper
     return facts, problems
 
@@ -99,13 +136,18 @@ def _qdq_inputs(model) -> set[str]:
 
 
 def check_quantized(path: Path, manifest: dict[str, Any], *, samples: int = DEFAULT_CHECK_SAMPLES,
-                    excluded: Sequence[str] = (), on_phase: Callable[[str], None] | None = None) -> QuantizeCheck:
-    """onnx.checker, pruning structure, Q/DQ rules, and ONNX Runtime vs PyTorch fp32 by agreement."""
+                    excluded: Sequence[str] = (), on_phase: Callable[[str], None] | None = None,
+                    session_config: Mapping[str, str] | None = None) -> QuantizeCheck:
+    """onnx.checker, pruning structure, Q/DQ rules, and ONNX Runtime vs PyTorch fp32 by agreement.
+
+    ``session_config``: ONNX Runtime session entries the graph is run with, as dvit's ORT runner
+    will run it on this CPU (``cpu.ort_int8_session_config``).
+    """
     import torch
 
     from ..artifact.names import kept_patch_ids
     from ..data import data_config_of
-    from ..export.check import CheckReport, check_file_and_structure, cpu_session, reference_outputs
+    from ..export.check import CheckReport, check_file_and_structure, reference_outputs
     from ..export.graph import pruning_stages, with_topk_outputs
     from ..models.checkpoint import load_model_from_record
 
@@ -141,7 +183,7 @@ def check_quantized(path: Path, manifest: dict[str, Any], *, samples: int = DEFA
     batch = int(fixed) if fixed else 8
     loaded = load_model_from_record(manifest)
     ref = reference_outputs(loaded, torch.from_numpy(np.ascontiguousarray(images)), batch)
-    session = cpu_session(with_topk_outputs(model), "the int8 graph")
+    session, result.execution = _int8_session(with_topk_outputs(model), dict(session_config or {}))
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
     stage_outputs = [s.indices_output for s in pruning_stages(model)]

@@ -20,6 +20,7 @@ import contextlib
 import io
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from ..errors import BadInput, CheckFailed, DvitError
 from ..fileio import manifest_path, prepare_output, publish_artifact, sha256_file
 from .calibration import CalibrationSource, data_reader
 from .check import DEFAULT_CHECK_SAMPLES, EXCLUDED_OP_TYPES, QuantizeCheck, _keep_feed, check_quantized
+from .recipe import DEFAULT_TARGET, RecipeChoice, select_recipe
 
 QUANTIZED_OP_TYPES = ("MatMul", "Gemm", "Conv")
 METHODS = ("entropy", "percentile", "minmax")
@@ -110,10 +112,15 @@ def quantize_onnx(
     exclude_op_types: Sequence[str] = EXCLUDED_OP_TYPES,
     check_samples: int = DEFAULT_CHECK_SAMPLES,
     force: bool = False,
+    target: str = DEFAULT_TARGET,
+    recipe: str | RecipeChoice | None = None,
     on_phase: Callable[[str], None] | None = None,
     on_calib: Callable[[int, int], None] | None = None,
 ) -> QuantizeResult:
     """Quantize an fp32 dvit ONNX to INT8 Q/DQ, check it, write it with its manifest.
+
+    ``target``/``recipe``: see ``quantize.recipe`` (``recipe`` None or "auto": the one for
+    ``target`` on this CPU's class; a RecipeChoice: already chosen, e.g. by the CLI that printed it).
 
     ``on_calib(done, total)`` reports calibration progress (images). Raises ``CheckFailed``
     (nothing written) when the quantized graph fails the structure check or disagrees with
@@ -135,6 +142,7 @@ def quantize_onnx(
     if unknown:
         raise BadInput(f"cannot keep op types {', '.join(unknown)} in float: --keep-float takes "
                        f"{', '.join(EXCLUDED_OP_TYPES + QUANTIZED_OP_TYPES)}")
+    choice = recipe if isinstance(recipe, RecipeChoice) else select_recipe(target, override=recipe)
     ort = require("onnxruntime", "gpu", "dvit quantize")
     import onnx
 
@@ -198,10 +206,13 @@ def quantize_onnx(
         phase(f"calibrate ({method}, {calib.samples} {calib.describe()['source']})")
         done = [0]
 
+        real_streams = (sys.stdout, sys.stderr)  # progress must reach the user, not the quantizer's sink
+
         def on_batch(n: int) -> None:
             done[0] += n
             if on_calib is not None:
-                on_calib(done[0], calib.samples)
+                with _streams(*real_streams):
+                    on_calib(done[0], calib.samples)
 
         if on_calib is not None:
             on_calib(0, calib.samples)
@@ -222,7 +233,7 @@ def quantize_onnx(
                     quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(QUANTIZED_OP_TYPES),
                     per_channel=True,
-                    reduce_range=False,
+                    reduce_range=choice.recipe.reduce_range,
                     activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8,
                     nodes_to_exclude=nodes_to_exclude,
@@ -239,14 +250,14 @@ def quantize_onnx(
         for stray in tmp_dir.iterdir():  # the calibrator's augmented model and similar leftovers
             if stray != tmp_onnx:
                 shutil.rmtree(stray, ignore_errors=True) if stray.is_dir() else stray.unlink(missing_ok=True)
-        _stamp(tmp_onnx)
+        _stamp(tmp_onnx, choice)
 
         start = time.perf_counter()
         check = check_quantized(tmp_onnx, manifest, samples=check_samples, excluded=nodes_to_exclude,
-                                on_phase=phase)
+                                on_phase=phase, session_config=check_session_config(choice))
         seconds["check"] = time.perf_counter() - start
         if not check.passed:
-            raise CheckFailed("int8 check failed: " + "; ".join(check.failures), check)
+            raise CheckFailed(failure_line(choice, check), check)
 
         phase("write")
         quant_record = {
@@ -256,10 +267,13 @@ def quantize_onnx(
             "opset": _opset(tmp_onnx),
             "op_types_quantized": list(QUANTIZED_OP_TYPES),
             "weights": {"dtype": "int8", "scheme": "symmetric", "granularity": "per-channel",
-                        "axis": {"MatMul": 1, "Gemm": 0, "Conv": 0}, "zero_point": 0},
+                        "axis": {"MatMul": 1, "Gemm": 0, "Conv": 0}, "zero_point": 0,
+                        "range": list(choice.recipe.weight_range)},
             "activations": {"dtype": "int8", "scheme": "symmetric", "granularity": "per-tensor", "zero_point": 0},
             "per_channel": True,
-            "reduce_range": False,
+            "reduce_range": choice.recipe.reduce_range,
+            "recipe": choice.to_dict(),
+            "cpu": choice.cpu.to_dict(),
             "calibration": {**calib.describe(), "method": method,
                             "percentile": percentile if method == "percentile" else None,
                             "histogram_bins": [ENTROPY_BINS, ENTROPY_QUANTIZED_BINS] if method == "entropy" else None,
@@ -278,6 +292,39 @@ def quantize_onnx(
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return QuantizeResult(output, manifest_path(output), new_manifest, check, source, seconds)
+
+
+def check_session_config(choice: RecipeChoice) -> dict[str, str]:
+    """How the check runs the graph on ONNX Runtime.
+
+    ``--for cpu``: exactly as dvit's ORT runner will on this CPU (``cpu.ort_int8_session_config``).
+    ``--for tensorrt``: TensorRT accumulates in int32; on a CPU whose kernels saturate, the check uses
+    ORT's exact u8u8 kernels so that it judges the quantization, not this CPU's int16 overflow.
+    """
+    from ..cpu import ort_int8_session_config
+
+    return ort_int8_session_config(choice.recipe.reduce_range, choice.cpu)
+
+
+def failure_line(choice: RecipeChoice, check: QuantizeCheck) -> str:
+    """One line: what failed, on which CPU with which recipe and kernels, and what to do instead."""
+    kernels = (check.execution or {}).get("kernels")
+    where = (f"recipe {choice.recipe.name} on this {choice.cpu.cpu_class} CPU"
+             + (f" (onnxruntime ran {kernels})" if kernels else ""))
+    text = f"int8 check failed: {where}: " + "; ".join(check.failures)
+    agreement = check.comparison is not None and check.comparison.failures
+    if not agreement:
+        return text
+    if choice.chosen_by == "--recipe":
+        auto = select_recipe(choice.target, choice.cpu)
+        if auto.recipe.name != choice.recipe.name:
+            return text + f". The recipe for this CPU class is {auto.recipe.name}: drop --recipe"
+    if choice.target == "tensorrt":
+        return (text + ". The check used exact int8 arithmetic (as TensorRT runs it), so the quantization itself "
+                "disagrees: try --calib DIR with real images, --method entropy or --keep-float MatMul, or build fp16")
+    return (text + f". No int8 recipe dvit has agrees with PyTorch on this {choice.cpu.cpu_class} CPU for this model: "
+            "keep fp32 here (validate/profile --backend openvino runs f32 fastest on CPU), or try --calib DIR with "
+            "real images, --method entropy, or --keep-float MatMul to quantize fewer ops")
 
 
 def _entropy_ranges(source: Path, tmp_dir: Path, reader) -> Path | None:
@@ -302,6 +349,17 @@ def _entropy_ranges(source: Path, tmp_dir: Path, reader) -> Path | None:
 
 
 @contextlib.contextmanager
+def _streams(stdout, stderr):
+    """sys.stdout/stderr put back for a moment inside ``redirect_stdout``/``redirect_stderr``."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = stdout, stderr
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+@contextlib.contextmanager
 def _quiet_logging():
     """ORT's quantizer logs through the root logger; keep the CLI's stderr ours."""
     import logging
@@ -322,7 +380,7 @@ def _opset(path: Path) -> int | None:
     return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
-def _stamp(path: Path) -> None:
+def _stamp(path: Path, choice: RecipeChoice) -> None:
     """Keep the fp32 graph's dvit metadata and say what this one is."""
     import onnx
 
@@ -331,7 +389,9 @@ def _stamp(path: Path) -> None:
     model = onnx.load(str(path))
     entries = {e.key: e.value for e in model.metadata_props}
     entries["dvit.precision"] = "int8"
-    entries["dvit.quantization"] = "QDQ int8, symmetric per-channel weights, symmetric activations"
+    lo, hi = choice.recipe.weight_range
+    entries["dvit.quantization"] = (f"QDQ int8, symmetric per-channel weights in [{lo}, {hi}], symmetric activations "
+                                    f"(recipe {choice.recipe.name} for {choice.target})")
     set_dvit_metadata(model, entries)
     onnx.save(model, str(path))
 

@@ -183,6 +183,8 @@ class OpenVINORunner(Runner):
         if self._used_hint != hint:
             self.fallback = f"asked for inference precision {hint}, OpenVINO uses {self._used_hint}"
             self.notes.append(f"FALLBACK: {self.fallback}")
+        if graph_precision == "int8":
+            self._int8_cpu_note()
         if self._marked_f32 and not self.execution()["gemm_precisions"].get("f32"):
             self.notes.append(f"{self._marked_f32} predictor ops were marked to stay f32, but OpenVINO "
                               f"{self._version.split('-')[0]} runs every MatMul in {self._used_hint} anyway")
@@ -191,6 +193,19 @@ class OpenVINORunner(Runner):
         self._extra_feed = self._keep_feed()
         self._warm_up()
         return self
+
+    def _int8_cpu_note(self) -> None:
+        """OpenVINO has no exact-int8 switch: say when full-range weights meet a CPU that saturates."""
+        from ..artifact.manifest import QuantizationRecord
+        from ..cpu import cpu_info
+
+        record = QuantizationRecord.from_manifest(self.manifest)
+        cpu = cpu_info()
+        if cpu.int8_saturates and not (record and record.reduce_range):
+            self.notes.append(
+                f"this {cpu.cpu_class} CPU has no VNNI/AMX and the graph has full-range int8 weights: OpenVINO's int8 "
+                "kernels sum pairs of products in saturating int16 here, so results can be wrong; "
+                "'dvit quantize --for cpu' here writes 7-bit weights that cannot saturate")
 
     def _warm_up(self) -> None:
         """One inference, so kernels are chosen and ``describe()`` can report them (OpenVINO picks lazily)."""
@@ -298,7 +313,10 @@ class OpenVINORunner(Runner):
         capabilities = [str(c) for c in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
         execution = self.execution()
         flags = cpu_flags()
+        from ..cpu import cpu_info
+
         info.update(
+            cpu_class=cpu_info().cpu_class,
             executes=f"openvino {self._version.split('-')[0]} CPU {self._used_hint}"
                      + (" (int8 Q/DQ)" if self.precision == "int8" else ""),
             device_name=str(self._core.get_property("CPU", "FULL_DEVICE_NAME")),

@@ -30,6 +30,10 @@ GRAPH_OPTIMIZATION_LEVELS = {
     "extended": "ORT_ENABLE_EXTENDED",
     "all": "ORT_ENABLE_ALL",
 }
+# Op types in ONNX Runtime's optimized graph that say which int8 kernels a Q/DQ graph became.
+INT8_OP_TYPES = ("QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeMatMul", "QGemm",
+                 "QLinearConv", "ConvInteger", "DynamicQuantizeLinear", "QAttention")
+FLOAT_GEMM_OP_TYPES = ("MatMul", "FusedMatMul", "Gemm", "Conv", "FusedConv")
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
               "tensor(int32)": np.int32, "tensor(double)": np.float64}
 
@@ -78,6 +82,29 @@ def ort_load_cause(exc: BaseException, limit: int = 400) -> str:
     return cause + label
 
 
+def executed_op_types(optimized_model: str | Path) -> dict[str, int]:
+    """Counts of the GEMM-like op types (int8 and float) in an optimized graph ORT wrote.
+
+    ``SessionOptions.optimized_model_filepath`` saves the graph after ORT's fusions, so this says
+    what a Q/DQ graph runs as (QLinearMatMul, MatMulIntegerToFloat, ...) rather than what it declares.
+    """
+    import onnx
+
+    counts: dict[str, int] = {}
+    model = onnx.load(str(optimized_model), load_external_data=False)
+    for node in model.graph.node:
+        if node.op_type in INT8_OP_TYPES or node.op_type in FLOAT_GEMM_OP_TYPES:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def describe_kernels(op_types: dict[str, int]) -> str:
+    """'60 MatMulIntegerToFloat, 12 QLinearMatMul int8; 12 MatMul, 1 Gemm float'."""
+    int8 = ", ".join(f"{n} {op}" for op, n in op_types.items() if op in INT8_OP_TYPES)
+    flt = ", ".join(f"{n} {op}" for op, n in op_types.items() if op in FLOAT_GEMM_OP_TYPES)
+    return "; ".join(part for part in (f"{int8} int8" if int8 else "", f"{flt} float" if flt else "") if part) or "no GEMMs"
+
+
 class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
 
@@ -111,6 +138,8 @@ class OnnxRuntimeRunner(Runner):
         self.profile_file: Path | None = None
         self.session = None
         self._stage_outputs: list[str] = []
+        self.session_config: dict[str, str] = {}
+        self.executed_ops: dict[str, int] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def load(self) -> "OnnxRuntimeRunner":
@@ -146,6 +175,7 @@ class OnnxRuntimeRunner(Runner):
             raise MissingDependency("onnxruntime-gpu", "gpu",
                                     f"ONNX Runtime on {self.device} ({', '.join(self.requested_providers)})")
 
+        provider_missing = bool(self.notes)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
@@ -163,6 +193,14 @@ class OnnxRuntimeRunner(Runner):
             options.profile_file_prefix = str(self.enable_profiling)
         if self.optimized_model_path is not None:  # the graph ORT really runs, for attributing profiles
             options.optimized_model_filepath = str(self.optimized_model_path)
+        kernels_dir = None
+        if graph_precision == "int8" and providers[0] == "CPUExecutionProvider":
+            self._int8_cpu_settings(options)
+            if self.optimized_model_path is None:  # read back which int8 kernels the Q/DQ graph became
+                import tempfile
+
+                kernels_dir = Path(tempfile.mkdtemp(prefix="dvit-ort-"))
+                options.optimized_model_filepath = str(kernels_dir / "optimized.onnx")
 
         provider_args: list[Any] = []
         for name in providers:
@@ -179,9 +217,27 @@ class OnnxRuntimeRunner(Runner):
             self.session = ort.InferenceSession(source, options, providers=provider_args)
         except Exception as exc:  # ORT raises its own exception types
             raise BadInput(f"ONNX Runtime cannot load {artifact.name}: {ort_load_cause(exc)}") from None
+        finally:
+            if kernels_dir is not None:
+                written = kernels_dir / "optimized.onnx"
+                try:
+                    self.executed_ops = executed_op_types(written) if written.is_file() else None
+                except Exception:  # noqa: BLE001 - the kernels report is informative only
+                    self.executed_ops = None
+                import shutil
+
+                shutil.rmtree(kernels_dir, ignore_errors=True)
+        if self.executed_ops is None and self.optimized_model_path is not None and graph_precision == "int8" \
+                and self.optimized_model_path.is_file():
+            self.executed_ops = executed_op_types(self.optimized_model_path)
+        if self.executed_ops is not None:
+            from ..cpu import cpu_info
+
+            self.notes.append(f"ran on this {cpu_info().cpu_class} CPU as {describe_kernels(self.executed_ops)}"
+                              + (" (exact u8u8 mode)" if self.session_config else ""))
 
         actual = self.session.get_providers()
-        if actual[0] != providers[0] or self.notes:
+        if actual[0] != providers[0] or provider_missing:
             self.fallback = (f"asked for {', '.join(self.requested_providers)}, "
                              f"running on {actual[0]}")
             self.notes.append(f"FALLBACK: {self.fallback}")
@@ -190,6 +246,21 @@ class OnnxRuntimeRunner(Runner):
         self._input_dtype = ORT_DTYPES.get(self._input.type, np.float32)
         self._output_names = [o.name for o in self.session.get_outputs()]
         return self
+
+    def _int8_cpu_settings(self, options) -> None:
+        """Full-range int8 weights on a CPU without VNNI: ORT's exact u8u8 kernels, else they saturate."""
+        from ..artifact.manifest import QuantizationRecord
+        from ..cpu import cpu_info, ort_int8_session_config
+
+        record = QuantizationRecord.from_manifest(self.manifest)
+        self.session_config = ort_int8_session_config(bool(record and record.reduce_range))
+        for key, value in self.session_config.items():
+            options.add_session_config_entry(key, value)
+        if self.session_config:
+            self.notes.append(
+                f"this {cpu_info().cpu_class} CPU has no VNNI/AMX: full-range int8 weights would saturate ONNX "
+                "Runtime's u8s8 kernels, so they run on its exact, slower u8u8 kernels (session.x64quantprecision=1); "
+                "'dvit quantize --for cpu' here writes 7-bit weights that run the fast kernels correctly")
 
     def _keep_feed(self) -> dict[str, np.ndarray]:
         """Graphs exported with --dynamic-keep take the per-stage kept counts as a second input."""
@@ -264,7 +335,13 @@ class OnnxRuntimeRunner(Runner):
             execution_mode=self.execution_mode,
             intra_op_threads=self.intra_op_threads,
             token_outputs=self._stage_outputs,
+            session_config=self.session_config,
         )
+        if self.precision == "int8":
+            from ..cpu import cpu_info
+
+            info.update(cpu_class=cpu_info().cpu_class, cpu=cpu_info().to_dict(), executed_op_types=self.executed_ops,
+                        kernels=None if self.executed_ops is None else describe_kernels(self.executed_ops))
         return info
 
     # -- execution ---------------------------------------------------------------------------
