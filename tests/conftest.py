@@ -18,9 +18,9 @@ TINY_LVVIT = VariantConfig(
 
 # DynamicCNN / DynamicSwin at 64 px: a 4x4 third-stage map (16 positions), 2x2 windows.
 TINY_CONVNEXT = VariantConfig(
-    name="tiny-convnext", family="convnext", embed_dim=32, depth=4, num_heads=1, mlp_ratio=4.0,
+    name="tiny-convnext", family="convnext", embed_dim=32, depth=5, num_heads=1, mlp_ratio=4.0,
     pruning_loc=(1, 2, 3), qkv_bias=True, norm_eps=1e-6, num_classes=10, img_size=64,
-    depths=(1, 1, 4, 1), dims=(8, 16, 32, 64),
+    depths=(1, 1, 5, 1), dims=(8, 16, 32, 64),  # blocks 3 and 4 reuse the last decision
 )
 TINY_SWIN = VariantConfig(
     name="tiny-swin", family="swin", embed_dim=32, depth=4, num_heads=4, mlp_ratio=4.0,

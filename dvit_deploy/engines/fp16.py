@@ -255,7 +255,8 @@ def compare_with_fp32(fp32_model: onnx.ModelProto, fp16_model: onnx.ModelProto, 
 
         def run_chunk(batch: np.ndarray) -> RunOutput:
             outs = dict(zip(names, session.run(names, {session.get_inputs()[0].name: batch, **(extra_inputs or {})})))
-            kept = kept_patch_ids([outs[s.indices_output] for s in stages], num_patches) if stages else []
+            kept = kept_patch_ids([outs[s.indices_output] for s in stages], num_patches,
+                                  compose=not any(s.split for s in stages)) if stages else []
             return RunOutput(outs[names[0]], kept, {name: outs[name] for name in score_names})
 
         gathered = run_batched(run_chunk, images, chunk)
