@@ -207,6 +207,11 @@ def convert_to_mixed_precision(model: onnx.ModelProto, *, keep_predictor_fp32: b
 
 def _retype_node(node: onnx.NodeProto) -> None:
     """Attributes that name a float32 type or hold float32 data switch to fp16."""
+    if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
+        # No 'value' means a float32 zero (ONNX default): spell out an fp16 zero instead (the
+        # zero map the ConvNeXt/Swin write-back scatters into).
+        node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(np.zeros(1, np.float16))))
+        return
     for attr in node.attribute:
         if node.op_type == "Cast" and attr.name == "to" and attr.i == FLOAT:
             attr.i = HALF
