@@ -33,8 +33,18 @@ def test_linear_schedule_refuses_ratios_that_empty_the_last_position():
 
 
 def test_manifest_without_schedule_kind_reads_as_geometric():
+    from dvit_deploy.artifact.manifest import ModelRecord
+    from dvit_deploy.artifact.names import keep_counts_for
+
     assert schedule_kind_of({}) == "geometric"
     assert schedule_kind_of({"keep_schedule": "linear"}) == "linear"
+    old = ModelRecord.from_json({"variant": "deit-s", "keep_counts": [137, 96, 67]})  # written before issue 17
+    assert old.keep_schedule == "geometric" and not old.splits_tokens
+    new = ModelRecord.from_json({"variant": "swin-t", "keep_schedule": "linear", "config": {"family": "swin"}})
+    assert new.keep_schedule == "linear" and new.splits_tokens
+    # The artifact layer's counts come from the same owner as the models'.
+    assert keep_counts_for(0.7, 3, 196).tolist() == [137, 96, 67]
+    assert keep_counts_for(0.7, 3, 196, "linear").tolist() == [137, 97, 58]
 
 
 @pytest.mark.parametrize("name, pruning_loc, depths", [
