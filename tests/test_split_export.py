@@ -119,3 +119,18 @@ def test_real_shape_official_checkpoint_exports_without_model_and_matches(tmp_pa
     result = export_onnx(loaded, tmp_path / f"{name}.onnx", check_samples=2)
     assert result.check.passed, result.check.failures
     assert [s.k for s in result.check.stages] == [137, 97, 58]
+
+
+def test_pruning_overhead_nodes_cover_predictor_gathers_and_scatters(split_export):
+    """What `profile`'s overhead split and `quantize`'s float predictor take as the pruning-only nodes."""
+    from dvit_deploy.export.graph import pruning_nodes
+
+    loaded, result = split_export
+    model = onnx.load(str(result.path))
+    ops = {n.name: n.op_type for n in model.graph.node}
+    for nodes, blocks in zip(pruning_nodes(model), split_blocks_of(loaded.variant)):
+        kinds = [ops[n] for n in nodes]
+        assert kinds.count("TopK") == 1 and kinds.count("ScatterND") == blocks
+        assert kinds.count("Gather") >= 2 * blocks
+        expected_layers = "Conv" if loaded.variant.family == "convnext" else "MatMul"
+        assert kinds.count(expected_layers) >= 4  # the predictor's four layers

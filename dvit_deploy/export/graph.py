@@ -215,10 +215,11 @@ def pruning_nodes(model: Any) -> list[set[str]]:
 
     The predictor is every ancestor of the TopK's score input that is not also an ancestor of
     the token tensor the stage gathers from (the trunk); then the TopK, the index arithmetic
-    and the Gather it feeds. Works on the exporter's graph and on ORT's optimized graph alike.
+    and the Gather it feeds (ConvNeXt/Swin: both Gathers and the Scatter of every Ada block). Works on the exporter's graph and on ORT's optimized graph alike.
     """
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
+    position = {node.name: i for i, node in enumerate(graph.node)}
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:
@@ -238,7 +239,7 @@ def pruning_nodes(model: Any) -> list[set[str]]:
     stages = []
     for topk in (n for n in graph.node if n.op_type == "TopK"):
         nodes = {topk.name}
-        gather_data = None
+        gather_data, first_gather = None, None
         frontier = [topk.output[1]]
         while frontier:  # index arithmetic down to the Gather
             name = frontier.pop()
@@ -247,7 +248,12 @@ def pruning_nodes(model: Any) -> list[set[str]]:
                     continue
                 if node.op_type in GATHER_OPS and len(node.input) > 1 and node.input[1] == name:
                     nodes.add(node.name)
-                    gather_data = node.input[0]
+                    # The earliest Gather reads the trunk as the predictor saw it; later ones (Ada
+                    # blocks reusing the decision) read maps that already depend on this TopK.
+                    if first_gather is None or position[node.name] < first_gather:
+                        gather_data, first_gather = node.input[0], position[node.name]
+                elif node.op_type in SCATTER_OPS and len(node.input) > 1 and node.input[1] == name:
+                    nodes.add(node.name)  # ConvNeXt/Swin write-back: pruning overhead too
                 elif node.op_type in INDEX_OPS:
                     nodes.add(node.name)
                     frontier.extend(node.output)
