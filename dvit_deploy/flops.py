@@ -12,6 +12,16 @@ Convention (the one the DynamicViT paper's "GFLOPs" and fvcore use: one multiply
 
 Token counts: blocks before the first pruning location see 1 + N0 tokens; from pruning
 location k on, 1 + int(N0 · ρ^k) (the keep schedule of ``models.config``).
+
+DynamicCNN / DynamicSwin (nothing is dropped): every Conv/Linear and Swin's window-attention
+products (Q·Kᵀ, A·V per 7×7 window) on the full maps; in the third stage's Ada blocks the FFN/MLP
+runs on the K kept positions and the fast path (Linear D→D) on the N − K others; each predictor
+position adds a PredictorLG (1x1 convs / Linears D→D, D→D/2, D/2→D/4, D/4→2) on all N positions.
+For these models ``stem_macs`` is everything before the third stage and ``head_macs`` everything
+after it (fourth downsampling, stage 4, classifier); ``stages`` splits the third stage by
+decision, ``tokens`` being the positions that take the full FFN/MLP. This reproduces the
+official zoo's GFLOPs (predictors included) to < 0.05: ConvNeXt-T/S/B 3.58/5.77/10.18 at ρ=0.7,
+3.91/6.76/11.93 at 0.9, Swin-T/S/B 4.04/6.85/12.07 at 0.7, dense 4.46/8.68/15.36 and 4.49/8.74/15.43.
 """
 
 from __future__ import annotations
@@ -125,11 +135,13 @@ def count_macs(variant: VariantConfig, keep_ratio: float | None = None, *,
     """MACs of ``variant``: dense when neither ``keep_ratio`` nor ``stage_ratios`` is given."""
     num_patches = variant.num_patches
     if stage_ratios is not None:
-        schedule = KeepSchedule.from_stage_ratios(stage_ratios, num_patches)
+        schedule = KeepSchedule.from_stage_ratios(stage_ratios, num_patches, variant.schedule_kind)
     elif keep_ratio is not None:
-        schedule = KeepSchedule.from_ratio(keep_ratio, variant.num_stages, num_patches)
+        schedule = variant.keep_schedule(keep_ratio)
     else:
         schedule = None
+    if variant.splits_tokens:
+        return _split_macs(variant, schedule, include_predictors)
     counts = () if schedule is None else schedule.counts
     boundaries = [0] + ([] if schedule is None else list(variant.pruning_loc)) + [variant.depth]
     patch_counts = [num_patches, *counts]
@@ -153,6 +165,56 @@ def count_macs(variant: VariantConfig, keep_ratio: float | None = None, *,
         stem_macs=stem_macs(variant),
         head_macs=head_macs(variant, 1 + patch_counts[-1]),
         stages=stages,
+    )
+
+
+def _hierarchical_parts(variant: VariantConfig) -> list[dict[str, int]]:
+    """Per stage: map side, width, and the MACs of one block's token mixing (dwconv / window attention),
+    one full FFN per position (8·C²), the fast path per position (C²) and the downsampling into it."""
+    side0 = variant.img_size // 4  # both families start with a stride-4 stem
+    parts = []
+    for s in range(4):
+        side, width = side0 // 2 ** s, variant.dims[s]
+        positions = side * side
+        if variant.family == "convnext":
+            mixing = positions * width * 49
+            into = positions * width * variant.dims[s - 1] * 4 if s else 0  # 2x2 stride-2 conv
+        else:
+            window = min(variant.window_size, side)
+            tokens = window * window
+            mixing = positions // tokens * (tokens * width * 4 * width + 2 * tokens * tokens * width)
+            into = positions * 4 * variant.dims[s - 1] * width if s else 0  # PatchMerging 4C -> 2C
+        parts.append(dict(side=side, width=width, positions=positions, mixing=mixing, into=into,
+                          ffn=int(2 * width * width * variant.mlp_ratio), fast=width * width))
+    return parts
+
+
+def _split_macs(variant: VariantConfig, schedule: KeepSchedule | None, include_predictors: bool) -> MacsReport:
+    parts = _hierarchical_parts(variant)
+    stem = variant.in_chans * 16 * parts[0]["positions"] * variant.dims[0]  # 4x4 stride-4 conv
+    for s in range(2):
+        stem += parts[s]["into"]
+        stem += variant.depths[s] * (parts[s]["mixing"] + parts[s]["positions"] * parts[s]["ffn"])
+    third = parts[2]
+    stem += third["into"]
+    tail = parts[3]["into"] + variant.depths[3] * (parts[3]["mixing"] + parts[3]["positions"] * parts[3]["ffn"])
+    tail += variant.dims[3] * variant.num_classes
+    n = third["positions"]
+    counts = () if schedule is None else schedule.counts
+    boundaries = [0] + ([] if schedule is None else list(variant.pruning_loc)) + [variant.depth]
+    stages = []
+    for seg in range(len(boundaries) - 1):
+        first, end = boundaries[seg], boundaries[seg + 1]
+        kept = n if seg == 0 else counts[seg - 1]
+        per_block = third["mixing"] + kept * third["ffn"] + (n - kept) * third["fast"]
+        stages.append(StageMacs(
+            stage=seg, blocks=(first, end - 1), tokens=kept,
+            predictor_macs=0 if seg == 0 else predictor_macs(variant, n),
+            block_macs=(end - first) * per_block,
+        ))
+    return MacsReport(
+        variant=variant.name, keep_ratio=None if schedule is None else schedule.ratios[0], keep_counts=counts,
+        include_predictors=include_predictors, stem_macs=stem, head_macs=tail, stages=stages,
     )
 
 

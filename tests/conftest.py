@@ -18,7 +18,19 @@ TINY_LVVIT = VariantConfig(
     pruning_loc=(1, 2, 3), qkv_bias=False, norm_eps=1e-5, skip_lam=2.0, num_classes=10,
 )
 
-for _cfg in (TINY_DEIT, TINY_LVVIT):
+# DynamicCNN / DynamicSwin at 64 px: a 4x4 third-stage map (16 positions), 2x2 windows.
+TINY_CONVNEXT = VariantConfig(
+    name="tiny-convnext", family="convnext", embed_dim=32, depth=5, num_heads=1, mlp_ratio=4.0,
+    pruning_loc=(1, 2, 3), qkv_bias=True, norm_eps=1e-6, num_classes=10, img_size=64,
+    depths=(1, 1, 5, 1), dims=(8, 16, 32, 64),  # blocks 3 and 4 reuse the last decision
+)
+TINY_SWIN = VariantConfig(
+    name="tiny-swin", family="swin", embed_dim=32, depth=4, num_heads=4, mlp_ratio=4.0,
+    pruning_loc=(1, 2, 3), qkv_bias=True, norm_eps=1e-5, num_classes=10, img_size=64,
+    depths=(2, 2, 4, 2), dims=(8, 16, 32, 64), heads=(1, 2, 4, 8), window_size=2,
+)
+
+for _cfg in (TINY_DEIT, TINY_LVVIT, TINY_CONVNEXT, TINY_SWIN):
     if _cfg.name not in VARIANTS:
         register_variant(_cfg)
 

@@ -25,6 +25,13 @@ MODEL_ZOO = {  # released checkpoints' GMACs, predictors counted
     "deit-b": {0.7: 11.4},
     "lvvit-s": {0.5: 3.7},
     "lvvit-m": {0.7: 8.5},
+    # DynamicCNN / DynamicSwin zoo (issue 17), linear schedule [ρ, ρ-0.2, ρ-0.4]; dense baselines.
+    "convnext-t": {None: 4.5, 0.7: 3.6, 0.9: 3.9},
+    "convnext-s": {None: 8.7, 0.7: 5.8, 0.9: 6.8},
+    "convnext-b": {None: 15.4, 0.7: 10.2, 0.9: 11.9},
+    "swin-t": {None: 4.5, 0.7: 4.0},
+    "swin-s": {None: 8.7, 0.7: 6.9},
+    "swin-b": {None: 15.4, 0.7: 12.1},
 }
 
 
@@ -98,3 +105,17 @@ def test_cli_rejects_bad_ratio():
     result = CliRunner().invoke(app, ["flops", "--keep-ratio", "1.5"])
     assert result.exit_code == 2
     assert "keep ratio" in result.output
+
+
+def test_split_model_macs_by_hand():
+    """ConvNeXt-T/0.7 = dense − FFN saved + fast paths + predictors (the issue's check by hand)."""
+    variant = get_variant("convnext-t")
+    dense, sparse = count_macs(variant), count_macs(variant, 0.7)
+    n, c = 196, 384
+    saved = sum((end - first + 1) * (n - k) * (8 * c * c - c * c)
+                for (first, end), k in zip([(1, 1), (2, 2), (3, 8)], (137, 97, 58)))
+    predictors = 3 * n * (c * c + c * (c // 2) + (c // 2) * (c // 4) + (c // 4) * 2)
+    assert sparse.keep_counts == (137, 97, 58)
+    assert sparse.total_macs == dense.total_macs - saved + predictors
+    assert round(saved / 1e9, 2) == 1.02 and round(predictors / 1e9, 2) == 0.14
+    assert [s.blocks for s in sparse.stages] == [(0, 0), (1, 1), (2, 2), (3, 8)]

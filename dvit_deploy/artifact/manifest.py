@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from ..errors import BadInput
 from ..fileio import sha256_file
+from .keep import GEOMETRIC, family_splits_tokens, schedule_kind_of
 
 ENGINE_SUFFIXES = (".engine", ".plan")
 
@@ -164,6 +165,7 @@ class ModelRecord:
     num_patches: int
     batch: int | None  # a fixed batch, or None for a dynamic one
     dynamic_keep: bool
+    keep_schedule: str = GEOMETRIC  # "geometric" (ViTs) or "linear" (ConvNeXt/Swin); absent = geometric
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ModelRecord":
@@ -177,7 +179,13 @@ class ModelRecord:
             num_patches=int(data.get("num_patches") or DEFAULT_NUM_PATCHES),
             batch=int(batch) if batch else None,
             dynamic_keep=bool(data.get("dynamic_keep")),
+            keep_schedule=schedule_kind_of(data),
         )
+
+    @property
+    def splits_tokens(self) -> bool:
+        """ConvNeXt/Swin: per-position kept indices are map positions, never composed across stages."""
+        return family_splits_tokens(self.config.get("family"))
 
     @property
     def img_size(self) -> int:

@@ -6,10 +6,11 @@ The export writes these names; runners, validation and shipping read them. Defin
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
+
+from .keep import GEOMETRIC, KeepSchedule
 
 INPUT_NAME = "images"
 LOGITS_NAME = "logits"
@@ -28,28 +29,26 @@ def token_output_stage(name: str) -> int | None:
     return int(suffix) if suffix.isdigit() else None
 
 
-def keep_counts_for(keep_ratio: float, num_stages: int, num_patches: int) -> np.ndarray:
-    """Per-stage kept counts for ρ with the official rule: int(N0 · ρ^k) in Python floats.
-
-    Always of the *original* N0 patches (196), never of the previous stage's count; 0.7**3 is
-    0.34299999..., and int() truncates, so the float64 expression matters (ρ=0.7 -> 137, 96, 67).
-    """
-    if not isinstance(keep_ratio, (int, float)) or math.isnan(keep_ratio) or not 0.0 < keep_ratio <= 1.0:
-        raise ValueError(f"keep ratio must be in (0, 1], got {keep_ratio}")
-    return np.asarray([int(num_patches * keep_ratio ** (k + 1)) for k in range(num_stages)], dtype=np.int32)
+def keep_counts_for(keep_ratio: float, num_stages: int, num_patches: int, kind: str = GEOMETRIC) -> np.ndarray:
+    """Per-stage kept counts for ρ under the official rule of ``kind`` (see ``artifact.keep``)."""
+    return np.asarray(KeepSchedule.from_ratio(float(keep_ratio), num_stages, num_patches, kind).counts,
+                      dtype=np.int32)
 
 
-def kept_patch_ids(stage_indices: Sequence[np.ndarray], num_patches: int) -> list[np.ndarray]:
+def kept_patch_ids(stage_indices: Sequence[np.ndarray], num_patches: int, *, compose: bool = True
+                   ) -> list[np.ndarray]:
     """Per-stage indices (each relative to that stage's input) composed into original patch ids.
 
     Stage s's indices point into the token list kept by stage s-1 (in that stage's order), so
-    the ids are composed stage by stage. numpy in, numpy out.
+    the ids are composed stage by stage. ``compose=False`` for the split families (ConvNeXt,
+    Swin), whose predictors rank the whole map each time: their indices are already positions.
+    numpy in, numpy out.
     """
     composed: list[np.ndarray] = []
     current: np.ndarray | None = None
     for idx in stage_indices:
         idx = np.asarray(idx)
-        current = idx if current is None else np.take_along_axis(current, idx, axis=1)
+        current = idx if current is None or not compose else np.take_along_axis(current, idx, axis=1)
         composed.append(current)
     for ids in composed:
         if ids.size and (ids.max() >= num_patches or ids.min() < 0):

@@ -24,7 +24,7 @@ def export(
         None, help="DynamicViT checkpoint (.pth/.pt/.safetensors). Omit to export a seeded random DeiT-S.",
         show_default=False),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Variant; detected from the weights when omitted."),
-    keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", "-r", callback=finite, help="ρ: stage k keeps int(196·ρ^k) tokens \\[default: 0.7]."),
+    keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", "-r", callback=finite, help="ρ: stage k keeps int(196·ρ^k) tokens (ConvNeXt/Swin: int(196·(ρ−0.2·(k−1)))) \\[default: 0.7]."),
     stage_ratios: Optional[str] = typer.Option(None, "--stage-ratios", help="Per-stage ratios, e.g. 0.7,0.49,0.343 (overrides ρ)."),
     dense: bool = typer.Option(False, "--dense", help="Export the dense baseline (no predictors, no pruning)."),
     opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset (TensorRT 10 parses up to 20)."),

@@ -85,7 +85,8 @@ def batch_range(min_batch: int | None, opt_batch: int | None, max_batch: int | N
 
 
 def keep_count_range(keep_range: tuple[float, float] | None, export_ratio: float | None, num_stages: int,
-                     num_patches: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+                     num_patches: int, kind: str = "geometric"
+                     ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """min/opt/max values of the ``keep_counts`` shape input from a ρ range.
 
     int(N·ρ^k) grows with ρ, so the lowest ρ gives the element-wise minimum and the highest
@@ -96,7 +97,7 @@ def keep_count_range(keep_range: tuple[float, float] | None, export_ratio: float
         raise BadInput(f"--keep-range must satisfy 0 < low <= high <= 1, got {lo},{hi}")
     opt = min(max(export_ratio if export_ratio is not None else hi, lo), hi)
     try:
-        counts = [KeepSchedule.from_ratio(r, num_stages, num_patches).counts for r in (lo, opt, hi)]
+        counts = [KeepSchedule.from_ratio(r, num_stages, num_patches, kind).counts for r in (lo, opt, hi)]
     except ValueError as exc:
         raise BadInput(f"--keep-range: {exc}") from None
     return tuple(counts[0]), tuple(counts[1]), tuple(counts[2])
@@ -113,9 +114,10 @@ def make_profiles(onnx_manifest: dict[str, Any], *, min_batch: int | None = None
     if onnx_manifest.get("dynamic_keep"):
         if not keep_input:
             raise BadInput("the ONNX manifest says dynamic_keep but does not describe its keep input")
+        record = ModelRecord.from_json(onnx_manifest)
         cmin, copt, cmax = keep_count_range(keep_range, onnx_manifest.get("keep_ratio"),
                                             len(onnx_manifest.get("pruning_locations") or keep_input["shape"]),
-                                            ModelRecord.from_json(onnx_manifest).num_patches)
+                                            record.num_patches, record.keep_schedule)
         profiles.append(InputProfile(keep_input["name"], "values", cmin, copt, cmax))
     elif keep_range is not None:
         raise BadInput("--keep-range needs an ONNX exported with --dynamic-keep")

@@ -166,6 +166,7 @@ def diagnose_model(model: onnx.ModelProto, target: Target, *, folder: Path | Non
     _check_opset(report, opset)
     _check_ops(report, graph)
     _check_topk(report, model)
+    _check_scatter(report, graph)
     _check_qdq(report, model, opset)
     _check_int64(report, graph)
     _check_external_data(report, graph, folder)
@@ -273,6 +274,29 @@ def _check_topk(report: DoctorReport, model: onnx.ModelProto) -> None:
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 QDQ_MIN_OPSET = 13  # per-channel scales (the ``axis`` attribute) arrived with opset 13
+
+
+def _check_scatter(report: DoctorReport, graph: onnx.GraphProto) -> None:
+    """The ConvNeXt/Swin write-back. onnx-tensorrt lowers ScatterND (and ScatterElements without a
+    reduction) to the core IScatterLayer (ND / ELEMENT modes, TensorRT >= 8.2; every target here is
+    10.x or newer). IScatterLayer has no reduction: a ScatterND 'reduction' is silently ignored
+    (onnx/onnx-tensorrt#957) and ScatterElements reductions need the scatterElements plugin. With
+    reduction 'none', ONNX leaves repeated indices undefined: dvit's graphs write a permutation."""
+    for node in _all_nodes(graph):
+        if node.op_type not in ("ScatterND", "ScatterElements"):
+            continue
+        label = node.name or node.output[0]
+        reduction = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "reduction"), b"none")
+        reduction = reduction.decode() if isinstance(reduction, bytes) else str(reduction)
+        if reduction != "none" and node.op_type == "ScatterND":
+            report.add("blocker", "Scatter", f"{label}: ScatterND reduction='{reduction}' is ignored by TensorRT's "
+                                             "IScatterLayer (onnx-tensorrt #957): results would be wrong")
+        elif reduction != "none":
+            report.add("warning", "Scatter", f"{label}: ScatterElements reduction='{reduction}' needs TensorRT's "
+                                             "scatterElements plugin (not the core layer)")
+        else:
+            report.add("info", "Scatter", f"{label}: {node.op_type} without reduction -> IScatterLayer "
+                                          f"({'ND' if node.op_type == 'ScatterND' else 'ELEMENT'} mode, TensorRT >= 8.2)")
 
 
 def _check_qdq(report: DoctorReport, model: onnx.ModelProto, opset: int | None) -> None:

@@ -207,6 +207,11 @@ def convert_to_mixed_precision(model: onnx.ModelProto, *, keep_predictor_fp32: b
 
 def _retype_node(node: onnx.NodeProto) -> None:
     """Attributes that name a float32 type or hold float32 data switch to fp16."""
+    if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
+        # No 'value' means a float32 zero (ONNX default): spell out an fp16 zero instead (the
+        # zero map the ConvNeXt/Swin write-back scatters into).
+        node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(np.zeros(1, np.float16))))
+        return
     for attr in node.attribute:
         if node.op_type == "Cast" and attr.name == "to" and attr.i == FLOAT:
             attr.i = HALF
@@ -255,7 +260,8 @@ def compare_with_fp32(fp32_model: onnx.ModelProto, fp16_model: onnx.ModelProto, 
 
         def run_chunk(batch: np.ndarray) -> RunOutput:
             outs = dict(zip(names, session.run(names, {session.get_inputs()[0].name: batch, **(extra_inputs or {})})))
-            kept = kept_patch_ids([outs[s.indices_output] for s in stages], num_patches) if stages else []
+            kept = kept_patch_ids([outs[s.indices_output] for s in stages], num_patches,
+                                  compose=not any(s.split for s in stages)) if stages else []
             return RunOutput(outs[names[0]], kept, {name: outs[name] for name in score_names})
 
         gathered = run_batched(run_chunk, images, chunk)

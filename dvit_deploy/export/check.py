@@ -19,7 +19,7 @@ from ..compare import Comparison, Tolerance, boundary_margins, compare
 from ..errors import CheckFailed
 from ..models import kept_patch_ids
 from ..models.checkpoint import LoadedModel
-from .graph import StageGraph, check_pruning_structure, with_topk_outputs
+from .graph import StageGraph, check_pruning_structure, split_blocks_of, with_topk_outputs
 
 CHECK_SEED = 20211206  # fixed inputs: the same numbers on every run and machine
 CHECK_BATCH = 2
@@ -68,7 +68,8 @@ def reference_outputs(loaded: LoadedModel, images: torch.Tensor, batch: int) -> 
     def run(chunk: np.ndarray) -> RunOutput:
         with torch.no_grad():
             out, decisions = loaded.model.forward_with_decisions(torch.from_numpy(chunk))
-        kept = [ids.numpy() for ids in kept_patch_ids(decisions.keep_indices, loaded.variant.num_patches)]
+        kept = [ids.numpy() for ids in kept_patch_ids(decisions.keep_indices, loaded.variant.num_patches,
+                                                      compose=not loaded.variant.splits_tokens)]
         return RunOutput(out.numpy(), kept, {f"scores{s}": score.numpy() for s, score in enumerate(decisions.scores)})
 
     gathered = run_batched(run, images.numpy(), batch)
@@ -89,7 +90,8 @@ def check_export(
 ) -> CheckReport:
     phase = on_phase or (lambda name: None)
     report = CheckReport()
-    model = check_file_and_structure(path, report, loaded.keep_counts, on_phase=phase)
+    model = check_file_and_structure(path, report, loaded.keep_counts, on_phase=phase,
+                                     split_blocks=None if loaded.dense else split_blocks_of(loaded.variant))
 
     phase("onnxruntime parity")
     run_batch = batch or CHECK_BATCH
@@ -108,7 +110,8 @@ def check_export(
 
 
 def check_file_and_structure(path: Path, report: CheckReport, keep_counts, *, dynamic_keep: bool = False,
-                             on_phase: Callable[[str], None] | None = None) -> onnx.ModelProto:
+                             on_phase: Callable[[str], None] | None = None,
+                             split_blocks: tuple[int, ...] | None = None) -> onnx.ModelProto:
     """The first two checks of every export: onnx.checker (full) and the pruning structure."""
     phase = on_phase or (lambda name: None)
     phase("onnx.checker")
@@ -121,7 +124,8 @@ def check_file_and_structure(path: Path, report: CheckReport, keep_counts, *, dy
 
     phase("graph structure")
     model = onnx.load(str(path))
-    report.stages, report.structure_problems = check_pruning_structure(model, keep_counts, dynamic_keep=dynamic_keep)
+    report.stages, report.structure_problems = check_pruning_structure(model, keep_counts, dynamic_keep=dynamic_keep,
+                                                                       split_blocks=split_blocks)
     report.failures.extend(report.structure_problems)
     return model
 
@@ -152,7 +156,8 @@ def _run_onnxruntime(model: onnx.ModelProto, images: torch.Tensor, batch: int, l
     stages = [s.indices_output for s in check_pruning_structure(model, loaded.keep_counts)[0]]
     def run(chunk: np.ndarray) -> RunOutput:
         outs = dict(zip(output_names, session.run(output_names, {input_name: chunk})))
-        kept = kept_patch_ids([outs[name] for name in stages], loaded.variant.num_patches) if stages else []
+        kept = kept_patch_ids([outs[name] for name in stages], loaded.variant.num_patches,
+                              compose=not loaded.variant.splits_tokens) if stages else []
         return RunOutput(outs[logits_name], kept)
 
     gathered = run_batched(run, images.numpy(), batch)
@@ -167,6 +172,8 @@ def summary_rows(report: CheckReport) -> list[tuple[str, str]]:
         gathers = ", ".join(str(len(s.gathers)) for s in report.stages)
         rows.append(("TopK per stage (K)", f"{len(report.stages)} ({ks})"))
         rows.append(("Gather per stage", gathers))
+        if any(s.split for s in report.stages):
+            rows.append(("Scatter per position (Ada blocks)", ", ".join(str(len(s.scatters)) for s in report.stages)))
     else:
         rows.append(("TopK / Gather", "none (dense graph)"))
     for problem in report.structure_problems:

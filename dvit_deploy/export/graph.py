@@ -16,8 +16,11 @@ import onnx
 from onnx import numpy_helper
 
 GATHER_OPS = {"Gather", "GatherElements", "GatherND"}
-# Ops that only reshape, offset or convert an index tensor on its way to a Gather.
-INDEX_OPS = {"Add", "Sub", "Mul", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Cast", "Expand", "Concat", "Identity"}
+SCATTER_OPS = {"ScatterND", "ScatterElements"}
+# Ops that only reshape, offset, split or convert an index tensor on its way to a Gather (Slice:
+# the ConvNeXt/Swin graphs cut one full TopK order into the kept and the other positions).
+INDEX_OPS = {"Add", "Sub", "Mul", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Cast", "Expand", "Concat", "Identity",
+             "Slice"}
 
 
 @dataclass
@@ -28,8 +31,13 @@ class StageGraph:
     axis: int
     largest: bool
     sorted: bool
-    indices_output: str
+    indices_output: str  # the kept indices (ConvNeXt/Swin: the kept slice of the full order)
     gathers: list[str] = field(default_factory=list)
+    # ConvNeXt/Swin ("split") graphs: the TopK sorts all N positions (K = N), a Slice keeps the
+    # first ``k``; each Ada block gathers both sets and writes them back with one Scatter.
+    split: bool = False
+    sort_k: int | None = None
+    scatters: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -78,12 +86,31 @@ def pruning_stages(model: onnx.ModelProto) -> list[StageGraph]:
             sorted=bool(_attr(node, "sorted", 1)),
             indices_output=node.output[1],
         )
+        kept_slice = _kept_slice(node.output[1], consumers, constants)
+        if kept_slice is not None:
+            stage.split, stage.sort_k = True, stage.k
+            stage.k, stage.indices_output = kept_slice
         stage.gathers = _gathers_fed_by(node.output[1], consumers)
+        stage.scatters = _gathers_fed_by(node.output[1], consumers, SCATTER_OPS)
         stages.append(stage)
     return stages
 
 
-def _gathers_fed_by(tensor: str, consumers: dict[str, list[onnx.NodeProto]]) -> list[str]:
+def _kept_slice(tensor: str, consumers: dict[str, list[onnx.NodeProto]], constants: dict[str, np.ndarray]
+                ) -> tuple[int | None, str] | None:
+    """(K, output) of the Slice taking the first K entries of a TopK order, if the graph splits."""
+    for node in consumers.get(tensor, []):
+        if node.op_type != "Slice" or node.input[0] != tensor:
+            continue
+        starts, ends = constants.get(node.input[1]), constants.get(node.input[2])
+        if starts is not None and int(np.asarray(starts).reshape(-1)[0]) == 0:
+            k = int(np.asarray(ends).reshape(-1)[0]) if ends is not None else None
+            return k, node.output[0]
+    return None
+
+
+def _gathers_fed_by(tensor: str, consumers: dict[str, list[onnx.NodeProto]], ops: set[str] = GATHER_OPS
+                    ) -> list[str]:
     found, seen, frontier = [], set(), [tensor]
     while frontier:
         name = frontier.pop()
@@ -92,7 +119,7 @@ def _gathers_fed_by(tensor: str, consumers: dict[str, list[onnx.NodeProto]]) -> 
             if key in seen:
                 continue
             seen.add(key)
-            if node.op_type in GATHER_OPS and len(node.input) > 1 and node.input[1] == name:
+            if node.op_type in ops and len(node.input) > 1 and node.input[1] == name:
                 found.append(key)
             elif node.op_type in INDEX_OPS:
                 frontier.extend(node.output)
@@ -100,8 +127,13 @@ def _gathers_fed_by(tensor: str, consumers: dict[str, list[onnx.NodeProto]]) -> 
 
 
 def check_pruning_structure(model: onnx.ModelProto, keep_counts: list[int] | tuple[int, ...],
-                            *, dynamic_keep: bool = False) -> tuple[list[StageGraph], list[str]]:
-    """Stages found, and problems: wrong TopK count, wrong or non-constant K, gathers != 1."""
+                            *, dynamic_keep: bool = False, split_blocks: tuple[int, ...] | None = None
+                            ) -> tuple[list[StageGraph], list[str]]:
+    """Stages found, and problems: wrong TopK count, wrong or non-constant K, gathers != 1.
+
+    ``split_blocks`` (ConvNeXt/Swin): how many Ada blocks use each position's decision; each must
+    gather the two sets (2 Gathers) and write them back with 1 Scatter.
+    """
     stages = pruning_stages(model)
     problems = []
     if len(stages) != len(keep_counts):
@@ -115,9 +147,35 @@ def check_pruning_structure(model: onnx.ModelProto, keep_counts: list[int] | tup
             problems.append(f"stage {i}: TopK K is {got}, expected the constant {k}")
         if not stage.largest:
             problems.append(f"stage {i}: TopK selects the smallest scores (largest=0)")
+        if split_blocks is not None or stage.split:
+            problems.extend(_split_problems(i, stage, None if split_blocks is None else split_blocks[i - 1]))
+            continue
         if len(stage.gathers) != 1:
             problems.append(f"stage {i}: TopK indices feed {len(stage.gathers)} Gather-family nodes, expected 1")
     return stages, problems
+
+
+def _split_problems(i: int, stage: StageGraph, blocks: int | None) -> list[str]:
+    if not stage.split:
+        return [f"position {i}: TopK indices are not sliced into kept and other positions"]
+    problems = [] if stage.sort_k is not None else [f"position {i}: the TopK order's K is not a constant"]
+    expected = blocks if blocks is not None else max(len(stage.scatters), 1)
+    if len(stage.scatters) != expected:
+        problems.append(f"position {i}: {len(stage.scatters)} Scatter nodes write the two sets back, "
+                        f"expected {expected} (one per Ada block)")
+    if len(stage.gathers) != 2 * expected:
+        problems.append(f"position {i}: TopK order feeds {len(stage.gathers)} Gather nodes, expected {2 * expected} "
+                        "(kept and other positions in each Ada block)")
+    return problems
+
+
+def split_blocks_of(config: Any) -> tuple[int, ...] | None:
+    """Ada blocks per predictor position of a ConvNeXt/Swin config (dict or VariantConfig), else None."""
+    get = config.get if isinstance(config, dict) else (lambda key, default=None: getattr(config, key, default))
+    if get("family") not in ("convnext", "swin"):
+        return None
+    locs, depth = list(get("pruning_loc") or []), int(get("depth") or 0)
+    return tuple(b - a for a, b in zip(locs, locs[1:] + [depth]))
 
 
 def with_topk_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -157,10 +215,11 @@ def pruning_nodes(model: Any) -> list[set[str]]:
 
     The predictor is every ancestor of the TopK's score input that is not also an ancestor of
     the token tensor the stage gathers from (the trunk); then the TopK, the index arithmetic
-    and the Gather it feeds. Works on the exporter's graph and on ORT's optimized graph alike.
+    and the Gather it feeds (ConvNeXt/Swin: both Gathers and the Scatter of every Ada block). Works on the exporter's graph and on ORT's optimized graph alike.
     """
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
+    position = {node.name: i for i, node in enumerate(graph.node)}
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:
@@ -180,7 +239,7 @@ def pruning_nodes(model: Any) -> list[set[str]]:
     stages = []
     for topk in (n for n in graph.node if n.op_type == "TopK"):
         nodes = {topk.name}
-        gather_data = None
+        gather_data, first_gather = None, None
         frontier = [topk.output[1]]
         while frontier:  # index arithmetic down to the Gather
             name = frontier.pop()
@@ -189,7 +248,12 @@ def pruning_nodes(model: Any) -> list[set[str]]:
                     continue
                 if node.op_type in GATHER_OPS and len(node.input) > 1 and node.input[1] == name:
                     nodes.add(node.name)
-                    gather_data = node.input[0]
+                    # The earliest Gather reads the trunk as the predictor saw it; later ones (Ada
+                    # blocks reusing the decision) read maps that already depend on this TopK.
+                    if first_gather is None or position[node.name] < first_gather:
+                        gather_data, first_gather = node.input[0], position[node.name]
+                elif node.op_type in SCATTER_OPS and len(node.input) > 1 and node.input[1] == name:
+                    nodes.add(node.name)  # ConvNeXt/Swin write-back: pruning overhead too
                 elif node.op_type in INDEX_OPS:
                     nodes.add(node.name)
                     frontier.extend(node.output)

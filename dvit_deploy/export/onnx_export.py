@@ -98,6 +98,9 @@ def export_onnx(
         raise BadInput("--token-outputs needs a pruned model; a dense baseline keeps every token")
     if dynamic_keep and loaded.dense:
         raise BadInput("--dynamic-keep needs a pruned model; a dense baseline keeps every token")
+    if dynamic_keep and loaded.variant.splits_tokens:
+        raise BadInput(f"--dynamic-keep is not supported for {loaded.variant.family} models yet: export one graph "
+                       "per keep ratio (their split point is a Slice, not the TopK's K, so it needs its own shape input)")
     if output is None:
         output = default_output(loaded.variant.name, loaded.dense, loaded.stage_ratios, batch=batch,
                                 dynamic_keep=dynamic_keep)
@@ -225,6 +228,7 @@ def _stamp_metadata(path: Path, loaded: LoadedModel, external: bool) -> None:
         "dvit.variant": loaded.variant.name,
         "dvit.dense": str(loaded.dense).lower(),
         "dvit.keep_counts": ",".join(map(str, loaded.keep_counts)),
+        "dvit.keep_schedule": loaded.variant.schedule_kind,
         "dvit.pruning_locations": ",".join(map(str, loaded.variant.pruning_loc)) if not loaded.dense else "",
         "dvit.version": __version__,
     }

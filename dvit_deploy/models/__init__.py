@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 DEFAULT_SEED = 0
 
 # The torch modules load on first use: the registry and configs (``dvit flops``) need no torch.
-_TORCH_EXPORTS = {"DynamicDeiT": "deit", "DynamicLVViT": "lvvit", "Decisions": "pruning",
+_TORCH_EXPORTS = {"DynamicDeiT": "deit", "DynamicLVViT": "lvvit", "DynamicConvNeXt": "convnext",
+                  "DynamicSwin": "swin", "Decisions": "pruning",
                   "DynamicViTBase": "pruning", "PredictorLG": "pruning", "WithKeptTokens": "pruning",
                   "kept_patch_ids": "pruning"}
 _lazy = lazy_exports(__name__, _TORCH_EXPORTS)
@@ -34,10 +35,12 @@ def __getattr__(name: str) -> Any:
 
 
 def model_classes() -> dict[str, Any]:
+    from .convnext import DynamicConvNeXt
     from .deit import DynamicDeiT
     from .lvvit import DynamicLVViT
+    from .swin import DynamicSwin
 
-    return {"deit": DynamicDeiT, "lvvit": DynamicLVViT}
+    return {"deit": DynamicDeiT, "lvvit": DynamicLVViT, "convnext": DynamicConvNeXt, "swin": DynamicSwin}
 
 
 def make_schedule(
@@ -46,10 +49,8 @@ def make_schedule(
     stage_ratios: Sequence[float] | None = None,
 ) -> KeepSchedule:
     if stage_ratios is not None:
-        return KeepSchedule.from_stage_ratios(stage_ratios, variant.num_patches)
-    return KeepSchedule.from_ratio(
-        DEFAULT_KEEP_RATIO if keep_ratio is None else keep_ratio, variant.num_stages, variant.num_patches
-    )
+        return KeepSchedule.from_stage_ratios(stage_ratios, variant.num_patches, variant.schedule_kind)
+    return variant.keep_schedule(DEFAULT_KEEP_RATIO if keep_ratio is None else keep_ratio)
 
 
 def create_model(

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import BadInput
 from ..fileio import sha256_file
-from .detect import Detection, _list, detect_variant  # noqa: F401 - detect_variant is part of this module's API
+from .detect import Detection, _list, detect_variant, has_score_predictors  # noqa: F401 - detect_variant is API
 from .config import DEFAULT_KEEP_RATIO, DEFAULT_VARIANT, VARIANTS, VariantConfig, get_variant, validate_keep_ratio
 
 # Entries that wrap the model weights, in the order official and common tools use them.
@@ -78,6 +78,7 @@ class LoadedModel:
             "config": self.variant.to_dict(),
             "dense": self.dense,
             "keep_ratio": None if self.dense else self.stage_ratios[0],
+            "keep_schedule": self.variant.schedule_kind,
             "stage_ratios": None if self.dense else list(self.stage_ratios),
             "keep_counts": list(self.keep_counts),
             "pruning_locations": [] if self.dense else list(self.variant.pruning_loc),
@@ -377,11 +378,12 @@ def _detect_for(ckpt: Checkpoint, model_name: str | None) -> Detection:
             raise
         # Let the key-by-key check explain what does not fit the requested model.
         variant = get_variant(model_name)
-        return Detection(variant, any(k.startswith("score_predictor.") for k in ckpt.state_dict), "forced")
+        return Detection(variant, has_score_predictors(ckpt.state_dict), "forced")
     if model_name is not None:
         wanted = get_variant(model_name)
         got = detection.variant
-        if (wanted.family, wanted.embed_dim, wanted.depth) != (got.family, got.embed_dim, got.depth):
+        if (wanted.family, wanted.embed_dim, wanted.depth, wanted.depths, wanted.dims) != \
+                (got.family, got.embed_dim, got.depth, got.depths, got.dims):
             raise BadInput(
                 f"checkpoint {ckpt.path.name} looks like {got.name} ({detection.evidence}) "
                 f"but --model {model_name} was given"
@@ -412,20 +414,25 @@ def _resolve_ratios(
             keep_ratio = DEFAULT_KEEP_RATIO
             if ckpt is not None:
                 notes.append(f"keep ratio {keep_ratio} (default: checkpoints do not record it; pass --keep-ratio)")
-    return tuple(keep_ratio ** (k + 1) for k in range(variant.num_stages))
+    try:
+        return variant.stage_ratios(keep_ratio)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _load_weights(model: torch.nn.Module, ckpt: Checkpoint, variant: VariantConfig, dense: bool, notes: list[str]) -> None:
     state_dict = dict(ckpt.state_dict)
     if dense:
-        dropped = [k for k in state_dict if k.startswith("score_predictor.")]
+        dropped = [k for k in state_dict if _pruning_only(k)]
         for key in dropped:
             del state_dict[key]
         if dropped:
-            notes.append(f"dense baseline: ignored {len(dropped)} score_predictor tensors")
+            notes.append(f"dense baseline: ignored {len(dropped)} score_predictor / fast path tensors")
     expected = model.state_dict()
-    # BatchNorm step counters do not affect inference; some converters drop them.
-    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
+    # BatchNorm step counters do not affect inference, and Swin's relative-position index and
+    # shifted-window mask are derived from the shapes (timm-converted files drop them): the
+    # model's own values stand in when a file lacks them.
+    missing = [k for k in expected if k not in state_dict and not k.endswith(DERIVED_BUFFERS)]
     unexpected = [k for k in state_dict if k not in expected]
     mismatched = [
         f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
@@ -445,6 +452,15 @@ def _load_weights(model: torch.nn.Module, ckpt: Checkpoint, variant: VariantConf
     if not_finite:
         raise BadInput(f"checkpoint {ckpt.path.name} has NaN/Inf weights ({_list(not_finite)})")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}, strict=False)
+
+
+DERIVED_BUFFERS = ("num_batches_tracked", "attn.relative_position_index", "attn_mask")
+
+
+def _pruning_only(key: str) -> bool:
+    """Tensors only the pruned model has: score predictors, ConvNeXt fast_path*, Swin fastmlp."""
+    return key.startswith("score_predictor.") or ".score_predictor." in key or ".fast_path" in key \
+        or ".fastmlp." in key
 
 
 def _spread_predictor_scores(model: torch.nn.Module, seed: int | None) -> None:

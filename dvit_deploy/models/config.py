@@ -8,9 +8,13 @@ the preprocessing the checkpoint was trained with.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+
+# The keep rule has one owner (torch-free, shared with the artifact layer); re-exported here.
+from ..artifact.keep import (  # noqa: F401
+    GEOMETRIC, LINEAR, SPLIT_FAMILIES, KeepSchedule, stage_ratios_for, validate_keep_ratio,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -21,7 +25,7 @@ class VariantConfig:
     """Architecture of one DynamicViT variant (dense baselines share it, minus predictors)."""
 
     name: str
-    family: str  # "deit" or "lvvit": selects the model class
+    family: str  # "deit", "lvvit", "convnext" or "swin": selects the model class
     embed_dim: int
     depth: int
     num_heads: int
@@ -39,6 +43,28 @@ class VariantConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     description: str = ""
+    # Hierarchical families (convnext, swin): per-stage depths, widths and heads. For them
+    # embed_dim / depth / num_heads describe the pruned (third) stage, pruning_loc indexes its
+    # blocks, and num_patches counts the positions of its map (stride 16: 14x14 at 224 px).
+    depths: tuple[int, ...] = ()
+    dims: tuple[int, ...] = ()
+    heads: tuple[int, ...] = ()
+    window_size: int = 7
+
+    @property
+    def splits_tokens(self) -> bool:
+        """Kept tokens take the full MLP, the rest a fast path; nothing is dropped (DynamicCNN/Swin)."""
+        return self.family in SPLIT_FAMILIES
+
+    @property
+    def schedule_kind(self) -> str:
+        return LINEAR if self.splits_tokens else GEOMETRIC
+
+    def keep_schedule(self, keep_ratio: float) -> KeepSchedule:
+        return KeepSchedule.from_ratio(keep_ratio, self.num_stages, self.num_patches, self.schedule_kind)
+
+    def stage_ratios(self, keep_ratio: float) -> tuple[float, ...]:
+        return stage_ratios_for(keep_ratio, self.num_stages, self.schedule_kind)
 
     @property
     def num_patches(self) -> int:
@@ -55,7 +81,7 @@ class VariantConfig:
     def from_dict(cls, data: dict[str, Any]) -> "VariantConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
-        for key in ("pruning_loc", "mean", "std"):
+        for key in ("pruning_loc", "mean", "std", "depths", "dims", "heads"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
@@ -73,45 +99,6 @@ class VariantConfig:
             "crop_pct": self.crop_pct,
             "crop_mode": "center",
         }
-
-
-@dataclass(frozen=True)
-class KeepSchedule:
-    """Per-stage keep ratios and the resulting token counts.
-
-    The official code keeps ``int(N0 * ratio_k)`` tokens at stage k, with ``ratio_k = rho**(k+1)``
-    computed in Python floats and N0 the *original* number of patches (196), never the count
-    left by the previous stage. Reproducing that float expression exactly matters: 0.7**3 is
-    0.34299999..., and int() truncates.
-    """
-
-    ratios: tuple[float, ...]
-    counts: tuple[int, ...]
-    num_patches: int
-
-    @classmethod
-    def from_ratio(cls, keep_ratio: float, num_stages: int, num_patches: int) -> "KeepSchedule":
-        validate_keep_ratio(keep_ratio)
-        ratios = tuple(keep_ratio ** (k + 1) for k in range(num_stages))
-        return cls.from_stage_ratios(ratios, num_patches)
-
-    @classmethod
-    def from_stage_ratios(cls, ratios: Sequence[float], num_patches: int) -> "KeepSchedule":
-        for r in ratios:
-            validate_keep_ratio(r)
-        counts = tuple(int(num_patches * r) for r in ratios)
-        if any(c < 1 for c in counts):
-            raise ValueError(
-                f"keep ratios {list(ratios)} keep no token at some stage (counts {list(counts)})"
-            )
-        if any(b > a for a, b in zip(counts, counts[1:])):
-            raise ValueError(f"per-stage keep ratios must not increase, got {list(ratios)}")
-        return cls(tuple(float(r) for r in ratios), counts, num_patches)
-
-
-def validate_keep_ratio(ratio: float) -> None:
-    if not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0.0 < ratio <= 1.0:
-        raise ValueError(f"keep ratio must be in (0, 1], got {ratio}")
 
 
 _DEIT = dict(family="deit", depth=12, mlp_ratio=4.0, pruning_loc=(3, 6, 9), qkv_bias=True, norm_eps=1e-6)
@@ -134,6 +121,37 @@ VARIANTS: dict[str, VariantConfig] = {
         ),
     )
 }
+
+
+def _convnext(name: str, depths: tuple[int, ...], dims: tuple[int, ...], pruning_loc: tuple[int, ...],
+              title: str) -> VariantConfig:
+    return VariantConfig(
+        name=name, family="convnext", embed_dim=dims[2], depth=depths[2], num_heads=1, mlp_ratio=4.0,
+        pruning_loc=pruning_loc, qkv_bias=True, norm_eps=1e-6, depths=depths, dims=dims,
+        description=f"{title} (DynamicCNN, AdaConvNeXt)",
+    )
+
+
+def _swin(name: str, embed: int, depths: tuple[int, ...], heads: tuple[int, ...], pruning_loc: tuple[int, ...],
+          title: str) -> VariantConfig:
+    dims = tuple(embed * 2 ** i for i in range(4))
+    return VariantConfig(
+        name=name, family="swin", embed_dim=dims[2], depth=depths[2], num_heads=heads[2], mlp_ratio=4.0,
+        pruning_loc=pruning_loc, qkv_bias=True, norm_eps=1e-5, depths=depths, dims=dims, heads=heads,
+        window_size=7, description=f"{title} (DynamicSwin)",
+    )
+
+
+# Official ``--model`` names and settings (main.py, models/dyconvnext.py, models/dyswin.py).
+for _cfg in (
+    _convnext("convnext-t", (3, 3, 9, 3), (96, 192, 384, 768), (1, 2, 3), "ConvNeXt-T"),
+    _convnext("convnext-s", (3, 3, 27, 3), (96, 192, 384, 768), (3, 6, 9), "ConvNeXt-S"),
+    _convnext("convnext-b", (3, 3, 27, 3), (128, 256, 512, 1024), (3, 6, 9), "ConvNeXt-B"),
+    _swin("swin-t", 96, (2, 2, 6, 2), (3, 6, 12, 24), (1, 2, 3), "Swin-T"),
+    _swin("swin-s", 96, (2, 2, 18, 2), (3, 6, 12, 24), (2, 4, 6), "Swin-S"),
+    _swin("swin-b", 128, (2, 2, 18, 2), (4, 8, 16, 32), (2, 4, 6), "Swin-B"),
+):
+    VARIANTS[_cfg.name] = _cfg
 
 DEFAULT_VARIANT = "deit-s"
 DEFAULT_KEEP_RATIO = 0.7

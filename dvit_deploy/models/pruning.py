@@ -135,17 +135,18 @@ class WithKeptTokens(nn.Module):
         return (logits, *decisions.keep_indices)
 
 
-def kept_patch_ids(stage_indices: list, num_patches: int) -> list:
+def kept_patch_ids(stage_indices: list, num_patches: int, *, compose: bool = True) -> list:
     """Turn per-stage indices (relative to each stage's input) into original patch ids.
 
     Works on numpy arrays or torch tensors of shape (B, K_s); returns the same kind.
     Stage s's indices point into the token list kept by stage s-1, itself in that stage's
-    descending-score order, so ids are composed stage by stage.
+    descending-score order, so ids are composed stage by stage. ``compose=False`` for ConvNeXt /
+    Swin, whose per-position indices already are map positions.
     """
     composed = []
     current = None
     for idx in stage_indices:
-        if current is None:
+        if current is None or not compose:
             current = idx
         else:
             current = _take_along_rows(current, idx)

@@ -148,7 +148,7 @@ def check_quantized(path: Path, manifest: dict[str, Any], *, samples: int = DEFA
     from ..artifact.names import kept_patch_ids
     from ..data import data_config_of
     from ..export.check import CheckReport, check_file_and_structure, reference_outputs
-    from ..export.graph import pruning_stages, with_topk_outputs
+    from ..export.graph import pruning_stages, split_blocks_of, with_topk_outputs
     from ..models.checkpoint import load_model_from_record
 
     phase = on_phase or (lambda name: None)
@@ -156,7 +156,8 @@ def check_quantized(path: Path, manifest: dict[str, Any], *, samples: int = DEFA
     keep_counts = list(manifest.get("keep_counts") or [])
     report = CheckReport()
     model = check_file_and_structure(path, report, keep_counts, dynamic_keep=bool(manifest.get("dynamic_keep")),
-                                     on_phase=phase)
+                                     on_phase=phase, split_blocks=None if manifest.get("dense") else
+                                     split_blocks_of(manifest.get("config") or {}))
     result.checker = report.checker
     result.stages = [s.to_dict() for s in report.stages]
     result.structure_problems = list(report.structure_problems)
@@ -191,8 +192,8 @@ def check_quantized(path: Path, manifest: dict[str, Any], *, samples: int = DEFA
 
     def run(chunk: np.ndarray) -> RunOutput:
         outs = dict(zip(names, session.run(names, {input_name: chunk, **feed_extra})))
-        kept = (kept_patch_ids([outs[n].astype(np.int64) for n in stage_outputs], loaded.variant.num_patches)
-                if stage_outputs else None)
+        kept = (kept_patch_ids([outs[n].astype(np.int64) for n in stage_outputs], loaded.variant.num_patches,
+                               compose=not loaded.variant.splits_tokens) if stage_outputs else None)
         return RunOutput(outs[names[0]], kept)
 
     tested = run_batched(run, np.ascontiguousarray(images), batch, fixed=bool(fixed))

@@ -94,9 +94,19 @@ def excluded_nodes(model, *, include_predictor: bool = False,
             names.extend(sorted(nodes))
     by_type = [n.name for n in model.graph.node if n.op_type in op_types]
     names.extend(by_type)
+    # ConvNeXt's depthwise 7x7 convs read the residual stream itself, which the predictors read too:
+    # a Q/DQ on their input would round both (ORT rewires every consumer to the DequantizeLinear).
+    # They are ~2% of the MACs, so they stay float and so do the stream and the predictors' inputs.
+    depthwise = [n.name for n in model.graph.node if n.op_type == "Conv" and _group(n) > 1]
+    record["depthwise_convs"] = len(depthwise)
+    names.extend(depthwise)
     names = list(dict.fromkeys(n for n in names if n))
     record["nodes"] = names
     return names, record
+
+
+def _group(node) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == "group"), 1)
 
 
 def quantize_onnx(

@@ -65,7 +65,9 @@ class Runner(abc.ABC):
         self.manifest = manifest
         self.device = device
         self.precision = precision
-        self.num_patches = ModelRecord.from_json(manifest).num_patches
+        record = ModelRecord.from_json(manifest)
+        self.num_patches = record.num_patches
+        self.compose_ids = not record.splits_tokens  # ConvNeXt/Swin indices are already positions
 
     # -- lifecycle ---------------------------------------------------------------------------
     @abc.abstractmethod

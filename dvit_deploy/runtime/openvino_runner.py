@@ -350,7 +350,8 @@ class OpenVINORunner(Runner):
         logits = values[0].astype(np.float32)
         kept = None
         if self._stage_ports:
-            kept = kept_patch_ids([values[p].astype(np.int64) for p in self._stage_ports], self.num_patches)
+            kept = kept_patch_ids([values[p].astype(np.int64) for p in self._stage_ports], self.num_patches,
+                                  compose=self.compose_ids)
         return RunOutput(logits=logits, kept=kept)
 
     def timed_call(self, images: np.ndarray, *, include_transfer: bool = False) -> Callable[[], None]:

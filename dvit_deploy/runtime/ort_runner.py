@@ -360,7 +360,8 @@ class OnnxRuntimeRunner(Runner):
         logits = values.get("logits", values[self._output_names[0]]).astype(np.float32)
         kept = None
         if self._stage_outputs:
-            kept = kept_patch_ids([values[n].astype(np.int64) for n in self._stage_outputs], self.num_patches)
+            kept = kept_patch_ids([values[n].astype(np.int64) for n in self._stage_outputs], self.num_patches,
+                                  compose=self.compose_ids)
         extra = {k: v for k, v in values.items() if k != "logits" and k not in self._stage_outputs}
         return RunOutput(logits=logits, kept=kept, extra=extra)
 

@@ -167,7 +167,8 @@ class TorchRunner(Runner):
         logits, *indices = self._forward(x)
         kept = None
         if indices:
-            kept = [ids.cpu().numpy() for ids in kept_patch_ids(list(indices), self.num_patches)]
+            kept = [ids.cpu().numpy() for ids in kept_patch_ids(list(indices), self.num_patches,
+                                                                  compose=self.compose_ids)]
         return RunOutput(logits=logits.float().cpu().numpy(), kept=kept)
 
     def timed_call(self, images: np.ndarray, *, include_transfer: bool = False) -> Callable[[], float | None]:

@@ -60,7 +60,8 @@ def keep_counts_feed(manifest: dict[str, Any], keep_ratio: float | None) -> np.n
         counts = np.asarray(manifest["keep_counts"], dtype=np.int32)
     else:
         try:
-            counts = keep_counts_for(float(keep_ratio), stages, ModelRecord.from_json(manifest).num_patches)
+            record = ModelRecord.from_json(manifest)
+            counts = keep_counts_for(float(keep_ratio), stages, record.num_patches, record.keep_schedule)
         except ValueError as exc:  # an out-of-range ρ is a bad input (as in export.dynamic_keep)
             raise BadInput(str(exc)) from None
     for profile in manifest.get("profiles", []):
@@ -291,7 +292,8 @@ class TensorRTRunner(Runner):
                 for name, tensor in outputs.items()}
         kept = None
         if self._token_outputs:
-            kept = kept_patch_ids([host[n].astype(np.int64) for n in self._token_outputs], self.num_patches)
+            kept = kept_patch_ids([host[n].astype(np.int64) for n in self._token_outputs], self.num_patches,
+                                  compose=self.compose_ids)
         logits_name = LOGITS_NAME if LOGITS_NAME in host else self._outputs[0]
         extra = {k: v for k, v in host.items() if k != logits_name and k not in self._token_outputs}
         return RunOutput(logits=host[logits_name].astype(np.float32), kept=kept, extra=extra)
