@@ -57,18 +57,20 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def dvit(*args: str, **kwargs) -> subprocess.Popen:
+def dvit(*args: str, tmpdir: Path | None = None, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if tmpdir is not None:  # a private temporary folder: what the server leaves there is its own, not a neighbour's
+        env["TMPDIR"] = str(tmpdir)
     return subprocess.Popen([sys.executable, "-m", "dvit_deploy", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent, **kwargs)
 
 
 class Server:
-    def __init__(self, artifact: Path, *extra: str) -> None:
+    def __init__(self, artifact: Path, *extra: str, tmpdir: Path | None = None) -> None:
         self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
         self.process = dvit("serve", str(artifact), "--http-port", str(self.http_port), "--grpc-port",
                             str(self.grpc_port), "--metrics-port", str(self.metrics_port), "--drain-timeout", "20",
-                            *extra)
+                            *extra, tmpdir=tmpdir)
         deadline = time.monotonic() + 240
         while not self.ready():
             if self.process.poll() is not None:
@@ -226,10 +228,12 @@ def test_bad_requests_get_their_error_and_serving_goes_on(dynamic_server, case, 
         assert infer(client, module, "tiny-dynkeep", good)["logits"].shape == (1, 10)  # still serving
 
 
-def test_sigterm_drains_in_flight_requests_and_leaves_nothing(exports):
+def test_sigterm_drains_in_flight_requests_and_leaves_nothing(exports, tmp_path):
     artifact = exports[1][0.8]
-    before = set(p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("dvit-serve-*"))
-    server = Server(artifact)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    server = Server(artifact, tmpdir=tmpdir)
+    assert [p.name for p in tmpdir.glob("dvit-serve-*")], "the server's workspace is in its TMPDIR"
     pid, prefix = server.process.pid, server.shm_prefix
     assert any(p.name.startswith(prefix) for p in SHM.iterdir()), "the backend's shared memory has our prefix"
     children = subprocess.run(["pgrep", "-s", str(_session_of(server)), "-f", "tritonserver|stub"],
@@ -277,8 +281,8 @@ def test_sigterm_drains_in_flight_requests_and_leaves_nothing(exports):
     for child in children:
         assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
     assert not [p for p in SHM.iterdir() if p.name.startswith(prefix)]
-    after = set(p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("dvit-serve-*"))
-    assert after <= before, f"workspace left: {after - before}"
+    left = [p.name for p in tmpdir.glob("dvit-serve-*")]
+    assert not left, f"workspace left: {left}"
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
 
 

@@ -162,6 +162,8 @@ class BundleResult:
 def precision_label(item: OnnxItem, target: DeviceTarget, precision: str) -> str:
     """The device engine's precision in words: ``int8 (fp16 fallback)`` for a Q/DQ model built with --fp16."""
     built = built_precision(item, target, precision)
+    if target.flavour == "rtx":  # the ONNX rides along for reference: the device runs the engines as built
+        return f"{built} (no device build: TensorRT-RTX engines ship as built)"
     strategy = device_precision_strategy(item, target, precision)
     if built == "int8" and "FP16" in strategy.set_flags:
         return "int8 (fp16 outside the Q/DQ pairs)"
