@@ -441,6 +441,29 @@ def test_other_variants(model_name, tmp_path_factory, out_dir):
     assert_engine(rtx_build(path, out_dir / f"{model_name}.engine", f"{model_name} fp32"), path)
 
 
+@pytest.mark.parametrize("model_name", ["tiny-convnext", "tiny-swin"])
+def test_split_models_fp32_and_fp16(model_name, tmp_path_factory, out_dir):
+    """ConvNeXt/Swin graphs (TopK over all N positions, two Gathers and one ScatterND per Ada block) go
+    through NVIDIA's parser and builder: one TopK per predictor position with K = N, and one SCATTER
+    layer per ONNX ScatterND (the write-back is not folded away or refused)."""
+    path = _export(tmp_path_factory.mktemp(f"rtx_{model_name}"), f"{model_name}-0.7", model_name)
+    onnx_manifest = json.loads(path.with_suffix(".json").read_text())
+    model = onnx.load(str(path), load_external_data=False)
+    scatters = sum(1 for n in model.graph.node if n.op_type == "ScatterND")
+    assert scatters > 0
+    for precision in ("fp32", "fp16"):
+        result = rtx_build(path, out_dir / f"{model_name}-{precision}.engine", f"{model_name} {precision}",
+                           precision=precision)
+        data = result.engine_path.read_bytes()
+        assert len(data) > 1000 and data[:4] == RTX_ENGINE_MAGIC
+        net = result.manifest["network"]
+        assert len(net["topk"]) == len(onnx_manifest["keep_counts"]) == net["layer_counts"]["TOPK"]
+        assert all(t["k"] == onnx_manifest["num_patches"] for t in net["topk"])
+        assert net["layer_counts"].get("SCATTER", 0) == scatters
+        assert [t["name"] for t in result.manifest["inputs"]] == ["images"]
+        assert [t["name"] for t in result.manifest["outputs"]] == [t["name"] for t in onnx_manifest["outputs"]]
+
+
 # -- package --target rtx + verify -----------------------------------------------------------------------------
 
 
