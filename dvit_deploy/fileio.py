@@ -53,6 +53,11 @@ def prepare_output(path: str | os.PathLike, *, force: bool, kinds: tuple[str, ..
         if manifest.exists() and not is_our_manifest(manifest):
             raise BadInput(f"refusing to overwrite {manifest}: it is not a dvit manifest (the manifest of {path.name} "
                            "would take its name); choose another output name")
+        owner = manifest_owner(manifest) if manifest.exists() else None
+        if owner and owner != path.name and (manifest.parent / owner).exists():
+            # x.onnx and x.engine in one folder would share x.json: writing one would orphan the other.
+            raise BadInput(f"refusing to write {path}: {manifest.name} beside it is the manifest of {owner}, which "
+                           f"{path.name} would orphan; choose another output name or folder")
     blocking_file = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocking_file is not None:
         raise BadInput(f"cannot write {path}: {blocking_file} is a file, not a folder")
@@ -204,6 +209,17 @@ def is_our_manifest(path: str | os.PathLike) -> bool:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return False
     return isinstance(data, dict) and str(data.get("schema", "")).startswith(SCHEMA_PREFIX)
+
+
+def manifest_owner(path: str | os.PathLike) -> str | None:
+    """The file name a dvit manifest describes (its ``artifact`` field), or None."""
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read(1 << 22))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    owner = data.get("artifact") if isinstance(data, dict) else None
+    return owner if isinstance(owner, str) and owner and "/" not in owner else None
 
 
 def is_same_or_parent_of_cwd(folder: Path) -> bool:

@@ -290,3 +290,21 @@ def test_piped_progress_is_a_line_per_phase(workdir):
     phases = [line for line in result.stderr.splitlines() if line.startswith("export: ")]
     assert phases[0] == "export: export …" and any(line.endswith(" s)") for line in phases)
     assert not [line for line in result.stderr.splitlines() if not line.strip()]  # no blank lines
+
+
+def test_an_artifact_never_takes_over_another_artifacts_manifest(tmp_path):
+    """x.onnx and x.engine in one folder would share x.json: writing the second must not orphan the first,
+    with or without --force (found building an engine beside its ONNX)."""
+    from dvit_deploy.errors import BadInput
+    from dvit_deploy.fileio import prepare_output
+
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    (tmp_path / "m.json").write_text(json.dumps({"schema": "dvit-deploy/onnx-1", "artifact": "m.onnx"}))
+    for force in (False, True):
+        with pytest.raises(BadInput, match=r"m\.json beside it is the manifest of m\.onnx"):
+            prepare_output(tmp_path / "m.engine", force=force, kinds=(".engine",))
+    assert json.loads((tmp_path / "m.json").read_text())["artifact"] == "m.onnx"
+    # Its own manifest, or one whose artifact is gone, is replaced as before.
+    assert prepare_output(tmp_path / "m.onnx", force=True, kinds=(".onnx",)) == tmp_path / "m.onnx"
+    (tmp_path / "m.onnx").unlink()
+    assert prepare_output(tmp_path / "m.engine", force=False, kinds=(".engine",)) == tmp_path / "m.engine"
