@@ -64,6 +64,7 @@ class ArtifactFilter:
 
     accept: Callable[[Path, Mapping[str, Any]], bool]
     what: str
+    refusal: str | None = None  # the whole message when none is accepted (else built from ``what``)
 
 
 def default_artifact(suffixes: tuple[str, ...] = ALL_SUFFIXES, *,
@@ -84,7 +85,8 @@ def default_artifact(suffixes: tuple[str, ...] = ALL_SUFFIXES, *,
     if only is not None:
         found = [p for p in found if only.accept(p, _manifest_or_empty(p))]
         if not found:
-            raise BadInput(f"no {only.what} with a manifest in {where}; run 'dvit export' first or pass a path")
+            raise BadInput(only.refusal or f"no {only.what} with a manifest in {where}; run 'dvit export' first "
+                           "or pass a path")
     if not found:
         raise BadInput(f"no {kinds} artifact with a manifest in {where}; run 'dvit export' first or pass a path")
     pruned = next((p for p in found if not _is_dense(p)), None)

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..artifact.manifest import ModelRecord
+from ..artifact.manifest import ENGINE_SCHEMA, ModelRecord  # the engine schema is written once, there
 from .. import __version__
 from ..errors import BadInput
 from ..fileio import manifest_path
@@ -24,7 +24,6 @@ from .targets import (HARDWARE_COMPAT, HARDWARE_COMPAT_LEVELS, HARDWARE_COMPAT_S
                       RTX_NO_FP32_GEMM, PrecisionStrategy, build_flavour, compatibility_problem, compute_capability_list,
                       engine_file_name, gpu_tag, parse_trt_version, precision_strategy)
 
-ENGINE_SCHEMA = "dvit-deploy/engine-manifest/1"
 MAX_BATCH_LIMIT = 4096
 DEFAULT_WORKSPACE_MB = 4096
 DEFAULT_OPT_LEVEL = 3  # TensorRT's default builder_optimization_level
