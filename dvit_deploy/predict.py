@@ -25,7 +25,7 @@ TOKEN_OUTPUTS_HINT = "re-export with 'dvit export --token-outputs' (or use --bac
 
 
 def num_classes_of(manifest: Mapping[str, Any], logits: np.ndarray | None = None) -> int:
-    config = manifest.get("config") if isinstance(manifest.get("config"), Mapping) else {}
+    config = ModelRecord.from_json(manifest).config
     if "num_classes" in config:
         return int(config["num_classes"])
     return int(logits.shape[1]) if logits is not None else 1000

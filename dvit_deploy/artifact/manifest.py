@@ -170,6 +170,7 @@ class ModelRecord:
     batch: int | None  # a fixed batch, or None for a dynamic one
     dynamic_keep: bool
     keep_ratio: float | None = None  # as the export recorded it (None for a dense model)
+    keep_input: Mapping[str, Any] | None = None  # the keep-count input (name, dtype, shape) of a dynamic-keep graph
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ModelRecord":
@@ -184,6 +185,7 @@ class ModelRecord:
             batch=int(batch) if batch else None,
             dynamic_keep=bool(data.get("dynamic_keep")),
             keep_ratio=data.get("keep_ratio") if isinstance(data.get("keep_ratio"), (int, float)) else None,
+            keep_input=dict(data["keep_input"]) if isinstance(data.get("keep_input"), Mapping) else None,
         )
 
     @property
@@ -331,7 +333,6 @@ class OnnxArtifact:
     sha256: str | None
     bytes: int | None
     external_data: tuple[str, ...]
-    keep_input: Mapping[str, Any] | None  # the keep-count input of a dynamic-keep graph
     derived_from: DerivedFrom | None  # quantize: inside ``quantization``; fp16: top level
     quantization: QuantizationRecord | None
     raw: Mapping[str, Any]
@@ -340,7 +341,6 @@ class OnnxArtifact:
     def from_json(cls, data: Mapping[str, Any]) -> "OnnxArtifact":
         record = data.get("onnx") if isinstance(data.get("onnx"), Mapping) else {}
         quant = data.get("quantization") if isinstance(data.get("quantization"), Mapping) else {}
-        keep_input = data.get("keep_input")
         size = record.get("bytes")
         return cls(
             model=ModelRecord.from_json(data),
@@ -349,7 +349,6 @@ class OnnxArtifact:
             sha256=_text(record.get("sha256")),
             bytes=size if isinstance(size, int) else None,
             external_data=tuple(str(f) for f in record.get("external_data") or []),
-            keep_input=keep_input if isinstance(keep_input, Mapping) else None,
             derived_from=DerivedFrom.from_json(quant.get("derived_from") or data.get("derived_from")),
             quantization=QuantizationRecord.from_manifest(data),
             raw=data,

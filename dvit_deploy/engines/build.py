@@ -123,8 +123,8 @@ def write_fp16_onnx(onnx_path: Path, onnx_manifest: dict[str, Any], output: Path
         count = batch * -(-count // batch)
     images = seeded_images(count, shape).numpy()
     extra = {}
-    if typed.model.dynamic_keep and typed.keep_input:
-        extra[typed.keep_input["name"]] = np.asarray(typed.model.keep_counts, dtype=np.int32)
+    if typed.model.dynamic_keep and typed.model.keep_input:
+        extra[typed.model.keep_input["name"]] = np.asarray(typed.model.keep_counts, dtype=np.int32)
     comparison = compare_with_fp32(model, result.model, images, extra_inputs=extra,
                                    num_patches=typed.model.num_patches)
     report = {**result.to_dict(), "parity_vs_fp32_onnx": comparison.to_dict()}

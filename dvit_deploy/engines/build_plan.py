@@ -108,13 +108,15 @@ def make_profiles(onnx_manifest: dict[str, Any], *, min_batch: int | None = None
     images = inputs[0]
     rest = tuple(int(d) for d in images["shape"][1:])
     profiles = [InputProfile(images["name"], "shape", (lo, *rest), (opt, *rest), (hi, *rest))]
-    keep_input = onnx_manifest.get("keep_input")
-    if onnx_manifest.get("dynamic_keep"):
+    model = ModelRecord.from_json(onnx_manifest)
+    keep_input = model.keep_input
+    if model.dynamic_keep:
         if not keep_input:
             raise BadInput("the ONNX manifest says dynamic_keep but does not describe its keep input")
-        cmin, copt, cmax = keep_count_range(keep_range, onnx_manifest.get("keep_ratio"),
+        # pruning_locations: a list only the export writes and only this reads, so not typed
+        cmin, copt, cmax = keep_count_range(keep_range, model.keep_ratio,
                                             len(onnx_manifest.get("pruning_locations") or keep_input["shape"]),
-                                            ModelRecord.from_json(onnx_manifest).num_patches)
+                                            model.num_patches)
         profiles.append(InputProfile(keep_input["name"], "values", cmin, copt, cmax))
     elif keep_range is not None:
         raise BadInput("--keep-range needs an ONNX exported with --dynamic-keep")
