@@ -20,7 +20,7 @@ from .errors import BadInput
 from .predict import DEFAULT_BATCH, num_classes_of, resolve_artifact
 from .runtime import default_backend, runner_for_artifact
 from .batching import Gathered, pad_batch
-from .artifact.store import load_manifest
+from .artifact.store import Artifact
 
 REFERENCE = "torch"
 
@@ -57,7 +57,7 @@ def _topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
 
 def evaluate(
     data: Path,
-    artifact: Path | None = None,
+    artifact: Path | Artifact | None = None,
     backends: Sequence[str] | None = None,
     *,
     labels_file: Path | None = None,
@@ -73,15 +73,15 @@ def evaluate(
         raise BadInput(f"--batch must be ≥ 1, got {batch}")
     if limit is not None and limit < 1:
         raise BadInput(f"--limit must be ≥ 1, got {limit}")
-    path = resolve_artifact(artifact, backends[0] if backends else None)
-    manifest = load_manifest(path)
+    opened = resolve_artifact(artifact, backends[0] if backends else None)  # read and checked once
+    path, manifest = opened.path, dict(opened.manifest)
     dataset: LabelledImages = read_dataset(data, labels_file=labels_file,
                                            num_classes=num_classes_of(manifest)).limit(limit)
     names = list(dict.fromkeys(backends or [default_backend(path)]))
     if reference and REFERENCE not in names:
         names.insert(0, REFERENCE)
-    fixed = manifest.get("batch")
-    step = int(fixed) if fixed else batch
+    fixed = opened.model.batch
+    step = fixed if fixed else batch
     data_config = data_config_of(manifest)
 
     gathered = {n: Gathered() for n in names}  # images stream in batch by batch: one per runner
@@ -94,7 +94,7 @@ def evaluate(
             options = {"topk_outputs": True} if backend_name in ("onnxruntime", "openvino") else {}
             # The reference is PyTorch fp32 whatever the artifact's precision; the rest run the artifact's own.
             precision = "fp32" if name == REFERENCE else (spec_precision or None)
-            runners[name] = stack.enter_context(runner_for_artifact(path, backend_name, device=device,
+            runners[name] = stack.enter_context(runner_for_artifact(opened, backend_name, device=device,
                                                                     precision=precision, **options))
         if on_start:
             on_start(len(dataset))

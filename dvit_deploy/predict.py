@@ -18,14 +18,14 @@ from .data import class_names, data_config_of, preprocess_images
 from .errors import BadInput
 from .runtime import default_backend, runner_for_artifact
 from .batching import run_batched
-from .artifact.store import default_artifact, load_manifest
+from .artifact.store import Artifact, open_artifact
 
 DEFAULT_BATCH = PREDICT_BATCH
 TOKEN_OUTPUTS_HINT = "re-export with 'dvit export --token-outputs' (or use --backend torch/onnxruntime)"
 
 
 def num_classes_of(manifest: Mapping[str, Any], logits: np.ndarray | None = None) -> int:
-    config = manifest.get("config") if isinstance(manifest.get("config"), Mapping) else {}
+    config = ModelRecord.from_json(manifest).config
     if "num_classes" in config:
         return int(config["num_classes"])
     return int(logits.shape[1]) if logits is not None else 1000
@@ -78,18 +78,19 @@ class PredictResult:
                 "predictions": [p.to_dict() for p in self.predictions], "notes": self.notes}
 
 
-def resolve_artifact(artifact: Path | None, backend: str | None = None) -> Path:
-    """The given artifact, or the default one among the files ``backend`` runs (the rule every command uses)."""
-    if artifact is not None:
-        return Path(artifact).expanduser()
+def resolve_artifact(artifact: Path | Artifact | None, backend: str | None = None) -> Artifact:
+    """The given artifact, or the default one among the files ``backend`` runs (``open_artifact``'s
+    rule, the one every command uses), opened with its manifest checked."""
+    if isinstance(artifact, Artifact):
+        return artifact
     from .runtime import artifact_suffixes
 
-    return default_artifact(artifact_suffixes(backend))[0]
+    return open_artifact(artifact, artifact_suffixes(backend))
 
 
 def predict(
     images: Sequence[Path],
-    artifact: Path | None = None,
+    artifact: Path | Artifact | None = None,
     backend: str | None = None,
     *,
     top_k: int = 5,
@@ -105,21 +106,21 @@ def predict(
     if batch < 1:
         raise BadInput(f"--batch must be ≥ 1, got {batch}")
     phase("preprocess")
-    path = resolve_artifact(artifact, backend)
-    manifest = load_manifest(path)
+    opened = resolve_artifact(artifact, backend)
+    path, manifest, model = opened.path, dict(opened.manifest), opened.model
     backend = backend or default_backend(path)
-    if want_kept and manifest.get("dense"):
+    if want_kept and model.dense:
         raise BadInput(f"{path.name} is a dense model: it keeps every token, so there is nothing to visualise")
     batch_images = preprocess_images(list(images), data_config_of(manifest))
-    fixed = manifest.get("batch")
+    fixed = model.batch
 
     options: dict[str, Any] = {}
     backend, _, spec_precision = backend.partition(":")  # "openvino:bf16": one backend at one precision
     if backend in ("onnxruntime", "openvino") and want_kept:
         options["topk_outputs"] = True  # recover kept tokens even from an artifact without token outputs
     phase(f"run ({backend})")
-    with runner_for_artifact(path, backend, device=device, precision=spec_precision or None, **options) as runner:
-        outputs = run_batched(runner.run, batch_images, int(fixed) if fixed else batch, fixed=bool(fixed))
+    with runner_for_artifact(opened, backend, device=device, precision=spec_precision or None, **options) as runner:
+        outputs = run_batched(runner.run, batch_images, fixed if fixed else batch, fixed=bool(fixed))
         described = runner.describe()
     notes = list(getattr(runner, "notes", []) or [])
     logits, kept = outputs.logits, outputs.kept

@@ -22,7 +22,7 @@ from .defaults import VALIDATE_BATCH, VALIDATE_SAMPLES
 from .errors import BadInput, DvitError
 from .export.onnx_export import TOKEN_OUTPUT_PREFIX
 from .runtime import FILE_BACKENDS, default_backend, runner_for_artifact
-from .artifact.store import default_artifact, load_manifest
+from .artifact.store import Artifact, open_artifact
 
 DEFAULT_SAMPLES = VALIDATE_SAMPLES
 DEFAULT_BATCH = VALIDATE_BATCH
@@ -108,8 +108,8 @@ class ValidateReport:
 
 
 def default_artifacts() -> list[Path]:
-    """The default artifact (``workspace.default_artifact``: the one rule every command uses)."""
-    return [default_artifact()[0]]
+    """The default artifact (``artifact.store.open_artifact``'s rule: the one every command uses)."""
+    return [open_artifact(None).path]
 
 
 def split_backend_spec(spec: str, precision: str | None) -> tuple[str, str | None]:
@@ -203,7 +203,7 @@ def _reference(manifest: dict[str, Any], source: InputSource, batch: int, cache:
 
 
 def validate(
-    artifact_paths: Sequence[Path] | None = None,
+    artifact_paths: Sequence[Path | Artifact] | None = None,
     *,
     backends: Sequence[str] | None = None,
     samples: int = DEFAULT_SAMPLES,
@@ -221,22 +221,24 @@ def validate(
     if batch < 1:
         raise BadInput(f"--batch must be ≥ 1, got {batch}")
     phase = on_phase or (lambda name: None)
-    paths = [Path(p) for p in artifact_paths] if artifact_paths else default_artifacts()
+    given = list(artifact_paths) if artifact_paths else [None]  # None: the default artifact
     report = ValidateReport(inputs="", samples=samples)
     cache: dict[str, Any] = {}
-    for artifact in paths:
-        manifest = load_manifest(artifact)
+    for item in given:
+        # Opened (manifest and sha256 checked) once, then handed to every backend's runner.
+        opened = item if isinstance(item, Artifact) else open_artifact(None if item is None else Path(item))
+        artifact, manifest, model = opened.path, dict(opened.manifest), opened.model
         source = load_inputs(manifest, samples, images_dir)
         report.inputs = source.description
         if source.count < samples and images_dir is not None:
             report.warnings.append(f"validated {source.count} image(s), fewer than --samples {samples}: {images_dir} "
                                    f"holds only {source.count}")
         report.samples = source.count
-        fixed = manifest.get("batch")
-        run_batch = int(fixed) if fixed else min(batch, source.count)
+        fixed = model.batch
+        run_batch = fixed if fixed else min(batch, source.count)
         phase(f"{artifact.name}: PyTorch fp32 reference")
         ref = _reference(manifest, source, run_batch, cache)
-        pruned = not manifest.get("dense")
+        pruned = not model.dense
         for spec in backends or default_backends(artifact):
             backend, backend_precision = split_backend_spec(spec, precision)
             result = BackendResult(artifact=str(artifact), backend=backend, status="skipped")
@@ -251,7 +253,7 @@ def validate(
             if backend in ("onnxruntime", "openvino"):
                 options["topk_outputs"] = True  # kept tokens even without token outputs
             try:
-                runner = runner_for_artifact(artifact, backend, **options)
+                runner = runner_for_artifact(opened, backend, **options)
                 with runner:
                     info = runner.describe()
                     outputs = run_streamed(runner.run, source, run_batch, fixed=bool(fixed))

@@ -82,17 +82,22 @@ def mismatches(artifact: Path, manifest: Mapping[str, Any]) -> list[Path]:
     return bad
 
 
-def verify_artifact(artifact: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
-    """Refuse (BadInput) or, with checks off, warn about an artifact that is not what its manifest says."""
+def verify_artifact(artifact: str | os.PathLike, manifest: Mapping[str, Any]) -> bool:
+    """Refuse (BadInput) or, with checks off, warn about an artifact that is not what its manifest says.
+
+    True when the artifact's sha256 was checked and matches (False: the manifest records no digest,
+    or the check was off and it differs).
+    """
     bad = mismatches(Path(artifact), manifest)
     if not bad:
-        return
+        return bool(recorded_digests(Path(artifact), manifest))
     names = ", ".join(str(p) for p in bad)
     if _policy.enabled:
         raise BadInput(f"{names} does not match its manifest (sha256 differs): it changed after it was written; "
                        "re-create it, or pass --no-verify to use it anyway")
     if _policy.on_warning is not None:
         _policy.on_warning(f"{names} does not match its manifest (sha256 differs); used anyway (--no-verify)")
+    return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,6 +171,8 @@ class ModelRecord:
     batch: int | None  # a fixed batch, or None for a dynamic one
     dynamic_keep: bool
     keep_schedule: str = GEOMETRIC  # "geometric" (ViTs) or "linear" (ConvNeXt/Swin); absent = geometric
+    keep_ratio: float | None = None  # as the export recorded it (None for a dense model)
+    keep_input: Mapping[str, Any] | None = None  # the keep-count input (name, dtype, shape) of a dynamic-keep graph
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ModelRecord":
@@ -180,6 +187,8 @@ class ModelRecord:
             batch=int(batch) if batch else None,
             dynamic_keep=bool(data.get("dynamic_keep")),
             keep_schedule=schedule_kind_of(data),
+            keep_ratio=data.get("keep_ratio") if isinstance(data.get("keep_ratio"), (int, float)) else None,
+            keep_input=dict(data["keep_input"]) if isinstance(data.get("keep_input"), Mapping) else None,
         )
 
     @property
@@ -279,3 +288,79 @@ class QuantizationRecord:
         cpu = section.get("cpu") if isinstance(section.get("cpu"), Mapping) else {}
         return cls(recipe=_text(recipe.get("name")), target=_text(recipe.get("target")),
                    reduce_range=section.get("reduce_range") is True, cpu_class=_text(cpu.get("class")))
+
+
+@dataclass(frozen=True)
+class DerivedFrom:
+    """The artifact a derived ONNX (int8, fp16) was made from: the one shape every writer uses.
+
+    ``path`` is relative to the derived file's folder. Manifests written before this shape read too:
+    fp16 graphs recorded an absolute ``path`` and no ``bytes``/``artifact``.
+    """
+
+    path: str
+    artifact: str
+    sha256: str | None
+    bytes: int | None
+    transform: str | None = None
+
+    @classmethod
+    def of(cls, source: Path, derived: Path, *, sha256: str, transform: str | None = None) -> "DerivedFrom":
+        return cls(path=os.path.relpath(Path(source).resolve(), Path(derived).parent.resolve()),
+                   artifact=Path(source).name, sha256=sha256, bytes=Path(source).stat().st_size, transform=transform)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> "DerivedFrom | None":
+        if not isinstance(data, Mapping) or not isinstance(data.get("path"), str):
+            return None
+        size = data.get("bytes")
+        return cls(path=data["path"], artifact=_text(data.get("artifact")) or Path(data["path"]).name,
+                   sha256=_text(data.get("sha256")), bytes=size if isinstance(size, int) else None,
+                   transform=_text(data.get("transform")))
+
+    def source_path(self, derived: Path) -> Path:
+        """Where the source is: an old absolute path as it is, a relative one from ``derived``'s folder."""
+        path = Path(self.path)
+        return path if path.is_absolute() else Path(derived).parent / path
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"path": self.path, "artifact": self.artifact, "sha256": self.sha256,
+                                "bytes": self.bytes}
+        if self.transform is not None:
+            data["transform"] = self.transform
+        return data
+
+
+@dataclass(frozen=True)
+class OnnxArtifact:
+    """An ONNX manifest (``dvit export``'s layout; ``dvit quantize`` and the fp16 conversion add to it), typed."""
+
+    model: ModelRecord
+    precision: str  # fp32, fp16 (mixed) or int8 (Q/DQ)
+    opset: int | None
+    sha256: str | None
+    bytes: int | None
+    external_data: tuple[str, ...]
+    derived_from: DerivedFrom | None  # quantize: inside ``quantization``; fp16: top level
+    quantization: QuantizationRecord | None
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "OnnxArtifact":
+        record = data.get("onnx") if isinstance(data.get("onnx"), Mapping) else {}
+        quant = data.get("quantization") if isinstance(data.get("quantization"), Mapping) else {}
+        size = record.get("bytes")
+        return cls(
+            model=ModelRecord.from_json(data),
+            precision=str(data.get("precision") or "fp32"),
+            opset=data.get("opset") if isinstance(data.get("opset"), int) else None,
+            sha256=_text(record.get("sha256")),
+            bytes=size if isinstance(size, int) else None,
+            external_data=tuple(str(f) for f in record.get("external_data") or []),
+            derived_from=DerivedFrom.from_json(quant.get("derived_from") or data.get("derived_from")),
+            quantization=QuantizationRecord.from_manifest(data),
+            raw=data,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.raw)

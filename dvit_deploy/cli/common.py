@@ -334,15 +334,18 @@ def human_bytes(n: int) -> str:
 
 def artifact_or_default(given: Path | None, suffixes: tuple[str, ...] | None = None,
                         backend: str | None = None) -> Path:
-    """``given``, or the default artifact (one rule for every command), saying which was picked."""
+    """``given``, or the default artifact (``artifact.store.open_artifact``'s rule, one for every command),
+    saying which was picked.
+
+    Only the path comes back: the job opens it once, inside the command's ``--no-verify`` policy
+    (``artifact_checks``), which is not in force yet here; so the default is picked here unverified.
+    """
     if given is not None:
         return Path(given).expanduser()
-    from ..artifact.store import default_artifact
+    from ..artifact.store import open_artifact
     from ..runtime import artifact_suffixes
 
-    path, why = default_artifact(suffixes or artifact_suffixes(backend))
-    picked(path, why)
-    return path
+    return open_artifact(None, suffixes or artifact_suffixes(backend), verify=False, on_picked=picked).path
 
 
 @contextlib.contextmanager

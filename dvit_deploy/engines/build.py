@@ -15,10 +15,10 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from ..artifact.manifest import ModelRecord
+from ..artifact.manifest import DerivedFrom, OnnxArtifact
 from ..errors import BadInput, CheckFailed
 from ..fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
-from ..artifact.store import default_artifact, engines_dir, load_manifest
+from ..artifact.store import Artifact, engines_dir, open_artifact
 from ..deps import package_present
 from .doctor import QDQ_OPS, DoctorReport, diagnose
 from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision, fixed_batch
@@ -39,11 +39,18 @@ class BuildResult:
     warnings: list[str] = field(default_factory=list)  # post-build problems that did not cost the engine
 
 
-def resolve_onnx(onnx_path: str | Path | None) -> tuple[Path, dict[str, Any]]:
-    path = Path(onnx_path) if onnx_path is not None else default_artifact((".onnx",))[0]
-    if path.suffix != ".onnx":
-        raise BadInput(f"{path} is not an .onnx file")
-    return path, load_manifest(path)
+def resolve_onnx(onnx_path: str | Path | Artifact | None) -> Artifact:
+    """The ONNX to build (given, or ``open_artifact``'s default among .onnx files), opened once."""
+    if isinstance(onnx_path, Artifact):
+        opened = onnx_path
+    else:
+        path = Path(onnx_path) if onnx_path is not None else None
+        if path is not None and path.suffix != ".onnx":  # refused before the manifest is read, as always
+            raise BadInput(f"{path} is not an .onnx file")
+        opened = open_artifact(path, (".onnx",))
+    if opened.path.suffix != ".onnx":
+        raise BadInput(f"{opened.path} is not an .onnx file")
+    return opened
 
 
 def resolve_precision(onnx_manifest: dict[str, Any], precision: str) -> tuple[str, bool]:
@@ -52,11 +59,12 @@ def resolve_precision(onnx_manifest: dict[str, Any], precision: str) -> tuple[st
     A ``*-fp16mixed.onnx`` (manifest precision fp16) is built as fp16 as it is: recording it as
     fp32, or converting it a second time, would both be wrong.
     """
-    if onnx_manifest.get("precision") == "int8":
+    recorded = OnnxArtifact.from_json(onnx_manifest).precision
+    if recorded == "int8":
         if precision not in ("fp32", "int8"):
             raise BadInput(f"the ONNX is explicitly quantized (int8 Q/DQ); it builds as int8, not {precision}")
         return "int8", False
-    if onnx_manifest.get("precision") != "fp16":
+    if recorded != "fp16":
         return precision, False
     if precision not in ("fp32", "fp16"):
         raise BadInput(f"the ONNX is already an fp16 mixed-precision graph; it builds as fp16, not {precision}")
@@ -107,18 +115,18 @@ def write_fp16_onnx(onnx_path: Path, onnx_manifest: dict[str, Any], output: Path
         raise CheckFailed(f"fp16 graph fails the ONNX checker: {str(exc).splitlines()[0]}") from None
     from ..export.check import seeded_images
 
-    shape = ModelRecord.from_json(onnx_manifest).input_shape
+    typed = OnnxArtifact.from_json(onnx_manifest)
+    shape = typed.model.input_shape
     count = max(check_samples, 2)
     batch = fixed_batch(model)
     if batch:  # a fixed-batch graph only takes whole batches
         count = batch * -(-count // batch)
     images = seeded_images(count, shape).numpy()
     extra = {}
-    keep_input = onnx_manifest.get("keep_input")
-    if onnx_manifest.get("dynamic_keep") and keep_input:
-        extra[keep_input["name"]] = np.asarray(onnx_manifest["keep_counts"], dtype=np.int32)
+    if typed.model.dynamic_keep and typed.model.keep_input:
+        extra[typed.model.keep_input["name"]] = np.asarray(typed.model.keep_counts, dtype=np.int32)
     comparison = compare_with_fp32(model, result.model, images, extra_inputs=extra,
-                                   num_patches=ModelRecord.from_json(onnx_manifest).num_patches)
+                                   num_patches=typed.model.num_patches)
     report = {**result.to_dict(), "parity_vs_fp32_onnx": comparison.to_dict()}
     if not comparison.passed:
         raise CheckFailed("fp16 graph does not match the fp32 graph: " + "; ".join(comparison.failures), report)
@@ -127,14 +135,16 @@ def write_fp16_onnx(onnx_path: Path, onnx_manifest: dict[str, Any], output: Path
     manifest = {**onnx_manifest, "artifact": output.name, "precision": "fp16",
                 "onnx": {"sha256": sha256_file(output), "bytes": len(data), "external_data": [],
                          "external_data_sha256": {}},
-                "derived_from": {"path": str(onnx_path.resolve()), "sha256": sha256_file(onnx_path),
-                                 "transform": "dvit_deploy.engines.fp16.convert_to_mixed_precision"},
+                # The one derived_from shape (artifact.manifest.DerivedFrom): path relative to this file.
+                "derived_from": DerivedFrom.of(onnx_path, output, sha256=sha256_file(onnx_path),
+                                               transform="dvit_deploy.engines.fp16.convert_to_mixed_precision"
+                                               ).to_json(),
                 "fp16_conversion": report}
     write_json_atomic(manifest_path(output), manifest)
     return result, manifest
 
 
-def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", output: str | Path | None = None,
+def build(onnx_path: str | Path | Artifact | None = None, *, precision: str = "fp32", output: str | Path | None = None,
           target: str | None = None, force: bool = False, onnx_only: bool = False,
           min_batch: int | None = None, opt_batch: int | None = None, max_batch: int | None = None,
           keep_range: tuple[float, float] | None = None, workspace_mb: int = 4096, optimization_level: int = 3,
@@ -146,7 +156,8 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
     seconds: dict[str, float] = {}
     kind = build_flavour(next((f.name for f in BUILD_FLAVOURS.values() if f.parser_target and f.parser_target == target),
                               "tensorrt"))
-    source, onnx_manifest = resolve_onnx(onnx_path)
+    opened = resolve_onnx(onnx_path)  # read and checked once for the whole build
+    source, onnx_manifest = opened.path, dict(opened.manifest)
     # Option mistakes are reported before the doctor runs.
     precision, already_fp16 = resolve_precision(onnx_manifest, precision)
     if onnx_only and already_fp16:
@@ -203,7 +214,7 @@ def build(onnx_path: str | Path | None = None, *, precision: str = "fp32", outpu
     engine_path = prepare_output(Path(output) if output is not None else folder / plan.engine_name, force=force)
     built_from, fp16_info, fp16_path = source, None, None
     if already_fp16:
-        fp16_info = onnx_manifest.get("fp16_conversion")
+        fp16_info = onnx_manifest.get("fp16_conversion")  # copied as is into the engine manifest
     elif plan.fp16_graph:
         phase("fp16 graph for the strongly typed build")
         fp16_path = engine_path.with_name(f"{source.stem}{FP16_SUFFIX}.onnx")

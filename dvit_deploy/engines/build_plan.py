@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..artifact.manifest import ModelRecord
+from ..artifact.manifest import ENGINE_SCHEMA, ModelRecord  # the engine schema is written once, there
 from .. import __version__
 from ..errors import BadInput
 from ..fileio import manifest_path
@@ -24,7 +24,6 @@ from .targets import (HARDWARE_COMPAT, HARDWARE_COMPAT_LEVELS, HARDWARE_COMPAT_S
                       RTX_NO_FP32_GEMM, PrecisionStrategy, build_flavour, compatibility_problem, compute_capability_list,
                       engine_file_name, gpu_tag, parse_trt_version, precision_strategy)
 
-ENGINE_SCHEMA = "dvit-deploy/engine-manifest/1"
 MAX_BATCH_LIMIT = 4096
 DEFAULT_WORKSPACE_MB = 4096
 DEFAULT_OPT_LEVEL = 3  # TensorRT's default builder_optimization_level
@@ -110,14 +109,15 @@ def make_profiles(onnx_manifest: dict[str, Any], *, min_batch: int | None = None
     images = inputs[0]
     rest = tuple(int(d) for d in images["shape"][1:])
     profiles = [InputProfile(images["name"], "shape", (lo, *rest), (opt, *rest), (hi, *rest))]
-    keep_input = onnx_manifest.get("keep_input")
-    if onnx_manifest.get("dynamic_keep"):
+    model = ModelRecord.from_json(onnx_manifest)
+    keep_input = model.keep_input
+    if model.dynamic_keep:
         if not keep_input:
             raise BadInput("the ONNX manifest says dynamic_keep but does not describe its keep input")
-        record = ModelRecord.from_json(onnx_manifest)
-        cmin, copt, cmax = keep_count_range(keep_range, onnx_manifest.get("keep_ratio"),
+        # pruning_locations: a list only the export writes and only this reads, so not typed
+        cmin, copt, cmax = keep_count_range(keep_range, model.keep_ratio,
                                             len(onnx_manifest.get("pruning_locations") or keep_input["shape"]),
-                                            record.num_patches, record.keep_schedule)
+                                            model.num_patches, model.keep_schedule)
         profiles.append(InputProfile(keep_input["name"], "values", cmin, copt, cmax))
     elif keep_range is not None:
         raise BadInput("--keep-range needs an ONNX exported with --dynamic-keep")

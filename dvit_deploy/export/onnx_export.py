@@ -24,6 +24,7 @@ import torch
 
 from .. import __version__
 from ..errors import BadInput, CheckFailed, DvitError
+from ..artifact.manifest import ONNX_SCHEMA
 from ..artifact.names import INPUT_NAME, LOGITS_NAME, TOKEN_OUTPUT_PREFIX, token_output_name  # noqa: F401
 from ..fileio import errors_name, manifest_path, prepare_output, publish_artifact, sha256_file, temp_prefix
 from ..models import WithKeptTokens
@@ -61,7 +62,7 @@ def light_optimize(program: Any) -> None:
 MAX_DYNAMIC_BATCH = 4096
 EXAMPLE_BATCH = 2  # batch sizes 0 and 1 would be specialised by torch.export
 PROTOBUF_LIMIT = 2_000_000_000
-MANIFEST_SCHEMA = "dvit-deploy/onnx-manifest/1"
+MANIFEST_SCHEMA = ONNX_SCHEMA  # one schema constant per kind (artifact.manifest)
 
 @dataclass
 class ExportResult:

@@ -16,12 +16,14 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..artifact.manifest import ModelRecord
+from ..artifact.store import Artifact, as_artifact
 from ..errors import BadInput
-from ..fileio import atomic_path, manifest_path, read_json
+from ..fileio import atomic_path
 from ..flops import macs_for_manifest
 from .stats import CV_WARN_PERCENT, LatencyStats, latency_stats
 
@@ -253,22 +255,47 @@ def _cpu_name() -> str:
 # Running
 
 
-def seeded_batch(batch: int, manifest: dict[str, Any]) -> np.ndarray:
+@dataclass(frozen=True)
+class ProfileRun:
+    """One artifact to measure, opened (manifest checked) once when planned, and its role."""
+
+    artifact: Artifact
+    role: str  # "sparse" or "dense"
+
+
+@dataclass
+class _Loaded:
+    """A run whose runner is loaded for the whole profile, with what the measurement needs of it."""
+
+    run: ProfileRun
+    runner: Any
+    info: dict[str, Any]  # runner.describe()
+    batches: set[int]  # the batch sizes it can run
+    gmacs: float
+
+
+def seeded_batch(batch: int, manifest: Mapping[str, Any] | Artifact) -> np.ndarray:
     from ..data import seeded_inputs
 
-    return seeded_inputs(manifest, batch, PROFILE_SEED)
+    return seeded_inputs(dict(manifest.manifest if isinstance(manifest, Artifact) else manifest), batch, PROFILE_SEED)
 
 
-def supported_batches(manifest: dict[str, Any], batches: Sequence[int]) -> tuple[list[int], list[int]]:
+def supported_batches(manifest: Mapping[str, Any] | Artifact, batches: Sequence[int]) -> tuple[list[int], list[int]]:
     """Batches this artifact can run, and those it cannot (fixed-batch exports run one size)."""
-    fixed = manifest.get("batch")
+    model = manifest.model if isinstance(manifest, Artifact) else ModelRecord.from_json(manifest)
+    fixed = model.batch
     if fixed is None:
         return list(batches), []
     return [b for b in batches if b == fixed], [b for b in batches if b != fixed]
 
 
+def _as_run(item: ProfileRun | tuple[Path, str]) -> ProfileRun:
+    """Callers outside the plan (benchmarks) may still pass (path, role) pairs."""
+    return item if isinstance(item, ProfileRun) else ProfileRun(as_artifact(item[0]), item[1])
+
+
 def profile_artifacts(
-    artifacts: Sequence[tuple[Path, str]],
+    artifacts: Sequence[ProfileRun | tuple[Path, str]],
     backend: str,
     batches: Sequence[int],
     settings: ProfileSettings,
@@ -279,7 +306,7 @@ def profile_artifacts(
     on_progress: ProgressCallback | None = None,
     notes: list[str] | None = None,
 ) -> list[ProfileResult]:
-    """Measure (artifact, role) pairs on one backend, interleaved at each batch size.
+    """Measure the planned runs (artifact and role) on one backend, interleaved at each batch size.
 
     All runners stay loaded for the whole run so that, batch by batch, the artifacts can be
     measured in alternating rounds (``settings.rounds``): their ratios are then robust to the
@@ -287,19 +314,20 @@ def profile_artifacts(
     """
     from ..runtime import runner_for_artifact
 
+    runs = [_as_run(item) for item in artifacts]
     opts = dict(options or {})
     if settings.intra_op_threads is not None and backend != "tensorrt":  # CPU threads mean nothing to engines
         opts["intra_op_threads"] = settings.intra_op_threads
     if settings.cuda_graph:
         opts["cuda_graph"] = True
-    _check_memory(artifacts, backend, batches, device)
-    loaded = []
+    _check_memory(runs, backend, batches, device)
+    loaded: list[_Loaded] = []
     with contextlib.ExitStack() as stack:
-        for artifact, role in artifacts:
-            manifest = read_json(manifest_path(artifact), what=f"manifest of {artifact.name}")
-            runnable, skipped = supported_batches(manifest, batches)
+        for run in runs:
+            artifact = run.artifact
+            runnable, skipped = supported_batches(artifact, batches)
             if skipped and notes is not None:
-                notes.append(f"{artifact.name} was exported with a fixed batch {manifest.get('batch')}: "
+                notes.append(f"{artifact.name} was exported with a fixed batch {artifact.model.batch}: "
                              f"batch {', '.join(map(str, skipped))} skipped")
             if not runnable:
                 continue
@@ -307,41 +335,42 @@ def profile_artifacts(
                 runner_for_artifact(artifact, backend, device=device, precision=precision, **opts))
             if notes is not None:
                 notes.extend(f"{artifact.name} on {backend}: {n}" for n in getattr(runner, "notes", []))
-            loaded.append((artifact, role, manifest, runner, runner.describe(), set(runnable),
-                           macs_for_manifest(manifest).gmacs))
+            loaded.append(_Loaded(run, runner, runner.describe(), set(runnable),
+                                  macs_for_manifest(dict(artifact.manifest)).gmacs))
 
         results: list[tuple[int, int, ProfileResult]] = []  # (artifact index, batch index, result)
         for batch_index, batch in enumerate(batches):
-            group = [item for item in loaded if batch in item[5]]
+            group = [item for item in loaded if batch in item.batches]
             calls = {}
-            for index, (artifact, _, manifest, runner, _, _, _) in enumerate(group):
-                images = seeded_batch(batch, manifest)
-                calls[index] = runner.timed_call(images, include_transfer=settings.include_transfer)
+            for index, item in enumerate(group):
+                images = seeded_batch(batch, item.run.artifact)
+                calls[index] = item.runner.timed_call(images, include_transfer=settings.include_transfer)
 
             def progress(index: int, fraction: float, group=group, batch=batch) -> None:
                 if on_progress is not None:
-                    on_progress(f"{group[index][0].name} [{backend}] batch {batch}", fraction)
+                    on_progress(f"{group[index].run.artifact.name} [{backend}] batch {batch}", fraction)
 
             measured = measure_interleaved(calls, settings, progress)
-            for index, (artifact, role, manifest, runner, info, _, gmacs) in enumerate(group):
+            for index, item in enumerate(group):
+                artifact, info, model = item.run.artifact, item.info, item.run.artifact.model
                 m = measured[index]
                 stats = latency_stats(m.samples_ms)
-                results.append((loaded.index(group[index]), batch_index, ProfileResult(
-                    artifact=str(artifact),
-                    role=role,
-                    variant=str(manifest.get("variant")),
-                    keep_ratio=None if manifest.get("dense") else manifest.get("keep_ratio"),
-                    keep_counts=list(manifest.get("keep_counts") or []),
+                results.append((loaded.index(item), batch_index, ProfileResult(
+                    artifact=str(artifact.path),
+                    role=item.run.role,
+                    variant=str(model.variant),
+                    keep_ratio=None if model.dense else model.keep_ratio,
+                    keep_counts=list(model.keep_counts),
                     backend=backend,
                     device=device,
-                    precision=runner.precision,
+                    precision=item.runner.precision,
                     executes=str(info.get("executes", backend)),
                     batch=batch,
                     stats=stats,
                     throughput_ips=batch * stats.count / m.wall_s if m.wall_s > 0 else 0.0,
                     measured_s=m.wall_s,
                     warmup_iterations=m.warmup_iterations,
-                    gmacs=gmacs,
+                    gmacs=item.gmacs,
                     include_transfer=settings.include_transfer,
                     cuda_graph=settings.cuda_graph,
                     intra_op_threads=info.get("intra_op_threads", settings.intra_op_threads),
@@ -350,17 +379,18 @@ def profile_artifacts(
     return [result for _, _, result in sorted(results, key=lambda item: item[:2])]  # artifact by artifact
 
 
-def _check_memory(artifacts: list[tuple[Path, str]], backend: str, batches: list[int], device: str) -> None:
+def _check_memory(runs: list[ProfileRun], backend: str, batches: Sequence[int], device: str) -> None:
     """Refuse a run the out-of-memory killer would end: every runner stays loaded, each at its largest batch."""
     from ..runtime.memory import MemoryNeed, check_fits, per_image_bytes, weight_bytes
 
     needs = []
-    for artifact, _ in artifacts:
-        manifest = read_json(manifest_path(artifact), what=f"manifest of {artifact.name}")
-        runnable, _ = supported_batches(manifest, batches)
+    for run in runs:
+        artifact = run.artifact
+        runnable, _ = supported_batches(artifact, batches)
         if runnable:
-            needs.append((artifact.name, MemoryNeed(weight_bytes(artifact, manifest, backend), per_image_bytes(manifest),
-                                                    max(runnable))))
+            manifest = dict(artifact.manifest)
+            needs.append((artifact.name, MemoryNeed(weight_bytes(artifact.path, manifest, backend),
+                                                    per_image_bytes(manifest), max(runnable))))
     check_fits(needs, what=f"profile --batch {max(batches)} on {backend}", option="--batch", device=device)
 
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..artifact.store import find_dense_twin, is_dense_twin  # noqa: F401 - re-exported: the twin rule
-from .measure import ProfileReport, ProfileSettings, ProgressCallback, _options_for, attach_speedups, profile_artifacts
+from ..artifact.store import Artifact, find_dense_twin, is_dense_twin, open_artifact  # noqa: F401 - twin rule re-exported
+from .measure import ProfileReport, ProfileRun, ProfileSettings, ProgressCallback, _options_for, attach_speedups, profile_artifacts
 
 # --------------------------------------------------------------------------------------------
 # What to profile
@@ -15,48 +15,50 @@ from .measure import ProfileReport, ProfileSettings, ProgressCallback, _options_
 
 @dataclass
 class ProfilePlan:
-    runs: list[tuple[Path, str]]  # (artifact, role) in the order to run
+    runs: list[ProfileRun]  # in the order to run
     twins: dict[str, str]  # sparse artifact -> its dense twin
     notes: list[str] = field(default_factory=list)
 
 
 def default_profile_artifact(backend: str | None = None) -> Path:
-    """The default artifact (``artifact.store.default_artifact``) among the files ``backend`` runs."""
-    from ..artifact.store import default_artifact
+    """The default artifact (``artifact.store.open_artifact``'s rule) among the files ``backend`` runs."""
     from ..runtime import artifact_suffixes
 
-    return default_artifact(artifact_suffixes(backend))[0]
+    return open_artifact(None, artifact_suffixes(backend)).path
 
 
 def plan_profile(artifacts_given: Sequence[Path] | None, *, backend: str | None, dense_baseline: bool,
                  with_twins: bool = True, on_phase: Callable[[str], None] | None = None) -> ProfilePlan:
     """Artifacts to measure and the dense twin of each sparse one (found beside it, or exported
     when ``dense_baseline`` asks for a baseline that is missing)."""
-    paths = [Path(p) for p in artifacts_given] if artifacts_given else [default_profile_artifact(backend)]
+    from ..runtime import artifact_suffixes
+
+    # Each artifact is opened (not found, no dvit manifest, or sha256 mismatch: one line, exit 2) once
+    # here; the plan carries it to the measurement and the runners.
+    opened = ([open_artifact(p) for p in artifacts_given] if artifacts_given
+              else [open_artifact(None, artifact_suffixes(backend))])
     plan = ProfilePlan(runs=[], twins={})
     seen: set[Path] = set()
 
-    def add(path: Path, role: str) -> None:
-        key = path.resolve()
+    def add(artifact: Artifact, role: str) -> None:
+        key = artifact.path.resolve()
         if key not in seen:
             seen.add(key)
-            plan.runs.append((path, role))
+            plan.runs.append(ProfileRun(artifact, role))
 
-    from ..artifact.store import load_manifest
-
-    for path in paths:
-        manifest = load_manifest(path)  # not found, no dvit manifest, or sha256 mismatch: one line, exit 2
-        if manifest.get("dense"):
-            add(path, "dense")
+    for artifact in opened:
+        path = artifact.path
+        if artifact.model.dense:
+            add(artifact, "dense")
             continue
-        add(path, "sparse")
+        add(artifact, "sparse")
         if not with_twins:
             continue
-        twin = find_dense_twin(path, manifest)
+        twin = find_dense_twin(path, artifact.manifest)
         if twin is None and dense_baseline:
             from ..export.onnx_export import export_dense_twin  # the export layer makes the twin
 
-            twin = export_dense_twin(path, manifest, on_phase)
+            twin = export_dense_twin(path, dict(artifact.manifest), on_phase)
             plan.notes.append(f"exported the dense twin of {path.name}: {twin}")
         elif twin is None:
             plan.notes.append(f"no dense twin of {path.name} beside it: pass --dense-baseline to export one")
@@ -64,7 +66,8 @@ def plan_profile(artifacts_given: Sequence[Path] | None, *, backend: str | None,
             plan.twins[str(path)] = str(twin)
     # Dense twins run after their sparse artifacts, and each only once.
     for sparse, dense in plan.twins.items():
-        add(Path(dense), "dense")
+        if Path(dense).resolve() not in seen:
+            add(open_artifact(dense), "dense")
     return plan
 
 
@@ -75,9 +78,9 @@ def run_profile(plan: ProfilePlan, *, backend: str | None, batches: Sequence[int
 
     settings.validate()
     report = ProfileReport(settings=settings, notes=list(plan.notes))
-    by_backend: dict[str, list[tuple[Path, str]]] = {}
-    for artifact, role in plan.runs:
-        by_backend.setdefault(backend or default_backend(artifact), []).append((artifact, role))
+    by_backend: dict[str, list[ProfileRun]] = {}
+    for run in plan.runs:
+        by_backend.setdefault(backend or default_backend(run.artifact.path), []).append(run)
     for chosen, runs in by_backend.items():
         report.results.extend(profile_artifacts(
             runs, chosen, batches, settings, device=device, precision=precision,

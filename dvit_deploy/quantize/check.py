@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..artifact.manifest import ModelRecord
 from ..batching import RunOutput, run_batched
 from ..compare import Comparison, Tolerance, compare
 from .calibration import SCENES_SEED, mixed_inputs
@@ -85,10 +86,11 @@ def _int8_session(model, config: dict[str, str]):
                      "kernels": describe_kernels(ops)}
 
 
-def _keep_feed(manifest: dict[str, Any]) -> dict[str, np.ndarray]:
-    keep_input = manifest.get("keep_input") or {}
-    if manifest.get("dynamic_keep") and keep_input.get("name"):
-        return {keep_input["name"]: np.asarray(manifest.get("keep_counts") or [], dtype=keep_input.get("dtype", "int32"))}
+def _keep_feed(manifest: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    model = ModelRecord.from_json(manifest)
+    keep_input = model.keep_input or {}
+    if model.dynamic_keep and keep_input.get("name"):
+        return {keep_input["name"]: np.asarray(model.keep_counts, dtype=keep_input.get("dtype", "int32"))}
     return {}
 
 
@@ -153,11 +155,12 @@ def check_quantized(path: Path, manifest: dict[str, Any], *, samples: int = DEFA
 
     phase = on_phase or (lambda name: None)
     result = QuantizeCheck()
-    keep_counts = list(manifest.get("keep_counts") or [])
+    record = ModelRecord.from_json(manifest)
+    keep_counts = list(record.keep_counts)
     report = CheckReport()
-    model = check_file_and_structure(path, report, keep_counts, dynamic_keep=bool(manifest.get("dynamic_keep")),
-                                     on_phase=phase, split_blocks=None if manifest.get("dense") else
-                                     split_blocks_of(manifest.get("config") or {}))
+    model = check_file_and_structure(path, report, keep_counts, dynamic_keep=record.dynamic_keep,
+                                     on_phase=phase, split_blocks=None if record.dense else
+                                     split_blocks_of(record.config))
     result.checker = report.checker
     result.stages = [s.to_dict() for s in report.stages]
     result.structure_problems = list(report.structure_problems)
@@ -180,8 +183,8 @@ def check_quantized(path: Path, manifest: dict[str, Any], *, samples: int = DEFA
     images = mixed_inputs(data_config_of(manifest), samples, scenes_seed=CHECK_SCENES_SEED, noise_seed=CHECK_NOISE_SEED)
     result.inputs = (f"{samples - samples // 2} generated scenes (seed {CHECK_SCENES_SEED}) + {samples // 2} "
                      f"seeded noise (seed {CHECK_NOISE_SEED})")
-    fixed = manifest.get("batch")
-    batch = int(fixed) if fixed else 8
+    fixed = record.batch
+    batch = fixed if fixed else 8
     loaded = load_model_from_record(manifest)
     ref = reference_outputs(loaded, torch.from_numpy(np.ascontiguousarray(images)), batch)
     session, result.execution = _int8_session(with_topk_outputs(model), dict(session_config or {}))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shutil
 import sys
 import tempfile
@@ -26,8 +25,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+if TYPE_CHECKING:
+    from ..artifact.store import Artifact, ArtifactFilter
+
+from ..artifact.manifest import ONNX_SCHEMA, DerivedFrom
 from ..errors import BadInput, CheckFailed, DvitError
 from ..fileio import manifest_path, prepare_output, publish_artifact, sha256_file
 from .calibration import CalibrationSource, data_reader
@@ -54,25 +57,31 @@ class QuantizeResult:
 
     @property
     def size_ratio(self) -> float:
-        return self.manifest["onnx"]["bytes"] / max(1, self.manifest["quantization"]["derived_from"]["bytes"])
+        from ..artifact.manifest import OnnxArtifact
+
+        written = OnnxArtifact.from_json(self.manifest)
+        source_bytes = written.derived_from.bytes if written.derived_from is not None else None
+        return (written.bytes or 0) / max(1, source_bytes or 0)
+
+
+def fp32_exports() -> "ArtifactFilter":
+    """Quantize's filter on the one default-artifact rule: it starts from an fp32 ONNX in ./export only
+    (not an fp16 or int8 graph, nor anything in ./engines), so among those the newest pruned one wins,
+    else the newest one (the rule's dense fallback)."""
+    from ..artifact.store import ArtifactFilter, export_dir
+
+    folder = export_dir()
+    return ArtifactFilter(
+        accept=lambda path, manifest: path.parent == folder and (manifest.get("precision") or "fp32") == "fp32",
+        what="fp32 ONNX export",
+        refusal=f"no fp32 ONNX export with a manifest in {folder}; run 'dvit export' first or pass a path")
 
 
 def default_source() -> Path:
     """The newest fp32 pruned export in ./export (else the newest fp32 one)."""
-    from ..fileio import read_json
-    from ..artifact.store import artifacts, export_dir
+    from ..artifact.store import default_artifact
 
-    candidates = []
-    for path in artifacts(export_dir(), ".onnx"):
-        try:
-            manifest = read_json(manifest_path(path))
-        except BadInput:
-            continue
-        if (manifest.get("precision") or "fp32") == "fp32":
-            candidates.append((path, bool(manifest.get("dense"))))
-    if not candidates:
-        raise BadInput(f"no fp32 ONNX export with a manifest in {export_dir()}; run 'dvit export' first or pass a path")
-    return next((p for p, dense in candidates if not dense), candidates[0][0])
+    return default_artifact((".onnx",), only=fp32_exports())[0]
 
 
 def default_output(source: Path) -> Path:
@@ -110,7 +119,7 @@ def _group(node) -> int:
 
 
 def quantize_onnx(
-    source: str | Path | None = None,
+    source: "str | Path | Artifact | None" = None,
     output: str | Path | None = None,
     *,
     calib_dir: str | Path | None = None,
@@ -137,7 +146,7 @@ def quantize_onnx(
     PyTorch beyond the int8 agreement thresholds.
     """
     from ..errors import require
-    from ..artifact.store import load_manifest
+    from ..artifact.store import Artifact, open_artifact
 
     phase = on_phase or (lambda name: None)
     if method not in METHODS:
@@ -156,22 +165,23 @@ def quantize_onnx(
     ort = require("onnxruntime", "gpu", "dvit quantize")
     import onnx
 
-    source = Path(source) if source is not None else default_source()
-    manifest = load_manifest(source)
-    if source.suffix != ".onnx":
+    # Opened once (manifest and sha256 checked: refused, or a warning under --no-verify, when it does
+    # not match); the default is the one rule with quantize's filter (``fp32_exports``).
+    opened = source if isinstance(source, Artifact) else open_artifact(
+        None if source is None else Path(source), (".onnx",), only=fp32_exports())
+    source, manifest, typed = opened.path, dict(opened.manifest), opened.onnx
+    if source.suffix != ".onnx" or typed is None:
         raise BadInput(f"{source.name} is not an .onnx file")
-    precision = manifest.get("precision") or "fp32"
+    precision = typed.precision
     if precision != "fp32":
         raise BadInput(f"{source.name} is a {precision} graph; quantize the fp32 export it came from")
-    onnx_record = manifest.get("onnx") or {}
-    if onnx_record.get("external_data"):
+    if typed.external_data:
         raise BadInput(f"{source.name} keeps its weights in external data files; int8 quantization here supports "
                        "self-contained graphs (< 2 GB)")
     phase("sha256 of the fp32 ONNX")
-    from ..artifact.manifest import cached_sha256, verify_artifact
+    from ..artifact.manifest import cached_sha256
 
-    verify_artifact(source, manifest)  # refused (or a warning under --no-verify) when it does not match
-    source_sha = cached_sha256(source)
+    source_sha = cached_sha256(source)  # hashed once per run: the check above already read it
     output = Path(output) if output is not None else default_output(source)
     if output.suffix != ".onnx":
         raise BadInput(f"output {output} must end in .onnx")
@@ -293,9 +303,7 @@ def quantize_onnx(
                          "predictor_nodes_per_stage": exclusion_record["predictor_nodes_per_stage"],
                          "nodes": exclusion_record["nodes"]},
             "qdq": check.qdq,
-            "derived_from": {"path": os.path.relpath(source.resolve(), output.parent.resolve()),
-                             "artifact": source.name, "sha256": source_sha,
-                             "bytes": source.stat().st_size},
+            "derived_from": DerivedFrom.of(source, output, sha256=source_sha).to_json(),  # the one shape
         }
         new_manifest = _manifest(manifest, output, tmp_onnx, check, quant_record)
         publish_artifact([(tmp_onnx, output)], output, new_manifest)
@@ -416,6 +424,7 @@ def _manifest(source_manifest: dict[str, Any], output: Path, tmp_onnx: Path, che
     model = onnx.load(str(tmp_onnx), load_external_data=False)
     manifest = dict(source_manifest)
     manifest.update(
+        schema=ONNX_SCHEMA,  # written by this version, whatever the source's manifest said
         artifact=output.name,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         precision="int8",

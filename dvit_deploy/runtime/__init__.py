@@ -5,7 +5,9 @@ them works on any machine; a backend whose package is missing is reported as una
 the extra that installs it.
 
 Runner classes are constructed as ``cls(artifact, manifest, device=..., precision=..., **options)``
-and are not loaded yet: use ``with open_runner(...) as runner:``.
+and are not loaded yet: use ``with open_runner(...) as runner:``. ``open_runner`` and
+``runner_for_artifact`` take the ``Artifact`` a job opened (``artifact.store.open_artifact``), so the
+manifest is not read again; a path still works (it is opened there).
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..deps import package_present
 from ..errors import BadInput, MissingDependency
-from ..artifact.store import load_manifest
+from ..artifact.store import Artifact, as_artifact
 from .base import BackendStatus, Runner, RunOutput, TensorInfo, device_index
 
 BACKENDS: dict[str, str] = {
@@ -134,20 +136,29 @@ def available_backends() -> list[BackendStatus]:
     return statuses
 
 
-def open_runner(backend: str, artifact: Path | None, manifest: dict[str, Any], *, device: str = "cpu",
-                precision: str | None = "fp32", **options: Any) -> Runner:
+def open_runner(backend: str, artifact: Artifact | Path | None, manifest: Mapping[str, Any] | None = None, *,
+                device: str = "cpu", precision: str | None = "fp32", **options: Any) -> Runner:
     """A runner for ``backend`` (not loaded yet). Unknown backend: BadInput; package missing: MissingDependency.
 
+    ``artifact``: an opened ``Artifact`` (its manifest is used; ``manifest`` stays None), or a path
+    with its ``manifest`` (or None with a manifest: torch rebuilds the model from the manifest alone).
     ``precision=None`` means the artifact's own precision (manifest ``precision``, else fp32).
     """
+    if isinstance(artifact, Artifact):
+        path, manifest = artifact.path, artifact.manifest
+    else:
+        path = None if artifact is None else Path(artifact)
+        if manifest is None:
+            raise TypeError("open_runner needs an Artifact, or a path with its manifest")
     cls = runner_class(backend)
     package, extra = BACKEND_PACKAGES[backend]
     if not package_present(package):
         raise MissingDependency(package, extra, f"the {backend} backend")
     device_index(device)  # BadInput for anything but cpu, cuda, cuda:N
     if precision is None:
+        # Artifact.precision's rule; read here too because callers may still pass (path, manifest dict).
         precision = str(manifest.get("precision") or "fp32")
-    return cls(None if artifact is None else Path(artifact), manifest, device=device, precision=precision, **options)
+    return cls(path, manifest, device=device, precision=precision, **options)
 
 
 def default_backend(artifact: Path) -> str:
@@ -158,18 +169,18 @@ def default_backend(artifact: Path) -> str:
                        f"{', '.join(SUFFIX_BACKENDS)}") from None
 
 
-def runner_for_artifact(artifact: Path, backend: str | None = None, **options: Any) -> Runner:
+def runner_for_artifact(artifact: Artifact | Path, backend: str | None = None, **options: Any) -> Runner:
     """A runner for an artifact with its manifest; the backend defaults from the file suffix.
 
+    ``artifact``: the ``Artifact`` the job opened (not read again), or a path (opened here, checked).
     ``backend="torch"`` rebuilds the PyTorch model the manifest records (the reference).
     """
-    artifact = Path(artifact)
-    manifest = load_manifest(artifact)
-    backend = backend or default_backend(artifact)
+    artifact = as_artifact(artifact)
+    backend = backend or default_backend(artifact.path)
     suffixes = FILE_BACKENDS.get(backend)
-    if suffixes is not None and artifact.suffix not in suffixes:
+    if suffixes is not None and artifact.path.suffix not in suffixes:
         raise BadInput(f"the {backend} backend cannot run {artifact.name} (expects {', '.join(suffixes)})")
-    return open_runner(backend, artifact, manifest, **options)
+    return open_runner(backend, artifact, **options)
 
 
 __all__ = [

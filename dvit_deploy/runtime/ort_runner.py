@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..artifact.manifest import ModelRecord
 from ..errors import BadInput, DvitError, MissingDependency
 from ..artifact.names import TOKEN_OUTPUT_PREFIX, kept_patch_ids
 from .base import Runner, RunOutput, TensorInfo, check_cuda_index, device_index
@@ -267,8 +268,8 @@ class OnnxRuntimeRunner(Runner):
         names = [i.name for i in self.session.get_inputs()[1:]]
         if not names:
             return {}
-        keep_input = self.manifest.get("keep_input") or {}
-        counts = self.manifest.get("keep_counts")
+        model = ModelRecord.from_json(self.manifest)
+        keep_input, counts = model.keep_input or {}, list(model.keep_counts)
         if keep_input.get("name") not in names or not counts:
             raise BadInput(f"{Path(self.artifact).name} has inputs {names} besides the images that its "
                            "manifest does not describe")

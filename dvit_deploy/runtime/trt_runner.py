@@ -50,18 +50,18 @@ def torch_dtype_name(trt_dtype: Any) -> str:
 
 def keep_counts_feed(manifest: dict[str, Any], keep_ratio: float | None) -> np.ndarray | None:
     """The ``keep_counts`` values for a --dynamic-keep engine (export ρ unless ``keep_ratio``)."""
-    keep_input = manifest.get("keep_input")
-    if not manifest.get("dynamic_keep") or not keep_input:
+    model = ModelRecord.from_json(manifest)
+    keep_input = model.keep_input
+    if not model.dynamic_keep or not keep_input:
         if keep_ratio is not None:
             raise BadInput("--keep-ratio at run time needs an engine built from a --dynamic-keep export")
         return None
     stages = len(keep_input["shape"]) and int(keep_input["shape"][0])
     if keep_ratio is None:
-        counts = np.asarray(manifest["keep_counts"], dtype=np.int32)
+        counts = np.asarray(model.keep_counts, dtype=np.int32)
     else:
         try:
-            record = ModelRecord.from_json(manifest)
-            counts = keep_counts_for(float(keep_ratio), stages, record.num_patches, record.keep_schedule)
+            counts = keep_counts_for(float(keep_ratio), stages, model.num_patches, model.keep_schedule)
         except ValueError as exc:  # an out-of-range ρ is a bad input (as in export.dynamic_keep)
             raise BadInput(str(exc)) from None
     for profile in manifest.get("profiles", []):

@@ -30,18 +30,18 @@ def open_spec_runner(spec: ServeSpec, folder: Path | None = None) -> Any:
 
     A relative ``spec.artifact`` (a packaged repository) is relative to the model ``folder``."""
     from ..artifact.manifest import verification
-    from ..artifact.store import load_manifest
+    from ..artifact.store import open_artifact
     from ..runtime import open_runner
 
     artifact = Path(spec.artifact)
     if not artifact.is_absolute() and folder is not None:
         artifact = folder / artifact
     with verification(enabled=spec.verify):
-        manifest = load_manifest(artifact)
+        opened = open_artifact(artifact)
     options = dict(spec.runner_options)
     if spec.backend == "onnxruntime" and spec.token_outputs:
         options.setdefault("topk_outputs", True)
-    runner = open_runner(spec.backend, artifact, manifest, device=options.pop("device", "cpu"),
+    runner = open_runner(spec.backend, opened, device=options.pop("device", "cpu"),
                          precision=spec.precision, **options).load()
     try:
         if spec.token_outputs and not getattr(runner, "has_token_info", False):

@@ -231,15 +231,15 @@ def prepare(artifact: Path, *, backend: str | None, precision: str | None, name:
             keep_range: tuple[float, float] | None = None, verify: bool = True,
             slo_ms: float | None = None) -> ServeSpec:
     """The artifact opened once (manifest read, sha256 checked), the backend asked for: its ServeSpec."""
-    from ..artifact.store import load_manifest
+    from ..artifact.store import open_artifact
     from ..deps import package_present
     from ..errors import MissingDependency
     from ..runtime import BACKEND_PACKAGES, FILE_BACKENDS, default_backend, runner_class
     from ..artifact.names import TOKEN_OUTPUT_PREFIX
 
     find_tritonserver()  # the [serve] extra first: no "serving …" line for a server that cannot start
-    artifact = Path(artifact)
-    manifest = load_manifest(artifact)  # BadInput on a missing/foreign/tampered artifact (unless --no-verify)
+    opened = open_artifact(Path(artifact))  # BadInput on a missing/foreign/tampered artifact (unless --no-verify)
+    artifact, manifest = opened.path, dict(opened.manifest)
     backend = backend or default_backend(artifact)
     if backend == "torch":
         raise BadInput("dvit serve runs an artifact file: use --backend onnxruntime or openvino (.onnx) or tensorrt")
@@ -256,7 +256,7 @@ def prepare(artifact: Path, *, backend: str | None, precision: str | None, name:
         status = next(s for s in available_backends() if s.name == "tensorrt")
         if not status.available:
             raise BadInput(f"the tensorrt backend cannot run here: {status.detail}")
-    precision = precision or str(manifest.get("precision") or "fp32")
+    precision = precision or opened.precision
     declared_tokens = any(str(o.get("name", "")).startswith(TOKEN_OUTPUT_PREFIX) for o in manifest.get("outputs") or [])
     return make_spec(artifact, manifest, backend=backend, precision=precision, name=name, max_batch=max_batch,
                      queue_delay_us=queue_delay_us, dynamic_batching=dynamic_batching, keep_range=keep_range,

@@ -181,7 +181,7 @@ def make_spec(artifact: Path, manifest: dict[str, Any], *, backend: str, precisi
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise BadInput(f"--name '{name}' is not a Triton model name (letters, digits, '-', '_')")
     num_classes = int(record.config.get("num_classes") or _logits_width(manifest) or 1000)
-    keep_ratio = manifest.get("keep_ratio")
+    keep_ratio = record.keep_ratio
     return ServeSpec(
         artifact=str(Path(artifact).resolve()), backend=backend, precision=precision, name=name,
         max_batch=int(max_batch), queue_delay_us=int(queue_delay_us), dynamic_batching=dynamic_batching,
@@ -205,7 +205,7 @@ def _own_batch_limit(artifact: Path, manifest: dict[str, Any], record: ModelReco
 
 
 def _engine_keep_range(manifest: dict[str, Any]) -> tuple[float, float] | None:
-    keep = (manifest.get("keep_input") or {}).get("name")
+    keep = (ModelRecord.from_json(manifest).keep_input or {}).get("name")
     for profile in manifest.get("profiles") or []:
         if isinstance(profile, dict) and profile.get("name") == keep and profile.get("min") and profile.get("max"):
             patches = ModelRecord.from_json(manifest).num_patches

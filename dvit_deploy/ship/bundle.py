@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .. import __version__
-from ..artifact.manifest import EngineArtifact
-from ..artifact.manifest import check_manifest, verify_artifact
+from ..artifact.manifest import EngineArtifact, OnnxArtifact, check_manifest, verify_artifact
+from ..artifact.store import Artifact
 from ..engines.targets import DEVICE_TARGETS, DeviceTarget, get_device_target, same_tensorrt_release
 from ..errors import BadInput, CheckFailed
 from ..fileio import (current_umask, is_same_or_parent_of_cwd, manifest_path, read_json, temp_prefix,
@@ -54,49 +54,60 @@ def _resolve_near(base: Path, name: Any) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _load_onnx(path: Path) -> OnnxItem:
-    if not path.is_file():
-        raise BadInput(f"ONNX model {path} not found")
-    manifest = read_json(manifest_path(path), what=f"manifest of {path.name}")
-    check_manifest(manifest, manifest_path(path))
-    if manifest.get("kind") not in (None, "onnx"):
+def _load_onnx(path: Path | Artifact) -> OnnxItem:
+    """The ONNX to ship, read and checked once (an ``Artifact`` already opened is not read again)."""
+    if isinstance(path, Artifact):
+        manifest, path, checked = dict(path.manifest), path.path, path.sha256_checked
+    else:
+        if not path.is_file():
+            raise BadInput(f"ONNX model {path} not found")
+        manifest = read_json(manifest_path(path), what=f"manifest of {path.name}")
+        check_manifest(manifest, manifest_path(path))
+        checked = None
+    if manifest.get("kind") not in (None, "onnx"):  # raw read, on purpose: a foreign kind is refused before it is typed
         raise BadInput(f"{manifest_path(path)} is not an ONNX manifest (kind {manifest.get('kind')!r})")
-    verify_artifact(path, manifest)
-    for name in (manifest.get("onnx") or {}).get("external_data", []):
+    if checked is None:
+        checked = verify_artifact(path, manifest)
+    for name in OnnxArtifact.from_json(manifest).external_data:
         if not (path.parent / name).is_file():
             raise BadInput(f"external weights {name} of {path.name} not found beside it")
-    return OnnxItem(path, manifest)
+    return OnnxItem(path, manifest, checked)
 
 
-def _load_engine(path: Path) -> EngineItem:
-    if not path.is_file():
-        raise BadInput(f"engine {path} not found")
-    manifest = read_json(manifest_path(path), what=f"manifest of {path.name}")
-    check_manifest(manifest, manifest_path(path))
-    verify_artifact(path, manifest)
-    facts = engine_facts(manifest)
+def _load_engine(path: Path | Artifact) -> EngineItem:
+    """The engine to ship and the ONNX it was built from, each read and checked once."""
+    if isinstance(path, Artifact):
+        manifest, path, checked = dict(path.manifest), path.path, path.sha256_checked
+    else:
+        if not path.is_file():
+            raise BadInput(f"engine {path} not found")
+        manifest = read_json(manifest_path(path), what=f"manifest of {path.name}")
+        check_manifest(manifest, manifest_path(path))
+        checked = verify_artifact(path, manifest)
+    engine = EngineArtifact.from_json(manifest)
     source = None
-    onnx_manifest = _resolve_near(path.parent, _str(facts["onnx_manifest"]))
-    onnx_path = _resolve_near(path.parent, _str(facts["onnx_path"]))
+    onnx_manifest = _resolve_near(path.parent, engine.onnx_manifest)
+    onnx_path = _resolve_near(path.parent, engine.onnx_path)
     if onnx_path is None and onnx_manifest is not None:
         linked = read_json(onnx_manifest, what="linked ONNX manifest")
-        onnx_path = _resolve_near(onnx_manifest.parent, linked.get("artifact"))
+        onnx_path = _resolve_near(onnx_manifest.parent, linked.get("artifact"))  # the linked manifest: only its file name is needed
     if onnx_path is not None and onnx_path.suffix == ".onnx":
         source = _load_onnx(onnx_path)
-    return EngineItem(path, manifest, source)
+    return EngineItem(path, manifest, source, checked)
 
 
-def collect_artifacts(paths: Iterable[Path]) -> tuple[list[OnnxItem], list[EngineItem]]:
+def collect_artifacts(paths: Iterable[Path | Artifact]) -> tuple[list[OnnxItem], list[EngineItem]]:
     """ONNX models and engines to ship; an engine brings the ONNX it was built from."""
     onnx_items: dict[Path, OnnxItem] = {}
     engines: list[EngineItem] = []
     for raw in paths:
-        path = Path(raw).expanduser()
+        opened = raw if isinstance(raw, Artifact) else None
+        path = opened.path if opened is not None else Path(raw).expanduser()
         if path.suffix == ".onnx":
-            item = _load_onnx(path)
+            item = _load_onnx(opened or path)
             onnx_items.setdefault(path.resolve(), item)
         elif path.suffix in ENGINE_SUFFIXES:
-            engine = _load_engine(path)
+            engine = _load_engine(opened or path)
             engines.append(engine)
             if engine.source is not None:
                 onnx_items.setdefault(engine.source.path.resolve(), engine.source)
@@ -113,8 +124,8 @@ def check_target(target: DeviceTarget, onnx_items: list[OnnxItem], engines: list
     """Refuse what cannot work on the target; return notes for what merely needs care."""
     notes = []
     for item in onnx_items:
-        opset = item.manifest.get("opset")
-        if isinstance(opset, int) and opset > target.max_opset:
+        opset = item.artifact.onnx.opset
+        if opset is not None and opset > target.max_opset:
             raise BadInput(f"{item.path.name} uses ONNX opset {opset}, but TensorRT {target.tensorrt} on {target.name} "
                            f"parses opsets up to {target.max_opset}: re-export with --opset {min(18, target.max_opset)}")
     for engine in engines:
@@ -235,7 +246,7 @@ def _device_readme(target: DeviceTarget, onnx_items: list[OnnxItem], engines: li
 
 
 def make_bundle(
-    artifacts: list[Path],
+    artifacts: list[Path | Artifact],
     target_name: str,
     *,
     output: Path | None = None,

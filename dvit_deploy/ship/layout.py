@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..artifact.manifest import EngineArtifact
+from ..artifact.manifest import EngineArtifact, OnnxArtifact
+from ..artifact.store import Artifact
 from ..fileio import manifest_path, sha256_file
 
 BUNDLE_SCHEMA = "dvit-deploy/bundle/1"
@@ -28,10 +29,16 @@ DEFAULT_QUEUE_DELAY_US = 100
 class OnnxItem:
     path: Path
     manifest: dict[str, Any]
+    sha256_checked: bool = False
+
+    @property
+    def artifact(self) -> Artifact:
+        """The opened artifact (read and checked once by ``bundle.collect_artifacts``), typed."""
+        return Artifact(self.path, self.manifest, self.sha256_checked)
 
     @property
     def files(self) -> list[Path]:
-        data = [self.path.parent / name for name in (self.manifest.get("onnx") or {}).get("external_data", [])]
+        data = [self.path.parent / name for name in OnnxArtifact.from_json(self.manifest).external_data]
         return [self.path, *data, manifest_path(self.path)]
 
 
@@ -40,6 +47,11 @@ class EngineItem:
     path: Path
     manifest: dict[str, Any]
     source: OnnxItem | None
+    sha256_checked: bool = False
+
+    @property
+    def artifact(self) -> Artifact:
+        return Artifact(self.path, self.manifest, self.sha256_checked)
 
     @property
     def files(self) -> list[Path]:

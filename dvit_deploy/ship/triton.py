@@ -119,7 +119,8 @@ def _onnx_triton(item: OnnxItem, profile: tuple[int, int, int], gpu: bool, platf
         raise BadInput(f"manifest of {item.path.name} lists no inputs/outputs; re-export with this dvit-deploy")
     batched = dynamic and all(_has_batch_dim(t) for t in inputs)
     high = (max_batch or profile[2]) if batched else 0
-    keep = (item.manifest.get("keep_input") or {}).get("name") if item.manifest.get("dynamic_keep") else None
+    model = item.artifact.model
+    keep = (model.keep_input or {}).get("name") if model.dynamic_keep else None
     shape_tensors = ({t["name"] for t in inputs if t.get("shape_tensor") or t["name"] == keep}
                      if platform == "tensorrt_plan" else set())
     return triton_config(name, platform, inputs, outputs, max_batch_size=high,
@@ -137,9 +138,10 @@ def _write_python_model(repo: Path, item: OnnxItem, profile: tuple[int, int, int
     from ..serve.spec import make_spec
 
     name = triton_model_name(item.path.stem, "python")
-    max_batch = item.manifest.get("batch") or profile[2]
-    spec = make_spec(item.path, item.manifest, backend="onnxruntime", precision=str(item.manifest.get("precision")
-                     or "fp32"), name=name, max_batch=int(max_batch), queue_delay_us=DEFAULT_QUEUE_DELAY_US)
+    opened = item.artifact
+    max_batch = opened.model.batch or profile[2]
+    spec = make_spec(item.path, item.manifest, backend="onnxruntime", precision=opened.precision,
+                     name=name, max_batch=int(max_batch), queue_delay_us=DEFAULT_QUEUE_DELAY_US)
     spec.artifact = f"1/{item.path.name}"
     write_model(spec, repo / name, files=item.files)
     return name

@@ -115,11 +115,12 @@ def trtexec_benchmark(manifest: Mapping[str, Any], engine_rel: str, profile: tup
     shape-tensor input: without them trtexec would fill it with ones)."""
     name, (c, h, w) = _image_input(manifest)
     batches = _batch_profile(manifest, profile)
-    n = batches[1] if batches is not None else int(manifest.get("batch") or 1)
+    model = ModelRecord.from_json(manifest)
+    n = batches[1] if batches is not None else (model.batch or 1)
     shapes = [f"{name}:{n}x{c}x{h}x{w}"]
-    keep = manifest.get("keep_input")
-    if manifest.get("dynamic_keep") and keep and manifest.get("keep_counts"):
-        shapes.append(f"{keep['name']}:{'x'.join(str(int(v)) for v in manifest['keep_counts'])}")
+    keep = model.keep_input
+    if model.dynamic_keep and keep and model.keep_counts:
+        shapes.append(f"{keep['name']}:{'x'.join(str(int(v)) for v in model.keep_counts)}")
     args = ['"$TRTEXEC"', f"--loadEngine={engine_rel}"]
     if batches is not None or len(shapes) > 1:
         args.append("--shapes=" + ",".join(shapes))

@@ -1,0 +1,157 @@
+"""The opened artifact (``artifact.store.open_artifact``): one default rule, one read, typed fields,
+and manifests written by earlier versions still read."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from dvit_deploy.artifact.manifest import (ENGINE_SCHEMA, ONNX_SCHEMA, DerivedFrom, OnnxArtifact, verification)
+from dvit_deploy.artifact.store import Artifact, ArtifactFilter, default_artifact, open_artifact
+from dvit_deploy.errors import BadInput
+from dvit_deploy.fileio import manifest_path, sha256_file
+
+
+@pytest.fixture
+def exported(workdir, tiny_export):
+    """./export holding a copy of the shared tiny pruned export."""
+    (workdir / "export").mkdir()
+    for f in (tiny_export.path, tiny_export.manifest_path):
+        shutil.copy2(f, workdir / "export" / f.name)
+    return workdir / "export" / tiny_export.path.name
+
+
+def _copy_as(source: Path, target: Path, **changes) -> Path:
+    """A copy of ``source`` with its manifest edited (and its sha256 kept true)."""
+    shutil.copy2(source, target)
+    manifest = json.loads(manifest_path(source).read_text())
+    manifest.update(artifact=target.name, **changes)
+    manifest_path(target).write_text(json.dumps(manifest))
+    return target
+
+
+def test_open_artifact_types_the_manifest_and_says_the_sha256_was_checked(exported, tiny_export):
+    opened = open_artifact(exported)
+    assert isinstance(opened, Artifact) and opened.path == exported and opened.picked_because is None
+    assert opened.sha256_checked is True
+    assert opened.kind == "onnx" and opened.precision == "fp32" and opened.engine is None
+    assert opened.model.keep_counts == tuple(tiny_export.manifest["keep_counts"])
+    assert opened.model.keep_ratio == pytest.approx(0.7) and opened.model.dense is False
+    assert opened.onnx.sha256 == sha256_file(exported)
+    assert opened.manifest["schema"] == ONNX_SCHEMA
+
+
+def test_default_is_picked_with_its_reason(exported):
+    told = []
+    opened = open_artifact(None, (".onnx",), on_picked=lambda path, why: told.append((path, why)))
+    assert opened.path == exported and told == [(exported, opened.picked_because)]
+    assert "newest pruned .onnx artifact" in opened.picked_because
+
+
+def test_a_changed_artifact_is_refused_or_opened_unchecked_under_no_verify(exported):
+    with exported.open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BadInput, match="does not match its manifest"):
+        open_artifact(exported)
+    warnings = []
+    with verification(enabled=False, on_warning=warnings.append):
+        opened = open_artifact(exported)
+    assert opened.sha256_checked is False and len(warnings) == 1 and "--no-verify" in warnings[0]
+
+
+def test_quantize_default_is_the_one_rule_with_an_fp32_export_filter(exported, workdir):
+    from dvit_deploy.quantize import default_source
+
+    later = time.time() + 10
+    int8 = _copy_as(exported, workdir / "export" / "tiny-int8.onnx", precision="int8")
+    (workdir / "engines").mkdir()
+    in_engines = _copy_as(exported, workdir / "engines" / "tiny-copy.onnx")
+    for path, when in ((int8, later), (in_engines, later + 5)):
+        os.utime(path, (when, when))
+    assert default_artifact((".onnx",))[0] == in_engines  # the plain rule: the newest pruned, any folder
+    assert default_source() == exported  # quantize's filter: fp32, in ./export only
+    only_int8 = ArtifactFilter(accept=lambda path, manifest: manifest.get("precision") == "int8", what="int8 ONNX")
+    assert open_artifact(None, (".onnx",), only=only_int8).path == int8
+    nothing = ArtifactFilter(accept=lambda path, manifest: False, what="bf16 ONNX")
+    with pytest.raises(BadInput, match="no bf16 ONNX with a manifest in ./export or ./engines"):
+        open_artifact(None, (".onnx",), only=nothing)
+    shutil.rmtree(workdir / "export")
+    with pytest.raises(BadInput, match="no fp32 ONNX export with a manifest in .*export; run 'dvit export'"):
+        default_source()
+
+
+# A manifest as the previous version wrote it for the fp16 mixed-precision graph: no schema
+# constant of its own, and ``derived_from`` with an absolute path and no size.
+OLD_FP16_MANIFEST = {
+    "variant": "tiny-deit", "kind": "onnx", "precision": "fp16", "batch": None, "dense": False,
+    "keep_ratio": 0.7, "keep_counts": [6, 4, 3], "num_patches": 9, "opset": 18,
+    "config": {"img_size": 48, "patch_size": 16, "in_chans": 3, "num_classes": 10},
+    "onnx": {"sha256": None, "bytes": 1234, "external_data": [], "external_data_sha256": {}},
+    "derived_from": {"path": "/old/home/export/tiny.onnx", "sha256": "ab" * 32,
+                     "transform": "dvit_deploy.engines.fp16.convert_to_mixed_precision"},
+}
+
+
+def test_a_manifest_written_by_the_previous_version_still_reads(tmp_path):
+    graph = tmp_path / "tiny-fp16mixed.onnx"
+    graph.write_bytes(b"not checked: the old manifest records no sha256")
+    manifest_path(graph).write_text(json.dumps(OLD_FP16_MANIFEST))
+    opened = open_artifact(graph)
+    assert opened.sha256_checked is False  # nothing recorded to check against
+    typed = opened.onnx
+    assert typed.precision == "fp16" and typed.model.keep_counts == (6, 4, 3) and typed.model.img_size == 48
+    assert typed.bytes == 1234 and typed.opset == 18 and typed.quantization is None
+    old = typed.derived_from
+    assert old == DerivedFrom(path="/old/home/export/tiny.onnx", artifact="tiny.onnx", sha256="ab" * 32, bytes=None,
+                              transform="dvit_deploy.engines.fp16.convert_to_mixed_precision")
+    assert old.source_path(graph) == Path("/old/home/export/tiny.onnx")  # an absolute path is kept as it is
+
+
+def test_the_one_derived_from_shape_is_relative_and_round_trips(tmp_path):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "engines").mkdir()
+    source = tmp_path / "export" / "tiny.onnx"
+    source.write_bytes(b"12345")
+    derived = tmp_path / "engines" / "tiny-fp16mixed.onnx"
+    record = DerivedFrom.of(source, derived, sha256="cd" * 32)
+    assert record.to_json() == {"path": "../export/tiny.onnx", "artifact": "tiny.onnx", "sha256": "cd" * 32,
+                                "bytes": 5}
+    assert DerivedFrom.from_json(record.to_json()) == record
+    assert record.source_path(derived).resolve() == source.resolve()
+    # An int8 manifest keeps it inside its quantization section.
+    typed = OnnxArtifact.from_json({"precision": "int8", "quantization": {"derived_from": record.to_json()}})
+    assert typed.derived_from == record and typed.quantization is not None
+
+
+def test_the_writers_use_the_schema_constants():
+    from dvit_deploy.engines import build_plan
+
+    assert build_plan.ENGINE_SCHEMA is ENGINE_SCHEMA
+    assert ONNX_SCHEMA == "dvit-deploy/onnx-manifest/1" and ENGINE_SCHEMA == "dvit-deploy/engine-manifest/1"
+
+
+def test_profile_reads_each_manifest_once(exported, monkeypatch):
+    from dvit_deploy.profile import ProfileSettings, plan_profile, run_profile
+    from dvit_deploy.profile.measure import ProfileRun
+
+    reads = []
+    real_read_text = Path.read_text
+
+    def counting(self, *args, **kwargs):
+        if self.name == manifest_path(exported).name:
+            reads.append(self)
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    plan = plan_profile([exported], backend="onnxruntime", dense_baseline=False)
+    assert plan.runs == [ProfileRun(plan.runs[0].artifact, "sparse")] and plan.runs[0].artifact.path == exported
+    report = run_profile(plan, backend="onnxruntime", batches=[1],
+                         settings=ProfileSettings(warmup_s=0.0, iterations=2, min_iterations=1, rounds=1))
+    assert len(reports := report.results) == 1 and reports[0].keep_counts == list(plan.runs[0].artifact.model.keep_counts)
+    assert reports[0].keep_ratio == pytest.approx(0.7) and reports[0].stats.count == 2
+    assert len(reads) == 1, reads  # opened once by the plan; measure and the runner use that Artifact
