@@ -10,9 +10,11 @@ import typer
 from ..engines.targets import PARSER_TARGETS as TARGETS
 from ..errors import BadInput, MissingDependency
 from ..lazy import lazy_import
-from .common import (FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, handle_errors, human_bytes, notes, out, parse_floats, phases,
-                     styled, table)
-from .common import warn
+from .common import artifact_checks, artifact_or_default
+from .failures import handle_errors
+from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, parse_floats
+from .output import emit_json, human_bytes, notes, out, styled, table, warn
+from .progress import phases
 
 build_lib = lazy_import("dvit_deploy.engines.build")  # onnx, the fp16 check: loaded when the command runs
 doctor_lib = lazy_import("dvit_deploy.engines.doctor")

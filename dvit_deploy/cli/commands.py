@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 from .. import __version__
 from ..errors import BadInput
 from .build_cmd import build
-from .common import exit_code_for
+from .failures import exit_code_for
 from .doctor_cmd import doctor
 from .export_cmd import export
 from .flops_cmd import flops

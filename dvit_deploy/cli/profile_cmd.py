@@ -10,8 +10,11 @@ import typer
 from ..errors import BadInput
 from ..defaults import CV_WARN_PERCENT
 from ..lazy import lazy_import
-from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, err, finite,
-                     fraction_progress, handle_errors, notes, out, parse_ints, phases, print_wide, styled, warn)
+from .common import artifact_checks, artifact_or_default
+from .failures import handle_errors
+from .options import JSON_OPTION, NO_VERIFY_OPTION, finite, parse_ints
+from .output import emit_json, err, notes, out, print_wide, styled, warn
+from .progress import fraction_progress, phases
 
 
 profiling = lazy_import("dvit_deploy.profile")

@@ -10,8 +10,11 @@ import typer
 
 from ..quantize import (DEFAULT_CALIB_SAMPLES, DEFAULT_CHECK_SAMPLES, DEFAULT_METHOD, DEFAULT_TARGET, EXCLUDED_OP_TYPES,
                         METHODS, RECIPES, TARGETS)
-from .common import (FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, emit_json, err, finite,
-                     handle_errors, human_bytes, out, phases, picked, styled, table)
+from .common import artifact_checks, picked
+from .failures import handle_errors
+from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, finite
+from .output import emit_json, err, human_bytes, out, styled, table
+from .progress import phases
 
 
 @handle_errors
