@@ -19,7 +19,7 @@ from ..artifact.manifest import ModelRecord
 from ..errors import BadInput, CheckFailed
 from ..fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
 from ..artifact.store import default_artifact, engines_dir, load_manifest
-from ..deps import package_present
+from ..lazy import available as package_present  # old name kept: one import line changed in this file
 from .doctor import QDQ_OPS, DoctorReport, diagnose
 from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision, fixed_batch
 from .targets import BUILD_FLAVOURS, build_flavour, parser_target_for

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..deps import package_present
+from ..lazy import available
 from ..errors import BadInput
 from ..export.graph import constant_values
 from .targets import DEFAULT_PARSER_TARGET, PARSER_TARGETS, ParserTarget, devices_refusing_opset, parser_target_named
@@ -126,7 +126,7 @@ def diagnose(path: str | Path, target: str = DEFAULT_TARGET, *, real_parser: boo
         raise BadInput(f"{path} is not an ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     report = diagnose_model(model, parser, folder=path.parent, name=str(path))
     if real_parser is None:
-        real_parser = package_present("tensorrt_rtx")
+        real_parser = available("tensorrt_rtx")
     if real_parser:
         _check_with_nvidia_parser(report, path)
     return report
