@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..lazy import available
+from ..defaults import DEFAULT_OPSET
 from ..errors import BadInput
+from ..lazy import available
 from ..export.graph import constant_values
 from .targets import DEFAULT_PARSER_TARGET, PARSER_TARGETS, ParserTarget, devices_refusing_opset, parser_target_named
 
@@ -179,7 +180,7 @@ def _check_opset(report: DoctorReport, opset: int | None) -> None:
         report.add("blocker", "opset", "the model imports no default-domain opset")
     elif opset > t.max_opset:
         report.add("blocker", "opset", f"opset {opset} is above what the {t.name} parser reads ({t.max_opset}); "
-                                       f"re-export with --opset {min(t.max_opset, 18)}")
+                                       f"re-export with --opset {min(t.max_opset, DEFAULT_OPSET)}")
     elif opset < t.min_opset:
         report.add("blocker", "opset", f"opset {opset} is below the parser's minimum ({t.min_opset})")
     else:
@@ -190,7 +191,7 @@ def _check_opset(report: DoctorReport, opset: int | None) -> None:
         report.add("warning", "opset", f"opset {opset} needs a newer parser than some {t.name} releases have: "
                                        f"dvit package refuses it for {', '.join(d.name for d in refusing)} (TensorRT "
                                        f"{', '.join(d.tensorrt for d in refusing)}: opset <= {limit}); re-export with "
-                                       f"--opset {min(limit, 18)} to ship there")
+                                       f"--opset {min(limit, DEFAULT_OPSET)} to ship there")
 
 
 def _check_ops(report: DoctorReport, graph: onnx.GraphProto) -> None:
