@@ -7,3 +7,7 @@ PREDICT_BATCH = 8  # images per inference call in predict/eval
 VALIDATE_SAMPLES = 8
 VALIDATE_BATCH = 8
 CV_WARN_PERCENT = 2.5  # trtexec warns above this coefficient of variation
+# `dvit profile`: the time per batch size and the alternating rounds (profile.measure.ProfileSettings)
+PROFILE_WARMUP_S = 1.0
+PROFILE_DURATION_S = 3.0
+PROFILE_ROUNDS = 5

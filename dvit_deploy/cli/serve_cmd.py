@@ -13,7 +13,7 @@ from ..errors import BadInput
 from ..lazy import lazy_import
 from .common import artifact_checks, artifact_or_default
 from .failures import handle_errors
-from .options import NO_VERIFY_OPTION, parse_floats
+from .options import NO_VERIFY_OPTION, finite, parse_floats
 from .output import err, notes, styled
 
 serve_lib = lazy_import("dvit_deploy.serve.server")
@@ -40,7 +40,7 @@ def serve(
     no_batching: bool = typer.Option(False, "--no-dynamic-batching", help="Run each request as it comes."),
     keep_range: Optional[str] = typer.Option(None, "--keep-range", help="low,high: the keep_ratio a request may ask "
                                              "for (--dynamic-keep artifacts) \\[default: 0.5,0.9 or the engine's]."),
-    slo_ms: Optional[float] = typer.Option(None, "--slo-ms", help="Adaptive ρ (--dynamic-keep): lower ρ within "
+    slo_ms: Optional[float] = typer.Option(None, "--slo-ms", callback=finite, help="Adaptive ρ (--dynamic-keep): lower ρ within "
                                            "--keep-range when a batch nears this latency, raise it when load falls; "
                                            "every response reports its ρ."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads of the runner "
