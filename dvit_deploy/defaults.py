@@ -1,7 +1,13 @@
 """Defaults shown in the CLI's help, kept here (import-free) so the help needs no heavy import."""
 
 DEFAULT_OPSET = 18  # TensorRT 10.3 (JetPack 6) parses opsets up to 20
+DEFAULT_WORKSPACE_MB = 4096  # TensorRT workspace memory pool limit for `dvit build`
+DEFAULT_OPT_LEVEL = 3  # TensorRT's default builder_optimization_level
 PREDICT_BATCH = 8  # images per inference call in predict/eval
 VALIDATE_SAMPLES = 8
 VALIDATE_BATCH = 8
 CV_WARN_PERCENT = 2.5  # trtexec warns above this coefficient of variation
+# `dvit profile`: the time per batch size and the alternating rounds (profile.measure.ProfileSettings)
+PROFILE_WARMUP_S = 1.0
+PROFILE_DURATION_S = 3.0
+PROFILE_ROUNDS = 5

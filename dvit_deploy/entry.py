@@ -14,7 +14,7 @@ import sys
 
 
 class _TerminatedAtStartUp(BaseException):
-    """SIGTERM before ``cli.common`` (and its Terminated) is imported."""
+    """SIGTERM before ``cli.failures`` (and its Terminated) is imported."""
 
 
 def main() -> None:
@@ -31,13 +31,13 @@ def main() -> None:
         pass
     try:
         with signals_held():
-            from .cli.common import exit_code_for, install_signal_handlers  # typer and rich
+            from .cli.failures import exit_code_for, install_signal_handlers  # typer and rich
     except KeyboardInterrupt as exc:
-        from .cli.common import exit_code_for
+        from .cli.failures import exit_code_for
 
         sys.exit(exit_code_for(exc))
     except _TerminatedAtStartUp:
-        from .cli.common import Terminated, exit_code_for
+        from .cli.failures import Terminated, exit_code_for
 
         sys.exit(exit_code_for(Terminated()))
     try:
@@ -47,7 +47,7 @@ def main() -> None:
     except SystemExit:
         raise
     except _TerminatedAtStartUp:  # in the instant before install_signal_handlers replaced it
-        from .cli.common import Terminated
+        from .cli.failures import Terminated
 
         sys.exit(exit_code_for(Terminated()))
     except BaseException as exc:  # noqa: BLE001 - the top-level handler

@@ -48,12 +48,3 @@ class CheckFailed(DvitError):
         super().__init__(message)
         self.report = report
 
-
-def require(module: str, extra: str, purpose: str):
-    """Import an optional module lazily, or raise MissingDependency naming the extra."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:  # a broken install counts as missing, with its reason kept
-        raise MissingDependency(module.split(".")[0], extra, purpose) from exc

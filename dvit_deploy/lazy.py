@@ -4,16 +4,24 @@
 attribute access. The CLI uses it so ``dvit --help``, ``dvit flops``, ``dvit doctor`` and
 ``dvit verify`` start without importing torch, timm or the exporter. ``lazy_exports`` gives a
 package ``__init__`` the same behaviour for the names it re-exports (PEP 562 ``__getattr__``).
+
+Optional packages (TensorRT, OpenVINO, onnxruntime-gpu, matplotlib, pytriton) go through the same
+module at the backend boundary: ``available(module)`` asks whether one is installed without
+importing it; ``require(module, extra, purpose)`` imports it or raises ``MissingDependency``,
+whose one line names the extra to install.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import signal
 import threading
 import types
 from typing import Any, Callable, Iterator, Mapping
+
+from .errors import MissingDependency  # stdlib-only, like this module
 
 
 @contextlib.contextmanager
@@ -77,3 +85,19 @@ def lazy_exports(package: str, exports: Mapping[str, str]) -> Callable[[str], An
         return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
 
     return __getattr__
+
+
+def available(module: str) -> bool:
+    """Whether ``module`` is installed, without importing it (importing TensorRT takes seconds)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing or broken
+        return False
+
+
+def require(module: str, extra: str, purpose: str) -> Any:
+    """Import optional ``module`` now, or raise MissingDependency naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # a broken install counts as missing, with its reason kept
+        raise MissingDependency(module.split(".")[0], extra, purpose) from exc

@@ -12,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import BadInput, require
+from .errors import BadInput
+from .lazy import require
 from .fileio import atomic_path
 
 MASK_COLOUR = np.array([0.92, 0.92, 0.92], np.float32)

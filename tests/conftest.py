@@ -89,9 +89,9 @@ def pytest_collection_modifyitems(config, items):
     silently skip them) unless DVIT_SKIP_RTX=1 says this machine has no [dev] install."""
     if os.environ.get("DVIT_SKIP_RTX") != "1":
         return
-    from dvit_deploy.deps import package_present
+    from dvit_deploy.lazy import available
 
-    if package_present("tensorrt_rtx"):
+    if available("tensorrt_rtx"):
         return
     skip = pytest.mark.skip(reason="DVIT_SKIP_RTX=1 and tensorrt_rtx is not installed (pip install -e .[dev])")
     for item in items:

@@ -143,7 +143,7 @@ def _ctrl_c_while_importing(d: Path, mp) -> None:
 
 def _sigterm_during_export(d: Path, mp) -> None:
     """What the SIGTERM handler raises, at the moment the ONNX is being written to its temp folder."""
-    from dvit_deploy.cli.common import Terminated
+    from dvit_deploy.cli.failures import Terminated
 
     def terminated(*a, **k):
         assert list(d.glob("export/.tiny-deit-r0.7.*")), "the export's temp folder should exist by now"
@@ -293,7 +293,7 @@ def _disk_full_in(target: str) -> Callable[[Path, pytest.MonkeyPatch], None]:
 def _interrupted_while_packaging(at: str) -> Callable[[Path, pytest.MonkeyPatch], None]:
     """`package --force` over a previous bundle, stopped while archiving or between the two renames."""
     def setup(d: Path, mp) -> None:
-        from dvit_deploy.cli.common import Terminated
+        from dvit_deploy.cli.failures import Terminated
 
         _both(_export, _bundle)(d, mp)
         if at == "archive":

@@ -24,7 +24,7 @@ PACKAGE = REPO / "dvit_deploy"
 # Lowest first. A name is a top-level module or package of dvit_deploy ("__init__": the package
 # itself, i.e. ``__version__``). Every module must be placed (a new one is placed here on purpose).
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("bottom", frozenset({"__init__", "errors", "fileio", "lazy", "defaults", "deps", "artifact", "data",
+    ("bottom", frozenset({"__init__", "errors", "fileio", "lazy", "defaults", "artifact", "data",
                           "compare", "batching", "cpu"})),
     ("models", frozenset({"models"})),
     ("export", frozenset({"export"})),
@@ -143,7 +143,7 @@ def test_no_import_cycle_between_packages():
 
 
 def test_engines_never_import_runtime():
-    """The loop issue 10 named: engines.build imported runtime (package_present) while the runner imports engines."""
+    """The loop issue 10 named: engines.build imported runtime (package_present, now lazy.available) while the runner imports engines."""
     offenders = [m for m in GRAPH if _unit(m) == "engines" and any(_unit(t) == "runtime" for t in GRAPH[m])]
     assert not offenders
 
@@ -173,7 +173,7 @@ print(json.dumps(sorted(m for m in ("torch", "timm", "torchvision", "onnx", "onn
     ("dvit_deploy.artifact", set()),
     ("dvit_deploy.artifact.names", set()),
     ("dvit_deploy.artifact.manifest", set()),
-    ("dvit_deploy.deps", {"onnx", "onnxruntime", "tensorrt"}),
+    ("dvit_deploy.lazy", {"onnx", "onnxruntime", "tensorrt"}),
 ])
 def test_module_imports_without_torch(module, also_free_of):
     done = subprocess.run([sys.executable, "-c", _IMPORT_AND_REPORT, module], cwd=REPO, capture_output=True,

@@ -162,9 +162,9 @@ def _interrupted_in_one_line(proc: subprocess.Popen, sig: int = signal.SIGINT) -
     assert "Traceback" not in stderr and stderr.strip().splitlines() == [word], stderr
 
 
-# Where start-up spends its time, in order: the handler's own modules (cli.common: typer, rich), the
+# Where start-up spends its time, in order: the handler's own modules (cli.failures: typer, rich), the
 # commands (cli.commands), then the command's heavy ones (torch). A signal while paused in any of them.
-START_UP_IMPORTS = ["dvit_deploy.cli.common", "typer", "rich.console", "dvit_deploy.cli.commands", "torch"]
+START_UP_IMPORTS = ["dvit_deploy.cli.failures", "typer", "rich.console", "dvit_deploy.cli.commands", "torch"]
 
 
 @pytest.mark.parametrize("module", START_UP_IMPORTS)
@@ -172,7 +172,7 @@ def test_ctrl_c_while_importing_is_one_line_and_130(tmp_path, module):
     _interrupted_in_one_line(_dvit_at_import(module, 1.0, ["export", "--model", "deit-s"], tmp_path))
 
 
-@pytest.mark.parametrize("module", ["dvit_deploy.cli.common", "rich.console", "dvit_deploy.cli.commands"])
+@pytest.mark.parametrize("module", ["dvit_deploy.cli.failures", "rich.console", "dvit_deploy.cli.commands"])
 def test_sigterm_while_importing_is_one_line_and_143(tmp_path, module):
     _interrupted_in_one_line(_dvit_at_import(module, 1.0, ["export", "--model", "deit-s"], tmp_path), signal.SIGTERM)
 

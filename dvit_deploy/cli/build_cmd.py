@@ -7,12 +7,15 @@ from typing import List, Optional
 
 import typer
 
+from ..defaults import DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MB
 from ..engines.targets import PARSER_TARGETS as TARGETS
 from ..errors import BadInput, MissingDependency
 from ..lazy import lazy_import
-from .common import (FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, handle_errors, human_bytes, notes, out, parse_floats, phases,
-                     styled, table)
-from .common import warn
+from .common import artifact_checks, artifact_or_default
+from .failures import handle_errors
+from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, parse_floats
+from .output import emit_json, human_bytes, notes, out, styled, table, warn
+from .progress import phases
 
 build_lib = lazy_import("dvit_deploy.engines.build")  # onnx, the fp16 check: loaded when the command runs
 doctor_lib = lazy_import("dvit_deploy.engines.doctor")
@@ -41,8 +44,8 @@ def build(
     opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help="Profile batch TensorRT tunes for \\[default: min(32, max)]."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Profile maximum batch \\[default: 64]."),
     keep_range: Optional[str] = typer.Option(None, "--keep-range", help="ρ range LOW,HIGH a --dynamic-keep engine serves \\[default: 0.5,0.9]."),
-    workspace: int = typer.Option(4096, "--workspace", help="Workspace memory pool limit in MB."),
-    opt_level: int = typer.Option(3, "--opt-level", help="Builder optimization level 0-5."),
+    workspace: int = typer.Option(DEFAULT_WORKSPACE_MB, "--workspace", help="Workspace memory pool limit in MB."),
+    opt_level: int = typer.Option(DEFAULT_OPT_LEVEL, "--opt-level", help="Builder optimization level 0-5."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file to load (if present) and save."),
     hardware_compat: str = typer.Option("none", "--hardware-compat", help="none, ampere+ or same-cc."),
     version_compatible: bool = typer.Option(False, "--version-compatible", help="Engine runs on later TensorRT of the same major."),

@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 from .. import __version__
 from ..errors import BadInput
 from .build_cmd import build
-from .common import exit_code_for
+from .failures import exit_code_for
 from .doctor_cmd import doctor
 from .export_cmd import export
 from .flops_cmd import flops
@@ -55,6 +55,20 @@ class OneLineErrors(TyperGroup):
         except _ClickException as exc:
             sys.exit(exit_code_for(BadInput(exc.format_message().strip())))
         sys.exit(code if isinstance(code, int) else 0)
+
+    # Typer turns a Ctrl-C outside a command's own handler (option parsing, an option callback's
+    # first import re-raising a held signal) into a silent exit 130; say "interrupted" like everywhere else.
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            raise typer.Exit(exit_code_for(exc)) from None
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise typer.Exit(exit_code_for(exc)) from None
 
 
 app = typer.Typer(

@@ -10,7 +10,10 @@ import typer
 
 from ..engines.targets import DEFAULT_PARSER_TARGET as DEFAULT_TARGET, DEVICE_TARGETS, PARSER_TARGETS as TARGETS
 from ..lazy import lazy_import
-from .common import JSON_OPTION, artifact_or_default, emit_json, err, handle_errors, out, styled, table
+from .common import artifact_or_default
+from .failures import handle_errors
+from .options import JSON_OPTION
+from .output import emit_json, err, out, styled, table
 
 doctor_lib = lazy_import("dvit_deploy.engines.doctor")  # onnx: loaded when the command runs
 

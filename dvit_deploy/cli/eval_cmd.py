@@ -12,8 +12,11 @@ import typer
 from ..errors import BadInput, CheckFailed
 from ..defaults import PREDICT_BATCH as DEFAULT_BATCH
 from ..lazy import lazy_import
-from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, count_progress, emit_json,
-                     finite, handle_errors, notes, out, table)
+from .common import artifact_checks, artifact_or_default
+from .failures import handle_errors
+from .options import JSON_OPTION, NO_VERIFY_OPTION, finite
+from .output import emit_json, notes, out, table
+from .progress import count_progress
 
 
 def _pct(value: float | None) -> str:

@@ -14,8 +14,10 @@ from ..lazy import lazy_import
 checkpoints = lazy_import("dvit_deploy.models.checkpoint")
 onnx_export = lazy_import("dvit_deploy.export.onnx_export")
 export_check = lazy_import("dvit_deploy.export.check")
-from .common import (FORCE_OPTION, JSON_OPTION, emit_json, finite, handle_errors, human_bytes, notes, out,
-                     parse_floats, phases, styled, table)
+from .failures import handle_errors
+from .options import FORCE_OPTION, JSON_OPTION, finite, parse_floats
+from .output import emit_json, human_bytes, notes, out, styled, table
+from .progress import phases
 
 
 @handle_errors

@@ -10,7 +10,9 @@ from ..errors import BadInput
 from ..flops import CONVENTION, count_macs
 from ..models import VARIANTS, get_variant
 from ..models.config import validate_keep_ratio
-from .common import JSON_OPTION, emit_json, handle_errors, out, parse_floats, table
+from .failures import handle_errors
+from .options import JSON_OPTION, parse_floats
+from .output import emit_json, out, table
 
 DEFAULT_RATIOS = "0.9,0.8,0.7"
 

@@ -11,8 +11,11 @@ from ..engines.targets import DEVICE_TARGETS as TARGETS
 from ..errors import BadInput, CheckFailed
 from ..lazy import lazy_import
 from ..ship.layout import DEFAULT_PROFILE
-from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, handle_errors, human_bytes, notes, out, parse_ints, phases,
-                     styled, table)
+from .common import artifact_checks, artifact_or_default
+from .failures import handle_errors
+from .options import JSON_OPTION, NO_VERIFY_OPTION, parse_ints
+from .output import emit_json, human_bytes, notes, out, styled, table
+from .progress import phases
 
 ship = lazy_import("dvit_deploy.ship")  # loaded when a command runs
 

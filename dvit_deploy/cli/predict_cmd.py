@@ -14,7 +14,11 @@ from ..errors import BadInput
 from ..fileio import prepare_output
 from ..defaults import PREDICT_BATCH as DEFAULT_BATCH
 from ..lazy import lazy_import
-from .common import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, handle_errors, notes, out, phases, styled, table
+from .common import artifact_checks, artifact_or_default
+from .failures import handle_errors
+from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION
+from .output import emit_json, notes, out, styled, table
+from .progress import phases
 
 predict_lib = lazy_import("dvit_deploy.predict")
 checkpoints = lazy_import("dvit_deploy.models.checkpoint")  # torch: only with --checkpoint

@@ -8,10 +8,13 @@ from typing import Any, List, Optional
 import typer
 
 from ..errors import BadInput
-from ..defaults import CV_WARN_PERCENT
+from ..defaults import CV_WARN_PERCENT, PROFILE_DURATION_S, PROFILE_ROUNDS, PROFILE_WARMUP_S
 from ..lazy import lazy_import
-from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, err, finite,
-                     fraction_progress, handle_errors, notes, out, parse_ints, phases, print_wide, styled, warn)
+from .common import artifact_checks, artifact_or_default
+from .failures import handle_errors
+from .options import JSON_OPTION, NO_VERIFY_OPTION, finite, parse_ints
+from .output import emit_json, err, notes, out, print_wide, styled, warn
+from .progress import fraction_progress, phases
 
 
 profiling = lazy_import("dvit_deploy.profile")
@@ -31,11 +34,11 @@ def profile(
     dense_baseline: bool = typer.Option(False, "--dense-baseline", help="Also measure the dense twin, "
                                         "exporting it beside the artifact when missing."),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Measure only the given artifacts."),
-    warmup: float = typer.Option(1.0, "--warmup", callback=finite, help="Warm-up time per batch size (s)."),
-    duration: float = typer.Option(3.0, "--duration", callback=finite, help="Measured time per batch size (s)."),
+    warmup: float = typer.Option(PROFILE_WARMUP_S, "--warmup", callback=finite, help="Warm-up time per batch size (s)."),
+    duration: float = typer.Option(PROFILE_DURATION_S, "--duration", callback=finite, help="Measured time per batch size (s)."),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="A fixed number of timed calls "
                                              "instead of --duration."),
-    rounds: int = typer.Option(5, "--rounds", help="Measure the artifacts in this many alternating rounds, so "
+    rounds: int = typer.Option(PROFILE_ROUNDS, "--rounds", help="Measure the artifacts in this many alternating rounds, so "
                                "machine-speed drift does not bias their ratio (1: one after another)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads (CPU) \\[default: the backend's]."),
     include_transfer: bool = typer.Option(False, "--include-transfer/--exclude-transfer",

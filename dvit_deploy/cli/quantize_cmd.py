@@ -10,8 +10,12 @@ import typer
 
 from ..quantize import (DEFAULT_CALIB_SAMPLES, DEFAULT_CHECK_SAMPLES, DEFAULT_METHOD, DEFAULT_TARGET, EXCLUDED_OP_TYPES,
                         METHODS, RECIPES, TARGETS)
-from .common import (FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, emit_json, err, finite,
-                     handle_errors, human_bytes, out, phases, picked, styled, table)
+from ..quantize.core import DEFAULT_CALIB_BATCH, DEFAULT_PERCENTILE
+from .common import artifact_checks, picked
+from .failures import handle_errors
+from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, finite
+from .output import emit_json, err, human_bytes, out, styled, table
+from .progress import phases
 
 
 @handle_errors
@@ -26,8 +30,8 @@ def quantize(
     calib_samples: int = typer.Option(DEFAULT_CALIB_SAMPLES, "--calib-samples", min=1,
                                       help="Calibration images (the first N of --calib, sorted by path)."),
     method: str = typer.Option(DEFAULT_METHOD, "--method", help=f"Activation range: {', '.join(METHODS)}."),
-    percentile: float = typer.Option(99.999, "--percentile", callback=finite, help="Percentile for --method percentile."),
-    calib_batch: int = typer.Option(8, "--calib-batch", min=1, help="Images per calibration run (memory)."),
+    percentile: float = typer.Option(DEFAULT_PERCENTILE, "--percentile", callback=finite, help="Percentile for --method percentile."),
+    calib_batch: int = typer.Option(DEFAULT_CALIB_BATCH, "--calib-batch", min=1, help="Images per calibration run (memory)."),
     quantize_predictor: bool = typer.Option(False, "--quantize-predictor",
                                             help="Also quantize the score predictors (default: kept in float so "
                                             "pruning decisions stay stable)."),

@@ -11,8 +11,10 @@ import typer
 
 from ..errors import BadInput
 from ..lazy import lazy_import
-from .common import (NO_VERIFY_OPTION, artifact_checks, artifact_or_default, err, finite, handle_errors, notes,
-                     parse_floats, styled)
+from .common import artifact_checks, artifact_or_default
+from .failures import handle_errors
+from .options import NO_VERIFY_OPTION, finite, parse_floats
+from .output import err, notes, styled
 
 serve_lib = lazy_import("dvit_deploy.serve.server")
 

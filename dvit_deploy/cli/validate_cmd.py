@@ -11,8 +11,11 @@ import typer
 
 from ..defaults import VALIDATE_BATCH as DEFAULT_BATCH, VALIDATE_SAMPLES as DEFAULT_SAMPLES
 from ..lazy import lazy_import
-from .common import (JSON_OPTION, NO_VERIFY_OPTION, artifact_checks, artifact_or_default, emit_json, err, handle_errors,
-                     notes, phases, print_wide, styled, table, warn)
+from .common import artifact_checks, artifact_or_default
+from .failures import handle_errors
+from .options import JSON_OPTION, NO_VERIFY_OPTION
+from .output import emit_json, err, notes, print_wide, styled, table, warn
+from .progress import phases
 
 validate_lib = lazy_import("dvit_deploy.validate")
 checkpoints = lazy_import("dvit_deploy.models.checkpoint")  # torch: only with --checkpoint

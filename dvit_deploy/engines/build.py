@@ -19,7 +19,7 @@ from ..artifact.manifest import DerivedFrom, OnnxArtifact
 from ..errors import BadInput, CheckFailed
 from ..fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
 from ..artifact.store import Artifact, engines_dir, open_artifact
-from ..deps import package_present
+from ..lazy import available
 from .doctor import QDQ_OPS, DoctorReport, diagnose
 from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision, fixed_batch
 from .targets import BUILD_FLAVOURS, build_flavour, parser_target_for
@@ -179,7 +179,7 @@ def build(onnx_path: str | Path | Artifact | None = None, *, precision: str = "f
 
     compute_capability_list(kind, compute_capabilities)  # a bad value is refused before any work
     trt_version = None
-    if kind.name == "tensorrt" and package_present("tensorrt") and not onnx_only:
+    if kind.name == "tensorrt" and available("tensorrt") and not onnx_only:
         trt_version = str(import_tensorrt().__version__)
 
     phase("readiness check (dvit doctor)")

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..artifact.manifest import ENGINE_SCHEMA, ModelRecord  # the engine schema is written once, there
 from .. import __version__
+from ..defaults import DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MB
 from ..errors import BadInput
 from ..fileio import manifest_path
 from ..models.config import KeepSchedule
@@ -25,8 +26,6 @@ from .targets import (HARDWARE_COMPAT, HARDWARE_COMPAT_LEVELS, HARDWARE_COMPAT_S
                       engine_file_name, gpu_tag, parse_trt_version, precision_strategy)
 
 MAX_BATCH_LIMIT = 4096
-DEFAULT_WORKSPACE_MB = 4096
-DEFAULT_OPT_LEVEL = 3  # TensorRT's default builder_optimization_level
 INSTALL_HINT = 'pip install "dvit-deploy[tensorrt]"'
 
 

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..deps import package_present
+from ..defaults import DEFAULT_OPSET
 from ..errors import BadInput
+from ..lazy import available
 from ..export.graph import constant_values
 from .targets import DEFAULT_PARSER_TARGET, PARSER_TARGETS, ParserTarget, devices_refusing_opset, parser_target_named
 
@@ -126,7 +127,7 @@ def diagnose(path: str | Path, target: str = DEFAULT_TARGET, *, real_parser: boo
         raise BadInput(f"{path} is not an ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     report = diagnose_model(model, parser, folder=path.parent, name=str(path))
     if real_parser is None:
-        real_parser = package_present("tensorrt_rtx")
+        real_parser = available("tensorrt_rtx")
     if real_parser:
         _check_with_nvidia_parser(report, path)
     return report
@@ -180,7 +181,7 @@ def _check_opset(report: DoctorReport, opset: int | None) -> None:
         report.add("blocker", "opset", "the model imports no default-domain opset")
     elif opset > t.max_opset:
         report.add("blocker", "opset", f"opset {opset} is above what the {t.name} parser reads ({t.max_opset}); "
-                                       f"re-export with --opset {min(t.max_opset, 18)}")
+                                       f"re-export with --opset {min(t.max_opset, DEFAULT_OPSET)}")
     elif opset < t.min_opset:
         report.add("blocker", "opset", f"opset {opset} is below the parser's minimum ({t.min_opset})")
     else:
@@ -191,7 +192,7 @@ def _check_opset(report: DoctorReport, opset: int | None) -> None:
         report.add("warning", "opset", f"opset {opset} needs a newer parser than some {t.name} releases have: "
                                        f"dvit package refuses it for {', '.join(d.name for d in refusing)} (TensorRT "
                                        f"{', '.join(d.tensorrt for d in refusing)}: opset <= {limit}); re-export with "
-                                       f"--opset {min(limit, 18)} to ship there")
+                                       f"--opset {min(limit, DEFAULT_OPSET)} to ship there")
 
 
 def _check_ops(report: DoctorReport, graph: onnx.GraphProto) -> None:

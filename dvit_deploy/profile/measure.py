@@ -432,7 +432,7 @@ def _options_for(backend: str, options: dict[str, Any]) -> dict[str, Any]:
 
 def plot_results(results: list[ProfileResult], path: Path) -> Path:
     """Latency and throughput vs batch, one line per artifact and backend (dense dashed)."""
-    from ..errors import require
+    from ..lazy import require
     from ..fileio import prepare_output
 
     matplotlib = require("matplotlib", "viz", "--plot")

@@ -145,7 +145,7 @@ def quantize_onnx(
     (nothing written) when the quantized graph fails the structure check or disagrees with
     PyTorch beyond the int8 agreement thresholds.
     """
-    from ..errors import require
+    from ..lazy import require
     from ..artifact.store import Artifact, open_artifact
 
     phase = on_phase or (lambda name: None)

@@ -17,7 +17,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..deps import package_present
+from ..lazy import available
 from ..errors import BadInput, MissingDependency
 from ..artifact.store import Artifact, as_artifact
 from .base import BackendStatus, Runner, RunOutput, TensorInfo, device_index
@@ -106,7 +106,7 @@ def available_backends() -> list[BackendStatus]:
                                       'onnxruntime is not installed: pip install onnxruntime '
                                       '(or "dvit-deploy[gpu]" for the CUDA build)'))
 
-    if not package_present("tensorrt"):
+    if not available("tensorrt"):
         statuses.append(BackendStatus("tensorrt", False,
                                       'tensorrt is not installed: pip install "dvit-deploy[tensorrt]" (needs an NVIDIA GPU)'))
     else:
@@ -122,7 +122,7 @@ def available_backends() -> list[BackendStatus]:
             statuses.append(BackendStatus("tensorrt", cuda, f"tensorrt {version}; "
                                           + (gpu if cuda else "but no CUDA GPU: engines cannot run here")))
 
-    if not package_present("openvino"):
+    if not available("openvino"):
         statuses.append(BackendStatus("openvino", False,
                                       'openvino is not installed: pip install "dvit-deploy[openvino]"'))
     else:
@@ -152,7 +152,7 @@ def open_runner(backend: str, artifact: Artifact | Path | None, manifest: Mappin
             raise TypeError("open_runner needs an Artifact, or a path with its manifest")
     cls = runner_class(backend)
     package, extra = BACKEND_PACKAGES[backend]
-    if not package_present(package):
+    if not available(package):
         raise MissingDependency(package, extra, f"the {backend} backend")
     device_index(device)  # BadInput for anything but cpu, cuda, cuda:N
     if precision is None:
@@ -193,7 +193,6 @@ __all__ = [
     "available_backends",
     "default_backend",
     "open_runner",
-    "package_present",
     "runner_class",
     "runner_for_artifact",
 ]

@@ -101,7 +101,7 @@ class OpenVINORunner(Runner):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def load(self) -> "OpenVINORunner":
-        from ..errors import require
+        from ..lazy import require
 
         ov = require("openvino", "openvino", "the openvino backend")
         artifact = Path(self.artifact)

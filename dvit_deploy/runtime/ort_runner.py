@@ -144,7 +144,7 @@ class OnnxRuntimeRunner(Runner):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def load(self) -> "OnnxRuntimeRunner":
-        from ..errors import require
+        from ..lazy import require
 
         ort = require("onnxruntime", "gpu", "the onnxruntime backend")
         artifact = Path(self.artifact)

@@ -26,7 +26,8 @@ import numpy as np
 from ..artifact.manifest import ModelRecord
 from ..artifact.names import LOGITS_NAME, TOKEN_OUTPUT_PREFIX, keep_counts_for, kept_patch_ids
 from ..engines.targets import DeviceInfo, compatibility_problem, flavour_of, rtx_compatibility_problem
-from ..errors import BadInput, DvitError, require
+from ..errors import BadInput, DvitError
+from ..lazy import require
 from ..fileio import write_bytes_atomic
 from .base import Runner, RunOutput, TensorInfo, check_cuda_index
 

@@ -232,7 +232,7 @@ def prepare(artifact: Path, *, backend: str | None, precision: str | None, name:
             slo_ms: float | None = None) -> ServeSpec:
     """The artifact opened once (manifest read, sha256 checked), the backend asked for: its ServeSpec."""
     from ..artifact.store import open_artifact
-    from ..deps import package_present
+    from ..lazy import available
     from ..errors import MissingDependency
     from ..runtime import BACKEND_PACKAGES, FILE_BACKENDS, default_backend, runner_class
     from ..artifact.names import TOKEN_OUTPUT_PREFIX
@@ -248,7 +248,7 @@ def prepare(artifact: Path, *, backend: str | None, precision: str | None, name:
     if artifact.suffix not in suffixes:
         raise BadInput(f"the {backend} backend cannot run {artifact.name} (expects {', '.join(suffixes)})")
     package, extra = BACKEND_PACKAGES[backend]
-    if not package_present(package):
+    if not available(package):
         raise MissingDependency(package, extra, f"the {backend} backend")
     if backend == "tensorrt":
         from ..runtime import available_backends

@@ -24,7 +24,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..deps import package_present
+from ..lazy import available
 from ..errors import MissingDependency
 
 SERVE_EXTRA = "serve"
@@ -40,7 +40,7 @@ class TritonDist:
 
 def find_tritonserver() -> TritonDist:
     """The bundled server, or MissingDependency naming the ``[serve]`` extra."""
-    if not package_present("pytriton"):
+    if not available("pytriton"):
         raise MissingDependency("nvidia-pytriton", SERVE_EXTRA, "dvit serve (Triton Inference Server)")
     import importlib.util
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 from .. import __version__
 from ..artifact.manifest import EngineArtifact, OnnxArtifact, check_manifest, verify_artifact
 from ..artifact.store import Artifact
+from ..defaults import DEFAULT_OPSET
 from ..engines.targets import DEVICE_TARGETS, DeviceTarget, get_device_target, same_tensorrt_release
 from ..errors import BadInput, CheckFailed
 from ..fileio import (current_umask, is_same_or_parent_of_cwd, manifest_path, read_json, temp_prefix,
@@ -127,7 +128,7 @@ def check_target(target: DeviceTarget, onnx_items: list[OnnxItem], engines: list
         opset = item.artifact.onnx.opset
         if opset is not None and opset > target.max_opset:
             raise BadInput(f"{item.path.name} uses ONNX opset {opset}, but TensorRT {target.tensorrt} on {target.name} "
-                           f"parses opsets up to {target.max_opset}: re-export with --opset {min(18, target.max_opset)}")
+                           f"parses opsets up to {target.max_opset}: re-export with --opset {min(DEFAULT_OPSET, target.max_opset)}")
     for engine in engines:
         facts = engine_facts(engine.manifest)
         version = _str(facts["tensorrt"])

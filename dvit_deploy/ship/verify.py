@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..deps import package_present
+from ..lazy import available
 from ..engines.targets import compatibility_problem
 from ..errors import BadInput
 from ..fileio import manifest_path, read_json, sha256_file
@@ -343,7 +343,7 @@ def _verify_triton(root: Path, names: list[str], report: VerifyReport) -> None:
 
 def _engine_compatibility(engine_files: list[Path], report: VerifyReport) -> None:
     """Ask the engines layer whether each engine may be deserialized on this machine's TensorRT/GPU."""
-    if not package_present("tensorrt"):
+    if not available("tensorrt"):
         report.add("engine compatibility", "skipped", "engine compatibility not checked: tensorrt not installed")
         return
     try:
@@ -391,7 +391,7 @@ def _rtx_engine_compatibility(engine_files: list[Path], report: VerifyReport) ->
     """TensorRT-RTX engines against this machine: its TensorRT-RTX version and GPU, where it has them."""
     from ..engines.targets import rtx_compatibility_problem
 
-    if not package_present("tensorrt_rtx"):
+    if not available("tensorrt_rtx"):
         report.add("engine compatibility", "skipped", "engine compatibility not checked: tensorrt_rtx not installed")
         return
     try:
