@@ -84,6 +84,17 @@ def tiny_export(tmp_path_factory):
     return export_onnx(loaded, folder / "tiny.onnx", token_outputs=True)
 
 
+@pytest.fixture
+def exported(workdir, tiny_export):
+    """./export holding a copy of the shared tiny pruned export (the default artifact of that folder)."""
+    import shutil
+
+    (workdir / "export").mkdir()
+    for f in (tiny_export.path, tiny_export.manifest_path):
+        shutil.copy2(f, workdir / "export" / f.name)
+    return workdir / "export" / tiny_export.path.name
+
+
 def pytest_collection_modifyitems(config, items):
     """``rtx`` tests need tensorrt_rtx, which [dev] installs: without it they fail (so CI cannot
     silently skip them) unless DVIT_SKIP_RTX=1 says this machine has no [dev] install."""

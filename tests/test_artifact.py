@@ -17,15 +17,6 @@ from dvit_deploy.errors import BadInput
 from dvit_deploy.fileio import manifest_path, sha256_file
 
 
-@pytest.fixture
-def exported(workdir, tiny_export):
-    """./export holding a copy of the shared tiny pruned export."""
-    (workdir / "export").mkdir()
-    for f in (tiny_export.path, tiny_export.manifest_path):
-        shutil.copy2(f, workdir / "export" / f.name)
-    return workdir / "export" / tiny_export.path.name
-
-
 def _copy_as(source: Path, target: Path, **changes) -> Path:
     """A copy of ``source`` with its manifest edited (and its sha256 kept true)."""
     shutil.copy2(source, target)

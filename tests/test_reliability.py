@@ -34,15 +34,6 @@ runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def exported(workdir, tiny_export):
-    """./export with the shared tiny pruned export in it."""
-    (workdir / "export").mkdir()
-    for f in (tiny_export.path, tiny_export.manifest_path):
-        shutil.copy2(f, workdir / "export" / f.name)
-    return workdir / "export" / tiny_export.path.name
-
-
 # --------------------------------------------------------------------------------------------
 # 1. --force replaces only what the tool made
 

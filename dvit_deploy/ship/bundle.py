@@ -55,16 +55,20 @@ def _resolve_near(base: Path, name: Any) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _load_onnx(path: Path | Artifact) -> OnnxItem:
-    """The ONNX to ship, read and checked once (an ``Artifact`` already opened is not read again)."""
+def _read_item(path: Path | Artifact, what: str) -> tuple[dict[str, Any], Path, bool | None]:
+    """(manifest, path, sha256 checked or None if not yet): an ``Artifact`` already opened is not read again."""
     if isinstance(path, Artifact):
-        manifest, path, checked = dict(path.manifest), path.path, path.sha256_checked
-    else:
-        if not path.is_file():
-            raise BadInput(f"ONNX model {path} not found")
-        manifest = read_json(manifest_path(path), what=f"manifest of {path.name}")
-        check_manifest(manifest, manifest_path(path))
-        checked = None
+        return dict(path.manifest), path.path, path.sha256_checked
+    if not path.is_file():
+        raise BadInput(f"{what} {path} not found")
+    manifest = read_json(manifest_path(path), what=f"manifest of {path.name}")
+    check_manifest(manifest, manifest_path(path))
+    return manifest, path, None
+
+
+def _load_onnx(path: Path | Artifact) -> OnnxItem:
+    """The ONNX to ship, read and checked once."""
+    manifest, path, checked = _read_item(path, "ONNX model")
     if manifest.get("kind") not in (None, "onnx"):  # raw read, on purpose: a foreign kind is refused before it is typed
         raise BadInput(f"{manifest_path(path)} is not an ONNX manifest (kind {manifest.get('kind')!r})")
     if checked is None:
@@ -77,13 +81,8 @@ def _load_onnx(path: Path | Artifact) -> OnnxItem:
 
 def _load_engine(path: Path | Artifact) -> EngineItem:
     """The engine to ship and the ONNX it was built from, each read and checked once."""
-    if isinstance(path, Artifact):
-        manifest, path, checked = dict(path.manifest), path.path, path.sha256_checked
-    else:
-        if not path.is_file():
-            raise BadInput(f"engine {path} not found")
-        manifest = read_json(manifest_path(path), what=f"manifest of {path.name}")
-        check_manifest(manifest, manifest_path(path))
+    manifest, path, checked = _read_item(path, "engine")
+    if checked is None:
         checked = verify_artifact(path, manifest)
     engine = EngineArtifact.from_json(manifest)
     source = None
