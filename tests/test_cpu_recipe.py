@@ -122,7 +122,7 @@ def test_doctor_warns_tensorrt_about_7_bit_cpu_weights(max_code, warned):
 ])
 def test_failed_agreement_is_one_line_with_cpu_recipe_kernels_and_advice(target, override, expected):
     from dvit_deploy.compare import Tolerance, compare
-    from dvit_deploy.quantize.check import QuantizeCheck
+    from dvit_deploy.quantize.int8_check import QuantizeCheck
     from dvit_deploy.quantize.core import failure_line
 
     choice = select_recipe(target, fake_cpu(EPYC_AVX2), override=override)

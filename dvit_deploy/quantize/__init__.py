@@ -1,7 +1,7 @@
 """INT8 explicit quantization (Q/DQ) of dvit ONNX exports: ``dvit quantize``."""
 
 from .calibration import CalibrationSource, generated_scenes, mixed_inputs, seeded_noise
-from .check import DEFAULT_CHECK_SAMPLES, EXCLUDED_OP_TYPES, QuantizeCheck, check_quantized, qdq_facts
+from .int8_check import DEFAULT_CHECK_SAMPLES, EXCLUDED_OP_TYPES, QuantizeCheck, check_quantized, qdq_facts
 from .core import (DEFAULT_CALIB_SAMPLES, DEFAULT_METHOD, METHODS, QUANTIZED_OP_TYPES, QuantizeResult, default_output,
                    default_source, excluded_nodes, quantize_onnx)
 from .recipe import CPU_RECIPES, DEFAULT_TARGET, RECIPES, TARGETS, Recipe, RecipeChoice, select_recipe

@@ -34,7 +34,7 @@ from ..artifact.manifest import ONNX_SCHEMA, DerivedFrom
 from ..errors import BadInput, CheckFailed, DvitError
 from ..fileio import manifest_path, prepare_output, publish_artifact, sha256_file
 from .calibration import CalibrationSource, data_reader
-from .check import DEFAULT_CHECK_SAMPLES, EXCLUDED_OP_TYPES, QuantizeCheck, _keep_feed, check_quantized
+from .int8_check import DEFAULT_CHECK_SAMPLES, EXCLUDED_OP_TYPES, QuantizeCheck, _keep_feed, check_quantized
 from .recipe import DEFAULT_TARGET, RecipeChoice, select_recipe
 
 QUANTIZED_OP_TYPES = ("MatMul", "Gemm", "Conv")
