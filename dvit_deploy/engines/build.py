@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from ..artifact.manifest import DerivedFrom, OnnxArtifact
+from ..defaults import DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MB
 from ..errors import BadInput, CheckFailed
 from ..fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
 from ..artifact.store import Artifact, engines_dir, open_artifact
@@ -147,7 +148,7 @@ def write_fp16_onnx(onnx_path: Path, onnx_manifest: dict[str, Any], output: Path
 def build(onnx_path: str | Path | Artifact | None = None, *, precision: str = "fp32", output: str | Path | None = None,
           target: str | None = None, force: bool = False, onnx_only: bool = False,
           min_batch: int | None = None, opt_batch: int | None = None, max_batch: int | None = None,
-          keep_range: tuple[float, float] | None = None, workspace_mb: int = 4096, optimization_level: int = 3,
+          keep_range: tuple[float, float] | None = None, workspace_mb: int = DEFAULT_WORKSPACE_MB, optimization_level: int = DEFAULT_OPT_LEVEL,
           hardware_compat: str = "none", version_compatible: bool = False, timing_cache: str | Path | None = None,
           strongly_typed: bool = False, int8_fp16: bool = False, on_phase: Callable[[str], None] | None = None,
           verbose: bool = False, compute_capabilities: list[str] | tuple[str, ...] | None = None) -> BuildResult:

@@ -289,6 +289,6 @@ def export_dense_twin(artifact: Path, manifest: dict[str, Any], on_phase: Callab
     output = artifact.parent / onnx_name(loaded.variant.name, True, None, batch=manifest.get("batch"))
     if output.exists():  # a dense export of a different model already has the usual name
         output = artifact.with_name(f"{artifact.stem}-dense-twin.onnx")
-    result = export_onnx(loaded, output, opset=int(manifest.get("opset") or 18), batch=manifest.get("batch"),
+    result = export_onnx(loaded, output, opset=int(manifest.get("opset") or DEFAULT_OPSET), batch=manifest.get("batch"),
                          force=output.exists(), on_phase=on_phase)
     return result.path
