@@ -121,6 +121,10 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("TensorRT-RTX builds (seconds, engine MB; machine load varies)")
         for label, (seconds, size) in times.items():
             terminalreporter.write_line(f"{label}: {seconds:.1f} s, {size / 1e6:.1f} MB")
+    # Also here, not only in the header: `pytest -q` (CI's command) prints no header.
+    from dvit_deploy.cpu import cpu_info
+
+    terminalreporter.write_line(f"dvit cpu class: {cpu_info().summary()}")
 
 
 def pytest_report_header(config):
