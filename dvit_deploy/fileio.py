@@ -50,10 +50,11 @@ def prepare_output(path: str | os.PathLike, *, force: bool, kinds: tuple[str, ..
                        "writes; choose another output name")
     if path.suffix.lower() in MANIFESTED_KINDS:
         manifest = manifest_path(path)
-        if manifest.exists() and not is_our_manifest(manifest):
+        data = _our_manifest_data(manifest) if manifest.exists() else None
+        if manifest.exists() and data is None:
             raise BadInput(f"refusing to overwrite {manifest}: it is not a dvit manifest (the manifest of {path.name} "
                            "would take its name); choose another output name")
-        owner = manifest_owner(manifest) if manifest.exists() else None
+        owner = manifest_owner(data) if data is not None else None
         if owner and owner != path.name and (manifest.parent / owner).exists():
             # x.onnx and x.engine in one folder would share x.json: writing one would orphan the other.
             raise BadInput(f"refusing to write {path}: {manifest.name} beside it is the manifest of {owner}, which "
@@ -201,24 +202,25 @@ def manifest_path(artifact: str | os.PathLike) -> Path:
     return Path(artifact).with_suffix(".json")
 
 
-def is_our_manifest(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a JSON manifest written by dvit-deploy (its ``schema`` says so)."""
+def _our_manifest_data(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON of a manifest written by dvit-deploy (its ``schema`` says so), or None."""
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read(1 << 22))  # manifests are small; a big file is not one of ours
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return False
-    return isinstance(data, dict) and str(data.get("schema", "")).startswith(SCHEMA_PREFIX)
-
-
-def manifest_owner(path: str | os.PathLike) -> str | None:
-    """The file name a dvit manifest describes (its ``artifact`` field), or None."""
-    try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read(1 << 22))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
-    owner = data.get("artifact") if isinstance(data, dict) else None
+    ours = isinstance(data, dict) and str(data.get("schema", "")).startswith(SCHEMA_PREFIX)
+    return data if ours else None
+
+
+def is_our_manifest(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a JSON manifest written by dvit-deploy (its ``schema`` says so)."""
+    return _our_manifest_data(path) is not None
+
+
+def manifest_owner(data: dict[str, Any]) -> str | None:
+    """The file name a dvit manifest describes (its ``artifact`` field), or None."""
+    owner = data.get("artifact")
     return owner if isinstance(owner, str) and owner and "/" not in owner else None
 
 

@@ -14,7 +14,7 @@ from dvit_deploy.export import check_pruning_structure, export_onnx
 from dvit_deploy.export.graph import split_blocks_of
 from dvit_deploy.models.checkpoint import load_model, load_model_from_record
 
-from .conftest import TINY_CONVNEXT, TINY_SWIN, make_official_checkpoint
+from .conftest import TINY_SWIN, make_official_checkpoint
 from .reference_split_impl import official_convnext_forward, official_swin_forward
 
 

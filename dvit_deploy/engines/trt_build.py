@@ -41,7 +41,7 @@ from typing import Any, Callable
 from ..errors import CheckFailed, DvitError
 from ..lazy import require
 from .build_plan import BuildPlan
-from .targets import (HARDWARE_COMPAT_LEVELS, RTX_COMPUTE_CAPABILITIES, BuildFlavour, DeviceInfo, build_flavour,
+from .targets import (HARDWARE_COMPAT_LEVELS, RTX_COMPUTE_CAPABILITIES, DeviceInfo, build_flavour,
                       parse_trt_version)
 
 

@@ -13,7 +13,6 @@ is the device's, which the runtime reports itself.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
