@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dvit_deploy.artifact.manifest import (ENGINE_SCHEMA, ONNX_SCHEMA, DerivedFrom, OnnxArtifact, verification)
+from dvit_deploy.artifact.manifest import (ENGINE_SCHEMA, ONNX_SCHEMA, DerivedFrom, OnnxManifest, verification)
 from dvit_deploy.artifact.store import Artifact, ArtifactFilter, default_artifact, open_artifact
 from dvit_deploy.errors import BadInput
 from dvit_deploy.fileio import manifest_path, sha256_file
@@ -115,7 +115,7 @@ def test_the_one_derived_from_shape_is_relative_and_round_trips(tmp_path):
     assert DerivedFrom.from_json(record.to_json()) == record
     assert record.source_path(derived).resolve() == source.resolve()
     # An int8 manifest keeps it inside its quantization section.
-    typed = OnnxArtifact.from_json({"precision": "int8", "quantization": {"derived_from": record.to_json()}})
+    typed = OnnxManifest.from_json({"precision": "int8", "quantization": {"derived_from": record.to_json()}})
     assert typed.derived_from == record and typed.quantization is not None
 
 

@@ -419,7 +419,9 @@ def test_deit_s_fp32_fp16_int8(deit_s, out_dir, tmp_path_factory):
 def test_deit_s_dense_twin(deit_s, out_dir):
     from dvit_deploy.export.onnx_export import export_dense_twin
 
-    twin = export_dense_twin(deit_s, json.loads(deit_s.with_suffix(".json").read_text()))
+    from dvit_deploy.artifact.store import open_artifact
+
+    twin = export_dense_twin(open_artifact(deit_s))
     m = assert_engine(rtx_build(twin, out_dir / "deit-s-dense-rtx-fp32.engine", "DeiT-S dense twin"), twin, dense=True)
     assert m["network"]["topk"] == [] and m["dense"]
 

@@ -433,3 +433,20 @@ def test_fixed_batch_artifact_is_padded_and_trimmed(tmp_path):
             want = runner.run(np.concatenate([batch, batch])).logits[:1]
             np.testing.assert_allclose(response.outputs["logits"], want, atol=1e-5, rtol=1e-5)
             assert response.outputs["kept_patch_ids_stage3"].shape == (1, 67)
+
+
+def test_startup_error_names_the_model_error_not_cpu_noise(tmp_path):
+    """On a machine without a GPU driver Triton logs CUDA errors first; the cause is the model's load error."""
+    from dvit_deploy.serve.server import startup_error
+
+    log = tmp_path / "triton.log"
+    log.write_text(
+        'E1201 18:46:59.313690 27330 server.cc:241] "CudaDriverHelper has not been initialized."\n'
+        "I1201 18:46:59.364848 27338 pb_stub.cc:298]  Failed to initialize Python stub\n"
+        "E1201 18:46:59.366956 27330 model_lifecycle.cc:642] \"failed to load 'tiny' version 1: Internal: "
+        "ModuleNotFoundError: No module named 'dvit_deploy'\\n\\nAt:\\n  model.py(2): <module>\"\n"
+        "error: creating server: Internal - failed to load all models\n")
+    assert startup_error(log) == "failed to load 'tiny' version 1: Internal: ModuleNotFoundError: No module named 'dvit_deploy'"
+    log.write_text('E1201 18:46:59.313690 27330 server.cc:241] "CudaDriverHelper has not been initialized."\n'
+                   "error: creating server: Invalid argument - --model-repository must be specified\n")
+    assert startup_error(log) == "error: creating server: Invalid argument - --model-repository must be specified"

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Union
 
 from ..errors import BadInput
 from ..fileio import sha256_file
@@ -158,10 +159,93 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 DEFAULT_IMG_SIZE, DEFAULT_IN_CHANS, DEFAULT_PATCH_SIZE, DEFAULT_NUM_PATCHES = 224, 3, 16, 196
 
+# Typed records: each reads its JSON once (from_json) and writes it back (to_json). A section dvit
+# does not type (a builder's flag list, a check report) is kept verbatim, so nothing is lost when a
+# typed manifest is derived into a new one.
+
+
+def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data.get(name)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    return None if value in (None, "") or isinstance(value, (Mapping, list, tuple)) else str(value)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _plain(value: Any) -> Any:
+    """A JSON copy of ``value`` (tuples as lists, mappings as dicts), so to_json never shares state."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class TensorRecord:
+    """One graph input or output as a manifest lists it (``name``, ``dtype``, ``shape``)."""
+
+    name: str
+    dtype: str | None
+    shape: tuple[Any, ...]  # ints, or strings for symbolic dims
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TensorRecord":
+        shape = data.get("shape")
+        return cls(name=str(data.get("name", "")), dtype=_text(data.get("dtype")),
+                   shape=tuple(shape) if isinstance(shape, (list, tuple)) else (), raw=_plain(data))
+
+    @classmethod
+    def all_from(cls, items: Any) -> tuple["TensorRecord", ...]:
+        return tuple(cls.from_json(t) for t in items or () if isinstance(t, Mapping))
+
+    @property
+    def is_token_output(self) -> bool:
+        from .names import TOKEN_OUTPUT_PREFIX
+
+        return self.name.startswith(TOKEN_OUTPUT_PREFIX)
+
+    def to_json(self) -> dict[str, Any]:
+        return _plain(self.raw)
+
+
+@dataclass(frozen=True)
+class ProfileRecord:
+    """One input's optimization profile in an engine: min/opt/max dims (or values, for a shape tensor)."""
+
+    name: str
+    kind: str  # "shape" (dims) or "values" (shape-tensor input)
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ProfileRecord":
+        def dims(key: str) -> tuple[int, ...]:
+            value = data.get(key)
+            return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else ()
+
+        return cls(name=str(data.get("name", "")), kind=str(data.get("kind") or "shape"),
+                   min=dims("min"), opt=dims("opt"), max=dims("max"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "min": list(self.min), "opt": list(self.opt),
+                "max": list(self.max)}
+
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """The model an artifact holds: variant, config, keep schedule (every manifest carries it at top level)."""
+    """The model an artifact holds: variant, config, keep schedule, weights' origin, batch layout.
+
+    Every manifest carries it at top level; ``to_json`` gives those top-level keys (the engine
+    writer copies them from the ONNX's record, so an engine describes the same model).
+    """
 
     variant: str | None
     config: Mapping[str, Any]
@@ -173,28 +257,64 @@ class ModelRecord:
     keep_schedule: str = GEOMETRIC  # "geometric" (ViTs) or "linear" (ConvNeXt/Swin); absent = geometric
     keep_ratio: float | None = None  # as the export recorded it (None for a dense model)
     keep_input: Mapping[str, Any] | None = None  # the keep-count input (name, dtype, shape) of a dynamic-keep graph
+    stage_ratios: tuple[float, ...] | None = None
+    pruning_locations: tuple[int, ...] = ()
+    seed: int | None = None
+    checkpoint: Mapping[str, Any] | None = None  # path, sha256, source_key, use_ema, trusted
+    random_weights: bool = False
+    token_outputs: bool = False
+    dynamic_batch: bool | None = None
+    data_config: Mapping[str, Any] | None = None  # preprocessing (mean, std, crop) as exported
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ModelRecord":
-        config = data.get("config") if isinstance(data.get("config"), Mapping) else {}
         batch = data.get("batch")
+        ratios = data.get("stage_ratios")
         return cls(
-            variant=data.get("variant"),
-            config=dict(config),
+            variant=_text(data.get("variant")),
+            config=_plain(_section(data, "config")),
             dense=bool(data.get("dense")),
             keep_counts=tuple(int(k) for k in (data.get("keep_counts") or [])),
             num_patches=int(data.get("num_patches") or DEFAULT_NUM_PATCHES),
             batch=int(batch) if batch else None,
             dynamic_keep=bool(data.get("dynamic_keep")),
             keep_schedule=schedule_kind_of(data),
-            keep_ratio=data.get("keep_ratio") if isinstance(data.get("keep_ratio"), (int, float)) else None,
-            keep_input=dict(data["keep_input"]) if isinstance(data.get("keep_input"), Mapping) else None,
+            keep_ratio=data.get("keep_ratio") if isinstance(data.get("keep_ratio"), (int, float))
+            and not isinstance(data.get("keep_ratio"), bool) else None,
+            keep_input=_plain(data["keep_input"]) if isinstance(data.get("keep_input"), Mapping) else None,
+            stage_ratios=tuple(float(r) for r in ratios) if isinstance(ratios, (list, tuple)) else None,
+            pruning_locations=tuple(int(k) for k in data.get("pruning_locations") or ()),
+            seed=_int(data.get("seed")),
+            checkpoint=_plain(data["checkpoint"]) if isinstance(data.get("checkpoint"), Mapping) else None,
+            random_weights=data.get("random_weights") is True,
+            token_outputs=data.get("token_outputs") is True,
+            dynamic_batch=data.get("dynamic_batch") if isinstance(data.get("dynamic_batch"), bool) else None,
+            data_config=_plain(data["data_config"]) if isinstance(data.get("data_config"), Mapping) else None,
         )
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "variant": self.variant, "config": _plain(self.config), "dense": self.dense,
+            "keep_ratio": self.keep_ratio, "keep_schedule": self.keep_schedule,
+            "stage_ratios": None if self.stage_ratios is None else list(self.stage_ratios),
+            "keep_counts": list(self.keep_counts), "pruning_locations": list(self.pruning_locations),
+            "num_patches": self.num_patches, "random_weights": self.random_weights, "seed": self.seed,
+            "checkpoint": _plain(self.checkpoint), "batch": self.batch, "dynamic_batch": self.dynamic_batch,
+            "token_outputs": self.token_outputs, "dynamic_keep": self.dynamic_keep,
+            "data_config": _plain(self.data_config),
+        }
+        if self.keep_input is not None:
+            data["keep_input"] = _plain(self.keep_input)
+        return data
+
+    @property
+    def family(self) -> str | None:
+        return _text(self.config.get("family"))
 
     @property
     def splits_tokens(self) -> bool:
         """ConvNeXt/Swin: per-position kept indices are map positions, never composed across stages."""
-        return family_splits_tokens(self.config.get("family"))
+        return family_splits_tokens(self.family)
 
     @property
     def img_size(self) -> int:
@@ -209,59 +329,25 @@ class ModelRecord:
         return int(self.config.get("patch_size", DEFAULT_PATCH_SIZE))
 
     @property
+    def num_classes(self) -> int:
+        return int(self.config.get("num_classes", 1000))
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
         return self.in_chans, self.img_size, self.img_size
 
+    @property
+    def fixed_batch(self) -> bool:
+        """The graph takes exactly ``batch`` images (an export with ``--batch N``)."""
+        return self.batch is not None or self.dynamic_batch is False
 
-@dataclass(frozen=True)
-class EngineArtifact:
-    """An engine manifest (``dvit build``'s layout), typed; ``to_json`` gives back the same JSON."""
-
-    model: ModelRecord
-    tensorrt: str | None
-    gpu: str | None
-    compute_capability: str | None  # "8.7"
-    platform: str | None
-    precision: str | None
-    sha256: str | None
-    onnx_sha256: str | None
-    onnx_path: str | None
-    onnx_manifest: str | None
-    profiles: list[Mapping[str, Any]]
-    io: list[Mapping[str, Any]]
-    raw: Mapping[str, Any]
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "EngineArtifact":
-        def section(name: str) -> Mapping[str, Any]:
-            value = data.get(name)
-            return value if isinstance(value, Mapping) else {}
-
-        tensorrt, gpu, engine, source = section("tensorrt"), section("gpu"), section("engine"), section("source_onnx")
-        cc = gpu.get("compute_capability")
-        return cls(
-            model=ModelRecord.from_json(data),
-            tensorrt=_text(tensorrt.get("version")),
-            gpu=_text(gpu.get("name")),
-            compute_capability=".".join(str(v) for v in cc) if isinstance(cc, (list, tuple)) else _text(cc),
-            platform=_text(gpu.get("platform")),
-            precision=_text(data.get("precision")),
-            sha256=_text(engine.get("sha256")),
-            onnx_sha256=_text(source.get("sha256")),
-            onnx_path=_text(source.get("path")),
-            onnx_manifest=_text(source.get("manifest")),
-            profiles=[p for p in data.get("profiles") or [] if isinstance(p, Mapping)],
-            io=[t for t in data.get("io") or [] if isinstance(t, Mapping)],
-            raw=data,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.raw)
-
-
-def _text(value: Any) -> str | None:
-    return None if value in (None, "") or isinstance(value, (Mapping, list, tuple)) else str(value)
+    @property
+    def identity(self) -> tuple[Any, ...]:
+        """What makes two records the same model (for reference caches): variant, config, schedule, weights."""
+        ckpt = self.checkpoint or {}
+        return (self.variant, repr(sorted(self.config.items())), self.dense, self.stage_ratios, self.seed,
+                ckpt.get("sha256"), ckpt.get("use_ema"))
 
 
 @dataclass(frozen=True)
@@ -276,18 +362,31 @@ class QuantizationRecord:
     target: str | None
     reduce_range: bool
     cpu_class: str | None
+    calibration_method: str | None = None
+    calibration_samples: int | None = None
+    calibration_source: str | None = None
+    opset: int | None = None
+    derived_from: "DerivedFrom | None" = None
+    raw: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, section: Mapping[str, Any]) -> "QuantizationRecord":
+        recipe, cpu, calib = _section(section, "recipe"), _section(section, "cpu"), _section(section, "calibration")
+        return cls(recipe=_text(recipe.get("name")), target=_text(recipe.get("target")),
+                   reduce_range=section.get("reduce_range") is True, cpu_class=_text(cpu.get("class")),
+                   calibration_method=_text(calib.get("method")), calibration_samples=_int(calib.get("samples")),
+                   calibration_source=_text(calib.get("source")), opset=_int(section.get("opset")),
+                   derived_from=DerivedFrom.from_json(section.get("derived_from")), raw=_plain(section))
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> "QuantizationRecord | None":
         """None when the manifest describes no int8 graph."""
         if str(manifest.get("precision") or "") != "int8":
             return None
-        section = manifest.get("quantization")
-        section = section if isinstance(section, Mapping) else {}
-        recipe = section.get("recipe") if isinstance(section.get("recipe"), Mapping) else {}
-        cpu = section.get("cpu") if isinstance(section.get("cpu"), Mapping) else {}
-        return cls(recipe=_text(recipe.get("name")), target=_text(recipe.get("target")),
-                   reduce_range=section.get("reduce_range") is True, cpu_class=_text(cpu.get("class")))
+        return cls.from_json(_section(manifest, "quantization"))
+
+    def to_json(self) -> dict[str, Any]:
+        return _plain(self.raw or {})
 
 
 @dataclass(frozen=True)
@@ -313,9 +412,8 @@ class DerivedFrom:
     def from_json(cls, data: Mapping[str, Any] | None) -> "DerivedFrom | None":
         if not isinstance(data, Mapping) or not isinstance(data.get("path"), str):
             return None
-        size = data.get("bytes")
         return cls(path=data["path"], artifact=_text(data.get("artifact")) or Path(data["path"]).name,
-                   sha256=_text(data.get("sha256")), bytes=size if isinstance(size, int) else None,
+                   sha256=_text(data.get("sha256")), bytes=_int(data.get("bytes")),
                    transform=_text(data.get("transform")))
 
     def source_path(self, derived: Path) -> Path:
@@ -332,35 +430,197 @@ class DerivedFrom:
 
 
 @dataclass(frozen=True)
-class OnnxArtifact:
-    """An ONNX manifest (``dvit export``'s layout; ``dvit quantize`` and the fp16 conversion add to it), typed."""
+class _Manifest:
+    """What ONNX and engine manifests share. ``raw`` is the JSON as read: ``to_json`` starts from it
+    (sections not typed here pass through) and writes the typed fields over it."""
 
     model: ModelRecord
-    precision: str  # fp32, fp16 (mixed) or int8 (Q/DQ)
+    artifact: str | None  # the file the manifest describes
+    precision: str  # fp32, fp16 (mixed) or int8
+    inputs: tuple[TensorRecord, ...]
+    outputs: tuple[TensorRecord, ...]
+    quantization: QuantizationRecord | None  # int8 graphs (an engine built from one copies it)
+    fp16_conversion: Mapping[str, Any] | None  # how the fp16 graph was made (fp16 ONNX; engines built from it)
+    raw: Mapping[str, Any]
+
+    SCHEMA: ClassVar[str] = ""
+    KIND: ClassVar[str] = ""
+
+    @staticmethod
+    def _common(data: Mapping[str, Any]) -> dict[str, Any]:
+        fp16 = data.get("fp16_conversion")
+        return dict(model=ModelRecord.from_json(data), artifact=_text(data.get("artifact")),
+                    precision=str(data.get("precision") or "fp32"),
+                    inputs=TensorRecord.all_from(data.get("inputs")), outputs=TensorRecord.all_from(data.get("outputs")),
+                    quantization=QuantizationRecord.from_manifest(data),
+                    fp16_conversion=_plain(fp16) if isinstance(fp16, Mapping) else None, raw=_plain(data))
+
+    @property
+    def schema(self) -> str | None:
+        """The schema the file was written with (None: written before schemas, read as the current one)."""
+        return _text(self.raw.get("schema"))
+
+    @property
+    def token_output_names(self) -> tuple[str, ...]:
+        """The kept-token outputs the graph declares (``tokens_stage1`` …), in order."""
+        return tuple(t.name for t in self.outputs if t.is_token_output)
+
+    def with_changes(self, **changes: Any) -> "_Manifest":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        data = _plain(self.raw)
+        data.update(schema=self.SCHEMA, kind=self.KIND if self.KIND else data.get("kind"), artifact=self.artifact)
+        data.update(self.model.to_json())
+        data.update(precision=self.precision, inputs=[t.to_json() for t in self.inputs],
+                    outputs=[t.to_json() for t in self.outputs])
+        for name, value in (("quantization", self.quantization), ("fp16_conversion", self.fp16_conversion)):
+            if value is None:
+                data.pop(name, None)
+            else:
+                data[name] = value.to_json() if hasattr(value, "to_json") else _plain(value)
+        return data
+
+    # Read-only JSON access, for code that has not moved to the typed fields yet. Every read through
+    # these is a raw read (tests/test_artifact.py counts them).
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.raw.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.raw[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.raw
+
+    def keys(self) -> Any:
+        return self.raw.keys()
+
+
+@dataclass(frozen=True)
+class OnnxManifest(_Manifest):
+    """An ONNX manifest (``dvit export``'s layout; ``dvit quantize`` and the fp16 conversion derive from it)."""
+
     opset: int | None
     sha256: str | None
     bytes: int | None
     external_data: tuple[str, ...]
+    external_data_sha256: Mapping[str, str]
     derived_from: DerivedFrom | None  # quantize: inside ``quantization``; fp16: top level
-    quantization: QuantizationRecord | None
-    raw: Mapping[str, Any]
+
+    SCHEMA: ClassVar[str] = ONNX_SCHEMA
+    KIND: ClassVar[str] = "onnx"
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "OnnxArtifact":
-        record = data.get("onnx") if isinstance(data.get("onnx"), Mapping) else {}
-        quant = data.get("quantization") if isinstance(data.get("quantization"), Mapping) else {}
-        size = record.get("bytes")
+    def from_json(cls, data: Mapping[str, Any]) -> "OnnxManifest":
+        record = _section(data, "onnx")
+        quant = _section(data, "quantization")
+        digests = record.get("external_data_sha256")
         return cls(
-            model=ModelRecord.from_json(data),
-            precision=str(data.get("precision") or "fp32"),
-            opset=data.get("opset") if isinstance(data.get("opset"), int) else None,
+            **cls._common(data),
+            opset=_int(data.get("opset")),
             sha256=_text(record.get("sha256")),
-            bytes=size if isinstance(size, int) else None,
+            bytes=_int(record.get("bytes")),
             external_data=tuple(str(f) for f in record.get("external_data") or []),
+            external_data_sha256={str(k): str(v) for k, v in digests.items()} if isinstance(digests, Mapping) else {},
             derived_from=DerivedFrom.from_json(quant.get("derived_from") or data.get("derived_from")),
-            quantization=QuantizationRecord.from_manifest(data),
-            raw=data,
         )
 
+    @property
+    def kind(self) -> str:
+        """What the manifest says it describes: ``onnx``, or a foreign kind a reader must refuse."""
+        return str(self.raw.get("kind") or "onnx")
+
     def to_json(self) -> dict[str, Any]:
-        return dict(self.raw)
+        data = super().to_json()
+        data["kind"] = self.kind
+        data["opset"] = self.opset
+        data["onnx"] = {**_plain(_section(self.raw, "onnx")), "sha256": self.sha256, "bytes": self.bytes,
+                        "external_data": list(self.external_data)}
+        if self.external_data_sha256:
+            data["onnx"]["external_data_sha256"] = dict(self.external_data_sha256)
+        if self.derived_from is not None and self.quantization is None:
+            data["derived_from"] = self.derived_from.to_json()
+        return data
+
+
+@dataclass(frozen=True)
+class EngineManifest(_Manifest):
+    """An engine manifest (``dvit build``'s layout): the model, how it was built, what it may run on."""
+
+    tensorrt: str | None  # the builder's version
+    trt_major: int | None
+    flavour: str  # "tensorrt" (TensorRT 10/11) or "rtx" (TensorRT-RTX)
+    gpu: str | None
+    compute_capability: str | None  # "8.7" (None: built ahead of time without a GPU)
+    platform: str | None
+    rtx_compute_capabilities: tuple[str, ...]  # what a TensorRT-RTX engine covers (empty for TensorRT)
+    version_compatible: bool
+    hardware_compat: str | None
+    int8_fp16_fallback: bool
+    sha256: str | None
+    bytes: int | None
+    onnx_sha256: str | None
+    onnx_path: str | None
+    onnx_manifest: str | None
+    profiles: tuple[ProfileRecord, ...]
+    io: tuple[TensorRecord, ...]
+
+    SCHEMA: ClassVar[str] = ENGINE_SCHEMA
+    KIND: ClassVar[str] = "tensorrt-engine"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "EngineManifest":
+        tensorrt, gpu, engine, source = (_section(data, n) for n in ("tensorrt", "gpu", "engine", "source_onnx"))
+        builder, rtx = _section(data, "builder"), _section(data, "rtx")
+        cc = gpu.get("compute_capability")
+        flavour = _text(tensorrt.get("flavour")) or ("rtx" if rtx else "tensorrt")
+        return cls(
+            **cls._common(data),
+            tensorrt=_text(tensorrt.get("version")),
+            trt_major=_int(tensorrt.get("major")),
+            flavour=flavour,
+            gpu=_text(gpu.get("name")),
+            compute_capability=".".join(str(v) for v in cc) if isinstance(cc, (list, tuple)) else _text(cc),
+            platform=_text(gpu.get("platform")),
+            rtx_compute_capabilities=tuple(str(c) for c in rtx.get("compute_capabilities") or ()),
+            version_compatible=builder.get("version_compatible") is True,
+            hardware_compat=_text(builder.get("hardware_compat")),
+            int8_fp16_fallback=builder.get("int8_fp16_fallback") is True,
+            sha256=_text(engine.get("sha256")),
+            bytes=_int(engine.get("bytes")),
+            onnx_sha256=_text(source.get("sha256")),
+            onnx_path=_text(source.get("path")),
+            onnx_manifest=_text(source.get("manifest")),
+            profiles=tuple(ProfileRecord.from_json(p) for p in data.get("profiles") or [] if isinstance(p, Mapping)),
+            io=TensorRecord.all_from(data.get("io")),
+        )
+
+    @property
+    def is_rtx(self) -> bool:
+        return self.flavour == "rtx"
+
+    @property
+    def rtx_covers(self) -> str:
+        """The compute capabilities a TensorRT-RTX engine covers, for messages ("8.6, 8.9" or "?")."""
+        return ", ".join(self.rtx_compute_capabilities) or "?"
+
+    def profile(self, name: str | None) -> ProfileRecord | None:
+        """The optimization profile of input ``name`` (None when the engine has none for it)."""
+        return next((p for p in self.profiles if name is not None and p.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data["engine"] = {**_plain(_section(self.raw, "engine")), "sha256": self.sha256, "bytes": self.bytes}
+        data["profiles"] = [p.to_json() for p in self.profiles]
+        data["io"] = [t.to_json() for t in self.io]
+        return data
+
+
+AnyManifest = Union[OnnxManifest, EngineManifest]
+
+
+def manifest_from_json(data: Mapping[str, Any], artifact: str | os.PathLike) -> AnyManifest:
+    """The typed manifest of ``artifact`` (an engine's by its suffix, else an ONNX's)."""
+    if Path(artifact).suffix in ENGINE_SUFFIXES:
+        return EngineManifest.from_json(data)
+    return OnnxManifest.from_json(data)

@@ -7,13 +7,12 @@ Relative defaults resolve against the current working directory, so ``dvit`` wri
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:
-    from .manifest import EngineArtifact, ModelRecord, OnnxArtifact, QuantizationRecord
+    from .manifest import AnyManifest, EngineManifest, ModelRecord, OnnxManifest, QuantizationRecord
 
 from ..errors import BadInput
 from ..fileio import manifest_path, read_json
@@ -57,12 +56,12 @@ ALL_SUFFIXES = (".onnx", ".engine", ".plan")
 class ArtifactFilter:
     """Which artifacts a command can start from, for the default-artifact rule.
 
-    ``accept(path, manifest)`` keeps a candidate; ``what`` names the kept ones in the message when
+    ``accept(path, manifest)`` keeps a candidate (``manifest`` typed, empty when unreadable); ``what`` names the kept ones in the message when
     none is left (``"fp32 ONNX export"``). ``dvit quantize`` uses one: it can only start from an fp32
     ONNX in ./export, so its default is the newest fp32 pruned export there (else the newest fp32 one).
     """
 
-    accept: Callable[[Path, Mapping[str, Any]], bool]
+    accept: Callable[[Path, "AnyManifest"], bool]
     what: str
     refusal: str | None = None  # the whole message when none is accepted (else built from ``what``)
 
@@ -83,7 +82,7 @@ def default_artifact(suffixes: tuple[str, ...] = ALL_SUFFIXES, *,
     where = " or ".join(f"./{f.name}" for f in folders)
     kinds = "/".join(suffixes)
     if only is not None:
-        found = [p for p in found if only.accept(p, _manifest_or_empty(p))]
+        found = [p for p in found if only.accept(p, _candidate(p))]
         if not found:
             raise BadInput(only.refusal or f"no {only.what} with a manifest in {where}; run 'dvit export' first "
                            "or pass a path")
@@ -96,20 +95,22 @@ def default_artifact(suffixes: tuple[str, ...] = ALL_SUFFIXES, *,
 
 
 def _is_dense(artifact: Path) -> bool:
-    return bool(_manifest_or_empty(artifact).get("dense"))
+    return _candidate(artifact).model.dense
 
 
-def _manifest_or_empty(artifact: Path) -> Mapping[str, Any]:
-    """A candidate's manifest for choosing among them (unreadable: empty; it is checked once chosen)."""
+def _candidate(artifact: Path) -> "AnyManifest":
+    """A candidate's typed manifest for choosing among them (unreadable: empty; it is checked once chosen)."""
+    from .manifest import manifest_from_json
+
     try:
-        return read_json(manifest_path(artifact))
-    except BadInput:
-        return {}
+        data = read_json(manifest_path(artifact))
+        return manifest_from_json(data if isinstance(data, Mapping) else {}, artifact)
+    except (BadInput, ValueError, TypeError):  # a field of the wrong type: refused once chosen, with its name
+        return manifest_from_json({}, artifact)
 
 
-def load_manifest(artifact: str | Path, *, verify: bool = True) -> dict[str, Any]:
-    """The manifest beside ``artifact``; with ``verify``, the artifact must match its recorded sha256."""
-    artifact = Path(artifact)
+def _read_checked(artifact: Path) -> dict[str, Any]:
+    """The manifest JSON beside ``artifact``, refused in one line when missing or not one dvit reads."""
     if not artifact.exists():
         raise BadInput(f"artifact {artifact} not found")
     if artifact.is_dir():
@@ -118,29 +119,52 @@ def load_manifest(artifact: str | Path, *, verify: bool = True) -> dict[str, Any
         raise BadInput(f"{artifact.name} has no dvit manifest ({manifest_path(artifact).name} not found beside it): "
                        "dvit uses the artifacts it wrote, whose manifest says what they are; export the model "
                        "with 'dvit export'")
-    manifest = read_json(manifest_path(artifact), what=f"manifest of {artifact.name}")
-    from .manifest import check_manifest, verify_artifact
+    data = read_json(manifest_path(artifact), what=f"manifest of {artifact.name}")
+    from .manifest import check_manifest
 
-    check_manifest(manifest, manifest_path(artifact))
+    check_manifest(data, manifest_path(artifact))
+    return data
+
+
+def load_manifest(artifact: str | Path, *, verify: bool = True) -> dict[str, Any]:
+    """The manifest JSON beside ``artifact`` (checked; with ``verify``, the artifact must match its sha256).
+
+    For tools and tests that want the file as written; commands open an ``Artifact`` instead.
+    """
+    artifact = Path(artifact)
+    data = _read_checked(artifact)
     if verify:
-        verify_artifact(artifact, manifest)
-    return manifest
+        from .manifest import verify_artifact
+
+        verify_artifact(artifact, data)
+    return data
 
 
 @dataclass(frozen=True)
 class Artifact:
-    """An opened artifact: its path, its manifest checked once (schema, field types) and typed, and
-    whether its sha256 was checked against that manifest. Jobs take this instead of (path, dict).
+    """An opened artifact: its path, its manifest read, checked (schema, field types) and typed once,
+    and whether its sha256 was checked against that manifest. Jobs and runners take this, never a
+    path with a dict.
 
-    ``manifest`` is the JSON as read, for writers that derive a new manifest from it (quantize,
-    fp16) and for the few readers not typed yet; read typed fields (``model``, ``engine``,
-    ``onnx``, ``quantization``) where they exist.
+    ``manifest`` is an ``OnnxManifest`` or an ``EngineManifest``; a writer deriving a new manifest
+    from it (quantize, fp16, build) starts from ``manifest.to_json()`` or ``with_changes``.
     """
 
     path: Path
-    manifest: Mapping[str, Any]
+    manifest: "AnyManifest"
     sha256_checked: bool
     picked_because: str | None = None  # why the default-artifact rule chose it; None when given
+
+    @classmethod
+    def of(cls, path: str | Path, manifest: Mapping[str, Any] | "AnyManifest") -> "Artifact":
+        """An artifact from a manifest in memory (checked and typed; its file's sha256 not checked)."""
+        from .manifest import EngineManifest, OnnxManifest, check_manifest, manifest_from_json
+
+        path = Path(path)
+        if not isinstance(manifest, (OnnxManifest, EngineManifest)):
+            check_manifest(manifest, manifest_path(path))
+            manifest = manifest_from_json(manifest, path)
+        return cls(path, manifest, False)
 
     @property
     def name(self) -> str:
@@ -161,32 +185,28 @@ class Artifact:
 
     @property
     def model(self) -> "ModelRecord":
-        from .manifest import ModelRecord
-
-        return ModelRecord.from_json(self.manifest)
+        return self.manifest.model
 
     @property
     def precision(self) -> str:
         """The precision the artifact was written in (a manifest without one: fp32)."""
-        return str(self.manifest.get("precision") or "fp32")
+        return self.manifest.precision
 
     @property
-    def engine(self) -> "EngineArtifact | None":
-        from .manifest import EngineArtifact
+    def engine(self) -> "EngineManifest | None":
+        from .manifest import EngineManifest
 
-        return EngineArtifact.from_json(self.manifest) if self.is_engine else None
+        return self.manifest if isinstance(self.manifest, EngineManifest) else None
 
     @property
-    def onnx(self) -> "OnnxArtifact | None":
-        from .manifest import OnnxArtifact
+    def onnx(self) -> "OnnxManifest | None":
+        from .manifest import OnnxManifest
 
-        return None if self.is_engine else OnnxArtifact.from_json(self.manifest)
+        return self.manifest if isinstance(self.manifest, OnnxManifest) else None
 
     @property
     def quantization(self) -> "QuantizationRecord | None":
-        from .manifest import QuantizationRecord
-
-        return QuantizationRecord.from_manifest(self.manifest)
+        return self.manifest.quantization
 
 
 def open_artifact(path: str | Path | None, usable_suffixes: tuple[str, ...] = ALL_SUFFIXES, *,
@@ -197,6 +217,8 @@ def open_artifact(path: str | Path | None, usable_suffixes: tuple[str, ...] = AL
     checked once. With ``verify`` the artifact must match its recorded sha256 (a mismatch is refused,
     or only warned about under ``--no-verify``: see ``manifest.verification``).
     """
+    from .manifest import manifest_from_json, verify_artifact
+
     why = None
     if path is None:
         chosen, why = default_artifact(usable_suffixes, only=only)
@@ -204,13 +226,9 @@ def open_artifact(path: str | Path | None, usable_suffixes: tuple[str, ...] = AL
             on_picked(chosen, why)
     else:
         chosen = Path(path).expanduser()
-    manifest = load_manifest(chosen, verify=False)
-    checked = False
-    if verify:
-        from .manifest import verify_artifact
-
-        checked = verify_artifact(chosen, manifest)
-    return Artifact(chosen, manifest, checked, why)
+    data = _read_checked(chosen)
+    checked = verify_artifact(chosen, data) if verify else False
+    return Artifact(chosen, manifest_from_json(data, chosen), checked, why)
 
 
 def as_artifact(artifact: "Artifact | str | Path") -> Artifact:
@@ -218,33 +236,32 @@ def as_artifact(artifact: "Artifact | str | Path") -> Artifact:
     return artifact if isinstance(artifact, Artifact) else open_artifact(artifact)
 
 
-def is_dense_twin(sparse: dict[str, Any], candidate: dict[str, Any]) -> bool:
-    """Same model (variant, config, checkpoint or seed), batch layout and precision, but dense."""
-    if not candidate.get("dense") or sparse.get("dense"):
+def is_dense_twin(sparse: "AnyManifest | Mapping[str, Any]", candidate: "AnyManifest | Mapping[str, Any]") -> bool:
+    """Same model (variant, config, checkpoint or seed), batch layout and precision, but dense.
+
+    Typed manifests, or manifest JSON as written (typed here)."""
+    from .manifest import EngineManifest, OnnxManifest
+
+    sparse, candidate = (m if isinstance(m, (OnnxManifest, EngineManifest)) else OnnxManifest.from_json(m)
+                         for m in (sparse, candidate))
+    s, c = sparse.model, candidate.model
+    if not c.dense or s.dense:
         return False
-    # Compare as JSON would store them (an in-memory manifest holds tuples where a file has lists).
-    sparse, candidate = (json.loads(json.dumps(m, default=str)) for m in (sparse, candidate))
-    same = ("variant", "config", "batch", "kind")
-    if any(sparse.get(k) != candidate.get(k) for k in same):
+    if (s.variant, s.config, s.batch) != (c.variant, c.config, c.batch) or sparse.precision != candidate.precision:
         return False
-    if (sparse.get("precision") or "fp32") != (candidate.get("precision") or "fp32"):
+    if sparse.raw.get("kind") != candidate.raw.get("kind"):
         return False
-    s_ckpt, c_ckpt = sparse.get("checkpoint"), candidate.get("checkpoint")
-    if s_ckpt or c_ckpt:
-        return bool(s_ckpt and c_ckpt and s_ckpt.get("sha256") == c_ckpt.get("sha256")
-                    and s_ckpt.get("use_ema") == c_ckpt.get("use_ema"))
-    return sparse.get("seed") == candidate.get("seed")
+    if s.checkpoint or c.checkpoint:
+        return bool(s.checkpoint and c.checkpoint and s.checkpoint.get("sha256") == c.checkpoint.get("sha256")
+                    and s.checkpoint.get("use_ema") == c.checkpoint.get("use_ema"))
+    return s.seed == c.seed
 
 
-def find_dense_twin(artifact: Path, manifest: dict[str, Any]) -> Path | None:
+def find_dense_twin(artifact: Artifact) -> Path | None:
     """The newest dense twin of ``artifact`` in its folder (same suffix), if any."""
-    for candidate in artifacts(artifact.parent, artifact.suffix):
-        if candidate.resolve() == artifact.resolve():
+    for candidate in artifacts(artifact.path.parent, artifact.path.suffix):
+        if candidate.resolve() == artifact.path.resolve():
             continue
-        try:
-            other = read_json(manifest_path(candidate))
-        except BadInput:
-            continue
-        if is_dense_twin(manifest, other):
+        if is_dense_twin(artifact.manifest, _candidate(candidate)):
             return candidate
     return None

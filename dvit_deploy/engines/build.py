@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from ..artifact.manifest import DerivedFrom, OnnxArtifact
+from ..artifact.manifest import DerivedFrom, OnnxManifest
 from ..defaults import DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MB
 from ..errors import BadInput, CheckFailed
 from ..fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
@@ -60,7 +60,7 @@ def resolve_precision(onnx_manifest: dict[str, Any], precision: str) -> tuple[st
     A ``*-fp16mixed.onnx`` (manifest precision fp16) is built as fp16 as it is: recording it as
     fp32, or converting it a second time, would both be wrong.
     """
-    recorded = OnnxArtifact.from_json(onnx_manifest).precision
+    recorded = OnnxManifest.from_json(onnx_manifest).precision
     if recorded == "int8":
         if precision not in ("fp32", "int8"):
             raise BadInput(f"the ONNX is explicitly quantized (int8 Q/DQ); it builds as int8, not {precision}")
@@ -116,7 +116,7 @@ def write_fp16_onnx(onnx_path: Path, onnx_manifest: dict[str, Any], output: Path
         raise CheckFailed(f"fp16 graph fails the ONNX checker: {str(exc).splitlines()[0]}") from None
     from ..export.check import seeded_images
 
-    typed = OnnxArtifact.from_json(onnx_manifest)
+    typed = OnnxManifest.from_json(onnx_manifest)
     shape = typed.model.input_shape
     count = max(check_samples, 2)
     batch = fixed_batch(model)

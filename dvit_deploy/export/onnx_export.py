@@ -29,7 +29,7 @@ from ..artifact.names import INPUT_NAME, LOGITS_NAME, TOKEN_OUTPUT_PREFIX, token
 from ..fileio import errors_name, manifest_path, prepare_output, publish_artifact, sha256_file, temp_prefix
 from ..models import WithKeptTokens
 from ..models.checkpoint import LoadedModel
-from ..artifact.store import export_dir, onnx_name
+from ..artifact.store import Artifact, export_dir, onnx_name
 from .check import CheckReport, check_export
 from .graph import io_description, set_dvit_metadata
 
@@ -277,18 +277,22 @@ def versions() -> dict[str, str]:
     return found
 
 
-def export_dense_twin(artifact: Path, manifest: dict[str, Any], on_phase: Callable[[str], None] | None = None) -> Path:
+def export_dense_twin(artifact: "Artifact", on_phase: Callable[[str], None] | None = None) -> Path:
     """Export the dense baseline of the model ``artifact`` was exported from, beside it."""
+    import dataclasses
+
     from ..models.checkpoint import load_model_from_record
 
-    if artifact.suffix != ".onnx":
-        raise BadInput(f"{artifact.name} has no dense twin beside it and only ONNX twins can be exported "
+    path, onnx = artifact.path, artifact.onnx
+    if onnx is None:
+        raise BadInput(f"{path.name} has no dense twin beside it and only ONNX twins can be exported "
                        "here: export and build the dense baseline the same way (--dense), then pass both")
-    record = {**manifest, "dense": True, "stage_ratios": None, "keep_ratio": None, "keep_counts": []}
-    loaded = load_model_from_record(record)
-    output = artifact.parent / onnx_name(loaded.variant.name, True, None, batch=manifest.get("batch"))
+    dense = dataclasses.replace(onnx.model, dense=True, stage_ratios=None, keep_ratio=None, keep_counts=())
+    loaded = load_model_from_record(dense)
+    batch = onnx.model.batch
+    output = path.parent / onnx_name(loaded.variant.name, True, None, batch=batch)
     if output.exists():  # a dense export of a different model already has the usual name
-        output = artifact.with_name(f"{artifact.stem}-dense-twin.onnx")
-    result = export_onnx(loaded, output, opset=int(manifest.get("opset") or DEFAULT_OPSET), batch=manifest.get("batch"),
+        output = path.with_name(f"{path.stem}-dense-twin.onnx")
+    result = export_onnx(loaded, output, opset=onnx.opset or DEFAULT_OPSET, batch=batch,
                          force=output.exists(), on_phase=on_phase)
     return result.path

@@ -18,9 +18,12 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import torch
+
+if TYPE_CHECKING:
+    from ..artifact.manifest import ModelRecord
 
 from ..errors import BadInput
 from ..fileio import sha256_file
@@ -331,9 +334,19 @@ def checkpoint_at(path: str | Path | None) -> Iterator[None]:
         _moved_checkpoint.pop()
 
 
-def load_model_from_record(record: Mapping[str, Any], *, trust: bool | None = None) -> LoadedModel:
-    """Rebuild the model a manifest describes (the PyTorch reference for validation)."""
-    ckpt = record.get("checkpoint")
+def load_model_from_record(record: "ModelRecord | Mapping[str, Any]", *, trust: bool | None = None) -> LoadedModel:
+    """Rebuild the model a manifest describes (the PyTorch reference for validation).
+
+    ``record``: the manifest's ``ModelRecord`` (``artifact.model``), or JSON with its keys
+    (``LoadedModel.record()``), typed here once.
+    """
+    from ..artifact.manifest import ModelRecord
+
+    if not isinstance(record, ModelRecord):
+        record = getattr(record, "model", None) or ModelRecord.from_json(record)
+    if record.variant is None:
+        raise BadInput("the manifest records no model (no 'variant'): cannot rebuild it for the torch backend")
+    ckpt = record.checkpoint
     path = ckpt["path"] if ckpt else None
     if ckpt and _moved_checkpoint:
         path = _moved_checkpoint[-1]
@@ -348,17 +361,17 @@ def load_model_from_record(record: Mapping[str, Any], *, trust: bool | None = No
                        "path with --checkpoint PATH (checked against the sha256 the manifest recorded)")
     loaded = load_model(
         path,
-        model_name=record["variant"],
-        stage_ratios=record.get("stage_ratios"),
-        dense=bool(record.get("dense")),
+        model_name=record.variant,
+        stage_ratios=None if record.stage_ratios is None else list(record.stage_ratios),
+        dense=record.dense,
         use_ema=bool(ckpt and ckpt.get("use_ema")),
         trust=bool(ckpt and ckpt.get("trusted")) if trust is None else trust,
-        seed=record.get("seed"),
+        seed=record.seed,
     )
     if ckpt and loaded.checkpoint.sha256 != ckpt.get("sha256"):
         raise BadInput(f"checkpoint {path} changed since export (sha256 differs from the manifest)")
-    expected = record.get("keep_counts")
-    if expected is not None and list(loaded.keep_counts) != list(expected):
+    expected = list(record.keep_counts)
+    if (expected or record.dense) and list(loaded.keep_counts) != expected:
         raise BadInput(f"rebuilt model keeps {list(loaded.keep_counts)} tokens, manifest says {expected}")
     return loaded
 

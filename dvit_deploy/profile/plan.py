@@ -54,11 +54,11 @@ def plan_profile(artifacts_given: Sequence[Path] | None, *, backend: str | None,
         add(artifact, "sparse")
         if not with_twins:
             continue
-        twin = find_dense_twin(path, artifact.manifest)
+        twin = find_dense_twin(artifact)
         if twin is None and dense_baseline:
             from ..export.onnx_export import export_dense_twin  # the export layer makes the twin
 
-            twin = export_dense_twin(path, dict(artifact.manifest), on_phase)
+            twin = export_dense_twin(artifact, on_phase)
             plan.notes.append(f"exported the dense twin of {path.name}: {twin}")
         elif twin is None:
             plan.notes.append(f"no dense twin of {path.name} beside it: pass --dense-baseline to export one")

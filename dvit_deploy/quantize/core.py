@@ -57,9 +57,9 @@ class QuantizeResult:
 
     @property
     def size_ratio(self) -> float:
-        from ..artifact.manifest import OnnxArtifact
+        from ..artifact.manifest import OnnxManifest
 
-        written = OnnxArtifact.from_json(self.manifest)
+        written = OnnxManifest.from_json(self.manifest)
         source_bytes = written.derived_from.bytes if written.derived_from is not None else None
         return (written.bytes or 0) / max(1, source_bytes or 0)
 

@@ -42,6 +42,8 @@ from .tritonserver import find_tritonserver, prepare_backends, server_env
 SHM_DIR = Path("/dev/shm")
 MODEL_PY = ('# Written by `dvit serve`: the model is dvit_deploy.serve.backend, versioned with the package.\n'
             'from dvit_deploy.serve.backend import TritonPythonModel  # noqa: F401\n')
+_CPU_NOISE = ("CudaDriverHelper has not been initialized", "failed to get CUDA device count",
+              "Unable to allocate pinned system memory")
 _GLOG_ERROR = re.compile(r"^E\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] (.*)$")
 
 
@@ -123,12 +125,15 @@ def startup_error(log: Path, limit: int = 400) -> str:
     except OSError:
         return "no log"
     errors = [m.group(1).strip().strip('"') for m in map(_GLOG_ERROR.match, lines) if m]
+    # Triton logs these as errors on a machine without a GPU driver, then serves on CPU: never the cause.
+    errors = [e for e in errors if not any(noise in e for noise in _CPU_NOISE)]
     ours = [e for e in errors if "dvit:" in e]
     if ours:
         return ours[0].split("dvit:", 1)[1].strip()[:limit]
     bind = next((e for e in errors if "address already in use" in e.lower() or "failed to start" in e.lower()), None)
-    line = bind or (errors[0] if errors else next((l for l in reversed(lines) if l.strip()), "no output"))
-    return line[:limit]
+    load = next((e for e in errors if "failed to load" in e.lower()), None)
+    line = bind or load or (errors[0] if errors else next((l for l in reversed(lines) if l.strip()), "no output"))
+    return line.split("\\n", 1)[0][:limit]  # a Python traceback follows the message, escaped
 
 
 def _ready(host: str, port: int) -> bool:

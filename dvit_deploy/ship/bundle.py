@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .. import __version__
-from ..artifact.manifest import EngineArtifact, OnnxArtifact, check_manifest, verify_artifact
+from ..artifact.manifest import EngineManifest, OnnxManifest, check_manifest, verify_artifact
 from ..artifact.store import Artifact
 from ..defaults import DEFAULT_OPSET
 from ..engines.targets import DEVICE_TARGETS, DeviceTarget, get_device_target, same_tensorrt_release
@@ -73,7 +73,7 @@ def _load_onnx(path: Path | Artifact) -> OnnxItem:
         raise BadInput(f"{manifest_path(path)} is not an ONNX manifest (kind {manifest.get('kind')!r})")
     if checked is None:
         checked = verify_artifact(path, manifest)
-    for name in OnnxArtifact.from_json(manifest).external_data:
+    for name in OnnxManifest.from_json(manifest).external_data:
         if not (path.parent / name).is_file():
             raise BadInput(f"external weights {name} of {path.name} not found beside it")
     return OnnxItem(path, manifest, checked)
@@ -84,7 +84,7 @@ def _load_engine(path: Path | Artifact) -> EngineItem:
     manifest, path, checked = _read_item(path, "engine")
     if checked is None:
         checked = verify_artifact(path, manifest)
-    engine = EngineArtifact.from_json(manifest)
+    engine = EngineManifest.from_json(manifest)
     source = None
     onnx_manifest = _resolve_near(path.parent, engine.onnx_manifest)
     onnx_path = _resolve_near(path.parent, engine.onnx_path)
@@ -137,7 +137,7 @@ def check_target(target: DeviceTarget, onnx_items: list[OnnxItem], engines: list
         elif not same_tensorrt_release(version, target.tensorrt):
             raise BadInput(f"{engine.path.name} was built with TensorRT {version}, but {target.name} runs TensorRT "
                            f"{target.tensorrt}: ship the ONNX and build on the device (build_on_device.sh)")
-        platform = EngineArtifact.from_json(engine.manifest).platform
+        platform = EngineManifest.from_json(engine.manifest).platform
         if platform and platform != target.arch:
             raise BadInput(f"{engine.path.name} was built on {platform}, but {target.name} is {target.arch}: engines "
                            "do not move between platforms; ship the ONNX and build on the device")

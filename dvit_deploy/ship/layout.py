@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..artifact.manifest import EngineArtifact, OnnxArtifact
+from ..artifact.manifest import EngineManifest, OnnxManifest, manifest_from_json
 from ..artifact.store import Artifact
 from ..fileio import manifest_path, sha256_file
 
@@ -34,11 +34,11 @@ class OnnxItem:
     @property
     def artifact(self) -> Artifact:
         """The opened artifact (read and checked once by ``bundle.collect_artifacts``), typed."""
-        return Artifact(self.path, self.manifest, self.sha256_checked)
+        return Artifact(self.path, manifest_from_json(self.manifest, self.path), self.sha256_checked)
 
     @property
     def files(self) -> list[Path]:
-        data = [self.path.parent / name for name in OnnxArtifact.from_json(self.manifest).external_data]
+        data = [self.path.parent / name for name in OnnxManifest.from_json(self.manifest).external_data]
         return [self.path, *data, manifest_path(self.path)]
 
 
@@ -51,7 +51,7 @@ class EngineItem:
 
     @property
     def artifact(self) -> Artifact:
-        return Artifact(self.path, self.manifest, self.sha256_checked)
+        return Artifact(self.path, manifest_from_json(self.manifest, self.path), self.sha256_checked)
 
     @property
     def files(self) -> list[Path]:
@@ -59,13 +59,14 @@ class EngineItem:
 
 
 def engine_facts(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The engine-manifest fields shipping needs (``dvit build``'s layout, read by ``EngineArtifact``), None where
+    """The engine-manifest fields shipping needs (``dvit build``'s layout, read by ``EngineManifest``), None where
     the manifest does not say."""
-    engine = EngineArtifact.from_json(manifest)
+    engine = EngineManifest.from_json(manifest)
     return {"tensorrt": engine.tensorrt, "gpu": engine.gpu, "compute_capability": engine.compute_capability,
             "precision": engine.precision, "sha256": engine.sha256, "onnx_sha256": engine.onnx_sha256,
             "onnx_manifest": engine.onnx_manifest, "onnx_path": engine.onnx_path,
-            "profiles": engine.profiles or None, "io": engine.io or None}
+            "profiles": [p.to_json() for p in engine.profiles] or None,
+            "io": [t.to_json() for t in engine.io] or None}
 
 
 def _str(value: Any) -> str | None:
