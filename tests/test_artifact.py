@@ -146,3 +146,59 @@ def test_profile_reads_each_manifest_once(exported, monkeypatch):
     assert len(reports := report.results) == 1 and reports[0].keep_counts == list(plan.runs[0].artifact.model.keep_counts)
     assert reports[0].keep_ratio == pytest.approx(0.7) and reports[0].stats.count == 2
     assert len(reads) == 1, reads  # opened once by the plan; measure and the runner use that Artifact
+
+
+# Manifests as dvit-deploy 0.1 wrote them before the typed writers (a842b90): a tiny Swin export and
+# its TensorRT-RTX engine, built ahead of time. That engine writer copied a hand-listed key set that
+# left out ``keep_schedule``, so the file says nothing about the (linear) schedule.
+OLD_MANIFESTS = Path(__file__).parent / "data" / "manifests-0.1"
+
+
+def _old(name: str) -> dict:
+    return json.loads((OLD_MANIFESTS / name).read_text())
+
+
+def test_an_onnx_manifest_written_by_0_1_reads_typed_and_writes_back_every_field():
+    from dvit_deploy.artifact.manifest import OnnxManifest, check_manifest
+
+    data = _old("tiny-swin.onnx.json")
+    check_manifest(data, "tiny-swin.json")
+    typed = OnnxManifest.from_json(data)
+    assert typed.model.variant == "tiny-swin" and typed.model.family == "swin"
+    assert typed.model.keep_schedule == "linear" and typed.model.stage_ratios == (0.9, 0.7, 0.5)
+    assert typed.model.keep_counts == (14, 11, 8) and typed.model.dynamic_batch is True
+    assert typed.opset == 18 and typed.sha256 == data["onnx"]["sha256"] and typed.bytes == data["onnx"]["bytes"]
+    assert typed.token_output_names == ("kept_tokens_stage1", "kept_tokens_stage2", "kept_tokens_stage3")
+    assert typed.precision == "fp32" and typed.quantization is None and typed.derived_from is None
+    written = typed.to_json()
+    assert {k: written[k] for k in data} == data  # nothing lost or changed
+    assert OnnxManifest.from_json(written).to_json() == written  # and stable
+
+
+def test_an_engine_manifest_written_by_0_1_reads_its_linear_schedule_from_the_family():
+    from dvit_deploy.artifact.manifest import EngineManifest, check_manifest
+
+    data = _old("tiny-swin-rtx.engine.json")
+    check_manifest(data, "tiny-swin-rtx.json")
+    assert "keep_schedule" not in data  # the omission this test is about
+    typed = EngineManifest.from_json(data)
+    assert typed.model.keep_schedule == "linear"  # not geometric: ConvNeXt/Swin are linear
+    assert typed.flavour == "rtx" and typed.is_rtx and typed.rtx_compute_capabilities == ("8.9",)
+    assert typed.compute_capability is None and typed.gpu is None  # built ahead of time, no GPU
+    assert typed.tensorrt == data["tensorrt"]["version"] and typed.sha256 == data["engine"]["sha256"]
+    assert typed.onnx_sha256 == data["source_onnx"]["sha256"] and typed.precision == "fp32"
+    images = typed.profile("images")
+    assert images is not None and images.kind == "shape" and images.max[1:] == (3, 64, 64)
+    assert [t.name for t in typed.io][:1] == ["images"]
+    written = typed.to_json()
+    assert written["keep_schedule"] == "linear"  # written explicitly from now on
+    assert {k: written[k] for k in data} == data
+    assert EngineManifest.from_json(written).to_json() == written
+
+
+def test_a_manifest_without_schema_or_schedule_reads_as_a_geometric_vit():
+    from dvit_deploy.artifact.manifest import OnnxManifest
+
+    typed = OnnxManifest.from_json({"variant": "deit-s", "keep_counts": [137, 96, 67], "keep_ratio": 0.7})
+    assert typed.schema is None and typed.model.keep_schedule == "geometric" and typed.model.num_patches == 196
+    assert typed.to_json()["schema"] == ONNX_SCHEMA and typed.to_json()["keep_schedule"] == "geometric"

@@ -80,9 +80,15 @@ class KeepSchedule:
 
 
 def schedule_kind_of(record: Mapping[str, Any]) -> str:
-    """The schedule kind a manifest records; manifests written before it existed are geometric."""
+    """The schedule kind a manifest records. Without one, the family's: ViT manifests written before
+    the field existed are geometric, and engines built before 0.1's typed writer omitted it for
+    ConvNeXt/Swin too, whose schedule is linear."""
     kind = record.get("keep_schedule")
-    return kind if kind in SCHEDULE_KINDS else GEOMETRIC
+    if kind in SCHEDULE_KINDS:
+        return kind
+    config = record.get("config")
+    family = config.get("family") if isinstance(config, Mapping) else None
+    return LINEAR if family_splits_tokens(family) else GEOMETRIC
 
 
 def family_splits_tokens(family: str | None) -> bool:

@@ -476,7 +476,8 @@ class _Manifest:
                     outputs=[t.to_json() for t in self.outputs])
         for name, value in (("quantization", self.quantization), ("fp16_conversion", self.fp16_conversion)):
             if value is None:
-                data.pop(name, None)
+                if isinstance(data.get(name), Mapping):  # derived without it: drop what the source had
+                    data.pop(name)
             else:
                 data[name] = value.to_json() if hasattr(value, "to_json") else _plain(value)
         return data
