@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dvit_deploy.artifact.store import Artifact
 from dvit_deploy.errors import BadInput, MissingDependency
 from dvit_deploy.runtime import BACKENDS, available_backends, open_runner, runner_class, runner_for_artifact
 
@@ -38,7 +39,7 @@ def test_available_backends_lists_every_backend():
 
 def test_unknown_backend_and_missing_package(tiny_export):
     with pytest.raises(BadInput, match="unknown backend"):
-        open_runner("tflite", tiny_export.path, tiny_export.manifest)
+        open_runner("tflite", Artifact.of(tiny_export.path, tiny_export.manifest))
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -134,7 +135,7 @@ def test_device_names_are_validated(tiny_export):
 
     for bad in ("cuda:x", "cuda:", "cuda:-1", "gpu", "CUDA", "cpu:0"):
         with pytest.raises(BadInput, match="device must be cpu, cuda or cuda:N"):
-            open_runner("onnxruntime", tiny_export.path, tiny_export.manifest, device=bad)
+            open_runner("onnxruntime", Artifact.of(tiny_export.path, tiny_export.manifest), device=bad)
     assert [device_index(d) for d in ("cpu", "cuda", "cuda:0", "cuda:3")] == [None, 0, 0, 3]
     assert check_cuda_index("cuda:1", 2) == 1
     with pytest.raises(BadInput, match=r"device 'cuda:2' requested but torch sees 2 CUDA GPU\(s\): cuda:0..cuda:1"):
@@ -189,5 +190,5 @@ def test_torch_threads_restored_when_load_fails(tiny_export):
     before = torch.get_num_threads()
     manifest = {k: v for k, v in tiny_export.manifest.items() if k != "variant"}
     with pytest.raises(BadInput, match="no 'variant'"):
-        open_runner("torch", tiny_export.path, manifest, intra_op_threads=1 if before != 1 else 2).load()
+        open_runner("torch", Artifact.of(tiny_export.path, manifest), intra_op_threads=1 if before != 1 else 2).load()
     assert torch.get_num_threads() == before
