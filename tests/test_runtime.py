@@ -192,3 +192,42 @@ def test_torch_threads_restored_when_load_fails(tiny_export):
     with pytest.raises(BadInput, match="no 'variant'"):
         open_runner("torch", Artifact.of(tiny_export.path, manifest), intra_op_threads=1 if before != 1 else 2).load()
     assert torch.get_num_threads() == before
+
+
+def test_runners_take_an_opened_artifact(tiny_export, images, tmp_path):
+    """open_runner and every Runner take the Artifact a job opened; a path or a dict is refused."""
+    with pytest.raises(TypeError, match="open_runner takes an opened Artifact"):
+        open_runner("onnxruntime", tiny_export.path)
+    with pytest.raises(TypeError, match="takes an opened Artifact"):
+        runner_class("onnxruntime")(tiny_export.path)
+    with pytest.raises(BadInput, match="the onnxruntime backend needs an .onnx artifact"):
+        runner_class("onnxruntime")(None)
+    opened = Artifact.of(tiny_export.path, tiny_export.manifest)
+    runner = open_runner("onnxruntime", opened, precision=None)  # None: the artifact's own precision
+    assert runner.artifact is opened and runner.path == tiny_export.path and runner.precision == "fp32"
+    # A model held only in memory: torch rebuilds it from the record; no file is read.
+    placeholder = tmp_path / "never-written.onnx"
+    with open_runner("torch", Artifact.of(placeholder, tiny_export.manifest)) as torch_runner:
+        assert torch_runner.describe()["artifact"] == str(placeholder)
+        assert torch_runner.outputs[0].shape == ("batch", opened.model.num_classes)
+        out = torch_runner.run(images)
+    with runner_for_artifact(tiny_export.path, "torch") as reference:
+        np.testing.assert_allclose(out.logits, reference.run(images).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_memory_estimate_reads_typed_records(tmp_path):
+    from dvit_deploy.artifact.manifest import ModelRecord
+    from dvit_deploy.runtime.memory import per_image_bytes, weight_bytes
+
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"x" * 10)
+    (tmp_path / "m.onnx.data").write_bytes(b"y" * 5)
+    recorded = Artifact.of(onnx, {"onnx": {"bytes": 100, "external_data": ["m.onnx.data"]}})
+    assert weight_bytes(recorded, "onnxruntime") == (100 + 5) * 2  # the recorded size, plus external data
+    assert weight_bytes(Artifact.of(onnx, {}), "openvino") == 10 * 3  # none recorded: the file's size
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"z" * 7)
+    assert weight_bytes(Artifact.of(engine, {}), "tensorrt") == 7 * 2
+    small, large = (ModelRecord.from_json({"config": {"img_size": s, "patch_size": 16}, "num_patches": (s // 16) ** 2})
+                    for s in (224, 384))
+    assert per_image_bytes(large) > 2 * per_image_bytes(small)  # more patches: more activations

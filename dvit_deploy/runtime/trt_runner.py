@@ -73,7 +73,7 @@ def keep_counts_feed(engine: EngineManifest, keep_ratio: float | None) -> np.nda
 def check_keep_range(engine: EngineManifest, counts: np.ndarray) -> None:
     """Refuse kept counts outside the values the engine's ``keep_counts`` profile was built for."""
     profile = engine.profile((engine.model.keep_input or {}).get("name"))
-    if profile is None:
+    if profile is None or not profile.min or not profile.max:
         return
     low, high = np.asarray(profile.min), np.asarray(profile.max)
     if np.any(counts < low) or np.any(counts > high):
