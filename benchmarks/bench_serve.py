@@ -190,11 +190,11 @@ def slo_suite(args, image: np.ndarray, threads: list[str]) -> list[dict]:
 
 
 def direct(artifact: Path, backend: str, image: np.ndarray, duration_s: float, threads: int | None) -> dict:
-    from dvit_deploy.artifact.store import load_manifest
+    from dvit_deploy.artifact.store import open_artifact
     from dvit_deploy.runtime import open_runner
 
     options = {"intra_op_threads": threads} if threads else {}
-    with open_runner(backend, artifact, load_manifest(artifact), **options) as runner:
+    with open_runner(backend, open_artifact(artifact), **options) as runner:
         for _ in range(3):
             runner.run(image)
         latencies = []

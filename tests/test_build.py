@@ -218,6 +218,7 @@ def test_real_build_and_run(tiny_export, workdir):
     report = json.loads(result.stdout)
     engine = Path(report["engine"])
     assert engine.is_file() and engine.with_suffix(".json").is_file()
+    from dvit_deploy.artifact.store import Artifact
     from dvit_deploy.runtime.trt_runner import TensorRTRunner
     from dvit_deploy.compare import Tolerance, compare
     from dvit_deploy.export.check import reference_outputs, seeded_images
@@ -227,7 +228,7 @@ def test_real_build_and_run(tiny_export, workdir):
     loaded = load_model_from_record(manifest)
     images = seeded_images(4, loaded)
     ref = reference_outputs(loaded, images, 2)
-    with TensorRTRunner(engine, manifest, device="cuda", precision="fp16") as trt_runner:
+    with TensorRTRunner(Artifact.of(engine, manifest), device="cuda", precision="fp16") as trt_runner:
         out = trt_runner.run(images.numpy())
     cmp = compare(ref["logits"], out.logits, Tolerance.for_precision("fp16"), ref_kept=ref["kept"],
                   test_kept=out.kept, ref_margins=ref["margins"])

@@ -181,12 +181,13 @@ def test_profile_reports_the_time_each_model_really_ran(sparse_export):
 
 def test_memory_estimate_refuses_what_the_oom_killer_would_end(monkeypatch):
     """DeiT-S at batch 4000 needs tens of GB (killed without a message on a 24 GB machine); batch 64 does not."""
+    from dvit_deploy.artifact.manifest import ModelRecord
     from dvit_deploy.errors import BadInput
     from dvit_deploy.models.config import VARIANTS
     from dvit_deploy.runtime import memory
 
     manifest = {"config": VARIANTS["deit-s"].to_dict(), "num_patches": 196}
-    per_image = memory.per_image_bytes(manifest)
+    per_image = memory.per_image_bytes(ModelRecord.from_json(manifest))
     assert 4 << 20 < per_image < 16 << 20  # a few MB per 224² image through a DeiT-S block
     assert memory.MemoryNeed(0, per_image, 4000).total > 24 << 30
     monkeypatch.setattr(memory, "available_bytes", lambda: 16 << 30)

@@ -24,6 +24,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
+from dvit_deploy.artifact.store import Artifact
 from dvit_deploy.cli import app
 from dvit_deploy.engines import build as build_mod
 from dvit_deploy.engines.doctor import diagnose
@@ -372,7 +373,7 @@ def test_engine_does_not_deserialize_without_a_driver(tiny_export, out_dir):
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is visible: this test is about machines without one")
     with pytest.raises(DvitError, match=r"TensorRT-RTX engine: it runs on an RTX GPU .*cudaError 35") as info:
-        TensorRTRunner(result.engine_path, result.manifest).load()
+        TensorRTRunner(Artifact.of(result.engine_path, result.manifest)).load()
     assert "\n" not in str(info.value)
 
     class Capture(trt.ILogger):

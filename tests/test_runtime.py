@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dvit_deploy.artifact.store import Artifact
 from dvit_deploy.errors import BadInput, MissingDependency
 from dvit_deploy.runtime import BACKENDS, available_backends, open_runner, runner_class, runner_for_artifact
 
@@ -38,7 +39,7 @@ def test_available_backends_lists_every_backend():
 
 def test_unknown_backend_and_missing_package(tiny_export):
     with pytest.raises(BadInput, match="unknown backend"):
-        open_runner("tflite", tiny_export.path, tiny_export.manifest)
+        open_runner("tflite", Artifact.of(tiny_export.path, tiny_export.manifest))
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -134,7 +135,7 @@ def test_device_names_are_validated(tiny_export):
 
     for bad in ("cuda:x", "cuda:", "cuda:-1", "gpu", "CUDA", "cpu:0"):
         with pytest.raises(BadInput, match="device must be cpu, cuda or cuda:N"):
-            open_runner("onnxruntime", tiny_export.path, tiny_export.manifest, device=bad)
+            open_runner("onnxruntime", Artifact.of(tiny_export.path, tiny_export.manifest), device=bad)
     assert [device_index(d) for d in ("cpu", "cuda", "cuda:0", "cuda:3")] == [None, 0, 0, 3]
     assert check_cuda_index("cuda:1", 2) == 1
     with pytest.raises(BadInput, match=r"device 'cuda:2' requested but torch sees 2 CUDA GPU\(s\): cuda:0..cuda:1"):
@@ -189,5 +190,44 @@ def test_torch_threads_restored_when_load_fails(tiny_export):
     before = torch.get_num_threads()
     manifest = {k: v for k, v in tiny_export.manifest.items() if k != "variant"}
     with pytest.raises(BadInput, match="no 'variant'"):
-        open_runner("torch", tiny_export.path, manifest, intra_op_threads=1 if before != 1 else 2).load()
+        open_runner("torch", Artifact.of(tiny_export.path, manifest), intra_op_threads=1 if before != 1 else 2).load()
     assert torch.get_num_threads() == before
+
+
+def test_runners_take_an_opened_artifact(tiny_export, images, tmp_path):
+    """open_runner and every Runner take the Artifact a job opened; a path or a dict is refused."""
+    with pytest.raises(TypeError, match="open_runner takes an opened Artifact"):
+        open_runner("onnxruntime", tiny_export.path)
+    with pytest.raises(TypeError, match="takes an opened Artifact"):
+        runner_class("onnxruntime")(tiny_export.path)
+    with pytest.raises(BadInput, match="the onnxruntime backend needs an .onnx artifact"):
+        runner_class("onnxruntime")(None)
+    opened = Artifact.of(tiny_export.path, tiny_export.manifest)
+    runner = open_runner("onnxruntime", opened, precision=None)  # None: the artifact's own precision
+    assert runner.artifact is opened and runner.path == tiny_export.path and runner.precision == "fp32"
+    # A model held only in memory: torch rebuilds it from the record; no file is read.
+    placeholder = tmp_path / "never-written.onnx"
+    with open_runner("torch", Artifact.of(placeholder, tiny_export.manifest)) as torch_runner:
+        assert torch_runner.describe()["artifact"] == str(placeholder)
+        assert torch_runner.outputs[0].shape == ("batch", opened.model.num_classes)
+        out = torch_runner.run(images)
+    with runner_for_artifact(tiny_export.path, "torch") as reference:
+        np.testing.assert_allclose(out.logits, reference.run(images).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_memory_estimate_reads_typed_records(tmp_path):
+    from dvit_deploy.artifact.manifest import ModelRecord
+    from dvit_deploy.runtime.memory import per_image_bytes, weight_bytes
+
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"x" * 10)
+    (tmp_path / "m.onnx.data").write_bytes(b"y" * 5)
+    recorded = Artifact.of(onnx, {"onnx": {"bytes": 100, "external_data": ["m.onnx.data"]}})
+    assert weight_bytes(recorded, "onnxruntime") == (100 + 5) * 2  # the recorded size, plus external data
+    assert weight_bytes(Artifact.of(onnx, {}), "openvino") == 10 * 3  # none recorded: the file's size
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"z" * 7)
+    assert weight_bytes(Artifact.of(engine, {}), "tensorrt") == 7 * 2
+    small, large = (ModelRecord.from_json({"config": {"img_size": s, "patch_size": 16}, "num_patches": (s // 16) ** 2})
+                    for s in (224, 384))
+    assert per_image_bytes(large) > 2 * per_image_bytes(small)  # more patches: more activations

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dvit_deploy.artifact.store import Artifact
 from dvit_deploy.engines import build as build_mod
 from dvit_deploy.engines import build_plan as plans
 from dvit_deploy.engines import trt_build
@@ -328,7 +329,7 @@ def test_runner_load_bind_run(trt, tiny_export, tmp_path, monkeypatch, cuda_grap
     result = run_build(trt, onnx, tmp_path, io=io)
     trt.calls.clear()
     images = np.zeros((2, 3, 224, 224), np.float32)
-    with TensorRTRunner(result.engine_path, result.manifest, device="cuda", cuda_graph=cuda_graph) as runner:
+    with TensorRTRunner(Artifact.of(result.engine_path, result.manifest), device="cuda", cuda_graph=cuda_graph) as runner:
         out = runner.run(images)
         assert out.logits.shape == (2, 10)
         assert [c[1] for c in trt.called("IExecutionContext.set_input_shape")] == [("images", (2, 3, 224, 224))]
@@ -350,7 +351,7 @@ def test_runner_binds_inputs_where_the_engine_says(trt, dynamic_keep_export, tmp
     io = engine_io(json.loads(dynamic_keep_export.with_suffix(".json").read_text()), keep_location=location)
     result = run_build(trt, dynamic_keep_export, tmp_path, io=io)
     trt.calls.clear()
-    with TensorRTRunner(result.engine_path, result.manifest, device="cuda", keep_ratio=0.8) as runner:
+    with TensorRTRunner(Artifact.of(result.engine_path, result.manifest), device="cuda", keep_ratio=0.8) as runner:
         runner.run(np.zeros((1, 3, 224, 224), np.float32))
         assert trt.called("ICudaEngine.get_tensor_location")
         (address,) = [c[1][1] for c in trt.called("IExecutionContext.set_tensor_address") if c[1][0] == "keep_counts"]
@@ -407,7 +408,7 @@ def test_runner_refuses_a_buffer_tensorrt_rejects(trt, tiny_export, tmp_path, mo
     result = run_build(trt, onnx, tmp_path, io=engine_io(json.loads(onnx.with_suffix(".json").read_text()),
                                                          token_outputs=False))
     trt.behave("IExecutionContext.set_tensor_address", lambda context, name, address: name != "logits")
-    with TensorRTRunner(result.engine_path, result.manifest, device="cuda") as runner:
+    with TensorRTRunner(Artifact.of(result.engine_path, result.manifest), device="cuda") as runner:
         with pytest.raises(DvitError, match="refused the buffer for 'logits'"):
             runner.run(np.zeros((1, 3, 224, 224), np.float32))
         assert not trt.called("IExecutionContext.execute_async_v3")
@@ -479,7 +480,7 @@ def test_rtx_runner_jit_with_runtime_cache(rtx, tiny_export, tmp_path, monkeypat
     fake_cuda.install(monkeypatch, name=RTX_GPU[0], cc=RTX_GPU[1])
     result = _rtx_engine(rtx, onnx_of(tiny_export), tmp_path)
     cache_file = result.engine_path.with_suffix(".runtime-cache")
-    with TensorRTRunner(result.engine_path, result.manifest, device="cuda") as runner:
+    with TensorRTRunner(Artifact.of(result.engine_path, result.manifest), device="cuda") as runner:
         assert runner.run(np.zeros((2, 3, 224, 224), np.float32)).logits.shape == (2, 10)
         assert rtx.called("ICudaEngine.create_runtime_config") and rtx.called("IRuntimeConfig.set_runtime_cache")
         (context_args,) = [c[1] for c in rtx.called("ICudaEngine.create_execution_context")]
@@ -487,7 +488,7 @@ def test_rtx_runner_jit_with_runtime_cache(rtx, tiny_export, tmp_path, monkeypat
         assert not rtx.called("IRuntimeCache.deserialize")  # no cache file yet
     assert cache_file.read_bytes() == b"fake IRuntimeCache.serialize"  # saved on close
     rtx.calls.clear()
-    with TensorRTRunner(result.engine_path, result.manifest, device="cuda"):
+    with TensorRTRunner(Artifact.of(result.engine_path, result.manifest), device="cuda"):
         assert [bytes(c[1][0]) for c in rtx.called("IRuntimeCache.deserialize")] == [b"fake IRuntimeCache.serialize"]
 
 
@@ -499,5 +500,5 @@ def test_rtx_runner_refuses_a_gpu_the_engine_was_not_built_for(rtx, tiny_export,
     result = build_mod.build(onnx_of(tiny_export), target="rtx", output=tmp_path / "o.engine", force=True,
                              compute_capabilities=["8.9", "12.0"])
     with pytest.raises(BadInput, match=match):
-        TensorRTRunner(result.engine_path, result.manifest, device="cuda").load()
+        TensorRTRunner(Artifact.of(result.engine_path, result.manifest), device="cuda").load()
     assert not rtx.called("Runtime.deserialize_cuda_engine")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from dvit_deploy.artifact.manifest import EngineManifest
+from dvit_deploy.artifact.store import Artifact
 from dvit_deploy.errors import BadInput, MissingDependency
 from dvit_deploy.runtime.trt_runner import TensorRTRunner, keep_counts_feed, torch_dtype_name
 
@@ -24,13 +28,28 @@ def test_registry_resolves_the_tensorrt_backend():
 
 
 def test_keep_counts_feed():
-    assert keep_counts_feed(DYNAMIC, None).tolist() == [137, 96, 67]
-    assert keep_counts_feed(DYNAMIC, 0.9).tolist() == [176, 158, 142]
+    dynamic, static = EngineManifest.from_json(DYNAMIC), EngineManifest.from_json({"dynamic_keep": False})
+    assert keep_counts_feed(dynamic, None).tolist() == [137, 96, 67]
+    assert keep_counts_feed(dynamic, 0.9).tolist() == [176, 158, 142]
     with pytest.raises(BadInput, match="outside the engine's range"):
-        keep_counts_feed(DYNAMIC, 0.3)
-    assert keep_counts_feed({"dynamic_keep": False}, None) is None
+        keep_counts_feed(dynamic, 0.3)
+    assert keep_counts_feed(static, None) is None
     with pytest.raises(BadInput, match="--dynamic-keep"):
-        keep_counts_feed({"dynamic_keep": False}, 0.8)
+        keep_counts_feed(static, 0.8)
+
+
+def test_keep_range_check_reads_the_typed_profile():
+    from dvit_deploy.runtime.trt_runner import check_keep_range
+
+    dynamic = EngineManifest.from_json(DYNAMIC)
+    check_keep_range(dynamic, np.asarray([98, 158, 24]))  # the profile's bounds are inclusive
+    with pytest.raises(BadInput, match=r"keep counts \[97, 96, 67\] are outside the engine's range "
+                                       r"\[98, 49, 24\]..\[176, 158, 142\]"):
+        check_keep_range(dynamic, np.asarray([97, 96, 67]))
+    no_profile = EngineManifest.from_json({k: v for k, v in DYNAMIC.items() if k != "profiles"})
+    check_keep_range(no_profile, np.asarray([1, 1, 1]))  # nothing recorded: nothing to refuse
+    low = keep_counts_feed(no_profile, 0.3)  # ρ 0.3 is refused above only by the profile
+    assert len(low) == 3 and (low < np.asarray([98, 49, 24])).all()
 
 
 def test_dtype_names():
@@ -41,14 +60,18 @@ def test_dtype_names():
 
 def test_needs_an_engine_path():
     with pytest.raises(BadInput, match="needs an .engine"):
-        TensorRTRunner(None, {})
+        TensorRTRunner(None)
+    with pytest.raises(TypeError, match="takes an opened Artifact"):
+        TensorRTRunner(Path("m.engine"))
+    with pytest.raises(BadInput, match="needs an .engine artifact, not m.onnx"):
+        TensorRTRunner(Artifact.of("m.onnx", {}))
 
 
 def test_refuses_a_malformed_device(tmp_path):
     for bad in ("cuda:x", "cuda:", "cuda:-1"):
         with pytest.raises(BadInput, match="device must be cpu, cuda or cuda:N"):
-            TensorRTRunner(tmp_path / "m.engine", {}, device=bad)
-    assert TensorRTRunner(tmp_path / "m.engine", {}, device="cuda:1").device == "cuda:1"
+            TensorRTRunner(Artifact.of(tmp_path / "m.engine", {}), device=bad)
+    assert TensorRTRunner(Artifact.of(tmp_path / "m.engine", {}), device="cuda:1").device == "cuda:1"
 
 
 @pytest.mark.skipif(HAS_TRT, reason="checks the message shown when TensorRT is not installed")
@@ -56,13 +79,13 @@ def test_without_tensorrt_load_names_the_extra(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"x")
     with pytest.raises(MissingDependency) as info:
-        TensorRTRunner(engine, {"precision": "fp16"}, device="cuda", precision="fp16").load()
+        TensorRTRunner(Artifact.of(engine, {"precision": "fp16"}), device="cuda", precision="fp16").load()
     assert info.value.exit_code == 2
     assert 'pip install "dvit-deploy[tensorrt]"' in str(info.value)
     from dvit_deploy.runtime import open_runner
 
     with pytest.raises(MissingDependency, match=r"dvit-deploy\[tensorrt\]"):
-        open_runner("tensorrt", engine, {"precision": "fp16"}, device="cuda", precision=None)
+        open_runner("tensorrt", Artifact.of(engine, {"precision": "fp16"}), device="cuda", precision=None)
 
 
 @pytest.mark.tensorrt
@@ -78,7 +101,7 @@ def test_refuses_an_engine_from_another_gpu(tmp_path):
     manifest = {"precision": "fp32", "tensorrt": {"version": trt.__version__},
                 "gpu": {"name": "Imaginary", "compute_capability": [1, 0]}, "builder": {"hardware_compat": "none"}}
     with pytest.raises(BadInput, match="rebuild it here"):
-        TensorRTRunner(engine, manifest, device="cuda").load()
+        TensorRTRunner(Artifact.of(engine, manifest), device="cuda").load()
 
 
 def test_buffers_live_on_the_requested_torch_device():

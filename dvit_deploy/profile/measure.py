@@ -388,9 +388,8 @@ def _check_memory(runs: list[ProfileRun], backend: str, batches: Sequence[int], 
         artifact = run.artifact
         runnable, _ = supported_batches(artifact, batches)
         if runnable:
-            manifest = dict(artifact.manifest)
-            needs.append((artifact.name, MemoryNeed(weight_bytes(artifact.path, manifest, backend),
-                                                    per_image_bytes(manifest), max(runnable))))
+            needs.append((artifact.name, MemoryNeed(weight_bytes(artifact, backend),
+                                                    per_image_bytes(artifact.model), max(runnable))))
     check_fits(needs, what=f"profile --batch {max(batches)} on {backend}", option="--batch", device=device)
 
 

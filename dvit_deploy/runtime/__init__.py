@@ -4,10 +4,10 @@ Backends are named (``torch``, ``onnxruntime``, ``tensorrt``) and imported lazil
 them works on any machine; a backend whose package is missing is reported as unavailable with
 the extra that installs it.
 
-Runner classes are constructed as ``cls(artifact, manifest, device=..., precision=..., **options)``
-and are not loaded yet: use ``with open_runner(...) as runner:``. ``open_runner`` and
-``runner_for_artifact`` take the ``Artifact`` a job opened (``artifact.store.open_artifact``), so the
-manifest is not read again; a path still works (it is opened there).
+Runner classes are constructed as ``cls(artifact, device=..., precision=..., **options)`` from the
+``Artifact`` a job opened (``artifact.store.open_artifact``), so the manifest is not read again, and
+are not loaded yet: use ``with open_runner(...) as runner:``. ``runner_for_artifact`` also takes a
+path (it is opened there).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..lazy import available
 from ..errors import BadInput, MissingDependency
@@ -136,29 +136,25 @@ def available_backends() -> list[BackendStatus]:
     return statuses
 
 
-def open_runner(backend: str, artifact: Artifact | Path | None, manifest: Mapping[str, Any] | None = None, *,
-                device: str = "cpu", precision: str | None = "fp32", **options: Any) -> Runner:
+def open_runner(backend: str, artifact: Artifact, *, device: str = "cpu", precision: str | None = "fp32",
+                **options: Any) -> Runner:
     """A runner for ``backend`` (not loaded yet). Unknown backend: BadInput; package missing: MissingDependency.
 
-    ``artifact``: an opened ``Artifact`` (its manifest is used; ``manifest`` stays None), or a path
-    with its ``manifest`` (or None with a manifest: torch rebuilds the model from the manifest alone).
-    ``precision=None`` means the artifact's own precision (manifest ``precision``, else fp32).
+    ``artifact``: an opened ``Artifact`` (``artifact.store.open_artifact``; a model held only in memory:
+    ``Artifact.of(path, manifest)``, which torch rebuilds from its model record).
+    ``precision=None`` means the artifact's own precision (``Artifact.precision``).
     """
-    if isinstance(artifact, Artifact):
-        path, manifest = artifact.path, artifact.manifest
-    else:
-        path = None if artifact is None else Path(artifact)
-        if manifest is None:
-            raise TypeError("open_runner needs an Artifact, or a path with its manifest")
+    if not isinstance(artifact, Artifact):
+        raise TypeError("open_runner takes an opened Artifact (artifact.store.open_artifact, or "
+                        f"Artifact.of(path, manifest)), not {type(artifact).__name__}")
     cls = runner_class(backend)
     package, extra = BACKEND_PACKAGES[backend]
     if not available(package):
         raise MissingDependency(package, extra, f"the {backend} backend")
     device_index(device)  # BadInput for anything but cpu, cuda, cuda:N
     if precision is None:
-        # Artifact.precision's rule; read here too because callers may still pass (path, manifest dict).
-        precision = str(manifest.get("precision") or "fp32")
-    return cls(path, manifest, device=device, precision=precision, **options)
+        precision = artifact.precision
+    return cls(artifact, device=device, precision=precision, **options)
 
 
 def default_backend(artifact: Path) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..artifact.manifest import ModelRecord
+from ..artifact.store import Artifact
 from ..batching import RunOutput  # noqa: F401 - part of the runner interface
 from ..errors import BadInput
 
@@ -54,20 +54,29 @@ class BackendStatus:
 
 
 class Runner(abc.ABC):
-    """A loaded model on one backend. Use as a context manager or call ``load``/``close``."""
+    """A loaded model on one backend. Use as a context manager or call ``load``/``close``.
+
+    Constructed from the ``Artifact`` a job opened (``artifact.store.open_artifact``; in memory:
+    ``Artifact.of(path, manifest)``): ``self.artifact`` is that artifact (its typed manifest, model
+    record, quantization), ``self.path`` its file.
+    """
 
     backend: str = ""
+    needs: str = "an opened Artifact"  # what the backend runs, for the refusal when given none
 
-    def __init__(self, artifact: Path | None, manifest: dict[str, Any], *, device: str = "cpu",
-                 precision: str = "fp32") -> None:
+    def __init__(self, artifact: Artifact, *, device: str = "cpu", precision: str = "fp32") -> None:
         device_index(device)  # refuse 'cuda:x', 'cuda:-1' before anything loads
+        if artifact is None:
+            raise BadInput(f"the {self.backend} backend needs {self.needs}")
+        if not isinstance(artifact, Artifact):
+            raise TypeError(f"{type(self).__name__} takes an opened Artifact (artifact.store.open_artifact, or "
+                            f"Artifact.of(path, manifest) for one held in memory), not {type(artifact).__name__}")
         self.artifact = artifact
-        self.manifest = manifest
+        self.path: Path = artifact.path
         self.device = device
         self.precision = precision
-        record = ModelRecord.from_json(manifest)
-        self.num_patches = record.num_patches
-        self.compose_ids = not record.splits_tokens  # ConvNeXt/Swin indices are already positions
+        self.num_patches = artifact.model.num_patches
+        self.compose_ids = not artifact.model.splits_tokens  # ConvNeXt/Swin indices are already positions
 
     # -- lifecycle ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -98,7 +107,7 @@ class Runner(abc.ABC):
             "backend": self.backend,
             "device": self.device,
             "precision": self.precision,
-            "artifact": None if self.artifact is None else str(self.artifact),
+            "artifact": str(self.path),
             "inputs": [t.__dict__ for t in self.inputs],
             "outputs": [t.__dict__ for t in self.outputs],
         }

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
 
 from ..artifact.manifest import ModelRecord
+from ..artifact.store import Artifact
 from ..errors import BadInput
 
 FLOAT32 = 4
@@ -40,9 +40,8 @@ class MemoryNeed:
         return self.weights + self.per_image * self.batch
 
 
-def per_image_bytes(manifest: Mapping[str, Any]) -> int:
+def per_image_bytes(record: ModelRecord) -> int:
     """Float32 activations alive at once in the widest block, for one image (with the safety factor)."""
-    record = ModelRecord.from_json(manifest)
     config = record.config
     dim = int(config.get("embed_dim", 384))
     heads = int(config.get("num_heads", 6))
@@ -57,21 +56,20 @@ def per_image_bytes(manifest: Mapping[str, Any]) -> int:
     return int(floats * FLOAT32 * ACTIVATION_SAFETY)
 
 
-def weight_bytes(artifact: Path, manifest: Mapping[str, Any], backend: str) -> int:
-    """The model file(s) as many times as the backend holds them."""
-    record = manifest.get("onnx") if isinstance(manifest.get("onnx"), Mapping) else {}
-    size = record.get("bytes") if isinstance(record.get("bytes"), int) else None
+def weight_bytes(artifact: Artifact, backend: str) -> int:
+    """The model file(s) as many times as the backend holds them (an ONNX's recorded size, else the file's)."""
+    onnx = artifact.onnx
+    size = onnx.bytes if onnx is not None else None
     if size is None:
         try:
-            size = Path(artifact).stat().st_size
+            size = artifact.path.stat().st_size
         except OSError:
             size = 0
-    for name in record.get("external_data") or []:
-        if isinstance(name, str):
-            try:
-                size += (Path(artifact).parent / name).stat().st_size
-            except OSError:
-                pass
+    for name in onnx.external_data if onnx is not None else ():
+        try:
+            size += (artifact.path.parent / name).stat().st_size
+        except OSError:
+            pass
     return int(size) * WEIGHT_COPIES.get(backend, DEFAULT_WEIGHT_COPIES)
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..artifact.store import Artifact
 from ..errors import BadInput, DvitError
 from ..export.onnx_export import TOKEN_OUTPUT_PREFIX
 from ..models import kept_patch_ids
@@ -72,17 +73,16 @@ def ov_error_cause(exc: BaseException, limit: int = 300) -> str:
 
 class OpenVINORunner(Runner):
     backend = "openvino"
+    needs = "an .onnx artifact"
 
-    def __init__(self, artifact, manifest, *, device: str = "cpu", precision: str = "fp32",
+    def __init__(self, artifact: Artifact, *, device: str = "cpu", precision: str = "fp32",
                  intra_op_threads: int | None = None, topk_outputs: bool = True,
                  predictor_f32: bool | None = None, inference_precision: str | None = None,
                  performance_mode: str = "latency") -> None:
         """``predictor_f32``: ask OpenVINO to keep the predictor subgraphs in f32 under bf16 (off by default:
         measured, bf16 token flips stay within the near-tie rule — docs/quantization.md).
         ``inference_precision``: for int8 graphs, the precision of the non-quantized part (fp32/bf16)."""
-        super().__init__(artifact, manifest, device=device, precision=precision)
-        if artifact is None:
-            raise BadInput("the openvino backend needs an .onnx artifact")
+        super().__init__(artifact, device=device, precision=precision)
         if device != "cpu":
             raise BadInput(f"the openvino backend runs on the CPU here, not '{device}'")
         self.intra_op_threads = intra_op_threads
@@ -104,12 +104,13 @@ class OpenVINORunner(Runner):
         from ..lazy import require
 
         ov = require("openvino", "openvino", "the openvino backend")
-        artifact = Path(self.artifact)
+        artifact = self.path
         if not artifact.is_file():
             raise BadInput(f"ONNX file {artifact} not found")
         if artifact.suffix != ".onnx":
             raise BadInput(f"the openvino backend runs .onnx files, not {artifact.name}")
-        graph_precision = str(self.manifest.get("precision") or "fp32")
+        graph_precision = self.artifact.precision
+        model_record = self.artifact.model
         if self.precision not in OPENVINO_PRECISIONS:
             raise BadInput(f"the openvino backend runs {', '.join(OPENVINO_PRECISIONS)}, not '{self.precision}'")
         if graph_precision == "int8":
@@ -133,15 +134,14 @@ class OpenVINORunner(Runner):
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long messages
             raise BadInput(f"OpenVINO cannot read {artifact.name}: {ov_error_cause(exc)}") from None
 
-        declared = [o["name"] for o in self.manifest.get("outputs", [])
-                    if str(o.get("name", "")).startswith(TOKEN_OUTPUT_PREFIX)]
+        declared = self.artifact.manifest.token_output_names
         output_names = [sorted(o.get_names())[0] if o.get_names() else "" for o in model.outputs]
         if declared:
             self._stage_ports = [output_names.index(n) for n in
                                  sorted(declared, key=lambda n: int(n[len(TOKEN_OUTPUT_PREFIX):])) if n in output_names]
-        elif self.topk_outputs and not self.manifest.get("dense"):
+        elif self.topk_outputs and not model_record.dense:
             topks = [op for op in model.get_ordered_ops() if op.get_type_name() == "TopK"]
-            expected = len(self.manifest.get("keep_counts") or [])
+            expected = len(model_record.keep_counts)
             if topks and len(topks) == expected:
                 first = len(model.outputs)
                 model.add_outputs([t.output(1) for t in topks])
@@ -149,7 +149,7 @@ class OpenVINORunner(Runner):
             elif topks:
                 self.notes.append(f"found {len(topks)} TopK nodes for {expected} stages: kept tokens not reported")
 
-        if self.predictor_f32 and hint == "bf16" and not self.manifest.get("dense"):
+        if self.predictor_f32 and hint == "bf16" and not model_record.dense:
             self._marked_f32 = self._keep_predictors_f32(model, artifact)
 
         config: dict[str, Any] = {
@@ -196,10 +196,9 @@ class OpenVINORunner(Runner):
 
     def _int8_cpu_note(self) -> None:
         """OpenVINO has no exact-int8 switch: say when full-range weights meet a CPU that saturates."""
-        from ..artifact.manifest import QuantizationRecord
         from ..cpu import cpu_info
 
-        record = QuantizationRecord.from_manifest(self.manifest)
+        record = self.artifact.quantization
         cpu = cpu_info()
         if cpu.int8_saturates and not (record and record.reduce_range):
             self.notes.append(
@@ -211,9 +210,9 @@ class OpenVINORunner(Runner):
         """One inference, so kernels are chosen and ``describe()`` can report them (OpenVINO picks lazily)."""
         port = self.compiled.inputs[0]
         shape = [d.get_length() if d.is_static else 1 for d in port.get_partial_shape()]
-        fixed = self.manifest.get("batch")
+        fixed = self.artifact.model.batch
         if fixed and not port.get_partial_shape()[0].is_static:
-            shape[0] = int(fixed)
+            shape[0] = fixed
         self._request.infer(self._feed(np.zeros(shape, np.float32)))
 
     def _keep_predictors_f32(self, model, artifact: Path) -> int:
@@ -240,10 +239,10 @@ class OpenVINORunner(Runner):
     def _keep_feed(self) -> dict[int, np.ndarray]:
         if len(self._input_names) < 2:
             return {}
-        keep_input = self.manifest.get("keep_input") or {}
-        counts = self.manifest.get("keep_counts")
+        keep_input = self.artifact.model.keep_input or {}
+        counts = list(self.artifact.model.keep_counts)
         if keep_input.get("name") not in self._input_names or not counts:
-            raise BadInput(f"{Path(self.artifact).name} has inputs {self._input_names[1:]} besides the images that its "
+            raise BadInput(f"{self.path.name} has inputs {self._input_names[1:]} besides the images that its "
                            "manifest does not describe")
         return {self._input_names.index(keep_input["name"]):
                 np.asarray(counts, dtype=keep_input.get("dtype", "int32"))}

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..artifact.manifest import ModelRecord
+from ..artifact.store import Artifact
 from ..errors import BadInput, DvitError, MissingDependency
 from ..artifact.names import TOKEN_OUTPUT_PREFIX, kept_patch_ids
 from .base import Runner, RunOutput, TensorInfo, check_cuda_index, device_index
@@ -108,8 +108,9 @@ def describe_kernels(op_types: dict[str, int]) -> str:
 
 class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
+    needs = "an .onnx artifact"
 
-    def __init__(self, artifact, manifest, *, device: str = "cpu", precision: str = "fp32",
+    def __init__(self, artifact: Artifact, *, device: str = "cpu", precision: str = "fp32",
                  providers: str | list[str] | None = None, intra_op_threads: int | None = None,
                  inter_op_threads: int | None = None, graph_optimization: str = "all",
                  execution_mode: str = "sequential", enable_profiling: str | Path | None = None,
@@ -117,9 +118,7 @@ class OnnxRuntimeRunner(Runner):
                  optimized_model_path: str | Path | None = None) -> None:
         """``topk_outputs``: also return kept tokens when the artifact has no token outputs
         (runs an in-memory copy of the graph that outputs each TopK's indices)."""
-        super().__init__(artifact, manifest, device=device, precision=precision)
-        if artifact is None:
-            raise BadInput("the onnxruntime backend needs an .onnx artifact")
+        super().__init__(artifact, device=device, precision=precision)
         self.requested_providers = resolve_providers(providers, device)
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
@@ -147,10 +146,10 @@ class OnnxRuntimeRunner(Runner):
         from ..lazy import require
 
         ort = require("onnxruntime", "gpu", "the onnxruntime backend")
-        artifact = Path(self.artifact)
+        artifact = self.path
         if not artifact.is_file():
             raise BadInput(f"ONNX file {artifact} not found")
-        graph_precision = str(self.manifest.get("precision") or "fp32")
+        graph_precision = self.artifact.precision
         if self.precision != graph_precision:
             raise BadInput(f"{artifact.name} is a {graph_precision} graph; ONNX Runtime runs the graph's own "
                            f"precision, so {self.precision} needs a {self.precision} export")
@@ -250,10 +249,9 @@ class OnnxRuntimeRunner(Runner):
 
     def _int8_cpu_settings(self, options) -> None:
         """Full-range int8 weights on a CPU without VNNI: ORT's exact u8u8 kernels, else they saturate."""
-        from ..artifact.manifest import QuantizationRecord
         from ..cpu import cpu_info, ort_int8_session_config
 
-        record = QuantizationRecord.from_manifest(self.manifest)
+        record = self.artifact.quantization
         self.session_config = ort_int8_session_config(bool(record and record.reduce_range))
         for key, value in self.session_config.items():
             options.add_session_config_entry(key, value)
@@ -268,17 +266,17 @@ class OnnxRuntimeRunner(Runner):
         names = [i.name for i in self.session.get_inputs()[1:]]
         if not names:
             return {}
-        model = ModelRecord.from_json(self.manifest)
+        model = self.artifact.model
         keep_input, counts = model.keep_input or {}, list(model.keep_counts)
         if keep_input.get("name") not in names or not counts:
-            raise BadInput(f"{Path(self.artifact).name} has inputs {names} besides the images that its "
+            raise BadInput(f"{self.path.name} has inputs {names} besides the images that its "
                            "manifest does not describe")
         return {keep_input["name"]: np.asarray(counts, dtype=keep_input.get("dtype", "int32"))}
 
     def _graph_source(self, artifact: Path) -> tuple[str | bytes, list[str]]:
         """The path (or in-memory graph with TopK outputs) to load, and the per-stage index outputs."""
-        declared = [o["name"] for o in self.manifest.get("outputs", []) if str(o.get("name", "")).startswith(TOKEN_OUTPUT_PREFIX)]
-        if declared or not self.topk_outputs or self.manifest.get("dense"):
+        declared = self.artifact.manifest.token_output_names
+        if declared or not self.topk_outputs or self.artifact.model.dense:
             return str(artifact), sorted(declared, key=lambda n: int(n[len(TOKEN_OUTPUT_PREFIX):]))
         import onnx
 

@@ -1,4 +1,4 @@
-"""The PyTorch backend: the model rebuilt from an artifact's manifest, on CPU or CUDA.
+"""The PyTorch backend: the model rebuilt from an artifact's model record, on CPU or CUDA.
 
 It is also the reference ``dvit validate`` compares every other backend against. Lower
 precisions use autocast and exist on CUDA only: CPU autocast would measure a different
@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..artifact.manifest import ModelRecord
+from ..artifact.store import Artifact
 from ..errors import BadInput, DvitError
 from ..export.onnx_export import token_output_name
 from ..models import WithKeptTokens, kept_patch_ids
@@ -22,12 +22,13 @@ TORCH_PRECISIONS = ("fp32", "fp16", "bf16")
 
 class TorchRunner(Runner):
     backend = "torch"
+    needs = "an Artifact whose model it rebuilds (Artifact.of(path, manifest) for one held in memory)"
 
-    def __init__(self, artifact, manifest, *, device: str = "cpu", precision: str = "fp32",
+    def __init__(self, artifact: Artifact, *, device: str = "cpu", precision: str = "fp32",
                  compile: bool = False, intra_op_threads: int | None = None, cuda_graph: bool = False,
                  loaded: Any = None, trust: bool | None = None) -> None:
-        """``loaded``: an already built ``LoadedModel`` (skips rebuilding from the manifest)."""
-        super().__init__(artifact, manifest, device=device, precision=precision)
+        """``loaded``: an already built ``LoadedModel`` (skips rebuilding from ``artifact.model``)."""
+        super().__init__(artifact, device=device, precision=precision)
         self.compile = compile
         self.intra_op_threads = intra_op_threads
         self.cuda_graph = cuda_graph
@@ -69,9 +70,9 @@ class TorchRunner(Runner):
         if self.loaded is None:
             from ..models.checkpoint import load_model_from_record
 
-            if "variant" not in self.manifest:
+            if self.artifact.model.variant is None:
                 raise BadInput("the manifest records no model (no 'variant'): cannot rebuild it for the torch backend")
-            self.loaded = load_model_from_record(self.manifest, trust=self.trust)
+            self.loaded = load_model_from_record(self.artifact.model, trust=self.trust)
         model = self.loaded.model.eval().to(self.device)
         self.num_patches = self.loaded.variant.num_patches
         module: Any = WithKeptTokens(model).eval()
@@ -96,7 +97,7 @@ class TorchRunner(Runner):
         if self.loaded is not None:
             v = self.loaded.variant
             return v.in_chans, v.img_size, v.img_size
-        return ModelRecord.from_json(self.manifest).input_shape
+        return self.artifact.model.input_shape
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -104,9 +105,8 @@ class TorchRunner(Runner):
 
     @property
     def outputs(self) -> list[TensorInfo]:
-        counts = list(self.loaded.keep_counts) if self.loaded is not None else list(self.manifest.get("keep_counts") or [])
-        num_classes = (self.loaded.variant.num_classes if self.loaded is not None
-                       else int(self.manifest.get("config", {}).get("num_classes", 1000)))
+        counts = list(self.loaded.keep_counts) if self.loaded is not None else list(self.artifact.model.keep_counts)
+        num_classes = self.loaded.variant.num_classes if self.loaded is not None else self.artifact.model.num_classes
         return [TensorInfo("logits", "float32", ("batch", num_classes))] + [
             TensorInfo(token_output_name(s + 1), "int64", ("batch", k)) for s, k in enumerate(counts)
         ]

@@ -23,9 +23,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..artifact.manifest import ModelRecord
+from ..artifact.manifest import EngineManifest
 from ..artifact.names import LOGITS_NAME, TOKEN_OUTPUT_PREFIX, keep_counts_for, kept_patch_ids
-from ..engines.targets import DeviceInfo, compatibility_problem, flavour_of, rtx_compatibility_problem
+from ..artifact.store import Artifact
+from ..engines.targets import DeviceInfo, build_flavour, compatibility_problem, rtx_compatibility_problem
 from ..errors import BadInput, DvitError
 from ..lazy import require
 from ..fileio import write_bytes_atomic
@@ -49,9 +50,9 @@ def torch_dtype_name(trt_dtype: Any) -> str:
     return TORCH_DTYPES[key]
 
 
-def keep_counts_feed(manifest: dict[str, Any], keep_ratio: float | None) -> np.ndarray | None:
+def keep_counts_feed(engine: EngineManifest, keep_ratio: float | None) -> np.ndarray | None:
     """The ``keep_counts`` values for a --dynamic-keep engine (export ρ unless ``keep_ratio``)."""
-    model = ModelRecord.from_json(manifest)
+    model = engine.model
     keep_input = model.keep_input
     if not model.dynamic_keep or not keep_input:
         if keep_ratio is not None:
@@ -65,38 +66,47 @@ def keep_counts_feed(manifest: dict[str, Any], keep_ratio: float | None) -> np.n
             counts = keep_counts_for(float(keep_ratio), stages, model.num_patches, model.keep_schedule)
         except ValueError as exc:  # an out-of-range ρ is a bad input (as in export.dynamic_keep)
             raise BadInput(str(exc)) from None
-    for profile in manifest.get("profiles", []):
-        if profile["name"] == keep_input["name"]:
-            low, high = np.asarray(profile["min"]), np.asarray(profile["max"])
-            if np.any(counts < low) or np.any(counts > high):
-                raise BadInput(f"keep counts {counts.tolist()} are outside the engine's range "
-                               f"{low.tolist()}..{high.tolist()} (rebuild with a wider --keep-range)")
+    check_keep_range(engine, counts)
     return counts
+
+
+def check_keep_range(engine: EngineManifest, counts: np.ndarray) -> None:
+    """Refuse kept counts outside the values the engine's ``keep_counts`` profile was built for."""
+    profile = engine.profile((engine.model.keep_input or {}).get("name"))
+    if profile is None or not profile.min or not profile.max:
+        return
+    low, high = np.asarray(profile.min), np.asarray(profile.max)
+    if np.any(counts < low) or np.any(counts > high):
+        raise BadInput(f"keep counts {counts.tolist()} are outside the engine's range "
+                       f"{low.tolist()}..{high.tolist()} (rebuild with a wider --keep-range)")
 
 
 class TensorRTRunner(Runner):
     backend = "tensorrt"
+    needs = "an .engine artifact"
 
-    def __init__(self, artifact, manifest, *, device: str = "cuda", precision: str = "fp32",
+    def __init__(self, artifact: Artifact, *, device: str = "cuda", precision: str = "fp32",
                  cuda_graph: bool = False, keep_ratio: float | None = None) -> None:
-        super().__init__(artifact, manifest, device="cuda" if device == "cpu" else device, precision=precision)
-        if artifact is None:
-            raise BadInput("the tensorrt backend needs an .engine artifact")
+        super().__init__(artifact, device="cuda" if device == "cpu" else device, precision=precision)
+        if artifact.engine is None:
+            raise BadInput(f"the tensorrt backend needs an .engine artifact, not {artifact.name}")
+        self.engine_manifest: EngineManifest = artifact.engine
         self.cuda_graph = cuda_graph
-        self.keep_counts = keep_counts_feed(manifest, keep_ratio)
+        self.keep_counts = keep_counts_feed(self.engine_manifest, keep_ratio)
         self.notes: list[str] = ["TensorRT runs on the GPU; device 'cpu' was taken as 'cuda'"] if device == "cpu" else []
         self.engine = None
         self.context = None
         self._graph: tuple[tuple[int, ...], Any, Any, Any] | None = None  # (shape, graph, input, outputs)
-        self.flavour = flavour_of(manifest)
+        self.flavour = build_flavour(self.engine_manifest.flavour)
         self._runtime_cache = None  # TensorRT-RTX: the JIT results, saved beside the engine on close
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
     def runtime_cache_path(self) -> Path:
-        return Path(self.artifact).with_suffix(".runtime-cache")
+        return self.path.with_suffix(".runtime-cache")
 
     def load(self) -> "TensorRTRunner":
+        built = self.engine_manifest
         rtx = self.flavour.name == "rtx"
         trt = require(self.flavour.module, self.flavour.extra,
                       "the tensorrt backend" + (" with TensorRT-RTX engines" if rtx else ""))
@@ -104,35 +114,34 @@ class TensorRTRunner(Runner):
 
         if not torch.cuda.is_available():
             if rtx:
-                covers = ", ".join((self.manifest.get("rtx") or {}).get("compute_capabilities") or ()) or "?"
-                raise DvitError(f"{Path(self.artifact).name} is a TensorRT-RTX engine: it runs on an RTX GPU (sm "
-                                f"{covers}) and this machine has none (torch.cuda.is_available() is False); "
+                raise DvitError(f"{self.path.name} is a TensorRT-RTX engine: it runs on an RTX GPU (sm "
+                                f"{built.rtx_covers}) and this machine has none (torch.cuda.is_available() is False); "
                                 "deserializing needs a CUDA driver (TensorRT-RTX fails with cudaError 35 without one)")
             raise DvitError("the tensorrt backend needs an NVIDIA GPU, and torch sees none (torch.cuda.is_available() "
                             "is False)")
         check_cuda_index(self.device, torch.cuda.device_count())
-        path = Path(self.artifact)
+        path = self.path
         if not path.is_file():
             raise BadInput(f"engine {path} not found")
-        if self.manifest.get("precision") not in (None, self.precision):
-            raise BadInput(f"{path.name} is a {self.manifest['precision']} engine; an engine runs the precision "
+        if built.precision != self.precision:
+            raise BadInput(f"{path.name} is a {built.precision} engine; an engine runs the precision "
                            f"it was built with, so {self.precision} needs another dvit build")
         import platform
 
         self._torch_device = torch_device(torch, self.device)
         props = torch.cuda.get_device_properties(torch.device(self.device))
         if rtx:
-            problem = rtx_compatibility_problem(self.manifest, rtx_version=trt.__version__,
+            problem = rtx_compatibility_problem(built, rtx_version=trt.__version__,
                                                 compute_capability=(props.major, props.minor), gpu_name=props.name)
         else:
-            problem = compatibility_problem(self.manifest, trt_version=trt.__version__,
+            problem = compatibility_problem(built, trt_version=trt.__version__,
                                             device=DeviceInfo(props.name, (props.major, props.minor),
                                                               platform.machine()))
         if problem:
             raise BadInput(problem)
         logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(logger)
-        if (self.manifest.get("builder") or {}).get("version_compatible"):
+        if built.version_compatible:
             # Version-compatible engines embed the lean runtime (host code); TensorRT refuses
             # to deserialize them unless the runtime allows it.
             runtime.engine_host_code_allowed = True
@@ -213,8 +222,11 @@ class TensorRTRunner(Runner):
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info.update({"tensorrt": self.manifest.get("tensorrt"), "gpu": self.manifest.get("gpu"),
-                     **({"rtx": self.manifest.get("rtx"), "runtime_cache": str(self.runtime_cache_path)}
+        # The build sections exactly as `dvit build` wrote them (describe() shows them verbatim; the typed
+        # EngineManifest keeps only the fields runners decide on): the one raw read of this runner.
+        sections = self.engine_manifest.raw
+        info.update({"tensorrt": sections.get("tensorrt"), "gpu": sections.get("gpu"),
+                     **({"rtx": sections.get("rtx"), "runtime_cache": str(self.runtime_cache_path)}
                         if self.flavour.name == "rtx" else {}),
                      "cuda_graph": self.cuda_graph,
                      "keep_counts": None if self.keep_counts is None else self.keep_counts.tolist(),
@@ -228,8 +240,9 @@ class TensorRTRunner(Runner):
 
         context = self.context
         if not context.set_input_shape(self._image_input, tuple(images.shape)):
+            profiles = self.engine_manifest.profiles
             raise BadInput(f"batch shape {tuple(images.shape)} is outside the engine's profile "
-                           f"({self.manifest.get('profiles', [{}])[0]})")
+                           f"({profiles[0].to_json() if profiles else {}})")
         addresses = {self._image_input: images.data_ptr()}
         addresses.update({name: values.ctypes.data for name, values in self._host_inputs.items()})
         addresses.update({name: tensor.data_ptr() for name, tensor in self._device_inputs.items()})
@@ -304,7 +317,7 @@ class TensorRTRunner(Runner):
         counts = self._keep_counts_value(keep_counts, self.keep_counts)
         if np.array_equal(counts, self.keep_counts):
             return
-        keep_counts_feed({**self.manifest, "keep_counts": counts.tolist()}, None)  # refuses counts outside the profile
+        check_keep_range(self.engine_manifest, counts)
         self.keep_counts = counts
         for values in self._host_inputs.values():
             np.copyto(values, counts.astype(values.dtype))
