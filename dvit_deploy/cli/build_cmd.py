@@ -108,7 +108,7 @@ def build(
     rows = [(engine.product, (engine.tensorrt or "?") + (" (strongly typed)" if engine.strongly_typed else "")),
             gpu_row,
             ("precision", engine.precision),
-            ("profiles", "; ".join(f"{p.name} {list(p.min)}..{list(p.max)} (opt {list(p.opt)})" for p in engine.profiles)),
+            ("profiles", "; ".join(f"{p.name} {p.min}..{p.max} (opt {p.opt})" for p in engine.profiles)),
             ("build time", f"{result.seconds.get('build', 0):.1f} s")]
     out.print(table(f"engine {result.engine_path.name}", ["", ""], rows))
     out.print(styled("[green]wrote[/] {} ({}), {}", result.engine_path, human_bytes(engine.bytes),
