@@ -11,3 +11,11 @@ CV_WARN_PERCENT = 2.5  # trtexec warns above this coefficient of variation
 PROFILE_WARMUP_S = 1.0
 PROFILE_DURATION_S = 3.0
 PROFILE_ROUNDS = 5
+# build options (engines): engines.build_plan.BuildOptions, and the CLI's help for `dvit build`
+BUILD_PRECISION = "fp32"
+BUILD_HARDWARE_COMPAT = "none"
+BUILD_MIN_BATCH = 1  # the image input's profile: min, opt = min(max(min, 32), max), max
+BUILD_OPT_BATCH = 32
+BUILD_MAX_BATCH = 64
+BUILD_KEEP_RANGE = (0.5, 0.9)  # the ρ range a --dynamic-keep engine serves
+FP16_CHECK_SAMPLES = 4  # images the fp16 graph is compared with the fp32 one on (ONNX Runtime)

@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from dvit_deploy.artifact.manifest import EngineManifest, OnnxManifest
+from dvit_deploy.artifact.store import Artifact
 from dvit_deploy.cli import app
 from dvit_deploy.engines.build_plan import (
+    BuildOptions,
     DeviceInfo,
     compatibility_problem,
     engine_manifest,
@@ -30,6 +33,14 @@ DYNAMIC = {"inputs": [{"name": "images", "shape": ["batch", 3, 224, 224]}], "dyn
            "pruning_locations": [3, 6, 9], "num_patches": 196}
 
 
+def _onnx(data: dict) -> OnnxManifest:
+    return OnnxManifest.from_json(data)
+
+
+def _plan(path: str, data: dict, *, trt_version: str, gpu_name: str, **options):
+    return make_plan(Artifact.of(path, data), BuildOptions(**options), trt_version=trt_version, gpu_name=gpu_name)
+
+
 def test_precision_strategy_per_tensorrt_major():
     s = precision_strategy("fp16", 10)
     assert (s.strongly_typed, s.set_flags, s.cleared_flags, s.fp16_graph) == (False, ("FP16",), ("TF32",), False)
@@ -47,32 +58,32 @@ def test_precision_strategy_per_tensorrt_major():
 
 
 def test_profiles_default_and_fixed_batch():
-    (images,) = make_profiles({"inputs": [{"name": "images", "shape": ["batch", 3, 224, 224]}]})
+    (images,) = make_profiles(_onnx({"inputs": [{"name": "images", "shape": ["batch", 3, 224, 224]}]}))
     assert (images.min, images.opt, images.max) == ((1, 3, 224, 224), (32, 3, 224, 224), (64, 3, 224, 224))
-    (images,) = make_profiles({"inputs": [{"name": "images", "shape": ["batch", 3, 224, 224]}]},
+    (images,) = make_profiles(_onnx({"inputs": [{"name": "images", "shape": ["batch", 3, 224, 224]}]}),
                               min_batch=2, opt_batch=8, max_batch=16)
     assert images.opt == (8, 3, 224, 224)
-    (fixed,) = make_profiles({"inputs": [{"name": "images", "shape": [4, 3, 224, 224]}]})
+    (fixed,) = make_profiles(_onnx({"inputs": [{"name": "images", "shape": [4, 3, 224, 224]}]}))
     assert fixed.min == fixed.max == (4, 3, 224, 224)
     with pytest.raises(BadInput, match="fixed batch of 4"):
-        make_profiles({"inputs": [{"name": "images", "shape": [4, 3, 224, 224]}]}, max_batch=8)
+        make_profiles(_onnx({"inputs": [{"name": "images", "shape": [4, 3, 224, 224]}]}), max_batch=8)
     with pytest.raises(BadInput, match="1 <= min <= opt <= max"):
-        make_profiles({"inputs": [{"name": "images", "shape": ["batch", 3, 224, 224]}]}, min_batch=8, max_batch=4)
+        make_profiles(_onnx({"inputs": [{"name": "images", "shape": ["batch", 3, 224, 224]}]}), min_batch=8, max_batch=4)
 
 
 def test_keep_counts_profile_from_a_ratio_range():
-    images, keep = make_profiles(DYNAMIC, keep_range=(0.5, 0.9))
+    images, keep = make_profiles(_onnx(DYNAMIC), keep_range=(0.5, 0.9))
     assert keep.kind == "values" and keep.name == "keep_counts"
     assert keep.min == (98, 49, 24) and keep.opt == (137, 96, 67) and keep.max == (176, 158, 142)
     assert keep_count_range(None, 0.95, 3, 196)[1] == (176, 158, 142)  # opt clamped into the default range
     with pytest.raises(BadInput, match="--keep-range needs an ONNX exported with --dynamic-keep"):
-        make_profiles({"inputs": DYNAMIC["inputs"]}, keep_range=(0.5, 0.9))
+        make_profiles(_onnx({"inputs": DYNAMIC["inputs"]}), keep_range=(0.5, 0.9))
     with pytest.raises(BadInput, match="0 < low <= high <= 1"):
         keep_count_range((0.9, 0.5), 0.7, 3, 196)
 
 
 def test_plan_names_and_validation():
-    plan = make_plan("export/deit-s-r0.7.onnx", DYNAMIC, trt_version="11.0.0.12", gpu_name="NVIDIA H100 80GB HBM3",
+    plan = _plan("export/deit-s-r0.7.onnx", DYNAMIC, trt_version="11.0.0.12", gpu_name="NVIDIA H100 80GB HBM3",
                      precision="fp16", hardware_compat="ampere+", version_compatible=True, timing_cache="t.cache")
     assert plan.engine_name == "deit-s-r0.7-h10080gbhbm3-fp16.engine"
     assert plan.trt_major == 11 and plan.strongly_typed and plan.fp16_graph
@@ -80,23 +91,26 @@ def test_plan_names_and_validation():
     assert [p.name for p in plan.profiles] == ["images", "keep_counts"]
     assert gpu_tag("Orin (nvgpu)") == "orin" and gpu_tag("NVIDIA GeForce RTX 4090") == "rtx4090"
     with pytest.raises(BadInput, match="--hardware-compat"):
-        make_plan("a.onnx", DYNAMIC, trt_version="10.3.0", gpu_name="x", hardware_compat="turing+")
+        _plan("a.onnx", DYNAMIC, trt_version="10.3.0", gpu_name="x", hardware_compat="turing+")
     with pytest.raises(BadInput, match="--opt-level"):
-        make_plan("a.onnx", DYNAMIC, trt_version="10.3.0", gpu_name="x", optimization_level=9)
+        _plan("a.onnx", DYNAMIC, trt_version="10.3.0", gpu_name="x", optimization_level=9)
 
 
 def _manifest(trt="10.3.0", cc=(8, 7), compat="none", version_compatible=False, gpu="Orin", platform="aarch64"):
-    plan = make_plan("m.onnx", DYNAMIC, trt_version=trt, gpu_name=gpu, precision="fp16",
-                     hardware_compat=compat, version_compatible=version_compatible)
-    return engine_manifest(plan, engine_path=Path("engines/m.engine"), engine_sha256="ab", engine_bytes=3,
-                           onnx_manifest={**DYNAMIC, "variant": "deit-s", "keep_counts": [137, 96, 67]},
+    """A typed engine manifest, as dvit build makes it (no TensorRT needed)."""
+    plan = _plan("m.onnx", DYNAMIC, trt_version=trt, gpu_name=gpu, precision="fp16",
+                 hardware_compat=compat, version_compatible=version_compatible)
+    source = Artifact.of("m.onnx", {**DYNAMIC, "variant": "deit-s", "keep_counts": [137, 96, 67]})
+    return engine_manifest(plan, source, engine_path=Path("engines/m.engine"), engine_sha256="ab", engine_bytes=3,
                            onnx_sha256="cd", built_from=Path("m.onnx"), trt_version=trt,
                            device=DeviceInfo(gpu, cc, platform), io_tensors=[], build_seconds=1.0, inspector_file=None,
                            doctor=None)
 
 
 def test_engine_manifest_records_what_was_built():
-    m = _manifest()
+    typed = _manifest()
+    assert isinstance(typed, EngineManifest)
+    m = typed.to_json()
     assert m["tensorrt"] == {"version": "10.3.0", "major": 10, "strongly_typed": False, "flavour": "tensorrt",
                              "product": "TensorRT", "module": "tensorrt"}
     assert "rtx" not in m
@@ -105,17 +119,43 @@ def test_engine_manifest_records_what_was_built():
     assert m["engine"]["sha256"] == "ab" and m["source_onnx"]["sha256"] == "cd"
     assert m["source_onnx"]["manifest"].endswith("m.json")
     assert m["keep_counts"] == [137, 96, 67] and m["dynamic_keep"] is True
-    json.dumps(m)
+    assert m["schema"] == EngineManifest.SCHEMA and m["kind"] == "tensorrt-engine" and m["artifact"] == "m.engine"
+    # The typed fields read back what the JSON says.
+    back = EngineManifest.from_json(json.loads(json.dumps(m)))
+    assert (back.tensorrt, back.trt_major, back.flavour, back.gpu, back.compute_capability, back.platform) == \
+        ("10.3.0", 10, "tensorrt", "Orin", "8.7", "aarch64")
+    assert back.product == "TensorRT" and not back.strongly_typed and back.bytes == 3 and back.sha256 == "ab"
+    assert [p.name for p in back.profiles] == ["images", "keep_counts"] and back.model == typed.model
 
 
 def test_engine_manifest_keeps_the_export_batch():
-    plan = make_plan("m.onnx", {"inputs": [{"name": "images", "shape": [1, 3, 224, 224]}]}, trt_version="10.3.0",
-                     gpu_name="Orin")
-    m = engine_manifest(plan, engine_path=Path("engines/m.engine"), engine_sha256="ab", engine_bytes=3,
-                        onnx_manifest={"variant": "deit-s", "batch": 1, "dynamic_batch": False}, onnx_sha256="cd",
-                        built_from=Path("m.onnx"), trt_version="10.3.0", device=DeviceInfo("Orin", (8, 7)),
-                        io_tensors=[], build_seconds=1.0, inspector_file=None, doctor=None)
+    plan = _plan("m.onnx", {"inputs": [{"name": "images", "shape": [1, 3, 224, 224]}]}, trt_version="10.3.0",
+                 gpu_name="Orin")
+    source = Artifact.of("m.onnx", {"variant": "deit-s", "batch": 1, "dynamic_batch": False})
+    m = engine_manifest(plan, source, engine_path=Path("engines/m.engine"), engine_sha256="ab", engine_bytes=3,
+                        onnx_sha256="cd", built_from=Path("m.onnx"), trt_version="10.3.0",
+                        device=DeviceInfo("Orin", (8, 7)), io_tensors=[], build_seconds=1.0, inspector_file=None,
+                        doctor=None).to_json()
     assert m["batch"] == 1 and m["dynamic_batch"] is False
+
+
+def test_engine_manifest_keeps_a_linear_keep_schedule():
+    """A ConvNeXt/Swin export's linear keep schedule reaches the engine (it used to read back as geometric)."""
+    record = {"variant": "convnext-t", "config": {"family": "convnext"}, "keep_schedule": "linear",
+              "keep_ratio": 0.7, "keep_counts": [40, 30, 20], "num_patches": 49, "stage_ratios": [0.9, 0.8, 0.7],
+              "inputs": [{"name": "images", "shape": ["batch", 3, 224, 224]}], "dynamic_keep": False}
+    source = Artifact.of("convnext-t-r0.7.onnx", record)
+    assert source.model.keep_schedule == "linear"
+    plan = make_plan(source, BuildOptions(), trt_version="10.13.3.9", gpu_name="NVIDIA A10")
+    engine = engine_manifest(plan, source, engine_path=Path("engines/c.engine"), engine_sha256="ab", engine_bytes=3,
+                             onnx_sha256="cd", built_from=source.path, trt_version="10.13.3.9",
+                             device=DeviceInfo("NVIDIA A10", (8, 6), "x86_64"), io_tensors=[], build_seconds=1.0,
+                             inspector_file=None, doctor=None)
+    written = engine.to_json()
+    assert written["keep_schedule"] == "linear" and written["keep_counts"] == [40, 30, 20]
+    back = Artifact.of("engines/c.engine", json.loads(json.dumps(written)))
+    assert back.model.keep_schedule == "linear" and back.model == source.model
+    assert [t.name for t in back.manifest.inputs] == ["images"]  # not inspected: the ONNX's I/O
 
 
 def test_version_compatible_engines_run_on_the_same_or_later_minor_only():
@@ -129,12 +169,12 @@ def test_version_compatible_engines_run_on_the_same_or_later_minor_only():
 
 
 def test_converted_fp16_onnx_builds_as_fp16_without_reconverting():
-    assert resolve_precision({"precision": "fp32"}, "fp32") == ("fp32", False)
-    assert resolve_precision({}, "tf32") == ("tf32", False)
-    assert resolve_precision({"precision": "fp16"}, "fp32") == ("fp16", True)
-    assert resolve_precision({"precision": "fp16"}, "fp16") == ("fp16", True)
+    assert resolve_precision(_onnx({"precision": "fp32"}), "fp32") == ("fp32", False)
+    assert resolve_precision(_onnx({}), "tf32") == ("tf32", False)
+    assert resolve_precision(_onnx({"precision": "fp16"}), "fp32") == ("fp16", True)
+    assert resolve_precision(_onnx({"precision": "fp16"}), "fp16") == ("fp16", True)
     with pytest.raises(BadInput, match="already an fp16 mixed-precision graph"):
-        resolve_precision({"precision": "fp16"}, "bf16")
+        resolve_precision(_onnx({"precision": "fp16"}), "bf16")
 
 
 def test_timing_cache_path_checked_before_anything_runs(tiny_export, workdir):
@@ -252,11 +292,11 @@ def test_defect2_same_cc_refused_up_front_before_10_9():
     """HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY appeared in 10.9: the plan refuses it, naming the version."""
     for version in ("10.3.0", "10.8.3"):
         with pytest.raises(BadInput, match=rf"same-cc needs TensorRT >= 10\.9.*TensorRT {version}"):
-            make_plan("m.onnx", DYNAMIC, trt_version=version, gpu_name="Orin", hardware_compat="same-cc")
+            _plan("m.onnx", DYNAMIC, trt_version=version, gpu_name="Orin", hardware_compat="same-cc")
     for version in ("10.9.0", "10.13.3.9", "11.4.0.106"):
-        plan = make_plan("m.onnx", DYNAMIC, trt_version=version, gpu_name="x", hardware_compat="same-cc")
+        plan = _plan("m.onnx", DYNAMIC, trt_version=version, gpu_name="x", hardware_compat="same-cc")
         assert plan.hardware_compat == "same-cc"
-    assert make_plan("m.onnx", DYNAMIC, trt_version="10.3.0", gpu_name="x", hardware_compat="ampere+")
+    assert _plan("m.onnx", DYNAMIC, trt_version="10.3.0", gpu_name="x", hardware_compat="ampere+")
 
 
 def test_defect9_compatibility_needs_same_platform_and_same_gpu_model():
@@ -294,13 +334,32 @@ def test_int8_precision_strategy():
 
 
 def test_int8_onnx_builds_as_int8():
-    assert resolve_precision({"precision": "int8"}, "fp32") == ("int8", False)
-    assert resolve_precision({"precision": "int8"}, "int8") == ("int8", False)
+    assert resolve_precision(_onnx({"precision": "int8"}), "fp32") == ("int8", False)
+    assert resolve_precision(_onnx({"precision": "int8"}), "int8") == ("int8", False)
     with pytest.raises(BadInput, match="explicitly quantized"):
-        resolve_precision({"precision": "int8"}, "fp16")
+        resolve_precision(_onnx({"precision": "int8"}), "fp16")
 
 
 def test_int8_without_qdq_is_bad_input_before_anything_runs(tiny_export, workdir):
     result = runner.invoke(app, ["build", str(tiny_export.path), "--int8"])
     assert result.exit_code == 2
     assert "QuantizeLinear/DequantizeLinear" in result.output and "readiness check" not in result.output
+
+
+def test_device_precision_knows_the_rtx_flavour():
+    """A device target's engine precision, one rule for TensorRT and TensorRT-RTX targets (bundles' labels)."""
+    from dvit_deploy.engines.targets import DEVICE_TARGETS, device_precision
+
+    orin, trt11, rtx = DEVICE_TARGETS["jetson-orin"], DEVICE_TARGETS["x86-trt11"], DEVICE_TARGETS["rtx"]
+    fp16 = device_precision(orin, "fp16", quantized=False)
+    assert (fp16.built, fp16.strategy.set_flags, fp16.builds_on_device, fp16.label) == ("fp16", ("FP16",), True, "fp16")
+    int8 = device_precision(orin, "fp16", quantized=True)
+    assert int8.strategy.set_flags == ("INT8", "FP16") and int8.label == "int8 (fp16 outside the Q/DQ pairs)"
+    assert device_precision(orin, "fp32", quantized=True).label == "int8"
+    strong = device_precision(trt11, "fp16", quantized=False)  # strongly typed: the graph's own precision
+    assert strong.built == "fp32" and strong.strategy.strongly_typed and strong.label == "fp32"
+    # TensorRT-RTX 1.7 is typed like TensorRT 11 (precision_strategy alone refuses "TensorRT 1.x").
+    shipped = device_precision(rtx, "fp16", quantized=False)
+    assert shipped.strategy.strongly_typed and not shipped.builds_on_device
+    assert shipped.label == "fp32 (no device build: TensorRT-RTX engines ship as built)"
+    assert device_precision(rtx, "fp32", quantized=True).label == "int8 (no device build: TensorRT-RTX engines ship as built)"

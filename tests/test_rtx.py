@@ -24,9 +24,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
-from dvit_deploy.artifact.store import Artifact
 from dvit_deploy.cli import app
+from dvit_deploy.artifact.store import Artifact, open_artifact
 from dvit_deploy.engines import build as build_mod
+from dvit_deploy.engines.build_plan import BuildOptions
 from dvit_deploy.engines.doctor import diagnose
 from dvit_deploy.engines.targets import RTX_DEFAULT_COMPUTE_CAPABILITIES, RTX_ENGINE_MAGIC
 from dvit_deploy.engines.trt_build import parse_onnx
@@ -42,14 +43,17 @@ BUILD_TIMES: dict[str, tuple[float, int]] = {}  # flavour -> (builder seconds, e
 
 
 def rtx_build(onnx_path: Path, out: Path, label: str, **options):
-    result = build_mod.build(onnx_path, target="rtx", output=out, force=True, **options)
-    BUILD_TIMES[label] = (result.seconds["build"], result.manifest["engine"]["bytes"])
+    result = build_mod.build(onnx_path, BuildOptions(target="rtx", output=out, force=True, **options))
+    BUILD_TIMES[label] = (result.seconds["build"], result.manifest.bytes)
     return result
 
 
 def assert_engine(result, onnx_path: Path, *, dense: bool = False) -> dict:
     """The engine, its manifest and the parsed network agree with the ONNX the build came from."""
-    m = result.manifest
+    m = result.manifest.to_json()
+    assert json.loads(result.manifest_path.read_text()) == json.loads(json.dumps(m))  # what was written
+    # The engine describes the ONNX's model, keep schedule included (typed, read back from disk).
+    assert open_artifact(result.engine_path).model == open_artifact(onnx_path).model
     data = result.engine_path.read_bytes()
     assert len(data) > 1000 and data[:4] == RTX_ENGINE_MAGIC
     assert m["engine"]["bytes"] == len(data)
@@ -159,7 +163,7 @@ def test_tiny_compute_capability_list_and_batch_range(tiny_export, out_dir):
 def test_tiny_tf32_and_fp16_mixed_graph(tiny_export, out_dir):
     onnx_path = Path(tiny_export.path)
     tf32 = rtx_build(onnx_path, out_dir / "tiny-tf32.engine", "tiny tf32", precision="tf32")
-    assert tf32.manifest["builder"]["cleared_flags"] == [] and tf32.manifest["precision"] == "tf32"
+    assert tf32.manifest.to_json()["builder"]["cleared_flags"] == [] and tf32.manifest.precision == "tf32"
     fp16 = rtx_build(onnx_path, out_dir / "tiny-rtx-fp16.engine", "tiny fp16", precision="fp16")
     m = assert_engine(fp16, onnx_path)
     assert m["builder"]["fp16_graph"] and fp16.fp16_onnx.is_file()
@@ -230,20 +234,20 @@ def test_turing_has_no_fp32_gemm(tiny_export, tiny_qdq, tmp_path):
     assert builder.build_serialized_network(network, config) is None
     for onnx_path, precision in ((tiny_export.path, "fp32"), (tiny_export.path, "fp16"), (tiny_qdq, "int8")):
         with pytest.raises(BadInput, match="Turing.*no FP32 GEMM"):
-            build_mod.build(onnx_path, target="rtx", output=tmp_path / "t.engine", precision=precision,
-                            compute_capabilities=["7.5"])
+            build_mod.build(onnx_path, BuildOptions(target="rtx", output=tmp_path / "t.engine", precision=precision,
+                                                    compute_capabilities=["7.5"]))
 
 
 def test_refusals_before_any_build_work(tiny_export, tmp_path):
     onnx_path = Path(tiny_export.path)
     with pytest.raises(BadInput, match="timing cache makes that step query"):
-        build_mod.build(onnx_path, target="rtx", output=tmp_path / "a.engine", timing_cache=tmp_path / "t.cache")
+        build_mod.build(onnx_path, BuildOptions(target="rtx", output=tmp_path / "a.engine", timing_cache=tmp_path / "t.cache"))
     with pytest.raises(BadInput, match="no Hopper"):
-        build_mod.build(onnx_path, target="rtx", output=tmp_path / "a.engine", compute_capabilities=["9.0"])
+        build_mod.build(onnx_path, BuildOptions(target="rtx", output=tmp_path / "a.engine", compute_capabilities=["9.0"]))
     with pytest.raises(BadInput, match="strongly typed: bf16"):
-        build_mod.build(onnx_path, target="rtx", output=tmp_path / "a.engine", precision="bf16")
+        build_mod.build(onnx_path, BuildOptions(target="rtx", output=tmp_path / "a.engine", precision="bf16"))
     with pytest.raises(BadInput, match="do not apply to TensorRT-RTX"):
-        build_mod.build(onnx_path, target="rtx", output=tmp_path / "a.engine", hardware_compat="ampere+")
+        build_mod.build(onnx_path, BuildOptions(target="rtx", output=tmp_path / "a.engine", hardware_compat="ampere+"))
     assert not list(tmp_path.iterdir())
 
 
@@ -260,7 +264,7 @@ def test_cli_build_target_rtx_json(tiny_export, tmp_path):
 
 
 def test_default_output_name(tiny_export, workdir):
-    result = build_mod.build(tiny_export.path, target="rtx")
+    result = build_mod.build(tiny_export.path, BuildOptions(target="rtx"))
     assert result.engine_path == workdir / "engines" / "tiny-rtx-fp32.engine" and result.manifest_path.is_file()
 
 
@@ -395,8 +399,8 @@ def test_parser_rejection_names_the_node(tmp_path):
     from dvit_deploy.engines.build_plan import make_plan
     from dvit_deploy.engines.trt_build import build_engine
 
-    plan = make_plan(path, {"inputs": [{"name": "x", "shape": [4]}]}, trt_version="1.7.1", gpu_name="",
-                     flavour="rtx", precision="fp32")
+    plan = make_plan(Artifact.of(path, {"inputs": [{"name": "x", "shape": [4]}]}),
+                     BuildOptions(target="rtx", precision="fp32"), trt_version="1.7.1", gpu_name="")
     with pytest.raises(CheckFailed, match=r"TensorRT-RTX's ONNX parser rejected det.onnx: node 0 \(Det 'node0'\)"):
         build_engine(plan, path)
 
@@ -459,12 +463,17 @@ def test_split_models_fp32_and_fp16(model_name, tmp_path_factory, out_dir):
                            precision=precision)
         data = result.engine_path.read_bytes()
         assert len(data) > 1000 and data[:4] == RTX_ENGINE_MAGIC
-        net = result.manifest["network"]
+        written = result.manifest.to_json()
+        net = written["network"]
         assert len(net["topk"]) == len(onnx_manifest["keep_counts"]) == net["layer_counts"]["TOPK"]
         assert all(t["k"] == onnx_manifest["num_patches"] for t in net["topk"])
         assert net["layer_counts"].get("SCATTER", 0) == scatters
-        assert [t["name"] for t in result.manifest["inputs"]] == ["images"]
-        assert [t["name"] for t in result.manifest["outputs"]] == [t["name"] for t in onnx_manifest["outputs"]]
+        assert [t.name for t in result.manifest.inputs] == ["images"]
+        assert [t.name for t in result.manifest.outputs] == [t["name"] for t in onnx_manifest["outputs"]]
+        # The engine reads back with the export's linear keep schedule (it used to read as geometric).
+        engine_model = open_artifact(result.engine_path).model
+        assert onnx_manifest["keep_schedule"] == "linear" == engine_model.keep_schedule
+        assert engine_model == open_artifact(path).model
 
 
 # -- package --target rtx + verify -----------------------------------------------------------------------------

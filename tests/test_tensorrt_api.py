@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dvit_deploy.artifact.store import Artifact
+from dvit_deploy.artifact.store import Artifact, open_artifact
 from dvit_deploy.engines import build as build_mod
 from dvit_deploy.engines import build_plan as plans
 from dvit_deploy.engines import trt_build
-from dvit_deploy.engines.build_plan import DeviceInfo
+from dvit_deploy.engines.build_plan import BuildOptions, DeviceInfo
 from dvit_deploy.errors import BadInput, DvitError
 
 from . import fake_cuda
@@ -95,7 +95,7 @@ def onnx_of(export) -> Path:
 def run_build(trt, onnx: Path, tmp_path: Path, *, io: list[dict] | None = None, **options):
     manifest = json.loads(onnx.with_suffix(".json").read_text())
     install_engine(trt, io if io is not None else engine_io(manifest))
-    return build_mod.build(onnx, output=tmp_path / "out.engine", force=True, **options)
+    return build_mod.build(onnx, BuildOptions(output=tmp_path / "out.engine", force=True, **options))
 
 
 def flags(trt, method: str) -> list[str]:
@@ -118,7 +118,7 @@ def test_build_each_precision(trt, tiny_export, tmp_path, precision):
         assert no_build_work(trt)
         return
     result = run_build(trt, onnx, tmp_path, precision=precision)
-    assert result.engine_path.is_file() and result.manifest["precision"] == precision
+    assert result.engine_path.is_file() and result.manifest.to_json()["precision"] == precision
     set_flags, cleared = flags(trt, "set_flag"), flags(trt, "clear_flag")
     network_flags = trt.called("Builder.create_network")[0][1]
     if major(trt) == 10:
@@ -126,11 +126,11 @@ def test_build_each_precision(trt, tiny_export, tmp_path, precision):
         assert set_flags == {"fp32": [], "tf32": ["TF32"], "fp16": ["FP16"], "bf16": ["BF16"]}[precision]
     else:
         assert network_flags == ()  # always strongly typed
-        assert "FP16" not in set_flags and result.manifest["builder"]["fp16_graph"] == (precision == "fp16")
+        assert "FP16" not in set_flags and result.manifest.to_json()["builder"]["fp16_graph"] == (precision == "fp16")
     assert cleared == ([] if precision == "tf32" else ["TF32"])
     assert trt.called("OnnxParser.parse_from_file")
     assert [c[1][0] for c in trt.called("IOptimizationProfile.set_shape")] == ["images"]
-    assert result.manifest["io"] and result.manifest["inputs"][0]["name"] == "images"
+    assert result.manifest.to_json()["io"] and result.manifest.to_json()["inputs"][0]["name"] == "images"
 
 
 def test_strongly_typed_on_10(trt, tiny_export, tmp_path):
@@ -140,7 +140,7 @@ def test_strongly_typed_on_10(trt, tiny_export, tmp_path):
         assert args == (1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED),)
     else:
         assert args == ()
-    assert "FP16" not in flags(trt, "set_flag") and result.manifest["tensorrt"]["strongly_typed"]
+    assert "FP16" not in flags(trt, "set_flag") and result.manifest.to_json()["tensorrt"]["strongly_typed"]
 
 
 def test_version_compatible(trt, tiny_export, tmp_path):
@@ -149,7 +149,7 @@ def test_version_compatible(trt, tiny_export, tmp_path):
     sets = [i for i, c in enumerate(trt.calls) if c[0] == "Runtime.engine_host_code_allowed="]
     deserialize = [i for i, c in enumerate(trt.calls) if c[0] == "Runtime.deserialize_cuda_engine"]
     assert sets and deserialize and sets[0] < deserialize[0]
-    assert result.manifest["builder"]["version_compatible"] and not result.warnings
+    assert result.manifest.to_json()["builder"]["version_compatible"] and not result.warnings
 
 
 @pytest.mark.parametrize("level", ["none", "ampere+", "same-cc"])
@@ -177,7 +177,7 @@ def test_dynamic_keep_shape_tensor_profile(trt, dynamic_keep_export, tmp_path):
     (call,) = trt.called("IOptimizationProfile.set_shape_input")
     assert call[1] == ("keep_counts", (98, 49, 24), (137, 96, 67), (176, 158, 142))
     assert [c[1][0] for c in trt.called("IOptimizationProfile.set_shape")] == ["images"]
-    keep = next(t for t in result.manifest["io"] if t["name"] == "keep_counts")
+    keep = next(t for t in result.manifest.to_json()["io"] if t["name"] == "keep_counts")
     assert keep["shape_tensor"] and keep["location"] == "host" and keep["dtype"] == "int32"
 
 
@@ -188,9 +188,9 @@ def test_int8_qdq_build(trt, qdq_export, tmp_path):
         assert set_flags == ["INT8"] and trt.called("Builder.create_network")[0][1] == (0,)
     else:
         assert set_flags == [] and trt.called("Builder.create_network")[0][1] == ()
-    assert result.manifest["precision"] == "int8" and result.manifest["quantization"]["format"] == "QDQ"
-    assert plans.make_plan(qdq_export, result.manifest, trt_version=trt.__version__, gpu_name=GPU.name,
-                           precision="int8").engine_name.endswith("-a100sxm480gb-int8.engine")
+    assert result.manifest.to_json()["precision"] == "int8" and result.manifest.to_json()["quantization"]["format"] == "QDQ"
+    assert plans.make_plan(open_artifact(qdq_export), BuildOptions(precision="int8"),
+                           trt_version=trt.__version__, gpu_name=GPU.name).engine_name.endswith("-a100sxm480gb-int8.engine")
 
 
 def test_int8_with_fp16_fallback_is_a_tensorrt_10_option(trt, qdq_export, tmp_path):
@@ -212,7 +212,8 @@ def test_int8_without_qdq_nodes_is_refused_before_build(trt, tiny_export, tmp_pa
 def test_missing_builder_flag_is_one_dvit_error_before_build_work(trt, tiny_export, tmp_path):
     """A plan asking for a flag this TensorRT lacks (BuilderFlag.FP16 on 11) never reaches getattr."""
     manifest = json.loads(onnx_of(tiny_export).with_suffix(".json").read_text())
-    plan = plans.make_plan(onnx_of(tiny_export), manifest, trt_version=trt.__version__, gpu_name=GPU.name)
+    plan = plans.make_plan(Artifact.of(onnx_of(tiny_export), manifest), trt_version=trt.__version__,
+                           gpu_name=GPU.name)
     import dataclasses
 
     plan = dataclasses.replace(plan, builder_flags=("FP16", "INT8"))
@@ -249,7 +250,7 @@ def test_defect1_version_compatible_engine_is_written_and_inspected(trt, tiny_ex
     trt.behave("Runtime.deserialize_cuda_engine", deserialize)
     result = run_build(trt, onnx_of(tiny_export), tmp_path, version_compatible=True)
     assert result.engine_path == engine_path and engine_path.is_file()
-    assert result.manifest["io"] and not result.warnings
+    assert result.manifest.to_json()["io"] and not result.warnings
 
 
 def test_defect1_inspection_failure_is_a_warning_and_the_engine_stays(trt, tiny_export, tmp_path):
@@ -257,8 +258,8 @@ def test_defect1_inspection_failure_is_a_warning_and_the_engine_stays(trt, tiny_
     result = run_build(trt, onnx_of(tiny_export), tmp_path)
     assert result.engine_path.is_file() and result.manifest_path.is_file()
     assert any("could not be inspected" in w for w in result.warnings)
-    assert result.manifest["warnings"] == result.warnings
-    assert result.manifest["inputs"][0]["name"] == "images"  # I/O from the ONNX manifest instead
+    assert result.manifest.to_json()["warnings"] == result.warnings
+    assert result.manifest.to_json()["inputs"][0]["name"] == "images"  # I/O from the ONNX manifest instead
 
 
 def test_defect1_inspector_error_is_a_warning(trt, tiny_export, tmp_path):
@@ -267,7 +268,7 @@ def test_defect1_inspector_error_is_a_warning(trt, tiny_export, tmp_path):
 
     trt.behave("EngineInspector.get_engine_information", boom)
     result = run_build(trt, onnx_of(tiny_export), tmp_path)
-    assert result.engine_path.is_file() and result.manifest["inspector"] is None
+    assert result.engine_path.is_file() and result.manifest.to_json()["inspector"] is None
     assert any("inspector" in w for w in result.warnings)
 
 
@@ -446,8 +447,8 @@ def test_rtx_snapshot_is_the_installed_module():
 
 def test_rtx_build_calls(rtx, tiny_export, tmp_path):
     onnx = onnx_of(tiny_export)
-    result = build_mod.build(onnx, target="rtx", output=tmp_path / "out.engine", force=True,
-                             compute_capabilities=["8.6", "8.9"])
+    result = build_mod.build(onnx, BuildOptions(target="rtx", output=tmp_path / "out.engine", force=True,
+                                                  compute_capabilities=["8.6", "8.9"]))
     assert [c[1] for c in rtx.called("Builder.create_network")] == [()]  # strongly typed, no flags
     assert flags(rtx, "set_flag") == [] and flags(rtx, "clear_flag") == ["TF32"]
     assert [c[1][0] for c in rtx.called("IBuilderConfig.num_compute_capabilities=")] == [2]
@@ -455,20 +456,20 @@ def test_rtx_build_calls(rtx, tiny_export, tmp_path):
         ("SM86", 0), ("SM89", 1)]
     assert not rtx.called("IBuilderConfig.hardware_compatibility_level=")  # "unsupported in TensorRT-RTX"
     assert not rtx.called("IBuilderConfig.create_timing_cache") and not rtx.called("Runtime.deserialize_cuda_engine")
-    assert result.manifest["rtx"]["compute_capabilities"] == ["8.6", "8.9"]
-    assert result.manifest["inputs"][0]["name"] == "images"  # the fake network has no I/O: the ONNX's
+    assert result.manifest.to_json()["rtx"]["compute_capabilities"] == ["8.6", "8.9"]
+    assert result.manifest.to_json()["inputs"][0]["name"] == "images"  # the fake network has no I/O: the ONNX's
 
 
 def test_rtx_refused_compute_capability_is_one_error(rtx, tiny_export, tmp_path):
     rtx.behave("IBuilderConfig.set_compute_capability", lambda config, cc, index: False)
     with pytest.raises(DvitError, match="refused compute capability 8.6"):
-        build_mod.build(onnx_of(tiny_export), target="rtx", output=tmp_path / "out.engine",
-                        compute_capabilities=["8.6"])
+        build_mod.build(onnx_of(tiny_export), BuildOptions(target="rtx", output=tmp_path / "out.engine",
+                                                           compute_capabilities=["8.6"]))
     assert not rtx.called("Builder.build_serialized_network")
 
 
 def _rtx_engine(rtx, onnx, tmp_path):
-    result = build_mod.build(onnx, target="rtx", output=tmp_path / "out.engine", force=True)
+    result = build_mod.build(onnx, BuildOptions(target="rtx", output=tmp_path / "out.engine", force=True))
     install_engine(rtx, engine_io(json.loads(onnx.with_suffix(".json").read_text()), token_outputs=False))
     rtx.calls.clear()
     return result
@@ -497,8 +498,8 @@ def test_rtx_runner_refuses_a_gpu_the_engine_was_not_built_for(rtx, tiny_export,
     from dvit_deploy.runtime.trt_runner import TensorRTRunner
 
     fake_cuda.install(monkeypatch, name="NVIDIA H100", cc=cc)
-    result = build_mod.build(onnx_of(tiny_export), target="rtx", output=tmp_path / "o.engine", force=True,
-                             compute_capabilities=["8.9", "12.0"])
+    result = build_mod.build(onnx_of(tiny_export), BuildOptions(target="rtx", output=tmp_path / "o.engine", force=True,
+                                                                compute_capabilities=["8.9", "12.0"]))
     with pytest.raises(BadInput, match=match):
         TensorRTRunner(Artifact.of(result.engine_path, result.manifest), device="cuda").load()
     assert not rtx.called("Runtime.deserialize_cuda_engine")

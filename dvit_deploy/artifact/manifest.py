@@ -537,7 +537,8 @@ class OnnxManifest(_Manifest):
         data["opset"] = self.opset
         data["onnx"] = {**_plain(_section(self.raw, "onnx")), "sha256": self.sha256, "bytes": self.bytes,
                         "external_data": list(self.external_data)}
-        if self.external_data_sha256:
+        # The typed digests win over the section read (a derived graph has none of its source's files).
+        if self.external_data_sha256 or "external_data_sha256" in data["onnx"]:
             data["onnx"]["external_data_sha256"] = dict(self.external_data_sha256)
         if self.derived_from is not None and self.quantization is None:
             data["derived_from"] = self.derived_from.to_json()
@@ -565,6 +566,11 @@ class EngineManifest(_Manifest):
     onnx_manifest: str | None
     profiles: tuple[ProfileRecord, ...]
     io: tuple[TensorRecord, ...]
+    product: str = "TensorRT"  # what messages call the builder ("TensorRT-RTX")
+    strongly_typed: bool = False
+    rtx_source: str | None = None  # where the covered compute capabilities came from (TensorRT-RTX)
+    runtime_cache: str | None = None  # the file a TensorRT-RTX engine keeps its JIT results in
+    inspector: str | None = None  # the engine inspector's layer JSON beside the engine, if written
 
     SCHEMA: ClassVar[str] = ENGINE_SCHEMA
     KIND: ClassVar[str] = "tensorrt-engine"
@@ -594,7 +600,18 @@ class EngineManifest(_Manifest):
             onnx_manifest=_text(source.get("manifest")),
             profiles=tuple(ProfileRecord.from_json(p) for p in data.get("profiles") or [] if isinstance(p, Mapping)),
             io=TensorRecord.all_from(data.get("io")),
+            product=_text(tensorrt.get("product")) or ("TensorRT-RTX" if flavour == "rtx" else "TensorRT"),
+            strongly_typed=tensorrt.get("strongly_typed") is True,
+            rtx_source=_text(rtx.get("source")),
+            runtime_cache=_text(rtx.get("runtime_cache")),
+            inspector=_text(data.get("inspector")),
         )
+
+    @property
+    def compute_capability_pair(self) -> tuple[int, ...]:
+        """The build GPU's compute capability as numbers, (8, 7); () when not recorded."""
+        parts = (self.compute_capability or "").split(".")
+        return tuple(int(v) for v in parts) if all(v.isdigit() for v in parts) else ()
 
     @property
     def is_rtx(self) -> bool:

@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from ..defaults import DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MB
+from ..defaults import (BUILD_HARDWARE_COMPAT, BUILD_KEEP_RANGE, BUILD_MAX_BATCH, BUILD_MIN_BATCH, BUILD_OPT_BATCH,
+                        DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MB)
 from ..engines.targets import PARSER_TARGETS as TARGETS
 from ..errors import BadInput, MissingDependency
 from ..lazy import lazy_import
@@ -40,14 +41,14 @@ def build(
     int8: bool = typer.Option(False, "--int8", help="Build an explicitly quantized (Q/DQ) ONNX, e.g. from dvit quantize "
                               "(TRT 10: INT8 flag, with --fp16 also the FP16 fallback; TRT 11: strongly typed)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Engine path \\[default: ./engines/<name>-<gpu>-<precision>.engine]."),
-    min_batch: Optional[int] = typer.Option(None, "--min-batch", help="Profile minimum batch \\[default: 1]."),
-    opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help="Profile batch TensorRT tunes for \\[default: min(32, max)]."),
-    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Profile maximum batch \\[default: 64]."),
-    keep_range: Optional[str] = typer.Option(None, "--keep-range", help="ρ range LOW,HIGH a --dynamic-keep engine serves \\[default: 0.5,0.9]."),
+    min_batch: Optional[int] = typer.Option(None, "--min-batch", help=f"Profile minimum batch \\[default: {BUILD_MIN_BATCH}]."),
+    opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help=f"Profile batch TensorRT tunes for \\[default: min({BUILD_OPT_BATCH}, max)]."),
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", help=f"Profile maximum batch \\[default: {BUILD_MAX_BATCH}]."),
+    keep_range: Optional[str] = typer.Option(None, "--keep-range", help=f"ρ range LOW,HIGH a --dynamic-keep engine serves \\[default: {BUILD_KEEP_RANGE[0]:g},{BUILD_KEEP_RANGE[1]:g}]."),
     workspace: int = typer.Option(DEFAULT_WORKSPACE_MB, "--workspace", help="Workspace memory pool limit in MB."),
     opt_level: int = typer.Option(DEFAULT_OPT_LEVEL, "--opt-level", help="Builder optimization level 0-5."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file to load (if present) and save."),
-    hardware_compat: str = typer.Option("none", "--hardware-compat", help="none, ampere+ or same-cc."),
+    hardware_compat: str = typer.Option(BUILD_HARDWARE_COMPAT, "--hardware-compat", help="none, ampere+ or same-cc."),
     version_compatible: bool = typer.Option(False, "--version-compatible", help="Engine runs on later TensorRT of the same major."),
     strongly_typed: bool = typer.Option(False, "--strongly-typed", help="TensorRT 10: build strongly typed (fp16 via the converted graph, as on 11)."),
     target: Optional[str] = typer.Option(None, "--target", help="rtx: a TensorRT-RTX engine, built ahead of time on any machine "
@@ -71,13 +72,13 @@ def build(
     try:
         onnx_path = artifact_or_default(onnx_path, (".onnx",))
         with artifact_checks(no_verify), phases("build") as on_phase:
-            result = build_lib.build(onnx_path, precision=precision, output=output, target=target, force=force,
-                                  onnx_only=onnx_only, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
-                                  keep_range=_keep_range(keep_range), workspace_mb=workspace, optimization_level=opt_level,
-                                  hardware_compat=hardware_compat, version_compatible=version_compatible,
-                                  timing_cache=timing_cache, strongly_typed=strongly_typed, int8_fp16=int8_fp16,
-                                  on_phase=on_phase, compute_capabilities=compute_capability,
-                                  verbose=verbose)
+            options = build_lib.BuildOptions(
+                precision=precision, output=output, target=target, force=force, onnx_only=onnx_only,
+                min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, keep_range=_keep_range(keep_range),
+                workspace_mb=workspace, optimization_level=opt_level, hardware_compat=hardware_compat,
+                version_compatible=version_compatible, timing_cache=timing_cache, strongly_typed=strongly_typed,
+                int8_fp16=int8_fp16, verbose=verbose, compute_capabilities=compute_capability)
+            result = build_lib.build(onnx_path, options, on_phase=on_phase)
     except MissingDependency as exc:
         if exc.package == "tensorrt":
             raise MissingDependency("tensorrt", "tensorrt", "dvit build") from None
@@ -87,7 +88,7 @@ def build(
     if json_output:
         emit_json({"passed": True, "engine": None if result.engine_path is None else str(result.engine_path),
                    "fp16_onnx": None if result.fp16_onnx is None else str(result.fp16_onnx),
-                   "seconds": result.seconds, "doctor": result.doctor.to_dict(), "manifest": result.manifest,
+                   "seconds": result.seconds, "doctor": result.doctor.to_dict(), "manifest": result.manifest.to_json(),
                    "warnings": result.warnings})
         return
     warnings = [r for r in doctor_lib.summary_rows(result.doctor) if r[0] != "info"]
@@ -101,25 +102,23 @@ def build(
     if result.engine_path is None:
         out.print(styled("[green]wrote[/] {} (TensorRT 11 fp16 build input; checked in ONNX Runtime)", result.fp16_onnx))
         return
-    m = result.manifest
-    rtx = m.get("rtx")
-    product = m["tensorrt"].get("product", "TensorRT")
-    gpu_row = (("GPUs", f"sm {', '.join(rtx['compute_capabilities'])} ({rtx['source']}); built without a GPU")
-               if rtx else ("GPU", f"{m['gpu']['name']} (sm {'.'.join(map(str, m['gpu']['compute_capability']))})"))
-    rows = [(product, m["tensorrt"]["version"] + (" (strongly typed)" if m["tensorrt"]["strongly_typed"] else "")),
+    engine = result.manifest
+    gpu_row = (("GPUs", f"sm {', '.join(engine.rtx_compute_capabilities)} ({engine.rtx_source}); built without a GPU")
+               if engine.is_rtx else ("GPU", f"{engine.gpu} (sm {engine.compute_capability})"))
+    rows = [(engine.product, (engine.tensorrt or "?") + (" (strongly typed)" if engine.strongly_typed else "")),
             gpu_row,
-            ("precision", m["precision"]),
-            ("profiles", "; ".join(f"{p['name']} {p['min']}..{p['max']} (opt {p['opt']})" for p in m["profiles"])),
+            ("precision", engine.precision),
+            ("profiles", "; ".join(f"{p.name} {p.min}..{p.max} (opt {p.opt})" for p in engine.profiles)),
             ("build time", f"{result.seconds.get('build', 0):.1f} s")]
     out.print(table(f"engine {result.engine_path.name}", ["", ""], rows))
-    out.print(styled("[green]wrote[/] {} ({}), {}", result.engine_path, human_bytes(m['engine']['bytes']),
-                     result.manifest_path.name + (f", {m['inspector']}" if m.get("inspector") else "")))
+    out.print(styled("[green]wrote[/] {} ({}), {}", result.engine_path, human_bytes(engine.bytes),
+                     result.manifest_path.name + (f", {engine.inspector}" if engine.inspector else "")))
     for line in result.warnings:  # post-build problems that did not cost the engine (inspection, timing cache)
         warn(line)
-    if rtx:
-        notes([f"a TensorRT-RTX engine JIT-compiles on its first run on an RTX GPU (sm {', '.join(rtx['compute_capabilities'])}) "
-               f"and keeps {rtx['runtime_cache']} beside it; it needs TensorRT-RTX {m['tensorrt']['version']} there",
+    if engine.is_rtx:
+        notes([f"a TensorRT-RTX engine JIT-compiles on its first run on an RTX GPU (sm {engine.rtx_covers}) "
+               f"and keeps {engine.runtime_cache} beside it; it needs TensorRT-RTX {engine.tensorrt} there",
                "this build proves NVIDIA's parser and builder accept the graph and profiles, not numerics or speed"])
         return
-    notes([f"engines are tied to this GPU and TensorRT {m['tensorrt']['version']}; "
+    notes([f"engines are tied to this GPU and TensorRT {engine.tensorrt}; "
            "other machines rebuild (or use --hardware-compat / --version-compatible)"])

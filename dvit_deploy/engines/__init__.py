@@ -18,9 +18,11 @@ _EXPORTS = {
     "DoctorReport": "doctor",
     "diagnose": "doctor",
     "convert_to_mixed_precision": "fp16",
+    "BuildOptions": "build_plan",
     "BuildPlan": "build_plan",
     "make_plan": "build_plan",
     "compatibility_problem": "targets",
+    "device_precision": "targets",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 

@@ -15,15 +15,16 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from ..artifact.manifest import DerivedFrom, OnnxManifest
-from ..defaults import DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MB
+from ..artifact.manifest import DerivedFrom, EngineManifest, OnnxManifest
+from ..defaults import FP16_CHECK_SAMPLES
 from ..errors import BadInput, CheckFailed
 from ..fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
 from ..artifact.store import Artifact, engines_dir, open_artifact
 from ..lazy import available
+from .build_plan import BuildOptions, onnx_record
 from .doctor import QDQ_OPS, DoctorReport, diagnose
 from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision, fixed_batch
-from .targets import BUILD_FLAVOURS, build_flavour, parser_target_for
+from .targets import parser_target_for
 
 FP16_SUFFIX = "-fp16mixed"
 
@@ -32,12 +33,18 @@ FP16_SUFFIX = "-fp16mixed"
 class BuildResult:
     engine_path: Path | None
     manifest_path: Path | None
-    manifest: dict[str, Any]
+    manifest: EngineManifest | OnnxManifest  # as written (to_json()): the engine's, or the fp16 graph's (--onnx-only)
     doctor: DoctorReport
     fp16_onnx: Path | None = None
     fp16: dict[str, Any] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # post-build problems that did not cost the engine
+
+    @property
+    def artifact(self) -> Artifact:
+        """What was written, as an opened artifact (the engine, or the fp16 graph of --onnx-only)."""
+        path = self.engine_path if self.engine_path is not None else self.fp16_onnx
+        return Artifact(path, self.manifest, False)
 
 
 def resolve_onnx(onnx_path: str | Path | Artifact | None) -> Artifact:
@@ -54,13 +61,13 @@ def resolve_onnx(onnx_path: str | Path | Artifact | None) -> Artifact:
     return opened
 
 
-def resolve_precision(onnx_manifest: dict[str, Any], precision: str) -> tuple[str, bool]:
+def resolve_precision(source: OnnxManifest | Artifact, precision: str) -> tuple[str, bool]:
     """The precision to build, and whether the ONNX already is the mixed-precision fp16 graph.
 
     A ``*-fp16mixed.onnx`` (manifest precision fp16) is built as fp16 as it is: recording it as
     fp32, or converting it a second time, would both be wrong.
     """
-    recorded = OnnxManifest.from_json(onnx_manifest).precision
+    recorded = onnx_record(source).precision
     if recorded == "int8":
         if precision not in ("fp32", "int8"):
             raise BadInput(f"the ONNX is explicitly quantized (int8 Q/DQ); it builds as int8, not {precision}")
@@ -104,10 +111,14 @@ def doctor_target_for(trt_version: str | None, requested: str | None) -> str:
     return requested or parser_target_for(trt_version)
 
 
-def write_fp16_onnx(onnx_path: Path, onnx_manifest: dict[str, Any], output: Path, *, force: bool,
-                    check_samples: int = 4) -> tuple[Fp16Result, dict[str, Any]]:
-    """Convert to mixed precision, compare with the fp32 graph in ORT, write graph + manifest."""
+def write_fp16_onnx(source: Artifact, output: Path, *, force: bool,
+                    check_samples: int = FP16_CHECK_SAMPLES) -> tuple[Fp16Result, OnnxManifest]:
+    """Convert to mixed precision, compare with the fp32 graph in ORT, write graph + manifest.
+
+    The manifest is the source's (``OnnxManifest.with_changes``): the same model, precision fp16,
+    this file's digest, the one ``derived_from`` shape and the conversion report."""
     output = prepare_output(output, force=force)
+    onnx_path, typed = source.path, onnx_record(source)
     model = onnx.load(str(onnx_path))
     result = convert_to_mixed_precision(model)
     try:
@@ -116,7 +127,6 @@ def write_fp16_onnx(onnx_path: Path, onnx_manifest: dict[str, Any], output: Path
         raise CheckFailed(f"fp16 graph fails the ONNX checker: {str(exc).splitlines()[0]}") from None
     from ..export.check import seeded_images
 
-    typed = OnnxManifest.from_json(onnx_manifest)
     shape = typed.model.input_shape
     count = max(check_samples, 2)
     batch = fixed_batch(model)
@@ -133,34 +143,30 @@ def write_fp16_onnx(onnx_path: Path, onnx_manifest: dict[str, Any], output: Path
         raise CheckFailed("fp16 graph does not match the fp32 graph: " + "; ".join(comparison.failures), report)
     data = result.model.SerializeToString()
     write_bytes_atomic(output, data)
-    manifest = {**onnx_manifest, "artifact": output.name, "precision": "fp16",
-                "onnx": {"sha256": sha256_file(output), "bytes": len(data), "external_data": [],
-                         "external_data_sha256": {}},
-                # The one derived_from shape (artifact.manifest.DerivedFrom): path relative to this file.
-                "derived_from": DerivedFrom.of(onnx_path, output, sha256=sha256_file(onnx_path),
-                                               transform="dvit_deploy.engines.fp16.convert_to_mixed_precision"
-                                               ).to_json(),
-                "fp16_conversion": report}
-    write_json_atomic(manifest_path(output), manifest)
-    return result, manifest
+    written = typed.with_changes(
+        artifact=output.name, precision="fp16", quantization=None, fp16_conversion=report,
+        sha256=sha256_file(output), bytes=len(data), external_data=(), external_data_sha256={},
+        # The one derived_from shape (artifact.manifest.DerivedFrom): path relative to this file.
+        derived_from=DerivedFrom.of(onnx_path, output, sha256=sha256_file(onnx_path),
+                                    transform="dvit_deploy.engines.fp16.convert_to_mixed_precision"))
+    write_json_atomic(manifest_path(output), written.to_json())
+    return result, written
 
 
-def build(onnx_path: str | Path | Artifact | None = None, *, precision: str = "fp32", output: str | Path | None = None,
-          target: str | None = None, force: bool = False, onnx_only: bool = False,
-          min_batch: int | None = None, opt_batch: int | None = None, max_batch: int | None = None,
-          keep_range: tuple[float, float] | None = None, workspace_mb: int = DEFAULT_WORKSPACE_MB, optimization_level: int = DEFAULT_OPT_LEVEL,
-          hardware_compat: str = "none", version_compatible: bool = False, timing_cache: str | Path | None = None,
-          strongly_typed: bool = False, int8_fp16: bool = False, on_phase: Callable[[str], None] | None = None,
-          verbose: bool = False, compute_capabilities: list[str] | tuple[str, ...] | None = None) -> BuildResult:
-    """``target``: a doctor (parser) target, or ``rtx`` for a TensorRT-RTX engine (any machine, no GPU)."""
+def build(onnx_path: str | Path | Artifact | None = None, options: BuildOptions = BuildOptions(), *,
+          on_phase: Callable[[str], None] | None = None) -> BuildResult:
+    """Doctor, plan, (fp16 graph), build, manifest: ``dvit build`` as a library call.
+
+    ``options.target``: a doctor (parser) target, or ``rtx`` for a TensorRT-RTX engine (any machine, no GPU).
+    """
     phase = on_phase or (lambda name: None)
     seconds: dict[str, float] = {}
-    kind = build_flavour(next((f.name for f in BUILD_FLAVOURS.values() if f.parser_target and f.parser_target == target),
-                              "tensorrt"))
+    kind = options.flavour
+    output, force, onnx_only = options.output, options.force, options.onnx_only
     opened = resolve_onnx(onnx_path)  # read and checked once for the whole build
-    source, onnx_manifest = opened.path, dict(opened.manifest)
+    source, onnx_manifest = opened.path, onnx_record(opened)
     # Option mistakes are reported before the doctor runs.
-    precision, already_fp16 = resolve_precision(onnx_manifest, precision)
+    precision, already_fp16 = resolve_precision(onnx_manifest, options.precision)
     if onnx_only and already_fp16:
         raise BadInput(f"{source.name} already is the mixed-precision fp16 graph; build it without --onnx-only")
     if onnx_only and precision != "fp16":
@@ -169,16 +175,18 @@ def build(onnx_path: str | Path | Artifact | None = None, *, precision: str = "f
         raise BadInput("--onnx-only writes the fp16 graph; an int8 ONNX is written by dvit quantize")
     if precision == "int8":
         require_qdq(source)
+    timing_cache = options.timing_cache
     if timing_cache is not None and not onnx_only:
         if kind.timing_cache_refusal:
             raise BadInput(f"--timing-cache: {kind.timing_cache_refusal}")
         timing_cache = check_timing_cache(timing_cache)
+    options = options.with_changes(precision=precision, timing_cache=timing_cache)  # as resolved
 
     from . import build_plan as plans  # pure: no TensorRT
     from .targets import compute_capability_list
     from .trt_build import import_tensorrt
 
-    compute_capability_list(kind, compute_capabilities)  # a bad value is refused before any work
+    compute_capability_list(kind, options.compute_capabilities)  # a bad value is refused before any work
     trt_version = None
     if kind.name == "tensorrt" and available("tensorrt") and not onnx_only:
         trt_version = str(import_tensorrt().__version__)
@@ -186,7 +194,7 @@ def build(onnx_path: str | Path | Artifact | None = None, *, precision: str = "f
     phase("readiness check (dvit doctor)")
     start = time.perf_counter()
     # The builder runs NVIDIA's parser itself (its errors name their nodes), so doctor stays static here.
-    report = diagnose(source, kind.parser_target or doctor_target_for(trt_version, target), real_parser=False)
+    report = diagnose(source, kind.parser_target or doctor_target_for(trt_version, options.target), real_parser=False)
     seconds["doctor"] = time.perf_counter() - start
     if not report.passed:
         raise CheckFailed(f"{len(report.blockers)} blocker(s) for {report.target.name}: "
@@ -197,34 +205,30 @@ def build(onnx_path: str | Path | Artifact | None = None, *, precision: str = "f
         phase("fp16 graph + ONNX Runtime check")
         start = time.perf_counter()
         out = Path(output) if output is not None else folder / f"{source.stem}{FP16_SUFFIX}.onnx"
-        result, manifest = write_fp16_onnx(source, onnx_manifest, out, force=force)
+        _, written = write_fp16_onnx(opened, out, force=force)
         seconds["fp16"] = time.perf_counter() - start
-        return BuildResult(None, None, manifest, report, out, manifest["fp16_conversion"], seconds)
+        return BuildResult(None, None, written, report, out, dict(written.fp16_conversion or {}), seconds)
 
     trt = import_tensorrt(kind.name)  # MissingDependency (exit 2) names the extra to install
     from .trt_build import build_engine, cuda_device
 
     device = cuda_device() if kind.needs_gpu_to_build else None  # TensorRT-RTX compiles ahead of time
-    plan = plans.make_plan(source, onnx_manifest, trt_version=trt.__version__,
-                           gpu_name=device.name if device is not None else "",
-                           flavour=kind.name, compute_capabilities=compute_capabilities,
-                           precision=precision, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
-                           keep_range=keep_range, workspace_mb=workspace_mb, optimization_level=optimization_level,
-                           hardware_compat=hardware_compat, version_compatible=version_compatible,
-                           timing_cache=timing_cache, strongly_typed=strongly_typed, int8_fp16=int8_fp16)
+    plan = plans.make_plan(opened, options, trt_version=trt.__version__,
+                           gpu_name=device.name if device is not None else "")
     engine_path = prepare_output(Path(output) if output is not None else folder / plan.engine_name, force=force)
     built_from, fp16_info, fp16_path = source, None, None
     if already_fp16:
-        fp16_info = onnx_manifest.get("fp16_conversion")  # copied as is into the engine manifest
+        fp16_info = onnx_manifest.fp16_conversion  # copied as is into the engine manifest
     elif plan.fp16_graph:
         phase("fp16 graph for the strongly typed build")
         fp16_path = engine_path.with_name(f"{source.stem}{FP16_SUFFIX}.onnx")
-        _, fp16_manifest = write_fp16_onnx(source, onnx_manifest, fp16_path, force=True)
-        fp16_info, built_from = fp16_manifest["fp16_conversion"], fp16_path
+        _, fp16_manifest = write_fp16_onnx(opened, fp16_path, force=True)
+        fp16_info, built_from = fp16_manifest.fp16_conversion, fp16_path
+    fp16_info = None if fp16_info is None else dict(fp16_info)
 
     start = time.perf_counter()
     # The engine is written the moment it exists, before inspection (build_engine calls this).
-    built = build_engine(plan, built_from, on_phase=phase, verbose=verbose,
+    built = build_engine(plan, built_from, on_phase=phase, verbose=options.verbose,
                          write_engine=lambda data: write_bytes_atomic(engine_path, data))
     seconds["build"] = time.perf_counter() - start
 
@@ -232,21 +236,12 @@ def build(onnx_path: str | Path | Artifact | None = None, *, precision: str = "f
     inspector_path = engine_path.with_suffix(".layers.json")
     inspector_file = inspector_path.name if built.inspector_json is not None else None
     manifest = plans.engine_manifest(
-        plan, engine_path=engine_path, engine_sha256=sha256_file(engine_path), engine_bytes=len(built.serialized),
-        onnx_manifest=onnx_manifest, onnx_sha256=sha256_file(source), built_from=built_from,
+        plan, opened, engine_path=engine_path, engine_sha256=sha256_file(engine_path),
+        engine_bytes=len(built.serialized), onnx_sha256=sha256_file(source), built_from=built_from,
         trt_version=trt.__version__, device=device, io_tensors=built.io_tensors,
         build_seconds=seconds["build"], inspector_file=inspector_file, doctor=report.to_dict(),
-        network=built.network)
-    if fp16_info is not None:
-        manifest["fp16_conversion"] = fp16_info
-    if built.io_tensors:
-        manifest.update(plans.io_description(built.io_tensors))
-    else:  # not inspected, no network I/O: the ONNX's own I/O description, said so in the warnings
-        manifest.update({"inputs": onnx_manifest.get("inputs", []), "outputs": onnx_manifest.get("outputs", [])})
-    if plan.precision == "int8":
-        manifest["builder"]["int8_fp16_fallback"] = int8_fp16
-    manifest["warnings"] = list(built.warnings)
-    write_json_atomic(manifest_path(engine_path), manifest)
+        network=built.network, fp16_conversion=fp16_info, warnings=built.warnings)
+    write_json_atomic(manifest_path(engine_path), manifest.to_json())
     # Extras after the manifest: an engine is never left without it.
     if built.inspector_json is not None:
         write_bytes_atomic(inspector_path, built.inspector_json.encode())

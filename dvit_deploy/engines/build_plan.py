@@ -9,24 +9,68 @@ re-exported here. ``trt_build.py`` turns a ``BuildPlan`` into TensorRT calls; th
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from ..artifact.manifest import ENGINE_SCHEMA, ModelRecord  # the engine schema is written once, there
+from ..artifact.manifest import ENGINE_SCHEMA, EngineManifest, OnnxManifest, TensorRecord  # the schema is written once, there
+from ..artifact.store import Artifact
 from .. import __version__
-from ..defaults import DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MB
+from ..defaults import (BUILD_HARDWARE_COMPAT, BUILD_KEEP_RANGE, BUILD_MAX_BATCH, BUILD_MIN_BATCH, BUILD_OPT_BATCH,
+                        BUILD_PRECISION, DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MB)
 from ..errors import BadInput
 from ..fileio import manifest_path
 from ..models.config import KeepSchedule
-from .targets import (HARDWARE_COMPAT, HARDWARE_COMPAT_LEVELS, HARDWARE_COMPAT_SINCE, PRECISIONS, DeviceInfo,
-                      RTX_NO_FP32_GEMM, PrecisionStrategy, build_flavour, compatibility_problem, compute_capability_list,
-                      engine_file_name, gpu_tag, parse_trt_version, precision_strategy)
+from .targets import (BUILD_FLAVOURS, HARDWARE_COMPAT, HARDWARE_COMPAT_LEVELS, HARDWARE_COMPAT_SINCE, PRECISIONS,
+                      DeviceInfo, RTX_NO_FP32_GEMM, BuildFlavour, PrecisionStrategy, build_flavour,
+                      compatibility_problem, compute_capability_list, engine_file_name, gpu_tag, parse_trt_version,
+                      precision_strategy)
 
 MAX_BATCH_LIMIT = 4096
 INSTALL_HINT = 'pip install "dvit-deploy[tensorrt]"'
+# The image input assumed for a manifest that lists no inputs (hand-made ones).
+DEFAULT_IMAGE_INPUT = TensorRecord.from_json({"name": "images", "shape": ["batch", 3, 224, 224]})
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What ``dvit build`` was asked for: every option of ``engines.build.build`` and ``make_plan``,
+    with its default written once (``defaults.py``). The CLI makes one from its flags."""
+
+    precision: str = BUILD_PRECISION  # fp32, tf32, fp16, bf16 or int8 (an explicitly quantized ONNX)
+    output: str | Path | None = None  # the engine (or --onnx-only graph) path; None: ./engines/<name>
+    target: str | None = None  # a doctor (parser) target, or "rtx" for a TensorRT-RTX engine
+    force: bool = False
+    onnx_only: bool = False  # with fp16: write and check the mixed-precision ONNX only
+    min_batch: int | None = None
+    opt_batch: int | None = None
+    max_batch: int | None = None
+    keep_range: tuple[float, float] | None = None  # the ρ range of a --dynamic-keep engine
+    workspace_mb: int = DEFAULT_WORKSPACE_MB
+    optimization_level: int = DEFAULT_OPT_LEVEL
+    hardware_compat: str = BUILD_HARDWARE_COMPAT
+    version_compatible: bool = False
+    timing_cache: str | Path | None = None
+    strongly_typed: bool = False
+    int8_fp16: bool = False  # --int8 --fp16: INT8 with FP16 fallback (TensorRT 10, weakly typed)
+    verbose: bool = False  # TensorRT's verbose log
+    compute_capabilities: tuple[str, ...] | None = None  # TensorRT-RTX: GPUs the engine is compiled for
+
+    def __post_init__(self) -> None:
+        if self.compute_capabilities is not None and not isinstance(self.compute_capabilities, tuple):
+            object.__setattr__(self, "compute_capabilities", tuple(self.compute_capabilities))  # a CLI list
+
+    @property
+    def flavour(self) -> BuildFlavour:
+        """TensorRT-RTX when ``target`` is its parser target (``rtx``), else TensorRT."""
+        return build_flavour(next((f.name for f in BUILD_FLAVOURS.values()
+                                   if f.parser_target and f.parser_target == self.target), "tensorrt"))
+
+    def with_changes(self, **changes: Any) -> "BuildOptions":
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -58,24 +102,35 @@ class BuildPlan:
     fp16_graph: bool  # True when the ONNX was converted to mixed precision first (TRT 11 fp16)
     flavour: str = "tensorrt"  # targets.BUILD_FLAVOURS: "tensorrt" or "rtx" (TensorRT-RTX)
     compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX targets; empty: the builder's default set
+    int8_fp16: bool = False  # an int8 build with FP16 fallback (recorded in the engine manifest's builder)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def onnx_record(source: OnnxManifest | Artifact) -> OnnxManifest:
+    """The typed ONNX manifest of an opened ONNX (or the manifest itself)."""
+    if isinstance(source, Artifact):
+        source = source.manifest
+    if isinstance(source, OnnxManifest):
+        return source
+    # TRANSITIONAL: ship/trtexec.py still hands over the JSON it read (dict(manifest)); typed here until it
+    # passes its OnnxItem's Artifact (then this line goes).
+    return OnnxManifest.from_json(source)
+
+
 def batch_range(min_batch: int | None, opt_batch: int | None, max_batch: int | None,
-                io_inputs: list[dict[str, Any]]) -> tuple[int, int, int]:
+                image_shape: Sequence[Any]) -> tuple[int, int, int]:
     """min/opt/max batch for the image input: defaults 1 / opt / 64, or the fixed export batch."""
-    images = io_inputs[0] if io_inputs else {"shape": ["batch"]}
-    fixed = images["shape"][0] if images.get("shape") and isinstance(images["shape"][0], int) else None
+    fixed = image_shape[0] if image_shape and isinstance(image_shape[0], int) else None
     if fixed is not None:
         for name, value in (("--min-batch", min_batch), ("--opt-batch", opt_batch), ("--max-batch", max_batch)):
             if value is not None and value != fixed:
                 raise BadInput(f"the ONNX has a fixed batch of {fixed}; {name} {value} does not fit (re-export without --batch)")
         return fixed, fixed, fixed
-    lo = 1 if min_batch is None else min_batch
-    hi = 64 if max_batch is None else max_batch
-    opt = opt_batch if opt_batch is not None else min(max(lo, 32), hi)
+    lo = BUILD_MIN_BATCH if min_batch is None else min_batch
+    hi = BUILD_MAX_BATCH if max_batch is None else max_batch
+    opt = opt_batch if opt_batch is not None else min(max(lo, BUILD_OPT_BATCH), hi)
     if not 1 <= lo <= opt <= hi <= MAX_BATCH_LIMIT:
         raise BadInput(f"batch range must satisfy 1 <= min <= opt <= max <= {MAX_BATCH_LIMIT}, "
                        f"got {lo}/{opt}/{hi}")
@@ -90,7 +145,7 @@ def keep_count_range(keep_range: tuple[float, float] | None, export_ratio: float
     int(N·ρ^k) grows with ρ, so the lowest ρ gives the element-wise minimum and the highest
     the maximum; opt is the export's ρ (clamped into the range).
     """
-    lo, hi = keep_range if keep_range is not None else (0.5, 0.9)
+    lo, hi = keep_range if keep_range is not None else BUILD_KEEP_RANGE
     if not 0 < lo <= hi <= 1:
         raise BadInput(f"--keep-range must satisfy 0 < low <= high <= 1, got {lo},{hi}")
     opt = min(max(export_ratio if export_ratio is not None else hi, lo), hi)
@@ -101,21 +156,22 @@ def keep_count_range(keep_range: tuple[float, float] | None, export_ratio: float
     return tuple(counts[0]), tuple(counts[1]), tuple(counts[2])
 
 
-def make_profiles(onnx_manifest: dict[str, Any], *, min_batch: int | None = None, opt_batch: int | None = None,
+def make_profiles(source: OnnxManifest | Artifact, *, min_batch: int | None = None, opt_batch: int | None = None,
                   max_batch: int | None = None, keep_range: tuple[float, float] | None = None) -> tuple[InputProfile, ...]:
-    inputs = onnx_manifest.get("inputs") or [{"name": "images", "shape": ["batch", 3, 224, 224]}]
-    lo, opt, hi = batch_range(min_batch, opt_batch, max_batch, inputs)
-    images = inputs[0]
-    rest = tuple(int(d) for d in images["shape"][1:])
-    profiles = [InputProfile(images["name"], "shape", (lo, *rest), (opt, *rest), (hi, *rest))]
-    model = ModelRecord.from_json(onnx_manifest)
+    """The optimization profiles of the ONNX's inputs: the image batch range, and for a
+    --dynamic-keep graph the keep-count values of the ρ range."""
+    onnx = onnx_record(source)
+    images = (onnx.inputs or (DEFAULT_IMAGE_INPUT,))[0]
+    lo, opt, hi = batch_range(min_batch, opt_batch, max_batch, images.shape)
+    rest = tuple(int(d) for d in images.shape[1:])
+    profiles = [InputProfile(images.name, "shape", (lo, *rest), (opt, *rest), (hi, *rest))]
+    model = onnx.model
     keep_input = model.keep_input
     if model.dynamic_keep:
         if not keep_input:
             raise BadInput("the ONNX manifest says dynamic_keep but does not describe its keep input")
-        # pruning_locations: a list only the export writes and only this reads, so not typed
         cmin, copt, cmax = keep_count_range(keep_range, model.keep_ratio,
-                                            len(onnx_manifest.get("pruning_locations") or keep_input["shape"]),
+                                            len(model.pruning_locations or keep_input["shape"]),
                                             model.num_patches, model.keep_schedule)
         profiles.append(InputProfile(keep_input["name"], "values", cmin, copt, cmax))
     elif keep_range is not None:
@@ -128,18 +184,18 @@ def engine_name(onnx_path: str | Path, gpu_name: str, precision: str) -> str:
     return engine_file_name(Path(onnx_path).stem, gpu_tag(gpu_name), precision)
 
 
-def make_plan(onnx_path: str | Path, onnx_manifest: dict[str, Any], *, trt_version: str, gpu_name: str,
-              precision: str = "fp16", min_batch: int | None = None, opt_batch: int | None = None,
-              max_batch: int | None = None, keep_range: tuple[float, float] | None = None,
-              workspace_mb: int = DEFAULT_WORKSPACE_MB, optimization_level: int = DEFAULT_OPT_LEVEL,
-              hardware_compat: str = "none", version_compatible: bool = False,
-              timing_cache: str | Path | None = None, strongly_typed: bool = False,
-              int8_fp16: bool = False, flavour: str = "tensorrt",
-              compute_capabilities: tuple[str, ...] | list[str] | None = None) -> BuildPlan:
-    kind = build_flavour(flavour)
+def make_plan(source: Artifact, options: BuildOptions = BuildOptions(), *, trt_version: str,
+              gpu_name: str) -> BuildPlan:
+    """The build ``options`` ask for, checked against the flavour and the TensorRT version, for ``source``.
+
+    ``options.precision`` is the precision to build (``engines.build`` resolves it against the ONNX first).
+    """
+    kind = options.flavour
+    precision, timing_cache = options.precision, options.timing_cache
+    hardware_compat, version_compatible = options.hardware_compat, options.version_compatible
     version = parse_trt_version(trt_version)
     major = version[0]
-    ccs = compute_capability_list(kind, compute_capabilities)
+    ccs = compute_capability_list(kind, options.compute_capabilities)
     turing = [cc for cc in ccs if cc in RTX_NO_FP32_GEMM]
     if kind.name == "rtx" and turing:
         raise BadInput(f"--compute-capability {turing[0]} (Turing): TensorRT-RTX has no FP32 GEMM there, and every "
@@ -154,11 +210,11 @@ def make_plan(onnx_path: str | Path, onnx_manifest: dict[str, Any], *, trt_versi
     if kind.always_strongly_typed and precision == "bf16":
         raise BadInput(f"{kind.product} is strongly typed: bf16 needs a bf16 graph, and dvit converts graphs to "
                        "fp16 only; build --fp16 (the mixed-precision graph) or fp32")
-    if kind.always_strongly_typed and int8_fp16:
+    if kind.always_strongly_typed and options.int8_fp16:
         raise BadInput(f"--int8 --fp16 (INT8 with FP16 fallback) is a TensorRT 10 weakly typed build; {kind.product} "
                        "is strongly typed and takes every layer's precision from the Q/DQ graph: build --int8 alone")
-    strategy = precision_strategy(precision, kind.precision_major(major), strongly_typed=strongly_typed,
-                                  fp16_fallback=int8_fp16)
+    strategy = precision_strategy(precision, kind.precision_major(major), strongly_typed=options.strongly_typed,
+                                  fp16_fallback=options.int8_fp16)
     flags = strategy.set_flags
     if hardware_compat not in HARDWARE_COMPAT:
         raise BadInput(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got '{hardware_compat}'")
@@ -168,12 +224,13 @@ def make_plan(onnx_path: str | Path, onnx_manifest: dict[str, Any], *, trt_versi
                        f"(HardwareCompatibilityLevel.{HARDWARE_COMPAT_LEVELS[hardware_compat]} was added in "
                        f"{since[0]}.{since[1]}); this machine has TensorRT {trt_version}: use ampere+ (any GPU "
                        "with sm >= 8.0) or none")
-    if not 0 <= optimization_level <= 5:
-        raise BadInput(f"--opt-level must be between 0 and 5, got {optimization_level}")
-    if workspace_mb < 1:
-        raise BadInput(f"--workspace must be at least 1 MB, got {workspace_mb}")
+    if not 0 <= options.optimization_level <= 5:
+        raise BadInput(f"--opt-level must be between 0 and 5, got {options.optimization_level}")
+    if options.workspace_mb < 1:
+        raise BadInput(f"--workspace must be at least 1 MB, got {options.workspace_mb}")
     if version_compatible:
         flags = (*flags, "VERSION_COMPATIBLE")
+    onnx_path = source.path
     return BuildPlan(
         onnx_path=str(onnx_path),
         engine_name=engine_file_name(Path(onnx_path).stem, kind.engine_tag or gpu_tag(gpu_name), precision),
@@ -182,40 +239,53 @@ def make_plan(onnx_path: str | Path, onnx_manifest: dict[str, Any], *, trt_versi
         strongly_typed=strategy.strongly_typed,
         builder_flags=flags,
         cleared_flags=strategy.cleared_flags,
-        profiles=make_profiles(onnx_manifest, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
-                               keep_range=keep_range),
-        workspace_bytes=int(workspace_mb) << 20,
-        optimization_level=optimization_level,
+        profiles=make_profiles(source, min_batch=options.min_batch, opt_batch=options.opt_batch,
+                               max_batch=options.max_batch, keep_range=options.keep_range),
+        workspace_bytes=int(options.workspace_mb) << 20,
+        optimization_level=options.optimization_level,
         hardware_compat=hardware_compat,
         version_compatible=version_compatible,
         timing_cache=None if timing_cache is None else str(timing_cache),
         fp16_graph=strategy.fp16_graph,
         flavour=kind.name,
         compute_capabilities=ccs,
+        int8_fp16=options.int8_fp16,
     )
 
 
-def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, engine_bytes: int,
-                    onnx_manifest: dict[str, Any], onnx_sha256: str, built_from: Path, trt_version: str,
-                    device: DeviceInfo | None, io_tensors: list[dict[str, Any]], build_seconds: float,
-                    inspector_file: str | None, doctor: dict[str, Any] | None,
-                    network: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON written beside an engine: what it is, how it was built, what it may run on.
+def engine_manifest(plan: BuildPlan, source: Artifact, *, engine_path: Path, engine_sha256: str, engine_bytes: int,
+                    onnx_sha256: str, built_from: Path, trt_version: str, device: DeviceInfo | None,
+                    io_tensors: list[dict[str, Any]], build_seconds: float, inspector_file: str | None,
+                    doctor: dict[str, Any] | None, network: dict[str, Any] | None = None,
+                    fp16_conversion: dict[str, Any] | None = None,
+                    warnings: Sequence[str] = ()) -> EngineManifest:
+    """The manifest written beside an engine: what it is, how it was built, what it may run on.
 
-    ``device`` is None for a TensorRT-RTX build (ahead of time, no GPU): the ``rtx`` section then
-    says which compute capabilities the engine covers.
+    The model (``ModelRecord``), quantization and I/O are the source ONNX's typed records, so the
+    engine describes the same model (keep schedule included); its I/O is the engine's own when it
+    was inspected (``io_tensors``), else the ONNX's. ``device`` is None for a TensorRT-RTX build
+    (ahead of time, no GPU): the ``rtx`` section then says which compute capabilities it covers.
     """
     kind = build_flavour(plan.flavour)
-    model_record = {k: onnx_manifest.get(k) for k in (
-        "variant", "config", "dense", "keep_ratio", "stage_ratios", "keep_counts", "pruning_locations",
-        "num_patches", "random_weights", "seed", "checkpoint", "data_config", "dynamic_keep", "keep_input",
-        "token_outputs", "batch", "dynamic_batch", "quantization")}  # batch: validate/predict pad fixed-batch artifacts
-    return {
-        "schema": ENGINE_SCHEMA,
-        "kind": "tensorrt-engine",
+    onnx = onnx_record(source)
+    builder: dict[str, Any] = {
+        "flags": list(plan.builder_flags),
+        "cleared_flags": list(plan.cleared_flags),
+        "workspace_bytes": plan.workspace_bytes,
+        "optimization_level": plan.optimization_level,
+        "hardware_compat": plan.hardware_compat,
+        "version_compatible": plan.version_compatible,
+        "timing_cache": plan.timing_cache,
+        "profiling_verbosity": "DETAILED",
+        "fp16_graph": plan.fp16_graph,
+        "seconds": round(build_seconds, 2),
+    }
+    if plan.precision == "int8":
+        builder["int8_fp16_fallback"] = plan.int8_fp16
+    # How it was built and what it may run on: sections only engines have (typed by EngineManifest.from_json).
+    built = EngineManifest.from_json({
         "artifact": engine_path.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **model_record,
         "precision": plan.precision,
         "tensorrt": {"version": trt_version, "major": plan.trt_major, "strongly_typed": plan.strongly_typed,
                      "flavour": kind.name, "product": kind.product, "module": kind.module},
@@ -229,18 +299,7 @@ def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, e
                               f"{kind.product}'s default set",
                     "runtime_cache": engine_path.with_suffix(".runtime-cache").name}}
            if kind.name == "rtx" else {}),
-        "builder": {
-            "flags": list(plan.builder_flags),
-            "cleared_flags": list(plan.cleared_flags),
-            "workspace_bytes": plan.workspace_bytes,
-            "optimization_level": plan.optimization_level,
-            "hardware_compat": plan.hardware_compat,
-            "version_compatible": plan.version_compatible,
-            "timing_cache": plan.timing_cache,
-            "profiling_verbosity": "DETAILED",
-            "fp16_graph": plan.fp16_graph,
-            "seconds": round(build_seconds, 2),
-        },
+        "builder": builder,
         "profiles": [asdict(p) for p in plan.profiles],
         "io": io_tensors,
         **({"network": network} if network is not None else {}),
@@ -250,7 +309,15 @@ def engine_manifest(plan: BuildPlan, *, engine_path: Path, engine_sha256: str, e
         "inspector": inspector_file,
         "doctor": doctor,
         "versions": {"dvit_deploy": __version__, "tensorrt": trt_version},
-    }
+        "warnings": list(warnings),
+    })
+    inputs, outputs = onnx.inputs, onnx.outputs  # not inspected, no network I/O: the ONNX's own (build warns)
+    if io_tensors:
+        described = io_description(io_tensors)
+        inputs, outputs = TensorRecord.all_from(described["inputs"]), TensorRecord.all_from(described["outputs"])
+    # What it is: the source's typed records (to_json writes the schema, kind and model keys from them).
+    return built.with_changes(model=onnx.model, inputs=inputs, outputs=outputs, quantization=onnx.quantization,
+                              fp16_conversion=fp16_conversion)
 
 
 def io_description(io_tensors: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -259,6 +326,8 @@ def io_description(io_tensors: list[dict[str, Any]]) -> dict[str, list[dict[str,
 
 
 __all__ = [
+    "ENGINE_SCHEMA",
+    "BuildOptions",
     "HARDWARE_COMPAT",
     "HARDWARE_COMPAT_LEVELS",
     "HARDWARE_COMPAT_SINCE",

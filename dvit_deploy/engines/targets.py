@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
+from ..artifact.manifest import EngineManifest
+from ..artifact.store import Artifact
 from ..errors import BadInput
 
 # --------------------------------------------------------------------------------------------
@@ -327,10 +329,65 @@ def build_flavour(name: str | None) -> BuildFlavour:
         raise BadInput(f"unknown build flavour '{name}'; known: {', '.join(BUILD_FLAVOURS)}") from None
 
 
-def flavour_of(manifest: Mapping[str, Any]) -> BuildFlavour:
+@dataclass(frozen=True)
+class DevicePrecision:
+    """The engine a bundle's device target ends up with for a requested precision.
+
+    ``built`` names the engine; ``strategy`` is how its precision is obtained (the trtexec flags of
+    the device build, or, for TensorRT-RTX, how ``dvit build --target rtx`` made the shipped engine,
+    typed like TensorRT 11); ``builds_on_device`` is False where engines ship as built (TensorRT-RTX).
+    """
+
+    built: str
+    strategy: PrecisionStrategy
+    builds_on_device: bool
+
+    @property
+    def label(self) -> str:
+        """The device engine's precision in words (``int8 (fp16 outside the Q/DQ pairs)``)."""
+        if not self.builds_on_device:  # the ONNX rides along for reference: the device runs the engines as built
+            return f"{self.built} (no device build: TensorRT-RTX engines ship as built)"
+        if self.built == "int8" and "FP16" in self.strategy.set_flags:
+            return "int8 (fp16 outside the Q/DQ pairs)"
+        return self.built
+
+
+def device_precision(target: DeviceTarget, precision: str, *, quantized: bool) -> DevicePrecision:
+    """The precision decision ``dvit build`` makes (``precision_strategy``), for a device target.
+
+    A Q/DQ ONNX (``quantized``) builds int8 (on a weakly typed TensorRT 10 with ``precision`` fp16:
+    FP16 fallback outside the Q/DQ pairs); a strongly typed target (TensorRT 11, TensorRT-RTX)
+    builds the graph's own precision. Bundles build fp32, fp16 or bf16; any other value builds exact
+    fp32. The target's flavour picks the precision rules (TensorRT-RTX 1.x is typed like TensorRT 11).
+    """
+    built = "int8" if quantized else "fp32" if target.strongly_typed else precision
+    if quantized:
+        strategy_precision = "int8"
+    elif not target.strongly_typed and precision in ("fp16", "bf16"):
+        strategy_precision = precision
+    else:
+        strategy_precision = "fp32"
+    fallback = quantized and precision == "fp16" and not target.strongly_typed
+    flavour = build_flavour(target.flavour)
+    strategy = precision_strategy(strategy_precision, flavour.precision_major(target.tensorrt_major),
+                                  fp16_fallback=fallback)
+    return DevicePrecision(built, strategy, builds_on_device=flavour.needs_gpu_to_build)
+
+
+def engine_record(engine: EngineManifest | Artifact) -> EngineManifest:
+    """The typed engine manifest of an opened engine (or the manifest itself)."""
+    if isinstance(engine, Artifact):
+        engine = engine.manifest
+    if isinstance(engine, EngineManifest):
+        return engine
+    # TRANSITIONAL: runtime/trt_runner.py, ship/verify.py and ship/rtx.py still hand over the JSON they
+    # read; typed here until they pass an Artifact (then this line goes).
+    return EngineManifest.from_json(engine)
+
+
+def flavour_of(engine: EngineManifest | Artifact) -> BuildFlavour:
     """The flavour an engine manifest records (manifests before TensorRT-RTX: plain TensorRT)."""
-    trt = manifest.get("tensorrt") or {}
-    return build_flavour(trt.get("flavour") if isinstance(trt, Mapping) else None)
+    return build_flavour(engine_record(engine).flavour)
 
 
 def compute_capability_list(flavour: BuildFlavour, requested: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -356,18 +413,19 @@ def compute_capability_list(flavour: BuildFlavour, requested: list[str] | tuple[
     return tuple(values)
 
 
-def rtx_compatibility_problem(manifest: Mapping[str, Any], *, rtx_version: str, compute_capability: tuple[int, int],
-                              gpu_name: str) -> str | None:
+def rtx_compatibility_problem(engine: EngineManifest | Artifact, *, rtx_version: str,
+                              compute_capability: tuple[int, int], gpu_name: str) -> str | None:
     """None when a TensorRT-RTX engine may load on this GPU, else one line saying why not.
 
     A TensorRT-RTX engine is built for a list of compute capabilities (AOT), not for one GPU, and
     is portable between Linux and Windows; it loads with the TensorRT-RTX version that built it.
     """
-    built = str((manifest.get("tensorrt") or {}).get("version", "?"))
+    record = engine_record(engine)
+    built = record.tensorrt or "?"
     if built != rtx_version:
         return (f"engine was built with TensorRT-RTX {built}, this machine has TensorRT-RTX {rtx_version}: rebuild "
                 "it with dvit build --target rtx (any machine, no GPU needed)")
-    covers = [str(c) for c in ((manifest.get("rtx") or {}).get("compute_capabilities") or ())]
+    covers = list(record.rtx_compute_capabilities)
     here = f"{compute_capability[0]}.{compute_capability[1]}"
     if covers and here not in covers:
         return (f"engine was built for compute capability {', '.join(covers)}; this GPU {gpu_name} is sm {here}"
@@ -419,7 +477,7 @@ def _same_gpu_model(a: str, b: str) -> bool:
     return " ".join(str(a).lower().split()) == " ".join(str(b).lower().split())
 
 
-def compatibility_problem(manifest: Mapping[str, Any], *, trt_version: str, device: DeviceInfo) -> str | None:
+def compatibility_problem(engine: EngineManifest | Artifact, *, trt_version: str, device: DeviceInfo) -> str | None:
     """None when the engine may be deserialized here, else one line saying why not.
 
     Engines are tied to the TensorRT version that built them (the same major.minor.patch, or, when
@@ -433,27 +491,25 @@ def compatibility_problem(manifest: Mapping[str, Any], *, trt_version: str, devi
 
     Manifests written before the platform was recorded are not refused for it.
     """
-    trt = manifest.get("tensorrt") or {}
-    built_version = str(trt.get("version", "?"))
-    builder = manifest.get("builder") or {}
-    gpu = manifest.get("gpu") or {}
-    built_cc = tuple(gpu.get("compute_capability") or ())
+    record = engine_record(engine)
+    built_version = record.tensorrt or "?"
+    built_cc = record.compute_capability_pair
     here = parse_trt_version(trt_version)
     try:
         built = parse_trt_version(built_version)
     except BadInput:
         return f"engine manifest has no readable TensorRT version ('{built_version}'); rebuild it with dvit build"
-    if builder.get("version_compatible"):
+    if record.version_compatible:
         if built[0] != here[0] or here < built:
             return (f"engine was built with TensorRT {built_version} (version-compatible with {built_version} "
                     f"and later {built[0]}.x), this machine has TensorRT {trt_version}: rebuild it here with dvit build")
     elif built != here:
         return (f"engine was built with TensorRT {built_version}, this machine has TensorRT {trt_version}: "
                 "rebuild it here with dvit build (or build with --version-compatible)")
-    compat = builder.get("hardware_compat", "none")
+    compat = record.hardware_compat or "none"
     cc = tuple(device.compute_capability)
-    built_on = f"{gpu.get('name', '?')} (sm {'.'.join(map(str, built_cc)) or '?'})"
-    built_platform = gpu.get("platform")
+    built_on = f"{record.gpu or '?'} (sm {'.'.join(map(str, built_cc)) or '?'})"
+    built_platform = record.platform
     if built_platform and device.platform and built_platform != device.platform:
         return (f"engine was built on {built_platform} ({built_on}), this machine is {device.platform}: engines do "
                 f"not move between platforms at any hardware-compat level; rebuild it here with dvit build")
@@ -465,7 +521,7 @@ def compatibility_problem(manifest: Mapping[str, Any], *, trt_version: str, devi
     if built_cc and cc != built_cc:
         return (f"engine was built for {built_on}, this GPU is {device.name} (sm {cc[0]}.{cc[1]}): "
                 "rebuild it here with dvit build")
-    if compat != "same-cc" and gpu.get("name") and not _same_gpu_model(gpu["name"], device.name):
+    if compat != "same-cc" and record.gpu and not _same_gpu_model(record.gpu, device.name):
         return (f"engine was built for {built_on}, this GPU is {device.name}: without --hardware-compat an engine "
                 "is specific to the GPU model (same-cc allows any model of that compute capability, TensorRT "
                 ">= 10.9); rebuild it here with dvit build")
@@ -481,6 +537,9 @@ __all__ = [
     "RTX_NO_FP32_GEMM",
     "build_flavour",
     "compute_capability_list",
+    "device_precision",
+    "DevicePrecision",
+    "engine_record",
     "flavour_of",
     "rtx_compatibility_problem",
     "DEFAULT_PARSER_TARGET",
