@@ -11,3 +11,8 @@ CV_WARN_PERCENT = 2.5  # trtexec warns above this coefficient of variation
 PROFILE_WARMUP_S = 1.0
 PROFILE_DURATION_S = 3.0
 PROFILE_ROUNDS = 5
+# profile options (profile.measure.ProfileOptions / ProfileSettings; the CLI's `dvit profile` flags)
+PROFILE_BATCH = 64  # images per timed call when --batch is not given
+PROFILE_MIN_ITERATIONS = 10  # timed calls per artifact and batch, whatever --duration says
+PROFILE_DEVICE = "cpu"
+PROFILE_GRAPH_OPTIMIZATION = "all"  # ONNX Runtime graph optimization level

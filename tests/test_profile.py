@@ -197,3 +197,26 @@ def test_memory_estimate_refuses_what_the_oom_killer_would_end(monkeypatch):
     # A GPU run is the device's memory, not checked here.
     memory.check_fits([("deit-s.onnx", memory.MemoryNeed(0, per_image, 4000))], what="profile", option="--batch",
                       device="cuda")
+
+
+def test_profile_command_reads_each_manifest_once(sparse_export, workdir, monkeypatch):
+    """`dvit profile` with no path: picking the default, finding its dense twin, opening both, planning and
+    measuring read each manifest once (the CLI opens the Artifact and hands it on)."""
+    from pathlib import Path
+
+    assert profile("--batch", "1", "--dense-baseline", *FAST).exit_code == 0  # exports the twin
+    twin = workdir / "export" / "tiny-deit-dense.onnx"
+    watched = {manifest_path(sparse_export.path).resolve(): "sparse", manifest_path(twin).resolve(): "dense"}
+    reads = []
+    real_read_text = Path.read_text
+
+    def counting(self, *args, **kwargs):
+        if Path(self).resolve() in watched:
+            reads.append(watched[Path(self).resolve()])
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    result = profile("--batch", "1", "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    assert [r["role"] for r in json.loads(result.stdout)["results"]] == ["sparse", "dense"]
+    assert sorted(reads) == ["dense", "sparse"], reads
