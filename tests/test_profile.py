@@ -220,3 +220,24 @@ def test_profile_command_reads_each_manifest_once(sparse_export, workdir, monkey
     assert result.exit_code == 0, result.output
     assert [r["role"] for r in json.loads(result.stdout)["results"]] == ["sparse", "dense"]
     assert sorted(reads) == ["dense", "sparse"], reads
+
+
+def test_profile_options_hold_the_defaults_once_and_give_each_backend_its_own():
+    from dataclasses import FrozenInstanceError
+
+    from dvit_deploy import defaults
+    from dvit_deploy.profile import ProfileOptions
+
+    options = ProfileOptions()
+    assert options.batches == (defaults.PROFILE_BATCH,) and options.device == defaults.PROFILE_DEVICE
+    assert (options.settings.warmup_s, options.settings.duration_s, options.settings.rounds,
+            options.settings.min_iterations) == (defaults.PROFILE_WARMUP_S, defaults.PROFILE_DURATION_S,
+                                                 defaults.PROFILE_ROUNDS, defaults.PROFILE_MIN_ITERATIONS)
+    with pytest.raises(FrozenInstanceError):
+        options.device = "cuda"  # type: ignore[misc]
+    asked = ProfileOptions(graph_optimization="basic", compile=True, providers="cuda,cpu")
+    assert asked.runner_options("onnxruntime") == {"graph_optimization": "basic", "providers": "cuda,cpu"}
+    assert asked.runner_options("torch") == {"compile": True}
+    assert asked.runner_options("tensorrt") == {}
+    with pytest.raises(Exception, match="--rounds"):
+        ProfileOptions(settings=ProfileSettings(rounds=0)).validate()
