@@ -102,8 +102,9 @@ def _is_dense(artifact: Path) -> bool:
 
 # Within ``reading_once`` (a command's scope) each manifest file is read from disk once: choosing the
 # default artifact, finding a dense twin and opening the chosen one then share that read. Keyed by the
-# file's (path, size, mtime) so a manifest rewritten during the command is read again.
-_reads: dict[tuple[str, int, int], dict[str, Any]] | None = None
+# file's (path, inode, size, mtime) so a manifest rewritten during the command (writers replace it by a
+# rename: a new inode) is read again.
+_reads: dict[tuple[str, int, int, int], dict[str, Any]] | None = None
 
 
 @contextlib.contextmanager
@@ -122,7 +123,7 @@ def _read_json(path: Path, **kwargs: Any) -> dict[str, Any]:
         return read_json(path, **kwargs)
     try:
         stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
     except OSError:
         return read_json(path, **kwargs)  # missing: read_json says so in its own words
     if key not in _reads:
