@@ -39,7 +39,8 @@ from bench_precision import load_average, versions  # noqa: E402
 from dvit_deploy.compare import TOLERANCES, compare  # noqa: E402
 from dvit_deploy.cpu import ORT_EXACT_INT8_CONFIG, cpu_info  # noqa: E402
 from dvit_deploy.fileio import manifest_path, read_json, write_json_atomic  # noqa: E402
-from dvit_deploy.flops import macs_for_manifest  # noqa: E402
+from dvit_deploy.artifact.manifest import ModelRecord  # noqa: E402
+from dvit_deploy.flops import macs_for_model  # noqa: E402
 from dvit_deploy.profile import ProfileSettings, latency_stats, machine_info, measure_interleaved, seeded_batch  # noqa: E402
 
 TARGETS_VS_TORCH = {"avx2": 1.5, "avx512": 1.5, "avx512-vnni": 2.5, "avx-vnni": 2.5, "amx": 3.0}
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     fp32 = ensure_export(args.workdir, args.model, args.ratio, args.seed)
     int8 = {recipe: ensure_int8(fp32, recipe) for recipe in ("s8s8", "s8s8-reduce-range")}
     manifest = read_json(manifest_path(fp32))
-    gflop_per_image = 2 * macs_for_manifest(manifest).gmacs
+    gflop_per_image = 2 * macs_for_model(ModelRecord.from_json(manifest)).gmacs
 
     # The limits are measured as three more configurations inside the interleaved rounds, so that
     # other load on a shared machine slows them as much as the models.
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         configs = open_configs(fp32, int8, args.threads, stack)
-        batch = seeded_batch(args.batch, manifest)
+        batch = seeded_batch(args.batch, ModelRecord.from_json(manifest))
         calls = {name: runner.timed_call(batch) for name, runner in configs.items()}
         settings = ProfileSettings(warmup_s=args.warmup, duration_s=args.duration, rounds=args.rounds,
                                    min_iterations=args.min_iterations)

@@ -35,7 +35,8 @@ from bench_cpu import ensure_export  # noqa: E402
 
 from dvit_deploy.compare import TOLERANCES, compare  # noqa: E402
 from dvit_deploy.fileio import manifest_path, read_json, write_json_atomic  # noqa: E402
-from dvit_deploy.flops import macs_for_manifest  # noqa: E402
+from dvit_deploy.artifact.manifest import ModelRecord  # noqa: E402
+from dvit_deploy.flops import macs_for_model  # noqa: E402
 from dvit_deploy.profile import ProfileSettings, latency_stats, machine_info, measure_interleaved, seeded_batch  # noqa: E402
 from dvit_deploy.runtime import runner_for_artifact  # noqa: E402
 from dvit_deploy.runtime.openvino_runner import cpu_flags, cpu_model  # noqa: E402
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         for batch in batches:
             calls = {}
             for (name, role), runner in runners.items():
-                images = seeded_batch(batch, read_json(manifest_path(artifacts[f"{role}-fp32"])))
+                images = seeded_batch(batch, ModelRecord.from_json(read_json(manifest_path(artifacts[f"{role}-fp32"]))))
                 calls[(name, role)] = runner.timed_call(images)
             console.print(f"batch {batch}: {len(calls)} configurations interleaved in {settings.rounds} rounds "
                           f"(load {load_average()})")
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                     "throughput_ips": batch * stats.count / m.wall_s if m.wall_s > 0 else 0.0,
                 })
     by = {(r["config"], r["role"], r["batch"]): r for r in results}
-    gmacs = {role: macs_for_manifest(read_json(manifest_path(artifacts[f"{role}-fp32"]))).gmacs for role in ("dense", "sparse")}
+    gmacs = {role: macs_for_model(ModelRecord.from_json(read_json(manifest_path(artifacts[f"{role}-fp32"])))).gmacs for role in ("dense", "sparse")}
     for r in results:
         dense = by.get((r["config"], "dense", r["batch"]))
         base = by.get((BASELINE, "sparse", r["batch"]))

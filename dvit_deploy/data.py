@@ -26,11 +26,14 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .errors import BadInput
+
+if TYPE_CHECKING:
+    from .artifact.manifest import ModelRecord
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 LABEL_FILE_NAMES = ("labels.txt", "labels.csv")
@@ -384,19 +387,17 @@ def _parse_label(label: str, lookup: dict[str, int], labels_file: Path, lineno: 
     return value
 
 
-def data_config_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The preprocessing an artifact expects: its manifest's data_config, else its variant's."""
-    if isinstance(manifest.get("data_config"), Mapping):
-        return dict(manifest["data_config"])
-    if isinstance(manifest.get("config"), Mapping):
+def data_config_of(model: "ModelRecord") -> dict[str, Any]:
+    """The preprocessing an artifact's model expects: its recorded data_config, else its variant's."""
+    if model.data_config is not None:
+        return dict(model.data_config)
+    if model.config:
         from .models.config import VariantConfig
 
-        return VariantConfig.from_dict(manifest["config"]).data_config()
+        return VariantConfig.from_dict(dict(model.config)).data_config()
     raise BadInput("the artifact's manifest records no data_config or model config: cannot preprocess images for it")
 
 
-def seeded_inputs(manifest: Mapping[str, Any], count: int, seed: int) -> np.ndarray:
-    """``count`` standard-normal images of the artifact's input shape (what normalised photos look like)."""
-    from .artifact.manifest import ModelRecord
-
-    return np.random.default_rng(seed).standard_normal((count, *ModelRecord.from_json(manifest).input_shape), dtype=np.float32)
+def seeded_inputs(model: "ModelRecord", count: int, seed: int) -> np.ndarray:
+    """``count`` standard-normal images of the model's input shape (what normalised photos look like)."""
+    return np.random.default_rng(seed).standard_normal((count, *model.input_shape), dtype=np.float32)

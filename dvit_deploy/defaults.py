@@ -19,3 +19,8 @@ BUILD_OPT_BATCH = 32
 BUILD_MAX_BATCH = 64
 BUILD_KEEP_RANGE = (0.5, 0.9)  # the ρ range a --dynamic-keep engine serves
 FP16_CHECK_SAMPLES = 4  # images the fp16 graph is compared with the fp32 one on (ONNX Runtime)
+# profile options (profile.measure.ProfileOptions / ProfileSettings; the CLI's `dvit profile` flags)
+PROFILE_BATCH = 64  # images per timed call when --batch is not given
+PROFILE_MIN_ITERATIONS = 10  # timed calls per artifact and batch, whatever --duration says
+PROFILE_DEVICE = "cpu"
+PROFILE_GRAPH_OPTIMIZATION = "all"  # ONNX Runtime graph optimization level

@@ -74,15 +74,15 @@ def evaluate(
     if limit is not None and limit < 1:
         raise BadInput(f"--limit must be ≥ 1, got {limit}")
     opened = resolve_artifact(artifact, backends[0] if backends else None)  # read and checked once
-    path, manifest = opened.path, dict(opened.manifest)
+    path = opened.path
     dataset: LabelledImages = read_dataset(data, labels_file=labels_file,
-                                           num_classes=num_classes_of(manifest)).limit(limit)
+                                           num_classes=num_classes_of(opened.model)).limit(limit)
     names = list(dict.fromkeys(backends or [default_backend(path)]))
     if reference and REFERENCE not in names:
         names.insert(0, REFERENCE)
     fixed = opened.model.batch
     step = fixed if fixed else batch
-    data_config = data_config_of(manifest)
+    data_config = data_config_of(opened.model)
 
     gathered = {n: Gathered() for n in names}  # images stream in batch by batch: one per runner
     seconds = dict.fromkeys(names, 0.0)

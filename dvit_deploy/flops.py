@@ -27,9 +27,12 @@ official zoo's GFLOPs (predictors included) to < 0.05: ConvNeXt-T/S/B 3.58/5.77/
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .models.config import KeepSchedule, VariantConfig
+
+if TYPE_CHECKING:
+    from .artifact.manifest import ModelRecord
 
 GIGA = 1e9
 CONVENTION = (
@@ -218,13 +221,12 @@ def _split_macs(variant: VariantConfig, schedule: KeepSchedule | None, include_p
     )
 
 
-def macs_for_manifest(manifest: dict[str, Any], *, include_predictors: bool = True) -> MacsReport:
-    """MACs of the model an artifact's manifest records."""
+def macs_for_model(model: "ModelRecord", *, include_predictors: bool = True) -> MacsReport:
+    """MACs of the model an artifact records (its manifest's ``ModelRecord``)."""
     from .models.config import get_variant
 
-    config = manifest.get("config")
-    variant = VariantConfig.from_dict(config) if config else get_variant(manifest["variant"])
-    if manifest.get("dense"):
+    variant = VariantConfig.from_dict(dict(model.config)) if model.config else get_variant(str(model.variant))
+    if model.dense:
         return count_macs(variant, include_predictors=include_predictors)
-    return count_macs(variant, stage_ratios=manifest.get("stage_ratios"),
-                      keep_ratio=manifest.get("keep_ratio"), include_predictors=include_predictors)
+    return count_macs(variant, stage_ratios=None if model.stage_ratios is None else list(model.stage_ratios),
+                      keep_ratio=model.keep_ratio, include_predictors=include_predictors)

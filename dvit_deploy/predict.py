@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -24,16 +24,15 @@ DEFAULT_BATCH = PREDICT_BATCH
 TOKEN_OUTPUTS_HINT = "re-export with 'dvit export --token-outputs' (or use --backend torch/onnxruntime)"
 
 
-def num_classes_of(manifest: Mapping[str, Any], logits: np.ndarray | None = None) -> int:
-    config = ModelRecord.from_json(manifest).config
-    if "num_classes" in config:
-        return int(config["num_classes"])
+def num_classes_of(model: ModelRecord, logits: np.ndarray | None = None) -> int:
+    """The model's class count as its config records it, else the logits' width (else ImageNet's 1000)."""
+    if "num_classes" in model.config:
+        return model.num_classes
     return int(logits.shape[1]) if logits is not None else 1000
 
 
-def grid_of(manifest: Mapping[str, Any]) -> tuple[int, int]:
+def grid_of(model: ModelRecord) -> tuple[int, int]:
     """(patch grid side, patch size in pixels) of the model input."""
-    model = ModelRecord.from_json(manifest)
     return model.img_size // model.patch_size, model.patch_size
 
 
@@ -69,12 +68,12 @@ class PredictResult:
     predictions: list[Prediction]
     images: np.ndarray  # the preprocessed batch (N, 3, H, W)
     kept: list[np.ndarray] | None  # per stage (N, K_s) original patch ids
-    manifest: dict[str, Any]
+    model: ModelRecord  # the artifact's model, as its manifest records it
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"artifact": str(self.artifact), "backend": self.backend, "runner": self.runner,
-                "keep_counts": self.manifest.get("keep_counts"),
+                "keep_counts": list(self.model.keep_counts),
                 "predictions": [p.to_dict() for p in self.predictions], "notes": self.notes}
 
 
@@ -107,11 +106,11 @@ def predict(
         raise BadInput(f"--batch must be ≥ 1, got {batch}")
     phase("preprocess")
     opened = resolve_artifact(artifact, backend)
-    path, manifest, model = opened.path, dict(opened.manifest), opened.model
+    path, model = opened.path, opened.model
     backend = backend or default_backend(path)
     if want_kept and model.dense:
         raise BadInput(f"{path.name} is a dense model: it keeps every token, so there is nothing to visualise")
-    batch_images = preprocess_images(list(images), data_config_of(manifest))
+    batch_images = preprocess_images(list(images), data_config_of(model))
     fixed = model.batch
 
     options: dict[str, Any] = {}
@@ -128,7 +127,7 @@ def predict(
         raise BadInput(f"{path.name} has no token outputs, and the {backend} backend cannot recover which tokens "
                        f"were kept: {TOKEN_OUTPUTS_HINT}")
 
-    names = class_names(num_classes_of(manifest, logits))
+    names = class_names(num_classes_of(model, logits))
     probs = softmax(logits.astype(np.float64))
     k = min(top_k, probs.shape[1])
     predictions = []
@@ -136,4 +135,4 @@ def predict(
         order = np.argsort(-probs[i])[:k]
         top = [ClassScore(int(c), names[c] if c < len(names) else f"class {c}", float(probs[i, c])) for c in order]
         predictions.append(Prediction(Path(image), top, [int(s.shape[1]) for s in kept] if kept else []))
-    return PredictResult(path, backend, described, predictions, batch_images, kept, manifest, notes)
+    return PredictResult(path, backend, described, predictions, batch_images, kept, model, notes)

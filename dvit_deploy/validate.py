@@ -20,7 +20,6 @@ from .batching import Gathered, pad_batch
 from .compare import Comparison, Tolerance, compare
 from .defaults import VALIDATE_BATCH, VALIDATE_SAMPLES
 from .errors import BadInput, DvitError
-from .export.onnx_export import TOKEN_OUTPUT_PREFIX
 from .runtime import FILE_BACKENDS, default_backend, runner_for_artifact
 from .artifact.store import Artifact, open_artifact
 
@@ -154,11 +153,11 @@ class InputSource:
                 yield images
 
 
-def load_inputs(manifest: dict[str, Any], samples: int, images_dir: Path | None) -> InputSource:
+def load_inputs(model: ModelRecord, samples: int, images_dir: Path | None) -> InputSource:
     """Seeded normal inputs, or real images preprocessed with the model's data config (streamed)."""
     from .data import data_config_of, list_images
 
-    shape = ModelRecord.from_json(manifest).input_shape
+    shape = model.input_shape
     if images_dir is None:
         return InputSource(samples, f"seeded random (seed {VALIDATE_SEED})", _seed=VALIDATE_SEED, _shape=shape)
 
@@ -167,7 +166,7 @@ def load_inputs(manifest: dict[str, Any], samples: int, images_dir: Path | None)
     # Fewer images than --samples: all of them are used, and the report says so (never silently fewer).
     short = f" (--samples {samples} asked; the folder holds only {len(found)})" if len(found) < samples else ""
     return InputSource(len(paths), f"{len(paths)} image(s) from {images_dir}{short}", _shape=shape, _paths=paths,
-                       _data_config=data_config_of(manifest))
+                       _data_config=data_config_of(model))
 
 
 def run_streamed(run: Callable[[np.ndarray], Any], source: InputSource, batch: int, *, fixed: bool = False) -> Gathered:
@@ -179,19 +178,18 @@ def run_streamed(run: Callable[[np.ndarray], Any], source: InputSource, batch: i
     return gathered
 
 
-def _reference(manifest: dict[str, Any], source: InputSource, batch: int, cache: dict[str, Any]) -> dict[str, Any]:
-    """PyTorch fp32 logits, kept ids and boundary margins of the manifest's model (cached per model)."""
+def _reference(model: ModelRecord, source: InputSource, batch: int, cache: dict[Any, Any]) -> dict[str, Any]:
+    """PyTorch fp32 logits, kept ids and boundary margins of the artifact's model (cached per model)."""
     import torch
 
     from .export.check import reference_outputs
     from .models.checkpoint import load_model_from_record
 
-    if "variant" not in manifest:
+    if model.variant is None:
         raise BadInput("the manifest records no model ('variant'): cannot rebuild the PyTorch reference")
-    key = repr(sorted((k, repr(manifest.get(k))) for k in ("variant", "config", "dense", "stage_ratios", "seed",
-                                                          "checkpoint")))
+    key = model.identity  # one reference per model, shared by its exports (batch layouts, precisions)
     if key not in cache:
-        loaded = load_model_from_record(manifest)
+        loaded = load_model_from_record(model)
         parts = [reference_outputs(loaded, torch.from_numpy(chunk), batch) for chunk in source.batches(batch)]
         stages = len(parts[0]["kept"])
         cache[key] = (loaded, {
@@ -223,12 +221,12 @@ def validate(
     phase = on_phase or (lambda name: None)
     given = list(artifact_paths) if artifact_paths else [None]  # None: the default artifact
     report = ValidateReport(inputs="", samples=samples)
-    cache: dict[str, Any] = {}
+    cache: dict[Any, Any] = {}
     for item in given:
         # Opened (manifest and sha256 checked) once, then handed to every backend's runner.
         opened = item if isinstance(item, Artifact) else open_artifact(None if item is None else Path(item))
-        artifact, manifest, model = opened.path, dict(opened.manifest), opened.model
-        source = load_inputs(manifest, samples, images_dir)
+        artifact, model = opened.path, opened.model
+        source = load_inputs(model, samples, images_dir)
         report.inputs = source.description
         if source.count < samples and images_dir is not None:
             report.warnings.append(f"validated {source.count} image(s), fewer than --samples {samples}: {images_dir} "
@@ -237,7 +235,7 @@ def validate(
         fixed = model.batch
         run_batch = fixed if fixed else min(batch, source.count)
         phase(f"{artifact.name}: PyTorch fp32 reference")
-        ref = _reference(manifest, source, run_batch, cache)
+        ref = _reference(model, source, run_batch, cache)
         pruned = not model.dense
         for spec in backends or default_backends(artifact):
             backend, backend_precision = split_backend_spec(spec, precision)
@@ -276,7 +274,7 @@ def validate(
                 report.notes.append(f"{artifact.name} on {backend}: no kept-token information "
                                     "(the artifact has no token outputs); logits checked only")
             else:
-                declared = any(str(o.get("name", "")).startswith(TOKEN_OUTPUT_PREFIX) for o in manifest.get("outputs", []))
+                declared = bool(opened.manifest.token_output_names)
                 result.token_info = ("token outputs" if declared or backend == "torch"
                                      else "TopK outputs (in-memory copy)")
             for key in ("inference_precision", "amx_used", "vnni_used", "predictor_f32_ops", "gemm_precisions",

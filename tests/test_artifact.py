@@ -127,7 +127,7 @@ def test_the_writers_use_the_schema_constants():
 
 
 def test_profile_reads_each_manifest_once(exported, monkeypatch):
-    from dvit_deploy.profile import ProfileSettings, plan_profile, run_profile
+    from dvit_deploy.profile import ProfileOptions, ProfileSettings, plan_profile, run_profile
     from dvit_deploy.profile.measure import ProfileRun
 
     reads = []
@@ -139,10 +139,11 @@ def test_profile_reads_each_manifest_once(exported, monkeypatch):
         return real_read_text(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "read_text", counting)
-    plan = plan_profile([exported], backend="onnxruntime", dense_baseline=False)
+    options = ProfileOptions(backend="onnxruntime", batches=(1,),
+                             settings=ProfileSettings(warmup_s=0.0, iterations=2, min_iterations=1, rounds=1))
+    plan = plan_profile([exported], options)
     assert plan.runs == [ProfileRun(plan.runs[0].artifact, "sparse")] and plan.runs[0].artifact.path == exported
-    report = run_profile(plan, backend="onnxruntime", batches=[1],
-                         settings=ProfileSettings(warmup_s=0.0, iterations=2, min_iterations=1, rounds=1))
+    report = run_profile(plan, options)
     assert len(reports := report.results) == 1 and reports[0].keep_counts == list(plan.runs[0].artifact.model.keep_counts)
     assert reports[0].keep_ratio == pytest.approx(0.7) and reports[0].stats.count == 2
     assert len(reads) == 1, reads  # opened once by the plan; measure and the runner use that Artifact

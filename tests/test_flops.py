@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
-from dvit_deploy.flops import block_macs, count_macs, macs_for_manifest
+from dvit_deploy.artifact.manifest import ModelRecord
+from dvit_deploy.flops import block_macs, count_macs, macs_for_model
 from dvit_deploy.models import get_variant
 
 PAPER_TABLE = {  # variant: {ρ or None (dense): GMACs}, predictors not counted
@@ -75,7 +76,7 @@ def test_stages_follow_keep_schedule_and_predictors_are_optional():
 
 def test_manifest_counts_match_variant(tiny_export):
     manifest = tiny_export.manifest
-    from_manifest = macs_for_manifest(manifest)
+    from_manifest = macs_for_model(ModelRecord.from_json(manifest))
     direct = count_macs(get_variant("tiny-deit"), stage_ratios=manifest["stage_ratios"])
     assert from_manifest.total_macs == direct.total_macs
     assert list(from_manifest.keep_counts) == manifest["keep_counts"]

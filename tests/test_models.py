@@ -134,6 +134,22 @@ def test_kept_patch_ids_compose_stage_indices():
         kept_patch_ids([torch.tensor([[12]])], num_patches=10)
 
 
+def test_torch_kept_patch_ids_is_the_numpy_rule():
+    """models.kept_patch_ids adapts tensors to artifact.names.kept_patch_ids: one rule, both kinds."""
+    import numpy as np
+
+    from dvit_deploy.artifact import names
+
+    rng = np.random.default_rng(0)
+    stages = [np.stack([rng.permutation(10)[:6] for _ in range(3)]), np.stack([rng.permutation(6)[:3] for _ in range(3)])]
+    for compose in (True, False):
+        expected = names.kept_patch_ids(stages, 10, compose=compose)
+        from_torch = kept_patch_ids([torch.from_numpy(s) for s in stages], 10, compose=compose)
+        assert all(isinstance(t, torch.Tensor) for t in from_torch)
+        assert [t.numpy().tolist() for t in from_torch] == [e.tolist() for e in expected]
+        assert [a.tolist() for a in kept_patch_ids(stages, 10, compose=compose)] == [e.tolist() for e in expected]
+
+
 def test_seeded_default_is_reproducible_and_scores_are_separated():
     a = create_model("tiny-deit", seed=7)
     b = create_model("tiny-deit", seed=7)

@@ -198,3 +198,47 @@ def test_memory_estimate_refuses_what_the_oom_killer_would_end(monkeypatch):
     # A GPU run is the device's memory, not checked here.
     memory.check_fits([("deit-s.onnx", memory.MemoryNeed(0, per_image, 4000))], what="profile", option="--batch",
                       device="cuda")
+
+
+def test_profile_command_reads_each_manifest_once(sparse_export, workdir, monkeypatch):
+    """`dvit profile` with no path: picking the default, finding its dense twin, opening both, planning and
+    measuring read each manifest once (the CLI opens the Artifact and hands it on)."""
+    from pathlib import Path
+
+    assert profile("--batch", "1", "--dense-baseline", *FAST).exit_code == 0  # exports the twin
+    twin = workdir / "export" / "tiny-deit-dense.onnx"
+    watched = {manifest_path(sparse_export.path).resolve(): "sparse", manifest_path(twin).resolve(): "dense"}
+    reads = []
+    real_read_text = Path.read_text
+
+    def counting(self, *args, **kwargs):
+        if Path(self).resolve() in watched:
+            reads.append(watched[Path(self).resolve()])
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    result = profile("--batch", "1", "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    assert [r["role"] for r in json.loads(result.stdout)["results"]] == ["sparse", "dense"]
+    assert sorted(reads) == ["dense", "sparse"], reads
+
+
+def test_profile_options_hold_the_defaults_once_and_give_each_backend_its_own():
+    from dataclasses import FrozenInstanceError
+
+    from dvit_deploy import defaults
+    from dvit_deploy.profile import ProfileOptions
+
+    options = ProfileOptions()
+    assert options.batches == (defaults.PROFILE_BATCH,) and options.device == defaults.PROFILE_DEVICE
+    assert (options.settings.warmup_s, options.settings.duration_s, options.settings.rounds,
+            options.settings.min_iterations) == (defaults.PROFILE_WARMUP_S, defaults.PROFILE_DURATION_S,
+                                                 defaults.PROFILE_ROUNDS, defaults.PROFILE_MIN_ITERATIONS)
+    with pytest.raises(FrozenInstanceError):
+        options.device = "cuda"  # type: ignore[misc]
+    asked = ProfileOptions(graph_optimization="basic", compile=True, providers="cuda,cpu")
+    assert asked.runner_options("onnxruntime") == {"graph_optimization": "basic", "providers": "cuda,cpu"}
+    assert asked.runner_options("torch") == {"compile": True}
+    assert asked.runner_options("tensorrt") == {}
+    with pytest.raises(Exception, match="--rounds"):
+        ProfileOptions(settings=ProfileSettings(rounds=0)).validate()

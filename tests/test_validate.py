@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
+from dvit_deploy.artifact.manifest import ModelRecord
 from dvit_deploy.fileio import manifest_path, read_json, write_json_atomic
 from dvit_deploy.batching import RunOutput, run_batched
 
@@ -95,11 +96,10 @@ def test_mismatch_fails_with_exit_1(exported, tmp_path):
 
 def test_unavailable_backend_exits_2(exported):
     pytest.importorskip("onnxruntime")
-    try:
-        import tensorrt  # noqa: F401
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here")
-    except ImportError:
-        pass
     tokens, _ = exported
     result = invoke(tokens, "--backend", "tensorrt", "--samples", "2")
     assert result.exit_code == 2
@@ -177,5 +177,28 @@ def test_many_samples_are_streamed_not_held(exported):
     assert report.passed and report.samples == 200
     assert peak < 40 << 20, f"numpy peak {peak / 2**20:.0f} MB: the inputs were held at once"
     # The same inputs, whatever the batch: seeded batches are one stream.
-    source = validate_lib.load_inputs(read_json(manifest_path(exported[0])), 10, None)
+    source = validate_lib.load_inputs(ModelRecord.from_json(read_json(manifest_path(exported[0]))), 10, None)
     assert np.array_equal(np.concatenate(list(source.batches(3))), np.concatenate(list(source.batches(10))))
+
+
+def test_validate_command_reads_the_manifest_once(exported, monkeypatch):
+    """`dvit validate` with no path: the default is picked, opened and verified inside the command's
+    --no-verify policy, and that Artifact goes to the job: its manifest is read once."""
+    from pathlib import Path
+
+    tokens, plain = exported
+    watched = {manifest_path(p).resolve(): p.name for p in (tokens, plain)}
+    reads = []
+    real_read_text = Path.read_text
+
+    def counting(self, *args, **kwargs):
+        if Path(self).resolve() in watched:
+            reads.append(watched[Path(self).resolve()])
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    result = invoke("--json", "--samples", "2")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["results"][0]["artifact"].endswith("tiny.onnx")
+    # The chosen one once (picked, checked, verified, run); a candidate looked at while picking, at most once.
+    assert reads.count("tiny.onnx") == 1 and reads.count("plain.onnx") <= 1, reads

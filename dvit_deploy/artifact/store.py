@@ -7,9 +7,11 @@ Relative defaults resolve against the current working directory, so ``dvit`` wri
 
 from __future__ import annotations
 
+import contextlib
+import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 if TYPE_CHECKING:
     from .manifest import AnyManifest, EngineManifest, ModelRecord, OnnxManifest, QuantizationRecord
@@ -98,12 +100,43 @@ def _is_dense(artifact: Path) -> bool:
     return _candidate(artifact).model.dense
 
 
+# Within ``reading_once`` (a command's scope) each manifest file is read from disk once: choosing the
+# default artifact, finding a dense twin and opening the chosen one then share that read. Keyed by the
+# file's (path, inode, size, mtime) so a manifest rewritten during the command (writers replace it by a
+# rename: a new inode) is read again.
+_reads: dict[tuple[str, int, int, int], dict[str, Any]] | None = None
+
+
+@contextlib.contextmanager
+def reading_once() -> Iterator[None]:
+    """Read each manifest JSON once for the duration of a command (see ``_read_json``)."""
+    global _reads
+    previous, _reads = _reads, {} if _reads is None else _reads
+    try:
+        yield
+    finally:
+        _reads = previous
+
+
+def _read_json(path: Path, **kwargs: Any) -> dict[str, Any]:
+    if _reads is None:
+        return read_json(path, **kwargs)
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        return read_json(path, **kwargs)  # missing: read_json says so in its own words
+    if key not in _reads:
+        _reads[key] = read_json(path, **kwargs)
+    return copy.deepcopy(_reads[key])  # callers own what they get, as from a fresh read
+
+
 def _candidate(artifact: Path) -> "AnyManifest":
     """A candidate's typed manifest for choosing among them (unreadable: empty; it is checked once chosen)."""
     from .manifest import manifest_from_json
 
     try:
-        data = read_json(manifest_path(artifact))
+        data = _read_json(manifest_path(artifact))
         return manifest_from_json(data if isinstance(data, Mapping) else {}, artifact)
     except (BadInput, ValueError, TypeError):  # a field of the wrong type: refused once chosen, with its name
         return manifest_from_json({}, artifact)
@@ -119,7 +152,7 @@ def _read_checked(artifact: Path) -> dict[str, Any]:
         raise BadInput(f"{artifact.name} has no dvit manifest ({manifest_path(artifact).name} not found beside it): "
                        "dvit uses the artifacts it wrote, whose manifest says what they are; export the model "
                        "with 'dvit export'")
-    data = read_json(manifest_path(artifact), what=f"manifest of {artifact.name}")
+    data = _read_json(manifest_path(artifact), what=f"manifest of {artifact.name}")
     from .manifest import check_manifest
 
     check_manifest(data, manifest_path(artifact))

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .output import err, styled, warn
+
+if TYPE_CHECKING:
+    from ..artifact.store import Artifact
 
 
 def picked(path: Path, why: str) -> None:
@@ -27,20 +30,32 @@ def _display(path: Path) -> str:
 
 @contextlib.contextmanager
 def artifact_checks(no_verify: bool) -> Iterator[None]:
-    """sha256 checks of artifacts against their manifests for this command (``--no-verify`` warns)."""
+    """The command's artifact policy: sha256 checks against the manifests (``--no-verify`` warns), and
+    each manifest read once (picking the default, finding a dense twin and opening share one read)."""
     from ..artifact.manifest import verification
+    from ..artifact.store import reading_once
 
-    with verification(enabled=not no_verify, on_warning=warn):
+    with verification(enabled=not no_verify, on_warning=warn), reading_once():
         yield
+
+
+def open_or_default(given: Path | None, suffixes: tuple[str, ...] | None = None,
+                    backend: str | None = None) -> "Artifact":
+    """``given``, or the default artifact (``artifact.store.open_artifact``'s rule, one for every command,
+    saying which was picked), opened: manifest read, checked and its sha256 verified once.
+
+    Call it inside ``artifact_checks``, so ``--no-verify`` already holds; hand the Artifact to the job.
+    """
+    from ..artifact.store import open_artifact
+    from ..runtime import artifact_suffixes
+
+    return open_artifact(given, suffixes or artifact_suffixes(backend), on_picked=picked)
 
 
 def artifact_or_default(given: Path | None, suffixes: tuple[str, ...] | None = None,
                         backend: str | None = None) -> Path:
-    """``given``, or the default artifact (``artifact.store.open_artifact``'s rule, one for every command),
-    saying which was picked.
-
-    Only the path comes back: the job opens it once, inside the command's ``--no-verify`` policy
-    (``artifact_checks``), which is not in force yet here; so the default is picked here unverified.
+    """``given``, or the default artifact's path, saying which was picked (commands that hand a path on;
+    the ones that open it use ``open_or_default`` inside ``artifact_checks``).
     """
     if given is not None:
         return Path(given).expanduser()

@@ -12,7 +12,7 @@ import typer
 from ..errors import BadInput, CheckFailed
 from ..defaults import PREDICT_BATCH as DEFAULT_BATCH
 from ..lazy import lazy_import
-from .common import artifact_checks, artifact_or_default
+from .common import artifact_checks, open_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, finite
 from .output import emit_json, notes, out, table
@@ -57,10 +57,12 @@ def eval_images(
             raise BadInput("--min-agreement compares with the PyTorch reference; it cannot be used with --no-reference")
         if not 0.0 <= min_agreement <= 1.0:
             raise BadInput(f"--min-agreement is a fraction between 0 and 1, got {min_agreement}")
-    artifact = artifact_or_default(artifact, backend=backend[0] if backend else None)
-    with artifact_checks(no_verify), _moved(checkpoint), count_progress("eval") as (on_start, on_advance):
-        result = evaluate_lib.evaluate(data, artifact, backend, labels_file=labels, limit=limit, batch=batch, device=device,
-                          reference=not no_reference, on_start=on_start, on_progress=on_advance)
+    with artifact_checks(no_verify):
+        opened = open_or_default(artifact, backend=backend[0] if backend else None)  # read and verified once
+        with _moved(checkpoint), count_progress("eval") as (on_start, on_advance):
+            result = evaluate_lib.evaluate(data, opened, backend, labels_file=labels, limit=limit, batch=batch,
+                                           device=device, reference=not no_reference, on_start=on_start,
+                                           on_progress=on_advance)
     for score in result.scores:
         notes([f"{score.backend}: {n}" for n in score.notes])
     failed = [s for s in result.scores

@@ -14,7 +14,7 @@ from ..errors import BadInput
 from ..fileio import prepare_output
 from ..defaults import PREDICT_BATCH as DEFAULT_BATCH
 from ..lazy import lazy_import
-from .common import artifact_checks, artifact_or_default
+from .common import artifact_checks, open_or_default
 from .failures import handle_errors
 from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION
 from .output import emit_json, notes, out, styled, table
@@ -53,19 +53,20 @@ def predict(
         if viz.suffix.lower() != ".png":
             raise BadInput(f"--viz writes a PNG picture: give a path ending in .png, not {viz.name}")
         viz = prepare_output(viz, force=force, kinds=(".png",))
-    artifact = artifact_or_default(artifact, backend=backend)
-    with artifact_checks(no_verify), _moved(checkpoint), phases("predict") as on_phase:
-        result = predict_lib.predict(paths, artifact, backend, top_k=top, want_kept=viz is not None, device=device,
-                             batch=batch, on_phase=on_phase)
-        if viz is not None:
-            on_phase("draw")
-            from ..viz import save_keep_figure
+    with artifact_checks(no_verify):
+        opened = open_or_default(artifact, backend=backend)  # read, checked and verified once; the job runs on it
+        with _moved(checkpoint), phases("predict") as on_phase:
+            result = predict_lib.predict(paths, opened, backend, top_k=top, want_kept=viz is not None, device=device,
+                                         batch=batch, on_phase=on_phase)
+            if viz is not None:
+                on_phase("draw")
+                from ..viz import save_keep_figure
 
-            grid, patch = predict_lib.grid_of(result.manifest)
-            titles = [f"{p.image.name}\n{p.top[0].name} ({p.top[0].probability:.0%})" for p in result.predictions]
-            save_keep_figure(viz, denormalize(result.images, data_config_of(result.manifest)), result.kept,
-                             grid=grid, patch=patch, row_titles=titles,
-                             title=f"{result.manifest.get('variant', '')} kept tokens ({result.backend}, {result.artifact.name})")
+                grid, patch = predict_lib.grid_of(result.model)
+                titles = [f"{p.image.name}\n{p.top[0].name} ({p.top[0].probability:.0%})" for p in result.predictions]
+                save_keep_figure(viz, denormalize(result.images, data_config_of(result.model)), result.kept,
+                                 grid=grid, patch=patch, row_titles=titles,
+                                 title=f"{result.model.variant or ''} kept tokens ({result.backend}, {result.artifact.name})")
     notes(result.notes)
     if json_output:
         emit_json({**result.to_dict(), "viz": None if viz is None else str(viz)})
@@ -77,6 +78,6 @@ def predict(
                         [[r + 1, c.name, c.index, f"{c.probability:.4f}"] for r, c in enumerate(p.top)]))
     if viz is not None:
         out.print(styled("[green]wrote[/] {}", viz))
-    if result.manifest.get("random_weights"):
+    if result.model.random_weights:
         out.print(styled("[yellow]note:[/] the model has random weights (exported without a checkpoint): "
                          "these classes mean nothing"))

@@ -8,9 +8,10 @@ from typing import Any, List, Optional
 import typer
 
 from ..errors import BadInput
-from ..defaults import CV_WARN_PERCENT, PROFILE_DURATION_S, PROFILE_ROUNDS, PROFILE_WARMUP_S
+from ..defaults import (CV_WARN_PERCENT, PROFILE_BATCH, PROFILE_DEVICE, PROFILE_DURATION_S, PROFILE_GRAPH_OPTIMIZATION,
+                        PROFILE_ROUNDS, PROFILE_WARMUP_S)
 from ..lazy import lazy_import
-from .common import artifact_checks, artifact_or_default
+from .common import artifact_checks, open_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, finite, parse_ints
 from .output import emit_json, err, notes, out, print_wide, styled, warn
@@ -26,10 +27,10 @@ def profile(
     artifacts: Optional[List[Path]] = typer.Argument(
         None, help="Artifacts to measure \\[default: the default artifact (see README), "
         "plus its dense twin when present].", show_default=False),
-    batch: str = typer.Option("64", "--batch", "-b", help="Batch size, or a sweep: 1,8,32,64."),
+    batch: str = typer.Option(str(PROFILE_BATCH), "--batch", "-b", help="Batch size, or a sweep: 1,8,32,64."),
     backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime, openvino, torch or tensorrt "
                                           "\\[default: from the artifact's suffix]."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    device: str = typer.Option(PROFILE_DEVICE, "--device", help="cpu or cuda[:N]."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32/fp16/bf16/int8 (openvino runs an fp32 export as bf16) \\[default: the artifact's]."),
     dense_baseline: bool = typer.Option(False, "--dense-baseline", help="Also measure the dense twin, "
                                         "exporting it beside the artifact when missing."),
@@ -46,7 +47,7 @@ def profile(
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Replay a captured CUDA graph (GPU)."),
     providers: Optional[str] = typer.Option(None, "--providers", help="ONNX Runtime providers in order, "
                                             "e.g. tensorrt,cuda,cpu."),
-    graph_optimization: str = typer.Option("all", "--graph-optimization",
+    graph_optimization: str = typer.Option(PROFILE_GRAPH_OPTIMIZATION, "--graph-optimization",
                                            help="ONNX Runtime graph optimization: disable, basic, extended, all."),
     compile_model: bool = typer.Option(False, "--compile", help="torch backend: torch.compile the model."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write latency/throughput vs batch to this PNG."),
@@ -58,20 +59,20 @@ def profile(
     if plot is not None and plot.suffix.lower() not in PLOT_SUFFIXES:
         raise BadInput(f"--plot draws a picture: give a path ending in {', '.join(PLOT_SUFFIXES)}, not {plot.name}")
     settings = profiling.ProfileSettings(warmup_s=warmup, duration_s=duration, iterations=iterations,
-                               include_transfer=include_transfer, cuda_graph=cuda_graph, intra_op_threads=threads,
-                               rounds=rounds)
-    settings.validate()
-    if not artifacts:
-        artifacts = [artifact_or_default(None, backend=backend)]
-    with artifact_checks(no_verify), phases("profile") as on_phase:
-        plan = profiling.plan_profile(artifacts, backend=backend, dense_baseline=dense_baseline, with_twins=not no_baseline,
-                            on_phase=on_phase)
-    options = {"graph_optimization": graph_optimization, "compile": compile_model}
-    if providers:
-        options["providers"] = providers
-    with artifact_checks(no_verify), fraction_progress() as on_progress:
-        report = profiling.run_profile(plan, backend=backend, batches=batches, settings=settings, device=device,
-                             precision=precision, options=options, on_progress=on_progress)
+                                         include_transfer=include_transfer, cuda_graph=cuda_graph,
+                                         intra_op_threads=threads, rounds=rounds)
+    options = profiling.ProfileOptions(batches=tuple(batches), backend=backend, device=device, precision=precision,
+                                       settings=settings, dense_baseline=dense_baseline, with_twins=not no_baseline,
+                                       graph_optimization=graph_optimization, compile=compile_model,
+                                       providers=providers or None)
+    options.validate()
+    with artifact_checks(no_verify):
+        # Each artifact opened (manifest read and checked, sha256 verified) once, here; plan and runs use it.
+        opened = [open_or_default(path, backend=backend) for path in artifacts or [None]]
+        with phases("profile") as on_phase:
+            plan = profiling.plan_profile(opened, options, on_phase=on_phase)
+        with fraction_progress() as on_progress:
+            report = profiling.run_profile(plan, options, on_progress=on_progress)
     if not report.results:
         notes(report.notes)
         err.print(styled("[bold red]error:[/] nothing was measured (no artifact supports the requested batch sizes)"))

@@ -11,7 +11,7 @@ import typer
 
 from ..defaults import VALIDATE_BATCH as DEFAULT_BATCH, VALIDATE_SAMPLES as DEFAULT_SAMPLES
 from ..lazy import lazy_import
-from .common import artifact_checks, artifact_or_default
+from .common import artifact_checks, open_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION
 from .output import emit_json, err, notes, print_wide, styled, table, warn
@@ -50,11 +50,13 @@ def validate(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Check every backend against PyTorch fp32: logits, top-1/top-5, per-stage kept tokens."""
-    if not artifacts:
-        artifacts = [artifact_or_default(None, backend=backend[0] if backend and len(backend) == 1 else None)]
-    with artifact_checks(no_verify), _moved(checkpoint), phases("validate") as on_phase:
-        report = validate_lib.validate(artifacts, backends=backend, samples=samples, batch=batch, images_dir=images,
-                              device=device, precision=precision, on_phase=on_phase)
+    only = backend[0] if backend and len(backend) == 1 else None
+    with artifact_checks(no_verify):
+        # Each artifact opened (manifest read and checked, sha256 verified) once, here; the job runs on it.
+        opened = [open_or_default(path, backend=only) for path in artifacts or [None]]
+        with _moved(checkpoint), phases("validate") as on_phase:
+            report = validate_lib.validate(opened, backends=backend, samples=samples, batch=batch, images_dir=images,
+                                           device=device, precision=precision, on_phase=on_phase)
     for result in report.results:
         if result.fallback:
             err.print(styled("[bold yellow]FALLBACK:[/] {}: {}", Path(result.artifact).name, result.fallback))

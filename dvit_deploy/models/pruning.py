@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -136,30 +137,17 @@ class WithKeptTokens(nn.Module):
 
 
 def kept_patch_ids(stage_indices: list, num_patches: int, *, compose: bool = True) -> list:
-    """Turn per-stage indices (relative to each stage's input) into original patch ids.
+    """Per-stage indices (relative to each stage's input) as original patch ids: torch in, torch out.
 
-    Works on numpy arrays or torch tensors of shape (B, K_s); returns the same kind.
-    Stage s's indices point into the token list kept by stage s-1, itself in that stage's
-    descending-score order, so ids are composed stage by stage. ``compose=False`` for ConvNeXt /
-    Swin, whose per-position indices already are map positions.
+    A thin adapter: the rule (composition across stages, ``compose=False`` for ConvNeXt / Swin, the
+    range check) is ``artifact.names.kept_patch_ids``, numpy, written once; numpy arrays go to it as they are.
     """
-    composed = []
-    current = None
-    for idx in stage_indices:
-        if current is None or not compose:
-            current = idx
-        else:
-            current = _take_along_rows(current, idx)
-        composed.append(current)
-    for ids in composed:
-        if ids.max() >= num_patches or ids.min() < 0:
-            raise ValueError("kept-token indices out of range: not produced by this model")
-    return composed
+    from ..artifact.names import kept_patch_ids as compose_ids
 
-
-def _take_along_rows(values, index):
-    if isinstance(values, torch.Tensor):
-        return torch.gather(values, 1, index)
-    import numpy as np
-
-    return np.take_along_axis(values, index, axis=1)
+    tensors = [idx for idx in stage_indices if isinstance(idx, torch.Tensor)]
+    if not tensors:
+        return compose_ids(stage_indices, num_patches, compose=compose)
+    device = tensors[0].device
+    ids = compose_ids([idx.detach().cpu().numpy() if isinstance(idx, torch.Tensor) else idx for idx in stage_indices],
+                      num_patches, compose=compose)
+    return [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in ids]

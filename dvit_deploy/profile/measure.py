@@ -16,15 +16,17 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..artifact.manifest import ModelRecord
 from ..artifact.store import Artifact, as_artifact
+from ..defaults import (PROFILE_BATCH, PROFILE_DEVICE, PROFILE_DURATION_S, PROFILE_GRAPH_OPTIMIZATION,
+                        PROFILE_MIN_ITERATIONS, PROFILE_ROUNDS, PROFILE_WARMUP_S)
 from ..errors import BadInput
 from ..fileio import atomic_path
-from ..flops import macs_for_manifest
+from ..flops import macs_for_model
 from .stats import CV_WARN_PERCENT, LatencyStats, latency_stats
 
 PROFILE_SEED = 1234
@@ -36,19 +38,21 @@ ProgressCallback = Callable[[str, float], None]  # (what, fraction done 0..1)
 # Measurement
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProfileSettings:
-    warmup_s: float = 1.0
-    duration_s: float = 3.0
+    """How each (artifact, batch) is timed; the report's ``settings`` (its JSON as written)."""
+
+    warmup_s: float = PROFILE_WARMUP_S
+    duration_s: float = PROFILE_DURATION_S
     iterations: int | None = None  # a fixed count instead of a duration
-    min_iterations: int = 10
+    min_iterations: int = PROFILE_MIN_ITERATIONS
     include_transfer: bool = False
     cuda_graph: bool = False
     intra_op_threads: int | None = None
     # Artifacts compared in one run are measured in alternating rounds, so a change in machine
     # speed during the run (boost clocks, neighbours) hits dense and sparse alike instead of
     # landing in their ratio. 1 = one after another.
-    rounds: int = 5
+    rounds: int = PROFILE_ROUNDS
 
     def validate(self) -> None:
         if self.warmup_s < 0:
@@ -64,6 +68,35 @@ class ProfileSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ProfileOptions:
+    """Everything ``dvit profile`` is asked, once: what to measure (backend, batches, baseline),
+    how (``settings``), and the backend options the runners get. ``plan_profile`` and
+    ``run_profile`` take it whole; ``runner_options`` gives each backend only what it understands.
+    """
+
+    batches: tuple[int, ...] = (PROFILE_BATCH,)
+    backend: str | None = None  # None: each artifact's default backend
+    device: str = PROFILE_DEVICE
+    precision: str | None = None  # None: each artifact's own
+    settings: ProfileSettings = field(default_factory=ProfileSettings)
+    dense_baseline: bool = False  # export a missing dense twin
+    with_twins: bool = True  # False (--no-baseline): only the given artifacts
+    graph_optimization: str = PROFILE_GRAPH_OPTIMIZATION  # ONNX Runtime
+    compile: bool = False  # torch: torch.compile
+    providers: str | None = None  # ONNX Runtime providers, "tensorrt,cuda,cpu"
+
+    def validate(self) -> None:
+        self.settings.validate()
+
+    def runner_options(self, backend: str) -> dict[str, Any]:
+        """The backend options ``backend``'s runner takes (the others are not passed to it)."""
+        options: dict[str, Any] = {"graph_optimization": self.graph_optimization, "compile": self.compile}
+        if self.providers:
+            options["providers"] = self.providers
+        return _options_for(backend, options)
 
 
 @dataclass
@@ -274,16 +307,20 @@ class _Loaded:
     gmacs: float
 
 
-def seeded_batch(batch: int, manifest: Mapping[str, Any] | Artifact) -> np.ndarray:
+def _model(artifact: Artifact | ModelRecord) -> ModelRecord:
+    return artifact.model if isinstance(artifact, Artifact) else artifact
+
+
+def seeded_batch(batch: int, artifact: Artifact | ModelRecord) -> np.ndarray:
+    """The profile's seeded input batch for this artifact's model (the same images on every run)."""
     from ..data import seeded_inputs
 
-    return seeded_inputs(dict(manifest.manifest if isinstance(manifest, Artifact) else manifest), batch, PROFILE_SEED)
+    return seeded_inputs(_model(artifact), batch, PROFILE_SEED)
 
 
-def supported_batches(manifest: Mapping[str, Any] | Artifact, batches: Sequence[int]) -> tuple[list[int], list[int]]:
+def supported_batches(artifact: Artifact | ModelRecord, batches: Sequence[int]) -> tuple[list[int], list[int]]:
     """Batches this artifact can run, and those it cannot (fixed-batch exports run one size)."""
-    model = manifest.model if isinstance(manifest, Artifact) else ModelRecord.from_json(manifest)
-    fixed = model.batch
+    fixed = _model(artifact).batch
     if fixed is None:
         return list(batches), []
     return [b for b in batches if b == fixed], [b for b in batches if b != fixed]
@@ -336,7 +373,7 @@ def profile_artifacts(
             if notes is not None:
                 notes.extend(f"{artifact.name} on {backend}: {n}" for n in getattr(runner, "notes", []))
             loaded.append(_Loaded(run, runner, runner.describe(), set(runnable),
-                                  macs_for_manifest(dict(artifact.manifest)).gmacs))
+                                  macs_for_model(artifact.model).gmacs))
 
         results: list[tuple[int, int, ProfileResult]] = []  # (artifact index, batch index, result)
         for batch_index, batch in enumerate(batches):

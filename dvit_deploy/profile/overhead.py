@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from ..export.graph import pruning_nodes
-from ..fileio import manifest_path, read_json
+from ..artifact.store import Artifact, as_artifact
 from .measure import seeded_batch
+
 
 @dataclass
 class OverheadBreakdown:
@@ -28,7 +29,7 @@ class OverheadBreakdown:
         return {**asdict(self), "share": round(self.share, 5)}
 
 
-def pruning_overhead(artifact: Path, batch: int, *, runs: int = 10, warmup: int = 3,
+def pruning_overhead(artifact: Path | Artifact, batch: int, *, runs: int = 10, warmup: int = 3,
                      intra_op_threads: int | None = None, graph_optimization: str = "all") -> OverheadBreakdown:
     """Run ``artifact`` under ONNX Runtime's profiler and attribute node time to pruning."""
     import json
@@ -38,11 +39,11 @@ def pruning_overhead(artifact: Path, batch: int, *, runs: int = 10, warmup: int 
 
     from ..runtime import runner_for_artifact
 
-    manifest = read_json(manifest_path(artifact), what=f"manifest of {artifact.name}")
-    images = seeded_batch(batch, manifest)
+    opened = as_artifact(artifact)  # manifest read and checked once, for the inputs and the runner
+    images = seeded_batch(batch, opened)
     with tempfile.TemporaryDirectory(prefix="dvit-ort-profile-") as tmp:
         optimized = Path(tmp) / "optimized.onnx"
-        runner = runner_for_artifact(artifact, "onnxruntime", enable_profiling=Path(tmp) / "trace",
+        runner = runner_for_artifact(opened, "onnxruntime", enable_profiling=Path(tmp) / "trace",
                                      optimized_model_path=optimized, intra_op_threads=intra_op_threads,
                                      graph_optimization=graph_optimization)
         with runner:
@@ -74,5 +75,5 @@ def pruning_overhead(artifact: Path, batch: int, *, runs: int = 10, warmup: int 
         for n in nodes:
             if n in node_time:
                 by_op[node_op[n]] = by_op.get(node_op[n], 0.0) + node_time[n] / runs
-    return OverheadBreakdown(str(artifact), batch, runs, total, sum(per_stage), per_stage,
+    return OverheadBreakdown(str(opened.path), batch, runs, total, sum(per_stage), per_stage,
                              dict(sorted(by_op.items(), key=lambda kv: -kv[1])))

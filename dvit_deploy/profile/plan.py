@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
-from ..artifact.store import Artifact, find_dense_twin, is_dense_twin, open_artifact  # noqa: F401 - twin rule re-exported
-from .measure import ProfileReport, ProfileRun, ProfileSettings, ProgressCallback, _options_for, attach_speedups, profile_artifacts
+from ..artifact.store import Artifact, as_artifact, find_dense_twin, open_artifact
+from .measure import ProfileOptions, ProfileReport, ProfileRun, ProgressCallback, attach_speedups, profile_artifacts
 
 # --------------------------------------------------------------------------------------------
 # What to profile
@@ -27,16 +27,16 @@ def default_profile_artifact(backend: str | None = None) -> Path:
     return open_artifact(None, artifact_suffixes(backend)).path
 
 
-def plan_profile(artifacts_given: Sequence[Path] | None, *, backend: str | None, dense_baseline: bool,
-                 with_twins: bool = True, on_phase: Callable[[str], None] | None = None) -> ProfilePlan:
+def plan_profile(artifacts_given: Sequence[Artifact | Path] | None, options: ProfileOptions,
+                 on_phase: Callable[[str], None] | None = None) -> ProfilePlan:
     """Artifacts to measure and the dense twin of each sparse one (found beside it, or exported
-    when ``dense_baseline`` asks for a baseline that is missing)."""
+    when ``options.dense_baseline`` asks for a baseline that is missing; none with ``with_twins`` off)."""
     from ..runtime import artifact_suffixes
 
-    # Each artifact is opened (not found, no dvit manifest, or sha256 mismatch: one line, exit 2) once
-    # here; the plan carries it to the measurement and the runners.
-    opened = ([open_artifact(p) for p in artifacts_given] if artifacts_given
-              else [open_artifact(None, artifact_suffixes(backend))])
+    # Each artifact is opened (not found, no dvit manifest, or sha256 mismatch: one line, exit 2) once,
+    # by the CLI or here; the plan carries it to the measurement and the runners.
+    opened = ([as_artifact(p) for p in artifacts_given] if artifacts_given
+              else [open_artifact(None, artifact_suffixes(options.backend))])
     plan = ProfilePlan(runs=[], twins={})
     seen: set[Path] = set()
 
@@ -52,10 +52,10 @@ def plan_profile(artifacts_given: Sequence[Path] | None, *, backend: str | None,
             add(artifact, "dense")
             continue
         add(artifact, "sparse")
-        if not with_twins:
+        if not options.with_twins:
             continue
         twin = find_dense_twin(artifact)
-        if twin is None and dense_baseline:
+        if twin is None and options.dense_baseline:
             from ..export.onnx_export import export_dense_twin  # the export layer makes the twin
 
             twin = export_dense_twin(artifact, on_phase)
@@ -71,19 +71,19 @@ def plan_profile(artifacts_given: Sequence[Path] | None, *, backend: str | None,
     return plan
 
 
-def run_profile(plan: ProfilePlan, *, backend: str | None, batches: Sequence[int], settings: ProfileSettings,
-                device: str = "cpu", precision: str | None = None, options: dict[str, Any] | None = None,
+def run_profile(plan: ProfilePlan, options: ProfileOptions,
                 on_progress: ProgressCallback | None = None) -> ProfileReport:
+    """Measure the plan's runs as ``options`` says, each backend's runs interleaved, with speed-ups."""
     from ..runtime import default_backend
 
-    settings.validate()
-    report = ProfileReport(settings=settings, notes=list(plan.notes))
+    options.validate()
+    report = ProfileReport(settings=options.settings, notes=list(plan.notes))
     by_backend: dict[str, list[ProfileRun]] = {}
     for run in plan.runs:
-        by_backend.setdefault(backend or default_backend(run.artifact.path), []).append(run)
+        by_backend.setdefault(options.backend or default_backend(run.artifact.path), []).append(run)
     for chosen, runs in by_backend.items():
         report.results.extend(profile_artifacts(
-            runs, chosen, batches, settings, device=device, precision=precision,
-            options=_options_for(chosen, options or {}), on_progress=on_progress, notes=report.notes))
+            runs, chosen, options.batches, options.settings, device=options.device, precision=options.precision,
+            options=options.runner_options(chosen), on_progress=on_progress, notes=report.notes))
     attach_speedups(report.results, plan.twins)
     return report

@@ -191,7 +191,7 @@ def quantize_onnx(
 
     from ..data import data_config_of
 
-    data_config = data_config_of(manifest)
+    data_config = data_config_of(typed.model)
     calib = CalibrationSource(data_config, calib_samples, folder=None if calib_dir is None else Path(calib_dir))
     model = onnx.load(str(source))
     input_name = next(i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer})

@@ -180,7 +180,7 @@ def check_quantized(path: Path, manifest: dict[str, Any], *, samples: int = DEFA
     result.qdq["int8_consumers"] = len(int8_nodes)
 
     phase("onnxruntime int8 vs PyTorch fp32")
-    images = mixed_inputs(data_config_of(manifest), samples, scenes_seed=CHECK_SCENES_SEED, noise_seed=CHECK_NOISE_SEED)
+    images = mixed_inputs(data_config_of(record), samples, scenes_seed=CHECK_SCENES_SEED, noise_seed=CHECK_NOISE_SEED)
     result.inputs = (f"{samples - samples // 2} generated scenes (seed {CHECK_SCENES_SEED}) + {samples // 2} "
                      f"seeded noise (seed {CHECK_NOISE_SEED})")
     fixed = record.batch
