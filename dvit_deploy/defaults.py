@@ -11,3 +11,11 @@ CV_WARN_PERCENT = 2.5  # trtexec warns above this coefficient of variation
 PROFILE_WARMUP_S = 1.0
 PROFILE_DURATION_S = 3.0
 PROFILE_ROUNDS = 5
+# quantize options (`dvit quantize`, quantize.core.QuantizeOptions)
+QUANTIZE_METHOD = "percentile"  # activation ranges: entropy, percentile or minmax
+QUANTIZE_PERCENTILE = 99.999
+QUANTIZE_CALIB_SAMPLES = 64
+QUANTIZE_CALIB_BATCH = 8
+QUANTIZE_CHECK_SAMPLES = 32  # inputs of the int8-vs-PyTorch check
+QUANTIZE_TARGET = "cpu"  # where the int8 graph will run: cpu or tensorrt
+EXPORT_CHECK_SAMPLES = 4  # seeded inputs of the post-export ORT-vs-PyTorch check (`dvit export`)
