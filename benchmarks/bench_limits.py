@@ -113,7 +113,8 @@ class OrtGraph:
 
 
 def ensure_int8(fp32: Path, recipe: str) -> Path:
-    from dvit_deploy.quantize import quantize_onnx, select_recipe
+    from dvit_deploy.artifact.store import open_artifact
+    from dvit_deploy.quantize import QuantizeOptions, quantize_onnx, select_recipe
 
     out = fp32.with_name(f"{fp32.stem}-int8-{recipe}.onnx")
     if out.exists() and manifest_path(out).exists():
@@ -123,7 +124,8 @@ def ensure_int8(fp32: Path, recipe: str) -> Path:
     # --for tensorrt's check runs exact int8 arithmetic, so the file is written whatever this CPU is;
     # the saturating kernels are measured below, not in the quantize check
     target = "tensorrt" if recipe == "s8s8" else "cpu"
-    return quantize_onnx(fp32, out, recipe=select_recipe(target, override=recipe), force=True).path
+    options = QuantizeOptions(target=target, recipe=select_recipe(target, override=recipe))
+    return quantize_onnx(open_artifact(fp32), out, options, force=True).path
 
 
 def open_configs(fp32: Path, int8: dict[str, Path], threads: int, stack: contextlib.ExitStack) -> dict[str, Any]:

@@ -57,14 +57,16 @@ def load_average() -> list[float]:
 
 
 def ensure_int8(fp32: Path, calib_samples: int, method: str) -> Path:
-    from dvit_deploy.quantize import quantize_onnx
+    from dvit_deploy.artifact.store import open_artifact
+    from dvit_deploy.quantize import QuantizeOptions, quantize_onnx
 
     out = fp32.with_name(f"{fp32.stem}-int8-{method}{calib_samples}.onnx")
     if out.exists() and manifest_path(out).exists():
         recorded = read_json(manifest_path(out))["quantization"]["derived_from"]["sha256"]
         if recorded == read_json(manifest_path(fp32))["onnx"]["sha256"]:
             return out
-    return quantize_onnx(fp32, out, method=method, calib_samples=calib_samples, force=True).path
+    options = QuantizeOptions(method=method, calib_samples=calib_samples)
+    return quantize_onnx(open_artifact(fp32), out, options, force=True).path
 
 
 class TorchBF16:

@@ -24,3 +24,11 @@ PROFILE_BATCH = 64  # images per timed call when --batch is not given
 PROFILE_MIN_ITERATIONS = 10  # timed calls per artifact and batch, whatever --duration says
 PROFILE_DEVICE = "cpu"
 PROFILE_GRAPH_OPTIMIZATION = "all"  # ONNX Runtime graph optimization level
+# quantize options (`dvit quantize`, quantize.core.QuantizeOptions)
+QUANTIZE_METHOD = "percentile"  # activation ranges: entropy, percentile or minmax
+QUANTIZE_PERCENTILE = 99.999
+QUANTIZE_CALIB_SAMPLES = 64
+QUANTIZE_CALIB_BATCH = 8
+QUANTIZE_CHECK_SAMPLES = 32  # inputs of the int8-vs-PyTorch check
+QUANTIZE_TARGET = "cpu"  # where the int8 graph will run: cpu or tensorrt
+EXPORT_CHECK_SAMPLES = 4  # seeded inputs of the post-export ORT-vs-PyTorch check (`dvit export`)

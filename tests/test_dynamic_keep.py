@@ -41,10 +41,13 @@ def test_graph_takes_keep_counts_and_has_no_constant_k(dynamic_export):
     assert keep.elem_type == onnx.TensorProto.INT32 and [d.dim_value for d in keep.shape.dim] == [3]
     stages = pruning_stages(model)
     assert len(stages) == 3 and all(s.k is None for s in stages) and all(len(s.gathers) == 1 for s in stages)
-    assert result.manifest["dynamic_keep"] is True
-    assert result.manifest["keep_input"] == {"name": KEEP_COUNTS_INPUT, "dtype": "int32", "shape": [3],
+    assert result.manifest.model.dynamic_keep is True
+    assert result.manifest.model.keep_input == {"name": KEEP_COUNTS_INPUT, "dtype": "int32", "shape": [3],
                                              "meaning": "per-stage kept token counts int(num_patches * rho**k)"}
     assert result.path.name == "tiny-dynkeep.onnx"
+    written = json.loads(result.manifest_path.read_text())
+    assert written["dynamic_keep"] is True and written["keep_input"]["name"] == KEEP_COUNTS_INPUT
+    assert result.manifest.to_json() == written  # the result carries the typed manifest as written
 
 
 def test_post_export_check_covered_several_ratios(dynamic_export):
@@ -75,7 +78,7 @@ def test_reproduces_fixed_ratio_exports(dynamic_export, tmp_path):
         fixed_out = fixed_session.run(None, {"images": images})
         counts = keep_counts_for(ratio, 3, 196)
         logits, kept, got_k = run_keep_counts(probe, model, images, counts, 2, 196)
-        assert got_k == [o.shape[1] for o in fixed_out[1:]] == list(fixed.manifest["keep_counts"])
+        assert got_k == [o.shape[1] for o in fixed_out[1:]] == list(fixed.manifest.model.keep_counts)
         np.testing.assert_allclose(logits, fixed_out[0], atol=1e-4, rtol=1e-4)
         plain = session.run(None, {"images": images, KEEP_COUNTS_INPUT: counts})[0]
         np.testing.assert_allclose(plain, fixed_out[0], atol=1e-4, rtol=1e-4)

@@ -39,10 +39,11 @@ def test_graph_has_one_topk_and_one_gather_per_stage(tiny_export):
 
 def test_outputs_and_dynamic_batch_match_pytorch(tiny_export):
     manifest = tiny_export.manifest
-    assert [o["name"] for o in manifest["outputs"]] == ["logits", "kept_tokens_stage1", "kept_tokens_stage2",
-                                                         "kept_tokens_stage3"]
-    assert manifest["inputs"] == [{"name": "images", "dtype": "float32", "shape": ["batch", 3, 224, 224]}]
-    assert manifest["outputs"][1]["shape"] == ["batch", 137]
+    assert [o.name for o in manifest.outputs] == ["logits", "kept_tokens_stage1", "kept_tokens_stage2",
+                                                  "kept_tokens_stage3"]
+    assert [t.to_json() for t in manifest.inputs] == [{"name": "images", "dtype": "float32",
+                                                       "shape": ["batch", 3, 224, 224]}]
+    assert list(manifest.outputs[1].shape) == ["batch", 137]
     reference = load_model_from_record(manifest)
     session = _session(tiny_export.path)
     for batch in (1, 5):
@@ -60,7 +61,7 @@ def test_outputs_and_dynamic_batch_match_pytorch(tiny_export):
 
 def test_manifest_records_what_was_built(tiny_export):
     m = json.loads(tiny_export.manifest_path.read_text())
-    assert m == json.loads(json.dumps(tiny_export.manifest))
+    assert m == json.loads(json.dumps(tiny_export.manifest.to_json()))
     assert m["variant"] == "tiny-deit" and m["keep_counts"] == [137, 96, 67]
     assert m["pruning_locations"] == [1, 2, 3] and m["stage_ratios"][2] == pytest.approx(0.343)
     assert m["onnx"]["sha256"] == sha256_file(tiny_export.path)
@@ -73,16 +74,38 @@ def test_manifest_records_what_was_built(tiny_export):
     assert meta["dvit.keep_counts"] == "137,96,67"
 
 
+def test_manifest_round_trips_through_its_typed_record(tiny_export):
+    """The export writes its manifest from an OnnxManifest: reading it back and writing it again gives
+    the same JSON, key for key, and the typed fields are the ones the JSON holds."""
+    from dvit_deploy.artifact.manifest import ONNX_SCHEMA, OnnxManifest
+
+    m = json.loads(tiny_export.manifest_path.read_text())
+    typed = OnnxManifest.from_json(m)
+    assert typed.to_json() == m
+    assert tiny_export.manifest.to_json() == m and typed.model == tiny_export.manifest.model
+    for key in ("schema", "kind", "artifact", "created", "variant", "config", "dense", "keep_ratio", "keep_schedule",
+                "stage_ratios", "keep_counts", "pruning_locations", "num_patches", "random_weights", "seed",
+                "checkpoint", "opset", "batch", "dynamic_batch", "token_outputs", "dynamic_keep", "inputs", "outputs",
+                "data_config", "onnx", "check", "versions"):
+        assert key in m, key
+    assert m["schema"] == ONNX_SCHEMA and m["kind"] == "onnx" and "quantization" not in m
+    assert set(m["onnx"]) == {"sha256", "bytes", "external_data", "external_data_sha256"}
+    assert m["onnx"]["external_data"] == [] and m["onnx"]["external_data_sha256"] == {}
+    assert (typed.precision, typed.opset, typed.bytes) == ("fp32", 18, tiny_export.path.stat().st_size)
+    assert typed.sha256 == sha256_file(tiny_export.path) and typed.model.keep_counts == (137, 96, 67)
+    assert typed.model.data_config == m["data_config"] and typed.model.dynamic_batch is True
+
+
 def test_static_batch_and_dense_exports(workdir):
     loaded = load_model(model_name="tiny-deit", keep_ratio=0.5)
     static = export_onnx(loaded, workdir / "static.onnx", batch=3)
-    assert static.manifest["inputs"][0]["shape"] == [3, 3, 224, 224]
+    assert list(static.manifest.inputs[0].shape) == [3, 3, 224, 224]
     assert [s.k for s in pruning_stages(onnx.load(str(static.path)))] == [98, 49, 24]
 
     dense = export_onnx(load_model(model_name="tiny-deit", dense=True))
     assert dense.path == workdir / "export" / "tiny-deit-dense.onnx"
     assert pruning_stages(onnx.load(str(dense.path))) == []
-    assert dense.manifest["keep_counts"] == [] and dense.manifest["dense"]
+    assert dense.manifest.model.keep_counts == () and dense.manifest.model.dense
 
 
 def test_lvvit_export_parity(workdir):
@@ -155,9 +178,9 @@ def test_external_data_path_for_large_models(workdir, monkeypatch):
     # Force the >2 GB branch on a tiny model: weights go to a side file that travels with the graph.
     monkeypatch.setattr(onnx_export_module, "PROTOBUF_LIMIT", 1000)
     result = export_onnx(load_model(model_name="tiny-deit"), workdir / "big.onnx")
-    side_files = result.manifest["onnx"]["external_data"]
+    side_files = result.manifest.external_data
     assert len(side_files) == 1 and (workdir / side_files[0]).is_file()
-    assert result.manifest["onnx"]["external_data_sha256"][side_files[0]] == sha256_file(workdir / side_files[0])
+    assert result.manifest.external_data_sha256[side_files[0]] == sha256_file(workdir / side_files[0])
     assert result.check.passed
     assert not [p for p in workdir.iterdir() if p.name.startswith(".")]  # no temp folder left
 

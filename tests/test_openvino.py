@@ -27,13 +27,15 @@ def exports(tmp_path_factory):
     """tiny.onnx (token outputs), plain.onnx (no token outputs) and plain-int8.onnx, in <tmp>/export."""
     from dvit_deploy.export import export_onnx
     from dvit_deploy.models.checkpoint import load_model
-    from dvit_deploy.quantize import quantize_onnx
+    from dvit_deploy.artifact.store import open_artifact
+    from dvit_deploy.quantize import QuantizeOptions, quantize_onnx
 
     root = tmp_path_factory.mktemp("openvino") / "export"
     loaded = load_model(model_name="tiny-deit", keep_ratio=0.7)
     tokens = export_onnx(loaded, root / "tiny.onnx", token_outputs=True, check_samples=2).path
     plain = export_onnx(loaded, root / "plain.onnx", check_samples=2).path
-    int8 = quantize_onnx(plain, method="minmax", calib_samples=8, check_samples=8).path
+    int8 = quantize_onnx(open_artifact(plain), options=QuantizeOptions(method="minmax", calib_samples=8,
+                                                                       check_samples=8)).path
     return {"tokens": tokens, "plain": plain, "int8": int8, "loaded": loaded}
 
 

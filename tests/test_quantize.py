@@ -36,7 +36,11 @@ def fp32_export(tmp_path_factory):
 def quantized(fp32_export):
     from dvit_deploy.quantize import quantize_onnx
 
-    return quantize_onnx(fp32_export, method="minmax", calib_samples=8, check_samples=16)
+    from dvit_deploy.artifact.store import open_artifact
+    from dvit_deploy.quantize import QuantizeOptions
+
+    return quantize_onnx(open_artifact(fp32_export), options=QuantizeOptions(method="minmax", calib_samples=8,
+                                                                            check_samples=16))
 
 
 def test_quantized_graph_is_qdq_with_pruning_structure_intact(quantized, fp32_export):
@@ -63,12 +67,13 @@ def test_quantized_graph_is_qdq_with_pruning_structure_intact(quantized, fp32_ex
             assert zp.dtype == np.int8 and not zp.any()
     # Nothing that decides which tokens survive computes on quantized data.
     dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
-    excluded = set(quantized.manifest["quantization"]["excluded"]["nodes"])
+    recorded = quantized.manifest.to_json()["quantization"]["excluded"]  # as written
+    excluded = set(recorded["nodes"])
     for node in model.graph.node:
         if node.name in excluded or node.op_type in ("TopK", "Softmax", "LayerNormalization"):
             assert not dq_out & set(node.input), node.name
     # 36: the export's light passes leave one Reshape per predictor that the full onnxscript rewriter fused.
-    assert quantized.manifest["quantization"]["excluded"]["predictor_nodes_per_stage"] == [36, 36, 36]
+    assert recorded["predictor_nodes_per_stage"] == [36, 36, 36]
 
 
 def test_manifest_records_precision_quantization_and_derivation(quantized, fp32_export):
@@ -92,6 +97,73 @@ def test_manifest_records_precision_quantization_and_derivation(quantized, fp32_
     assert check["passed"] and check["parity"]["judged_by"] == "agreement"
     assert check["parity"]["mean_jaccard"] >= 0.95
     assert quantized.size_ratio < 1.0
+
+
+def test_result_carries_the_typed_manifest_as_written(quantized, fp32_export):
+    """The int8 manifest derives from the fp32 one (same model record) and is written from it: the
+    result's typed manifest is the file, which reads back to itself; one DerivedFrom, in quantization."""
+    from dvit_deploy.artifact.manifest import OnnxManifest
+
+    written = read_json(manifest_path(quantized.path))
+    source = OnnxManifest.from_json(read_json(manifest_path(fp32_export)))
+    assert quantized.manifest.to_json() == written
+    assert OnnxManifest.from_json(written).to_json() == written
+    m = quantized.manifest
+    assert (m.precision, m.artifact, m.bytes) == ("int8", "tiny-int8.onnx", quantized.path.stat().st_size)
+    assert m.sha256 == sha256_file(quantized.path) and m.schema == OnnxManifest.SCHEMA
+    assert m.model == source.model and m.opset == m.quantization.opset >= 13
+    q = m.quantization
+    assert (q.calibration_method, q.calibration_samples, q.calibration_source) == ("minmax", 8, "generated scenes")
+    assert q.recipe == quantized.choice.recipe.name and q.reduce_range is quantized.choice.recipe.reduce_range
+    assert m.derived_from == q.derived_from and m.derived_from.sha256 == source.sha256 == sha256_file(fp32_export)
+    assert m.derived_from.bytes == fp32_export.stat().st_size and "derived_from" not in written
+    assert set(written["onnx"]) == {"sha256", "bytes", "external_data", "external_data_sha256"}
+    assert written["quantization"]["excluded"] == quantized.kept_float.to_json()
+    assert quantized.size_ratio == pytest.approx(m.bytes / fp32_export.stat().st_size)
+
+
+def test_summary_rows_come_from_the_result(quantized):
+    from dvit_deploy.cli.quantize_cmd import summary_rows
+
+    rows = dict(summary_rows(quantized))
+    recipe = quantized.choice.recipe
+    assert rows["recipe"] == (f"{recipe.name} for cpu (auto): weights int8 symmetric per-channel, range "
+                              f"[{recipe.weight_range[0]}, {recipe.weight_range[1]}], activations int8 symmetric "
+                              "per-tensor")
+    assert rows["why this recipe"] == quantized.choice.reason
+    assert rows["kept in float"] == (f"{len(quantized.kept_float.nodes)} nodes: predictors (36/36/36), "
+                                     "TopK, Softmax, LayerNormalization")
+    assert rows["TopK per stage (K)"] == "3 (137, 96, 67)"
+
+
+def test_options_are_checked_when_made_and_frozen():
+    import dataclasses
+
+    from dvit_deploy.defaults import (QUANTIZE_CALIB_BATCH, QUANTIZE_CALIB_SAMPLES, QUANTIZE_CHECK_SAMPLES,
+                                      QUANTIZE_METHOD, QUANTIZE_PERCENTILE, QUANTIZE_TARGET)
+    from dvit_deploy.errors import BadInput
+    from dvit_deploy.quantize import EXCLUDED_OP_TYPES, QuantizeOptions, select_recipe
+
+    options = QuantizeOptions()
+    assert (options.method, options.percentile, options.calib_samples, options.calib_batch, options.check_samples,
+            options.target) == (QUANTIZE_METHOD, QUANTIZE_PERCENTILE, QUANTIZE_CALIB_SAMPLES, QUANTIZE_CALIB_BATCH,
+                                QUANTIZE_CHECK_SAMPLES, QUANTIZE_TARGET)
+    assert options.exclude_op_types == EXCLUDED_OP_TYPES and options.calib_dir is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.method = "minmax"
+    made = QuantizeOptions(exclude_op_types=["TopK", "MatMul"], calib_dir="images")
+    assert made.exclude_op_types == ("TopK", "MatMul") and str(made.calib_dir) == "images"
+    for bad, message in (({"method": "kl"}, "--method must be one of entropy, percentile, minmax, got 'kl'"),
+                         ({"percentile": 0.0}, "--percentile must be in"), ({"calib_batch": 0}, "--calib-batch"),
+                         ({"check_samples": 0}, "--check-samples"), ({"exclude_op_types": ("Relu",)},
+                                                                     "cannot keep op types Relu in float")):
+        with pytest.raises(BadInput, match=message):
+            QuantizeOptions(**bad)
+    trt = QuantizeOptions(target="tensorrt").choice()
+    assert trt.recipe.name == "s8s8" and trt.target == "tensorrt" and trt.chosen_by == "auto"
+    chosen = select_recipe("cpu", override="s8s8-reduce-range")
+    assert QuantizeOptions(recipe=chosen).choice() is chosen
+    assert QuantizeOptions(recipe="s8s8").choice().chosen_by == "--recipe"
 
 
 def _max_weight_code(path) -> int:

@@ -188,7 +188,7 @@ def test_torch_threads_restored_when_load_fails(tiny_export):
     import torch
 
     before = torch.get_num_threads()
-    manifest = {k: v for k, v in tiny_export.manifest.items() if k != "variant"}
+    manifest = {k: v for k, v in tiny_export.manifest.to_json().items() if k != "variant"}
     with pytest.raises(BadInput, match="no 'variant'"):
         open_runner("torch", Artifact.of(tiny_export.path, manifest), intra_op_threads=1 if before != 1 else 2).load()
     assert torch.get_num_threads() == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -43,8 +45,8 @@ def test_graph_has_per_position_topk_slices_two_gathers_and_one_scatter_per_ada_
     assert "ScatterElements" not in ops and "NonZero" not in ops
     scatters = [n for n in model.graph.node if n.op_type == "ScatterND"]
     assert all(not any(a.name == "reduction" and a.s not in (b"", b"none") for a in n.attribute) for n in scatters)
-    assert result.manifest["keep_schedule"] == "linear"
-    assert result.manifest["keep_counts"] == [11, 7, 4]
+    assert result.manifest.model.keep_schedule == "linear"
+    assert list(result.manifest.model.keep_counts) == [11, 7, 4]
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["dvit.keep_schedule"] == "linear"
     assert result.check.passed and result.check.comparison.logits.top1_agreement == 1.0
@@ -72,11 +74,12 @@ def test_onnxruntime_matches_the_official_eval_path_at_several_batches(split_exp
 
 def test_dense_twin_has_no_predictor_topk_or_scatter(split_export, tmp_path):
     loaded, result = split_export
-    rebuilt = load_model_from_record({**result.manifest, "dense": True, "stage_ratios": None, "keep_counts": []})
+    rebuilt = load_model_from_record(dataclasses.replace(result.manifest.model, dense=True, stage_ratios=None,
+                                                       keep_counts=()))
     dense = export_onnx(rebuilt, tmp_path / "dense.onnx")
     ops = {n.op_type for n in onnx.load(str(dense.path)).graph.node}
     assert not ops & {"TopK", "ScatterND", "ScatterElements"}
-    assert dense.check.passed and dense.manifest["dense"] is True
+    assert dense.check.passed and dense.manifest.model.dense is True
     assert not any("score_predictor" in k or "fast" in k for k in rebuilt.model.state_dict())
 
 

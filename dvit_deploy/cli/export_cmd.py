@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..defaults import DEFAULT_OPSET
+from ..defaults import DEFAULT_OPSET, EXPORT_CHECK_SAMPLES
 from ..fileio import prepare_output
 from ..lazy import lazy_import
 
@@ -38,7 +38,7 @@ def export(
     use_ema: bool = typer.Option(False, "--use-ema", help="Take the weights from the checkpoint's 'model_ema' entry."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow arbitrary pickled objects (unsafe)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the random weights when no checkpoint is given."),
-    check_samples: int = typer.Option(4, "--check-samples", min=1, help="Seeded inputs for the ORT-vs-PyTorch check."),
+    check_samples: int = typer.Option(EXPORT_CHECK_SAMPLES, "--check-samples", min=1, help="Seeded inputs for the ORT-vs-PyTorch check."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Export to ONNX (one TopK + one Gather per pruning stage) and check it against PyTorch."""
@@ -62,7 +62,7 @@ def export(
                              dynamic_keep=dynamic_keep)
     if json_output:
         emit_json({"passed": True, "artifact": str(result.path), "manifest": str(result.manifest_path),
-                   "seconds": result.seconds, **result.manifest})
+                   "seconds": result.seconds, **result.manifest.to_json()})
         return
     counts = "dense" if loaded.dense else "/".join(map(str, loaded.keep_counts))
     if dynamic_keep:
@@ -73,7 +73,7 @@ def export(
                       f"max |Δlogit| {parity['max_abs']:.2e}")
     out.print(table(f"{loaded.variant.name} → ONNX opset {opset}, kept tokens {counts}", ["check", "result"],
                     export_check.summary_rows(result.check)))
-    size = human_bytes(result.manifest["onnx"]["bytes"])
+    size = human_bytes(result.manifest.bytes)
     out.print(styled("[green]wrote[/] {} ({}) and {} in {} s", result.path, size, result.manifest_path.name,
                      f"{sum(result.seconds.values()):.1f}"))
     if loaded.random_weights:

@@ -8,9 +8,9 @@ from typing import Callable, Iterator, Optional
 
 import typer
 
-from ..quantize import (DEFAULT_CALIB_SAMPLES, DEFAULT_CHECK_SAMPLES, DEFAULT_METHOD, DEFAULT_TARGET, EXCLUDED_OP_TYPES,
-                        METHODS, RECIPES, TARGETS)
-from ..quantize.core import DEFAULT_CALIB_BATCH, DEFAULT_PERCENTILE
+from ..defaults import (QUANTIZE_CALIB_BATCH, QUANTIZE_CALIB_SAMPLES, QUANTIZE_CHECK_SAMPLES, QUANTIZE_METHOD,
+                        QUANTIZE_PERCENTILE, QUANTIZE_TARGET)
+from ..quantize import EXCLUDED_OP_TYPES, METHODS, RECIPES, TARGETS
 from .common import artifact_checks, picked
 from .failures import handle_errors
 from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, finite
@@ -27,19 +27,19 @@ def quantize(
                                           help="Output .onnx \\[default: <name>-int8.onnx beside the input]."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of calibration images (searched recursively; "
                                          "the model's timm preprocessing) \\[default: seeded generated scenes]."),
-    calib_samples: int = typer.Option(DEFAULT_CALIB_SAMPLES, "--calib-samples", min=1,
+    calib_samples: int = typer.Option(QUANTIZE_CALIB_SAMPLES, "--calib-samples", min=1,
                                       help="Calibration images (the first N of --calib, sorted by path)."),
-    method: str = typer.Option(DEFAULT_METHOD, "--method", help=f"Activation range: {', '.join(METHODS)}."),
-    percentile: float = typer.Option(DEFAULT_PERCENTILE, "--percentile", callback=finite, help="Percentile for --method percentile."),
-    calib_batch: int = typer.Option(DEFAULT_CALIB_BATCH, "--calib-batch", min=1, help="Images per calibration run (memory)."),
+    method: str = typer.Option(QUANTIZE_METHOD, "--method", help=f"Activation range: {', '.join(METHODS)}."),
+    percentile: float = typer.Option(QUANTIZE_PERCENTILE, "--percentile", callback=finite, help="Percentile for --method percentile."),
+    calib_batch: int = typer.Option(QUANTIZE_CALIB_BATCH, "--calib-batch", min=1, help="Images per calibration run (memory)."),
     quantize_predictor: bool = typer.Option(False, "--quantize-predictor",
                                             help="Also quantize the score predictors (default: kept in float so "
                                             "pruning decisions stay stable)."),
     keep_float: Optional[str] = typer.Option(
         None, "--keep-float", help=f"Op types kept in float, comma-separated (also MatMul, Gemm, Conv) \\[default: {','.join(EXCLUDED_OP_TYPES)}]."),
-    check_samples: int = typer.Option(DEFAULT_CHECK_SAMPLES, "--check-samples", min=1,
+    check_samples: int = typer.Option(QUANTIZE_CHECK_SAMPLES, "--check-samples", min=1,
                                       help="Inputs (generated scenes + seeded noise) for the int8-vs-PyTorch check."),
-    target: str = typer.Option(DEFAULT_TARGET, "--for", help=f"Where the int8 graph will run: {', '.join(TARGETS)} "
+    target: str = typer.Option(QUANTIZE_TARGET, "--for", help=f"Where the int8 graph will run: {', '.join(TARGETS)} "
                                "(cpu: the recipe that is correct and fast on this CPU's class; tensorrt: full-range "
                                "int8 weights, checked with exact int8 arithmetic)."),
     recipe: str = typer.Option("auto", "--recipe", help=f"Override the recipe: auto, {', '.join(RECIPES)} "
@@ -49,7 +49,8 @@ def quantize(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """INT8 explicit quantization (Q/DQ, ONNX Runtime quantize_static), checked against PyTorch fp32."""
-    from ..quantize import default_source, quantize_onnx, select_recipe
+    from ..artifact.store import open_artifact
+    from ..quantize import QuantizeOptions, default_source, quantize_onnx, select_recipe
 
     op_types = tuple(t.strip() for t in keep_float.split(",") if t.strip()) if keep_float is not None else EXCLUDED_OP_TYPES
     with artifact_checks(no_verify):
@@ -58,37 +59,40 @@ def quantize(
             picked(onnx_file, "newest fp32 export in ./export")
         choice = select_recipe(target, override=recipe)
         err.print(styled("[cyan]quantize:[/] {}", choice.line()))
+        options = QuantizeOptions(calib_dir=calib, calib_samples=calib_samples, calib_batch=calib_batch, method=method,
+                                  percentile=percentile, include_predictor=quantize_predictor,
+                                  exclude_op_types=op_types, check_samples=check_samples, target=target, recipe=choice)
+        # Opened once (manifest and sha256 checked: refused, or a warning under --no-verify, when it does not match).
+        source = open_artifact(onnx_file, (".onnx",))
         with _progress() as (on_phase, on_calib):
-            result = quantize_onnx(onnx_file, output, calib_dir=calib, calib_samples=calib_samples, calib_batch=calib_batch,
-                                   method=method, percentile=percentile, include_predictor=quantize_predictor,
-                                   exclude_op_types=op_types, check_samples=check_samples, force=force,
-                                   recipe=choice, on_phase=on_phase, on_calib=on_calib)
+            result = quantize_onnx(source, output, options, force=force, on_phase=on_phase, on_calib=on_calib)
     manifest = result.manifest
     if json_output:
-        emit_json({"passed": True, **manifest, "path": str(result.path), "manifest": str(result.manifest_path),
+        emit_json({"passed": True, **manifest.to_json(), "path": str(result.path), "manifest": str(result.manifest_path),
                    "source": str(result.source), "size_ratio": round(result.size_ratio, 4),
                    "seconds": {k: round(v, 2) for k, v in result.seconds.items()}})
         return
-    out.print(table(f"{result.source.name} → INT8 Q/DQ ({manifest['quantization']['calibration']['method']}, "
-                    f"{manifest['quantization']['calibration']['samples']} "
-                    f"{manifest['quantization']['calibration']['source']})", ["check", "result"], summary_rows(result)))
+    quantization = manifest.quantization
+    out.print(table(f"{result.source.name} → INT8 Q/DQ ({quantization.calibration_method}, "
+                    f"{quantization.calibration_samples} "
+                    f"{quantization.calibration_source})", ["check", "result"], summary_rows(result)))
     out.print(styled("[green]wrote[/] {} ({}, {} of the fp32 file) and {}", result.path,
-                     human_bytes(manifest["onnx"]["bytes"]), f"{result.size_ratio:.0%}", result.manifest_path.name))
+                     human_bytes(manifest.bytes), f"{result.size_ratio:.0%}", result.manifest_path.name))
     for note in result.check.comparison.notes if result.check.comparison else []:
         err.print(styled("[cyan]•[/] {}", note))
-    if manifest.get("random_weights"):
+    if manifest.model.random_weights:
         out.print(styled("[yellow]note:[/] random weights: agreement on flat logits and scores understates "
                          "what a trained checkpoint gives"))
 
 
 def summary_rows(result) -> list[tuple[str, str]]:
+    """The table's rows, from the result: the recipe it was quantized with, what stayed float, the check."""
     check = result.check
-    q = result.manifest["quantization"]
-    recipe = q.get("recipe") or {}
+    choice, kept = result.choice, result.kept_float
     execution = check.execution or {}
-    rows = [("recipe", f"{recipe.get('name')} for {recipe.get('target')} ({recipe.get('chosen_by')}): "
-                       f"weights {recipe.get('weights')}, activations {recipe.get('activations')}"),
-            ("why this recipe", str(recipe.get("reason"))),
+    rows = [("recipe", f"{choice.recipe.name} for {choice.target} ({choice.chosen_by}): "
+                       f"weights {choice.recipe.weights}, activations {choice.recipe.activations}"),
+            ("why this recipe", str(choice.reason)),
             ("CPU", (execution.get("cpu") or {}).get("class", "?") + f" ({(execution.get('cpu') or {}).get('model', '?')})"),
             ("onnxruntime ran", f"{execution.get('kernels', '?')}"
                                 + (f" with {execution['session_config']}" if execution.get("session_config") else "")),
@@ -98,10 +102,9 @@ def summary_rows(result) -> list[tuple[str, str]]:
         rows.append(("Gather per stage", ", ".join(str(len(s["gathers"])) for s in check.stages)))
     rows.append(("Q/DQ", f"{check.qdq['quantize_linear']} Q, {check.qdq['dequantize_linear']} DQ; "
                  f"{check.qdq['per_channel_weights']} per-channel int8 weights; zero points 0"))
-    excluded = q["excluded"]
-    rows.append(("kept in float", f"{len(excluded['nodes'])} nodes: predictors "
-                 f"({'/'.join(map(str, excluded['predictor_nodes_per_stage'])) or 'quantized'}), "
-                 f"{', '.join(excluded['op_types'])}"))
+    rows.append(("kept in float", f"{len(kept.nodes)} nodes: predictors "
+                 f"({'/'.join(map(str, kept.predictor_nodes_per_stage)) or 'quantized'}), "
+                 f"{', '.join(kept.op_types)}"))
     cmp = check.comparison
     if cmp is not None:
         lg = cmp.logits

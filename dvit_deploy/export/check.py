@@ -16,6 +16,7 @@ import torch
 
 from ..batching import RunOutput, run_batched
 from ..compare import Comparison, Tolerance, boundary_margins, compare
+from ..defaults import EXPORT_CHECK_SAMPLES
 from ..errors import CheckFailed
 from ..models import kept_patch_ids
 from ..models.checkpoint import LoadedModel
@@ -85,7 +86,7 @@ def check_export(
     loaded: LoadedModel,
     *,
     batch: int | None,
-    samples: int = 4,
+    samples: int = EXPORT_CHECK_SAMPLES,
     on_phase: Callable[[str], None] | None = None,
 ) -> CheckReport:
     phase = on_phase or (lambda name: None)

@@ -39,6 +39,7 @@ from ..artifact import names
 from ..artifact.names import KEEP_COUNTS_INPUT  # noqa: F401 - re-exported for callers of this module
 from ..batching import RunOutput, run_batched
 from ..compare import Tolerance, compare
+from ..defaults import EXPORT_CHECK_SAMPLES
 from ..errors import BadInput, DvitError
 from ..models import KeepSchedule, kept_patch_ids
 from ..models.checkpoint import LoadedModel
@@ -183,7 +184,7 @@ def check_ratios(export_ratio: float) -> list[float]:
     return ratios
 
 
-def check_dynamic_keep(path: Path, loaded: LoadedModel, *, batch: int | None, samples: int = 4,
+def check_dynamic_keep(path: Path, loaded: LoadedModel, *, batch: int | None, samples: int = EXPORT_CHECK_SAMPLES,
                        ratios: Sequence[float] | None = None,
                        on_phase: Callable[[str], None] | None = None) -> DynamicKeepReport:
     """ONNX checker, structure, and ORT at several ρ against fixed-ratio PyTorch models."""

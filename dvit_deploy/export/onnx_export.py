@@ -8,6 +8,7 @@ with the manifest, so a failed or interrupted export never leaves an artifact be
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import platform
 import shutil
@@ -24,7 +25,7 @@ import torch
 
 from .. import __version__
 from ..errors import BadInput, CheckFailed, DvitError
-from ..artifact.manifest import ONNX_SCHEMA
+from ..artifact.manifest import ONNX_SCHEMA, ModelRecord, OnnxManifest, TensorRecord
 from ..artifact.names import INPUT_NAME, LOGITS_NAME, TOKEN_OUTPUT_PREFIX, token_output_name  # noqa: F401
 from ..fileio import errors_name, manifest_path, prepare_output, publish_artifact, sha256_file, temp_prefix
 from ..models import WithKeptTokens
@@ -34,7 +35,7 @@ from .check import CheckReport, check_export
 from .graph import io_description, set_dvit_metadata
 
 # Opset 18 is what torch's exporter emits natively, and TensorRT 10.3 (JetPack 6) parses it.
-from ..defaults import DEFAULT_OPSET  # noqa: E402 - one source for the help text and the exporter
+from ..defaults import DEFAULT_OPSET, EXPORT_CHECK_SAMPLES  # noqa: E402 - one source for the help text and the exporter
 MIN_OPSET, MAX_OPSET = 18, 23
 # torch's exporter runs onnxscript's full optimizer by default; most of its time goes to the pattern
 # rewriter, whose fusions ONNX Runtime, OpenVINO and TensorRT redo when they load the graph. dvit
@@ -68,7 +69,7 @@ MANIFEST_SCHEMA = ONNX_SCHEMA  # one schema constant per kind (artifact.manifest
 class ExportResult:
     path: Path
     manifest_path: Path
-    manifest: dict[str, Any]
+    manifest: OnnxManifest  # as written beside ``path``
     check: CheckReport
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -84,7 +85,7 @@ def export_onnx(
     batch: int | None = None,
     token_outputs: bool = False,
     force: bool = False,
-    check_samples: int = 4,
+    check_samples: int = EXPORT_CHECK_SAMPLES,
     on_phase: PhaseCallback | None = None,
     dynamic_keep: bool = False,
 ) -> ExportResult:
@@ -145,19 +146,15 @@ def _export_into(loaded: LoadedModel, output: Path, tmp_dir: Path, *, opset: int
         raise CheckFailed("post-export check failed: " + "; ".join(report.failures), report)
 
     phase("write")
-    manifest = _manifest(loaded, output, tmp_onnx, opset, batch, token_outputs, external, report)
-    if dynamic_keep:
-        from .dynamic_keep import KEEP_COUNTS_INPUT
-
-        manifest["dynamic_keep"] = True
-        manifest["keep_input"] = {"name": KEEP_COUNTS_INPUT, "dtype": "int32",
-                                  "shape": [loaded.variant.num_stages],
-                                  "meaning": "per-stage kept token counts int(num_patches * rho**k)"}
+    manifest = _manifest(loaded, output, tmp_onnx, opset, batch, token_outputs, external, report,
+                         dynamic_keep=dynamic_keep)
     # Data file first, then the graph, then the manifest.
     moves = [(item, output.parent / item.name) for item in sorted(tmp_dir.iterdir(), key=lambda p: p.suffix == ".onnx")]
     # Without --force, no-clobber: of two exports racing to one path, one wins and the other says so.
-    publish_artifact(moves, output, manifest, replace=force)
-    return ExportResult(output, manifest_path(output), manifest, report, seconds)
+    written = manifest.to_json()
+    publish_artifact(moves, output, written, replace=force)
+    # The result's manifest is the file's, read back (so that it is exactly what a reader of it gets).
+    return ExportResult(output, manifest_path(output), OnnxManifest.from_json(written), report, seconds)
 
 
 def default_output(variant: str, dense: bool, stage_ratios: Sequence[float] | None, *, batch: int | None,
@@ -238,31 +235,40 @@ def _stamp_metadata(path: Path, loaded: LoadedModel, external: bool) -> None:
 
 
 def _manifest(loaded: LoadedModel, output: Path, tmp_onnx: Path, opset: int, batch: int | None,
-              token_outputs: bool, external: bool, report: CheckReport) -> dict[str, Any]:
+              token_outputs: bool, external: bool, report: CheckReport, *, dynamic_keep: bool = False) -> OnnxManifest:
+    """The export's manifest: the model record (what rebuilds it), the graph's I/O and digests, the check."""
     model = onnx.load(str(tmp_onnx), load_external_data=False)
+    io_record = io_description(model)
     data_files = [p.name for p in tmp_onnx.parent.iterdir() if p.suffix != ".onnx"]
-    return {
-        "schema": MANIFEST_SCHEMA,
-        "kind": "onnx",
-        "artifact": output.name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **loaded.record(),
-        "opset": opset,
-        "batch": batch,
-        "dynamic_batch": batch is None,
-        "token_outputs": token_outputs,
-        "dynamic_keep": False,
-        **io_description(model),
-        "data_config": loaded.variant.data_config(),
-        "onnx": {
-            "sha256": sha256_file(tmp_onnx),
-            "bytes": tmp_onnx.stat().st_size,
-            "external_data": data_files if external else [],
-            "external_data_sha256": {n: sha256_file(tmp_onnx.parent / n) for n in data_files},
-        },
-        "check": report.to_dict(),
-        "versions": versions(),
-    }
+    keep_input = None
+    if dynamic_keep:
+        from .dynamic_keep import KEEP_COUNTS_INPUT
+
+        keep_input = {"name": KEEP_COUNTS_INPUT, "dtype": "int32", "shape": [loaded.variant.num_stages],
+                      "meaning": "per-stage kept token counts int(num_patches * rho**k)"}
+    record = dataclasses.replace(ModelRecord.from_json(loaded.record()), batch=batch, dynamic_batch=batch is None,
+                                 token_outputs=token_outputs, dynamic_keep=dynamic_keep, keep_input=keep_input,
+                                 data_config=loaded.variant.data_config())
+    return OnnxManifest(
+        model=record,
+        artifact=output.name,
+        precision="fp32",
+        inputs=TensorRecord.all_from(io_record["inputs"]),
+        outputs=TensorRecord.all_from(io_record["outputs"]),
+        quantization=None,
+        fp16_conversion=None,
+        # What the typed fields do not cover, in the order a reader meets it: header, then the sections
+        # (``onnx.external_data_sha256`` is written even when empty, as it always was).
+        raw={"schema": MANIFEST_SCHEMA, "kind": "onnx", "artifact": output.name,
+             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             "onnx": {"external_data_sha256": {}}, "check": report.to_dict(), "versions": versions()},
+        opset=opset,
+        sha256=sha256_file(tmp_onnx),
+        bytes=tmp_onnx.stat().st_size,
+        external_data=tuple(data_files) if external else (),
+        external_data_sha256={n: sha256_file(tmp_onnx.parent / n) for n in data_files},
+        derived_from=None,
+    )
 
 
 def versions() -> dict[str, str]:
@@ -279,8 +285,6 @@ def versions() -> dict[str, str]:
 
 def export_dense_twin(artifact: "Artifact", on_phase: Callable[[str], None] | None = None) -> Path:
     """Export the dense baseline of the model ``artifact`` was exported from, beside it."""
-    import dataclasses
-
     from ..models.checkpoint import load_model_from_record
 
     path, onnx = artifact.path, artifact.onnx

@@ -2,14 +2,14 @@
 
 from .calibration import CalibrationSource, generated_scenes, mixed_inputs, seeded_noise
 from .int8_check import DEFAULT_CHECK_SAMPLES, EXCLUDED_OP_TYPES, QuantizeCheck, check_quantized, qdq_facts
-from .core import (DEFAULT_CALIB_SAMPLES, DEFAULT_METHOD, METHODS, QUANTIZED_OP_TYPES, QuantizeResult, default_output,
-                   default_source, excluded_nodes, quantize_onnx)
+from .core import (DEFAULT_CALIB_SAMPLES, DEFAULT_METHOD, METHODS, QUANTIZED_OP_TYPES, KeptFloat, QuantizeOptions,
+                   QuantizeResult, default_output, default_source, excluded_nodes, fp32_exports, quantize_onnx)
 from .recipe import CPU_RECIPES, DEFAULT_TARGET, RECIPES, TARGETS, Recipe, RecipeChoice, select_recipe
 
 __all__ = [
     "CalibrationSource", "DEFAULT_CALIB_SAMPLES", "DEFAULT_CHECK_SAMPLES", "DEFAULT_METHOD", "EXCLUDED_OP_TYPES",
     "CPU_RECIPES", "DEFAULT_TARGET", "METHODS", "QUANTIZED_OP_TYPES", "RECIPES", "Recipe", "RecipeChoice", "TARGETS",
-    "select_recipe", "QuantizeCheck", "QuantizeResult", "check_quantized", "default_output",
+    "select_recipe", "KeptFloat", "QuantizeCheck", "QuantizeOptions", "QuantizeResult", "fp32_exports", "check_quantized", "default_output",
     "default_source", "excluded_nodes", "generated_scenes", "mixed_inputs", "qdq_facts", "quantize_onnx",
     "seeded_noise",
 ]

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..artifact.manifest import ModelRecord
 from ..batching import RunOutput, run_batched
 from ..compare import Comparison, Tolerance, compare
+from ..defaults import QUANTIZE_CHECK_SAMPLES
 from .calibration import SCENES_SEED, mixed_inputs
 
+if TYPE_CHECKING:
+    from ..artifact.manifest import OnnxManifest
+
 EXCLUDED_OP_TYPES = ("TopK", "Softmax", "LayerNormalization")
-DEFAULT_CHECK_SAMPLES = 32
+DEFAULT_CHECK_SAMPLES = QUANTIZE_CHECK_SAMPLES
 CHECK_SCENES_SEED = SCENES_SEED + 1  # check inputs differ from the calibration pictures
 CHECK_NOISE_SEED = 20211206
 
@@ -86,8 +90,8 @@ def _int8_session(model, config: dict[str, str]):
                      "kernels": describe_kernels(ops)}
 
 
-def _keep_feed(manifest: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    model = ModelRecord.from_json(manifest)
+def _keep_feed(model: ModelRecord) -> dict[str, np.ndarray]:
+    """The keep-count input a dynamic-keep graph takes besides the images (the counts it was exported with)."""
     keep_input = model.keep_input or {}
     if model.dynamic_keep and keep_input.get("name"):
         return {keep_input["name"]: np.asarray(model.keep_counts, dtype=keep_input.get("dtype", "int32"))}
@@ -137,10 +141,13 @@ def _qdq_inputs(model) -> set[str]:
             and any(i in dq_outputs for i in n.input)}
 
 
-def check_quantized(path: Path, manifest: dict[str, Any], *, samples: int = DEFAULT_CHECK_SAMPLES,
+def check_quantized(path: Path, source: "OnnxManifest", *, samples: int = DEFAULT_CHECK_SAMPLES,
                     excluded: Sequence[str] = (), on_phase: Callable[[str], None] | None = None,
                     session_config: Mapping[str, str] | None = None) -> QuantizeCheck:
     """onnx.checker, pruning structure, Q/DQ rules, and ONNX Runtime vs PyTorch fp32 by agreement.
+
+    ``source``: the typed manifest of the fp32 export the int8 graph at ``path`` was made from
+    (the model, its keep counts and preprocessing; the reference is rebuilt from it).
 
     ``session_config``: ONNX Runtime session entries the graph is run with, as dvit's ORT runner
     will run it on this CPU (``cpu.ort_int8_session_config``).
@@ -155,7 +162,7 @@ def check_quantized(path: Path, manifest: dict[str, Any], *, samples: int = DEFA
 
     phase = on_phase or (lambda name: None)
     result = QuantizeCheck()
-    record = ModelRecord.from_json(manifest)
+    record = source.model
     keep_counts = list(record.keep_counts)
     report = CheckReport()
     model = check_file_and_structure(path, report, keep_counts, dynamic_keep=record.dynamic_keep,
@@ -180,18 +187,18 @@ def check_quantized(path: Path, manifest: dict[str, Any], *, samples: int = DEFA
     result.qdq["int8_consumers"] = len(int8_nodes)
 
     phase("onnxruntime int8 vs PyTorch fp32")
-    images = mixed_inputs(data_config_of(record), samples, scenes_seed=CHECK_SCENES_SEED, noise_seed=CHECK_NOISE_SEED)
+    images = mixed_inputs(data_config_of(source.model), samples, scenes_seed=CHECK_SCENES_SEED, noise_seed=CHECK_NOISE_SEED)
     result.inputs = (f"{samples - samples // 2} generated scenes (seed {CHECK_SCENES_SEED}) + {samples // 2} "
                      f"seeded noise (seed {CHECK_NOISE_SEED})")
     fixed = record.batch
     batch = fixed if fixed else 8
-    loaded = load_model_from_record(manifest)
+    loaded = load_model_from_record(record)
     ref = reference_outputs(loaded, torch.from_numpy(np.ascontiguousarray(images)), batch)
     session, result.execution = _int8_session(with_topk_outputs(model), dict(session_config or {}))
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
     stage_outputs = [s.indices_output for s in pruning_stages(model)]
-    feed_extra = _keep_feed(manifest)
+    feed_extra = _keep_feed(record)
 
     def run(chunk: np.ndarray) -> RunOutput:
         outs = dict(zip(names, session.run(names, {input_name: chunk, **feed_extra})))

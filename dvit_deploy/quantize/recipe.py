@@ -33,10 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..cpu import CPU_CLASSES, CpuInfo, cpu_info
+from ..defaults import QUANTIZE_TARGET
 from ..errors import BadInput
 
 TARGETS = ("cpu", "tensorrt")
-DEFAULT_TARGET = "cpu"
+DEFAULT_TARGET = QUANTIZE_TARGET
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,18 @@ class Recipe:
     def weight_range(self) -> tuple[int, int]:
         return (-64, 64) if self.reduce_range else (-127, 127)
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def weights(self) -> str:
         lo, hi = self.weight_range
-        return {"name": self.name, "reduce_range": self.reduce_range, "activations": "int8 symmetric per-tensor",
-                "weights": f"int8 symmetric per-channel, range [{lo}, {hi}]", "summary": self.summary}
+        return f"int8 symmetric per-channel, range [{lo}, {hi}]"
+
+    @property
+    def activations(self) -> str:
+        return "int8 symmetric per-tensor"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "reduce_range": self.reduce_range, "activations": self.activations,
+                "weights": self.weights, "summary": self.summary}
 
 
 RECIPES: dict[str, Recipe] = {
