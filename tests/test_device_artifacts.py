@@ -193,9 +193,10 @@ def test_benchmark_hint_carries_keep_counts_and_image_size_from_the_manifest(mod
     manifest = json.loads(keep.with_suffix(".json").read_text())
     manifest["inputs"][0]["shape"] = ["batch", 3, 384, 384]  # as a 384-px export would record it
     keep.with_suffix(".json").write_text(json.dumps(manifest))
+    from dvit_deploy.artifact.manifest import OnnxManifest
     from dvit_deploy.ship import trtexec_benchmark
 
-    assert trtexec_benchmark(manifest, "engines/x.engine", (1, 8, 32))[-1] == \
+    assert trtexec_benchmark(OnnxManifest.from_json(manifest), "engines/x.engine", (1, 8, 32))[-1] == \
         "--shapes=images:8x3x384x384,keep_counts:137x96x67"
     result = make_bundle([models["keep"]], "jetson-orin", output=tmp_path / "b", archive=False)
     script = (result.folder / "build_on_device.sh").read_text()

@@ -158,6 +158,7 @@ def test_doctor_and_package_agree_on_opsets_for_every_device(tmp_path):
     from dvit_deploy.engines.targets import DEVICE_TARGETS
     from dvit_deploy.errors import BadInput
     from dvit_deploy.ship.bundle import check_target
+    from dvit_deploy.artifact.store import Artifact
     from dvit_deploy.ship.layout import OnnxItem
 
     for opset in range(17, 26):
@@ -165,7 +166,7 @@ def test_doctor_and_package_agree_on_opsets_for_every_device(tmp_path):
         for name, device in DEVICE_TARGETS.items():
             blocked = any(f.check == "opset" for f in diagnose(path, name).blockers)
             try:
-                check_target(device, [OnnxItem(Path(path), {"opset": opset})], [])
+                check_target(device, [OnnxItem(Artifact.of(Path(path), {"opset": opset}))], [])
                 refused = False
             except BadInput:
                 refused = True

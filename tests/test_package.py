@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -249,6 +250,7 @@ def test_cli_package_bad_inputs(workdir, onnx_copy, monkeypatch):
 
 
 def test_trtexec_profile_for_dynamic_keep_uses_keep_count_values():
+    from dvit_deploy.artifact.manifest import OnnxManifest
     from dvit_deploy.ship.trtexec import _profile_args
 
     manifest = {
@@ -257,13 +259,13 @@ def test_trtexec_profile_for_dynamic_keep_uses_keep_count_values():
         "keep_ratio": 0.7, "pruning_locations": [3, 6, 9], "num_patches": 196,
     }
     # Shape-tensor inputs take min/opt/max *values*: the counts at ρ 0.5 / 0.7 / 0.9 (build's default range).
-    assert _profile_args(manifest, (1, 32, 64)) == [
+    assert _profile_args(OnnxManifest.from_json(manifest), (1, 32, 64)) == [
         "--minShapes=images:1x3x224x224,keep_counts:98x49x24",
         "--optShapes=images:32x3x224x224,keep_counts:137x96x67",
         "--maxShapes=images:64x3x224x224,keep_counts:176x158x142",
     ]
     fixed = {"inputs": [{"name": "images", "shape": [8, 3, 224, 224]}], "dynamic_batch": False, "batch": 8}
-    assert _profile_args(fixed, (1, 32, 64)) == []
+    assert _profile_args(OnnxManifest.from_json(fixed), (1, 32, 64)) == []
 
 
 def test_int8_bundle_says_int8_not_fp16(onnx_copy, tmp_path):
@@ -288,3 +290,64 @@ def test_int8_bundle_says_int8_not_fp16(onnx_copy, tmp_path):
     for target, expected in (("x86-trt10", "fp16"), ("x86-trt11", "fp32")):
         made = make_bundle([plain], target, output=tmp_path / target, archive=False)
         assert json.loads((made.folder / "bundle.json").read_text())["precision"] == expected
+
+
+def test_collected_items_hold_their_artifact_opened_once(onnx_copy, monkeypatch):
+    """collect_artifacts opens each artifact once (read, checked, typed) and hands the Artifact on; an
+    Artifact already opened is not read again."""
+    from dvit_deploy.artifact.manifest import EngineManifest, OnnxManifest
+    from dvit_deploy.artifact.store import Artifact, open_artifact
+    from dvit_deploy.ship import bundle as bundle_module
+    from dvit_deploy.ship import collect_artifacts
+
+    engine = fake_engine(onnx_copy.parent, onnx_copy)
+    reads = []
+    real_read = bundle_module.read_json
+    monkeypatch.setattr(bundle_module, "read_json", lambda path, **kw: reads.append(Path(path).name) or real_read(path, **kw))
+    onnx_items, engines = collect_artifacts([engine])
+    assert sorted(reads) == ["tiny-orin-fp16.json", "tiny.json"]  # the engine's manifest and its source's, once each
+    (item,), (built,) = onnx_items, engines
+    assert isinstance(item.artifact, Artifact) and isinstance(item.manifest, OnnxManifest)
+    assert isinstance(built.manifest, EngineManifest) and built.source is item
+    assert item.sha256_checked and built.sha256_checked  # both digests were checked against their manifests
+    assert item.model.keep_counts == (137, 96, 67) and built.manifest.tensorrt == "10.3.0.30"
+    assert [f.name for f in item.files] == ["tiny.onnx", "tiny.json"]
+
+    reads.clear()
+    opened = open_artifact(onnx_copy)
+    (again,), _ = collect_artifacts([opened])
+    assert reads == [] and again.artifact is opened
+
+
+def test_engine_io_shape_tensor_and_direction_come_from_the_typed_record(onnx_copy, tmp_path):
+    """An engine's io entries (mode, shape_tensor) are read through TensorRecord: the Triton config marks the
+    shape-tensor input and takes the batch limit from the ``images`` profile only."""
+    from dvit_deploy.artifact.manifest import EngineManifest
+
+    engine = fake_engine(onnx_copy.parent, onnx_copy)
+    manifest = json.loads(engine.with_suffix(".json").read_text())
+    manifest["io"].insert(1, {"name": "keep_counts", "mode": "TensorIOMode.INPUT", "dtype": "int32", "shape": [3],
+                              "shape_tensor": True})
+    manifest["profiles"].append({"name": "keep_counts", "kind": "values", "min": [98, 49, 24], "opt": [137, 96, 67],
+                                 "max": [176, 158, 142]})
+    engine.with_suffix(".json").write_text(json.dumps(manifest))
+    typed = EngineManifest.from_json(manifest)
+    assert [(t.name, t.mode, t.is_shape_tensor) for t in typed.io[:2]] == [
+        ("images", "input", False), ("keep_counts", "TensorIOMode.INPUT", True)]
+    folder = make_bundle([engine], "jetson-orin", output=tmp_path / "e", triton=True, archive=False).folder
+    config = (folder / "triton/tiny-orin-fp16-trt/config.pbtxt").read_text()
+    # keep_counts has no batch dim, so Triton does not batch: max_batch_size 0, full dims, a shape tensor.
+    assert "max_batch_size: 0" in config
+    assert re.search(r'name: "keep_counts"\s+data_type: TYPE_INT32\s+dims: \[ 3 \]\s+is_shape_tensor: true', config)
+    assert re.search(r'name: "images"\s+data_type: TYPE_FP32\s+dims: \[ -1, 3, 224, 224 \]', config)
+
+
+def test_a_shipped_manifest_with_a_wrong_field_type_is_a_failed_check(onnx_copy, tmp_path):
+    """verify reads a shipped manifest as every command does: a field of the wrong type fails the check
+    with the field's name (the checksums catch the edit too), never a traceback."""
+    folder = make_bundle([onnx_copy], "x86-trt10", output=tmp_path / "b", archive=False).folder
+    edit_manifest(folder / "model" / "tiny.json", keep_counts="abc")
+    report = verify_bundle(folder)
+    failed = {c.name: c.detail for c in report.failures}
+    assert "model/tiny.json" in failed["checksums"]
+    assert "field 'keep_counts' must be a list" in failed["manifest model/tiny.json"]

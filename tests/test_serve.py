@@ -148,7 +148,7 @@ def test_handler_never_mixes_keep_counts_in_one_call(exports):
     """Requests at different ρ in one Triton batch: one runner call per kept-count vector, results unchanged."""
     artifact = exports[0]
     manifest = load_manifest(artifact)
-    spec = make_spec(artifact, manifest, backend="onnxruntime", precision="fp32", name=None, max_batch=8,
+    spec = make_spec(Artifact.of(artifact, manifest), backend="onnxruntime", precision="fp32", name=None, max_batch=8,
                      queue_delay_us=100, keep_range=(0.6, 0.9), token_outputs=True)
     with open_runner("onnxruntime", Artifact.of(artifact, manifest), topk_outputs=True) as runner:
         handler = RequestHandler(runner, spec)
@@ -386,6 +386,30 @@ def test_drain_outcome_reads_triton_exit_and_log(tmp_path):
     assert not drain_finished(log, -9)
 
 
+def test_spec_of_an_engine_takes_batch_and_keep_range_from_its_profiles(tmp_path):
+    """make_spec reads an engine's limits from its typed manifest: the ``images`` profile's max batch and the
+    ρ range the keep-count profile allows; the logits width from its outputs when the config has none."""
+    from dvit_deploy.errors import BadInput
+
+    manifest = {
+        "kind": "tensorrt-engine", "variant": "tiny-deit", "config": {"img_size": 224}, "dense": False,
+        "keep_ratio": 0.7, "keep_counts": [137, 96, 67], "num_patches": 196, "dynamic_keep": True,
+        "dynamic_batch": True, "keep_input": {"name": "keep_counts", "dtype": "int32", "shape": [3]},
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", 10]}],
+        "profiles": [{"name": "images", "kind": "shape", "min": [1, 3, 224, 224], "opt": [4, 3, 224, 224],
+                      "max": [16, 3, 224, 224]},
+                     {"name": "keep_counts", "kind": "values", "min": [98, 49, 24], "opt": [137, 96, 67],
+                      "max": [176, 158, 142]}],
+    }
+    spec = make_spec(Artifact.of(tmp_path / "m.engine", manifest), backend="tensorrt", precision="fp16", name=None,
+                     max_batch=None, queue_delay_us=100)
+    assert spec.max_batch == 16 and spec.fixed_batch is None and spec.num_classes == 10
+    assert spec.keep_range == pytest.approx((98 / 196, 176 / 196)) and spec.name == "m"
+    with pytest.raises(BadInput, match=r"--max-batch 32 exceeds what m.engine accepts \(16\)"):
+        make_spec(Artifact.of(tmp_path / "m.engine", manifest), backend="tensorrt", precision="fp16", name=None,
+                  max_batch=32, queue_delay_us=100)
+
+
 def test_keep_controller_lowers_rho_under_load_and_raises_it_after():
     from dvit_deploy.serve.handler import KeepController
 
@@ -421,7 +445,7 @@ def test_fixed_batch_artifact_is_padded_and_trimmed(tmp_path):
     artifact = export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7), tmp_path / "tiny-b2.onnx", batch=2,
                            token_outputs=True, check_samples=2).path
     manifest = load_manifest(artifact)
-    spec = make_spec(artifact, manifest, backend="onnxruntime", precision="fp32", name=None, max_batch=None,
+    spec = make_spec(Artifact.of(artifact, manifest), backend="onnxruntime", precision="fp32", name=None, max_batch=None,
                      queue_delay_us=100)
     assert spec.max_batch == 2 and spec.fixed_batch == 2 and "max_batch_size: 2" in spec.triton_config()
     with open_runner("onnxruntime", Artifact.of(artifact, manifest)) as runner:

@@ -211,6 +211,16 @@ class TensorRecord:
 
         return self.name.startswith(TOKEN_OUTPUT_PREFIX)
 
+    @property
+    def mode(self) -> str:
+        """An engine io entry's direction as the builder recorded it (``input``/``output``; "" when not said)."""
+        return str(self.raw.get("mode", self.raw.get("io_mode", "")))
+
+    @property
+    def is_shape_tensor(self) -> bool:
+        """An engine io entry TensorRT treats as a shape tensor (the keep_counts of a --dynamic-keep engine)."""
+        return bool(self.raw.get("shape_tensor"))
+
     def to_json(self) -> dict[str, Any]:
         return _plain(self.raw)
 

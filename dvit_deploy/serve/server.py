@@ -240,11 +240,10 @@ def prepare(artifact: Path, *, backend: str | None, precision: str | None, name:
     from ..lazy import available
     from ..errors import MissingDependency
     from ..runtime import BACKEND_PACKAGES, FILE_BACKENDS, default_backend, runner_class
-    from ..artifact.names import TOKEN_OUTPUT_PREFIX
 
     find_tritonserver()  # the [serve] extra first: no "serving …" line for a server that cannot start
     opened = open_artifact(Path(artifact))  # BadInput on a missing/foreign/tampered artifact (unless --no-verify)
-    artifact, manifest = opened.path, dict(opened.manifest)
+    artifact = opened.path
     backend = backend or default_backend(artifact)
     if backend == "torch":
         raise BadInput("dvit serve runs an artifact file: use --backend onnxruntime or openvino (.onnx) or tensorrt")
@@ -262,8 +261,8 @@ def prepare(artifact: Path, *, backend: str | None, precision: str | None, name:
         if not status.available:
             raise BadInput(f"the tensorrt backend cannot run here: {status.detail}")
     precision = precision or opened.precision
-    declared_tokens = any(str(o.get("name", "")).startswith(TOKEN_OUTPUT_PREFIX) for o in manifest.get("outputs") or [])
-    return make_spec(artifact, manifest, backend=backend, precision=precision, name=name, max_batch=max_batch,
+    declared_tokens = bool(opened.manifest.token_output_names)
+    return make_spec(opened, backend=backend, precision=precision, name=name, max_batch=max_batch,
                      queue_delay_us=queue_delay_us, dynamic_batching=dynamic_batching, keep_range=keep_range,
                      token_outputs=declared_tokens or backend in ("onnxruntime", "openvino"), verify=verify,
                      slo_ms=slo_ms)

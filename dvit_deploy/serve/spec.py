@@ -20,11 +20,14 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..artifact.manifest import ModelRecord
+from ..artifact.manifest import AnyManifest, EngineManifest
 from ..artifact.names import INPUT_NAME, LOGITS_NAME, keep_counts_for
 from ..errors import BadInput
+
+if TYPE_CHECKING:
+    from ..artifact.store import Artifact
 
 SPEC_FILE = "dvit_serve.json"
 SPEC_SCHEMA = "dvit-deploy/serve-spec/1"
@@ -148,14 +151,14 @@ class ServeSpec:
         return "\n".join(lines) + "\n"
 
 
-def make_spec(artifact: Path, manifest: dict[str, Any], *, backend: str, precision: str, name: str | None,
+def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str | None,
               max_batch: int | None, queue_delay_us: int, dynamic_batching: bool = True,
               keep_range: tuple[float, float] | None = None, token_outputs: bool = True,
               verify: bool = True, runner_options: dict[str, Any] | None = None,
               slo_ms: float | None = None) -> ServeSpec:
-    """The spec for ``artifact`` (its manifest already read and checked), with every limit decided."""
-    record = ModelRecord.from_json(manifest)
-    own_limit = _own_batch_limit(artifact, manifest, record)
+    """The spec for the opened ``artifact`` (its manifest read and checked), with every limit decided."""
+    record = artifact.model
+    own_limit = _own_batch_limit(artifact.manifest)
     if max_batch is None:
         max_batch = own_limit
     elif max_batch < 1:
@@ -170,20 +173,20 @@ def make_spec(artifact: Path, manifest: dict[str, Any], *, backend: str, precisi
     if keep_range is not None and not dynamic_keep:
         raise BadInput(f"--keep-range needs a --dynamic-keep artifact; {artifact.name} keeps a fixed schedule")
     if dynamic_keep:
-        keep_range = keep_range or _engine_keep_range(manifest) or DEFAULT_KEEP_RANGE
+        keep_range = keep_range or _engine_keep_range(artifact.manifest) or DEFAULT_KEEP_RANGE
         lo, hi = keep_range
         if not 0.0 < lo <= hi <= 1.0:
             raise BadInput(f"--keep-range must satisfy 0 < low ≤ high ≤ 1, got {lo:g},{hi:g}")
     if slo_ms is not None and (not dynamic_keep or not slo_ms > 0):
         raise BadInput("--slo-ms needs a --dynamic-keep artifact (ρ is chosen per batch)" if not dynamic_keep
                        else f"--slo-ms must be > 0, got {slo_ms:g}")
-    name = name or model_name_for(artifact)
+    name = name or model_name_for(artifact.path)
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise BadInput(f"--name '{name}' is not a Triton model name (letters, digits, '-', '_')")
-    num_classes = int(record.config.get("num_classes") or _logits_width(manifest) or 1000)
+    num_classes = int(record.config.get("num_classes") or _logits_width(artifact.manifest) or 1000)
     keep_ratio = record.keep_ratio
     return ServeSpec(
-        artifact=str(Path(artifact).resolve()), backend=backend, precision=precision, name=name,
+        artifact=str(artifact.path.resolve()), backend=backend, precision=precision, name=name,
         max_batch=int(max_batch), queue_delay_us=int(queue_delay_us), dynamic_batching=dynamic_batching,
         image_shape=record.input_shape, num_classes=num_classes, fixed_batch=record.batch,
         num_stages=len(record.keep_counts), num_patches=record.num_patches, dense=record.dense,
@@ -194,28 +197,26 @@ def make_spec(artifact: Path, manifest: dict[str, Any], *, backend: str, precisi
     )
 
 
-def _own_batch_limit(artifact: Path, manifest: dict[str, Any], record: ModelRecord) -> int:
-    if record.batch:
-        return record.batch
-    best = 0
-    for profile in manifest.get("profiles") or []:  # an engine: its optimization profile's max batch
-        if isinstance(profile, dict) and profile.get("name") == INPUT_NAME and isinstance(profile.get("max"), list):
-            best = max(best, int(profile["max"][0]))
-    return best or DEFAULT_DYNAMIC_MAX_BATCH
+def _own_batch_limit(manifest: AnyManifest) -> int:
+    if manifest.model.batch:
+        return manifest.model.batch
+    # An engine: its optimization profile's max batch (an ONNX with a dynamic batch: the server's bound).
+    profile = manifest.profile(INPUT_NAME) if isinstance(manifest, EngineManifest) else None
+    return (profile.max[0] if profile is not None and profile.max else 0) or DEFAULT_DYNAMIC_MAX_BATCH
 
 
-def _engine_keep_range(manifest: dict[str, Any]) -> tuple[float, float] | None:
-    keep = (ModelRecord.from_json(manifest).keep_input or {}).get("name")
-    for profile in manifest.get("profiles") or []:
-        if isinstance(profile, dict) and profile.get("name") == keep and profile.get("min") and profile.get("max"):
-            patches = ModelRecord.from_json(manifest).num_patches
-            # The ρ whose first-stage count lies in the profile; counts_for re-checks all stages at run time.
-            return (max(int(profile["min"][0]) / patches, 1e-6), min(int(profile["max"][0]) / patches, 1.0))
-    return None
+def _engine_keep_range(manifest: AnyManifest) -> tuple[float, float] | None:
+    keep = (manifest.model.keep_input or {}).get("name")
+    profile = manifest.profile(keep) if isinstance(manifest, EngineManifest) else None
+    if profile is None or not profile.min or not profile.max:
+        return None
+    patches = manifest.model.num_patches
+    # The ρ whose first-stage count lies in the profile; counts_for re-checks all stages at run time.
+    return (max(profile.min[0] / patches, 1e-6), min(profile.max[0] / patches, 1.0))
 
 
-def _logits_width(manifest: dict[str, Any]) -> int | None:
-    for tensor in manifest.get("outputs") or []:
-        if tensor.get("name") == LOGITS_NAME and isinstance((tensor.get("shape") or [None, None])[-1], int):
-            return int(tensor["shape"][-1])
+def _logits_width(manifest: AnyManifest) -> int | None:
+    for tensor in manifest.outputs:
+        if tensor.name == LOGITS_NAME and tensor.shape and isinstance(tensor.shape[-1], int):
+            return int(tensor.shape[-1])
     return None

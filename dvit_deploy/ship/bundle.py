@@ -10,6 +10,7 @@ place. Device targets are rows of the TensorRT target table (``engines.targets``
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import shutil
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .. import __version__
-from ..artifact.manifest import EngineManifest, OnnxManifest, check_manifest, verify_artifact
+from ..artifact.manifest import OnnxManifest, check_manifest, manifest_from_json, verify_artifact
 from ..artifact.store import Artifact
 from ..defaults import DEFAULT_OPSET
 from ..engines.targets import DEVICE_TARGETS, DeviceTarget, get_device_target, same_tensorrt_release
@@ -55,45 +56,52 @@ def _resolve_near(base: Path, name: Any) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _read_item(path: Path | Artifact, what: str) -> tuple[dict[str, Any], Path, bool | None]:
-    """(manifest, path, sha256 checked or None if not yet): an ``Artifact`` already opened is not read again."""
+def _open_item(path: Path | Artifact, what: str, refuse: Callable[[Artifact], None] | None = None) -> Artifact:
+    """The artifact, opened once: one already opened is passed on as it is; a path is read, checked and
+    typed here, ``refuse`` may turn it away, and only then is its sha256 checked."""
     if isinstance(path, Artifact):
-        return dict(path.manifest), path.path, path.sha256_checked
+        if refuse is not None:
+            refuse(path)
+        return path
     if not path.is_file():
         raise BadInput(f"{what} {path} not found")
-    manifest = read_json(manifest_path(path), what=f"manifest of {path.name}")
-    check_manifest(manifest, manifest_path(path))
-    return manifest, path, None
+    data = read_json(manifest_path(path), what=f"manifest of {path.name}")
+    check_manifest(data, manifest_path(path))
+    opened = Artifact(path, manifest_from_json(data, path), False)
+    if refuse is not None:
+        refuse(opened)
+    return dataclasses.replace(opened, sha256_checked=verify_artifact(path, data))
+
+
+def _refuse_foreign_kind(opened: Artifact) -> None:
+    if opened.onnx.kind != "onnx":
+        raise BadInput(f"{manifest_path(opened.path)} is not an ONNX manifest (kind {opened.onnx.kind!r})")
 
 
 def _load_onnx(path: Path | Artifact) -> OnnxItem:
-    """The ONNX to ship, read and checked once."""
-    manifest, path, checked = _read_item(path, "ONNX model")
-    if manifest.get("kind") not in (None, "onnx"):  # raw read, on purpose: a foreign kind is refused before it is typed
-        raise BadInput(f"{manifest_path(path)} is not an ONNX manifest (kind {manifest.get('kind')!r})")
-    if checked is None:
-        checked = verify_artifact(path, manifest)
-    for name in OnnxManifest.from_json(manifest).external_data:
-        if not (path.parent / name).is_file():
-            raise BadInput(f"external weights {name} of {path.name} not found beside it")
-    return OnnxItem(path, manifest, checked)
+    """The ONNX to ship, read and checked once (a foreign ``kind`` is refused before its sha256 is checked)."""
+    opened = _open_item(path, "ONNX model", _refuse_foreign_kind)
+    for name in opened.onnx.external_data:
+        if not (opened.path.parent / name).is_file():
+            raise BadInput(f"external weights {name} of {opened.name} not found beside it")
+    return OnnxItem(opened)
 
 
 def _load_engine(path: Path | Artifact) -> EngineItem:
     """The engine to ship and the ONNX it was built from, each read and checked once."""
-    manifest, path, checked = _read_item(path, "engine")
-    if checked is None:
-        checked = verify_artifact(path, manifest)
-    engine = EngineManifest.from_json(manifest)
+    opened = _open_item(path, "engine")
+    engine = opened.engine
+    folder = opened.path.parent
     source = None
-    onnx_manifest = _resolve_near(path.parent, engine.onnx_manifest)
-    onnx_path = _resolve_near(path.parent, engine.onnx_path)
+    onnx_manifest = _resolve_near(folder, engine.onnx_manifest)
+    onnx_path = _resolve_near(folder, engine.onnx_path)
     if onnx_path is None and onnx_manifest is not None:
         linked = read_json(onnx_manifest, what="linked ONNX manifest")
-        onnx_path = _resolve_near(onnx_manifest.parent, linked.get("artifact"))  # the linked manifest: only its file name is needed
+        check_manifest(linked, onnx_manifest)
+        onnx_path = _resolve_near(onnx_manifest.parent, OnnxManifest.from_json(linked).artifact)
     if onnx_path is not None and onnx_path.suffix == ".onnx":
         source = _load_onnx(onnx_path)
-    return EngineItem(path, manifest, source, checked)
+    return EngineItem(opened, source)
 
 
 def collect_artifacts(paths: Iterable[Path | Artifact]) -> tuple[list[OnnxItem], list[EngineItem]]:
@@ -124,26 +132,25 @@ def check_target(target: DeviceTarget, onnx_items: list[OnnxItem], engines: list
     """Refuse what cannot work on the target; return notes for what merely needs care."""
     notes = []
     for item in onnx_items:
-        opset = item.artifact.onnx.opset
+        opset = item.manifest.opset
         if opset is not None and opset > target.max_opset:
             raise BadInput(f"{item.path.name} uses ONNX opset {opset}, but TensorRT {target.tensorrt} on {target.name} "
                            f"parses opsets up to {target.max_opset}: re-export with --opset {min(DEFAULT_OPSET, target.max_opset)}")
     for engine in engines:
-        facts = engine_facts(engine.manifest)
-        version = _str(facts["tensorrt"])
+        built = engine.manifest
+        version = built.tensorrt
         if version is None:
             notes.append(f"{engine.path.name}: its manifest does not record the TensorRT version; "
                          f"the device rebuilds it if it does not load")
         elif not same_tensorrt_release(version, target.tensorrt):
             raise BadInput(f"{engine.path.name} was built with TensorRT {version}, but {target.name} runs TensorRT "
                            f"{target.tensorrt}: ship the ONNX and build on the device (build_on_device.sh)")
-        platform = EngineManifest.from_json(engine.manifest).platform
-        if platform and platform != target.arch:
-            raise BadInput(f"{engine.path.name} was built on {platform}, but {target.name} is {target.arch}: engines "
+        if built.platform and built.platform != target.arch:
+            raise BadInput(f"{engine.path.name} was built on {built.platform}, but {target.name} is {target.arch}: engines "
                            "do not move between platforms; ship the ONNX and build on the device")
-        cc = _str(facts["compute_capability"])
+        cc = built.compute_capability
         if target.compute_capability and cc and cc != target.compute_capability:
-            raise BadInput(f"{engine.path.name} was built for compute capability {cc} ({facts['gpu'] or 'unknown GPU'}), "
+            raise BadInput(f"{engine.path.name} was built for compute capability {cc} ({built.gpu or 'unknown GPU'}), "
                            f"but {target.name} has {target.compute_capability}: engines are specific to the GPU; "
                            f"ship the ONNX and build on the device")
     return notes
@@ -192,27 +199,27 @@ def _device_readme(target: DeviceTarget, onnx_items: list[OnnxItem], engines: li
              f"Target: {target.description}. Made by dvit-deploy {__version__} on "
              f"{datetime.now(timezone.utc).strftime('%Y-%m-%d')}.", "", "## Contents", ""]
     for item in onnx_items:
-        m = item.manifest
-        counts = "dense" if m.get("dense") else "/".join(str(c) for c in m.get("keep_counts", []))
-        batch = "dynamic batch" if _batch_profile(m, profile) else f"batch {m.get('batch')}"
-        lines.append(f"- `model/{item.path.name}`: {m.get('variant', '?')}, kept tokens per stage {counts}, "
-                     f"opset {m.get('opset', '?')}, {batch}, token outputs {'yes' if m.get('token_outputs') else 'no'}, "
+        model, opset = item.model, item.manifest.opset
+        counts = "dense" if model.dense else "/".join(str(c) for c in model.keep_counts)
+        batch = "dynamic batch" if _batch_profile(model, profile) else f"batch {model.batch}"
+        lines.append(f"- `model/{item.path.name}`: {model.variant or '?'}, kept tokens per stage {counts}, "
+                     f"opset {'?' if opset is None else opset}, {batch}, "
+                     f"token outputs {'yes' if model.token_outputs else 'no'}, "
                      f"device engine precision {precision_label(item, target, precision)}; "
                      f"manifest `model/{manifest_path(item.path).name}`.")
     for engine in engines:
-        facts = engine_facts(engine.manifest)
-        rtx = engine.manifest.get("rtx")
-        if rtx:
-            lines.append(f"- `engines/{engine.path.name}`: TensorRT-RTX {facts['tensorrt'] or '?'}, "
-                         f"{facts['precision'] or '?'}, built ahead of time for compute capability "
-                         f"{', '.join(rtx.get('compute_capabilities') or ()) or '?'}.")
+        built = engine.manifest
+        if built.is_rtx:
+            lines.append(f"- `engines/{engine.path.name}`: TensorRT-RTX {built.tensorrt or '?'}, "
+                         f"{built.precision or '?'}, built ahead of time for compute capability "
+                         f"{built.rtx_covers}.")
             continue
-        lines.append(f"- `engines/{engine.path.name}`: TensorRT {facts['tensorrt'] or '?'}, "
-                     f"{facts['precision'] or '?'}, built on {_str(facts['gpu']) or 'an unknown GPU'} "
-                     f"(compute capability {_str(facts['compute_capability']) or '?'}).")
+        lines.append(f"- `engines/{engine.path.name}`: TensorRT {built.tensorrt or '?'}, "
+                     f"{built.precision or '?'}, built on {built.gpu or 'an unknown GPU'} "
+                     f"(compute capability {built.compute_capability or '?'}).")
     if triton_names:
         lines.append(f"- `triton/`: a Triton Inference Server model repository ({', '.join(triton_names)}).")
-    data_config = (onnx_items[0].manifest.get("data_config") if onnx_items else None) or {}
+    data_config = (onnx_items[0].model.data_config if onnx_items else None) or {}
     lines += ["", "## Input", ""]
     if data_config:
         lines.append(f"`images`: float32 NCHW {list(data_config.get('input_size', []))}, RGB; resize "
@@ -274,7 +281,7 @@ def make_bundle(
                            "package a TensorRT target for Triton")
     notes = check_target(target, onnx_items, engines)
     for item in onnx_items:
-        _batch_profile(item.manifest, profile)  # validates the profile early
+        _batch_profile(item.model, profile)  # validates the profile early
     folder = (Path(output).expanduser() if output else default_bundle_dir(onnx_items, engines, target)).absolute()
     if is_same_or_parent_of_cwd(folder):
         raise BadInput(f"refusing to use {folder} as the bundle folder: it is the current folder or one of its "
@@ -316,7 +323,7 @@ def make_bundle(
             script.write_text(build_script(onnx_items, target, precision=precision, profile=profile,
                                            triton_models=pending))
         script.chmod(0o755)
-        bundle_manifest = {
+        bundle = {  # bundle.json (dvit-deploy/bundle/1), not an artifact manifest
             "schema": BUNDLE_SCHEMA,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "dvit_deploy": __version__,
@@ -327,7 +334,7 @@ def make_bundle(
             "requested_precision": precision,
             "batch_profile": list(profile),
             "models": [{"onnx": f"model/{i.path.name}", "manifest": f"model/{manifest_path(i.path).name}",
-                        "variant": i.manifest.get("variant"), "keep_counts": i.manifest.get("keep_counts"),
+                        "variant": i.model.variant, "keep_counts": list(i.model.keep_counts),
                         "precision": built_precision(i, target, precision),
                         "precision_detail": precision_label(i, target, precision)}
                        for i in onnx_items],
@@ -336,13 +343,13 @@ def make_bundle(
                          **{k: _str(v) for k, v in engine_facts(e.manifest).items() if k in ("tensorrt", "gpu",
                                                                                              "compute_capability",
                                                                                              "precision")},
-                         **({"flavour": "rtx", "compute_capabilities": list(e.manifest["rtx"].get(
-                             "compute_capabilities") or [])} if e.manifest.get("rtx") else {})}
+                         **({"flavour": "rtx", "compute_capabilities": list(e.manifest.rtx_compute_capabilities)}
+                            if e.manifest.is_rtx else {})}
                         for e in engines],
             **({"run_script": RUN_SCRIPT} if target.flavour == "rtx" else {}),
             "triton_models": triton_names,
         }
-        write_json_atomic(tmp / BUNDLE_MANIFEST, bundle_manifest)
+        write_json_atomic(tmp / BUNDLE_MANIFEST, bundle)
 
         phase("checksums")
         files = write_checksums(tmp)
@@ -378,11 +385,11 @@ def make_bundle(
 
 def is_bundle_folder(folder: Path) -> bool:
     """A folder written by ``dvit package``: it holds our ``bundle.json``."""
-    manifest = folder / BUNDLE_MANIFEST
-    if not manifest.is_file():
+    bundle_json = folder / BUNDLE_MANIFEST
+    if not bundle_json.is_file():
         return False
     try:
-        return read_json(manifest, what="bundle manifest").get("schema") == BUNDLE_SCHEMA
+        return read_json(bundle_json, what="bundle manifest").get("schema") == BUNDLE_SCHEMA
     except BadInput:
         return False
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..artifact.manifest import EngineManifest, OnnxManifest, manifest_from_json
+from ..artifact.manifest import EngineManifest, ModelRecord, OnnxManifest
 from ..artifact.store import Artifact
 from ..fileio import manifest_path, sha256_file
 
@@ -27,41 +27,60 @@ DEFAULT_QUEUE_DELAY_US = 100
 
 @dataclass
 class OnnxItem:
-    path: Path
-    manifest: dict[str, Any]
-    sha256_checked: bool = False
+    """An ONNX going into a bundle: the artifact opened (read, checked and typed) once by
+    ``bundle.collect_artifacts``."""
+
+    artifact: Artifact
 
     @property
-    def artifact(self) -> Artifact:
-        """The opened artifact (read and checked once by ``bundle.collect_artifacts``), typed."""
-        return Artifact(self.path, manifest_from_json(self.manifest, self.path), self.sha256_checked)
+    def path(self) -> Path:
+        return self.artifact.path
+
+    @property
+    def manifest(self) -> OnnxManifest:
+        return self.artifact.manifest  # type: ignore[return-value]  # an .onnx path types as OnnxManifest
+
+    @property
+    def model(self) -> ModelRecord:
+        return self.artifact.model
+
+    @property
+    def sha256_checked(self) -> bool:
+        return self.artifact.sha256_checked
 
     @property
     def files(self) -> list[Path]:
-        data = [self.path.parent / name for name in OnnxManifest.from_json(self.manifest).external_data]
+        data = [self.path.parent / name for name in self.manifest.external_data]
         return [self.path, *data, manifest_path(self.path)]
 
 
 @dataclass
 class EngineItem:
-    path: Path
-    manifest: dict[str, Any]
-    source: OnnxItem | None
-    sha256_checked: bool = False
+    """An engine going into a bundle (opened once) and the ONNX it was built from, when found."""
+
+    artifact: Artifact
+    source: OnnxItem | None = None
 
     @property
-    def artifact(self) -> Artifact:
-        return Artifact(self.path, manifest_from_json(self.manifest, self.path), self.sha256_checked)
+    def path(self) -> Path:
+        return self.artifact.path
+
+    @property
+    def manifest(self) -> EngineManifest:
+        return self.artifact.manifest  # type: ignore[return-value]  # an .engine/.plan path types as EngineManifest
+
+    @property
+    def sha256_checked(self) -> bool:
+        return self.artifact.sha256_checked
 
     @property
     def files(self) -> list[Path]:
         return [self.path, manifest_path(self.path)]
 
 
-def engine_facts(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The engine-manifest fields shipping needs (``dvit build``'s layout, read by ``EngineManifest``), None where
-    the manifest does not say."""
-    engine = EngineManifest.from_json(manifest)
+def engine_facts(engine: EngineManifest) -> dict[str, Any]:
+    """The engine-manifest fields shipping needs (``dvit build``'s layout), None where the manifest
+    does not say: bundle.json's engine entries are built from them."""
     return {"tensorrt": engine.tensorrt, "gpu": engine.gpu, "compute_capability": engine.compute_capability,
             "precision": engine.precision, "sha256": engine.sha256, "onnx_sha256": engine.onnx_sha256,
             "onnx_manifest": engine.onnx_manifest, "onnx_path": engine.onnx_path,

@@ -10,10 +10,10 @@ the JIT results in ``--runtimeCacheFile`` beside the engine. There is no device 
 from __future__ import annotations
 
 import shlex
-from typing import Any, Mapping
 
 from .. import __version__
-from ..engines.targets import RTX_ENGINE_MAGIC, DeviceTarget, flavour_of
+from ..artifact.manifest import EngineManifest
+from ..engines.targets import RTX_ENGINE_MAGIC, DeviceTarget
 from ..errors import BadInput
 from .layout import CHECKSUMS, EngineItem, OnnxItem
 from .trtexec import trtexec_benchmark
@@ -28,7 +28,7 @@ def check_rtx_artifacts(target: DeviceTarget, onnx_items: list[OnnxItem], engine
         raise BadInput(f"an {target.name} bundle ships TensorRT-RTX engines; build one from {names} first with "
                        "dvit build --target rtx (any machine, no GPU needed) and package the .engine")
     for engine in engines:
-        if flavour_of(engine.manifest).name != "rtx":
+        if not engine.manifest.is_rtx:
             raise BadInput(f"{engine.path.name} is a TensorRT engine, not a TensorRT-RTX one: build it with "
                            "dvit build --target rtx for an RTX bundle")
         with open(engine.path, "rb") as fh:
@@ -37,7 +37,7 @@ def check_rtx_artifacts(target: DeviceTarget, onnx_items: list[OnnxItem], engine
                                f"({RTX_ENGINE_MAGIC.decode()}); rebuild it with dvit build --target rtx")
 
 
-def run_command(manifest: Mapping[str, Any], engine_rel: str, profile: tuple[int, int, int]) -> list[str]:
+def run_command(manifest: EngineManifest, engine_rel: str, profile: tuple[int, int, int]) -> list[str]:
     """``tensorrt_rtx --loadEngine`` with trtexec's shape options (shared with trtexec_benchmark) and
     the runtime cache file that keeps the JIT-compiled kernels for later runs."""
     args = trtexec_benchmark(manifest, engine_rel, profile)
@@ -67,7 +67,7 @@ def run_script(engines: list[EngineItem], target: DeviceTarget, profile: tuple[i
     ]
     for engine in engines:
         rel = f"engines/{engine.path.name}"
-        covers = ", ".join((engine.manifest.get("rtx") or {}).get("compute_capabilities") or ()) or "?"
+        covers = engine.manifest.rtx_covers
         lines += [f"echo 'running {rel} (built for sm {covers})'",
                   " \\\n    ".join(a if a.startswith('"$') else shlex.quote(a) for a in run_command(
                       engine.manifest, rel, profile)), ""]
@@ -75,7 +75,7 @@ def run_script(engines: list[EngineItem], target: DeviceTarget, profile: tuple[i
 
 
 def readme_section(engines: list[EngineItem], target: DeviceTarget) -> list[str]:
-    versions = sorted({str((e.manifest.get("tensorrt") or {}).get("version", "?")) for e in engines})
+    versions = sorted({e.manifest.tensorrt or "?" for e in engines})
     return ["", "## On the RTX machine", "",
             f"Install TensorRT-RTX {', '.join(versions)} (the version that built the engines) and an NVIDIA driver.", "",
             "1. Check the files and run each engine:", "", "   ```", f"   ./{RUN_SCRIPT}", "   ```",

@@ -7,10 +7,12 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Sequence
 
+from ..artifact.manifest import OnnxManifest, TensorRecord
+from ..artifact.store import Artifact
 from ..errors import BadInput
-from .layout import DEFAULT_QUEUE_DELAY_US, EngineItem, OnnxItem, engine_facts
+from .layout import DEFAULT_QUEUE_DELAY_US, EngineItem, OnnxItem
 from .trtexec import _batch_profile
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "int64": "TYPE_INT64",
@@ -32,23 +34,23 @@ def _triton_dtype(dtype: Any) -> str:
     return TRITON_TYPES[name]
 
 
-def _tensor_block(tensors: list[Mapping[str, Any]], batched: bool,
+def _tensor_block(tensors: Sequence[TensorRecord], batched: bool,
                   shape_tensors: frozenset[str] | set[str] = frozenset()) -> list[str]:
     lines = []
     for i, tensor in enumerate(tensors):
-        shape = list(tensor.get("shape") or [])
+        shape = list(tensor.shape)
         dims = shape[1:] if batched else shape
         dims_text = ", ".join(str(d) if isinstance(d, int) and d > 0 else "-1" for d in dims)
         sep = "," if i < len(tensors) - 1 else ""
-        lines += ["  {", f'    name: "{tensor["name"]}"', f"    data_type: {_triton_dtype(tensor.get('dtype'))}",
+        lines += ["  {", f'    name: "{tensor.name}"', f"    data_type: {_triton_dtype(tensor.dtype)}",
                   f"    dims: [ {dims_text} ]"]
-        if tensor["name"] in shape_tensors:
+        if tensor.name in shape_tensors:
             lines.append("    is_shape_tensor: true")
         lines.append("  }" + sep)
     return lines
 
 
-def triton_config(name: str, platform: str, inputs: list[Mapping[str, Any]], outputs: list[Mapping[str, Any]], *,
+def triton_config(name: str, platform: str, inputs: Sequence[TensorRecord], outputs: Sequence[TensorRecord], *,
                   max_batch_size: int, preferred: list[int], queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
                   gpu: bool, shape_tensors: frozenset[str] | set[str] = frozenset()) -> str:
     """A Triton ``config.pbtxt``. ``max_batch_size`` 0: Triton does not batch, every tensor lists its
@@ -69,59 +71,44 @@ def triton_config(name: str, platform: str, inputs: list[Mapping[str, Any]], out
     return "\n".join(lines) + "\n"
 
 
-def _engine_io(engine: EngineItem) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+def _engine_io(engine: EngineItem) -> tuple[list[TensorRecord], list[TensorRecord]] | None:
     """Inputs/outputs from the engine manifest (its dtypes are what the engine really uses)."""
-    io = engine_facts(engine.manifest)["io"]
-    items = io if isinstance(io, list) else None
-    if isinstance(io, Mapping) and ("inputs" in io or "outputs" in io):
-        ins = [dict(t) for t in io.get("inputs", [])]
-        outs = [dict(t) for t in io.get("outputs", [])]
-        return (ins, outs) if ins and outs else None
-    if items:
-        ins = [dict(t) for t in items if str(t.get("mode", t.get("io_mode", ""))).upper().endswith("INPUT")]
-        outs = [dict(t) for t in items if str(t.get("mode", t.get("io_mode", ""))).upper().endswith("OUTPUT")]
-        return (ins, outs) if ins and outs else None
-    return None
+    ins = [t for t in engine.manifest.io if t.mode.upper().endswith("INPUT")]
+    outs = [t for t in engine.manifest.io if t.mode.upper().endswith("OUTPUT")]
+    return (ins, outs) if ins and outs else None
 
 
 def _engine_max_batch(engine: EngineItem) -> int | None:
-    profiles = engine_facts(engine.manifest)["profiles"]
-    if not isinstance(profiles, list) or not profiles:
-        return None
+    """The batch the engine's ``images`` profile allows at most (None when it records none)."""
     best = None
-    for profile in profiles:
-        if isinstance(profile, Mapping) and profile.get("name") not in (None, "images"):
-            continue  # another input's profile (e.g. a keep-ratio value), not the batch
-        shapes = profile.get("shapes", profile) if isinstance(profile, Mapping) else None
-        entry = shapes.get("images") if isinstance(shapes, Mapping) else None
-        entry = entry if isinstance(entry, Mapping) else (profile if isinstance(profile, Mapping) else {})
-        high = entry.get("max")
-        if isinstance(high, list) and high and isinstance(high[0], int):
-            best = max(best or 0, high[0])
+    for profile in engine.manifest.profiles:
+        if profile.name == "images" and profile.max:  # another input's profile (a keep-count value) is not the batch
+            best = max(best or 0, profile.max[0])
     return best
 
 
-def _has_batch_dim(tensor: Mapping[str, Any]) -> bool:
+def _has_batch_dim(tensor: TensorRecord) -> bool:
     """Whether the tensor's first dim is the (dynamic) batch: a name or -1, not a fixed size."""
-    shape = list(tensor.get("shape") or [])
+    shape = tensor.shape
     return bool(shape) and not (isinstance(shape[0], int) and shape[0] > 0)
 
 
 def _onnx_triton(item: OnnxItem, profile: tuple[int, int, int], gpu: bool, platform: str,
-                 name: str, io: tuple[list, list] | None = None, max_batch: int | None = None) -> str:
+                 name: str, io: tuple[list[TensorRecord], list[TensorRecord]] | None = None,
+                 max_batch: int | None = None) -> str:
     """Triton config for an ONNX (or its engine). Triton batches only when *every* input has the batch
     as its first dim: a --dynamic-keep model's ``keep_counts`` (shape [stages]) has none, so it gets
     ``max_batch_size: 0`` with full dims (``images`` [-1, 3, H, W]); on tensorrt_plan ``keep_counts`` is
     a shape tensor (``is_shape_tensor: true``)."""
-    dynamic = _batch_profile(item.manifest, profile) is not None
-    inputs, outputs = io or (item.manifest.get("inputs") or [], item.manifest.get("outputs") or [])
+    dynamic = _batch_profile(item.model, profile) is not None
+    inputs, outputs = io or (list(item.manifest.inputs), list(item.manifest.outputs))
     if not inputs or not outputs:
         raise BadInput(f"manifest of {item.path.name} lists no inputs/outputs; re-export with this dvit-deploy")
     batched = dynamic and all(_has_batch_dim(t) for t in inputs)
     high = (max_batch or profile[2]) if batched else 0
-    model = item.artifact.model
+    model = item.model
     keep = (model.keep_input or {}).get("name") if model.dynamic_keep else None
-    shape_tensors = ({t["name"] for t in inputs if t.get("shape_tensor") or t["name"] == keep}
+    shape_tensors = ({t.name for t in inputs if t.is_shape_tensor or t.name == keep}
                      if platform == "tensorrt_plan" else set())
     return triton_config(name, platform, inputs, outputs, max_batch_size=high,
                          preferred=[profile[1], high] if batched else [], gpu=gpu, shape_tensors=shape_tensors)
@@ -138,9 +125,8 @@ def _write_python_model(repo: Path, item: OnnxItem, profile: tuple[int, int, int
     from ..serve.spec import make_spec
 
     name = triton_model_name(item.path.stem, "python")
-    opened = item.artifact
-    max_batch = opened.model.batch or profile[2]
-    spec = make_spec(item.path, item.manifest, backend="onnxruntime", precision=opened.precision,
+    max_batch = item.model.batch or profile[2]
+    spec = make_spec(item.artifact, backend="onnxruntime", precision=item.artifact.precision,
                      name=name, max_batch=int(max_batch), queue_delay_us=DEFAULT_QUEUE_DELAY_US)
     spec.artifact = f"1/{item.path.name}"
     write_model(spec, repo / name, files=item.files)
@@ -178,7 +164,8 @@ def _write_triton(root: Path, onnx_items: list[OnnxItem], engines: list[EngineIt
         if reference is None and io is None:
             raise BadInput(f"cannot write a Triton config for {engine.path.name}: its manifest records no I/O tensors "
                            "and no source ONNX")
-        carrier = reference or OnnxItem(engine.path, {"dynamic_batch": True})
+        # No source ONNX: the engine's own I/O, batched as a dynamic-batch model.
+        carrier = reference or OnnxItem(Artifact(engine.path, OnnxManifest.from_json({"dynamic_batch": True}), False))
         (repo / name / "1").mkdir(parents=True)
         (repo / name / "config.pbtxt").write_text(
             _onnx_triton(carrier, profile, gpu=True, platform="tensorrt_plan", name=name, io=io,

@@ -10,9 +10,9 @@ checked against trtexec's documented options per target (``tests/data/trtexec-fl
 from __future__ import annotations
 
 import shlex
-from typing import Any, Mapping
+from typing import Mapping
 
-from ..artifact.manifest import ModelRecord
+from ..artifact.manifest import AnyManifest, ModelRecord, OnnxManifest
 from .. import __version__
 from ..engines.build_plan import make_profiles
 from ..engines.targets import DeviceTarget, PrecisionStrategy, engine_file_name, precision_strategy, trtexec_flags
@@ -20,9 +20,9 @@ from ..errors import BadInput
 from .layout import CHECKSUMS, OnnxItem
 
 
-def _batch_profile(manifest: Mapping[str, Any], profile: tuple[int, int, int]) -> tuple[int, int, int] | None:
+def _batch_profile(model: ModelRecord, profile: tuple[int, int, int]) -> tuple[int, int, int] | None:
     """(min, opt, max) batch for a dynamic-batch model; None for a fixed batch."""
-    if manifest.get("dynamic_batch") is False or manifest.get("batch"):
+    if model.fixed_batch:
         return None
     low, opt, high = profile
     if not 1 <= low <= opt <= high:
@@ -30,15 +30,15 @@ def _batch_profile(manifest: Mapping[str, Any], profile: tuple[int, int, int]) -
     return profile
 
 
-def _profile_args(manifest: Mapping[str, Any], profile: tuple[int, int, int]) -> list[str]:
+def _profile_args(manifest: OnnxManifest, profile: tuple[int, int, int]) -> list[str]:
     """trtexec --min/opt/maxShapes from the same profiles ``dvit build`` declares.
 
     A shape-tensor input (the ``keep_counts`` of a --dynamic-keep export) takes its min/opt/max
     *values* in the same ``name:AxBxC`` syntax; a fixed-shape model with no such input needs none.
     """
-    batches = _batch_profile(manifest, profile)
+    batches = _batch_profile(manifest.model, profile)
     low, opt, high = batches if batches is not None else (None, None, None)
-    profiles = make_profiles(dict(manifest), min_batch=low, opt_batch=opt, max_batch=high)
+    profiles = make_profiles(manifest, min_batch=low, opt_batch=opt, max_batch=high)
     if batches is None and not any(p.kind == "values" for p in profiles):
         return []
 
@@ -53,9 +53,9 @@ def engine_name(onnx_item: OnnxItem, target: DeviceTarget, precision: str) -> st
     return engine_file_name(onnx_item.path.stem, target.name, precision)
 
 
-def _quantized(manifest: Mapping[str, Any]) -> bool:
+def _quantized(manifest: AnyManifest) -> bool:
     """An explicitly quantized (Q/DQ, int8) ONNX, as ``dvit quantize`` writes it."""
-    return manifest.get("precision") == "int8"
+    return manifest.precision == "int8"
 
 
 def built_precision(onnx_item: OnnxItem, target: DeviceTarget, precision: str) -> str:
@@ -99,23 +99,23 @@ def trtexec_command(onnx_item: OnnxItem, target: DeviceTarget, *, precision: str
     return args
 
 
-def _image_input(manifest: Mapping[str, Any]) -> tuple[str, tuple[int, int, int]]:
+def _image_input(manifest: AnyManifest) -> tuple[str, tuple[int, int, int]]:
     """Name and (C, H, W) of the image input, from the manifest (its I/O, else the model config)."""
-    inputs = manifest.get("inputs") or []
-    name = inputs[0].get("name", "images") if inputs else "images"
-    shape = list(inputs[0].get("shape") or []) if inputs else []
+    inputs = manifest.inputs
+    name = (inputs[0].name or "images") if inputs else "images"
+    shape = list(inputs[0].shape) if inputs else []
     if len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[1:]):
         return name, (shape[1], shape[2], shape[3])
-    return name, ModelRecord.from_json(manifest).input_shape
+    return name, manifest.model.input_shape
 
 
-def trtexec_benchmark(manifest: Mapping[str, Any], engine_rel: str, profile: tuple[int, int, int]) -> list[str]:
+def trtexec_benchmark(manifest: AnyManifest, engine_rel: str, profile: tuple[int, int, int]) -> list[str]:
     """``trtexec --loadEngine`` for an engine built from this ONNX: the image shape (the profile's opt
     batch, or the fixed batch) and, for a --dynamic-keep model, the ``keep_counts`` *values* (a
     shape-tensor input: without them trtexec would fill it with ones)."""
     name, (c, h, w) = _image_input(manifest)
-    batches = _batch_profile(manifest, profile)
-    model = ModelRecord.from_json(manifest)
+    model = manifest.model
+    batches = _batch_profile(model, profile)
     n = batches[1] if batches is not None else (model.batch or 1)
     shapes = [f"{name}:{n}x{c}x{h}x{w}"]
     keep = model.keep_input

@@ -20,11 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..artifact.manifest import AnyManifest, EngineManifest, OnnxManifest, check_manifest
 from ..lazy import available
 from ..engines.targets import compatibility_problem
 from ..errors import BadInput
 from ..fileio import manifest_path, read_json, sha256_file
-from .layout import BUNDLE_MANIFEST, BUNDLE_SCHEMA, CHECKSUMS, _bundle_files, engine_facts
+from .layout import BUNDLE_MANIFEST, BUNDLE_SCHEMA, CHECKSUMS, _bundle_files
 
 
 @dataclass
@@ -201,11 +202,11 @@ def _verify_folder(root: Path, check_engines: bool) -> VerifyReport:
         return report  # the per-manifest checks below would read files that are not the bundle's
 
     # 3. Manifests agree with the files they describe.
-    for model in bundle.get("models", []):
-        _verify_onnx_entry(root, model, report)
+    for entry in bundle.get("models", []):
+        _verify_onnx_entry(root, entry, report)
     engine_files = []
-    for engine in bundle.get("engines", []):
-        engine_files.extend(_verify_engine_entry(root, engine, report))
+    for entry in bundle.get("engines", []):
+        engine_files.extend(_verify_engine_entry(root, entry, report))
     _verify_triton(root, bundle.get("triton_models", []), report)
     rtx = (bundle.get("target") or {}).get("flavour") == "rtx"
     if rtx:
@@ -242,6 +243,8 @@ def _named_files(root: Path, bundle: Mapping[str, Any]) -> list[str]:
             continue
         if file_problem(root, rel_manifest) is None:
             try:
+                # Raw on purpose: every name the shipped manifest lists, as written (a non-string is reported as a
+                # path that is not in the bundle, not typed away); the manifest itself is checked in step 3.
                 record = read_json(root / rel_manifest).get("onnx") or {}
             except BadInput:
                 continue
@@ -256,8 +259,21 @@ def _named_files(root: Path, bundle: Mapping[str, Any]) -> list[str]:
     return list(dict.fromkeys(named))
 
 
-def _verify_onnx_entry(root: Path, model: Mapping[str, Any], report: VerifyReport) -> None:
-    rel_onnx, rel_manifest = model.get("onnx"), model.get("manifest")
+def _shipped_manifest(path: Path, kind: type[AnyManifest]) -> AnyManifest:
+    """A manifest in the bundle, read as every command reads it (schema and field types checked, typed):
+    what it promises about its file is what dvit will believe. BadInput names what is wrong with it."""
+    data = read_json(path)
+    check_manifest(data, path)
+    try:
+        return kind.from_json(data)
+    except (TypeError, ValueError) as exc:  # a field check_manifest does not type, holding the wrong type
+        raise BadInput(f"{path} cannot be read: {exc}") from None
+
+
+def _verify_onnx_entry(root: Path, entry: Mapping[str, Any], report: VerifyReport) -> None:
+    """An ONNX entry of bundle.json: its manifest describes the shipped file (name, sha256, size, external
+    weights) and the keep counts bundle.json gives."""
+    rel_onnx, rel_manifest = entry.get("onnx"), entry.get("manifest")
     if not isinstance(rel_onnx, str) or not isinstance(rel_manifest, str):
         raise BadInput(f"{BUNDLE_MANIFEST} has a model entry without onnx/manifest paths")
     onnx_file, manifest_file = root / rel_onnx, root / rel_manifest
@@ -265,32 +281,33 @@ def _verify_onnx_entry(root: Path, model: Mapping[str, Any], report: VerifyRepor
         report.add(f"manifest {rel_manifest}", "failed", f"{rel_onnx if not onnx_file.is_file() else rel_manifest} missing")
         return
     try:
-        manifest = read_json(manifest_file)
+        manifest = _shipped_manifest(manifest_file, OnnxManifest)
     except BadInput as exc:
         report.add(f"manifest {rel_manifest}", "failed", str(exc))
         return
     problems = []
-    if manifest.get("artifact") not in (None, onnx_file.name):
-        problems.append(f"describes {manifest.get('artifact')}, not {onnx_file.name}")
-    record = manifest.get("onnx") or {}
-    if record.get("sha256") and record["sha256"] != sha256_file(onnx_file):
+    if manifest.artifact not in (None, onnx_file.name):
+        problems.append(f"describes {manifest.artifact}, not {onnx_file.name}")
+    if manifest.sha256 and manifest.sha256 != sha256_file(onnx_file):
         problems.append(f"sha256 of {rel_onnx} differs from the manifest")
-    if record.get("bytes") is not None and record["bytes"] != onnx_file.stat().st_size:
+    if manifest.bytes is not None and manifest.bytes != onnx_file.stat().st_size:
         problems.append(f"size of {rel_onnx} differs from the manifest")
-    for name, digest in (record.get("external_data_sha256") or {}).items():
+    for name, digest in manifest.external_data_sha256.items():
         data = onnx_file.parent / name
         if not data.is_file():
             problems.append(f"external weights {name} missing")
         elif sha256_file(data) != digest:
             problems.append(f"sha256 of {name} differs from the manifest")
-    if model.get("keep_counts") is not None and manifest.get("keep_counts") != model.get("keep_counts"):
+    shipped_counts = entry.get("keep_counts")  # bundle.json's record of the model, as written
+    if shipped_counts is not None and list(manifest.model.keep_counts) != shipped_counts:
         problems.append("keep counts differ between bundle.json and the manifest")
     report.add(f"manifest {rel_manifest}", "failed" if problems else "ok",
                "; ".join(problems) if problems else f"matches {rel_onnx}")
 
 
-def _verify_engine_entry(root: Path, engine: Mapping[str, Any], report: VerifyReport) -> list[Path]:
-    rel_engine, rel_manifest = engine.get("engine"), engine.get("manifest")
+def _verify_engine_entry(root: Path, entry: Mapping[str, Any], report: VerifyReport) -> list[Path]:
+    """An engine entry of bundle.json: its manifest describes the shipped engine and the ONNX it came from."""
+    rel_engine, rel_manifest = entry.get("engine"), entry.get("manifest")
     if not isinstance(rel_engine, str) or not isinstance(rel_manifest, str):
         raise BadInput(f"{BUNDLE_MANIFEST} has an engine entry without engine/manifest paths")
     engine_file, manifest_file = root / rel_engine, root / rel_manifest
@@ -298,20 +315,20 @@ def _verify_engine_entry(root: Path, engine: Mapping[str, Any], report: VerifyRe
         report.add(f"manifest {rel_manifest}", "failed", "engine or manifest missing")
         return []
     try:
-        facts = engine_facts(read_json(manifest_file))
+        manifest = _shipped_manifest(manifest_file, EngineManifest)
     except BadInput as exc:
         report.add(f"manifest {rel_manifest}", "failed", str(exc))
         return []
     problems, unknown = [], []
-    if facts["sha256"] is None:
+    if manifest.sha256 is None:
         unknown.append("engine sha256")
-    elif str(facts["sha256"]) != sha256_file(engine_file):
+    elif manifest.sha256 != sha256_file(engine_file):
         problems.append(f"sha256 of {rel_engine} differs from its manifest")
-    source = engine.get("source_onnx")
+    source = entry.get("source_onnx")
     if isinstance(source, str) and (root / source).is_file():
-        if facts["onnx_sha256"] is None:
+        if manifest.onnx_sha256 is None:
             unknown.append("source ONNX sha256")
-        elif str(facts["onnx_sha256"]) != sha256_file(root / source):
+        elif manifest.onnx_sha256 != sha256_file(root / source):
             problems.append(f"engine was built from a different ONNX than {source}")
     detail = "; ".join(problems) if problems else f"matches {rel_engine}"
     if unknown and not problems:
@@ -357,7 +374,7 @@ def _engine_compatibility(engine_files: list[Path], report: VerifyReport) -> Non
                    f"engine compatibility not checked: {str(exc).splitlines()[0][:160]}")
         return
     for engine_file in engine_files:
-        manifest = read_json(manifest_path(engine_file))
+        manifest = EngineManifest.from_json(read_json(manifest_path(engine_file)))
         problem = compatibility_problem(manifest, trt_version=tensorrt.__version__, device=device)
         report.add(f"engine {engine_file.name} on this device", "failed" if problem else "ok",
                    problem or f"TensorRT {tensorrt.__version__} on {device.name}")
@@ -405,7 +422,7 @@ def _rtx_engine_compatibility(engine_files: list[Path], report: VerifyReport) ->
                    f"engine compatibility not checked: {str(exc).splitlines()[0][:160]}")
         return
     for engine_file in engine_files:
-        manifest = read_json(manifest_path(engine_file))
+        manifest = EngineManifest.from_json(read_json(manifest_path(engine_file)))
         problem = rtx_compatibility_problem(manifest, rtx_version=tensorrt_rtx.__version__,
                                             compute_capability=device.compute_capability, gpu_name=device.name)
         report.add(f"engine {engine_file.name} on this device", "failed" if problem else "ok",
