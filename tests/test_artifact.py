@@ -31,10 +31,10 @@ def test_open_artifact_types_the_manifest_and_says_the_sha256_was_checked(export
     assert isinstance(opened, Artifact) and opened.path == exported and opened.picked_because is None
     assert opened.sha256_checked is True
     assert opened.kind == "onnx" and opened.precision == "fp32" and opened.engine is None
-    assert opened.model.keep_counts == tuple(tiny_export.manifest["keep_counts"])
+    assert opened.model.keep_counts == tuple(tiny_export.manifest.to_json()["keep_counts"])
     assert opened.model.keep_ratio == pytest.approx(0.7) and opened.model.dense is False
     assert opened.onnx.sha256 == sha256_file(exported)
-    assert opened.manifest["schema"] == ONNX_SCHEMA
+    assert opened.manifest.schema == ONNX_SCHEMA
 
 
 def test_default_is_picked_with_its_reason(exported):
@@ -66,7 +66,7 @@ def test_quantize_default_is_the_one_rule_with_an_fp32_export_filter(exported, w
         os.utime(path, (when, when))
     assert default_artifact((".onnx",))[0] == in_engines  # the plain rule: the newest pruned, any folder
     assert default_source() == exported  # quantize's filter: fp32, in ./export only
-    only_int8 = ArtifactFilter(accept=lambda path, manifest: manifest.get("precision") == "int8", what="int8 ONNX")
+    only_int8 = ArtifactFilter(accept=lambda path, manifest: manifest.precision == "int8", what="int8 ONNX")
     assert open_artifact(None, (".onnx",), only=only_int8).path == int8
     nothing = ArtifactFilter(accept=lambda path, manifest: False, what="bf16 ONNX")
     with pytest.raises(BadInput, match="no bf16 ONNX with a manifest in ./export or ./engines"):

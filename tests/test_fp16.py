@@ -70,7 +70,7 @@ def test_build_onnx_only_writes_checked_fp16_graph(tiny_export, workdir):
     assert report["fp16_onnx"] == str(out) and out.is_file()
     manifest = json.loads(out.with_suffix(".json").read_text())
     assert manifest["precision"] == "fp16"
-    assert manifest["derived_from"]["sha256"] == tiny_export.manifest["onnx"]["sha256"]
+    assert manifest["derived_from"]["sha256"] == tiny_export.manifest.to_json()["onnx"]["sha256"]
     assert manifest["fp16_conversion"]["parity_vs_fp32_onnx"]["passed"] is True
     onnx.checker.check_model(str(out), full_check=True)
     again = runner.invoke(app, ["build", str(tiny_export.path), "--fp16", "--onnx-only"])
@@ -90,7 +90,7 @@ def test_onnx_only_with_a_fixed_batch_export(workdir):
 
     fixed = export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7), workdir / "fixed.onnx", batch=1,
                         check_samples=2)
-    assert fixed.manifest["batch"] == 1
+    assert fixed.manifest.model.batch == 1
     result = runner.invoke(app, ["build", str(fixed.path), "--fp16", "--onnx-only", "--json"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((workdir / "engines" / "fixed-fp16mixed.json").read_text())

@@ -42,9 +42,9 @@ def stripped_export(tiny_export, tmp_path):
     model.graph.output.extend(keep)
     path = tmp_path / "plain.onnx"
     onnx.save(model, str(path))
-    onnx_record = dict(tiny_export.manifest["onnx"], sha256=sha256_file(path), bytes=path.stat().st_size)
+    onnx_record = dict(tiny_export.manifest.to_json()["onnx"], sha256=sha256_file(path), bytes=path.stat().st_size)
     manifest = dict(tiny_export.manifest, token_outputs=False, artifact="plain.onnx", onnx=onnx_record,
-                    outputs=[o for o in tiny_export.manifest["outputs"] if o["name"] == "logits"])
+                    outputs=[o for o in tiny_export.manifest.to_json()["outputs"] if o["name"] == "logits"])
     path.with_suffix(".json").write_text(json.dumps(manifest))
     return path
 

@@ -62,7 +62,7 @@ def test_ort_and_torch_agree_with_original_patch_ids(tiny_export, images):
     assert info["provider"] == "CPUExecutionProvider" and info["fallback"] is None
     assert ort_out.logits.shape == torch_out.logits.shape == (3, 10)
     assert np.abs(ort_out.logits - torch_out.logits).max() < 1e-3
-    counts = tiny_export.manifest["keep_counts"]
+    counts = tiny_export.manifest.to_json()["keep_counts"]
     assert [k.shape for k in ort_out.kept] == [(3, c) for c in counts]
     for stage, (a, b) in enumerate(zip(ort_out.kept, torch_out.kept)):
         assert a.max() < 196 and a.min() >= 0
@@ -76,7 +76,7 @@ def test_ort_topk_outputs_without_token_outputs(plain_export, images):
         assert runner.run(images).kept is None
     with runner_for_artifact(plain_export.path, topk_outputs=True) as runner:
         out = runner.run(images)
-    assert [k.shape[1] for k in out.kept] == plain_export.manifest["keep_counts"]
+    assert [k.shape[1] for k in out.kept] == plain_export.manifest.to_json()["keep_counts"]
 
 
 def test_torch_cpu_refuses_low_precision(tiny_export):

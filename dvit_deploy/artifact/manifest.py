@@ -492,20 +492,6 @@ class _Manifest:
                 data[name] = value.to_json() if hasattr(value, "to_json") else _plain(value)
         return data
 
-    # Read-only JSON access, for code that has not moved to the typed fields yet. Every read through
-    # these is a raw read (tests/test_artifact.py counts them).
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.raw.get(key, default)
-
-    def __getitem__(self, key: str) -> Any:
-        return self.raw[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.raw
-
-    def keys(self) -> Any:
-        return self.raw.keys()
-
 
 @dataclass(frozen=True)
 class OnnxManifest(_Manifest):

@@ -112,11 +112,9 @@ def onnx_record(source: OnnxManifest | Artifact) -> OnnxManifest:
     """The typed ONNX manifest of an opened ONNX (or the manifest itself)."""
     if isinstance(source, Artifact):
         source = source.manifest
-    if isinstance(source, OnnxManifest):
-        return source
-    # TRANSITIONAL: ship/trtexec.py still hands over the JSON it read (dict(manifest)); typed here until it
-    # passes its OnnxItem's Artifact (then this line goes).
-    return OnnxManifest.from_json(source)
+    if not isinstance(source, OnnxManifest):
+        raise TypeError(f"expected an ONNX Artifact or OnnxManifest, got {type(source).__name__}")
+    return source
 
 
 def batch_range(min_batch: int | None, opt_batch: int | None, max_batch: int | None,

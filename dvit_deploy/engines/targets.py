@@ -378,11 +378,9 @@ def engine_record(engine: EngineManifest | Artifact) -> EngineManifest:
     """The typed engine manifest of an opened engine (or the manifest itself)."""
     if isinstance(engine, Artifact):
         engine = engine.manifest
-    if isinstance(engine, EngineManifest):
-        return engine
-    # TRANSITIONAL: runtime/trt_runner.py, ship/verify.py and ship/rtx.py still hand over the JSON they
-    # read; typed here until they pass an Artifact (then this line goes).
-    return EngineManifest.from_json(engine)
+    if not isinstance(engine, EngineManifest):
+        raise TypeError(f"expected an engine Artifact or EngineManifest, got {type(engine).__name__}")
+    return engine
 
 
 def flavour_of(engine: EngineManifest | Artifact) -> BuildFlavour:

@@ -33,7 +33,7 @@ from ..lazy import signals_held
 from .layout import (BUNDLE_MANIFEST, BUNDLE_SCHEMA, CHECKSUMS, DEFAULT_BUNDLES_DIR, DEFAULT_PROFILE, ENGINE_SUFFIXES,
                      EngineItem, OnnxItem, _str, engine_facts, write_checksums)
 from .triton import _write_triton
-from .trtexec import (_batch_profile, build_script, built_precision, device_precision_strategy, engine_name,
+from .trtexec import (_batch_profile, build_script, built_precision, device_precision_of, engine_name,
                       trtexec_benchmark)
 from .rtx import RUN_SCRIPT, check_rtx_artifacts, readme_section, run_script
 from .verify import _verify_folder
@@ -178,14 +178,9 @@ class BundleResult:
 
 
 def precision_label(item: OnnxItem, target: DeviceTarget, precision: str) -> str:
-    """The device engine's precision in words: ``int8 (fp16 fallback)`` for a Q/DQ model built with --fp16."""
-    built = built_precision(item, target, precision)
-    if target.flavour == "rtx":  # the ONNX rides along for reference: the device runs the engines as built
-        return f"{built} (no device build: TensorRT-RTX engines ship as built)"
-    strategy = device_precision_strategy(item, target, precision)
-    if built == "int8" and "FP16" in strategy.set_flags:
-        return "int8 (fp16 outside the Q/DQ pairs)"
-    return built
+    """The device engine's precision in words: ``int8 (fp16 outside the Q/DQ pairs)`` for a Q/DQ model built
+    with --fp16; a TensorRT-RTX target says its engines ship as built."""
+    return device_precision_of(item, target, precision).label
 
 
 def default_bundle_dir(onnx_items: list[OnnxItem], engines: list[EngineItem], target: DeviceTarget) -> Path:

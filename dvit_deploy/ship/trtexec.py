@@ -15,7 +15,8 @@ from typing import Mapping
 from ..artifact.manifest import AnyManifest, ModelRecord, OnnxManifest
 from .. import __version__
 from ..engines.build_plan import make_profiles
-from ..engines.targets import DeviceTarget, PrecisionStrategy, engine_file_name, precision_strategy, trtexec_flags
+from ..engines.targets import (DevicePrecision, DeviceTarget, PrecisionStrategy, device_precision, engine_file_name,
+                               trtexec_flags)
 from ..errors import BadInput
 from .layout import CHECKSUMS, OnnxItem
 
@@ -58,27 +59,20 @@ def _quantized(manifest: AnyManifest) -> bool:
     return manifest.precision == "int8"
 
 
+def device_precision_of(onnx_item: OnnxItem, target: DeviceTarget, precision: str) -> DevicePrecision:
+    """The precision decision ``dvit build`` makes (``engines.targets.device_precision``) for the
+    engine the device builds from ``onnx_item``: written once there, flavour included."""
+    return device_precision(target, precision, quantized=_quantized(onnx_item.manifest))
+
+
 def built_precision(onnx_item: OnnxItem, target: DeviceTarget, precision: str) -> str:
     """The precision the device build really produces (it names the engine)."""
-    if _quantized(onnx_item.manifest):
-        return "int8"
-    return "fp32" if target.strongly_typed else precision
+    return device_precision_of(onnx_item, target, precision).built
 
 
 def device_precision_strategy(onnx_item: OnnxItem, target: DeviceTarget, precision: str) -> PrecisionStrategy:
-    """The same precision decision ``dvit build`` makes (``engines.targets.precision_strategy``) for
-    the engine the device builds: a Q/DQ ONNX builds int8 (with ``precision`` fp16 on a weakly typed
-    TensorRT 10: FP16 fallback outside the Q/DQ pairs); a strongly typed target builds the graph's
-    own precision. Bundles build fp32, fp16 or bf16 (``make_bundle`` refuses others); any other value
-    builds exact fp32 here."""
-    if _quantized(onnx_item.manifest):
-        built = "int8"
-    elif not target.strongly_typed and precision in ("fp16", "bf16"):
-        built = precision
-    else:
-        built = "fp32"
-    fallback = built == "int8" and precision == "fp16" and not target.strongly_typed
-    return precision_strategy(built, target.tensorrt_major, fp16_fallback=fallback)
+    """How the device build gets that precision (its trtexec flags)."""
+    return device_precision_of(onnx_item, target, precision).strategy
 
 
 def trtexec_command(onnx_item: OnnxItem, target: DeviceTarget, *, precision: str, profile: tuple[int, int, int],
