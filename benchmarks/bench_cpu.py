@@ -37,11 +37,11 @@ from rich.console import Console
 from rich.table import Table
 
 from dvit_deploy.export import export_onnx
-from dvit_deploy.fileio import manifest_path, write_json_atomic
-from dvit_deploy.flops import count_macs
+from dvit_deploy.helpers.fileio import manifest_path, write_json_atomic
+from dvit_deploy.jobs.flops import count_macs
 from dvit_deploy.models import get_variant
 from dvit_deploy.models.checkpoint import load_model
-from dvit_deploy.profile import (ProfileSettings, attach_speedups, machine_info, profile_artifacts,
+from dvit_deploy.jobs.profile import (ProfileSettings, attach_speedups, machine_info, profile_artifacts,
                                    pruning_overhead)
 
 TARGET_SPEEDUP = 1.54

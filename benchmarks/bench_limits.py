@@ -16,7 +16,7 @@ Run through ``python benchmarks/bench_cpu.py --vs-limit [options]`` (or this fil
   the fastest that agrees; a fast one that disagrees is listed, never called best.
 * The int8 graphs: the recipe ``dvit quantize --for cpu`` picks on this CPU class, plus the other
   recipe, so the saturation question is measured rather than assumed (``quantize.recipe``).
-* Recorded: CPU model, class and flags (``dvit_deploy.cpu``), load averages before and after.
+* Recorded: CPU model, class and flags (``dvit_deploy.helpers.cpu``), load averages before and after.
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cpu import ensure_export  # noqa: E402
 from bench_precision import load_average, versions  # noqa: E402
 
-from dvit_deploy.compare import TOLERANCES, compare  # noqa: E402
-from dvit_deploy.cpu import ORT_EXACT_INT8_CONFIG, cpu_info  # noqa: E402
-from dvit_deploy.fileio import manifest_path, read_json, write_json_atomic  # noqa: E402
+from dvit_deploy.helpers.compare import TOLERANCES, compare  # noqa: E402
+from dvit_deploy.helpers.cpu import ORT_EXACT_INT8_CONFIG, cpu_info  # noqa: E402
+from dvit_deploy.helpers.fileio import manifest_path, read_json, write_json_atomic  # noqa: E402
 from dvit_deploy.artifact.manifest import ModelRecord  # noqa: E402
-from dvit_deploy.flops import macs_for_model  # noqa: E402
-from dvit_deploy.profile import ProfileSettings, latency_stats, machine_info, measure_interleaved, seeded_batch  # noqa: E402
+from dvit_deploy.jobs.flops import macs_for_model  # noqa: E402
+from dvit_deploy.jobs.profile import ProfileSettings, latency_stats, machine_info, measure_interleaved, seeded_batch  # noqa: E402
 
 TARGETS_VS_TORCH = {"avx2": 1.5, "avx512": 1.5, "avx512-vnni": 2.5, "avx-vnni": 2.5, "amx": 3.0}
 TOP1, JACCARD = 0.99, 0.95
@@ -102,7 +102,7 @@ class OrtGraph:
 
     def run(self, images: np.ndarray):
         from dvit_deploy.artifact.names import kept_patch_ids
-        from dvit_deploy.batching import RunOutput
+        from dvit_deploy.helpers.batching import RunOutput
 
         outs = dict(zip(self.names, self.session.run(self.names, {"images": images})))
         return RunOutput(outs[self.names[0]], kept_patch_ids([outs[n].astype(np.int64) for n in self.stages], 196))
@@ -114,7 +114,7 @@ class OrtGraph:
 
 def ensure_int8(fp32: Path, recipe: str) -> Path:
     from dvit_deploy.artifact.store import open_artifact
-    from dvit_deploy.quantize import QuantizeOptions, quantize_onnx, select_recipe
+    from dvit_deploy.jobs.quantize import QuantizeOptions, quantize_onnx, select_recipe
 
     out = fp32.with_name(f"{fp32.stem}-int8-{recipe}.onnx")
     if out.exists() and manifest_path(out).exists():
@@ -196,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from dvit_deploy.export.check import reference_outputs
     from dvit_deploy.models.checkpoint import load_model_from_record
-    from dvit_deploy.quantize.calibration import mixed_inputs
-    from dvit_deploy.batching import run_batched
+    from dvit_deploy.jobs.quantize.calibration import mixed_inputs
+    from dvit_deploy.helpers.batching import run_batched
 
     images = mixed_inputs(manifest["data_config"], args.agreement, scenes_seed=7, noise_seed=8)
     console.print(f"agreement: PyTorch fp32 reference on {args.agreement} inputs")

@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cpu import ensure_export  # noqa: E402
 
-from dvit_deploy.compare import TOLERANCES, compare  # noqa: E402
-from dvit_deploy.fileio import manifest_path, read_json, write_json_atomic  # noqa: E402
+from dvit_deploy.helpers.compare import TOLERANCES, compare  # noqa: E402
+from dvit_deploy.helpers.fileio import manifest_path, read_json, write_json_atomic  # noqa: E402
 from dvit_deploy.artifact.manifest import ModelRecord  # noqa: E402
-from dvit_deploy.flops import macs_for_model  # noqa: E402
-from dvit_deploy.profile import ProfileSettings, latency_stats, machine_info, measure_interleaved, seeded_batch  # noqa: E402
+from dvit_deploy.jobs.flops import macs_for_model  # noqa: E402
+from dvit_deploy.jobs.profile import ProfileSettings, latency_stats, machine_info, measure_interleaved, seeded_batch  # noqa: E402
 from dvit_deploy.runtime import runner_for_artifact  # noqa: E402
 from dvit_deploy.runtime.openvino_runner import cpu_flags, cpu_model  # noqa: E402
 
@@ -58,7 +58,7 @@ def load_average() -> list[float]:
 
 def ensure_int8(fp32: Path, calib_samples: int, method: str) -> Path:
     from dvit_deploy.artifact.store import open_artifact
-    from dvit_deploy.quantize import QuantizeOptions, quantize_onnx
+    from dvit_deploy.jobs.quantize import QuantizeOptions, quantize_onnx
 
     out = fp32.with_name(f"{fp32.stem}-int8-{method}{calib_samples}.onnx")
     if out.exists() and manifest_path(out).exists():
@@ -136,8 +136,8 @@ def agreement(configs: list[str], artifacts: dict[str, Path], count: int, thread
 
     from dvit_deploy.export.check import reference_outputs
     from dvit_deploy.models.checkpoint import load_model_from_record
-    from dvit_deploy.quantize.calibration import mixed_inputs
-    from dvit_deploy.batching import run_batched
+    from dvit_deploy.jobs.quantize.calibration import mixed_inputs
+    from dvit_deploy.helpers.batching import run_batched
 
     manifest = read_json(manifest_path(artifacts["sparse-fp32"]))
     images = mixed_inputs(manifest["data_config"], count, scenes_seed=7, noise_seed=8)

@@ -30,8 +30,8 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cpu import ensure_export, parse_list  # noqa: E402 - benchmarks/bench_cpu.py
 
-from dvit_deploy.fileio import write_json_atomic  # noqa: E402
-from dvit_deploy.profile import ProfileSettings, attach_speedups, machine_info, profile_artifacts  # noqa: E402
+from dvit_deploy.helpers.fileio import write_json_atomic  # noqa: E402
+from dvit_deploy.jobs.profile import ProfileSettings, attach_speedups, machine_info, profile_artifacts  # noqa: E402
 
 
 def op_time_by_type(path: Path, batch: int, runs: int) -> dict[str, float]:

@@ -20,7 +20,7 @@ class _TerminatedAtStartUp(BaseException):
 def main() -> None:
     import signal
 
-    from .lazy import signals_held  # standard library only
+    from .helpers.lazy import signals_held  # standard library only
 
     def terminated(signum: int, frame: object) -> None:
         raise _TerminatedAtStartUp()
@@ -56,7 +56,7 @@ def main() -> None:
 
 def _import_app():
     """Import the commands with Ctrl-C/SIGTERM held back until the imports are done (see lazy.signals_held)."""
-    from .lazy import signals_held
+    from .helpers.lazy import signals_held
 
     with signals_held():
         from .cli import app

@@ -100,7 +100,7 @@ def pytest_collection_modifyitems(config, items):
     silently skip them) unless DVIT_SKIP_RTX=1 says this machine has no [dev] install."""
     if os.environ.get("DVIT_SKIP_RTX") != "1":
         return
-    from dvit_deploy.lazy import available
+    from dvit_deploy.helpers.lazy import available
 
     if available("tensorrt_rtx"):
         return
@@ -122,13 +122,38 @@ def pytest_terminal_summary(terminalreporter):
         for label, (seconds, size) in times.items():
             terminalreporter.write_line(f"{label}: {seconds:.1f} s, {size / 1e6:.1f} MB")
     # Also here, not only in the header: `pytest -q` (CI's command) prints no header.
-    from dvit_deploy.cpu import cpu_info
+    from dvit_deploy.helpers.cpu import cpu_info
 
     terminalreporter.write_line(f"dvit cpu class: {cpu_info().summary()}")
 
 
 def pytest_report_header(config):
     """Which CPU class the suite ran on: int8/bf16 kernels (and so their recipes) differ between classes."""
-    from dvit_deploy.cpu import cpu_info
+    from dvit_deploy.helpers.cpu import cpu_info
 
     return f"dvit cpu class: {cpu_info().summary()}"
+
+
+@pytest.fixture
+def file_reads(monkeypatch):
+    """``file_reads({path: label})`` returns the list of labels, one per ``Path.read_text`` of a watched
+    file from then on (how tests prove a command reads each manifest once)."""
+    from pathlib import Path
+
+    reads: list[str] = []
+    watched: dict[Path, str] = {}
+    real_read_text = Path.read_text
+
+    def counting(self, *args, **kwargs):
+        label = watched.get(Path(self).resolve())
+        if label is not None:
+            reads.append(label)
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+
+    def watch(paths):
+        watched.update({Path(p).resolve(): label for p, label in paths.items()})
+        return reads
+
+    return watch

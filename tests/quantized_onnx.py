@@ -20,7 +20,7 @@ def make_qdq_onnx(src: Path, out: Path) -> Path:
     manifest, in the layout ``dvit quantize`` writes (precision int8 + a quantization record)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from dvit_deploy.fileio import sha256_file
+    from dvit_deploy.helpers.fileio import sha256_file
 
     class Reader(CalibrationDataReader):
         def __init__(self):

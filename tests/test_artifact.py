@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -13,8 +14,8 @@ import pytest
 
 from dvit_deploy.artifact.manifest import (ENGINE_SCHEMA, ONNX_SCHEMA, DerivedFrom, OnnxManifest, verification)
 from dvit_deploy.artifact.store import Artifact, ArtifactFilter, default_artifact, open_artifact
-from dvit_deploy.errors import BadInput
-from dvit_deploy.fileio import manifest_path, sha256_file
+from dvit_deploy.helpers.errors import BadInput
+from dvit_deploy.helpers.fileio import manifest_path, sha256_file
 
 
 def _copy_as(source: Path, target: Path, **changes) -> Path:
@@ -56,7 +57,7 @@ def test_a_changed_artifact_is_refused_or_opened_unchecked_under_no_verify(expor
 
 
 def test_quantize_default_is_the_one_rule_with_an_fp32_export_filter(exported, workdir):
-    from dvit_deploy.quantize import default_source
+    from dvit_deploy.jobs.quantize import default_source
 
     later = time.time() + 10
     int8 = _copy_as(exported, workdir / "export" / "tiny-int8.onnx", precision="int8")
@@ -127,8 +128,8 @@ def test_the_writers_use_the_schema_constants():
 
 
 def test_profile_reads_each_manifest_once(exported, monkeypatch):
-    from dvit_deploy.profile import ProfileOptions, ProfileSettings, plan_profile, run_profile
-    from dvit_deploy.profile.measure import ProfileRun
+    from dvit_deploy.jobs.profile import ProfileOptions, ProfileSettings, plan_profile, run_profile
+    from dvit_deploy.jobs.profile.measure import ProfileRun
 
     reads = []
     real_read_text = Path.read_text
@@ -203,3 +204,42 @@ def test_a_manifest_without_schema_or_schedule_reads_as_a_geometric_vit():
     typed = OnnxManifest.from_json({"variant": "deit-s", "keep_counts": [137, 96, 67], "keep_ratio": 0.7})
     assert typed.schema is None and typed.model.keep_schedule == "geometric" and typed.model.num_patches == 196
     assert typed.to_json()["schema"] == ONNX_SCHEMA and typed.to_json()["keep_schedule"] == "geometric"
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "dvit_deploy"
+_MANIFEST = r"[A-Za-z_]*manifest[A-Za-z_]*"
+RAW_KEY_READ = re.compile(_MANIFEST + r"""(\.get\(|\[["'][^"']+["']\](?!\s*=[^=]))""")
+DICT_SIGNATURE = re.compile(_MANIFEST + r": (dict|Mapping)\b")
+RAW_JSON = re.compile(r"\.raw\b")
+
+
+def _outside_artifact():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "artifact" not in path.relative_to(PACKAGE).parts[:1]:
+            yield path, path.read_text().splitlines()
+
+
+def test_code_outside_artifact_reads_typed_fields_not_manifest_keys():
+    """Issue 15's seam: between layers an artifact travels as an ``Artifact``; its manifest is read,
+    checked and typed once in artifact/, and nowhere else indexed as a dict or passed as one."""
+    reads, signatures = [], []
+    for path, lines in _outside_artifact():
+        for n, line in enumerate(lines, 1):
+            where = f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}"
+            if RAW_KEY_READ.search(line):
+                reads.append(where)
+            if DICT_SIGNATURE.search(line):
+                signatures.append(where)
+    assert not reads, "read the typed manifest's fields instead:\n" + "\n".join(reads)
+    assert not signatures, "take an Artifact or a typed manifest instead:\n" + "\n".join(signatures)
+
+
+def test_every_read_of_a_manifests_raw_json_says_why():
+    """The raw JSON stays reachable (``manifest.raw``) for writers passing untyped sections on and for
+    showing a section verbatim; each such use outside artifact/ carries a comment just above it."""
+    unexplained = []
+    for path, lines in _outside_artifact():
+        for n, line in enumerate(lines, 1):
+            if RAW_JSON.search(line) and not any("#" in above for above in lines[max(0, n - 4):n]):
+                unexplained.append(f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}")
+    assert not unexplained, "\n".join(unexplained)

@@ -60,7 +60,7 @@ def tiny_files(tmp_path_factory):
     """A tiny export and a bundle of it, made once and copied into each case's folder."""
     from dvit_deploy.export import export_onnx
     from dvit_deploy.models.checkpoint import load_model
-    from dvit_deploy.ship import make_bundle
+    from dvit_deploy.jobs.ship import make_bundle
 
     folder = tmp_path_factory.mktemp("bad_inputs_src")
     export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7), folder / "export" / "tiny.onnx",
@@ -129,7 +129,7 @@ def _no_space_while_copying(d: Path, mp) -> None:
     def full_disk(src, dst, *a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
 
-    mp.setattr("dvit_deploy.ship.bundle.shutil.copy2", full_disk)
+    mp.setattr("dvit_deploy.jobs.ship.bundle.shutil.copy2", full_disk)
 
 
 def _ctrl_c_while_importing(d: Path, mp) -> None:
@@ -315,7 +315,7 @@ def _interrupted_while_packaging(at: str) -> Callable[[Path, pytest.MonkeyPatch]
                     raise Terminated()  # the folder is already swapped: it must go back
                 return real_replace(src, dst)
 
-            mp.setattr("dvit_deploy.ship.bundle.os.replace", replace)
+            mp.setattr("dvit_deploy.jobs.ship.bundle.os.replace", replace)
     return setup
 
 

@@ -24,7 +24,7 @@ from dvit_deploy.engines.build_plan import (
     precision_strategy,
 )
 from dvit_deploy.engines.build import check_timing_cache, resolve_precision
-from dvit_deploy.errors import BadInput
+from dvit_deploy.helpers.errors import BadInput
 
 runner = CliRunner()
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -260,7 +260,7 @@ def test_real_build_and_run(tiny_export, workdir):
     assert engine.is_file() and engine.with_suffix(".json").is_file()
     from dvit_deploy.artifact.store import Artifact
     from dvit_deploy.runtime.trt_runner import TensorRTRunner
-    from dvit_deploy.compare import Tolerance, compare
+    from dvit_deploy.helpers.compare import Tolerance, compare
     from dvit_deploy.export.check import reference_outputs, seeded_images
     from dvit_deploy.models.checkpoint import load_model_from_record
 

@@ -7,7 +7,7 @@ import argparse
 import pytest
 import torch
 
-from dvit_deploy.errors import BadInput
+from dvit_deploy.helpers.errors import BadInput
 from dvit_deploy.models import MODEL_CLASSES, VARIANTS, get_variant, make_schedule
 from dvit_deploy.models.checkpoint import detect_variant, load_model, load_model_from_record, read_checkpoint
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dvit_deploy.ship import make_bundle
+from dvit_deploy.jobs.ship import make_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 

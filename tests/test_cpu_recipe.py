@@ -8,10 +8,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from dvit_deploy.cpu import (CPU_CLASSES, ORT_EXACT_INT8_CONFIG, SATURATING_CLASSES, classify, cpu_info, fake_cpu,
+from dvit_deploy.helpers.cpu import (CPU_CLASSES, ORT_EXACT_INT8_CONFIG, SATURATING_CLASSES, classify, cpu_info, fake_cpu,
                              ort_int8_session_config, parse_cpuinfo)
-from dvit_deploy.errors import BadInput
-from dvit_deploy.quantize import CPU_RECIPES, RECIPES, select_recipe
+from dvit_deploy.helpers.errors import BadInput
+from dvit_deploy.jobs.quantize import CPU_RECIPES, RECIPES, select_recipe
 
 # /proc/cpuinfo flags of the three CPUs seen on the project's machines (abridged to what matters).
 EPYC_AVX2 = {"sse4_1", "sse4_2", "fma", "avx", "avx2", "bmi2", "sha_ni", "vaes"}
@@ -121,9 +121,9 @@ def test_doctor_warns_tensorrt_about_7_bit_cpu_weights(max_code, warned):
     ("tensorrt", None, "exact int8 arithmetic"),
 ])
 def test_failed_agreement_is_one_line_with_cpu_recipe_kernels_and_advice(target, override, expected):
-    from dvit_deploy.compare import Tolerance, compare
-    from dvit_deploy.quantize.int8_check import QuantizeCheck
-    from dvit_deploy.quantize.core import failure_line
+    from dvit_deploy.helpers.compare import Tolerance, compare
+    from dvit_deploy.jobs.quantize.int8_check import QuantizeCheck
+    from dvit_deploy.jobs.quantize.core import failure_line
 
     choice = select_recipe(target, fake_cpu(EPYC_AVX2), override=override)
     ref = np.eye(4, dtype=np.float32)[[0, 1, 2, 3] * 4] * 5

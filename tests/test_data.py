@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dvit_deploy.data import (class_names, denormalize, list_images, make_transform, preprocess_images,
+from dvit_deploy.jobs.data import (class_names, denormalize, list_images, make_transform, preprocess_images,
                               read_dataset)
-from dvit_deploy.errors import BadInput
+from dvit_deploy.helpers.errors import BadInput
 from dvit_deploy.models.config import VARIANTS
 
 DATA_CONFIG = VARIANTS["deit-s"].data_config()
@@ -144,7 +144,7 @@ def test_imagenet_synset_folders_get_imagenet_indices(tmp_path):
 @pytest.mark.parametrize("mode", ["I;16", "I", "F", "L", "LA", "P", "RGBA", "CMYK", "1", "YCbCr"])
 def test_every_image_mode_keeps_its_brightness(tmp_path, mode):
     """A 16-bit PNG is not read as white (convert("RGB") clips it at 255); every mode lands on 8-bit RGB."""
-    from dvit_deploy.data import load_image, to_rgb8
+    from dvit_deploy.jobs.data import load_image, to_rgb8
 
     if mode == "I;16":  # a real 16-bit PNG file at ~46 % grey
         Image.fromarray(np.full((6, 6), 30000, np.uint16)).save(tmp_path / "g16.png")
@@ -161,7 +161,7 @@ def test_every_image_mode_keeps_its_brightness(tmp_path, mode):
 
 
 def test_transparent_palette_image_is_composited_on_white(tmp_path):
-    from dvit_deploy.data import load_image
+    from dvit_deploy.jobs.data import load_image
 
     Image.fromarray(np.zeros((4, 4), np.uint8)).convert("P").save(tmp_path / "t.png", transparency=0)
     assert np.asarray(load_image(tmp_path / "t.png")).min() == 255

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from dvit_deploy.fileio import sha256_file
-from dvit_deploy.ship import TARGETS, make_bundle
+from dvit_deploy.helpers.fileio import sha256_file
+from dvit_deploy.jobs.ship import TARGETS, make_bundle
 
 # Targets whose bundles build on the device with trtexec (and may carry Triton configs); the rtx target
 # ships TensorRT-RTX engines as built (tests/test_rtx.py).
@@ -194,7 +194,7 @@ def test_benchmark_hint_carries_keep_counts_and_image_size_from_the_manifest(mod
     manifest["inputs"][0]["shape"] = ["batch", 3, 384, 384]  # as a 384-px export would record it
     keep.with_suffix(".json").write_text(json.dumps(manifest))
     from dvit_deploy.artifact.manifest import OnnxManifest
-    from dvit_deploy.ship import trtexec_benchmark
+    from dvit_deploy.jobs.ship import trtexec_benchmark
 
     assert trtexec_benchmark(OnnxManifest.from_json(manifest), "engines/x.engine", (1, 8, 32))[-1] == \
         "--shapes=images:8x3x384x384,keep_counts:137x96x67"

@@ -156,10 +156,10 @@ def test_doctor_and_package_agree_on_opsets_for_every_device(tmp_path):
     from pathlib import Path
 
     from dvit_deploy.engines.targets import DEVICE_TARGETS
-    from dvit_deploy.errors import BadInput
-    from dvit_deploy.ship.bundle import check_target
+    from dvit_deploy.helpers.errors import BadInput
+    from dvit_deploy.jobs.ship.bundle import check_target
     from dvit_deploy.artifact.store import Artifact
-    from dvit_deploy.ship.layout import OnnxItem
+    from dvit_deploy.jobs.ship.layout import OnnxItem
 
     for opset in range(17, 26):
         path = _topk_model(tmp_path / f"o{opset}.onnx", opset=opset)

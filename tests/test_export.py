@@ -11,12 +11,12 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from dvit_deploy.compare import Tolerance, compare
-from dvit_deploy.errors import BadInput, CheckFailed
+from dvit_deploy.helpers.compare import Tolerance, compare
+from dvit_deploy.helpers.errors import BadInput, CheckFailed
 from dvit_deploy.export import check_pruning_structure, export_onnx, pruning_stages
 from dvit_deploy.export import onnx_export as onnx_export_module
 from dvit_deploy.export.check import CheckReport
-from dvit_deploy.fileio import sha256_file
+from dvit_deploy.helpers.fileio import sha256_file
 from dvit_deploy.models import kept_patch_ids
 from dvit_deploy.models.checkpoint import load_model, load_model_from_record
 

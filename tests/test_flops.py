@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
 from dvit_deploy.artifact.manifest import ModelRecord
-from dvit_deploy.flops import block_macs, count_macs, macs_for_model
+from dvit_deploy.jobs.flops import block_macs, count_macs, macs_for_model
 from dvit_deploy.models import get_variant
 
 PAPER_TABLE = {  # variant: {ρ or None (dense): GMACs}, predictors not counted

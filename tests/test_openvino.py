@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 pytest.importorskip("openvino")
 
 from dvit_deploy.cli import app  # noqa: E402
-from dvit_deploy.compare import TOLERANCES, compare  # noqa: E402
-from dvit_deploy.errors import BadInput  # noqa: E402
+from dvit_deploy.helpers.compare import TOLERANCES, compare  # noqa: E402
+from dvit_deploy.helpers.errors import BadInput  # noqa: E402
 from dvit_deploy.runtime import available_backends, runner_for_artifact  # noqa: E402
 
 runner = CliRunner()
@@ -28,7 +28,7 @@ def exports(tmp_path_factory):
     from dvit_deploy.export import export_onnx
     from dvit_deploy.models.checkpoint import load_model
     from dvit_deploy.artifact.store import open_artifact
-    from dvit_deploy.quantize import QuantizeOptions, quantize_onnx
+    from dvit_deploy.jobs.quantize import QuantizeOptions, quantize_onnx
 
     root = tmp_path_factory.mktemp("openvino") / "export"
     loaded = load_model(model_name="tiny-deit", keep_ratio=0.7)
@@ -180,7 +180,7 @@ def test_openvino_errors_keep_their_cause():
 def test_fallback_is_reported_by_validate_and_profile_human_and_json(exports):
     """bf16 runs as bf16 where the CPU has it and as f32 elsewhere: whichever happened, validate and
     profile say so in their JSON and, when it fell back, on stderr as a FALLBACK line."""
-    from dvit_deploy.cpu import cpu_info
+    from dvit_deploy.helpers.cpu import cpu_info
 
     args = ["validate", str(exports["plain"]), "--backend", "openvino:bf16", "-n", "4"]
     as_json = runner.invoke(app, args + ["--json"])

@@ -18,9 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
-from dvit_deploy.errors import BadInput
-from dvit_deploy.fileio import sha256_file
-from dvit_deploy.ship import make_bundle, verify_bundle
+from dvit_deploy.helpers.errors import BadInput
+from dvit_deploy.helpers.fileio import sha256_file
+from dvit_deploy.jobs.ship import make_bundle, verify_bundle
 
 runner = CliRunner()
 
@@ -251,7 +251,7 @@ def test_cli_package_bad_inputs(workdir, onnx_copy, monkeypatch):
 
 def test_trtexec_profile_for_dynamic_keep_uses_keep_count_values():
     from dvit_deploy.artifact.manifest import OnnxManifest
-    from dvit_deploy.ship.trtexec import _profile_args
+    from dvit_deploy.jobs.ship.trtexec import _profile_args
 
     manifest = {
         "inputs": [{"name": "images", "shape": ["batch", 3, 224, 224]}, {"name": "keep_counts", "shape": [3]}],
@@ -297,8 +297,8 @@ def test_collected_items_hold_their_artifact_opened_once(onnx_copy, monkeypatch)
     Artifact already opened is not read again."""
     from dvit_deploy.artifact.manifest import EngineManifest, OnnxManifest
     from dvit_deploy.artifact.store import Artifact, open_artifact
-    from dvit_deploy.ship import bundle as bundle_module
-    from dvit_deploy.ship import collect_artifacts
+    from dvit_deploy.jobs.ship import bundle as bundle_module
+    from dvit_deploy.jobs.ship import collect_artifacts
 
     engine = fake_engine(onnx_copy.parent, onnx_copy)
     reads = []

@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from dvit_deploy import predict as predict_module
+from dvit_deploy.jobs import predict as predict_module
 from dvit_deploy.cli import app
-from dvit_deploy.fileio import sha256_file
-from dvit_deploy.errors import BadInput, MissingDependency
-from dvit_deploy.predict import predict
-from dvit_deploy.viz import MASK_COLOUR, MASK_OPACITY, keep_mask, masked_image, save_keep_figure
+from dvit_deploy.helpers.fileio import sha256_file
+from dvit_deploy.helpers.errors import BadInput, MissingDependency
+from dvit_deploy.jobs.predict import predict
+from dvit_deploy.jobs.viz import MASK_COLOUR, MASK_OPACITY, keep_mask, masked_image, save_keep_figure
 
 runner = CliRunner()
 
@@ -43,7 +43,7 @@ def stripped_export(tiny_export, tmp_path):
     path = tmp_path / "plain.onnx"
     onnx.save(model, str(path))
     onnx_record = dict(tiny_export.manifest.to_json()["onnx"], sha256=sha256_file(path), bytes=path.stat().st_size)
-    manifest = dict(tiny_export.manifest, token_outputs=False, artifact="plain.onnx", onnx=onnx_record,
+    manifest = dict(tiny_export.manifest.to_json(), token_outputs=False, artifact="plain.onnx", onnx=onnx_record,
                     outputs=[o for o in tiny_export.manifest.to_json()["outputs"] if o["name"] == "logits"])
     path.with_suffix(".json").write_text(json.dumps(manifest))
     return path
@@ -129,7 +129,7 @@ def test_predict_bad_inputs(tiny_export, workdir):
     (workdir / "fake.jpg").write_bytes(b"\x00\x01 definitely not a jpeg")
     dense = workdir / "dense.onnx"
     shutil.copy2(tiny_export.path, dense)
-    dense.with_suffix(".json").write_text(json.dumps(dict(tiny_export.manifest, dense=True)))
+    dense.with_suffix(".json").write_text(json.dumps(dict(tiny_export.manifest.to_json(), dense=True)))
     cases = [
         (["predict", str(workdir / "fake.jpg"), "--artifact", str(tiny_export.path)], "not an image"),
         (["predict", str(workdir / "nope.png"), "--artifact", str(tiny_export.path)], "not found"),

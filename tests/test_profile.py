@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
-from dvit_deploy.fileio import manifest_path, read_json
+from dvit_deploy.helpers.fileio import manifest_path, read_json
 from dvit_deploy.export.graph import pruning_nodes
-from dvit_deploy.profile import (CV_WARN_PERCENT, ProfileSettings, is_dense_twin, latency_stats, measure,
+from dvit_deploy.jobs.profile import (CV_WARN_PERCENT, ProfileSettings, is_dense_twin, latency_stats, measure,
                                  nearest_rank, pruning_overhead)
 
 LATENCY_KEYS = {"min", "mean", "median", "p90", "p95", "p99", "max"}
@@ -131,7 +131,7 @@ def test_pruning_overhead_attributes_predictor_nodes(tiny_export):
 def test_interleaved_rounds_cancel_machine_drift():
     """Two identical workloads on a machine that halves its speed midway: measured one after
     the other, the second looks 2x slower; in alternating rounds both see the same machine."""
-    from dvit_deploy.profile import ProfileSettings, measure_interleaved
+    from dvit_deploy.jobs.profile import ProfileSettings, measure_interleaved
 
     def run(rounds):
         calls_made = []
@@ -158,8 +158,8 @@ def test_interleaved_rounds_cancel_machine_drift():
 
 
 def test_rounds_must_be_positive():
-    from dvit_deploy.errors import BadInput
-    from dvit_deploy.profile import ProfileSettings
+    from dvit_deploy.helpers.errors import BadInput
+    from dvit_deploy.jobs.profile import ProfileSettings
 
     with pytest.raises(BadInput, match="--rounds must be ≥ 1"):
         ProfileSettings(rounds=0).validate()
@@ -182,7 +182,7 @@ def test_profile_reports_the_time_each_model_really_ran(sparse_export):
 def test_memory_estimate_refuses_what_the_oom_killer_would_end(monkeypatch):
     """DeiT-S at batch 4000 needs tens of GB (killed without a message on a 24 GB machine); batch 64 does not."""
     from dvit_deploy.artifact.manifest import ModelRecord
-    from dvit_deploy.errors import BadInput
+    from dvit_deploy.helpers.errors import BadInput
     from dvit_deploy.models.config import VARIANTS
     from dvit_deploy.runtime import memory
 
@@ -200,23 +200,12 @@ def test_memory_estimate_refuses_what_the_oom_killer_would_end(monkeypatch):
                       device="cuda")
 
 
-def test_profile_command_reads_each_manifest_once(sparse_export, workdir, monkeypatch):
+def test_profile_command_reads_each_manifest_once(sparse_export, workdir, file_reads):
     """`dvit profile` with no path: picking the default, finding its dense twin, opening both, planning and
     measuring read each manifest once (the CLI opens the Artifact and hands it on)."""
-    from pathlib import Path
-
     assert profile("--batch", "1", "--dense-baseline", *FAST).exit_code == 0  # exports the twin
     twin = workdir / "export" / "tiny-deit-dense.onnx"
-    watched = {manifest_path(sparse_export.path).resolve(): "sparse", manifest_path(twin).resolve(): "dense"}
-    reads = []
-    real_read_text = Path.read_text
-
-    def counting(self, *args, **kwargs):
-        if Path(self).resolve() in watched:
-            reads.append(watched[Path(self).resolve()])
-        return real_read_text(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "read_text", counting)
+    reads = file_reads({manifest_path(sparse_export.path): "sparse", manifest_path(twin): "dense"})
     result = profile("--batch", "1", "--json", *FAST)
     assert result.exit_code == 0, result.output
     assert [r["role"] for r in json.loads(result.stdout)["results"]] == ["sparse", "dense"]
@@ -226,8 +215,8 @@ def test_profile_command_reads_each_manifest_once(sparse_export, workdir, monkey
 def test_profile_options_hold_the_defaults_once_and_give_each_backend_its_own():
     from dataclasses import FrozenInstanceError
 
-    from dvit_deploy import defaults
-    from dvit_deploy.profile import ProfileOptions
+    from dvit_deploy.helpers import defaults
+    from dvit_deploy.jobs.profile import ProfileOptions
 
     options = ProfileOptions()
     assert options.batches == (defaults.PROFILE_BATCH,) and options.device == defaults.PROFILE_DEVICE

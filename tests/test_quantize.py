@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
-from dvit_deploy.compare import TOLERANCES, Tolerance, compare
-from dvit_deploy.fileio import manifest_path, read_json, sha256_file
+from dvit_deploy.helpers.compare import TOLERANCES, Tolerance, compare
+from dvit_deploy.helpers.fileio import manifest_path, read_json, sha256_file
 
 runner = CliRunner()
 
@@ -34,10 +34,10 @@ def fp32_export(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def quantized(fp32_export):
-    from dvit_deploy.quantize import quantize_onnx
+    from dvit_deploy.jobs.quantize import quantize_onnx
 
     from dvit_deploy.artifact.store import open_artifact
-    from dvit_deploy.quantize import QuantizeOptions
+    from dvit_deploy.jobs.quantize import QuantizeOptions
 
     return quantize_onnx(open_artifact(fp32_export), options=QuantizeOptions(method="minmax", calib_samples=8,
                                                                             check_samples=16))
@@ -50,7 +50,7 @@ def test_quantized_graph_is_qdq_with_pruning_structure_intact(quantized, fp32_ex
     assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
     assert ops.count("TopK") == 3
     from dvit_deploy.export.graph import check_pruning_structure
-    from dvit_deploy.quantize import qdq_facts
+    from dvit_deploy.jobs.quantize import qdq_facts
 
     stages, problems = check_pruning_structure(model, [137, 96, 67])
     assert problems == [] and [s.k for s in stages] == [137, 96, 67]
@@ -139,10 +139,10 @@ def test_summary_rows_come_from_the_result(quantized):
 def test_options_are_checked_when_made_and_frozen():
     import dataclasses
 
-    from dvit_deploy.defaults import (QUANTIZE_CALIB_BATCH, QUANTIZE_CALIB_SAMPLES, QUANTIZE_CHECK_SAMPLES,
+    from dvit_deploy.helpers.defaults import (QUANTIZE_CALIB_BATCH, QUANTIZE_CALIB_SAMPLES, QUANTIZE_CHECK_SAMPLES,
                                       QUANTIZE_METHOD, QUANTIZE_PERCENTILE, QUANTIZE_TARGET)
-    from dvit_deploy.errors import BadInput
-    from dvit_deploy.quantize import EXCLUDED_OP_TYPES, QuantizeOptions, select_recipe
+    from dvit_deploy.helpers.errors import BadInput
+    from dvit_deploy.jobs.quantize import EXCLUDED_OP_TYPES, QuantizeOptions, select_recipe
 
     options = QuantizeOptions()
     assert (options.method, options.percentile, options.calib_samples, options.calib_batch, options.check_samples,
@@ -179,8 +179,8 @@ def _max_weight_code(path) -> int:
 def test_recipe_is_the_one_for_this_cpu_class_and_recorded(quantized):
     """Whatever CPU runs the suite: the manifest names its class and the recipe chosen for it, the
     graph's weights obey that recipe's range, and the check ran the kernels dvit's ORT runner will."""
-    from dvit_deploy.cpu import cpu_info, ort_int8_session_config
-    from dvit_deploy.quantize import select_recipe
+    from dvit_deploy.helpers.cpu import cpu_info, ort_int8_session_config
+    from dvit_deploy.jobs.quantize import select_recipe
 
     expected = select_recipe("cpu", cpu_info()).recipe
     q = read_json(manifest_path(quantized.path))["quantization"]
@@ -202,7 +202,7 @@ def test_for_tensorrt_is_full_range_and_checked_with_exact_int8(fp32_export, tmp
     """--for tensorrt: full-range weights on every CPU; where this CPU's kernels would saturate, the check
     (and dvit's ORT runner) use ONNX Runtime's exact u8u8 kernels. Piped progress counts calibration to
     the end and reports every phase done."""
-    from dvit_deploy.cpu import cpu_info, ort_int8_session_config
+    from dvit_deploy.helpers.cpu import cpu_info, ort_int8_session_config
 
     out = tmp_path / "trt-int8.onnx"
     result = runner.invoke(app, ["quantize", str(fp32_export), "-o", str(out), "--for", "tensorrt", "--method",
@@ -245,7 +245,7 @@ def test_cli_default_source_calib_folder_and_force(fp32_export, tmp_path, monkey
         shutil.copy(f, work / "export" / f.name)
     calib = tmp_path / "calib" / "sub"
     calib.mkdir(parents=True)
-    from dvit_deploy.quantize.calibration import scene
+    from dvit_deploy.jobs.quantize.calibration import scene
 
     rng = np.random.default_rng(0)
     for i in range(4):
@@ -324,7 +324,7 @@ def test_agreement_judgement_on_synthetic_outputs():
 
 
 def test_generated_scenes_are_seeded_and_normalised():
-    from dvit_deploy.quantize import generated_scenes, mixed_inputs
+    from dvit_deploy.jobs.quantize import generated_scenes, mixed_inputs
 
     config = {"input_size": [3, 32, 32], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     a, b = generated_scenes(config, 3, seed=1), generated_scenes(config, 3, seed=1)

@@ -24,7 +24,7 @@ from dvit_deploy.artifact import manifest as artifact_manifest
 from dvit_deploy.cli import app
 from dvit_deploy.export import export_onnx
 from dvit_deploy.models.checkpoint import load_model
-from dvit_deploy.ship import make_bundle, verify_bundle
+from dvit_deploy.jobs.ship import make_bundle, verify_bundle
 from dvit_deploy.artifact.store import default_artifact
 
 from .conftest import make_official_checkpoint
@@ -285,8 +285,8 @@ def test_piped_progress_is_a_line_per_phase(workdir):
 def test_an_artifact_never_takes_over_another_artifacts_manifest(tmp_path):
     """x.onnx and x.engine in one folder would share x.json: writing the second must not orphan the first,
     with or without --force (found building an engine beside its ONNX)."""
-    from dvit_deploy.errors import BadInput
-    from dvit_deploy.fileio import prepare_output
+    from dvit_deploy.helpers.errors import BadInput
+    from dvit_deploy.helpers.fileio import prepare_output
 
     (tmp_path / "m.onnx").write_bytes(b"onnx")
     (tmp_path / "m.json").write_text(json.dumps({"schema": "dvit-deploy/onnx-1", "artifact": "m.onnx"}))

@@ -31,7 +31,7 @@ from dvit_deploy.engines.build_plan import BuildOptions
 from dvit_deploy.engines.doctor import diagnose
 from dvit_deploy.engines.targets import RTX_DEFAULT_COMPUTE_CAPABILITIES, RTX_ENGINE_MAGIC
 from dvit_deploy.engines.trt_build import parse_onnx
-from dvit_deploy.errors import BadInput, CheckFailed, DvitError
+from dvit_deploy.helpers.errors import BadInput, CheckFailed, DvitError
 
 from .quantized_onnx import make_qdq_onnx
 
@@ -480,7 +480,7 @@ def test_split_models_fp32_and_fp16(model_name, tmp_path_factory, out_dir):
 
 
 def test_package_rtx_bundle_and_verify(tiny_dynamic_keep, tiny_export, out_dir, tmp_path):
-    from dvit_deploy import ship
+    from dvit_deploy.jobs import ship
 
     engine = rtx_build(tiny_dynamic_keep, out_dir / "pkg-dk.engine", "tiny dynamic-keep (bundle)",
                        compute_capabilities=["8.6", "8.9"]).engine_path
@@ -508,7 +508,7 @@ def test_package_rtx_bundle_and_verify(tiny_dynamic_keep, tiny_export, out_dir, 
 
 
 def test_package_rtx_refuses_what_it_cannot_ship(tiny_export, tmp_path):
-    from dvit_deploy import ship
+    from dvit_deploy.jobs import ship
 
     with pytest.raises(BadInput, match="ships TensorRT-RTX engines; build one"):
         ship.make_bundle([Path(tiny_export.path)], "rtx", output=tmp_path / "b1")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dvit_deploy.artifact.store import Artifact
-from dvit_deploy.errors import BadInput, MissingDependency
+from dvit_deploy.helpers.errors import BadInput, MissingDependency
 from dvit_deploy.runtime import BACKENDS, available_backends, open_runner, runner_class, runner_for_artifact
 
 

@@ -23,8 +23,8 @@ import pytest
 
 from dvit_deploy.artifact.store import Artifact, load_manifest
 from dvit_deploy.runtime import open_runner
-from dvit_deploy.serve.handler import Request, RequestHandler
-from dvit_deploy.serve.spec import make_spec
+from dvit_deploy.jobs.serve.handler import Request, RequestHandler
+from dvit_deploy.jobs.serve.spec import make_spec
 
 pytest.importorskip("pytriton", reason='dvit serve needs nvidia-pytriton: pip install "dvit-deploy[serve]"')
 http = pytest.importorskip("tritonclient.http")
@@ -324,9 +324,9 @@ def test_startup_failures_are_one_line_and_leave_no_server(exports, tmp_path):
 
 def test_packaged_python_backend_repository_loads_in_the_bundled_tritonserver(exports, tmp_path):
     """`dvit package --triton --triton-python`: a packaged repository loaded and answering in a real Triton."""
-    from dvit_deploy.serve.server import ServeSettings, server_command
-    from dvit_deploy.serve.tritonserver import find_tritonserver, prepare_backends, server_env
-    from dvit_deploy.ship import make_bundle
+    from dvit_deploy.jobs.serve.server import ServeSettings, server_command
+    from dvit_deploy.jobs.serve.tritonserver import find_tritonserver, prepare_backends, server_env
+    from dvit_deploy.jobs.ship import make_bundle
 
     artifact = exports[1][0.6]
     folder = make_bundle([artifact], "x86-trt10", output=tmp_path / "bundle", triton=True, triton_python=True,
@@ -375,7 +375,7 @@ def test_packaged_python_backend_repository_loads_in_the_bundled_tritonserver(ex
 
 def test_drain_outcome_reads_triton_exit_and_log(tmp_path):
     """Exit 0 is a drain; Triton's exit 1 after waiting out idle HTTP connections is one too, if no inference was left."""
-    from dvit_deploy.serve.server import drain_finished
+    from dvit_deploy.jobs.serve.server import drain_finished
 
     log = tmp_path / "log"
     log.write_text('I1201 server.cc:321] "Timeout 0: Found 0 model versions that have in-flight inferences"\n'
@@ -389,7 +389,7 @@ def test_drain_outcome_reads_triton_exit_and_log(tmp_path):
 def test_spec_of_an_engine_takes_batch_and_keep_range_from_its_profiles(tmp_path):
     """make_spec reads an engine's limits from its typed manifest: the ``images`` profile's max batch and the
     ρ range the keep-count profile allows; the logits width from its outputs when the config has none."""
-    from dvit_deploy.errors import BadInput
+    from dvit_deploy.helpers.errors import BadInput
 
     manifest = {
         "kind": "tensorrt-engine", "variant": "tiny-deit", "config": {"img_size": 224}, "dense": False,
@@ -411,7 +411,7 @@ def test_spec_of_an_engine_takes_batch_and_keep_range_from_its_profiles(tmp_path
 
 
 def test_keep_controller_lowers_rho_under_load_and_raises_it_after():
-    from dvit_deploy.serve.handler import KeepController
+    from dvit_deploy.jobs.serve.handler import KeepController
 
     control = KeepController(0.5, 0.9, 0.7, slo_ms=100.0, step=0.05)
     assert [control.observe(90.0) for _ in range(6)] == [0.65, 0.6, 0.55, 0.5, 0.5, 0.5]  # > 80 ms: down to the floor
@@ -461,7 +461,7 @@ def test_fixed_batch_artifact_is_padded_and_trimmed(tmp_path):
 
 def test_startup_error_names_the_model_error_not_cpu_noise(tmp_path):
     """On a machine without a GPU driver Triton logs CUDA errors first; the cause is the model's load error."""
-    from dvit_deploy.serve.server import startup_error
+    from dvit_deploy.jobs.serve.server import startup_error
 
     log = tmp_path / "triton.log"
     log.write_text(

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
-from dvit_deploy.predict import predict
+from dvit_deploy.jobs.predict import predict
 
 from .test_eval import noise_images
 

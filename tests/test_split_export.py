@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dvit_deploy.engines.doctor import TARGETS, diagnose_model
-from dvit_deploy.errors import BadInput
+from dvit_deploy.helpers.errors import BadInput
 from dvit_deploy.export import check_pruning_structure, export_onnx
 from dvit_deploy.export.graph import split_blocks_of
 from dvit_deploy.models.checkpoint import load_model, load_model_from_record

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dvit_deploy.artifact.keep import KeepSchedule, schedule_kind_of
-from dvit_deploy.errors import BadInput
+from dvit_deploy.helpers.errors import BadInput
 from dvit_deploy.models import MODEL_CLASSES, VARIANTS, create_model, get_variant, make_schedule
 from dvit_deploy.models.checkpoint import detect_variant, load_model, load_model_from_record
 

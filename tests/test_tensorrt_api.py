@@ -32,7 +32,7 @@ from dvit_deploy.engines import build as build_mod
 from dvit_deploy.engines import build_plan as plans
 from dvit_deploy.engines import trt_build
 from dvit_deploy.engines.build_plan import BuildOptions, DeviceInfo
-from dvit_deploy.errors import BadInput, DvitError
+from dvit_deploy.helpers.errors import BadInput, DvitError
 
 from . import fake_cuda
 from .fake_tensorrt import FakeAPIError, install_engine, make_fake
@@ -388,7 +388,7 @@ def test_fake_refuses_unknown_names_arguments_and_read_only_sets(trt):
 
 
 def test_parser_rejection_reports_the_parser_errors(trt, tiny_export, tmp_path):
-    from dvit_deploy.errors import CheckFailed
+    from dvit_deploy.helpers.errors import CheckFailed
 
     trt.behave("OnnxParser.parse_from_file", lambda parser, path: False)
     trt.behave("OnnxParser.num_errors", lambda parser: 2)

@@ -10,7 +10,7 @@ import pytest
 
 from dvit_deploy.artifact.manifest import EngineManifest
 from dvit_deploy.artifact.store import Artifact
-from dvit_deploy.errors import BadInput, MissingDependency
+from dvit_deploy.helpers.errors import BadInput, MissingDependency
 from dvit_deploy.runtime.trt_runner import TensorRTRunner, keep_counts_feed, torch_dtype_name
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None

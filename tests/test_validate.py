@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
 from dvit_deploy.artifact.manifest import ModelRecord
-from dvit_deploy.fileio import manifest_path, read_json, write_json_atomic
-from dvit_deploy.batching import RunOutput, run_batched
+from dvit_deploy.helpers.fileio import manifest_path, read_json, write_json_atomic
+from dvit_deploy.helpers.batching import RunOutput, run_batched
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ def test_many_samples_are_streamed_not_held(exported):
     """
     import tracemalloc
 
-    from dvit_deploy import validate as validate_lib
+    from dvit_deploy.jobs import validate as validate_lib
 
     tracemalloc.start()
     try:
@@ -181,22 +181,11 @@ def test_many_samples_are_streamed_not_held(exported):
     assert np.array_equal(np.concatenate(list(source.batches(3))), np.concatenate(list(source.batches(10))))
 
 
-def test_validate_command_reads_the_manifest_once(exported, monkeypatch):
+def test_validate_command_reads_the_manifest_once(exported, file_reads):
     """`dvit validate` with no path: the default is picked, opened and verified inside the command's
     --no-verify policy, and that Artifact goes to the job: its manifest is read once."""
-    from pathlib import Path
-
     tokens, plain = exported
-    watched = {manifest_path(p).resolve(): p.name for p in (tokens, plain)}
-    reads = []
-    real_read_text = Path.read_text
-
-    def counting(self, *args, **kwargs):
-        if Path(self).resolve() in watched:
-            reads.append(watched[Path(self).resolve()])
-        return real_read_text(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "read_text", counting)
+    reads = file_reads({manifest_path(p): p.name for p in (tokens, plain)})
     result = invoke("--json", "--samples", "2")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["results"][0]["artifact"].endswith("tiny.onnx")

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Union
 
-from ..errors import BadInput
-from ..fileio import sha256_file
+from ..helpers.errors import BadInput
+from ..helpers.fileio import sha256_file
 from .keep import GEOMETRIC, family_splits_tokens, schedule_kind_of
 
 ENGINE_SUFFIXES = (".engine", ".plan")

@@ -11,13 +11,13 @@ import contextlib
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
 
 if TYPE_CHECKING:
     from .manifest import AnyManifest, EngineManifest, ModelRecord, OnnxManifest, QuantizationRecord
 
-from ..errors import BadInput
-from ..fileio import manifest_path, read_json
+from ..helpers.errors import BadInput
+from ..helpers.fileio import manifest_path, read_json
 
 EXPORT_DIR = "export"
 ENGINES_DIR = "engines"
@@ -262,6 +262,18 @@ def open_artifact(path: str | Path | None, usable_suffixes: tuple[str, ...] = AL
     data = _read_checked(chosen)
     checked = verify_artifact(chosen, data) if verify else False
     return Artifact(chosen, manifest_from_json(data, chosen), checked, why)
+
+
+M = TypeVar("M")
+
+
+def typed_manifest(source: "Artifact | AnyManifest", kind: "type[M]") -> "M":
+    """The ``kind`` manifest (``OnnxManifest`` or ``EngineManifest``) of an opened artifact, or the manifest
+    itself; anything else (a JSON dict, the other kind) is a programming error."""
+    manifest = source.manifest if isinstance(source, Artifact) else source
+    if not isinstance(manifest, kind):
+        raise TypeError(f"expected an Artifact or {kind.__name__}, got {type(manifest).__name__}")
+    return manifest
 
 
 def as_artifact(artifact: "Artifact | str | Path") -> Artifact:

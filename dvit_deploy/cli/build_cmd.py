@@ -7,11 +7,11 @@ from typing import List, Optional
 
 import typer
 
-from ..defaults import (BUILD_HARDWARE_COMPAT, BUILD_KEEP_RANGE, BUILD_MAX_BATCH, BUILD_MIN_BATCH, BUILD_OPT_BATCH,
+from ..helpers.defaults import (BUILD_HARDWARE_COMPAT, BUILD_KEEP_RANGE, BUILD_MAX_BATCH, BUILD_MIN_BATCH, BUILD_OPT_BATCH,
                         DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MB)
 from ..engines.targets import PARSER_TARGETS as TARGETS
-from ..errors import BadInput, MissingDependency
-from ..lazy import lazy_import
+from ..helpers.errors import BadInput, MissingDependency
+from ..helpers.lazy import lazy_import
 from .common import artifact_checks, artifact_or_default
 from .failures import handle_errors
 from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, parse_floats

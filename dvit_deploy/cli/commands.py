@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from .. import __version__
-from ..errors import BadInput
+from ..helpers.errors import BadInput
 from .build_cmd import build
 from .failures import exit_code_for
 from .doctor_cmd import doctor

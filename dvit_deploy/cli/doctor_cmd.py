@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..engines.targets import DEFAULT_PARSER_TARGET as DEFAULT_TARGET, DEVICE_TARGETS, PARSER_TARGETS as TARGETS
-from ..lazy import lazy_import
+from ..helpers.lazy import lazy_import
 from .common import artifact_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION

@@ -9,9 +9,9 @@ from typing import Any, List, Optional
 
 import typer
 
-from ..errors import BadInput, CheckFailed
-from ..defaults import PREDICT_BATCH as DEFAULT_BATCH
-from ..lazy import lazy_import
+from ..helpers.errors import BadInput, CheckFailed
+from ..helpers.defaults import PREDICT_BATCH as DEFAULT_BATCH
+from ..helpers.lazy import lazy_import
 from .common import artifact_checks, open_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, finite
@@ -22,7 +22,7 @@ from .progress import count_progress
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
 
-evaluate_lib = lazy_import("dvit_deploy.evaluate")
+evaluate_lib = lazy_import("dvit_deploy.jobs.evaluate")
 checkpoints = lazy_import("dvit_deploy.models.checkpoint")  # torch: only with --checkpoint
 
 

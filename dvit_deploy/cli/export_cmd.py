@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
-from ..defaults import DEFAULT_OPSET, EXPORT_CHECK_SAMPLES
-from ..fileio import prepare_output
-from ..lazy import lazy_import
+from ..helpers.defaults import DEFAULT_OPSET, EXPORT_CHECK_SAMPLES
+from ..helpers.fileio import prepare_output
+from ..helpers.lazy import lazy_import
 
 checkpoints = lazy_import("dvit_deploy.models.checkpoint")
 onnx_export = lazy_import("dvit_deploy.export.onnx_export")

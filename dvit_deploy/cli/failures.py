@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import typer
 
-from ..errors import CheckFailed, DvitError
+from ..helpers.errors import CheckFailed, DvitError
 from .output import emit_json, err, styled
 
 F = TypeVar("F", bound=Callable[..., Any])

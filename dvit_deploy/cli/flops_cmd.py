@@ -6,8 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import BadInput
-from ..flops import CONVENTION, count_macs
+from ..helpers.errors import BadInput
+from ..jobs.flops import CONVENTION, count_macs
 from ..models import VARIANTS, get_variant
 from ..models.config import validate_keep_ratio
 from .failures import handle_errors

@@ -6,7 +6,7 @@ import math
 
 import typer
 
-from ..errors import DvitError
+from ..helpers.errors import DvitError
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables.")
 FORCE_OPTION = typer.Option(

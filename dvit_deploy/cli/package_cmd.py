@@ -8,16 +8,16 @@ from typing import List, Optional
 import typer
 
 from ..engines.targets import DEVICE_TARGETS as TARGETS
-from ..errors import BadInput, CheckFailed
-from ..lazy import lazy_import
-from ..ship.layout import DEFAULT_PROFILE
+from ..helpers.errors import BadInput, CheckFailed
+from ..helpers.lazy import lazy_import
+from ..jobs.ship.layout import DEFAULT_PROFILE
 from .common import artifact_checks, artifact_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, parse_ints
 from .output import emit_json, human_bytes, notes, out, styled, table
 from .progress import phases
 
-ship = lazy_import("dvit_deploy.ship")  # loaded when a command runs
+ship = lazy_import("dvit_deploy.jobs.ship")  # loaded when a command runs
 
 _STATUS_STYLE = {"ok": styled("[green]ok[/]"), "failed": styled("[bold red]FAILED[/]"),
                  "skipped": styled("[yellow]skipped[/]"), "warning": styled("[yellow]warning[/]")}

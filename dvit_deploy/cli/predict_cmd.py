@@ -9,18 +9,18 @@ from typing import Any, List, Optional
 
 import typer
 
-from ..data import data_config_of, denormalize, expand_image_args
-from ..errors import BadInput
-from ..fileio import prepare_output
-from ..defaults import PREDICT_BATCH as DEFAULT_BATCH
-from ..lazy import lazy_import
+from ..jobs.data import data_config_of, denormalize, expand_image_args
+from ..helpers.errors import BadInput
+from ..helpers.fileio import prepare_output
+from ..helpers.defaults import PREDICT_BATCH as DEFAULT_BATCH
+from ..helpers.lazy import lazy_import
 from .common import artifact_checks, open_or_default
 from .failures import handle_errors
 from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION
 from .output import emit_json, notes, out, styled, table
 from .progress import phases
 
-predict_lib = lazy_import("dvit_deploy.predict")
+predict_lib = lazy_import("dvit_deploy.jobs.predict")
 checkpoints = lazy_import("dvit_deploy.models.checkpoint")  # torch: only with --checkpoint
 
 
@@ -60,7 +60,7 @@ def predict(
                                          batch=batch, on_phase=on_phase)
             if viz is not None:
                 on_phase("draw")
-                from ..viz import save_keep_figure
+                from ..jobs.viz import save_keep_figure
 
                 grid, patch = predict_lib.grid_of(result.model)
                 titles = [f"{p.image.name}\n{p.top[0].name} ({p.top[0].probability:.0%})" for p in result.predictions]

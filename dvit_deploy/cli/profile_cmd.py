@@ -7,10 +7,10 @@ from typing import Any, List, Optional
 
 import typer
 
-from ..errors import BadInput
-from ..defaults import (CV_WARN_PERCENT, PROFILE_BATCH, PROFILE_DEVICE, PROFILE_DURATION_S, PROFILE_GRAPH_OPTIMIZATION,
+from ..helpers.errors import BadInput
+from ..helpers.defaults import (CV_WARN_PERCENT, PROFILE_BATCH, PROFILE_DEVICE, PROFILE_DURATION_S, PROFILE_GRAPH_OPTIMIZATION,
                         PROFILE_ROUNDS, PROFILE_WARMUP_S)
-from ..lazy import lazy_import
+from ..helpers.lazy import lazy_import
 from .common import artifact_checks, open_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, finite, parse_ints
@@ -18,7 +18,7 @@ from .output import emit_json, err, notes, out, print_wide, styled, warn
 from .progress import fraction_progress, phases
 
 
-profiling = lazy_import("dvit_deploy.profile")
+profiling = lazy_import("dvit_deploy.jobs.profile")
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 

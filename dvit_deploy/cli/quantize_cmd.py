@@ -8,9 +8,9 @@ from typing import Callable, Iterator, Optional
 
 import typer
 
-from ..defaults import (QUANTIZE_CALIB_BATCH, QUANTIZE_CALIB_SAMPLES, QUANTIZE_CHECK_SAMPLES, QUANTIZE_METHOD,
+from ..helpers.defaults import (QUANTIZE_CALIB_BATCH, QUANTIZE_CALIB_SAMPLES, QUANTIZE_CHECK_SAMPLES, QUANTIZE_METHOD,
                         QUANTIZE_PERCENTILE, QUANTIZE_TARGET)
-from ..quantize import EXCLUDED_OP_TYPES, METHODS, RECIPES, TARGETS
+from ..jobs.quantize import EXCLUDED_OP_TYPES, METHODS, RECIPES, TARGETS
 from .common import artifact_checks, picked
 from .failures import handle_errors
 from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, finite
@@ -50,7 +50,7 @@ def quantize(
 ) -> None:
     """INT8 explicit quantization (Q/DQ, ONNX Runtime quantize_static), checked against PyTorch fp32."""
     from ..artifact.store import open_artifact
-    from ..quantize import QuantizeOptions, default_source, quantize_onnx, select_recipe
+    from ..jobs.quantize import QuantizeOptions, default_source, quantize_onnx, select_recipe
 
     op_types = tuple(t.strip() for t in keep_float.split(",") if t.strip()) if keep_float is not None else EXCLUDED_OP_TYPES
     with artifact_checks(no_verify):

@@ -9,14 +9,14 @@ from typing import Any, Optional
 
 import typer
 
-from ..errors import BadInput
-from ..lazy import lazy_import
+from ..helpers.errors import BadInput
+from ..helpers.lazy import lazy_import
 from .common import artifact_checks, artifact_or_default
 from .failures import handle_errors
 from .options import NO_VERIFY_OPTION, finite, parse_floats
 from .output import err, notes, styled
 
-serve_lib = lazy_import("dvit_deploy.serve.server")
+serve_lib = lazy_import("dvit_deploy.jobs.serve.server")
 
 
 @handle_errors

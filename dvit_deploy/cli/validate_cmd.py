@@ -9,15 +9,15 @@ from typing import Any, List, Optional
 
 import typer
 
-from ..defaults import VALIDATE_BATCH as DEFAULT_BATCH, VALIDATE_SAMPLES as DEFAULT_SAMPLES
-from ..lazy import lazy_import
+from ..helpers.defaults import VALIDATE_BATCH as DEFAULT_BATCH, VALIDATE_SAMPLES as DEFAULT_SAMPLES
+from ..helpers.lazy import lazy_import
 from .common import artifact_checks, open_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION
 from .output import emit_json, err, notes, print_wide, styled, table, warn
 from .progress import phases
 
-validate_lib = lazy_import("dvit_deploy.validate")
+validate_lib = lazy_import("dvit_deploy.jobs.validate")
 checkpoints = lazy_import("dvit_deploy.models.checkpoint")  # torch: only with --checkpoint
 
 

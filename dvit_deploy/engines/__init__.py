@@ -10,7 +10,7 @@ importing one submodule does not import the others.
 
 from __future__ import annotations
 
-from ..lazy import lazy_exports
+from ..helpers.lazy import lazy_exports
 
 _EXPORTS = {
     "DEFAULT_TARGET": "doctor",

@@ -16,11 +16,11 @@ import numpy as np
 import onnx
 
 from ..artifact.manifest import DerivedFrom, EngineManifest, OnnxManifest
-from ..defaults import FP16_CHECK_SAMPLES
-from ..errors import BadInput, CheckFailed
-from ..fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
+from ..helpers.defaults import FP16_CHECK_SAMPLES
+from ..helpers.errors import BadInput, CheckFailed
+from ..helpers.fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
 from ..artifact.store import Artifact, engines_dir, open_artifact
-from ..lazy import available
+from ..helpers.lazy import available
 from .build_plan import BuildOptions, onnx_record
 from .doctor import QDQ_OPS, DoctorReport, diagnose
 from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision, fixed_batch

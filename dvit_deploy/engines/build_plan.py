@@ -17,19 +17,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..artifact.manifest import ENGINE_SCHEMA, EngineManifest, OnnxManifest, TensorRecord  # the schema is written once, there
-from ..artifact.store import Artifact
+from ..artifact.store import Artifact, typed_manifest
 from .. import __version__
-from ..defaults import (BUILD_HARDWARE_COMPAT, BUILD_KEEP_RANGE, BUILD_MAX_BATCH, BUILD_MIN_BATCH, BUILD_OPT_BATCH,
-                        BUILD_PRECISION, DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MB)
-from ..errors import BadInput
-from ..fileio import manifest_path
+from ..helpers.defaults import (BUILD_HARDWARE_COMPAT, BUILD_KEEP_RANGE, BUILD_MAX_BATCH, BUILD_MIN_BATCH, BUILD_OPT_BATCH,
+                        BUILD_PRECISION, DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MB, MAX_BATCH)
+from ..helpers.errors import BadInput
+from ..helpers.fileio import manifest_path
 from ..models.config import KeepSchedule
 from .targets import (BUILD_FLAVOURS, HARDWARE_COMPAT, HARDWARE_COMPAT_LEVELS, HARDWARE_COMPAT_SINCE, PRECISIONS,
                       DeviceInfo, RTX_NO_FP32_GEMM, BuildFlavour, PrecisionStrategy, build_flavour,
                       compatibility_problem, compute_capability_list, engine_file_name, gpu_tag, parse_trt_version,
                       precision_strategy)
 
-MAX_BATCH_LIMIT = 4096
+MAX_BATCH_LIMIT = MAX_BATCH  # what an export's dynamic batch dimension allows
 INSTALL_HINT = 'pip install "dvit-deploy[tensorrt]"'
 # The image input assumed for a manifest that lists no inputs (hand-made ones).
 DEFAULT_IMAGE_INPUT = TensorRecord.from_json({"name": "images", "shape": ["batch", 3, 224, 224]})
@@ -110,11 +110,7 @@ class BuildPlan:
 
 def onnx_record(source: OnnxManifest | Artifact) -> OnnxManifest:
     """The typed ONNX manifest of an opened ONNX (or the manifest itself)."""
-    if isinstance(source, Artifact):
-        source = source.manifest
-    if not isinstance(source, OnnxManifest):
-        raise TypeError(f"expected an ONNX Artifact or OnnxManifest, got {type(source).__name__}")
-    return source
+    return typed_manifest(source, OnnxManifest)
 
 
 def batch_range(min_batch: int | None, opt_batch: int | None, max_batch: int | None,

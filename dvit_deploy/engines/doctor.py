@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..defaults import DEFAULT_OPSET
-from ..errors import BadInput
-from ..lazy import available
+from ..helpers.defaults import DEFAULT_OPSET
+from ..helpers.errors import BadInput
+from ..helpers.lazy import available
 from ..export.graph import constant_values
 from .targets import DEFAULT_PARSER_TARGET, PARSER_TARGETS, ParserTarget, devices_refusing_opset, parser_target_named
 

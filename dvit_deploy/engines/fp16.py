@@ -238,11 +238,11 @@ def compare_with_fp32(fp32_model: onnx.ModelProto, fp16_model: onnx.ModelProto, 
     flips (reference margin below the fp16 tie margin) counted separately. A fixed-batch graph
     runs in chunks of its batch (``len(images)`` must be a multiple of it).
     """
-    from ..compare import Tolerance, boundary_margins, compare
+    from ..helpers.compare import Tolerance, boundary_margins, compare
     from ..export.check import cpu_session
     from ..export.graph import pruning_stages, with_topk_outputs
     from ..artifact.names import kept_patch_ids
-    from ..batching import RunOutput, run_batched
+    from ..helpers.batching import RunOutput, run_batched
 
     def run(model: onnx.ModelProto):
         stages = pruning_stages(model)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from ..artifact.manifest import EngineManifest
-from ..artifact.store import Artifact
-from ..errors import BadInput
+from ..artifact.store import Artifact, typed_manifest
+from ..helpers.errors import BadInput
 
 # --------------------------------------------------------------------------------------------
 # Versions
@@ -376,11 +376,7 @@ def device_precision(target: DeviceTarget, precision: str, *, quantized: bool) -
 
 def engine_record(engine: EngineManifest | Artifact) -> EngineManifest:
     """The typed engine manifest of an opened engine (or the manifest itself)."""
-    if isinstance(engine, Artifact):
-        engine = engine.manifest
-    if not isinstance(engine, EngineManifest):
-        raise TypeError(f"expected an engine Artifact or EngineManifest, got {type(engine).__name__}")
-    return engine
+    return typed_manifest(engine, EngineManifest)
 
 
 def flavour_of(engine: EngineManifest | Artifact) -> BuildFlavour:

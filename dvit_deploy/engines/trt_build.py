@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import CheckFailed, DvitError
-from ..lazy import require
+from ..helpers.errors import CheckFailed, DvitError
+from ..helpers.lazy import require
 from .build_plan import BuildPlan
 from .targets import (HARDWARE_COMPAT_LEVELS, RTX_COMPUTE_CAPABILITIES, DeviceInfo, build_flavour,
                       parse_trt_version)

@@ -5,7 +5,7 @@ Names load on first use: ``export.graph`` (onnx only) must not pull in torch for
 
 from __future__ import annotations
 
-from ..lazy import lazy_exports
+from ..helpers.lazy import lazy_exports
 
 _EXPORTS = {
     "CheckReport": "check", "check_export": "check", "reference_outputs": "check", "seeded_images": "check",

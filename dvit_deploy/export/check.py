@@ -14,10 +14,10 @@ import numpy as np
 import onnx
 import torch
 
-from ..batching import RunOutput, run_batched
-from ..compare import Comparison, Tolerance, boundary_margins, compare
-from ..defaults import EXPORT_CHECK_SAMPLES
-from ..errors import CheckFailed
+from ..helpers.batching import RunOutput, run_batched
+from ..helpers.compare import Comparison, Tolerance, boundary_margins, compare
+from ..helpers.defaults import EXPORT_CHECK_SAMPLES
+from ..helpers.errors import CheckFailed
 from ..models import kept_patch_ids
 from ..models.checkpoint import LoadedModel
 from .graph import StageGraph, check_pruning_structure, split_blocks_of, with_topk_outputs

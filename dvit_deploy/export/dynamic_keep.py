@@ -37,10 +37,10 @@ from onnx import TensorProto, helper
 
 from ..artifact import names
 from ..artifact.names import KEEP_COUNTS_INPUT  # noqa: F401 - re-exported for callers of this module
-from ..batching import RunOutput, run_batched
-from ..compare import Tolerance, compare
-from ..defaults import EXPORT_CHECK_SAMPLES
-from ..errors import BadInput, DvitError
+from ..helpers.batching import RunOutput, run_batched
+from ..helpers.compare import Tolerance, compare
+from ..helpers.defaults import EXPORT_CHECK_SAMPLES
+from ..helpers.errors import BadInput, DvitError
 from ..models import KeepSchedule, kept_patch_ids
 from ..models.checkpoint import LoadedModel
 from .check import CHECK_BATCH, CheckReport, check_file_and_structure, check_images, cpu_session, reference_outputs

@@ -24,10 +24,10 @@ import onnx
 import torch
 
 from .. import __version__
-from ..errors import BadInput, CheckFailed, DvitError
+from ..helpers.errors import BadInput, CheckFailed, DvitError
 from ..artifact.manifest import ONNX_SCHEMA, ModelRecord, OnnxManifest, TensorRecord
 from ..artifact.names import INPUT_NAME, LOGITS_NAME, TOKEN_OUTPUT_PREFIX, token_output_name  # noqa: F401
-from ..fileio import errors_name, manifest_path, prepare_output, publish_artifact, sha256_file, temp_prefix
+from ..helpers.fileio import errors_name, manifest_path, prepare_output, publish_artifact, sha256_file, temp_prefix
 from ..models import WithKeptTokens
 from ..models.checkpoint import LoadedModel
 from ..artifact.store import Artifact, export_dir, onnx_name
@@ -35,7 +35,7 @@ from .check import CheckReport, check_export
 from .graph import io_description, set_dvit_metadata
 
 # Opset 18 is what torch's exporter emits natively, and TensorRT 10.3 (JetPack 6) parses it.
-from ..defaults import DEFAULT_OPSET, EXPORT_CHECK_SAMPLES  # noqa: E402 - one source for the help text and the exporter
+from ..helpers.defaults import DEFAULT_OPSET, EXPORT_CHECK_SAMPLES, MAX_BATCH  # noqa: E402 - one source for the help text and the exporter
 MIN_OPSET, MAX_OPSET = 18, 23
 # torch's exporter runs onnxscript's full optimizer by default; most of its time goes to the pattern
 # rewriter, whose fusions ONNX Runtime, OpenVINO and TensorRT redo when they load the graph. dvit
@@ -60,7 +60,7 @@ def light_optimize(program: Any) -> None:
         common_passes.DeduplicateInitializersPass(),
         common_passes.CommonSubexpressionEliminationPass(),
     ])(program.model)
-MAX_DYNAMIC_BATCH = 4096
+MAX_DYNAMIC_BATCH = MAX_BATCH
 EXAMPLE_BATCH = 2  # batch sizes 0 and 1 would be specialised by torch.export
 PROTOBUF_LIMIT = 2_000_000_000
 MANIFEST_SCHEMA = ONNX_SCHEMA  # one schema constant per kind (artifact.manifest)

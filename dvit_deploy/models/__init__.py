@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..lazy import lazy_exports
+from ..helpers.lazy import lazy_exports
 from .config import (
     DEFAULT_KEEP_RATIO,
     DEFAULT_VARIANT,

@@ -25,8 +25,8 @@ import torch
 if TYPE_CHECKING:
     from ..artifact.manifest import ModelRecord
 
-from ..errors import BadInput
-from ..fileio import sha256_file
+from ..helpers.errors import BadInput
+from ..helpers.fileio import sha256_file
 from .detect import Detection, _list, detect_variant, has_score_predictors  # noqa: F401 - detect_variant is API
 from .config import DEFAULT_KEEP_RATIO, DEFAULT_VARIANT, VARIANTS, VariantConfig, get_variant, validate_keep_ratio
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..errors import BadInput
+from ..helpers.errors import BadInput
 from .config import VARIANTS, VariantConfig
 
 MAX_LISTED_KEYS = 5

@@ -17,8 +17,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from ..lazy import available
-from ..errors import BadInput, MissingDependency
+from ..helpers.lazy import available
+from ..helpers.errors import BadInput, MissingDependency
 from ..artifact.store import Artifact, as_artifact
 from .base import BackendStatus, Runner, RunOutput, TensorInfo, device_index
 

@@ -15,8 +15,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..artifact.store import Artifact
-from ..batching import RunOutput  # noqa: F401 - part of the runner interface
-from ..errors import BadInput
+from ..helpers.batching import RunOutput  # noqa: F401 - part of the runner interface
+from ..helpers.errors import BadInput
 
 DEVICE_PATTERN = re.compile(r"cpu|cuda(?::[0-9]+)?")
 

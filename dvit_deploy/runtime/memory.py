@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..artifact.manifest import ModelRecord
 from ..artifact.store import Artifact
-from ..errors import BadInput
+from ..helpers.errors import BadInput
 
 FLOAT32 = 4
 ACTIVATION_SAFETY = 1.5  # runtime scratch buffers, fusion temporaries, allocator rounding

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..artifact.store import Artifact
-from ..errors import BadInput, DvitError
+from ..helpers.errors import BadInput, DvitError
 from ..export.onnx_export import TOKEN_OUTPUT_PREFIX
 from ..models import kept_patch_ids
 from .base import Runner, RunOutput, TensorInfo
@@ -101,7 +101,7 @@ class OpenVINORunner(Runner):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def load(self) -> "OpenVINORunner":
-        from ..lazy import require
+        from ..helpers.lazy import require
 
         ov = require("openvino", "openvino", "the openvino backend")
         artifact = self.path
@@ -196,7 +196,7 @@ class OpenVINORunner(Runner):
 
     def _int8_cpu_note(self) -> None:
         """OpenVINO has no exact-int8 switch: say when full-range weights meet a CPU that saturates."""
-        from ..cpu import cpu_info
+        from ..helpers.cpu import cpu_info
 
         record = self.artifact.quantization
         cpu = cpu_info()
@@ -312,7 +312,7 @@ class OpenVINORunner(Runner):
         capabilities = [str(c) for c in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
         execution = self.execution()
         flags = cpu_flags()
-        from ..cpu import cpu_info
+        from ..helpers.cpu import cpu_info
 
         info.update(
             cpu_class=cpu_info().cpu_class,

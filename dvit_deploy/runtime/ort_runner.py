@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..artifact.store import Artifact
-from ..errors import BadInput, DvitError, MissingDependency
+from ..helpers.errors import BadInput, DvitError, MissingDependency
 from ..artifact.names import TOKEN_OUTPUT_PREFIX, kept_patch_ids
 from .base import Runner, RunOutput, TensorInfo, check_cuda_index, device_index
 
@@ -143,7 +143,7 @@ class OnnxRuntimeRunner(Runner):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def load(self) -> "OnnxRuntimeRunner":
-        from ..lazy import require
+        from ..helpers.lazy import require
 
         ort = require("onnxruntime", "gpu", "the onnxruntime backend")
         artifact = self.path
@@ -231,7 +231,7 @@ class OnnxRuntimeRunner(Runner):
                 and self.optimized_model_path.is_file():
             self.executed_ops = executed_op_types(self.optimized_model_path)
         if self.executed_ops is not None:
-            from ..cpu import cpu_info
+            from ..helpers.cpu import cpu_info
 
             self.notes.append(f"ran on this {cpu_info().cpu_class} CPU as {describe_kernels(self.executed_ops)}"
                               + (" (exact u8u8 mode)" if self.session_config else ""))
@@ -249,7 +249,7 @@ class OnnxRuntimeRunner(Runner):
 
     def _int8_cpu_settings(self, options) -> None:
         """Full-range int8 weights on a CPU without VNNI: ORT's exact u8u8 kernels, else they saturate."""
-        from ..cpu import cpu_info, ort_int8_session_config
+        from ..helpers.cpu import cpu_info, ort_int8_session_config
 
         record = self.artifact.quantization
         self.session_config = ort_int8_session_config(bool(record and record.reduce_range))
@@ -337,7 +337,7 @@ class OnnxRuntimeRunner(Runner):
             session_config=self.session_config,
         )
         if self.precision == "int8":
-            from ..cpu import cpu_info
+            from ..helpers.cpu import cpu_info
 
             info.update(cpu_class=cpu_info().cpu_class, cpu=cpu_info().to_dict(), executed_op_types=self.executed_ops,
                         kernels=None if self.executed_ops is None else describe_kernels(self.executed_ops))

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..artifact.store import Artifact
-from ..errors import BadInput, DvitError
+from ..helpers.errors import BadInput, DvitError
 from ..export.onnx_export import token_output_name
 from ..models import WithKeptTokens, kept_patch_ids
 from .base import Runner, RunOutput, TensorInfo, check_cuda_index

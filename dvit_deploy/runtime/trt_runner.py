@@ -27,9 +27,9 @@ from ..artifact.manifest import EngineManifest
 from ..artifact.names import LOGITS_NAME, TOKEN_OUTPUT_PREFIX, keep_counts_for, kept_patch_ids
 from ..artifact.store import Artifact
 from ..engines.targets import DeviceInfo, build_flavour, compatibility_problem, rtx_compatibility_problem
-from ..errors import BadInput, DvitError
-from ..lazy import require
-from ..fileio import write_bytes_atomic
+from ..helpers.errors import BadInput, DvitError
+from ..helpers.lazy import require
+from ..helpers.fileio import write_bytes_atomic
 from .base import Runner, RunOutput, TensorInfo, check_cuda_index
 
 TORCH_DTYPES = {"float": "float32", "float32": "float32", "half": "float16", "float16": "float16",

@@ -1,0 +1,16 @@
+"""`dvit serve`: an artifact on a real Triton Inference Server (the one nvidia-pytriton ships).
+
+``spec`` (what is served, the Triton config), ``handler`` (requests -> runner calls, grouped by
+kept counts), ``backend`` (the Python-backend model inside tritonserver), ``tritonserver`` (the
+bundled server, libpython, the stub's environment), ``server`` (start, ready, drain, clean up).
+"""
+
+from __future__ import annotations
+
+from ...helpers.lazy import lazy_exports
+
+__getattr__ = lazy_exports(__name__, {
+    "ServeSpec": "spec", "make_spec": "spec", "RequestHandler": "handler", "Request": "handler",
+    "Response": "handler", "ServeSettings": "server", "ServeResult": "server", "prepare": "server",
+    "serve": "server", "model_repository": "server", "find_tritonserver": "tritonserver",
+})

@@ -1,0 +1,98 @@
+"""The Triton Python-backend model that serves a dvit artifact (runs inside ``tritonserver``).
+
+The model repository's ``model.py`` is one line importing ``TritonPythonModel`` from here, so the
+code that runs in the server is this package's, versioned with it. The backend's stub process
+imports it with the ``dvit serve`` environment (``serve.tritonserver.server_env``).
+
+* ``initialize``: read the ``ServeSpec`` beside the config, re-check the artifact's sha256, open
+  the runner and **warm it up** (one inference per distinct kept-count default) before returning,
+  so Triton reports the model, and ``/v2/health/ready``, ready only once it can answer at speed;
+* ``execute``: Triton's batch of requests through ``RequestHandler`` (grouped by kept counts);
+  a bad request gets its own ``INVALID_ARG`` error (HTTP 400, gRPC INVALID_ARGUMENT);
+* ``finalize``: close the runner.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...artifact.names import INPUT_NAME
+from .handler import Request, RequestHandler
+from .spec import KEEP_RATIO_NAME, ServeSpec
+
+
+def open_spec_runner(spec: ServeSpec, folder: Path | None = None) -> Any:
+    """The loaded, warmed-up runner for ``spec`` (BadInput/MissingDependency as every command raises).
+
+    A relative ``spec.artifact`` (a packaged repository) is relative to the model ``folder``."""
+    from ...artifact.manifest import verification
+    from ...artifact.store import open_artifact
+    from ...runtime import open_runner
+
+    artifact = Path(spec.artifact)
+    if not artifact.is_absolute() and folder is not None:
+        artifact = folder / artifact
+    with verification(enabled=spec.verify):
+        opened = open_artifact(artifact)
+    options = dict(spec.runner_options)
+    if spec.backend == "onnxruntime" and spec.token_outputs:
+        options.setdefault("topk_outputs", True)
+    runner = open_runner(spec.backend, opened, device=options.pop("device", "cpu"),
+                         precision=spec.precision, **options).load()
+    try:
+        if spec.token_outputs and not getattr(runner, "has_token_info", False):
+            raise RuntimeError(f"{artifact.name} on {spec.backend} reports no kept tokens")
+        warm = np.zeros((spec.fixed_batch or 1, *spec.image_shape), np.float32)
+        handler = RequestHandler(runner, spec)
+        for response in handler.handle([Request(warm[:1] if not spec.fixed_batch else warm[:1])]):
+            if response.error:
+                raise RuntimeError(f"warm-up inference failed: {response.error}")
+    except BaseException:
+        runner.close()
+        raise
+    return runner
+
+
+class TritonPythonModel:
+    """Triton's Python-backend interface (``initialize`` / ``execute`` / ``finalize``)."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        import triton_python_backend_utils as pb_utils  # provided by the backend stub
+
+        self._pb = pb_utils
+        folder = Path(args["model_repository"])
+        self.spec = ServeSpec.read(folder)
+        threads = os.environ.get("DVIT_SERVE_THREADS")
+        if threads and self.spec.backend in ("onnxruntime", "openvino"):
+            self.spec.runner_options.setdefault("intra_op_threads", int(threads))
+        try:
+            self.runner = open_spec_runner(self.spec, folder)
+        except Exception as exc:  # Triton logs this one line and refuses to load the model
+            raise pb_utils.TritonModelException(f"dvit: {exc}") from None
+        self.handler = RequestHandler(self.runner, self.spec)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        pb = self._pb
+        parsed: list[Request] = []
+        for request in requests:
+            images = pb.get_input_tensor_by_name(request, INPUT_NAME).as_numpy()
+            keep = pb.get_input_tensor_by_name(request, KEEP_RATIO_NAME) if self.spec.dynamic_keep else None
+            parsed.append(Request(images, None if keep is None else keep.as_numpy()))
+        responses = []
+        for response in self.handler.handle(parsed):
+            if response.error is not None:
+                code = pb.TritonError.INTERNAL if response.internal else pb.TritonError.INVALID_ARG
+                responses.append(pb.InferenceResponse(error=pb.TritonError(response.error, code)))
+            else:
+                responses.append(pb.InferenceResponse(
+                    output_tensors=[pb.Tensor(name, np.ascontiguousarray(value)) for name, value in response.outputs.items()]))
+        return responses
+
+    def finalize(self) -> None:
+        runner = getattr(self, "runner", None)
+        if runner is not None:
+            runner.close()

@@ -1,0 +1,222 @@
+"""What one served model is: artifact, backend, batching, the keep-ratio policy, and its Triton config.
+
+A ``ServeSpec`` is decided once, in the ``dvit serve`` process (manifest read and sha256 checked
+there), written as JSON into the model repository, and read back by the Python-backend model
+inside ``tritonserver`` (``serve.backend``), so both sides agree on names, shapes and limits.
+
+Served tensors (KServe v2 names):
+
+* input ``images`` FP32 ``[B, C, H, W]`` (preprocessed, as the export takes them);
+* input ``keep_ratio`` FP32 ``[B, 1]``, optional, only for ``--dynamic-keep`` artifacts;
+* output ``logits`` FP32 ``[B, classes]``;
+* output ``kept_patch_ids_stage{k}`` INT64 ``[B, K_k]``: the original patch ids each stage kept
+  (when the runner reports kept tokens; ``-1`` dims under dynamic keep, since K follows ρ);
+* output ``keep_ratio`` FP32 ``[B, 1]``: the ρ each response was computed at (pruned models).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ...artifact.manifest import AnyManifest, EngineManifest
+from ...artifact.names import INPUT_NAME, LOGITS_NAME, keep_counts_for
+from ...helpers.errors import BadInput
+
+if TYPE_CHECKING:
+    from ...artifact.store import Artifact
+
+SPEC_FILE = "dvit_serve.json"
+SPEC_SCHEMA = "dvit-deploy/serve-spec/1"
+KEEP_RATIO_NAME = "keep_ratio"
+KEPT_IDS_PREFIX = "kept_patch_ids_stage"
+DEFAULT_DYNAMIC_MAX_BATCH = 32  # a dynamic-batch ONNX allows 4096; a server needs a bound (same as package --triton)
+DEFAULT_KEEP_RANGE = (0.5, 0.9)  # same default as `dvit build --keep-range`
+DEFAULT_QUEUE_DELAY_US = 100
+
+
+def kept_ids_name(stage: int) -> str:
+    return f"{KEPT_IDS_PREFIX}{stage}"
+
+
+def model_name_for(artifact: Path) -> str:
+    """Triton model names are folder names: letters, digits, '-', '_' (the artifact's stem otherwise)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", artifact.stem)
+
+
+@dataclass
+class ServeSpec:
+    artifact: str  # absolute path
+    backend: str
+    precision: str
+    name: str
+    max_batch: int
+    queue_delay_us: int
+    dynamic_batching: bool
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    num_classes: int
+    fixed_batch: int | None  # the artifact's own fixed batch (requests are padded to it), or None
+    num_stages: int
+    num_patches: int
+    dense: bool
+    keep_ratio: float | None  # the export's ρ (the default per request under dynamic keep)
+    dynamic_keep: bool
+    keep_range: tuple[float, float] | None  # allowed per-request ρ (dynamic keep only)
+    token_outputs: bool  # kept_patch_ids_stage{k} outputs are served
+    verify: bool = True  # the backend re-checks the sha256 when it loads
+    slo_ms: float | None = None  # adaptive ρ (dynamic keep): lower ρ when a Triton batch takes longer
+    slo_step: float = 0.05  # how far ρ moves per batch (also its grid, so few distinct kept counts exist)
+    runner_options: dict[str, Any] = field(default_factory=dict)
+
+    # -- keep policy -------------------------------------------------------------------------
+    def counts_for(self, keep_ratio: float) -> tuple[int, ...]:
+        """Per-stage kept counts for a request's ρ, or BadInput with the one-line reason."""
+        if not self.dynamic_keep:
+            raise BadInput(f"{KEEP_RATIO_NAME} is accepted only by --dynamic-keep models")
+        lo, hi = self.keep_range or DEFAULT_KEEP_RANGE
+        if not (lo - 1e-9 <= keep_ratio <= hi + 1e-9):  # NaN fails too
+            raise BadInput(f"{KEEP_RATIO_NAME} {keep_ratio:g} is outside this model's range [{lo:g}, {hi:g}]")
+        return tuple(int(c) for c in keep_counts_for(float(keep_ratio), self.num_stages, self.num_patches))
+
+    # -- files -------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SPEC_SCHEMA, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ServeSpec":
+        if data.get("schema") != SPEC_SCHEMA:
+            raise BadInput(f"not a dvit serve spec (schema {data.get('schema')!r})")
+        fields = {k: v for k, v in data.items() if k != "schema"}
+        fields["image_shape"] = tuple(fields["image_shape"])
+        if fields.get("keep_range") is not None:
+            fields["keep_range"] = tuple(fields["keep_range"])
+        return cls(**fields)
+
+    def write(self, folder: Path) -> Path:
+        path = folder / SPEC_FILE
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, folder: Path) -> "ServeSpec":
+        return cls.from_json(json.loads((Path(folder) / SPEC_FILE).read_text()))
+
+    # -- Triton ------------------------------------------------------------------------------
+    def outputs(self) -> list[tuple[str, str, list[int]]]:
+        """(name, Triton dtype, dims without the batch) of every served output."""
+        found = [(LOGITS_NAME, "TYPE_FP32", [self.num_classes])]
+        if self.token_outputs:
+            counts = [None] * self.num_stages if self.dynamic_keep else list(self._fixed_counts())
+            found += [(kept_ids_name(s + 1), "TYPE_INT64", [c if c else -1]) for s, c in enumerate(counts)]
+        if not self.dense:
+            found.append((KEEP_RATIO_NAME, "TYPE_FP32", [1]))
+        return found
+
+    def inputs(self) -> list[tuple[str, str, list[int], bool]]:
+        """(name, Triton dtype, dims without the batch, optional)."""
+        found = [(INPUT_NAME, "TYPE_FP32", list(self.image_shape), False)]
+        if self.dynamic_keep:
+            found.append((KEEP_RATIO_NAME, "TYPE_FP32", [1], True))
+        return found
+
+    def _fixed_counts(self) -> tuple[int, ...]:
+        return tuple(int(c) for c in keep_counts_for(float(self.keep_ratio), self.num_stages, self.num_patches)) \
+            if self.keep_ratio else ()
+
+    def triton_config(self) -> str:
+        """``config.pbtxt`` for the Python backend; Triton checks dtype, shape and batch size against it."""
+        def block(name: str, dtype: str, dims: list[int], optional: bool = False) -> list[str]:
+            lines = ["  {", f'    name: "{name}"', f"    data_type: {dtype}",
+                     f"    dims: [ {', '.join(str(d) for d in dims)} ]"]
+            if optional:
+                lines.append("    optional: true")
+            return lines + ["  }"]
+
+        def joined(blocks: list[list[str]]) -> list[str]:
+            lines: list[str] = []
+            for i, b in enumerate(blocks):
+                lines += b[:-1] + [b[-1] + ("," if i < len(blocks) - 1 else "")]
+            return lines
+
+        lines = [f'name: "{self.name}"', 'backend: "python"', f"max_batch_size: {self.max_batch}", "input ["]
+        lines += joined([block(*i) for i in self.inputs()]) + ["]", "output ["]
+        lines += joined([block(*o) for o in self.outputs()]) + ["]"]
+        if self.dynamic_batching and self.max_batch > 1:
+            lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {self.queue_delay_us}", "}"]
+        # One instance: the runner already uses every core (intra-op threads); two would fight over them.
+        lines += ["instance_group [", "  {", "    count: 1", "    kind: KIND_CPU", "  }", "]"]
+        return "\n".join(lines) + "\n"
+
+
+def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str | None,
+              max_batch: int | None, queue_delay_us: int, dynamic_batching: bool = True,
+              keep_range: tuple[float, float] | None = None, token_outputs: bool = True,
+              verify: bool = True, runner_options: dict[str, Any] | None = None,
+              slo_ms: float | None = None) -> ServeSpec:
+    """The spec for the opened ``artifact`` (its manifest read and checked), with every limit decided."""
+    record = artifact.model
+    own_limit = _own_batch_limit(artifact.manifest)
+    if max_batch is None:
+        max_batch = own_limit
+    elif max_batch < 1:
+        raise BadInput(f"--max-batch must be ≥ 1, got {max_batch}")
+    elif record.batch and max_batch != record.batch:
+        raise BadInput(f"{artifact.name} has a fixed batch of {record.batch}: --max-batch must be {record.batch}")
+    elif max_batch > own_limit:
+        raise BadInput(f"--max-batch {max_batch} exceeds what {artifact.name} accepts ({own_limit})")
+    if queue_delay_us < 0:
+        raise BadInput(f"--max-queue-delay-us must be ≥ 0, got {queue_delay_us}")
+    dynamic_keep = record.dynamic_keep
+    if keep_range is not None and not dynamic_keep:
+        raise BadInput(f"--keep-range needs a --dynamic-keep artifact; {artifact.name} keeps a fixed schedule")
+    if dynamic_keep:
+        keep_range = keep_range or _engine_keep_range(artifact.manifest) or DEFAULT_KEEP_RANGE
+        lo, hi = keep_range
+        if not 0.0 < lo <= hi <= 1.0:
+            raise BadInput(f"--keep-range must satisfy 0 < low ≤ high ≤ 1, got {lo:g},{hi:g}")
+    if slo_ms is not None and (not dynamic_keep or not slo_ms > 0):
+        raise BadInput("--slo-ms needs a --dynamic-keep artifact (ρ is chosen per batch)" if not dynamic_keep
+                       else f"--slo-ms must be > 0, got {slo_ms:g}")
+    name = name or model_name_for(artifact.path)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise BadInput(f"--name '{name}' is not a Triton model name (letters, digits, '-', '_')")
+    num_classes = int(record.config.get("num_classes") or _logits_width(artifact.manifest) or 1000)
+    keep_ratio = record.keep_ratio
+    return ServeSpec(
+        artifact=str(artifact.path.resolve()), backend=backend, precision=precision, name=name,
+        max_batch=int(max_batch), queue_delay_us=int(queue_delay_us), dynamic_batching=dynamic_batching,
+        image_shape=record.input_shape, num_classes=num_classes, fixed_batch=record.batch,
+        num_stages=len(record.keep_counts), num_patches=record.num_patches, dense=record.dense,
+        keep_ratio=None if keep_ratio is None else float(keep_ratio), dynamic_keep=dynamic_keep,
+        keep_range=tuple(keep_range) if dynamic_keep else None,
+        token_outputs=token_outputs and not record.dense, verify=verify, runner_options=dict(runner_options or {}),
+        slo_ms=None if slo_ms is None else float(slo_ms),
+    )
+
+
+def _own_batch_limit(manifest: AnyManifest) -> int:
+    if manifest.model.batch:
+        return manifest.model.batch
+    # An engine: its optimization profile's max batch (an ONNX with a dynamic batch: the server's bound).
+    profile = manifest.profile(INPUT_NAME) if isinstance(manifest, EngineManifest) else None
+    return (profile.max[0] if profile is not None and profile.max else 0) or DEFAULT_DYNAMIC_MAX_BATCH
+
+
+def _engine_keep_range(manifest: AnyManifest) -> tuple[float, float] | None:
+    keep = (manifest.model.keep_input or {}).get("name")
+    profile = manifest.profile(keep) if isinstance(manifest, EngineManifest) else None
+    if profile is None or not profile.min or not profile.max:
+        return None
+    patches = manifest.model.num_patches
+    # The ρ whose first-stage count lies in the profile; counts_for re-checks all stages at run time.
+    return (max(profile.min[0] / patches, 1e-6), min(profile.max[0] / patches, 1.0))
+
+
+def _logits_width(manifest: AnyManifest) -> int | None:
+    for tensor in manifest.outputs:
+        if tensor.name == LOGITS_NAME and tensor.shape and isinstance(tensor.shape[-1], int):
+            return int(tensor.shape[-1])
+    return None
