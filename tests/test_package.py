@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import tarfile
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -197,6 +196,16 @@ def test_engine_built_on_another_platform_is_refused(onnx_copy, tmp_path):
     assert make_bundle([engine], "jetson-orin", output=tmp_path / "b", archive=False).folder.is_dir()
 
 
+def test_cli_package_reads_the_default_artifacts_manifest_once(onnx_copy, workdir, file_reads):
+    """`dvit package` with no path: the default is picked inside the command's artifact policy, so picking it
+    and opening it for the bundle share one read of its manifest."""
+    reads = file_reads({onnx_copy.with_suffix(".json"): "tiny.json"})
+    result = runner.invoke(app, ["package", "--target", "x86-trt10", "--no-archive", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["folder"] == str(workdir / "bundles" / "tiny-x86-trt10")
+    assert reads == ["tiny.json"], reads
+
+
 def test_cli_package_verify_and_tamper(onnx_copy, workdir):
     assert onnx_copy.parent == workdir / "export"  # the default artifact folder
     result = runner.invoke(app, ["package", "--target", "jetson-orin", "--triton", "--json"])
@@ -292,18 +301,15 @@ def test_int8_bundle_says_int8_not_fp16(onnx_copy, tmp_path):
         assert json.loads((made.folder / "bundle.json").read_text())["precision"] == expected
 
 
-def test_collected_items_hold_their_artifact_opened_once(onnx_copy, monkeypatch):
+def test_collected_items_hold_their_artifact_opened_once(onnx_copy, file_reads):
     """collect_artifacts opens each artifact once (read, checked, typed) and hands the Artifact on; an
     Artifact already opened is not read again."""
     from dvit_deploy.artifact.manifest import EngineManifest, OnnxManifest
     from dvit_deploy.artifact.store import Artifact, open_artifact
-    from dvit_deploy.jobs.ship import bundle as bundle_module
     from dvit_deploy.jobs.ship import collect_artifacts
 
     engine = fake_engine(onnx_copy.parent, onnx_copy)
-    reads = []
-    real_read = bundle_module.read_json
-    monkeypatch.setattr(bundle_module, "read_json", lambda path, **kw: reads.append(Path(path).name) or real_read(path, **kw))
+    reads = file_reads({p: p.name for p in (engine.with_suffix(".json"), onnx_copy.with_suffix(".json"))})
     onnx_items, engines = collect_artifacts([engine])
     assert sorted(reads) == ["tiny-orin-fp16.json", "tiny.json"]  # the engine's manifest and its source's, once each
     (item,), (built,) = onnx_items, engines
@@ -313,8 +319,8 @@ def test_collected_items_hold_their_artifact_opened_once(onnx_copy, monkeypatch)
     assert item.model.keep_counts == (137, 96, 67) and built.manifest.tensorrt == "10.3.0.30"
     assert [f.name for f in item.files] == ["tiny.onnx", "tiny.json"]
 
-    reads.clear()
     opened = open_artifact(onnx_copy)
+    reads.clear()
     (again,), _ = collect_artifacts([opened])
     assert reads == [] and again.artifact is opened
 

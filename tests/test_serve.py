@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dvit_deploy.artifact.store import Artifact, load_manifest
+from dvit_deploy.artifact.store import Artifact, open_artifact
 from dvit_deploy.runtime import open_runner
 from dvit_deploy.jobs.serve.handler import Request, RequestHandler
 from dvit_deploy.jobs.serve.spec import make_spec
@@ -139,7 +139,7 @@ def dynamic_server(exports):
 
 
 def direct(artifact: Path, batch: np.ndarray, counts=None):
-    with open_runner("onnxruntime", Artifact.of(artifact, load_manifest(artifact)), topk_outputs=True) as runner:
+    with open_runner("onnxruntime", open_artifact(artifact), topk_outputs=True) as runner:
         return runner.run(batch, keep_counts=None if counts is None else np.asarray(counts, np.int32))
 
 
@@ -147,10 +147,10 @@ def direct(artifact: Path, batch: np.ndarray, counts=None):
 def test_handler_never_mixes_keep_counts_in_one_call(exports):
     """Requests at different ρ in one Triton batch: one runner call per kept-count vector, results unchanged."""
     artifact = exports[0]
-    manifest = load_manifest(artifact)
-    spec = make_spec(Artifact.of(artifact, manifest), backend="onnxruntime", precision="fp32", name=None, max_batch=8,
+    opened = open_artifact(artifact)
+    spec = make_spec(opened, backend="onnxruntime", precision="fp32", name=None, max_batch=8,
                      queue_delay_us=100, keep_range=(0.6, 0.9), token_outputs=True)
-    with open_runner("onnxruntime", Artifact.of(artifact, manifest), topk_outputs=True) as runner:
+    with open_runner("onnxruntime", opened, topk_outputs=True) as runner:
         handler = RequestHandler(runner, spec)
         batches = [images(2, s) for s in range(4)]
         ratios = [0.8, 0.6, 0.8, None]  # None: the export's ρ (0.7)
@@ -444,11 +444,11 @@ def test_fixed_batch_artifact_is_padded_and_trimmed(tmp_path):
 
     artifact = export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7), tmp_path / "tiny-b2.onnx", batch=2,
                            token_outputs=True, check_samples=2).path
-    manifest = load_manifest(artifact)
-    spec = make_spec(Artifact.of(artifact, manifest), backend="onnxruntime", precision="fp32", name=None, max_batch=None,
+    opened = open_artifact(artifact)
+    spec = make_spec(opened, backend="onnxruntime", precision="fp32", name=None, max_batch=None,
                      queue_delay_us=100)
     assert spec.max_batch == 2 and spec.fixed_batch == 2 and "max_batch_size: 2" in spec.triton_config()
-    with open_runner("onnxruntime", Artifact.of(artifact, manifest)) as runner:
+    with open_runner("onnxruntime", opened) as runner:
         handler = RequestHandler(runner, spec)
         singles = [images(1, s) for s in range(3)]
         responses = handler.handle([Request(b) for b in singles])

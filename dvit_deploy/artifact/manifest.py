@@ -480,7 +480,7 @@ class _Manifest:
 
     def to_json(self) -> dict[str, Any]:
         data = _plain(self.raw)
-        data.update(schema=self.SCHEMA, kind=self.KIND if self.KIND else data.get("kind"), artifact=self.artifact)
+        data.update(schema=self.SCHEMA, kind=self.KIND, artifact=self.artifact)
         data.update(self.model.to_json())
         data.update(precision=self.precision, inputs=[t.to_json() for t in self.inputs],
                     outputs=[t.to_json() for t in self.outputs])

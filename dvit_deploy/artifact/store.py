@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
@@ -159,20 +160,6 @@ def _read_checked(artifact: Path) -> dict[str, Any]:
     return data
 
 
-def load_manifest(artifact: str | Path, *, verify: bool = True) -> dict[str, Any]:
-    """The manifest JSON beside ``artifact`` (checked; with ``verify``, the artifact must match its sha256).
-
-    For tools and tests that want the file as written; commands open an ``Artifact`` instead.
-    """
-    artifact = Path(artifact)
-    data = _read_checked(artifact)
-    if verify:
-        from .manifest import verify_artifact
-
-        verify_artifact(artifact, data)
-    return data
-
-
 @dataclass(frozen=True)
 class Artifact:
     """An opened artifact: its path, its manifest read, checked (schema, field types) and typed once,
@@ -198,6 +185,13 @@ class Artifact:
             check_manifest(manifest, manifest_path(path))
             manifest = manifest_from_json(manifest, path)
         return cls(path, manifest, False)
+
+    def verified(self) -> "Artifact":
+        """This artifact with its sha256 checked against its manifest now (a mismatch is refused, or only
+        warned about under ``--no-verify``: see ``manifest.verification``)."""
+        from .manifest import verify_artifact
+
+        return dataclasses.replace(self, sha256_checked=verify_artifact(self.path, self.manifest.raw))
 
     @property
     def name(self) -> str:
@@ -250,7 +244,7 @@ def open_artifact(path: str | Path | None, usable_suffixes: tuple[str, ...] = AL
     checked once. With ``verify`` the artifact must match its recorded sha256 (a mismatch is refused,
     or only warned about under ``--no-verify``: see ``manifest.verification``).
     """
-    from .manifest import manifest_from_json, verify_artifact
+    from .manifest import manifest_from_json
 
     why = None
     if path is None:
@@ -259,9 +253,8 @@ def open_artifact(path: str | Path | None, usable_suffixes: tuple[str, ...] = AL
             on_picked(chosen, why)
     else:
         chosen = Path(path).expanduser()
-    data = _read_checked(chosen)
-    checked = verify_artifact(chosen, data) if verify else False
-    return Artifact(chosen, manifest_from_json(data, chosen), checked, why)
+    opened = Artifact(chosen, manifest_from_json(_read_checked(chosen), chosen), False, why)
+    return opened.verified() if verify else opened
 
 
 M = TypeVar("M")

@@ -70,15 +70,16 @@ def build(
     precision = "int8" if int8 else "fp16" if fp16 else "bf16" if bf16 else "tf32" if tf32 else "fp32"
     result = None
     try:
-        onnx_path = artifact_or_default(onnx_path, (".onnx",))
-        with artifact_checks(no_verify), phases("build") as on_phase:
-            options = build_lib.BuildOptions(
-                precision=precision, output=output, target=target, force=force, onnx_only=onnx_only,
-                min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, keep_range=_keep_range(keep_range),
-                workspace_mb=workspace, optimization_level=opt_level, hardware_compat=hardware_compat,
-                version_compatible=version_compatible, timing_cache=timing_cache, strongly_typed=strongly_typed,
-                int8_fp16=int8_fp16, verbose=verbose, compute_capabilities=compute_capability)
-            result = build_lib.build(onnx_path, options, on_phase=on_phase)
+        with artifact_checks(no_verify):
+            onnx_path = artifact_or_default(onnx_path, (".onnx",))  # picked inside: its manifest is read once
+            with phases("build") as on_phase:
+                options = build_lib.BuildOptions(
+                    precision=precision, output=output, target=target, force=force, onnx_only=onnx_only,
+                    min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, keep_range=_keep_range(keep_range),
+                    workspace_mb=workspace, optimization_level=opt_level, hardware_compat=hardware_compat,
+                    version_compatible=version_compatible, timing_cache=timing_cache, strongly_typed=strongly_typed,
+                    int8_fp16=int8_fp16, verbose=verbose, compute_capabilities=compute_capability)
+                result = build_lib.build(onnx_path, options, on_phase=on_phase)
     except MissingDependency as exc:
         if exc.package == "tensorrt":
             raise MissingDependency("tensorrt", "tensorrt", "dvit build") from None

@@ -47,12 +47,13 @@ def package(
     profile = parse_ints(batch_profile, "--batch-profile")
     if profile is not None and len(profile) != 3:
         raise BadInput("--batch-profile takes three integers: min,opt,max")
-    paths = list(artifacts) if artifacts else [artifact_or_default(None)]
-    with artifact_checks(no_verify), phases("package") as on_phase:
-        result = ship.make_bundle(paths, target, output=output, triton=triton, triton_python=triton_python,
-                             precision=precision,
-                             profile=tuple(profile) if profile else DEFAULT_PROFILE, archive=not no_archive,
-                             force=force, on_phase=on_phase)
+    with artifact_checks(no_verify):
+        paths = list(artifacts) if artifacts else [artifact_or_default(None)]  # picked inside: read once
+        with phases("package") as on_phase:
+            result = ship.make_bundle(paths, target, output=output, triton=triton, triton_python=triton_python,
+                                      precision=precision,
+                                      profile=tuple(profile) if profile else DEFAULT_PROFILE, archive=not no_archive,
+                                      force=force, on_phase=on_phase)
     notes(result.notes)
     if json_output:
         emit_json({"passed": True, **result.to_dict()})

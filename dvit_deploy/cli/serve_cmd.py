@@ -52,11 +52,11 @@ def serve(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON line per event (ready, stopped) on stdout."),
 ) -> None:
     """Serve an artifact on Triton Inference Server until SIGTERM / Ctrl-C (drains in-flight requests, exit 0)."""
-    path = artifact_or_default(artifact, backend=backend)
-    rng = parse_floats(keep_range, "--keep-range")
-    if rng is not None and len(rng) != 2:
-        raise BadInput("--keep-range takes two numbers: low,high")
     with artifact_checks(no_verify):
+        path = artifact_or_default(artifact, backend=backend)  # picked inside: its manifest is read once
+        rng = parse_floats(keep_range, "--keep-range")
+        if rng is not None and len(rng) != 2:
+            raise BadInput("--keep-range takes two numbers: low,high")
         spec = serve_lib.prepare(path, backend=backend, precision=precision, name=name, max_batch=max_batch,
                                  queue_delay_us=max_queue_delay_us, dynamic_batching=not no_batching,
                                  keep_range=tuple(rng) if rng else None, verify=not no_verify, slo_ms=slo_ms)

@@ -379,11 +379,6 @@ def engine_record(engine: EngineManifest | Artifact) -> EngineManifest:
     return typed_manifest(engine, EngineManifest)
 
 
-def flavour_of(engine: EngineManifest | Artifact) -> BuildFlavour:
-    """The flavour an engine manifest records (manifests before TensorRT-RTX: plain TensorRT)."""
-    return build_flavour(engine_record(engine).flavour)
-
-
 def compute_capability_list(flavour: BuildFlavour, requested: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     """The --compute-capability values, checked; empty when none was asked (the builder's default)."""
     if not requested:
@@ -534,7 +529,6 @@ __all__ = [
     "device_precision",
     "DevicePrecision",
     "engine_record",
-    "flavour_of",
     "rtx_compatibility_problem",
     "DEFAULT_PARSER_TARGET",
     "DEVICE_TARGETS",

@@ -46,9 +46,9 @@ def open_spec_runner(spec: ServeSpec, folder: Path | None = None) -> Any:
     try:
         if spec.token_outputs and not getattr(runner, "has_token_info", False):
             raise RuntimeError(f"{artifact.name} on {spec.backend} reports no kept tokens")
-        warm = np.zeros((spec.fixed_batch or 1, *spec.image_shape), np.float32)
+        warm = np.zeros((1, *spec.image_shape), np.float32)  # a fixed-batch artifact gets it padded
         handler = RequestHandler(runner, spec)
-        for response in handler.handle([Request(warm[:1] if not spec.fixed_batch else warm[:1])]):
+        for response in handler.handle([Request(warm)]):
             if response.error:
                 raise RuntimeError(f"warm-up inference failed: {response.error}")
     except BaseException:

@@ -10,7 +10,6 @@ place. Device targets are rows of the TensorRT target table (``engines.targets``
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import os
 import shutil
@@ -22,8 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ... import __version__
-from ...artifact.manifest import OnnxManifest, check_manifest, manifest_from_json, verify_artifact
-from ...artifact.store import Artifact
+from ...artifact.manifest import OnnxManifest, check_manifest
+from ...artifact.store import Artifact, open_artifact
 from ...helpers.defaults import DEFAULT_OPSET
 from ...engines.targets import DEVICE_TARGETS, DeviceTarget, get_device_target, same_tensorrt_release
 from ...helpers.errors import BadInput, CheckFailed
@@ -65,12 +64,10 @@ def _open_item(path: Path | Artifact, what: str, refuse: Callable[[Artifact], No
         return path
     if not path.is_file():
         raise BadInput(f"{what} {path} not found")
-    data = read_json(manifest_path(path), what=f"manifest of {path.name}")
-    check_manifest(data, manifest_path(path))
-    opened = Artifact(path, manifest_from_json(data, path), False)
+    opened = open_artifact(path, verify=False)
     if refuse is not None:
         refuse(opened)
-    return dataclasses.replace(opened, sha256_checked=verify_artifact(path, data))
+    return opened.verified()
 
 
 def _refuse_foreign_kind(opened: Artifact) -> None:

@@ -11,6 +11,7 @@ once, with a matching sum. Files present but unlisted are reported and never vou
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import stat
@@ -22,9 +23,9 @@ from typing import Any, Mapping
 
 from ...artifact.manifest import AnyManifest, EngineManifest, OnnxManifest, check_manifest
 from ...helpers.lazy import available
-from ...engines.targets import compatibility_problem
+from ...engines.targets import compatibility_problem, rtx_compatibility_problem
 from ...helpers.errors import BadInput
-from ...helpers.fileio import manifest_path, read_json, sha256_file
+from ...helpers.fileio import read_json, sha256_file
 from .layout import BUNDLE_MANIFEST, BUNDLE_SCHEMA, CHECKSUMS, _bundle_files
 
 
@@ -204,19 +205,18 @@ def _verify_folder(root: Path, check_engines: bool) -> VerifyReport:
     # 3. Manifests agree with the files they describe.
     for entry in bundle.get("models", []):
         _verify_onnx_entry(root, entry, report)
-    engine_files = []
+    engines: dict[Path, EngineManifest] = {}  # each shipped engine with its manifest, read and checked once
     for entry in bundle.get("engines", []):
-        engine_files.extend(_verify_engine_entry(root, entry, report))
+        engines.update(_verify_engine_entry(root, entry, report))
+    engine_files = list(engines)
     _verify_triton(root, bundle.get("triton_models", []), report)
     rtx = (bundle.get("target") or {}).get("flavour") == "rtx"
     if rtx:
         _verify_rtx(root, bundle, engine_files, report)
 
     # 4. Engines against this machine's TensorRT.
-    if engine_files and check_engines and rtx:
-        _rtx_engine_compatibility(engine_files, report)
-    elif engine_files and check_engines:
-        _engine_compatibility(engine_files, report)
+    if engine_files and check_engines:
+        _engine_compatibility(engines, report, rtx=rtx)
     elif engine_files:
         report.add("engine compatibility", "skipped", "not requested")
     return report
@@ -305,20 +305,21 @@ def _verify_onnx_entry(root: Path, entry: Mapping[str, Any], report: VerifyRepor
                "; ".join(problems) if problems else f"matches {rel_onnx}")
 
 
-def _verify_engine_entry(root: Path, entry: Mapping[str, Any], report: VerifyReport) -> list[Path]:
-    """An engine entry of bundle.json: its manifest describes the shipped engine and the ONNX it came from."""
+def _verify_engine_entry(root: Path, entry: Mapping[str, Any], report: VerifyReport) -> dict[Path, EngineManifest]:
+    """An engine entry of bundle.json: its manifest describes the shipped engine and the ONNX it came from.
+    Returns the engine with its typed manifest (empty when either is missing or unreadable)."""
     rel_engine, rel_manifest = entry.get("engine"), entry.get("manifest")
     if not isinstance(rel_engine, str) or not isinstance(rel_manifest, str):
         raise BadInput(f"{BUNDLE_MANIFEST} has an engine entry without engine/manifest paths")
     engine_file, manifest_file = root / rel_engine, root / rel_manifest
     if not engine_file.is_file() or not manifest_file.is_file():
         report.add(f"manifest {rel_manifest}", "failed", "engine or manifest missing")
-        return []
+        return {}
     try:
         manifest = _shipped_manifest(manifest_file, EngineManifest)
     except BadInput as exc:
         report.add(f"manifest {rel_manifest}", "failed", str(exc))
-        return []
+        return {}
     problems, unknown = [], []
     if manifest.sha256 is None:
         unknown.append("engine sha256")
@@ -334,7 +335,7 @@ def _verify_engine_entry(root: Path, entry: Mapping[str, Any], report: VerifyRep
     if unknown and not problems:
         detail += f" (manifest lacks {', '.join(unknown)})"
     report.add(f"manifest {rel_manifest}", "failed" if problems else "ok", detail)
-    return [engine_file]
+    return {engine_file: manifest}
 
 
 def _verify_triton(root: Path, names: list[str], report: VerifyReport) -> None:
@@ -358,26 +359,32 @@ def _verify_triton(root: Path, names: list[str], report: VerifyReport) -> None:
         report.add(f"triton {name}", "failed" if problems else "ok", "; ".join(problems) or platform.group(1))
 
 
-def _engine_compatibility(engine_files: list[Path], report: VerifyReport) -> None:
-    """Ask the engines layer whether each engine may be deserialized on this machine's TensorRT/GPU."""
-    if not available("tensorrt"):
-        report.add("engine compatibility", "skipped", "engine compatibility not checked: tensorrt not installed")
+def _engine_compatibility(engines: Mapping[Path, EngineManifest], report: VerifyReport, *, rtx: bool) -> None:
+    """Ask the engines layer whether each engine may be deserialized on this machine's TensorRT (TensorRT-RTX
+    for an rtx bundle) and GPU, from the manifests step 3 read and checked."""
+    module, product = ("tensorrt_rtx", "TensorRT-RTX") if rtx else ("tensorrt", "TensorRT")
+    if not available(module):
+        report.add("engine compatibility", "skipped", f"engine compatibility not checked: {module} not installed")
         return
     try:
-        import tensorrt
+        runtime = importlib.import_module(module)
 
         from ...engines.trt_build import cuda_device  # asks torch for the GPU: imported only here
 
         device = cuda_device()
-    except Exception as exc:  # no GPU, broken TensorRT install, older engines layer
+    except Exception as exc:  # no GPU (an RTX bundle's engines are checked on the RTX machine), broken install
         report.add("engine compatibility", "skipped",
                    f"engine compatibility not checked: {str(exc).splitlines()[0][:160]}")
         return
-    for engine_file in engine_files:
-        manifest = EngineManifest.from_json(read_json(manifest_path(engine_file)))
-        problem = compatibility_problem(manifest, trt_version=tensorrt.__version__, device=device)
+    version = runtime.__version__
+    for engine_file, manifest in engines.items():
+        if rtx:
+            problem = rtx_compatibility_problem(manifest, rtx_version=version,
+                                                compute_capability=device.compute_capability, gpu_name=device.name)
+        else:
+            problem = compatibility_problem(manifest, trt_version=version, device=device)
         report.add(f"engine {engine_file.name} on this device", "failed" if problem else "ok",
-                   problem or f"TensorRT {tensorrt.__version__} on {device.name}")
+                   problem or f"{product} {version} on {device.name}")
 
 
 def _verify_rtx(root: Path, bundle: Mapping[str, Any], engine_files: list[Path], report: VerifyReport) -> None:
@@ -402,28 +409,3 @@ def _verify_rtx(root: Path, bundle: Mapping[str, Any], engine_files: list[Path],
                ([f"does not run {', '.join(missing)}"] if missing else [])
     report.add("run script", "failed" if problems else "ok",
                "; ".join(problems) or f"{script.name} runs {len(engine_files)} engine(s) with tensorrt_rtx --loadEngine")
-
-
-def _rtx_engine_compatibility(engine_files: list[Path], report: VerifyReport) -> None:
-    """TensorRT-RTX engines against this machine: its TensorRT-RTX version and GPU, where it has them."""
-    from ...engines.targets import rtx_compatibility_problem
-
-    if not available("tensorrt_rtx"):
-        report.add("engine compatibility", "skipped", "engine compatibility not checked: tensorrt_rtx not installed")
-        return
-    try:
-        import tensorrt_rtx
-
-        from ...engines.trt_build import cuda_device
-
-        device = cuda_device()
-    except Exception as exc:  # no GPU here: the engines are checked on the RTX machine
-        report.add("engine compatibility", "skipped",
-                   f"engine compatibility not checked: {str(exc).splitlines()[0][:160]}")
-        return
-    for engine_file in engine_files:
-        manifest = EngineManifest.from_json(read_json(manifest_path(engine_file)))
-        problem = rtx_compatibility_problem(manifest, rtx_version=tensorrt_rtx.__version__,
-                                            compute_capability=device.compute_capability, gpu_name=device.name)
-        report.add(f"engine {engine_file.name} on this device", "failed" if problem else "ok",
-                   problem or f"TensorRT-RTX {tensorrt_rtx.__version__} on {device.name}")
