@@ -260,12 +260,11 @@ def validate(
                 continue
             result.executes = str(info.get("executes", backend))
             result.precision = runner.precision
-            result.fallback = info.get("fallback")
-            result.notes.extend(getattr(runner, "notes", []))
+            result.fallback = runner.fallback
+            result.notes.extend(runner.report_notes())
             # what the runner says about the CPU and its kernels is for the human report too; a FALLBACK
             # is printed on its own line from ``fallback``
-            report.notes.extend(f"{artifact.name} on {backend} {runner.precision}: {n}"
-                                for n in getattr(runner, "notes", []) if not n.startswith("FALLBACK:"))
+            report.notes.extend(f"{artifact.name} on {backend} {runner.precision}: {n}" for n in runner.notes)
             test_kept = outputs.kept if pruned else None
             if not pruned:
                 result.token_info = "dense model"

@@ -93,12 +93,14 @@ class TensorRTRunner(Runner):
         self.engine_manifest: EngineManifest = artifact.engine
         self.cuda_graph = cuda_graph
         self.keep_counts = keep_counts_feed(self.engine_manifest, keep_ratio)
-        self.notes: list[str] = ["TensorRT runs on the GPU; device 'cpu' was taken as 'cuda'"] if device == "cpu" else []
+        if device == "cpu":
+            self.notes.append("TensorRT runs on the GPU; device 'cpu' was taken as 'cuda'")
         self.engine = None
         self.context = None
         self._graph: tuple[tuple[int, ...], Any, Any, Any] | None = None  # (shape, graph, input, outputs)
         self.flavour = build_flavour(self.engine_manifest.flavour)
         self._runtime_cache = None  # TensorRT-RTX: the JIT results, saved beside the engine on close
+        self._token_outputs: list[str] = []  # the engine's kept-token outputs, found by load()
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -219,6 +221,10 @@ class TensorRTRunner(Runner):
     def outputs(self) -> list[TensorInfo]:
         self._require()
         return [self._info(n) for n in self._outputs]
+
+    @property
+    def has_token_info(self) -> bool:
+        return bool(self._token_outputs)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

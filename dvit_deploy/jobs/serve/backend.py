@@ -44,7 +44,7 @@ def open_spec_runner(spec: ServeSpec, folder: Path | None = None) -> Any:
     runner = open_runner(spec.backend, opened, device=options.pop("device", "cpu"),
                          precision=spec.precision, **options).load()
     try:
-        if spec.token_outputs and not getattr(runner, "has_token_info", False):
+        if spec.token_outputs and not runner.has_token_info:
             raise RuntimeError(f"{artifact.name} on {spec.backend} reports no kept tokens")
         warm = np.zeros((1, *spec.image_shape), np.float32)  # a fixed-batch artifact gets it padded
         handler = RequestHandler(runner, spec)
