@@ -227,13 +227,20 @@ class TensorRecord:
 
 @dataclass(frozen=True)
 class ProfileRecord:
-    """One input's optimization profile in an engine: min/opt/max dims (or values, for a shape tensor)."""
+    """One input's optimization profile in an engine: min/opt/max dims (or values, for a shape tensor).
+
+    An engine built with ``--keep-ladder`` has one optimization profile per keep ratio: each of its
+    records says which (``profile``, the TensorRT profile index) and the rung's ρ (``keep_ratio``).
+    Manifests written before ladders have neither: every record is profile 0, with no ρ.
+    """
 
     name: str
     kind: str  # "shape" (dims) or "values" (shape-tensor input)
     min: tuple[int, ...]
     opt: tuple[int, ...]
     max: tuple[int, ...]
+    profile: int = 0  # the optimization profile's index in the engine
+    keep_ratio: float | None = None  # the ρ this profile pins (--keep-ladder engines only)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ProfileRecord":
@@ -241,12 +248,32 @@ class ProfileRecord:
             value = data.get(key)
             return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else ()
 
+        ratio = data.get("keep_ratio")
         return cls(name=str(data.get("name", "")), kind=str(data.get("kind") or "shape"),
-                   min=dims("min"), opt=dims("opt"), max=dims("max"))
+                   min=dims("min"), opt=dims("opt"), max=dims("max"), profile=_int(data.get("profile")) or 0,
+                   keep_ratio=float(ratio) if isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
+                   else None)
+
+    @property
+    def pinned(self) -> bool:
+        """min = opt = max: the profile gives this input one shape (or one set of values)."""
+        return bool(self.min) and self.min == self.opt == self.max
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "min": list(self.min), "opt": list(self.opt),
-                "max": list(self.max)}
+        data: dict[str, Any] = {"name": self.name, "kind": self.kind, "min": list(self.min), "opt": list(self.opt),
+                                "max": list(self.max)}
+        if self.profile or self.keep_ratio is not None:  # a ladder's; earlier layouts stay as they were
+            data.update(profile=self.profile, keep_ratio=self.keep_ratio)
+        return data
+
+
+@dataclass(frozen=True)
+class LadderRung:
+    """One rung of a ``--keep-ladder`` engine: its optimization profile, ρ, and the pinned keep counts."""
+
+    profile: int
+    keep_ratio: float
+    counts: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -619,8 +646,23 @@ class EngineManifest(_Manifest):
         return ", ".join(self.rtx_compute_capabilities) or "?"
 
     def profile(self, name: str | None) -> ProfileRecord | None:
-        """The optimization profile of input ``name`` (None when the engine has none for it)."""
+        """The optimization profile of input ``name`` (None when the engine has none for it); the first
+        profile's for a ladder engine (``ladder`` has them all)."""
         return next((p for p in self.profiles if name is not None and p.name == name), None)
+
+    @property
+    def profile_count(self) -> int:
+        """How many optimization profiles the engine was built with (1 unless it is a ladder)."""
+        return len({p.profile for p in self.profiles}) or 1
+
+    @property
+    def ladder(self) -> tuple[LadderRung, ...]:
+        """The rungs of a ``--keep-ladder`` engine, by ascending ρ (empty for any other engine):
+        the pinned values of each profile's keep-count input."""
+        keep = (self.model.keep_input or {}).get("name")
+        rungs = [LadderRung(p.profile, p.keep_ratio, p.min) for p in self.profiles
+                 if p.kind == "values" and p.name == keep and p.keep_ratio is not None and p.pinned]
+        return tuple(sorted(rungs, key=lambda r: r.keep_ratio))
 
     def to_json(self) -> dict[str, Any]:
         data = super().to_json()
