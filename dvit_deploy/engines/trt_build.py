@@ -298,11 +298,11 @@ def add_profiles(trt: Any, builder: Any, config: Any, plan: BuildPlan) -> list[d
                             + (f" (ρ {group[0].keep_ratio:g})" if group[0].keep_ratio is not None else "")
                             + " (see the TensorRT messages above)")
         added.append((index, group, profile))
+    if len(added) == 1 and added[0][1][0].keep_ratio is None:
+        return []  # one profile, as before: nothing more to report
     if config.num_optimization_profiles != len(added):
         raise DvitError(f"TensorRT's builder config holds {config.num_optimization_profiles} optimization profiles, "
                         f"not the {len(added)} added")
-    if len(added) == 1 and added[0][1][0].keep_ratio is None:
-        return []  # one profile, as before: nothing more to report
     held = []
     for index, group, profile in added:
         values = {}
