@@ -275,3 +275,40 @@ def test_rtx_builds_a_ladder_engine(dk_export, tmp_path):
     with pytest.raises(BadInput, match=r"keep ratio 0.6 is not on this engine's ladder; its rungs are ρ 0.5, 0.7, 0.9"):
         keep_counts_feed(engine, 0.6)
     assert keep_counts_feed(engine, 0.9).tolist() == COUNTS[0.9]
+
+
+# -- validate / profile --keep-ratio on a --dynamic-keep artifact ---------------------------------------------
+
+
+def test_validate_keep_ratio_runs_the_artifact_and_the_reference_at_rho(dk_export):
+    from dvit_deploy.jobs.validate import validate
+
+    report = validate([dk_export], samples=4, batch=2, keep_ratio=0.5, backends=["onnxruntime"])
+    (result,) = report.results
+    assert result.passed, result.to_dict()
+    # the kept tokens were compared per stage at ρ 0.5's counts: 98, 49, 24 ids per image
+    assert [s.stage for s in result.comparison.stages] == [1, 2, 3]
+    assert open_artifact(dk_export).at_keep_ratio(0.5).model.keep_counts == tuple(COUNTS[0.5])
+
+
+def test_keep_ratio_refusals(dk_export, tiny_export):
+    with pytest.raises(BadInput, match="--keep-ratio 0.5 needs a --dynamic-keep artifact"):
+        open_artifact(Path(tiny_export.path)).at_keep_ratio(0.5)
+    with pytest.raises(BadInput, match=r"--keep-ratio 1.5: keep ratio must be in \(0, 1\]"):
+        open_artifact(dk_export).at_keep_ratio(1.5)
+    engine = Artifact.of("x.engine", ladder_manifest(dk_export))
+    assert engine.at_keep_ratio(0.6).model.keep_counts == tuple(COUNTS[0.6])
+    assert keep_counts_feed(engine.at_keep_ratio(0.6).engine, None).tolist() == COUNTS[0.6]
+    with pytest.raises(BadInput, match="keep ratio 0.65 is not on this engine's ladder; its rungs are ρ 0.5, 0.6"):
+        engine.at_keep_ratio(0.65)
+
+
+def test_profile_keep_ratio_cli(dk_export, tmp_path):
+    result = CliRunner().invoke(app, ["profile", str(dk_export), "--keep-ratio", "0.5", "--iterations", "2",
+                                      "--warmup", "0", "--batch", "1", "--no-baseline", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout[result.stdout.index("{"):])
+    (row,) = data["results"]
+    assert row["keep_ratio"] == 0.5 and row["keep_counts"] == COUNTS[0.5]
+    bad = CliRunner().invoke(app, ["validate", str(dk_export), "--keep-ratio", "0", "-n", "1"])
+    assert bad.exit_code == 2 and "keep ratio must be in (0, 1]" in bad.output

@@ -20,7 +20,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Union
 
 from ..helpers.errors import BadInput
 from ..helpers.fileio import sha256_file
-from .keep import GEOMETRIC, family_splits_tokens, schedule_kind_of
+from .keep import GEOMETRIC, KeepSchedule, family_splits_tokens, schedule_kind_of
 
 ENGINE_SUFFIXES = (".engine", ".plan")
 
@@ -267,6 +267,9 @@ class ProfileRecord:
         return data
 
 
+RATIO_TOLERANCE = 1e-6  # a requested ρ is on a ladder rung when it is this close (0.7 vs 0.7000000001)
+
+
 @dataclass(frozen=True)
 class LadderRung:
     """One rung of a ``--keep-ladder`` engine: its optimization profile, ρ, and the pinned keep counts."""
@@ -378,6 +381,20 @@ class ModelRecord:
     def fixed_batch(self) -> bool:
         """The graph takes exactly ``batch`` images (an export with ``--batch N``)."""
         return self.batch is not None or self.dynamic_batch is False
+
+    def at_keep_ratio(self, keep_ratio: float) -> "ModelRecord":
+        """This --dynamic-keep model run at another ρ: the keep ratio, stage ratios and counts of that ρ
+        (``artifact.keep``'s one rule), so runners feed those counts and the reference is rebuilt at ρ."""
+        if not self.dynamic_keep:
+            raise BadInput(f"--keep-ratio {keep_ratio:g} needs a --dynamic-keep artifact; this one keeps the fixed "
+                           f"schedule {list(self.keep_counts)} of ρ {self.keep_ratio if self.keep_ratio is not None else '—'}")
+        stages = len(self.keep_counts) or len(self.pruning_locations)
+        try:
+            schedule = KeepSchedule.from_ratio(float(keep_ratio), stages, self.num_patches, self.keep_schedule)
+        except ValueError as exc:
+            raise BadInput(f"--keep-ratio {keep_ratio:g}: {exc}") from None
+        return dataclasses.replace(self, keep_ratio=float(keep_ratio), stage_ratios=schedule.ratios,
+                                   keep_counts=schedule.counts)
 
     @property
     def identity(self) -> tuple[Any, ...]:
@@ -654,6 +671,26 @@ class EngineManifest(_Manifest):
     def profile_count(self) -> int:
         """How many optimization profiles the engine was built with (1 unless it is a ladder)."""
         return len({p.profile for p in self.profiles}) or 1
+
+    def rung_for(self, *, keep_ratio: float | None = None, counts: Any = None) -> LadderRung:
+        """The rung (optimization profile) of this ladder engine that serves ``keep_ratio`` (or ``counts``);
+        one BadInput line naming the rungs for anything else."""
+        rungs = self.ladder
+        names = ", ".join(f"{r.keep_ratio:g}" for r in rungs)
+        if not rungs:
+            raise BadInput("not a --keep-ladder engine")
+        if keep_ratio is not None:
+            found = next((r for r in rungs if abs(r.keep_ratio - float(keep_ratio)) <= RATIO_TOLERANCE), None)
+            if found is None:
+                raise BadInput(f"keep ratio {float(keep_ratio):g} is not on this engine's ladder; its rungs are ρ "
+                               f"{names} (rebuild with --keep-ladder to add one)")
+            return found
+        wanted = tuple(int(c) for c in counts) if counts is not None else ()
+        found = next((r for r in rungs if r.counts == wanted), None)
+        if found is None:
+            raise BadInput(f"keep counts {list(wanted)} are on no rung of this engine's ladder (ρ {names}: "
+                           + "; ".join(f"{list(r.counts)}" for r in rungs) + ")")
+        return found
 
     @property
     def ladder(self) -> tuple[LadderRung, ...]:

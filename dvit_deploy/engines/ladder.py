@@ -19,12 +19,10 @@ import math
 from typing import Sequence
 
 from ..artifact.keep import KeepSchedule
-from ..artifact.manifest import EngineManifest, LadderRung, ModelRecord, OnnxManifest
+from ..artifact.manifest import RATIO_TOLERANCE, EngineManifest, LadderRung, ModelRecord, OnnxManifest
 from ..artifact.store import Artifact
 from ..helpers.errors import BadInput
 from .build_plan import DEFAULT_IMAGE_INPUT, BuildOptions, InputProfile, batch_range, onnx_record
-
-RATIO_TOLERANCE = 1e-6  # a requested ρ is on a rung when it is this close (0.7 vs 0.7000000001)
 
 
 def rungs_text(ratios: Sequence[float]) -> str:
@@ -95,23 +93,8 @@ def profile_groups(profiles: Sequence[InputProfile]) -> list[list[InputProfile]]
 def rung_for(engine: EngineManifest, *, keep_ratio: float | None = None,
              counts: Sequence[int] | None = None) -> LadderRung:
     """The rung (optimization profile) of a ladder engine that serves ``keep_ratio`` (or ``counts``);
-    one BadInput line naming the rungs for anything else."""
-    rungs = engine.ladder
-    if not rungs:
-        raise BadInput("not a --keep-ladder engine")
-    if keep_ratio is not None:
-        found = next((r for r in rungs if abs(r.keep_ratio - float(keep_ratio)) <= RATIO_TOLERANCE), None)
-        if found is None:
-            raise BadInput(f"keep ratio {float(keep_ratio):g} is not on this engine's ladder; its rungs are ρ "
-                           f"{rungs_text([r.keep_ratio for r in rungs])} (rebuild with --keep-ladder to add one)")
-        return found
-    wanted = tuple(int(c) for c in counts or ())
-    found = next((r for r in rungs if r.counts == wanted), None)
-    if found is None:
-        raise BadInput(f"keep counts {list(wanted)} are on no rung of this engine's ladder (ρ "
-                       f"{rungs_text([r.keep_ratio for r in rungs])}: "
-                       + "; ".join(f"{list(r.counts)}" for r in rungs) + ")")
-    return found
+    one BadInput line naming the rungs for anything else (``EngineManifest.rung_for``)."""
+    return engine.rung_for(keep_ratio=keep_ratio, counts=counts)
 
 
 def default_rung(engine: EngineManifest) -> LadderRung:
