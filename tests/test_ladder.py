@@ -312,3 +312,64 @@ def test_profile_keep_ratio_cli(dk_export, tmp_path):
     assert row["keep_ratio"] == 0.5 and row["keep_counts"] == COUNTS[0.5]
     bad = CliRunner().invoke(app, ["validate", str(dk_export), "--keep-ratio", "0", "-n", "1"])
     assert bad.exit_code == 2 and "keep ratio must be in (0, 1]" in bad.output
+
+
+# -- dvit serve on a ladder engine: ρ moves on the rungs ------------------------------------------------------
+
+
+def test_serve_spec_of_a_ladder_engine(dk_export, tmp_path):
+    from dvit_deploy.jobs.serve.spec import ServeSpec, make_spec
+
+    engine = Artifact.of(tmp_path / "l.engine", ladder_manifest(dk_export, (0.5, 0.6, 0.8, 0.9)))
+    spec = make_spec(engine, backend="tensorrt", precision="fp32", name=None, max_batch=None, queue_delay_us=100)
+    assert spec.keep_range == (0.5, 0.9) and spec.rungs == (0.5, 0.6, 0.8, 0.9)
+    assert spec.keep_ratio == 0.9  # the export's 0.7 is no rung: the highest
+    assert spec.counts_for(0.6) == tuple(COUNTS[0.6])
+    with pytest.raises(BadInput, match=r"keep_ratio 0.7 is not on this engine's ladder; it serves ρ 0.5, 0.6, 0.8, 0.9"):
+        spec.counts_for(0.7)
+    assert ServeSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+    narrow = make_spec(engine, backend="tensorrt", precision="fp32", name=None, max_batch=None, queue_delay_us=100,
+                       keep_range=(0.55, 0.85))
+    assert narrow.rungs == (0.6, 0.8) and narrow.keep_ratio == 0.8
+    with pytest.raises(BadInput, match=r"--keep-range 0.65,0.75 holds no rung of l.engine's ladder"):
+        make_spec(engine, backend="tensorrt", precision="fp32", name=None, max_batch=None, queue_delay_us=100,
+                  keep_range=(0.65, 0.75))
+    onnx = make_spec(open_artifact(dk_export), backend="onnxruntime", precision="fp32", name=None, max_batch=None,
+                     queue_delay_us=100)
+    assert onnx.rungs is None and onnx.counts_for(0.65)  # any ρ in the range: not a ladder
+
+
+def test_keep_controller_moves_on_the_rungs():
+    from dvit_deploy.jobs.serve.handler import KeepController
+
+    control = KeepController(0.5, 0.9, 0.7, slo_ms=100.0, step=0.05, grid=(0.5, 0.6, 0.8, 0.9))
+    assert control.rho == 0.8  # 0.7 is no rung: the nearest (the higher on a tie)
+    assert [control.observe(90.0) for _ in range(4)] == [0.6, 0.5, 0.5, 0.5]
+    assert control.observe(60.0) == 0.5
+    assert [control.observe(10.0) for _ in range(4)] == [0.6, 0.8, 0.9, 0.9]
+
+
+def test_handler_runs_ladder_rungs_only(dk_export, tmp_path):
+    from dvit_deploy.jobs.serve.handler import Request, RequestHandler
+    from dvit_deploy.jobs.serve.spec import make_spec
+    from dvit_deploy.runtime.base import RunOutput
+
+    class Recorder:  # stands in for the TensorRT runner: records the counts of each call
+        def __init__(self):
+            self.counts = []
+
+        def run(self, images, keep_counts=None):
+            self.counts.append(keep_counts.tolist())
+            return RunOutput(logits=np.zeros((len(images), 10), np.float32), kept=None, extra={})
+
+    engine = Artifact.of(tmp_path / "l.engine", ladder_manifest(dk_export, (0.5, 0.6, 0.8, 0.9)))
+    spec = make_spec(engine, backend="tensorrt", precision="fp32", name=None, max_batch=None, queue_delay_us=100,
+                     token_outputs=False, slo_ms=0.001)
+    runner = Recorder()
+    handler = RequestHandler(runner, spec)
+    batch = np.zeros((1, 3, 224, 224), np.float32)
+    answers = [handler.handle([Request(batch)])[0] for _ in range(3)]
+    assert [float(a.outputs["keep_ratio"][0, 0]) for a in answers] == pytest.approx([0.9, 0.8, 0.6])
+    refused = handler.handle([Request(batch, np.full((1, 1), 0.7, np.float32))])[0]
+    assert "not on this engine's ladder" in refused.error
+    assert runner.counts == [COUNTS[0.9], COUNTS[0.8], COUNTS[0.6]]
