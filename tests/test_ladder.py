@@ -373,3 +373,20 @@ def test_handler_runs_ladder_rungs_only(dk_export, tmp_path):
     refused = handler.handle([Request(batch, np.full((1, 1), 0.7, np.float32))])[0]
     assert "not on this engine's ladder" in refused.error
     assert runner.counts == [COUNTS[0.9], COUNTS[0.8], COUNTS[0.6]]
+
+
+# -- dvit doctor: are the keep counts static per profile, per export flavour ----------------------------------
+
+
+def test_doctor_says_whether_keep_counts_are_static_per_profile(dk_export, tiny_export):
+    dynamic = CliRunner().invoke(app, ["doctor", str(dk_export), "--json"])
+    fixed = CliRunner().invoke(app, ["doctor", str(tiny_export.path), "--json"])
+    assert dynamic.exit_code == 0 and fixed.exit_code == 0, dynamic.output + fixed.output
+    dynamic, fixed = (json.loads(r.stdout[r.stdout.index("{"):]) for r in (dynamic, fixed))
+    assert dynamic["keep_counts"] == {"flavour": "dynamic-keep", "source": ["keep_counts"],
+                                      "static_per_profile": {"--keep-range": False, "--keep-ladder": True}}
+    assert fixed["keep_counts"] == {"flavour": "fixed", "source": "constants", "static_per_profile": {"build": True}}
+    (line,) = [f["message"] for f in dynamic["findings"] if f["check"] == "keep counts"]
+    assert "--keep-range: NOT static per profile" in line and "--keep-ladder" in line and "#4410" in line
+    (line,) = [f["message"] for f in fixed["findings"] if f["check"] == "keep counts"]
+    assert line.startswith("static: the 3 TopK K are constants")
