@@ -122,7 +122,7 @@ def build(
             gpu_row,
             ("precision", engine.precision),
             ("profiles", "; ".join(f"{p.name} {p.min}..{p.max} (opt {p.opt})" for p in engine.profiles
-                                   if p.profile == 0)),
+                                   if p.profile == 0 and not (engine.ladder and p.kind == "values"))),
             *([("keep ladder", f"{len(engine.ladder)} profiles, keep_counts pinned: " + "; ".join(
                 f"ρ {r.keep_ratio:g} → {list(r.counts)}" for r in engine.ladder))] if engine.ladder else []),
             ("build time", f"{result.seconds.get('build', 0):.1f} s")]
