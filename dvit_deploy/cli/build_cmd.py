@@ -31,6 +31,14 @@ def _keep_range(text: Optional[str]) -> Optional[tuple[float, float]]:
     return values[0], values[1]
 
 
+def _keep_ladder(text: Optional[str], keep_range: Optional[str]) -> Optional[tuple[float, ...]]:
+    if text is not None and keep_range is not None:
+        raise BadInput("--keep-ladder and --keep-range exclude each other: a ladder pins each ρ's keep counts in a "
+                       "profile of its own, a range makes them a runtime shape in one profile; pass one")
+    values = parse_floats(text, "--keep-ladder")
+    return None if values is None else tuple(values)
+
+
 @handle_errors
 def build(
     onnx_path: Optional[Path] = typer.Argument(None, help="ONNX graph \\[default: the default artifact, see README].",
@@ -45,6 +53,9 @@ def build(
     opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help=f"Profile batch TensorRT tunes for \\[default: min({BUILD_OPT_BATCH}, max)]."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help=f"Profile maximum batch \\[default: {BUILD_MAX_BATCH}]."),
     keep_range: Optional[str] = typer.Option(None, "--keep-range", help=f"ρ range LOW,HIGH a --dynamic-keep engine serves \\[default: {BUILD_KEEP_RANGE[0]:g},{BUILD_KEEP_RANGE[1]:g}]."),
+    keep_ladder: Optional[str] = typer.Option(None, "--keep-ladder", help="ρ values, e.g. 0.5,0.6,0.7,0.8,0.9: a --dynamic-keep engine "
+                                              "with one optimization profile per ρ, keep counts pinned (static shapes per "
+                                              "profile; see docs/tensorrt.md). Excludes --keep-range."),
     workspace: int = typer.Option(DEFAULT_WORKSPACE_MB, "--workspace", help="Workspace memory pool limit in MB."),
     opt_level: int = typer.Option(DEFAULT_OPT_LEVEL, "--opt-level", help="Builder optimization level 0-5."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file to load (if present) and save."),
@@ -76,6 +87,7 @@ def build(
                 options = build_lib.BuildOptions(
                     precision=precision, output=output, target=target, force=force, onnx_only=onnx_only,
                     min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, keep_range=_keep_range(keep_range),
+                    keep_ladder=_keep_ladder(keep_ladder, keep_range),
                     workspace_mb=workspace, optimization_level=opt_level, hardware_compat=hardware_compat,
                     version_compatible=version_compatible, timing_cache=timing_cache, strongly_typed=strongly_typed,
                     int8_fp16=int8_fp16, verbose=verbose, compute_capabilities=compute_capability)
@@ -109,7 +121,10 @@ def build(
     rows = [(engine.product, (engine.tensorrt or "?") + (" (strongly typed)" if engine.strongly_typed else "")),
             gpu_row,
             ("precision", engine.precision),
-            ("profiles", "; ".join(f"{p.name} {p.min}..{p.max} (opt {p.opt})" for p in engine.profiles)),
+            ("profiles", "; ".join(f"{p.name} {p.min}..{p.max} (opt {p.opt})" for p in engine.profiles
+                                   if p.profile == 0 and not (engine.ladder and p.kind == "values"))),
+            *([("keep ladder", f"{len(engine.ladder)} profiles, keep_counts pinned: " + "; ".join(
+                f"ρ {r.keep_ratio:g} → {list(r.counts)}" for r in engine.ladder))] if engine.ladder else []),
             ("build time", f"{result.seconds.get('build', 0):.1f} s")]
     out.print(table(f"engine {result.engine_path.name}", ["", ""], rows))
     out.print(styled("[green]wrote[/] {} ({}), {}", result.engine_path, human_bytes(engine.bytes),

@@ -49,6 +49,7 @@ class BuildOptions:
     opt_batch: int | None = None
     max_batch: int | None = None
     keep_range: tuple[float, float] | None = None  # the ρ range of a --dynamic-keep engine
+    keep_ladder: tuple[float, ...] | None = None  # one profile per ρ, keep counts pinned (engines/ladder.py)
     workspace_mb: int = DEFAULT_WORKSPACE_MB
     optimization_level: int = DEFAULT_OPT_LEVEL
     hardware_compat: str = BUILD_HARDWARE_COMPAT
@@ -62,6 +63,8 @@ class BuildOptions:
     def __post_init__(self) -> None:
         if self.compute_capabilities is not None and not isinstance(self.compute_capabilities, tuple):
             object.__setattr__(self, "compute_capabilities", tuple(self.compute_capabilities))  # a CLI list
+        if self.keep_ladder is not None and not isinstance(self.keep_ladder, tuple):
+            object.__setattr__(self, "keep_ladder", tuple(self.keep_ladder))
 
     @property
     def flavour(self) -> BuildFlavour:
@@ -82,6 +85,8 @@ class InputProfile:
     min: tuple[int, ...]
     opt: tuple[int, ...]
     max: tuple[int, ...]
+    profile: int = 0  # which optimization profile (a --keep-ladder engine has one per rung)
+    keep_ratio: float | None = None  # the rung's ρ (--keep-ladder only)
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,16 @@ def make_profiles(source: OnnxManifest | Artifact, *, min_batch: int | None = No
     return tuple(profiles)
 
 
+def plan_profiles(source: OnnxManifest | Artifact, options: BuildOptions) -> tuple[InputProfile, ...]:
+    """The profiles ``options`` ask for: one (``make_profiles``), or a ``--keep-ladder``'s (``ladder.py``)."""
+    if options.keep_ladder is not None:
+        from .ladder import ladder_profiles  # ladder.py builds on this module
+
+        return ladder_profiles(source, options)
+    return make_profiles(source, min_batch=options.min_batch, opt_batch=options.opt_batch,
+                         max_batch=options.max_batch, keep_range=options.keep_range)
+
+
 def engine_name(onnx_path: str | Path, gpu_name: str, precision: str) -> str:
     """``<onnx stem>-<gpu tag>-<precision>.engine`` (``targets.engine_file_name``)."""
     return engine_file_name(Path(onnx_path).stem, gpu_tag(gpu_name), precision)
@@ -233,8 +248,7 @@ def make_plan(source: Artifact, options: BuildOptions = BuildOptions(), *, trt_v
         strongly_typed=strategy.strongly_typed,
         builder_flags=flags,
         cleared_flags=strategy.cleared_flags,
-        profiles=make_profiles(source, min_batch=options.min_batch, opt_batch=options.opt_batch,
-                               max_batch=options.max_batch, keep_range=options.keep_range),
+        profiles=plan_profiles(source, options),
         workspace_bytes=int(options.workspace_mb) << 20,
         optimization_level=options.optimization_level,
         hardware_compat=hardware_compat,

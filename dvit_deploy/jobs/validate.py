@@ -210,8 +210,12 @@ def validate(
     device: str = "cpu",
     precision: str | None = None,
     on_phase: Callable[[str], None] | None = None,
+    keep_ratio: float | None = None,
 ) -> ValidateReport:
-    """Validate each artifact on each backend against the PyTorch fp32 reference."""
+    """Validate each artifact on each backend against the PyTorch fp32 reference.
+
+    ``keep_ratio``: run --dynamic-keep artifacts (a --keep-ladder engine: one of its rungs) at that ρ,
+    the reference rebuilt at the same ρ (``Artifact.at_keep_ratio``)."""
     from ..helpers.errors import MissingDependency
 
     if samples < 1:
@@ -225,6 +229,8 @@ def validate(
     for item in given:
         # Opened (manifest and sha256 checked) once, then handed to every backend's runner.
         opened = item if isinstance(item, Artifact) else open_artifact(None if item is None else Path(item))
+        if keep_ratio is not None:
+            opened = opened.at_keep_ratio(keep_ratio)
         artifact, model = opened.path, opened.model
         source = load_inputs(model, samples, images_dir)
         report.inputs = source.description

@@ -88,6 +88,7 @@ class ProfileOptions:
     graph_optimization: str = PROFILE_GRAPH_OPTIMIZATION  # ONNX Runtime
     compile: bool = False  # torch: torch.compile
     providers: str | None = None  # ONNX Runtime providers, "tensorrt,cuda,cpu"
+    keep_ratio: float | None = None  # run --dynamic-keep artifacts at this ρ (a ladder engine: a rung)
 
     def validate(self) -> None:
         self.settings.validate()

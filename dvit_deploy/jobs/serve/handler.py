@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -49,19 +49,29 @@ class KeepController:
     a batch time near the latency objective means the queue is growing. Above 80 % of ``slo_ms``
     ρ steps down (fewer tokens, faster), below 40 % it steps back up, within the keep range;
     ρ moves on a grid of ``step`` so only a few kept-count vectors (runner calls) exist.
-    A request that names its own ``keep_ratio`` is served at it.
+    A request that names its own ``keep_ratio`` is served at it. With ``grid`` (a --keep-ladder
+    engine's rungs) ρ moves one rung at a time instead, since only the rungs can run.
     """
 
     HIGH, LOW = 0.8, 0.4
 
-    def __init__(self, low: float, high: float, start: float, slo_ms: float, step: float = 0.05) -> None:
+    def __init__(self, low: float, high: float, start: float, slo_ms: float, step: float = 0.05,
+                 grid: Sequence[float] | None = None) -> None:
         self.low, self.high, self.slo_ms, self.step = low, high, slo_ms, step
+        self.grid = tuple(sorted(grid)) if grid else ()
         self.rho = min(max(start, low), high)
+        if self.grid:  # start on the rung nearest to ``start``
+            self.rho = min(self.grid, key=lambda r: (round(abs(r - start), 9), -r))
 
     def observe(self, batch_ms: float) -> float:
-        if batch_ms > self.HIGH * self.slo_ms:
+        down, up = batch_ms > self.HIGH * self.slo_ms, batch_ms < self.LOW * self.slo_ms
+        if self.grid:
+            index = self.grid.index(self.rho)
+            self.rho = self.grid[max(index - 1, 0)] if down else self.grid[min(index + 1, len(self.grid) - 1)] \
+                if up else self.rho
+        elif down:
             self.rho = max(self.low, round(self.rho - self.step, 6))
-        elif batch_ms < self.LOW * self.slo_ms:
+        elif up:
             self.rho = min(self.high, round(self.rho + self.step, 6))
         return self.rho
 
@@ -84,7 +94,8 @@ class RequestHandler:
         self.controller: KeepController | None = None
         if spec.dynamic_keep and spec.slo_ms:
             low, high = spec.keep_range
-            self.controller = KeepController(low, high, float(spec.keep_ratio or high), spec.slo_ms, spec.slo_step)
+            self.controller = KeepController(low, high, float(spec.keep_ratio or high), spec.slo_ms, spec.slo_step,
+                                             grid=spec.rungs)
 
     # -- one request at a time ----------------------------------------------------------------
     def _keep_of(self, request: Request) -> tuple[float | None, tuple[int, ...] | None]:

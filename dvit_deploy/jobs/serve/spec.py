@@ -36,6 +36,7 @@ KEPT_IDS_PREFIX = "kept_patch_ids_stage"
 DEFAULT_DYNAMIC_MAX_BATCH = 32  # a dynamic-batch ONNX allows 4096; a server needs a bound (same as package --triton)
 DEFAULT_KEEP_RANGE = (0.5, 0.9)  # same default as `dvit build --keep-range`
 DEFAULT_QUEUE_DELAY_US = 100
+LADDER_TOLERANCE = 1e-6  # a request's ρ is on a ladder rung when this close (as EngineManifest.rung_for)
 
 
 def kept_ids_name(stage: int) -> str:
@@ -70,6 +71,9 @@ class ServeSpec:
     slo_ms: float | None = None  # adaptive ρ (dynamic keep): lower ρ when a Triton batch takes longer
     slo_step: float = 0.05  # how far ρ moves per batch (also its grid, so few distinct kept counts exist)
     runner_options: dict[str, Any] = field(default_factory=dict)
+    # A --keep-ladder engine: the ρ it may run (its rungs inside keep_range), ascending; None: any ρ in the range.
+    # The adaptive controller moves ρ on this grid (it takes the grid as a parameter).
+    rungs: tuple[float, ...] | None = None
 
     # -- keep policy -------------------------------------------------------------------------
     def counts_for(self, keep_ratio: float) -> tuple[int, ...]:
@@ -79,6 +83,9 @@ class ServeSpec:
         lo, hi = self.keep_range or DEFAULT_KEEP_RANGE
         if not (lo - 1e-9 <= keep_ratio <= hi + 1e-9):  # NaN fails too
             raise BadInput(f"{KEEP_RATIO_NAME} {keep_ratio:g} is outside this model's range [{lo:g}, {hi:g}]")
+        if self.rungs and not any(abs(keep_ratio - r) <= LADDER_TOLERANCE for r in self.rungs):
+            raise BadInput(f"{KEEP_RATIO_NAME} {keep_ratio:g} is not on this engine's ladder; it serves ρ "
+                           f"{', '.join(f'{r:g}' for r in self.rungs)}")
         return tuple(int(c) for c in keep_counts_for(float(keep_ratio), self.num_stages, self.num_patches))
 
     # -- files -------------------------------------------------------------------------------
@@ -93,6 +100,8 @@ class ServeSpec:
         fields["image_shape"] = tuple(fields["image_shape"])
         if fields.get("keep_range") is not None:
             fields["keep_range"] = tuple(fields["keep_range"])
+        if fields.get("rungs") is not None:
+            fields["rungs"] = tuple(float(r) for r in fields["rungs"])
         return cls(**fields)
 
     def write(self, folder: Path) -> Path:
@@ -172,11 +181,19 @@ def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str |
     dynamic_keep = record.dynamic_keep
     if keep_range is not None and not dynamic_keep:
         raise BadInput(f"--keep-range needs a --dynamic-keep artifact; {artifact.name} keeps a fixed schedule")
+    rungs = _ladder(artifact.manifest)
     if dynamic_keep:
-        keep_range = keep_range or _engine_keep_range(artifact.manifest) or DEFAULT_KEEP_RANGE
+        # a ladder engine's default range is its span (the rungs it has), else the engine's profile range
+        span = (rungs[0], rungs[-1]) if rungs else _engine_keep_range(artifact.manifest)
+        keep_range = keep_range or span or DEFAULT_KEEP_RANGE
         lo, hi = keep_range
         if not 0.0 < lo <= hi <= 1.0:
             raise BadInput(f"--keep-range must satisfy 0 < low ≤ high ≤ 1, got {lo:g},{hi:g}")
+        if rungs:  # a ladder engine runs its rungs only: those inside the range
+            rungs = tuple(r for r in rungs if lo - LADDER_TOLERANCE <= r <= hi + LADDER_TOLERANCE)
+            if not rungs:
+                raise BadInput(f"--keep-range {lo:g},{hi:g} holds no rung of {artifact.name}'s ladder "
+                               f"(ρ {', '.join(f'{r:g}' for r in _ladder(artifact.manifest))})")
     if slo_ms is not None and (not dynamic_keep or not slo_ms > 0):
         raise BadInput("--slo-ms needs a --dynamic-keep artifact (ρ is chosen per batch)" if not dynamic_keep
                        else f"--slo-ms must be > 0, got {slo_ms:g}")
@@ -185,6 +202,9 @@ def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str |
         raise BadInput(f"--name '{name}' is not a Triton model name (letters, digits, '-', '_')")
     num_classes = int(record.config.get("num_classes") or _logits_width(artifact.manifest) or 1000)
     keep_ratio = record.keep_ratio
+    if rungs and dynamic_keep and not any(keep_ratio is not None and abs(keep_ratio - r) <= LADDER_TOLERANCE
+                                          for r in rungs):
+        keep_ratio = rungs[-1]  # the export's ρ is no rung: requests without one run at the highest
     return ServeSpec(
         artifact=str(artifact.path.resolve()), backend=backend, precision=precision, name=name,
         max_batch=int(max_batch), queue_delay_us=int(queue_delay_us), dynamic_batching=dynamic_batching,
@@ -194,7 +214,13 @@ def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str |
         keep_range=tuple(keep_range) if dynamic_keep else None,
         token_outputs=token_outputs and not record.dense, verify=verify, runner_options=dict(runner_options or {}),
         slo_ms=None if slo_ms is None else float(slo_ms),
+        rungs=rungs if dynamic_keep and rungs else None,
     )
+
+
+def _ladder(manifest: AnyManifest) -> tuple[float, ...]:
+    """The rungs (ρ, ascending) of a --keep-ladder engine; () for anything else."""
+    return tuple(r.keep_ratio for r in manifest.ladder) if isinstance(manifest, EngineManifest) else ()
 
 
 def _own_batch_limit(manifest: AnyManifest) -> int:
