@@ -22,7 +22,19 @@ import numpy as np
 
 from ...artifact.names import INPUT_NAME
 from .handler import Request, RequestHandler
+from .decode import IMAGE_BYTES_NAME
 from .spec import KEEP_RATIO_NAME, ServeSpec
+
+
+def warm_png() -> bytes:
+    """A small PNG for the warm-up of the ``image_bytes`` path."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 90, 60)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def open_spec_runner(spec: ServeSpec, folder: Path | None = None) -> Any:
@@ -48,7 +60,10 @@ def open_spec_runner(spec: ServeSpec, folder: Path | None = None) -> Any:
             raise RuntimeError(f"{artifact.name} on {spec.backend} reports no kept tokens")
         warm = np.zeros((1, *spec.image_shape), np.float32)  # a fixed-batch artifact gets it padded
         handler = RequestHandler(runner, spec)
-        for response in handler.handle([Request(warm)]):
+        requests = [Request(warm)]
+        if spec.data_config is not None:  # the image_bytes path too (PIL, the transform), before "ready"
+            requests.append(Request(None, image_bytes=np.asarray([[warm_png()]], dtype=object)))
+        for response in handler.handle(requests):
             if response.error:
                 raise RuntimeError(f"warm-up inference failed: {response.error}")
     except BaseException:
@@ -79,9 +94,11 @@ class TritonPythonModel:
         pb = self._pb
         parsed: list[Request] = []
         for request in requests:
-            images = pb.get_input_tensor_by_name(request, INPUT_NAME).as_numpy()
+            images = pb.get_input_tensor_by_name(request, INPUT_NAME)
+            encoded = pb.get_input_tensor_by_name(request, IMAGE_BYTES_NAME) if self.spec.data_config else None
             keep = pb.get_input_tensor_by_name(request, KEEP_RATIO_NAME) if self.spec.dynamic_keep else None
-            parsed.append(Request(images, None if keep is None else keep.as_numpy()))
+            parsed.append(Request(None if images is None else images.as_numpy(), None if keep is None else keep.as_numpy(),
+                                  None if encoded is None else encoded.as_numpy()))
         responses = []
         for response in self.handler.handle(parsed):
             if response.error is not None:

@@ -1,0 +1,172 @@
+"""The ``image_bytes`` input of `dvit serve`: encoded JPEG/PNG/WebP decoded and preprocessed in the server.
+
+Decode/check paths and the handler's per-request errors are tested without Triton (a stand-in runner);
+parity with ``dvit predict`` and a batch mixing bad and good images go through one real tritonserver.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dvit_deploy.helpers.errors import BadInput
+from dvit_deploy.jobs.data import normalize_data_config, preprocess_images
+from dvit_deploy.jobs.serve.decode import IMAGE_BYTES_NAME, decode_images
+from dvit_deploy.jobs.serve.handler import Request, RequestHandler
+from dvit_deploy.jobs.serve.spec import ServeSpec
+from dvit_deploy.models.config import VARIANTS
+
+DATA_CONFIG = normalize_data_config(VARIANTS["deit-s"].data_config())
+
+
+def photo(size=(320, 240), seed=0, mode="RGB") -> Image.Image:
+    """A smooth picture with some texture (what a camera makes; noise alone would be an odd JPEG)."""
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    rng = np.random.default_rng(seed)
+    channels = [np.sin(x / (9 + 5 * c) + seed) * np.cos(y / (13 + 3 * c)) * 90 + 128 for c in range(3)]
+    rgb = np.clip(np.stack(channels, -1) + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+    img = Image.fromarray(rgb, "RGB")
+    if mode == "I;16":  # 16-bit grayscale: predict scales it by 65535, never clips it at 255
+        return Image.fromarray((np.asarray(img.convert("L"), np.uint16) * 257).astype(np.uint16))
+    return img.convert(mode)
+
+
+def encode(img: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header says ``width``×``height`` (no pixel data): refused before any decoding."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+def as_tensor(*blobs: bytes) -> np.ndarray:
+    return np.asarray([[b] for b in blobs], dtype=object)
+
+
+def test_decoded_image_bytes_equal_predict_preprocessing_of_the_files(tmp_path):
+    """Same bytes as a file through predict's preprocess_images, and through the server's decode: identical arrays."""
+    cases = {"a.jpg": encode(photo(seed=1), "JPEG", quality=90),
+             "b.png": encode(photo((200, 300), seed=2), "PNG"),
+             "c.webp": encode(photo(seed=3), "WEBP", quality=80),
+             "d16.png": encode(photo((260, 250), seed=4, mode="I;16"), "PNG"),  # 16-bit
+             "e.png": encode(photo(seed=5, mode="RGBA"), "PNG"),  # alpha composited on white
+             "f.jpg": encode(photo(seed=6, mode="L"), "JPEG")}  # grayscale
+    paths = []
+    for name, blob in cases.items():
+        (tmp_path / name).write_bytes(blob)
+        paths.append(tmp_path / name)
+    assert Image.open(paths[3]).mode == "I;16"
+    want = preprocess_images(paths, DATA_CONFIG)
+    got = decode_images(as_tensor(*cases.values()), DATA_CONFIG)
+    assert got.shape == (6, 3, 224, 224) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    assert got[3].min() < 0.0, "the 16-bit image kept its range (not clipped to white)"
+    np.testing.assert_array_equal(decode_images(np.asarray(list(cases.values()), dtype=object)[:1], DATA_CONFIG),
+                                  want[:1])  # a [B] tensor as well as [B, 1]
+
+
+@pytest.mark.parametrize("blob, message", [
+    (b"definitely not an image", "image_bytes[1] is not an image PIL can read (JPEG, PNG, WebP)"),
+    (b"", "image_bytes[1] is empty"),
+    ("truncated", "cannot read image image_bytes[1]:"),
+    ("bmp", "image_bytes[1] is not an image PIL can read (JPEG, PNG, WebP)"),  # only the three decoders are tried
+    ("gif", "image_bytes[1] is not an image PIL can read (JPEG, PNG, WebP)"),
+    ("bomb", "image_bytes[1] is too large to decode safely (more than 89,478,485 pixels"),
+])
+def test_bad_image_bytes_are_refused_in_one_line_naming_the_image(blob, message):
+    good = encode(photo(), "JPEG")
+    blob = {"truncated": good[: len(good) // 2], "bmp": encode(photo(), "BMP"), "gif": encode(photo(), "GIF"),
+            "bomb": png_claiming(10_000, 10_000)}.get(blob, blob)
+    with pytest.raises(BadInput) as caught:
+        decode_images(as_tensor(good, blob), DATA_CONFIG)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_image_bytes_tensor_shape_and_element_type_are_checked():
+    for value, message in [(np.asarray([["x", "y"]], dtype=object), "must be BYTES [B, 1]"),
+                           (np.zeros((0, 1), dtype=object), "must be BYTES [B, 1]"),
+                           (np.asarray([["text"]], dtype=object), "image_bytes[0] is text"),
+                           (np.asarray([[3]], dtype=object), "image_bytes[0] is int")]:
+        with pytest.raises(BadInput, match=message.replace("[", r"\[")):
+            decode_images(value, DATA_CONFIG)
+
+
+# --------------------------------------------------------------------------------------------
+def spec_for(data_config=DATA_CONFIG, **changes) -> ServeSpec:
+    fields = dict(artifact="/nowhere/m.onnx", backend="onnxruntime", precision="fp32", name="m", max_batch=8,
+                  queue_delay_us=100, dynamic_batching=True, image_shape=(3, 224, 224), num_classes=3,
+                  fixed_batch=None, num_stages=3, num_patches=196, dense=True, keep_ratio=None, dynamic_keep=False,
+                  keep_range=None, token_outputs=False, data_config=data_config)
+    return ServeSpec(**{**fields, **changes})
+
+
+class ChannelMeans:
+    """A stand-in runner: logits = each image's channel means, so every answer can be traced to its image."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def run(self, batch: np.ndarray):
+        self.batches.append(len(batch))
+        return SimpleNamespace(logits=batch.mean(axis=(2, 3)), kept=None)
+
+
+def test_handler_answers_the_good_images_of_a_batch_and_refuses_the_bad_ones_alone():
+    jpeg, png = encode(photo(seed=1), "JPEG"), encode(photo(seed=2), "PNG")
+    fp32 = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    runner = ChannelMeans()
+    handler = RequestHandler(runner, spec_for())
+    responses = handler.handle([
+        Request(None, image_bytes=as_tensor(jpeg)),
+        Request(None, image_bytes=as_tensor(png, b"\x89PNG\r\n\x1a\n garbage")),  # one bad image: the whole request
+        Request(fp32),  # the FP32 input still works beside image_bytes
+        Request(None, image_bytes=as_tensor(png, jpeg)),
+        Request(fp32[:1], image_bytes=as_tensor(jpeg)),
+        Request(None),
+    ])
+    assert [r.error for r in responses] == [
+        None, "cannot read image image_bytes[1]: " + responses[1].error.split(": ", 1)[1], None, None,
+        "send images or image_bytes in one request, not both",
+        "send images (FP32, preprocessed) or image_bytes (encoded JPEG/PNG/WebP)"]
+    assert all("\n" not in (r.error or "") for r in responses)
+    assert runner.batches == [5], "the good requests ran together in one runner call"
+    decoded = decode_images(as_tensor(jpeg, png), DATA_CONFIG)
+    np.testing.assert_allclose(responses[0].outputs["logits"], decoded[:1].mean(axis=(2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(responses[2].outputs["logits"], fp32.mean(axis=(2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(responses[3].outputs["logits"], decoded[::-1].mean(axis=(2, 3)), rtol=1e-6)
+
+
+def test_without_a_data_config_only_images_is_served():
+    spec = spec_for(data_config=None)
+    config = spec.triton_config()
+    assert IMAGE_BYTES_NAME not in config and "optional" not in config
+    response = RequestHandler(ChannelMeans(), spec).handle([Request(None, image_bytes=as_tensor(b"x"))])[0]
+    assert response.error == "this model serves no image_bytes input (its manifest records no preprocessing)"
+    response = RequestHandler(ChannelMeans(), spec).handle([Request(None)])[0]
+    assert response.error == "send images (FP32, preprocessed)"
+
+
+def test_triton_config_declares_both_inputs_optional():
+    config = spec_for().triton_config()
+    pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] is in the dev extra")
+    from google.protobuf import text_format
+
+    parsed = text_format.Parse(config, pb2.ModelConfig())
+    inputs = {i.name: i for i in parsed.input}
+    assert set(inputs) == {"images", IMAGE_BYTES_NAME}
+    assert inputs[IMAGE_BYTES_NAME].data_type == pb2.TYPE_STRING and list(inputs[IMAGE_BYTES_NAME].dims) == [1]
+    assert inputs["images"].optional and inputs[IMAGE_BYTES_NAME].optional
