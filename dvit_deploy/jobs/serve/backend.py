@@ -22,7 +22,7 @@ import numpy as np
 
 from ...artifact.names import INPUT_NAME
 from .handler import Request, RequestHandler
-from .decode import IMAGE_BYTES_NAME
+from .decode import IMAGE_BYTES_NAME, single_threaded_preprocessing
 from .spec import KEEP_RATIO_NAME, ServeSpec
 
 
@@ -84,6 +84,8 @@ class TritonPythonModel:
         threads = os.environ.get("DVIT_SERVE_THREADS")
         if threads and self.spec.backend in ("onnxruntime", "openvino"):
             self.spec.runner_options.setdefault("intra_op_threads", int(threads))
+        if self.spec.data_config is not None:
+            single_threaded_preprocessing()
         try:
             self.runner = open_spec_runner(self.spec, folder)
         except Exception as exc:  # Triton logs this one line and refuses to load the model
