@@ -170,3 +170,112 @@ def test_triton_config_declares_both_inputs_optional():
     assert set(inputs) == {"images", IMAGE_BYTES_NAME}
     assert inputs[IMAGE_BYTES_NAME].data_type == pb2.TYPE_STRING and list(inputs[IMAGE_BYTES_NAME].dims) == [1]
     assert inputs["images"].optional and inputs[IMAGE_BYTES_NAME].optional
+
+
+# --------------------------------------------------------------------------------------------
+# Through a real tritonserver: one server, a fixed-ρ tiny export with token outputs. Batches of up to
+# 4 rows wait up to 2 s for each other, so the 4 concurrent requests below form one Triton batch.
+@pytest.fixture(scope="module")
+def image_server(tmp_path_factory):
+    pytest.importorskip("pytriton", reason='dvit serve needs nvidia-pytriton: pip install "dvit-deploy[serve]"')
+    from tests.test_serve import Server  # noqa: PLC0415 - that module skips itself without tritonclient
+
+    from dvit_deploy.export import export_onnx
+    from dvit_deploy.models.checkpoint import load_model
+
+    folder = tmp_path_factory.mktemp("serve_images")
+    artifact = export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.8), folder / "tiny-img.onnx",
+                           token_outputs=True, check_samples=2).path
+    server = Server(artifact, "--max-batch", "4", "--max-queue-delay-us", "2000000")
+    yield server, artifact
+    code, stderr = server.stop()
+    assert code == 0, stderr
+
+
+def send(module, client, value: np.ndarray, name: str = IMAGE_BYTES_NAME) -> dict[str, np.ndarray]:
+    inputs = [module.InferInput(name, list(value.shape), "BYTES" if name == IMAGE_BYTES_NAME else "FP32")]
+    inputs[0].set_data_from_numpy(value)
+    result = client.infer("tiny-img", inputs)
+    names = ["logits", "keep_ratio"] + [f"kept_patch_ids_stage{s}" for s in (1, 2, 3)]
+    return {n: result.as_numpy(n) for n in names}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_served_image_bytes_equal_dvit_predict_on_the_same_files(image_server, tmp_path):
+    from dvit_deploy.artifact.store import open_artifact
+    from dvit_deploy.jobs.predict import predict
+    from dvit_deploy.runtime import open_runner
+    import tritonclient.http as http
+
+    server, artifact = image_server
+    files = {"cat.jpg": encode(photo((400, 300), seed=21), "JPEG", quality=90),
+             "dog.png": encode(photo((240, 320), seed=22), "PNG")}
+    for name, blob in files.items():
+        (tmp_path / name).write_bytes(blob)
+    expected = predict([tmp_path / n for n in files], artifact, backend="onnxruntime", top_k=5, want_kept=True)
+    with open_runner("onnxruntime", open_artifact(artifact)) as runner:
+        logits = runner.run(expected.images).logits  # what predict's top-5 were computed from
+    out = send(http, server.http(), as_tensor(*files.values()))
+    np.testing.assert_allclose(out["logits"], logits, atol=1e-5, rtol=1e-5)
+    probs = softmax(out["logits"].astype(np.float64))
+    for row, prediction in enumerate(expected.predictions):
+        top = [c.index for c in prediction.top]
+        np.testing.assert_allclose(probs[row, top], [c.probability for c in prediction.top], atol=1e-5)
+        assert np.delete(probs[row], top).max() <= prediction.top[-1].probability + 1e-5, "same top-5"
+    for stage, ids in enumerate(expected.kept, start=1):  # kept tokens as sets (TopK's tie order is unspecified)
+        assert [set(r) for r in out[f"kept_patch_ids_stage{stage}"]] == [set(r) for r in ids]
+    np.testing.assert_allclose(out["keep_ratio"], 0.8)
+
+
+def test_a_bad_image_fails_its_own_request_and_the_rest_of_the_batch_is_answered(image_server):
+    import tritonclient.grpc as grpc
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException
+
+    server, artifact = image_server
+    jpeg, png = encode(photo((300, 300), seed=31), "JPEG"), encode(photo(seed=32), "PNG")
+    requests = [  # (protocol, input, value, expected error or None)
+        (grpc, IMAGE_BYTES_NAME, as_tensor(jpeg), None),
+        (http, IMAGE_BYTES_NAME, as_tensor(png), None),
+        (http, IMAGE_BYTES_NAME, as_tensor(b"GIF89a, or so it says"),
+         ("400", "image_bytes[0] is not an image PIL can read (JPEG, PNG, WebP)")),
+        (grpc, IMAGE_BYTES_NAME, as_tensor(jpeg[: len(jpeg) // 3]),
+         ("StatusCode.INVALID_ARGUMENT", "cannot read image image_bytes[0]: ")),
+    ]
+    stats = server.http()
+
+    def executions() -> int:
+        return int(stats.get_inference_statistics("tiny-img")["model_stats"][0]["execution_count"])
+
+    before = executions()
+
+    def one(request):
+        module, name, value, _ = request
+        client = server.http() if module is http else server.grpc()
+        try:
+            return send(module, client, value, name)
+        except InferenceServerException as exc:
+            return exc
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        answers = list(pool.map(one, requests))
+    assert executions() - before == 1, "the four requests were one Triton batch"
+    good = decode_images(as_tensor(jpeg, png), DATA_CONFIG)
+    from dvit_deploy.artifact.store import open_artifact
+    from dvit_deploy.runtime import open_runner
+
+    with open_runner("onnxruntime", open_artifact(artifact)) as runner:
+        want = [runner.run(good[:1]).logits, runner.run(good[1:]).logits]
+    for answer, logits in zip(answers[:2], want):
+        assert isinstance(answer, dict), answer
+        np.testing.assert_allclose(answer["logits"], logits, atol=1e-5, rtol=1e-5)
+    # The FP32 input is still served beside image_bytes (Triton batches the two kinds of request apart).
+    np.testing.assert_allclose(send(grpc, server.grpc(), good[1:], "images")["logits"], want[1], atol=1e-5, rtol=1e-5)
+    for answer, (_, _, _, (status, message)) in zip(answers[2:], requests[2:]):
+        assert isinstance(answer, InferenceServerException), answer
+        assert answer.status() == status and answer.message().startswith(message), (answer.status(), answer.message())
+        assert "\n" not in answer.message()
