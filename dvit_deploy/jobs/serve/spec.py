@@ -211,7 +211,7 @@ def _served_data_config(record: Any) -> dict[str, Any] | None:
 
     try:
         config = normalize_data_config(data_config_of(record))
-    except BadInput:
+    except (BadInput, TypeError, ValueError, KeyError):  # no data_config, and a config no variant can be made of
         return None
     if tuple(config["input_size"]) != tuple(record.input_shape):
         return None
