@@ -5,7 +5,9 @@ per thread, batch-1 requests) send the same picture either as a JPEG file's byte
 preprocessed in the server with the model's data_config, as ``dvit predict`` does) or as the FP32
 tensor that preprocessing makes. The two kinds are measured alternately at each concurrency.
 
-Reported: throughput (img/s), p50/p99 latency, failures, the JPEG/FP32 throughput ratio; the client
+Reported: throughput (img/s), p50/p99 latency, failures, the JPEG/FP32 throughput ratio; the direct
+runner in-process on the FP32 tensor at batch c for each concurrency c, and served/direct ratios
+(throughput, p50) per input kind — the server-overhead bounds, with ``image_bytes`` too; the client
 payload per image (tensor bytes on the wire: 4-byte length + file for BYTES, 4·C·H·W for FP32); the
 server-side decode + preprocessing cost per image measured in-process (one torch thread, as the
 server runs it); the CPU, its flags and the load average before/after (the machine may be shared).
@@ -70,6 +72,27 @@ def decode_cost_ms(blob: bytes, data_config: dict, repeats: int) -> float:
     for _ in range(repeats):
         decode_images(value, data_config)
     return (time.perf_counter() - start) / repeats * 1e3
+
+
+def direct(artifact: Path, backend: str, image: np.ndarray, batches: list[int], duration_s: float,
+           threads: int | None) -> dict:
+    """The runner in-process on the FP32 tensor, back to back, at each batch size (the floor the server adds to)."""
+    from dvit_deploy.artifact.store import open_artifact
+    from dvit_deploy.runtime import open_runner
+
+    found = {}
+    with open_runner(backend, open_artifact(artifact), **({"intra_op_threads": threads} if threads else {})) as runner:
+        for batch in batches:
+            data = np.ascontiguousarray(np.repeat(image, batch, axis=0))
+            runner.run(data)
+            latencies, start = [], time.monotonic()
+            while time.monotonic() - start < duration_s or len(latencies) < 3:
+                t0 = time.perf_counter()
+                runner.run(data)
+                latencies.append(time.perf_counter() - t0)
+            found[str(batch)] = {"throughput_ips": batch * len(latencies) / (time.monotonic() - start),
+                                 "latency_ms": percentiles(latencies)}
+    return found
 
 
 def closed_loop(server: Server, kind: str, payload: np.ndarray, concurrency: int, duration_s: float) -> dict:
@@ -157,12 +180,17 @@ def main() -> None:
     print(f"payload per image: JPEG {record['payload_bytes_per_image']['jpeg']:,} B, FP32 "
           f"{record['payload_bytes_per_image']['fp32']:,} B; server decode + preprocessing "
           f"{record['decode_ms_per_image']:.1f} ms/image (in-process, 1 torch thread)", flush=True)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    record["direct"] = direct(args.artifact, args.backend, fp32, sorted(set(concurrencies)), args.duration, args.threads)
+    print("direct (in-process, FP32): " + ", ".join(f"batch {b} {d['throughput_ips']:.1f} img/s p50 "
+                                                    f"{d['latency_ms']['p50']:.1f} ms" for b, d in record["direct"].items()),
+          flush=True)
     extra = ["--max-batch", str(args.max_batch), "--max-queue-delay-us", str(args.queue_delay_us)]
     server = Server(args.artifact, args.backend, *extra, *(["--threads", str(args.threads)] if args.threads else []))
     try:
         for kind, payload in payloads.items():  # warm both paths
             closed_loop(server, kind, payload, 2, 1.0)
-        for concurrency in (int(c) for c in args.concurrency.split(",")):
+        for concurrency in concurrencies:
             for kind, payload in payloads.items():
                 point = closed_loop(server, kind, payload, concurrency, args.duration)
                 record["served"].append(point)
@@ -175,6 +203,14 @@ def main() -> None:
     by = {(p["input"], p["concurrency"]): p for p in record["served"]}
     record["jpeg_over_fp32_throughput"] = {str(c): by[("jpeg", c)]["throughput_ips"] / max(by[("fp32", c)]["throughput_ips"], 1e-9)
                                            for (kind, c) in by if kind == "jpeg"}
+    # Item 3's bounds, per input: served throughput at concurrency c against the direct runner at batch c
+    # (the most Triton can form from c batch-1 clients), and the served p50 at c = 1 against direct batch 1.
+    record["served_over_direct"] = {
+        f"{kind} c={c}": {"throughput_ratio": p["throughput_ips"] / record["direct"][str(c)]["throughput_ips"],
+                          "p50_ratio": (p["latency_ms"]["p50"] or 0) / record["direct"][str(c)]["latency_ms"]["p50"]}
+        for (kind, c), p in by.items()}
+    print("served / direct:", json.dumps({k: {m: round(v, 3) for m, v in d.items()}
+                                          for k, d in record["served_over_direct"].items()}), flush=True)
     record["loadavg_after"] = os.getloadavg()
     print("JPEG / FP32 throughput:", json.dumps({k: round(v, 3) for k, v in record["jpeg_over_fp32_throughput"].items()}),
           f"| load average {record['loadavg_before'][0]:.1f} -> {record['loadavg_after'][0]:.1f}", flush=True)
