@@ -298,3 +298,24 @@ def test_make_spec_serves_image_bytes_only_with_the_manifests_preprocessing(tmp_
                                                       "mean": list(DATA_CONFIG["mean"]), "std": list(DATA_CONFIG["std"])}
     assert spec().data_config is None, "a config no variant can be built from: no preprocessing, no image_bytes"
     assert spec(data_config={**recorded, "input_size": [3, 256, 256]}).data_config is None, "not the model's input"
+
+
+def test_model_py_imports_the_dvit_deploy_that_started_the_server(tmp_path):
+    """The backend stub builds its own sys.path (PYTHONPATH is not on it): model.py puts the root that
+    ``server_env`` names first, so a checkout serves its own code, not site-packages' copy."""
+    import os
+    import subprocess
+    import sys
+
+    from dvit_deploy.jobs.serve.server import MODEL_PY
+
+    fake = tmp_path / "root" / "dvit_deploy" / "jobs" / "serve"
+    fake.mkdir(parents=True)
+    for folder in (fake, fake.parent, fake.parent.parent):
+        (folder / "__init__.py").write_text("")
+    (fake / "backend.py").write_text("TritonPythonModel = 'the copy named by DVIT_SERVE_PACKAGE_ROOT'\n")
+    (tmp_path / "model.py").write_text(MODEL_PY + "print(TritonPythonModel)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "model.py"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**env, "DVIT_SERVE_PACKAGE_ROOT": str(tmp_path / "root")})
+    assert out.stdout.strip() == "the copy named by DVIT_SERVE_PACKAGE_ROOT", out.stderr

@@ -1,6 +1,6 @@
 """The Triton Python-backend model that serves a dvit artifact (runs inside ``tritonserver``).
 
-The model repository's ``model.py`` is one line importing ``TritonPythonModel`` from here, so the
+The model repository's ``model.py`` only imports ``TritonPythonModel`` from here, so the
 code that runs in the server is this package's, versioned with it. The backend's stub process
 imports it with the ``dvit serve`` environment (``serve.tritonserver.server_env``).
 
