@@ -174,7 +174,7 @@ def test_triton_config_declares_both_inputs_optional():
 
 # --------------------------------------------------------------------------------------------
 # Through a real tritonserver: one server, a fixed-ρ tiny export with token outputs. Batches of up to
-# 4 rows wait up to 2 s for each other, so the 4 concurrent requests below form one Triton batch.
+# 4 rows wait up to 4 s for each other, so the 4 concurrent requests below form one Triton batch.
 @pytest.fixture(scope="module")
 def image_server(tmp_path_factory):
     pytest.importorskip("pytriton", reason='dvit serve needs nvidia-pytriton: pip install "dvit-deploy[serve]"')
@@ -186,7 +186,7 @@ def image_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("serve_images")
     artifact = export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.8), folder / "tiny-img.onnx",
                            token_outputs=True, check_samples=2).path
-    server = Server(artifact, "--max-batch", "4", "--max-queue-delay-us", "2000000")
+    server = Server(artifact, "--max-batch", "4", "--max-queue-delay-us", "4000000")
     yield server, artifact
     code, stderr = server.stop()
     assert code == 0, stderr
