@@ -324,3 +324,24 @@ def test_model_py_imports_the_dvit_deploy_that_started_the_server(tmp_path):
     out = subprocess.run([sys.executable, "model.py"], cwd=tmp_path, capture_output=True, text=True,
                          env={**env, "DVIT_SERVE_PACKAGE_ROOT": str(tmp_path / "root")})
     assert out.stdout.strip() == "the copy named by DVIT_SERVE_PACKAGE_ROOT", out.stderr
+
+
+def test_image_bytes_requests_name_their_keep_ratio_per_image_like_images_requests():
+    """--dynamic-keep: keep_ratio counts the decoded images; requests at different ρ get different runner calls."""
+    class KeepRecorder(ChannelMeans):
+        def run(self, batch, keep_counts=None):
+            self.batches.append((len(batch), tuple(int(c) for c in keep_counts)))
+            return SimpleNamespace(logits=batch.mean(axis=(2, 3)), kept=None)
+
+    runner = KeepRecorder()
+    spec = spec_for(dynamic_keep=True, dense=False, keep_ratio=0.7, keep_range=(0.5, 0.9))
+    jpeg, png = encode(photo(seed=1), "JPEG"), encode(photo(seed=2), "PNG")
+    responses = RequestHandler(runner, spec).handle([
+        Request(None, np.full((2, 1), 0.6, np.float32), image_bytes=as_tensor(jpeg, png)),
+        Request(None, image_bytes=as_tensor(png)),  # the export's ρ
+        Request(None, np.full((1, 1), 0.6, np.float32), image_bytes=as_tensor(jpeg, png)),
+    ])
+    assert responses[0].outputs["keep_ratio"].ravel().tolist() == pytest.approx([0.6, 0.6])
+    assert responses[1].outputs["keep_ratio"].ravel().tolist() == pytest.approx([0.7])
+    assert responses[2].error == "keep_ratio needs one value per image (2), got 1"
+    assert sorted(runner.batches) == sorted([(2, spec.counts_for(0.6)), (1, spec.counts_for(0.7))])
