@@ -2,6 +2,8 @@
 
 Triton's dynamic batcher hands the backend several requests at once. This module
 
+* decodes ``image_bytes`` requests (``serve.decode``: predict's image checks and preprocessing), so
+  a corrupt image fails its own request, not the batch;
 * checks each request on its own (a bad ``keep_ratio`` fails that request only, with a one-line
   reason; Triton itself has already refused wrong dtypes, shapes and batch sizes against the
   model config);
@@ -22,16 +24,18 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ...artifact.names import LOGITS_NAME
+from ...artifact.names import INPUT_NAME, LOGITS_NAME
 from ...helpers.batching import pad_batch
 from ...helpers.errors import BadInput, DvitError
+from .decode import IMAGE_BYTES_NAME, decode_images
 from .spec import KEEP_RATIO_NAME, ServeSpec, kept_ids_name
 
 
 @dataclass
 class Request:
-    images: np.ndarray  # (b, C, H, W) float32
+    images: np.ndarray | None  # (b, C, H, W) float32; None when the request sent image_bytes
     keep_ratio: np.ndarray | None = None  # (b, 1) float32, dynamic-keep models only
+    image_bytes: np.ndarray | None = None  # (b, 1) encoded images (bytes), decoded into ``images``
 
 
 @dataclass
@@ -115,6 +119,19 @@ class RequestHandler:
         rho = float(values[0])
         return rho, spec.counts_for(rho)
 
+    def _decode(self, request: Request) -> None:
+        """An ``image_bytes`` request gets its ``images`` (predict's checks and preprocessing), or BadInput."""
+        if request.image_bytes is not None and request.images is not None:
+            raise BadInput(f"send {INPUT_NAME} or {IMAGE_BYTES_NAME} in one request, not both")
+        if request.image_bytes is None and request.images is None:
+            raise BadInput(f"send {INPUT_NAME} (FP32, preprocessed)" + (
+                f" or {IMAGE_BYTES_NAME} (encoded JPEG/PNG/WebP)" if self.spec.data_config is not None else ""))
+        if request.image_bytes is not None:
+            if self.spec.data_config is None:
+                raise BadInput(f"this model serves no {IMAGE_BYTES_NAME} input (its manifest records no preprocessing)")
+            request.images = decode_images(request.image_bytes, self.spec.data_config)
+            request.image_bytes = None
+
     def _check_images(self, request: Request) -> None:
         images = request.images
         if images.dtype != np.float32 or images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.spec.image_shape):
@@ -130,6 +147,7 @@ class RequestHandler:
         groups: dict[tuple[int, ...] | None, list[tuple[int, float | None]]] = {}
         for index, request in enumerate(requests):
             try:
+                self._decode(request)
                 self._check_images(request)
                 rho, counts = self._keep_of(request)
             except DvitError as exc:

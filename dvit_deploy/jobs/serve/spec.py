@@ -6,7 +6,10 @@ inside ``tritonserver`` (``serve.backend``), so both sides agree on names, shape
 
 Served tensors (KServe v2 names):
 
-* input ``images`` FP32 ``[B, C, H, W]`` (preprocessed, as the export takes them);
+* input ``images`` FP32 ``[B, C, H, W]`` (preprocessed, as the export takes them), or
+* input ``image_bytes`` BYTES ``[B, 1]``: encoded JPEG/PNG/WebP files, decoded and preprocessed in the
+  server with the model's ``data_config`` (``serve.decode``); a request sends one of the two (both are
+  ``optional: true`` in the config; offered when the manifest records the preprocessing);
 * input ``keep_ratio`` FP32 ``[B, 1]``, optional, only for ``--dynamic-keep`` artifacts;
 * output ``logits`` FP32 ``[B, classes]``;
 * output ``kept_patch_ids_stage{k}`` INT64 ``[B, K_k]``: the original patch ids each stage kept
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ...artifact.manifest import AnyManifest, EngineManifest
 from ...artifact.names import INPUT_NAME, LOGITS_NAME, keep_counts_for
 from ...helpers.errors import BadInput
+from .decode import IMAGE_BYTES_NAME
 
 if TYPE_CHECKING:
     from ...artifact.store import Artifact
@@ -74,6 +78,7 @@ class ServeSpec:
     # A --keep-ladder engine: the ρ it may run (its rungs inside keep_range), ascending; None: any ρ in the range.
     # The adaptive controller moves ρ on this grid (it takes the grid as a parameter).
     rungs: tuple[float, ...] | None = None
+    data_config: dict[str, Any] | None = None  # the model's preprocessing: set = the image_bytes input is served
 
     # -- keep policy -------------------------------------------------------------------------
     def counts_for(self, keep_ratio: float) -> tuple[int, ...]:
@@ -126,7 +131,9 @@ class ServeSpec:
 
     def inputs(self) -> list[tuple[str, str, list[int], bool]]:
         """(name, Triton dtype, dims without the batch, optional)."""
-        found = [(INPUT_NAME, "TYPE_FP32", list(self.image_shape), False)]
+        found = [(INPUT_NAME, "TYPE_FP32", list(self.image_shape), self.data_config is not None)]
+        if self.data_config is not None:  # either input may be sent: both optional, the handler wants one
+            found.append((IMAGE_BYTES_NAME, "TYPE_STRING", [1], True))
         if self.dynamic_keep:
             found.append((KEEP_RATIO_NAME, "TYPE_FP32", [1], True))
         return found
@@ -214,13 +221,27 @@ def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str |
         keep_range=tuple(keep_range) if dynamic_keep else None,
         token_outputs=token_outputs and not record.dense, verify=verify, runner_options=dict(runner_options or {}),
         slo_ms=None if slo_ms is None else float(slo_ms),
-        rungs=rungs if dynamic_keep and rungs else None,
+        rungs=rungs if dynamic_keep and rungs else None, data_config=_served_data_config(record),
     )
 
 
 def _ladder(manifest: AnyManifest) -> tuple[float, ...]:
     """The rungs (ρ, ascending) of a --keep-ladder engine; () for anything else."""
     return tuple(r.keep_ratio for r in manifest.ladder) if isinstance(manifest, EngineManifest) else ()
+
+
+def _served_data_config(record: Any) -> dict[str, Any] | None:
+    """The preprocessing ``dvit predict`` applies to this model (JSON-ready), or None when the manifest
+    records none or it does not make the model's input shape (then only ``images`` is served)."""
+    from ..data import data_config_of, normalize_data_config
+
+    try:
+        config = normalize_data_config(data_config_of(record))
+    except (BadInput, TypeError, ValueError, KeyError):  # no data_config, and a config no variant can be made of
+        return None
+    if tuple(config["input_size"]) != tuple(record.input_shape):
+        return None
+    return json.loads(json.dumps(config))
 
 
 def _own_batch_limit(manifest: AnyManifest) -> int:
