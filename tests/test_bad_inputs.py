@@ -222,14 +222,14 @@ def _bundle_with_unlisted_model(d: Path, mp) -> None:
 def _manifest_edit(**fields) -> Callable[[Path, pytest.MonkeyPatch], None]:
     def setup(d: Path, mp) -> None:
         _export(d, mp)
-        path = d / "export" / "tiny.json"
+        path = d / "export" / "tiny.onnx.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
     return setup
 
 
 def _nested_manifest(d: Path, mp) -> None:
     _export(d, mp)
-    (d / "export" / "tiny.json").write_text("[" * 100_000 + "]" * 100_000)
+    (d / "export" / "tiny.onnx.json").write_text("[" * 100_000 + "]" * 100_000)
 
 
 _BOMB: list[bytes] = []
@@ -384,7 +384,9 @@ CASES = [
     Case("export-force-on-foreign-kind", ["export", "--model", "tiny-deit", "-o", "notes.txt", "--force"], 2,
          ["refusing to replace notes.txt", "--force replaces only .onnx"], _write("notes.txt", "my notes")),
     Case("export-force-on-foreign-manifest", ["export", "--model", "tiny-deit", "-o", "m.onnx", "--force"], 2,
-         ["refusing to overwrite m.json", "not a dvit manifest"], _write("m.json", '{"mine": true}')),
+         ["refusing to overwrite m.onnx.json", "not a dvit manifest"], _write("m.onnx.json", '{"mine": true}')),
+    Case("export-beside-a-users-m-json", ["export", "--model", "tiny-deit", "-o", "m.onnx"], 0, [],
+         _write("m.json", '{"mine": true}'), output=["m.onnx", "m.onnx.json"]),
     Case("export-default-output-exists-no-model-built", ["export", "--model", "tiny-deit"], 2,
          ["tiny-deit-r0.7.onnx already exists; pass --force"], _default_export_exists),
     Case("export-race-to-one-output", ["export", "--model", "tiny-deit", "-o", "m.onnx"], 2,
@@ -422,7 +424,7 @@ CASES = [
     Case("validate-images-empty", ["validate", "--images", "empty", "-n", "2"], 2, ["no image files"],
          _both(_export, lambda d, mp: (d / "empty").mkdir())),
     Case("validate-manifest-field-wrong-type", ["validate", "-n", "2"], 2,
-         ["tiny.json: field 'keep_counts' must be a list", "'abc'"], _manifest_edit(keep_counts="abc")),
+         ["tiny.onnx.json: field 'keep_counts' must be a list", "'abc'"], _manifest_edit(keep_counts="abc")),
     Case("validate-manifest-counts-not-integers", ["validate", "-n", "2"], 2,
          ["field 'keep_counts' must be a list of token counts"], _manifest_edit(keep_counts=["a", 3])),
     Case("validate-manifest-nested-too-deeply", ["validate", "export/tiny.onnx", "-n", "2"], 2,
@@ -678,5 +680,5 @@ def test_markup_in_an_output_name_prints_literally(workdir):
     result = runner.invoke(app, ["export", "--model", "tiny-deit", "-o", "out/m[v2].onnx"])
     assert result.exit_code == 0, result.output
     assert "out/m[v2].onnx" in result.stdout and (workdir / "out" / "m[v2].onnx").is_file()
-    manifest = json.loads((workdir / "out" / "m[v2].json").read_text())
+    manifest = json.loads((workdir / "out" / "m[v2].onnx.json").read_text())
     assert manifest["artifact"] == "m[v2].onnx"

@@ -36,7 +36,7 @@ def test_embedded_default_runs_from_the_installed_cli(tmp_path):
     assert result["check"]["parity"]["logits"]["max_abs"] < 1e-4
     assert [s["k"] for s in result["check"]["stages"]] == [137, 96, 67]
     assert (tmp_path / "export" / "deit-s-r0.7.onnx").is_file()
-    assert (tmp_path / "export" / "deit-s-r0.7.json").is_file()
+    assert (tmp_path / "export" / "deit-s-r0.7.onnx.json").is_file()
     assert "RANDOM weights" in proc.stderr
 
 
