@@ -76,7 +76,7 @@ def test_bundle_files_checksums_script_and_archive(onnx_copy, tmp_path):
     result = make_bundle([onnx_copy], "jetson-orin", output=tmp_path / "out" / "bundle")
     folder = result.folder
     sums = parse_sums(folder)
-    assert set(sums) == {"README.md", "build_on_device.sh", "bundle.json", "model/tiny.onnx", "model/tiny.json"}
+    assert set(sums) == {"README.md", "build_on_device.sh", "bundle.json", "model/tiny.onnx", "model/tiny.onnx.json"}
     for rel, digest in sums.items():
         assert sha256_file(folder / rel) == digest, rel
     assert sha256_file(folder / "model/tiny.onnx") == sha256_file(onnx_copy)
