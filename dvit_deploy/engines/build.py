@@ -177,13 +177,13 @@ def check_output(output: Path | None, source: Path, *, onnx_only: bool) -> None:
     if output is None:
         return
     output = Path(output).expanduser()
+    if _same_file(output, source) or _same_file(manifest_path(output), manifest_path(source)):
+        raise BadInput(f"--output {output} would replace the ONNX it is built from ({source}) or its manifest; "
+                       "choose another output name")
     kinds = (".onnx",) if onnx_only else ENGINE_SUFFIXES
     if output.suffix.lower() not in kinds:
         what = "the mixed-precision ONNX (--onnx-only)" if onnx_only else "an engine"
         raise BadInput(f"--output {output}: dvit build writes {what}; give a {' or '.join(kinds)} file name")
-    if _same_file(output, source) or _same_file(manifest_path(output), manifest_path(source)):
-        raise BadInput(f"--output {output} would replace the ONNX it is built from ({source}) or its manifest; "
-                       "choose another output name")
 
 
 def _same_file(a: Path, b: Path) -> bool:
