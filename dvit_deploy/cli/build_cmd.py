@@ -54,8 +54,9 @@ def build(
     strongly_typed: bool = typer.Option(False, "--strongly-typed", help="TensorRT 10: build strongly typed (fp16 via the converted graph, as on 11)."),
     target: Optional[str] = typer.Option(None, "--target", help="rtx: a TensorRT-RTX engine, built ahead of time on any machine "
                                          f"(no GPU needed). Else the doctor target \\[default: from the installed TensorRT; {', '.join(t for t in TARGETS if t != 'rtx')}]."),
-    compute_capability: Optional[List[str]] = typer.Option(None, "--compute-capability", help="--target rtx: GPUs the engine is compiled for, e.g. 8.6,8.9 "
-                                                           "\\[default: TensorRT-RTX's own set, 8.0/8.6/8.9/12.0/12.1; 7.5 must be asked for]."),
+    compute_capability: Optional[List[str]] = typer.Option(None, "--compute-capability", help="--target rtx: a comma-separated list of the GPUs' compute "
+                                                           "capabilities the engine is compiled for, e.g. 8.6,8.9 (7.5 is refused: no FP32 GEMM) "
+                                                           "\\[default: TensorRT-RTX's own set, 8.0/8.6/8.9/12.0/12.1]."),
     onnx_only: bool = typer.Option(False, "--onnx-only", help="With --fp16: only write and check the mixed-precision ONNX (no TensorRT needed) "
                                    "\\[default: ./engines/<onnx stem>-fp16mixed.onnx]."),
     verbose: bool = typer.Option(False, "--verbose", help="TensorRT verbose log."),
