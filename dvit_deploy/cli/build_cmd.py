@@ -48,7 +48,8 @@ def build(
     tf32: bool = typer.Option(False, "--tf32", help="Allow TF32 for fp32 math (off by default, for exact fp32)."),
     int8: bool = typer.Option(False, "--int8", help="Build an explicitly quantized (Q/DQ) ONNX, e.g. from dvit quantize "
                               "(TRT 10: INT8 flag, with --fp16 also the FP16 fallback; TRT 11: strongly typed)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Engine path \\[default: ./engines/<name>-<gpu>-<precision>.engine]."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Engine path, .engine or .plan (--onnx-only: .onnx); never the source ONNX "
+                                          "\\[default: ./engines/<name>-<gpu>-<precision>.engine]."),
     min_batch: Optional[int] = typer.Option(None, "--min-batch", help=f"Profile minimum batch \\[default: {BUILD_MIN_BATCH}]."),
     opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help=f"Profile batch TensorRT tunes for \\[default: min({BUILD_OPT_BATCH}, max)]."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help=f"Profile maximum batch \\[default: {BUILD_MAX_BATCH}]."),
@@ -64,9 +65,11 @@ def build(
     strongly_typed: bool = typer.Option(False, "--strongly-typed", help="TensorRT 10: build strongly typed (fp16 via the converted graph, as on 11)."),
     target: Optional[str] = typer.Option(None, "--target", help="rtx: a TensorRT-RTX engine, built ahead of time on any machine "
                                          f"(no GPU needed). Else the doctor target \\[default: from the installed TensorRT; {', '.join(t for t in TARGETS if t != 'rtx')}]."),
-    compute_capability: Optional[List[str]] = typer.Option(None, "--compute-capability", help="--target rtx: GPUs the engine is compiled for, e.g. 8.6,8.9 "
-                                                           "\\[default: TensorRT-RTX's own set, 8.0/8.6/8.9/12.0/12.1; 7.5 must be asked for]."),
-    onnx_only: bool = typer.Option(False, "--onnx-only", help="With --fp16: only write and check the mixed-precision ONNX (no TensorRT needed)."),
+    compute_capability: Optional[List[str]] = typer.Option(None, "--compute-capability", help="--target rtx: a comma-separated list of the GPUs' compute "
+                                                           "capabilities the engine is compiled for, e.g. 8.6,8.9 (7.5 is refused: no FP32 GEMM) "
+                                                           "\\[default: TensorRT-RTX's own set, 8.0/8.6/8.9/12.0/12.1]."),
+    onnx_only: bool = typer.Option(False, "--onnx-only", help="With --fp16: only write and check the mixed-precision ONNX (no TensorRT needed) "
+                                   "\\[default: ./engines/<onnx stem>-fp16mixed.onnx]."),
     verbose: bool = typer.Option(False, "--verbose", help="TensorRT verbose log."),
     force: bool = FORCE_OPTION,
     no_verify: bool = NO_VERIFY_OPTION,

@@ -25,7 +25,7 @@ from ..helpers.errors import BadInput
 from ..helpers.fileio import manifest_path
 from ..models.config import KeepSchedule
 from .targets import (BUILD_FLAVOURS, HARDWARE_COMPAT, HARDWARE_COMPAT_LEVELS, HARDWARE_COMPAT_SINCE, PRECISIONS,
-                      DeviceInfo, RTX_NO_FP32_GEMM, BuildFlavour, PrecisionStrategy, build_flavour,
+                      DeviceInfo, BuildFlavour, PrecisionStrategy, build_flavour,
                       compatibility_problem, compute_capability_list, engine_file_name, gpu_tag, parse_trt_version,
                       precision_strategy)
 
@@ -204,12 +204,7 @@ def make_plan(source: Artifact, options: BuildOptions = BuildOptions(), *, trt_v
     hardware_compat, version_compatible = options.hardware_compat, options.version_compatible
     version = parse_trt_version(trt_version)
     major = version[0]
-    ccs = compute_capability_list(kind, options.compute_capabilities)
-    turing = [cc for cc in ccs if cc in RTX_NO_FP32_GEMM]
-    if kind.name == "rtx" and turing:
-        raise BadInput(f"--compute-capability {turing[0]} (Turing): TensorRT-RTX has no FP32 GEMM there, and every "
-                       "dvit graph keeps fp32 MatMuls (the fp16 graph keeps the token predictors fp32, a Q/DQ graph "
-                       "its unquantized MatMuls); build for 8.0 and newer")
+    ccs = compute_capability_list(kind, options.compute_capabilities)  # refuses what no build may target (Turing)
     if kind.timing_cache_refusal and timing_cache is not None:
         raise BadInput(f"--timing-cache: {kind.timing_cache_refusal}")
     if not kind.hardware_compat and (hardware_compat != "none" or version_compatible):
