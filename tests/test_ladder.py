@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from dvit_deploy.artifact.manifest import EngineManifest
 from dvit_deploy.artifact.store import Artifact, open_artifact
 from dvit_deploy.cli import app
+from dvit_deploy.helpers.fileio import manifest_path
 from dvit_deploy.engines import build as build_mod
 from dvit_deploy.engines import build_plan as plans
 from dvit_deploy.engines import trt_build
@@ -171,7 +172,7 @@ def trt(request, monkeypatch):
 
 
 def fake_build(trt, dk_export: Path, tmp_path: Path, ladder=LADDER):
-    install_engine(trt, engine_io(json.loads(dk_export.with_suffix(".json").read_text()), token_outputs=False))
+    install_engine(trt, engine_io(json.loads(manifest_path(dk_export).read_text()), token_outputs=False))
     rtx = is_rtx(trt)
     return build_mod.build(dk_export, BuildOptions(output=tmp_path / "l.engine", force=True, keep_ladder=ladder,
                                                    target="rtx" if rtx else None))
