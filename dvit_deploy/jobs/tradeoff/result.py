@@ -21,7 +21,7 @@ class TradeoffRow:
     artifact: str
     keep_counts: list[int]  # kept patch tokens after each pruning stage
     tokens_per_stage: list[int]  # tokens each stage of blocks runs on (ViTs: with the class token)
-    gmacs: float
+    macs: int  # per image, predictors included (jobs.flops)
     batch: int
     throughput_ips: float
     latency_ms_mean: float
@@ -34,6 +34,10 @@ class TradeoffRow:
     executes: str = ""
     pareto: bool = False
 
+    @property
+    def gmacs(self) -> float:
+        return self.macs / 1e9
+
     def metric(self, name: str) -> float | None:
         return self.top1 if name == "top1" else self.agreement
 
@@ -43,7 +47,8 @@ class TradeoffRow:
 
         return {
             "label": self.label, "role": self.role, "keep_ratio": self.keep_ratio, "artifact": self.artifact,
-            "keep_counts": self.keep_counts, "tokens_per_stage": self.tokens_per_stage, "gmacs": r(self.gmacs, 4),
+            "keep_counts": self.keep_counts, "tokens_per_stage": self.tokens_per_stage, "macs": self.macs,
+            "gmacs": r(self.gmacs, 4),
             "batch": self.batch, "throughput_ips": r(self.throughput_ips, 2),
             "latency_ms": {"mean": r(self.latency_ms_mean, 4), "median": r(self.latency_ms_median, 4)},
             "cv_percent": r(self.cv_percent, 3), "images": self.images, "top1": r(self.top1), "top5": r(self.top5),

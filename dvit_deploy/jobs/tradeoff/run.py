@@ -132,7 +132,7 @@ def measure_point(point: Point, backend: str, options: TradeoffOptions, inputs: 
     agreement = 1.0 if reference is None else float(np.mean(preds == reference))
     row = TradeoffRow(
         label=point.label, role=point.role, keep_ratio=point.keep_ratio, artifact=str(point.artifact.path),
-        keep_counts=list(model.keep_counts), tokens_per_stage=[s.tokens for s in macs.stages], gmacs=macs.gmacs,
+        keep_counts=list(model.keep_counts), tokens_per_stage=[s.tokens for s in macs.stages], macs=macs.total_macs,
         batch=batch, throughput_ips=batch * stats.count / measured.wall_s if measured.wall_s > 0 else 0.0,
         latency_ms_mean=stats.mean, latency_ms_median=stats.median, cv_percent=stats.cv_percent,
         images=len(preds), top1=top1, top5=top5, agreement=agreement, executes=executes)
