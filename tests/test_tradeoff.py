@@ -17,6 +17,8 @@ from dvit_deploy.jobs import tradeoff as tradeoffs
 from dvit_deploy.jobs.tradeoff import run as tradeoff_run
 from dvit_deploy.jobs.tradeoff.result import TradeoffRow, mark_pareto, recommend
 
+from .conftest import make_official_checkpoint
+
 runner = CliRunner()
 QUICK = ["--iterations", "2", "--warmup", "0", "--batch", "2"]
 SYNSETS = ("n01440764", "n01443537", "n01484850")
@@ -24,14 +26,16 @@ SYNSETS = ("n01440764", "n01443537", "n01484850")
 
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory):
-    """A tiny DeiT exported with --dynamic-keep, its dense twin, and a labelled folder in synset folders."""
+    """A tiny DeiT checkpoint exported with --dynamic-keep and dense (its twin: the same weights), and a labelled
+    folder in synset folders."""
     from dvit_deploy.export import export_onnx
     from dvit_deploy.models.checkpoint import load_model
 
     folder = tmp_path_factory.mktemp("tradeoff")
-    export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7), folder / "export" / "tiny-dynkeep.onnx",
+    make_official_checkpoint(folder / "tiny.pth", "tiny-deit")
+    export_onnx(load_model(folder / "tiny.pth", keep_ratio=0.7), folder / "export" / "tiny-dynkeep.onnx",
                 dynamic_keep=True)
-    export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7, dense=True), folder / "export" / "tiny-dense.onnx")
+    export_onnx(load_model(folder / "tiny.pth", dense=True), folder / "export" / "tiny-dense.onnx")
     rng = np.random.default_rng(0)
     for synset in SYNSETS:
         (folder / "val" / synset).mkdir(parents=True)
@@ -128,17 +132,18 @@ def test_fixed_exports_of_a_split_model(tmp_path, monkeypatch):
     from dvit_deploy.models.checkpoint import load_model
 
     monkeypatch.chdir(tmp_path)
-    for ratio in (0.9, 0.7, 0.5):
+    for ratio in (0.9, 0.5):
         export_onnx(load_model(model_name="tiny-convnext", keep_ratio=ratio), tmp_path / "export" / f"cx-r{ratio}.onnx")
-    data = _json(["export/cx-r0.7.onnx", "--samples", "4"])
+    data = _json(["export/cx-r0.5.onnx", "--samples", "4"])
     assert data["mode"] == "fixed exports" and data["reference"] == "top" and data["metric"] == "agreement"
-    assert any("2 other fixed export(s)" in n for n in data["notes"])
+    assert any("1 other fixed export(s)" in n and "cx-r0.9.onnx" in n for n in data["notes"])
     rows = sorted(data["rows"], key=lambda r: r["keep_ratio"])
-    assert [r["keep_ratio"] for r in rows] == [0.5, 0.7, 0.9]
-    assert [r["keep_counts"] for r in rows] == [[8, 4, 1], [11, 7, 4], [14, 11, 8]]  # int(16·[ρ, ρ−0.2, ρ−0.4])
-    assert rows[0]["macs"] < rows[1]["macs"] < rows[2]["macs"]
+    assert [r["keep_ratio"] for r in rows] == [0.5, 0.9]
+    assert [r["keep_counts"] for r in rows] == [[8, 4, 1], [14, 11, 8]]  # int(16·[ρ, ρ−0.2, ρ−0.4])
+    assert [r["tokens_per_stage"] for r in rows] == [[16, 8, 4, 1], [16, 14, 11, 8]]
+    assert rows[0]["macs"] < rows[1]["macs"]
     assert all(Path(r["artifact"]).name == f"cx-r{r['keep_ratio']}.onnx" for r in rows)
-    assert rows[2]["agreement"] == 1.0
+    assert rows[1]["agreement"] == 1.0 and rows[0]["agreement"] in {i / 4 for i in range(5)}
     only = _json(["export/cx-r0.9.onnx", "export/cx-r0.5.onnx", "--samples", "4", "--keep-ratios", "0.5"])
     assert [r["keep_ratio"] for r in only["rows"]] == [0.5]
 
@@ -175,3 +180,19 @@ def test_a_dynamic_keep_point_is_the_fixed_schedule_of_its_rho(here):
         assert moved.model.keep_counts == fixed.keep_counts
         assert macs_for_model(moved.model).total_macs == fixed.total_macs
     assert artifact.model.keep_ratio == 0.7  # the opened artifact itself is unchanged
+
+
+def test_a_seeded_dense_twin_is_timed_but_not_compared(tmp_path, monkeypatch, tiny_set):
+    """Seeded dense and pruned models draw other random weights: the dense point keeps its speed, not an agreement."""
+    from dvit_deploy.export import export_onnx
+    from dvit_deploy.models.checkpoint import load_model
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_set / "export", tmp_path / "export", ignore=shutil.ignore_patterns("tiny-dense.*"))
+    export_onnx(load_model(model_name="tiny-deit", dense=True), tmp_path / "export" / "seeded-dense.onnx")
+    export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7), tmp_path / "export" / "seeded-r0.7.onnx")
+    data = _json(["export/seeded-r0.7.onnx", "--samples", "4"])
+    assert data["reference"] == "top" and any("not comparable" in n for n in data["notes"])
+    dense = next(r for r in data["rows"] if r["role"] == "dense")
+    assert dense["agreement"] is None and dense["throughput_ips"] > 0 and not dense["pareto"]
+    assert [r["label"] for r in data["rows"]] == ["ρ=0.7", "dense"]

@@ -92,6 +92,7 @@ class TradeoffPlan:
     reference: str  # "dense" or "top"
     dense: Point | None
     notes: list[str] = field(default_factory=list)
+    dense_comparable: bool = True  # False: a seeded dense twin, timed but not compared (other random weights)
 
     @property
     def sparse(self) -> list[Point]:
@@ -215,13 +216,20 @@ def plan_tradeoff(given: Sequence[Artifact | Path] | None, options: TradeoffOpti
     sparse, mode = _sparse_points(opened, options, notes)
     sparse.sort(key=lambda p: -float(p.keep_ratio or 0))  # the top ρ first: it may be the reference
     dense = _dense_point(opened, sparse[0], options, on_phase, notes)
-    reference = options.reference or ("dense" if dense is not None else "top")
+    # Seeded dense and pruned models draw their random weights in another order (the predictors come first):
+    # the "twin" of a seeded export has other weights, so its predictions are not comparable, only its speed.
+    comparable = dense is not None and not (dense.artifact.model.random_weights or sparse[0].artifact.model.random_weights)
+    if dense is not None and not comparable:
+        notes.append(f"{dense.artifact.name} and {sparse[0].artifact.name} have seeded random weights, drawn differently "
+                     "for dense and pruned models: the dense point is timed, its agreement is not comparable")
+    reference = options.reference or ("dense" if comparable else "top")
     if reference == "dense" and dense is None:
         raise BadInput(f"--reference dense needs the dense twin of {sparse[0].artifact.name}: pass --dense-baseline "
                        "to export it (ONNX), give it as an ARTIFACT, or use --reference top")
     if options.reference is None:
         notes.append("agreement is measured against " + ("the dense twin" if reference == "dense" else
-                                                         f"the top ρ ({sparse[0].label}): no dense twin"))
+                                                         f"the top ρ ({sparse[0].label})"))
     points = ([dense] if dense is not None and reference == "dense" else []) + sparse + \
         ([dense] if dense is not None and reference == "top" else [])
-    return TradeoffPlan(points=points, mode=mode, reference=reference, dense=dense, notes=notes)
+    return TradeoffPlan(points=points, mode=mode, reference=reference, dense=dense, notes=notes,
+                        dense_comparable=comparable)

@@ -45,6 +45,9 @@ def plot_tradeoff(report: TradeoffReport, path: Path, *, title: str | None = Non
     if dense is not None and dense.metric(report.metric) is not None:
         ax.scatter([dense.throughput_ips], [100 * dense.metric(report.metric)], marker="s", s=60, color="black",
                    label=f"dense twin ({dense.gmacs:.2f} GMACs)", zorder=3)
+    elif dense is not None:  # timed, not comparable (a seeded twin): its speed as a line
+        ax.axvline(dense.throughput_ips, color="black", linestyle="--", linewidth=1,
+                   label=f"dense twin, img/s only ({dense.gmacs:.2f} GMACs)")
     if rec is not None and rec.low is not None:
         ax.scatter([], [], s=140, color="tab:green", alpha=0.25,
                    label=f"recommended ρ {rec.low:g}–{rec.high:g} (drop ≤ {rec.max_drop:g} pt)")
@@ -53,7 +56,9 @@ def plot_tradeoff(report: TradeoffReport, path: Path, *, title: str | None = Non
     ax.set_ylabel(metric_label(report))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    ax.set_title(title or f"dvit tradeoff ({report.mode}): {report.inputs.split(':')[0]}", fontsize=9)
+    weights = " with SEEDED RANDOM weights (not a trained model)" if report.random_weights else ""
+    ax.set_title(title or f"dvit tradeoff: {report.model}{weights}, {report.mode}\n{report.inputs.split(':')[0]}",
+                 fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=110)

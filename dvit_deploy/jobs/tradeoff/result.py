@@ -84,6 +84,8 @@ class TradeoffReport:
     planned: int = 0  # rows planned
     recommendation: Recommendation | None = None
     machine: dict[str, Any] = field(default_factory=dict)  # profile's machine_info, taken once
+    model: str = ""  # the variant
+    random_weights: bool = False  # seeded weights (no checkpoint): agreement says nothing about accuracy
 
     @property
     def complete(self) -> bool:
@@ -105,6 +107,7 @@ class TradeoffReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA, "complete": self.complete, "rows_planned": self.planned, "mode": self.mode,
+            "model": self.model, "random_weights": self.random_weights,
             "backend": self.backend, "device": self.device, "metric": self.metric, "reference": self.reference,
             "reference_row": self.reference_label, "inputs": self.inputs, "settings": self.settings,
             "machine": self.machine, "rows": [r.to_dict() for r in self.rows],

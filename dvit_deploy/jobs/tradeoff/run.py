@@ -155,10 +155,13 @@ def run_tradeoff(plan: TradeoffPlan, options: TradeoffOptions, *, on_progress: P
         mode=plan.mode, backend=backend, device=options.device, metric="top1" if inputs.labelled else "agreement",
         reference=plan.reference, reference_label=reference_point.label, inputs=inputs.description,
         settings={**options.settings.to_dict(), "batch": options.batch, "eval_batch": options.eval_batch},
-        notes=list(plan.notes), planned=len(plan.points), machine=machine_info())
+        notes=list(plan.notes), planned=len(plan.points), machine=machine_info(), model=str(first.model.variant),
+        random_weights=first.model.random_weights)
     reference: np.ndarray | None = None
     for point in plan.points:
         row, preds = measure_point(point, backend, options, inputs, reference, on_progress)
+        if point is plan.dense and not plan.dense_comparable and point is not reference_point:
+            row.agreement = None  # other random weights: its predictions say nothing about pruning
         if point is reference_point:
             reference = preds
         report.rows.append(row)
