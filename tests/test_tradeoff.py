@@ -34,8 +34,8 @@ def tiny_set(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tradeoff")
     make_official_checkpoint(folder / "tiny.pth", "tiny-deit")
     export_onnx(load_model(folder / "tiny.pth", keep_ratio=0.7), folder / "export" / "tiny-dynkeep.onnx",
-                dynamic_keep=True)
-    export_onnx(load_model(folder / "tiny.pth", dense=True), folder / "export" / "tiny-dense.onnx")
+                dynamic_keep=True, check_samples=1)
+    export_onnx(load_model(folder / "tiny.pth", dense=True), folder / "export" / "tiny-dense.onnx", check_samples=1)
     rng = np.random.default_rng(0)
     for synset in SYNSETS:
         (folder / "val" / synset).mkdir(parents=True)
@@ -133,7 +133,8 @@ def test_fixed_exports_of_a_split_model(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     for ratio in (0.9, 0.5):
-        export_onnx(load_model(model_name="tiny-convnext", keep_ratio=ratio), tmp_path / "export" / f"cx-r{ratio}.onnx")
+        export_onnx(load_model(model_name="tiny-convnext", keep_ratio=ratio), tmp_path / "export" / f"cx-r{ratio}.onnx",
+                    check_samples=1)
     data = _json(["export/cx-r0.5.onnx", "--samples", "4"])
     assert data["mode"] == "fixed exports" and data["reference"] == "top" and data["metric"] == "agreement"
     assert any("1 other fixed export(s)" in n and "cx-r0.9.onnx" in n for n in data["notes"])
@@ -182,16 +183,18 @@ def test_a_dynamic_keep_point_is_the_fixed_schedule_of_its_rho(here):
     assert artifact.model.keep_ratio == 0.7  # the opened artifact itself is unchanged
 
 
-def test_a_seeded_dense_twin_is_timed_but_not_compared(tmp_path, monkeypatch, tiny_set):
+def test_a_seeded_dense_twin_is_timed_but_not_compared(tmp_path, monkeypatch, tiny_export):
     """Seeded dense and pruned models draw other random weights: the dense point keeps its speed, not an agreement."""
     from dvit_deploy.export import export_onnx
     from dvit_deploy.models.checkpoint import load_model
 
     monkeypatch.chdir(tmp_path)
-    shutil.copytree(tiny_set / "export", tmp_path / "export", ignore=shutil.ignore_patterns("tiny-dense.*"))
-    export_onnx(load_model(model_name="tiny-deit", dense=True), tmp_path / "export" / "seeded-dense.onnx")
-    export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7), tmp_path / "export" / "seeded-r0.7.onnx")
-    data = _json(["export/seeded-r0.7.onnx", "--samples", "4"])
+    (tmp_path / "export").mkdir()
+    for f in (tiny_export.path, tiny_export.manifest_path):  # the shared seeded tiny DeiT at ρ 0.7
+        shutil.copy2(f, tmp_path / "export" / f.name)
+    export_onnx(load_model(model_name="tiny-deit", dense=True), tmp_path / "export" / "seeded-dense.onnx",
+                check_samples=1)
+    data = _json([f"export/{tiny_export.path.name}", "--samples", "4"])
     assert data["reference"] == "top" and any("not comparable" in n for n in data["notes"])
     dense = next(r for r in data["rows"] if r["role"] == "dense")
     assert dense["agreement"] is None and dense["throughput_ips"] > 0 and not dense["pareto"]
