@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         results.extend(bench_backend(backend, exports, dynamic, batches, settings, args.rounds, console))
     load_after = _load_average()
     cores = os.cpu_count() or 1
-    Console().print(_table(results, loaded=max(load_before[0], load_after[0]) > 0.5 * cores))
+    Console(width=130).print(_table(results, loaded=max(load_before[0], load_after[0]) > 0.5 * cores))
     if args.json is not None:
         write_json_atomic(args.json, {
             "schema": SCHEMA,
