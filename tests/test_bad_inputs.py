@@ -36,7 +36,7 @@ runner = CliRunner()
 FAILURE = re.compile(r"^(error:|check failed:|internal error:|interrupted$|terminated$)")
 # Lines a command may print to stderr besides its one failure line: the artifact it picked, notes,
 # and progress (one line per phase when stderr is not a terminal, as here).
-INFO = re.compile(r"^(using |• |warning: .*--no-verify|(export|build|validate|profile|package|predict|eval)[: ])")
+INFO = re.compile(r"^(using |• |warning: .*--no-verify|(export|build|validate|profile|package|predict|eval|tradeoff)[: ])")
 
 
 @dataclass
@@ -500,6 +500,25 @@ CASES = [
     Case("profile-zero-rounds", ["profile", "--rounds", "0"], 2, ["rounds"], _export),
     Case("profile-plot-not-an-image", ["profile", "--plot", "out.txt", "--iterations", "1"], 2,
          ["--plot", ".png"], _export),
+    # --- tradeoff
+    Case("tradeoff-nothing-exported", ["tradeoff"], 2, ["no .onnx/.engine/.plan artifact"]),
+    Case("tradeoff-keep-ratios-not-numbers", ["tradeoff", "--keep-ratios", "x"], 2,
+         ["--keep-ratios takes comma-separated numbers"], _export),
+    Case("tradeoff-keep-ratio-above-one", ["tradeoff", "--keep-ratios", "0.5,1.5"], 2, ["--keep-ratios are in (0, 1]"],
+         _export),
+    Case("tradeoff-no-fixed-export-at-that-ratio", ["tradeoff", "--keep-ratios", "0.5", "--iterations", "1"], 2,
+         ["no fixed export at ρ=0.5", "exported: 0.7"], _export),
+    Case("tradeoff-dense-reference-without-twin", ["tradeoff", "--reference", "dense", "--iterations", "1"], 2,
+         ["--reference dense needs the dense twin of tiny.onnx", "--dense-baseline"], _export),
+    Case("tradeoff-unknown-reference", ["tradeoff", "--reference", "best"], 2, ["--reference is dense or top"], _export),
+    Case("tradeoff-zero-batch", ["tradeoff", "--batch", "0"], 2, ["--batch must be ≥ 1"], _export),
+    Case("tradeoff-negative-max-drop", ["tradeoff", "--max-drop", "-1"], 2, ["--max-drop is in points"], _export),
+    Case("tradeoff-plot-not-an-image", ["tradeoff", "--plot", "out.txt"], 2, ["--plot", ".png"], _export),
+    Case("tradeoff-output-not-json", ["tradeoff", "-o", "out.txt"], 2, ["--output writes JSON"], _export),
+    Case("tradeoff-output-is-the-users-json", ["tradeoff", "-o", "mine.json", "--iterations", "1"], 2,
+         ["refusing to replace mine.json", "not a JSON 'dvit tradeoff' wrote"], _both(_export, _write("mine.json", "{}"))),
+    Case("tradeoff-images-missing", ["tradeoff", "--images", "nope", "--iterations", "1"], 2,
+         ["--images folder nope not found"], _export),
     # --- flops
     Case("flops-unknown-model", ["flops", "--model", "nope"], 2, ["unknown model 'nope'"]),
     Case("flops-nan-ratio", ["flops", "--keep-ratio", "0.7,nan"], 2, ["--keep-ratio takes finite numbers"]),

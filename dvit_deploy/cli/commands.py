@@ -23,6 +23,7 @@ from .predict_cmd import predict
 from .eval_cmd import eval_images
 from .quantize_cmd import quantize
 from .serve_cmd import serve
+from .tradeoff_cmd import tradeoff
 
 # The click that Typer runs on (recent Typer vendors its own copy): its exception classes, found
 # through Typer's public ones rather than a private module path.
@@ -92,6 +93,7 @@ app.command()(predict)
 app.command(name="eval")(eval_images)
 app.command()(quantize)
 app.command()(serve)
+app.command()(tradeoff)
 
 
 def _version(value: bool) -> None:
