@@ -13,7 +13,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
-from dvit_deploy.jobs import tradeoff as tradeoffs
 from dvit_deploy.jobs.tradeoff import run as tradeoff_run
 from dvit_deploy.jobs.tradeoff.result import TradeoffRow, mark_pareto, recommend
 
@@ -175,7 +174,7 @@ def test_a_dynamic_keep_point_is_the_fixed_schedule_of_its_rho(here):
 
     artifact = open_artifact(here / "export" / "tiny-dynkeep.onnx")
     for ratio in (0.5, 0.8):
-        moved = tradeoffs.at_keep_ratio(artifact, ratio)
+        moved = artifact.at_keep_ratio(ratio)
         assert moved.path == artifact.path and moved.model.dynamic_keep
         fixed = count_macs(get_variant("tiny-deit"), ratio)
         assert moved.model.keep_counts == fixed.keep_counts

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from .plan import (DEFAULT_KEEP_RATIOS, DEFAULT_MAX_DROP, DEFAULT_SAMPLES, REFERENCES, Point, TradeoffOptions,
-                   TradeoffPlan, at_keep_ratio, plan_tradeoff)
+                   TradeoffPlan, plan_tradeoff)
 from .plot import PLOT_SUFFIXES, plot_tradeoff
 from .result import (SCHEMA, Recommendation, TradeoffReport, TradeoffRow, mark_pareto, recommend, report_path,
                      write_report)
@@ -16,6 +16,6 @@ from .run import ScoredInputs, measure_point, run_tradeoff, scored_inputs
 __all__ = [
     "DEFAULT_KEEP_RATIOS", "DEFAULT_MAX_DROP", "DEFAULT_SAMPLES", "PLOT_SUFFIXES", "REFERENCES", "SCHEMA", "Point",
     "Recommendation", "ScoredInputs", "TradeoffOptions", "TradeoffPlan", "TradeoffReport", "TradeoffRow",
-    "at_keep_ratio", "mark_pareto", "measure_point", "plan_tradeoff", "plot_tradeoff", "recommend", "report_path",
+    "mark_pareto", "measure_point", "plan_tradeoff", "plot_tradeoff", "recommend", "report_path",
     "run_tradeoff", "scored_inputs", "write_report",
 ]

@@ -8,13 +8,11 @@ input, and FLOPs are those of ρ, with no runner knowing about the tradeoff.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ...artifact.keep import KeepSchedule
 from ...artifact.store import Artifact, artifacts, as_artifact, find_dense_twin, open_artifact
 from ...helpers.defaults import PREDICT_BATCH, PROFILE_BATCH, PROFILE_DEVICE
 from ...helpers.errors import BadInput
@@ -99,20 +97,6 @@ class TradeoffPlan:
         return [p for p in self.points if p.keep_ratio is not None]
 
 
-def at_keep_ratio(artifact: Artifact, keep_ratio: float) -> Artifact:
-    """A --dynamic-keep artifact opened at ρ: its model record's keep ratio, stage ratios and kept counts
-    moved to ρ (the official rule of its schedule), the file and its sha256 check unchanged."""
-    model = artifact.model
-    stages = len(model.keep_counts)
-    try:
-        schedule = KeepSchedule.from_ratio(float(keep_ratio), stages, model.num_patches, model.keep_schedule)
-    except ValueError as exc:
-        raise BadInput(f"keep ratio {keep_ratio:g}: {exc}") from None
-    moved = dataclasses.replace(model, keep_ratio=float(keep_ratio), stage_ratios=schedule.ratios,
-                                keep_counts=schedule.counts)
-    return dataclasses.replace(artifact, manifest=dataclasses.replace(artifact.manifest, model=moved))
-
-
 def _same_checkpoint(a: Artifact, b: Artifact) -> bool:
     """Fixed exports of one model: same variant, config, weights, batch layout, precision and kind."""
     x, y = a.model, b.model
@@ -155,7 +139,7 @@ def _sparse_points(opened: list[Artifact], options: TradeoffOptions, notes: list
             raise BadInput(f"give one --dynamic-keep artifact, or fixed exports of one checkpoint, not both "
                            f"({dynamic[0].name} and {len(sparse) - 1} more)")
         ratios = options.keep_ratios or DEFAULT_KEEP_RATIOS
-        return [Point(at_keep_ratio(dynamic[0], r), float(r)) for r in ratios], "dynamic-keep"
+        return [Point(dynamic[0].at_keep_ratio(r), float(r)) for r in ratios], "dynamic-keep"
     if len(sparse) == 1:
         sparse = _siblings(sparse[0], notes)
     first = sparse[0]
