@@ -12,7 +12,7 @@ import typer
 from ..helpers.errors import BadInput
 from ..helpers.lazy import lazy_import
 from .common import artifact_checks, artifact_or_default
-from .failures import handle_errors
+from .failures import Terminated, exit_code_for, handle_errors
 from .options import NO_VERIFY_OPTION, finite, parse_floats
 from .output import err, notes, styled
 
@@ -90,6 +90,12 @@ def serve(
 
     result = serve_lib.serve(spec, settings, on_event=on_event)
     notes(result.leftovers)
+    if not result.ready:  # a signal during start-up: a clean stop, with that signal's exit code
+        if json_output:
+            _json_line({"event": "stopped", "model": spec.name, "signal": result.stopped_by, "ready": False,
+                        "leftovers": result.leftovers})
+        err.print(f"serve: {result.stopped_by} during start-up: stopped before serving")
+        raise typer.Exit(exit_code_for(KeyboardInterrupt() if result.stopped_by == "SIGINT" else Terminated()))
     if json_output:
         _json_line({"event": "stopped", "model": spec.name, "signal": result.stopped_by, "drained": result.drained,
                     "leftovers": result.leftovers})
