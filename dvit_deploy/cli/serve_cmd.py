@@ -62,6 +62,7 @@ def serve(
                                  keep_range=tuple(rng) if rng else None, verify=not no_verify, slo_ms=slo_ms)
     settings = serve_lib.ServeSettings(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                                        drain_timeout_s=drain_timeout, log_file=log_file, threads=threads)
+    serve_lib.check_ports(settings)  # the host resolves, the ports are free: before "serving …"
     endpoints = {"http": f"{host}:{http_port}", "grpc": f"{host}:{grpc_port}", "metrics": f"{host}:{metrics_port}"}
     err.print(styled("[cyan]serving[/] {} as model '{}' on {} ({}), max batch {}{}", Path(spec.artifact).name,
                      spec.name, spec.backend, spec.precision, spec.max_batch,
