@@ -1,19 +1,23 @@
 """``dvit serve``: one artifact on a real Triton Inference Server, from start-up to a drained exit.
 
-Lifecycle:
+Lifecycle (docs/serving.md):
 
-1. the artifact's manifest is read and its sha256 checked, the backend's package asked for, the
-   three ports tried (in use: one line, exit 2) — all before any server process exists;
-2. a private workspace (``dvit-serve-*`` in the temp folder) gets a model repository (our
-   Python-backend model, ``config.pbtxt`` with dynamic batching, the ``ServeSpec``) and a backend
-   directory; ``tritonserver`` starts in its own session with the environment of
-   ``serve.tritonserver.server_env``;
+1. the artifact's manifest is read and its sha256 checked, the runtime asked what the runner would
+   refuse (``Runner.check``), the host resolved and the three ports tried (one line, exit 2) — all
+   before any server process exists;
+2. what a ``dvit serve`` that is no longer running left is removed (``tritonserver.clean_stale``); a
+   private workspace (``dvit-serve-<pid>-*`` in the temp folder, with its owner record) gets a model
+   repository (our Python-backend model, ``config.pbtxt``, the ``ServeSpec``) and a backend directory;
+   ``tritonserver`` starts in its own session, killed by the kernel if we die (``PR_SET_PDEATHSIG``),
+   its HTTP endpoint on a private loopback port behind our front (``front.HttpFront``: 400 for bad JSON
+   before Triton allocates);
 3. ready = ``/v2/health/ready`` answers 200, which Triton gives only once the model's
    ``initialize`` (runner loaded, warm-up inference done) has returned;
 4. SIGTERM / Ctrl-C: ``tritonserver`` gets SIGTERM, stops taking new requests and finishes the
    in-flight ones (``--exit-timeout-secs`` = the drain timeout); after that anything left of its
-   process group is killed, the backend's shared-memory regions (our unique prefix) are removed
-   and the workspace deleted. A clean drain exits 0.
+   process group is killed, the backend's shared-memory regions (our unique prefix) and env folder
+   are removed and the workspace deleted. A clean drain exits 0; a signal during start-up is a clean
+   stop (``ServeResult.ready`` False).
 """
 
 from __future__ import annotations
@@ -32,13 +36,17 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ...helpers.errors import BadInput, DvitError
 from .front import HttpFront, body_limit, private_port
 from .spec import ServeSpec, make_spec
 from .tritonserver import (clean_stale, die_with_parent, find_tritonserver, new_python_env, new_workspace,
                            prepare_backends, python_envs, record_owner, remove_python_env, remove_shm, server_env)
+
+if TYPE_CHECKING:
+    from ...artifact.store import Artifact
+
 MODEL_PY = ('# Written by `dvit serve`: the model is dvit_deploy.jobs.serve.backend, versioned with the package.\n'
             'from dvit_deploy.jobs.serve.backend import TritonPythonModel  # noqa: F401\n')
 _CPU_NOISE = ("CudaDriverHelper has not been initialized", "failed to get CUDA device count",
@@ -315,7 +323,7 @@ def _clean_up(run: _Run, settings: ServeSettings, leftovers: list[str]) -> None:
     shutil.rmtree(run.workspace, ignore_errors=True)
 
 
-def prepare(artifact: Path, *, backend: str | None, precision: str | None, name: str | None = None,
+def prepare(artifact: "Artifact | Path", *, backend: str | None, precision: str | None, name: str | None = None,
             max_batch: int | None = None, queue_delay_us: int = 100, dynamic_batching: bool = True,
             keep_range: tuple[float, float] | None = None, verify: bool = True,
             slo_ms: float | None = None) -> ServeSpec:
@@ -323,11 +331,11 @@ def prepare(artifact: Path, *, backend: str | None, precision: str | None, name:
 
     Everything the runner inside Triton would refuse at load time (backend, file kind, package,
     precision, device) is asked of the runtime here, in its own words, before a server process exists."""
-    from ...artifact.store import open_artifact
+    from ...artifact.store import as_artifact
     from ...runtime import default_backend, runner_for_artifact
 
     find_tritonserver()  # the [serve] extra first: no "serving …" line for a server that cannot start
-    opened = open_artifact(Path(artifact))  # BadInput on a missing/foreign/tampered artifact (unless --no-verify)
+    opened = as_artifact(artifact)  # a path: opened here (BadInput on a missing/foreign/tampered artifact)
     backend = backend or default_backend(opened.path)
     if backend == "torch":
         raise BadInput("dvit serve runs an artifact file: use --backend onnxruntime or openvino (.onnx) or tensorrt")
