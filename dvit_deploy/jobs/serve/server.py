@@ -212,6 +212,7 @@ class _Run:
     python_env_decided: bool = False
     envs_before: set[str] = field(default_factory=set)
     started_wall: float = 0.0
+    ready: bool = False
 
     def watch_python_env(self) -> None:
         """Note the Python backend's env folder once it appears (a killed server cannot remove it)."""
@@ -244,6 +245,7 @@ def _wait_ready(run: _Run, settings: ServeSettings, upstream: int, stop: list[in
             raise DvitError(f"Triton Inference Server did not start: {startup_error(run.log_path)}")
         if _ready("127.0.0.1", upstream):
             run.watch_python_env()
+            run.ready = True
             return True
         if time.monotonic() > deadline:
             raise DvitError(f"Triton Inference Server was not ready after {settings.startup_timeout_s:.0f} s "
@@ -259,6 +261,14 @@ def serve(spec: ServeSpec, settings: ServeSettings, *,
     family = host_family(settings.host)
     check_ports(settings, family)
     front = open_front(spec, settings, family)
+    try:
+        return _serve(spec, settings, dist, front, on_event)
+    finally:
+        front.close()
+
+
+def _serve(spec: ServeSpec, settings: ServeSettings, dist: Any, front: HttpFront,
+           on_event: Callable[[str, dict[str, Any]], None]) -> ServeResult:
     leftovers: list[str] = clean_stale()
     started = time.monotonic()
     shm_prefix = f"dvit{os.getpid()}x{secrets.token_hex(3)}_"
@@ -298,7 +308,6 @@ def serve(spec: ServeSpec, settings: ServeSettings, *,
         return ServeResult(spec.name, signal.Signals(stop[0]).name, drained, time.monotonic() - started, leftovers)
     finally:
         _clean_up(run, settings, leftovers)
-        front.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -317,7 +326,8 @@ def _clean_up(run: _Run, settings: ServeSettings, leftovers: list[str]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             leftovers.append("killed processes left in the server's group")
-        run.watch_python_env()
+        if not run.ready:  # made just before a stop in start-up? (later, a new folder is another server's)
+            run.watch_python_env()
         remove_python_env(run.python_env)  # a server that did not exit cleanly leaves it
     leftovers += [f"removed shared memory {name}" for name in remove_shm(run.shm_prefix)]
     shutil.rmtree(run.workspace, ignore_errors=True)
