@@ -52,19 +52,20 @@ def images(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 3, 224, 224)).astype(np.float32)
 
 
-def _die_with_parent() -> None:
-    """A server started by a test gets SIGTERM (drain, clean up) if the test run itself is killed."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+# A server started by a test gets SIGTERM (drain, clean up) if the test run itself is killed: set in the
+# child's own interpreter, which then becomes dvit (no preexec_fn: this process runs gRPC's threads, and
+# Python code between fork and exec made a child abort in gRPC's poller, "epoll_wait error").
+_DIE_WITH_PARENT = ("import ctypes, os, runpy, signal, sys; "
+                    "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM)); "
+                    "sys.argv = ['dvit', *sys.argv[1:]]; runpy.run_module('dvit_deploy', run_name='__main__')")
 
 
 def dvit(*args: str, tmpdir: Path | None = None, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if tmpdir is not None:  # a private temporary folder: what the server leaves there is its own, not a neighbour's
         env["TMPDIR"] = str(tmpdir)
-    return subprocess.Popen([sys.executable, "-m", "dvit_deploy", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent, **kwargs)
+    return subprocess.Popen([sys.executable, "-c", _DIE_WITH_PARENT, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
 
 
 class Server:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ...helpers.errors import BadInput, DvitError
 from .front import HttpFront, body_limit, private_port
 from .spec import ServeSpec, make_spec
-from .tritonserver import (clean_stale, die_with_parent, find_tritonserver, new_python_env, new_workspace,
+from .tritonserver import (clean_stale, dies_with_parent, find_tritonserver, new_python_env, new_workspace,
                            prepare_backends, python_envs, record_owner, remove_python_env, remove_shm, server_env)
 
 if TYPE_CHECKING:
@@ -208,6 +208,7 @@ class _Run:
     shm_prefix: str
     log_path: Path
     process: subprocess.Popen | None = None
+    command: list[str] = field(default_factory=list)
     python_env: Path | None = None
     python_env_decided: bool = False
     envs_before: set[str] = field(default_factory=set)
@@ -226,12 +227,12 @@ def _start(run: _Run, spec: ServeSpec, settings: ServeSettings, dist: Any, upstr
     repository = model_repository(spec, run.workspace / "models")
     backends = prepare_backends(dist, run.workspace)
     command = server_command(dist.binary, repository, backends, settings, run.shm_prefix, http=("127.0.0.1", upstream))
-    run.envs_before, run.started_wall = python_envs(), time.time()
+    run.command, run.envs_before, run.started_wall = command, python_envs(), time.time()
     with open(run.log_path, "wb") as log:
         # Its own session (Ctrl-C on the terminal reaches us, not it), and SIGKILL from the kernel if we die.
-        run.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env=server_env(dist, threads=settings.threads), cwd=run.workspace,
-                                       start_new_session=True, preexec_fn=die_with_parent())
+        run.process = subprocess.Popen(dies_with_parent(command), stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, env=server_env(dist, threads=settings.threads),
+                                       cwd=run.workspace, start_new_session=True)
     return run.process
 
 
@@ -288,9 +289,9 @@ def _serve(spec: ServeSpec, settings: ServeSettings, dist: Any, front: HttpFront
     upstream = private_port()
     try:
         process = _start(run, spec, settings, dist, upstream)
-        front.start(upstream)  # after the fork: no thread of ours runs while the child is made
+        front.start(upstream)
         on_event("starting", {"pid": process.pid, "workspace": str(workspace), "log": str(run.log_path),
-                              "command": process.args})
+                              "command": process.args[-len(run.command):]})
         if not _wait_ready(run, settings, upstream, stop, wake, started):
             # A signal during start-up: nothing can be in flight, so this is a clean stop, not a drain.
             _stop_server(process, min(settings.drain_timeout_s, 5))

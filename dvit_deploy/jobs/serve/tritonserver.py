@@ -22,13 +22,12 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
 import sysconfig
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ...helpers.lazy import available
 from ...helpers.errors import MissingDependency
@@ -117,32 +116,25 @@ OWNER_FILE = "owner.json"
 SHM_DIR = Path("/dev/shm")
 SHM_NAME = re.compile(r"^dvit(\d+)x[0-9a-f]{6}_")  # serve.server's shm-region prefix: dvit<pid>x<hex>_
 PYTHON_ENV_DIR = Path("/tmp")  # the Python backend's mkdtemp("/tmp/python_env_XXXXXX"), not $TMPDIR
-PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn``: the child gets SIGKILL when this process dies (Linux; None elsewhere).
+_DIE_WITH_PARENT = ("import ctypes, os, signal, sys\n"
+                    "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))\n"  # PR_SET_PDEATHSIG
+                    "if os.getppid() != int(sys.argv[1]):\n"  # the parent died before prctl
+                    "    os._exit(1)\n"
+                    "os.execv(sys.argv[2], sys.argv[2:])\n")
 
-    The death signal follows the *thread* that forks, so ``Popen`` is called from the thread that
-    lives as long as the server (``serve``'s). libc's ``prctl`` is looked up here, before the fork:
-    the child only calls it."""
+
+def dies_with_parent(command: list[str]) -> list[str]:
+    """``command`` run so that the kernel SIGKILLs it when this process dies (Linux; unchanged elsewhere).
+
+    A tiny interpreter sets ``PR_SET_PDEATHSIG`` and ``exec``s the command (same pid; the setting survives
+    ``exec``). Not a ``preexec_fn``: Python code between fork and exec is unsafe in a process with threads
+    (seen: gRPC's poller aborting the child). The signal follows the *thread* that starts the process, so
+    start it from the thread that lives as long as the server (``serve``'s)."""
     if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-    option, death_signal = ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(int(signal.SIGKILL))
-
-    def preexec() -> None:
-        prctl(option, death_signal)
-        if os.getppid() != parent:  # the parent died between fork and prctl
-            os._exit(1)
-
-    return preexec
+        return command
+    return [sys.executable, "-E", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), *command]
 
 
 def process_start(pid: int) -> str | None:
