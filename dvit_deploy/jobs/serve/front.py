@@ -116,6 +116,10 @@ def _short(value: Any) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive for clients; every answer carries its Content-Length
+    # Headers and body in one write, sent at once: a header segment alone meets the client's delayed ACK
+    # (Nagle), which cost ~40 ms per request when measured.
+    disable_nagle_algorithm = True
+    wbufsize = 1 << 16
     server: "_FrontServer"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
