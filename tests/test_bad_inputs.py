@@ -623,6 +623,17 @@ CASES = [
          _both(_export, lambda d, mp: ((d / "imgs").mkdir(), _image(d / "imgs", "a.png")))),
     Case("eval-tampered", ["eval", "--data", "imgs"], 2, ["tiny.onnx does not match its manifest"],
          _both(_tampered, lambda d, mp: ((d / "imgs" / "c").mkdir(parents=True), _image(d / "imgs" / "c", "a.png")))),
+    # --- serve (each refused before a server process exists: no "serving …" line)
+    Case("serve-int8-of-an-fp32-onnx", ["serve", "export/tiny.onnx", "--precision", "int8"], 2,
+         ["tiny.onnx is a fp32 graph; ONNX Runtime runs the graph's own precision"], _export,
+         absent=["At:", ".py(", "Triton"]),
+    Case("serve-openvino-int8-of-an-fp32-onnx", ["serve", "export/tiny.onnx", "--backend", "openvino", "--precision",
+                                                 "int8"], 2,
+         ["tiny.onnx is an fp32 graph; int8 needs a Q/DQ graph"], _export, absent=["At:", ".py("]),
+    Case("serve-host-does-not-resolve", ["serve", "export/tiny.onnx", "--host", "no.such.host.invalid"], 2,
+         ["--host no.such.host.invalid does not resolve"], _export, absent=["port", "in use"]),
+    Case("serve-host-not-of-this-machine", ["serve", "export/tiny.onnx", "--host", "192.0.2.1"], 2,
+         ["--host 192.0.2.1 is not an address of this machine"], _export, absent=["in use"]),
 ]
 
 

@@ -7,7 +7,9 @@ listens on free loopback ports.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -51,19 +53,20 @@ def images(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 3, 224, 224)).astype(np.float32)
 
 
-def _die_with_parent() -> None:
-    """A server started by a test gets SIGTERM (drain, clean up) if the test run itself is killed."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+# A server started by a test gets SIGTERM (drain, clean up) if the test run itself is killed: set in the
+# child's own interpreter, which then becomes dvit (no preexec_fn: this process runs gRPC's threads, and
+# Python code between fork and exec made a child abort in gRPC's poller, "epoll_wait error").
+_DIE_WITH_PARENT = ("import ctypes, os, runpy, signal, sys; "
+                    "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM)); "
+                    "sys.argv = ['dvit', *sys.argv[1:]]; runpy.run_module('dvit_deploy', run_name='__main__')")
 
 
 def dvit(*args: str, tmpdir: Path | None = None, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if tmpdir is not None:  # a private temporary folder: what the server leaves there is its own, not a neighbour's
         env["TMPDIR"] = str(tmpdir)
-    return subprocess.Popen([sys.executable, "-m", "dvit_deploy", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent, **kwargs)
+    return subprocess.Popen([sys.executable, "-c", _DIE_WITH_PARENT, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
 
 
 class Server:
@@ -169,6 +172,8 @@ def test_handler_never_mixes_keep_counts_in_one_call(exports):
                               Request(batches[1], np.asarray([[0.8], [0.7]], np.float32)), Request(batches[2])])
         assert bad[0].error == "keep_ratio 0.3 is outside this model's range [0.6, 0.9]"
         assert "same for every image" in bad[1].error
+        nan = handler.handle([Request(batches[0], np.full((2, 1), np.nan, np.float32))])[0].error
+        assert nan == "keep_ratio must be a finite number in [0.6, 0.9], got nan", nan
         assert bad[2].error is None and bad[2].outputs["logits"].shape == (2, 10)
 
 
@@ -475,3 +480,218 @@ def test_startup_error_names_the_model_error_not_cpu_noise(tmp_path):
     log.write_text('E1201 18:46:59.313690 27330 server.cc:241] "CudaDriverHelper has not been initialized."\n'
                    "error: creating server: Invalid argument - --model-repository must be specified\n")
     assert startup_error(log) == "error: creating server: Invalid argument - --model-repository must be specified"
+    log.write_text('E1201 18:46:59.313690 27330 server.cc:241] "CudaDriverHelper has not been initialized."\n'
+                   "E1201 18:47:02.366956 27330 model_lifecycle.cc:642] \"failed to load 'tiny' version 1: Internal: "
+                   "TritonModelException: dvit: tiny.onnx is a fp32 graph; ONNX Runtime runs the graph's own precision"
+                   "\\n\\nAt:\\n  /x/dvit_deploy/jobs/serve/backend.py(75): initialize\\n\"\n")
+    assert startup_error(log) == "tiny.onnx is a fp32 graph; ONNX Runtime runs the graph's own precision"
+
+
+# --------------------------------------------------------------------------------------------
+# The HTTP front: client errors are 400 before Triton's JSON parser allocates or answers 500.
+
+def _post(port: int, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    import urllib.error
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _tensor(shape, data, datatype="FP32") -> bytes:
+    return json.dumps({"inputs": [{"name": "images", "datatype": datatype, "shape": shape, "data": data}]}).encode()
+
+
+@pytest.mark.parametrize("case, body, words", [
+    # shape claims 60 GB, data holds 10 values: tritonserver 2.51 aborted (std::bad_alloc), dvit serve exited 2
+    ("shape-claims-more-than-data", _tensor([100000, 3, 224, 224], list(range(10))),
+     "'shape' [100000, 3, 224, 224] needs 15052800000 values, 'data' has 10"),
+    ("malformed-json", b'{"inputs": [', "the request body is not valid JSON"),
+    ("string-data", _tensor([1, 3, 224, 224], "abc"), "'data' must be a JSON array"),
+    ("string-values", _tensor([1, 2], ["a", "b"]), "'data' of a FP32 tensor must hold numbers"),
+    ("count-differs-from-shape", _tensor([1, 3, 224, 224], [1.0, 2.0, 3.0]),
+     "'shape' [1, 3, 224, 224] needs 150528 values, 'data' has 3"),
+    ("negative-dimension", _tensor([-1, 3], [1, 2, 3]), "'shape' must be an array of non-negative integers"),
+    ("nan-token", b'{"inputs": [{"name": "images", "datatype": "FP32", "shape": [1], "data": [NaN]}]}',
+     "not valid JSON"),
+    ("no-inputs", b'{"outputs": []}', "an infer request is a JSON object with an 'inputs' array"),
+])
+def test_http_client_errors_get_400_and_serving_goes_on(dynamic_server, exports, case, body, words):
+    status, answer = _post(dynamic_server.http_port, "/v2/models/tiny-dynkeep/infer", body)
+    assert status == 400, (status, answer)
+    assert words in answer["error"] and "\n" not in answer["error"], answer
+    assert dynamic_server.process.poll() is None, "dvit serve still runs"
+    good = images(1, 3)
+    out = infer(dynamic_server.http(), http, "tiny-dynkeep", good)  # binary tensors, through the front
+    np.testing.assert_allclose(out["logits"], direct(exports[0], good).logits, atol=1e-5, rtol=1e-5)
+    status, answer = _post(dynamic_server.http_port, "/v2/models/tiny-dynkeep/infer",
+                           _tensor([1, 3, 224, 224], good.ravel().tolist()))  # JSON tensors pass the front
+    assert status == 200 and answer["outputs"][0]["name"] == "logits", answer
+
+
+def test_http_front_relays_triton_answers_unchanged(dynamic_server):
+    """What the front does not refuse reaches Triton, and Triton's own status and error come back."""
+    status, answer = _post(dynamic_server.http_port, "/v2/models/nope/infer", _tensor([1, 2], [1.0, 2.0]))
+    assert status == 404 and "unknown model" in answer["error"], answer
+    with urllib.request.urlopen(f"http://127.0.0.1:{dynamic_server.http_port}/v2/models/tiny-dynkeep") as reply:
+        assert json.loads(reply.read())["inputs"][0]["shape"] == [-1, 3, 224, 224]
+    import http.client as httplib
+
+    connection = httplib.HTTPConnection("127.0.0.1", dynamic_server.http_port, timeout=60)
+    connection.putrequest("POST", "/v2/models/tiny-dynkeep/infer")
+    connection.putheader("Content-Length", str(1 << 40))  # claimed, never sent: refused before it is read
+    connection.endheaders()
+    reply = connection.getresponse()
+    assert reply.status == 413 and "exceeds this server's limit" in json.loads(reply.read())["error"]
+    connection.close()
+
+
+def test_infer_request_checks_and_body_limit():
+    from dvit_deploy.jobs.serve.front import MIN_BODY_LIMIT, Refused, body_limit, check_infer_request
+
+    check_infer_request(_tensor([2, 2], [[1, 2], [3.5, -4e-3]]))
+    check_infer_request(b'{"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 3, 224, 224], '
+                        b'"parameters": {"binary_data_size": 602112}}]}')  # binary: Triton checks the bytes
+    check_infer_request(_tensor([2], ["a", "b"], "BYTES"))
+    check_infer_request(_tensor([2], [True, False], "BOOL"))
+    for body, words in [(_tensor([3], [1, True, 2]), "must hold numbers, got true"),
+                        (_tensor([2], [1, 2], "BYTES"), "must hold strings"),
+                        (_tensor([2, 2], [[1, 2], [3]]), "needs 4 values, 'data' has 3"),
+                        (_tensor([1.5], [1]), "non-negative integers"),
+                        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+                        (b'{"inputs": ["x"]}', "inputs[0] must be a JSON object")]:
+        with pytest.raises(Refused, match=re.escape(words)):
+            check_infer_request(body)
+    assert body_limit(1, 10) == MIN_BODY_LIMIT and body_limit(32, 3 * 224 * 224) > 32 * 3 * 224 * 224 * 20
+
+
+# --------------------------------------------------------------------------------------------
+# The server's lifetime: nothing outlives dvit serve, and a restart cleans up after a killed one.
+
+def _server_processes(dvit_pid: int) -> list[int]:
+    """tritonserver (a child of dvit serve) and everything in its session (the backend stubs)."""
+    triton = subprocess.run(["pgrep", "-P", str(dvit_pid), "-f", "tritonserver"], capture_output=True,
+                            text=True).stdout.split()
+    if not triton:
+        return []
+    return [int(p) for p in subprocess.run(["pgrep", "-s", triton[0]], capture_output=True, text=True).stdout.split()]
+
+
+def _gone(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def test_sigkill_of_dvit_serve_takes_the_server_with_it_and_a_restart_cleans_up(exports, tmp_path):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    server = Server(exports[1][0.8], tmpdir=tmpdir)
+    pid, prefix = server.process.pid, server.shm_prefix
+    processes = _server_processes(pid)
+    assert len(processes) >= 2, "tritonserver and its backend stub"
+    server.process.kill()  # SIGKILL: no handler of ours runs
+    server.process.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while not all(map(_gone, processes)) or not all(map(_port_free, (server.http_port, server.grpc_port,
+                                                                      server.metrics_port))):
+        assert time.monotonic() < deadline, (f"alive: {[p for p in processes if not _gone(p)]}, ports "
+                                             f"{[_port_free(p) for p in (server.http_port, server.grpc_port)]}")
+        time.sleep(0.1)
+    workspace = next(tmpdir.glob(f"dvit-serve-{pid}-*"))  # a SIGKILLed dvit serve cannot remove it: the next one does
+    owner = json.loads((workspace / "owner.json").read_text())
+    assert owner["pid"] == pid and owner["shm_prefix"].startswith(prefix)
+    stale_regions = [p.name for p in SHM.iterdir() if p.name.startswith(prefix)]
+    again = Server(exports[1][0.8], tmpdir=tmpdir)  # the same ports are free again
+    try:
+        assert not workspace.exists(), "the dead server's workspace was removed"
+        assert not [p for p in SHM.iterdir() if p.name in stale_regions], "and its shared memory"
+        if owner.get("python_env"):
+            assert not Path(owner["python_env"]).exists(), "and the Python backend's env folder it recorded"
+        foreign = tmpdir / "dvit-serve-123-not-ours"  # no owner record: never touched
+        foreign.mkdir()
+        assert infer(again.http(), http, "tiny-r0_8", images(1, 1))["logits"].shape == (1, 10)
+    finally:
+        code, stderr = again.stop()
+    assert code == 0, stderr
+    assert f"left by a dvit serve (pid {pid}) that is no longer running" in stderr, stderr
+    assert foreign.is_dir()
+
+
+def test_sigterm_during_start_up_is_a_clean_stop_without_leftovers(exports, tmp_path):
+    """SIGTERM once tritonserver runs but before it is ready: exit 143, no drain message, nothing left."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    envs_before = {p.name for p in Path("/tmp").glob("python_env_*")}
+    ports = free_ports(3)
+    process = dvit("serve", str(exports[1][0.6]), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+                   "--metrics-port", str(ports[2]), tmpdir=tmpdir)
+    stderr = ""
+    while "starting Triton Inference Server" not in stderr:  # the line is printed just after the server starts
+        line = process.stderr.readline()
+        assert line, f"dvit serve ended before starting the server: {stderr}"
+        stderr += line
+    time.sleep(0.5)  # inside the server's start-up (a few seconds here), where the report came from
+    processes = _server_processes(process.pid)
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=60)
+    stderr += rest
+    assert process.returncode == 143, stderr
+    assert "terminated" in stderr and "during start-up" in stderr and "in-flight" not in stderr, stderr
+    assert all(map(_gone, processes)), processes
+    assert not list(tmpdir.glob("dvit-serve-*")), "workspace removed"
+    left = {p.name for p in Path("/tmp").glob("python_env_*")} - envs_before
+    # Another Triton started on this machine meanwhile may own a new env folder: count only what is not theirs.
+    others = int(subprocess.run(["pgrep", "-c", "-x", "tritonserver"], capture_output=True, text=True).stdout or 0)
+    assert len(left) <= others, f"the Python backend's env folder was left: {left}"
+
+
+def test_serve_shows_the_runtimes_own_refusal_for_an_engine_it_cannot_run(tmp_path, monkeypatch, tiny_export):
+    """An RTX engine on a machine without a GPU: serve says what the runtime says, not its own copy."""
+    import hashlib
+
+    from typer.testing import CliRunner
+
+    import dvit_deploy.runtime as runtime
+    from dvit_deploy.cli import app
+    from dvit_deploy.helpers.errors import DvitError
+
+    if runtime._cuda_device()[0]:
+        pytest.skip("this machine has a CUDA GPU")
+    onnx = Path(tiny_export.path)
+    payload = b"an engine that is never deserialized"
+    engine = tmp_path / "m-rtx.engine"
+    engine.write_bytes(payload)
+    source = json.loads(onnx.with_suffix(".json").read_text())
+    manifest = {"kind": "tensorrt-engine", "artifact": engine.name, "precision": "fp32",
+                "tensorrt": {"version": "1.1.1.26", "major": 1, "flavour": "rtx", "module": "tensorrt_rtx"},
+                "rtx": {"compute_capabilities": ["8.6", "8.9"]},
+                "engine": {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)},
+                "source_onnx": {"path": str(onnx), "sha256": hashlib.sha256(onnx.read_bytes()).hexdigest(),
+                                "manifest": str(onnx.with_suffix(".json"))},
+                "profiles": [{"name": "images", "kind": "shape", "min": [1, 3, 224, 224], "opt": [4, 3, 224, 224],
+                              "max": [8, 3, 224, 224]}],
+                **{k: source.get(k) for k in ("variant", "config", "keep_ratio", "keep_counts", "num_patches", "dense",
+                                              "dynamic_keep", "keep_input", "batch", "dynamic_batch")}}
+    engine.with_suffix(".json").write_text(json.dumps(manifest))
+    # As where the runtime asks for the package an RTX engine needs (tensorrt_rtx, installed here).
+    monkeypatch.setitem(runtime.BACKEND_PACKAGES, "tensorrt", ("tensorrt_rtx", "rtx"))
+    with pytest.raises(DvitError) as refused:
+        runtime.runner_for_artifact(open_artifact(engine), "tensorrt", precision=None).load()
+    result = CliRunner().invoke(app, ["serve", str(engine), "--http-port", "1", "--grpc-port", "2",
+                                      "--metrics-port", "3"])
+    assert result.exit_code == refused.value.exit_code, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {refused.value}"], (errors, str(refused.value))

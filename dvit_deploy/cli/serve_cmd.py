@@ -11,8 +11,8 @@ import typer
 
 from ..helpers.errors import BadInput
 from ..helpers.lazy import lazy_import
-from .common import artifact_checks, artifact_or_default
-from .failures import handle_errors
+from .common import artifact_checks, open_or_default
+from .failures import Terminated, exit_code_for, handle_errors
 from .options import NO_VERIFY_OPTION, finite, parse_floats
 from .output import err, notes, styled
 
@@ -53,15 +53,17 @@ def serve(
 ) -> None:
     """Serve an artifact on Triton Inference Server until SIGTERM / Ctrl-C (drains in-flight requests, exit 0)."""
     with artifact_checks(no_verify):
-        path = artifact_or_default(artifact, backend=backend)  # picked inside: its manifest is read once
+        serve_lib.find_tritonserver()  # the [serve] extra first: no artifact is read for a server that cannot start
+        opened = open_or_default(artifact, backend=backend)  # manifest read, sha256 checked: once
         rng = parse_floats(keep_range, "--keep-range")
         if rng is not None and len(rng) != 2:
             raise BadInput("--keep-range takes two numbers: low,high")
-        spec = serve_lib.prepare(path, backend=backend, precision=precision, name=name, max_batch=max_batch,
+        spec = serve_lib.prepare(opened, backend=backend, precision=precision, name=name, max_batch=max_batch,
                                  queue_delay_us=max_queue_delay_us, dynamic_batching=not no_batching,
                                  keep_range=tuple(rng) if rng else None, verify=not no_verify, slo_ms=slo_ms)
     settings = serve_lib.ServeSettings(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                                        drain_timeout_s=drain_timeout, log_file=log_file, threads=threads)
+    serve_lib.check_ports(settings)  # the host resolves, the ports are free: before "serving …"
     endpoints = {"http": f"{host}:{http_port}", "grpc": f"{host}:{grpc_port}", "metrics": f"{host}:{metrics_port}"}
     err.print(styled("[cyan]serving[/] {} as model '{}' on {} ({}), max batch {}{}", Path(spec.artifact).name,
                      spec.name, spec.backend, spec.precision, spec.max_batch,
@@ -92,6 +94,12 @@ def serve(
 
     result = serve_lib.serve(spec, settings, on_event=on_event)
     notes(result.leftovers)
+    if not result.ready:  # a signal during start-up: a clean stop, with that signal's exit code
+        if json_output:
+            _json_line({"event": "stopped", "model": spec.name, "signal": result.stopped_by, "ready": False,
+                        "leftovers": result.leftovers})
+        err.print(f"serve: {result.stopped_by} during start-up: stopped before serving")
+        raise typer.Exit(exit_code_for(KeyboardInterrupt() if result.stopped_by == "SIGINT" else Terminated()))
     if json_output:
         _json_line({"event": "stopped", "model": spec.name, "signal": result.stopped_by, "drained": result.drained,
                     "leftovers": result.leftovers})

@@ -95,6 +95,10 @@ class Runner(abc.ABC):
         return self.notes + ([f"FALLBACK: {self.fallback}"] if self.fallback else [])
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def check(self) -> None:
+        """What ``load`` would refuse without loading anything (precision, device, backend package), in
+        ``load``'s own words: for a command that must refuse before it starts something slow (``dvit serve``)."""
+
     @abc.abstractmethod
     def load(self) -> "Runner":
         """Import the backend, load the artifact; raise BadInput/MissingDependency on failure."""

@@ -98,17 +98,17 @@ class OpenVINORunner(Runner):
         self._marked_f32 = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def load(self) -> "OpenVINORunner":
-        from ..helpers.lazy import require
+    def check(self) -> None:
+        self._hint()
 
-        ov = require("openvino", "openvino", "the openvino backend")
+    def _hint(self) -> str:
+        """The inference-precision hint this artifact runs at, or BadInput for a precision it cannot run."""
         artifact = self.path
         if not artifact.is_file():
             raise BadInput(f"ONNX file {artifact} not found")
         if artifact.suffix != ".onnx":
             raise BadInput(f"the openvino backend runs .onnx files, not {artifact.name}")
         graph_precision = self.artifact.precision
-        model_record = self.artifact.model
         if self.precision not in OPENVINO_PRECISIONS:
             raise BadInput(f"the openvino backend runs {', '.join(OPENVINO_PRECISIONS)}, not '{self.precision}'")
         if graph_precision == "int8":
@@ -118,13 +118,22 @@ class OpenVINORunner(Runner):
             if hint is None:
                 raise BadInput(f"inference precision for the float part of an int8 graph must be fp32 or bf16, "
                                f"got '{self.inference_precision}'")
-        elif graph_precision == "fp32":
+            return hint
+        if graph_precision == "fp32":
             if self.precision == "int8":
                 raise BadInput(f"{artifact.name} is an fp32 graph; int8 needs a Q/DQ graph: run 'dvit quantize' first")
-            hint = HINTS[self.precision]
-        else:
-            raise BadInput(f"{artifact.name} is a {graph_precision} graph; the openvino backend runs fp32 exports "
-                           "(as fp32 or bf16) and int8 Q/DQ exports")
+            return HINTS[self.precision]
+        raise BadInput(f"{artifact.name} is a {graph_precision} graph; the openvino backend runs fp32 exports "
+                       "(as fp32 or bf16) and int8 Q/DQ exports")
+
+    def load(self) -> "OpenVINORunner":
+        from ..helpers.lazy import require
+
+        ov = require("openvino", "openvino", "the openvino backend")
+        hint = self._hint()
+        artifact = self.path
+        graph_precision = self.artifact.precision
+        model_record = self.artifact.model
 
         core = ov.Core()
         try:

@@ -140,17 +140,21 @@ class OnnxRuntimeRunner(Runner):
         self.executed_ops: dict[str, int] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def check(self) -> None:
+        if not self.path.is_file():
+            raise BadInput(f"ONNX file {self.path} not found")
+        graph_precision = self.artifact.precision
+        if self.precision != graph_precision:
+            raise BadInput(f"{self.path.name} is a {graph_precision} graph; ONNX Runtime runs the graph's own "
+                           f"precision, so {self.precision} needs a {self.precision} export")
+
     def load(self) -> "OnnxRuntimeRunner":
         from ..helpers.lazy import require
 
         ort = require("onnxruntime", "gpu", "the onnxruntime backend")
+        self.check()
         artifact = self.path
-        if not artifact.is_file():
-            raise BadInput(f"ONNX file {artifact} not found")
         graph_precision = self.artifact.precision
-        if self.precision != graph_precision:
-            raise BadInput(f"{artifact.name} is a {graph_precision} graph; ONNX Runtime runs the graph's own "
-                           f"precision, so {self.precision} needs a {self.precision} export")
 
         self._device_id = device_index(self.device) or 0
         if self.device != "cpu":

@@ -116,11 +116,12 @@ class TensorRTRunner(Runner):
     def runtime_cache_path(self) -> Path:
         return self.path.with_suffix(".runtime-cache")
 
-    def load(self) -> "TensorRTRunner":
+    def check(self) -> Any:
+        """Runner.check; returns the TensorRT module (tensorrt or tensorrt_rtx) it imported."""
         built = self.engine_manifest
         rtx = self.flavour.name == "rtx"
         trt = require(self.flavour.module, self.flavour.extra,
-                      "the tensorrt backend" + (" with TensorRT-RTX engines" if rtx else ""))
+                "the tensorrt backend" + (" with TensorRT-RTX engines" if rtx else ""))
         import torch
 
         if not torch.cuda.is_available():
@@ -137,7 +138,15 @@ class TensorRTRunner(Runner):
         if built.precision != self.precision:
             raise BadInput(f"{path.name} is a {built.precision} engine; an engine runs the precision "
                            f"it was built with, so {self.precision} needs another dvit build")
+        return trt
+
+    def load(self) -> "TensorRTRunner":
+        trt = self.check()
+        built, path = self.engine_manifest, self.path
+        rtx = self.flavour.name == "rtx"
         import platform
+
+        import torch
 
         self._torch_device = torch_device(torch, self.device)
         props = torch.cuda.get_device_properties(torch.device(self.device))

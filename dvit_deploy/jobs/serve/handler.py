@@ -113,6 +113,10 @@ class RequestHandler:
         values = np.asarray(request.keep_ratio, dtype=np.float64).reshape(-1)
         if values.size != len(request.images):
             raise DvitError(f"{KEEP_RATIO_NAME} needs one value per image ({len(request.images)}), got {values.size}")
+        if not np.isfinite(values).all():
+            lo, hi = spec.keep_range
+            raise DvitError(f"{KEEP_RATIO_NAME} must be a finite number in [{lo:g}, {hi:g}], got "
+                            f"{values[~np.isfinite(values)][0]}")
         if values.size and not np.all(values == values[0]):
             raise DvitError(f"{KEEP_RATIO_NAME} must be the same for every image of one request "
                             f"(got {sorted(set(values.tolist()))}); send one request per ρ")

@@ -1,19 +1,23 @@
 """``dvit serve``: one artifact on a real Triton Inference Server, from start-up to a drained exit.
 
-Lifecycle:
+Lifecycle (docs/serving.md):
 
-1. the artifact's manifest is read and its sha256 checked, the backend's package asked for, the
-   three ports tried (in use: one line, exit 2) — all before any server process exists;
-2. a private workspace (``dvit-serve-*`` in the temp folder) gets a model repository (our
-   Python-backend model, ``config.pbtxt`` with dynamic batching, the ``ServeSpec``) and a backend
-   directory; ``tritonserver`` starts in its own session with the environment of
-   ``serve.tritonserver.server_env``;
+1. the artifact's manifest is read and its sha256 checked, the runtime asked what the runner would
+   refuse (``Runner.check``), the host resolved and the three ports tried (one line, exit 2) — all
+   before any server process exists;
+2. what a ``dvit serve`` that is no longer running left is removed (``tritonserver.clean_stale``); a
+   private workspace (``dvit-serve-<pid>-*`` in the temp folder, with its owner record) gets a model
+   repository (our Python-backend model, ``config.pbtxt``, the ``ServeSpec``) and a backend directory;
+   ``tritonserver`` starts in its own session, killed by the kernel if we die (``PR_SET_PDEATHSIG``),
+   its HTTP endpoint on a private loopback port behind our front (``front.HttpFront``: 400 for bad JSON
+   before Triton allocates);
 3. ready = ``/v2/health/ready`` answers 200, which Triton gives only once the model's
    ``initialize`` (runner loaded, warm-up inference done) has returned;
 4. SIGTERM / Ctrl-C: ``tritonserver`` gets SIGTERM, stops taking new requests and finishes the
    in-flight ones (``--exit-timeout-secs`` = the drain timeout); after that anything left of its
-   process group is killed, the backend's shared-memory regions (our unique prefix) are removed
-   and the workspace deleted. A clean drain exits 0.
+   process group is killed, the backend's shared-memory regions (our unique prefix) and env folder
+   are removed and the workspace deleted. A clean drain exits 0; a signal during start-up is a clean
+   stop (``ServeResult.ready`` False).
 """
 
 from __future__ import annotations
@@ -26,20 +30,23 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ...helpers.errors import BadInput, DvitError
+from .front import HttpFront, body_limit, private_port
 from .spec import ServeSpec, make_spec
-from .tritonserver import find_tritonserver, prepare_backends, server_env
+from .tritonserver import (clean_stale, dies_with_parent, find_tritonserver, new_python_env, new_workspace,
+                           prepare_backends, python_envs, record_owner, remove_python_env, remove_shm, server_env)
 
-SHM_DIR = Path("/dev/shm")
+if TYPE_CHECKING:
+    from ...artifact.store import Artifact
+
 MODEL_PY = ('# Written by `dvit serve`: the model is dvit_deploy.jobs.serve.backend, versioned with the package.\n'
             'import os, sys  # noqa: E401\n'
             '# The backend stub builds its own sys.path (PYTHONPATH is not on it): put the copy of dvit_deploy\n'
@@ -71,6 +78,7 @@ class ServeResult:
     drained: bool
     seconds: float
     leftovers: list[str] = field(default_factory=list)  # anything that had to be killed or removed by force
+    ready: bool = True  # False: stopped by a signal during start-up, before serving anything
 
 
 def write_model(spec: ServeSpec, folder: Path, files: list[Path] | None = None) -> Path:
@@ -90,8 +98,29 @@ def model_repository(spec: ServeSpec, root: Path) -> Path:
     return root
 
 
-def check_ports(settings: ServeSettings) -> None:
-    """Each port free on the host (BadInput otherwise), and the three distinct."""
+def host_family(host: str) -> int:
+    """The address family ``--host`` binds with; BadInput when it does not resolve to an address."""
+    try:
+        found = socket.getaddrinfo(host or None, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise BadInput(f"--host {host} does not resolve to an address ({reason}): give an address of this "
+                       "machine, e.g. 127.0.0.1 or 0.0.0.0") from None
+    return found[0][0]
+
+
+def _bind_refusal(settings: ServeSettings, option: str, port: int, exc: OSError) -> BadInput:
+    if exc.errno in (98, 48):  # EADDRINUSE (Linux, macOS)
+        return BadInput(f"port {port} on {settings.host} ({option}) is already in use: stop what holds it or pick "
+                        f"another {option}")
+    if exc.errno in (99, 49):  # EADDRNOTAVAIL: a name or address that is not this machine's
+        return BadInput(f"--host {settings.host} is not an address of this machine: give one of its addresses, "
+                        "e.g. 127.0.0.1 or 0.0.0.0")
+    return BadInput(f"cannot listen on port {port} of {settings.host} ({option}): {exc.strerror or exc}")
+
+
+def check_ports(settings: ServeSettings, family: int | None = None) -> None:
+    """The host resolves, each port is free on it (BadInput otherwise), and the three are distinct."""
     ports = {"--http-port": settings.http_port, "--grpc-port": settings.grpc_port, "--metrics-port": settings.metrics_port}
     for option, port in ports.items():
         if not 1 <= port <= 65535:
@@ -99,21 +128,34 @@ def check_ports(settings: ServeSettings) -> None:
     if len(set(ports.values())) < len(ports):
         raise BadInput(f"the HTTP, gRPC and metrics ports must differ, got {settings.http_port}, {settings.grpc_port}, "
                        f"{settings.metrics_port}")
+    family = family or host_family(settings.host)
     for option, port in ports.items():
-        with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Triton binds: TIME_WAIT is not "in use"
             try:
                 probe.bind((settings.host, port))
             except OSError as exc:
-                reason = "already in use" if exc.errno in (98, 48) else (exc.strerror or str(exc))
-                raise BadInput(f"port {port} on {settings.host} ({option}) is {reason}: stop what holds it or pick "
-                               f"another {option}") from None
+                raise _bind_refusal(settings, option, port, exc) from None
 
 
-def server_command(binary: Path, repository: Path, backends: Path, settings: ServeSettings, shm_prefix: str) -> list[str]:
+def open_front(spec: ServeSpec, settings: ServeSettings, family: int) -> HttpFront:
+    """The HTTP front, bound to the user's HTTP port now (before any server process exists)."""
+    values = 1
+    for d in spec.image_shape:
+        values *= int(d)
+    try:
+        return HttpFront(settings.host, settings.http_port, family, max_body=body_limit(spec.max_batch, values))
+    except OSError as exc:
+        raise _bind_refusal(settings, "--http-port", settings.http_port, exc) from None
+
+
+def server_command(binary: Path, repository: Path, backends: Path, settings: ServeSettings, shm_prefix: str,
+                   http: tuple[str, int] | None = None) -> list[str]:
+    """``tritonserver``'s arguments; ``http``: where its own HTTP endpoint listens (default: the settings')."""
+    http_host, http_port = http or (settings.host, settings.http_port)
     return [
         str(binary), f"--model-repository={repository}", f"--backend-directory={backends}",
-        f"--http-address={settings.host}", f"--http-port={settings.http_port}",
+        f"--http-address={http_host}", f"--http-port={http_port}",
         f"--grpc-address={settings.host}", f"--grpc-port={settings.grpc_port}",
         f"--metrics-address={settings.host}", f"--metrics-port={settings.metrics_port}",
         "--allow-gpu-metrics=false", "--model-control-mode=none", "--strict-readiness=true",
@@ -134,11 +176,13 @@ def startup_error(log: Path, limit: int = 400) -> str:
     errors = [e for e in errors if not any(noise in e for noise in _CPU_NOISE)]
     ours = [e for e in errors if "dvit:" in e]
     if ours:
-        return ours[0].split("dvit:", 1)[1].strip()[:limit]
-    bind = next((e for e in errors if "address already in use" in e.lower() or "failed to start" in e.lower()), None)
-    load = next((e for e in errors if "failed to load" in e.lower()), None)
-    line = bind or load or (errors[0] if errors else next((l for l in reversed(lines) if l.strip()), "no output"))
-    return line.split("\\n", 1)[0][:limit]  # a Python traceback follows the message, escaped
+        line = ours[0].split("dvit:", 1)[1]
+    else:
+        bind = next((e for e in errors if "address already in use" in e.lower() or "failed to start" in e.lower()), None)
+        load = next((e for e in errors if "failed to load" in e.lower()), None)
+        line = bind or load or (errors[0] if errors else next((l for l in reversed(lines) if l.strip()), "no output"))
+    # The Python frames ("\\n\\nAt:\\n  …/backend.py(75): initialize") follow the message, escaped.
+    return re.split(r"\\n|\n", line, maxsplit=1)[0].strip()[:limit]
 
 
 def _ready(host: str, port: int) -> bool:
@@ -161,14 +205,81 @@ def _group_alive(pgid: int) -> bool:
         return True
 
 
+@dataclass
+class _Run:
+    """One server process and what it owns, for ``serve`` and its clean-up."""
+
+    workspace: Path
+    shm_prefix: str
+    log_path: Path
+    process: subprocess.Popen | None = None
+    command: list[str] = field(default_factory=list)
+    python_env: Path | None = None
+    python_env_decided: bool = False
+    envs_before: set[str] = field(default_factory=set)
+    started_wall: float = 0.0
+    ready: bool = False
+
+    def watch_python_env(self) -> None:
+        """Note the Python backend's env folder once it appears (a killed server cannot remove it)."""
+        if not self.python_env_decided:
+            self.python_env, self.python_env_decided = new_python_env(self.envs_before, self.started_wall)
+            if self.python_env is not None:
+                record_owner(self.workspace, python_env=str(self.python_env))
+
+
+def _start(run: _Run, spec: ServeSpec, settings: ServeSettings, dist: Any, upstream: int) -> subprocess.Popen:
+    repository = model_repository(spec, run.workspace / "models")
+    backends = prepare_backends(dist, run.workspace)
+    command = server_command(dist.binary, repository, backends, settings, run.shm_prefix, http=("127.0.0.1", upstream))
+    run.command, run.envs_before, run.started_wall = command, python_envs(), time.time()
+    with open(run.log_path, "wb") as log:
+        # Its own session (Ctrl-C on the terminal reaches us, not it), and SIGKILL from the kernel if we die.
+        run.process = subprocess.Popen(dies_with_parent(command), stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, env=server_env(dist, threads=settings.threads),
+                                       cwd=run.workspace, start_new_session=True)
+    return run.process
+
+
+def _wait_ready(run: _Run, settings: ServeSettings, upstream: int, stop: list[int], wake: threading.Event,
+                started: float) -> bool:
+    """True once Triton is ready; False when a signal came first; DvitError when it failed or took too long."""
+    process, deadline = run.process, started + settings.startup_timeout_s
+    while not stop:
+        run.watch_python_env()
+        if process.poll() is not None:
+            raise DvitError(f"Triton Inference Server did not start: {startup_error(run.log_path)}")
+        if _ready("127.0.0.1", upstream):
+            run.watch_python_env()
+            run.ready = True
+            return True
+        if time.monotonic() > deadline:
+            raise DvitError(f"Triton Inference Server was not ready after {settings.startup_timeout_s:.0f} s "
+                            f"({startup_error(run.log_path)})")
+        wake.wait(0.25)
+    return False
+
+
 def serve(spec: ServeSpec, settings: ServeSettings, *,
           on_event: Callable[[str, dict[str, Any]], None] = lambda event, info: None) -> ServeResult:
     """Run ``spec`` until SIGTERM/SIGINT (drain, clean up) or until the server ends by itself."""
     dist = find_tritonserver()
-    check_ports(settings)
+    family = host_family(settings.host)
+    check_ports(settings, family)
+    front = open_front(spec, settings, family)
+    try:
+        return _serve(spec, settings, dist, front, on_event)
+    finally:
+        front.close()
+
+
+def _serve(spec: ServeSpec, settings: ServeSettings, dist: Any, front: HttpFront,
+           on_event: Callable[[str, dict[str, Any]], None]) -> ServeResult:
+    leftovers: list[str] = clean_stale()
     started = time.monotonic()
-    workspace = Path(tempfile.mkdtemp(prefix="dvit-serve-"))
     shm_prefix = f"dvit{os.getpid()}x{secrets.token_hex(3)}_"
+    workspace = new_workspace(shm_prefix)
+    run = _Run(workspace, shm_prefix, Path(settings.log_file) if settings.log_file else workspace / "tritonserver.log")
     stop: list[int] = []
     wake = threading.Event()
 
@@ -180,92 +291,72 @@ def serve(spec: ServeSpec, settings: ServeSettings, *,
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
-    process: subprocess.Popen | None = None
-    log_path = Path(settings.log_file) if settings.log_file else workspace / "tritonserver.log"
-    leftovers: list[str] = []
-    drained = True
+    upstream = private_port()
     try:
-        repository = model_repository(spec, workspace / "models")
-        backends = prepare_backends(dist, workspace)
-        command = server_command(dist.binary, repository, backends, settings, shm_prefix)
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env=server_env(dist, threads=settings.threads), cwd=workspace,
-                                       start_new_session=True)  # Ctrl-C on the terminal reaches us, not it
-        on_event("starting", {"pid": process.pid, "workspace": str(workspace), "log": str(log_path),
-                              "command": command})
-        deadline = started + settings.startup_timeout_s
-        while not stop:
-            if process.poll() is not None:
-                raise DvitError(f"Triton Inference Server did not start: {startup_error(log_path)}")
-            if _ready(settings.host, settings.http_port):
-                break
-            if time.monotonic() > deadline:
-                raise DvitError(f"Triton Inference Server was not ready after {settings.startup_timeout_s:.0f} s "
-                                f"({startup_error(log_path)})")
-            wake.wait(0.25)
-        if not stop:
-            on_event("ready", {"seconds": time.monotonic() - started, "pid": process.pid})
+        process = _start(run, spec, settings, dist, upstream)
+        front.start(upstream)
+        on_event("starting", {"pid": process.pid, "workspace": str(workspace), "log": str(run.log_path),
+                              "command": process.args[-len(run.command):]})
+        if not _wait_ready(run, settings, upstream, stop, wake, started):
+            # A signal during start-up: nothing can be in flight, so this is a clean stop, not a drain.
+            _stop_server(process, min(settings.drain_timeout_s, 5))
+            return ServeResult(spec.name, signal.Signals(stop[0]).name, True, time.monotonic() - started,
+                               leftovers, ready=False)
+        on_event("ready", {"seconds": time.monotonic() - started, "pid": process.pid})
         while not stop and process.poll() is None:
             wake.wait(0.5)
         if not stop:
             raise DvitError(f"Triton Inference Server stopped by itself (exit {process.returncode}): "
-                            f"{startup_error(log_path)}")
+                            f"{startup_error(run.log_path)}")
         on_event("draining", {"signal": signal.Signals(stop[0]).name, "timeout_s": settings.drain_timeout_s})
         _stop_server(process, settings.drain_timeout_s)
-        drained = drain_finished(log_path, process.returncode)
+        drained = drain_finished(run.log_path, process.returncode)
         return ServeResult(spec.name, signal.Signals(stop[0]).name, drained, time.monotonic() - started, leftovers)
     finally:
-        if process is not None:
-            if process.poll() is None:  # an error path: the server must not outlive us
-                _stop_server(process, min(settings.drain_timeout_s, 10))
-            for _ in range(20):  # the backend stubs exit just after the server
-                if not _group_alive(process.pid):
-                    break
-                time.sleep(0.1)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                leftovers.append("killed processes left in the server's group")
-        for region in SHM_DIR.glob(f"{shm_prefix}*") if SHM_DIR.is_dir() else []:
-            with contextlib.suppress(OSError):
-                region.unlink()
-                leftovers.append(f"removed shared memory {region.name}")
-        shutil.rmtree(workspace, ignore_errors=True)
+        _clean_up(run, settings, leftovers)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def prepare(artifact: Path, *, backend: str | None, precision: str | None, name: str | None = None,
+def _clean_up(run: _Run, settings: ServeSettings, leftovers: list[str]) -> None:
+    """Nothing of the server outlives ``serve``: its process group, shared memory, env folder, workspace."""
+    process = run.process
+    if process is not None:
+        if process.poll() is None:  # an error path: the server must not outlive us
+            _stop_server(process, min(settings.drain_timeout_s, 10))
+        for _ in range(20):  # the backend stubs exit just after the server
+            if not _group_alive(process.pid):
+                break
+            time.sleep(0.1)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            leftovers.append("killed processes left in the server's group")
+        if not run.ready:  # made just before a stop in start-up? (later, a new folder is another server's)
+            run.watch_python_env()
+        remove_python_env(run.python_env)  # a server that did not exit cleanly leaves it
+    leftovers += [f"removed shared memory {name}" for name in remove_shm(run.shm_prefix)]
+    shutil.rmtree(run.workspace, ignore_errors=True)
+
+
+def prepare(artifact: "Artifact | Path", *, backend: str | None, precision: str | None, name: str | None = None,
             max_batch: int | None = None, queue_delay_us: int = 100, dynamic_batching: bool = True,
             keep_range: tuple[float, float] | None = None, verify: bool = True,
             slo_ms: float | None = None) -> ServeSpec:
-    """The artifact opened once (manifest read, sha256 checked), the backend asked for: its ServeSpec."""
-    from ...artifact.store import open_artifact
-    from ...helpers.lazy import available
-    from ...helpers.errors import MissingDependency
-    from ...runtime import BACKEND_PACKAGES, FILE_BACKENDS, default_backend, runner_class
+    """The artifact opened once (manifest read, sha256 checked), the backend asked for: its ServeSpec.
+
+    Everything the runner inside Triton would refuse at load time (backend, file kind, package,
+    precision, device) is asked of the runtime here, in its own words, before a server process exists."""
+    from ...artifact.store import as_artifact
+    from ...runtime import default_backend, runner_for_artifact
 
     find_tritonserver()  # the [serve] extra first: no "serving …" line for a server that cannot start
-    opened = open_artifact(Path(artifact))  # BadInput on a missing/foreign/tampered artifact (unless --no-verify)
-    artifact = opened.path
-    backend = backend or default_backend(artifact)
+    opened = as_artifact(artifact)  # a path: opened here (BadInput on a missing/foreign/tampered artifact)
+    backend = backend or default_backend(opened.path)
     if backend == "torch":
         raise BadInput("dvit serve runs an artifact file: use --backend onnxruntime or openvino (.onnx) or tensorrt")
-    runner_class(backend)  # BadInput for an unknown backend
-    suffixes = FILE_BACKENDS.get(backend, ())
-    if artifact.suffix not in suffixes:
-        raise BadInput(f"the {backend} backend cannot run {artifact.name} (expects {', '.join(suffixes)})")
-    package, extra = BACKEND_PACKAGES[backend]
-    if not available(package):
-        raise MissingDependency(package, extra, f"the {backend} backend")
-    if backend == "tensorrt":
-        from ...runtime import available_backends
-
-        status = next(s for s in available_backends() if s.name == "tensorrt")
-        if not status.available:
-            raise BadInput(f"the tensorrt backend cannot run here: {status.detail}")
     precision = precision or opened.precision
+    runner_for_artifact(opened, backend, precision=precision).check()  # not loaded: nothing is read or compiled
     declared_tokens = bool(opened.manifest.token_output_names)
     return make_spec(opened, backend=backend, precision=precision, name=name, max_batch=max_batch,
                      queue_delay_us=queue_delay_us, dynamic_batching=dynamic_batching, keep_range=keep_range,

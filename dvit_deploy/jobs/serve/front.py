@@ -1,0 +1,272 @@
+"""The HTTP port of ``dvit serve``: a front that checks infer requests, in front of Triton's own HTTP port.
+
+Two facts of the ``tritonserver`` 2.51 that ``nvidia-pytriton`` ships (tried on it):
+
+* a JSON infer request allocates the byte size its ``shape`` claims before it counts ``data``:
+  ``shape [100000, 3, 224, 224]`` with 10 values asks for 60 GB and the server aborts
+  (``std::bad_alloc``); 2.51 has no request-size option (``--http-max-input-size`` is newer);
+* a malformed JSON body, a ``data`` that is not an array of numbers, a ``data`` count that differs
+  from ``shape``, a negative dimension: its JSON parser answers HTTP **500** (INTERNAL).
+
+So Triton's HTTP endpoint listens on a private loopback port, and this front owns the port users
+call. It reads each request (``Content-Length`` at most ``max_body``: 413 beyond), checks an infer
+request's JSON header (``check_infer_request``: 400 with one line, as Triton's own refusals read)
+and relays everything else unchanged, status and headers included. Each relayed request gets its
+own upstream connection, closed after the answer: Triton's shutdown waits for open HTTP
+connections, idle ones included, so none is left idle. gRPC is not fronted: its binary tensors
+carry their byte size, which Triton checks against the shape before it allocates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import math
+import re
+import socket
+import threading
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+INFER_PATH = re.compile(r"^/v2/models/[^/?]+(?:/versions/[^/?]+)?/infer(?:\?.*)?$")
+HOP_HEADERS = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
+               "host", "content-length"}
+MIN_BODY_LIMIT = 64 << 20
+JSON_BYTES_PER_VALUE = 32  # a float written as JSON text, with its separator, at most ("-1.2345678901234567e-05, ")
+
+
+class Refused(Exception):
+    """A request the front answers itself: ``status`` and the one-line ``message``."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def body_limit(max_batch: int, values_per_image: int) -> int:
+    """The largest request body the front reads: a full batch sent as JSON text, and never below 64 MiB."""
+    return max(MIN_BODY_LIMIT, max_batch * values_per_image * JSON_BYTES_PER_VALUE + (1 << 20))
+
+
+def _not_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def check_infer_request(header: bytes) -> None:
+    """Refused (400) unless ``header`` is an infer request's JSON whose every ``data`` matches its ``shape``."""
+    try:
+        document = json.loads(header, parse_constant=_not_json_constant)
+    except (ValueError, RecursionError) as exc:
+        raise Refused(f"the request body is not valid JSON: {str(exc).splitlines()[0][:200]}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
+        raise Refused("an infer request is a JSON object with an 'inputs' array")
+    for index, tensor in enumerate(document["inputs"]):
+        check_input(tensor, index)
+
+
+def check_input(tensor: Any, index: int) -> None:
+    if not isinstance(tensor, dict):
+        raise Refused(f"inputs[{index}] must be a JSON object")
+    name = tensor.get("name")
+    label = f"input '{name}'" if isinstance(name, str) else f"inputs[{index}]"
+    shape, dtype = tensor.get("shape"), tensor.get("datatype")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise Refused(f"{label}: 'shape' must be an array of non-negative integers, got {_short(shape)}")
+    if "data" not in tensor:  # binary or shared memory: Triton checks the byte size against the shape first
+        return
+    data = tensor["data"]
+    if not isinstance(data, list):
+        raise Refused(f"{label}: 'data' must be a JSON array, got {_short(data)}")
+    count, wrong = _count_values(data, dtype)
+    if wrong is not None:
+        kind = {"BYTES": "strings", "BOOL": "true/false"}.get(str(dtype), "numbers")
+        raise Refused(f"{label}: 'data' of a {dtype} tensor must hold {kind}, got {_short(wrong)}")
+    expected = math.prod(shape)
+    if count != expected:
+        raise Refused(f"{label}: 'shape' {shape} needs {expected} values, 'data' has {count}")
+
+
+def _count_values(data: list, dtype: Any) -> tuple[int, Any]:
+    """(how many leaves ``data`` holds, the first leaf of the wrong type or None), without recursion."""
+    if dtype == "BYTES":
+        def fits(v: Any) -> bool: return isinstance(v, str)
+    elif dtype == "BOOL":
+        def fits(v: Any) -> bool: return isinstance(v, bool)
+    else:
+        def fits(v: Any) -> bool: return type(v) in (int, float)
+    count, stack = 0, [data]
+    while stack:
+        items = stack.pop()
+        for item in items:
+            if isinstance(item, list):
+                stack.append(item)
+            elif fits(item):
+                count += 1
+            else:
+                return count, item
+    return count, None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, (bytes, bytearray)) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive for clients; every answer carries its Content-Length
+    # Headers and body in one write, sent at once: a header segment alone meets the client's delayed ACK
+    # (Nagle), which cost ~40 ms per request when measured.
+    disable_nagle_algorithm = True
+    wbufsize = 1 << 16
+    server: "_FrontServer"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        return  # Triton logs requests; a line per request on dvit's stderr would drown its own
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's names
+        self._relay()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._relay()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._relay()
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._relay()
+
+    def _relay(self) -> None:
+        try:
+            body = self._read_body()
+            if self.command == "POST" and INFER_PATH.match(self.path):
+                check_infer_request(self._json_header(body))
+        except Refused as refused:
+            self._answer(refused.status, {"error": str(refused)})
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
+        headers["Connection"] = "close"
+        if body or self.command == "POST":
+            headers["Content-Length"] = str(len(body))
+        upstream = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port)
+        try:
+            upstream.request(self.command, self.path, body=body or None, headers=headers)
+            reply = upstream.getresponse()
+            payload = reply.read()
+            status, reason, reply_headers = reply.status, reply.reason, reply.getheaders()
+        except (OSError, http.client.HTTPException):
+            self._answer(503, {"error": "Triton Inference Server is not answering (starting or stopping)"})
+            return
+        finally:
+            upstream.close()
+        self.send_response(status, reason)
+        for key, value in reply_headers:
+            if key.lower() not in HOP_HEADERS:
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _read_body(self) -> bytes:
+        limit = self.server.max_body
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked(limit)
+        length = self.headers.get("Content-Length")
+        if length is None:
+            if self.command == "POST":
+                self.close_connection = True
+                raise Refused("a request body needs a Content-Length", 411)
+            return b""
+        if not length.strip().isdigit():
+            self.close_connection = True
+            raise Refused(f"Content-Length must be a byte count, got {_short(length)}")
+        if int(length) > limit:
+            self.close_connection = True  # the body is not read: the connection cannot be reused
+            raise Refused(f"the request body ({int(length)} bytes) exceeds this server's limit of {limit} bytes", 413)
+        return self.rfile.read(int(length))
+
+    def _read_chunked(self, limit: int) -> bytes:
+        parts, total = [], 0
+        while True:
+            line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+            try:
+                size = int(line, 16)
+            except ValueError:
+                self.close_connection = True
+                raise Refused("malformed chunked request body") from None
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailers
+                    pass
+                return b"".join(parts)
+            total += size
+            if total > limit:
+                self.close_connection = True
+                raise Refused(f"the request body exceeds this server's limit of {limit} bytes", 413)
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+
+    def _json_header(self, body: bytes) -> bytes:
+        encoding = self.headers.get("Content-Encoding", "").lower()
+        if encoding in ("gzip", "deflate"):
+            inflate = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+            try:
+                body = inflate.decompress(body, self.server.max_body + 1)
+            except zlib.error:
+                raise Refused(f"the request body is not valid {encoding} data") from None
+            if len(body) > self.server.max_body:
+                raise Refused(f"the request body inflates past this server's limit of {self.server.max_body} bytes", 413)
+        size = self.headers.get("Inference-Header-Content-Length")
+        if size is None:
+            return body
+        if not size.strip().isdigit() or int(size) > len(body):
+            raise Refused(f"Inference-Header-Content-Length {_short(size)} does not fit the {len(body)}-byte body")
+        return body[:int(size)]
+
+    def _answer(self, status: int, document: dict[str, str]) -> None:
+        payload = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+
+class _FrontServer(ThreadingHTTPServer):
+    daemon_threads = True  # an idle keep-alive client never holds up the exit
+    allow_reuse_address = True  # as Triton binds: TIME_WAIT is not "in use"
+    request_queue_size = 128
+    upstream_port = 0
+    max_body = MIN_BODY_LIMIT
+
+
+class HttpFront:
+    """The bound front (``port`` on ``host``); ``start(upstream_port)`` serves it from a thread."""
+
+    def __init__(self, host: str, port: int, family: int, *, max_body: int) -> None:
+        server_class = type("_Front", (_FrontServer,), {"address_family": family})
+        self._server = server_class((host, port), _Handler)  # binds and listens now: OSError if it cannot
+        self._server.max_body = max_body
+        self._thread: threading.Thread | None = None
+
+    def start(self, upstream_port: int) -> None:
+        self._server.upstream_port = upstream_port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="dvit-serve-http", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        self._server.server_close()
+
+
+def private_port() -> int:
+    """A free loopback port for Triton's own HTTP endpoint (only the front calls it)."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
