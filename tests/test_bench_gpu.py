@@ -46,6 +46,7 @@ def _check_kept(report: dict, models: list[str], modes: list[str], samples: int)
         assert all(0.0 <= s["mean_jaccard"] <= 1.0 for s in c["stages"])
 
 
+@pytest.mark.slow  # real shapes (DeiT-S, ConvNeXt-T at batch 1): ~10 s of CPU
 def test_cpu_quick_smoke(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
