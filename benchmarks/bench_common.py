@@ -19,6 +19,8 @@ from typing import Any, Callable, Hashable
 
 import numpy as np
 
+from pathlib import Path
+
 from dvit_deploy.jobs.profile.measure import Measurement, ProfileSettings, measure_interleaved
 from dvit_deploy.jobs.profile.stats import latency_stats
 
@@ -108,3 +110,50 @@ class Budget:
 
     def fits(self, estimate_s: float) -> bool:
         return estimate_s + self.margin_s <= self.left()
+
+
+def torch_machine_info(device: str) -> dict[str, Any]:
+    """Versions, CPU and GPU of a torch run (torch imported here: this module stays import-light)."""
+    import platform
+    import subprocess
+    from importlib import metadata
+
+    import torch
+
+    from dvit_deploy.helpers.cpu import cpu_info
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_info().model,
+        "cpu_count": os.cpu_count(), "torch": torch.__version__, "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        **{p: version(p) for p in ("timm", "numpy", "triton", "onnx", "onnxruntime")},
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "load_before": load_snapshot(), "gpu": None,
+    }
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(torch.device(device))
+        info["gpu"] = {"name": props.name, "capability": f"{props.major}.{props.minor}",
+                       "memory_gib": round(props.total_memory / 2**30, 1), "multiprocessors": props.multi_processor_count,
+                       "driver": _driver_version()}
+    try:
+        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                                            capture_output=True, text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        info["git_commit"] = None
+    return info
+
+
+def _driver_version() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None

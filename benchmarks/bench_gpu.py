@@ -17,9 +17,10 @@ The kept-token sets of every sparse configuration are checked against PyTorch fp
 seeded inputs, as *sets*, near-tie aware (``dvit_deploy.helpers.compare``, the tolerance of the dtype).
 
 Fitting the lent machine (15 minutes in all, 10 per command): eager runs first for every model, then
-``torch.compile``. Compilation dominates, so with ``--precompile-workers`` (default 8 on CUDA) child
-processes compile every (model, dtype) in parallel first, filling Inductor's on-disk caches while this
-process computes the CPU references; the measuring process then mostly loads compiled code. The batch
+``torch.compile``. Compilation dominates, so with ``--compile-workers`` (default 8 on CUDA) each
+(model, dtype) is compiled by its own child process, all in parallel, while this process computes the
+CPU references; nothing is timed until they are ready, then this process measures eager and each worker,
+one after the other, measures what it compiled (``bench_gpu_workers.py``). The batch
 dimension is compiled dynamic (``--compile-shapes dynamic``: one graph for batch 1, one for every larger
 batch; an unbacked batch would cover both but graph-breaks at Swin's ``torch.roll``) unless
 ``--compile-shapes static`` asks for one graph per batch. ``--budget-s`` stops
@@ -34,9 +35,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,7 +46,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]  # bench_common, and this checkout'
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench_common import Budget, measure_rounds, pooled, ratio_spread, round_throughputs  # noqa: E402
+from bench_common import Budget, measure_rounds, pooled, ratio_spread, round_throughputs, torch_machine_info  # noqa: E402
 from dvit_deploy.helpers.compare import Tolerance, boundary_margins, compare  # noqa: E402
 from dvit_deploy.helpers.fileio import write_json_atomic  # noqa: E402
 from dvit_deploy.jobs.flops import count_macs  # noqa: E402
@@ -80,12 +78,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend ('eager': Dynamo only)")
     p.add_argument("--compile-shapes", default="dynamic", choices=["dynamic", "static"],
                    help="dynamic: one graph for batch 1, one for every larger batch; static: one per batch")
-    p.add_argument("--precompile-workers", type=int, default=None, help="[8 on CUDA with compile, else 0]")
+    p.add_argument("--compile-workers", type=int, default=None,
+                   help="processes that compile in parallel, then measure one at a time [8 on CUDA, else 0]")
+    p.add_argument("--compile-timeout-s", type=float, default=180.0, help="wait for the compile workers at most")
     p.add_argument("--budget-s", type=float, default=330.0, help="stop starting new units after this")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch's default; --quick on CPU: 1]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=Path("benchmarks/results-gpu.json"))
-    p.add_argument("--precompile-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--worker-dir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     preset = QUICK if args.quick else FULL
     for key, value in preset.items():
@@ -97,8 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.batches = [int(b) for b in _names(args.batches)]
     if args.threads is None and args.quick and args.device == "cpu":
         args.threads = 1  # a smoke run on shared cores: spinning OpenMP threads only slow it down
-    if args.precompile_workers is None:
-        args.precompile_workers = 8 if args.device.startswith("cuda") and "compile" in args.modes else 0
+    if args.compile_workers is None:
+        args.compile_workers = 8 if args.device.startswith("cuda") and "compile" in args.modes else 0
     bad = [d for d in args.dtypes if d not in DTYPES] + [m for m in args.modes if m not in ("eager", "compile")]
     if bad:
         p.error(f"unknown dtype/mode: {', '.join(bad)}")
@@ -252,36 +253,52 @@ def measure_batch(modules: dict, name: str, batch: int, dtype: str, device: str,
     return row
 
 
-def run_unit(unit: dict, pair: dict, ref: dict | None, check_inputs: np.ndarray, device: str, args,
-             measure: bool = True) -> dict[str, Any]:
+def prepare_unit(unit: dict, pair: dict, check_inputs: np.ndarray, device: str, args) -> dict[str, Any]:
+    """The unit's two modules on the device; with ``torch.compile``, compiled now (one call at every
+    batch and at the check's chunk size), so that the measurement only runs compiled code."""
     name, dtype, mode = unit["model"], unit["dtype"], unit["mode"]
     modules = {role: on_device(m, dtype, device, mode, args) for role, m in pair.items()}
-    rows = []
+    if mode == "compile":
+        sizes = list(dict.fromkeys([*args.batches, min(args.batches)] if len(check_inputs) else args.batches))
+        for batch in sizes:
+            for module in modules.values():
+                x = staged(module, torch.from_numpy(images(name, batch, INPUT_SEED)), dtype, device, args)
+                with torch.inference_mode():  # the input is made outside it, as in timed_call: same guards
+                    module(x)
+    return modules
+
+
+def measure_unit(unit: dict, modules: dict, ref: dict | None, check_inputs: np.ndarray, device: str, args
+                 ) -> dict[str, Any]:
+    name, dtype = unit["model"], unit["dtype"]
+    rows = [measure_batch(modules, name, batch, dtype, device, args) for batch in args.batches]
+    check = check_kept(name, modules["sparse"], ref, check_inputs, dtype, device, args) if len(check_inputs) else None
+    return {"rows": rows, "check": check}
+
+
+def release(modules: dict, mode: str, device: str) -> None:
+    modules.clear()
+    if mode == "compile":
+        torch._dynamo.reset()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def run_unit(unit: dict, pair: dict, ref: dict | None, check_inputs: np.ndarray, device: str, args
+             ) -> dict[str, Any]:
+    """Prepare (compile), measure and check one unit in this process."""
     graphs_before = _graph_count()
+    t0 = time.perf_counter()
+    modules = prepare_unit(unit, pair, check_inputs, device, args)
     try:
-        for batch in args.batches:
-            if measure:
-                rows.append(measure_batch(modules, name, batch, dtype, device, args))
-            else:  # precompile: one call per batch compiles what the measurement will load
-                for role, module in modules.items():
-                    x = staged(module, torch.from_numpy(images(name, batch, INPUT_SEED)), dtype, device, args)
-                    with torch.inference_mode():  # the input is made outside it, as in timed_call: same guards
-                        module(x)
-        check = None
-        if len(check_inputs) and measure:
-            check = check_kept(name, modules["sparse"], ref, check_inputs, dtype, device, args)
-        elif len(check_inputs):  # the check's batch may be one the measurement did not compile
-            run_chunks(modules["sparse"], check_inputs, min(args.batches), dtype, device, args)
+        prepared_s = round(time.perf_counter() - t0, 1)
+        out = measure_unit(unit, modules, ref, check_inputs, device, args)
         # Dynamo graphs this unit compiled: 2 per model with dynamic shapes (batch 1, larger batches);
         # more means a graph break or a recompilation (the JSON shows it, the log says where)
-        graphs = _graph_count() - graphs_before if mode == "compile" else None
-        return {"rows": rows, "check": check, "graphs": graphs}
+        graphs = _graph_count() - graphs_before if unit["mode"] == "compile" else None
+        return {**out, "graphs": graphs, "prepare_s": prepared_s}
     finally:
-        del modules
-        if mode == "compile":
-            torch._dynamo.reset()
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        release(modules, unit["mode"], device)
 
 
 def _graph_count() -> int:
@@ -291,11 +308,11 @@ def _graph_count() -> int:
 
 
 # ------------------------------------------------------------------------------------------------
-# Compile caches and the precompile workers
+# Compile settings
 
 
 def configure_compile(args) -> None:
-    """Inductor's on-disk caches, shared by this process and its precompile workers."""
+    """Inductor's on-disk caches (a re-run on a warm machine reuses them), and Dynamo's graph limit."""
     import tempfile
 
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(tempfile.gettempdir()) / "dvit-bench-gpu-inductor"))
@@ -312,98 +329,8 @@ def compile_units(args) -> list[dict[str, str]]:
     return [{"model": m, "dtype": d, "mode": "compile"} for d in args.dtypes for m in args.models]
 
 
-def start_precompile(args, units: list[dict[str, str]]) -> list[dict[str, Any]]:
-    count = min(args.precompile_workers, len(units))
-    threads = max(1, (os.cpu_count() or 1) // count)
-    env = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    workers = []
-    for w in range(count):
-        mine = units[w::count]
-        log = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]) / f"precompile-{os.getpid()}-{w}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, str(Path(__file__).resolve()), "--precompile-only", "--device", args.device,
-                   "--models", ",".join(u["model"] for u in mine), "--dtypes", ",".join(u["dtype"] for u in mine),
-                   "--batches", ",".join(map(str, args.batches)), "--ratio", str(args.ratio), "--seed", str(args.seed),
-                   "--check-inputs", str(args.check_inputs), "--compile-backend", args.compile_backend,
-                   "--compile-shapes", args.compile_shapes, "--modes", "compile", "--precompile-workers", "0"]
-        with open(log, "wb") as out:  # its own session: the worker and its compile pool stop together
-            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        workers.append({"proc": proc, "units": [f"{u['model']}:{u['dtype']}" for u in mine], "log": log,
-                        "start": time.monotonic()})
-    return workers
-
-
-def wait_precompile(workers: list[dict[str, Any]], timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + max(0.0, timeout_s)
-    for w in workers:
-        try:
-            w["proc"].wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(w["proc"].pid, signal.SIGKILL)  # the group this script started for that worker
-            w["proc"].wait()
-            w["killed"] = True
-    done = []
-    for w in workers:
-        tail = w["log"].read_text(errors="replace").strip().splitlines()[-3:] if w["log"].exists() else []
-        done.append({"units": w["units"], "returncode": w["proc"].returncode, "killed": w.get("killed", False),
-                     "seconds": round(time.monotonic() - w["start"], 1), "log_tail": tail})
-    return {"workers": done, "timeout_s": round(timeout_s, 1)}
-
-
-def precompile_only(args) -> int:
-    """Worker: compile each (models[i], dtypes[i]) at every batch, filling the shared caches."""
-    for name, dtype in zip(args.models, args.dtypes):
-        t0 = time.perf_counter()
-        pair = cpu_pair(name, args.ratio, args.seed)
-        run_unit({"model": name, "dtype": dtype, "mode": "compile"}, pair, None,
-                 images(name, args.check_inputs, CHECK_SEED), args.device, args, measure=False)
-        print(f"precompiled {name} {dtype} in {time.perf_counter() - t0:.1f}s", flush=True)
-    return 0
-
-
 # ------------------------------------------------------------------------------------------------
 # The run
-
-
-def machine_info(device: str) -> dict[str, Any]:
-    from importlib import metadata
-
-    from bench_common import load_snapshot
-    from dvit_deploy.helpers.cpu import cpu_info
-
-    def version(package: str) -> str | None:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return None
-
-    info: dict[str, Any] = {
-        "platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_info().model,
-        "cpu_count": os.cpu_count(), "torch": torch.__version__, "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        **{p: version(p) for p in ("timm", "numpy", "triton", "onnx", "onnxruntime")},
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "load_before": load_snapshot(), "gpu": None,
-    }
-    if device.startswith("cuda"):
-        props = torch.cuda.get_device_properties(torch.device(device))
-        info["gpu"] = {"name": props.name, "capability": f"{props.major}.{props.minor}",
-                       "memory_gib": round(props.total_memory / 2**30, 1), "multiprocessors": props.multi_processor_count,
-                       "driver": _driver_version()}
-    try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True,
-                                            timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        info["git_commit"] = None
-    return info
-
-
-def _driver_version() -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def estimate_s(unit: dict, args, compile_seen: list[float]) -> float:
@@ -418,60 +345,105 @@ def flops_bound(name: str, ratio: float) -> float:
     return round(count_macs(variant).gmacs / count_macs(variant, ratio).gmacs, 4)
 
 
+def error_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
+def record(report: dict[str, Any], unit: dict, out: dict[str, Any], ratio: float) -> None:
+    """A measured unit's rows and kept-set check, into the report."""
+    key = {k: unit[k] for k in ("model", "mode", "dtype")}
+    bound = flops_bound(unit["model"], ratio)
+    report["results"] += [{**key, "flops_bound": bound, **row} for row in out["rows"]]
+    if out.get("check") is not None:
+        report["checks"].append({**key, **out["check"]})
+
+
 def main(argv: list[str] | None = None) -> int:
+    import bench_gpu_workers as workers_mod
+
     args = parse_args(argv)
     if "compile" in args.modes:
         configure_compile(args)
-    if args.precompile_only:
-        return precompile_only(args)
-    budget = Budget(args.budget_s)
-    device = args.device
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.worker_dir:
+        return workers_mod.worker_main(args, sys.modules[__name__])
+    budget = Budget(args.budget_s)
+    device = args.device
     units = [{"model": m, "dtype": d, "mode": "eager"} for m in args.models for d in args.dtypes] \
         if "eager" in args.modes else []
     units += compile_units(args) if "compile" in args.modes else []
-    report: dict[str, Any] = {"schema": SCHEMA, "status": "running", "machine": machine_info(device),
+    report: dict[str, Any] = {"schema": SCHEMA, "status": "running", "machine": torch_machine_info(device),
                               "settings": {k: v for k, v in vars(args).items() if k != "json"} | {"json": str(args.json)},
-                              "precompile": None, "units": units, "results": [], "checks": []}
+                              "compile_workers": None, "units": units, "results": [], "checks": []}
     save(report, args, budget)
-    workers = start_precompile(args, compile_units(args)) if args.precompile_workers and "compile" in args.modes else []
+    use_workers = bool(args.compile_workers and "compile" in args.modes)
+    workers = workers_mod.start(args, compile_units(args), Path(__file__).resolve()) if use_workers else []
     pairs = {name: cpu_pair(name, args.ratio, args.seed) for name in args.models}
     checks = {name: images(name, args.check_inputs, CHECK_SEED) for name in args.models}
     refs = {name: cpu_reference(name, pairs[name]["sparse"], checks[name]) if args.check_inputs else None
             for name in args.models}
-    if workers:
-        report["precompile"] = wait_precompile(workers, min(0.45 * args.budget_s, budget.left() - 60))
-        log(f"precompile: {report['precompile']['workers']}")
+    if workers:  # nothing is timed while they compile
+        workers_mod.wait_ready(workers, min(args.compile_timeout_s, budget.left() - 30))
+        report["compile_workers"] = workers_mod.describe(workers)
+        log(f"compile workers: {[(w['units'], w['state'], w['ready_s']) for w in report['compile_workers']]}")
     compile_seen: list[float] = []
     for unit in units:
-        name = unit["model"]
+        if unit["mode"] == "compile" and workers:
+            continue  # measured by its worker below
         if not budget.fits(estimate_s(unit, args, compile_seen)):
             unit["status"] = "skipped: budget"
             continue
         t0 = time.perf_counter()
         try:
-            out = run_unit(unit, pairs[name], refs[name], checks[name], device, args)
-            unit["status"] = "done"
-            unit["graphs"] = out["graphs"]
-            bound = flops_bound(name, args.ratio)
-            report["results"] += [{**{k: unit[k] for k in ("model", "mode", "dtype")}, "flops_bound": bound, **row}
-                                  for row in out["rows"]]
-            if out["check"] is not None:
-                report["checks"].append({**{k: unit[k] for k in ("model", "mode", "dtype")}, **out["check"]})
+            out = run_unit(unit, pairs[unit["model"]], refs[unit["model"]], checks[unit["model"]], device, args)
+            unit.update(status="done", graphs=out["graphs"], prepare_s=out["prepare_s"])
+            record(report, unit, out, args.ratio)
         except Exception as exc:  # noqa: BLE001 - one unit failing must not lose the others
-            unit["status"] = "failed"
-            unit["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            unit.update(status="failed", error=error_line(exc))
         unit["seconds"] = round(time.perf_counter() - t0, 1)
         if unit["mode"] == "compile":
             compile_seen.append(unit["seconds"])
-        log(f"{name} {unit['dtype']} {unit['mode']}: {unit['status']} in {unit['seconds']}s "
+        log(f"{unit['model']} {unit['dtype']} {unit['mode']}: {unit['status']} in {unit['seconds']}s "
             f"({budget.left():.0f}s of budget left)")
         save(report, args, budget)
+    for w in workers:
+        measure_worker(report, units, w, budget, args, workers_mod)
+        save(report, args, budget)
+    if workers:
+        report["compile_workers"] = workers_mod.describe(workers)
     report["status"] = "complete" if all(u.get("status") == "done" for u in units) else "partial"
     save(report, args, budget)
     print_summary(report)
     return 0
+
+
+def measure_worker(report: dict[str, Any], units: list[dict], worker: dict, budget: Budget, args, workers_mod
+                   ) -> None:
+    """Let one compile worker measure its units (if it is ready and the budget allows), then merge."""
+    def mine(unit: dict) -> bool:
+        return unit["mode"] == "compile" and any(unit["model"] == u["model"] and unit["dtype"] == u["dtype"]
+                                                 for u in worker["units"])
+
+    if worker["state"] != "ready" or not budget.fits(estimate_s({"mode": "eager"}, args, [])):
+        reason = worker["state"] if worker["state"] != "ready" else "budget"
+        for unit in filter(mine, units):
+            unit["status"] = f"skipped: {reason}"
+        if worker["state"] == "ready":
+            workers_mod._stop(worker, "not measured: budget")
+        return
+    for res in workers_mod.measure(worker, budget.left() - budget.margin_s):
+        done = res["unit"]
+        for unit in units:
+            if mine(unit) and unit["model"] == done["model"] and unit["dtype"] == done["dtype"]:
+                unit.update(done)
+        if done.get("status") == "done":
+            record(report, done, res, args.ratio)
+        log(f"{done['model']} {done['dtype']} compile (worker): {done.get('status')} "
+            f"({budget.left():.0f}s of budget left)")
+    for unit in filter(mine, units):
+        unit.setdefault("status", f"skipped: worker {worker['state']}")
 
 
 def save(report: dict[str, Any], args, budget: Budget) -> None:

@@ -65,17 +65,18 @@ def test_cpu_quick_smoke(tmp_path):
 
 
 def test_compile_path_on_tiny_models(tmp_path):
-    """torch.compile (Dynamo only, no Inductor) with a dynamic batch: two graphs per model (batch 1, and
-    one for every larger batch: no graph break, no recompilation), same kept sets as the fp32 reference."""
+    """torch.compile in this process (Dynamo only, no Inductor) with a dynamic batch: two graphs per model
+    (batch 1, and one for every larger batch). Swin: an unbacked batch would graph-break at torch.roll;
+    the dynamic one must not (no graph break, no recompilation). Same kept sets as the fp32 reference."""
     import bench_gpu
 
     out = tmp_path / "gpu.json"
-    models = ["tiny-deit", "tiny-swin"]
+    models = ["tiny-swin"]
     assert bench_gpu.main(["--device", "cpu", "--models", ",".join(models), "--batches", "1,2", "--dtypes", "fp32",
                            "--modes", "compile", "--compile-backend", "eager", "--rounds", "2", "--round-s", "0.01",
                            "--warmup-s", "0", "--check-inputs", "3", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["status"] == "complete" and report["precompile"] is None
+    assert report["status"] == "complete" and report["compile_workers"] is None
     compiled = [u for u in report["units"] if u["mode"] == "compile"]
     assert [(u["model"], u["status"], u["graphs"]) for u in compiled] == [(m, "done", 4) for m in models]
     _check_rows(report, models, ["compile"], [1, 2], "fp32")
@@ -91,3 +92,26 @@ def test_budget_skips_units_and_says_so(tmp_path):
     report = json.loads(out.read_text())
     assert report["status"] == "partial" and report["results"] == [] and report["checks"] == []
     assert [u["status"] for u in report["units"]] == ["skipped: budget"]
+
+
+def test_compile_workers_compile_in_parallel_then_measure(tmp_path):
+    """The GPU run's protocol on CPU: each (model, dtype) compiled in its own worker process, the main
+    process measures eager, then each worker measures what it compiled; results merged into one JSON."""
+    import bench_gpu
+
+    out = tmp_path / "gpu.json"
+    models = ["tiny-deit", "tiny-convnext"]
+    assert bench_gpu.main(["--device", "cpu", "--models", ",".join(models), "--batches", "1,2", "--dtypes", "fp32",
+                           "--modes", "eager,compile", "--compile-backend", "eager", "--compile-workers", "2",
+                           "--rounds", "2", "--round-s", "0.01", "--warmup-s", "0", "--check-inputs", "2",
+                           "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["status"] == "complete", report["units"]
+    workers = report["compile_workers"]
+    assert sorted(u for w in workers for u in w["units"]) == ["tiny-convnext:fp32", "tiny-deit:fp32"]
+    assert all(w["state"] == "measured" and w["returncode"] == 0 for w in workers), workers
+    compiled = {u["model"]: u for u in report["units"] if u["mode"] == "compile"}
+    assert {m: (u["status"], u["graphs"]) for m, u in compiled.items()} == {m: ("done", 4) for m in models}
+    assert all(u["prepare_s"] > 0 and u["measure_s"] > 0 for u in compiled.values())
+    _check_rows(report, models, ["eager", "compile"], [1, 2], "fp32")
+    _check_kept(report, models, ["eager", "compile"], samples=2)
