@@ -674,18 +674,18 @@ def test_serve_shows_the_runtimes_own_refusal_for_an_engine_it_cannot_run(tmp_pa
     payload = b"an engine that is never deserialized"
     engine = tmp_path / "m-rtx.engine"
     engine.write_bytes(payload)
-    source = json.loads(onnx.with_suffix(".json").read_text())
+    source = json.loads(manifest_path(onnx).read_text())
     manifest = {"kind": "tensorrt-engine", "artifact": engine.name, "precision": "fp32",
                 "tensorrt": {"version": "1.1.1.26", "major": 1, "flavour": "rtx", "module": "tensorrt_rtx"},
                 "rtx": {"compute_capabilities": ["8.6", "8.9"]},
                 "engine": {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)},
                 "source_onnx": {"path": str(onnx), "sha256": hashlib.sha256(onnx.read_bytes()).hexdigest(),
-                                "manifest": str(onnx.with_suffix(".json"))},
+                                "manifest": str(manifest_path(onnx))},
                 "profiles": [{"name": "images", "kind": "shape", "min": [1, 3, 224, 224], "opt": [4, 3, 224, 224],
                               "max": [8, 3, 224, 224]}],
                 **{k: source.get(k) for k in ("variant", "config", "keep_ratio", "keep_counts", "num_patches", "dense",
                                               "dynamic_keep", "keep_input", "batch", "dynamic_batch")}}
-    engine.with_suffix(".json").write_text(json.dumps(manifest))
+    manifest_path(engine).write_text(json.dumps(manifest))
     # As where the runtime asks for the package an RTX engine needs (tensorrt_rtx, installed here).
     monkeypatch.setitem(runtime.BACKEND_PACKAGES, "tensorrt", ("tensorrt_rtx", "rtx"))
     with pytest.raises(DvitError) as refused:
