@@ -13,6 +13,8 @@ Candidates:
   CPU runner now does); ``onnxruntime.transformers`` optimizer (``model_type='vit'``: BiasGelu,
   SkipLayerNormalization; attention is not fused on this graph); ``session.intra_op.allow_spinning=0``.
 * ORT int8: ``session.x64quantprecision=1`` (u8u8 kernels); ``allow_spinning=0``.
+* ``--quantize-predictor``: the int8 file with the score predictors int8 too (``dvit quantize
+  --quantize-predictor``), on ORT and OpenVINO (agreement on OpenVINO's own outputs there).
 * OpenVINO f32 / int8: ``PERFORMANCE_HINT`` THROUGHPUT (streams chosen by OpenVINO) against LATENCY
   with one stream (dvit's runner default).
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -71,7 +74,25 @@ def ov_call(path: Path, threads: int, images: np.ndarray, hint: str) -> Callable
     return lambda: request.infer({0: images})
 
 
-def candidates(fp32: Path, int8: Path, vit: dict[str, Path], threads: int, images: np.ndarray) -> dict[str, dict]:
+def ensure_qpred(fp32: Path, recipe: str) -> Path | None:
+    """``dvit quantize --quantize-predictor`` (predictors int8 too), written once; None when its check fails."""
+    from dvit_deploy.artifact.store import open_artifact
+    from dvit_deploy.helpers.errors import DvitError
+    from dvit_deploy.jobs.quantize import QuantizeOptions, quantize_onnx, select_recipe
+
+    out = fp32.with_name(f"{fp32.stem}-int8-{recipe}-qpred.onnx")
+    if out.exists() and manifest_path(out).exists():
+        return out
+    options = QuantizeOptions(target="cpu", recipe=select_recipe("cpu", override=recipe), include_predictor=True)
+    try:
+        return quantize_onnx(open_artifact(fp32), out, options, force=True).path
+    except DvitError as exc:
+        print(f"--quantize-predictor: {exc}", file=sys.stderr)
+        return None
+
+
+def candidates(fp32: Path, int8: Path, vit: dict[str, Path], threads: int, images: np.ndarray,
+               qpred: Path | None = None) -> dict[str, dict]:
     """name -> {"base": name or None, "call": ..., "agreement": (path, config) to check or None}."""
     int8_cfg = ort_int8_session_config("reduce-range" in int8.name)
     found: dict[str, dict] = {
@@ -93,6 +114,11 @@ def candidates(fp32: Path, int8: Path, vit: dict[str, Path], threads: int, image
         fused = gelu_fused(path)
         found[f"{base} gelu-fused (dvit runner)"] = {"base": base, "call": ort_call(fused, cfg, threads, images),
                                                      "check": (fused, cfg)}
+    if qpred is not None:
+        found["ort-int8 predictors int8"] = {"base": "ort-int8", "call": ort_call(qpred, int8_cfg, threads, images),
+                                             "check": (qpred, int8_cfg)}
+        found["ov-int8 predictors int8"] = {"base": "ov-int8 latency", "call": ov_call(qpred, threads, images, "LATENCY"),
+                                            "check": (qpred, None)}
     for kind, path in vit.items():
         base, cfg = ("ort-fp32", {}) if kind == "fp32" else ("ort-int8", int8_cfg)
         found[f"{base} vit-optimizer"] = {"base": base, "call": ort_call(path, cfg, threads, images),
@@ -116,6 +142,40 @@ def agreement(path: Path, config: dict[str, str], threads: int, ref: dict, image
             "max_abs_logit_diff": float(np.max(np.abs(ref["logits"] - got.logits)))}
 
 
+def ov_outputs(path: Path, images: np.ndarray, threads: int):
+    """OpenVINO (f32 rest, latency, one stream) logits and kept patch ids (TopK indices as extra outputs)."""
+    import openvino as ov
+
+    from dvit_deploy.artifact.names import kept_patch_ids
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    topks = [op for op in model.get_ordered_ops() if op.get_type_name() == "TopK"]
+    model.add_outputs([t.output(1) for t in topks])
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                                                 "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads)})
+    logits, kept = [], []
+    for start in range(0, len(images), 16):
+        out = compiled.create_infer_request().infer({0: images[start:start + 16]})
+        values = [out[compiled.outputs[k]] for k in range(len(compiled.outputs))]
+        logits.append(values[0])
+        kept.append(kept_patch_ids([v.astype(np.int64) for v in values[-len(topks):]], 196))
+    return np.concatenate(logits), [np.concatenate([k[s] for k in kept]) for s in range(len(topks))]
+
+
+def ov_agreement(path: Path, threads: int, ref: dict, images: np.ndarray) -> dict[str, Any]:
+    """Agreement (int8 rule) of OpenVINO's own outputs and kept tokens with the PyTorch fp32 reference."""
+    from dvit_deploy.helpers.compare import TOLERANCES, compare
+
+    logits, kept = ov_outputs(path, images, threads)
+    cmp = compare(ref["logits"], logits, TOLERANCES["int8"], ref_kept=ref["kept"], test_kept=kept,
+                  ref_margins=ref["margins"])
+    top1 = cmp.logits.top1_agreement_confident
+    return {"tolerance": "int8", "backend": "openvino", "top1_confident": top1,
+            "confident_samples": cmp.logits.confident_samples, "mean_jaccard": cmp.mean_jaccard,
+            "passed": (top1 or 0) >= 0.99 and (cmp.mean_jaccard or 0) >= 0.95}
+
+
 def reference(manifest: dict, count: int) -> tuple[dict, np.ndarray]:
     import torch
 
@@ -137,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--agreement", type=int, default=64)
     parser.add_argument("--quick", action="store_true", help="batch 8, 2 rounds of 2 s, 16 agreement inputs")
+    parser.add_argument("--quantize-predictor", action="store_true",
+                        help="also the int8 file with the predictors quantized (quantized once, minutes)")
+    parser.add_argument("--only", default=None, help="regular expression: measure only the candidates it matches "
+                        "(and their bases)")
     parser.add_argument("--workdir", type=Path, default=Path("benchmarks/.artifacts"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -156,7 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - a candidate that does not apply is reported, not fatal
             print(f"vit optimizer failed on {path.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
     images = seeded_batch(args.batch, record)
-    cands = candidates(fp32, int8, vit, args.threads, images)
+    qpred = ensure_qpred(fp32, int8.stem.split("-int8-")[-1]) if args.quantize_predictor else None
+    cands = candidates(fp32, int8, vit, args.threads, images, qpred)
+    if args.only:
+        chosen = {k for k in cands if re.search(args.only, k)}
+        chosen |= {cands[k]["base"] for k in chosen if cands[k]["base"]}
+        cands = {k: v for k, v in cands.items() if k in chosen}
     settings = ProfileSettings(warmup_s=0.5, duration_s=args.duration, rounds=args.rounds, min_iterations=2)
     measured = measure_interleaved({k: v["call"] for k, v in cands.items()}, settings)
     ips = {k: args.batch * len(m.samples_ms) / m.wall_s for k, m in measured.items()}
@@ -164,12 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, cand in cands.items():
         stats = latency_stats(measured[name].samples_ms)
-        row = {"candidate": name, "base": cand["base"], "throughput_ips": ips[name], "cv_percent": stats.cv_percent,
-               "iterations": stats.count, "ratio_to_base": ips[name] / ips[cand["base"]] if cand["base"] else None}
+        base = cand["base"]
+        row = {"candidate": name, "base": base, "throughput_ips": ips[name], "cv_percent": stats.cv_percent,
+               "iterations": stats.count, "median_ms": stats.median,
+               "ratio_to_base": ips[name] / ips[base] if base else None,
+               "median_ratio_to_base": latency_stats(measured[base].samples_ms).median / stats.median if base else None}
         if cand["check"] is not None:
             path, config = cand["check"]
-            row["agreement"] = agreement(path, config, args.threads, ref, agree_images,
-                                         "int8" if "int8" in name else "fp32")
+            row["agreement"] = (ov_agreement(path, args.threads, ref, agree_images) if config is None else
+                                agreement(path, config, args.threads, ref, agree_images,
+                                          "int8" if "int8" in name else "fp32"))
         rows.append(row)
         ratio = f"{row['ratio_to_base']:.3f}× {cand['base']}" if cand["base"] else "base"
         print(f"{name:36s} {ips[name]:6.2f} img/s  CV {stats.cv_percent:4.1f}%  {ratio}  "

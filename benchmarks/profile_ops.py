@@ -166,8 +166,10 @@ def ov_profile(path: Path, images: np.ndarray, threads: int, runs: int) -> dict[
     runtime_precisions: Counter[str] = Counter()
     for op in compiled.get_runtime_model().get_ordered_ops():
         rt = op.get_rt_info()
-        if "layerType" in rt and op_class(str(rt["layerType"])) == "gemm":
-            runtime_precisions[f"{rt['layerType']}:{rt['runtimePrecision']}"] += 1
+        layer = str(rt["layerType"].astype(str)) if "layerType" in rt else ""
+        if op_class(layer) in ("gemm", "subgraph (fused)"):
+            precision = str(rt["runtimePrecision"].astype(str)) if "runtimePrecision" in rt else "?"
+            runtime_precisions[f"{layer}:{precision}"] += 1
     total = sum(kernels.values()) or 1.0
     return summarise_ops(dict(ms), nodes, runs, {
         "run_ms": round(float(np.mean(wall)), 2),
@@ -273,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before, started = load_average(), time.time()
     print(f"CPU: {cpu.summary()}; {args.threads} threads; load {load_before}", file=sys.stderr)
     paths, gflop = configurations(args.workdir, args.model, args.ratio, not args.no_dense, args.seed)
-    images = seeded_batch(args.batch, ModelRecord.from_json(read_json(manifest_path(paths["sparse/ort-fp32"][0]))))
+    images = seeded_batch(args.batch, ModelRecord.from_json(read_json(manifest_path(paths["sparse/ov-f32"][0]))))
 
     profiles: dict[str, Any] = {}
     for name, (path, backend) in paths.items():
