@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     vit: dict[str, Path] = {}
     for kind, path in (("fp32", fp32), ("int8", int8)):
         try:
-            if args.model == "deit-s":
+            if args.model == "deit-s" and (not args.only or re.search(args.only, f"ort-{kind} vit-optimizer")):
                 vit[kind] = vit_optimized(path, heads=6, hidden=384)
         except Exception as exc:  # noqa: BLE001 - a candidate that does not apply is reported, not fatal
             print(f"vit optimizer failed on {path.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
