@@ -291,7 +291,7 @@ class OnnxRuntimeRunner(Runner):
             model = onnx.load(str(artifact))
         except Exception as exc:
             raise BadInput(f"{artifact.name} is not a readable ONNX file: {ort_load_cause(exc)}") from None
-        if fuse_gelu:
+        if fuse_gelu and model.ByteSize() < 2 ** 31 - 1:  # a bigger graph cannot be handed over in memory
             self.gelu_fused = fuse_erf_gelu(model)
         stages = pruning_stages(model) if add_topk else []
         if stages:
