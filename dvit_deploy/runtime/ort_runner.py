@@ -138,6 +138,7 @@ class OnnxRuntimeRunner(Runner):
         self._stage_outputs: list[str] = []
         self.session_config: dict[str, str] = {}
         self.executed_ops: dict[str, int] | None = None
+        self.gelu_fused = 0  # exact-erf GELU subgraphs run as one com.microsoft Gelu (CPU provider only)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def check(self) -> None:
@@ -214,7 +215,8 @@ class OnnxRuntimeRunner(Runner):
             else:
                 provider_args.append(name)
 
-        source, self._stage_outputs = self._graph_source(artifact)
+        fuse = providers[0] == "CPUExecutionProvider" and self.graph_optimization != "disable"
+        source, self._stage_outputs = self._graph_source(artifact, fuse_gelu=fuse)
         try:
             self.session = ort.InferenceSession(source, options, providers=provider_args)
         except Exception as exc:  # ORT raises its own exception types
@@ -274,23 +276,33 @@ class OnnxRuntimeRunner(Runner):
                            "manifest does not describe")
         return {keep_input["name"]: np.asarray(counts, dtype=keep_input.get("dtype", "int32"))}
 
-    def _graph_source(self, artifact: Path) -> tuple[str | bytes, list[str]]:
-        """The path (or in-memory graph with TopK outputs) to load, and the per-stage index outputs."""
+    def _graph_source(self, artifact: Path, *, fuse_gelu: bool = False) -> tuple[str | bytes, list[str]]:
+        """The path (or in-memory graph: TopK outputs added, GELUs fused) to load, and the per-stage index outputs.
+
+        ``fuse_gelu`` (CPU provider): the exporter's five-node exact-erf GELU becomes one com.microsoft Gelu,
+        which ONNX Runtime's own fusions do not do for this node order (``runtime.ort_fusions``)."""
         declared = self.artifact.manifest.token_output_names
-        if declared or not self.topk_outputs or self.artifact.model.dense:
-            return str(artifact), sorted(declared, key=lambda n: int(n[len(TOKEN_OUTPUT_PREFIX):]))
+        add_topk = not (declared or not self.topk_outputs or self.artifact.model.dense)
+        outputs = sorted(declared, key=lambda n: int(n[len(TOKEN_OUTPUT_PREFIX):])) if declared else []
+        if not add_topk and not fuse_gelu:
+            return str(artifact), outputs
         import onnx
 
         from ..export.graph import pruning_stages, with_topk_outputs
+        from .ort_fusions import fuse_erf_gelu
 
         try:
             model = onnx.load(str(artifact))
         except Exception as exc:
             raise BadInput(f"{artifact.name} is not a readable ONNX file: {ort_load_cause(exc)}") from None
-        stages = pruning_stages(model)
-        if not stages:
-            return str(artifact), []
-        return with_topk_outputs(model).SerializeToString(), [s.indices_output for s in stages]
+        if fuse_gelu and model.ByteSize() < 2 ** 31 - 1:  # a bigger graph cannot be handed over in memory
+            self.gelu_fused = fuse_erf_gelu(model)
+        stages = pruning_stages(model) if add_topk else []
+        if stages:
+            model, outputs = with_topk_outputs(model), [s.indices_output for s in stages]
+        if not stages and not self.gelu_fused:
+            return str(artifact), outputs
+        return model.SerializeToString(), outputs
 
     def close(self) -> None:
         if self.session is not None and self.enable_profiling is not None:
@@ -336,6 +348,7 @@ class OnnxRuntimeRunner(Runner):
             intra_op_threads=self.intra_op_threads,
             token_outputs=self._stage_outputs,
             session_config=self.session_config,
+            gelu_fused=self.gelu_fused,
         )
         if self.precision == "int8":
             from ..helpers.cpu import cpu_info
