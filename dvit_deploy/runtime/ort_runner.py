@@ -16,8 +16,9 @@ import numpy as np
 
 from ..artifact.store import Artifact
 from ..helpers.errors import BadInput, DvitError, MissingDependency
-from ..artifact.names import TOKEN_OUTPUT_PREFIX, kept_patch_ids
+from ..artifact.names import kept_patch_ids
 from .base import Runner, RunOutput, TensorInfo, check_cuda_index, device_index
+from .token_graph import declared_token_outputs, graph_with_kept_outputs
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -274,22 +275,11 @@ class OnnxRuntimeRunner(Runner):
         return {keep_input["name"]: np.asarray(counts, dtype=keep_input.get("dtype", "int32"))}
 
     def _graph_source(self, artifact: Path) -> tuple[str | bytes, list[str]]:
-        """The path (or in-memory graph with TopK outputs) to load, and the per-stage index outputs."""
-        declared = self.artifact.manifest.token_output_names
-        if declared or not self.topk_outputs or self.artifact.model.dense:
-            return str(artifact), sorted(declared, key=lambda n: int(n[len(TOKEN_OUTPUT_PREFIX):]))
-        import onnx
-
-        from ..export.graph import pruning_stages, with_topk_outputs
-
-        try:
-            model = onnx.load(str(artifact))
-        except Exception as exc:
-            raise BadInput(f"{artifact.name} is not a readable ONNX file: {ort_load_cause(exc)}") from None
-        stages = pruning_stages(model)
-        if not stages:
-            return str(artifact), []
-        return with_topk_outputs(model).SerializeToString(), [s.indices_output for s in stages]
+        """The path (or in-memory graph with kept-index outputs) to load, and the per-stage index outputs."""
+        if not self.topk_outputs:
+            return str(artifact), declared_token_outputs(self.artifact)
+        model, names = graph_with_kept_outputs(self.artifact, artifact, ort_load_cause)
+        return (str(artifact) if model is None else model.SerializeToString()), names
 
     def close(self) -> None:
         if self.session is not None and self.enable_profiling is not None:
