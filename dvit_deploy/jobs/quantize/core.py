@@ -85,6 +85,9 @@ class QuantizeOptions:
         if unknown:
             raise BadInput(f"cannot keep op types {', '.join(unknown)} in float: --keep-float takes "
                            f"{', '.join(EXCLUDED_OP_TYPES + QUANTIZED_OP_TYPES)}")
+        if set(QUANTIZED_OP_TYPES) <= set(self.exclude_op_types):
+            raise BadInput(f"--keep-float {','.join(QUANTIZED_OP_TYPES)} keeps every op that computes in int8 in float: "
+                           "the file would be no int8 model; keep the fp32 export or build fp16")
 
     def choice(self) -> RecipeChoice:
         """The recipe these options ask for (chosen now unless already chosen)."""
@@ -396,11 +399,12 @@ def failure_line(choice: RecipeChoice, check: QuantizeCheck) -> str:
         if auto.recipe.name != choice.recipe.name:
             return text + f". The recipe for this CPU class is {auto.recipe.name}: drop --recipe"
     if choice.target == "tensorrt":
-        return (text + ". The check used exact int8 arithmetic (as TensorRT runs it), so the quantization itself "
-                "disagrees: try --calib DIR with real images, --method entropy or --keep-float MatMul, or build fp16")
+        return (text + ". The check used exact int8 arithmetic (as TensorRT runs it) and counted near-tie flips as "
+                "agreeing, so the quantization itself disagrees: try --calib DIR with real images or --method "
+                "entropy, or build fp16")
     return (text + f". No int8 recipe dvit has agrees with PyTorch on this {choice.cpu.cpu_class} CPU for this model: "
             "keep fp32 here (validate/profile --backend openvino runs f32 fastest on CPU), or try --calib DIR with "
-            "real images, --method entropy, or --keep-float MatMul to quantize fewer ops")
+            "real images or --method entropy")
 
 
 def _entropy_ranges(source: Path, tmp_dir: Path, reader) -> Path | None:
