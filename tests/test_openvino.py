@@ -116,7 +116,7 @@ def test_refuses_cuda_and_non_onnx(exports, tmp_path):
         runner_for_artifact(exports["plain"], "openvino", device="cuda")
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"x")
-    engine.with_suffix(".json").write_text('{"precision": "fp32"}')
+    engine.with_suffix(".json").write_text("{}")
     with pytest.raises(BadInput, match="cannot run"):
         runner_for_artifact(engine, "openvino")
 

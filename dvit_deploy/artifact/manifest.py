@@ -128,11 +128,12 @@ def check_manifest(manifest: Mapping[str, Any], where: str | os.PathLike) -> Non
     dvit-deploy's, or not ours) or a field of the wrong JSON type (``keep_counts: "abc"``).
 
     A manifest without ``schema`` is read as the current one (hand-made or early manifests lack it), if it
-    holds at least one field dvit writes; one without any (``{"name": "swin", "framework": "onnx"}``, another
-    tool's JSON beside an ONNX) is not a dvit manifest.
+    holds at least one field dvit writes; one with fields but none of ours (``{"name": "swin", "framework":
+    "onnx"}``, another tool's JSON beside an ONNX) is not a dvit manifest. (An empty one records nothing:
+    in-memory manifests of tests and tools start that way.)
     """
     schema = manifest.get("schema")
-    if schema is None and not any(name in manifest for name in _OUR_FIELDS):
+    if schema is None and manifest and not any(name in manifest for name in _OUR_FIELDS):
         raise BadInput(f"{Path(where).name} is not a dvit manifest (no 'schema' and none of the fields dvit "
                        f"writes{_keys_shown(manifest)}): dvit uses the artifacts it wrote; export the model with "
                        "'dvit export'")
