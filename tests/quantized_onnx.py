@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dvit_deploy.helpers.fileio import manifest_path
+
 
 def make_qdq_onnx(src: Path, out: Path) -> Path:
     """A Q/DQ (explicitly quantized: int8 symmetric, per-channel weights) copy of ``src`` with an int8
@@ -32,7 +34,7 @@ def make_qdq_onnx(src: Path, out: Path) -> Path:
     quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
-    manifest = json.loads(src.with_suffix(".json").read_text())
+    manifest = json.loads(manifest_path(src).read_text())
     manifest["onnx"] = {**manifest.get("onnx", {}), "sha256": sha256_file(out), "bytes": out.stat().st_size,
                         "external_data": [], "external_data_sha256": {}}
     manifest.update({"artifact": out.name, "precision": "int8",
@@ -41,5 +43,5 @@ def make_qdq_onnx(src: Path, out: Path) -> Path:
                                       # TensorRT's recipe (full-range weights): what these build tests consume
                                       "reduce_range": False, "recipe": {"name": "s8s8", "target": "tensorrt",
                                                                         "reduce_range": False}}})
-    out.with_suffix(".json").write_text(json.dumps(manifest))
+    manifest_path(out).write_text(json.dumps(manifest))
     return out

@@ -243,3 +243,24 @@ def test_every_read_of_a_manifests_raw_json_says_why():
             if RAW_JSON.search(line) and not any("#" in above for above in lines[max(0, n - 4):n]):
                 unexplained.append(f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}")
     assert not unexplained, "\n".join(unexplained)
+
+
+def test_manifests_named_the_0_1_way_are_still_read_and_new_ones_take_the_whole_file_name(workdir):
+    """0.1 wrote x.json beside x.onnx / x.engine; writers now name it after the whole file (x.onnx.json), so an
+    ONNX and its engine under trtexec's names (m.onnx, m.engine) keep one manifest each. Old names still read."""
+    folder = workdir / "export"
+    folder.mkdir()
+    for name, artifact in (("tiny-swin.onnx.json", "tiny-swin.onnx"), ("tiny-swin-rtx.engine.json", "tiny-swin-rtx.engine")):
+        (folder / artifact).write_bytes(b"graph or engine bytes")
+        shutil.copy2(OLD_MANIFESTS / name, folder / Path(artifact).with_suffix(".json").name)  # 0.1's name
+    onnx, engine = folder / "tiny-swin.onnx", folder / "tiny-swin-rtx.engine"
+    assert manifest_path(onnx) == folder / "tiny-swin.json" and manifest_path(engine) == folder / "tiny-swin-rtx.json"
+    assert open_artifact(onnx, verify=False).model.variant == "tiny-swin"
+    assert open_artifact(engine, verify=False).engine.is_rtx
+    assert default_artifact((".onnx",))[0] == onnx
+    # A new artifact beside them takes the whole-name manifest; x.json describing another file is not its own.
+    (folder / "tiny-swin.engine").write_bytes(b"engine")
+    assert manifest_path(folder / "tiny-swin.engine") == folder / "tiny-swin.engine.json"
+    assert manifest_path(folder / "fresh.onnx") == folder / "fresh.onnx.json"
+    (folder / "tiny-swin.onnx.json").write_text((folder / "tiny-swin.json").read_text())
+    assert manifest_path(onnx) == folder / "tiny-swin.onnx.json"  # the new name wins once written

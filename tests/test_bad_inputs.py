@@ -219,17 +219,28 @@ def _bundle_with_unlisted_model(d: Path, mp) -> None:
     _resum(d / "bundle", drop=("model/tiny.onnx",))
 
 
+def _bundle_with_edited_counts(d: Path, mp) -> None:
+    """A forger's bundle: keep counts changed in the model manifest and in bundle.json alike, sums redone."""
+    _bundle(d, mp)
+    manifest = d / "bundle" / "model" / "tiny.onnx.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "keep_counts": [98, 49, 24]}))
+    bundle = json.loads((d / "bundle" / "bundle.json").read_text())
+    bundle["models"][0]["keep_counts"] = [98, 49, 24]
+    (d / "bundle" / "bundle.json").write_text(json.dumps(bundle))
+    _resum(d / "bundle")
+
+
 def _manifest_edit(**fields) -> Callable[[Path, pytest.MonkeyPatch], None]:
     def setup(d: Path, mp) -> None:
         _export(d, mp)
-        path = d / "export" / "tiny.json"
+        path = d / "export" / "tiny.onnx.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
     return setup
 
 
 def _nested_manifest(d: Path, mp) -> None:
     _export(d, mp)
-    (d / "export" / "tiny.json").write_text("[" * 100_000 + "]" * 100_000)
+    (d / "export" / "tiny.onnx.json").write_text("[" * 100_000 + "]" * 100_000)
 
 
 _BOMB: list[bytes] = []
@@ -394,6 +405,12 @@ CASES = [
     Case("export-stage-ratios-inf", ["export", "--model", "tiny-deit", "--stage-ratios", "0.7,inf"], 2,
          ["--stage-ratios takes finite numbers"]),
     Case("export-unknown-model", ["export", "--model", "nope"], 2, ["unknown model 'nope'"]),
+    Case("export-convnext-rho-one", ["export", "--model", "tiny-convnext", "-r", "1"], 2,
+         ["keep all 16 positions at predictor 1", "--dense"], _no_model_building),
+    Case("export-swin-stage-ratio-one", ["export", "--model", "tiny-swin", "--stage-ratios", "1,0.8,0.6"], 2,
+         ["keep all 16 positions at predictor 1"], _no_model_building),
+    Case("export-convnext-dynamic-keep", ["export", "--model", "tiny-convnext", "--dynamic-keep"], 2,
+         ["--dynamic-keep is not supported for convnext"], _no_model_building),
     Case("export-old-opset", ["export", "--model", "tiny-deit", "--opset", "12"], 2, ["--opset must be between"]),
     Case("export-output-under-a-file", ["export", "--model", "tiny-deit", "-o", "afile/m.onnx"], 2,
          ["afile is a file, not a folder"], _write("afile", "x")),
@@ -402,7 +419,9 @@ CASES = [
     Case("export-force-on-foreign-kind", ["export", "--model", "tiny-deit", "-o", "notes.txt", "--force"], 2,
          ["refusing to replace notes.txt", "--force replaces only .onnx"], _write("notes.txt", "my notes")),
     Case("export-force-on-foreign-manifest", ["export", "--model", "tiny-deit", "-o", "m.onnx", "--force"], 2,
-         ["refusing to overwrite m.json", "not a dvit manifest"], _write("m.json", '{"mine": true}')),
+         ["refusing to overwrite m.onnx.json", "not a dvit manifest"], _write("m.onnx.json", '{"mine": true}')),
+    Case("export-beside-a-users-m-json", ["export", "--model", "tiny-deit", "-o", "m.onnx"], 0, [],
+         _write("m.json", '{"mine": true}'), output=["m.onnx", "m.onnx.json"]),
     Case("export-default-output-exists-no-model-built", ["export", "--model", "tiny-deit"], 2,
          ["tiny-deit-r0.7.onnx already exists; pass --force"], _default_export_exists),
     Case("export-race-to-one-output", ["export", "--model", "tiny-deit", "-o", "m.onnx"], 2,
@@ -433,6 +452,23 @@ CASES = [
                                                    "--check-samples", "2"],
          2, ["No space left on device", "q.json"], _nameless_disk_full("quantize"), absent=["the output folder", ".tmp"]),
     Case("build-missing-onnx", ["build", "nothere.onnx"], 2, ["nothere.onnx not found"]),
+    Case("build-output-is-its-source", ["build", "export/tiny.onnx", "--target", "rtx", "-o", "export/tiny.onnx",
+                                        "--force"], 2, ["would replace the ONNX it is built from"], _export),
+    Case("build-output-not-an-engine", ["build", "export/tiny.onnx", "--target", "rtx", "-o", "x.txt"], 2,
+         ["--output x.txt", "writes an engine", ".engine or .plan"], _export),
+    Case("build-output-onnx-suffix", ["build", "export/tiny.onnx", "--target", "rtx", "-o", "x.onnx"], 2,
+         ["--output x.onnx", "writes an engine"], _export),
+    Case("build-onnx-only-over-its-source", ["build", "export/tiny.onnx", "--fp16", "--onnx-only", "-o",
+                                             "export/tiny.onnx", "--force"], 2,
+         ["would replace the ONNX it is built from"], _export),
+    Case("build-onnx-only-engine-suffix", ["build", "export/tiny.onnx", "--fp16", "--onnx-only", "-o", "x.engine"], 2,
+         ["mixed-precision ONNX (--onnx-only)", ".onnx"], _export),
+    Case("build-compute-capability-empty", ["build", "export/tiny.onnx", "--target", "rtx", "--compute-capability",
+                                            ""], 2, ["names no compute capability", "default set"], _export),
+    Case("build-compute-capability-commas", ["build", "export/tiny.onnx", "--target", "rtx", "--compute-capability",
+                                             " , "], 2, ["names no compute capability"], _export),
+    Case("build-fp16-graph-name-taken", ["build", "export/tiny.onnx", "--target", "rtx", "--fp16", "-o", "x.engine"],
+         2, ["x-fp16mixed.onnx already exists"], _both(_export, _write("x-fp16mixed.onnx", b"someone's graph"))),
     # --- validate
     Case("validate-nothing-exported", ["validate"], 2, ["no .onnx/.engine/.plan artifact with a manifest"]),
     Case("validate-tampered", ["validate", "-n", "2"], 2, ["tiny.onnx does not match its manifest", "--no-verify"],
@@ -448,7 +484,7 @@ CASES = [
     Case("validate-images-empty", ["validate", "--images", "empty", "-n", "2"], 2, ["no image files"],
          _both(_export, lambda d, mp: (d / "empty").mkdir())),
     Case("validate-manifest-field-wrong-type", ["validate", "-n", "2"], 2,
-         ["tiny.json: field 'keep_counts' must be a list", "'abc'"], _manifest_edit(keep_counts="abc")),
+         ["tiny.onnx.json: field 'keep_counts' must be a list", "'abc'"], _manifest_edit(keep_counts="abc")),
     Case("validate-manifest-counts-not-integers", ["validate", "-n", "2"], 2,
          ["field 'keep_counts' must be a list of token counts"], _manifest_edit(keep_counts=["a", 3])),
     Case("validate-manifest-nested-too-deeply", ["validate", "export/tiny.onnx", "-n", "2"], 2,
@@ -533,6 +569,13 @@ CASES = [
     Case("package-manifest-nested-too-deeply", ["package", "export/tiny.onnx", "--target", "x86-trt10", "-o", "b"], 2,
          ["nested too deeply"], _nested_manifest),
     Case("package-nothing-exported", ["package", "--target", "x86-trt10"], 2, ["no .onnx/.engine/.plan artifact"]),
+    Case("package-inside-a-bundle", ["package", "--target", "x86-trt10", "-o", "bundle/inner"], 2,
+         ["refusing to write a bundle inside the bundle", "bundle"], _both(_export, _bundle)),
+    Case("package-inside-a-bundle-deeper", ["package", "--target", "x86-trt10", "-o", "bundle/model/b", "--force"], 2,
+         ["inside the bundle"], _both(_export, _bundle)),
+    Case("package-manifest-keep-counts-edited", ["package", "--target", "x86-trt10", "-o", "b"], 2,
+         ["tiny.onnx does not do what its manifest says", "TopK K is 137, expected the constant 98"],
+         _manifest_edit(keep_counts=[98, 49, 24])),
     Case("package-disk-full", ["package", "--target", "x86-trt10", "-o", "b", "--no-archive"], 2,
          ["No space left on device", "model"], _no_space_while_copying),
     # --- verify
@@ -550,6 +593,8 @@ CASES = [
          _bundle_with_a_linked_folder),
     Case("verify-duplicate-checksum-line", ["verify", "bundle"], 1, ["model/tiny.onnx is listed 2 times"],
          _bundle_with_duplicate_sum),
+    Case("verify-graph-differs-from-its-manifest", ["verify", "bundle"], 1,
+         ["the graph differs from the manifest", "TopK K is 137, expected the constant 98"], _bundle_with_edited_counts),
     Case("verify-named-file-not-listed", ["verify", "bundle"], 1,
          ["bundle.json names model/tiny.onnx, which SHA256SUMS does not list"], _bundle_with_unlisted_model),
     # --- predict
@@ -714,5 +759,5 @@ def test_markup_in_an_output_name_prints_literally(workdir):
     result = runner.invoke(app, ["export", "--model", "tiny-deit", "-o", "out/m[v2].onnx"])
     assert result.exit_code == 0, result.output
     assert "out/m[v2].onnx" in result.stdout and (workdir / "out" / "m[v2].onnx").is_file()
-    manifest = json.loads((workdir / "out" / "m[v2].json").read_text())
+    manifest = json.loads((workdir / "out" / "m[v2].onnx.json").read_text())
     assert manifest["artifact"] == "m[v2].onnx"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from dvit_deploy.helpers.fileio import manifest_path
 from dvit_deploy.artifact.manifest import EngineManifest, OnnxManifest
 from dvit_deploy.artifact.store import Artifact
 from dvit_deploy.cli import app
@@ -117,7 +118,7 @@ def test_engine_manifest_records_what_was_built():
     assert m["gpu"] == {"name": "Orin", "compute_capability": [8, 7], "platform": "aarch64"}
     assert m["builder"]["flags"] == ["FP16"] and m["builder"]["profiling_verbosity"] == "DETAILED"
     assert m["engine"]["sha256"] == "ab" and m["source_onnx"]["sha256"] == "cd"
-    assert m["source_onnx"]["manifest"].endswith("m.json")
+    assert m["source_onnx"]["manifest"].endswith("m.onnx.json")
     assert m["keep_counts"] == [137, 96, 67] and m["dynamic_keep"] is True
     assert m["schema"] == EngineManifest.SCHEMA and m["kind"] == "tensorrt-engine" and m["artifact"] == "m.engine"
     # The typed fields read back what the JSON says.
@@ -235,7 +236,7 @@ def test_build_uses_newest_export_and_stops_on_blockers(workdir):
                                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]),
                             opset_imports=[helper.make_opsetid("", 18)])
     onnx.save(bad, str(workdir / "export" / "bad.onnx"))
-    (workdir / "export" / "bad.json").write_text(json.dumps({"inputs": [{"name": "x", "shape": [4]}]}))
+    manifest_path(workdir / "export" / "bad.onnx").write_text(json.dumps({"inputs": [{"name": "x", "shape": [4]}]}))
     result = runner.invoke(app, ["build", "--fp16", "--json"])
     assert result.exit_code == 1
     assert "Unique" in result.output and "blocker" in result.output
@@ -257,14 +258,14 @@ def test_real_build_and_run(tiny_export, workdir):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     engine = Path(report["engine"])
-    assert engine.is_file() and engine.with_suffix(".json").is_file()
+    assert engine.is_file() and manifest_path(engine).is_file()
     from dvit_deploy.artifact.store import Artifact
     from dvit_deploy.runtime.trt_runner import TensorRTRunner
     from dvit_deploy.helpers.compare import Tolerance, compare
     from dvit_deploy.export.check import reference_outputs, seeded_images
     from dvit_deploy.models.checkpoint import load_model_from_record
 
-    manifest = json.loads(engine.with_suffix(".json").read_text())
+    manifest = json.loads(manifest_path(engine).read_text())
     loaded = load_model_from_record(manifest)
     images = seeded_images(4, loaded)
     ref = reference_outputs(loaded, images, 2)

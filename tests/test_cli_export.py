@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -36,7 +37,7 @@ def test_embedded_default_runs_from_the_installed_cli(tmp_path):
     assert result["check"]["parity"]["logits"]["max_abs"] < 1e-4
     assert [s["k"] for s in result["check"]["stages"]] == [137, 96, 67]
     assert (tmp_path / "export" / "deit-s-r0.7.onnx").is_file()
-    assert (tmp_path / "export" / "deit-s-r0.7.json").is_file()
+    assert (tmp_path / "export" / "deit-s-r0.7.onnx.json").is_file()
     assert "RANDOM weights" in proc.stderr
 
 
@@ -127,3 +128,59 @@ def test_existing_output_requires_force(workdir):
 def test_version_flag():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.startswith("dvit-deploy ")
+
+
+_REFUSE_WITHOUT_TORCH = """
+import json, sys
+sys.modules["torch"] = None   # importing torch now fails: a refusal must come before it
+sys.modules["timm"] = None
+from typer.testing import CliRunner
+from dvit_deploy.cli import app
+result = CliRunner().invoke(app, sys.argv[1:])
+print(json.dumps({"exit_code": result.exit_code, "stderr": result.stderr,
+                  "torch": sys.modules.get("torch") is not None}))
+"""
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--model", "convnext-t", "--dynamic-keep"], ["--dynamic-keep is not supported for convnext"]),
+    (["--model", "swin-t", "--dynamic-keep", "-r", "0.8"], ["--dynamic-keep is not supported for swin"]),
+    (["--model", "convnext-t", "-r", "1"], ["keep all 196 positions at predictor 1", "--dense"]),
+    (["--model", "swin-t", "--keep-ratio", "1.0"], ["stage ratios 1, 0.8, 0.6", "ρ = 1 is not 'everything kept'"]),
+    (["--model", "convnext-t", "--stage-ratios", "0.9,1,0.5"], ["keep all 196 positions at predictor 2"]),
+])
+def test_convnext_swin_requests_refused_before_torch_loads(tmp_path, args, words):
+    """--dynamic-keep and ρ = 1 on ConvNeXt/Swin are refused in one line from the flags alone: torch (and so
+    the checkpoint and the model) is never imported, where it used to take 8-38 s to fail."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-c", _REFUSE_WITHOUT_TORCH, "export", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["exit_code"] == 2 and not result["torch"], result
+    lines = [line for line in result["stderr"].splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
+    assert all(w in lines[0] for w in words), lines[0]
+    assert not list(tmp_path.iterdir())
+
+
+def test_convnext_checkpoint_at_rho_one_is_refused_before_the_model_is_built(workdir, monkeypatch):
+    """A checkpoint's variant is known once it is read: the refusal comes then, before the model is built."""
+    make_official_checkpoint(workdir / "c.pth", "tiny-convnext", keep_ratio=0.7)
+
+    def built(*a, **k):
+        raise AssertionError("the model was built before the request was checked")
+
+    monkeypatch.setattr("dvit_deploy.models.create_model", built)
+    for args in (["-r", "1"], ["--dynamic-keep"]):
+        result = _invoke(workdir / "c.pth", *args)
+        assert result.exit_code == 2, result.output
+        assert ("keep all 16 positions" if args[0] == "-r" else "--dynamic-keep is not supported") in result.stderr
+    assert not (workdir / "export").exists()
+
+
+def test_convnext_below_rho_one_still_exports(workdir):
+    """Any ρ below 1 exports as the official schedule runs it (0.99: 15/12/9 of 16 positions at 64 px)."""
+    result = _invoke("--model", "tiny-convnext", "-r", "0.99", "--check-samples", "2", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["keep_counts"] == [15, 12, 9]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dvit_deploy.helpers.fileio import sha256_file
+from dvit_deploy.helpers.fileio import manifest_path, sha256_file
 from dvit_deploy.jobs.ship import TARGETS, make_bundle
 
 # Targets whose bundles build on the device with trtexec (and may carry Triton configs); the rtx target
@@ -39,9 +39,9 @@ def parse_config(path: Path):
 def _copy(src: Path, folder: Path, stem: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, folder / f"{stem}.onnx")
-    manifest = json.loads(src.with_suffix(".json").read_text())
+    manifest = json.loads(manifest_path(src).read_text())
     manifest["artifact"] = f"{stem}.onnx"
-    (folder / f"{stem}.json").write_text(json.dumps(manifest))
+    manifest_path(folder / f"{stem}.onnx").write_text(json.dumps(manifest))
     return folder / f"{stem}.onnx"
 
 
@@ -82,7 +82,7 @@ def check_triton_rules(config, onnx_manifest: dict) -> None:
 @pytest.mark.parametrize("kind", ["fixed", "dynamic", "keep", "int8"])
 def test_every_triton_config_parses_as_model_config(models, tmp_path, target, kind):
     onnx = models[kind]
-    manifest = json.loads(onnx.with_suffix(".json").read_text())
+    manifest = json.loads(manifest_path(onnx).read_text())
     result = make_bundle([onnx], target, output=tmp_path / "b", triton=True, archive=False)
     configs = sorted(result.folder.glob("triton/*/config.pbtxt")) + sorted(result.folder.glob("device/triton/*.pbtxt"))
     assert {c.parent.name for c in configs if c.name == "config.pbtxt"} == set(result.triton_models)
@@ -110,15 +110,15 @@ def _engine_for(onnx: Path, folder: Path, *, tensorrt: str, io: list[dict], prof
     payload = b"engine bytes for config tests"
     engine = folder / f"{onnx.stem}-gpu-fp32.engine"
     engine.write_bytes(payload)
-    onnx_manifest = json.loads(onnx.with_suffix(".json").read_text())
+    onnx_manifest = json.loads(manifest_path(onnx).read_text())
     manifest = {"kind": "tensorrt-engine", "artifact": engine.name, "precision": "fp32",
                 "tensorrt": {"version": tensorrt, "major": int(tensorrt.split(".")[0])},
                 "gpu": {"name": "NVIDIA A100-SXM4-80GB", "compute_capability": [8, 0], "platform": "x86_64"},
                 "engine": {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)},
-                "source_onnx": {"path": str(onnx), "sha256": sha256_file(onnx), "manifest": str(onnx.with_suffix(".json"))},
+                "source_onnx": {"path": str(onnx), "sha256": sha256_file(onnx), "manifest": str(manifest_path(onnx))},
                 "profiles": profiles, "io": io,
                 **{k: onnx_manifest.get(k) for k in ("dynamic_keep", "keep_input", "keep_counts", "batch", "dynamic_batch")}}
-    engine.with_suffix(".json").write_text(json.dumps(manifest))
+    manifest_path(engine).write_text(json.dumps(manifest))
     return engine
 
 
@@ -190,9 +190,9 @@ def test_trtexec_lines_use_only_documented_flags(models, tmp_path, target, preci
 
 def test_benchmark_hint_carries_keep_counts_and_image_size_from_the_manifest(models, tmp_path):
     keep = _copy(models["keep"], tmp_path / "m", "keep384")
-    manifest = json.loads(keep.with_suffix(".json").read_text())
+    manifest = json.loads(manifest_path(keep).read_text())
     manifest["inputs"][0]["shape"] = ["batch", 3, 384, 384]  # as a 384-px export would record it
-    keep.with_suffix(".json").write_text(json.dumps(manifest))
+    manifest_path(keep).write_text(json.dumps(manifest))
     from dvit_deploy.artifact.manifest import OnnxManifest
     from dvit_deploy.jobs.ship import trtexec_benchmark
 

@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto
 from typer.testing import CliRunner
 
+from dvit_deploy.helpers.fileio import manifest_path
 from dvit_deploy.cli import app
 from dvit_deploy.engines.fp16 import compare_with_fp32, convert_to_mixed_precision
 from dvit_deploy.export.check import seeded_images
@@ -68,7 +69,7 @@ def test_build_onnx_only_writes_checked_fp16_graph(tiny_export, workdir):
     report = json.loads(result.stdout)
     out = workdir / "engines" / "tiny-fp16mixed.onnx"
     assert report["fp16_onnx"] == str(out) and out.is_file()
-    manifest = json.loads(out.with_suffix(".json").read_text())
+    manifest = json.loads(manifest_path(out).read_text())
     assert manifest["precision"] == "fp16"
     assert manifest["derived_from"]["sha256"] == tiny_export.manifest.to_json()["onnx"]["sha256"]
     assert manifest["fp16_conversion"]["parity_vs_fp32_onnx"]["passed"] is True
@@ -93,7 +94,7 @@ def test_onnx_only_with_a_fixed_batch_export(workdir):
     assert fixed.manifest.model.batch == 1
     result = runner.invoke(app, ["build", str(fixed.path), "--fp16", "--onnx-only", "--json"])
     assert result.exit_code == 0, result.output
-    manifest = json.loads((workdir / "engines" / "fixed-fp16mixed.json").read_text())
+    manifest = json.loads((workdir / "engines" / "fixed-fp16mixed.onnx.json").read_text())
     parity = manifest["fp16_conversion"]["parity_vs_fp32_onnx"]
     assert parity["passed"] is True and manifest["batch"] == 1
     again = runner.invoke(app, ["build", str(workdir / "engines" / "fixed-fp16mixed.onnx"), "--fp16", "--onnx-only"])

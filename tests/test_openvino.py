@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("openvino")
 
+from dvit_deploy.helpers.fileio import manifest_path
 from dvit_deploy.cli import app  # noqa: E402
 from dvit_deploy.helpers.compare import TOLERANCES, compare  # noqa: E402
 from dvit_deploy.helpers.errors import BadInput  # noqa: E402
@@ -116,7 +117,7 @@ def test_refuses_cuda_and_non_onnx(exports, tmp_path):
         runner_for_artifact(exports["plain"], "openvino", device="cuda")
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"x")
-    engine.with_suffix(".json").write_text("{}")
+    manifest_path(engine).write_text("{}")
     with pytest.raises(BadInput, match="cannot run"):
         runner_for_artifact(engine, "openvino")
 

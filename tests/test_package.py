@@ -16,6 +16,7 @@ import tarfile
 import pytest
 from typer.testing import CliRunner
 
+from dvit_deploy.helpers.fileio import manifest_path
 from dvit_deploy.cli import app
 from dvit_deploy.helpers.errors import BadInput
 from dvit_deploy.helpers.fileio import sha256_file
@@ -30,7 +31,7 @@ def onnx_copy(tiny_export, tmp_path):
     folder = tmp_path / "export"
     folder.mkdir()
     shutil.copy2(tiny_export.path, folder / "tiny.onnx")
-    shutil.copy2(tiny_export.manifest_path, folder / "tiny.json")
+    shutil.copy2(tiny_export.manifest_path, folder / "tiny.onnx.json")
     return folder / "tiny.onnx"
 
 
@@ -53,7 +54,7 @@ def fake_engine(folder, onnx_path, *, tensorrt="10.3.0.30", cc=(8, 7), payload=b
         "precision": "fp16",
         "engine": {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)},
         "source_onnx": {"path": str(onnx_path), "sha256": sha256_file(onnx_path),
-                        "manifest": str(onnx_path.with_suffix(".json"))},
+                        "manifest": str(manifest_path(onnx_path))},
         "profiles": [{"name": "images", "kind": "shape", "min": [1, 3, 224, 224], "opt": [4, 3, 224, 224],
                       "max": [16, 3, 224, 224]}],
         "io": [
@@ -62,7 +63,7 @@ def fake_engine(folder, onnx_path, *, tensorrt="10.3.0.30", cc=(8, 7), payload=b
             {"name": "kept_tokens_stage1", "mode": "output", "dtype": "int32", "shape": [-1, 137]},
         ],
     }
-    engine.with_suffix(".json").write_text(json.dumps(manifest))
+    manifest_path(engine).write_text(json.dumps(manifest))
     return engine
 
 
@@ -75,7 +76,7 @@ def test_bundle_files_checksums_script_and_archive(onnx_copy, tmp_path):
     result = make_bundle([onnx_copy], "jetson-orin", output=tmp_path / "out" / "bundle")
     folder = result.folder
     sums = parse_sums(folder)
-    assert set(sums) == {"README.md", "build_on_device.sh", "bundle.json", "model/tiny.onnx", "model/tiny.json"}
+    assert set(sums) == {"README.md", "build_on_device.sh", "bundle.json", "model/tiny.onnx", "model/tiny.onnx.json"}
     for rel, digest in sums.items():
         assert sha256_file(folder / rel) == digest, rel
     assert sha256_file(folder / "model/tiny.onnx") == sha256_file(onnx_copy)
@@ -109,7 +110,7 @@ def test_existing_bundle_needs_force_and_opset_limit(onnx_copy, tmp_path):
     with pytest.raises(BadInput, match="already exists"):
         make_bundle([onnx_copy], "x86-trt10", output=out, archive=False)
     make_bundle([onnx_copy], "x86-trt10", output=out, archive=False, force=True)
-    edit_manifest(onnx_copy.with_suffix(".json"), opset=23)
+    edit_manifest(manifest_path(onnx_copy), opset=23)
     with pytest.raises(BadInput, match="opset 23.*up to 20"):
         make_bundle([onnx_copy], "jetson-orin", output=tmp_path / "c")
     make_bundle([onnx_copy], "x86-trt11", output=tmp_path / "c", archive=False)  # TRT 11 parses opset 23
@@ -121,9 +122,9 @@ def test_trt11_script_is_strongly_typed_and_fixed_batch_has_no_profile(onnx_copy
     assert not re.search(r"^\s+--fp16", script, re.M)  # TRT 11 removed the flag (mentioned in a comment only)
     assert "--stronglyTyped" in script and "strongly typed" in script
     assert "tiny-x86-trt11-fp32.engine" in script
-    manifest = json.loads(onnx_copy.with_suffix(".json").read_text())
+    manifest = json.loads(manifest_path(onnx_copy).read_text())
     inputs = [{**manifest["inputs"][0], "shape": [2, 3, 224, 224]}]
-    edit_manifest(onnx_copy.with_suffix(".json"), batch=2, dynamic_batch=False, inputs=inputs)
+    edit_manifest(manifest_path(onnx_copy), batch=2, dynamic_batch=False, inputs=inputs)
     folder = make_bundle([onnx_copy], "x86-trt10", output=tmp_path / "b", archive=False, triton=True).folder
     script = (folder / "build_on_device.sh").read_text()
     assert "--minShapes" not in script and re.search(r"^\s+--fp16", script, re.M)
@@ -158,7 +159,7 @@ def test_fake_engine_bundle_checksums_and_triton_plan_config(onnx_copy, tmp_path
     folder = result.folder
     sums = parse_sums(folder)
     # The engine brings the ONNX it was built from (found through its manifest link).
-    assert {"engines/tiny-orin-fp16.engine", "engines/tiny-orin-fp16.json", "model/tiny.onnx"} <= set(sums)
+    assert {"engines/tiny-orin-fp16.engine", "engines/tiny-orin-fp16.engine.json", "model/tiny.onnx"} <= set(sums)
     config = (folder / "triton/tiny-orin-fp16-trt/config.pbtxt").read_text()
     assert 'platform: "tensorrt_plan"' in config and "max_batch_size: 16" in config  # from the engine profile
     assert "TYPE_INT32" in config  # I/O dtypes from the engine manifest, not the ONNX
@@ -186,24 +187,24 @@ def test_engine_for_other_tensorrt_or_gpu_is_refused(onnx_copy, tmp_path):
 def test_engine_built_on_another_platform_is_refused(onnx_copy, tmp_path):
     """An x86-64 engine does not load on an aarch64 Jetson, whatever its TensorRT and compute capability."""
     engine = fake_engine(onnx_copy.parent, onnx_copy)
-    manifest = json.loads(engine.with_suffix(".json").read_text())
+    manifest = json.loads(manifest_path(engine).read_text())
     manifest["gpu"]["platform"] = "x86_64"
-    engine.with_suffix(".json").write_text(json.dumps(manifest))
+    manifest_path(engine).write_text(json.dumps(manifest))
     with pytest.raises(BadInput, match="built on x86_64, but jetson-orin is aarch64"):
         make_bundle([engine], "jetson-orin", output=tmp_path / "a")
     manifest["gpu"]["platform"] = "aarch64"
-    engine.with_suffix(".json").write_text(json.dumps(manifest))
+    manifest_path(engine).write_text(json.dumps(manifest))
     assert make_bundle([engine], "jetson-orin", output=tmp_path / "b", archive=False).folder.is_dir()
 
 
 def test_cli_package_reads_the_default_artifacts_manifest_once(onnx_copy, workdir, file_reads):
     """`dvit package` with no path: the default is picked inside the command's artifact policy, so picking it
     and opening it for the bundle share one read of its manifest."""
-    reads = file_reads({onnx_copy.with_suffix(".json"): "tiny.json"})
+    reads = file_reads({manifest_path(onnx_copy): "tiny.onnx.json"})
     result = runner.invoke(app, ["package", "--target", "x86-trt10", "--no-archive", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["folder"] == str(workdir / "bundles" / "tiny-x86-trt10")
-    assert reads == ["tiny.json"], reads
+    assert reads == ["tiny.onnx.json"], reads
 
 
 def test_cli_package_verify_and_tamper(onnx_copy, workdir):
@@ -233,13 +234,13 @@ def test_cli_package_verify_and_tamper(onnx_copy, workdir):
     # A manifest edited to match a tampered file is still caught by SHA256SUMS.
     again = runner.invoke(app, ["package", "--target", "x86-trt10", "--output", str(workdir / "b2"), "--no-archive"])
     assert again.exit_code == 0, again.output
-    manifest = workdir / "b2" / "model" / "tiny.json"
+    manifest = workdir / "b2" / "model" / "tiny.onnx.json"
     edit_manifest(manifest, keep_counts=[1, 1, 1])
     bad = runner.invoke(app, ["verify", str(workdir / "b2"), "--json"])
     assert bad.exit_code == 1
     failed = {c["name"]: c["detail"] for c in json.loads(bad.stdout)["checks"] if c["status"] == "failed"}
-    assert "model/tiny.json" in failed["checksums"]
-    assert "keep counts differ" in failed["manifest model/tiny.json"]
+    assert "model/tiny.onnx.json" in failed["checksums"]
+    assert "keep counts differ" in failed["manifest model/tiny.onnx.json"]
 
 
 def test_cli_package_bad_inputs(workdir, onnx_copy, monkeypatch):
@@ -279,9 +280,9 @@ def test_trtexec_profile_for_dynamic_keep_uses_keep_count_values():
 
 def test_int8_bundle_says_int8_not_fp16(onnx_copy, tmp_path):
     """An int8 (Q/DQ) model's bundle: bundle.json and README give the precision the device build produces."""
-    manifest = json.loads(onnx_copy.with_suffix(".json").read_text())
+    manifest = json.loads(manifest_path(onnx_copy).read_text())
     manifest.update(precision="int8", quantization={"format": "QDQ", "activations": "int8 symmetric"})
-    onnx_copy.with_suffix(".json").write_text(json.dumps(manifest))
+    manifest_path(onnx_copy).write_text(json.dumps(manifest))
     result = make_bundle([onnx_copy], "x86-trt10", output=tmp_path / "b", archive=False)  # --precision fp16
     bundle = json.loads((result.folder / "bundle.json").read_text())
     assert bundle["precision"] == "int8" and bundle["requested_precision"] == "fp16"
@@ -291,11 +292,11 @@ def test_int8_bundle_says_int8_not_fp16(onnx_copy, tmp_path):
     assert "--int8" in (result.folder / "build_on_device.sh").read_text()
     # An fp32 model asked for fp16 on TensorRT 10 is fp16; on strongly typed TensorRT 11 it is the graph's fp32.
     plain = tmp_path / "plain.onnx"
-    for src in (onnx_copy, onnx_copy.with_suffix(".json")):
+    for src in (onnx_copy, manifest_path(onnx_copy)):
         shutil.copy2(src, plain.with_suffix(src.suffix))
     manifest.pop("quantization")
     manifest.update(precision="fp32", artifact="plain.onnx")
-    plain.with_suffix(".json").write_text(json.dumps(manifest))
+    manifest_path(plain).write_text(json.dumps(manifest))
     for target, expected in (("x86-trt10", "fp16"), ("x86-trt11", "fp32")):
         made = make_bundle([plain], target, output=tmp_path / target, archive=False)
         assert json.loads((made.folder / "bundle.json").read_text())["precision"] == expected
@@ -309,15 +310,15 @@ def test_collected_items_hold_their_artifact_opened_once(onnx_copy, file_reads):
     from dvit_deploy.jobs.ship import collect_artifacts
 
     engine = fake_engine(onnx_copy.parent, onnx_copy)
-    reads = file_reads({p: p.name for p in (engine.with_suffix(".json"), onnx_copy.with_suffix(".json"))})
+    reads = file_reads({p: p.name for p in (manifest_path(engine), manifest_path(onnx_copy))})
     onnx_items, engines = collect_artifacts([engine])
-    assert sorted(reads) == ["tiny-orin-fp16.json", "tiny.json"]  # the engine's manifest and its source's, once each
+    assert sorted(reads) == ["tiny-orin-fp16.engine.json", "tiny.onnx.json"]  # the engine's manifest and its source's, once each
     (item,), (built,) = onnx_items, engines
     assert isinstance(item.artifact, Artifact) and isinstance(item.manifest, OnnxManifest)
     assert isinstance(built.manifest, EngineManifest) and built.source is item
     assert item.sha256_checked and built.sha256_checked  # both digests were checked against their manifests
     assert item.model.keep_counts == (137, 96, 67) and built.manifest.tensorrt == "10.3.0.30"
-    assert [f.name for f in item.files] == ["tiny.onnx", "tiny.json"]
+    assert [f.name for f in item.files] == ["tiny.onnx", "tiny.onnx.json"]
 
     opened = open_artifact(onnx_copy)
     reads.clear()
@@ -331,12 +332,12 @@ def test_engine_io_shape_tensor_and_direction_come_from_the_typed_record(onnx_co
     from dvit_deploy.artifact.manifest import EngineManifest
 
     engine = fake_engine(onnx_copy.parent, onnx_copy)
-    manifest = json.loads(engine.with_suffix(".json").read_text())
+    manifest = json.loads(manifest_path(engine).read_text())
     manifest["io"].insert(1, {"name": "keep_counts", "mode": "TensorIOMode.INPUT", "dtype": "int32", "shape": [3],
                               "shape_tensor": True})
     manifest["profiles"].append({"name": "keep_counts", "kind": "values", "min": [98, 49, 24], "opt": [137, 96, 67],
                                  "max": [176, 158, 142]})
-    engine.with_suffix(".json").write_text(json.dumps(manifest))
+    manifest_path(engine).write_text(json.dumps(manifest))
     typed = EngineManifest.from_json(manifest)
     assert [(t.name, t.mode, t.is_shape_tensor) for t in typed.io[:2]] == [
         ("images", "input", False), ("keep_counts", "TensorIOMode.INPUT", True)]
@@ -352,8 +353,8 @@ def test_a_shipped_manifest_with_a_wrong_field_type_is_a_failed_check(onnx_copy,
     """verify reads a shipped manifest as every command does: a field of the wrong type fails the check
     with the field's name (the checksums catch the edit too), never a traceback."""
     folder = make_bundle([onnx_copy], "x86-trt10", output=tmp_path / "b", archive=False).folder
-    edit_manifest(folder / "model" / "tiny.json", keep_counts="abc")
+    edit_manifest(folder / "model" / "tiny.onnx.json", keep_counts="abc")
     report = verify_bundle(folder)
     failed = {c.name: c.detail for c in report.failures}
-    assert "model/tiny.json" in failed["checksums"]
-    assert "field 'keep_counts' must be a list" in failed["manifest model/tiny.json"]
+    assert "model/tiny.onnx.json" in failed["checksums"]
+    assert "field 'keep_counts' must be a list" in failed["manifest model/tiny.onnx.json"]

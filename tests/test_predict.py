@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from dvit_deploy.helpers.fileio import manifest_path
 from dvit_deploy.jobs import predict as predict_module
 from dvit_deploy.cli import app
 from dvit_deploy.helpers.fileio import sha256_file
@@ -45,7 +46,7 @@ def stripped_export(tiny_export, tmp_path):
     onnx_record = dict(tiny_export.manifest.to_json()["onnx"], sha256=sha256_file(path), bytes=path.stat().st_size)
     manifest = dict(tiny_export.manifest.to_json(), token_outputs=False, artifact="plain.onnx", onnx=onnx_record,
                     outputs=[o for o in tiny_export.manifest.to_json()["outputs"] if o["name"] == "logits"])
-    path.with_suffix(".json").write_text(json.dumps(manifest))
+    manifest_path(path).write_text(json.dumps(manifest))
     return path
 
 
@@ -129,7 +130,7 @@ def test_predict_bad_inputs(tiny_export, workdir):
     (workdir / "fake.jpg").write_bytes(b"\x00\x01 definitely not a jpeg")
     dense = workdir / "dense.onnx"
     shutil.copy2(tiny_export.path, dense)
-    dense.with_suffix(".json").write_text(json.dumps(dict(tiny_export.manifest.to_json(), dense=True)))
+    manifest_path(dense).write_text(json.dumps(dict(tiny_export.manifest.to_json(), dense=True)))
     cases = [
         (["predict", str(workdir / "fake.jpg"), "--artifact", str(tiny_export.path)], "not an image"),
         (["predict", str(workdir / "nope.png"), "--artifact", str(tiny_export.path)], "not found"),

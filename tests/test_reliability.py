@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from dvit_deploy.helpers.fileio import manifest_path
 from dvit_deploy.artifact import manifest as artifact_manifest
 from dvit_deploy.cli import app
 from dvit_deploy.export import export_onnx
@@ -65,7 +66,7 @@ def test_force_help_says_what_it_replaces():
 
 
 def _record_wrong_digest(artifact: Path) -> None:
-    manifest_file = artifact.with_suffix(".json")
+    manifest_file = manifest_path(artifact)
     data = json.loads(manifest_file.read_text())
     data["onnx"]["sha256"] = "0" * 64
     manifest_file.write_text(json.dumps(data))
@@ -283,18 +284,28 @@ def test_piped_progress_is_a_line_per_phase(workdir):
 
 
 def test_an_artifact_never_takes_over_another_artifacts_manifest(tmp_path):
-    """x.onnx and x.engine in one folder would share x.json: writing the second must not orphan the first,
-    with or without --force (found building an engine beside its ONNX)."""
+    """Manifests are named after the whole file name (m.onnx.json, m.engine.json), so m.onnx and m.engine in
+    one folder (trtexec's naming) each keep their own; a 0.1 manifest m.json stays m.onnx's, and a manifest
+    name describing another file that is there is still refused, with or without --force."""
     from dvit_deploy.helpers.errors import BadInput
     from dvit_deploy.helpers.fileio import prepare_output
 
     (tmp_path / "m.onnx").write_bytes(b"onnx")
     (tmp_path / "m.json").write_text(json.dumps({"schema": "dvit-deploy/onnx-1", "artifact": "m.onnx"}))
+    assert manifest_path(tmp_path / "m.onnx") == tmp_path / "m.json"  # the old name, still read (and rewritten)
     for force in (False, True):
-        with pytest.raises(BadInput, match=r"m\.json beside it is the manifest of m\.onnx"):
-            prepare_output(tmp_path / "m.engine", force=force, kinds=(".engine",))
+        assert prepare_output(tmp_path / "m.engine", force=force, kinds=(".engine",)) == tmp_path / "m.engine"
+    assert manifest_path(tmp_path / "m.engine") == tmp_path / "m.engine.json"
     assert json.loads((tmp_path / "m.json").read_text())["artifact"] == "m.onnx"
+    # m.engine.json taken by a dvit manifest of another file that is there: refused, --force or not.
+    (tmp_path / "n.onnx").write_bytes(b"onnx")
+    (tmp_path / "m.engine.json").write_text(json.dumps({"schema": "dvit-deploy/onnx-1", "artifact": "n.onnx"}))
+    for force in (False, True):
+        with pytest.raises(BadInput, match=r"m\.engine\.json beside it is the manifest of n\.onnx"):
+            prepare_output(tmp_path / "m.engine", force=force, kinds=(".engine",))
     # Its own manifest, or one whose artifact is gone, is replaced as before.
     assert prepare_output(tmp_path / "m.onnx", force=True, kinds=(".onnx",)) == tmp_path / "m.onnx"
-    (tmp_path / "m.onnx").unlink()
+    (tmp_path / "n.onnx").unlink()
     assert prepare_output(tmp_path / "m.engine", force=False, kinds=(".engine",)) == tmp_path / "m.engine"
+    text = runner.invoke(app, ["export", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "anything else is refused" in " ".join(text.split())

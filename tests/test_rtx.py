@@ -24,6 +24,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
+from dvit_deploy.helpers.fileio import manifest_path
 from dvit_deploy.cli import app
 from dvit_deploy.artifact.store import Artifact, open_artifact
 from dvit_deploy.engines import build as build_mod
@@ -61,7 +62,7 @@ def assert_engine(result, onnx_path: Path, *, dense: bool = False) -> dict:
     assert m["tensorrt"]["version"].startswith("1.") and m["tensorrt"]["strongly_typed"]
     assert m["gpu"]["name"] is None and not m["builder"]["flags"]  # strongly typed: no precision flags
     assert m["builder"]["timing_cache"] is None and m["inspector"] is None
-    onnx_manifest = json.loads(onnx_path.with_suffix(".json").read_text())
+    onnx_manifest = json.loads(manifest_path(onnx_path).read_text())
     net = m["network"]
     # One TopK per pruning stage, K = the stage's keep count (constant) or computed (--dynamic-keep),
     # and each TopK's indices feed exactly one Gather (the token gather).
@@ -351,7 +352,7 @@ def test_every_graph_doctor_passes_the_parser_parses(tiny_export, tiny_dynamic_k
         report = diagnose(path, "rtx", real_parser=True)
         assert report.passed, (path.name, [f.message for f in report.blockers])
         assert report.real_parser["parsed"] and report.real_parser["topk_layers"] == len(
-            json.loads(path.with_suffix(".json").read_text()).get("keep_counts") or [])
+            json.loads(manifest_path(path).read_text()).get("keep_counts") or [])
 
 
 def test_doctor_cli_reports_the_parser_error_with_its_node(tmp_path):
@@ -395,7 +396,7 @@ def test_engine_does_not_deserialize_without_a_driver(tiny_export, out_dir):
 
 def test_parser_rejection_names_the_node(tmp_path):
     path = _save(_op("Det"), tmp_path / "det.onnx")
-    path.with_suffix(".json").write_text(json.dumps({"kind": "onnx", "artifact": path.name}))
+    manifest_path(path).write_text(json.dumps({"kind": "onnx", "artifact": path.name}))
     from dvit_deploy.engines.build_plan import make_plan
     from dvit_deploy.engines.trt_build import build_engine
 
@@ -454,7 +455,7 @@ def test_split_models_fp32_and_fp16(model_name, tmp_path_factory, out_dir):
     through NVIDIA's parser and builder: one TopK per predictor position with K = N, and one SCATTER
     layer per ONNX ScatterND (the write-back is not folded away or refused)."""
     path = _export(tmp_path_factory.mktemp(f"rtx_{model_name}"), f"{model_name}-0.7", model_name)
-    onnx_manifest = json.loads(path.with_suffix(".json").read_text())
+    onnx_manifest = json.loads(manifest_path(path).read_text())
     model = onnx.load(str(path), load_external_data=False)
     scatters = sum(1 for n in model.graph.node if n.op_type == "ScatterND")
     assert scatters > 0

@@ -231,3 +231,20 @@ def test_memory_estimate_reads_typed_records(tmp_path):
     small, large = (ModelRecord.from_json({"config": {"img_size": s, "patch_size": 16}, "num_patches": (s // 16) ** 2})
                     for s in (224, 384))
     assert per_image_bytes(large) > 2 * per_image_bytes(small)  # more patches: more activations
+
+
+def test_callers_read_the_declared_runner_interface_not_getattr():
+    """notes, fallback and has_token_info are declared on Runner: no caller guesses them with getattr."""
+    import re
+    from pathlib import Path
+
+    import dvit_deploy
+    from dvit_deploy.runtime.base import Runner
+
+    root = Path(dvit_deploy.__file__).parent
+    pattern = re.compile(r"getattr\((?:self\.)?(?:runner|r)\b")
+    hits = [f"{path.relative_to(root)}:{n}" for path in root.rglob("*.py")
+            for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert hits == []
+    assert {"notes", "fallback"} <= set(Runner.__annotations__)
+    assert {"has_token_info", "report_notes"} <= set(dir(Runner))

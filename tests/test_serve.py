@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dvit_deploy.helpers.fileio import manifest_path
 from dvit_deploy.artifact.store import Artifact, open_artifact
 from dvit_deploy.runtime import open_runner
 from dvit_deploy.jobs.serve.handler import Request, RequestHandler
@@ -298,7 +299,7 @@ def test_startup_failures_are_one_line_and_leave_no_server(exports, tmp_path):
     artifact = exports[1][0.6]
     tampered = tmp_path / artifact.name
     tampered.write_bytes(artifact.read_bytes()[:-1] + bytes([artifact.read_bytes()[-1] ^ 1]))
-    (tmp_path / artifact.with_suffix(".json").name).write_text(artifact.with_suffix(".json").read_text())
+    (tmp_path / manifest_path(artifact).name).write_text(manifest_path(artifact).read_text())
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen()

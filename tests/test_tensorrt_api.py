@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dvit_deploy.helpers.fileio import manifest_path
 from dvit_deploy.artifact.store import Artifact, open_artifact
 from dvit_deploy.engines import build as build_mod
 from dvit_deploy.engines import build_plan as plans
@@ -93,7 +94,7 @@ def onnx_of(export) -> Path:
 
 
 def run_build(trt, onnx: Path, tmp_path: Path, *, io: list[dict] | None = None, **options):
-    manifest = json.loads(onnx.with_suffix(".json").read_text())
+    manifest = json.loads(manifest_path(onnx).read_text())
     install_engine(trt, io if io is not None else engine_io(manifest))
     return build_mod.build(onnx, BuildOptions(output=tmp_path / "out.engine", force=True, **options))
 
@@ -211,7 +212,7 @@ def test_int8_without_qdq_nodes_is_refused_before_build(trt, tiny_export, tmp_pa
 
 def test_missing_builder_flag_is_one_dvit_error_before_build_work(trt, tiny_export, tmp_path):
     """A plan asking for a flag this TensorRT lacks (BuilderFlag.FP16 on 11) never reaches getattr."""
-    manifest = json.loads(onnx_of(tiny_export).with_suffix(".json").read_text())
+    manifest = json.loads(manifest_path(onnx_of(tiny_export)).read_text())
     plan = plans.make_plan(Artifact.of(onnx_of(tiny_export), manifest), trt_version=trt.__version__,
                            gpu_name=GPU.name)
     import dataclasses
@@ -311,7 +312,7 @@ def test_defect3_no_timing_cache_after_build_keeps_the_engine(trt, tiny_export, 
 
 
 def test_describe_io(trt, dynamic_keep_export):
-    install_engine(trt, engine_io(json.loads(dynamic_keep_export.with_suffix(".json").read_text())))
+    install_engine(trt, engine_io(json.loads(manifest_path(dynamic_keep_export).read_text())))
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(b"x")
     io = trt_build.describe_io(trt, engine)
     assert [(t["name"], t["mode"], t["dtype"], t["shape"], t["shape_tensor"], t["location"]) for t in io] == [
@@ -326,7 +327,7 @@ def test_runner_load_bind_run(trt, tiny_export, tmp_path, monkeypatch, cuda_grap
 
     fake_cuda.install(monkeypatch, name=GPU.name, cc=GPU.compute_capability)
     onnx = onnx_of(tiny_export)
-    io = engine_io(json.loads(onnx.with_suffix(".json").read_text()), token_outputs=False)
+    io = engine_io(json.loads(manifest_path(onnx).read_text()), token_outputs=False)
     result = run_build(trt, onnx, tmp_path, io=io)
     trt.calls.clear()
     images = np.zeros((2, 3, 224, 224), np.float32)
@@ -349,7 +350,7 @@ def test_runner_binds_inputs_where_the_engine_says(trt, dynamic_keep_export, tmp
     from dvit_deploy.runtime.trt_runner import TensorRTRunner
 
     fake_cuda.install(monkeypatch, name=GPU.name, cc=GPU.compute_capability)
-    io = engine_io(json.loads(dynamic_keep_export.with_suffix(".json").read_text()), keep_location=location)
+    io = engine_io(json.loads(manifest_path(dynamic_keep_export).read_text()), keep_location=location)
     result = run_build(trt, dynamic_keep_export, tmp_path, io=io)
     trt.calls.clear()
     with TensorRTRunner(Artifact.of(result.engine_path, result.manifest), device="cuda", keep_ratio=0.8) as runner:
@@ -406,7 +407,7 @@ def test_runner_refuses_a_buffer_tensorrt_rejects(trt, tiny_export, tmp_path, mo
 
     fake_cuda.install(monkeypatch, name=GPU.name, cc=GPU.compute_capability)
     onnx = onnx_of(tiny_export)
-    result = run_build(trt, onnx, tmp_path, io=engine_io(json.loads(onnx.with_suffix(".json").read_text()),
+    result = run_build(trt, onnx, tmp_path, io=engine_io(json.loads(manifest_path(onnx).read_text()),
                                                          token_outputs=False))
     trt.behave("IExecutionContext.set_tensor_address", lambda context, name, address: name != "logits")
     with TensorRTRunner(Artifact.of(result.engine_path, result.manifest), device="cuda") as runner:
@@ -470,7 +471,7 @@ def test_rtx_refused_compute_capability_is_one_error(rtx, tiny_export, tmp_path)
 
 def _rtx_engine(rtx, onnx, tmp_path):
     result = build_mod.build(onnx, BuildOptions(target="rtx", output=tmp_path / "out.engine", force=True))
-    install_engine(rtx, engine_io(json.loads(onnx.with_suffix(".json").read_text()), token_outputs=False))
+    install_engine(rtx, engine_io(json.loads(manifest_path(onnx).read_text()), token_outputs=False))
     rtx.calls.clear()
     return result
 

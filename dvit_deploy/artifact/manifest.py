@@ -20,7 +20,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Union
 
 from ..helpers.errors import BadInput
 from ..helpers.fileio import sha256_file
-from .keep import GEOMETRIC, family_splits_tokens, schedule_kind_of
+from .keep import GEOMETRIC, KeepSchedule, family_splits_tokens, schedule_kind_of
 
 ENGINE_SUFFIXES = (".engine", ".plan")
 
@@ -243,13 +243,20 @@ class TensorRecord:
 
 @dataclass(frozen=True)
 class ProfileRecord:
-    """One input's optimization profile in an engine: min/opt/max dims (or values, for a shape tensor)."""
+    """One input's optimization profile in an engine: min/opt/max dims (or values, for a shape tensor).
+
+    An engine built with ``--keep-ladder`` has one optimization profile per keep ratio: each of its
+    records says which (``profile``, the TensorRT profile index) and the rung's ρ (``keep_ratio``).
+    Manifests written before ladders have neither: every record is profile 0, with no ρ.
+    """
 
     name: str
     kind: str  # "shape" (dims) or "values" (shape-tensor input)
     min: tuple[int, ...]
     opt: tuple[int, ...]
     max: tuple[int, ...]
+    profile: int = 0  # the optimization profile's index in the engine
+    keep_ratio: float | None = None  # the ρ this profile pins (--keep-ladder engines only)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ProfileRecord":
@@ -257,12 +264,35 @@ class ProfileRecord:
             value = data.get(key)
             return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else ()
 
+        ratio = data.get("keep_ratio")
         return cls(name=str(data.get("name", "")), kind=str(data.get("kind") or "shape"),
-                   min=dims("min"), opt=dims("opt"), max=dims("max"))
+                   min=dims("min"), opt=dims("opt"), max=dims("max"), profile=_int(data.get("profile")) or 0,
+                   keep_ratio=float(ratio) if isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
+                   else None)
+
+    @property
+    def pinned(self) -> bool:
+        """min = opt = max: the profile gives this input one shape (or one set of values)."""
+        return bool(self.min) and self.min == self.opt == self.max
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "min": list(self.min), "opt": list(self.opt),
-                "max": list(self.max)}
+        data: dict[str, Any] = {"name": self.name, "kind": self.kind, "min": list(self.min), "opt": list(self.opt),
+                                "max": list(self.max)}
+        if self.profile or self.keep_ratio is not None:  # a ladder's; earlier layouts stay as they were
+            data.update(profile=self.profile, keep_ratio=self.keep_ratio)
+        return data
+
+
+RATIO_TOLERANCE = 1e-6  # a requested ρ is on a ladder rung when it is this close (0.7 vs 0.7000000001)
+
+
+@dataclass(frozen=True)
+class LadderRung:
+    """One rung of a ``--keep-ladder`` engine: its optimization profile, ρ, and the pinned keep counts."""
+
+    profile: int
+    keep_ratio: float
+    counts: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -367,6 +397,20 @@ class ModelRecord:
     def fixed_batch(self) -> bool:
         """The graph takes exactly ``batch`` images (an export with ``--batch N``)."""
         return self.batch is not None or self.dynamic_batch is False
+
+    def at_keep_ratio(self, keep_ratio: float) -> "ModelRecord":
+        """This --dynamic-keep model run at another ρ: the keep ratio, stage ratios and counts of that ρ
+        (``artifact.keep``'s one rule), so runners feed those counts and the reference is rebuilt at ρ."""
+        if not self.dynamic_keep:
+            raise BadInput(f"--keep-ratio {keep_ratio:g} needs a --dynamic-keep artifact; this one keeps the fixed "
+                           f"schedule {list(self.keep_counts)} of ρ {self.keep_ratio if self.keep_ratio is not None else '—'}")
+        stages = len(self.keep_counts) or len(self.pruning_locations)
+        try:
+            schedule = KeepSchedule.from_ratio(float(keep_ratio), stages, self.num_patches, self.keep_schedule)
+        except ValueError as exc:
+            raise BadInput(f"--keep-ratio {keep_ratio:g}: {exc}") from None
+        return dataclasses.replace(self, keep_ratio=float(keep_ratio), stage_ratios=schedule.ratios,
+                                   keep_counts=schedule.counts)
 
     @property
     def identity(self) -> tuple[Any, ...]:
@@ -635,8 +679,43 @@ class EngineManifest(_Manifest):
         return ", ".join(self.rtx_compute_capabilities) or "?"
 
     def profile(self, name: str | None) -> ProfileRecord | None:
-        """The optimization profile of input ``name`` (None when the engine has none for it)."""
+        """The optimization profile of input ``name`` (None when the engine has none for it); the first
+        profile's for a ladder engine (``ladder`` has them all)."""
         return next((p for p in self.profiles if name is not None and p.name == name), None)
+
+    @property
+    def profile_count(self) -> int:
+        """How many optimization profiles the engine was built with (1 unless it is a ladder)."""
+        return len({p.profile for p in self.profiles}) or 1
+
+    def rung_for(self, *, keep_ratio: float | None = None, counts: Any = None) -> LadderRung:
+        """The rung (optimization profile) of this ladder engine that serves ``keep_ratio`` (or ``counts``);
+        one BadInput line naming the rungs for anything else."""
+        rungs = self.ladder
+        names = ", ".join(f"{r.keep_ratio:g}" for r in rungs)
+        if not rungs:
+            raise BadInput("not a --keep-ladder engine")
+        if keep_ratio is not None:
+            found = next((r for r in rungs if abs(r.keep_ratio - float(keep_ratio)) <= RATIO_TOLERANCE), None)
+            if found is None:
+                raise BadInput(f"keep ratio {float(keep_ratio):g} is not on this engine's ladder; its rungs are ρ "
+                               f"{names} (rebuild with --keep-ladder to add one)")
+            return found
+        wanted = tuple(int(c) for c in counts) if counts is not None else ()
+        found = next((r for r in rungs if r.counts == wanted), None)
+        if found is None:
+            raise BadInput(f"keep counts {list(wanted)} are on no rung of this engine's ladder (ρ {names}: "
+                           + "; ".join(f"{list(r.counts)}" for r in rungs) + ")")
+        return found
+
+    @property
+    def ladder(self) -> tuple[LadderRung, ...]:
+        """The rungs of a ``--keep-ladder`` engine, by ascending ρ (empty for any other engine):
+        the pinned values of each profile's keep-count input."""
+        keep = (self.model.keep_input or {}).get("name")
+        rungs = [LadderRung(p.profile, p.keep_ratio, p.min) for p in self.profiles
+                 if p.kind == "values" and p.name == keep and p.keep_ratio is not None and p.pinned]
+        return tuple(sorted(rungs, key=lambda r: r.keep_ratio))
 
     def to_json(self) -> dict[str, Any]:
         data = super().to_json()

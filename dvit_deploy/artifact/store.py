@@ -186,6 +186,17 @@ class Artifact:
             manifest = manifest_from_json(manifest, path)
         return cls(path, manifest, False)
 
+    def at_keep_ratio(self, keep_ratio: float) -> "Artifact":
+        """This --dynamic-keep artifact run at ρ ``keep_ratio`` (``--keep-ratio`` of validate/profile): its
+        model record re-targeted (``ModelRecord.at_keep_ratio``), so every runner feeds that ρ's keep counts
+        and the PyTorch reference is rebuilt at it. A --keep-ladder engine takes only its rungs."""
+        from .manifest import EngineManifest
+
+        model = self.manifest.model.at_keep_ratio(keep_ratio)
+        if isinstance(self.manifest, EngineManifest) and self.manifest.ladder:
+            self.manifest.rung_for(keep_ratio=keep_ratio)  # off the ladder: one line naming the rungs
+        return dataclasses.replace(self, manifest=self.manifest.with_changes(model=model))
+
     def verified(self) -> "Artifact":
         """This artifact with its sha256 checked against its manifest now (a mismatch is refused, or only
         warned about under ``--no-verify``: see ``manifest.verification``)."""

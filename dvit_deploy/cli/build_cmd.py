@@ -31,6 +31,14 @@ def _keep_range(text: Optional[str]) -> Optional[tuple[float, float]]:
     return values[0], values[1]
 
 
+def _keep_ladder(text: Optional[str], keep_range: Optional[str]) -> Optional[tuple[float, ...]]:
+    if text is not None and keep_range is not None:
+        raise BadInput("--keep-ladder and --keep-range exclude each other: a ladder pins each ρ's keep counts in a "
+                       "profile of its own, a range makes them a runtime shape in one profile; pass one")
+    values = parse_floats(text, "--keep-ladder")
+    return None if values is None else tuple(values)
+
+
 @handle_errors
 def build(
     onnx_path: Optional[Path] = typer.Argument(None, help="ONNX graph \\[default: the default artifact, see README].",
@@ -40,11 +48,15 @@ def build(
     tf32: bool = typer.Option(False, "--tf32", help="Allow TF32 for fp32 math (off by default, for exact fp32)."),
     int8: bool = typer.Option(False, "--int8", help="Build an explicitly quantized (Q/DQ) ONNX, e.g. from dvit quantize "
                               "(TRT 10: INT8 flag, with --fp16 also the FP16 fallback; TRT 11: strongly typed)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Engine path \\[default: ./engines/<name>-<gpu>-<precision>.engine]."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Engine path, .engine or .plan (--onnx-only: .onnx); never the source ONNX "
+                                          "\\[default: ./engines/<name>-<gpu>-<precision>.engine]."),
     min_batch: Optional[int] = typer.Option(None, "--min-batch", help=f"Profile minimum batch \\[default: {BUILD_MIN_BATCH}]."),
     opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help=f"Profile batch TensorRT tunes for \\[default: min({BUILD_OPT_BATCH}, max)]."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help=f"Profile maximum batch \\[default: {BUILD_MAX_BATCH}]."),
     keep_range: Optional[str] = typer.Option(None, "--keep-range", help=f"ρ range LOW,HIGH a --dynamic-keep engine serves \\[default: {BUILD_KEEP_RANGE[0]:g},{BUILD_KEEP_RANGE[1]:g}]."),
+    keep_ladder: Optional[str] = typer.Option(None, "--keep-ladder", help="ρ values, e.g. 0.5,0.6,0.7,0.8,0.9: a --dynamic-keep engine "
+                                              "with one optimization profile per ρ, keep counts pinned (static shapes per "
+                                              "profile; see docs/tensorrt.md). Excludes --keep-range."),
     workspace: int = typer.Option(DEFAULT_WORKSPACE_MB, "--workspace", help="Workspace memory pool limit in MB."),
     opt_level: int = typer.Option(DEFAULT_OPT_LEVEL, "--opt-level", help="Builder optimization level 0-5."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file to load (if present) and save."),
@@ -53,9 +65,11 @@ def build(
     strongly_typed: bool = typer.Option(False, "--strongly-typed", help="TensorRT 10: build strongly typed (fp16 via the converted graph, as on 11)."),
     target: Optional[str] = typer.Option(None, "--target", help="rtx: a TensorRT-RTX engine, built ahead of time on any machine "
                                          f"(no GPU needed). Else the doctor target \\[default: from the installed TensorRT; {', '.join(t for t in TARGETS if t != 'rtx')}]."),
-    compute_capability: Optional[List[str]] = typer.Option(None, "--compute-capability", metavar="<list>", help="--target rtx: GPUs the engine is compiled for, a comma-separated list of compute capabilities, e.g. 8.6,8.9 "
-                                                           "\\[default: TensorRT-RTX's own set, 8.0/8.6/8.9/12.0/12.1; 7.5 must be asked for]."),
-    onnx_only: bool = typer.Option(False, "--onnx-only", help="With --fp16: only write and check the mixed-precision ONNX (no TensorRT needed)."),
+    compute_capability: Optional[List[str]] = typer.Option(None, "--compute-capability", metavar="<list>", help="--target rtx: a comma-separated list of the GPUs' compute "
+                                                           "capabilities the engine is compiled for, e.g. 8.6,8.9 (7.5 is refused: no FP32 GEMM) "
+                                                           "\\[default: TensorRT-RTX's own set, 8.0/8.6/8.9/12.0/12.1]."),
+    onnx_only: bool = typer.Option(False, "--onnx-only", help="With --fp16: only write and check the mixed-precision ONNX (no TensorRT needed) "
+                                   "\\[default: ./engines/<onnx stem>-fp16mixed.onnx]."),
     verbose: bool = typer.Option(False, "--verbose", help="TensorRT verbose log."),
     force: bool = FORCE_OPTION,
     no_verify: bool = NO_VERIFY_OPTION,
@@ -76,6 +90,7 @@ def build(
                 options = build_lib.BuildOptions(
                     precision=precision, output=output, target=target, force=force, onnx_only=onnx_only,
                     min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, keep_range=_keep_range(keep_range),
+                    keep_ladder=_keep_ladder(keep_ladder, keep_range),
                     workspace_mb=workspace, optimization_level=opt_level, hardware_compat=hardware_compat,
                     version_compatible=version_compatible, timing_cache=timing_cache, strongly_typed=strongly_typed,
                     int8_fp16=int8_fp16, verbose=verbose, compute_capabilities=compute_capability)
@@ -109,7 +124,10 @@ def build(
     rows = [(engine.product, (engine.tensorrt or "?") + (" (strongly typed)" if engine.strongly_typed else "")),
             gpu_row,
             ("precision", engine.precision),
-            ("profiles", "; ".join(f"{p.name} {p.min}..{p.max} (opt {p.opt})" for p in engine.profiles)),
+            ("profiles", "; ".join(f"{p.name} {p.min}..{p.max} (opt {p.opt})" for p in engine.profiles
+                                   if p.profile == 0 and not (engine.ladder and p.kind == "values"))),
+            *([("keep ladder", f"{len(engine.ladder)} profiles, keep_counts pinned: " + "; ".join(
+                f"ρ {r.keep_ratio:g} → {list(r.counts)}" for r in engine.ladder))] if engine.ladder else []),
             ("build time", f"{result.seconds.get('build', 0):.1f} s")]
     out.print(table(f"engine {result.engine_path.name}", ["", ""], rows))
     out.print(styled("[green]wrote[/] {} ({}), {}", result.engine_path, human_bytes(engine.bytes),

@@ -14,6 +14,7 @@ from ..helpers.lazy import lazy_import
 checkpoints = lazy_import("dvit_deploy.models.checkpoint")
 onnx_export = lazy_import("dvit_deploy.export.onnx_export")
 export_check = lazy_import("dvit_deploy.export.check")
+requests = lazy_import("dvit_deploy.export.requests")  # torch-free: refusals before the heavy imports
 from .failures import handle_errors
 from .options import FORCE_OPTION, JSON_OPTION, finite, parse_floats
 from .output import emit_json, human_bytes, notes, out, styled, table
@@ -42,17 +43,22 @@ def export(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Export to ONNX (one TopK + one Gather per pruning stage) and check it against PyTorch."""
+    ratios_given = parse_floats(stage_ratios, "--stage-ratios")
+    # What the flags alone rule out, before torch and the checkpoint load (seconds): ConvNeXt/Swin requests.
+    requests.check_flags(checkpoint_given=checkpoint is not None, model_name=model, keep_ratio=keep_ratio,
+                         stage_ratios=ratios_given, dense=dense, dynamic_keep=dynamic_keep)
     onnx_export.validate_options(opset, batch)  # fail on bad options before spending time on the model
     if output is not None:
         prepare_output(output, force=force, kinds=(".onnx",))
 
     def check_default_output(variant, is_dense, ratios) -> None:  # before the model is built (seconds)
+        requests.check_request(variant, dense=is_dense, stage_ratios=ratios, dynamic_keep=dynamic_keep)
         if output is None:
             prepare_output(onnx_export.default_output(variant.name, is_dense, ratios, batch=batch,
                                                       dynamic_keep=dynamic_keep), force=force, kinds=(".onnx",), create=False)
 
     loaded = checkpoints.load_model(
-        checkpoint, model_name=model, keep_ratio=keep_ratio, stage_ratios=parse_floats(stage_ratios, "--stage-ratios"),
+        checkpoint, model_name=model, keep_ratio=keep_ratio, stage_ratios=ratios_given,
         dense=dense, use_ema=use_ema, trust=trust_checkpoint, seed=seed, before_build=check_default_output,
     )
     notes(loaded.notes)

@@ -51,6 +51,9 @@ def profile(
                                            help="ONNX Runtime graph optimization: disable, basic, extended, all."),
     compile_model: bool = typer.Option(False, "--compile", help="torch backend: torch.compile the model."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write latency/throughput vs batch to this PNG."),
+    keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", "-r", callback=finite, help="Run a --dynamic-keep "
+                                               "artifact at this ρ (a --keep-ladder engine: one of its rungs) "
+                                               "\\[default: the export's ρ]."),
     no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -64,7 +67,7 @@ def profile(
     options = profiling.ProfileOptions(batches=tuple(batches), backend=backend, device=device, precision=precision,
                                        settings=settings, dense_baseline=dense_baseline, with_twins=not no_baseline,
                                        graph_optimization=graph_optimization, compile=compile_model,
-                                       providers=providers or None)
+                                       providers=providers or None, keep_ratio=keep_ratio)
     options.validate()
     with artifact_checks(no_verify):
         # Each artifact opened (manifest read and checked, sha256 verified) once, here; plan and runs use it.

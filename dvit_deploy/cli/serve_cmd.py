@@ -39,7 +39,7 @@ def serve(
                                            "waits to fill a batch."),
     no_batching: bool = typer.Option(False, "--no-dynamic-batching", help="Run each request as it comes."),
     keep_range: Optional[str] = typer.Option(None, "--keep-range", help="low,high: the keep_ratio a request may ask "
-                                             "for (--dynamic-keep artifacts) \\[default: 0.5,0.9 or the engine's]."),
+                                             "for (--dynamic-keep artifacts) \\[default: 0.5,0.9, the engine's range, or a --keep-ladder engine's span]."),
     slo_ms: Optional[float] = typer.Option(None, "--slo-ms", callback=finite, help="Adaptive ρ (--dynamic-keep): lower ρ within "
                                            "--keep-range when a batch nears this latency, raise it when load falls; "
                                            "every response reports its ρ."),
@@ -69,7 +69,9 @@ def serve(
                      else ", no dynamic batching"))
     if spec.dynamic_keep:
         lo, hi = spec.keep_range
-        notes([f"keep_ratio per request in [{lo:g}, {hi:g}] (default {spec.keep_ratio:g}); requests are grouped "
+        allowed = (f"on the engine's ladder, ρ {', '.join(f'{r:g}' for r in spec.rungs)} (one optimization profile "
+                   "each)" if spec.rungs else f"in [{lo:g}, {hi:g}]")
+        notes([f"keep_ratio per request {allowed} (default {spec.keep_ratio:g}); requests are grouped "
                "by their kept counts, so one runner call never mixes two ρ"]
               + ([f"adaptive ρ: requests without keep_ratio run at a ρ lowered when a batch takes > "
                   f"{0.8 * spec.slo_ms:g} ms and raised when < {0.4 * spec.slo_ms:g} ms (--slo-ms {spec.slo_ms:g})"]

@@ -13,7 +13,7 @@ from ..helpers.defaults import VALIDATE_BATCH as DEFAULT_BATCH, VALIDATE_SAMPLES
 from ..helpers.lazy import lazy_import
 from .common import artifact_checks, open_or_default
 from .failures import handle_errors
-from .options import JSON_OPTION, NO_VERIFY_OPTION
+from .options import JSON_OPTION, NO_VERIFY_OPTION, finite
 from .output import emit_json, err, notes, print_wide, styled, table, warn
 from .progress import phases
 
@@ -46,6 +46,9 @@ def validate(
     checkpoint: Optional[Path] = typer.Option(
         None, "--checkpoint", help="Where the checkpoint the artifact was exported from is now, if it moved (the "
         "PyTorch reference / torch backend rebuild it; its sha256 must match the manifest's)."),
+    keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", "-r", callback=finite, help="Run a --dynamic-keep "
+                                               "artifact at this ρ (a --keep-ladder engine: one of its rungs); the "
+                                               "PyTorch reference is rebuilt at it \\[default: the export's ρ]."),
     no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -56,7 +59,8 @@ def validate(
         opened = [open_or_default(path, backend=only) for path in artifacts or [None]]
         with _moved(checkpoint), phases("validate") as on_phase:
             report = validate_lib.validate(opened, backends=backend, samples=samples, batch=batch, images_dir=images,
-                                           device=device, precision=precision, on_phase=on_phase)
+                                           device=device, precision=precision, on_phase=on_phase,
+                                           keep_ratio=keep_ratio)
     for result in report.results:
         if result.fallback:
             err.print(styled("[bold yellow]FALLBACK:[/] {}: {}", Path(result.artifact).name, result.fallback))

@@ -6,7 +6,9 @@ without a GPU still learns whether the graph will parse before being told what t
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +17,11 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from ..artifact.manifest import DerivedFrom, EngineManifest, OnnxManifest
+from ..artifact.manifest import ENGINE_SUFFIXES, DerivedFrom, EngineManifest, OnnxManifest
 from ..helpers.defaults import FP16_CHECK_SAMPLES
 from ..helpers.errors import BadInput, CheckFailed
-from ..helpers.fileio import manifest_path, prepare_output, sha256_file, write_bytes_atomic, write_json_atomic
+from ..helpers.fileio import (manifest_path, prepare_output, publish_artifact, sha256_file, temp_prefix,
+                              write_bytes_atomic, write_json_atomic)
 from ..artifact.store import Artifact, engines_dir, open_artifact
 from ..helpers.lazy import available
 from .build_plan import BuildOptions, onnx_record
@@ -111,13 +114,13 @@ def doctor_target_for(trt_version: str | None, requested: str | None) -> str:
     return requested or parser_target_for(trt_version)
 
 
-def write_fp16_onnx(source: Artifact, output: Path, *, force: bool,
-                    check_samples: int = FP16_CHECK_SAMPLES) -> tuple[Fp16Result, OnnxManifest]:
-    """Convert to mixed precision, compare with the fp32 graph in ORT, write graph + manifest.
+def convert_fp16(source: Artifact, final: Path, *, check_samples: int = FP16_CHECK_SAMPLES
+                 ) -> tuple[Fp16Result, bytes, OnnxManifest]:
+    """Convert to mixed precision and compare with the fp32 graph in ORT; nothing is written.
 
-    The manifest is the source's (``OnnxManifest.with_changes``): the same model, precision fp16,
-    this file's digest, the one ``derived_from`` shape and the conversion report."""
-    output = prepare_output(output, force=force)
+    Returns the graph's bytes and the manifest it gets once it is ``final``: the source's
+    (``OnnxManifest.with_changes``): the same model, precision fp16, these bytes' digest, the one
+    ``derived_from`` shape (relative to ``final``'s folder) and the conversion report."""
     onnx_path, typed = source.path, onnx_record(source)
     model = onnx.load(str(onnx_path))
     result = convert_to_mixed_precision(model)
@@ -142,15 +145,49 @@ def write_fp16_onnx(source: Artifact, output: Path, *, force: bool,
     if not comparison.passed:
         raise CheckFailed("fp16 graph does not match the fp32 graph: " + "; ".join(comparison.failures), report)
     data = result.model.SerializeToString()
-    write_bytes_atomic(output, data)
     written = typed.with_changes(
-        artifact=output.name, precision="fp16", quantization=None, fp16_conversion=report,
-        sha256=sha256_file(output), bytes=len(data), external_data=(), external_data_sha256={},
+        artifact=final.name, precision="fp16", quantization=None, fp16_conversion=report,
+        sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), external_data=(), external_data_sha256={},
         # The one derived_from shape (artifact.manifest.DerivedFrom): path relative to this file.
-        derived_from=DerivedFrom.of(onnx_path, output, sha256=sha256_file(onnx_path),
+        derived_from=DerivedFrom.of(onnx_path, final, sha256=sha256_file(onnx_path),
                                     transform="dvit_deploy.engines.fp16.convert_to_mixed_precision"))
+    return result, data, written
+
+
+def write_fp16_onnx(source: Artifact, output: Path, *, force: bool,
+                    check_samples: int = FP16_CHECK_SAMPLES) -> tuple[Fp16Result, OnnxManifest]:
+    """``--onnx-only``: convert, check, then write the graph and its manifest (``convert_fp16``)."""
+    output = prepare_output(output, force=force, kinds=(".onnx",))
+    result, data, written = convert_fp16(source, output, check_samples=check_samples)
+    write_bytes_atomic(output, data)
     write_json_atomic(manifest_path(output), written.to_json())
     return result, written
+
+
+def fp16_graph_path(engine_path: Path) -> Path:
+    """The mixed-precision graph a strongly typed fp16 build parses, kept beside its engine and named after
+    it (``x.engine`` -> ``x-fp16mixed.onnx``): owned by that engine, never shared by another model's build
+    that happens to have the same ONNX stem."""
+    return engine_path.with_name(f"{engine_path.stem}{FP16_SUFFIX}.onnx")
+
+
+def check_output(output: Path | None, source: Path, *, onnx_only: bool) -> None:
+    """Refuse, before any work, an output that is not of the kind build writes or that would replace its source
+    (the ONNX itself, or its manifest) -- ``--force`` included: it replaces earlier outputs, never the input."""
+    if output is None:
+        return
+    output = Path(output).expanduser()
+    if _same_file(output, source) or _same_file(manifest_path(output), manifest_path(source)):
+        raise BadInput(f"--output {output} would replace the ONNX it is built from ({source}) or its manifest; "
+                       "choose another output name")
+    kinds = (".onnx",) if onnx_only else ENGINE_SUFFIXES
+    if output.suffix.lower() not in kinds:
+        what = "the mixed-precision ONNX (--onnx-only)" if onnx_only else "an engine"
+        raise BadInput(f"--output {output}: dvit build writes {what}; give a {' or '.join(kinds)} file name")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def build(onnx_path: str | Path | Artifact | None = None, options: BuildOptions = BuildOptions(), *,
@@ -175,6 +212,7 @@ def build(onnx_path: str | Path | Artifact | None = None, options: BuildOptions 
         raise BadInput("--onnx-only writes the fp16 graph; an int8 ONNX is written by dvit quantize")
     if precision == "int8":
         require_qdq(source)
+    check_output(output, source, onnx_only=onnx_only)
     timing_cache = options.timing_cache
     if timing_cache is not None and not onnx_only:
         if kind.timing_cache_refusal:
@@ -205,32 +243,28 @@ def build(onnx_path: str | Path | Artifact | None = None, options: BuildOptions 
         phase("fp16 graph + ONNX Runtime check")
         start = time.perf_counter()
         out = Path(output) if output is not None else folder / f"{source.stem}{FP16_SUFFIX}.onnx"
+        check_output(out, source, onnx_only=True)
         _, written = write_fp16_onnx(opened, out, force=force)
         seconds["fp16"] = time.perf_counter() - start
         return BuildResult(None, None, written, report, out, dict(written.fp16_conversion or {}), seconds)
 
     trt = import_tensorrt(kind.name)  # MissingDependency (exit 2) names the extra to install
-    from .trt_build import build_engine, cuda_device
+    from .trt_build import cuda_device
 
     device = cuda_device() if kind.needs_gpu_to_build else None  # TensorRT-RTX compiles ahead of time
     plan = plans.make_plan(opened, options, trt_version=trt.__version__,
                            gpu_name=device.name if device is not None else "")
     engine_path = prepare_output(Path(output) if output is not None else folder / plan.engine_name, force=force)
-    built_from, fp16_info, fp16_path = source, None, None
-    if already_fp16:
-        fp16_info = onnx_manifest.fp16_conversion  # copied as is into the engine manifest
-    elif plan.fp16_graph:
-        phase("fp16 graph for the strongly typed build")
-        fp16_path = engine_path.with_name(f"{source.stem}{FP16_SUFFIX}.onnx")
-        _, fp16_manifest = write_fp16_onnx(opened, fp16_path, force=True)
-        fp16_info, built_from = fp16_manifest.fp16_conversion, fp16_path
-    fp16_info = None if fp16_info is None else dict(fp16_info)
-
-    start = time.perf_counter()
-    # The engine is written the moment it exists, before inspection (build_engine calls this).
-    built = build_engine(plan, built_from, on_phase=phase, verbose=options.verbose,
-                         write_engine=lambda data: write_bytes_atomic(engine_path, data))
-    seconds["build"] = time.perf_counter() - start
+    fp16_path = fp16_graph_path(engine_path) if plan.fp16_graph and not already_fp16 else None
+    if fp16_path is not None:  # checked now: it is written only once the engine exists
+        if _same_file(fp16_path, source):
+            raise BadInput(f"the fp16 graph of {engine_path.name} would be named {fp16_path.name}, which is the ONNX "
+                           "it is built from; choose another output name")
+        prepare_output(fp16_path, force=force, kinds=(".onnx",), create=False)
+    with tempfile.TemporaryDirectory(prefix=temp_prefix(engine_path.name), dir=engine_path.parent) as staging:
+        built, fp16_info = _build_engine_files(plan, opened, engine_path, fp16_path, Path(staging), force=force,
+                                               phase=phase, verbose=options.verbose, seconds=seconds)
+    built_from = source if fp16_path is None else fp16_path
 
     phase("write manifest")
     inspector_path = engine_path.with_suffix(".layers.json")
@@ -249,3 +283,42 @@ def build(onnx_path: str | Path | Artifact | None = None, options: BuildOptions 
         write_bytes_atomic(Path(plan.timing_cache), built.timing_cache)
     return BuildResult(engine_path, manifest_path(engine_path), manifest, report, fp16_path, fp16_info, seconds,
                        list(built.warnings))
+
+
+def _build_engine_files(plan: Any, opened: Artifact, engine_path: Path, fp16_path: Path | None, staging: Path, *,
+                        force: bool, phase: Callable[[str], None], verbose: bool, seconds: dict[str, float]
+                        ) -> tuple[Any, dict[str, Any] | None]:
+    """Build the engine; for a strongly typed fp16 build, first the mixed-precision graph in ``staging``.
+
+    That graph is moved to ``fp16_path`` (with its manifest) only when the engine exists, just before the
+    engine is written: a failed, interrupted (Ctrl-C, SIGTERM) or refused build leaves neither behind, and an
+    earlier engine's graph is never replaced by one whose build did not finish. Without ``force`` it is
+    published without clobbering, so of two builds racing to one output exactly one wins."""
+    from .trt_build import build_engine
+
+    fp16_info = onnx_record(opened).fp16_conversion if fp16_path is None else None
+    staged, fp16_manifest = None, None
+    if fp16_path is not None:
+        phase("fp16 graph for the strongly typed build")
+        _, data, fp16_manifest = convert_fp16(opened, fp16_path)
+        staged = staging / fp16_path.name
+        staged.write_bytes(data)
+        fp16_info = fp16_manifest.fp16_conversion
+
+    def write_engine(data: bytes) -> None:
+        if staged is None:
+            write_bytes_atomic(engine_path, data)
+            return
+        publish_artifact([(staged, fp16_path)], fp16_path, fp16_manifest.to_json(), replace=force)
+        try:
+            write_bytes_atomic(engine_path, data)
+        except BaseException:  # no engine: its graph goes too
+            fp16_path.unlink(missing_ok=True)
+            manifest_path(fp16_path).unlink(missing_ok=True)
+            raise
+
+    start = time.perf_counter()
+    # The engine is written the moment it exists, before inspection (build_engine calls this).
+    built = build_engine(plan, staged or opened.path, on_phase=phase, verbose=verbose, write_engine=write_engine)
+    seconds["build"] = time.perf_counter() - start
+    return built, None if fp16_info is None else dict(fp16_info)

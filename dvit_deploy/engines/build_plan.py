@@ -25,7 +25,7 @@ from ..helpers.errors import BadInput
 from ..helpers.fileio import manifest_path
 from ..models.config import KeepSchedule
 from .targets import (BUILD_FLAVOURS, HARDWARE_COMPAT, HARDWARE_COMPAT_LEVELS, HARDWARE_COMPAT_SINCE, PRECISIONS,
-                      DeviceInfo, RTX_NO_FP32_GEMM, BuildFlavour, PrecisionStrategy, build_flavour,
+                      DeviceInfo, BuildFlavour, PrecisionStrategy, build_flavour,
                       compatibility_problem, compute_capability_list, engine_file_name, gpu_tag, parse_trt_version,
                       precision_strategy)
 
@@ -49,6 +49,7 @@ class BuildOptions:
     opt_batch: int | None = None
     max_batch: int | None = None
     keep_range: tuple[float, float] | None = None  # the ρ range of a --dynamic-keep engine
+    keep_ladder: tuple[float, ...] | None = None  # one profile per ρ, keep counts pinned (engines/ladder.py)
     workspace_mb: int = DEFAULT_WORKSPACE_MB
     optimization_level: int = DEFAULT_OPT_LEVEL
     hardware_compat: str = BUILD_HARDWARE_COMPAT
@@ -62,6 +63,8 @@ class BuildOptions:
     def __post_init__(self) -> None:
         if self.compute_capabilities is not None and not isinstance(self.compute_capabilities, tuple):
             object.__setattr__(self, "compute_capabilities", tuple(self.compute_capabilities))  # a CLI list
+        if self.keep_ladder is not None and not isinstance(self.keep_ladder, tuple):
+            object.__setattr__(self, "keep_ladder", tuple(self.keep_ladder))
 
     @property
     def flavour(self) -> BuildFlavour:
@@ -82,6 +85,8 @@ class InputProfile:
     min: tuple[int, ...]
     opt: tuple[int, ...]
     max: tuple[int, ...]
+    profile: int = 0  # which optimization profile (a --keep-ladder engine has one per rung)
+    keep_ratio: float | None = None  # the rung's ρ (--keep-ladder only)
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,16 @@ def make_profiles(source: OnnxManifest | Artifact, *, min_batch: int | None = No
     return tuple(profiles)
 
 
+def plan_profiles(source: OnnxManifest | Artifact, options: BuildOptions) -> tuple[InputProfile, ...]:
+    """The profiles ``options`` ask for: one (``make_profiles``), or a ``--keep-ladder``'s (``ladder.py``)."""
+    if options.keep_ladder is not None:
+        from .ladder import ladder_profiles  # ladder.py builds on this module
+
+        return ladder_profiles(source, options)
+    return make_profiles(source, min_batch=options.min_batch, opt_batch=options.opt_batch,
+                         max_batch=options.max_batch, keep_range=options.keep_range)
+
+
 def engine_name(onnx_path: str | Path, gpu_name: str, precision: str) -> str:
     """``<onnx stem>-<gpu tag>-<precision>.engine`` (``targets.engine_file_name``)."""
     return engine_file_name(Path(onnx_path).stem, gpu_tag(gpu_name), precision)
@@ -189,12 +204,7 @@ def make_plan(source: Artifact, options: BuildOptions = BuildOptions(), *, trt_v
     hardware_compat, version_compatible = options.hardware_compat, options.version_compatible
     version = parse_trt_version(trt_version)
     major = version[0]
-    ccs = compute_capability_list(kind, options.compute_capabilities)
-    turing = [cc for cc in ccs if cc in RTX_NO_FP32_GEMM]
-    if kind.name == "rtx" and turing:
-        raise BadInput(f"--compute-capability {turing[0]} (Turing): TensorRT-RTX has no FP32 GEMM there, and every "
-                       "dvit graph keeps fp32 MatMuls (the fp16 graph keeps the token predictors fp32, a Q/DQ graph "
-                       "its unquantized MatMuls); build for 8.0 and newer")
+    ccs = compute_capability_list(kind, options.compute_capabilities)  # refuses what no build may target (Turing)
     if kind.timing_cache_refusal and timing_cache is not None:
         raise BadInput(f"--timing-cache: {kind.timing_cache_refusal}")
     if not kind.hardware_compat and (hardware_compat != "none" or version_compatible):
@@ -233,8 +243,7 @@ def make_plan(source: Artifact, options: BuildOptions = BuildOptions(), *, trt_v
         strongly_typed=strategy.strongly_typed,
         builder_flags=flags,
         cleared_flags=strategy.cleared_flags,
-        profiles=make_profiles(source, min_batch=options.min_batch, opt_batch=options.opt_batch,
-                               max_batch=options.max_batch, keep_range=options.keep_range),
+        profiles=plan_profiles(source, options),
         workspace_bytes=int(options.workspace_mb) << 20,
         optimization_level=options.optimization_level,
         hardware_compat=hardware_compat,

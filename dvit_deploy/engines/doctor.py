@@ -84,6 +84,9 @@ class DoctorReport:
     findings: list[Finding] = field(default_factory=list)
     profile_needs: list[dict[str, Any]] = field(default_factory=list)  # dynamic dims / shape inputs
     real_parser: dict[str, Any] | None = None  # NVIDIA's parser's verdict, when it ran
+    # Where the TopK keep counts come from and, per way of building, whether each optimization profile
+    # sees them static (None: no TopK, a dense graph). See _check_keep_counts.
+    keep_counts: dict[str, Any] | None = None
 
     @property
     def blockers(self) -> list[Finding]:
@@ -107,6 +110,7 @@ class DoctorReport:
             "findings": [f.to_dict() for f in self.findings],
             "profile_needs": self.profile_needs,
             "real_parser": self.real_parser,
+            "keep_counts": self.keep_counts,
         }
 
 
@@ -172,6 +176,7 @@ def diagnose_model(model: onnx.ModelProto, target: Target, *, folder: Path | Non
     _check_int64(report, graph)
     _check_external_data(report, graph, folder)
     _check_dynamic_inputs(report, model)
+    _check_keep_counts(report, model)
     return report
 
 
@@ -453,3 +458,35 @@ def _check_dynamic_inputs(report: DoctorReport, model: onnx.ModelProto) -> None:
 def summary_rows(report: DoctorReport) -> list[tuple[str, str, str]]:
     order = {"blocker": 0, "warning": 1, "info": 2}
     return [(f.severity, f.check, f.message) for f in sorted(report.findings, key=lambda f: order[f.severity])]
+
+
+KEEP_COUNTS_CHECK = "keep counts"
+FUSION_NOTE = ("TensorRT fuses attention (IAttention / MatMul-Softmax-MatMul) on static shapes; with data-dependent "
+               "token counts it may not (NVIDIA/TensorRT #4410, #2850), and unfused attention ran ~2x slower (#3665)")
+
+
+def _check_keep_counts(report: DoctorReport, model: onnx.ModelProto) -> None:
+    """Whether the kept-token counts are static in each optimization profile, for each way the graph can be
+    built: a fixed export's TopK K are constants (static everywhere); a --dynamic-keep graph's come from a
+    shape-tensor input, runtime shapes under one --keep-range profile and pinned per profile (min = opt =
+    max) under --keep-ladder. Static counts keep every shape after a TopK static, which attention fusion needs."""
+    graph = model.graph
+    ks = [node.input[1] for node in graph.node if node.op_type == "TopK" and len(node.input) > 1]
+    if not ks:
+        return
+    producers = {out: node for node in graph.node for out in node.output}
+    inputs = {i.name: i for i in graph.input if i.name not in {t.name for t in graph.initializer}}
+    sources = sorted({name for k in ks for name in _graph_inputs_upstream(k, producers, inputs)})
+    if not sources:
+        report.keep_counts = {"flavour": "fixed", "source": "constants", "static_per_profile": {"build": True}}
+        report.add("info", KEEP_COUNTS_CHECK, f"static: the {len(ks)} TopK K are constants (a fixed export), so "
+                                              "every shape after a token gather is static in any engine; " + FUSION_NOTE)
+        return
+    report.keep_counts = {"flavour": "dynamic-keep", "source": sources,
+                          "static_per_profile": {"--keep-range": False, "--keep-ladder": True}}
+    names = ", ".join(f"'{n}'" for n in sources)
+    report.add("info", KEEP_COUNTS_CHECK, f"runtime shape tensor {names} (--dynamic-keep). Built with --keep-range: "
+                                          "NOT static per profile (one profile spans the counts, so the shapes after "
+                                          "each TopK are data-dependent). Built with --keep-ladder 0.5,…,0.9: static "
+                                          "per profile (one profile per ρ, counts pinned min = opt = max), one engine. "
+                                          + FUSION_NOTE)

@@ -380,8 +380,9 @@ def engine_record(engine: EngineManifest | Artifact) -> EngineManifest:
 
 
 def compute_capability_list(flavour: BuildFlavour, requested: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
-    """The --compute-capability values, checked; empty when none was asked (the builder's default)."""
-    if not requested:
+    """The --compute-capability values, checked (``compute_capability_refusal``); empty when the option was not
+    given (the builder's default set). Given but naming none (``--compute-capability ""``) is refused."""
+    if requested is None or (isinstance(requested, (list, tuple)) and not requested):
         return ()
     if not flavour.compute_capabilities:
         raise BadInput(f"--compute-capability applies to TensorRT-RTX builds (--target rtx); {flavour.product} builds "
@@ -394,12 +395,44 @@ def compute_capability_list(flavour: BuildFlavour, requested: list[str] | tuple[
             value = value.lower().removeprefix("sm").replace("_", "")
             if "." not in value and value.isdigit() and len(value) >= 2:
                 value = f"{value[:-1]}.{value[-1]}"  # sm86 / 86 -> 8.6
-            if value not in flavour.compute_capabilities:
-                raise BadInput(f"--compute-capability {item}: {flavour.product} builds for "
-                               f"{', '.join(flavour.compute_capabilities)} (no Hopper 9.0 or Jetson Orin 8.7)")
+            refusal = compute_capability_refusal(flavour, value)
+            if refusal is not None:
+                raise BadInput(f"--compute-capability {item}: {refusal}")
             if value not in values:
                 values.append(value)
+    if not values:
+        shown = ",".join(str(item) for item in requested)
+        raise BadInput(f"--compute-capability '{shown}' names no compute capability: give a list such as 8.6,8.9, or "
+                       f"leave the option out for {flavour.product}'s default set "
+                       f"({', '.join(flavour.default_compute_capabilities)})")
     return tuple(values)
+
+
+def compute_capability_refusal(flavour: BuildFlavour, value: str) -> str | None:
+    """Why ``dvit build`` refuses to build for compute capability ``value`` ("8.6"), or None: the one rule, also
+    applied to what an engine manifest claims (``dvit package``, ``dvit verify``)."""
+    if value not in flavour.compute_capabilities:
+        return (f"{flavour.product} builds for {', '.join(flavour.compute_capabilities)} "
+                "(no Hopper 9.0 or Jetson Orin 8.7)")
+    if flavour.name == "rtx" and value in RTX_NO_FP32_GEMM:
+        return ("Turing: TensorRT-RTX has no FP32 GEMM there, and every dvit graph keeps fp32 MatMuls (the fp16 "
+                "graph keeps the token predictors fp32, a Q/DQ graph its unquantized MatMuls); build for 8.0 and newer")
+    return None
+
+
+def engine_compute_capability_problem(engine: EngineManifest | Artifact) -> str | None:
+    """One line when a TensorRT-RTX engine's manifest claims compute capabilities a build would refuse (a
+    hand-edited manifest: ``["7.5"]``), else None. A TensorRT engine's is its build GPU's, not a choice."""
+    record = engine_record(engine)
+    if not record.is_rtx:
+        return None
+    flavour = build_flavour(record.flavour)
+    for value in record.rtx_compute_capabilities:
+        refusal = compute_capability_refusal(flavour, str(value))
+        if refusal is not None:
+            return (f"its manifest says it was built for compute capability {value}, which dvit build refuses "
+                    f"({refusal})")
+    return None
 
 
 def rtx_compatibility_problem(engine: EngineManifest | Artifact, *, rtx_version: str,
@@ -526,6 +559,8 @@ __all__ = [
     "RTX_NO_FP32_GEMM",
     "build_flavour",
     "compute_capability_list",
+    "compute_capability_refusal",
+    "engine_compute_capability_problem",
     "device_precision",
     "DevicePrecision",
     "engine_record",

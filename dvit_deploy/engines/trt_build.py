@@ -11,7 +11,9 @@ and unit-tested without TensorRT; this module only performs the documented Pytho
   ``builder_optimization_level``, ``hardware_compatibility_level``, ``profiling_verbosity =
   ProfilingVerbosity.DETAILED``, ``set_flag`` / ``clear_flag``, ``add_optimization_profile``;
 * ``IOptimizationProfile.set_shape(name, min, opt, max)`` for the images and
-  ``set_shape_input(name, min, opt, max)`` for the ``keep_counts`` shape-tensor input;
+  ``set_shape_input(name, min, opt, max)`` for the ``keep_counts`` shape-tensor input; one profile,
+  or one per rung of a ``--keep-ladder`` (``add_optimization_profile`` returns its index, -1 when
+  refused; ``get_shape_input`` reads the values back);
 * timing cache: ``create_timing_cache(bytes)`` (None for an unreadable blob),
   ``set_timing_cache(cache, ignore_mismatch=False) -> bool``, ``get_timing_cache()`` (None when
   none is set) ``.serialize()``;
@@ -123,6 +125,8 @@ class BuiltEngine:
     timing_cache: bytes | None
     warnings: list[str] = field(default_factory=list)
     network: dict[str, Any] | None = None  # TensorRT-RTX: layer structure of the parsed network
+    # --keep-ladder: each optimization profile's index and shape-tensor values as read back from TensorRT
+    profiles: list[dict[str, Any]] = field(default_factory=list)
 
 
 def check_plan_against_api(trt: Any, plan: BuildPlan) -> None:
@@ -211,13 +215,7 @@ def build_engine(plan: BuildPlan, onnx_path: Path, *, on_phase: Callable[[str], 
     for name in plan.cleared_flags:
         config.clear_flag(getattr(trt.BuilderFlag, name))
 
-    profile = builder.create_optimization_profile()
-    for item in plan.profiles:
-        if item.kind == "values":
-            profile.set_shape_input(item.name, item.min, item.opt, item.max)
-        else:
-            profile.set_shape(item.name, item.min, item.opt, item.max)
-    config.add_optimization_profile(profile)
+    profiles_set = add_profiles(trt, builder, config, plan)
     if plan.compute_capabilities:
         set_compute_capabilities(trt, config, plan.compute_capabilities)
 
@@ -252,7 +250,9 @@ def build_engine(plan: BuildPlan, onnx_path: Path, *, on_phase: Callable[[str], 
         # engine was built from is read from the parsed network instead: the same I/O, and the
         # layers the builder compiled.
         structure = describe_network(trt, network)
-        return BuiltEngine(serialized, structure.pop("io"), None, None, warnings, structure)
+        if profiles_set:
+            structure["optimization_profiles"] = profiles_set  # what the builder config held (read back)
+        return BuiltEngine(serialized, structure.pop("io"), None, None, warnings, structure, profiles_set)
     phase("inspect engine")
     try:
         runtime = trt.Runtime(logger)
@@ -275,7 +275,47 @@ def build_engine(plan: BuildPlan, onnx_path: Path, *, on_phase: Callable[[str], 
         warnings.append(f"the engine was written but could not be inspected ({type(exc).__name__}: {exc}); "
                         "I/O recorded from the ONNX manifest")
         io_tensors = []
-    return BuiltEngine(serialized, io_tensors, info, timing, warnings)
+    return BuiltEngine(serialized, io_tensors, info, timing, warnings, profiles=profiles_set)
+
+
+def add_profiles(trt: Any, builder: Any, config: Any, plan: BuildPlan) -> list[dict[str, Any]]:
+    """One ``IOptimizationProfile`` per profile index of the plan (one, or a --keep-ladder's rungs):
+    ``set_shape`` for the images, ``set_shape_input`` for the keep-count values. Returns what the
+    builder config holds afterwards, read back from TensorRT (``get_shape``/``get_shape_input``)."""
+    from .ladder import profile_groups
+
+    added = []
+    for group in profile_groups(plan.profiles):
+        profile = builder.create_optimization_profile()
+        for item in group:
+            if item.kind == "values":
+                profile.set_shape_input(item.name, item.min, item.opt, item.max)
+            else:
+                profile.set_shape(item.name, item.min, item.opt, item.max)
+        index = config.add_optimization_profile(profile)
+        if index < 0:  # TensorRT: -1 for an invalid profile (the reason is in its log)
+            raise DvitError(f"TensorRT refused optimization profile {group[0].profile}"
+                            + (f" (ρ {group[0].keep_ratio:g})" if group[0].keep_ratio is not None else "")
+                            + " (see the TensorRT messages above)")
+        added.append((index, group, profile))
+    if len(added) == 1 and added[0][1][0].keep_ratio is None:
+        return []  # one profile, as before: nothing more to report
+    if config.num_optimization_profiles != len(added):
+        raise DvitError(f"TensorRT's builder config holds {config.num_optimization_profiles} optimization profiles, "
+                        f"not the {len(added)} added")
+    held = []
+    for index, group, profile in added:
+        values = {}
+        for item in group:
+            if item.kind != "values":
+                continue
+            got = [[int(x) for x in v] for v in profile.get_shape_input(item.name)]
+            if got != [list(item.min), list(item.opt), list(item.max)]:
+                raise DvitError(f"TensorRT holds {item.name} = {got} in optimization profile {index}, not the "
+                                f"{[list(item.min), list(item.opt), list(item.max)]} set")
+            values[item.name] = got
+        held.append({"index": int(index), "keep_ratio": group[0].keep_ratio, "values": values})
+    return held
 
 
 def describe_io(trt: Any, engine: Any) -> list[dict[str, Any]]:

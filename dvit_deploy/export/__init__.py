@@ -10,6 +10,7 @@ from ..helpers.lazy import lazy_exports
 _EXPORTS = {
     "CheckReport": "check", "check_export": "check", "reference_outputs": "check", "seeded_images": "check",
     "check_pruning_structure": "graph", "io_description": "graph", "pruning_stages": "graph",
+    "record_problems": "graph",
     "with_topk_outputs": "graph",
     "DEFAULT_OPSET": "onnx_export", "ExportResult": "onnx_export", "export_onnx": "onnx_export",
     "token_output_name": "onnx_export",

@@ -155,6 +155,19 @@ def check_pruning_structure(model: onnx.ModelProto, keep_counts: list[int] | tup
     return stages, problems
 
 
+def record_problems(path: Any, record: Any) -> list[str]:
+    """Where an ONNX graph does not do what its manifest's model record (``ModelRecord``) says: the export's own
+    structure check (``check_pruning_structure``: one TopK per stage with K = the recorded keep count, or
+    computed for --dynamic-keep; the gathers and scatters of each stage), run on the file as it is now.
+    ``dvit package`` and ``dvit verify`` run it, so a hand-edited ``keep_counts`` never ships."""
+    model = onnx.load(str(path), load_external_data=False)  # the structure only; weights are not needed
+    config = dict(record.config or {})
+    split_blocks = None if record.dense or not config else split_blocks_of(config)
+    _, problems = check_pruning_structure(model, list(record.keep_counts), dynamic_keep=record.dynamic_keep,
+                                          split_blocks=split_blocks)
+    return problems
+
+
 def _split_problems(i: int, stage: StageGraph, blocks: int | None) -> list[str]:
     if not stage.split:
         return [f"position {i}: TopK indices are not sliced into kept and other positions"]

@@ -33,6 +33,7 @@ from ..models.checkpoint import LoadedModel
 from ..artifact.store import Artifact, export_dir, onnx_name
 from .check import CheckReport, check_export
 from .graph import io_description, set_dvit_metadata
+from .requests import check_request
 
 # Opset 18 is what torch's exporter emits natively, and TensorRT 10.3 (JetPack 6) parses it.
 from ..helpers.defaults import DEFAULT_OPSET, EXPORT_CHECK_SAMPLES, MAX_BATCH  # noqa: E402 - one source for the help text and the exporter
@@ -100,9 +101,7 @@ def export_onnx(
         raise BadInput("--token-outputs needs a pruned model; a dense baseline keeps every token")
     if dynamic_keep and loaded.dense:
         raise BadInput("--dynamic-keep needs a pruned model; a dense baseline keeps every token")
-    if dynamic_keep and loaded.variant.splits_tokens:
-        raise BadInput(f"--dynamic-keep is not supported for {loaded.variant.family} models yet: export one graph "
-                       "per keep ratio (their split point is a Slice, not the TopK's K, so it needs its own shape input)")
+    check_request(loaded.variant, dense=loaded.dense, stage_ratios=loaded.stage_ratios, dynamic_keep=dynamic_keep)
     if output is None:
         output = default_output(loaded.variant.name, loaded.dense, loaded.stage_ratios, batch=batch,
                                 dynamic_keep=dynamic_keep)

@@ -26,7 +26,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 # What our commands write: ``--force`` may replace an existing file only of one of these kinds.
 OUTPUT_KINDS = (".onnx", ".engine", ".plan", ".png", ".svg", ".pdf", ".json", ".cache")
-# Artifacts that always get a JSON manifest beside them (``x.onnx`` -> ``x.json``).
+# Artifacts that always get a JSON manifest beside them (``x.onnx`` -> ``x.onnx.json``: see ``manifest_path``).
 MANIFESTED_KINDS = (".onnx", ".engine", ".plan")
 SCHEMA_PREFIX = "dvit-deploy/"
 
@@ -56,7 +56,7 @@ def prepare_output(path: str | os.PathLike, *, force: bool, kinds: tuple[str, ..
                            "would take its name); choose another output name")
         owner = manifest_owner(data) if data is not None else None
         if owner and owner != path.name and (manifest.parent / owner).exists():
-            # x.onnx and x.engine in one folder would share x.json: writing one would orphan the other.
+            # A manifest describing another file that is there (renamed by hand): writing would orphan it.
             raise BadInput(f"refusing to write {path}: {manifest.name} beside it is the manifest of {owner}, which "
                            f"{path.name} would orphan; choose another output name or folder")
     blocking_file = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
@@ -223,19 +223,57 @@ def publish_artifact(moves: list[tuple[Path, Path]], artifact: Path, manifest: A
         raise
 
 
+MANIFEST_SUFFIX = ".json"
+
+
 def manifest_path(artifact: str | os.PathLike) -> Path:
-    """The JSON manifest that sits beside an artifact: ``x.onnx`` -> ``x.json``."""
-    return Path(artifact).with_suffix(".json")
+    """The JSON manifest that sits beside an artifact, the one place that names it, for readers and writers.
+
+    Named after the whole file name: ``x.onnx`` -> ``x.onnx.json``, ``x.engine`` -> ``x.engine.json``, so an
+    ONNX and the engine built from it keep their own manifests in one folder under trtexec's naming
+    (``--onnx=m.onnx --saveEngine=m.engine``). dvit-deploy 0.1 named it ``x.json``: such a manifest is still
+    this artifact's while no ``x.onnx.json`` exists and it describes this file (``legacy_manifest_of``), and a
+    rewrite then replaces it in place (no second manifest left behind)."""
+    path = Path(artifact)
+    current = path.with_name(path.name + MANIFEST_SUFFIX)
+    if path.suffix.lower() in MANIFESTED_KINDS and not current.exists():
+        legacy = legacy_manifest_of(path)
+        if legacy is not None:
+            return legacy
+    return current
 
 
-def _our_manifest_data(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The JSON of a manifest written by dvit-deploy (its ``schema`` says so), or None."""
+def legacy_manifest_of(artifact: Path) -> Path | None:
+    """``x.json`` beside ``x.onnx`` when it is x.onnx's manifest as 0.1 wrote it: a JSON object naming this
+    file as its ``artifact``, or carrying a dvit schema and naming no other file. Anything else (the user's
+    ``x.json``, the manifest of ``x.engine``) is not this artifact's and is never read or written for it."""
+    legacy = artifact.with_suffix(MANIFEST_SUFFIX)
+    if legacy == artifact or not legacy.is_file():
+        return None
+    data = _json_object(legacy)
+    if data is None:
+        return None
+    owner = data.get("artifact")
+    if owner == artifact.name:
+        return legacy
+    ours = str(data.get("schema", "")).startswith(SCHEMA_PREFIX)
+    return legacy if ours and owner is None else None
+
+
+def _json_object(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A small JSON file's object, or None (unreadable, not JSON, not an object, too big to be a manifest)."""
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read(1 << 22))  # manifests are small; a big file is not one of ours
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
-    ours = isinstance(data, dict) and str(data.get("schema", "")).startswith(SCHEMA_PREFIX)
+    return data if isinstance(data, dict) else None
+
+
+def _our_manifest_data(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON of a manifest written by dvit-deploy (its ``schema`` says so), or None."""
+    data = _json_object(path)
+    ours = data is not None and str(data.get("schema", "")).startswith(SCHEMA_PREFIX)
     return data if ours else None
 
 

@@ -83,30 +83,39 @@ def _cached_transform(items: tuple[tuple[str, Any], ...]):
 
 def load_image(path: str | Path):
     """Open an image file as 8-bit RGB; every way it can fail is one BadInput line naming the file."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path).expanduser()
     if not path.exists():
         raise BadInput(f"image {path} not found")
     if path.is_dir():
         raise BadInput(f"{path} is a directory, not an image (pass the files, or a folder where a folder is accepted)")
+    return decode_image(path, str(path))
+
+
+def decode_image(source: Any, name: str, *, formats: Sequence[str] | None = None):
+    """Decode an image (a path or a binary file object) as 8-bit RGB, with every check ``predict`` makes:
+    PIL's decompression-bomb limit (refused before decoding), truncated or corrupt data, and the modes
+    ``to_rgb8`` converts. ``formats`` limits the decoders PIL may try (e.g. ``("JPEG", "PNG", "WEBP")``).
+    Every failure is one BadInput line naming ``name``."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             # PIL only warns between its limit and twice it; a bomb is refused either way, before decoding.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source, formats=list(formats) if formats else None) as img:
                 if img.width * img.height > MAX_IMAGE_PIXELS:
                     raise Image.DecompressionBombError(f"{img.width}×{img.height}")
                 img.load()  # decode now: truncated files fail here, not later inside the transform
-                return to_rgb8(img, path)
+                return to_rgb8(img, name)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadInput(f"{path} is too large to decode safely (more than {MAX_IMAGE_PIXELS:,} pixels, PIL's "
+        raise BadInput(f"{name} is too large to decode safely (more than {MAX_IMAGE_PIXELS:,} pixels, PIL's "
                        "decompression-bomb limit); resize it first") from None
     except UnidentifiedImageError:
-        raise BadInput(f"{path} is not an image PIL can read (PNG, JPEG, ...)") from None
+        kinds = "PNG, JPEG, ..." if not formats else ", ".join("WebP" if f == "WEBP" else f for f in formats)
+        raise BadInput(f"{name} is not an image PIL can read ({kinds})") from None
     except (OSError, ValueError, SyntaxError) as exc:  # truncated / corrupt data, unreadable file
         reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise BadInput(f"cannot read image {path}: {reason}") from None
+        raise BadInput(f"cannot read image {name}: {reason}") from None
 
 
 def to_rgb8(img: Any, path: Path | str = "image") -> Any:
@@ -153,9 +162,12 @@ def preprocess_images(paths: Sequence[str | Path], data_config: Mapping[str, Any
     """Load and preprocess image files into one (N, 3, H, W) float32 batch."""
     if not paths:
         raise BadInput("no images given")
-    transform = make_transform(data_config)
-    arrays = [np.asarray(transform(load_image(p)), dtype=np.float32) for p in paths]
-    return np.ascontiguousarray(np.stack(arrays))
+    return np.ascontiguousarray(np.stack([model_input(load_image(p), data_config) for p in paths]))
+
+
+def model_input(image: Any, data_config: Mapping[str, Any]) -> np.ndarray:
+    """One decoded 8-bit RGB image (``load_image`` / ``decode_image``) as the (3, H, W) float32 the model takes."""
+    return np.asarray(make_transform(data_config)(image), dtype=np.float32)
 
 
 def denormalize(images: np.ndarray, data_config: Mapping[str, Any]) -> np.ndarray:

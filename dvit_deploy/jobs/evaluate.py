@@ -109,7 +109,7 @@ def evaluate(
             if on_progress:
                 on_progress(real)
         described = {n: r.describe() for n, r in runners.items()}
-        runner_notes = {n: list(getattr(r, "notes", []) or []) for n, r in runners.items()}
+        runner_notes = {n: r.report_notes() for n, r in runners.items()}
 
     y = np.concatenate(labels)
     merged = {n: g.logits for n, g in gathered.items()}

@@ -121,7 +121,7 @@ def predict(
     with runner_for_artifact(opened, backend, device=device, precision=spec_precision or None, **options) as runner:
         outputs = run_batched(runner.run, batch_images, fixed if fixed else batch, fixed=bool(fixed))
         described = runner.describe()
-    notes = list(getattr(runner, "notes", []) or [])
+    notes = runner.report_notes()
     logits, kept = outputs.logits, outputs.kept
     if want_kept and kept is None:
         raise BadInput(f"{path.name} has no token outputs, and the {backend} backend cannot recover which tokens "

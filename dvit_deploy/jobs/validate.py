@@ -210,8 +210,12 @@ def validate(
     device: str = "cpu",
     precision: str | None = None,
     on_phase: Callable[[str], None] | None = None,
+    keep_ratio: float | None = None,
 ) -> ValidateReport:
-    """Validate each artifact on each backend against the PyTorch fp32 reference."""
+    """Validate each artifact on each backend against the PyTorch fp32 reference.
+
+    ``keep_ratio``: run --dynamic-keep artifacts (a --keep-ladder engine: one of its rungs) at that ρ,
+    the reference rebuilt at the same ρ (``Artifact.at_keep_ratio``)."""
     from ..helpers.errors import MissingDependency
 
     if samples < 1:
@@ -225,6 +229,8 @@ def validate(
     for item in given:
         # Opened (manifest and sha256 checked) once, then handed to every backend's runner.
         opened = item if isinstance(item, Artifact) else open_artifact(None if item is None else Path(item))
+        if keep_ratio is not None:
+            opened = opened.at_keep_ratio(keep_ratio)
         artifact, model = opened.path, opened.model
         source = load_inputs(model, samples, images_dir)
         report.inputs = source.description
@@ -260,12 +266,11 @@ def validate(
                 continue
             result.executes = str(info.get("executes", backend))
             result.precision = runner.precision
-            result.fallback = info.get("fallback")
-            result.notes.extend(getattr(runner, "notes", []))
+            result.fallback = runner.fallback
+            result.notes.extend(runner.report_notes())
             # what the runner says about the CPU and its kernels is for the human report too; a FALLBACK
             # is printed on its own line from ``fallback``
-            report.notes.extend(f"{artifact.name} on {backend} {runner.precision}: {n}"
-                                for n in getattr(runner, "notes", []) if not n.startswith("FALLBACK:"))
+            report.notes.extend(f"{artifact.name} on {backend} {runner.precision}: {n}" for n in runner.notes)
             test_kept = outputs.kept if pruned else None
             if not pruned:
                 result.token_info = "dense model"

@@ -63,6 +63,8 @@ class Runner(abc.ABC):
 
     backend: str = ""
     needs: str = "an opened Artifact"  # what the backend runs, for the refusal when given none
+    notes: list[str]  # set per instance in __init__ (below)
+    fallback: str | None
 
     def __init__(self, artifact: Artifact, *, device: str = "cpu", precision: str = "fp32") -> None:
         device_index(device)  # refuse 'cuda:x', 'cuda:-1' before anything loads
@@ -77,6 +79,20 @@ class Runner(abc.ABC):
         self.precision = precision
         self.num_patches = artifact.model.num_patches
         self.compose_ids = not artifact.model.splits_tokens  # ConvNeXt/Swin indices are already positions
+        # Declared here so no caller has to guess: what the runner has to say about how it ran (one line
+        # each, for the human report and --json), and, apart from them, the one line saying that what
+        # executes differs from what was asked (a provider or precision fallback), else None.
+        self.notes: list[str] = []
+        self.fallback: str | None = None
+
+    @property
+    def has_token_info(self) -> bool:
+        """Whether ``run`` reports the kept tokens of each stage (``RunOutput.kept``)."""
+        return False
+
+    def report_notes(self) -> list[str]:
+        """``notes`` and, last, the fallback as the ``FALLBACK: …`` line reports have always shown."""
+        return self.notes + ([f"FALLBACK: {self.fallback}"] if self.fallback else [])
 
     # -- lifecycle ---------------------------------------------------------------------------
     @abc.abstractmethod

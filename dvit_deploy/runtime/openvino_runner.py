@@ -93,8 +93,6 @@ class OpenVINORunner(Runner):
         if performance_mode not in PERFORMANCE_MODES:
             raise BadInput(f"OpenVINO performance mode must be latency or throughput, got '{performance_mode}'")
         self.performance_mode = performance_mode
-        self.notes: list[str] = []
-        self.fallback: str | None = None
         self.compiled = None
         self._request = None
         self._stage_ports: list[int] = []
@@ -176,7 +174,6 @@ class OpenVINORunner(Runner):
         self._used_hint = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
         if self._used_hint != hint:
             self.fallback = f"asked for inference precision {hint}, OpenVINO uses {self._used_hint}"
-            self.notes.append(f"FALLBACK: {self.fallback}")
         if graph_precision == "int8":
             self._int8_cpu_note()
         if self._marked_f32 and not self.execution()["gemm_precisions"].get("f32"):

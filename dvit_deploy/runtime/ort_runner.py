@@ -134,8 +134,6 @@ class OnnxRuntimeRunner(Runner):
         self.topk_outputs = topk_outputs
         self.cuda_graph = cuda_graph
         self.optimized_model_path = None if optimized_model_path is None else Path(optimized_model_path)
-        self.notes: list[str] = []
-        self.fallback: str | None = None
         self.profile_file: Path | None = None
         self.session = None
         self._stage_outputs: list[str] = []
@@ -241,7 +239,6 @@ class OnnxRuntimeRunner(Runner):
         if actual[0] != providers[0] or provider_missing:
             self.fallback = (f"asked for {', '.join(self.requested_providers)}, "
                              f"running on {actual[0]}")
-            self.notes.append(f"FALLBACK: {self.fallback}")
         self._input = self.session.get_inputs()[0]
         self._extra_feed = self._keep_feed()
         self._input_dtype = ORT_DTYPES.get(self._input.type, np.float32)

@@ -157,6 +157,10 @@ class TorchRunner(Runner):
                                 f"{str(exc).splitlines()[0][:200]}") from None
             raise
 
+    @property
+    def has_token_info(self) -> bool:
+        return not self.artifact.model.dense  # the torch model returns every stage's TopK indices
+
     def run(self, images: np.ndarray, *, keep_counts: np.ndarray | None = None) -> RunOutput:
         import torch
 

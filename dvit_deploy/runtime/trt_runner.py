@@ -26,6 +26,7 @@ import numpy as np
 from ..artifact.manifest import EngineManifest
 from ..artifact.names import LOGITS_NAME, TOKEN_OUTPUT_PREFIX, keep_counts_for, kept_patch_ids
 from ..artifact.store import Artifact
+from ..engines.ladder import default_rung, rung_for
 from ..engines.targets import DeviceInfo, build_flavour, compatibility_problem, rtx_compatibility_problem
 from ..helpers.errors import BadInput, DvitError
 from ..helpers.lazy import require
@@ -58,6 +59,9 @@ def keep_counts_feed(engine: EngineManifest, keep_ratio: float | None) -> np.nda
         if keep_ratio is not None:
             raise BadInput("--keep-ratio at run time needs an engine built from a --dynamic-keep export")
         return None
+    if engine.ladder:  # one optimization profile per ρ: only a rung's counts can run
+        rung = default_rung(engine) if keep_ratio is None else rung_for(engine, keep_ratio=keep_ratio)
+        return np.asarray(rung.counts, dtype=np.int32)
     stages = len(keep_input["shape"]) and int(keep_input["shape"][0])
     if keep_ratio is None:
         counts = np.asarray(model.keep_counts, dtype=np.int32)
@@ -71,7 +75,11 @@ def keep_counts_feed(engine: EngineManifest, keep_ratio: float | None) -> np.nda
 
 
 def check_keep_range(engine: EngineManifest, counts: np.ndarray) -> None:
-    """Refuse kept counts outside the values the engine's ``keep_counts`` profile was built for."""
+    """Refuse kept counts outside the values the engine's ``keep_counts`` profile was built for
+    (a ladder engine: counts that are not one rung's, naming the rungs)."""
+    if engine.ladder:
+        rung_for(engine, counts=counts.tolist())
+        return
     profile = engine.profile((engine.model.keep_input or {}).get("name"))
     if profile is None or not profile.min or not profile.max:
         return
@@ -93,12 +101,15 @@ class TensorRTRunner(Runner):
         self.engine_manifest: EngineManifest = artifact.engine
         self.cuda_graph = cuda_graph
         self.keep_counts = keep_counts_feed(self.engine_manifest, keep_ratio)
-        self.notes: list[str] = ["TensorRT runs on the GPU; device 'cpu' was taken as 'cuda'"] if device == "cpu" else []
+        if device == "cpu":
+            self.notes.append("TensorRT runs on the GPU; device 'cpu' was taken as 'cuda'")
         self.engine = None
         self.context = None
         self._graph: tuple[tuple[int, ...], Any, Any, Any] | None = None  # (shape, graph, input, outputs)
+        self._profile: int | None = None  # the active optimization profile (a --keep-ladder engine's rung)
         self.flavour = build_flavour(self.engine_manifest.flavour)
         self._runtime_cache = None  # TensorRT-RTX: the JIT results, saved beside the engine on close
+        self._token_outputs: list[str] = []  # the engine's kept-token outputs, found by load()
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -171,9 +182,30 @@ class TensorRTRunner(Runner):
                 self._host_inputs[name] = values
             else:
                 self._device_inputs[name] = torch.from_numpy(values).to(self._torch_device)
+        if self.engine_manifest.ladder:
+            self._check_ladder(self.engine)
+            self._select_profile(self.keep_counts)
         self._token_outputs = sorted((n for n in self._outputs if n.startswith(TOKEN_OUTPUT_PREFIX)),
                                      key=lambda n: int(n[len(TOKEN_OUTPUT_PREFIX):]))
         return self
+
+    def _check_ladder(self, engine: Any) -> None:
+        rungs = self.engine_manifest.ladder
+        if engine.num_optimization_profiles != len(rungs):
+            raise BadInput(f"{self.path.name} has {engine.num_optimization_profiles} optimization profile(s) but its "
+                           f"manifest lists a ladder of {len(rungs)}: the manifest does not describe this engine")
+
+    def _select_profile(self, counts: np.ndarray) -> None:
+        """A ladder engine: make the profile that pins ``counts`` the context's active one
+        (``IExecutionContext.set_optimization_profile_async``); input shapes are set again on the next bind."""
+        rung = rung_for(self.engine_manifest, counts=counts.tolist())
+        if rung.profile == self._profile:
+            return
+        if not self.context.set_optimization_profile_async(rung.profile, self._stream.cuda_stream):
+            raise DvitError(f"TensorRT refused optimization profile {rung.profile} (ρ {rung.keep_ratio:g}) "
+                            "(set_optimization_profile_async returned False)")
+        self._profile = rung.profile
+        self._graph = None  # a captured graph belongs to the previous profile
 
     def _runtime_config(self):
         """TensorRT-RTX: a runtime config whose runtime cache starts from the file beside the engine."""
@@ -220,6 +252,10 @@ class TensorRTRunner(Runner):
         self._require()
         return [self._info(n) for n in self._outputs]
 
+    @property
+    def has_token_info(self) -> bool:
+        return bool(self._token_outputs)
+
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         # The build sections exactly as `dvit build` wrote them (describe() shows them verbatim; the typed
@@ -230,6 +266,8 @@ class TensorRTRunner(Runner):
                         if self.flavour.name == "rtx" else {}),
                      "cuda_graph": self.cuda_graph,
                      "keep_counts": None if self.keep_counts is None else self.keep_counts.tolist(),
+                     **({"keep_ladder": [r.keep_ratio for r in self.engine_manifest.ladder],
+                         "optimization_profile": self._profile} if self.engine_manifest.ladder else {}),
                      "notes": self.notes})
         return info
 
@@ -318,6 +356,8 @@ class TensorRTRunner(Runner):
         if np.array_equal(counts, self.keep_counts):
             return
         check_keep_range(self.engine_manifest, counts)
+        if self.engine_manifest.ladder:
+            self._select_profile(counts)
         self.keep_counts = counts
         for values in self._host_inputs.values():
             np.copyto(values, counts.astype(values.dtype))

@@ -26,6 +26,7 @@ from ...helpers.defaults import (PROFILE_BATCH, PROFILE_DEVICE, PROFILE_DURATION
                         PROFILE_MIN_ITERATIONS, PROFILE_ROUNDS, PROFILE_WARMUP_S)
 from ...helpers.errors import BadInput
 from ...helpers.fileio import atomic_path
+from ...runtime.base import Runner
 from ..flops import macs_for_model
 from .stats import CV_WARN_PERCENT, LatencyStats, latency_stats
 
@@ -87,6 +88,7 @@ class ProfileOptions:
     graph_optimization: str = PROFILE_GRAPH_OPTIMIZATION  # ONNX Runtime
     compile: bool = False  # torch: torch.compile
     providers: str | None = None  # ONNX Runtime providers, "tensorrt,cuda,cpu"
+    keep_ratio: float | None = None  # run --dynamic-keep artifacts at this ρ (a ladder engine: a rung)
 
     def validate(self) -> None:
         self.settings.validate()
@@ -301,7 +303,7 @@ class _Loaded:
     """A run whose runner is loaded for the whole profile, with what the measurement needs of it."""
 
     run: ProfileRun
-    runner: Any
+    runner: Runner
     info: dict[str, Any]  # runner.describe()
     batches: set[int]  # the batch sizes it can run
     gmacs: float
@@ -371,7 +373,7 @@ def profile_artifacts(
             runner = stack.enter_context(
                 runner_for_artifact(artifact, backend, device=device, precision=precision, **opts))
             if notes is not None:
-                notes.extend(f"{artifact.name} on {backend}: {n}" for n in getattr(runner, "notes", []))
+                notes.extend(f"{artifact.name} on {backend}: {n}" for n in runner.report_notes())
             loaded.append(_Loaded(run, runner, runner.describe(), set(runnable),
                                   macs_for_model(artifact.model).gmacs))
 
@@ -411,7 +413,7 @@ def profile_artifacts(
                     include_transfer=settings.include_transfer,
                     cuda_graph=settings.cuda_graph,
                     intra_op_threads=info.get("intra_op_threads", settings.intra_op_threads),
-                    fallback=info.get("fallback"),
+                    fallback=item.runner.fallback,
                 )))
     return [result for _, _, result in sorted(results, key=lambda item: item[:2])]  # artifact by artifact
 

@@ -46,6 +46,8 @@ def plan_profile(artifacts_given: Sequence[Artifact | Path] | None, options: Pro
             seen.add(key)
             plan.runs.append(ProfileRun(artifact, role))
 
+    if options.keep_ratio is not None:  # dense twins found below keep their own (no) ρ
+        opened = [a if a.model.dense else a.at_keep_ratio(options.keep_ratio) for a in opened]
     for artifact in opened:
         path = artifact.path
         if artifact.model.dense:

@@ -1,7 +1,8 @@
 """`dvit serve`: an artifact on a real Triton Inference Server (the one nvidia-pytriton ships).
 
 ``spec`` (what is served, the Triton config), ``handler`` (requests -> runner calls, grouped by
-kept counts), ``backend`` (the Python-backend model inside tritonserver), ``tritonserver`` (the
+kept counts), ``decode`` (the ``image_bytes`` input: encoded images, predict's checks and
+preprocessing), ``backend`` (the Python-backend model inside tritonserver), ``tritonserver`` (the
 bundled server, libpython, the stub's environment), ``server`` (start, ready, drain, clean up).
 """
 

@@ -1,6 +1,6 @@
 """The Triton Python-backend model that serves a dvit artifact (runs inside ``tritonserver``).
 
-The model repository's ``model.py`` is one line importing ``TritonPythonModel`` from here, so the
+The model repository's ``model.py`` only imports ``TritonPythonModel`` from here, so the
 code that runs in the server is this package's, versioned with it. The backend's stub process
 imports it with the ``dvit serve`` environment (``serve.tritonserver.server_env``).
 
@@ -22,7 +22,19 @@ import numpy as np
 
 from ...artifact.names import INPUT_NAME
 from .handler import Request, RequestHandler
+from .decode import IMAGE_BYTES_NAME, single_threaded_preprocessing
 from .spec import KEEP_RATIO_NAME, ServeSpec
+
+
+def warm_png() -> bytes:
+    """A small PNG for the warm-up of the ``image_bytes`` path."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 90, 60)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def open_spec_runner(spec: ServeSpec, folder: Path | None = None) -> Any:
@@ -44,11 +56,14 @@ def open_spec_runner(spec: ServeSpec, folder: Path | None = None) -> Any:
     runner = open_runner(spec.backend, opened, device=options.pop("device", "cpu"),
                          precision=spec.precision, **options).load()
     try:
-        if spec.token_outputs and not getattr(runner, "has_token_info", False):
+        if spec.token_outputs and not runner.has_token_info:
             raise RuntimeError(f"{artifact.name} on {spec.backend} reports no kept tokens")
         warm = np.zeros((1, *spec.image_shape), np.float32)  # a fixed-batch artifact gets it padded
         handler = RequestHandler(runner, spec)
-        for response in handler.handle([Request(warm)]):
+        requests = [Request(warm)]
+        if spec.data_config is not None:  # the image_bytes path too (PIL, the transform), before "ready"
+            requests.append(Request(None, image_bytes=np.asarray([[warm_png()]], dtype=object)))
+        for response in handler.handle(requests):
             if response.error:
                 raise RuntimeError(f"warm-up inference failed: {response.error}")
     except BaseException:
@@ -69,6 +84,8 @@ class TritonPythonModel:
         threads = os.environ.get("DVIT_SERVE_THREADS")
         if threads and self.spec.backend in ("onnxruntime", "openvino"):
             self.spec.runner_options.setdefault("intra_op_threads", int(threads))
+        if self.spec.data_config is not None:
+            single_threaded_preprocessing()
         try:
             self.runner = open_spec_runner(self.spec, folder)
         except Exception as exc:  # Triton logs this one line and refuses to load the model
@@ -79,9 +96,11 @@ class TritonPythonModel:
         pb = self._pb
         parsed: list[Request] = []
         for request in requests:
-            images = pb.get_input_tensor_by_name(request, INPUT_NAME).as_numpy()
+            images = pb.get_input_tensor_by_name(request, INPUT_NAME)
+            encoded = pb.get_input_tensor_by_name(request, IMAGE_BYTES_NAME) if self.spec.data_config else None
             keep = pb.get_input_tensor_by_name(request, KEEP_RATIO_NAME) if self.spec.dynamic_keep else None
-            parsed.append(Request(images, None if keep is None else keep.as_numpy()))
+            parsed.append(Request(None if images is None else images.as_numpy(), None if keep is None else keep.as_numpy(),
+                                  None if encoded is None else encoded.as_numpy()))
         responses = []
         for response in self.handler.handle(parsed):
             if response.error is not None:

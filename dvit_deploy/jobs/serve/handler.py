@@ -2,6 +2,8 @@
 
 Triton's dynamic batcher hands the backend several requests at once. This module
 
+* decodes ``image_bytes`` requests (``serve.decode``: predict's image checks and preprocessing), so
+  a corrupt image fails its own request, not the batch;
 * checks each request on its own (a bad ``keep_ratio`` fails that request only, with a one-line
   reason; Triton itself has already refused wrong dtypes, shapes and batch sizes against the
   model config);
@@ -18,20 +20,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ...artifact.names import LOGITS_NAME
+from ...artifact.names import INPUT_NAME, LOGITS_NAME
 from ...helpers.batching import pad_batch
 from ...helpers.errors import BadInput, DvitError
+from .decode import IMAGE_BYTES_NAME, decode_images
 from .spec import KEEP_RATIO_NAME, ServeSpec, kept_ids_name
 
 
 @dataclass
 class Request:
-    images: np.ndarray  # (b, C, H, W) float32
+    images: np.ndarray | None  # (b, C, H, W) float32; None when the request sent image_bytes
     keep_ratio: np.ndarray | None = None  # (b, 1) float32, dynamic-keep models only
+    image_bytes: np.ndarray | None = None  # (b, 1) encoded images (bytes), decoded into ``images``
 
 
 @dataclass
@@ -49,19 +53,29 @@ class KeepController:
     a batch time near the latency objective means the queue is growing. Above 80 % of ``slo_ms``
     ρ steps down (fewer tokens, faster), below 40 % it steps back up, within the keep range;
     ρ moves on a grid of ``step`` so only a few kept-count vectors (runner calls) exist.
-    A request that names its own ``keep_ratio`` is served at it.
+    A request that names its own ``keep_ratio`` is served at it. With ``grid`` (a --keep-ladder
+    engine's rungs) ρ moves one rung at a time instead, since only the rungs can run.
     """
 
     HIGH, LOW = 0.8, 0.4
 
-    def __init__(self, low: float, high: float, start: float, slo_ms: float, step: float = 0.05) -> None:
+    def __init__(self, low: float, high: float, start: float, slo_ms: float, step: float = 0.05,
+                 grid: Sequence[float] | None = None) -> None:
         self.low, self.high, self.slo_ms, self.step = low, high, slo_ms, step
+        self.grid = tuple(sorted(grid)) if grid else ()
         self.rho = min(max(start, low), high)
+        if self.grid:  # start on the rung nearest to ``start``
+            self.rho = min(self.grid, key=lambda r: (round(abs(r - start), 9), -r))
 
     def observe(self, batch_ms: float) -> float:
-        if batch_ms > self.HIGH * self.slo_ms:
+        down, up = batch_ms > self.HIGH * self.slo_ms, batch_ms < self.LOW * self.slo_ms
+        if self.grid:
+            index = self.grid.index(self.rho)
+            self.rho = self.grid[max(index - 1, 0)] if down else self.grid[min(index + 1, len(self.grid) - 1)] \
+                if up else self.rho
+        elif down:
             self.rho = max(self.low, round(self.rho - self.step, 6))
-        elif batch_ms < self.LOW * self.slo_ms:
+        elif up:
             self.rho = min(self.high, round(self.rho + self.step, 6))
         return self.rho
 
@@ -84,7 +98,8 @@ class RequestHandler:
         self.controller: KeepController | None = None
         if spec.dynamic_keep and spec.slo_ms:
             low, high = spec.keep_range
-            self.controller = KeepController(low, high, float(spec.keep_ratio or high), spec.slo_ms, spec.slo_step)
+            self.controller = KeepController(low, high, float(spec.keep_ratio or high), spec.slo_ms, spec.slo_step,
+                                             grid=spec.rungs)
 
     # -- one request at a time ----------------------------------------------------------------
     def _keep_of(self, request: Request) -> tuple[float | None, tuple[int, ...] | None]:
@@ -104,6 +119,19 @@ class RequestHandler:
         rho = float(values[0])
         return rho, spec.counts_for(rho)
 
+    def _decode(self, request: Request) -> None:
+        """An ``image_bytes`` request gets its ``images`` (predict's checks and preprocessing), or BadInput."""
+        if request.image_bytes is not None and request.images is not None:
+            raise BadInput(f"send {INPUT_NAME} or {IMAGE_BYTES_NAME} in one request, not both")
+        if request.image_bytes is None and request.images is None:
+            raise BadInput(f"send {INPUT_NAME} (FP32, preprocessed)" + (
+                f" or {IMAGE_BYTES_NAME} (encoded JPEG/PNG/WebP)" if self.spec.data_config is not None else ""))
+        if request.image_bytes is not None:
+            if self.spec.data_config is None:
+                raise BadInput(f"this model serves no {IMAGE_BYTES_NAME} input (its manifest records no preprocessing)")
+            request.images = decode_images(request.image_bytes, self.spec.data_config)
+            request.image_bytes = None
+
     def _check_images(self, request: Request) -> None:
         images = request.images
         if images.dtype != np.float32 or images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.spec.image_shape):
@@ -119,6 +147,7 @@ class RequestHandler:
         groups: dict[tuple[int, ...] | None, list[tuple[int, float | None]]] = {}
         for index, request in enumerate(requests):
             try:
+                self._decode(request)
                 self._check_images(request)
                 rho, counts = self._keep_of(request)
             except DvitError as exc:

@@ -41,7 +41,12 @@ from .tritonserver import find_tritonserver, prepare_backends, server_env
 
 SHM_DIR = Path("/dev/shm")
 MODEL_PY = ('# Written by `dvit serve`: the model is dvit_deploy.jobs.serve.backend, versioned with the package.\n'
-            'from dvit_deploy.jobs.serve.backend import TritonPythonModel  # noqa: F401\n')
+            'import os, sys  # noqa: E401\n'
+            '# The backend stub builds its own sys.path (PYTHONPATH is not on it): put the copy of dvit_deploy\n'
+            '# that started the server first, not whichever one site-packages holds.\n'
+            'if os.environ.get("DVIT_SERVE_PACKAGE_ROOT"):\n'
+            '    sys.path.insert(0, os.environ["DVIT_SERVE_PACKAGE_ROOT"])\n'
+            'from dvit_deploy.jobs.serve.backend import TritonPythonModel  # noqa: E402,F401\n')
 _CPU_NOISE = ("CudaDriverHelper has not been initialized", "failed to get CUDA device count",
               "Unable to allocate pinned system memory")
 _GLOG_ERROR = re.compile(r"^E\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] (.*)$")

@@ -6,7 +6,10 @@ inside ``tritonserver`` (``serve.backend``), so both sides agree on names, shape
 
 Served tensors (KServe v2 names):
 
-* input ``images`` FP32 ``[B, C, H, W]`` (preprocessed, as the export takes them);
+* input ``images`` FP32 ``[B, C, H, W]`` (preprocessed, as the export takes them), or
+* input ``image_bytes`` BYTES ``[B, 1]``: encoded JPEG/PNG/WebP files, decoded and preprocessed in the
+  server with the model's ``data_config`` (``serve.decode``); a request sends one of the two (both are
+  ``optional: true`` in the config; offered when the manifest records the preprocessing);
 * input ``keep_ratio`` FP32 ``[B, 1]``, optional, only for ``--dynamic-keep`` artifacts;
 * output ``logits`` FP32 ``[B, classes]``;
 * output ``kept_patch_ids_stage{k}`` INT64 ``[B, K_k]``: the original patch ids each stage kept
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ...artifact.manifest import AnyManifest, EngineManifest
 from ...artifact.names import INPUT_NAME, LOGITS_NAME, keep_counts_for
 from ...helpers.errors import BadInput
+from .decode import IMAGE_BYTES_NAME
 
 if TYPE_CHECKING:
     from ...artifact.store import Artifact
@@ -36,6 +40,7 @@ KEPT_IDS_PREFIX = "kept_patch_ids_stage"
 DEFAULT_DYNAMIC_MAX_BATCH = 32  # a dynamic-batch ONNX allows 4096; a server needs a bound (same as package --triton)
 DEFAULT_KEEP_RANGE = (0.5, 0.9)  # same default as `dvit build --keep-range`
 DEFAULT_QUEUE_DELAY_US = 100
+LADDER_TOLERANCE = 1e-6  # a request's ρ is on a ladder rung when this close (as EngineManifest.rung_for)
 
 
 def kept_ids_name(stage: int) -> str:
@@ -70,6 +75,10 @@ class ServeSpec:
     slo_ms: float | None = None  # adaptive ρ (dynamic keep): lower ρ when a Triton batch takes longer
     slo_step: float = 0.05  # how far ρ moves per batch (also its grid, so few distinct kept counts exist)
     runner_options: dict[str, Any] = field(default_factory=dict)
+    # A --keep-ladder engine: the ρ it may run (its rungs inside keep_range), ascending; None: any ρ in the range.
+    # The adaptive controller moves ρ on this grid (it takes the grid as a parameter).
+    rungs: tuple[float, ...] | None = None
+    data_config: dict[str, Any] | None = None  # the model's preprocessing: set = the image_bytes input is served
 
     # -- keep policy -------------------------------------------------------------------------
     def counts_for(self, keep_ratio: float) -> tuple[int, ...]:
@@ -79,6 +88,9 @@ class ServeSpec:
         lo, hi = self.keep_range or DEFAULT_KEEP_RANGE
         if not (lo - 1e-9 <= keep_ratio <= hi + 1e-9):  # NaN fails too
             raise BadInput(f"{KEEP_RATIO_NAME} {keep_ratio:g} is outside this model's range [{lo:g}, {hi:g}]")
+        if self.rungs and not any(abs(keep_ratio - r) <= LADDER_TOLERANCE for r in self.rungs):
+            raise BadInput(f"{KEEP_RATIO_NAME} {keep_ratio:g} is not on this engine's ladder; it serves ρ "
+                           f"{', '.join(f'{r:g}' for r in self.rungs)}")
         return tuple(int(c) for c in keep_counts_for(float(keep_ratio), self.num_stages, self.num_patches))
 
     # -- files -------------------------------------------------------------------------------
@@ -93,6 +105,8 @@ class ServeSpec:
         fields["image_shape"] = tuple(fields["image_shape"])
         if fields.get("keep_range") is not None:
             fields["keep_range"] = tuple(fields["keep_range"])
+        if fields.get("rungs") is not None:
+            fields["rungs"] = tuple(float(r) for r in fields["rungs"])
         return cls(**fields)
 
     def write(self, folder: Path) -> Path:
@@ -117,7 +131,9 @@ class ServeSpec:
 
     def inputs(self) -> list[tuple[str, str, list[int], bool]]:
         """(name, Triton dtype, dims without the batch, optional)."""
-        found = [(INPUT_NAME, "TYPE_FP32", list(self.image_shape), False)]
+        found = [(INPUT_NAME, "TYPE_FP32", list(self.image_shape), self.data_config is not None)]
+        if self.data_config is not None:  # either input may be sent: both optional, the handler wants one
+            found.append((IMAGE_BYTES_NAME, "TYPE_STRING", [1], True))
         if self.dynamic_keep:
             found.append((KEEP_RATIO_NAME, "TYPE_FP32", [1], True))
         return found
@@ -172,11 +188,19 @@ def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str |
     dynamic_keep = record.dynamic_keep
     if keep_range is not None and not dynamic_keep:
         raise BadInput(f"--keep-range needs a --dynamic-keep artifact; {artifact.name} keeps a fixed schedule")
+    rungs = _ladder(artifact.manifest)
     if dynamic_keep:
-        keep_range = keep_range or _engine_keep_range(artifact.manifest) or DEFAULT_KEEP_RANGE
+        # a ladder engine's default range is its span (the rungs it has), else the engine's profile range
+        span = (rungs[0], rungs[-1]) if rungs else _engine_keep_range(artifact.manifest)
+        keep_range = keep_range or span or DEFAULT_KEEP_RANGE
         lo, hi = keep_range
         if not 0.0 < lo <= hi <= 1.0:
             raise BadInput(f"--keep-range must satisfy 0 < low ≤ high ≤ 1, got {lo:g},{hi:g}")
+        if rungs:  # a ladder engine runs its rungs only: those inside the range
+            rungs = tuple(r for r in rungs if lo - LADDER_TOLERANCE <= r <= hi + LADDER_TOLERANCE)
+            if not rungs:
+                raise BadInput(f"--keep-range {lo:g},{hi:g} holds no rung of {artifact.name}'s ladder "
+                               f"(ρ {', '.join(f'{r:g}' for r in _ladder(artifact.manifest))})")
     if slo_ms is not None and (not dynamic_keep or not slo_ms > 0):
         raise BadInput("--slo-ms needs a --dynamic-keep artifact (ρ is chosen per batch)" if not dynamic_keep
                        else f"--slo-ms must be > 0, got {slo_ms:g}")
@@ -185,6 +209,9 @@ def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str |
         raise BadInput(f"--name '{name}' is not a Triton model name (letters, digits, '-', '_')")
     num_classes = int(record.config.get("num_classes") or _logits_width(artifact.manifest) or 1000)
     keep_ratio = record.keep_ratio
+    if rungs and dynamic_keep and not any(keep_ratio is not None and abs(keep_ratio - r) <= LADDER_TOLERANCE
+                                          for r in rungs):
+        keep_ratio = rungs[-1]  # the export's ρ is no rung: requests without one run at the highest
     return ServeSpec(
         artifact=str(artifact.path.resolve()), backend=backend, precision=precision, name=name,
         max_batch=int(max_batch), queue_delay_us=int(queue_delay_us), dynamic_batching=dynamic_batching,
@@ -194,7 +221,27 @@ def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str |
         keep_range=tuple(keep_range) if dynamic_keep else None,
         token_outputs=token_outputs and not record.dense, verify=verify, runner_options=dict(runner_options or {}),
         slo_ms=None if slo_ms is None else float(slo_ms),
+        rungs=rungs if dynamic_keep and rungs else None, data_config=_served_data_config(record),
     )
+
+
+def _ladder(manifest: AnyManifest) -> tuple[float, ...]:
+    """The rungs (ρ, ascending) of a --keep-ladder engine; () for anything else."""
+    return tuple(r.keep_ratio for r in manifest.ladder) if isinstance(manifest, EngineManifest) else ()
+
+
+def _served_data_config(record: Any) -> dict[str, Any] | None:
+    """The preprocessing ``dvit predict`` applies to this model (JSON-ready), or None when the manifest
+    records none or it does not make the model's input shape (then only ``images`` is served)."""
+    from ..data import data_config_of, normalize_data_config
+
+    try:
+        config = normalize_data_config(data_config_of(record))
+    except (BadInput, TypeError, ValueError, KeyError):  # no data_config, and a config no variant can be made of
+        return None
+    if tuple(config["input_size"]) != tuple(record.input_shape):
+        return None
+    return json.loads(json.dumps(config))
 
 
 def _own_batch_limit(manifest: AnyManifest) -> int:

@@ -94,6 +94,7 @@ def server_env(dist: TritonDist, *, threads: int | None = None) -> dict[str, str
     package_root = str(Path(dvit_deploy.__file__).resolve().parent.parent)
     paths = [package_root] + [p for p in sys.path if p and Path(p).is_dir() and p != package_root]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env["DVIT_SERVE_PACKAGE_ROOT"] = package_root  # the stub ignores PYTHONPATH; model.py reads this (serve.server)
     if threads:
         env["DVIT_SERVE_THREADS"] = str(threads)
     return env

@@ -30,7 +30,7 @@ from ...helpers.fileio import (current_umask, is_same_or_parent_of_cwd, manifest
                       write_json_atomic)
 from ...helpers.lazy import signals_held
 from .layout import (BUNDLE_MANIFEST, BUNDLE_SCHEMA, CHECKSUMS, DEFAULT_BUNDLES_DIR, DEFAULT_PROFILE, ENGINE_SUFFIXES,
-                     EngineItem, OnnxItem, _str, engine_facts, write_checksums)
+                     EngineItem, OnnxItem, _str, engine_facts, graph_problems, write_checksums)
 from .triton import _write_triton
 from .trtexec import (_batch_profile, build_script, built_precision, device_precision_of, engine_name,
                       trtexec_benchmark)
@@ -81,6 +81,10 @@ def _load_onnx(path: Path | Artifact) -> OnnxItem:
     for name in opened.onnx.external_data:
         if not (opened.path.parent / name).is_file():
             raise BadInput(f"external weights {name} of {opened.name} not found beside it")
+    problems = graph_problems(opened.path, opened.onnx)
+    if problems:
+        raise BadInput(f"{opened.name} does not do what its manifest says ({manifest_path(opened.path).name}: "
+                       f"{'; '.join(problems[:2])}); re-export it rather than editing the manifest")
     return OnnxItem(opened)
 
 
@@ -180,6 +184,25 @@ def precision_label(item: OnnxItem, target: DeviceTarget, precision: str) -> str
     return device_precision_of(item, target, precision).label
 
 
+def item_precision(item: OnnxItem, target: DeviceTarget, engines: list[EngineItem], precision: str) -> tuple[str, str]:
+    """(precision, in words) of what the device runs for one ONNX: for a TensorRT-RTX bundle, the engines built
+    from it, as built; elsewhere what the device build makes of it (``device_precision_of``)."""
+    if target.flavour != "rtx":
+        return built_precision(item, target, precision), precision_label(item, target, precision)
+    mine = [e for e in engines if e.source is not None and e.source.path.resolve() == item.path.resolve()]
+    built = "/".join(dict.fromkeys(e.manifest.precision for e in mine)) or item.manifest.precision
+    return built, f"{built} (no device build: TensorRT-RTX engines ship as built)"
+
+
+def shipped_precision(target: DeviceTarget, onnx_items: list[OnnxItem], engines: list[EngineItem], precision: str) -> str:
+    """bundle.json's ``precision``: what the device runs. A TensorRT-RTX bundle runs its engines as built (an fp16
+    engine is fp16, whatever a device build of the ONNX would make); other targets run what their device build
+    makes of each ONNX (an int8 Q/DQ model builds int8 whatever --precision says)."""
+    if target.flavour == "rtx" and engines:
+        return "/".join(dict.fromkeys(e.manifest.precision for e in engines))
+    return "/".join(dict.fromkeys(built_precision(i, target, precision) for i in onnx_items)) or precision
+
+
 def default_bundle_dir(onnx_items: list[OnnxItem], engines: list[EngineItem], target: DeviceTarget) -> Path:
     stem = onnx_items[0].path.stem if onnx_items else engines[0].path.stem
     return Path.cwd() / DEFAULT_BUNDLES_DIR / f"{stem}-{target.name}"
@@ -197,7 +220,7 @@ def _device_readme(target: DeviceTarget, onnx_items: list[OnnxItem], engines: li
         lines.append(f"- `model/{item.path.name}`: {model.variant or '?'}, kept tokens per stage {counts}, "
                      f"opset {'?' if opset is None else opset}, {batch}, "
                      f"token outputs {'yes' if model.token_outputs else 'no'}, "
-                     f"device engine precision {precision_label(item, target, precision)}; "
+                     f"device engine precision {item_precision(item, target, engines, precision)[1]}; "
                      f"manifest `model/{manifest_path(item.path).name}`.")
     for engine in engines:
         built = engine.manifest
@@ -278,6 +301,10 @@ def make_bundle(
     if is_same_or_parent_of_cwd(folder):
         raise BadInput(f"refusing to use {folder} as the bundle folder: it is the current folder or one of its "
                        "parents, which the bundle would replace; give a new folder with --output")
+    outer = next((parent for parent in folder.parents if is_bundle_folder(parent)), None)
+    if outer is not None:
+        raise BadInput(f"refusing to write a bundle inside the bundle {outer}: the outer bundle's {CHECKSUMS} would "
+                       "not cover it (dvit verify reports it unlisted); give a folder outside it with --output")
     tar_path = folder.with_name(folder.name + ".tar.gz")
     check_bundle_outputs(folder, tar_path if archive else None, force=force)
     try:
@@ -322,13 +349,12 @@ def make_bundle(
             "target": asdict(target),
             # What the device build produces (an int8 Q/DQ model builds int8 whatever --precision says);
             # the requested --precision is kept beside it (for int8: the fallback outside the Q/DQ pairs).
-            "precision": "/".join(dict.fromkeys(built_precision(i, target, precision) for i in onnx_items)) or precision,
+            "precision": shipped_precision(target, onnx_items, engines, precision),
             "requested_precision": precision,
             "batch_profile": list(profile),
             "models": [{"onnx": f"model/{i.path.name}", "manifest": f"model/{manifest_path(i.path).name}",
                         "variant": i.model.variant, "keep_counts": list(i.model.keep_counts),
-                        "precision": built_precision(i, target, precision),
-                        "precision_detail": precision_label(i, target, precision)}
+                        **dict(zip(("precision", "precision_detail"), item_precision(i, target, engines, precision)))}
                        for i in onnx_items],
             "engines": [{"engine": f"engines/{e.path.name}", "manifest": f"engines/{manifest_path(e.path).name}",
                          "source_onnx": None if e.source is None else f"model/{e.source.path.name}",

@@ -88,6 +88,17 @@ def engine_facts(engine: EngineManifest) -> dict[str, Any]:
             "io": [t.to_json() for t in engine.io] or None}
 
 
+def graph_problems(path: Path, manifest: OnnxManifest) -> list[str]:
+    """The export's structure check on the graph against the manifest's model record (``export.graph``); the
+    graph is read only now (onnx stays out of ``import dvit_deploy.jobs.ship``)."""
+    from ...export.graph import record_problems
+
+    try:
+        return record_problems(path, manifest.model)
+    except Exception as exc:  # onnx's DecodeError and kin: not a graph this manifest can describe
+        return [f"the file is not a readable ONNX graph ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"]
+
+
 def _str(value: Any) -> str | None:
     if value is None or isinstance(value, Mapping):
         return None

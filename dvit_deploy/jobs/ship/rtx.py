@@ -13,7 +13,7 @@ import shlex
 
 from ... import __version__
 from ...artifact.manifest import EngineManifest
-from ...engines.targets import RTX_ENGINE_MAGIC, DeviceTarget
+from ...engines.targets import RTX_ENGINE_MAGIC, DeviceTarget, engine_compute_capability_problem
 from ...helpers.errors import BadInput
 from .layout import CHECKSUMS, EngineItem, OnnxItem
 from .trtexec import trtexec_benchmark
@@ -31,6 +31,9 @@ def check_rtx_artifacts(target: DeviceTarget, onnx_items: list[OnnxItem], engine
         if not engine.manifest.is_rtx:
             raise BadInput(f"{engine.path.name} is a TensorRT engine, not a TensorRT-RTX one: build it with "
                            "dvit build --target rtx for an RTX bundle")
+        problem = engine_compute_capability_problem(engine.manifest)
+        if problem is not None:
+            raise BadInput(f"{engine.path.name}: {problem}; rebuild it with dvit build --target rtx")
         with open(engine.path, "rb") as fh:
             if fh.read(len(RTX_ENGINE_MAGIC)) != RTX_ENGINE_MAGIC:
                 raise BadInput(f"{engine.path.name} does not start with TensorRT-RTX's engine header "

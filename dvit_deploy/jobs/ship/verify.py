@@ -23,10 +23,10 @@ from typing import Any, Mapping
 
 from ...artifact.manifest import AnyManifest, EngineManifest, OnnxManifest, check_manifest
 from ...helpers.lazy import available
-from ...engines.targets import compatibility_problem, rtx_compatibility_problem
+from ...engines.targets import compatibility_problem, engine_compute_capability_problem, rtx_compatibility_problem
 from ...helpers.errors import BadInput
 from ...helpers.fileio import read_json, sha256_file
-from .layout import BUNDLE_MANIFEST, BUNDLE_SCHEMA, CHECKSUMS, _bundle_files
+from .layout import BUNDLE_MANIFEST, BUNDLE_SCHEMA, CHECKSUMS, _bundle_files, graph_problems
 
 
 @dataclass
@@ -301,6 +301,8 @@ def _verify_onnx_entry(root: Path, entry: Mapping[str, Any], report: VerifyRepor
     shipped_counts = entry.get("keep_counts")  # bundle.json's record of the model, as written
     if shipped_counts is not None and list(manifest.model.keep_counts) != shipped_counts:
         problems.append("keep counts differ between bundle.json and the manifest")
+    if not problems:  # the graph does what the manifest says (the export's own structure check)
+        problems.extend(f"the graph differs from the manifest: {p}" for p in graph_problems(onnx_file, manifest)[:2])
     report.add(f"manifest {rel_manifest}", "failed" if problems else "ok",
                "; ".join(problems) if problems else f"matches {rel_onnx}")
 
@@ -321,6 +323,9 @@ def _verify_engine_entry(root: Path, entry: Mapping[str, Any], report: VerifyRep
         report.add(f"manifest {rel_manifest}", "failed", str(exc))
         return {}
     problems, unknown = [], []
+    claim = engine_compute_capability_problem(manifest)
+    if claim is not None:
+        problems.append(claim)
     if manifest.sha256 is None:
         unknown.append("engine sha256")
     elif manifest.sha256 != sha256_file(engine_file):
