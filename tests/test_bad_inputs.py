@@ -36,7 +36,7 @@ runner = CliRunner()
 FAILURE = re.compile(r"^(error:|check failed:|internal error:|interrupted$|terminated$)")
 # Lines a command may print to stderr besides its one failure line: the artifact it picked, notes,
 # and progress (one line per phase when stderr is not a terminal, as here).
-INFO = re.compile(r"^(using |• |warning: .*--no-verify|(export|build|validate|profile|package|predict|eval|tradeoff)[: ])")
+INFO = re.compile(r"^(using |• |warning: .*--no-verify|(export|build|validate|profile|package|predict|eval|quantize|tradeoff)[: ])")
 
 
 @dataclass
@@ -301,6 +301,24 @@ def _disk_full_in(target: str) -> Callable[[Path, pytest.MonkeyPatch], None]:
     return setup
 
 
+def _nameless_disk_full(target: str) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    """ENOSPC as a write to an open file raises it: no file name in the error (what a real full disk does)."""
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def setup(d: Path, mp) -> None:
+        if target == "export":
+            mp.setattr("torch.onnx.ONNXProgram.save", full)  # the exporter's own write, wrapped by export
+            return
+        _export(d, mp)
+        if target == "viz":
+            _image(d, "cat.png")
+            mp.setattr("matplotlib.figure.Figure.savefig", full)
+        else:
+            mp.setattr(Path, "write_bytes", full)
+    return setup
+
+
 def _interrupted_while_packaging(at: str) -> Callable[[Path, pytest.MonkeyPatch], None]:
     """`package --force` over a previous bundle, stopped while archiving or between the two renames."""
     def setup(d: Path, mp) -> None:
@@ -410,6 +428,9 @@ CASES = [
          ["m.onnx already exists (written while this command ran)"], _lost_the_race, output=["m.onnx"]),
     Case("export-disk-full-names-the-output", ["export", "--model", "tiny-deit", "-o", "out/m.onnx"], 2,
          ["No space left on device", "out/m.onnx"], _disk_full_in("export"), output=["out"], absent=["/.m."]),
+    Case("export-disk-full-while-the-exporter-writes", ["export", "--model", "tiny-deit", "-o", "outdir/m.onnx"], 2,
+         ["No space left on device", "outdir"], _nameless_disk_full("export"), output=["outdir"],
+         absent=["Errno", "OSError", "the output folder", "/.m."]),
     Case("export-output-is-folder", ["export", "--model", "tiny-deit", "-o", "out.onnx"], 2, ["is a directory"],
          lambda d, mp: (d / "out.onnx").mkdir()),
     Case("export-sigterm-cleans-temp", ["export", "--model", "tiny-deit"], 143, ["terminated"],
@@ -425,6 +446,11 @@ CASES = [
          ["--keep-range takes finite numbers"], _export),
     Case("build-tampered", ["build", "export/tiny.onnx", "--fp16", "--onnx-only"], 2,
          ["tiny.onnx does not match its manifest"], _tampered),
+    Case("build-disk-full-names-the-output", ["build", "export/tiny.onnx", "--fp16", "--onnx-only", "-o", "half.onnx"],
+         2, ["No space left on device", "half.onnx"], _nameless_disk_full("build"), absent=["the output folder", ".tmp"]),
+    Case("quantize-disk-full-names-the-manifest", ["quantize", "export/tiny.onnx", "-o", "q.onnx", "--calib-samples", "2",
+                                                   "--check-samples", "2"],
+         2, ["No space left on device", "q.onnx.json"], _nameless_disk_full("quantize"), absent=["the output folder", ".tmp"]),
     Case("build-missing-onnx", ["build", "nothere.onnx"], 2, ["nothere.onnx not found"]),
     Case("build-output-is-its-source", ["build", "export/tiny.onnx", "--target", "rtx", "-o", "export/tiny.onnx",
                                         "--force"], 2, ["would replace the ONNX it is built from"], _export),
@@ -468,6 +494,13 @@ CASES = [
          _manifest_edit(schema="dvit-deploy/onnx-manifest/9")),
     Case("validate-foreign-schema", ["validate", "-n", "2"], 2, ["schema 'acme/model/1'", "does not read"],
          _manifest_edit(schema="acme/model/1"), absent=["newer"]),
+    Case("validate-foreign-json-beside-the-onnx", ["validate", "foreign.onnx", "-n", "2"], 2,
+         ["foreign.onnx.json is not a dvit manifest"],
+         _both(_foreign_onnx, _write("foreign.onnx.json", '{"name": "swin", "framework": "onnx"}')), absent=["variant"]),
+    Case("predict-foreign-json-under-the-old-manifest-name", ["predict", "cat.png", "--artifact", "foreign.onnx"], 2,
+         ["foreign.onnx has no dvit manifest"],
+         _both(_foreign_onnx, _write("foreign.json", '{"name": "swin", "framework": "onnx"}'),
+               lambda d, mp: _image(d, "cat.png")), absent=["variant"]),
     Case("validate-checkpoint-moved", ["validate", "-n", "2"], 2,
          ["moved-away.pth, is not there (moved?)", "--checkpoint PATH"], _export_of_a_moved_checkpoint),
     Case("validate-checkpoint-given-is-another", ["validate", "-n", "2", "--checkpoint", "ckpt.pth"], 2,
@@ -590,6 +623,8 @@ CASES = [
          _both(_export, lambda d, mp: _image(d, "cat.png"))),
     Case("predict-viz-disk-full-names-the-output", ["predict", "cat.png", "--viz", "kept.png"], 2,
          ["No space left on device", "kept.png"], _disk_full_in("viz"), absent=[".tmp", ".kept.png."]),
+    Case("predict-viz-disk-full-nameless", ["predict", "cat.png", "--viz", "kept.png"], 2,
+         ["No space left on device", "kept.png"], _nameless_disk_full("viz"), absent=[".tmp", "the output folder"]),
     Case("predict-viz-long-name", ["predict", "cat.png", "--viz", LONG_PNG], 0, [],
          _both(_export, lambda d, mp: _image(d, "cat.png")), output=[LONG_PNG]),
     Case("predict-torch-checkpoint-moved", ["predict", "cat.png", "--backend", "torch"], 2,

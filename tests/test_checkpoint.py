@@ -159,8 +159,25 @@ def test_truncated_checkpoint(tmp_path):
     data = good.read_bytes()
     bad = tmp_path / "cut.pth"
     bad.write_bytes(data[: len(data) // 2])
-    with pytest.raises(BadInput, match="truncated or corrupt"):
+    with pytest.raises(BadInput, match="truncated or corrupt") as info:
         read_checkpoint(bad)
+    # torch's reason is quoted in whole sentences (or cut at a word with "…"), never mid-sentence.
+    detail = str(info.value).rpartition(" (")[2]
+    assert detail.endswith((".)", "…)")), str(info.value)
+
+
+def test_long_library_reasons_are_cut_at_a_sentence_or_a_word():
+    from dvit_deploy.models.checkpoint import _first_line
+
+    reason = ("PytorchStreamReader failed reading zip archive: failed finding central directory. This is an "
+              "internal miniz error. If you are seeing this error, there is a high likelihood that your "
+              "checkpoint file is corrupted.")
+    assert _first_line(RuntimeError(reason)) == ("PytorchStreamReader failed reading zip archive: failed finding "
+                                                 "central directory. This is an internal miniz error.")
+    long_word_run = "word " * 60
+    cut = _first_line(RuntimeError(long_word_run))
+    assert cut.endswith("word…") and len(cut) <= 161
+    assert _first_line(RuntimeError("short reason")) == "short reason"
 
 
 def test_record_round_trip_rebuilds_the_same_model(tmp_path):

@@ -225,6 +225,31 @@ def test_for_tensorrt_is_full_range_and_checked_with_exact_int8(fp32_export, tmp
     assert info["cpu_class"] == cpu_info().cpu_class and "int8" in info["kernels"]
 
 
+def test_a_graph_with_no_int8_compute_is_refused_and_one_orts_runs_in_float_is_flagged(fp32_export, tmp_path):
+    """--keep-float MatMul leaves only the patch Conv and the head Gemm on int8 inputs, which ONNX Runtime
+    runs in float: the file is written (TensorRT runs those in int8) but says so; a graph in which no
+    MatMul/Gemm/Conv takes int8 inputs is refused."""
+    from dvit_deploy.jobs.quantize.int8_check import QuantizeCheck, int8_compute_problems
+
+    out = tmp_path / "mm-float.onnx"
+    result = runner.invoke(app, ["quantize", str(fp32_export), "-o", str(out), "--for", "tensorrt", "--keep-float",
+                                 "MatMul", "--method", "minmax", "--calib-samples", "4", "--check-samples", "4",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    check = json.loads(result.stdout)["check"]
+    assert check["qdq"]["int8_compute_nodes"] == 2 and check["qdq"]["float_compute_nodes"] > 10
+    ran = check["execution"]["executed_op_types"]
+    if not set(ran) & {"QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger", "QGemm", "QLinearConv",
+                       "ConvInteger", "DynamicQuantizeMatMul"}:
+        assert "ONNX Runtime runs no int8 kernel" in result.stderr and check["warnings"]
+    else:  # an ONNX Runtime that fuses Q/DQ Conv/Gemm without a quantized output
+        assert not check["warnings"]
+    floated = QuantizeCheck()
+    int8_compute_problems(onnx.load(str(fp32_export)), {}, floated)  # the fp32 graph: nothing on int8 inputs
+    assert floated.qdq["int8_compute_nodes"] == 0
+    assert "no MatMul, Gemm or Conv computes on int8 inputs" in floated.failures[0]
+
+
 def test_validate_judges_int8_by_agreement(quantized):
     result = runner.invoke(app, ["validate", str(quantized.path), "--backend", "onnxruntime", "-n", "16", "--json"])
     assert result.exit_code == 0, result.output
@@ -276,6 +301,7 @@ def test_cli_default_source_calib_folder_and_force(fp32_export, tmp_path, monkey
     (["--percentile", "0"], "--percentile"),
     (["-o", "x.txt"], ".onnx"),
     (["--keep-float", "Relu"], "--keep-float takes"),
+    (["--keep-float", "Gemm,MatMul,Conv"], "the file would be no int8 model"),
 ])
 def test_bad_inputs_one_line_exit_2(fp32_export, tmp_path, extra, message):
     result = runner.invoke(app, ["quantize", str(fp32_export), "-o", str(tmp_path / "q.onnx"), *extra]
@@ -321,6 +347,26 @@ def test_agreement_judgement_on_synthetic_outputs():
     assert flat.passed and "not judged" in flat.notes[0]
     # fp32 keeps the logit tolerance.
     assert not compare(ref, test, TOLERANCES["fp32"]).passed
+
+
+def test_agreement_applies_the_near_tie_rule_to_kept_sets():
+    """Flips where the reference was a near-tie at the keep boundary count as agreeing (validate's rule);
+    raw Jaccard alone (0.8 here) would fail the 0.95 minimum although no flip is unexplained."""
+    tol = TOLERANCES["int8"]
+    ref = np.array([[3.0, 1.0, 0.0], [3.0, 1.0, 0.0], [0.0, 2.0, 0.5], [0.0, 2.0, 0.5]])
+    ref_ids = [np.array([[0, 1, 2, 3]] * 4), np.array([[0, 1]] * 4)]
+    flipped = [np.array([[0, 1, 2, 9], [0, 1, 2, 9], [0, 1, 2, 3], [0, 1, 2, 3]]),
+               np.array([[0, 9], [7, 9], [0, 1], [0, 1]])]  # stage 2 differs downstream of stage 1's flips
+    near = [np.array([0.01, 0.05, 1.0, 1.0]), np.array([1.0, 1.0, 1.0, 1.0])]
+    ok = compare(ref, ref, tol, ref_kept=ref_ids, test_kept=flipped, ref_margins=near)
+    assert ok.mean_jaccard < 0.95 and ok.unexplained_flips == 0
+    assert ok.passed, ok.failures
+    assert ok.judged_jaccard == 1.0 and "near-tie rule" in ok.notes[-1]
+    far = [np.array([0.01, 0.5, 1.0, 1.0]), near[1]]  # input 1's flip is beyond the tie margin
+    bad = compare(ref, ref, tol, ref_kept=ref_ids, test_kept=flipped, ref_margins=far)
+    assert not bad.passed and bad.unexplained_flips == 1
+    assert bad.judged_jaccard == pytest.approx(((0.6 + 3) / 4 + (0 + 3) / 4) / 2)
+    assert "near-tie flips counted as agreeing" in bad.failures[0]
 
 
 def test_generated_scenes_are_seeded_and_normalised():

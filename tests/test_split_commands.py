@@ -93,3 +93,22 @@ def test_quantize_build_package_verify(split_artifact, tmp_path, monkeypatch):
     assert packed.exit_code == 0, packed.output
     verified = runner.invoke(app, ["verify", str(bundle), "--json"])
     assert verified.exit_code == 0, verified.output
+
+
+def test_openvino_reports_the_same_kept_positions_as_onnxruntime(split_artifact):
+    """An export without token outputs: both runners rewrite the graph in memory, and for ConvNeXt/Swin the
+    kept indices are the first K of a TopK over all positions, not the TopK's output (which is every one)."""
+    import numpy as np
+
+    from dvit_deploy.artifact.store import open_artifact
+    from dvit_deploy.runtime import open_runner
+
+    _, path = split_artifact
+    images = np.random.default_rng(3).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    kept = {}
+    for backend in ("onnxruntime", "openvino"):
+        with open_runner(backend, open_artifact(path), topk_outputs=True) as run:
+            kept[backend] = run.run(images).kept
+    assert [k.shape for k in kept["openvino"]] == [(4, 11), (4, 7), (4, 4)]
+    for ours, ref in zip(kept["openvino"], kept["onnxruntime"]):
+        assert [set(r) for r in ours.tolist()] == [set(r) for r in ref.tolist()]

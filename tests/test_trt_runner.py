@@ -110,3 +110,34 @@ def test_buffers_live_on_the_requested_torch_device():
     from dvit_deploy.runtime.trt_runner import torch_device
 
     assert torch_device(torch, "cuda:1") == torch.device("cuda:1")
+
+
+RTX_ENGINE = {"precision": "fp16", "tensorrt": {"flavour": "rtx", "module": "tensorrt_rtx", "version": "1.7.1.116"},
+              "rtx": {"compute_capabilities": ["8.6", "12.0"]}}
+
+
+def test_an_rtx_engine_without_a_gpu_asks_for_an_rtx_gpu_not_for_tensorrt(tmp_path, monkeypatch):
+    """tensorrt_rtx installed, no GPU, TensorRT itself absent (as on this CI machine): what is missing is an
+    RTX-class GPU with its CUDA driver, not 'pip install dvit-deploy[tensorrt]'."""
+    import types
+
+    import torch
+
+    import dvit_deploy.runtime as runtime
+    import dvit_deploy.runtime.trt_runner as trt_runner
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    monkeypatch.setattr(runtime, "available", lambda module: module == "tensorrt_rtx")
+    monkeypatch.setattr(trt_runner, "require", lambda module, extra, purpose: types.SimpleNamespace(__version__="1.7.1.116"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    runner = runtime.open_runner("tensorrt", Artifact.of(engine, RTX_ENGINE), device="cuda", precision=None)
+    with pytest.raises(Exception) as info:
+        runner.load()
+    message = str(info.value)
+    assert "dvit-deploy[tensorrt]" not in message and "pip install" not in message
+    assert "TensorRT-RTX engine" in message and "RTX GPU" in message and "CUDA driver" in message
+    # tensorrt_rtx missing too: the extra that installs it, not TensorRT's.
+    monkeypatch.setattr(runtime, "available", lambda module: False)
+    with pytest.raises(MissingDependency, match=r'needs \'tensorrt_rtx\'.*dvit-deploy\[rtx\]'):
+        runtime.open_runner("tensorrt", Artifact.of(engine, RTX_ENGINE), device="cuda", precision=None)

@@ -127,9 +127,16 @@ def check_manifest(manifest: Mapping[str, Any], where: str | os.PathLike) -> Non
     """Refuse (one BadInput line) a manifest that is not one dvit can read: an unknown ``schema`` (a newer
     dvit-deploy's, or not ours) or a field of the wrong JSON type (``keep_counts: "abc"``).
 
-    A manifest without ``schema`` is read as the current one (hand-made or early manifests lack it).
+    A manifest without ``schema`` is read as the current one (hand-made or early manifests lack it), if it
+    holds at least one field dvit writes; one with fields but none of ours (``{"name": "swin", "framework":
+    "onnx"}``, another tool's JSON beside an ONNX) is not a dvit manifest. (An empty one records nothing:
+    in-memory manifests of tests and tools start that way.)
     """
     schema = manifest.get("schema")
+    if schema is None and manifest and not any(name in manifest for name in _OUR_FIELDS):
+        raise BadInput(f"{Path(where).name} is not a dvit manifest (no 'schema' and none of the fields dvit "
+                       f"writes{_keys_shown(manifest)}): dvit uses the artifacts it wrote; export the model with "
+                       "'dvit export'")
     if schema is not None and schema not in KNOWN_SCHEMAS:
         newer = isinstance(schema, str) and schema.rsplit("/", 1)[0] in {s.rsplit("/", 1)[0] for s in KNOWN_SCHEMAS}
         raise BadInput(f"{where} has schema {schema!r}, which this dvit-deploy does not read (it reads "
@@ -152,6 +159,15 @@ def check_manifest(manifest: Mapping[str, Any], where: str | os.PathLike) -> Non
             for key in keys:
                 if record.get(key) is not None and not isinstance(record[key], str):
                     raise BadInput(f"{where}: field '{section}.{key}' must be a string, got {_shown(record[key])}")
+
+
+# Fields only a dvit manifest has: a schema-less JSON without any of them is another tool's.
+_OUR_FIELDS = frozenset(_FIELD_TYPES) | {"model", "tensorrt", "rtx", "gpu", "builder", "derived_from", "check"}
+
+
+def _keys_shown(manifest: Mapping[str, Any]) -> str:
+    keys = [str(k) for k in list(manifest)[:4]]
+    return f"; it has {', '.join(repr(k) for k in keys)}{', …' if len(manifest) > 4 else ''}" if keys else ""
 
 
 def _shown(value: Any) -> str:

@@ -65,7 +65,7 @@ def build(
     strongly_typed: bool = typer.Option(False, "--strongly-typed", help="TensorRT 10: build strongly typed (fp16 via the converted graph, as on 11)."),
     target: Optional[str] = typer.Option(None, "--target", help="rtx: a TensorRT-RTX engine, built ahead of time on any machine "
                                          f"(no GPU needed). Else the doctor target \\[default: from the installed TensorRT; {', '.join(t for t in TARGETS if t != 'rtx')}]."),
-    compute_capability: Optional[List[str]] = typer.Option(None, "--compute-capability", help="--target rtx: a comma-separated list of the GPUs' compute "
+    compute_capability: Optional[List[str]] = typer.Option(None, "--compute-capability", metavar="<list>", help="--target rtx: a comma-separated list of the GPUs' compute "
                                                            "capabilities the engine is compiled for, e.g. 8.6,8.9 (7.5 is refused: no FP32 GEMM) "
                                                            "\\[default: TensorRT-RTX's own set, 8.0/8.6/8.9/12.0/12.1]."),
     onnx_only: bool = typer.Option(False, "--onnx-only", help="With --fp16: only write and check the mixed-precision ONNX (no TensorRT needed) "
@@ -75,7 +75,7 @@ def build(
     no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Build a TensorRT engine (TensorRT 10 or 11); runs `dvit doctor` first."""
+    """Build a TensorRT engine (TensorRT 10 or 11) or a TensorRT-RTX engine (--target rtx, no GPU needed); runs `dvit doctor` first."""
     int8_fp16 = bool(int8 and fp16)  # --int8 --fp16: INT8 with FP16 fallback (TensorRT 10, weakly typed)
     if int8 and (bf16 or tf32):
         raise BadInput("--int8 combines with --fp16 only (FP16 fallback for the layers outside Q/DQ pairs)")

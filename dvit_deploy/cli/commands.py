@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ..helpers.errors import BadInput
@@ -30,6 +30,22 @@ from .tradeoff_cmd import tradeoff
 _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 _NoArgsIsHelp = getattr(sys.modules[_UsageError.__module__], "NoArgsIsHelpError", ())
+
+
+def _flags_without_a_value(params: list[Any]) -> list[Any]:
+    """Boolean flags take no value, so their help shows none: Typer's rich help prints a flag's type
+    (``<bool>``) unless it has a metavar, and an empty one prints nothing."""
+    for param in params:
+        if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """Every command: its boolean flags shown without a value in --help."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_a_value(super().get_params(ctx))
 
 
 class OneLineErrors(TyperGroup):
@@ -71,29 +87,32 @@ class OneLineErrors(TyperGroup):
         except KeyboardInterrupt as exc:
             raise typer.Exit(exit_code_for(exc)) from None
 
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_a_value(super().get_params(ctx))
+
 
 app = typer.Typer(
     name="dvit",
     cls=OneLineErrors,
-    help="DynamicViT deployment: export to ONNX, build TensorRT engines, validate, profile, ship.",
+    help="DynamicViT deployment: export to ONNX, build TensorRT and TensorRT-RTX engines, validate, profile, ship.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-app.command()(export)
-app.command()(doctor)
-app.command()(build)
-app.command()(validate)
-app.command()(profile)
-app.command()(flops)
-app.command()(package)
-app.command()(verify)
-app.command()(predict)
-app.command(name="eval")(eval_images)
-app.command()(quantize)
-app.command()(serve)
-app.command()(tradeoff)
+app.command(cls=Command)(export)
+app.command(cls=Command)(doctor)
+app.command(cls=Command)(build)
+app.command(cls=Command)(validate)
+app.command(cls=Command)(profile)
+app.command(cls=Command)(flops)
+app.command(cls=Command)(package)
+app.command(cls=Command)(verify)
+app.command(cls=Command)(predict)
+app.command(name="eval", cls=Command)(eval_images)
+app.command(cls=Command)(quantize)
+app.command(cls=Command)(serve)
+app.command(cls=Command)(tradeoff)
 
 
 def _version(value: bool) -> None:

@@ -83,14 +83,38 @@ def temp_prefix(name: str) -> str:
     return f".{name[:TEMP_STEM_CHARS]}."
 
 
+# Errors of the device written to, not of the input: a library that wraps one (the ONNX exporter's
+# "OSError: [Errno 28] …" inside its own error) must still end as the OSError, naming the path.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO)
+
+
+def _write_error_in(exc: BaseException) -> OSError | None:
+    """The OSError of a failed write behind ``exc`` (itself, or what it was raised from), if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in WRITE_ERRNOS:
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 @contextlib.contextmanager
 def errors_name(path: str | os.PathLike, temporary: str | os.PathLike) -> Iterator[None]:
     """An OSError about ``temporary`` names ``path`` instead, and one about ``temporary/x`` names ``path/x``:
-    the user's names, not our temporary ones (``.m.0m2jtmfw``)."""
+    the user's names, not our temporary ones (``.m.0m2jtmfw``). One that names nothing (a write to an open
+    file: a full disk) names ``path``; a full disk wrapped in another library's error is raised as itself."""
     try:
         yield
-    except OSError as exc:
+    except Exception as raised:  # an interrupt or SIGTERM stays what it is
+        written = _write_error_in(raised)
+        exc = raised if isinstance(raised, OSError) else written
+        if exc is None:
+            raise
         tmp, real = os.fspath(temporary), os.fspath(path)
+        if exc.filename is None and exc.filename2 is None and exc.errno in WRITE_ERRNOS:
+            exc.filename = real
         for attr in ("filename", "filename2"):
             value = getattr(exc, attr, None)
             if isinstance(value, (str, os.PathLike)):
@@ -99,7 +123,9 @@ def errors_name(path: str | os.PathLike, temporary: str | os.PathLike) -> Iterat
                     setattr(exc, attr, real)
                 elif isinstance(text, str) and text.startswith(tmp + os.sep):
                     setattr(exc, attr, os.path.join(real, os.path.relpath(text, tmp)))
-        raise
+        if exc is raised:
+            raise
+        raise exc from None
 
 
 @contextlib.contextmanager

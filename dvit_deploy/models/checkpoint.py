@@ -210,9 +210,23 @@ def _unreadable(head: bytes) -> str:
         "not a PyTorch checkpoint (unrecognised format)"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    """The library's reason: its first line, in whole sentences up to ``limit`` characters (a first
+    sentence longer than that is cut at a word, with "…"), never cut mid-sentence."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    line = lines[0].strip()
+    if len(line) <= limit:
+        return line
+    kept = ""
+    for sentence in re.findall(r"[^.!?]*[.!?]+(?=\s|$)|[^.!?]+$", line):
+        if len(kept + sentence) > limit:
+            break
+        kept += sentence
+    if kept.strip():
+        return kept.strip()
+    return line[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + "…"
 
 
 def _train_args(obj: Any) -> dict[str, Any]:

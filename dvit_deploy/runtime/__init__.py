@@ -148,13 +148,26 @@ def open_runner(backend: str, artifact: Artifact, *, device: str = "cpu", precis
         raise TypeError("open_runner takes an opened Artifact (artifact.store.open_artifact, or "
                         f"Artifact.of(path, manifest)), not {type(artifact).__name__}")
     cls = runner_class(backend)
-    package, extra = BACKEND_PACKAGES[backend]
+    package, extra, purpose = _package_for(backend, artifact)
     if not available(package):
-        raise MissingDependency(package, extra, f"the {backend} backend")
+        raise MissingDependency(package, extra, purpose)
     device_index(device)  # BadInput for anything but cpu, cuda, cuda:N
     if precision is None:
         precision = artifact.precision
     return cls(artifact, device=device, precision=precision, **options)
+
+
+def _package_for(backend: str, artifact: Artifact) -> tuple[str, str, str]:
+    """(package, extra, purpose) the backend needs for this artifact: a TensorRT-RTX engine runs through
+    ``tensorrt_rtx`` (the [rtx] extra), never TensorRT itself (so its missing GPU is reported by the runner)."""
+    package, extra = BACKEND_PACKAGES[backend]
+    engine = artifact.engine
+    if backend == "tensorrt" and engine is not None and engine.is_rtx:
+        from ..engines.targets import build_flavour
+
+        flavour = build_flavour(engine.flavour)
+        return flavour.module, flavour.extra, "the tensorrt backend with TensorRT-RTX engines"
+    return package, extra, f"the {backend} backend"
 
 
 def default_backend(artifact: Path) -> str:

@@ -15,8 +15,9 @@ Precisions:
 
 What actually ran is read back from the compiled model: its inference precision, and from the
 runtime (execution) graph the kernel (``primitiveType``) and precision of every node, which says
-whether AMX or VNNI kernels were chosen. Kept tokens come from extra outputs on each TopK's index
-port, added to the model in memory.
+whether AMX or VNNI kernels were chosen. Kept tokens come from the export's token outputs, or from
+the in-memory rewrite ONNX Runtime uses too (``runtime.token_graph``): each stage's kept indices,
+which for ConvNeXt / Swin are the first K of a TopK over all positions, not the TopK's output.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ import numpy as np
 
 from ..artifact.store import Artifact
 from ..helpers.errors import BadInput, DvitError
-from ..export.onnx_export import TOKEN_OUTPUT_PREFIX
 from ..models import kept_patch_ids
 from .base import Runner, RunOutput, TensorInfo
+from .token_graph import declared_token_outputs, graph_with_kept_outputs
 
 OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
 HINTS = {"fp32": "f32", "bf16": "bf16"}
@@ -136,25 +137,18 @@ class OpenVINORunner(Runner):
         model_record = self.artifact.model
 
         core = ov.Core()
+        rewritten, stage_names = (graph_with_kept_outputs(self.artifact, artifact, ov_error_cause) if self.topk_outputs
+                                  else (None, declared_token_outputs(self.artifact)))
         try:
-            model = core.read_model(str(artifact))
+            model = core.read_model(str(artifact) if rewritten is None else rewritten.SerializeToString())
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long messages
             raise BadInput(f"OpenVINO cannot read {artifact.name}: {ov_error_cause(exc)}") from None
-
-        declared = self.artifact.manifest.token_output_names
-        output_names = [sorted(o.get_names())[0] if o.get_names() else "" for o in model.outputs]
-        if declared:
-            self._stage_ports = [output_names.index(n) for n in
-                                 sorted(declared, key=lambda n: int(n[len(TOKEN_OUTPUT_PREFIX):])) if n in output_names]
-        elif self.topk_outputs and not model_record.dense:
-            topks = [op for op in model.get_ordered_ops() if op.get_type_name() == "TopK"]
-            expected = len(model_record.keep_counts)
-            if topks and len(topks) == expected:
-                first = len(model.outputs)
-                model.add_outputs([t.output(1) for t in topks])
-                self._stage_ports = list(range(first, first + len(topks)))
-            elif topks:
-                self.notes.append(f"found {len(topks)} TopK nodes for {expected} stages: kept tokens not reported")
+        port_of = {name: k for k, port in enumerate(model.outputs) for name in port.get_names()}
+        self._stage_ports = [port_of[n] for n in stage_names if n in port_of]
+        if len(self._stage_ports) != len(stage_names):
+            self.notes.append(f"OpenVINO's model lacks kept-token outputs "
+                              f"{sorted(set(stage_names) - set(port_of))}: kept tokens not reported")
+            self._stage_ports = []
 
         if self.predictor_f32 and hint == "bf16" and not model_record.dense:
             self._marked_f32 = self._keep_predictors_f32(model, artifact)

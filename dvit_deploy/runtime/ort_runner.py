@@ -14,10 +14,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..artifact.names import kept_patch_ids
 from ..artifact.store import Artifact
 from ..helpers.errors import BadInput, DvitError, MissingDependency
-from ..artifact.names import TOKEN_OUTPUT_PREFIX, kept_patch_ids
 from .base import Runner, RunOutput, TensorInfo, check_cuda_index, device_index
+from .token_graph import declared_token_outputs, graph_with_kept_outputs
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -277,32 +278,31 @@ class OnnxRuntimeRunner(Runner):
         return {keep_input["name"]: np.asarray(counts, dtype=keep_input.get("dtype", "int32"))}
 
     def _graph_source(self, artifact: Path, *, fuse_gelu: bool = False) -> tuple[str | bytes, list[str]]:
-        """The path (or in-memory graph: TopK outputs added, GELUs fused) to load, and the per-stage index outputs.
+        """The path (or in-memory graph: kept-index outputs added, GELUs fused) to load, and the per-stage
+        index outputs.
 
         ``fuse_gelu`` (CPU provider): the exporter's five-node exact-erf GELU becomes one com.microsoft Gelu,
         which ONNX Runtime's own fusions do not do for this node order (``runtime.ort_fusions``)."""
-        declared = self.artifact.manifest.token_output_names
-        add_topk = not (declared or not self.topk_outputs or self.artifact.model.dense)
-        outputs = sorted(declared, key=lambda n: int(n[len(TOKEN_OUTPUT_PREFIX):])) if declared else []
-        if not add_topk and not fuse_gelu:
-            return str(artifact), outputs
-        import onnx
+        if self.topk_outputs:
+            model, names = graph_with_kept_outputs(self.artifact, artifact, ort_load_cause)
+        else:
+            model, names = None, declared_token_outputs(self.artifact)
+        if fuse_gelu:
+            from .ort_fusions import fuse_erf_gelu
 
-        from ..export.graph import pruning_stages, with_topk_outputs
-        from .ort_fusions import fuse_erf_gelu
+            rewritten = model is not None
+            if model is None:
+                import onnx
 
-        try:
-            model = onnx.load(str(artifact))
-        except Exception as exc:
-            raise BadInput(f"{artifact.name} is not a readable ONNX file: {ort_load_cause(exc)}") from None
-        if fuse_gelu and model.ByteSize() < 2 ** 31 - 1:  # a bigger graph cannot be handed over in memory
-            self.gelu_fused = fuse_erf_gelu(model)
-        stages = pruning_stages(model) if add_topk else []
-        if stages:
-            model, outputs = with_topk_outputs(model), [s.indices_output for s in stages]
-        if not stages and not self.gelu_fused:
-            return str(artifact), outputs
-        return model.SerializeToString(), outputs
+                try:
+                    model = onnx.load(str(artifact))
+                except Exception as exc:  # noqa: BLE001 - onnx raises several types for unreadable files
+                    raise BadInput(f"{artifact.name} is not a readable ONNX file: {ort_load_cause(exc)}") from None
+            if model.ByteSize() < 2 ** 31 - 1:  # a bigger graph cannot be handed over in memory
+                self.gelu_fused = fuse_erf_gelu(model)
+            if not rewritten and not self.gelu_fused:
+                model = None
+        return (str(artifact) if model is None else model.SerializeToString()), names
 
     def close(self) -> None:
         if self.session is not None and self.enable_profiling is not None:

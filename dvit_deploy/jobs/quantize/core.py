@@ -37,7 +37,7 @@ from ...helpers.errors import BadInput, CheckFailed, DvitError
 from ...helpers.fileio import manifest_path, prepare_output, publish_artifact, sha256_file
 from .calibration import CalibrationSource, data_reader
 from .int8_check import DEFAULT_CHECK_SAMPLES, EXCLUDED_OP_TYPES, QuantizeCheck, _keep_feed, check_quantized
-from .recipe import DEFAULT_TARGET, RecipeChoice, select_recipe
+from .recipe import DEFAULT_TARGET, RecipeChoice, check_session_config, failure_line, select_recipe
 
 QUANTIZED_OP_TYPES = ("MatMul", "Gemm", "Conv")
 METHODS = ("entropy", "percentile", "minmax")
@@ -85,6 +85,9 @@ class QuantizeOptions:
         if unknown:
             raise BadInput(f"cannot keep op types {', '.join(unknown)} in float: --keep-float takes "
                            f"{', '.join(EXCLUDED_OP_TYPES + QUANTIZED_OP_TYPES)}")
+        if set(QUANTIZED_OP_TYPES) <= set(self.exclude_op_types):
+            raise BadInput(f"--keep-float {','.join(QUANTIZED_OP_TYPES)} keeps every op that computes in int8 in float: "
+                           "the file would be no int8 model; keep the fp32 export or build fp16")
 
     def choice(self) -> RecipeChoice:
         """The recipe these options ask for (chosen now unless already chosen)."""
@@ -368,39 +371,6 @@ def _quantization_record(tool_version: str, tmp_onnx: Path, options: QuantizeOpt
         "qdq": check.qdq,
         "derived_from": derived.to_json(),
     })
-
-
-def check_session_config(choice: RecipeChoice) -> dict[str, str]:
-    """How the check runs the graph on ONNX Runtime.
-
-    ``--for cpu``: exactly as dvit's ORT runner will on this CPU (``cpu.ort_int8_session_config``).
-    ``--for tensorrt``: TensorRT accumulates in int32; on a CPU whose kernels saturate, the check uses
-    ORT's exact u8u8 kernels so that it judges the quantization, not this CPU's int16 overflow.
-    """
-    from ...helpers.cpu import ort_int8_session_config
-
-    return ort_int8_session_config(choice.recipe.reduce_range, choice.cpu)
-
-
-def failure_line(choice: RecipeChoice, check: QuantizeCheck) -> str:
-    """One line: what failed, on which CPU with which recipe and kernels, and what to do instead."""
-    kernels = (check.execution or {}).get("kernels")
-    where = (f"recipe {choice.recipe.name} on this {choice.cpu.cpu_class} CPU"
-             + (f" (onnxruntime ran {kernels})" if kernels else ""))
-    text = f"int8 check failed: {where}: " + "; ".join(check.failures)
-    agreement = check.comparison is not None and check.comparison.failures
-    if not agreement:
-        return text
-    if choice.chosen_by == "--recipe":
-        auto = select_recipe(choice.target, choice.cpu)
-        if auto.recipe.name != choice.recipe.name:
-            return text + f". The recipe for this CPU class is {auto.recipe.name}: drop --recipe"
-    if choice.target == "tensorrt":
-        return (text + ". The check used exact int8 arithmetic (as TensorRT runs it), so the quantization itself "
-                "disagrees: try --calib DIR with real images, --method entropy or --keep-float MatMul, or build fp16")
-    return (text + f". No int8 recipe dvit has agrees with PyTorch on this {choice.cpu.cpu_class} CPU for this model: "
-            "keep fp32 here (validate/profile --backend openvino runs f32 fastest on CPU), or try --calib DIR with "
-            "real images, --method entropy, or --keep-float MatMul to quantize fewer ops")
 
 
 def _entropy_ranges(source: Path, tmp_dir: Path, reader) -> Path | None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ...artifact.manifest import OnnxManifest
 
 EXCLUDED_OP_TYPES = ("TopK", "Softmax", "LayerNormalization")
+COMPUTE_OP_TYPES = ("MatMul", "Gemm", "Conv")  # the ops whose int8 inputs make int8 compute
 DEFAULT_CHECK_SAMPLES = QUANTIZE_CHECK_SAMPLES
 CHECK_SCENES_SEED = SCENES_SEED + 1  # check inputs differ from the calibration pictures
 CHECK_NOISE_SEED = 20211206
@@ -39,6 +40,7 @@ class QuantizeCheck:
     comparison: Comparison | None = None
     failures: list[str] = field(default_factory=list)
     execution: dict[str, Any] = field(default_factory=dict)  # CPU class, session config, kernels ORT ran
+    warnings: list[str] = field(default_factory=list)  # passed, but the user must know (e.g. no int8 kernel ran)
 
     @property
     def passed(self) -> bool:
@@ -56,6 +58,7 @@ class QuantizeCheck:
             "inputs": self.inputs,
             "parity": None if self.comparison is None else self.comparison.to_dict(),
             "failures": self.failures,
+            "warnings": self.warnings,
         }
 
 
@@ -141,6 +144,39 @@ def _qdq_inputs(model) -> set[str]:
             and any(i in dq_outputs for i in n.input)}
 
 
+def int8_compute(model) -> tuple[list[str], int]:
+    """(the MatMul/Gemm/Conv nodes whose data and weight inputs both come from a DequantizeLinear, i.e. that
+    compute in int8 where Q/DQ is fused; how many MatMul/Gemm/Conv the graph has in all)."""
+    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    gemms = [n for n in model.graph.node if n.op_type in COMPUTE_OP_TYPES]
+    return [n.name for n in gemms if len(n.input) > 1 and n.input[0] in dq_outputs and n.input[1] in dq_outputs], len(gemms)
+
+
+def int8_compute_problems(model, execution: Mapping[str, Any], check: QuantizeCheck) -> None:
+    """Refuse a graph in which nothing computes in int8; warn when ONNX Runtime runs no int8 kernel in it."""
+    from ...runtime.ort_runner import INT8_OP_TYPES
+
+    nodes, total = int8_compute(model)
+    check.qdq["int8_compute_nodes"] = len(nodes)
+    check.qdq["float_compute_nodes"] = total - len(nodes)
+    if not nodes:
+        check.failures.append(f"no MatMul, Gemm or Conv computes on int8 inputs ({total} kept in float): the file "
+                              "would be a float graph with int8 storage, not an int8 model; keep the fp32 export "
+                              "or build fp16")
+        return
+    ran = execution.get("executed_op_types")
+    if ran is not None and not any(op in INT8_OP_TYPES for op in ran):
+        kinds = ", ".join(sorted(set(_op_types(model, nodes))))
+        check.warnings.append(f"ONNX Runtime runs no int8 kernel in this graph ({execution.get('kernels', '?')}): "
+                              f"only {len(nodes)} of {total} MatMul/Gemm/Conv take int8 inputs ({kinds}), and it "
+                              "runs them in float; only TensorRT computes them in int8")
+
+
+def _op_types(model, names: Sequence[str]) -> list[str]:
+    wanted = set(names)
+    return [n.op_type for n in model.graph.node if n.name in wanted]
+
+
 def check_quantized(path: Path, source: "OnnxManifest", *, samples: int = DEFAULT_CHECK_SAMPLES,
                     excluded: Sequence[str] = (), on_phase: Callable[[str], None] | None = None,
                     session_config: Mapping[str, str] | None = None) -> QuantizeCheck:
@@ -195,6 +231,7 @@ def check_quantized(path: Path, source: "OnnxManifest", *, samples: int = DEFAUL
     loaded = load_model_from_record(record)
     ref = reference_outputs(loaded, torch.from_numpy(np.ascontiguousarray(images)), batch)
     session, result.execution = _int8_session(with_topk_outputs(model), dict(session_config or {}))
+    int8_compute_problems(model, result.execution, result)
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
     stage_outputs = [s.indices_output for s in pruning_stages(model)]

@@ -30,11 +30,14 @@ overrides the choice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...helpers.cpu import CPU_CLASSES, CpuInfo, cpu_info
 from ...helpers.defaults import QUANTIZE_TARGET
 from ...helpers.errors import BadInput
+
+if TYPE_CHECKING:
+    from .int8_check import QuantizeCheck
 
 TARGETS = ("cpu", "tensorrt")
 DEFAULT_TARGET = QUANTIZE_TARGET
@@ -126,3 +129,37 @@ def select_recipe(target: str = DEFAULT_TARGET, cpu: CpuInfo | None = None, over
                             "TensorRT accumulates in int32; full-range int8 weights")
     name, why = CPU_RECIPES[cpu.cpu_class]
     return RecipeChoice(RECIPES[name], target, cpu, "auto", why)
+
+
+def check_session_config(choice: RecipeChoice) -> dict[str, str]:
+    """How the check runs the graph on ONNX Runtime.
+
+    ``--for cpu``: exactly as dvit's ORT runner will on this CPU (``cpu.ort_int8_session_config``).
+    ``--for tensorrt``: TensorRT accumulates in int32; on a CPU whose kernels saturate, the check uses
+    ORT's exact u8u8 kernels so that it judges the quantization, not this CPU's int16 overflow.
+    """
+    from ...helpers.cpu import ort_int8_session_config
+
+    return ort_int8_session_config(choice.recipe.reduce_range, choice.cpu)
+
+
+def failure_line(choice: RecipeChoice, check: "QuantizeCheck") -> str:
+    """One line: what failed, on which CPU with which recipe and kernels, and what to do instead."""
+    kernels = (check.execution or {}).get("kernels")
+    where = (f"recipe {choice.recipe.name} on this {choice.cpu.cpu_class} CPU"
+             + (f" (onnxruntime ran {kernels})" if kernels else ""))
+    text = f"int8 check failed: {where}: " + "; ".join(check.failures)
+    agreement = check.comparison is not None and check.comparison.failures
+    if not agreement:
+        return text
+    if choice.chosen_by == "--recipe":
+        auto = select_recipe(choice.target, choice.cpu)
+        if auto.recipe.name != choice.recipe.name:
+            return text + f". The recipe for this CPU class is {auto.recipe.name}: drop --recipe"
+    if choice.target == "tensorrt":
+        return (text + ". The check used exact int8 arithmetic (as TensorRT runs it) and counted near-tie flips as "
+                "agreeing, so the quantization itself disagrees: try --calib DIR with real images or --method "
+                "entropy, or build fp16")
+    return (text + f". No int8 recipe dvit has agrees with PyTorch on this {choice.cpu.cpu_class} CPU for this model: "
+            "keep fp32 here (validate/profile --backend openvino runs f32 fastest on CPU), or try --calib DIR with "
+            "real images or --method entropy")
