@@ -40,7 +40,6 @@ from dvit_deploy.helpers.cpu import cpu_info  # noqa: E402
 from dvit_deploy.helpers.fileio import manifest_path, write_json_atomic  # noqa: E402
 from dvit_deploy.jobs.profile import (ProfileSettings, latency_stats, machine_info, measure_interleaved,  # noqa: E402
                                       seeded_batch)
-from dvit_deploy.jobs.tradeoff import at_keep_ratio  # noqa: E402
 from dvit_deploy.models.checkpoint import load_model  # noqa: E402
 from dvit_deploy.runtime import runner_for_artifact  # noqa: E402
 
@@ -96,7 +95,7 @@ def bench_backend(backend: str, exports: dict[float, Path], dynamic: Path, batch
         configs: dict[str, Any] = {}
         for ratio, path in exports.items():
             configs[f"fixed {ratio:g}"] = stack.enter_context(runner_for_artifact(open_artifact(path), backend))
-            configs[f"dynamic {ratio:g}"] = stack.enter_context(runner_for_artifact(at_keep_ratio(dyn, ratio), backend))
+            configs[f"dynamic {ratio:g}"] = stack.enter_context(runner_for_artifact(dyn.at_keep_ratio(ratio), backend))
         diffs = {ratio: _logit_difference(configs[f"fixed {ratio:g}"], configs[f"dynamic {ratio:g}"]) for ratio in exports}
         for batch in batches:
             console.print(f"{backend} batch {batch}: {len(configs)} configurations, {rounds} rounds "
