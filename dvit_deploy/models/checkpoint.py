@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 
@@ -252,6 +252,20 @@ def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 # Building the model
 
 
+@dataclass
+class ModelRequest:
+    """What ``load_model`` will build, known before the model is (seconds): the variant, its ratios, the read
+    checkpoint. A job checks its outputs against it (``resolve_model``), then builds it (``build_model``)."""
+
+    variant: VariantConfig
+    dense: bool
+    stage_ratios: tuple[float, ...] | None
+    checkpoint: Checkpoint | None
+    seed: int | None
+    use_ema: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
 def load_model(
     checkpoint: str | Path | None = None,
     *,
@@ -262,14 +276,29 @@ def load_model(
     use_ema: bool = False,
     trust: bool = False,
     seed: int | None = None,
-    before_build: Callable[[VariantConfig, bool, tuple[float, ...] | None], None] | None = None,
 ) -> LoadedModel:
     """Build the model a user asked for: from a checkpoint, or the seeded random default.
 
-    ``before_build(variant, dense, stage_ratios)`` runs once the variant and ratios are known, before the
-    model is built (seconds): a command checks its outputs there, so a refusal costs no model building.
+    ``resolve_model`` then ``build_model``; a command that checks its outputs before the model is built
+    (seconds) calls the two itself.
     """
-    from . import DEFAULT_SEED, create_model
+    return build_model(resolve_model(checkpoint, model_name=model_name, keep_ratio=keep_ratio,
+                                     stage_ratios=stage_ratios, dense=dense, use_ema=use_ema, trust=trust, seed=seed))
+
+
+def resolve_model(
+    checkpoint: str | Path | None = None,
+    *,
+    model_name: str | None = None,
+    keep_ratio: float | None = None,
+    stage_ratios: Sequence[float] | None = None,
+    dense: bool = False,
+    use_ema: bool = False,
+    trust: bool = False,
+    seed: int | None = None,
+) -> ModelRequest:
+    """Read the checkpoint (if any), detect the variant and resolve its ratios; the model is not built."""
+    from . import DEFAULT_SEED
 
     if keep_ratio is not None:
         _check_ratio(keep_ratio)
@@ -304,17 +333,25 @@ def load_model(
         seed = None
 
     ratios = _resolve_ratios(variant, dense, keep_ratio, stage_ratios, ckpt, notes)
-    if before_build is not None:
-        before_build(variant, dense, ratios)
+    return ModelRequest(variant, dense, ratios, ckpt, seed, use_ema, notes)
+
+
+def build_model(request: ModelRequest) -> LoadedModel:
+    """Build the model ``request`` describes and load its weights (or spread the seeded random ones)."""
+    from . import create_model
+
     try:
-        model = create_model(variant, stage_ratios=ratios, dense=dense, seed=seed)
+        model = create_model(request.variant, stage_ratios=request.stage_ratios, dense=request.dense,
+                             seed=request.seed)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    if ckpt is not None:
-        _load_weights(model, ckpt, variant, dense, notes)
+    notes = list(request.notes)
+    if request.checkpoint is not None:
+        _load_weights(model, request.checkpoint, request.variant, request.dense, notes)
     else:
-        _spread_predictor_scores(model, seed)
-    return LoadedModel(model, variant, dense, ratios, ckpt, seed, use_ema, notes)
+        _spread_predictor_scores(model, request.seed)
+    return LoadedModel(model, request.variant, request.dense, request.stage_ratios, request.checkpoint,
+                       request.seed, request.use_ema, notes)
 
 
 _moved_checkpoint: list[Path] = []  # set by ``checkpoint_at`` for the duration of a command
