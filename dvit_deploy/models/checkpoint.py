@@ -55,8 +55,10 @@ class Checkpoint:
 
 
 @dataclass
-class LoadedModel:
-    model: Any  # DynamicViTBase
+class ModelRequest:
+    """What ``load_model`` will build, known before the model is (seconds): the variant, its ratios, the read
+    checkpoint. A job checks its outputs against it (``resolve_model``), then builds it (``build_model``)."""
+
     variant: VariantConfig
     dense: bool
     stage_ratios: tuple[float, ...] | None
@@ -64,6 +66,13 @@ class LoadedModel:
     seed: int | None
     use_ema: bool = False
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadedModel(ModelRequest):
+    """A built ``ModelRequest``: the model with its weights loaded."""
+
+    model: Any = None  # DynamicViTBase
 
     @property
     def keep_counts(self) -> tuple[int, ...]:
@@ -252,38 +261,14 @@ def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 # Building the model
 
 
-@dataclass
-class ModelRequest:
-    """What ``load_model`` will build, known before the model is (seconds): the variant, its ratios, the read
-    checkpoint. A job checks its outputs against it (``resolve_model``), then builds it (``build_model``)."""
-
-    variant: VariantConfig
-    dense: bool
-    stage_ratios: tuple[float, ...] | None
-    checkpoint: Checkpoint | None
-    seed: int | None
-    use_ema: bool = False
-    notes: list[str] = field(default_factory=list)
-
-
-def load_model(
-    checkpoint: str | Path | None = None,
-    *,
-    model_name: str | None = None,
-    keep_ratio: float | None = None,
-    stage_ratios: Sequence[float] | None = None,
-    dense: bool = False,
-    use_ema: bool = False,
-    trust: bool = False,
-    seed: int | None = None,
-) -> LoadedModel:
+def load_model(checkpoint: str | Path | None = None, **request: Any) -> LoadedModel:
     """Build the model a user asked for: from a checkpoint, or the seeded random default.
 
-    ``resolve_model`` then ``build_model``; a command that checks its outputs before the model is built
-    (seconds) calls the two itself.
+    ``request``: the keywords of ``resolve_model`` (``model_name``, ``keep_ratio``, ``stage_ratios``, ``dense``,
+    ``use_ema``, ``trust``, ``seed``). A command that checks its outputs before the model is built (seconds)
+    calls ``resolve_model`` and ``build_model`` itself.
     """
-    return build_model(resolve_model(checkpoint, model_name=model_name, keep_ratio=keep_ratio,
-                                     stage_ratios=stage_ratios, dense=dense, use_ema=use_ema, trust=trust, seed=seed))
+    return build_model(resolve_model(checkpoint, **request))
 
 
 def resolve_model(
@@ -350,8 +335,7 @@ def build_model(request: ModelRequest) -> LoadedModel:
         _load_weights(model, request.checkpoint, request.variant, request.dense, notes)
     else:
         _spread_predictor_scores(model, request.seed)
-    return LoadedModel(model, request.variant, request.dense, request.stage_ratios, request.checkpoint,
-                       request.seed, request.use_ema, notes)
+    return LoadedModel(**{**vars(request), "notes": notes}, model=model)
 
 
 _moved_checkpoint: list[Path] = []  # set by ``checkpoint_at`` for the duration of a command
