@@ -128,7 +128,9 @@ def test_run_export_and_run_doctor_as_a_library(tmp_path):
     assert result.check.passed and seen[0] == "export" and "write" in seen
     assert notes and "RANDOM weights" in notes[0][0]
     payload = result.to_json()
-    assert payload["passed"] is True and payload["artifact"] == str(result.path)
+    # The manifest's own keys come last, as `dvit export --json` has always printed them ("artifact": the name).
+    assert payload["passed"] is True and payload["manifest"] == str(result.manifest_path)
+    assert payload["artifact"] == result.path.name
     assert payload["keep_counts"] == [137, 96, 67]
     report = run_doctor(result.path, DoctorOptions(target="trt-10", real_parser=False))
     assert report.passed and report.target.name == "trt-10"

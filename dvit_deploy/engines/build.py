@@ -19,7 +19,7 @@ from ..helpers.defaults import FP16_CHECK_SAMPLES
 from ..helpers.errors import BadInput, CheckFailed
 from ..helpers.fileio import manifest_path, prepare_output, publish_artifact, sha256_file, write_bytes_atomic, write_json_atomic
 from ..artifact.store import Artifact
-from .build_plan import onnx_record
+from .build_plan import BuildOptions, onnx_record
 from .doctor import QDQ_OPS
 from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision, fixed_batch
 from .targets import parser_target_for
@@ -154,8 +154,8 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 def build_engine_files(plan: Any, opened: Artifact, engine_path: Path, fp16_path: Path | None, staging: Path, *,
-                        force: bool, phase: Callable[[str], None], verbose: bool, seconds: dict[str, float]
-                        ) -> tuple[Any, dict[str, Any] | None]:
+                       options: BuildOptions, phase: Callable[[str], None], seconds: dict[str, float]
+                       ) -> tuple[Any, dict[str, Any] | None]:
     """Build the engine; for a strongly typed fp16 build, first the mixed-precision graph in ``staging``.
 
     That graph is moved to ``fp16_path`` (with its manifest) only when the engine exists, just before the
@@ -177,7 +177,7 @@ def build_engine_files(plan: Any, opened: Artifact, engine_path: Path, fp16_path
         if staged is None:
             write_bytes_atomic(engine_path, data)
             return
-        publish_artifact([(staged, fp16_path)], fp16_path, fp16_manifest.to_json(), replace=force)
+        publish_artifact([(staged, fp16_path)], fp16_path, fp16_manifest.to_json(), replace=options.force)
         try:
             write_bytes_atomic(engine_path, data)
         except BaseException:  # no engine: its graph goes too
@@ -187,6 +187,6 @@ def build_engine_files(plan: Any, opened: Artifact, engine_path: Path, fp16_path
 
     start = time.perf_counter()
     # The engine is written the moment it exists, before inspection (build_engine calls this).
-    built = build_engine(plan, staged or opened.path, on_phase=phase, verbose=verbose, write_engine=write_engine)
+    built = build_engine(plan, staged or opened.path, on_phase=phase, verbose=options.verbose, write_engine=write_engine)
     seconds["build"] = time.perf_counter() - start
     return built, None if fp16_info is None else dict(fp16_info)

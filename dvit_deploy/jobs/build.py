@@ -190,8 +190,8 @@ def _build_engine(source: Artifact, options: BuildOptions, report: "DoctorReport
                            "it is built from; choose another output name")
         prepare_output(fp16_path, force=force, kinds=(".onnx",), create=False)
     with tempfile.TemporaryDirectory(prefix=temp_prefix(engine_path.name), dir=engine_path.parent) as staging:
-        built, fp16_info = steps.build_engine_files(plan, source, engine_path, fp16_path, Path(staging), force=force,
-                                                    phase=phase, verbose=options.verbose, seconds=seconds)
+        built, fp16_info = steps.build_engine_files(plan, source, engine_path, fp16_path, Path(staging), options=options,
+                                                    phase=phase, seconds=seconds)
     built_from = source.path if fp16_path is None else fp16_path
 
     phase("write manifest")

@@ -69,9 +69,7 @@ class ModelRequest:
 
 
 @dataclass
-class LoadedModel(ModelRequest):
-    """A built ``ModelRequest``: the model with its weights loaded."""
-
+class LoadedModel(ModelRequest):  # a built ModelRequest: the model, its weights loaded
     model: Any = None  # DynamicViTBase
 
     @property
@@ -262,26 +260,14 @@ def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 def load_model(checkpoint: str | Path | None = None, **request: Any) -> LoadedModel:
-    """Build the model a user asked for: from a checkpoint, or the seeded random default.
-
-    ``request``: the keywords of ``resolve_model`` (``model_name``, ``keep_ratio``, ``stage_ratios``, ``dense``,
-    ``use_ema``, ``trust``, ``seed``). A command that checks its outputs before the model is built (seconds)
-    calls ``resolve_model`` and ``build_model`` itself.
-    """
+    """Build the model a user asked for: from a checkpoint, or the seeded random default. ``request``: the
+    keywords of ``resolve_model``; a job that checks its outputs before the model is built calls the two steps."""
     return build_model(resolve_model(checkpoint, **request))
 
 
-def resolve_model(
-    checkpoint: str | Path | None = None,
-    *,
-    model_name: str | None = None,
-    keep_ratio: float | None = None,
-    stage_ratios: Sequence[float] | None = None,
-    dense: bool = False,
-    use_ema: bool = False,
-    trust: bool = False,
-    seed: int | None = None,
-) -> ModelRequest:
+def resolve_model(checkpoint: str | Path | None = None, *, model_name: str | None = None,
+                  keep_ratio: float | None = None, stage_ratios: Sequence[float] | None = None, dense: bool = False,
+                  use_ema: bool = False, trust: bool = False, seed: int | None = None) -> ModelRequest:
     """Read the checkpoint (if any), detect the variant and resolve its ratios; the model is not built."""
     from . import DEFAULT_SEED
 
