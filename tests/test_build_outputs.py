@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from dvit_deploy.artifact.store import open_artifact
 from dvit_deploy.cli import app
-from dvit_deploy.engines import build as build_mod
+from dvit_deploy.jobs import build as build_job
 from dvit_deploy.engines.build_plan import BuildOptions
 from dvit_deploy.helpers.errors import BadInput
 from dvit_deploy.helpers.fileio import manifest_path, sha256_file
@@ -56,7 +56,7 @@ def other_export(tmp_path_factory):
 def fp16_engine(tiny_export, tmp_path_factory):
     """One TensorRT-RTX fp16 engine (sm 8.6) built from the shared tiny export."""
     out = tmp_path_factory.mktemp("rtx_fp16") / "tiny-fp16.engine"
-    result = build_mod.build(tiny_export.path, BuildOptions(target="rtx", precision="fp16", output=out,
+    result = build_job.run_build(build_job.open_onnx(tiny_export.path), BuildOptions(target="rtx", precision="fp16", output=out,
                                                             compute_capabilities=("8.6",)))
     return result.engine_path
 
@@ -76,7 +76,7 @@ def test_trtexec_naming_beside_a_0_1_manifest(tiny_export, tmp_path):
     onnx = _copy_export(tiny_export, tmp_path, "m.onnx")
     manifest_path(onnx).rename(tmp_path / "m.json")
     before = (tmp_path / "m.json").read_bytes()
-    result = build_mod.build(onnx, BuildOptions(target="rtx", output=tmp_path / "m.engine"))
+    result = build_job.run_build(build_job.open_onnx(onnx), BuildOptions(target="rtx", output=tmp_path / "m.engine"))
     assert result.manifest_path == tmp_path / "m.engine.json"
     assert (tmp_path / "m.json").read_bytes() == before
     assert open_artifact(onnx).model == open_artifact(tmp_path / "m.engine").model
@@ -89,7 +89,7 @@ def test_fp16_graphs_of_two_models_with_one_stem_are_not_shared(tiny_export, oth
     out = tmp_path / "engines"
     built = {}
     for onnx, name in ((first, "x.engine"), (second, "y.engine")):  # no --force: nothing is replaced
-        built[name] = build_mod.build(onnx, BuildOptions(target="rtx", precision="fp16", output=out / name))
+        built[name] = build_job.run_build(build_job.open_onnx(onnx), BuildOptions(target="rtx", precision="fp16", output=out / name))
     assert sorted(p.name for p in out.iterdir()) == [
         "x-fp16mixed.onnx", "x-fp16mixed.onnx.json", "x.engine", "x.engine.json",
         "y-fp16mixed.onnx", "y-fp16mixed.onnx.json", "y.engine", "y.engine.json"]
@@ -104,7 +104,7 @@ def test_fp16_graphs_of_two_models_with_one_stem_are_not_shared(tiny_export, oth
     # The graph an engine points at is never replaced by another model's build without --force.
     before = sha256_file(out / "x-fp16mixed.onnx")
     with pytest.raises(BadInput, match="already exists"):
-        build_mod.build(second, BuildOptions(target="rtx", precision="fp16", output=out / "x.engine"))
+        build_job.run_build(build_job.open_onnx(second), BuildOptions(target="rtx", precision="fp16", output=out / "x.engine"))
     assert sha256_file(out / "x-fp16mixed.onnx") == before
 
 
@@ -122,7 +122,7 @@ def test_an_interrupted_fp16_build_leaves_no_graph_behind(tiny_export, tmp_path,
 
     monkeypatch.setattr(trt_build, "build_engine", terminated)
     with pytest.raises(Terminated):
-        build_mod.build(tiny_export.path, BuildOptions(target="rtx", precision="fp16", output=out / "x.engine"))
+        build_job.run_build(build_job.open_onnx(tiny_export.path), BuildOptions(target="rtx", precision="fp16", output=out / "x.engine"))
     assert seen and not seen[0].exists()
     assert list(out.iterdir()) == []  # no graph, no manifest, no temporary folder
 

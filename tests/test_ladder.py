@@ -24,7 +24,7 @@ from dvit_deploy.artifact.manifest import EngineManifest
 from dvit_deploy.artifact.store import Artifact, open_artifact
 from dvit_deploy.cli import app
 from dvit_deploy.helpers.fileio import manifest_path
-from dvit_deploy.engines import build as build_mod
+from dvit_deploy.jobs import build as build_job
 from dvit_deploy.engines import build_plan as plans
 from dvit_deploy.engines import trt_build
 from dvit_deploy.engines.build_plan import BuildOptions
@@ -174,7 +174,7 @@ def trt(request, monkeypatch):
 def fake_build(trt, dk_export: Path, tmp_path: Path, ladder=LADDER):
     install_engine(trt, engine_io(json.loads(manifest_path(dk_export).read_text()), token_outputs=False))
     rtx = is_rtx(trt)
-    return build_mod.build(dk_export, BuildOptions(output=tmp_path / "l.engine", force=True, keep_ladder=ladder,
+    return build_job.run_build(build_job.open_onnx(dk_export), BuildOptions(output=tmp_path / "l.engine", force=True, keep_ladder=ladder,
                                                    target="rtx" if rtx else None))
 
 
@@ -257,7 +257,7 @@ def test_rtx_builds_a_ladder_engine(dk_export, tmp_path):
     from dvit_deploy.engines.targets import RTX_ENGINE_MAGIC
 
     ladder = (0.5, 0.7, 0.9)
-    result = build_mod.build(dk_export, BuildOptions(target="rtx", output=tmp_path / "ladder.engine", force=True,
+    result = build_job.run_build(build_job.open_onnx(dk_export), BuildOptions(target="rtx", output=tmp_path / "ladder.engine", force=True,
                                                      keep_ladder=ladder, max_batch=4, opt_batch=2))
     assert result.engine_path.read_bytes()[:4] == RTX_ENGINE_MAGIC
     written = json.loads(result.manifest_path.read_text())

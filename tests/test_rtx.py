@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from dvit_deploy.helpers.fileio import manifest_path
 from dvit_deploy.cli import app
 from dvit_deploy.artifact.store import Artifact, open_artifact
-from dvit_deploy.engines import build as build_mod
+from dvit_deploy.jobs import build as build_job
 from dvit_deploy.engines.build_plan import BuildOptions
 from dvit_deploy.engines.doctor import diagnose
 from dvit_deploy.engines.targets import RTX_DEFAULT_COMPUTE_CAPABILITIES, RTX_ENGINE_MAGIC
@@ -44,7 +44,7 @@ BUILD_TIMES: dict[str, tuple[float, int]] = {}  # flavour -> (builder seconds, e
 
 
 def rtx_build(onnx_path: Path, out: Path, label: str, **options):
-    result = build_mod.build(onnx_path, BuildOptions(target="rtx", output=out, force=True, **options))
+    result = build_job.run_build(build_job.open_onnx(onnx_path), BuildOptions(target="rtx", output=out, force=True, **options))
     BUILD_TIMES[label] = (result.seconds["build"], result.manifest.bytes)
     return result
 
@@ -235,20 +235,20 @@ def test_turing_has_no_fp32_gemm(tiny_export, tiny_qdq, tmp_path):
     assert builder.build_serialized_network(network, config) is None
     for onnx_path, precision in ((tiny_export.path, "fp32"), (tiny_export.path, "fp16"), (tiny_qdq, "int8")):
         with pytest.raises(BadInput, match="Turing.*no FP32 GEMM"):
-            build_mod.build(onnx_path, BuildOptions(target="rtx", output=tmp_path / "t.engine", precision=precision,
+            build_job.run_build(build_job.open_onnx(onnx_path), BuildOptions(target="rtx", output=tmp_path / "t.engine", precision=precision,
                                                     compute_capabilities=["7.5"]))
 
 
 def test_refusals_before_any_build_work(tiny_export, tmp_path):
     onnx_path = Path(tiny_export.path)
     with pytest.raises(BadInput, match="timing cache makes that step query"):
-        build_mod.build(onnx_path, BuildOptions(target="rtx", output=tmp_path / "a.engine", timing_cache=tmp_path / "t.cache"))
+        build_job.run_build(build_job.open_onnx(onnx_path), BuildOptions(target="rtx", output=tmp_path / "a.engine", timing_cache=tmp_path / "t.cache"))
     with pytest.raises(BadInput, match="no Hopper"):
-        build_mod.build(onnx_path, BuildOptions(target="rtx", output=tmp_path / "a.engine", compute_capabilities=["9.0"]))
+        build_job.run_build(build_job.open_onnx(onnx_path), BuildOptions(target="rtx", output=tmp_path / "a.engine", compute_capabilities=["9.0"]))
     with pytest.raises(BadInput, match="strongly typed: bf16"):
-        build_mod.build(onnx_path, BuildOptions(target="rtx", output=tmp_path / "a.engine", precision="bf16"))
+        build_job.run_build(build_job.open_onnx(onnx_path), BuildOptions(target="rtx", output=tmp_path / "a.engine", precision="bf16"))
     with pytest.raises(BadInput, match="do not apply to TensorRT-RTX"):
-        build_mod.build(onnx_path, BuildOptions(target="rtx", output=tmp_path / "a.engine", hardware_compat="ampere+"))
+        build_job.run_build(build_job.open_onnx(onnx_path), BuildOptions(target="rtx", output=tmp_path / "a.engine", hardware_compat="ampere+"))
     assert not list(tmp_path.iterdir())
 
 
@@ -265,7 +265,7 @@ def test_cli_build_target_rtx_json(tiny_export, tmp_path):
 
 
 def test_default_output_name(tiny_export, workdir):
-    result = build_mod.build(tiny_export.path, BuildOptions(target="rtx"))
+    result = build_job.run_build(build_job.open_onnx(tiny_export.path), BuildOptions(target="rtx"))
     assert result.engine_path == workdir / "engines" / "tiny-rtx-fp32.engine" and result.manifest_path.is_file()
 
 

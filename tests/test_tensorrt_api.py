@@ -29,7 +29,7 @@ import pytest
 
 from dvit_deploy.helpers.fileio import manifest_path
 from dvit_deploy.artifact.store import Artifact, open_artifact
-from dvit_deploy.engines import build as build_mod
+from dvit_deploy.jobs import build as build_job
 from dvit_deploy.engines import build_plan as plans
 from dvit_deploy.engines import trt_build
 from dvit_deploy.engines.build_plan import BuildOptions, DeviceInfo
@@ -96,7 +96,7 @@ def onnx_of(export) -> Path:
 def run_build(trt, onnx: Path, tmp_path: Path, *, io: list[dict] | None = None, **options):
     manifest = json.loads(manifest_path(onnx).read_text())
     install_engine(trt, io if io is not None else engine_io(manifest))
-    return build_mod.build(onnx, BuildOptions(output=tmp_path / "out.engine", force=True, **options))
+    return build_job.run_build(build_job.open_onnx(onnx), BuildOptions(output=tmp_path / "out.engine", force=True, **options))
 
 
 def flags(trt, method: str) -> list[str]:
@@ -448,7 +448,7 @@ def test_rtx_snapshot_is_the_installed_module():
 
 def test_rtx_build_calls(rtx, tiny_export, tmp_path):
     onnx = onnx_of(tiny_export)
-    result = build_mod.build(onnx, BuildOptions(target="rtx", output=tmp_path / "out.engine", force=True,
+    result = build_job.run_build(build_job.open_onnx(onnx), BuildOptions(target="rtx", output=tmp_path / "out.engine", force=True,
                                                   compute_capabilities=["8.6", "8.9"]))
     assert [c[1] for c in rtx.called("Builder.create_network")] == [()]  # strongly typed, no flags
     assert flags(rtx, "set_flag") == [] and flags(rtx, "clear_flag") == ["TF32"]
@@ -464,13 +464,13 @@ def test_rtx_build_calls(rtx, tiny_export, tmp_path):
 def test_rtx_refused_compute_capability_is_one_error(rtx, tiny_export, tmp_path):
     rtx.behave("IBuilderConfig.set_compute_capability", lambda config, cc, index: False)
     with pytest.raises(DvitError, match="refused compute capability 8.6"):
-        build_mod.build(onnx_of(tiny_export), BuildOptions(target="rtx", output=tmp_path / "out.engine",
+        build_job.run_build(build_job.open_onnx(onnx_of(tiny_export)), BuildOptions(target="rtx", output=tmp_path / "out.engine",
                                                            compute_capabilities=["8.6"]))
     assert not rtx.called("Builder.build_serialized_network")
 
 
 def _rtx_engine(rtx, onnx, tmp_path):
-    result = build_mod.build(onnx, BuildOptions(target="rtx", output=tmp_path / "out.engine", force=True))
+    result = build_job.run_build(build_job.open_onnx(onnx), BuildOptions(target="rtx", output=tmp_path / "out.engine", force=True))
     install_engine(rtx, engine_io(json.loads(manifest_path(onnx).read_text()), token_outputs=False))
     rtx.calls.clear()
     return result
@@ -499,7 +499,7 @@ def test_rtx_runner_refuses_a_gpu_the_engine_was_not_built_for(rtx, tiny_export,
     from dvit_deploy.runtime.trt_runner import TensorRTRunner
 
     fake_cuda.install(monkeypatch, name="NVIDIA H100", cc=cc)
-    result = build_mod.build(onnx_of(tiny_export), BuildOptions(target="rtx", output=tmp_path / "o.engine", force=True,
+    result = build_job.run_build(build_job.open_onnx(onnx_of(tiny_export)), BuildOptions(target="rtx", output=tmp_path / "o.engine", force=True,
                                                                 compute_capabilities=["8.9", "12.0"]))
     with pytest.raises(BadInput, match=match):
         TensorRTRunner(Artifact.of(result.engine_path, result.manifest), device="cuda").load()

@@ -18,23 +18,20 @@ from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, parse_floats
 from .output import emit_json, human_bytes, notes, out, styled, table, warn
 from .progress import phases
 
-build_lib = lazy_import("dvit_deploy.engines.build")  # onnx, the fp16 check: loaded when the command runs
+build_job = lazy_import("dvit_deploy.jobs.build")  # onnx, the fp16 check: loaded when the command runs
 doctor_lib = lazy_import("dvit_deploy.engines.doctor")
 
 
 def _keep_range(text: Optional[str]) -> Optional[tuple[float, float]]:
     values = parse_floats(text, "--keep-range")
-    if values is None:
-        return None
-    if len(values) != 2:
+    if values is not None and len(values) != 2:
         raise BadInput(f"--keep-range takes two ratios LOW,HIGH, got '{text}'")
-    return values[0], values[1]
+    return None if values is None else (values[0], values[1])
 
 
 def _keep_ladder(text: Optional[str], keep_range: Optional[str]) -> Optional[tuple[float, ...]]:
     if text is not None and keep_range is not None:
-        raise BadInput("--keep-ladder and --keep-range exclude each other: a ladder pins each ρ's keep counts in a "
-                       "profile of its own, a range makes them a runtime shape in one profile; pass one")
+        return ()  # given with --keep-range: BuildOptions refuses the pair before the ladder is parsed
     values = parse_floats(text, "--keep-ladder")
     return None if values is None else tuple(values)
 
@@ -76,36 +73,26 @@ def build(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Build a TensorRT engine (TensorRT 10 or 11) or a TensorRT-RTX engine (--target rtx, no GPU needed); runs `dvit doctor` first."""
-    int8_fp16 = bool(int8 and fp16)  # --int8 --fp16: INT8 with FP16 fallback (TensorRT 10, weakly typed)
-    if int8 and (bf16 or tf32):
-        raise BadInput("--int8 combines with --fp16 only (FP16 fallback for the layers outside Q/DQ pairs)")
-    if not int8 and sum((fp16, bf16, tf32)) > 1:
-        raise BadInput("choose one of --fp16, --bf16, --tf32")
-    precision = "int8" if int8 else "fp16" if fp16 else "bf16" if bf16 else "tf32" if tf32 else "fp32"
-    result = None
+    precision, int8_fp16 = build_job.precision_from_flags(fp16=fp16, bf16=bf16, tf32=tf32, int8=int8)
     try:
         with artifact_checks(no_verify):
             onnx_path = artifact_or_default(onnx_path, (".onnx",))  # picked inside: its manifest is read once
             with phases("build") as on_phase:
-                options = build_lib.BuildOptions(
+                options = build_job.BuildOptions(
                     precision=precision, output=output, target=target, force=force, onnx_only=onnx_only,
                     min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, keep_range=_keep_range(keep_range),
                     keep_ladder=_keep_ladder(keep_ladder, keep_range),
                     workspace_mb=workspace, optimization_level=opt_level, hardware_compat=hardware_compat,
                     version_compatible=version_compatible, timing_cache=timing_cache, strongly_typed=strongly_typed,
                     int8_fp16=int8_fp16, verbose=verbose, compute_capabilities=compute_capability)
-                result = build_lib.build(onnx_path, options, on_phase=on_phase)
-    except MissingDependency as exc:
-        if exc.package == "tensorrt":
-            raise MissingDependency("tensorrt", "tensorrt", "dvit build") from None
-        if exc.package == "tensorrt_rtx":
-            raise MissingDependency("tensorrt_rtx", "rtx", "dvit build --target rtx") from None
-        raise
+                result = build_job.run_build(build_job.open_onnx(onnx_path), options, on_phase=on_phase)
+    except MissingDependency as exc:  # named with the extra to install and the command that needs it
+        extra = {"tensorrt": ("tensorrt", "dvit build"), "tensorrt_rtx": ("rtx", "dvit build --target rtx")}
+        if exc.package not in extra:
+            raise
+        raise MissingDependency(exc.package, *extra[exc.package]) from None
     if json_output:
-        emit_json({"passed": True, "engine": None if result.engine_path is None else str(result.engine_path),
-                   "fp16_onnx": None if result.fp16_onnx is None else str(result.fp16_onnx),
-                   "seconds": result.seconds, "doctor": result.doctor.to_dict(), "manifest": result.manifest.to_json(),
-                   "warnings": result.warnings})
+        emit_json(result.to_json())
         return
     warnings = [r for r in doctor_lib.summary_rows(result.doctor) if r[0] != "info"]
     if warnings:
@@ -119,17 +106,7 @@ def build(
         out.print(styled("[green]wrote[/] {} (TensorRT 11 fp16 build input; checked in ONNX Runtime)", result.fp16_onnx))
         return
     engine = result.manifest
-    gpu_row = (("GPUs", f"sm {', '.join(engine.rtx_compute_capabilities)} ({engine.rtx_source}); built without a GPU")
-               if engine.is_rtx else ("GPU", f"{engine.gpu} (sm {engine.compute_capability})"))
-    rows = [(engine.product, (engine.tensorrt or "?") + (" (strongly typed)" if engine.strongly_typed else "")),
-            gpu_row,
-            ("precision", engine.precision),
-            ("profiles", "; ".join(f"{p.name} {p.min}..{p.max} (opt {p.opt})" for p in engine.profiles
-                                   if p.profile == 0 and not (engine.ladder and p.kind == "values"))),
-            *([("keep ladder", f"{len(engine.ladder)} profiles, keep_counts pinned: " + "; ".join(
-                f"ρ {r.keep_ratio:g} → {list(r.counts)}" for r in engine.ladder))] if engine.ladder else []),
-            ("build time", f"{result.seconds.get('build', 0):.1f} s")]
-    out.print(table(f"engine {result.engine_path.name}", ["", ""], rows))
+    out.print(table(f"engine {result.engine_path.name}", ["", ""], result.summary_rows()))
     out.print(styled("[green]wrote[/] {} ({}), {}", result.engine_path, human_bytes(engine.bytes),
                      result.manifest_path.name + (f", {engine.inspector}" if engine.inspector else "")))
     for line in result.warnings:  # post-build problems that did not cost the engine (inspection, timing cache)

@@ -10,6 +10,7 @@ import typer
 
 from ..engines.targets import DEFAULT_PARSER_TARGET as DEFAULT_TARGET, DEVICE_TARGETS, PARSER_TARGETS as TARGETS
 from ..helpers.lazy import lazy_import
+from ..jobs.doctor import DoctorOptions, run_doctor
 from .common import artifact_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION
@@ -33,7 +34,7 @@ def doctor(
     """TensorRT readiness report: operators, opset, TopK, int64, Attention, external data, profiles; with
     tensorrt-rtx installed also NVIDIA's real parser (each error with its node)."""
     path = artifact_or_default(onnx_path, (".onnx",))
-    report = doctor_lib.diagnose(path, target)
+    report = run_doctor(path, DoctorOptions(target=target))
     if json_output:
         emit_json(report.to_dict())
     else:

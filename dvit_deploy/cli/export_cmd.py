@@ -8,17 +8,14 @@ from typing import Optional
 import typer
 
 from ..helpers.defaults import DEFAULT_OPSET, EXPORT_CHECK_SAMPLES
-from ..helpers.fileio import prepare_output
 from ..helpers.lazy import lazy_import
+from ..jobs.export import ExportOptions, run_export  # torch-free: its refusals come before the heavy imports
 
-checkpoints = lazy_import("dvit_deploy.models.checkpoint")
-onnx_export = lazy_import("dvit_deploy.export.onnx_export")
 export_check = lazy_import("dvit_deploy.export.check")
-requests = lazy_import("dvit_deploy.export.requests")  # torch-free: refusals before the heavy imports
 from .failures import handle_errors
 from .options import FORCE_OPTION, JSON_OPTION, finite, parse_floats
 from .output import emit_json, human_bytes, notes, out, styled, table
-from .progress import phases
+from .progress import phases_from_first
 
 
 @handle_errors
@@ -43,44 +40,26 @@ def export(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Export to ONNX (one TopK + one Gather per pruning stage) and check it against PyTorch."""
-    ratios_given = parse_floats(stage_ratios, "--stage-ratios")
-    # What the flags alone rule out, before torch and the checkpoint load (seconds): ConvNeXt/Swin requests.
-    requests.check_flags(checkpoint_given=checkpoint is not None, model_name=model, keep_ratio=keep_ratio,
-                         stage_ratios=ratios_given, dense=dense, dynamic_keep=dynamic_keep)
-    onnx_export.validate_options(opset, batch)  # fail on bad options before spending time on the model
-    if output is not None:
-        prepare_output(output, force=force, kinds=(".onnx",))
-
-    def check_default_output(variant, is_dense, ratios) -> None:  # before the model is built (seconds)
-        requests.check_request(variant, dense=is_dense, stage_ratios=ratios, dynamic_keep=dynamic_keep)
-        if output is None:
-            prepare_output(onnx_export.default_output(variant.name, is_dense, ratios, batch=batch,
-                                                      dynamic_keep=dynamic_keep), force=force, kinds=(".onnx",), create=False)
-
-    loaded = checkpoints.load_model(
-        checkpoint, model_name=model, keep_ratio=keep_ratio, stage_ratios=ratios_given,
-        dense=dense, use_ema=use_ema, trust=trust_checkpoint, seed=seed, before_build=check_default_output,
-    )
-    notes(loaded.notes)
-    with phases("export") as on_phase:
-        result = onnx_export.export_onnx(loaded, output, opset=opset, batch=batch, token_outputs=token_outputs, force=force,
-                             check_samples=check_samples, on_phase=on_phase,
-                             dynamic_keep=dynamic_keep)
+    options = ExportOptions(
+        checkpoint=checkpoint, model=model, keep_ratio=keep_ratio, stage_ratios=parse_floats(stage_ratios, "--stage-ratios"),
+        dense=dense, opset=opset, batch=batch, token_outputs=token_outputs, dynamic_keep=dynamic_keep, output=output,
+        force=force, use_ema=use_ema, trust_checkpoint=trust_checkpoint, seed=seed, check_samples=check_samples)
+    with phases_from_first("export") as on_phase:
+        result = run_export(options, on_phase=on_phase, on_notes=notes)
     if json_output:
-        emit_json({"passed": True, "artifact": str(result.path), "manifest": str(result.manifest_path),
-                   "seconds": result.seconds, **result.manifest.to_json()})
+        emit_json(result.to_json())
         return
-    counts = "dense" if loaded.dense else "/".join(map(str, loaded.keep_counts))
+    counts = "dense" if result.dense else "/".join(map(str, result.keep_counts))
     if dynamic_keep:
         counts += " at export ρ; any counts via the keep_counts input"
         for entry in result.check.per_ratio:
             parity = entry["parity"]["logits"]
             out.print(f"  ρ={entry['keep_ratio']:g}: K {entry['graph_k']} (fixed-ratio model {entry['expected_k']}), "
                       f"max |Δlogit| {parity['max_abs']:.2e}")
-    out.print(table(f"{loaded.variant.name} → ONNX opset {opset}, kept tokens {counts}", ["check", "result"],
+    out.print(table(f"{result.variant} → ONNX opset {opset}, kept tokens {counts}", ["check", "result"],
                     export_check.summary_rows(result.check)))
     size = human_bytes(result.manifest.bytes)
     out.print(styled("[green]wrote[/] {} ({}) and {} in {} s", result.path, size, result.manifest_path.name,
                      f"{sum(result.seconds.values()):.1f}"))
-    if loaded.random_weights:
+    if result.random_weights:
         out.print(styled("[yellow]note:[/] weights are random (no checkpoint given): use it to try the toolchain, not to classify"))

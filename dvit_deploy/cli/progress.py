@@ -110,3 +110,18 @@ def count_progress(title: str) -> Iterator[tuple[Callable[[int], None], Callable
                   TimeRemainingColumn(), console=err, transient=False) as progress:
         task = progress.add_task(title, total=None)
         yield (lambda total: progress.update(task, total=total)), (lambda n: progress.advance(task, n))
+
+
+@contextlib.contextmanager
+def phases_from_first(title: str) -> Iterator[Callable[[str], None]]:
+    """``phases(title)``, started by the first phase: what a job says before it (notes, a refusal) comes
+    before any progress display, as when the display was opened only once that work was done."""
+    with contextlib.ExitStack() as stack:
+        started: list[Callable[[str], None]] = []
+
+        def on_phase(name: str) -> None:
+            if not started:
+                started.append(stack.enter_context(phases(title)))
+            started[0](name)
+
+        yield on_phase

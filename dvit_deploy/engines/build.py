@@ -1,67 +1,30 @@
-"""`dvit build` as a library call: doctor, plan, (fp16 graph), TensorRT build, atomic writes.
-
-Order matters for users without TensorRT: the readiness report runs first, so a machine
-without a GPU still learns whether the graph will parse before being told what to install.
+"""The engine-specific steps of ``dvit build``: the precision an ONNX builds as, the output and timing-cache
+checks, the fp16 mixed-precision graph, and the staged engine files. ``jobs.build.run_build`` orders them
+(option checks, doctor, plan, build, manifest).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import onnx
 
-from ..artifact.manifest import ENGINE_SUFFIXES, DerivedFrom, EngineManifest, OnnxManifest
+from ..artifact.manifest import ENGINE_SUFFIXES, DerivedFrom, OnnxManifest
 from ..helpers.defaults import FP16_CHECK_SAMPLES
 from ..helpers.errors import BadInput, CheckFailed
-from ..helpers.fileio import (manifest_path, prepare_output, publish_artifact, sha256_file, temp_prefix,
-                              write_bytes_atomic, write_json_atomic)
-from ..artifact.store import Artifact, engines_dir, open_artifact
-from ..helpers.lazy import available
+from ..helpers.fileio import manifest_path, prepare_output, publish_artifact, sha256_file, write_bytes_atomic, write_json_atomic
+from ..artifact.store import Artifact
 from .build_plan import BuildOptions, onnx_record
-from .doctor import QDQ_OPS, DoctorReport, diagnose
+from .doctor import QDQ_OPS
 from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision, fixed_batch
 from .targets import parser_target_for
 
 FP16_SUFFIX = "-fp16mixed"
-
-
-@dataclass
-class BuildResult:
-    engine_path: Path | None
-    manifest_path: Path | None
-    manifest: EngineManifest | OnnxManifest  # as written (to_json()): the engine's, or the fp16 graph's (--onnx-only)
-    doctor: DoctorReport
-    fp16_onnx: Path | None = None
-    fp16: dict[str, Any] | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)  # post-build problems that did not cost the engine
-
-    @property
-    def artifact(self) -> Artifact:
-        """What was written, as an opened artifact (the engine, or the fp16 graph of --onnx-only)."""
-        path = self.engine_path if self.engine_path is not None else self.fp16_onnx
-        return Artifact(path, self.manifest, False)
-
-
-def resolve_onnx(onnx_path: str | Path | Artifact | None) -> Artifact:
-    """The ONNX to build (given, or ``open_artifact``'s default among .onnx files), opened once."""
-    if isinstance(onnx_path, Artifact):
-        opened = onnx_path
-    else:
-        path = Path(onnx_path) if onnx_path is not None else None
-        if path is not None and path.suffix != ".onnx":  # refused before the manifest is read, as always
-            raise BadInput(f"{path} is not an .onnx file")
-        opened = open_artifact(path, (".onnx",))
-    if opened.path.suffix != ".onnx":
-        raise BadInput(f"{opened.path} is not an .onnx file")
-    return opened
 
 
 def resolve_precision(source: OnnxManifest | Artifact, precision: str) -> tuple[str, bool]:
@@ -177,7 +140,7 @@ def check_output(output: Path | None, source: Path, *, onnx_only: bool) -> None:
     if output is None:
         return
     output = Path(output).expanduser()
-    if _same_file(output, source) or _same_file(manifest_path(output), manifest_path(source)):
+    if same_file(output, source) or same_file(manifest_path(output), manifest_path(source)):
         raise BadInput(f"--output {output} would replace the ONNX it is built from ({source}) or its manifest; "
                        "choose another output name")
     kinds = (".onnx",) if onnx_only else ENGINE_SUFFIXES
@@ -186,108 +149,13 @@ def check_output(output: Path | None, source: Path, *, onnx_only: bool) -> None:
         raise BadInput(f"--output {output}: dvit build writes {what}; give a {' or '.join(kinds)} file name")
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
     return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
-def build(onnx_path: str | Path | Artifact | None = None, options: BuildOptions = BuildOptions(), *,
-          on_phase: Callable[[str], None] | None = None) -> BuildResult:
-    """Doctor, plan, (fp16 graph), build, manifest: ``dvit build`` as a library call.
-
-    ``options.target``: a doctor (parser) target, or ``rtx`` for a TensorRT-RTX engine (any machine, no GPU).
-    """
-    phase = on_phase or (lambda name: None)
-    seconds: dict[str, float] = {}
-    kind = options.flavour
-    output, force, onnx_only = options.output, options.force, options.onnx_only
-    opened = resolve_onnx(onnx_path)  # read and checked once for the whole build
-    source, onnx_manifest = opened.path, onnx_record(opened)
-    # Option mistakes are reported before the doctor runs.
-    precision, already_fp16 = resolve_precision(onnx_manifest, options.precision)
-    if onnx_only and already_fp16:
-        raise BadInput(f"{source.name} already is the mixed-precision fp16 graph; build it without --onnx-only")
-    if onnx_only and precision != "fp16":
-        raise BadInput("--onnx-only writes the mixed-precision graph TensorRT 11 builds from: use it with --fp16")
-    if onnx_only and precision == "int8":
-        raise BadInput("--onnx-only writes the fp16 graph; an int8 ONNX is written by dvit quantize")
-    if precision == "int8":
-        require_qdq(source)
-    check_output(output, source, onnx_only=onnx_only)
-    timing_cache = options.timing_cache
-    if timing_cache is not None and not onnx_only:
-        if kind.timing_cache_refusal:
-            raise BadInput(f"--timing-cache: {kind.timing_cache_refusal}")
-        timing_cache = check_timing_cache(timing_cache)
-    options = options.with_changes(precision=precision, timing_cache=timing_cache)  # as resolved
-
-    from . import build_plan as plans  # pure: no TensorRT
-    from .targets import compute_capability_list
-    from .trt_build import import_tensorrt
-
-    compute_capability_list(kind, options.compute_capabilities)  # a bad value is refused before any work
-    trt_version = None
-    if kind.name == "tensorrt" and available("tensorrt") and not onnx_only:
-        trt_version = str(import_tensorrt().__version__)
-
-    phase("readiness check (dvit doctor)")
-    start = time.perf_counter()
-    # The builder runs NVIDIA's parser itself (its errors name their nodes), so doctor stays static here.
-    report = diagnose(source, kind.parser_target or doctor_target_for(trt_version, options.target), real_parser=False)
-    seconds["doctor"] = time.perf_counter() - start
-    if not report.passed:
-        raise CheckFailed(f"{len(report.blockers)} blocker(s) for {report.target.name}: "
-                          + "; ".join(f.message for f in report.blockers[:3]), report)
-
-    folder = engines_dir() if output is None else Path(output).parent
-    if onnx_only:
-        phase("fp16 graph + ONNX Runtime check")
-        start = time.perf_counter()
-        out = Path(output) if output is not None else folder / f"{source.stem}{FP16_SUFFIX}.onnx"
-        check_output(out, source, onnx_only=True)
-        _, written = write_fp16_onnx(opened, out, force=force)
-        seconds["fp16"] = time.perf_counter() - start
-        return BuildResult(None, None, written, report, out, dict(written.fp16_conversion or {}), seconds)
-
-    trt = import_tensorrt(kind.name)  # MissingDependency (exit 2) names the extra to install
-    from .trt_build import cuda_device
-
-    device = cuda_device() if kind.needs_gpu_to_build else None  # TensorRT-RTX compiles ahead of time
-    plan = plans.make_plan(opened, options, trt_version=trt.__version__,
-                           gpu_name=device.name if device is not None else "")
-    engine_path = prepare_output(Path(output) if output is not None else folder / plan.engine_name, force=force)
-    fp16_path = fp16_graph_path(engine_path) if plan.fp16_graph and not already_fp16 else None
-    if fp16_path is not None:  # checked now: it is written only once the engine exists
-        if _same_file(fp16_path, source):
-            raise BadInput(f"the fp16 graph of {engine_path.name} would be named {fp16_path.name}, which is the ONNX "
-                           "it is built from; choose another output name")
-        prepare_output(fp16_path, force=force, kinds=(".onnx",), create=False)
-    with tempfile.TemporaryDirectory(prefix=temp_prefix(engine_path.name), dir=engine_path.parent) as staging:
-        built, fp16_info = _build_engine_files(plan, opened, engine_path, fp16_path, Path(staging), force=force,
-                                               phase=phase, verbose=options.verbose, seconds=seconds)
-    built_from = source if fp16_path is None else fp16_path
-
-    phase("write manifest")
-    inspector_path = engine_path.with_suffix(".layers.json")
-    inspector_file = inspector_path.name if built.inspector_json is not None else None
-    manifest = plans.engine_manifest(
-        plan, opened, engine_path=engine_path, engine_sha256=sha256_file(engine_path),
-        engine_bytes=len(built.serialized), onnx_sha256=sha256_file(source), built_from=built_from,
-        trt_version=trt.__version__, device=device, io_tensors=built.io_tensors,
-        build_seconds=seconds["build"], inspector_file=inspector_file, doctor=report.to_dict(),
-        network=built.network, fp16_conversion=fp16_info, warnings=built.warnings)
-    write_json_atomic(manifest_path(engine_path), manifest.to_json())
-    # Extras after the manifest: an engine is never left without it.
-    if built.inspector_json is not None:
-        write_bytes_atomic(inspector_path, built.inspector_json.encode())
-    if built.timing_cache is not None and plan.timing_cache:
-        write_bytes_atomic(Path(plan.timing_cache), built.timing_cache)
-    return BuildResult(engine_path, manifest_path(engine_path), manifest, report, fp16_path, fp16_info, seconds,
-                       list(built.warnings))
-
-
-def _build_engine_files(plan: Any, opened: Artifact, engine_path: Path, fp16_path: Path | None, staging: Path, *,
-                        force: bool, phase: Callable[[str], None], verbose: bool, seconds: dict[str, float]
-                        ) -> tuple[Any, dict[str, Any] | None]:
+def build_engine_files(plan: Any, opened: Artifact, engine_path: Path, fp16_path: Path | None, staging: Path, *,
+                       options: BuildOptions, phase: Callable[[str], None], seconds: dict[str, float]
+                       ) -> tuple[Any, dict[str, Any] | None]:
     """Build the engine; for a strongly typed fp16 build, first the mixed-precision graph in ``staging``.
 
     That graph is moved to ``fp16_path`` (with its manifest) only when the engine exists, just before the
@@ -309,7 +177,7 @@ def _build_engine_files(plan: Any, opened: Artifact, engine_path: Path, fp16_pat
         if staged is None:
             write_bytes_atomic(engine_path, data)
             return
-        publish_artifact([(staged, fp16_path)], fp16_path, fp16_manifest.to_json(), replace=force)
+        publish_artifact([(staged, fp16_path)], fp16_path, fp16_manifest.to_json(), replace=options.force)
         try:
             write_bytes_atomic(engine_path, data)
         except BaseException:  # no engine: its graph goes too
@@ -319,6 +187,6 @@ def _build_engine_files(plan: Any, opened: Artifact, engine_path: Path, fp16_pat
 
     start = time.perf_counter()
     # The engine is written the moment it exists, before inspection (build_engine calls this).
-    built = build_engine(plan, staged or opened.path, on_phase=phase, verbose=verbose, write_engine=write_engine)
+    built = build_engine(plan, staged or opened.path, on_phase=phase, verbose=options.verbose, write_engine=write_engine)
     seconds["build"] = time.perf_counter() - start
     return built, None if fp16_info is None else dict(fp16_info)

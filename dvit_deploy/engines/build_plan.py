@@ -37,8 +37,10 @@ DEFAULT_IMAGE_INPUT = TensorRecord.from_json({"name": "images", "shape": ["batch
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """What ``dvit build`` was asked for: every option of ``engines.build.build`` and ``make_plan``,
-    with its default written once (``defaults.py``). The CLI makes one from its flags."""
+    """What ``dvit build`` was asked for: every option of ``jobs.build.run_build`` and ``make_plan``, with its
+    default written once (``defaults.py``). The CLI makes one from its flags. What the options alone decide
+    is checked when made; ``jobs.build.check_options`` checks them against the ONNX, ``make_plan`` against
+    the installed TensorRT."""
 
     precision: str = BUILD_PRECISION  # fp32, tf32, fp16, bf16 or int8 (an explicitly quantized ONNX)
     output: str | Path | None = None  # the engine (or --onnx-only graph) path; None: ./engines/<name>
@@ -65,6 +67,9 @@ class BuildOptions:
             object.__setattr__(self, "compute_capabilities", tuple(self.compute_capabilities))  # a CLI list
         if self.keep_ladder is not None and not isinstance(self.keep_ladder, tuple):
             object.__setattr__(self, "keep_ladder", tuple(self.keep_ladder))
+        if self.keep_ladder is not None and self.keep_range is not None:  # checked when made: options alone decide
+            raise BadInput("--keep-ladder and --keep-range exclude each other: a ladder pins each ρ's keep counts in "
+                           "a profile of its own, a range makes them a runtime shape in one profile; pass one")
 
     @property
     def flavour(self) -> BuildFlavour:
@@ -197,7 +202,7 @@ def make_plan(source: Artifact, options: BuildOptions = BuildOptions(), *, trt_v
               gpu_name: str) -> BuildPlan:
     """The build ``options`` ask for, checked against the flavour and the TensorRT version, for ``source``.
 
-    ``options.precision`` is the precision to build (``engines.build`` resolves it against the ONNX first).
+    ``options.precision`` is the precision to build (``jobs.build.check_options`` resolves it against the ONNX first).
     """
     kind = options.flavour
     precision, timing_cache = options.precision, options.timing_cache

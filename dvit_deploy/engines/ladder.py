@@ -64,9 +64,6 @@ def ladder_rungs(keep_ladder: Sequence[float], model: ModelRecord) -> tuple[Ladd
 def ladder_profiles(source: OnnxManifest | Artifact, options: BuildOptions) -> tuple[InputProfile, ...]:
     """One optimization profile per rung: the image batch range (the same in each) and the rung's
     ``keep_counts`` values pinned (min = opt = max), as flat records tagged with their profile index."""
-    if options.keep_range is not None:
-        raise BadInput("--keep-ladder and --keep-range exclude each other: a ladder pins each ρ's keep counts in a "
-                       "profile of its own, a range makes them a runtime shape in one profile; pass one")
     onnx = onnx_record(source)
     rungs = ladder_rungs(options.keep_ladder or (), onnx.model)
     images = (onnx.inputs or (DEFAULT_IMAGE_INPUT,))[0]

@@ -21,11 +21,8 @@ follow it). Afterwards each ``Shape(dummy_s)`` node is replaced by
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import io
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -45,7 +42,7 @@ from ..models import KeepSchedule, kept_patch_ids
 from ..models.checkpoint import LoadedModel
 from .check import CHECK_BATCH, CheckReport, check_file_and_structure, check_images, cpu_session, reference_outputs
 from .graph import pruning_stages, with_topk_outputs
-from .onnx_export import EXPORTER_OPTIMIZE, light_optimize
+from .exporter import export_program
 
 CHECK_RATIOS = (0.9, 0.8, 0.7)
 _DUMMY_PREFIX = "dvit_keep_len_stage"
@@ -101,20 +98,9 @@ def export_dynamic_keep(loaded: LoadedModel, path: Path, *, opset: int, batch: i
     length_dims = tuple({0: torch.export.Dim(f"k{s + 1}", min=1, max=variant.num_patches)} for s in range(stages))
     dims = (image_dims, length_dims)
     module = _SymbolicKeep(loaded.model, token_outputs).eval()
-    sink = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
-                torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                module, (images, *lengths), dynamo=True, optimize=EXPORTER_OPTIMIZE, opset_version=opset, verbose=False,
-                input_names=[input_name, *dummy_names], output_names=output_names, dynamic_shapes=dims,
-            )
-            light_optimize(program)
-            program.save(str(path), external_data=False)
-    except Exception as exc:  # the exporter raises many types; report it as one line
-        raise DvitError(f"ONNX export (--dynamic-keep) failed: {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:300]}") from exc
+    export_program(module, (images, *lengths), path, external_data=False,
+                   failure="ONNX export (--dynamic-keep) failed", opset_version=opset,
+                   input_names=[input_name, *dummy_names], output_names=output_names, dynamic_shapes=dims)
     model = onnx.load(str(path))
     replace_length_inputs(model, dummy_names)
     onnx.save(model, str(path))

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import platform
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +22,7 @@ import onnx
 import torch
 
 from .. import __version__
-from ..helpers.errors import BadInput, CheckFailed, DvitError
+from ..helpers.errors import BadInput, CheckFailed
 from ..artifact.manifest import ONNX_SCHEMA, ModelRecord, OnnxManifest, TensorRecord
 from ..artifact.names import INPUT_NAME, LOGITS_NAME, TOKEN_OUTPUT_PREFIX, token_output_name  # noqa: F401
 from ..helpers.fileio import errors_name, manifest_path, prepare_output, publish_artifact, sha256_file, temp_prefix
@@ -32,35 +30,14 @@ from ..models import WithKeptTokens
 from ..models.checkpoint import LoadedModel
 from ..artifact.store import Artifact, export_dir, onnx_name
 from .check import CheckReport, check_export
+from .dynamic_keep import KEEP_COUNTS_INPUT, check_dynamic_keep, export_dynamic_keep
+from .exporter import EXPORTER_OPTIMIZE, export_program, light_optimize  # noqa: F401 - re-exported
 from .graph import io_description, set_dvit_metadata
 from .requests import check_request
 
 # Opset 18 is what torch's exporter emits natively, and TensorRT 10.3 (JetPack 6) parses it.
 from ..helpers.defaults import DEFAULT_OPSET, EXPORT_CHECK_SAMPLES, MAX_BATCH  # noqa: E402 - one source for the help text and the exporter
 MIN_OPSET, MAX_OPSET = 18, 23
-# torch's exporter runs onnxscript's full optimizer by default; most of its time goes to the pattern
-# rewriter, whose fusions ONNX Runtime, OpenVINO and TensorRT redo when they load the graph. dvit
-# exports without it and runs the light passes below (constant folding, dead nodes, constant lifting,
-# CSE): measured on DeiT-S (benchmarks/bench_export.py) the graph stays small (654 vs 629 nodes,
-# 1407 with no pass at all), every check passes, ORT throughput is unchanged, ~1.5 s faster.
-EXPORTER_OPTIMIZE = False
-
-
-def light_optimize(program: Any) -> None:
-    """Constant folding, unused-node removal, constant lifting and CSE on an exported program's IR."""
-    import onnx_ir as ir
-    from onnx_ir.passes import common as common_passes
-    from onnxscript.optimizer import _constant_folding
-
-    ir.passes.PassManager([
-        ir.passes.PassManager([_constant_folding.FoldConstantsPass(
-            shape_inference=True, input_size_limit=_constant_folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
-            output_size_limit=_constant_folding.DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT),
-            common_passes.RemoveUnusedNodesPass()], steps=2, early_stop=True),
-        common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
-        common_passes.DeduplicateInitializersPass(),
-        common_passes.CommonSubexpressionEliminationPass(),
-    ])(program.model)
 MAX_DYNAMIC_BATCH = MAX_BATCH
 EXAMPLE_BATCH = 2  # batch sizes 0 and 1 would be specialised by torch.export
 PROTOBUF_LIMIT = 2_000_000_000
@@ -135,8 +112,6 @@ def _export_into(loaded: LoadedModel, output: Path, tmp_dir: Path, *, opset: int
 
     start = time.perf_counter()
     if dynamic_keep:
-        from .dynamic_keep import check_dynamic_keep
-
         report = check_dynamic_keep(tmp_onnx, loaded, batch=batch, samples=check_samples, on_phase=phase)
     else:
         report = check_export(tmp_onnx, loaded, batch=batch, samples=check_samples, on_phase=phase)
@@ -180,35 +155,16 @@ def _export(loaded: LoadedModel, path: Path, *, opset: int, batch: int | None, t
     outputs = [LOGITS_NAME] + [token_output_name(s + 1) for s in range(len(loaded.keep_counts))] * token_outputs
     param_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
     external = param_bytes > PROTOBUF_LIMIT
-    kwargs: dict[str, Any] = dict(
-        dynamo=True,
-        optimize=EXPORTER_OPTIMIZE,
-        opset_version=opset,
-        input_names=[INPUT_NAME],
-        output_names=outputs,
-        verbose=False,
-    )
+    kwargs: dict[str, Any] = dict(opset_version=opset, input_names=[INPUT_NAME], output_names=outputs)
     if batch is None:
         kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},)
-    sink = io.StringIO()
-    try:
-        # The exporter narrates its phases on stdout; keep the CLI's output ours.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
-                torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(module, (example,), **kwargs)
-            light_optimize(program)
-            program.save(str(path), external_data=external)
-    except Exception as exc:  # the exporter raises many types; report it as one line
-        raise DvitError(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
+    export_program(module, (example,), path, external_data=external, failure="ONNX export failed", **kwargs)
     _stamp_metadata(path, loaded, external)
     return external
 
 
 def _export_dynamic_keep(loaded: LoadedModel, path: Path, *, opset: int, batch: int | None,
                          token_outputs: bool) -> None:
-    from .dynamic_keep import export_dynamic_keep
-
     param_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
     if param_bytes > PROTOBUF_LIMIT:
         raise BadInput("--dynamic-keep supports models under 2 GB (one self-contained file)")
@@ -241,8 +197,6 @@ def _manifest(loaded: LoadedModel, output: Path, tmp_onnx: Path, opset: int, bat
     data_files = [p.name for p in tmp_onnx.parent.iterdir() if p.suffix != ".onnx"]
     keep_input = None
     if dynamic_keep:
-        from .dynamic_keep import KEEP_COUNTS_INPUT
-
         keep_input = {"name": KEEP_COUNTS_INPUT, "dtype": "int32", "shape": [loaded.variant.num_stages],
                       "meaning": "per-stage kept token counts int(num_patches * rho**k)"}
     record = dataclasses.replace(ModelRecord.from_json(loaded.record()), batch=batch, dynamic_batch=batch is None,

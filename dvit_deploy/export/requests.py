@@ -1,8 +1,9 @@
 """What an export may be asked for, decided before torch or a checkpoint is loaded (torch-free).
 
-``dvit export`` runs ``check_request`` first with what its flags already say (``--model``, or the default
-model when no checkpoint is given), then again from ``load_model``'s ``before_build`` once a checkpoint's
-variant is detected, and ``export_onnx`` runs it once more for library callers: one rule, three moments.
+``jobs.export.run_export`` runs ``check_request`` first with what its flags already say (``--model``, or the
+default model when no checkpoint is given), then again once a checkpoint's variant is detected
+(``resolve_model``, before ``build_model``), and ``export_onnx`` runs it once more for library callers: one
+rule, three moments.
 
 Two requests are refused here, each in one line:
 

@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 
@@ -55,8 +55,10 @@ class Checkpoint:
 
 
 @dataclass
-class LoadedModel:
-    model: Any  # DynamicViTBase
+class ModelRequest:
+    """What ``load_model`` will build, known before the model is (seconds): the variant, its ratios, the read
+    checkpoint. A job checks its outputs against it (``resolve_model``), then builds it (``build_model``)."""
+
     variant: VariantConfig
     dense: bool
     stage_ratios: tuple[float, ...] | None
@@ -64,6 +66,11 @@ class LoadedModel:
     seed: int | None
     use_ema: bool = False
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadedModel(ModelRequest):  # a built ModelRequest: the model, its weights loaded
+    model: Any = None  # DynamicViTBase
 
     @property
     def keep_counts(self) -> tuple[int, ...]:
@@ -266,24 +273,17 @@ def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 # Building the model
 
 
-def load_model(
-    checkpoint: str | Path | None = None,
-    *,
-    model_name: str | None = None,
-    keep_ratio: float | None = None,
-    stage_ratios: Sequence[float] | None = None,
-    dense: bool = False,
-    use_ema: bool = False,
-    trust: bool = False,
-    seed: int | None = None,
-    before_build: Callable[[VariantConfig, bool, tuple[float, ...] | None], None] | None = None,
-) -> LoadedModel:
-    """Build the model a user asked for: from a checkpoint, or the seeded random default.
+def load_model(checkpoint: str | Path | None = None, **request: Any) -> LoadedModel:
+    """Build the model a user asked for: from a checkpoint, or the seeded random default. ``request``: the
+    keywords of ``resolve_model``; a job that checks its outputs before the model is built calls the two steps."""
+    return build_model(resolve_model(checkpoint, **request))
 
-    ``before_build(variant, dense, stage_ratios)`` runs once the variant and ratios are known, before the
-    model is built (seconds): a command checks its outputs there, so a refusal costs no model building.
-    """
-    from . import DEFAULT_SEED, create_model
+
+def resolve_model(checkpoint: str | Path | None = None, *, model_name: str | None = None,
+                  keep_ratio: float | None = None, stage_ratios: Sequence[float] | None = None, dense: bool = False,
+                  use_ema: bool = False, trust: bool = False, seed: int | None = None) -> ModelRequest:
+    """Read the checkpoint (if any), detect the variant and resolve its ratios; the model is not built."""
+    from . import DEFAULT_SEED
 
     if keep_ratio is not None:
         _check_ratio(keep_ratio)
@@ -318,17 +318,24 @@ def load_model(
         seed = None
 
     ratios = _resolve_ratios(variant, dense, keep_ratio, stage_ratios, ckpt, notes)
-    if before_build is not None:
-        before_build(variant, dense, ratios)
+    return ModelRequest(variant, dense, ratios, ckpt, seed, use_ema, notes)
+
+
+def build_model(request: ModelRequest) -> LoadedModel:
+    """Build the model ``request`` describes and load its weights (or spread the seeded random ones)."""
+    from . import create_model
+
     try:
-        model = create_model(variant, stage_ratios=ratios, dense=dense, seed=seed)
+        model = create_model(request.variant, stage_ratios=request.stage_ratios, dense=request.dense,
+                             seed=request.seed)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    if ckpt is not None:
-        _load_weights(model, ckpt, variant, dense, notes)
+    notes = list(request.notes)
+    if request.checkpoint is not None:
+        _load_weights(model, request.checkpoint, request.variant, request.dense, notes)
     else:
-        _spread_predictor_scores(model, seed)
-    return LoadedModel(model, variant, dense, ratios, ckpt, seed, use_ema, notes)
+        _spread_predictor_scores(model, request.seed)
+    return LoadedModel(**{**vars(request), "notes": notes}, model=model)
 
 
 _moved_checkpoint: list[Path] = []  # set by ``checkpoint_at`` for the duration of a command

@@ -1,0 +1,136 @@
+"""export, build and doctor go through one seam: a frozen options object in, a job's ``run_*`` out of
+``jobs/``, and a thin CLI module that only turns flags into options and renders the result."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from dvit_deploy.helpers.errors import BadInput
+
+PACKAGE = Path(__file__).resolve().parents[1] / "dvit_deploy"
+SEAM = {"export_cmd": "run_export", "build_cmd": "run_build", "doctor_cmd": "run_doctor"}
+
+
+def _calls(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            func = node.func
+            names.append(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", ""))
+    return names
+
+
+@pytest.mark.parametrize("module, job", sorted(SEAM.items()))
+def test_cli_module_is_thin_and_calls_one_run(module, job):
+    path = PACKAGE / "cli" / f"{module}.py"
+    assert len(path.read_text().splitlines()) <= 120
+    runs = [name for name in _calls(path) if name.startswith("run_")]
+    assert runs == [job], runs
+
+
+def test_export_package_has_no_import_loop():
+    """dynamic_keep and onnx_export share the exporter through export/exporter.py, not through each other."""
+    imports: dict[str, set[str]] = {}
+    for path in (PACKAGE / "export").glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+        imports[path.stem] = found
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for name in imports.get(start, ()):
+            if name == goal or (name not in seen and reaches(name, goal, seen | {name})):
+                return True
+        return False
+
+    loops = [m for m in imports if reaches(m, m, {m})]
+    assert not loops, loops
+
+
+def test_load_model_takes_no_callback_into_a_higher_layer():
+    import inspect
+
+    from dvit_deploy.models import checkpoint
+
+    assert "before_build" not in inspect.signature(checkpoint.load_model).parameters
+
+
+def test_options_are_frozen():
+    from dvit_deploy.jobs.build import BuildOptions
+    from dvit_deploy.jobs.doctor import DoctorOptions
+    from dvit_deploy.jobs.export import ExportOptions
+
+    for options in (ExportOptions(), BuildOptions(), DoctorOptions()):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            options.force = True  # type: ignore[misc]
+    made = ExportOptions(checkpoint="c.pth", stage_ratios=[0.7, 0.5])
+    assert made.checkpoint == Path("c.pth") and made.stage_ratios == (0.7, 0.5)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({}, ("fp32", False)), ({"fp16": True}, ("fp16", False)), ({"int8": True}, ("int8", False)),
+    ({"int8": True, "fp16": True}, ("int8", True)), ({"tf32": True}, ("tf32", False)),
+])
+def test_precision_from_flags(flags, expected):
+    from dvit_deploy.jobs.build import precision_from_flags
+
+    assert precision_from_flags(**flags) == expected
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"int8": True, "bf16": True}, "--int8 combines with --fp16 only"),
+    ({"fp16": True, "tf32": True}, "choose one of --fp16, --bf16, --tf32"),
+])
+def test_precision_flag_refusals(flags, message):
+    from dvit_deploy.jobs.build import precision_from_flags
+
+    with pytest.raises(BadInput, match=message):
+        precision_from_flags(**flags)
+
+
+def test_ladder_and_range_are_refused_when_the_options_are_made():
+    from dvit_deploy.jobs.build import BuildOptions
+
+    with pytest.raises(BadInput, match="--keep-ladder and --keep-range exclude each other"):
+        BuildOptions(keep_ladder=(0.6, 0.7), keep_range=(0.5, 0.9))
+
+
+def test_export_option_refusals_come_before_the_model(tmp_path, monkeypatch):
+    from dvit_deploy.jobs.export import ExportOptions, run_export
+
+    def built(*a, **k):
+        raise AssertionError("the model was built before the options were checked")
+
+    monkeypatch.setattr("dvit_deploy.models.create_model", built)
+    with pytest.raises(BadInput, match="--opset must be between 18 and 23"):
+        run_export(ExportOptions(model="tiny-deit", opset=12))
+    (tmp_path / "taken.onnx").write_bytes(b"not ours")
+    with pytest.raises(BadInput, match="already exists"):
+        run_export(ExportOptions(model="tiny-deit", output=tmp_path / "taken.onnx"))
+    assert (tmp_path / "taken.onnx").read_bytes() == b"not ours"
+
+
+def test_run_export_and_run_doctor_as_a_library(tmp_path):
+    from dvit_deploy.jobs.doctor import DoctorOptions, run_doctor
+    from dvit_deploy.jobs.export import ExportOptions, run_export
+
+    seen: list[str] = []
+    notes: list[list[str]] = []
+    result = run_export(ExportOptions(model="tiny-deit", keep_ratio=0.7, output=tmp_path / "m.onnx", check_samples=2),
+                        on_phase=seen.append, on_notes=notes.append)
+    assert result.path == tmp_path / "m.onnx" and result.manifest_path.is_file()
+    assert result.variant == "tiny-deit" and result.keep_counts == (137, 96, 67) and result.random_weights
+    assert result.check.passed and seen[0] == "export" and "write" in seen
+    assert notes and "RANDOM weights" in notes[0][0]
+    payload = result.to_json()
+    # The manifest's own keys come last, as `dvit export --json` has always printed them ("artifact": the name).
+    assert payload["passed"] is True and payload["manifest"] == str(result.manifest_path)
+    assert payload["artifact"] == result.path.name
+    assert payload["keep_counts"] == [137, 96, 67]
+    report = run_doctor(result.path, DoctorOptions(target="trt-10", real_parser=False))
+    assert report.passed and report.target.name == "trt-10"
