@@ -68,12 +68,18 @@ class ServeResult:
     leftovers: list[str] = field(default_factory=list)  # anything that had to be killed or removed by force
 
 
-def write_model(spec: ServeSpec, folder: Path, files: list[Path] | None = None) -> Path:
-    """One Triton model folder: ``config.pbtxt``, ``dvit_serve.json``, ``1/model.py`` (+ ``files`` copied into ``1/``)."""
+def write_model(spec: ServeSpec, folder: Path, files: list[Path] | None = None, *,
+                package_root: Path | None = None) -> Path:
+    """One Triton model folder: ``config.pbtxt``, ``dvit_serve.json``, ``1/model.py`` (+ ``files`` copied into ``1/``).
+
+    ``package_root``: the folder holding the ``dvit_deploy`` that wrote the spec, put first on the stub's
+    ``sys.path`` (the stub does not honour PYTHONPATH before an editable install's finder: measured, it
+    imported another checkout's package and could not read this spec)."""
     (folder / "1").mkdir(parents=True)
     (folder / "config.pbtxt").write_text(spec.triton_config())
     spec.write(folder)
-    (folder / "1" / "model.py").write_text(MODEL_PY)
+    pin = f"import sys\nsys.path.insert(0, {str(package_root)!r})\n" if package_root is not None else ""
+    (folder / "1" / "model.py").write_text(MODEL_PY.replace("from dvit_deploy", pin + "from dvit_deploy", 1))
     for f in files or []:
         shutil.copy2(f, folder / "1" / Path(f).name)
     return folder
@@ -81,7 +87,9 @@ def write_model(spec: ServeSpec, folder: Path, files: list[Path] | None = None) 
 
 def model_repository(spec: ServeSpec, root: Path) -> Path:
     """Write the model repository Triton loads: ``<root>/<name>/...`` (``write_model``)."""
-    write_model(spec, root / spec.name)
+    import dvit_deploy
+
+    write_model(spec, root / spec.name, package_root=Path(dvit_deploy.__file__).resolve().parent.parent)
     return root
 
 
@@ -201,6 +209,10 @@ def serve(spec: ServeSpec, settings: ServeSettings, *,
             wake.wait(0.25)
         if not stop:
             on_event("ready", {"seconds": time.monotonic() - started, "pid": process.pid})
+            if spec.slo_ms:
+                from .slo import read_report
+
+                on_event("slo", read_report(repository / spec.name) or {})
         while not stop and process.poll() is None:
             wake.wait(0.5)
         if not stop:
@@ -234,12 +246,14 @@ def serve(spec: ServeSpec, settings: ServeSettings, *,
 def prepare(artifact: Path, *, backend: str | None, precision: str | None, name: str | None = None,
             max_batch: int | None = None, queue_delay_us: int = 100, dynamic_batching: bool = True,
             keep_range: tuple[float, float] | None = None, verify: bool = True,
-            slo_ms: float | None = None) -> ServeSpec:
+            slo_ms: float | None = None, queue_timeout_ms: float | None = None,
+            simulate_service: str | None = None) -> ServeSpec:
     """The artifact opened once (manifest read, sha256 checked), the backend asked for: its ServeSpec."""
     from ...artifact.store import open_artifact
     from ...helpers.lazy import available
     from ...helpers.errors import MissingDependency
     from ...runtime import BACKEND_PACKAGES, FILE_BACKENDS, default_backend, runner_class
+    from .paced import SimulatedService
 
     find_tritonserver()  # the [serve] extra first: no "serving …" line for a server that cannot start
     opened = open_artifact(Path(artifact))  # BadInput on a missing/foreign/tampered artifact (unless --no-verify)
@@ -265,7 +279,8 @@ def prepare(artifact: Path, *, backend: str | None, precision: str | None, name:
     return make_spec(opened, backend=backend, precision=precision, name=name, max_batch=max_batch,
                      queue_delay_us=queue_delay_us, dynamic_batching=dynamic_batching, keep_range=keep_range,
                      token_outputs=declared_tokens or backend in ("onnxruntime", "openvino"), verify=verify,
-                     slo_ms=slo_ms)
+                     slo_ms=slo_ms, queue_timeout_ms=queue_timeout_ms,
+                     simulated_service=SimulatedService.parse(simulate_service).to_json() if simulate_service else None)
 
 
 def drain_finished(log: Path, returncode: int | None) -> bool:
