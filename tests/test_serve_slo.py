@@ -163,3 +163,34 @@ def test_simulated_service_parses_and_paces_runner_calls():
     assert slept[-1] == pytest.approx(service.seconds(147 / 196, 3))  # ρ from the first stage's count
     paced.run(np.zeros((1, 1)))
     assert slept[-1] == pytest.approx(service.seconds(0.7, 1)) and paced.has_token_info
+
+
+def test_handler_asks_the_controller_per_batch_and_keeps_a_requested_rho():
+    """The hook: one decision per Triton batch for requests without ρ, every runner call observed;
+    a request that names its own keep_ratio is served at it."""
+    from types import SimpleNamespace
+
+    from dvit_deploy.jobs.serve.handler import Request, RequestHandler
+    from dvit_deploy.jobs.serve.spec import ServeSpec
+
+    spec = ServeSpec(artifact="m.onnx", backend="onnxruntime", precision="fp32", name="m", max_batch=4,
+                     queue_delay_us=100, dynamic_batching=True, image_shape=(3, 8, 8), num_classes=10,
+                     fixed_batch=None, num_stages=3, num_patches=196, dense=False, keep_ratio=0.7, dynamic_keep=True,
+                     keep_range=(0.5, 0.9), token_outputs=False, slo_ms=500.0)
+    calls: list[tuple[int, tuple[int, ...]]] = []
+
+    class Runner:
+        def run(self, batch, keep_counts=None):
+            calls.append((len(batch), tuple(int(c) for c in keep_counts)))
+            return SimpleNamespace(logits=np.zeros((len(batch), 10), np.float32), kept=[])
+
+    clock = SimClock()
+    controller = SloController(ControllerConfig(slo_s=0.5, rungs=RUNGS, max_batch=4),
+                               measured_model(bias=1.0), clock=clock)
+    handler = RequestHandler(Runner(), spec, controller)
+    image = np.zeros((1, 3, 8, 8), np.float32)
+    out = handler.handle([Request(image), Request(image), Request(image, np.full((1, 1), 0.83, np.float32))])
+    assert [float(r.outputs["keep_ratio"][0, 0]) for r in out] == pytest.approx([0.9, 0.9, 0.83])
+    assert sorted(calls) == sorted([(2, spec.counts_for(0.9)), (1, spec.counts_for(0.83))])
+    assert controller.batches == 1 and controller.prev_end is not None  # on_batch, then on_batch_end
+    assert 0.9 in controller.model.correction and 0.83 not in controller.model.correction  # off-grid ρ: not a rung
