@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-QUICK_SERVICE = "40,0.5:20,0.9:100"  # --quick: ms per call, ms per image at ρ 0.5 … 0.9 (simulated)
+QUICK_SERVICE = "5,0.5:41,0.9:65"  # --quick: ms per call, ms per image at ρ 0.5 … 0.9 (DeiT-S-like, simulated)
 
 
 def free_ports(n: int) -> list[int]:
@@ -298,7 +298,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--png", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
-        args.max_batch, args.seconds, args.step, args.measure_seconds = 4, 10.0, "0.5:4,1.5:10,0.5:10", 3.0
+        args.seconds, args.step, args.measure_seconds = 15.0, "0.5:5,1.5:15,0.5:12", 3.0
     return args
 
 
@@ -306,21 +306,8 @@ def main() -> None:
     asyncio.run(run(parse_args()))  # one event loop for every client (grpc.aio binds to the first loop)
 
 
-async def run(args: argparse.Namespace) -> None:
-    low, high = (float(x) for x in args.keep_range.split(","))
-    record: dict = {"schema": "dvit-deploy/bench-serve-openloop/1", "machine": machine(),
-                    "loadavg_before": os.getloadavg(), "settings": {k: str(v) for k, v in vars(args).items()}}
-    service = QUICK_SERVICE if args.quick else None
-    workdir = Path(tempfile.mkdtemp(prefix="bench-openloop-"))
-    artifact = args.artifact or (quick_artifact(workdir) if args.quick else Path("export/deit-s-dynkeep.onnx"))
-    from dvit_deploy.artifact.store import open_artifact
-
-    shape = open_artifact(artifact).model.input_shape
-    image = np.random.default_rng(args.seed).standard_normal((1, *shape)).astype(np.float32)
-    common = ["--backend", args.backend, "--keep-range", args.keep_range, "--max-batch", str(args.max_batch)]
-    common += ["--threads", str(args.threads)] if args.threads else []
-    common += ["--simulate-service-ms", service] if service else []
-
+async def fixed_runs(artifact: Path, common: list[str], args, image: np.ndarray, low: float, high: float) -> dict:
+    """Capacity and overhead points at the top, then the fixed-rate arrivals at the top and at the bottom."""
     server = Server(artifact, *common)
     try:
         await _closed_loop(server, 2, 1.0, image, high)  # warm the path
@@ -335,47 +322,69 @@ async def run(args: argparse.Namespace) -> None:
         times = schedule([(args.overload * capacity, args.seconds)], args.seed)
         runs = {}
         for label, rho in ((f"fixed ρ={high:g}", high), (f"fixed ρ={low:g}", low)):
-            records, cpu = await open_loop(server, times, image, rho)
-            runs[label] = (records, cpu)
-            print(f"{label}: p99 {summarize(records, None, cpu)['p99_ms']:.0f} ms", flush=True)
+            runs[label] = await open_loop(server, times, image, rho)
+            print(f"{label}: p99 {summarize(runs[label][0], None, runs[label][1])['p99_ms']:.0f} ms", flush=True)
     finally:
         server.stop()
-    bottom_records, bottom_cpu = runs[f"fixed ρ={low:g}"]
-    bottom_p99 = summarize(bottom_records, None, bottom_cpu)["p99_ms"]
-    objective = args.slo_factor * bottom_p99
+    return {"single": single, "formed": formed, "capacity": capacity, "times": times, "runs": runs}
 
+
+def overhead(single: dict, capacity: float, formed: float, direct_points: dict) -> dict:
+    batch = max(1, int(round(formed)))
+    return {"served_c1_p50_ms": single["p50_ms"], "direct_b1_p50_ms": direct_points["1"]["p50_ms"],
+            "p50_ratio": single["p50_ms"] / direct_points["1"]["p50_ms"],
+            "served_saturation_ips": capacity, "triton_mean_batch": formed, "direct_batch": batch,
+            "direct_ips_at_that_batch": direct_points[str(batch)]["throughput_ips"],
+            "throughput_ratio": capacity / direct_points[str(batch)]["throughput_ips"]}
+
+
+def print_summary(record: dict, slo_factor: float) -> None:
+    for label, s in record["fixed_rate"].items():
+        print(f"{label:>12}: p50 {s['p50_ms']:.0f}  p99 {s['p99_ms']:.0f} ms  goodput {s['goodput_ips']:.1f}/s  "
+              f"failed {s['failed']}  mean ρ {s['mean_rho']:.3f}  client CPU {100 * s['client_cpu_fraction']:.0f}%")
+    st = record["step"]
+    print(f"objective {record['objective_ms']:.0f} ms (= {slo_factor:g} × the bottom's p99); step profile: p99 "
+          f"{st['p99_ms']:.0f} ms, failed {st['failed']}, recovery {st['recovery_s']} s, ρ histogram {st['rho_histogram']}")
+    print("overhead:", json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in record["overhead"].items()}))
+
+
+async def run(args: argparse.Namespace) -> None:
+    from dvit_deploy.artifact.store import open_artifact
+
+    low, high = (float(x) for x in args.keep_range.split(","))
+    record: dict = {"schema": "dvit-deploy/bench-serve-openloop/1", "machine": machine(),
+                    "loadavg_before": os.getloadavg(), "settings": {k: str(v) for k, v in vars(args).items()}}
+    service = QUICK_SERVICE if args.quick else None
+    workdir = Path(tempfile.mkdtemp(prefix="bench-openloop-"))
+    artifact = args.artifact or (quick_artifact(workdir) if args.quick else Path("export/deit-s-dynkeep.onnx"))
+    shape = open_artifact(artifact).model.input_shape
+    image = np.random.default_rng(args.seed).standard_normal((1, *shape)).astype(np.float32)
+    common = ["--backend", args.backend, "--keep-range", args.keep_range, "--max-batch", str(args.max_batch)]
+    common += ["--threads", str(args.threads)] if args.threads else []
+    common += ["--simulate-service-ms", service] if service else []
+
+    fixed = await fixed_runs(artifact, common, args, image, low, high)
+    runs, capacity = fixed["runs"], fixed["capacity"]
+    objective = args.slo_factor * summarize(runs[f"fixed ρ={low:g}"][0], None, 0.0)["p99_ms"]
     server = Server(artifact, *common, "--slo-ms", f"{objective:.1f}")
     try:
-        runs["adaptive"] = await open_loop(server, times, image)
+        runs["adaptive"] = await open_loop(server, fixed["times"], image)
         steps = [(float(m) * capacity, float(s)) for m, s in (p.split(":") for p in args.step.split(","))]
         step_records, step_cpu = await open_loop(server, schedule(steps, args.seed + 1), image)
     finally:
         stderr = server.stop()
     step_down = sum(s for _, s in steps[:-1])
 
-    direct_batch = max(1, int(round(formed)))
-    record["direct"] = direct(artifact, args.backend, high, sorted({1, direct_batch}), args.measure_seconds, service)
-    record["overhead"] = {
-        "served_c1_p50_ms": single["p50_ms"], "direct_b1_p50_ms": record["direct"]["1"]["p50_ms"],
-        "p50_ratio": single["p50_ms"] / record["direct"]["1"]["p50_ms"],
-        "served_saturation_ips": capacity, "triton_mean_batch": formed, "direct_batch": direct_batch,
-        "direct_ips_at_that_batch": record["direct"][str(direct_batch)]["throughput_ips"],
-        "throughput_ratio": capacity / record["direct"][str(direct_batch)]["throughput_ips"]}
-    record["capacity_ips"] = capacity
-    record["offered_ips"] = args.overload * capacity
-    record["objective_ms"] = objective
+    batches = sorted({1, max(1, int(round(fixed["formed"])))})
+    record["direct"] = direct(artifact, args.backend, high, batches, args.measure_seconds, service)
+    record["overhead"] = overhead(fixed["single"], capacity, fixed["formed"], record["direct"])
+    record.update(capacity_ips=capacity, offered_ips=args.overload * capacity, objective_ms=objective)
     record["fixed_rate"] = {label: summarize(recs, objective, cpu) for label, (recs, cpu) in runs.items()}
     record["step"] = {"phases": [{"rate_ips": r, "seconds": s} for r, s in steps], "step_down_at_s": step_down,
                       **summarize(step_records, objective, step_cpu, step_down, high)}
     record["adaptive_server_log"] = [line for line in stderr.splitlines() if "service time" in line or "warning" in line]
     record["loadavg_after"] = os.getloadavg()
-    for label, s in record["fixed_rate"].items():
-        print(f"{label:>12}: p50 {s['p50_ms']:.0f}  p99 {s['p99_ms']:.0f} ms  goodput {s['goodput_ips']:.1f}/s  "
-              f"failed {s['failed']}  mean ρ {s['mean_rho']:.3f}  client CPU {100 * s['client_cpu_fraction']:.0f}%")
-    st = record["step"]
-    print(f"objective {objective:.0f} ms (= {args.slo_factor:g} × the bottom's p99); step profile: p99 {st['p99_ms']:.0f} ms, "
-          f"failed {st['failed']}, recovery {st['recovery_s']} s, ρ histogram {st['rho_histogram']}")
-    print("overhead:", json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in record["overhead"].items()}))
+    print_summary(record, args.slo_factor)
     if args.json:
         args.json.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.json}")

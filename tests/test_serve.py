@@ -423,11 +423,15 @@ def test_slo_mode_out_of_reach_warns_serves_at_the_bottom_and_counts_it(exports)
         want = direct(exports[0], batch, counts=[117, 70, 42])  # ρ 0.6
         np.testing.assert_allclose(out["logits"], want.logits, atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(infer(client, grpc, "tiny-dynkeep", batch, 0.8)["keep_ratio"], 0.8)  # asked: kept
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as reply:
-            metrics = reply.read().decode()
-        counted = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                   if line.startswith('dvit_slo_unreachable_batches_total{model="tiny-dynkeep"}')]
-        assert counted and counted[0] >= 5
+        deadline, counted = time.monotonic() + 30, 0.0
+        while counted < 5 and time.monotonic() < deadline:  # the metrics follow at most every 0.5 s, on a batch
+            time.sleep(0.6)
+            infer(client, grpc, "tiny-dynkeep", batch)
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as reply:
+                metrics = reply.read().decode()
+            counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                          if line.startswith('dvit_slo_unreachable_batches_total{model="tiny-dynkeep"}'))
+        assert counted >= 5
         assert 'dvit_keep_ratio{model="tiny-dynkeep"} 0.6' in metrics
     finally:
         code, stderr = server.stop()

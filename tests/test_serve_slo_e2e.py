@@ -98,12 +98,12 @@ def test_adaptive_rho_meets_an_objective_fixed_rho_misses_then_recovers(tiny64):
         code, stderr = fixed.stop()
     assert code == 0, stderr
 
-    adaptive = Server(tiny64, *common, "--slo-ms", str(OBJECTIVE_MS))
+    adaptive = Server(tiny64, *common, "--slo-ms", str(OBJECTIVE_MS), "--queue-timeout-ms", str(2 * OBJECTIVE_MS))
     try:
         served = open_loop(adaptive, [(low, 4), (overload, 10), (low, 12)], seed=1)
         with urllib.request.urlopen(f"http://127.0.0.1:{adaptive.metrics_port}/metrics", timeout=10) as reply:
             metrics = reply.read().decode()
-        # Beyond what even ρ 0.6 serves (~33 img/s): queued past 2× the objective is rejected, not served late.
+        # Beyond what even ρ 0.6 serves (~33 img/s): queued past 2× the objective (--queue-timeout-ms) is rejected.
         beyond = open_loop(adaptive, [(3.0 * 33, 4)], seed=2)
     finally:
         code, stderr = adaptive.stop()
@@ -146,12 +146,16 @@ def test_slo_spec_writes_a_rejecting_queue_policy(tiny64):
 
     plain = spec()
     assert plain.queue_timeout_ms is None and "default_queue_policy" not in plain.triton_config()
-    adaptive = spec(slo_ms=250.0)
+    assert spec(slo_ms=250.0).queue_timeout_ms is None  # opt-in, also under --slo-ms
+    adaptive = spec(slo_ms=250.0, queue_timeout_ms=500.0)
     assert adaptive.queue_timeout_ms == 500.0
     config = adaptive.triton_config()
     assert ("  default_queue_policy {\n    timeout_action: REJECT\n    default_timeout_microseconds: 500000\n"
             "    allow_timeout_override: false\n  }\n}") in config
     assert spec(slo_ms=250.0, queue_timeout_ms=0).queue_timeout_ms is None  # 0: never reject
+    with pytest.raises(BadInput, match="--queue-timeout-ms needs dynamic batching"):
+        make_spec(opened, backend="onnxruntime", precision="fp32", name=None, max_batch=8, queue_delay_us=100,
+                  dynamic_batching=False, queue_timeout_ms=100)
     assert spec(queue_timeout_ms=75).queue_timeout_ms == 75.0
     with pytest.raises(BadInput, match="--queue-timeout-ms must be ≥ 0"):
         spec(queue_timeout_ms=-1)

@@ -45,8 +45,9 @@ def serve(
                                            "predicted to meet it at the measured load; every response reports its ρ. "
                                            "See docs/serving.md."),
     queue_timeout_ms: Optional[float] = typer.Option(None, "--queue-timeout-ms", callback=finite, help="Reject a request "
-                                                     "still queued after this long (Triton's queue policy; 0: never) "
-                                                     "\[default: 2× --slo-ms with --slo-ms, never otherwise]."),
+                                                     "still queued after this long (Triton's queue policy), so overload beyond "
+                                                     "what the keep range serves is refused, not served ever later; e.g. 2× "
+                                                     "--slo-ms \\[default: never; see docs/serving.md]."),
     simulate_service: Optional[str] = typer.Option(None, "--simulate-service-ms", hidden=True,
                                                    help="Test only: CALL_MS,RHO:MS,… pace every runner call."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads of the runner "

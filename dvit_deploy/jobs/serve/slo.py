@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -77,9 +79,12 @@ def read_report(folder: Path) -> dict[str, Any] | None:
 class SloMetrics:
     """The controller's state on Triton's metrics endpoint; a no-op where custom metrics are unavailable."""
 
-    def __init__(self, pb_utils: Any, model: str) -> None:
+    EVERY_S = 0.5  # each update is a message to the server process: at most this often, not per batch
+
+    def __init__(self, pb_utils: Any, model: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.ok = False
         self.unreachable_seen = 0
+        self.clock, self.last = clock, -math.inf
         try:
             family = pb_utils.MetricFamily
             labels = {"model": model}
@@ -95,9 +100,11 @@ class SloMetrics:
         except Exception:  # noqa: BLE001 - an older backend without custom metrics: serving goes on
             pass
 
-    def update(self, controller: SloController) -> None:
-        if not self.ok:
+    def update(self, controller: SloController, force: bool = False) -> None:
+        now = self.clock()
+        if not self.ok or (not force and now - self.last < self.EVERY_S):
             return
+        self.last = now
         stats = controller.stats()
         self.rho.set(float(stats["rho"]))
         predicted = stats["predicted_p99_ms"]

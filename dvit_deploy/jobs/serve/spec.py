@@ -209,18 +209,16 @@ def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str |
     )
 
 
-SLO_QUEUE_TIMEOUT_FACTOR = 2.0  # --slo-ms: a request queued longer than this many objectives is rejected
-
-
 def _queue_timeout(slo_ms: float | None, queue_timeout_ms: float | None, dynamic_batching: bool) -> float | None:
-    """Triton's queue timeout: explicit (0 = never), else 2× the objective under --slo-ms, else none."""
-    if queue_timeout_ms is not None:
-        if not queue_timeout_ms >= 0:
-            raise BadInput(f"--queue-timeout-ms must be ≥ 0, got {queue_timeout_ms:g}")
-        if queue_timeout_ms and not dynamic_batching:
-            raise BadInput("--queue-timeout-ms needs dynamic batching (Triton's queue policy is part of it)")
-        return float(queue_timeout_ms) or None
-    return SLO_QUEUE_TIMEOUT_FACTOR * float(slo_ms) if slo_ms and dynamic_batching else None
+    """Triton's queue timeout (``--queue-timeout-ms``; 0 or unset: never). Opt-in, also under --slo-ms: on
+    tritonserver 2.51 a queue policy changed how the dynamic batcher formed batches (docs/serving.md)."""
+    if queue_timeout_ms is None:
+        return None
+    if not queue_timeout_ms >= 0:
+        raise BadInput(f"--queue-timeout-ms must be ≥ 0, got {queue_timeout_ms:g}")
+    if queue_timeout_ms and not dynamic_batching:
+        raise BadInput("--queue-timeout-ms needs dynamic batching (Triton's queue policy is part of it)")
+    return float(queue_timeout_ms) or None
 
 
 def _own_batch_limit(manifest: AnyManifest) -> int:
