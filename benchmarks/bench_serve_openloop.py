@@ -15,7 +15,8 @@ One run, on one ``--dynamic-keep`` artifact (default: DeiT-S, ``export/deit-s-dy
 Open loop: one asyncio client (gRPC) sends each request at its scheduled time whatever the answers do,
 and latency counts from the *scheduled* time (no coordinated omission). Reported per run: p50/p99,
 goodput (answers within the objective per second), failures, ρ histogram, ρ and p99 per second, and
-for the step profile the recovery time (from the step down to ρ back at the top for good). The client's
+for the step profile the recovery time (from the step down to the first answer at the top) and how
+many answers fell below the top after it. The client's
 CPU time is reported; the JSON carries the CPU flags and load averages before/after; the PNG shows
 latency and ρ over time.
 
@@ -193,8 +194,11 @@ def summarize(records: list[dict], objective_ms: float | None, client_cpu_s: flo
         out["goodput_ips"] = float((lat <= objective_ms).sum()) / span
     if step_down_at is not None and top is not None:
         after = sorted((r for r in ok if r["t"] >= step_down_at), key=lambda r: r["t"])
-        last_off = max((i for i, r in enumerate(after) if abs(r["rho"] - top) > 1e-3), default=-1)
-        out["recovery_s"] = (after[last_off + 1]["t"] - step_down_at) if last_off + 1 < len(after) else None
+        first = next((i for i, r in enumerate(after) if abs(r["rho"] - top) < 1e-3), None)
+        out["recovery_s"] = None if first is None else after[first]["t"] - step_down_at  # first answer at the top
+        # after that: answers below the top (a step back down is an oscillation)
+        out["below_top_after_recovery"] = None if first is None else sum(
+            abs(r["rho"] - top) > 1e-3 for r in after[first:])
     return out
 
 
@@ -344,7 +348,8 @@ def print_summary(record: dict, slo_factor: float) -> None:
               f"failed {s['failed']}  mean ρ {s['mean_rho']:.3f}  client CPU {100 * s['client_cpu_fraction']:.0f}%")
     st = record["step"]
     print(f"objective {record['objective_ms']:.0f} ms (= {slo_factor:g} × the bottom's p99); step profile: p99 "
-          f"{st['p99_ms']:.0f} ms, failed {st['failed']}, recovery {st['recovery_s']} s, ρ histogram {st['rho_histogram']}")
+          f"{st['p99_ms']:.0f} ms, failed {st['failed']}, recovery {st['recovery_s']} s (then "
+          f"{st['below_top_after_recovery']} answers below the top), ρ histogram {st['rho_histogram']}")
     print("overhead:", json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in record["overhead"].items()}))
 
 

@@ -137,9 +137,9 @@ def test_rung_grid_and_service_model():
     edges = interpolate({0.6: RungTime(0.01, 0.02), 0.8: RungTime(0.03, 0.04)}, (0.5, 0.7, 0.9))
     assert edges[0.5] == RungTime(0.01, 0.02) and edges[0.9] == RungTime(0.03, 0.04)  # held flat outside
     assert edges[0.7].image_s == pytest.approx(0.03)
-    model.observe(0.7, 4, 2 * true_time(0.7, 4))  # twice as slow once: the correction moves by alpha
-    assert model.correction[0.7] == pytest.approx(1.2) and model.global_correction == pytest.approx(1.2)
-    assert model.seconds(0.5, 1) == pytest.approx(1.2 * true_time(0.5, 1))  # unobserved rungs follow the global one
+    model.observe(0.7, 4, 2 * true_time(0.7, 4))  # twice as slow once: the correction moves by alpha (0.15)
+    assert model.correction[0.7] == pytest.approx(1.15) and model.global_correction == pytest.approx(1.15)
+    assert model.seconds(0.5, 1) == pytest.approx(1.15 * true_time(0.5, 1))  # unobserved rungs follow the global one
 
 
 def test_simulated_service_parses_and_paces_runner_calls():

@@ -21,8 +21,9 @@ The rule: run at the largest feasible rung. Stepping down happens at once, by as
 needed; stepping up goes one rung at a time, no faster than the whole grid in ``climb_s``, not
 within ``hold_s`` of a step down, and only to a rung feasible with a tighter margin (hysteresis),
 so ρ does not oscillate at the edge of a rung. When no rung is feasible the controller runs at the
-bottom and counts the batch as *out of reach* (``unreachable``); Triton's queue policy
-(``ServeSpec.queue_timeout_ms``) then rejects what waited too long instead of letting latency grow.
+bottom; a batch for which even the bottom is predicted to miss the objective counts as *out of reach*
+(``unreachable``). Triton's queue policy (``ServeSpec.queue_timeout_ms``, opt-in) can then reject what
+waited too long instead of letting latency grow.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class ServiceModel:
     """Service time per rung, with an online correction (observed / predicted, running average)."""
 
     rungs: dict[float, RungTime]
-    alpha: float = 0.2  # weight of one observation in the running correction
+    alpha: float = 0.15  # weight of one observation in the running correction
     correction: dict[float, float] = field(default_factory=dict)
     global_correction: float = 1.0
 
@@ -83,7 +84,7 @@ class ServiceModel:
         rung = self.rungs.get(rho)
         if rung is None or rows < 1 or seconds <= 0:
             return
-        ratio = min(max(seconds / rung.at(rows), 0.25), 8.0)
+        ratio = min(max(seconds / rung.at(rows), 0.5), 2.0)  # one stalled batch (GC, a neighbour) moves it little
         self.correction[rho] = self.correction.get(rho, self.global_correction) * (1 - self.alpha) + self.alpha * ratio
         self.global_correction = self.global_correction * (1 - self.alpha) + self.alpha * ratio
 
