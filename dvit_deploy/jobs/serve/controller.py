@@ -197,7 +197,8 @@ class SloController:
             dt = max(now - self.prev_start, 1e-4)
             sample = rows / dt
             weight = 1.0 if self.batches <= 2 else 1.0 - math.exp(-dt / cfg.rate_tau_s)  # the first sample as is
-            self.rate += weight * (sample - self.rate)
+            # a burst of a few requests close together is not a rate: short gaps count as the time constant
+            self.rate += weight * (rows / max(dt, cfg.rate_tau_s) - self.rate)
             self.full_run = self.full_run + 1 if rows >= cfg.max_batch else 0
             if self.full_run:  # the queue may hold more: λ is at least this, and likelier more the longer it lasts
                 self.rate = max(self.rate, sample * (1.0 + cfg.full_boost * self.full_run))
