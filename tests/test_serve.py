@@ -416,31 +416,34 @@ def test_spec_of_an_engine_takes_batch_and_keep_range_from_its_profiles(tmp_path
                   max_batch=32, queue_delay_us=100)
 
 
-def test_keep_controller_lowers_rho_under_load_and_raises_it_after():
-    from dvit_deploy.jobs.serve.handler import KeepController
-
-    control = KeepController(0.5, 0.9, 0.7, slo_ms=100.0, step=0.05)
-    assert [control.observe(90.0) for _ in range(6)] == [0.65, 0.6, 0.55, 0.5, 0.5, 0.5]  # > 80 ms: down to the floor
-    assert control.observe(60.0) == 0.5  # between 40 % and 80 % of the objective: hold
-    assert [control.observe(10.0) for _ in range(10)][-1] == 0.9  # load fell: back up to the range's top
-
-
-def test_slo_mode_serves_at_the_adapted_rho_and_reports_it(exports):
-    """--slo-ms far below any batch time: ρ steps down per batch to the range's floor; each answer says its ρ."""
+def test_slo_mode_out_of_reach_warns_serves_at_the_bottom_and_counts_it(exports):
+    """--slo-ms below any batch time: a warning at start (measured service time), every batch at the range's
+    bottom, counted on the metrics endpoint; each answer says its ρ, and a request's own ρ is kept."""
     server = Server(exports[0], "--keep-range", "0.6,0.9", "--slo-ms", "0.001", "--no-dynamic-batching")
     try:
         client = server.grpc()
         batch = images(1, 5)
         seen = [float(infer(client, grpc, "tiny-dynkeep", batch)["keep_ratio"][0, 0]) for _ in range(4)]
-        assert seen == pytest.approx([0.7, 0.65, 0.6, 0.6])
+        assert seen == pytest.approx([0.6] * 4)
         out = infer(client, grpc, "tiny-dynkeep", batch)
         want = direct(exports[0], batch, counts=[117, 70, 42])  # ρ 0.6
         np.testing.assert_allclose(out["logits"], want.logits, atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(infer(client, grpc, "tiny-dynkeep", batch, 0.8)["keep_ratio"], 0.8)  # asked: kept
+        deadline, counted = time.monotonic() + 30, 0.0
+        while counted < 5 and time.monotonic() < deadline:  # the metrics follow at most every 0.5 s, on a batch
+            time.sleep(0.6)
+            infer(client, grpc, "tiny-dynkeep", batch)
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as reply:
+                metrics = reply.read().decode()
+            counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                          if line.startswith('dvit_slo_unreachable_batches_total{model="tiny-dynkeep"}'))
+        assert counted >= 5
+        assert 'dvit_keep_ratio{model="tiny-dynkeep"} 0.6' in metrics
     finally:
         code, stderr = server.stop()
     assert code == 0, stderr
     assert "adaptive ρ" in stderr
+    assert "warning: --slo-ms 0.001 is out of reach: even ρ 0.6 at batch 1 takes" in " ".join(stderr.split())
 
 
 def test_fixed_batch_artifact_is_padded_and_trimmed(tmp_path):

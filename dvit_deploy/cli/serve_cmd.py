@@ -40,9 +40,16 @@ def serve(
     no_batching: bool = typer.Option(False, "--no-dynamic-batching", help="Run each request as it comes."),
     keep_range: Optional[str] = typer.Option(None, "--keep-range", help="low,high: the keep_ratio a request may ask "
                                              "for (--dynamic-keep artifacts) \\[default: 0.5,0.9, the engine's range, or a --keep-ladder engine's span]."),
-    slo_ms: Optional[float] = typer.Option(None, "--slo-ms", callback=finite, help="Adaptive ρ (--dynamic-keep): lower ρ within "
-                                           "--keep-range when a batch nears this latency, raise it when load falls; "
-                                           "every response reports its ρ."),
+    slo_ms: Optional[float] = typer.Option(None, "--slo-ms", callback=finite, help="Adaptive ρ (--dynamic-keep): hold this "
+                                           "p99 latency objective by choosing, per batch, the largest ρ in --keep-range "
+                                           "predicted to meet it at the measured load; every response reports its ρ. "
+                                           "See docs/serving.md."),
+    queue_timeout_ms: Optional[float] = typer.Option(None, "--queue-timeout-ms", callback=finite, help="Reject a request "
+                                                     "still queued after this long (Triton's queue policy), so overload beyond "
+                                                     "what the keep range serves is refused, not served ever later; e.g. 2× "
+                                                     "--slo-ms \\[default: never; see docs/serving.md]."),
+    simulate_service: Optional[str] = typer.Option(None, "--simulate-service-ms", hidden=True,
+                                                   help="Test only: CALL_MS,RHO:MS,… pace every runner call."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads of the runner "
                                           "\\[default: the backend's]."),
     drain_timeout: int = typer.Option(30, "--drain-timeout", min=0, help="Seconds to finish in-flight requests "
@@ -60,7 +67,8 @@ def serve(
             raise BadInput("--keep-range takes two numbers: low,high")
         spec = serve_lib.prepare(opened, backend=backend, precision=precision, name=name, max_batch=max_batch,
                                  queue_delay_us=max_queue_delay_us, dynamic_batching=not no_batching,
-                                 keep_range=tuple(rng) if rng else None, verify=not no_verify, slo_ms=slo_ms)
+                                 keep_range=tuple(rng) if rng else None, verify=not no_verify, slo_ms=slo_ms,
+                                 queue_timeout_ms=queue_timeout_ms, simulate_service=simulate_service)
     settings = serve_lib.ServeSettings(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                                        drain_timeout_s=drain_timeout, log_file=log_file, threads=threads)
     serve_lib.check_ports(settings)  # the host resolves, the ports are free: before "serving …"
@@ -75,9 +83,10 @@ def serve(
                    "each)" if spec.rungs else f"in [{lo:g}, {hi:g}]")
         notes([f"keep_ratio per request {allowed} (default {spec.keep_ratio:g}); requests are grouped "
                "by their kept counts, so one runner call never mixes two ρ"]
-              + ([f"adaptive ρ: requests without keep_ratio run at a ρ lowered when a batch takes > "
-                  f"{0.8 * spec.slo_ms:g} ms and raised when < {0.4 * spec.slo_ms:g} ms (--slo-ms {spec.slo_ms:g})"]
-                 if spec.slo_ms else []))
+              + ([f"adaptive ρ: requests without keep_ratio run at the largest ρ predicted to hold p99 ≤ "
+                  f"{spec.slo_ms:g} ms at the measured load (--slo-ms)"] if spec.slo_ms else []))
+    if spec.queue_timeout_ms:
+        notes([f"requests queued longer than {spec.queue_timeout_ms:g} ms are rejected (UNAVAILABLE)"])
 
     def on_event(event: str, info: dict[str, Any]) -> None:
         if event == "starting":
@@ -89,6 +98,10 @@ def serve(
             if json_output:
                 _json_line({"event": "ready", "model": spec.name, "endpoints": endpoints, "pid": info["pid"],
                             "spec": spec.to_json()})
+        elif event == "slo":
+            _slo_lines(info)
+            if json_output:
+                _json_line({"event": "slo", "model": spec.name, **info})
         elif event == "draining":
             err.print(f"serve: {info['signal']}: draining in-flight requests (≤ {info['timeout_s']} s) …")
 
@@ -108,6 +121,18 @@ def serve(
                          drain_timeout))
         raise typer.Exit(1)
     err.print(styled("[green]stopped[/] ({}; in-flight requests drained)", result.stopped_by))
+
+
+def _slo_lines(info: dict[str, Any]) -> None:
+    """The measured service time behind --slo-ms, and the warning when the objective is out of reach."""
+    service = info.get("service_ms") or {}
+    if service:
+        ends = [service[k] for k in (min(service, key=float), max(service, key=float))]
+        notes([f"service time measured: batch 1 {ends[0]['batch1_ms']:.1f}–{ends[1]['batch1_ms']:.1f} ms over the "
+               f"keep range; the bottom holds the objective up to ~{info.get('max_rate_ips_at_bottom', 0):.1f} img/s, "
+               f"the top up to ~{info.get('max_rate_ips_at_top', 0):.1f} img/s"])
+    if info.get("warning"):
+        err.print(styled("[bold yellow]warning:[/] {}", info["warning"]))
 
 
 def _json_line(data: dict[str, Any]) -> None:

@@ -3,7 +3,9 @@
 ``spec`` (what is served, the Triton config), ``handler`` (requests -> runner calls, grouped by
 kept counts), ``decode`` (the ``image_bytes`` input: encoded images, predict's checks and
 preprocessing), ``backend`` (the Python-backend model inside tritonserver), ``tritonserver`` (the
-bundled server, libpython, the stub's environment), ``server`` (start, ready, drain, clean up).
+bundled server, libpython, the stub's environment), ``server`` (start, ready, drain, clean up),
+``controller`` (``--slo-ms``: the ρ that holds a p99 objective, pure logic), ``slo`` (its start-up
+measurement, report and metrics in the server), ``paced`` (a simulated service time, tests only).
 """
 
 from __future__ import annotations
@@ -14,4 +16,5 @@ __getattr__ = lazy_exports(__name__, {
     "ServeSpec": "spec", "make_spec": "spec", "RequestHandler": "handler", "Request": "handler",
     "Response": "handler", "ServeSettings": "server", "ServeResult": "server", "prepare": "server",
     "serve": "server", "model_repository": "server", "find_tritonserver": "tritonserver",
+    "SloController": "controller", "ControllerConfig": "controller",
 })

@@ -55,6 +55,11 @@ def open_spec_runner(spec: ServeSpec, folder: Path | None = None) -> Any:
         options.setdefault("topk_outputs", True)
     runner = open_runner(spec.backend, opened, device=options.pop("device", "cpu"),
                          precision=spec.precision, **options).load()
+    if spec.simulated_service:  # test-only: calls take a set time per ρ (serve.paced)
+        from .paced import PacedRunner, SimulatedService
+
+        runner = PacedRunner(runner, SimulatedService.from_json(spec.simulated_service), spec.num_patches,
+                             float(spec.keep_ratio or 1.0))
     try:
         if spec.token_outputs and not runner.has_token_info:
             raise RuntimeError(f"{artifact.name} on {spec.backend} reports no kept tokens")
@@ -91,6 +96,26 @@ class TritonPythonModel:
         except Exception as exc:  # Triton logs this one line and refuses to load the model
             raise pb_utils.TritonModelException(f"dvit: {exc}") from None
         self.handler = RequestHandler(self.runner, self.spec)
+        self.metrics = None
+        if self.spec.slo_ms and self.spec.dynamic_keep:
+            self._start_controller(pb_utils, folder)
+
+    def _start_controller(self, pb_utils: Any, folder: Path) -> None:
+        """--slo-ms: measure the service time per rung, warn when the objective is out of reach, export metrics."""
+        from .slo import SloMetrics, report, start_controller, write_report
+
+        try:
+            controller = start_controller(self.spec, self.handler)
+        except Exception as exc:  # noqa: BLE001 - one line in Triton's log, the model refuses to load
+            self.runner.close()
+            raise pb_utils.TritonModelException(f"dvit: {exc}") from None
+        self.handler.controller = controller
+        found = report(controller)
+        write_report(folder, found)
+        if found["warning"]:
+            pb_utils.Logger.log_warn(f"dvit: {found['warning']}")
+        self.metrics = SloMetrics(pb_utils, self.spec.name)
+        self.metrics.update(controller)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         pb = self._pb
@@ -102,7 +127,10 @@ class TritonPythonModel:
             parsed.append(Request(None if images is None else images.as_numpy(), None if keep is None else keep.as_numpy(),
                                   None if encoded is None else encoded.as_numpy()))
         responses = []
-        for response in self.handler.handle(parsed):
+        answers = self.handler.handle(parsed)
+        if self.metrics is not None:
+            self.metrics.update(self.handler.controller)
+        for response in answers:
             if response.error is not None:
                 code = pb.TritonError.INTERNAL if response.internal else pb.TritonError.INVALID_ARG
                 responses.append(pb.InferenceResponse(error=pb.TritonError(response.error, code)))
@@ -112,6 +140,8 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
+        if getattr(self, "metrics", None) is not None:
+            self.metrics.close()
         runner = getattr(self, "runner", None)
         if runner is not None:
             runner.close()

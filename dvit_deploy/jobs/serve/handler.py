@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from ...helpers.batching import pad_batch
 from ...helpers.errors import BadInput, DvitError
 from .decode import IMAGE_BYTES_NAME, decode_images
 from .spec import KEEP_RATIO_NAME, ServeSpec, kept_ids_name
+
+if TYPE_CHECKING:
+    from .controller import SloController
 
 
 @dataclass
@@ -45,41 +48,6 @@ class Response:
     internal: bool = False  # the server failed (Triton: INTERNAL), not the request (INVALID_ARG)
 
 
-class KeepController:
-    """Adaptive ρ for ``--slo-ms``: what only a token-pruned model can trade under load.
-
-    The signal is the wall time of each Triton batch the model executes: under load the dynamic
-    batcher hands over bigger batches and every queued request waits behind the current one, so
-    a batch time near the latency objective means the queue is growing. Above 80 % of ``slo_ms``
-    ρ steps down (fewer tokens, faster), below 40 % it steps back up, within the keep range;
-    ρ moves on a grid of ``step`` so only a few kept-count vectors (runner calls) exist.
-    A request that names its own ``keep_ratio`` is served at it. With ``grid`` (a --keep-ladder
-    engine's rungs) ρ moves one rung at a time instead, since only the rungs can run.
-    """
-
-    HIGH, LOW = 0.8, 0.4
-
-    def __init__(self, low: float, high: float, start: float, slo_ms: float, step: float = 0.05,
-                 grid: Sequence[float] | None = None) -> None:
-        self.low, self.high, self.slo_ms, self.step = low, high, slo_ms, step
-        self.grid = tuple(sorted(grid)) if grid else ()
-        self.rho = min(max(start, low), high)
-        if self.grid:  # start on the rung nearest to ``start``
-            self.rho = min(self.grid, key=lambda r: (round(abs(r - start), 9), -r))
-
-    def observe(self, batch_ms: float) -> float:
-        down, up = batch_ms > self.HIGH * self.slo_ms, batch_ms < self.LOW * self.slo_ms
-        if self.grid:
-            index = self.grid.index(self.rho)
-            self.rho = self.grid[max(index - 1, 0)] if down else self.grid[min(index + 1, len(self.grid) - 1)] \
-                if up else self.rho
-        elif down:
-            self.rho = max(self.low, round(self.rho - self.step, 6))
-        elif up:
-            self.rho = min(self.high, round(self.rho + self.step, 6))
-        return self.rho
-
-
 @dataclass
 class CallRecord:
     """One runner call: what went in together (for tests and stats)."""
@@ -90,16 +58,13 @@ class CallRecord:
 
 
 class RequestHandler:
-    def __init__(self, runner: Any, spec: ServeSpec) -> None:
+    def __init__(self, runner: Any, spec: ServeSpec, controller: "SloController | None" = None) -> None:
         self.runner = runner
         self.spec = spec
         self.calls: list[CallRecord] = []
         self.keep_calls = 64  # how many CallRecords to keep (a bounded log, not a leak)
-        self.controller: KeepController | None = None
-        if spec.dynamic_keep and spec.slo_ms:
-            low, high = spec.keep_range
-            self.controller = KeepController(low, high, float(spec.keep_ratio or high), spec.slo_ms, spec.slo_step,
-                                             grid=spec.rungs)
+        # --slo-ms: chooses ρ per batch for requests without their own (serve.controller, built by serve.slo)
+        self.controller = controller
 
     # -- one request at a time ----------------------------------------------------------------
     def _keep_of(self, request: Request) -> tuple[float | None, tuple[int, ...] | None]:
@@ -146,7 +111,8 @@ class RequestHandler:
 
     # -- a Triton batch -----------------------------------------------------------------------
     def handle(self, requests: list[Request]) -> list[Response]:
-        start = time.perf_counter()
+        if self.controller is not None:
+            self.controller.on_batch(sum(len(r.images) for r in requests))
         responses: list[Response | None] = [None] * len(requests)
         groups: dict[tuple[int, ...] | None, list[tuple[int, float | None]]] = {}
         for index, request in enumerate(requests):
@@ -161,7 +127,7 @@ class RequestHandler:
         for counts, members in groups.items():
             self._run_group(requests, members, counts, responses)
         if self.controller is not None:
-            self.controller.observe((time.perf_counter() - start) * 1e3)
+            self.controller.on_batch_end()
         return [r if r is not None else Response(error="internal error: no response") for r in responses]
 
     def _run_group(self, requests: list[Request], members: list[tuple[int, float | None]],
@@ -188,7 +154,10 @@ class RequestHandler:
         images = np.concatenate([requests[i].images for i, _ in chunk]) if len(chunk) > 1 else requests[chunk[0][0]].images
         batch, real = pad_batch(images, self.spec.fixed_batch)
         run: Callable[..., Any] = self.runner.run
+        start = time.perf_counter()
         out = run(batch, keep_counts=np.asarray(counts, dtype=np.int32)) if counts is not None else run(batch)
+        if self.controller is not None and chunk[0][1] is not None:
+            self.controller.observe(chunk[0][1], len(batch), time.perf_counter() - start)
         self.calls.append(CallRecord(rows=real, keep_counts=counts, requests=len(chunk)))
         del self.calls[:-self.keep_calls]
         logits = np.asarray(out.logits, dtype=np.float32)[:real]

@@ -82,7 +82,10 @@ class ServeResult:
 
 
 def write_model(spec: ServeSpec, folder: Path, files: list[Path] | None = None) -> Path:
-    """One Triton model folder: ``config.pbtxt``, ``dvit_serve.json``, ``1/model.py`` (+ ``files`` copied into ``1/``)."""
+    """One Triton model folder: ``config.pbtxt``, ``dvit_serve.json``, ``1/model.py`` (+ ``files`` copied into ``1/``).
+
+    ``model.py`` puts ``DVIT_SERVE_PACKAGE_ROOT`` (set by ``server_env``) first on the stub's ``sys.path``: the
+    stub does not honour PYTHONPATH before an editable install's finder."""
     (folder / "1").mkdir(parents=True)
     (folder / "config.pbtxt").write_text(spec.triton_config())
     spec.write(folder)
@@ -303,6 +306,10 @@ def _serve(spec: ServeSpec, settings: ServeSettings, dist: Any, front: HttpFront
             return ServeResult(spec.name, signal.Signals(stop[0]).name, True, time.monotonic() - started,
                                leftovers, ready=False)
         on_event("ready", {"seconds": time.monotonic() - started, "pid": process.pid})
+        if spec.slo_ms:
+            from .slo import read_report
+
+            on_event("slo", read_report(run.workspace / "models" / spec.name) or {})
         while not stop and process.poll() is None:
             wake.wait(0.5)
         if not stop:
@@ -342,13 +349,15 @@ def _clean_up(run: _Run, settings: ServeSettings, leftovers: list[str]) -> None:
 def prepare(artifact: "Artifact | Path", *, backend: str | None, precision: str | None, name: str | None = None,
             max_batch: int | None = None, queue_delay_us: int = 100, dynamic_batching: bool = True,
             keep_range: tuple[float, float] | None = None, verify: bool = True,
-            slo_ms: float | None = None) -> ServeSpec:
+            slo_ms: float | None = None, queue_timeout_ms: float | None = None,
+            simulate_service: str | None = None) -> ServeSpec:
     """The artifact opened once (manifest read, sha256 checked), the backend asked for: its ServeSpec.
 
     Everything the runner inside Triton would refuse at load time (backend, file kind, package,
     precision, device) is asked of the runtime here, in its own words, before a server process exists."""
     from ...artifact.store import as_artifact
     from ...runtime import default_backend, runner_for_artifact
+    from .paced import SimulatedService
 
     find_tritonserver()  # the [serve] extra first: no "serving …" line for a server that cannot start
     opened = as_artifact(artifact)  # a path: opened here (BadInput on a missing/foreign/tampered artifact)
@@ -361,7 +370,8 @@ def prepare(artifact: "Artifact | Path", *, backend: str | None, precision: str 
     return make_spec(opened, backend=backend, precision=precision, name=name, max_batch=max_batch,
                      queue_delay_us=queue_delay_us, dynamic_batching=dynamic_batching, keep_range=keep_range,
                      token_outputs=declared_tokens or backend in ("onnxruntime", "openvino"), verify=verify,
-                     slo_ms=slo_ms)
+                     slo_ms=slo_ms, queue_timeout_ms=queue_timeout_ms,
+                     simulated_service=SimulatedService.parse(simulate_service).to_json() if simulate_service else None)
 
 
 def drain_finished(log: Path, returncode: int | None) -> bool:

@@ -72,8 +72,10 @@ class ServeSpec:
     keep_range: tuple[float, float] | None  # allowed per-request ρ (dynamic keep only)
     token_outputs: bool  # kept_patch_ids_stage{k} outputs are served
     verify: bool = True  # the backend re-checks the sha256 when it loads
-    slo_ms: float | None = None  # adaptive ρ (dynamic keep): lower ρ when a Triton batch takes longer
-    slo_step: float = 0.05  # how far ρ moves per batch (also its grid, so few distinct kept counts exist)
+    slo_ms: float | None = None  # adaptive ρ (dynamic keep): hold this p99 objective (serve.controller)
+    slo_step: float = 0.05  # the ρ grid the controller chooses from, over keep_range (few distinct kept counts)
+    queue_timeout_ms: float | None = None  # Triton's queue policy rejects a request that waited longer
+    simulated_service: dict[str, Any] | None = None  # test-only: paced runner (serve.paced.SimulatedService)
     runner_options: dict[str, Any] = field(default_factory=dict)
     # A --keep-ladder engine: the ρ it may run (its rungs inside keep_range), ascending; None: any ρ in the range.
     # The adaptive controller moves ρ on this grid (it takes the grid as a parameter).
@@ -103,10 +105,9 @@ class ServeSpec:
             raise BadInput(f"not a dvit serve spec (schema {data.get('schema')!r})")
         fields = {k: v for k, v in data.items() if k != "schema"}
         fields["image_shape"] = tuple(fields["image_shape"])
-        if fields.get("keep_range") is not None:
-            fields["keep_range"] = tuple(fields["keep_range"])
-        if fields.get("rungs") is not None:
-            fields["rungs"] = tuple(float(r) for r in fields["rungs"])
+        for key in ("keep_range", "rungs"):
+            if fields.get(key) is not None:
+                fields[key] = tuple(float(v) for v in fields[key])
         return cls(**fields)
 
     def write(self, folder: Path) -> Path:
@@ -161,7 +162,12 @@ class ServeSpec:
         lines += joined([block(*i) for i in self.inputs()]) + ["]", "output ["]
         lines += joined([block(*o) for o in self.outputs()]) + ["]"]
         if self.dynamic_batching and self.max_batch > 1:
-            lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {self.queue_delay_us}", "}"]
+            lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {self.queue_delay_us}"]
+            if self.queue_timeout_ms:  # a request still queued after this is rejected (UNAVAILABLE), not served late
+                lines += ["  default_queue_policy {", "    timeout_action: REJECT",
+                          f"    default_timeout_microseconds: {int(round(self.queue_timeout_ms * 1e3))}",
+                          "    allow_timeout_override: false", "  }"]
+            lines += ["}"]
         # One instance: the runner already uses every core (intra-op threads); two would fight over them.
         lines += ["instance_group [", "  {", "    count: 1", "    kind: KIND_CPU", "  }", "]"]
         return "\n".join(lines) + "\n"
@@ -171,7 +177,8 @@ def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str |
               max_batch: int | None, queue_delay_us: int, dynamic_batching: bool = True,
               keep_range: tuple[float, float] | None = None, token_outputs: bool = True,
               verify: bool = True, runner_options: dict[str, Any] | None = None,
-              slo_ms: float | None = None) -> ServeSpec:
+              slo_ms: float | None = None, queue_timeout_ms: float | None = None,
+              simulated_service: dict[str, Any] | None = None) -> ServeSpec:
     """The spec for the opened ``artifact`` (its manifest read and checked), with every limit decided."""
     record = artifact.model
     own_limit = _own_batch_limit(artifact.manifest)
@@ -204,6 +211,7 @@ def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str |
     if slo_ms is not None and (not dynamic_keep or not slo_ms > 0):
         raise BadInput("--slo-ms needs a --dynamic-keep artifact (ρ is chosen per batch)" if not dynamic_keep
                        else f"--slo-ms must be > 0, got {slo_ms:g}")
+    queue_timeout_ms = _queue_timeout(slo_ms, queue_timeout_ms, dynamic_batching)
     name = name or model_name_for(artifact.path)
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise BadInput(f"--name '{name}' is not a Triton model name (letters, digits, '-', '_')")
@@ -220,7 +228,8 @@ def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str |
         keep_ratio=None if keep_ratio is None else float(keep_ratio), dynamic_keep=dynamic_keep,
         keep_range=tuple(keep_range) if dynamic_keep else None,
         token_outputs=token_outputs and not record.dense, verify=verify, runner_options=dict(runner_options or {}),
-        slo_ms=None if slo_ms is None else float(slo_ms),
+        slo_ms=None if slo_ms is None else float(slo_ms), queue_timeout_ms=queue_timeout_ms,
+        simulated_service=simulated_service,
         rungs=rungs if dynamic_keep and rungs else None, data_config=_served_data_config(record),
     )
 
@@ -242,6 +251,18 @@ def _served_data_config(record: Any) -> dict[str, Any] | None:
     if tuple(config["input_size"]) != tuple(record.input_shape):
         return None
     return json.loads(json.dumps(config))
+
+
+def _queue_timeout(slo_ms: float | None, queue_timeout_ms: float | None, dynamic_batching: bool) -> float | None:
+    """Triton's queue timeout (``--queue-timeout-ms``; 0 or unset: never). Opt-in, also under --slo-ms: on
+    tritonserver 2.51 a queue policy changed how the dynamic batcher formed batches (docs/serving.md)."""
+    if queue_timeout_ms is None:
+        return None
+    if not queue_timeout_ms >= 0:
+        raise BadInput(f"--queue-timeout-ms must be ≥ 0, got {queue_timeout_ms:g}")
+    if queue_timeout_ms and not dynamic_batching:
+        raise BadInput("--queue-timeout-ms needs dynamic batching (Triton's queue policy is part of it)")
+    return float(queue_timeout_ms) or None
 
 
 def _own_batch_limit(manifest: AnyManifest) -> int:
