@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_summary(profiles: dict[str, Any], timing: dict[str, Any]) -> None:
-    print(f"limits (GOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in timing["limits_gops"].items()))
+    print("limits (GOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in timing["limits_gops"].items()))
     for name, prof in profiles.items():
         t = timing[name]
         classes = ", ".join(f"{c} {s:.0%}" for c, s in prof["by_class"].items() if s >= 0.01)
