@@ -340,14 +340,18 @@ def test_serve_spec_of_a_ladder_engine(dk_export, tmp_path):
     assert onnx.rungs is None and onnx.counts_for(0.65)  # any ρ in the range: not a ladder
 
 
-def test_keep_controller_moves_on_the_rungs():
-    from dvit_deploy.jobs.serve.handler import KeepController
+def test_a_ladder_engine_gives_the_slo_controller_its_rungs(dk_export, tmp_path):
+    """--slo-ms on a ladder engine: the controller's grid is the engine's rungs inside --keep-range."""
+    from dvit_deploy.jobs.serve.slo import rungs_of
+    from dvit_deploy.jobs.serve.spec import make_spec
 
-    control = KeepController(0.5, 0.9, 0.7, slo_ms=100.0, step=0.05, grid=(0.5, 0.6, 0.8, 0.9))
-    assert control.rho == 0.8  # 0.7 is no rung: the nearest (the higher on a tie)
-    assert [control.observe(90.0) for _ in range(4)] == [0.6, 0.5, 0.5, 0.5]
-    assert control.observe(60.0) == 0.5
-    assert [control.observe(10.0) for _ in range(4)] == [0.6, 0.8, 0.9, 0.9]
+    engine = Artifact.of(tmp_path / "l.engine", ladder_manifest(dk_export, (0.5, 0.6, 0.8, 0.9)))
+    whole = make_spec(engine, backend="tensorrt", precision="fp32", name=None, max_batch=None, queue_delay_us=100,
+                      token_outputs=False, slo_ms=100.0)
+    assert rungs_of(whole) == (0.5, 0.6, 0.8, 0.9) and whole.keep_range == (0.5, 0.9)
+    part = make_spec(engine, backend="tensorrt", precision="fp32", name=None, max_batch=None, queue_delay_us=100,
+                     token_outputs=False, slo_ms=100.0, keep_range=(0.55, 0.85))
+    assert rungs_of(part) == (0.6, 0.8)
 
 
 def test_handler_runs_ladder_rungs_only(dk_export, tmp_path):
@@ -365,12 +369,13 @@ def test_handler_runs_ladder_rungs_only(dk_export, tmp_path):
 
     engine = Artifact.of(tmp_path / "l.engine", ladder_manifest(dk_export, (0.5, 0.6, 0.8, 0.9)))
     spec = make_spec(engine, backend="tensorrt", precision="fp32", name=None, max_batch=None, queue_delay_us=100,
-                     token_outputs=False, slo_ms=0.001)
+                     token_outputs=False)
     runner = Recorder()
     handler = RequestHandler(runner, spec)
     batch = np.zeros((1, 3, 224, 224), np.float32)
-    answers = [handler.handle([Request(batch)])[0] for _ in range(3)]
-    assert [float(a.outputs["keep_ratio"][0, 0]) for a in answers] == pytest.approx([0.9, 0.8, 0.6])
+    default = handler.handle([Request(batch)])[0]  # the export's 0.7 is no rung: the highest rung
+    asked = [handler.handle([Request(batch, np.full((1, 1), r, np.float32))])[0] for r in (0.8, 0.6)]
+    assert [float(a.outputs["keep_ratio"][0, 0]) for a in [default, *asked]] == pytest.approx([0.9, 0.8, 0.6])
     refused = handler.handle([Request(batch, np.full((1, 1), 0.7, np.float32))])[0]
     assert "not on this engine's ladder" in refused.error
     assert runner.counts == [COUNTS[0.9], COUNTS[0.8], COUNTS[0.6]]
