@@ -15,11 +15,10 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Hashable
 
 import numpy as np
-
-from pathlib import Path
 
 from dvit_deploy.jobs.profile.measure import Measurement, ProfileSettings, measure_interleaved
 from dvit_deploy.jobs.profile.stats import latency_stats
@@ -78,15 +77,47 @@ def ratio_spread(numerator: list[float], denominator: list[float], seed: int = 0
             "min": round(float(ratios.min()), 4), "max": round(float(ratios.max()), 4), "ci95": ci}
 
 
+def _cpu_seconds() -> tuple[float | None, float]:
+    """(CPU seconds every process has used since boot, from /proc/stat; this process's own, threads and
+    waited-for children included). None where /proc/stat cannot be read."""
+    own = sum(os.times()[:4])
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None, own
+    values = [int(v) for v in fields]
+    busy = sum(values) - values[3] - (values[4] if len(values) > 4 else 0)  # all but idle and iowait
+    return busy / ticks, own
+
+
 def load_snapshot() -> dict[str, Any]:
-    """Load averages now, per core, and whether that counts as loaded."""
+    """Load averages now, per core, and whether that counts as loaded; CPU-time counters for ``others``."""
     cores = os.cpu_count() or 1
+    busy, own = _cpu_seconds()
+    counters = {"cpu_busy_s": busy, "own_cpu_s": own, "monotonic": time.monotonic()}
     try:
         one, five, fifteen = os.getloadavg()
     except OSError:  # not on this platform: unknown load is reported, never called quiet
-        return {"time": time.time(), "load_average": None, "cores": cores, "per_core": None, "loaded": True}
+        return {"time": time.time(), "load_average": None, "cores": cores, "per_core": None, "loaded": True,
+                **counters}
     return {"time": time.time(), "load_average": [round(one, 2), round(five, 2), round(fifteen, 2)],
-            "cores": cores, "per_core": round(one / cores, 3), "loaded": one / cores > LOADED_PER_CORE}
+            "cores": cores, "per_core": round(one / cores, 3), "loaded": one / cores > LOADED_PER_CORE,
+            **counters}
+
+
+def others(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
+    """What *other* processes used between two snapshots, per core (0 = idle, 1 = every core busy).
+
+    The load average counts the benchmark's own threads: a 2-thread measurement on 2 cores drives it to ~2
+    by itself, so it cannot tell a quiet machine from a busy one while a benchmark runs. This can: all CPU
+    time used in the interval minus this process's own. Loaded above ``LOADED_PER_CORE``."""
+    wall = end["monotonic"] - start["monotonic"]
+    if start.get("cpu_busy_s") is None or end.get("cpu_busy_s") is None or wall <= 0:
+        return {"per_core": None, "loaded": True}  # unknown is never called quiet
+    foreign = (end["cpu_busy_s"] - start["cpu_busy_s"]) - (end["own_cpu_s"] - start["own_cpu_s"])
+    per_core = max(foreign, 0.0) / wall / start["cores"]
+    return {"per_core": round(per_core, 3), "loaded": per_core > LOADED_PER_CORE}
 
 
 def verdict(before: dict[str, Any], after: dict[str, Any]) -> str:

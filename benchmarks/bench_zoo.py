@@ -12,8 +12,10 @@ does not depend on the values), on ONNX Runtime fp32 and OpenVINO f32, at batch 
 * Each row gives sparse/dense and its fraction of the FLOPs bound (dense GMACs / sparse GMACs,
   ``dvit_deploy.jobs.flops``, predictors counted).
 * The JSON records the CPU class and flags (``dvit_deploy.helpers.cpu``) and the load average before,
-  at every row and after. A run whose 1-minute load exceeds 0.5 per core at its start or end is
-  marked **loaded** (as is every row started under such load): a loaded run is not a result.
+  at every row and after, and the CPU that *other* processes used (``bench_common.others``: all CPU time
+  minus this process's own). A row during which others used more than 0.5 per core is marked **loaded**,
+  and so is the run: a loaded run is not a result. (The load average alone cannot judge: a 2-thread
+  measurement on 2 cores drives it to ~2 by itself.)
 
     python benchmarks/bench_zoo.py --json benchmarks/results-zoo.json --plot benchmarks/results-zoo.png
     python benchmarks/bench_zoo.py --models deit-s,convnext-t,swin-t --batches 1,16      # ~15 quiet minutes
@@ -34,7 +36,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE)]
 
-from bench_common import load_snapshot, measure_rounds, pooled, ratio_spread, round_throughputs, verdict  # noqa: E402
+from bench_common import (load_snapshot, measure_rounds, others, pooled, ratio_spread,  # noqa: E402
+                          round_throughputs)
 from dvit_deploy.helpers.cpu import cpu_info  # noqa: E402
 from dvit_deploy.helpers.errors import BadInput  # noqa: E402
 from dvit_deploy.helpers.fileio import write_json_atomic  # noqa: E402
@@ -156,10 +159,10 @@ def measure_pair(name: str, pair: dict[str, Any], backend: str, args, rows: list
                 "fraction_of_bound": {k: None if ratio[k] is None else round(ratio[k] / bound, 4)
                                       for k in ("median", "min", "max")},
                 "dense": pooled(measured["dense"], batch), "sparse": pooled(measured["sparse"], batch),
-                "load_at_start": load, "loaded": load["loaded"],
+                "load_at_start": load, "others": (busy := others(load, load_snapshot())), "loaded": busy["loaded"],
             })
             print(f"{name:<11}{backend:<12} b{batch:<3} sparse/dense {_spread(ratio).replace(chr(92), '')}  bound {bound:.2f}×"
-                  f"{'  (loaded)' if load['loaded'] else ''}", flush=True)
+                  f"{'  (loaded)' if busy['loaded'] else ''}", flush=True)
 
 
 def _spread(r: dict[str, Any]) -> str:
@@ -199,9 +202,10 @@ def run(args) -> dict[str, Any]:
                 write_json_atomic(args.json, {**report, "seconds": round(time.time() - started, 1)})
     after = load_snapshot()
     report["machine"]["load_after"] = after
-    report["status"] = verdict(before, after)
-    if report["status"] == "quiet" and any(r["loaded"] for r in report["rows"]):
-        report["status"] = "loaded"  # a row started under load taints the run
+    report["machine"]["others"] = whole = others(before, after)
+    # Loaded when other processes used more than the threshold over the run or during any row (the load
+    # average counts this benchmark's own threads, so it is recorded, not judged).
+    report["status"] = "loaded" if whole["loaded"] or any(r["loaded"] for r in report["rows"]) else "quiet"
     report["seconds"] = round(time.time() - started, 1)
     return report
 

@@ -59,3 +59,15 @@ def test_zoo_estimate_and_options():
         bench_zoo.parse_args(["--models", "resnet-50"])
     # FLOPs bound: dense GMACs over sparse GMACs, > 1 for every zoo model at ρ = 0.7
     assert all(bench_zoo.flops_bound(m, 0.7) > 1.0 for m in bench_zoo.ZOO)
+
+
+def test_others_counts_only_what_other_processes_used():
+    """A benchmark's own threads load the machine; `others` subtracts them, so a quiet machine stays quiet."""
+    start = {"cpu_busy_s": 100.0, "own_cpu_s": 10.0, "monotonic": 0.0, "cores": 2}
+    own_only = {"cpu_busy_s": 120.0, "own_cpu_s": 30.0, "monotonic": 10.0, "cores": 2}  # 2 cores busy, all ours
+    assert bench_common.others(start, own_only) == {"per_core": 0.0, "loaded": False}
+    shared = {"cpu_busy_s": 120.0, "own_cpu_s": 18.0, "monotonic": 10.0, "cores": 2}  # others used 12 s of 20
+    assert bench_common.others(start, shared) == {"per_core": 0.6, "loaded": True}
+    assert bench_common.others(start, {**shared, "cpu_busy_s": None})["loaded"] is True  # unknown is not quiet
+    snap = bench_common.load_snapshot()
+    assert snap["own_cpu_s"] >= 0 and snap["monotonic"] > 0
