@@ -31,7 +31,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,17 +41,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serve import free_ports  # noqa: E402 - the one port picker of the serving benchmarks
+
 QUICK_SERVICE = "5,0.5:41,0.9:65"  # --quick: ms per call, ms per image at ρ 0.5 … 0.9 (DeiT-S-like, simulated)
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 class Server:
