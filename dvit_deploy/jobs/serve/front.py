@@ -140,6 +140,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _relay(self) -> None:
         try:
             body = self._read_body()
+            if not self.server.serving:  # Triton may answer before `dvit serve` has seen it ready: nothing
+                raise Refused("dvit serve is starting: not ready yet", 503)  # is served before that moment
             if self.command == "POST" and INFER_PATH.match(self.path):
                 check_infer_request(self._json_header(body))
         except Refused as refused:
@@ -242,6 +244,7 @@ class _FrontServer(ThreadingHTTPServer):
     request_queue_size = 128
     upstream_port = 0
     max_body = MIN_BODY_LIMIT
+    serving = False  # set by HttpFront.open() once `dvit serve` has seen Triton ready
 
 
 class HttpFront:
@@ -257,6 +260,11 @@ class HttpFront:
         self._server.upstream_port = upstream_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="dvit-serve-http", daemon=True)
         self._thread.start()
+
+    def open(self) -> None:
+        """Relay from now on (until then every request gets 503): serving starts when ``dvit serve`` says so,
+        so a request can never be answered before the start-up a signal would cut short without a drain."""
+        self._server.serving = True
 
     def close(self) -> None:
         if self._thread is not None:

@@ -305,6 +305,7 @@ def _serve(spec: ServeSpec, settings: ServeSettings, dist: Any, front: HttpFront
             _stop_server(process, min(settings.drain_timeout_s, 5))
             return ServeResult(spec.name, signal.Signals(stop[0]).name, True, time.monotonic() - started,
                                leftovers, ready=False)
+        front.open()
         on_event("ready", {"seconds": time.monotonic() - started, "pid": process.pid})
         if spec.slo_ms:
             from .slo import read_report
