@@ -19,11 +19,12 @@ Everything else is a model:
 
 The rule: run at the largest feasible rung. Stepping down happens at once, by as many rungs as
 needed; stepping up goes one rung at a time, no faster than the whole grid in ``climb_s``, not
-within ``hold_s`` of a step down, and only to a rung feasible with a tighter margin (hysteresis),
-so ρ does not oscillate at the edge of a rung. When no rung is feasible the controller runs at the
-bottom; a batch for which even the bottom is predicted to miss the objective counts as *out of reach*
-(``unreachable``). Triton's queue policy (``ServeSpec.queue_timeout_ms``, opt-in) can then reject what
-waited too long instead of letting latency grow.
+within ``hold_s`` of a step down nor ``settle_s`` of a full batch (the queue must be seen empty), and
+only to a rung feasible with a tighter margin (hysteresis), so ρ does not oscillate at the edge of a
+rung. When no rung is feasible the controller runs at the bottom; a batch for which even the bottom is
+predicted to miss the objective counts as *out of reach* (``unreachable``). Triton's queue policy
+(``ServeSpec.queue_timeout_ms``: by default the objective under --slo-ms) rejects what waited that long
+instead of letting latency grow; ``queue_timeout_s`` tells the controller so (no older request waits).
 """
 
 from __future__ import annotations
