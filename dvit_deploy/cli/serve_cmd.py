@@ -46,8 +46,8 @@ def serve(
                                            "See docs/serving.md."),
     queue_timeout_ms: Optional[float] = typer.Option(None, "--queue-timeout-ms", callback=finite, help="Reject a request "
                                                      "still queued after this long (Triton's queue policy), so overload beyond "
-                                                     "what the keep range serves is refused, not served ever later; e.g. 2× "
-                                                     "--slo-ms \\[default: never; see docs/serving.md]."),
+                                                     "what the keep range serves is refused, not served ever later; 0: never "
+                                                     "\\[default: --slo-ms's value under --slo-ms, else never; see docs/serving.md]."),
     simulate_service: Optional[str] = typer.Option(None, "--simulate-service-ms", hidden=True,
                                                    help="Test only: CALL_MS,RHO:MS,… pace every runner call."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads of the runner "
@@ -86,7 +86,8 @@ def serve(
               + ([f"adaptive ρ: requests without keep_ratio run at the largest ρ predicted to hold p99 ≤ "
                   f"{spec.slo_ms:g} ms at the measured load (--slo-ms)"] if spec.slo_ms else []))
     if spec.queue_timeout_ms:
-        notes([f"requests queued longer than {spec.queue_timeout_ms:g} ms are rejected (UNAVAILABLE)"])
+        notes([f"overload: requests queued longer than {spec.queue_timeout_ms:g} ms are rejected (UNAVAILABLE / HTTP 503, "
+               "'Request timeout expired'; --queue-timeout-ms)"])
 
     def on_event(event: str, info: dict[str, Any]) -> None:
         if event == "starting":

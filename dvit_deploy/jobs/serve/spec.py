@@ -211,7 +211,7 @@ def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str |
     if slo_ms is not None and (not dynamic_keep or not slo_ms > 0):
         raise BadInput("--slo-ms needs a --dynamic-keep artifact (ρ is chosen per batch)" if not dynamic_keep
                        else f"--slo-ms must be > 0, got {slo_ms:g}")
-    queue_timeout_ms = _queue_timeout(slo_ms, queue_timeout_ms, dynamic_batching)
+    queue_timeout_ms = _queue_timeout(slo_ms, queue_timeout_ms, dynamic_batching and max_batch > 1)
     name = name or model_name_for(artifact.path)
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise BadInput(f"--name '{name}' is not a Triton model name (letters, digits, '-', '_')")
@@ -254,10 +254,10 @@ def _served_data_config(record: Any) -> dict[str, Any] | None:
 
 
 def _queue_timeout(slo_ms: float | None, queue_timeout_ms: float | None, dynamic_batching: bool) -> float | None:
-    """Triton's queue timeout (``--queue-timeout-ms``; 0 or unset: never). Opt-in, also under --slo-ms: on
-    tritonserver 2.51 a queue policy changed how the dynamic batcher formed batches (docs/serving.md)."""
+    """Triton's queue timeout (``--queue-timeout-ms``; 0: never). Unset: the objective itself under --slo-ms
+    (a request queued that long has missed it; docs/serving.md), else never."""
     if queue_timeout_ms is None:
-        return None
+        return float(slo_ms) if slo_ms and dynamic_batching else None
     if not queue_timeout_ms >= 0:
         raise BadInput(f"--queue-timeout-ms must be ≥ 0, got {queue_timeout_ms:g}")
     if queue_timeout_ms and not dynamic_batching:
