@@ -84,6 +84,8 @@ class PredictOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "images", tuple(Path(p) for p in self.images))
+        if self.viz is not None:
+            object.__setattr__(self, "viz", Path(self.viz))
 
     @property
     def kept_wanted(self) -> bool:
