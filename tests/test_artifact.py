@@ -128,6 +128,8 @@ def test_the_writers_use_the_schema_constants():
 
 
 def test_profile_reads_each_manifest_once(exported, monkeypatch):
+    from dvit_deploy.artifact.context import RunContext
+    from dvit_deploy.artifact.store import open_artifact
     from dvit_deploy.jobs.profile import ProfileOptions, ProfileSettings, plan_profile, run_profile
     from dvit_deploy.jobs.profile.measure import ProfileRun
 
@@ -142,12 +144,13 @@ def test_profile_reads_each_manifest_once(exported, monkeypatch):
     monkeypatch.setattr(Path, "read_text", counting)
     options = ProfileOptions(backend="onnxruntime", batches=(1,),
                              settings=ProfileSettings(warmup_s=0.0, iterations=2, min_iterations=1, rounds=1))
-    plan = plan_profile([exported], options)
+    context = RunContext()
+    plan = plan_profile([open_artifact(exported)], options, context)
     assert plan.runs == [ProfileRun(plan.runs[0].artifact, "sparse")] and plan.runs[0].artifact.path == exported
-    report = run_profile(plan, options)
+    report = run_profile(plan, options, context)
     assert len(reports := report.results) == 1 and reports[0].keep_counts == list(plan.runs[0].artifact.model.keep_counts)
     assert reports[0].keep_ratio == pytest.approx(0.7) and reports[0].stats.count == 2
-    assert len(reads) == 1, reads  # opened once by the plan; measure and the runner use that Artifact
+    assert len(reads) == 1, reads  # opened once by the caller; plan, measure and the runner use that Artifact
 
 
 # Manifests as dvit-deploy 0.1 wrote them before the typed writers (a842b90): a tiny Swin export and

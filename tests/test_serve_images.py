@@ -208,7 +208,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def test_served_image_bytes_equal_dvit_predict_on_the_same_files(image_server, tmp_path):
     from dvit_deploy.artifact.store import open_artifact
-    from dvit_deploy.jobs.predict import predict
+    from .job_calls import predict
     from dvit_deploy.runtime import open_runner
     import tritonclient.http as http
 

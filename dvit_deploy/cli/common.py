@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Iterator
 from .output import err, styled, warn
 
 if TYPE_CHECKING:
+    from ..artifact.context import RunContext
     from ..artifact.store import Artifact
 
 
@@ -63,3 +64,11 @@ def artifact_or_default(given: Path | None, suffixes: tuple[str, ...] | None = N
     from ..runtime import artifact_suffixes
 
     return open_artifact(None, suffixes or artifact_suffixes(backend), verify=False, on_picked=picked).path
+
+
+def command_context(no_verify: bool = False, checkpoint: Path | None = None) -> "RunContext":
+    """The run's ``RunContext`` from the command's flags (``--no-verify``: a sha256 mismatch warns;
+    ``--checkpoint``: where the checkpoint now is), handed to the job's ``run``."""
+    from ..artifact.context import RunContext
+
+    return RunContext(verify=not no_verify, on_warning=warn, checkpoint=checkpoint)
