@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 
 from ..helpers.errors import BadInput, CheckFailed
 from ..helpers.defaults import PREDICT_BATCH as DEFAULT_BATCH
 from ..helpers.lazy import lazy_import
-from .common import artifact_checks, open_or_default
+from .common import command_context, open_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, finite
 from .output import emit_json, notes, out, table
@@ -23,12 +21,6 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
 
 evaluate_lib = lazy_import("dvit_deploy.jobs.evaluate")
-checkpoints = lazy_import("dvit_deploy.models.checkpoint")  # torch: only with --checkpoint
-
-
-def _moved(checkpoint: Optional[Path]) -> Any:
-    """``--checkpoint``: rebuild the reference from the checkpoint's new place (sha256-checked)."""
-    return checkpoints.checkpoint_at(checkpoint) if checkpoint is not None else contextlib.nullcontext()
 
 
 @handle_errors
@@ -57,12 +49,12 @@ def eval_images(
             raise BadInput("--min-agreement compares with the PyTorch reference; it cannot be used with --no-reference")
         if not 0.0 <= min_agreement <= 1.0:
             raise BadInput(f"--min-agreement is a fraction between 0 and 1, got {min_agreement}")
-    with artifact_checks(no_verify):
-        opened = open_or_default(artifact, backend=backend[0] if backend else None)  # read and verified once
-        with _moved(checkpoint), count_progress("eval") as (on_start, on_advance):
-            result = evaluate_lib.evaluate(data, opened, backend, labels_file=labels, limit=limit, batch=batch,
-                                           device=device, reference=not no_reference, on_start=on_start,
-                                           on_progress=on_advance)
+    context = command_context(no_verify=no_verify, checkpoint=checkpoint)  # --checkpoint: the reference's new place
+    opened = open_or_default(artifact, backend=backend[0] if backend else None, context=context)  # read, verified once
+    with count_progress("eval") as (on_start, on_advance):
+        result = evaluate_lib.evaluate(data, opened, backend, labels_file=labels, limit=limit, batch=batch,
+                                       device=device, reference=not no_reference, on_start=on_start,
+                                       on_progress=on_advance)
     for score in result.scores:
         notes([f"{score.backend}: {n}" for n in score.notes])
     failed = [s for s in result.scores

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..artifact.context import RunContext
 from ..artifact.store import Artifact, engines_dir, open_artifact
 from ..engines.build_plan import BuildOptions, onnx_record
 from ..helpers.errors import BadInput, CheckFailed
@@ -80,12 +81,12 @@ def precision_from_flags(*, fp16: bool = False, bf16: bool = False, tf32: bool =
     return precision, bool(int8 and fp16)
 
 
-def open_onnx(onnx_path: str | Path | None) -> Artifact:
-    """The ONNX to build (given, or ``open_artifact``'s default among .onnx files), opened once."""
+def open_onnx(onnx_path: str | Path | None, context: RunContext | None = None) -> Artifact:
+    """The ONNX to build (given, or ``open_artifact``'s default among .onnx files), opened once in ``context``."""
     path = Path(onnx_path) if onnx_path is not None else None
     if path is not None and path.suffix != ".onnx":  # refused before the manifest is read, as always
         raise BadInput(f"{path} is not an .onnx file")
-    opened = open_artifact(path, (".onnx",))
+    opened = open_artifact(path, (".onnx",), context=context)
     if opened.path.suffix != ".onnx":
         raise BadInput(f"{opened.path} is not an .onnx file")
     return opened

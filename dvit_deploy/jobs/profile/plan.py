@@ -39,6 +39,7 @@ def plan_profile(artifacts_given: Sequence[Artifact | Path] | None, options: Pro
               else [open_artifact(None, artifact_suffixes(options.backend))])
     plan = ProfilePlan(runs=[], twins={})
     seen: set[Path] = set()
+    runs_of: dict[str, Artifact] = {}  # a twin's sparse artifact: the twin is opened in its run
 
     def add(artifact: Artifact, role: str) -> None:
         key = artifact.path.resolve()
@@ -66,10 +67,11 @@ def plan_profile(artifacts_given: Sequence[Artifact | Path] | None, options: Pro
             plan.notes.append(f"no dense twin of {path.name} beside it: pass --dense-baseline to export one")
         if twin is not None:
             plan.twins[str(path)] = str(twin)
+            runs_of[str(path)] = artifact
     # Dense twins run after their sparse artifacts, and each only once.
     for sparse, dense in plan.twins.items():
         if Path(dense).resolve() not in seen:
-            add(open_artifact(dense), "dense")
+            add(open_artifact(dense, context=runs_of[sparse].context), "dense")
     return plan
 
 

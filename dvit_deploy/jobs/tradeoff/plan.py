@@ -114,7 +114,7 @@ def _siblings(artifact: Artifact, notes: list[str]) -> list[Artifact]:
         if path.resolve() == artifact.path.resolve():
             continue
         try:
-            other = open_artifact(path)
+            other = open_artifact(path, context=artifact.context)
         except BadInput:
             continue
         m = other.model
@@ -186,7 +186,7 @@ def _dense_point(opened: list[Artifact], sparse: Point, options: TradeoffOptions
     elif twin is None:
         notes.append(f"no dense twin of {sparse.artifact.name} beside it: pass --dense-baseline to export one")
         return None
-    return Point(open_artifact(twin), None)
+    return Point(open_artifact(twin, context=sparse.artifact.context), None)
 
 
 def plan_tradeoff(given: Sequence[Artifact | Path] | None, options: TradeoffOptions,
