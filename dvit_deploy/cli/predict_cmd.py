@@ -46,7 +46,7 @@ def predict(
             raise BadInput(f"--viz writes a PNG picture: give a path ending in .png, not {viz.name}")
         viz = prepare_output(viz, force=force, kinds=(".png",))
     context = command_context(no_verify=no_verify, checkpoint=checkpoint)  # --checkpoint: the reference's new place
-    opened = open_or_default(artifact, backend=backend, context=context)  # read, checked, verified once; the job runs on it
+    opened = open_or_default(artifact, backend=backend, context=context)  # read and verified once, for the job
     with phases("predict") as on_phase:
         result = predict_lib.predict(paths, opened, backend, top_k=top, want_kept=viz is not None, device=device,
                                      batch=batch, on_phase=on_phase)
