@@ -11,6 +11,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Union
 
 from ..helpers.errors import BadInput
@@ -43,7 +44,7 @@ KNOWN_SCHEMAS = (ONNX_SCHEMA, ENGINE_SCHEMA)
 
 # The fields every reader relies on, with the JSON types they must have (None allowed where listed).
 _INT, _BOOL, _STR, _OBJ, _LIST, _NUM = (int,), (bool,), (str,), (dict,), (list,), (int, float)
-_FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
+_FIELD_TYPES: Mapping[str, tuple[tuple[type, ...], bool]] = MappingProxyType({
     "variant": (_STR, True), "artifact": (_STR, True), "kind": (_STR, True), "precision": (_STR, True),
     "config": (_OBJ, True), "data_config": (_OBJ, True), "onnx": (_OBJ, True), "engine": (_OBJ, True),
     "checkpoint": (_OBJ, True), "quantization": (_OBJ, True), "source_onnx": (_OBJ, True),
@@ -51,9 +52,9 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
     "profiles": (_LIST, True), "num_patches": (_INT, True), "batch": (_INT, True), "opset": (_INT, True),
     "keep_ratio": (_NUM, True), "dense": (_BOOL, True), "dynamic_keep": (_BOOL, True),
     "token_outputs": (_BOOL, True), "dynamic_batch": (_BOOL, True),
-}
-_JSON_NAMES = {int: "an integer", bool: "true/false", str: "a string", dict: "an object", list: "a list",
-               float: "a number"}
+})
+_JSON_NAMES = MappingProxyType({int: "an integer", bool: "true/false", str: "a string", dict: "an object",
+                                list: "a list", float: "a number"})
 
 
 def check_manifest(manifest: Mapping[str, Any], where: str | os.PathLike) -> None:

@@ -16,6 +16,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -28,14 +29,14 @@ from .detect import _list
 STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict", "module", "net")
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
 
-_MAGIC = {
+_MAGIC = MappingProxyType({
     b"\xff\xd8\xff": "a JPEG image",
     b"\x89PNG": "a PNG image",
     b"GIF8": "a GIF image",
     b"%PDF": "a PDF document",
     b"\x1f\x8b": "a gzip archive",
     b"\x08": "an ONNX/protobuf file",
-}
+})
 
 
 @dataclass
