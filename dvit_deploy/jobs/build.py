@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..artifact.context import RunContext
 from ..artifact.store import Artifact, engines_dir, open_artifact
+from ..artifact.verify import cached_sha256
 from ..engines.build_plan import BuildOptions, onnx_record
 from ..helpers.errors import BadInput, CheckFailed
 from ..helpers.fileio import manifest_path, prepare_output, sha256_file, temp_prefix, write_bytes_atomic, write_json_atomic
@@ -200,7 +201,7 @@ def _build_engine(source: Artifact, options: BuildOptions, report: "DoctorReport
     inspector_file = inspector_path.name if built.inspector_json is not None else None
     manifest = plans.engine_manifest(
         plan, source, engine_path=engine_path, engine_sha256=sha256_file(engine_path),
-        engine_bytes=len(built.serialized), onnx_sha256=sha256_file(source.path), built_from=built_from,
+        engine_bytes=len(built.serialized), onnx_sha256=cached_sha256(source.path, source.context), built_from=built_from,
         trt_version=trt.__version__, device=device, io_tensors=built.io_tensors,
         build_seconds=seconds["build"], inspector_file=inspector_file, doctor=report.to_dict(),
         network=built.network, fp16_conversion=fp16_info, warnings=built.warnings)
