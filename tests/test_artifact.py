@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dvit_deploy.artifact.manifest import (ENGINE_SCHEMA, ONNX_SCHEMA, DerivedFrom, OnnxManifest, verification)
+from dvit_deploy.artifact.context import RunContext
+from dvit_deploy.artifact.manifest import ENGINE_SCHEMA, ONNX_SCHEMA, DerivedFrom, OnnxManifest
 from dvit_deploy.artifact.store import Artifact, ArtifactFilter, default_artifact, open_artifact
 from dvit_deploy.helpers.errors import BadInput
 from dvit_deploy.helpers.fileio import manifest_path, sha256_file
@@ -51,9 +52,13 @@ def test_a_changed_artifact_is_refused_or_opened_unchecked_under_no_verify(expor
     with pytest.raises(BadInput, match="does not match its manifest"):
         open_artifact(exported)
     warnings = []
-    with verification(enabled=False, on_warning=warnings.append):
-        opened = open_artifact(exported)
+    context = RunContext(verify=False, on_warning=warnings.append)
+    opened = open_artifact(exported, context=context)
     assert opened.sha256_checked is False and len(warnings) == 1 and "--no-verify" in warnings[0]
+    assert opened.context is context  # later steps on it (a re-check, its twin) keep the run's policy
+    assert opened.verified().sha256_checked is False and len(warnings) == 2
+    with pytest.raises(BadInput, match="does not match its manifest"):  # the policy is the run's, not global
+        open_artifact(exported)
 
 
 def test_quantize_default_is_the_one_rule_with_an_fp32_export_filter(exported, workdir):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -12,7 +11,7 @@ from typer.core import TyperCommand, TyperGroup
 from .. import __version__
 from ..helpers.errors import BadInput
 from .build_cmd import build
-from .failures import exit_code_for
+from .failures import VERBOSE_KEY, exit_code_for
 from .doctor_cmd import doctor
 from .export_cmd import export
 from .flops_cmd import flops
@@ -123,9 +122,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library warnings as they come, with their source."),
 ) -> None:
     """DynamicViT deployment toolchain."""
-    if verbose:
-        os.environ["DVIT_VERBOSE"] = "1"
+    ctx.meta[VERBOSE_KEY] = verbose  # read by the command's warnings capture and run context

@@ -10,7 +10,7 @@ import typer
 from ..helpers.errors import CheckFailed
 from ..helpers.defaults import PREDICT_BATCH as DEFAULT_BATCH
 from ..helpers.lazy import lazy_import
-from .common import artifact_checks, command_context, open_or_default
+from .common import command_context, open_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, finite
 from .output import emit_json, notes, out, table
@@ -47,12 +47,10 @@ def eval_images(
     options = evaluate_lib.EvalOptions(data=data, backends=tuple(backend or ()), labels_file=labels, limit=limit,
                                        batch=batch, device=device, reference=not no_reference,
                                        min_agreement=min_agreement)
-    context = command_context(no_verify, checkpoint)
-    with artifact_checks(no_verify):
-        # context: open_or_default(..., context=context) once the artifact layer takes it.
-        opened = open_or_default(artifact, backend=backend[0] if backend else None)  # read and verified once
-        with count_progress("eval") as (on_start, on_advance):
-            result = evaluate_lib.run(options, context, opened, on_start=on_start, on_progress=on_advance)
+    context = command_context(no_verify=no_verify, checkpoint=checkpoint)
+    opened = open_or_default(artifact, backend=backend[0] if backend else None, context=context)  # read and verified once
+    with count_progress("eval") as (on_start, on_advance):
+        result = evaluate_lib.run(options, context, opened, on_start=on_start, on_progress=on_advance)
     for score in result.scores:
         notes([f"{score.backend}: {n}" for n in score.notes])
     if json_output:

@@ -11,7 +11,7 @@ from ..engines.targets import DEVICE_TARGETS as TARGETS
 from ..helpers.errors import BadInput, CheckFailed
 from ..helpers.lazy import lazy_import
 from ..jobs.ship.layout import DEFAULT_PROFILE
-from .common import artifact_checks, artifact_or_default
+from .common import artifact_or_default, command_context
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, parse_ints
 from .output import emit_json, human_bytes, notes, out, styled, table
@@ -47,13 +47,13 @@ def package(
     profile = parse_ints(batch_profile, "--batch-profile")
     if profile is not None and len(profile) != 3:
         raise BadInput("--batch-profile takes three integers: min,opt,max")
-    with artifact_checks(no_verify):
-        paths = list(artifacts) if artifacts else [artifact_or_default(None)]  # picked inside: read once
-        with phases("package") as on_phase:
-            result = ship.make_bundle(paths, target, output=output, triton=triton, triton_python=triton_python,
-                                      precision=precision,
-                                      profile=tuple(profile) if profile else DEFAULT_PROFILE, archive=not no_archive,
-                                      force=force, on_phase=on_phase)
+    context = command_context(no_verify=no_verify)
+    paths = list(artifacts) if artifacts else [artifact_or_default(None, context=context)]  # its manifest read once
+    with phases("package") as on_phase:
+        result = ship.make_bundle(paths, target, output=output, triton=triton, triton_python=triton_python,
+                                  precision=precision,
+                                  profile=tuple(profile) if profile else DEFAULT_PROFILE, archive=not no_archive,
+                                  force=force, on_phase=on_phase, context=context)
     notes(result.notes)
     if json_output:
         emit_json({"passed": True, **result.to_dict()})

@@ -10,7 +10,7 @@ import typer
 from ..jobs.data import expand_image_args
 from ..helpers.defaults import PREDICT_BATCH as DEFAULT_BATCH
 from ..helpers.lazy import lazy_import
-from .common import artifact_checks, command_context, open_or_default
+from .common import command_context, open_or_default
 from .failures import handle_errors
 from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION
 from .output import emit_json, notes, out, styled, table
@@ -41,12 +41,10 @@ def predict(
     paths = expand_image_args(images)
     options = predict_lib.PredictOptions(images=tuple(paths), backend=backend, top_k=top, device=device, batch=batch,
                                          viz=None if viz is None else predict_lib.viz_path(viz, force))
-    context = command_context(no_verify, checkpoint)
-    with artifact_checks(no_verify):
-        # context: open_or_default(..., context=context) once the artifact layer takes it.
-        opened = open_or_default(artifact, backend=backend)  # read, checked and verified once; the job runs on it
-        with phases("predict") as on_phase:
-            result = predict_lib.run(options, context, opened, on_phase=on_phase)
+    context = command_context(no_verify=no_verify, checkpoint=checkpoint)
+    opened = open_or_default(artifact, backend=backend, context=context)  # read, checked and verified once; the job runs on it
+    with phases("predict") as on_phase:
+        result = predict_lib.run(options, context, opened, on_phase=on_phase)
     notes(result.notes)
     if json_output:
         emit_json(result.to_dict())

@@ -11,7 +11,7 @@ from ..helpers.errors import BadInput
 from ..helpers.defaults import (PROFILE_BATCH, PROFILE_DEVICE, PROFILE_DURATION_S, PROFILE_GRAPH_OPTIMIZATION,
                                 PROFILE_ROUNDS, PROFILE_WARMUP_S)
 from ..helpers.lazy import lazy_import
-from .common import artifact_checks, command_context, open_or_default
+from .common import command_context, open_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, finite, parse_ints
 from .output import emit_json, err, notes, out, styled, warn
@@ -70,13 +70,11 @@ def profile(
                                        graph_optimization=graph_optimization, compile=compile_model,
                                        providers=providers or None, keep_ratio=keep_ratio)
     options.validate()
-    context = command_context(no_verify)
-    with artifact_checks(no_verify):
-        # Each artifact opened (manifest read and checked, sha256 verified) once, here; plan and runs use it.
-        # context: open_or_default(..., context=context) once the artifact layer takes it.
-        opened = [open_or_default(path, backend=backend) for path in artifacts or [None]]
-        with phases_then_fractions("profile") as (on_phase, on_progress):
-            report = profiling.run(options, context, opened, on_phase=on_phase, on_progress=on_progress)
+    context = command_context(no_verify=no_verify)
+    # Each artifact opened (manifest read and checked, sha256 verified) once, here; plan and runs use it.
+    opened = [open_or_default(path, backend=backend, context=context) for path in artifacts or [None]]
+    with phases_then_fractions("profile") as (on_phase, on_progress):
+        report = profiling.run(options, context, opened, on_phase=on_phase, on_progress=on_progress)
     if not report.results:
         notes(report.notes)
         err.print(styled("[bold red]error:[/] nothing was measured (no artifact supports the requested batch sizes)"))

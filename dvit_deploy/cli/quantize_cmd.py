@@ -12,7 +12,7 @@ from ..helpers.defaults import (QUANTIZE_CALIB_BATCH, QUANTIZE_CALIB_SAMPLES, QU
                         QUANTIZE_PERCENTILE, QUANTIZE_TARGET)
 from ..helpers.compare import Tolerance
 from ..jobs.quantize import EXCLUDED_OP_TYPES, METHODS, RECIPES, TARGETS
-from .common import artifact_checks, picked
+from .common import command_context, picked
 from .failures import handle_errors
 from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, finite
 from .output import emit_json, err, human_bytes, out, styled, table
@@ -54,19 +54,19 @@ def quantize(
     from ..jobs.quantize import QuantizeOptions, default_source, quantize_onnx, select_recipe
 
     op_types = tuple(t.strip() for t in keep_float.split(",") if t.strip()) if keep_float is not None else EXCLUDED_OP_TYPES
-    with artifact_checks(no_verify):
-        if onnx_file is None:
-            onnx_file = default_source()
-            picked(onnx_file, "newest fp32 export in ./export")
-        choice = select_recipe(target, override=recipe)
-        err.print(styled("[cyan]quantize:[/] {}", choice.line()))
-        options = QuantizeOptions(calib_dir=calib, calib_samples=calib_samples, calib_batch=calib_batch, method=method,
-                                  percentile=percentile, include_predictor=quantize_predictor,
-                                  exclude_op_types=op_types, check_samples=check_samples, target=target, recipe=choice)
-        # Opened once (manifest and sha256 checked: refused, or a warning under --no-verify, when it does not match).
-        source = open_artifact(onnx_file, (".onnx",))
-        with _progress() as (on_phase, on_calib):
-            result = quantize_onnx(source, output, options, force=force, on_phase=on_phase, on_calib=on_calib)
+    context = command_context(no_verify=no_verify)
+    if onnx_file is None:
+        onnx_file = default_source(context)
+        picked(onnx_file, "newest fp32 export in ./export")
+    choice = select_recipe(target, override=recipe)
+    err.print(styled("[cyan]quantize:[/] {}", choice.line()))
+    options = QuantizeOptions(calib_dir=calib, calib_samples=calib_samples, calib_batch=calib_batch, method=method,
+                              percentile=percentile, include_predictor=quantize_predictor,
+                              exclude_op_types=op_types, check_samples=check_samples, target=target, recipe=choice)
+    # Opened once (manifest and sha256 checked: refused, or a warning under --no-verify, when it does not match).
+    source = open_artifact(onnx_file, (".onnx",), context=context)
+    with _progress() as (on_phase, on_calib):
+        result = quantize_onnx(source, output, options, force=force, on_phase=on_phase, on_calib=on_calib)
     manifest = result.manifest
     for warning in result.check.warnings:  # on stderr, with --json too
         err.print(styled("[yellow]warning:[/] {}", warning))

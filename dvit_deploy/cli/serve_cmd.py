@@ -11,7 +11,7 @@ import typer
 
 from ..helpers.errors import BadInput
 from ..helpers.lazy import lazy_import
-from .common import artifact_checks, open_or_default
+from .common import command_context, open_or_default
 from .failures import Terminated, exit_code_for, handle_errors
 from .options import NO_VERIFY_OPTION, finite, parse_floats
 from .output import err, notes, styled
@@ -59,16 +59,16 @@ def serve(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON line per event (ready, stopped) on stdout."),
 ) -> None:
     """Serve an artifact on Triton Inference Server until SIGTERM / Ctrl-C (drains in-flight requests, exit 0)."""
-    with artifact_checks(no_verify):
-        serve_lib.find_tritonserver()  # the [serve] extra first: no artifact is read for a server that cannot start
-        opened = open_or_default(artifact, backend=backend)  # manifest read, sha256 checked: once
-        rng = parse_floats(keep_range, "--keep-range")
-        if rng is not None and len(rng) != 2:
-            raise BadInput("--keep-range takes two numbers: low,high")
-        spec = serve_lib.prepare(opened, backend=backend, precision=precision, name=name, max_batch=max_batch,
-                                 queue_delay_us=max_queue_delay_us, dynamic_batching=not no_batching,
-                                 keep_range=tuple(rng) if rng else None, verify=not no_verify, slo_ms=slo_ms,
-                                 queue_timeout_ms=queue_timeout_ms, simulate_service=simulate_service)
+    context = command_context(no_verify=no_verify)
+    serve_lib.find_tritonserver()  # the [serve] extra first: no artifact is read for a server that cannot start
+    opened = open_or_default(artifact, backend=backend, context=context)  # manifest read, sha256 checked: once
+    rng = parse_floats(keep_range, "--keep-range")
+    if rng is not None and len(rng) != 2:
+        raise BadInput("--keep-range takes two numbers: low,high")
+    spec = serve_lib.prepare(opened, backend=backend, precision=precision, name=name, max_batch=max_batch,
+                             queue_delay_us=max_queue_delay_us, dynamic_batching=not no_batching,
+                             keep_range=tuple(rng) if rng else None, verify=not no_verify, slo_ms=slo_ms,
+                             queue_timeout_ms=queue_timeout_ms, simulate_service=simulate_service)
     settings = serve_lib.ServeSettings(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                                        drain_timeout_s=drain_timeout, log_file=log_file, threads=threads)
     serve_lib.check_ports(settings)  # the host resolves, the ports are free: before "serving …"

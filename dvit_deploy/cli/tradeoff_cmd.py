@@ -11,7 +11,7 @@ import typer
 from ..helpers.defaults import PREDICT_BATCH, PROFILE_BATCH, PROFILE_DEVICE, PROFILE_DURATION_S, PROFILE_WARMUP_S
 from ..helpers.errors import BadInput
 from ..helpers.lazy import lazy_import
-from .common import artifact_checks, command_context, open_or_default
+from .common import command_context, open_or_default
 from .failures import Terminated, handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, finite, parse_floats
 from .output import emit_json, notes, out, print_wide, styled
@@ -69,17 +69,16 @@ def tradeoff(
     options.validate()
     options = replace(options, output=None if output is None else tradeoffs.report_path(output))
     latest: list[Any] = []  # the report as of the last finished row
-    context = command_context(no_verify)
-    with artifact_checks(no_verify):
-        opened = [open_or_default(path, backend=backend) for path in artifacts or [None]]  # context: context=
-        try:
-            with phases_then_fractions("tradeoff") as (on_phase, on_progress):
-                report = tradeoffs.run(options, context, opened, on_phase=on_phase, on_progress=on_progress,
-                                       on_row=latest.append)
-        except (KeyboardInterrupt, Terminated):  # the finished rows, marked incomplete; then exit 130/143
-            if json_output and latest:
-                emit_json(latest[-1].to_dict())
-            raise
+    context = command_context(no_verify=no_verify)
+    opened = [open_or_default(path, backend=backend, context=context) for path in artifacts or [None]]
+    try:
+        with phases_then_fractions("tradeoff") as (on_phase, on_progress):
+            report = tradeoffs.run(options, context, opened, on_phase=on_phase, on_progress=on_progress,
+                                   on_row=latest.append)
+    except (KeyboardInterrupt, Terminated):  # the finished rows, marked incomplete; then exit 130/143
+        if json_output and latest:
+            emit_json(latest[-1].to_dict())
+        raise
     written = tradeoffs.plot_tradeoff(report, plot) if plot is not None else None
     if json_output:
         emit_json({**report.to_dict(), "plot": None if written is None else str(written)})

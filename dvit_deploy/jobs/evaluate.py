@@ -21,7 +21,7 @@ from ..helpers.compare import Tolerance, compare
 from ..helpers.errors import BadInput
 from ..runtime import default_backend, runner_for_artifact
 from .data import LabelledImages, data_config_of, read_dataset
-from .predict import DEFAULT_BATCH, moved_checkpoint, num_classes_of
+from .predict import DEFAULT_BATCH, num_classes_of
 
 if TYPE_CHECKING:
     from ..artifact.context import RunContext
@@ -118,13 +118,13 @@ def run(options: EvalOptions, context: "RunContext", artifact: Artifact, *,
         raise BadInput(f"--batch must be ≥ 1, got {options.batch}")
     if options.limit is not None and options.limit < 1:
         raise BadInput(f"--limit must be ≥ 1, got {options.limit}")
-    with moved_checkpoint(context):
-        dataset: LabelledImages = read_dataset(options.data, labels_file=options.labels_file,
-                                               num_classes=num_classes_of(artifact.model)).limit(options.limit)
-        names = list(dict.fromkeys(options.backends or [default_backend(artifact.path)]))
-        if options.reference and REFERENCE not in names:
-            names.insert(0, REFERENCE)
-        outputs = _run_all(artifact, dataset, names, options, on_start, on_progress)
+    artifact = artifact.in_context(context)  # the torch reference reads the run's moved checkpoint
+    dataset: LabelledImages = read_dataset(options.data, labels_file=options.labels_file,
+                                           num_classes=num_classes_of(artifact.model)).limit(options.limit)
+    names = list(dict.fromkeys(options.backends or [default_backend(artifact.path)]))
+    if options.reference and REFERENCE not in names:
+        names.insert(0, REFERENCE)
+    outputs = _run_all(artifact, dataset, names, options, on_start, on_progress)
     scores = [_score(name, outputs, options.reference) for name in names]
     return EvalResult(str(artifact.path), dataset.describe(), scores, options.min_agreement)
 

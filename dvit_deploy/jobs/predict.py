@@ -7,10 +7,9 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -45,17 +44,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(shifted)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def moved_checkpoint(context: "RunContext") -> ContextManager[None]:
-    """``context.checkpoint`` (``--checkpoint``): the PyTorch reference is rebuilt from the checkpoint's new place
-    (sha256-checked against the manifest)."""
-    if context.checkpoint is None:
-        return contextlib.nullcontext()
-    from ..models.checkpoint import checkpoint_at  # torch: only with a moved checkpoint
-
-    # context: once load_model_from_record takes context=, the runners read context.checkpoint and this goes.
-    return checkpoint_at(context.checkpoint)
 
 
 def viz_path(path: Path, force: bool = False) -> Path:
@@ -134,8 +122,7 @@ def run(options: PredictOptions, context: "RunContext", artifact: Artifact, *,
     """Top-k classes per image of the opened ``artifact``; with ``want_kept`` (or ``viz``) also each stage's
     kept patch ids (or BadInput)."""
     phase = on_phase or (lambda name: None)
-    with moved_checkpoint(context):
-        result = _predict(options, artifact, phase)
+    result = _predict(options, artifact.in_context(context), phase)
     if options.viz is not None:
         phase("draw")
         _draw(result, options.viz)

@@ -48,6 +48,7 @@ def plan_profile(artifacts: Sequence[Artifact], options: ProfileOptions, context
     opened = list(artifacts)
     plan = ProfilePlan(runs=[], twins={})
     seen: set[Path] = set()
+    runs_of: dict[str, Artifact] = {}  # a twin's sparse artifact: the twin is opened in its run
 
     def add(artifact: Artifact, role: str) -> None:
         key = artifact.path.resolve()
@@ -75,10 +76,11 @@ def plan_profile(artifacts: Sequence[Artifact], options: ProfileOptions, context
             plan.notes.append(f"no dense twin of {path.name} beside it: pass --dense-baseline to export one")
         if twin is not None:
             plan.twins[str(path)] = str(twin)
+            runs_of[str(path)] = artifact
     # Dense twins run after their sparse artifacts, and each only once.
     for sparse, dense in plan.twins.items():
         if Path(dense).resolve() not in seen:
-            add(open_artifact(dense), "dense")  # context: open_artifact(dense, context=context)
+            add(open_artifact(dense, context=runs_of[sparse].context), "dense")
     return plan
 
 

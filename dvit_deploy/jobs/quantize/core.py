@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
+    from ...artifact.context import RunContext
     from ...artifact.store import Artifact, ArtifactFilter
 
 from ...artifact.manifest import DerivedFrom, OnnxManifest, QuantizationRecord, TensorRecord
@@ -142,11 +143,11 @@ def fp32_exports() -> "ArtifactFilter":
         refusal=f"no fp32 ONNX export with a manifest in {folder}; run 'dvit export' first or pass a path")
 
 
-def default_source() -> Path:
-    """The newest fp32 pruned export in ./export (else the newest fp32 one)."""
+def default_source(context: "RunContext | None" = None) -> Path:
+    """The newest fp32 pruned export in ./export (else the newest fp32 one); manifests read in ``context``."""
     from ...artifact.store import default_artifact
 
-    return default_artifact((".onnx",), only=fp32_exports())[0]
+    return default_artifact((".onnx",), only=fp32_exports(), context=context)[0]
 
 
 def default_output(source: Path) -> Path:
@@ -198,9 +199,9 @@ def quantize_onnx(source: "Artifact", output: str | Path | None = None,
     ort = require("onnxruntime", "gpu", "dvit quantize")
     typed = _fp32_source(source)
     phase("sha256 of the fp32 ONNX")
-    from ...artifact.manifest import cached_sha256
+    from ...artifact.verify import cached_sha256
 
-    source_sha = cached_sha256(source.path)  # hashed once per run: opening it already read it
+    source_sha = cached_sha256(source.path, source.context)  # hashed once per run: opening it already read it
     output = _destination(source.path, output, force)
 
     import onnx
@@ -229,7 +230,7 @@ def quantize_onnx(source: "Artifact", output: str | Path | None = None,
 
         start = time.perf_counter()
         check = check_quantized(tmp_onnx, typed, samples=options.check_samples, excluded=kept_float.nodes,
-                                on_phase=phase, session_config=check_session_config(choice))
+                                on_phase=phase, session_config=check_session_config(choice), context=source.context)
         seconds["check"] = time.perf_counter() - start
         if not check.passed:
             raise CheckFailed(failure_line(choice, check), check)

@@ -41,15 +41,14 @@ def open_spec_runner(spec: ServeSpec, folder: Path | None = None) -> Any:
     """The loaded, warmed-up runner for ``spec`` (BadInput/MissingDependency as every command raises).
 
     A relative ``spec.artifact`` (a packaged repository) is relative to the model ``folder``."""
-    from ...artifact.manifest import verification
+    from ...artifact.context import RunContext
     from ...artifact.store import open_artifact
     from ...runtime import open_runner
 
     artifact = Path(spec.artifact)
     if not artifact.is_absolute() and folder is not None:
         artifact = folder / artifact
-    with verification(enabled=spec.verify):
-        opened = open_artifact(artifact)
+    opened = open_artifact(artifact, context=RunContext(verify=spec.verify))  # the spec's --no-verify, this process
     options = dict(spec.runner_options)
     if spec.backend == "onnxruntime" and spec.token_outputs:
         options.setdefault("topk_outputs", True)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 
 from ... import __version__
 from ...artifact.manifest import OnnxManifest, check_manifest
+from ...artifact.context import RunContext
 from ...artifact.store import Artifact, open_artifact
 from ...helpers.defaults import DEFAULT_OPSET
 from ...engines.targets import DEVICE_TARGETS, DeviceTarget, get_device_target, same_tensorrt_release
@@ -55,16 +56,17 @@ def _resolve_near(base: Path, name: Any) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _open_item(path: Path | Artifact, what: str, refuse: Callable[[Artifact], None] | None = None) -> Artifact:
+def _open_item(path: Path | Artifact, what: str, refuse: Callable[[Artifact], None] | None = None,
+               context: RunContext | None = None) -> Artifact:
     """The artifact, opened once: one already opened is passed on as it is; a path is read, checked and
-    typed here, ``refuse`` may turn it away, and only then is its sha256 checked."""
+    typed here (in the run ``context``), ``refuse`` may turn it away, and only then is its sha256 checked."""
     if isinstance(path, Artifact):
         if refuse is not None:
             refuse(path)
         return path
     if not path.is_file():
         raise BadInput(f"{what} {path} not found")
-    opened = open_artifact(path, verify=False)
+    opened = open_artifact(path, context=context, verify=False)
     if refuse is not None:
         refuse(opened)
     return opened.verified()
@@ -75,9 +77,9 @@ def _refuse_foreign_kind(opened: Artifact) -> None:
         raise BadInput(f"{manifest_path(opened.path)} is not an ONNX manifest (kind {opened.onnx.kind!r})")
 
 
-def _load_onnx(path: Path | Artifact) -> OnnxItem:
+def _load_onnx(path: Path | Artifact, context: RunContext | None = None) -> OnnxItem:
     """The ONNX to ship, read and checked once (a foreign ``kind`` is refused before its sha256 is checked)."""
-    opened = _open_item(path, "ONNX model", _refuse_foreign_kind)
+    opened = _open_item(path, "ONNX model", _refuse_foreign_kind, context)
     for name in opened.onnx.external_data:
         if not (opened.path.parent / name).is_file():
             raise BadInput(f"external weights {name} of {opened.name} not found beside it")
@@ -88,9 +90,9 @@ def _load_onnx(path: Path | Artifact) -> OnnxItem:
     return OnnxItem(opened)
 
 
-def _load_engine(path: Path | Artifact) -> EngineItem:
-    """The engine to ship and the ONNX it was built from, each read and checked once."""
-    opened = _open_item(path, "engine")
+def _load_engine(path: Path | Artifact, context: RunContext | None = None) -> EngineItem:
+    """The engine to ship and the ONNX it was built from, each read and checked once (in the engine's run)."""
+    opened = _open_item(path, "engine", context=context)
     engine = opened.engine
     folder = opened.path.parent
     source = None
@@ -101,22 +103,25 @@ def _load_engine(path: Path | Artifact) -> EngineItem:
         check_manifest(linked, onnx_manifest)
         onnx_path = _resolve_near(onnx_manifest.parent, OnnxManifest.from_json(linked).artifact)
     if onnx_path is not None and onnx_path.suffix == ".onnx":
-        source = _load_onnx(onnx_path)
+        source = _load_onnx(onnx_path, opened.context)
     return EngineItem(opened, source)
 
 
-def collect_artifacts(paths: Iterable[Path | Artifact]) -> tuple[list[OnnxItem], list[EngineItem]]:
-    """ONNX models and engines to ship; an engine brings the ONNX it was built from."""
+def collect_artifacts(paths: Iterable[Path | Artifact],
+                      context: RunContext | None = None) -> tuple[list[OnnxItem], list[EngineItem]]:
+    """ONNX models and engines to ship; an engine brings the ONNX it was built from. Paths are opened in the
+    run ``context`` (a fresh one when None)."""
+    context = RunContext() if context is None else context
     onnx_items: dict[Path, OnnxItem] = {}
     engines: list[EngineItem] = []
     for raw in paths:
         opened = raw if isinstance(raw, Artifact) else None
         path = opened.path if opened is not None else Path(raw).expanduser()
         if path.suffix == ".onnx":
-            item = _load_onnx(opened or path)
+            item = _load_onnx(opened or path, context)
             onnx_items.setdefault(path.resolve(), item)
         elif path.suffix in ENGINE_SUFFIXES:
-            engine = _load_engine(opened or path)
+            engine = _load_engine(opened or path, context)
             engines.append(engine)
             if engine.source is not None:
                 onnx_items.setdefault(engine.source.path.resolve(), engine.source)
@@ -279,8 +284,10 @@ def make_bundle(
     archive: bool = True,
     force: bool = False,
     on_phase: Callable[[str], None] | None = None,
+    context: RunContext | None = None,
 ) -> BundleResult:
-    """Write the bundle folder (and ``<folder>.tar.gz``) atomically: built in a temp dir, then renamed."""
+    """Write the bundle folder (and ``<folder>.tar.gz``) atomically: built in a temp dir, then renamed.
+    ``context``: the run the artifacts given as paths are opened in (its --no-verify policy and caches)."""
     phase = on_phase or (lambda name: None)
     if triton_python and not triton:
         raise BadInput("--triton-python adds a model to the Triton repository: use it with --triton")
@@ -288,7 +295,7 @@ def make_bundle(
     if precision not in ("fp32", "fp16", "bf16"):
         raise BadInput(f"--precision must be fp32, fp16 or bf16, got '{precision}'")
     phase("collect")
-    onnx_items, engines = collect_artifacts(artifacts)
+    onnx_items, engines = collect_artifacts(artifacts, context)
     if target.flavour == "rtx":
         check_rtx_artifacts(target, onnx_items, engines)
         if triton:

@@ -118,7 +118,7 @@ def _siblings(artifact: Artifact, notes: list[str]) -> list[Artifact]:
         if path.resolve() == artifact.path.resolve():
             continue
         try:
-            other = open_artifact(path)  # context: open_artifact(path, context=context)
+            other = open_artifact(path, context=artifact.context)
         except BadInput:
             continue
         m = other.model
@@ -190,7 +190,7 @@ def _dense_point(opened: list[Artifact], sparse: Point, options: TradeoffOptions
     elif twin is None:
         notes.append(f"no dense twin of {sparse.artifact.name} beside it: pass --dense-baseline to export one")
         return None
-    return Point(open_artifact(twin), None)  # context: open_artifact(twin, context=context)
+    return Point(open_artifact(twin, context=sparse.artifact.context), None)
 
 
 def plan_tradeoff(given: Sequence[Artifact], options: TradeoffOptions, context: "RunContext",
