@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from ..artifact.context import RunContext
 from ..engines.targets import DEVICE_TARGETS as TARGETS
 from ..helpers.errors import BadInput, CheckFailed
 from ..helpers.lazy import lazy_import
@@ -14,7 +15,7 @@ from ..jobs.ship.layout import DEFAULT_PROFILE
 from .common import artifact_checks, artifact_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, parse_ints
-from .output import emit_json, human_bytes, notes, out, styled, table
+from .output import emit_json, human_bytes, notes, out, styled, table, warn
 from .progress import phases
 
 ship = lazy_import("dvit_deploy.jobs.ship")  # loaded when a command runs
@@ -47,13 +48,15 @@ def package(
     profile = parse_ints(batch_profile, "--batch-profile")
     if profile is not None and len(profile) != 3:
         raise BadInput("--batch-profile takes three integers: min,opt,max")
+    context = RunContext(verify=not no_verify, on_warning=warn)
     with artifact_checks(no_verify):
         paths = list(artifacts) if artifacts else [artifact_or_default(None)]  # picked inside: read once
+        options = ship.PackageOptions(target, output=output, triton=triton, triton_python=triton_python,
+                                      precision=precision, profile=tuple(profile) if profile else DEFAULT_PROFILE,
+                                      archive=not no_archive, force=force)
+        opened = ship.open_artifacts(paths)
         with phases("package") as on_phase:
-            result = ship.make_bundle(paths, target, output=output, triton=triton, triton_python=triton_python,
-                                      precision=precision,
-                                      profile=tuple(profile) if profile else DEFAULT_PROFILE, archive=not no_archive,
-                                      force=force, on_phase=on_phase)
+            result = ship.run_package(options, context, opened, on_phase=on_phase)
     notes(result.notes)
     if json_output:
         emit_json({"passed": True, **result.to_dict()})
@@ -73,7 +76,7 @@ def verify(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Check a bundle: checksums, manifests against files, and engine compatibility where TensorRT is present."""
-    report = ship.verify_bundle(bundle)
+    report = ship.run_verify(ship.VerifyOptions(bundle), RunContext())
     if json_output:
         emit_json(report.to_dict())
     else:
