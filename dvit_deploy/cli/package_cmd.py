@@ -20,9 +20,6 @@ from .progress import phases
 
 ship = lazy_import("dvit_deploy.jobs.ship")  # loaded when a command runs
 
-_STATUS_STYLE = {"ok": styled("[green]ok[/]"), "failed": styled("[bold red]FAILED[/]"),
-                 "skipped": styled("[yellow]skipped[/]"), "warning": styled("[yellow]warning[/]")}
-
 
 @handle_errors
 def package(
@@ -81,9 +78,15 @@ def verify(
         emit_json(report.to_dict())
     else:
         out.print(table(f"verify {report.bundle}", ["check", "result", "detail"],
-                        [[c.name, _STATUS_STYLE.get(c.status, c.status), c.detail] for c in report.checks]))
+                        [[c.name, _status(c.status), c.detail] for c in report.checks]))
     if not report.passed:
         failed = report.failures[0]
         raise CheckFailed(f"{failed.name}: {failed.detail}" + (f" (+{len(report.failures) - 1} more)" if len(report.failures) > 1 else ""))
     if not json_output:
         out.print(styled("[green]bundle verified[/]"))
+
+
+def _status(status: str) -> str:
+    styles = {"ok": "[green]ok[/]", "failed": "[bold red]FAILED[/]", "skipped": "[yellow]skipped[/]",
+              "warning": "[yellow]warning[/]"}
+    return styled(styles[status]) if status in styles else status

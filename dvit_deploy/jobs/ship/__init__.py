@@ -21,7 +21,7 @@ from .bundle import (TARGETS, BundleResult, PackageOptions, Target, check_bundle
                      run_package)
 from .layout import (BUNDLE_MANIFEST, BUNDLE_SCHEMA, CHECKSUMS, DEFAULT_BUNDLES_DIR, DEFAULT_PROFILE,
                      DEFAULT_QUEUE_DELAY_US, ENGINE_SUFFIXES, EngineItem, OnnxItem, engine_facts, write_checksums)
-from .triton import TRITON_TYPES, triton_config, triton_model_name
+from .triton import TRITON_TYPES, TritonModelConfig, triton_config, triton_model_name
 from .trtexec import build_script, built_precision, engine_name, trtexec_benchmark, trtexec_command
 from .verify import VerifyCheck, VerifyOptions, VerifyReport, read_checksums, run_verify, verify_bundle
 
@@ -40,6 +40,7 @@ __all__ = [
     "OnnxItem",
     "PackageOptions",
     "Target",
+    "TritonModelConfig",
     "VerifyCheck",
     "VerifyOptions",
     "VerifyReport",
