@@ -51,9 +51,10 @@ def package(
         options = ship.PackageOptions(target, output=output, triton=triton, triton_python=triton_python,
                                       precision=precision, profile=tuple(profile) if profile else DEFAULT_PROFILE,
                                       archive=not no_archive, force=force)
-        opened = ship.open_artifacts(paths)
         with phases("package") as on_phase:
-            result = ship.run_package(options, context, opened, on_phase=on_phase)
+            on_phase("collect")  # opening the artifacts is where collecting them starts: run_package's own
+            opened = ship.open_artifacts(paths)  # "collect" is that same phase, so it is not announced twice
+            result = ship.run_package(options, context, opened, on_phase=lambda name: name == "collect" or on_phase(name))
     notes(result.notes)
     if json_output:
         emit_json({"passed": True, **result.to_dict()})
