@@ -53,7 +53,7 @@ def package(
                                       archive=not no_archive, force=force)
         with phases("package") as on_phase:
             on_phase("collect")  # opening the artifacts is where collecting them starts: run_package's own
-            opened = ship.open_artifacts(paths)  # "collect" is that same phase, so it is not announced twice
+            opened = ship.open_artifacts(paths, context)  # "collect" is that same phase, so it is not announced twice
             result = ship.run_package(options, context, opened, on_phase=lambda name: name == "collect" or on_phase(name))
     notes(result.notes)
     if json_output:

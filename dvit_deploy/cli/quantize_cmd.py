@@ -56,7 +56,7 @@ def quantize(
     context = RunContext(verify=not no_verify, on_warning=warn)
     with artifact_checks(no_verify):
         if onnx_file is None:
-            onnx_file = default_source()
+            onnx_file = default_source()  # context: default_source(context) reads the candidates' manifests
             picked(onnx_file, "newest fp32 export in ./export")
         choice = select_recipe(target, override=recipe)
         err.print(styled("[cyan]quantize:[/] {}", choice.line()))

@@ -66,6 +66,7 @@ def serve(
     context = RunContext(verify=not no_verify, on_warning=warn, threads=threads)
     with artifact_checks(no_verify):
         serve_lib.find_tritonserver()  # the [serve] extra first: no artifact is read for a server that cannot start
+        # context: open_or_default(..., context=context) once the artifact layer takes it
         opened = open_or_default(artifact, backend=backend)  # manifest read, sha256 checked: once
         options = serve_lib.ServeOptions(backend=backend, precision=precision, name=name, max_batch=max_batch,
                                          queue_delay_us=max_queue_delay_us, dynamic_batching=not no_batching,

@@ -58,12 +58,13 @@ def _resolve_near(base: Path, name: Any) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _open_path(path: Path, what: str, refuse: Callable[[Artifact], None] | None = None) -> Artifact:
+def _open_path(path: Path, what: str, refuse: Callable[[Artifact], None] | None = None,
+               context: "RunContext | None" = None) -> Artifact:
     """A path opened once: read, checked and typed, ``refuse`` may turn it away, and only then is its
     sha256 checked."""
     if not path.is_file():
         raise BadInput(f"{what} {path} not found")
-    opened = open_artifact(path, verify=False)  # context: open_artifact(..., context=context)
+    opened = open_artifact(path, verify=False)  # context: open_artifact(..., context=context), and .verified()
     if refuse is not None:
         refuse(opened)
     return opened.verified()
@@ -74,16 +75,16 @@ def _refuse_foreign_kind(opened: Artifact) -> None:
         raise BadInput(f"{manifest_path(opened.path)} is not an ONNX manifest (kind {opened.onnx.kind!r})")
 
 
-def open_artifacts(paths: Iterable[str | Path]) -> list[Artifact]:
+def open_artifacts(paths: Iterable[str | Path], context: "RunContext | None" = None) -> list[Artifact]:
     """The ONNX models and engines ``dvit package`` was given, opened as it opens them (a foreign manifest
     ``kind`` is refused before the sha256 is checked); the CLI calls it, the job takes what it returns."""
     opened = []
     for raw in paths:
         path = Path(raw).expanduser()
         if path.suffix == ".onnx":
-            opened.append(_open_path(path, "ONNX model", _refuse_foreign_kind))
+            opened.append(_open_path(path, "ONNX model", _refuse_foreign_kind, context))
         elif path.suffix in ENGINE_SUFFIXES:
-            opened.append(_open_path(path, "engine"))
+            opened.append(_open_path(path, "engine", context=context))
         elif not path.exists():
             raise BadInput(f"artifact {path} not found")
         else:
@@ -104,7 +105,7 @@ def _load_onnx(opened: Artifact) -> OnnxItem:
     return OnnxItem(opened)
 
 
-def _load_engine(opened: Artifact) -> EngineItem:
+def _load_engine(opened: Artifact, context: "RunContext | None" = None) -> EngineItem:
     """The engine to ship and the ONNX it was built from (found beside it, opened and checked once)."""
     engine = opened.engine
     folder = opened.path.parent
@@ -116,11 +117,12 @@ def _load_engine(opened: Artifact) -> EngineItem:
         check_manifest(linked, onnx_manifest)
         onnx_path = _resolve_near(onnx_manifest.parent, OnnxManifest.from_json(linked).artifact)
     if onnx_path is not None and onnx_path.suffix == ".onnx":
-        source = _load_onnx(_open_path(onnx_path, "ONNX model", _refuse_foreign_kind))
+        source = _load_onnx(_open_path(onnx_path, "ONNX model", _refuse_foreign_kind, context))
     return EngineItem(opened, source)
 
 
-def collect_artifacts(artifacts: Iterable[Artifact]) -> tuple[list[OnnxItem], list[EngineItem]]:
+def collect_artifacts(artifacts: Iterable[Artifact],
+                      context: "RunContext | None" = None) -> tuple[list[OnnxItem], list[EngineItem]]:
     """ONNX models and engines to ship (opened: ``open_artifacts``); an engine brings the ONNX it was built from."""
     onnx_items: dict[Path, OnnxItem] = {}
     engines: list[EngineItem] = []
@@ -129,7 +131,7 @@ def collect_artifacts(artifacts: Iterable[Artifact]) -> tuple[list[OnnxItem], li
         if path.suffix == ".onnx":
             onnx_items.setdefault(path.resolve(), _load_onnx(opened))
         elif path.suffix in ENGINE_SUFFIXES:
-            engine = _load_engine(opened)
+            engine = _load_engine(opened, context)
             engines.append(engine)
             if engine.source is not None:
                 onnx_items.setdefault(engine.source.path.resolve(), engine.source)
@@ -229,8 +231,8 @@ def make_bundle(paths: Iterable[str | Path], target: str, *, on_phase: Callable[
     opens them (``open_artifacts``), then ``run_package`` with a fresh ``RunContext``."""
     from ...artifact.context import RunContext
 
-    package_options = PackageOptions(target, **options)
-    return run_package(package_options, RunContext(), open_artifacts(paths), on_phase=on_phase)
+    package_options, context = PackageOptions(target, **options), RunContext()
+    return run_package(package_options, context, open_artifacts(paths, context), on_phase=on_phase)
 
 
 def run_package(options: PackageOptions, context: "RunContext", artifacts: Sequence[Artifact], *,
@@ -242,8 +244,7 @@ def run_package(options: PackageOptions, context: "RunContext", artifacts: Seque
     phase = on_phase or (lambda name: None)
     target = get_target(options.target)
     phase("collect")
-    # context: the ONNX an engine was built from is opened in collect_artifacts (open_artifact(..., context=))
-    onnx_items, engines = collect_artifacts(artifacts)
+    onnx_items, engines = collect_artifacts(artifacts, context)  # an engine's source ONNX is opened there
     if target.flavour == "rtx":
         check_rtx_artifacts(target, onnx_items, engines)
         if options.triton:
