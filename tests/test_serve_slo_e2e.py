@@ -183,14 +183,14 @@ def test_adaptive_rho_meets_an_objective_fixed_rho_misses_then_recovers(tiny64):
 def test_slo_spec_writes_a_rejecting_queue_policy(tiny64):
     from dvit_deploy.artifact.store import open_artifact
     from dvit_deploy.helpers.errors import BadInput
-    from dvit_deploy.jobs.serve.spec import ServeSpec, make_spec
+    from dvit_deploy.jobs.serve.spec import ServeOptions, ServeSpec, make_spec
     from dvit_deploy.jobs.serve.slo import rungs_of
 
     opened = open_artifact(tiny64)
 
     def spec(**kw):
-        return make_spec(opened, backend="onnxruntime", precision="fp32", name=None, max_batch=8, queue_delay_us=100,
-                         keep_range=(0.6, 0.9), **kw)
+        return make_spec(opened, ServeOptions(backend="onnxruntime", precision="fp32", max_batch=8,
+                                              keep_range=(0.6, 0.9), **kw))
 
     plain = spec()
     assert plain.queue_timeout_ms is None and "default_queue_policy" not in plain.triton_config()
@@ -205,8 +205,8 @@ def test_slo_spec_writes_a_rejecting_queue_policy(tiny64):
             "    allow_timeout_override: false\n  }\n}") in config
     assert spec(slo_ms=250.0, queue_timeout_ms=0).queue_timeout_ms is None  # 0: never reject
     with pytest.raises(BadInput, match="--queue-timeout-ms needs dynamic batching"):
-        make_spec(opened, backend="onnxruntime", precision="fp32", name=None, max_batch=8, queue_delay_us=100,
-                  dynamic_batching=False, queue_timeout_ms=100)
+        make_spec(opened, ServeOptions(backend="onnxruntime", precision="fp32", max_batch=8,
+                                       dynamic_batching=False, queue_timeout_ms=100))
     assert spec(queue_timeout_ms=75).queue_timeout_ms == 75.0
     with pytest.raises(BadInput, match="--queue-timeout-ms must be ≥ 0"):
         spec(queue_timeout_ms=-1)

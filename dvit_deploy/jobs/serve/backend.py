@@ -14,7 +14,6 @@ imports it with the ``dvit serve`` environment (``serve.tritonserver.server_env`
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +83,7 @@ class TritonPythonModel:
 
         self._pb = pb_utils
         folder = Path(args["model_repository"])
-        self.spec = ServeSpec.read(folder)
-        threads = os.environ.get("DVIT_SERVE_THREADS")
-        if threads and self.spec.backend in ("onnxruntime", "openvino"):
-            self.spec.runner_options.setdefault("intra_op_threads", int(threads))
+        self.spec = ServeSpec.read(folder)  # the runner's options (intra-op threads included) are the spec's
         if self.spec.data_config is not None:
             single_threaded_preprocessing()
         try:
