@@ -101,3 +101,16 @@ def test_verbose_is_the_commands_own_and_leaves_no_process_state(monkeypatch):
     assert quiet.exit_code == 0, quiet.output
     assert "warning: a library says something" in quiet.stderr
     assert "DVIT_VERBOSE" not in os.environ and verbose_requested() is False
+
+
+def test_a_job_binds_the_artifact_to_its_own_run(exported):
+    """A job run in context B on an artifact opened in context A uses B (its moved checkpoint, its caches)."""
+    from dvit_deploy.artifact.store import open_artifact
+
+    a, b = RunContext(), RunContext(verify=False)
+    opened = open_artifact(exported, context=a)
+    assert opened.context is a
+    assert opened.in_context(a) is opened
+    rebound = opened.in_context(b)
+    assert rebound.context is b and rebound.path == opened.path and rebound.manifest is opened.manifest
+    assert opened.context is a  # the original is untouched (frozen)

@@ -134,7 +134,6 @@ def _open(opened: Artifact, name: str, device: str) -> "Runner":
     runner_options = {"topk_outputs": True} if backend in ("onnxruntime", "openvino") else {}
     # The reference is PyTorch fp32 whatever the artifact's precision; the rest run the artifact's own.
     precision = "fp32" if name == REFERENCE else (spec_precision or None)
-    # context: runner_for_artifact(..., context=context) once the runtime takes it.
     return runner_for_artifact(opened, backend, device=device, precision=precision, **runner_options)
 
 

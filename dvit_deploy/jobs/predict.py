@@ -149,7 +149,6 @@ def _predict(options: PredictOptions, opened: Artifact, phase: Callable[[str], N
     if backend in ("onnxruntime", "openvino") and want_kept:
         runner_options["topk_outputs"] = True  # recover kept tokens even from an artifact without token outputs
     phase(f"run ({backend})")
-    # context: runner_for_artifact(..., context=context) once the runtime takes it (threads, verification).
     with runner_for_artifact(opened, backend, device=options.device, precision=spec_precision or None,
                              **runner_options) as runner:
         outputs = run_batched(runner.run, batch_images, fixed if fixed else options.batch, fixed=bool(fixed))

@@ -368,7 +368,6 @@ def _load(runs: list[ProfileRun], backend: str, options: ProfileOptions, stack: 
                          f"batch {', '.join(map(str, skipped))} skipped")
         if not runnable:
             continue
-        # context: runner_for_artifact(..., context=context) once the runtime takes it.
         runner = stack.enter_context(
             runner_for_artifact(artifact, backend, device=options.device, precision=options.precision, **opts))
         if notes is not None:

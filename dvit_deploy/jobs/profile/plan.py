@@ -33,6 +33,7 @@ def run(options: ProfileOptions, context: "RunContext", artifacts: Sequence[Arti
     """Measure the opened ``artifacts`` (and their dense twins) as ``options`` says: ``plan_profile``, then
     ``run_profile``. ``on_phase`` hears the planning phases (exporting a twin), ``on_progress`` the measurement."""
     options.validate()
+    artifacts = [a.in_context(context) for a in artifacts]  # twins and the torch reference: this run's
     return run_profile(plan_profile(artifacts, options, context, on_phase=on_phase), options, context,
                        on_progress=on_progress)
 
@@ -95,7 +96,6 @@ def run_profile(plan: ProfilePlan, options: ProfileOptions, context: "RunContext
     for item in plan.runs:
         by_backend.setdefault(options.backend or default_backend(item.artifact.path), []).append(item)
     for chosen, runs in by_backend.items():
-        # context: profile_artifacts(..., context=context) once the runtime's runners take it.
         report.results.extend(profile_artifacts(runs, chosen, options, on_progress=on_progress, notes=report.notes))
     attach_speedups(report.results, plan.twins)
     return report

@@ -213,6 +213,7 @@ def run_quantize(options: QuantizeOptions, context: "RunContext", source: "Artif
     from ...helpers.lazy import require
 
     phase = on_phase or (lambda name: None)
+    source = source.in_context(context)  # its digest and the torch reference: this run's
     choice = options.choice()
     ort = require("onnxruntime", "gpu", "dvit quantize")
     typed = _fp32_source(source)

@@ -363,7 +363,6 @@ def prepare(artifact: "Artifact", options: ServeOptions, context: "RunContext") 
     if backend == "torch":
         raise BadInput("dvit serve runs an artifact file: use --backend onnxruntime or openvino (.onnx) or tensorrt")
     precision = options.precision or artifact.precision
-    # context: runner_for_artifact(..., context=context) once the runtime takes it
     runner_for_artifact(artifact, backend, precision=precision).check()  # not loaded: nothing is read or compiled
     declared_tokens = bool(artifact.manifest.token_output_names)
     threads = context.threads if backend in ("onnxruntime", "openvino") else None
@@ -380,7 +379,7 @@ def run_serve(options: ServeOptions, context: "RunContext", artifact: "Artifact"
 
     ``on_event(name, info)``: ``prepared`` (``info["spec"]``, before any server process exists), then
     ``serve``'s events (``starting``, ``ready``, ``slo``, ``draining``)."""
-    spec = prepare(artifact, options, context)
+    spec = prepare(artifact.in_context(context), options, context)
     check_ports(settings)  # the host resolves, the ports are free: before "serving …"
     on_event("prepared", {"spec": spec})
     return serve(spec, settings, on_event=on_event)

@@ -242,6 +242,7 @@ def run_package(options: PackageOptions, context: "RunContext", artifacts: Seque
     ``artifacts``: the opened ONNX models and engines (``open_artifacts``); an engine brings the ONNX it
     was built from. What cannot work on the target is refused before anything is written."""
     phase = on_phase or (lambda name: None)
+    artifacts = [a.in_context(context) for a in artifacts]  # an engine's source ONNX opens in this run
     target = get_target(options.target)
     phase("collect")
     onnx_items, engines = collect_artifacts(artifacts, context)  # an engine's source ONNX is opened there

@@ -150,6 +150,7 @@ def run(options: TradeoffOptions, context: "RunContext", artifacts: Sequence[Art
     """The tradeoff of the opened ``artifacts`` (a --dynamic-keep export, or fixed exports of one checkpoint, and
     the dense twin): ``on_phase`` hears the planning (exporting a twin), ``on_progress`` the measurement, and
     ``on_row(report)`` each finished row."""
+    artifacts = [a.in_context(context) for a in artifacts]  # twins and the torch reference: this run's
     plan = plan_tradeoff(artifacts, options, context, on_phase=on_phase)
     return run_tradeoff(plan, options, context, on_progress=on_progress, on_row=on_row)
 
@@ -174,7 +175,6 @@ def run_tradeoff(plan: TradeoffPlan, options: TradeoffOptions, context: "RunCont
         random_weights=first.model.random_weights)
     reference: np.ndarray | None = None
     for point in plan.points:
-        # context: measure_point(..., context) once the runtime's runners take it.
         row, preds = measure_point(point, backend, options, inputs, reference, on_progress)
         if point is plan.dense and not plan.dense_comparable and point is not reference_point:
             row.agreement = None  # other random weights: its predictions say nothing about pruning
