@@ -108,7 +108,7 @@ def evaluate(
                 gathered[name].add(out, real)
             if on_progress:
                 on_progress(real)
-        described = {n: r.describe() for n, r in runners.items()}
+        described = {n: r.description() for n, r in runners.items()}
         runner_notes = {n: r.report_notes() for n, r in runners.items()}
 
     y = np.concatenate(labels)
@@ -119,7 +119,7 @@ def evaluate(
         count = len(y)
         score = BackendScore(
             backend=name,
-            executes=str(described[name].get("executes") or name),
+            executes=described[name].executes,
             images=count,
             top1=_topk_hits(merged[name], y, 1) / count,
             top5=_topk_hits(merged[name], y, 5) / count,
@@ -129,7 +129,7 @@ def evaluate(
             notes=runner_notes[name],
         )
         if reference and name != REFERENCE:
-            precision = str(described[name].get("precision") or "fp32")
+            precision = described[name].precision
             tol = Tolerance.for_precision(precision if precision in ("fp32", "tf32", "fp16", "bf16", "int8") else "fp32")
             cmp = compare(merged[REFERENCE], merged[name], tol, ref_kept=merged_kept[REFERENCE],
                           test_kept=merged_kept[name])

@@ -26,7 +26,7 @@ from ...helpers.defaults import (PROFILE_BATCH, PROFILE_DEVICE, PROFILE_DURATION
                         PROFILE_MIN_ITERATIONS, PROFILE_ROUNDS, PROFILE_WARMUP_S)
 from ...helpers.errors import BadInput
 from ...helpers.fileio import atomic_path
-from ...runtime.base import Runner
+from ...runtime.base import Runner, RunnerDescription
 from ..flops import macs_for_model
 from .stats import CV_WARN_PERCENT, LatencyStats, latency_stats
 
@@ -304,7 +304,7 @@ class _Loaded:
 
     run: ProfileRun
     runner: Runner
-    info: dict[str, Any]  # runner.describe()
+    info: RunnerDescription  # runner.description()
     batches: set[int]  # the batch sizes it can run
     gmacs: float
 
@@ -374,7 +374,7 @@ def profile_artifacts(
                 runner_for_artifact(artifact, backend, device=device, precision=precision, **opts))
             if notes is not None:
                 notes.extend(f"{artifact.name} on {backend}: {n}" for n in runner.report_notes())
-            loaded.append(_Loaded(run, runner, runner.describe(), set(runnable),
+            loaded.append(_Loaded(run, runner, runner.description(), set(runnable),
                                   macs_for_model(artifact.model).gmacs))
 
         results: list[tuple[int, int, ProfileResult]] = []  # (artifact index, batch index, result)
@@ -403,7 +403,7 @@ def profile_artifacts(
                     backend=backend,
                     device=device,
                     precision=item.runner.precision,
-                    executes=str(info.get("executes", backend)),
+                    executes=info.executes,
                     batch=batch,
                     stats=stats,
                     throughput_ips=batch * stats.count / m.wall_s if m.wall_s > 0 else 0.0,
@@ -412,8 +412,8 @@ def profile_artifacts(
                     gmacs=item.gmacs,
                     include_transfer=settings.include_transfer,
                     cuda_graph=settings.cuda_graph,
-                    intra_op_threads=info.get("intra_op_threads", settings.intra_op_threads),
-                    fallback=item.runner.fallback,
+                    intra_op_threads=settings.intra_op_threads if backend == "tensorrt" else info.intra_op_threads,
+                    fallback=None if info.fallback is None else info.fallback.reason,
                 )))
     return [result for _, _, result in sorted(results, key=lambda item: item[:2])]  # artifact by artifact
 
