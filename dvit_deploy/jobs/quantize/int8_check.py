@@ -42,19 +42,11 @@ class QuantizeCheck(CheckReport):
     inputs: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "onnx_checker": self.checker,
-            "stages": [s.to_dict() for s in self.stages],
-            "structure_problems": self.structure_problems,
-            "qdq": self.qdq,
-            "onnxruntime_provider": "CPUExecutionProvider",
-            "execution": self.execution,
-            "inputs": self.inputs,
-            "parity": self.parity_dict(),
-            "failures": self.failures,
-            "warnings": self.warnings,
-        }
+        checked = super().to_dict()  # the export check's keys, in the order this report has always had
+        head = {key: checked[key] for key in ("passed", "onnx_checker", "stages", "structure_problems")}
+        return {**head, "qdq": self.qdq, "onnxruntime_provider": "CPUExecutionProvider",
+                "execution": self.execution, "inputs": self.inputs, "parity": checked["parity"],
+                "failures": checked["failures"], "warnings": self.warnings}
 
 
 def _int8_session(model, config: dict[str, str]):
