@@ -271,8 +271,8 @@ def test_real_build_and_run(tiny_export, workdir):
     ref = reference_outputs(loaded, images, 2)
     with TensorRTRunner(Artifact.of(engine, manifest), device="cuda", precision="fp16") as trt_runner:
         out = trt_runner.run(images.numpy())
-    cmp = compare(ref["logits"], out.logits, Tolerance.for_precision("fp16"), ref_kept=ref["kept"],
-                  test_kept=out.kept, ref_margins=ref["margins"])
+    cmp = compare(ref.logits, out.logits, Tolerance.for_precision("fp16"), ref_kept=ref.kept,
+                  test_kept=out.kept, ref_margins=ref.margins)
     assert cmp.passed, cmp.failures
 
 

@@ -61,30 +61,31 @@ def test_listed_as_available():
 def test_fp32_matches_pytorch_with_kept_tokens(exports, which):
     x = images()
     ref = reference(exports["loaded"], x)
-    with runner_for_artifact(exports[which], "openvino", precision="fp32") as r:
+    with runner_for_artifact(exports[which], "openvino", precision="fp32", topk_outputs=True) as r:
         out = r.run(x)
         info = r.describe()
     assert info["inference_precision"] == "f32" and info["executes"].startswith("openvino ")
     assert out.kept is not None and [k.shape[1] for k in out.kept] == [137, 96, 67]
-    cmp = compare(ref["logits"], out.logits, TOLERANCES["fp32"], ref_kept=ref["kept"], test_kept=out.kept,
-                  ref_margins=ref["margins"])
+    cmp = compare(ref.logits, out.logits, TOLERANCES["fp32"], ref_kept=ref.kept, test_kept=out.kept,
+                  ref_margins=ref.margins)
     assert cmp.passed, cmp.failures
 
 
 def test_bf16_reports_what_ran_and_is_judged_by_agreement(exports):
     x = images()
     ref = reference(exports["loaded"], x)
-    with runner_for_artifact(exports["plain"], "openvino", precision="bf16") as r:
+    with runner_for_artifact(exports["plain"], "openvino", precision="bf16", topk_outputs=True) as r:
         out = r.run(x)
         info = r.describe()
     assert info["precision"] == "bf16"
     assert info["inference_precision"] in ("bf16", "f32")  # f32 on CPUs without bf16 support
     if info["inference_precision"] == "f32":
-        assert info["fallback"] and any("FALLBACK" in n for n in r.notes)
+        assert r.fallback is not None and r.fallback.running == "f32" and info["fallback"] == r.fallback.reason
+        assert r.report_notes()[-1] == f"FALLBACK: {r.fallback.reason}"
     for key in ("device_name", "amx_available", "vnni_available", "amx_used", "cpu_flags", "gemm_kernels"):
         assert key in info
-    cmp = compare(ref["logits"], out.logits, TOLERANCES["bf16"], ref_kept=ref["kept"], test_kept=out.kept,
-                  ref_margins=ref["margins"])
+    cmp = compare(ref.logits, out.logits, TOLERANCES["bf16"], ref_kept=ref.kept, test_kept=out.kept,
+                  ref_margins=ref.margins)
     assert cmp.judged_by == "agreement"
     assert cmp.mean_jaccard is not None and cmp.mean_jaccard > 0.8
 
@@ -92,13 +93,13 @@ def test_bf16_reports_what_ran_and_is_judged_by_agreement(exports):
 def test_int8_runs_quantized_kernels(exports):
     x = images()
     ref = reference(exports["loaded"], x)
-    with runner_for_artifact(exports["int8"], "openvino", precision=None) as r:  # None: the graph's own
+    with runner_for_artifact(exports["int8"], "openvino", precision=None, topk_outputs=True) as r:  # None: the graph's own
         out = r.run(x)
         info = r.describe()
     assert r.precision == "int8" and "int8" in info["executes"]
     assert info["int8_kernels"] and set(info["gemm_precisions"]) & {"i8", "u8"}
-    cmp = compare(ref["logits"], out.logits, TOLERANCES["int8"], ref_kept=ref["kept"], test_kept=out.kept,
-                  ref_margins=ref["margins"])
+    cmp = compare(ref.logits, out.logits, TOLERANCES["int8"], ref_kept=ref.kept, test_kept=out.kept,
+                  ref_margins=ref.margins)
     assert cmp.mean_jaccard > 0.8
 
 

@@ -246,5 +246,58 @@ def test_callers_read_the_declared_runner_interface_not_getattr():
     hits = [f"{path.relative_to(root)}:{n}" for path in root.rglob("*.py")
             for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert hits == []
-    assert {"notes", "fallback"} <= set(Runner.__annotations__)
-    assert {"has_token_info", "report_notes"} <= set(dir(Runner))
+    assert {"notes", "fallback", "topk_outputs"} <= set(Runner.__annotations__)
+    assert {"has_token_info", "report_notes", "description"} <= set(dir(Runner))
+
+
+def test_description_is_typed_and_describe_is_its_dict(tiny_export, plain_export):
+    import dataclasses
+
+    from dvit_deploy.runtime.base import RunnerDescription
+
+    with runner_for_artifact(tiny_export.path, intra_op_threads=1) as runner:
+        described = runner.description()
+        info = runner.describe()
+    assert isinstance(described, RunnerDescription) and dataclasses.is_dataclass(described)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        described.executes = "x"  # type: ignore[misc]
+    assert described.executes.startswith("onnxruntime ") and described.executes.endswith("CPUExecutionProvider")
+    assert described.fallback is None and described.token_info and described.intra_op_threads == 1
+    assert described.to_dict() == info and info["executes"] == described.executes
+    with runner_for_artifact(plain_export.path, "torch") as torch_runner:
+        torch_described = torch_runner.description()
+    assert torch_described.executes.startswith("torch ") and torch_described.token_info
+
+
+def test_topk_outputs_has_one_default_on_every_backend(plain_export):
+    import inspect
+
+    from dvit_deploy.runtime.base import Runner
+
+    base = inspect.signature(Runner.__init__).parameters["topk_outputs"].default
+    assert base is False
+    for backend in BACKENDS:
+        params = inspect.signature(runner_class(backend).__init__).parameters
+        assert params["topk_outputs"].default is base if "topk_outputs" in params else any(
+            p.kind is p.VAR_KEYWORD for p in params.values()), backend
+    for backend in ("onnxruntime", "openvino", "torch"):
+        assert runner_for_artifact(plain_export.path, backend).topk_outputs is False, backend
+
+
+def test_fallback_is_typed_not_a_string_prefix():
+    import re
+    from pathlib import Path
+
+    import dvit_deploy
+    from dvit_deploy.runtime.base import Fallback
+
+    fallback = Fallback("CUDAExecutionProvider", "CPUExecutionProvider", "asked for cuda, running on cpu")
+    assert str(fallback) == fallback.reason and fallback.line == "FALLBACK: asked for cuda, running on cpu"
+    root = Path(dvit_deploy.__file__).parent
+    made = [f"{path.relative_to(root)}:{n}" for path in (root / "runtime").rglob("*.py")
+            for n, line in enumerate(path.read_text().splitlines(), 1) if re.search(r"[\"']FALLBACK", line)]
+    assert made == ["runtime/base.py:" + str(next(n for n, line in enumerate(
+        (root / "runtime" / "base.py").read_text().splitlines(), 1) if 'f"FALLBACK: ' in line))]
+    parsed = [str(path) for path in root.rglob("*.py") if re.search(r"startswith\([\"']FALLBACK|[\"']FALLBACK:?[\"'] in ",
+                                                                       path.read_text())]
+    assert parsed == []

@@ -191,3 +191,32 @@ def test_validate_command_reads_the_manifest_once(exported, file_reads):
     assert json.loads(result.stdout)["results"][0]["artifact"].endswith("tiny.onnx")
     # The chosen one once (picked, checked, verified, run); a candidate looked at while picking, at most once.
     assert reads.count("tiny.onnx") == 1 and reads.count("plain.onnx") <= 1, reads
+
+
+def test_run_is_the_command_seam_options_context_artifacts(exported):
+    """The job takes a frozen ValidateOptions, the RunContext and the opened artifacts; the CLI module only
+    turns flags into options, calls that one run and renders."""
+    import ast
+    import dataclasses
+    from pathlib import Path
+
+    from dvit_deploy.artifact.context import RunContext
+    from dvit_deploy.artifact.store import open_artifact
+    from dvit_deploy.cli import validate_cmd
+    from dvit_deploy.helpers.errors import BadInput
+    from dvit_deploy.jobs.validate import ValidateOptions, run
+
+    tokens, plain = exported
+    options = ValidateOptions(backends=("onnxruntime", "torch"), samples=4, batch=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.samples = 1  # type: ignore[misc]
+    report = run(options, RunContext(), [open_artifact(plain)])
+    assert [r.backend for r in report.results] == ["onnxruntime", "torch"] and report.passed
+    assert [r.token_info for r in report.results] == ["TopK outputs (in-memory copy)", "token outputs"]
+    assert all(r.comparison.samples == 4 and len(r.comparison.stages) == 3 for r in report.results)
+    with pytest.raises(BadInput, match="--samples must be"):
+        run(ValidateOptions(samples=0), RunContext(), [])
+    source = Path(validate_cmd.__file__).read_text()
+    calls = [n.func.attr for n in ast.walk(ast.parse(source))
+             if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr.startswith("run")]
+    assert len(source.splitlines()) <= 120 and calls == ["run"]

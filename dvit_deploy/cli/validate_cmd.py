@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 
@@ -12,7 +12,8 @@ from ..helpers.lazy import lazy_import
 from .common import command_context, open_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, finite
-from .output import emit_json, err, notes, print_wide, styled, table, warn
+from .output import emit_json, err, notes, styled, warn
+from .validate_view import print_report
 from .progress import phases
 
 validate_lib = lazy_import("dvit_deploy.jobs.validate")
@@ -46,20 +47,20 @@ def validate(
 ) -> None:
     """Check every backend against PyTorch fp32: logits, top-1/top-5, per-stage kept tokens."""
     only = backend[0] if backend and len(backend) == 1 else None
+    options = validate_lib.ValidateOptions(backends=tuple(backend) if backend else None, samples=samples, batch=batch,
+                                           images_dir=images, device=device, precision=precision, keep_ratio=keep_ratio)
     context = command_context(no_verify=no_verify, checkpoint=checkpoint)  # --checkpoint: the reference's new place
     # Each artifact opened (manifest read and checked, sha256 verified) once, here; the job runs on it.
     opened = [open_or_default(path, backend=only, context=context) for path in artifacts or [None]]
     with phases("validate") as on_phase:
-        report = validate_lib.validate(opened, backends=backend, samples=samples, batch=batch, images_dir=images,
-                                       device=device, precision=precision, on_phase=on_phase,
-                                       keep_ratio=keep_ratio)
+        report = validate_lib.run(options, context, opened, on_phase=on_phase)
     for result in report.results:
         if result.fallback:
             err.print(styled("[bold yellow]FALLBACK:[/] {}: {}", Path(result.artifact).name, result.fallback))
     if json_output:
         emit_json(report.to_dict())
     else:
-        _print(report)
+        print_report(report)
     notes(report.notes)
     for line in report.warnings:
         warn(line)
@@ -71,52 +72,3 @@ def validate(
         for r in report.skipped:
             err.print(styled("[bold red]error:[/] {} on {} not checked: {}", Path(r.artifact).name, r.backend, r.reason))
         raise typer.Exit(2)
-
-
-TABLE_WIDTH = 140
-
-
-def _print(report: Any) -> None:
-    rows = []
-    for r in report.results:
-        name = Path(r.artifact).name
-        if r.comparison is None:
-            rows.append([name, r.backend, "—", "—", "—", "—", "—", "—", styled("[yellow]skipped[/]: {}", r.reason)])
-            continue
-        lg = r.comparison.logits
-        tokens = _token_summary(r)
-        status = styled("[green]pass[/]") if r.passed else styled("[red]FAIL[/]: {}", "; ".join(r.comparison.failures))
-        rows.append([name, f"{_short(r.executes)} {r.precision}", f"{lg.max_abs:.2e}", f"{lg.mean_abs:.2e}",
-                     f"{lg.cosine_min:.6f}", _top1(r), f"{lg.top5_agreement:.0%}", tokens, status])
-    grid = table(f"validate vs PyTorch fp32 — {report.samples} inputs, {report.inputs}",
-                 ["artifact", "backend", "max |Δ|", "mean |Δ|", "cos min", "top-1", "top-5",
-                  "kept tokens (Jaccard per stage)", "result"], rows)
-    print_wide(grid, TABLE_WIDTH)
-
-
-def _top1(result) -> str:
-    """Raw top-1 agreement; for precisions judged by agreement also on the confidently classified inputs."""
-    lg = result.comparison.logits
-    text = f"{lg.top1_agreement:.0%}"
-    if result.comparison.judged_by == "agreement" and lg.top1_agreement_confident is not None:
-        text += f" (conf. {lg.top1_agreement_confident:.0%} of {lg.confident_samples})"
-    return text
-
-
-def _token_summary(result) -> str:
-    if result.token_info == "dense model":
-        return "dense (no pruning)"
-    if not result.comparison.stages:
-        return styled("[yellow]no token info[/]")
-    parts = [f"S{s.stage}: {s.mean_jaccard:.4f}" + (f" ({s.flipped_samples} flip" + (
-             f", {s.near_tie_flips} near-tie)" if s.near_tie_flips else ")") if s.flipped_samples else "")
-             for s in result.comparison.stages]
-    if result.comparison.judged_by == "agreement" and result.comparison.mean_jaccard is not None:
-        parts.append(f"mean {result.comparison.mean_jaccard:.4f}")
-    return ", ".join(parts)
-
-
-def _short(executes: str | None) -> str:
-    """'onnxruntime 1.31.1 CPUExecutionProvider' -> 'onnxruntime CPU'."""
-    words = (executes or "").replace("ExecutionProvider", "").split()
-    return " ".join(w for w in words if not w[:1].isdigit())

@@ -87,32 +87,11 @@ def _output_head_nodes(graph: onnx.GraphProto, producers: dict[str, onnx.NodePro
 def convert_to_mixed_precision(model: onnx.ModelProto, *, keep_predictor_fp32: bool = True,
                                keep_ops_fp32: frozenset[str] = KEEP_FP32_OPS) -> Fp16Result:
     """A new model computing in fp16 except where listed above; the input model is unchanged."""
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    elem_type: dict[str, int] = {}
-    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        elem_type[value.name] = value.type.tensor_type.elem_type
-    for init in inferred.graph.initializer:
-        elem_type[init.name] = init.data_type
-
+    elem_type = _element_types(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    producers = {o: n for n in graph.node for o in n.output}
-    initializers = {i.name: i for i in graph.initializer}
-
-    reasons: Counter[str] = Counter()
-    keep32: set[int] = set()
-    for i, node in enumerate(graph.node):
-        if node.op_type in keep_ops_fp32:
-            keep32.add(i)
-            reasons[f"op {node.op_type}"] += 1
-    if keep_predictor_fp32:
-        predictor = _predictor_nodes(graph, producers) - keep32
-        keep32 |= predictor
-        reasons["score predictor"] += len(predictor)
-    head = _output_head_nodes(graph, producers) - keep32
-    keep32 |= head
-    reasons["output head"] += len(head)
+    keep32, reasons = _fp32_nodes(graph, keep_predictor_fp32, keep_ops_fp32)
 
     def is_float(name: str) -> bool:
         return elem_type.get(name) == FLOAT
@@ -123,86 +102,133 @@ def convert_to_mixed_precision(model: onnx.ModelProto, *, keep_predictor_fp32: b
         return any(is_float(n) for n in list(node.input) + list(node.output) if n)
 
     half_nodes = {i for i, node in enumerate(graph.node) if i not in keep32 and touches_float(node)}
+    rewrite = _Rewrite(graph, half_nodes, is_float)
+    rewrite.nodes()
+    rewrite.outputs()
+    casts = len(rewrite.cast_nodes)
+    rewrite.finish()
+    return Fp16Result(out, len(half_nodes), len(graph.node) - len(half_nodes) - casts, casts, dict(reasons),
+                      rewrite.converted)
 
-    # Which float tensors end up fp16: outputs of fp16 nodes.
-    half_tensors = {o for i in half_nodes for o in graph.node[i].output if is_float(o)}
 
-    new_initializers: dict[str, onnx.TensorProto] = {}
-    converted = 0
+def _element_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Every tensor's element type, after ONNX shape inference."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    elem_type: dict[str, int] = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        elem_type[value.name] = value.type.tensor_type.elem_type
+    for init in inferred.graph.initializer:
+        elem_type[init.name] = init.data_type
+    return elem_type
 
-    def half_initializer(name: str) -> str:
-        nonlocal converted
-        if name not in new_initializers:
-            array = numpy_helper.to_array(initializers[name]).astype(np.float16)
-            users_fp32 = any(name in n.input for j, n in enumerate(graph.node) if j not in half_nodes)
-            new_name = f"{name}__fp16" if users_fp32 or name in {o.name for o in graph.output} else name
-            new_initializers[name] = numpy_helper.from_array(array, new_name)
-            converted += 1
-        return new_initializers[name].name
 
-    casts: dict[tuple[str, int], str] = {}
-    cast_nodes: list[tuple[int, onnx.NodeProto]] = []  # (insert before node index, cast)
-
-    def cast(name: str, to: int, before: int) -> str:
-        key = (name, to)
-        if key not in casts:
-            suffix = "fp16" if to == HALF else "fp32"
-            casts[key] = f"{name}__to_{suffix}"
-            cast_nodes.append((before, helper.make_node("Cast", [name], [casts[key]], to=to,
-                                                        name=f"{name}__cast_{suffix}")))
-        return casts[key]
-
-    graph_inputs = {i.name for i in graph.input}
+def _fp32_nodes(graph: onnx.GraphProto, keep_predictor: bool, keep_ops: frozenset[str]) -> tuple[set[int], Counter]:
+    """Indices of the nodes that stay fp32, and how many for each reason."""
+    producers = {o: n for n in graph.node for o in n.output}
+    reasons: Counter[str] = Counter()
+    keep32: set[int] = set()
     for i, node in enumerate(graph.node):
-        fp16 = i in half_nodes
-        for slot, name in enumerate(node.input):
-            if not name or not is_float(name):
-                continue
-            if fp16:
-                if name in initializers and name not in graph_inputs:
-                    node.input[slot] = half_initializer(name)
-                elif name not in half_tensors:
-                    node.input[slot] = cast(name, HALF, i)
-            elif name in half_tensors:
-                node.input[slot] = cast(name, FLOAT, i)
-        if fp16:
-            _retype_node(node)
+        if node.op_type in keep_ops:
+            keep32.add(i)
+            reasons[f"op {node.op_type}"] += 1
+    if keep_predictor:
+        predictor = _predictor_nodes(graph, producers) - keep32
+        keep32 |= predictor
+        reasons["score predictor"] += len(predictor)
+    head = _output_head_nodes(graph, producers) - keep32
+    keep32 |= head
+    reasons["output head"] += len(head)
+    return keep32, reasons
 
-    # Graph outputs keep fp32: re-route through a Cast when produced in fp16.
-    for output in graph.output:
-        if output.name in half_tensors:
+
+class _Rewrite:
+    """Rewires one graph copy: fp16 nodes get fp16 initializers and Casts where tensors cross regions."""
+
+    def __init__(self, graph: onnx.GraphProto, half_nodes: set[int], is_float) -> None:
+        self.graph = graph
+        self.half_nodes = half_nodes
+        self.is_float = is_float
+        self.initializers = {i.name: i for i in graph.initializer}
+        # Which float tensors end up fp16: outputs of fp16 nodes.
+        self.half_tensors = {o for i in half_nodes for o in graph.node[i].output if is_float(o)}
+        self.new_initializers: dict[str, onnx.TensorProto] = {}
+        self.converted = 0
+        self.casts: dict[tuple[str, int], str] = {}
+        self.cast_nodes: list[tuple[int, onnx.NodeProto]] = []  # (insert before node index, cast)
+
+    def half_initializer(self, name: str) -> str:
+        if name not in self.new_initializers:
+            graph = self.graph
+            array = numpy_helper.to_array(self.initializers[name]).astype(np.float16)
+            users_fp32 = any(name in n.input for j, n in enumerate(graph.node) if j not in self.half_nodes)
+            new_name = f"{name}__fp16" if users_fp32 or name in {o.name for o in graph.output} else name
+            self.new_initializers[name] = numpy_helper.from_array(array, new_name)
+            self.converted += 1
+        return self.new_initializers[name].name
+
+    def cast(self, name: str, to: int, before: int) -> str:
+        key = (name, to)
+        if key not in self.casts:
+            suffix = "fp16" if to == HALF else "fp32"
+            self.casts[key] = f"{name}__to_{suffix}"
+            self.cast_nodes.append((before, helper.make_node("Cast", [name], [self.casts[key]], to=to,
+                                                             name=f"{name}__cast_{suffix}")))
+        return self.casts[key]
+
+    def nodes(self) -> None:
+        graph_inputs = {i.name for i in self.graph.input}
+        for i, node in enumerate(self.graph.node):
+            fp16 = i in self.half_nodes
+            for slot, name in enumerate(node.input):
+                if not name or not self.is_float(name):
+                    continue
+                if fp16:
+                    if name in self.initializers and name not in graph_inputs:
+                        node.input[slot] = self.half_initializer(name)
+                    elif name not in self.half_tensors:
+                        node.input[slot] = self.cast(name, HALF, i)
+                elif name in self.half_tensors:
+                    node.input[slot] = self.cast(name, FLOAT, i)
+            if fp16:
+                _retype_node(node)
+
+    def outputs(self) -> None:
+        """Graph outputs keep fp32: re-route through a Cast when produced in fp16."""
+        graph = self.graph
+        for output in graph.output:
+            if output.name not in self.half_tensors:
+                continue
             internal = f"{output.name}__fp16"
-            for node in list(graph.node) + [c for _, c in cast_nodes]:
+            for node in list(graph.node) + [c for _, c in self.cast_nodes]:
                 for slot, name in enumerate(node.output):
                     if name == output.name:
                         node.output[slot] = internal
                 for slot, name in enumerate(node.input):
                     if name == output.name:
                         node.input[slot] = internal
-            cast_nodes.append((len(graph.node), helper.make_node("Cast", [internal], [output.name], to=FLOAT,
-                                                                  name=f"{output.name}__cast_fp32")))
+            self.cast_nodes.append((len(graph.node), helper.make_node("Cast", [internal], [output.name], to=FLOAT,
+                                                                       name=f"{output.name}__cast_fp32")))
 
-    # Rebuild node order: each Cast right before its first consumer keeps topological order.
-    by_position: dict[int, list[onnx.NodeProto]] = {}
-    for position, node in cast_nodes:
-        by_position.setdefault(position, []).append(node)
-    ordered = []
-    for i, node in enumerate(graph.node):
-        ordered.extend(by_position.get(i, []))
-        ordered.append(node)
-    ordered.extend(by_position.get(len(graph.node), []))
-    del graph.node[:]
-    graph.node.extend(ordered)
-
-    # Initializers: drop fp32 ones no longer read, add the fp16 ones (same name = replaced).
-    used = {name for node in graph.node for name in node.input}
-    final = {init.name: init for init in graph.initializer if init.name in used}
-    final.update({t.name: t for t in new_initializers.values()})
-    del graph.initializer[:]
-    graph.initializer.extend(final.values())
-    del graph.value_info[:]  # types changed; let consumers re-infer
-    return Fp16Result(out, len(half_nodes), len(graph.node) - len(half_nodes) - len(cast_nodes),
-                      len(cast_nodes), dict(reasons), converted)
+    def finish(self) -> None:
+        """Node order with each Cast right before its first consumer; initializers no longer read dropped."""
+        graph = self.graph
+        by_position: dict[int, list[onnx.NodeProto]] = {}
+        for position, node in self.cast_nodes:
+            by_position.setdefault(position, []).append(node)
+        ordered = []
+        for i, node in enumerate(graph.node):
+            ordered.extend(by_position.get(i, []))
+            ordered.append(node)
+        ordered.extend(by_position.get(len(graph.node), []))
+        del graph.node[:]
+        graph.node.extend(ordered)
+        # Initializers: drop fp32 ones no longer read, add the fp16 ones (same name = replaced).
+        used = {name for node in graph.node for name in node.input}
+        final = {init.name: init for init in graph.initializer if init.name in used}
+        final.update({t.name: t for t in self.new_initializers.values()})
+        del graph.initializer[:]
+        graph.initializer.extend(final.values())
+        del graph.value_info[:]  # types changed; let consumers re-infer
 
 
 def _retype_node(node: onnx.NodeProto) -> None:
@@ -238,37 +264,43 @@ def compare_with_fp32(fp32_model: onnx.ModelProto, fp16_model: onnx.ModelProto, 
     flips (reference margin below the fp16 tie margin) counted separately. A fixed-batch graph
     runs in chunks of its batch (``len(images)`` must be a multiple of it).
     """
-    from ..helpers.compare import Tolerance, boundary_margins, compare
-    from ..export.check import cpu_session
+    from ..helpers.comparator import Comparator
+    from ..helpers.compare import Tolerance
+
+    chunk = fixed_batch(fp32_model) or len(images)
+    if len(images) % chunk:
+        raise ValueError(f"{len(images)} images do not split into the graph's fixed batch of {chunk}")
+    reference = _graph_run(fp32_model, extra_inputs, num_patches, margins=True)
+    test = _graph_run(fp16_model, extra_inputs, num_patches, margins=False)
+    return Comparator(Tolerance.for_precision("fp16")).run(reference, test, images, batch=chunk)
+
+
+def _graph_run(model: onnx.ModelProto, extra_inputs: dict[str, np.ndarray] | None, num_patches: int, *,
+               margins: bool):
+    """One batch through ``model`` in ONNX Runtime (CPU): logits, kept ids and, for the reference, the
+    keep-boundary margins from the scores each TopK ranks (near-tie accounting)."""
+    from ..export.check import session_run
     from ..export.graph import pruning_stages, with_topk_outputs
-    from ..artifact.names import kept_patch_ids
-    from ..helpers.batching import RunOutput, run_batched
+    from ..helpers.batching import RunOutput
+    from ..helpers.comparator import margin_key
+    from ..helpers.compare import boundary_margins
+    from ..helpers.ort_session import cpu_session
 
-    def run(model: onnx.ModelProto):
-        stages = pruning_stages(model)
-        probe = with_topk_outputs(model)
-        # TopK values (the scores at the boundary) give the margins for near-tie accounting.
-        for stage in stages:
-            topk = next(n for n in probe.graph.node if (n.name or n.output[0]) == stage.topk_node)
-            probe.graph.output.append(helper.make_tensor_value_info(topk.input[0], FLOAT, None))
-        session = cpu_session(probe, "the graph")
-        names = [o.name for o in session.get_outputs()]
-        chunk = fixed_batch(model) or len(images)
-        if len(images) % chunk:
-            raise ValueError(f"{len(images)} images do not split into the graph's fixed batch of {chunk}")
-        score_names = [n.input[0] for s in stages for n in probe.graph.node if (n.name or n.output[0]) == s.topk_node]
+    stages = pruning_stages(model)
+    probe = with_topk_outputs(model)
+    topks = {(n.name or n.output[0]): n for n in probe.graph.node if n.op_type == "TopK"}
+    score_names = [topks[s.topk_node].input[0] for s in stages]
+    for name in score_names:  # the TopK inputs become outputs: the scores at the keep boundary
+        probe.graph.output.append(helper.make_tensor_value_info(name, FLOAT, None))
+    run = session_run(cpu_session(probe, "the graph"), [s.indices_output for s in stages], num_patches,
+                      compose=not any(s.split for s in stages), extra_inputs=extra_inputs)
+    if not margins:
+        return run
 
-        def run_chunk(batch: np.ndarray) -> RunOutput:
-            outs = dict(zip(names, session.run(names, {session.get_inputs()[0].name: batch, **(extra_inputs or {})})))
-            kept = kept_patch_ids([outs[s.indices_output] for s in stages], num_patches,
-                                  compose=not any(s.split for s in stages)) if stages else []
-            return RunOutput(outs[names[0]], kept, {name: outs[name] for name in score_names})
+    def with_margins(batch: np.ndarray) -> RunOutput:
+        out = run(batch)
+        scores = [out.extra[name].reshape(len(batch), -1) for name in score_names]
+        found = boundary_margins(scores, [k.shape[1] for k in out.kept or []])
+        return RunOutput(out.logits, out.kept, {margin_key(s): m for s, m in enumerate(found)})
 
-        gathered = run_batched(run_chunk, images, chunk)
-        return gathered.logits, gathered.kept or [], [gathered.extra(name) for name in score_names]
-
-    ref_logits, ref_kept, ref_scores = run(fp32_model)
-    test_logits, test_kept, _ = run(fp16_model)
-    margins = boundary_margins([s.reshape(len(images), -1) for s in ref_scores], [k.shape[1] for k in ref_kept])
-    return compare(ref_logits, test_logits, Tolerance.for_precision("fp16"), ref_kept=ref_kept or None,
-                   test_kept=test_kept or None, ref_margins=margins)
+    return with_margins

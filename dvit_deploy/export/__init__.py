@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..helpers.lazy import lazy_exports
 
 _EXPORTS = {
-    "CheckReport": "check", "check_export": "check", "reference_outputs": "check", "seeded_images": "check",
+    "CheckReport": "report", "check_export": "check", "reference_outputs": "check", "seeded_images": "check",
     "check_pruning_structure": "graph", "io_description": "graph", "pruning_stages": "graph",
     "record_problems": "graph",
     "with_topk_outputs": "graph",

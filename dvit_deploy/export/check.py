@@ -6,7 +6,6 @@ in-memory copy of the graph that also outputs each TopK's indices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,41 +13,18 @@ import numpy as np
 import onnx
 import torch
 
-from ..helpers.batching import RunOutput, run_batched
-from ..helpers.compare import Comparison, Tolerance, boundary_margins, compare
+from ..helpers.batching import RunOutput
+from ..helpers.comparator import Comparator, Outputs, RunBatch, gather, margin_key
+from ..helpers.compare import Tolerance, boundary_margins
 from ..helpers.defaults import EXPORT_CHECK_SAMPLES
-from ..helpers.errors import CheckFailed
+from ..helpers.ort_session import cpu_session
 from ..models import kept_patch_ids
 from ..models.checkpoint import LoadedModel
-from .graph import StageGraph, check_pruning_structure, split_blocks_of, with_topk_outputs
+from .graph import check_pruning_structure, split_blocks_of, with_topk_outputs
+from .report import CheckReport  # noqa: F401 - the report of this check, importable from here too
 
 CHECK_SEED = 20211206  # fixed inputs: the same numbers on every run and machine
 CHECK_BATCH = 2
-
-
-@dataclass
-class CheckReport:
-    checker: str = "not run"
-    stages: list[StageGraph] = field(default_factory=list)
-    structure_problems: list[str] = field(default_factory=list)
-    comparison: Comparison | None = None
-    provider: str | None = None
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "onnx_checker": self.checker,
-            "stages": [s.to_dict() for s in self.stages],
-            "structure_problems": self.structure_problems,
-            "onnxruntime_provider": self.provider,
-            "parity": None if self.comparison is None else self.comparison.to_dict(),
-            "failures": self.failures,
-        }
 
 
 def seeded_images(count: int, loaded_or_shape: Any, seed: int = CHECK_SEED) -> torch.Tensor:
@@ -62,23 +38,24 @@ def seeded_images(count: int, loaded_or_shape: Any, seed: int = CHECK_SEED) -> t
     return torch.randn(count, *shape, generator=generator)
 
 
-def reference_outputs(loaded: LoadedModel, images: torch.Tensor, batch: int) -> dict[str, Any]:
-    """PyTorch logits, kept patch ids per stage and keep-boundary margins, batch by batch."""
-    stages = len(loaded.keep_counts)
+def reference_run(loaded: LoadedModel) -> RunBatch:
+    """One PyTorch batch: logits, kept patch ids per stage and keep-boundary margins (``margin_key``)."""
 
     def run(chunk: np.ndarray) -> RunOutput:
         with torch.no_grad():
-            out, decisions = loaded.model.forward_with_decisions(torch.from_numpy(chunk))
+            out, decisions = loaded.model.forward_with_decisions(torch.from_numpy(np.ascontiguousarray(chunk)))
         kept = [ids.numpy() for ids in kept_patch_ids(decisions.keep_indices, loaded.variant.num_patches,
                                                       compose=not loaded.variant.splits_tokens)]
-        return RunOutput(out.numpy(), kept, {f"scores{s}": score.numpy() for s, score in enumerate(decisions.scores)})
+        margins = boundary_margins([score.numpy() for score in decisions.scores], loaded.keep_counts)
+        return RunOutput(out.numpy(), kept, {margin_key(s): m for s, m in enumerate(margins)})
 
-    gathered = run_batched(run, images.numpy(), batch)
-    return {
-        "logits": gathered.logits,
-        "kept": gathered.kept or [],
-        "margins": boundary_margins([gathered.extra(f"scores{s}") for s in range(stages)], loaded.keep_counts),
-    }
+    return run
+
+
+def reference_outputs(loaded: LoadedModel, images: torch.Tensor | np.ndarray, batch: int) -> Outputs:
+    """PyTorch logits, kept patch ids per stage and keep-boundary margins, batch by batch."""
+    images = images.numpy() if isinstance(images, torch.Tensor) else images
+    return gather(reference_run(loaded), images, batch)
 
 
 def check_export(
@@ -97,16 +74,13 @@ def check_export(
     phase("onnxruntime parity")
     run_batch = batch or CHECK_BATCH
     images = check_images(loaded, samples, run_batch)
-    ref = reference_outputs(loaded, images, run_batch)
-    test_logits, test_kept, provider = _run_onnxruntime(with_topk_outputs(model), images, run_batch, loaded)
-    report.provider = provider
-    report.comparison = compare(
-        ref["logits"], test_logits, Tolerance.for_precision("fp32"),
-        ref_kept=ref["kept"] if test_kept else None,
-        test_kept=test_kept or None,
-        ref_margins=ref["margins"],
-    )
-    report.failures.extend(report.comparison.failures)
+    probe = with_topk_outputs(model)
+    session = cpu_session(probe)
+    report.provider = session.get_providers()[0]
+    test = session_run(session, [s.indices_output for s in check_pruning_structure(probe, loaded.keep_counts)[0]],
+                       loaded.variant.num_patches, compose=not loaded.variant.splits_tokens)
+    tolerance = Tolerance.for_precision("fp32")
+    report.record(Comparator(tolerance).run(reference_run(loaded), test, images.numpy(), batch=run_batch))
     return report
 
 
@@ -137,32 +111,20 @@ def check_images(loaded: LoadedModel, samples: int, batch: int) -> torch.Tensor:
     return seeded_images(count - count % batch, loaded)
 
 
-def cpu_session(model: onnx.ModelProto, what: str = "the exported graph"):
-    """An ONNX Runtime CPU session on a graph dvit made; CheckFailed (exit 1) when ORT cannot load it."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own exception types
-        raise CheckFailed(f"ONNX Runtime cannot load {what}: {str(exc).splitlines()[0][:200]}") from None
-
-
-def _run_onnxruntime(model: onnx.ModelProto, images: torch.Tensor, batch: int, loaded: LoadedModel):
-    session = cpu_session(model)
+def session_run(session: Any, stage_outputs: list[str], num_patches: int, *, compose: bool = True,
+                extra_inputs: dict[str, np.ndarray] | None = None) -> RunBatch:
+    """One batch through an ORT session on a graph dvit made: logits (first output) and, from the
+    per-stage TopK index outputs, kept original patch ids (none when ``stage_outputs`` is empty)."""
     input_name = session.get_inputs()[0].name
-    output_names = [o.name for o in session.get_outputs()]
-    logits_name = output_names[0]
-    stages = [s.indices_output for s in check_pruning_structure(model, loaded.keep_counts)[0]]
-    def run(chunk: np.ndarray) -> RunOutput:
-        outs = dict(zip(output_names, session.run(output_names, {input_name: chunk})))
-        kept = kept_patch_ids([outs[name] for name in stages], loaded.variant.num_patches,
-                              compose=not loaded.variant.splits_tokens) if stages else []
-        return RunOutput(outs[logits_name], kept)
+    names = [o.name for o in session.get_outputs()]
 
-    gathered = run_batched(run, images.numpy(), batch)
-    return gathered.logits, gathered.kept or [], session.get_providers()[0]
+    def run(chunk: np.ndarray) -> RunOutput:
+        outs = dict(zip(names, session.run(names, {input_name: chunk, **(extra_inputs or {})})))
+        kept = kept_patch_ids([outs[n].astype(np.int64) for n in stage_outputs], num_patches,
+                              compose=compose) if stage_outputs else None
+        return RunOutput(outs[names[0]], kept, {n: outs[n] for n in names[1:] if n not in stage_outputs})
+
+    return run
 
 
 def summary_rows(report: CheckReport) -> list[tuple[str, str]]:

@@ -34,13 +34,15 @@ from onnx import TensorProto, helper
 
 from ..artifact import names
 from ..artifact.names import KEEP_COUNTS_INPUT  # noqa: F401 - re-exported for callers of this module
-from ..helpers.batching import RunOutput, run_batched
-from ..helpers.compare import Tolerance, compare
+from ..helpers.batching import RunOutput
+from ..helpers.comparator import Comparator, RunBatch, gather
+from ..helpers.compare import Tolerance
 from ..helpers.defaults import EXPORT_CHECK_SAMPLES
 from ..helpers.errors import BadInput, DvitError
 from ..models import KeepSchedule, kept_patch_ids
 from ..models.checkpoint import LoadedModel
-from .check import CHECK_BATCH, CheckReport, check_file_and_structure, check_images, cpu_session, reference_outputs
+from ..helpers.ort_session import cpu_session
+from .check import CHECK_BATCH, CheckReport, check_file_and_structure, check_images, reference_run
 from .graph import pruning_stages, with_topk_outputs
 from .exporter import export_program
 
@@ -182,36 +184,40 @@ def check_dynamic_keep(path: Path, loaded: LoadedModel, *, batch: int | None, sa
     session = cpu_session(with_topk_outputs(model), "the --dynamic-keep graph")
     report.provider = session.get_providers()[0]
     run_batch = batch or CHECK_BATCH
-    images = check_images(loaded, samples, run_batch)
+    images = check_images(loaded, samples, run_batch).numpy()
     export_ratio = loaded.stage_ratios[0]
+    comparator = Comparator(Tolerance.for_precision("fp32"))
     for ratio in ratios or check_ratios(export_ratio):
-        fixed = with_ratio(loaded, ratio)
         counts = keep_counts_for(ratio, loaded.variant.num_stages, loaded.variant.num_patches)
-        ref = reference_outputs(fixed, images, run_batch)
-        logits, kept, got_k = run_keep_counts(session, model, images.numpy(), counts, run_batch, loaded.variant.num_patches)
-        comparison = compare(ref["logits"], logits, Tolerance.for_precision("fp32"), ref_kept=ref["kept"],
-                             test_kept=kept, ref_margins=ref["margins"])
-        entry = {"keep_ratio": ratio, "expected_k": [int(c) for c in counts], "graph_k": got_k,
-                 "parity": comparison.to_dict()}
-        report.per_ratio.append(entry)
+        tested = gather(keep_counts_run(session, model, counts, loaded.variant.num_patches), images, run_batch)
+        got_k = [int(k.shape[1]) for k in tested.kept or []]
+        comparison = comparator.run(reference_run(with_ratio(loaded, ratio)), tested, images, batch=run_batch)
+        report.per_ratio.append({"keep_ratio": ratio, "expected_k": [int(c) for c in counts], "graph_k": got_k,
+                                 "parity": comparison.to_dict()})
         if got_k != [int(c) for c in counts]:
             report.failures.append(f"ρ={ratio:g}: graph kept {got_k} tokens, fixed-ratio model keeps {list(counts)}")
         report.failures.extend(f"ρ={ratio:g}: {f}" for f in comparison.failures)
         if abs(ratio - export_ratio) < 1e-12:
-            report.comparison = comparison
+            report.comparison, report.tolerance = comparison, comparator.tolerance
     return report
+
+
+def keep_counts_run(session: Any, model: onnx.ModelProto, counts: np.ndarray, num_patches: int) -> RunBatch:
+    """One batch through a ``keep_counts`` graph at ``counts``: logits and kept original patch ids."""
+    names = [o.name for o in session.get_outputs()]
+    image_input = next(i.name for i in session.get_inputs() if i.name != KEEP_COUNTS_INPUT)
+    topk_outputs = [s.indices_output for s in pruning_stages(model)]
+
+    def run(chunk: np.ndarray) -> RunOutput:
+        outs = dict(zip(names, session.run(names, {image_input: chunk, KEEP_COUNTS_INPUT: counts.astype(np.int32)})))
+        return RunOutput(outs[names[0]], kept_patch_ids([outs[n] for n in topk_outputs], num_patches))
+
+    return run
 
 
 def run_keep_counts(session: Any, model: onnx.ModelProto, images: np.ndarray, counts: np.ndarray, batch: int,
                     num_patches: int) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
     """Run a ``keep_counts`` graph batch by batch: logits, kept original patch ids, K per stage."""
-    names = [o.name for o in session.get_outputs()]
-    image_input = next(i.name for i in session.get_inputs() if i.name != KEEP_COUNTS_INPUT)
-    topk_outputs = [s.indices_output for s in pruning_stages(model)]
-    def run(chunk: np.ndarray) -> RunOutput:
-        outs = dict(zip(names, session.run(names, {image_input: chunk, KEEP_COUNTS_INPUT: counts.astype(np.int32)})))
-        return RunOutput(outs[names[0]], kept_patch_ids([outs[n] for n in topk_outputs], num_patches))
-
-    gathered = run_batched(run, images, batch)
-    kept = gathered.kept or []
-    return gathered.logits, kept, [int(k.shape[1]) for k in kept]
+    tested = gather(keep_counts_run(session, model, counts, num_patches), images, batch)
+    kept = tested.kept or []
+    return tested.logits, kept, [int(k.shape[1]) for k in kept]

@@ -64,6 +64,9 @@ class Gathered:
     def extra(self, name: str) -> np.ndarray:
         return np.concatenate(self._extra[name])
 
+    def has_extra(self, name: str) -> bool:
+        return name in self._extra
+
 
 def run_batched(run: Callable[[np.ndarray], RunOutput], images: np.ndarray, batch: int, *,
                 fixed: bool = False, on_batch: Callable[[int], None] | None = None) -> Gathered:

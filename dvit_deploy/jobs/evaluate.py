@@ -159,7 +159,7 @@ def _run_all(opened: Artifact, dataset: LabelledImages, names: list[str], option
                 gathered[name].add(out, real)
             if on_progress:
                 on_progress(real)
-        described = {n: r.describe() for n, r in runners.items()}
+        described = {n: r.description() for n, r in runners.items()}
         runner_notes = {n: r.report_notes() for n, r in runners.items()}
     return _Outputs(gathered, seconds, np.concatenate(labels), described, runner_notes)
 
@@ -169,7 +169,7 @@ def _score(name: str, outputs: _Outputs, reference: bool) -> BackendScore:
     count = len(y)
     score = BackendScore(
         backend=name,
-        executes=str(outputs.described[name].get("executes") or name),
+        executes=outputs.described[name].executes or name,
         images=count,
         top1=_topk_hits(logits, y, 1) / count,
         top5=_topk_hits(logits, y, 5) / count,
@@ -179,7 +179,7 @@ def _score(name: str, outputs: _Outputs, reference: bool) -> BackendScore:
         notes=outputs.notes[name],
     )
     if reference and name != REFERENCE:
-        precision = str(outputs.described[name].get("precision") or "fp32")
+        precision = outputs.described[name].precision or "fp32"
         tol = Tolerance.for_precision(precision if precision in PRECISIONS else "fp32")
         ref, test = outputs.gathered[REFERENCE], outputs.gathered[name]
         cmp = compare(ref.logits, test.logits, tol, ref_kept=ref.kept, test_kept=test.kept)

@@ -17,12 +17,12 @@ import numpy as np
 
 from ..artifact.context import RunContext
 from ..artifact.manifest import ModelRecord
-from ..helpers.batching import Gathered, pad_batch
-from ..helpers.compare import Comparison, Tolerance, compare
-from ..helpers.defaults import VALIDATE_BATCH, VALIDATE_SAMPLES
-from ..helpers.errors import BadInput, DvitError
-from ..runtime import FILE_BACKENDS, default_backend, runner_for_artifact
 from ..artifact.store import Artifact, open_artifact
+from ..helpers.comparator import Comparator, Outputs, ParityReport, gather
+from ..helpers.compare import Tolerance
+from ..helpers.defaults import VALIDATE_BATCH, VALIDATE_SAMPLES
+from ..helpers.errors import BadInput, DvitError, MissingDependency
+from ..runtime import FILE_BACKENDS, default_backend, runner_for_artifact
 
 DEFAULT_SAMPLES = VALIDATE_SAMPLES
 DEFAULT_BATCH = VALIDATE_BATCH
@@ -30,20 +30,43 @@ VALIDATE_SEED = 20240607
 SCHEMA = "dvit-deploy/validate/1"
 
 
+@dataclass(frozen=True)
+class ValidateOptions:
+    """What ``dvit validate`` checks, and how (its flags).
+
+    ``backends``: names, or ``name:precision`` (``openvino:bf16``); None: the one that runs each artifact.
+    ``precision``: for plain backend names (None: the artifact's). ``images_dir``: real images instead of
+    seeded inputs. ``keep_ratio``: run --dynamic-keep artifacts (a --keep-ladder engine: one of its rungs) at
+    that ρ, the reference rebuilt at the same ρ (``Artifact.at_keep_ratio``)."""
+
+    backends: tuple[str, ...] | None = None
+    samples: int = DEFAULT_SAMPLES
+    batch: int = DEFAULT_BATCH
+    images_dir: Path | None = None
+    device: str = "cpu"
+    precision: str | None = None
+    keep_ratio: float | None = None
+
+    def check(self) -> "ValidateOptions":
+        if self.samples < 1:
+            raise BadInput(f"--samples must be ≥ 1, got {self.samples}")
+        if self.batch < 1:
+            raise BadInput(f"--batch must be ≥ 1, got {self.batch}")
+        return self
+
+
 @dataclass
-class BackendResult:
-    artifact: str
-    backend: str
-    status: str  # "passed", "failed", "skipped"
+class BackendResult(ParityReport):
+    """One artifact on one backend against the PyTorch fp32 reference (``comparison`` None: skipped)."""
+
+    artifact: str = ""
+    backend: str = ""
+    status: str = "skipped"  # "passed", "failed", "skipped"
     executes: str | None = None
     precision: str | None = None
-    fallback: str | None = None
+    fallback: str | None = None  # the runner's Fallback, as its reason
     token_info: str = "none"  # "token outputs", "TopK outputs (in-memory copy)", "dense model", "none"
-    comparison: Comparison | None = None
     reason: str | None = None  # why skipped
-    tolerance: Tolerance | None = None
-    notes: list[str] = field(default_factory=list)
-    execution: dict[str, Any] = field(default_factory=dict)  # what ran (OpenVINO: precision, AMX/VNNI kernels)
 
     @property
     def passed(self) -> bool:
@@ -170,22 +193,10 @@ def load_inputs(model: ModelRecord, samples: int, images_dir: Path | None) -> In
                        _data_config=data_config_of(model))
 
 
-def run_streamed(run: Callable[[np.ndarray], Any], source: InputSource, batch: int, *, fixed: bool = False) -> Gathered:
-    """``run_batched`` over a streamed source: one batch of inputs in memory at a time."""
-    gathered = Gathered()
-    for chunk in source.batches(batch):
-        padded, real = pad_batch(chunk, batch if fixed else None)
-        gathered.add(run(padded), real)
-    return gathered
-
-
-def _reference(model: ModelRecord, source: InputSource, batch: int, cache: dict[Any, Any],
-               context: RunContext) -> dict[str, Any]:
-    """PyTorch fp32 logits, kept ids and boundary margins of the artifact's model (cached per model), rebuilt in
-    the artifact's run ``context`` (its moved checkpoint)."""
-    import torch
-
-    from ..export.check import reference_outputs
+def _reference(model: ModelRecord, source: InputSource, batch: int, cache: dict[Any, Outputs],
+               context: RunContext) -> Outputs:
+    """PyTorch fp32 logits, kept ids and boundary margins of the artifact's model (cached per model)."""
+    from ..export.check import reference_run
     from ..models.checkpoint import load_model_from_record
 
     if model.variant is None:
@@ -193,61 +204,43 @@ def _reference(model: ModelRecord, source: InputSource, batch: int, cache: dict[
     key = model.identity  # one reference per model, shared by its exports (batch layouts, precisions)
     if key not in cache:
         loaded = load_model_from_record(model, context=context)
-        parts = [reference_outputs(loaded, torch.from_numpy(chunk), batch) for chunk in source.batches(batch)]
-        stages = len(parts[0]["kept"])
-        cache[key] = (loaded, {
-            "logits": np.concatenate([p["logits"] for p in parts]),
-            "kept": [np.concatenate([p["kept"][s] for p in parts]) for s in range(stages)],
-            "margins": [np.concatenate([p["margins"][s] for p in parts]) for s in range(len(parts[0]["margins"]))],
-        })
-    return cache[key][1]
+        cache[key] = gather(reference_run(loaded), source.batches, batch)
+    return cache[key]
 
 
-def validate(
-    artifact_paths: Sequence[Path | Artifact] | None = None,
-    *,
-    backends: Sequence[str] | None = None,
-    samples: int = DEFAULT_SAMPLES,
-    batch: int = DEFAULT_BATCH,
-    images_dir: Path | None = None,
-    device: str = "cpu",
-    precision: str | None = None,
-    on_phase: Callable[[str], None] | None = None,
-    keep_ratio: float | None = None,
-) -> ValidateReport:
-    """Validate each artifact on each backend against the PyTorch fp32 reference.
+@dataclass
+class _Pass:
+    """One artifact's validation inputs and PyTorch reference, shared by every backend checked on it."""
 
-    ``keep_ratio``: run --dynamic-keep artifacts (a --keep-ladder engine: one of its rungs) at that ρ,
-    the reference rebuilt at the same ρ (``Artifact.at_keep_ratio``)."""
-    from ..helpers.errors import MissingDependency
+    opened: Artifact
+    source: InputSource
+    reference: Outputs
+    batch: int
 
-    if samples < 1:
-        raise BadInput(f"--samples must be ≥ 1, got {samples}")
-    if batch < 1:
-        raise BadInput(f"--batch must be ≥ 1, got {batch}")
+
+def run(options: ValidateOptions, context: RunContext, artifacts: Sequence[Artifact], *,
+        on_phase: Callable[[str], None] | None = None) -> ValidateReport:
+    """Validate each opened artifact on each backend against the PyTorch fp32 reference."""
+    options.check()
     phase = on_phase or (lambda name: None)
-    given = list(artifact_paths) if artifact_paths else [None]  # None: the default artifact
-    report = ValidateReport(inputs="", samples=samples)
-    cache: dict[Any, Any] = {}
-    for item in given:
-        # Opened (manifest and sha256 checked) once, then handed to every backend's runner.
-        opened = item if isinstance(item, Artifact) else open_artifact(None if item is None else Path(item))
-        if keep_ratio is not None:
-            opened = opened.at_keep_ratio(keep_ratio)
+    report = ValidateReport(inputs="", samples=options.samples)
+    cache: dict[Any, Outputs] = {}
+    for opened in artifacts:
+        opened = opened.in_context(context)  # the reference rebuilds in this run (its moved checkpoint)
+        if options.keep_ratio is not None:
+            opened = opened.at_keep_ratio(options.keep_ratio)
         artifact, model = opened.path, opened.model
-        source = load_inputs(model, samples, images_dir)
+        source = load_inputs(model, options.samples, options.images_dir)
         report.inputs = source.description
-        if source.count < samples and images_dir is not None:
-            report.warnings.append(f"validated {source.count} image(s), fewer than --samples {samples}: {images_dir} "
-                                   f"holds only {source.count}")
+        if source.count < options.samples and options.images_dir is not None:
+            report.warnings.append(f"validated {source.count} image(s), fewer than --samples {options.samples}: "
+                                   f"{options.images_dir} holds only {source.count}")
         report.samples = source.count
-        fixed = model.batch
-        run_batch = fixed if fixed else min(batch, source.count)
+        run_batch = model.batch if model.batch else min(options.batch, source.count)
         phase(f"{artifact.name}: PyTorch fp32 reference")
-        ref = _reference(model, source, run_batch, cache, opened.context)
-        pruned = not model.dense
-        for spec in backends or default_backends(artifact):
-            backend, backend_precision = split_backend_spec(spec, precision)
+        checked = _Pass(opened, source, _reference(model, source, run_batch, cache, context), run_batch)
+        for spec in options.backends or default_backends(artifact):
+            backend, backend_precision = split_backend_spec(spec, options.precision)
             result = BackendResult(artifact=str(artifact), backend=backend, status="skipped")
             report.results.append(result)
             if backend not in FILE_BACKENDS:
@@ -256,50 +249,58 @@ def validate(
                 result.reason = f"{backend} cannot run {artifact.suffix} files"
                 continue
             phase(f"{artifact.name}: {backend}")
-            options: dict[str, Any] = {"device": device, "precision": backend_precision}
-            if backend in ("onnxruntime", "openvino"):
-                options["topk_outputs"] = True  # kept tokens even without token outputs
-            try:
-                runner = runner_for_artifact(opened, backend, **options)
-                with runner:
-                    info = runner.describe()
-                    outputs = run_streamed(runner.run, source, run_batch, fixed=bool(fixed))
-            except MissingDependency as exc:
-                result.reason = str(exc)
-                continue
-            result.executes = str(info.get("executes", backend))
-            result.precision = runner.precision
-            result.fallback = runner.fallback
-            result.notes.extend(runner.report_notes())
-            # what the runner says about the CPU and its kernels is for the human report too; a FALLBACK
-            # is printed on its own line from ``fallback``
-            report.notes.extend(f"{artifact.name} on {backend} {runner.precision}: {n}" for n in runner.notes)
-            test_kept = outputs.kept if pruned else None
-            if not pruned:
-                result.token_info = "dense model"
-            elif test_kept is None:
-                result.token_info = "none"
-                report.notes.append(f"{artifact.name} on {backend}: no kept-token information "
-                                    "(the artifact has no token outputs); logits checked only")
-            else:
-                declared = bool(opened.manifest.token_output_names)
-                result.token_info = ("token outputs" if declared or backend == "torch"
-                                     else "TopK outputs (in-memory copy)")
-            for key in ("inference_precision", "amx_used", "vnni_used", "predictor_f32_ops", "gemm_precisions",
-                        "gemm_kernels", "cpu_class", "cpu", "kernels", "executed_op_types", "session_config"):
-                if key in info:  # reduced-precision backends say what actually executed
-                    result.execution[key] = info[key]
-            try:
-                result.tolerance = Tolerance.for_precision(runner.precision)
-            except KeyError:
-                raise DvitError(f"no tolerance defined for precision '{runner.precision}'") from None
-            result.comparison = compare(
-                ref["logits"], outputs.logits, result.tolerance,
-                ref_kept=ref["kept"] if test_kept is not None else None,
-                test_kept=test_kept,
-                ref_margins=ref["margins"],
-            )
-            result.status = "passed" if result.comparison.passed else "failed"
-            report.notes.extend(f"{artifact.name} on {backend} {runner.precision}: {n}" for n in result.comparison.notes)
+            _check_backend(checked, result, report, device=options.device, precision=backend_precision)
     return report
 
+
+def _check_backend(checked: _Pass, result: BackendResult, report: ValidateReport, *, device: str,
+                   precision: str | None) -> None:
+    """Run ``result.backend`` over the inputs and compare it with the reference (skipped when its package
+    is missing)."""
+    opened, name, backend = checked.opened, checked.opened.path.name, result.backend
+    try:
+        # kept tokens even without token outputs (the in-memory TopK copy, where the backend has one)
+        with runner_for_artifact(opened, backend, device=device, precision=precision, topk_outputs=True) as runner:
+            described = runner.description()
+            tested = gather(runner.run, checked.source.batches, checked.batch, fixed=bool(opened.model.batch))
+    except MissingDependency as exc:
+        result.reason = str(exc)
+        return
+    result.executes, result.precision = described.executes, runner.precision
+    result.fallback = None if described.fallback is None else described.fallback.reason
+    result.notes.extend(runner.report_notes())
+    # what the runner says about the CPU and its kernels is for the human report too; a fallback is
+    # printed on its own line from ``fallback``
+    report.notes.extend(f"{name} on {backend} {runner.precision}: {n}" for n in runner.notes)
+    if opened.model.dense:
+        result.token_info, tested = "dense model", Outputs(tested.logits)
+    elif tested.kept is None:
+        result.token_info = "none"
+        report.notes.append(f"{name} on {backend}: no kept-token information "
+                            "(the artifact has no token outputs); logits checked only")
+    else:
+        declared = bool(opened.manifest.token_output_names)
+        result.token_info = "token outputs" if declared or backend == "torch" else "TopK outputs (in-memory copy)"
+    result.execution.update(described.execution)  # reduced-precision backends say what actually executed
+    try:
+        tolerance = Tolerance.for_precision(runner.precision)
+    except KeyError:
+        raise DvitError(f"no tolerance defined for precision '{runner.precision}'") from None
+    comparison = result.record(Comparator(tolerance).compare(checked.reference, tested), tolerance)
+    result.status = "passed" if comparison.passed else "failed"
+    report.notes.extend(f"{name} on {backend} {runner.precision}: {n}" for n in comparison.notes)
+
+
+def validate(artifact_paths: Sequence[Path | Artifact] | None = None, *,
+             on_phase: Callable[[str], None] | None = None, context: RunContext | None = None,
+             **options: Any) -> ValidateReport:
+    """``run`` for paths (each opened here; none: the default artifact) with ``ValidateOptions``' fields as
+    keywords: the Python API's shortcut."""
+    if "backends" in options and options["backends"] is not None:
+        options["backends"] = tuple(options["backends"])
+    opened = [item if isinstance(item, Artifact) else open_artifact(None if item is None else Path(item))
+              for item in (list(artifact_paths) if artifact_paths else [None])]
+    return run(ValidateOptions(**options), context or RunContext(), opened, on_phase=on_phase)
+
+
+run_validate = run  # the ``run_<command>`` name the other commands' jobs use

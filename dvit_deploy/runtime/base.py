@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import abc
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -46,6 +46,70 @@ class TensorInfo:
     shape: tuple[Any, ...]  # ints, or strings for symbolic dims
 
 
+@dataclass(frozen=True)
+class Fallback:
+    """What executes differs from what was asked: a provider or a precision the backend could not honour.
+
+    ``asked``: what was requested; ``running``: what runs instead; ``reason``: the one line reports show."""
+
+    asked: str
+    running: str
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+    @property
+    def line(self) -> str:
+        """The line human reports print for it (and validate's, evaluate's, predict's notes carry)."""
+        return f"FALLBACK: {self.reason}"
+
+
+# The facts a description's ``details`` may hold about what ran at reduced precision or on which kernels
+# (OpenVINO precision and AMX/VNNI use, ONNX Runtime's int8 kernels): what ``dvit validate`` reports.
+EXECUTION_KEYS = ("inference_precision", "amx_used", "vnni_used", "predictor_f32_ops", "gemm_precisions",
+                  "gemm_kernels", "cpu_class", "cpu", "kernels", "executed_op_types", "session_config")
+
+
+@dataclass(frozen=True)
+class RunnerDescription:
+    """What a loaded runner is and what actually executes, typed: callers read attributes, not dict keys.
+
+    ``executes``: one line naming what runs (e.g. 'onnxruntime 1.23.2 CPUExecutionProvider').
+    ``token_info``: whether ``run`` reports kept tokens (``Runner.has_token_info``). ``intra_op_threads``:
+    the threads it runs with, where the backend sets them. ``details``: every backend-specific fact
+    (providers, kernels, build sections …) in the order ``describe()`` has always listed them;
+    ``execution`` is the part of them about what ran (``EXECUTION_KEYS``). ``to_dict()`` is the flat dict
+    ``describe()`` returns."""
+
+    backend: str
+    device: str
+    precision: str
+    artifact: str
+    executes: str
+    inputs: tuple[TensorInfo, ...] = ()
+    outputs: tuple[TensorInfo, ...] = ()
+    fallback: Fallback | None = None
+    token_info: bool = False
+    intra_op_threads: int | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def execution(self) -> dict[str, Any]:
+        return {key: self.details[key] for key in EXECUTION_KEYS if key in self.details}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "device": self.device,
+            "precision": self.precision,
+            "artifact": self.artifact,
+            "inputs": [t.__dict__ for t in self.inputs],
+            "outputs": [t.__dict__ for t in self.outputs],
+            **self.details,
+        }
+
+
 @dataclass
 class BackendStatus:
     name: str
@@ -64,9 +128,15 @@ class Runner(abc.ABC):
     backend: str = ""
     needs: str = "an opened Artifact"  # what the backend runs, for the refusal when given none
     notes: list[str]  # set per instance in __init__ (below)
-    fallback: str | None
+    fallback: Fallback | None
+    topk_outputs: bool
 
-    def __init__(self, artifact: Artifact, *, device: str = "cpu", precision: str = "fp32") -> None:
+    def __init__(self, artifact: Artifact, *, device: str = "cpu", precision: str = "fp32",
+                 topk_outputs: bool = False) -> None:
+        """``topk_outputs`` (the same default, False, on every backend): also report kept tokens when the
+        artifact has no token outputs, by running an in-memory copy of the graph that outputs each TopK's
+        indices (ONNX Runtime, OpenVINO). The torch backend always reports them; a TensorRT engine reports
+        the token outputs it was built with."""
         device_index(device)  # refuse 'cuda:x', 'cuda:-1' before anything loads
         if artifact is None:
             raise BadInput(f"the {self.backend} backend needs {self.needs}")
@@ -83,7 +153,8 @@ class Runner(abc.ABC):
         # each, for the human report and --json), and, apart from them, the one line saying that what
         # executes differs from what was asked (a provider or precision fallback), else None.
         self.notes: list[str] = []
-        self.fallback: str | None = None
+        self.fallback: Fallback | None = None
+        self.topk_outputs = topk_outputs
 
     @property
     def has_token_info(self) -> bool:
@@ -91,8 +162,8 @@ class Runner(abc.ABC):
         return False
 
     def report_notes(self) -> list[str]:
-        """``notes`` and, last, the fallback as the ``FALLBACK: …`` line reports have always shown."""
-        return self.notes + ([f"FALLBACK: {self.fallback}"] if self.fallback else [])
+        """``notes`` and, last, the fallback's report line (``Fallback.line``)."""
+        return self.notes + ([self.fallback.line] if self.fallback else [])
 
     # -- lifecycle ---------------------------------------------------------------------------
     def check(self) -> None:
@@ -121,16 +192,27 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def outputs(self) -> list[TensorInfo]: ...
 
+    def description(self) -> RunnerDescription:
+        """Backend, device, what actually executes (e.g. ORT provider), precision, I/O: typed."""
+        return RunnerDescription(
+            backend=self.backend, device=self.device, precision=self.precision, artifact=str(self.path),
+            executes=self._executes(), inputs=tuple(self.inputs), outputs=tuple(self.outputs),
+            fallback=self.fallback, token_info=self.has_token_info, intra_op_threads=self._threads(),
+            details=self._details())
+
     def describe(self) -> dict[str, Any]:
-        """Backend, device, what actually executes (e.g. ORT provider), precision, I/O."""
-        return {
-            "backend": self.backend,
-            "device": self.device,
-            "precision": self.precision,
-            "artifact": str(self.path),
-            "inputs": [t.__dict__ for t in self.inputs],
-            "outputs": [t.__dict__ for t in self.outputs],
-        }
+        """``description()`` as the flat dict of every fact (for --json and logs)."""
+        return self.description().to_dict()
+
+    # What each backend adds to its description (overridden per backend; ``_details`` in describe()'s order).
+    def _executes(self) -> str:
+        return self.backend
+
+    def _threads(self) -> int | None:
+        return None
+
+    def _details(self) -> dict[str, Any]:
+        return {}
 
     # -- execution ---------------------------------------------------------------------------
     @abc.abstractmethod

@@ -31,7 +31,7 @@ import numpy as np
 from ..artifact.store import Artifact
 from ..helpers.errors import BadInput, DvitError
 from ..models import kept_patch_ids
-from .base import Runner, RunOutput, TensorInfo
+from .base import Fallback, Runner, RunOutput, TensorInfo
 from .token_graph import declared_token_outputs, graph_with_kept_outputs
 
 OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
@@ -77,17 +77,16 @@ class OpenVINORunner(Runner):
     needs = "an .onnx artifact"
 
     def __init__(self, artifact: Artifact, *, device: str = "cpu", precision: str = "fp32",
-                 intra_op_threads: int | None = None, topk_outputs: bool = True,
+                 intra_op_threads: int | None = None, topk_outputs: bool = False,
                  predictor_f32: bool | None = None, inference_precision: str | None = None,
                  performance_mode: str = "latency") -> None:
         """``predictor_f32``: ask OpenVINO to keep the predictor subgraphs in f32 under bf16 (off by default:
         measured, bf16 token flips stay within the near-tie rule — docs/quantization.md).
         ``inference_precision``: for int8 graphs, the precision of the non-quantized part (fp32/bf16)."""
-        super().__init__(artifact, device=device, precision=precision)
+        super().__init__(artifact, device=device, precision=precision, topk_outputs=topk_outputs)
         if device != "cpu":
             raise BadInput(f"the openvino backend runs on the CPU here, not '{device}'")
         self.intra_op_threads = intra_op_threads
-        self.topk_outputs = topk_outputs
         self.predictor_f32 = predictor_f32
         self.inference_precision = inference_precision
         if performance_mode not in PERFORMANCE_MODES:
@@ -182,7 +181,8 @@ class OpenVINORunner(Runner):
         used = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self._used_hint = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
         if self._used_hint != hint:
-            self.fallback = f"asked for inference precision {hint}, OpenVINO uses {self._used_hint}"
+            self.fallback = Fallback(hint, self._used_hint,
+                                     f"asked for inference precision {hint}, OpenVINO uses {self._used_hint}")
         if graph_precision == "int8":
             self._int8_cpu_note()
         if self._marked_f32 and not self.execution()["gemm_precisions"].get("f32"):
@@ -306,9 +306,16 @@ class OpenVINORunner(Runner):
                          "plus the CPU flag",
         }
 
-    def describe(self) -> dict[str, Any]:
+    def _executes(self) -> str:
+        return (f"openvino {self._version.split('-')[0]} CPU {self._used_hint}"
+                + (" (int8 Q/DQ)" if self.precision == "int8" else ""))
+
+    def _threads(self) -> int | None:
+        return self.intra_op_threads
+
+    def _details(self) -> dict[str, Any]:
         compiled = self._require()
-        info = super().describe()
+        info: dict[str, Any] = {}
         capabilities = [str(c) for c in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
         execution = self.execution()
         flags = cpu_flags()
@@ -316,8 +323,7 @@ class OpenVINORunner(Runner):
 
         info.update(
             cpu_class=cpu_info().cpu_class,
-            executes=f"openvino {self._version.split('-')[0]} CPU {self._used_hint}"
-                     + (" (int8 Q/DQ)" if self.precision == "int8" else ""),
+            executes=self._executes(),
             device_name=str(self._core.get_property("CPU", "FULL_DEVICE_NAME")),
             inference_precision=self._used_hint,
             optimization_capabilities=capabilities,
@@ -328,7 +334,7 @@ class OpenVINORunner(Runner):
             performance_mode=self.performance_mode,
             intra_op_threads=self.intra_op_threads,
             num_streams=str(compiled.get_property("NUM_STREAMS")),
-            fallback=self.fallback,
+            fallback=None if self.fallback is None else self.fallback.reason,
             token_outputs=len(self._stage_ports),
             **execution,
         )

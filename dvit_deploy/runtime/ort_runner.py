@@ -8,7 +8,9 @@ commands can say so loudly.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,7 +19,8 @@ import numpy as np
 from ..artifact.names import kept_patch_ids
 from ..artifact.store import Artifact
 from ..helpers.errors import BadInput, DvitError, MissingDependency
-from .base import Runner, RunOutput, TensorInfo, check_cuda_index, device_index
+from ..helpers.ort_session import GRAPH_OPTIMIZATION_LEVELS, SessionSettings, create_session, optimized_graph_folder
+from .base import Fallback, Runner, RunOutput, TensorInfo, check_cuda_index, device_index
 from .token_graph import declared_token_outputs, graph_with_kept_outputs
 
 PROVIDER_ALIASES = {
@@ -25,12 +28,6 @@ PROVIDER_ALIASES = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
     "trt": "TensorrtExecutionProvider",
-}
-GRAPH_OPTIMIZATION_LEVELS = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
 }
 # Op types in ONNX Runtime's optimized graph that say which int8 kernels a Q/DQ graph became.
 INT8_OP_TYPES = ("QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeMatMul", "QGemm",
@@ -100,6 +97,13 @@ def executed_op_types(optimized_model: str | Path) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def _read_kernels(optimized_model: Path) -> dict[str, int] | None:
+    try:
+        return executed_op_types(optimized_model)
+    except Exception:  # noqa: BLE001 - the kernels report is informative only
+        return None
+
+
 def describe_kernels(op_types: dict[str, int]) -> str:
     """'60 MatMulIntegerToFloat, 12 QLinearMatMul int8; 12 MatMul, 1 Gemm float'."""
     int8 = ", ".join(f"{n} {op}" for op, n in op_types.items() if op in INT8_OP_TYPES)
@@ -107,33 +111,50 @@ def describe_kernels(op_types: dict[str, int]) -> str:
     return "; ".join(part for part in (f"{int8} int8" if int8 else "", f"{flt} float" if flt else "") if part) or "no GEMMs"
 
 
+@dataclass(frozen=True)
+class OrtOptions:
+    """How the ONNX Runtime runner opens its session (each also a keyword of ``OnnxRuntimeRunner``).
+
+    ``providers``: names or aliases in priority order ("cuda,cpu"; default from the device).
+    ``enable_profiling``: ORT's profiler, writing under this prefix (``profile_file`` after close).
+    ``optimized_model_path``: where ORT writes the graph it really runs, for attributing profiles.
+    ``cuda_graph``: CUDA graphs in the CUDA / TensorRT providers."""
+
+    providers: str | list[str] | None = None
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
+    graph_optimization: str = "all"
+    execution_mode: str = "sequential"
+    enable_profiling: str | Path | None = None
+    cuda_graph: bool = False
+    optimized_model_path: str | Path | None = None
+
+    def checked(self) -> "OrtOptions":
+        if self.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
+            raise BadInput(f"graph optimization must be one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}, "
+                           f"got '{self.graph_optimization}'")
+        if self.execution_mode not in ("sequential", "parallel"):
+            raise BadInput(f"execution mode must be sequential or parallel, got '{self.execution_mode}'")
+        return self
+
+
 class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
     needs = "an .onnx artifact"
 
     def __init__(self, artifact: Artifact, *, device: str = "cpu", precision: str = "fp32",
-                 providers: str | list[str] | None = None, intra_op_threads: int | None = None,
-                 inter_op_threads: int | None = None, graph_optimization: str = "all",
-                 execution_mode: str = "sequential", enable_profiling: str | Path | None = None,
-                 topk_outputs: bool = False, cuda_graph: bool = False,
-                 optimized_model_path: str | Path | None = None) -> None:
-        """``topk_outputs``: also return kept tokens when the artifact has no token outputs
-        (runs an in-memory copy of the graph that outputs each TopK's indices)."""
-        super().__init__(artifact, device=device, precision=precision)
-        self.requested_providers = resolve_providers(providers, device)
-        self.intra_op_threads = intra_op_threads
-        self.inter_op_threads = inter_op_threads
-        if graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
-            raise BadInput(f"graph optimization must be one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}, "
-                           f"got '{graph_optimization}'")
-        self.graph_optimization = graph_optimization
-        if execution_mode not in ("sequential", "parallel"):
-            raise BadInput(f"execution mode must be sequential or parallel, got '{execution_mode}'")
-        self.execution_mode = execution_mode
-        self.enable_profiling = None if enable_profiling is None else Path(enable_profiling)
-        self.topk_outputs = topk_outputs
-        self.cuda_graph = cuda_graph
-        self.optimized_model_path = None if optimized_model_path is None else Path(optimized_model_path)
+                 topk_outputs: bool = False, options: OrtOptions | None = None, **settings: Any) -> None:
+        """``options``, or its fields as keywords (``intra_op_threads=2``): how the session is opened."""
+        super().__init__(artifact, device=device, precision=precision, topk_outputs=topk_outputs)
+        self.options = dataclasses.replace(options or OrtOptions(), **settings).checked()
+        self.requested_providers = resolve_providers(self.options.providers, device)
+        self.intra_op_threads = self.options.intra_op_threads
+        self.graph_optimization = self.options.graph_optimization
+        self.execution_mode = self.options.execution_mode
+        self.cuda_graph = self.options.cuda_graph
+        self.enable_profiling = None if self.options.enable_profiling is None else Path(self.options.enable_profiling)
+        self.optimized_model_path = (None if self.options.optimized_model_path is None
+                                     else Path(self.options.optimized_model_path))
         self.profile_file: Path | None = None
         self.session = None
         self._stage_outputs: list[str] = []
@@ -155,9 +176,40 @@ class OnnxRuntimeRunner(Runner):
 
         ort = require("onnxruntime", "gpu", "the onnxruntime backend")
         self.check()
-        artifact = self.path
-        graph_precision = self.artifact.precision
+        providers = self._providers(ort)
+        provider_missing = bool(self.notes)
+        int8_cpu = self.artifact.precision == "int8" and providers[0] == "CPUExecutionProvider"
+        if int8_cpu:
+            self.session_config = self._int8_cpu_settings()
+        # read back which int8 kernels the Q/DQ graph became, unless the caller keeps that graph
+        with optimized_graph_folder(int8_cpu and self.optimized_model_path is None) as kernels_dir:
+            written = kernels_dir / "optimized.onnx" if kernels_dir is not None else self.optimized_model_path
+            fuse = providers[0] == "CPUExecutionProvider" and self.graph_optimization != "disable"
+            source, self._stage_outputs = self._graph_source(self.path, fuse_gelu=fuse)
+            try:
+                self.session = create_session(source, self._settings(providers, written), what=self.path.name,
+                                              error=BadInput, cause=ort_load_cause)
+            finally:
+                if self.artifact.precision == "int8" and written is not None and written.is_file():
+                    self.executed_ops = _read_kernels(written)
+        if self.executed_ops is not None:
+            from ..helpers.cpu import cpu_info
 
+            self.notes.append(f"ran on this {cpu_info().cpu_class} CPU as {describe_kernels(self.executed_ops)}"
+                              + (" (exact u8u8 mode)" if self.session_config else ""))
+        actual = self.session.get_providers()
+        if actual[0] != providers[0] or provider_missing:
+            asked = ", ".join(self.requested_providers)
+            self.fallback = Fallback(asked, actual[0], f"asked for {asked}, running on {actual[0]}")
+        self._input = self.session.get_inputs()[0]
+        self._extra_feed = self._keep_feed()
+        self._input_dtype = ORT_DTYPES.get(self._input.type, np.float32)
+        self._output_names = [o.name for o in self.session.get_outputs()]
+        return self
+
+    def _providers(self, ort: Any) -> list[str]:
+        """The requested providers this build has (a missing one noted); MissingDependency when a GPU
+        device is left without a GPU provider."""
         self._device_id = device_index(self.device) or 0
         if self.device != "cpu":
             import torch
@@ -168,9 +220,7 @@ class OnnxRuntimeRunner(Runner):
         available = ort.get_available_providers()
         providers = []
         for name in self.requested_providers:
-            if name in available:
-                providers.append(name)
-            elif name == "CPUExecutionProvider":
+            if name in available or name == "CPUExecutionProvider":
                 providers.append(name)
             else:
                 self.notes.append(f"{name} is not in this onnxruntime build ({ort.__version__}: "
@@ -178,34 +228,11 @@ class OnnxRuntimeRunner(Runner):
         if not providers or (self.device != "cpu" and not any(p != "CPUExecutionProvider" for p in providers)):
             raise MissingDependency("onnxruntime-gpu", "gpu",
                                     f"ONNX Runtime on {self.device} ({', '.join(self.requested_providers)})")
+        return providers
 
-        provider_missing = bool(self.notes)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
-                                                   GRAPH_OPTIMIZATION_LEVELS[self.graph_optimization])
-        options.execution_mode = (ort.ExecutionMode.ORT_SEQUENTIAL if self.execution_mode == "sequential"
-                                  else ort.ExecutionMode.ORT_PARALLEL)
-        if self.intra_op_threads is not None:
-            if self.intra_op_threads < 1:
-                raise BadInput(f"intra-op threads must be ≥ 1, got {self.intra_op_threads}")
-            options.intra_op_num_threads = self.intra_op_threads
-        if self.inter_op_threads is not None:
-            options.inter_op_num_threads = self.inter_op_threads
-        if self.enable_profiling is not None:
-            options.enable_profiling = True
-            options.profile_file_prefix = str(self.enable_profiling)
-        if self.optimized_model_path is not None:  # the graph ORT really runs, for attributing profiles
-            options.optimized_model_filepath = str(self.optimized_model_path)
-        kernels_dir = None
-        if graph_precision == "int8" and providers[0] == "CPUExecutionProvider":
-            self._int8_cpu_settings(options)
-            if self.optimized_model_path is None:  # read back which int8 kernels the Q/DQ graph became
-                import tempfile
-
-                kernels_dir = Path(tempfile.mkdtemp(prefix="dvit-ort-"))
-                options.optimized_model_filepath = str(kernels_dir / "optimized.onnx")
-
+    def _settings(self, providers: list[str], optimized: Path | None) -> SessionSettings:
+        if self.intra_op_threads is not None and self.intra_op_threads < 1:
+            raise BadInput(f"intra-op threads must be ≥ 1, got {self.intra_op_threads}")
         provider_args: list[Any] = []
         for name in providers:
             if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
@@ -215,55 +242,25 @@ class OnnxRuntimeRunner(Runner):
                 provider_args.append((name, opts))
             else:
                 provider_args.append(name)
+        return SessionSettings(
+            providers=tuple(provider_args), config=dict(self.session_config),
+            graph_optimization=self.graph_optimization, parallel=self.execution_mode == "parallel",
+            intra_op_threads=self.intra_op_threads, inter_op_threads=self.options.inter_op_threads,
+            profile_prefix=None if self.enable_profiling is None else str(self.enable_profiling),
+            optimized_model_path=None if optimized is None else str(optimized))
 
-        fuse = providers[0] == "CPUExecutionProvider" and self.graph_optimization != "disable"
-        source, self._stage_outputs = self._graph_source(artifact, fuse_gelu=fuse)
-        try:
-            self.session = ort.InferenceSession(source, options, providers=provider_args)
-        except Exception as exc:  # ORT raises its own exception types
-            raise BadInput(f"ONNX Runtime cannot load {artifact.name}: {ort_load_cause(exc)}") from None
-        finally:
-            if kernels_dir is not None:
-                written = kernels_dir / "optimized.onnx"
-                try:
-                    self.executed_ops = executed_op_types(written) if written.is_file() else None
-                except Exception:  # noqa: BLE001 - the kernels report is informative only
-                    self.executed_ops = None
-                import shutil
-
-                shutil.rmtree(kernels_dir, ignore_errors=True)
-        if self.executed_ops is None and self.optimized_model_path is not None and graph_precision == "int8" \
-                and self.optimized_model_path.is_file():
-            self.executed_ops = executed_op_types(self.optimized_model_path)
-        if self.executed_ops is not None:
-            from ..helpers.cpu import cpu_info
-
-            self.notes.append(f"ran on this {cpu_info().cpu_class} CPU as {describe_kernels(self.executed_ops)}"
-                              + (" (exact u8u8 mode)" if self.session_config else ""))
-
-        actual = self.session.get_providers()
-        if actual[0] != providers[0] or provider_missing:
-            self.fallback = (f"asked for {', '.join(self.requested_providers)}, "
-                             f"running on {actual[0]}")
-        self._input = self.session.get_inputs()[0]
-        self._extra_feed = self._keep_feed()
-        self._input_dtype = ORT_DTYPES.get(self._input.type, np.float32)
-        self._output_names = [o.name for o in self.session.get_outputs()]
-        return self
-
-    def _int8_cpu_settings(self, options) -> None:
+    def _int8_cpu_settings(self) -> dict[str, str]:
         """Full-range int8 weights on a CPU without VNNI: ORT's exact u8u8 kernels, else they saturate."""
         from ..helpers.cpu import cpu_info, ort_int8_session_config
 
         record = self.artifact.quantization
-        self.session_config = ort_int8_session_config(bool(record and record.reduce_range))
-        for key, value in self.session_config.items():
-            options.add_session_config_entry(key, value)
-        if self.session_config:
+        config = ort_int8_session_config(bool(record and record.reduce_range))
+        if config:
             self.notes.append(
                 f"this {cpu_info().cpu_class} CPU has no VNNI/AMX: full-range int8 weights would saturate ONNX "
                 "Runtime's u8s8 kernels, so they run on its exact, slower u8u8 kernels (session.x64quantprecision=1); "
                 "'dvit quantize --for cpu' here writes 7-bit weights that run the fast kernels correctly")
+        return config
 
     def _keep_feed(self) -> dict[str, np.ndarray]:
         """Graphs exported with --dynamic-keep take the per-stage kept counts as a second input."""
@@ -332,17 +329,22 @@ class OnnxRuntimeRunner(Runner):
     def has_token_info(self) -> bool:
         return bool(self._stage_outputs)
 
-    def describe(self) -> dict[str, Any]:
+    def _executes(self) -> str:
         import onnxruntime as ort
 
-        info = super().describe()
+        return f"onnxruntime {ort.__version__} {self.provider}"
+
+    def _threads(self) -> int | None:
+        return self.intra_op_threads
+
+    def _details(self) -> dict[str, Any]:
         session = self._require()
-        info.update(
-            executes=f"onnxruntime {ort.__version__} {self.provider}",
+        info: dict[str, Any] = dict(
+            executes=self._executes(),
             provider=self.provider,
             providers=session.get_providers(),
             requested_providers=self.requested_providers,
-            fallback=self.fallback,
+            fallback=None if self.fallback is None else self.fallback.reason,
             graph_optimization=self.graph_optimization,
             execution_mode=self.execution_mode,
             intra_op_threads=self.intra_op_threads,

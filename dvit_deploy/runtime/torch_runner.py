@@ -24,11 +24,12 @@ class TorchRunner(Runner):
     backend = "torch"
     needs = "an Artifact whose model it rebuilds (Artifact.of(path, manifest) for one held in memory)"
 
-    def __init__(self, artifact: Artifact, *, device: str = "cpu", precision: str = "fp32",
-                 compile: bool = False, intra_op_threads: int | None = None, cuda_graph: bool = False,
-                 loaded: Any = None, trust: bool | None = None) -> None:
-        """``loaded``: an already built ``LoadedModel`` (skips rebuilding from ``artifact.model``)."""
-        super().__init__(artifact, device=device, precision=precision)
+    def __init__(self, artifact: Artifact, *, compile: bool = False, intra_op_threads: int | None = None,
+                 cuda_graph: bool = False, loaded: Any = None, trust: bool | None = None, **common: Any) -> None:
+        """``loaded``: an already built ``LoadedModel`` (skips rebuilding from ``artifact.model``).
+        ``common``: ``Runner``'s keywords (device, precision, topk_outputs); ``topk_outputs`` changes nothing
+        here: the PyTorch model always reports its kept tokens."""
+        super().__init__(artifact, **common)
         self.compile = compile
         self.intra_op_threads = intra_op_threads
         self.cuda_graph = cuda_graph
@@ -111,19 +112,25 @@ class TorchRunner(Runner):
             TensorInfo(token_output_name(s + 1), "int64", ("batch", k)) for s, k in enumerate(counts)
         ]
 
-    def describe(self) -> dict[str, Any]:
-        info = super().describe()
+    def _executes(self) -> str:
         import torch
 
-        info.update(
-            executes=f"torch {torch.__version__} {'eager' if not self.compile else 'torch.compile'}"
-            + ("" if self.device == "cpu" else f" on {torch.cuda.get_device_name(self.device)}"),
+        return (f"torch {torch.__version__} {'eager' if not self.compile else 'torch.compile'}"
+                + ("" if self.device == "cpu" else f" on {torch.cuda.get_device_name(self.device)}"))
+
+    def _threads(self) -> int | None:
+        import torch
+
+        return torch.get_num_threads() if self.device == "cpu" else None
+
+    def _details(self) -> dict[str, Any]:
+        return dict(
+            executes=self._executes(),
             compile=self.compile,
             cuda_graph=self.cuda_graph,
-            intra_op_threads=torch.get_num_threads() if self.device == "cpu" else None,
+            intra_op_threads=self._threads(),
             autocast=self.precision if self.precision != "fp32" else None,
         )
-        return info
 
     # -- execution ---------------------------------------------------------------------------
     def _require_loaded(self) -> Any:

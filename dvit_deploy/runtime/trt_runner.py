@@ -94,8 +94,10 @@ class TensorRTRunner(Runner):
     needs = "an .engine artifact"
 
     def __init__(self, artifact: Artifact, *, device: str = "cuda", precision: str = "fp32",
-                 cuda_graph: bool = False, keep_ratio: float | None = None) -> None:
-        super().__init__(artifact, device="cuda" if device == "cpu" else device, precision=precision)
+                 topk_outputs: bool = False, cuda_graph: bool = False, keep_ratio: float | None = None) -> None:
+        """``topk_outputs`` changes nothing here: an engine reports the token outputs it was built with."""
+        super().__init__(artifact, device="cuda" if device == "cpu" else device, precision=precision,
+                         topk_outputs=topk_outputs)
         if artifact.engine is None:
             raise BadInput(f"the tensorrt backend needs an .engine artifact, not {artifact.name}")
         self.engine_manifest: EngineManifest = artifact.engine
@@ -265,12 +267,11 @@ class TensorRTRunner(Runner):
     def has_token_info(self) -> bool:
         return bool(self._token_outputs)
 
-    def describe(self) -> dict[str, Any]:
-        info = super().describe()
+    def _details(self) -> dict[str, Any]:
         # The build sections exactly as `dvit build` wrote them (describe() shows them verbatim; the typed
         # EngineManifest keeps only the fields runners decide on): the one raw read of this runner.
         sections = self.engine_manifest.raw
-        info.update({"tensorrt": sections.get("tensorrt"), "gpu": sections.get("gpu"),
+        return dict({"tensorrt": sections.get("tensorrt"), "gpu": sections.get("gpu"),
                      **({"rtx": sections.get("rtx"), "runtime_cache": str(self.runtime_cache_path)}
                         if self.flavour.name == "rtx" else {}),
                      "cuda_graph": self.cuda_graph,
@@ -278,7 +279,6 @@ class TensorRTRunner(Runner):
                      **({"keep_ladder": [r.keep_ratio for r in self.engine_manifest.ladder],
                          "optimization_profile": self._profile} if self.engine_manifest.ladder else {}),
                      "notes": self.notes})
-        return info
 
     # -- execution ---------------------------------------------------------------------------
     def _bind(self, images):

@@ -25,7 +25,7 @@ from ...artifact.store import Artifact
 from ...helpers.defaults import (PROFILE_BATCH, PROFILE_DEVICE, PROFILE_DURATION_S, PROFILE_GRAPH_OPTIMIZATION,
                         PROFILE_MIN_ITERATIONS, PROFILE_ROUNDS, PROFILE_WARMUP_S)
 from ...helpers.errors import BadInput
-from ...runtime.base import Runner
+from ...runtime.base import Runner, RunnerDescription
 from ..flops import macs_for_model
 from .stats import CV_WARN_PERCENT, LatencyStats, latency_stats
 
@@ -303,7 +303,7 @@ class _Loaded:
 
     run: ProfileRun
     runner: Runner
-    info: dict[str, Any]  # runner.describe()
+    info: RunnerDescription  # runner.description()
     batches: set[int]  # the batch sizes it can run
     gmacs: float
 
@@ -372,7 +372,7 @@ def _load(runs: list[ProfileRun], backend: str, options: ProfileOptions, stack: 
             runner_for_artifact(artifact, backend, device=options.device, precision=options.precision, **opts))
         if notes is not None:
             notes.extend(f"{artifact.name} on {backend}: {n}" for n in runner.report_notes())
-        loaded.append(_Loaded(run, runner, runner.describe(), set(runnable), macs_for_model(artifact.model).gmacs))
+        loaded.append(_Loaded(run, runner, runner.description(), set(runnable), macs_for_model(artifact.model).gmacs))
     return loaded
 
 
@@ -397,11 +397,11 @@ def _measure_batch(group: list[_Loaded], backend: str, batch: int, options: Prof
             artifact=str(artifact.path), role=item.run.role, variant=str(model.variant),
             keep_ratio=None if model.dense else model.keep_ratio, keep_counts=list(model.keep_counts),
             backend=backend, device=options.device, precision=item.runner.precision,
-            executes=str(info.get("executes", backend)), batch=batch, stats=stats,
+            executes=info.executes, batch=batch, stats=stats,
             throughput_ips=batch * stats.count / m.wall_s if m.wall_s > 0 else 0.0,
             measured_s=m.wall_s, warmup_iterations=m.warmup_iterations, gmacs=item.gmacs,
             include_transfer=settings.include_transfer, cuda_graph=settings.cuda_graph,
-            intra_op_threads=info.get("intra_op_threads", settings.intra_op_threads), fallback=item.runner.fallback)))
+            intra_op_threads=settings.intra_op_threads if backend == "tensorrt" else info.intra_op_threads, fallback=None if info.fallback is None else info.fallback.reason)))
     return results
 
 

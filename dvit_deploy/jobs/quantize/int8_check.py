@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ...artifact.manifest import ModelRecord
-from ...helpers.batching import RunOutput, run_batched
-from ...helpers.compare import Comparison, Tolerance, compare
+from ...export.report import CheckReport
+from ...helpers.comparator import Comparator, gather
+from ...helpers.compare import Tolerance
 from ...helpers.defaults import QUANTIZE_CHECK_SAMPLES
 from .calibration import SCENES_SEED, mixed_inputs
 
@@ -32,62 +33,34 @@ CHECK_NOISE_SEED = 20211206
 
 
 @dataclass
-class QuantizeCheck:
-    checker: str = "not run"
-    stages: list[dict[str, Any]] = field(default_factory=list)
-    structure_problems: list[str] = field(default_factory=list)
+class QuantizeCheck(CheckReport):
+    """The int8 check: the export's checks, the Q/DQ rules, and ORT int8 vs PyTorch fp32 by agreement.
+
+    ``execution``: the CPU class, session config and kernels ORT ran; ``warnings``: passed, but the user
+    must know (e.g. no int8 kernel ran)."""
+
     qdq: dict[str, Any] = field(default_factory=dict)
     inputs: str = ""
-    comparison: Comparison | None = None
-    failures: list[str] = field(default_factory=list)
-    execution: dict[str, Any] = field(default_factory=dict)  # CPU class, session config, kernels ORT ran
-    warnings: list[str] = field(default_factory=list)  # passed, but the user must know (e.g. no int8 kernel ran)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "onnx_checker": self.checker,
-            "stages": self.stages,
-            "structure_problems": self.structure_problems,
-            "qdq": self.qdq,
-            "onnxruntime_provider": "CPUExecutionProvider",
-            "execution": self.execution,
-            "inputs": self.inputs,
-            "parity": None if self.comparison is None else self.comparison.to_dict(),
-            "failures": self.failures,
-            "warnings": self.warnings,
-        }
+        checked = super().to_dict()  # the export check's keys, in the order this report has always had
+        head = {key: checked[key] for key in ("passed", "onnx_checker", "stages", "structure_problems")}
+        return {**head, "qdq": self.qdq, "onnxruntime_provider": "CPUExecutionProvider",
+                "execution": self.execution, "inputs": self.inputs, "parity": checked["parity"],
+                "failures": checked["failures"], "warnings": self.warnings}
 
 
 def _int8_session(model, config: dict[str, str]):
     """A CPU session on the int8 graph with ``config``, and what it executes (read from ORT's optimized graph)."""
-    import shutil
-    import tempfile
-
-    import onnxruntime as ort
-
     from ...helpers.cpu import cpu_info
-    from ...helpers.errors import CheckFailed
+    from ...helpers.ort_session import SessionSettings, create_session, optimized_graph_folder, ort
     from ...runtime.ort_runner import describe_kernels, executed_op_types
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    for key, value in config.items():
-        options.add_session_config_entry(key, value)
-    folder = Path(tempfile.mkdtemp(prefix="dvit-ort-"))
-    options.optimized_model_filepath = str(folder / "optimized.onnx")
-    try:
-        try:
-            session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own exception types
-            raise CheckFailed(f"ONNX Runtime cannot load the int8 graph: {str(exc).splitlines()[0][:200]}") from None
-        ops = executed_op_types(folder / "optimized.onnx") if (folder / "optimized.onnx").is_file() else {}
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with optimized_graph_folder() as folder:
+        written = folder / "optimized.onnx"
+        settings = SessionSettings(config=config, optimized_model_path=str(written))
+        session = create_session(model, settings, what="the int8 graph")
+        ops = executed_op_types(written) if written.is_file() else {}
     cpu = cpu_info()
     return session, {"provider": session.get_providers()[0], "onnxruntime": ort.__version__,
                      "cpu": cpu.to_dict(), "session_config": config, "executed_op_types": ops,
@@ -191,28 +164,24 @@ def check_quantized(path: Path, source: "OnnxManifest", *, samples: int = DEFAUL
     will run it on this CPU (``cpu.ort_int8_session_config``). ``context``: the run the source was opened
     in (its moved checkpoint rebuilds the reference).
     """
-    import torch
-
-    from ...artifact.names import kept_patch_ids
-    from ..data import data_config_of
-    from ...export.check import CheckReport, check_file_and_structure, reference_outputs
-    from ...export.graph import pruning_stages, split_blocks_of, with_topk_outputs
-    from ...models.checkpoint import load_model_from_record
+    from ...export.check import check_file_and_structure
+    from ...export.graph import split_blocks_of
 
     phase = on_phase or (lambda name: None)
     result = QuantizeCheck()
     record = source.model
-    keep_counts = list(record.keep_counts)
-    report = CheckReport()
-    model = check_file_and_structure(path, report, keep_counts, dynamic_keep=record.dynamic_keep,
+    model = check_file_and_structure(path, result, list(record.keep_counts), dynamic_keep=record.dynamic_keep,
                                      on_phase=phase, split_blocks=None if record.dense else
                                      split_blocks_of(record.config))
-    result.checker = report.checker
-    result.stages = [s.to_dict() for s in report.stages]
-    result.structure_problems = list(report.structure_problems)
-    result.failures.extend(report.failures)
-
     phase("Q/DQ rules")
+    _check_qdq(model, result, excluded)
+    phase("onnxruntime int8 vs PyTorch fp32")
+    _check_parity(model, source, samples, dict(session_config or {}), result, context)
+    return result
+
+
+def _check_qdq(model, result: QuantizeCheck, excluded: Sequence[str]) -> None:
+    """The Q/DQ rules TensorRT's explicit quantization needs, and no excluded node computing on int8 data."""
     result.qdq, problems = qdq_facts(model)
     result.failures.extend(problems)
     if result.qdq["dequantize_linear"] == 0:
@@ -225,33 +194,27 @@ def check_quantized(path: Path, source: "OnnxManifest", *, samples: int = DEFAUL
         result.failures.append(f"{len(leaked)} excluded node(s) take quantized inputs: {', '.join(leaked[:5])}")
     result.qdq["int8_consumers"] = len(int8_nodes)
 
-    phase("onnxruntime int8 vs PyTorch fp32")
-    images = mixed_inputs(data_config_of(source.model), samples, scenes_seed=CHECK_SCENES_SEED, noise_seed=CHECK_NOISE_SEED)
+
+def _check_parity(model, source: "OnnxManifest", samples: int, config: dict[str, str], result: QuantizeCheck,
+                  context: "RunContext | None") -> None:
+    """ONNX Runtime int8 (with the TopK outputs) against the PyTorch fp32 model, judged by agreement."""
+    from ...export.check import reference_run, session_run
+    from ...export.graph import pruning_stages, with_topk_outputs
+    from ...models.checkpoint import load_model_from_record
+    from ..data import data_config_of
+
+    record = source.model
+    images = np.ascontiguousarray(mixed_inputs(data_config_of(record), samples, scenes_seed=CHECK_SCENES_SEED,
+                                               noise_seed=CHECK_NOISE_SEED))
     result.inputs = (f"{samples - samples // 2} generated scenes (seed {CHECK_SCENES_SEED}) + {samples // 2} "
                      f"seeded noise (seed {CHECK_NOISE_SEED})")
     fixed = record.batch
     batch = fixed if fixed else 8
     loaded = load_model_from_record(record, context=context)
-    ref = reference_outputs(loaded, torch.from_numpy(np.ascontiguousarray(images)), batch)
-    session, result.execution = _int8_session(with_topk_outputs(model), dict(session_config or {}))
+    session, result.execution = _int8_session(with_topk_outputs(model), config)
     int8_compute_problems(model, result.execution, result)
-    input_name = session.get_inputs()[0].name
-    names = [o.name for o in session.get_outputs()]
-    stage_outputs = [s.indices_output for s in pruning_stages(model)]
-    feed_extra = _keep_feed(record)
-
-    def run(chunk: np.ndarray) -> RunOutput:
-        outs = dict(zip(names, session.run(names, {input_name: chunk, **feed_extra})))
-        kept = (kept_patch_ids([outs[n].astype(np.int64) for n in stage_outputs], loaded.variant.num_patches,
-                               compose=not loaded.variant.splits_tokens) if stage_outputs else None)
-        return RunOutput(outs[names[0]], kept)
-
-    tested = run_batched(run, np.ascontiguousarray(images), batch, fixed=bool(fixed))
-    result.comparison = compare(
-        ref["logits"], tested.logits, Tolerance.for_precision("int8"),
-        ref_kept=ref["kept"] if tested.kept else None,
-        test_kept=tested.kept,
-        ref_margins=ref["margins"],
-    )
-    result.failures.extend(result.comparison.failures)
-    return result
+    test = session_run(session, [s.indices_output for s in pruning_stages(model)], loaded.variant.num_patches,
+                       compose=not loaded.variant.splits_tokens, extra_inputs=_keep_feed(record))
+    comparator = Comparator(Tolerance.for_precision("int8"))
+    reference = gather(reference_run(loaded), images, batch)
+    result.record(comparator.run(reference, test, images, batch=batch, fixed=bool(fixed)))

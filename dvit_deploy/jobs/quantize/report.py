@@ -31,8 +31,8 @@ def summary_rows(result: "QuantizeResult") -> list[tuple[str, str]]:
                                 + (f" with {execution['session_config']}" if execution.get("session_config") else "")),
             ("onnx.checker (full)", check.checker)]
     if check.stages:
-        rows.append(("TopK per stage (K)", f"{len(check.stages)} ({', '.join(str(s['k']) for s in check.stages)})"))
-        rows.append(("Gather per stage", ", ".join(str(len(s["gathers"])) for s in check.stages)))
+        rows.append(("TopK per stage (K)", f"{len(check.stages)} ({', '.join(str(s.k) for s in check.stages)})"))
+        rows.append(("Gather per stage", ", ".join(str(len(s.gathers)) for s in check.stages)))
     rows.append(("Q/DQ", f"{check.qdq['quantize_linear']} Q, {check.qdq['dequantize_linear']} DQ; "
                  f"{check.qdq['per_channel_weights']} per-channel int8 weights; zero points 0"))
     rows.append(("kept in float", f"{len(kept.nodes)} nodes: predictors "

@@ -49,7 +49,7 @@ def open_spec_runner(spec: ServeSpec, folder: Path | None = None) -> Any:
         artifact = folder / artifact
     opened = open_artifact(artifact, context=RunContext(verify=spec.verify))  # the spec's --no-verify, this process
     options = dict(spec.runner_options)
-    if spec.backend == "onnxruntime" and spec.token_outputs:
+    if spec.token_outputs:  # kept tokens even from a graph without token outputs (ORT, OpenVINO)
         options.setdefault("topk_outputs", True)
     runner = open_runner(spec.backend, opened, device=options.pop("device", "cpu"),
                          precision=spec.precision, **options).load()

@@ -131,7 +131,7 @@ def measure_point(point: Point, backend: str, options: TradeoffOptions, inputs: 
         preds, top1, top5 = _score(runner, model, inputs, options.eval_batch, progress)
         measured = measure(runner.timed_call(seeded_batch(batch, model), include_transfer=options.settings.include_transfer),
                            options.settings, lambda f: progress(0.5 + 0.5 * f))
-        executes = str(runner.describe().get("executes", backend))
+        executes = runner.description().executes
     stats = latency_stats(measured.samples_ms)
     macs = macs_for_model(model)
     agreement = 1.0 if reference is None else float(np.mean(preds == reference))
