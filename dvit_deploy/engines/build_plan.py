@@ -261,20 +261,39 @@ def make_plan(source: Artifact, options: BuildOptions = BuildOptions(), *, trt_v
     )
 
 
-def engine_manifest(plan: BuildPlan, source: Artifact, *, engine_path: Path, engine_sha256: str, engine_bytes: int,
-                    onnx_sha256: str, built_from: Path, trt_version: str, device: DeviceInfo | None,
-                    io_tensors: list[dict[str, Any]], build_seconds: float, inspector_file: str | None,
-                    doctor: dict[str, Any] | None, network: dict[str, Any] | None = None,
-                    fp16_conversion: dict[str, Any] | None = None,
-                    warnings: Sequence[str] = ()) -> EngineManifest:
+@dataclass(frozen=True)
+class BuildRecord:
+    """What a build produced, beyond its plan: the facts ``engine_manifest`` records.
+
+    ``device`` is None for a TensorRT-RTX build (ahead of time, no GPU). ``io_tensors``: the engine's own I/O
+    when it was inspected (else empty: the ONNX's is recorded). ``network``: the parsed network's structure
+    (TensorRT-RTX). ``fp16_conversion``: the report of the mixed-precision graph the engine was built from."""
+
+    engine_path: Path
+    engine_sha256: str
+    engine_bytes: int
+    onnx_sha256: str
+    built_from: Path
+    trt_version: str
+    device: DeviceInfo | None
+    io_tensors: list[dict[str, Any]]
+    build_seconds: float
+    inspector_file: str | None
+    doctor: dict[str, Any] | None
+    network: dict[str, Any] | None = None
+    fp16_conversion: dict[str, Any] | None = None
+    warnings: Sequence[str] = ()
+
+
+def engine_manifest(plan: BuildPlan, source: Artifact, built: BuildRecord) -> EngineManifest:
     """The manifest written beside an engine: what it is, how it was built, what it may run on.
 
     The model (``ModelRecord``), quantization and I/O are the source ONNX's typed records, so the
     engine describes the same model (keep schedule included); its I/O is the engine's own when it
-    was inspected (``io_tensors``), else the ONNX's. ``device`` is None for a TensorRT-RTX build
-    (ahead of time, no GPU): the ``rtx`` section then says which compute capabilities it covers.
+    was inspected (``built.io_tensors``), else the ONNX's. ``built.device`` is None for a TensorRT-RTX
+    build (ahead of time, no GPU): the ``rtx`` section then says which compute capabilities it covers.
     """
-    kind = build_flavour(plan.flavour)
+    kind, device = build_flavour(plan.flavour), built.device
     onnx = onnx_record(source)
     builder: dict[str, Any] = {
         "flags": list(plan.builder_flags),
@@ -286,16 +305,16 @@ def engine_manifest(plan: BuildPlan, source: Artifact, *, engine_path: Path, eng
         "timing_cache": plan.timing_cache,
         "profiling_verbosity": "DETAILED",
         "fp16_graph": plan.fp16_graph,
-        "seconds": round(build_seconds, 2),
+        "seconds": round(built.build_seconds, 2),
     }
     if plan.precision == "int8":
         builder["int8_fp16_fallback"] = plan.int8_fp16
     # How it was built and what it may run on: sections only engines have (typed by EngineManifest.from_json).
-    built = EngineManifest.from_json({
-        "artifact": engine_path.name,
+    written = EngineManifest.from_json({
+        "artifact": built.engine_path.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "precision": plan.precision,
-        "tensorrt": {"version": trt_version, "major": plan.trt_major, "strongly_typed": plan.strongly_typed,
+        "tensorrt": {"version": built.trt_version, "major": plan.trt_major, "strongly_typed": plan.strongly_typed,
                      "flavour": kind.name, "product": kind.product, "module": kind.module},
         "gpu": ({"name": device.name, "compute_capability": list(device.compute_capability),
                  "platform": device.platform} if device is not None else
@@ -305,27 +324,27 @@ def engine_manifest(plan: BuildPlan, source: Artifact, *, engine_path: Path, eng
                     "requested": list(plan.compute_capabilities) or None,
                     "source": "--compute-capability" if plan.compute_capabilities else
                               f"{kind.product}'s default set",
-                    "runtime_cache": engine_path.with_suffix(".runtime-cache").name}}
+                    "runtime_cache": built.engine_path.with_suffix(".runtime-cache").name}}
            if kind.name == "rtx" else {}),
         "builder": builder,
         "profiles": [asdict(p) for p in plan.profiles],
-        "io": io_tensors,
-        **({"network": network} if network is not None else {}),
-        "engine": {"sha256": engine_sha256, "bytes": engine_bytes},
-        "source_onnx": {"path": str(Path(plan.onnx_path).resolve()), "built_from": str(built_from),
-                        "sha256": onnx_sha256, "manifest": str(manifest_path(plan.onnx_path).resolve())},
-        "inspector": inspector_file,
-        "doctor": doctor,
-        "versions": {"dvit_deploy": __version__, "tensorrt": trt_version},
-        "warnings": list(warnings),
+        "io": built.io_tensors,
+        **({"network": built.network} if built.network is not None else {}),
+        "engine": {"sha256": built.engine_sha256, "bytes": built.engine_bytes},
+        "source_onnx": {"path": str(Path(plan.onnx_path).resolve()), "built_from": str(built.built_from),
+                        "sha256": built.onnx_sha256, "manifest": str(manifest_path(plan.onnx_path).resolve())},
+        "inspector": built.inspector_file,
+        "doctor": built.doctor,
+        "versions": {"dvit_deploy": __version__, "tensorrt": built.trt_version},
+        "warnings": list(built.warnings),
     })
     inputs, outputs = onnx.inputs, onnx.outputs  # not inspected, no network I/O: the ONNX's own (build warns)
-    if io_tensors:
-        described = io_description(io_tensors)
+    if built.io_tensors:
+        described = io_description(built.io_tensors)
         inputs, outputs = TensorRecord.all_from(described["inputs"]), TensorRecord.all_from(described["outputs"])
     # What it is: the source's typed records (to_json writes the schema, kind and model keys from them).
-    return built.with_changes(model=onnx.model, inputs=inputs, outputs=outputs, quantization=onnx.quantization,
-                              fp16_conversion=fp16_conversion)
+    return written.with_changes(model=onnx.model, inputs=inputs, outputs=outputs, quantization=onnx.quantization,
+                                fp16_conversion=built.fp16_conversion)
 
 
 def io_description(io_tensors: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -341,6 +360,7 @@ __all__ = [
     "HARDWARE_COMPAT_SINCE",
     "PRECISIONS",
     "BuildPlan",
+    "BuildRecord",
     "DeviceInfo",
     "InputProfile",
     "compatibility_problem",

@@ -197,12 +197,11 @@ def _build_engine(source: Artifact, options: BuildOptions, report: "DoctorReport
     phase("write manifest")
     inspector_path = engine_path.with_suffix(".layers.json")
     inspector_file = inspector_path.name if built.inspector_json is not None else None
-    manifest = plans.engine_manifest(
-        plan, source, engine_path=engine_path, engine_sha256=sha256_file(engine_path),
-        engine_bytes=len(built.serialized), onnx_sha256=sha256_file(source.path), built_from=built_from,
-        trt_version=trt.__version__, device=device, io_tensors=built.io_tensors,
-        build_seconds=seconds["build"], inspector_file=inspector_file, doctor=report.to_dict(),
-        network=built.network, fp16_conversion=fp16_info, warnings=built.warnings)
+    manifest = plans.engine_manifest(plan, source, plans.BuildRecord(
+        engine_path=engine_path, engine_sha256=sha256_file(engine_path), engine_bytes=len(built.serialized),
+        onnx_sha256=sha256_file(source.path), built_from=built_from, trt_version=trt.__version__, device=device,
+        io_tensors=built.io_tensors, build_seconds=seconds["build"], inspector_file=inspector_file,
+        doctor=report.to_dict(), network=built.network, fp16_conversion=fp16_info, warnings=built.warnings))
     write_json_atomic(manifest_path(engine_path), manifest.to_json())
     # Extras after the manifest: an engine is never left without it.
     if built.inspector_json is not None:
