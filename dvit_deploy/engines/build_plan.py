@@ -273,7 +273,7 @@ def io_description(io_tensors: list[dict[str, Any]]) -> dict[str, list[dict[str,
             "outputs": [t for t in io_tensors if t["mode"] == "output"]}
 
 
-__all__ = [
+__all__ = (
     "ENGINE_SCHEMA",
     "BuildOptions",
     "HARDWARE_COMPAT",
@@ -294,5 +294,5 @@ __all__ = [
     "parse_trt_version",
     "PrecisionStrategy",
     "precision_strategy",
-]
+)
 
