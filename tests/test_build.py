@@ -15,6 +15,7 @@ from dvit_deploy.artifact.store import Artifact
 from dvit_deploy.cli import app
 from dvit_deploy.engines.build_plan import (
     BuildOptions,
+    BuildRecord,
     DeviceInfo,
     compatibility_problem,
     engine_manifest,
@@ -102,10 +103,10 @@ def _manifest(trt="10.3.0", cc=(8, 7), compat="none", version_compatible=False, 
     plan = _plan("m.onnx", DYNAMIC, trt_version=trt, gpu_name=gpu, precision="fp16",
                  hardware_compat=compat, version_compatible=version_compatible)
     source = Artifact.of("m.onnx", {**DYNAMIC, "variant": "deit-s", "keep_counts": [137, 96, 67]})
-    return engine_manifest(plan, source, engine_path=Path("engines/m.engine"), engine_sha256="ab", engine_bytes=3,
+    return engine_manifest(plan, source, BuildRecord(engine_path=Path("engines/m.engine"), engine_sha256="ab", engine_bytes=3,
                            onnx_sha256="cd", built_from=Path("m.onnx"), trt_version=trt,
                            device=DeviceInfo(gpu, cc, platform), io_tensors=[], build_seconds=1.0, inspector_file=None,
-                           doctor=None)
+                           doctor=None))
 
 
 def test_engine_manifest_records_what_was_built():
@@ -133,10 +134,10 @@ def test_engine_manifest_keeps_the_export_batch():
     plan = _plan("m.onnx", {"inputs": [{"name": "images", "shape": [1, 3, 224, 224]}]}, trt_version="10.3.0",
                  gpu_name="Orin")
     source = Artifact.of("m.onnx", {"variant": "deit-s", "batch": 1, "dynamic_batch": False})
-    m = engine_manifest(plan, source, engine_path=Path("engines/m.engine"), engine_sha256="ab", engine_bytes=3,
+    m = engine_manifest(plan, source, BuildRecord(engine_path=Path("engines/m.engine"), engine_sha256="ab", engine_bytes=3,
                         onnx_sha256="cd", built_from=Path("m.onnx"), trt_version="10.3.0",
                         device=DeviceInfo("Orin", (8, 7)), io_tensors=[], build_seconds=1.0, inspector_file=None,
-                        doctor=None).to_json()
+                        doctor=None)).to_json()
     assert m["batch"] == 1 and m["dynamic_batch"] is False
 
 
@@ -148,10 +149,10 @@ def test_engine_manifest_keeps_a_linear_keep_schedule():
     source = Artifact.of("convnext-t-r0.7.onnx", record)
     assert source.model.keep_schedule == "linear"
     plan = make_plan(source, BuildOptions(), trt_version="10.13.3.9", gpu_name="NVIDIA A10")
-    engine = engine_manifest(plan, source, engine_path=Path("engines/c.engine"), engine_sha256="ab", engine_bytes=3,
+    engine = engine_manifest(plan, source, BuildRecord(engine_path=Path("engines/c.engine"), engine_sha256="ab", engine_bytes=3,
                              onnx_sha256="cd", built_from=source.path, trt_version="10.13.3.9",
                              device=DeviceInfo("NVIDIA A10", (8, 6), "x86_64"), io_tensors=[], build_seconds=1.0,
-                             inspector_file=None, doctor=None)
+                             inspector_file=None, doctor=None))
     written = engine.to_json()
     assert written["keep_schedule"] == "linear" and written["keep_counts"] == [40, 30, 20]
     back = Artifact.of("engines/c.engine", json.loads(json.dumps(written)))

@@ -1,5 +1,6 @@
-"""export, build and doctor go through one seam: a frozen options object in, a job's ``run_*`` out of
-``jobs/``, and a thin CLI module that only turns flags into options and renders the result."""
+"""export, build and doctor go through one seam: a frozen options object in, the job's
+``run(options, context[, artifact])`` in ``jobs/``, a typed result out, and a thin CLI module that only turns
+flags into options and renders the result."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from dvit_deploy.helpers.errors import BadInput
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dvit_deploy"
-SEAM = {"export_cmd": "run_export", "build_cmd": "run_build", "doctor_cmd": "run_doctor"}
+SEAM = {"export_cmd": "export", "build_cmd": "build", "doctor_cmd": "doctor"}  # CLI module -> jobs module
 
 
 def _calls(path: Path) -> list[str]:
@@ -28,8 +29,21 @@ def _calls(path: Path) -> list[str]:
 def test_cli_module_is_thin_and_calls_one_run(module, job):
     path = PACKAGE / "cli" / f"{module}.py"
     assert len(path.read_text().splitlines()) <= 120
-    runs = [name for name in _calls(path) if name.startswith("run_")]
-    assert runs == [job], runs
+    runs = [name for name in _calls(path) if name == "run" or name.startswith("run_")]
+    assert runs == ["run"], runs
+
+
+@pytest.mark.parametrize("job", sorted(SEAM.values()))
+def test_each_job_runs_with_options_then_the_run_context(job):
+    import importlib
+    import inspect
+
+    from dvit_deploy.artifact.context import RunContext
+
+    run = importlib.import_module(f"dvit_deploy.jobs.{job}").run
+    params = list(inspect.signature(run).parameters.values())
+    assert [p.name for p in params[:2]] == ["options", "context"]
+    assert params[1].annotation in (RunContext, "RunContext") and params[1].default is inspect.Parameter.empty
 
 
 def test_export_package_has_no_import_loop():
@@ -200,3 +214,16 @@ def test_flops_run_as_a_library_is_what_the_cli_prints():
     printed = CliRunner().invoke(app, ["flops", "-m", "deit-s", "-r", "0.7", "--json"])
     assert printed.exit_code == 0, printed.output
     assert json.loads(printed.stdout) == json.loads(json.dumps(result.to_dict()))
+
+
+def test_run_with_a_context_is_the_command(tmp_path):
+    """``jobs.<command>.run(options, context[, artifact])``: the seam the CLI calls, as a library."""
+    from dvit_deploy.artifact.context import RunContext
+    from dvit_deploy.jobs import doctor, export
+
+    context = RunContext()
+    result = export.run(export.ExportOptions(model="tiny-deit", keep_ratio=0.5, output=tmp_path / "m.onnx",
+                                             check_samples=1), context)
+    assert result.keep_counts == (98, 49, 24) and result.manifest.model.keep_ratio == 0.5
+    report = doctor.run(doctor.DoctorOptions(target="trt-10.3", real_parser=False), context, result.path)
+    assert report.passed and report.target.name == "trt-10.3"

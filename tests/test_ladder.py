@@ -88,9 +88,9 @@ def test_a_ladder_on_a_fixed_export_is_refused(tiny_export):
 def ladder_manifest(dk_export: Path, ladder=LADDER) -> EngineManifest:
     plan = plan_for(dk_export, keep_ladder=ladder)
     source = open_artifact(dk_export)
-    return plans.engine_manifest(plan, source, engine_path=Path("x.engine"), engine_sha256="0" * 64, engine_bytes=1,
+    return plans.engine_manifest(plan, source, plans.BuildRecord(engine_path=Path("x.engine"), engine_sha256="0" * 64, engine_bytes=1,
                                  onnx_sha256="0" * 64, built_from=dk_export, trt_version="10.13.3.9", device=GPU,
-                                 io_tensors=[], build_seconds=1.0, inspector_file=None, doctor=None)
+                                 io_tensors=[], build_seconds=1.0, inspector_file=None, doctor=None))
 
 
 def test_manifest_records_each_profile_rho_and_counts_and_reads_back(dk_export):

@@ -165,6 +165,10 @@ print(json.dumps(sorted(m for m in ("torch", "timm", "torchvision", "onnx", "onn
 @pytest.mark.parametrize("module, also_free_of", [
     ("dvit_deploy.engines.targets", {"onnx", "onnxruntime", "tensorrt"}),
     ("dvit_deploy.engines.build_plan", {"onnx", "onnxruntime", "tensorrt"}),
+    ("dvit_deploy.engines.build_options", {"onnx", "onnxruntime", "tensorrt"}),
+    ("dvit_deploy.jobs.export", {"onnx", "onnxruntime", "tensorrt"}),  # its refusals come before the heavy imports
+    ("dvit_deploy.jobs.build", {"onnx", "onnxruntime", "tensorrt"}),
+    ("dvit_deploy.jobs.doctor", {"onnx", "onnxruntime", "tensorrt"}),
     ("dvit_deploy.jobs.ship", {"onnx", "onnxruntime", "tensorrt"}),
     ("dvit_deploy.artifact", set()),
     ("dvit_deploy.artifact.names", set()),

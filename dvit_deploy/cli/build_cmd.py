@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 
 from ..helpers.defaults import (BUILD_HARDWARE_COMPAT, BUILD_KEEP_RANGE, BUILD_MAX_BATCH, BUILD_MIN_BATCH, BUILD_OPT_BATCH,
-                        DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MB)
+                                DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MB)
 from ..engines.targets import PARSER_TARGETS as TARGETS
-from ..helpers.errors import BadInput, MissingDependency
+from ..helpers.errors import MissingDependency
 from ..helpers.lazy import lazy_import
 from .common import artifact_or_default, command_context
 from .failures import handle_errors
@@ -22,18 +23,23 @@ build_job = lazy_import("dvit_deploy.jobs.build")  # onnx, the fp16 check: loade
 doctor_lib = lazy_import("dvit_deploy.engines.doctor")
 
 
-def _keep_range(text: Optional[str]) -> Optional[tuple[float, float]]:
-    values = parse_floats(text, "--keep-range")
-    if values is not None and len(values) != 2:
-        raise BadInput(f"--keep-range takes two ratios LOW,HIGH, got '{text}'")
-    return None if values is None else (values[0], values[1])
+def _ratios(keep_range: Optional[str], keep_ladder: Optional[str]) -> dict:
+    """--keep-range and --keep-ladder as options; given together, BuildOptions refuses the pair unparsed."""
+    ladder = () if keep_ladder is not None and keep_range is not None else parse_floats(keep_ladder, "--keep-ladder")
+    return {"keep_range": build_job.keep_range_flag(parse_floats(keep_range, "--keep-range"), keep_range),
+            "keep_ladder": None if ladder is None else tuple(ladder)}
 
 
-def _keep_ladder(text: Optional[str], keep_range: Optional[str]) -> Optional[tuple[float, ...]]:
-    if text is not None and keep_range is not None:
-        return ()  # given with --keep-range: BuildOptions refuses the pair before the ladder is parsed
-    values = parse_floats(text, "--keep-ladder")
-    return None if values is None else tuple(values)
+@contextlib.contextmanager
+def _install_hint() -> Iterator[None]:
+    """A missing TensorRT is named with the extra to install and the command that needs it."""
+    try:
+        yield
+    except MissingDependency as exc:
+        extra = {"tensorrt": ("tensorrt", "dvit build"), "tensorrt_rtx": ("rtx", "dvit build --target rtx")}
+        if exc.package not in extra:
+            raise
+        raise MissingDependency(exc.package, *extra[exc.package]) from None
 
 
 @handle_errors
@@ -74,34 +80,29 @@ def build(
 ) -> None:
     """Build a TensorRT engine (TensorRT 10 or 11) or a TensorRT-RTX engine (--target rtx, no GPU needed); runs `dvit doctor` first."""
     precision, int8_fp16 = build_job.precision_from_flags(fp16=fp16, bf16=bf16, tf32=tf32, int8=int8)
-    try:
-        context = command_context(no_verify=no_verify)
-        onnx_path = artifact_or_default(onnx_path, (".onnx",), context=context)  # its manifest is read once
+    context = command_context(no_verify=no_verify)
+    with _install_hint():
+        onnx_path = artifact_or_default(onnx_path, (".onnx",), context=context)  # picked inside: its manifest is read once
         with phases("build") as on_phase:
             options = build_job.BuildOptions(
                 precision=precision, output=output, target=target, force=force, onnx_only=onnx_only,
-                min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, keep_range=_keep_range(keep_range),
-                keep_ladder=_keep_ladder(keep_ladder, keep_range),
+                min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, **_ratios(keep_range, keep_ladder),
                 workspace_mb=workspace, optimization_level=opt_level, hardware_compat=hardware_compat,
                 version_compatible=version_compatible, timing_cache=timing_cache, strongly_typed=strongly_typed,
                 int8_fp16=int8_fp16, verbose=verbose, compute_capabilities=compute_capability)
-            result = build_job.run_build(build_job.open_onnx(onnx_path, context), options, on_phase=on_phase)
-    except MissingDependency as exc:  # named with the extra to install and the command that needs it
-        extra = {"tensorrt": ("tensorrt", "dvit build"), "tensorrt_rtx": ("rtx", "dvit build --target rtx")}
-        if exc.package not in extra:
-            raise
-        raise MissingDependency(exc.package, *extra[exc.package]) from None
+            result = build_job.run(options, context, build_job.open_onnx(onnx_path, context), on_phase=on_phase)
     if json_output:
         emit_json(result.to_json())
-        return
+    else:
+        _render(result)
+
+
+def _render(result) -> None:
     warnings = [r for r in doctor_lib.summary_rows(result.doctor) if r[0] != "info"]
     if warnings:
         out.print(table("readiness warnings", ["severity", "check", "finding"], warnings))
     if result.fp16 is not None:
-        parity = result.fp16["parity_vs_fp32_onnx"]
-        flips = ", ".join(f"stage {s['stage']}: {s['exact_match']:.0%} identical" for s in parity["stages"])
-        out.print(f"fp16 graph: {result.fp16['fp16_nodes']} fp16 nodes, {result.fp16['casts_inserted']} casts; "
-                  f"vs fp32 ONNX max |Δlogit| {parity['logits']['max_abs']:.2e}, kept tokens {flips or 'n/a'}")
+        out.print(result.fp16_summary())
     if result.engine_path is None:
         out.print(styled("[green]wrote[/] {} (TensorRT 11 fp16 build input; checked in ONNX Runtime)", result.fp16_onnx))
         return
@@ -111,10 +112,4 @@ def build(
                      result.manifest_path.name + (f", {engine.inspector}" if engine.inspector else "")))
     for line in result.warnings:  # post-build problems that did not cost the engine (inspection, timing cache)
         warn(line)
-    if engine.is_rtx:
-        notes([f"a TensorRT-RTX engine JIT-compiles on its first run on an RTX GPU (sm {engine.rtx_covers}) "
-               f"and keeps {engine.runtime_cache} beside it; it needs TensorRT-RTX {engine.tensorrt} there",
-               "this build proves NVIDIA's parser and builder accept the graph and profiles, not numerics or speed"])
-        return
-    notes([f"engines are tied to this GPU and TensorRT {engine.tensorrt}; "
-           "other machines rebuild (or use --hardware-compat / --version-compatible)"])
+    notes(result.engine_notes())

@@ -4,13 +4,14 @@ TensorRT-RTX parser too where ``tensorrt_rtx`` is installed."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 from typing import Optional
 
 import typer
 
 from ..engines.targets import DEFAULT_PARSER_TARGET as DEFAULT_TARGET, DEVICE_TARGETS, PARSER_TARGETS as TARGETS
 from ..helpers.lazy import lazy_import
-from ..jobs.doctor import DoctorOptions, run_doctor
+from ..jobs import doctor as doctor_job
 from .common import artifact_or_default, command_context
 from .failures import handle_errors
 from .options import JSON_OPTION
@@ -18,8 +19,8 @@ from .output import emit_json, err, out, styled, table
 
 doctor_lib = lazy_import("dvit_deploy.engines.doctor")  # onnx: loaded when the command runs
 
-SEVERITY_STYLE = {"blocker": styled("[bold red]blocker[/]"), "warning": styled("[yellow]warning[/]"),
-                  "info": styled("[dim]info[/]")}
+SEVERITY_STYLE = MappingProxyType({"blocker": styled("[bold red]blocker[/]"), "warning": styled("[yellow]warning[/]"),
+                                   "info": styled("[dim]info[/]")})
 
 
 @handle_errors
@@ -33,8 +34,9 @@ def doctor(
 ) -> None:
     """TensorRT readiness report: operators, opset, TopK, int64, Attention, external data, profiles; with
     tensorrt-rtx installed also NVIDIA's real parser (each error with its node)."""
-    path = artifact_or_default(onnx_path, (".onnx",), context=command_context())
-    report = run_doctor(path, DoctorOptions(target=target))
+    context = command_context()
+    path = artifact_or_default(onnx_path, (".onnx",), context=context)
+    report = doctor_job.run(doctor_job.DoctorOptions(target=target), context, path)
     if json_output:
         emit_json(report.to_dict())
     else:

@@ -7,9 +7,11 @@ from typing import Optional
 
 import typer
 
+from ..artifact.context import RunContext
 from ..helpers.defaults import DEFAULT_OPSET, EXPORT_CHECK_SAMPLES
 from ..helpers.lazy import lazy_import
-from ..jobs.export import ExportOptions, run_export  # torch-free: its refusals come before the heavy imports
+from ..jobs import export as export_job  # torch-free: its refusals come before the heavy imports
+from ..jobs.export import ExportOptions
 
 export_check = lazy_import("dvit_deploy.export.check")
 from .failures import handle_errors
@@ -45,7 +47,7 @@ def export(
         dense=dense, opset=opset, batch=batch, token_outputs=token_outputs, dynamic_keep=dynamic_keep, output=output,
         force=force, use_ema=use_ema, trust_checkpoint=trust_checkpoint, seed=seed, check_samples=check_samples)
     with phases_from_first("export") as on_phase:
-        result = run_export(options, on_phase=on_phase, on_notes=notes)
+        result = export_job.run(options, RunContext(), on_phase=on_phase, on_notes=notes)
     if json_output:
         emit_json(result.to_json())
         return

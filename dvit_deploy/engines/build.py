@@ -1,12 +1,11 @@
-"""The engine-specific steps of ``dvit build``: the precision an ONNX builds as, the output and timing-cache
-checks, the fp16 mixed-precision graph, and the staged engine files. ``jobs.build.run_build`` orders them
-(option checks, doctor, plan, build, manifest).
+"""The engine-specific steps of ``dvit build``: the fp16 mixed-precision graph and the staged engine files.
+``jobs.build.run`` orders them (option checks, doctor, plan, build, manifest); the option checks live in
+``build_options`` (re-exported here: ``resolve_precision``, ``check_timing_cache``, ``check_output`` ...).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,61 +13,17 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from ..artifact.manifest import ENGINE_SUFFIXES, DerivedFrom, OnnxManifest
+from ..artifact.manifest import DerivedFrom, OnnxManifest
 from ..helpers.defaults import FP16_CHECK_SAMPLES
-from ..helpers.errors import BadInput, CheckFailed
+from ..helpers.errors import CheckFailed
 from ..helpers.fileio import manifest_path, prepare_output, publish_artifact, sha256_file, write_bytes_atomic, write_json_atomic
 from ..artifact.store import Artifact
-from .build_plan import BuildOptions, onnx_record
-from .doctor import QDQ_OPS
+from .build_options import (BuildOptions, check_output, check_timing_cache, onnx_record,  # noqa: F401 - re-exported
+                            qdq_node_count, require_qdq, resolve_precision, same_file)
 from .fp16 import Fp16Result, compare_with_fp32, convert_to_mixed_precision, fixed_batch
 from .targets import parser_target_for
 
 FP16_SUFFIX = "-fp16mixed"
-
-
-def resolve_precision(source: OnnxManifest | Artifact, precision: str) -> tuple[str, bool]:
-    """The precision to build, and whether the ONNX already is the mixed-precision fp16 graph.
-
-    A ``*-fp16mixed.onnx`` (manifest precision fp16) is built as fp16 as it is: recording it as
-    fp32, or converting it a second time, would both be wrong.
-    """
-    recorded = onnx_record(source).precision
-    if recorded == "int8":
-        if precision not in ("fp32", "int8"):
-            raise BadInput(f"the ONNX is explicitly quantized (int8 Q/DQ); it builds as int8, not {precision}")
-        return "int8", False
-    if recorded != "fp16":
-        return precision, False
-    if precision not in ("fp32", "fp16"):
-        raise BadInput(f"the ONNX is already an fp16 mixed-precision graph; it builds as fp16, not {precision}")
-    return "fp16", True
-
-
-def check_timing_cache(path: str | Path) -> Path:
-    """Refuse an unusable --timing-cache before building: it is only written after the engine."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise BadInput(f"--timing-cache {path} is a directory; give a file name")
-    if not path.parent.is_dir():
-        raise BadInput(f"--timing-cache {path}: folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise BadInput(f"--timing-cache {path}: folder {path.parent} is not writable")
-    return path
-
-
-def qdq_node_count(onnx_path: Path) -> int:
-    """QuantizeLinear/DequantizeLinear nodes in the graph (weights not loaded)."""
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return sum(1 for node in model.graph.node if node.op_type in QDQ_OPS)
-
-
-def require_qdq(onnx_path: Path) -> None:
-    """``--int8`` builds an explicitly quantized graph; there is no implicit calibration (gone in TensorRT 11)."""
-    if not qdq_node_count(onnx_path):
-        raise BadInput(f"--int8 needs an explicitly quantized ONNX (QuantizeLinear/DequantizeLinear nodes); "
-                       f"{onnx_path.name} has none. Quantize it first (dvit quantize) and build the -int8.onnx; "
-                       "TensorRT calibration is not used (TensorRT 11 removed it)")
 
 
 def doctor_target_for(trt_version: str | None, requested: str | None) -> str:
@@ -132,25 +87,6 @@ def fp16_graph_path(engine_path: Path) -> Path:
     it (``x.engine`` -> ``x-fp16mixed.onnx``): owned by that engine, never shared by another model's build
     that happens to have the same ONNX stem."""
     return engine_path.with_name(f"{engine_path.stem}{FP16_SUFFIX}.onnx")
-
-
-def check_output(output: Path | None, source: Path, *, onnx_only: bool) -> None:
-    """Refuse, before any work, an output that is not of the kind build writes or that would replace its source
-    (the ONNX itself, or its manifest) -- ``--force`` included: it replaces earlier outputs, never the input."""
-    if output is None:
-        return
-    output = Path(output).expanduser()
-    if same_file(output, source) or same_file(manifest_path(output), manifest_path(source)):
-        raise BadInput(f"--output {output} would replace the ONNX it is built from ({source}) or its manifest; "
-                       "choose another output name")
-    kinds = (".onnx",) if onnx_only else ENGINE_SUFFIXES
-    if output.suffix.lower() not in kinds:
-        what = "the mixed-precision ONNX (--onnx-only)" if onnx_only else "an engine"
-        raise BadInput(f"--output {output}: dvit build writes {what}; give a {' or '.join(kinds)} file name")
-
-
-def same_file(a: Path, b: Path) -> bool:
-    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def build_engine_files(plan: Any, opened: Artifact, engine_path: Path, fp16_path: Path | None, staging: Path, *,

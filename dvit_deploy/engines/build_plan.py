@@ -9,7 +9,6 @@ re-exported here. ``trt_build.py`` turns a ``BuildPlan`` into TensorRT calls; th
 
 from __future__ import annotations
 
-import dataclasses
 import platform
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -17,68 +16,22 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..artifact.manifest import ENGINE_SCHEMA, EngineManifest, OnnxManifest, TensorRecord  # the schema is written once, there
-from ..artifact.store import Artifact, typed_manifest
+from ..artifact.store import Artifact
 from .. import __version__
-from ..helpers.defaults import (BUILD_HARDWARE_COMPAT, BUILD_KEEP_RANGE, BUILD_MAX_BATCH, BUILD_MIN_BATCH, BUILD_OPT_BATCH,
-                        BUILD_PRECISION, DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MB, MAX_BATCH)
+from ..helpers.defaults import BUILD_KEEP_RANGE, BUILD_MAX_BATCH, BUILD_MIN_BATCH, BUILD_OPT_BATCH, MAX_BATCH
 from ..helpers.errors import BadInput
 from ..helpers.fileio import manifest_path
 from ..models.config import KeepSchedule
-from .targets import (BUILD_FLAVOURS, HARDWARE_COMPAT, HARDWARE_COMPAT_LEVELS, HARDWARE_COMPAT_SINCE, PRECISIONS,
-                      DeviceInfo, BuildFlavour, PrecisionStrategy, build_flavour,
-                      compatibility_problem, compute_capability_list, engine_file_name, gpu_tag, parse_trt_version,
-                      precision_strategy)
+# The option checks live in build_options (BuildOptions is re-exported here, where it always was).
+from .build_options import BuildOptions, check_against_tensorrt, onnx_record
+from .targets import (HARDWARE_COMPAT, HARDWARE_COMPAT_LEVELS, HARDWARE_COMPAT_SINCE, PRECISIONS,  # noqa: F401
+                      DeviceInfo, PrecisionStrategy, build_flavour, compatibility_problem, engine_file_name, gpu_tag,
+                      parse_trt_version, precision_strategy)
 
 MAX_BATCH_LIMIT = MAX_BATCH  # what an export's dynamic batch dimension allows
 INSTALL_HINT = 'pip install "dvit-deploy[tensorrt]"'
 # The image input assumed for a manifest that lists no inputs (hand-made ones).
 DEFAULT_IMAGE_INPUT = TensorRecord.from_json({"name": "images", "shape": ["batch", 3, 224, 224]})
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """What ``dvit build`` was asked for: every option of ``jobs.build.run_build`` and ``make_plan``, with its
-    default written once (``defaults.py``). The CLI makes one from its flags. What the options alone decide
-    is checked when made; ``jobs.build.check_options`` checks them against the ONNX, ``make_plan`` against
-    the installed TensorRT."""
-
-    precision: str = BUILD_PRECISION  # fp32, tf32, fp16, bf16 or int8 (an explicitly quantized ONNX)
-    output: str | Path | None = None  # the engine (or --onnx-only graph) path; None: ./engines/<name>
-    target: str | None = None  # a doctor (parser) target, or "rtx" for a TensorRT-RTX engine
-    force: bool = False
-    onnx_only: bool = False  # with fp16: write and check the mixed-precision ONNX only
-    min_batch: int | None = None
-    opt_batch: int | None = None
-    max_batch: int | None = None
-    keep_range: tuple[float, float] | None = None  # the ρ range of a --dynamic-keep engine
-    keep_ladder: tuple[float, ...] | None = None  # one profile per ρ, keep counts pinned (engines/ladder.py)
-    workspace_mb: int = DEFAULT_WORKSPACE_MB
-    optimization_level: int = DEFAULT_OPT_LEVEL
-    hardware_compat: str = BUILD_HARDWARE_COMPAT
-    version_compatible: bool = False
-    timing_cache: str | Path | None = None
-    strongly_typed: bool = False
-    int8_fp16: bool = False  # --int8 --fp16: INT8 with FP16 fallback (TensorRT 10, weakly typed)
-    verbose: bool = False  # TensorRT's verbose log
-    compute_capabilities: tuple[str, ...] | None = None  # TensorRT-RTX: GPUs the engine is compiled for
-
-    def __post_init__(self) -> None:
-        if self.compute_capabilities is not None and not isinstance(self.compute_capabilities, tuple):
-            object.__setattr__(self, "compute_capabilities", tuple(self.compute_capabilities))  # a CLI list
-        if self.keep_ladder is not None and not isinstance(self.keep_ladder, tuple):
-            object.__setattr__(self, "keep_ladder", tuple(self.keep_ladder))
-        if self.keep_ladder is not None and self.keep_range is not None:  # checked when made: options alone decide
-            raise BadInput("--keep-ladder and --keep-range exclude each other: a ladder pins each ρ's keep counts in "
-                           "a profile of its own, a range makes them a runtime shape in one profile; pass one")
-
-    @property
-    def flavour(self) -> BuildFlavour:
-        """TensorRT-RTX when ``target`` is its parser target (``rtx``), else TensorRT."""
-        return build_flavour(next((f.name for f in BUILD_FLAVOURS.values()
-                                   if f.parser_target and f.parser_target == self.target), "tensorrt"))
-
-    def with_changes(self, **changes: Any) -> "BuildOptions":
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -116,11 +69,6 @@ class BuildPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def onnx_record(source: OnnxManifest | Artifact) -> OnnxManifest:
-    """The typed ONNX manifest of an opened ONNX (or the manifest itself)."""
-    return typed_manifest(source, OnnxManifest)
 
 
 def batch_range(min_batch: int | None, opt_batch: int | None, max_batch: int | None,
@@ -206,37 +154,10 @@ def make_plan(source: Artifact, options: BuildOptions = BuildOptions(), *, trt_v
     """
     kind = options.flavour
     precision, timing_cache = options.precision, options.timing_cache
-    hardware_compat, version_compatible = options.hardware_compat, options.version_compatible
-    version = parse_trt_version(trt_version)
-    major = version[0]
-    ccs = compute_capability_list(kind, options.compute_capabilities)  # refuses what no build may target (Turing)
-    if kind.timing_cache_refusal and timing_cache is not None:
-        raise BadInput(f"--timing-cache: {kind.timing_cache_refusal}")
-    if not kind.hardware_compat and (hardware_compat != "none" or version_compatible):
-        raise BadInput(f"--hardware-compat/--version-compatible do not apply to {kind.product}: its engines are "
-                       "portable across the GPUs of --compute-capability (default: "
-                       f"{', '.join(kind.default_compute_capabilities)})")
-    if kind.always_strongly_typed and precision == "bf16":
-        raise BadInput(f"{kind.product} is strongly typed: bf16 needs a bf16 graph, and dvit converts graphs to "
-                       "fp16 only; build --fp16 (the mixed-precision graph) or fp32")
-    if kind.always_strongly_typed and options.int8_fp16:
-        raise BadInput(f"--int8 --fp16 (INT8 with FP16 fallback) is a TensorRT 10 weakly typed build; {kind.product} "
-                       "is strongly typed and takes every layer's precision from the Q/DQ graph: build --int8 alone")
-    strategy = precision_strategy(precision, kind.precision_major(major), strongly_typed=options.strongly_typed,
-                                  fp16_fallback=options.int8_fp16)
+    version_compatible = options.version_compatible
+    ccs, strategy = check_against_tensorrt(options, trt_version)
+    major = parse_trt_version(trt_version)[0]
     flags = strategy.set_flags
-    if hardware_compat not in HARDWARE_COMPAT:
-        raise BadInput(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got '{hardware_compat}'")
-    since = HARDWARE_COMPAT_SINCE[hardware_compat]
-    if kind.hardware_compat and version[:2] < since:
-        raise BadInput(f"--hardware-compat {hardware_compat} needs TensorRT >= {since[0]}.{since[1]} "
-                       f"(HardwareCompatibilityLevel.{HARDWARE_COMPAT_LEVELS[hardware_compat]} was added in "
-                       f"{since[0]}.{since[1]}); this machine has TensorRT {trt_version}: use ampere+ (any GPU "
-                       "with sm >= 8.0) or none")
-    if not 0 <= options.optimization_level <= 5:
-        raise BadInput(f"--opt-level must be between 0 and 5, got {options.optimization_level}")
-    if options.workspace_mb < 1:
-        raise BadInput(f"--workspace must be at least 1 MB, got {options.workspace_mb}")
     if version_compatible:
         flags = (*flags, "VERSION_COMPATIBLE")
     onnx_path = source.path
@@ -251,7 +172,7 @@ def make_plan(source: Artifact, options: BuildOptions = BuildOptions(), *, trt_v
         profiles=plan_profiles(source, options),
         workspace_bytes=int(options.workspace_mb) << 20,
         optimization_level=options.optimization_level,
-        hardware_compat=hardware_compat,
+        hardware_compat=options.hardware_compat,
         version_compatible=version_compatible,
         timing_cache=None if timing_cache is None else str(timing_cache),
         fp16_graph=strategy.fp16_graph,
@@ -261,20 +182,39 @@ def make_plan(source: Artifact, options: BuildOptions = BuildOptions(), *, trt_v
     )
 
 
-def engine_manifest(plan: BuildPlan, source: Artifact, *, engine_path: Path, engine_sha256: str, engine_bytes: int,
-                    onnx_sha256: str, built_from: Path, trt_version: str, device: DeviceInfo | None,
-                    io_tensors: list[dict[str, Any]], build_seconds: float, inspector_file: str | None,
-                    doctor: dict[str, Any] | None, network: dict[str, Any] | None = None,
-                    fp16_conversion: dict[str, Any] | None = None,
-                    warnings: Sequence[str] = ()) -> EngineManifest:
+@dataclass(frozen=True)
+class BuildRecord:
+    """What a build produced, beyond its plan: the facts ``engine_manifest`` records.
+
+    ``device`` is None for a TensorRT-RTX build (ahead of time, no GPU). ``io_tensors``: the engine's own I/O
+    when it was inspected (else empty: the ONNX's is recorded). ``network``: the parsed network's structure
+    (TensorRT-RTX). ``fp16_conversion``: the report of the mixed-precision graph the engine was built from."""
+
+    engine_path: Path
+    engine_sha256: str
+    engine_bytes: int
+    onnx_sha256: str
+    built_from: Path
+    trt_version: str
+    device: DeviceInfo | None
+    io_tensors: list[dict[str, Any]]
+    build_seconds: float
+    inspector_file: str | None
+    doctor: dict[str, Any] | None
+    network: dict[str, Any] | None = None
+    fp16_conversion: dict[str, Any] | None = None
+    warnings: Sequence[str] = ()
+
+
+def engine_manifest(plan: BuildPlan, source: Artifact, built: BuildRecord) -> EngineManifest:
     """The manifest written beside an engine: what it is, how it was built, what it may run on.
 
     The model (``ModelRecord``), quantization and I/O are the source ONNX's typed records, so the
     engine describes the same model (keep schedule included); its I/O is the engine's own when it
-    was inspected (``io_tensors``), else the ONNX's. ``device`` is None for a TensorRT-RTX build
-    (ahead of time, no GPU): the ``rtx`` section then says which compute capabilities it covers.
+    was inspected (``built.io_tensors``), else the ONNX's. ``built.device`` is None for a TensorRT-RTX
+    build (ahead of time, no GPU): the ``rtx`` section then says which compute capabilities it covers.
     """
-    kind = build_flavour(plan.flavour)
+    kind, device = build_flavour(plan.flavour), built.device
     onnx = onnx_record(source)
     builder: dict[str, Any] = {
         "flags": list(plan.builder_flags),
@@ -286,16 +226,16 @@ def engine_manifest(plan: BuildPlan, source: Artifact, *, engine_path: Path, eng
         "timing_cache": plan.timing_cache,
         "profiling_verbosity": "DETAILED",
         "fp16_graph": plan.fp16_graph,
-        "seconds": round(build_seconds, 2),
+        "seconds": round(built.build_seconds, 2),
     }
     if plan.precision == "int8":
         builder["int8_fp16_fallback"] = plan.int8_fp16
     # How it was built and what it may run on: sections only engines have (typed by EngineManifest.from_json).
-    built = EngineManifest.from_json({
-        "artifact": engine_path.name,
+    written = EngineManifest.from_json({
+        "artifact": built.engine_path.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "precision": plan.precision,
-        "tensorrt": {"version": trt_version, "major": plan.trt_major, "strongly_typed": plan.strongly_typed,
+        "tensorrt": {"version": built.trt_version, "major": plan.trt_major, "strongly_typed": plan.strongly_typed,
                      "flavour": kind.name, "product": kind.product, "module": kind.module},
         "gpu": ({"name": device.name, "compute_capability": list(device.compute_capability),
                  "platform": device.platform} if device is not None else
@@ -305,27 +245,27 @@ def engine_manifest(plan: BuildPlan, source: Artifact, *, engine_path: Path, eng
                     "requested": list(plan.compute_capabilities) or None,
                     "source": "--compute-capability" if plan.compute_capabilities else
                               f"{kind.product}'s default set",
-                    "runtime_cache": engine_path.with_suffix(".runtime-cache").name}}
+                    "runtime_cache": built.engine_path.with_suffix(".runtime-cache").name}}
            if kind.name == "rtx" else {}),
         "builder": builder,
         "profiles": [asdict(p) for p in plan.profiles],
-        "io": io_tensors,
-        **({"network": network} if network is not None else {}),
-        "engine": {"sha256": engine_sha256, "bytes": engine_bytes},
-        "source_onnx": {"path": str(Path(plan.onnx_path).resolve()), "built_from": str(built_from),
-                        "sha256": onnx_sha256, "manifest": str(manifest_path(plan.onnx_path).resolve())},
-        "inspector": inspector_file,
-        "doctor": doctor,
-        "versions": {"dvit_deploy": __version__, "tensorrt": trt_version},
-        "warnings": list(warnings),
+        "io": built.io_tensors,
+        **({"network": built.network} if built.network is not None else {}),
+        "engine": {"sha256": built.engine_sha256, "bytes": built.engine_bytes},
+        "source_onnx": {"path": str(Path(plan.onnx_path).resolve()), "built_from": str(built.built_from),
+                        "sha256": built.onnx_sha256, "manifest": str(manifest_path(plan.onnx_path).resolve())},
+        "inspector": built.inspector_file,
+        "doctor": built.doctor,
+        "versions": {"dvit_deploy": __version__, "tensorrt": built.trt_version},
+        "warnings": list(built.warnings),
     })
     inputs, outputs = onnx.inputs, onnx.outputs  # not inspected, no network I/O: the ONNX's own (build warns)
-    if io_tensors:
-        described = io_description(io_tensors)
+    if built.io_tensors:
+        described = io_description(built.io_tensors)
         inputs, outputs = TensorRecord.all_from(described["inputs"]), TensorRecord.all_from(described["outputs"])
     # What it is: the source's typed records (to_json writes the schema, kind and model keys from them).
-    return built.with_changes(model=onnx.model, inputs=inputs, outputs=outputs, quantization=onnx.quantization,
-                              fp16_conversion=fp16_conversion)
+    return written.with_changes(model=onnx.model, inputs=inputs, outputs=outputs, quantization=onnx.quantization,
+                                fp16_conversion=built.fp16_conversion)
 
 
 def io_description(io_tensors: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -333,7 +273,7 @@ def io_description(io_tensors: list[dict[str, Any]]) -> dict[str, list[dict[str,
             "outputs": [t for t in io_tensors if t["mode"] == "output"]}
 
 
-__all__ = [
+__all__ = (
     "ENGINE_SCHEMA",
     "BuildOptions",
     "HARDWARE_COMPAT",
@@ -341,6 +281,7 @@ __all__ = [
     "HARDWARE_COMPAT_SINCE",
     "PRECISIONS",
     "BuildPlan",
+    "BuildRecord",
     "DeviceInfo",
     "InputProfile",
     "compatibility_problem",
@@ -353,5 +294,5 @@ __all__ = [
     "parse_trt_version",
     "PrecisionStrategy",
     "precision_strategy",
-]
+)
 

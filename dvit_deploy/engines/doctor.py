@@ -372,7 +372,8 @@ def _check_qdq(report: DoctorReport, model: onnx.ModelProto, opset: int | None) 
                                f"{counts.get('DequantizeLinear', 0)} DequantizeLinear: build with dvit build --int8")
 
 
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                          onnx.TensorProto.BFLOAT16})
 
 
 def _graph_inputs_upstream(tensor: str, producers: dict[str, onnx.NodeProto], inputs: dict[str, Any]) -> list[str]:

@@ -102,5 +102,5 @@ def default_rung(engine: EngineManifest) -> LadderRung:
     return on[0] if on else rungs[-1]
 
 
-__all__ = ["LadderRung", "default_rung", "ladder_profiles", "ladder_rungs", "profile_groups", "rung_for",
-           "rungs_text"]
+__all__ = ("LadderRung", "default_rung", "ladder_profiles", "ladder_rungs", "profile_groups", "rung_for",
+           "rungs_text")

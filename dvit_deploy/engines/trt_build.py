@@ -191,34 +191,11 @@ def build_engine(plan: BuildPlan, onnx_path: Path, *, on_phase: Callable[[str], 
     builder = trt.Builder(logger)
 
     phase("parse ONNX")
-    if major >= 11 or kind.always_strongly_typed:
-        network = builder.create_network()  # always strongly typed
-    else:
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
-        network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = [format_parser_error(e) for e in parser_errors(parser)]
-        hint = rtx_int8_hint(errors) if kind.name == "rtx" else ""
-        raise CheckFailed(f"{kind.product}'s ONNX parser rejected {onnx_path.name}: "
-                          + ("; ".join(errors[:3]) or "no detail") + hint)
-
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
-    config.builder_optimization_level = plan.optimization_level
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if kind.hardware_compat:  # TensorRT-RTX warns "setHardwareCompatibilityLevel() is unsupported"
-        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel,
-                                                      HARDWARE_COMPAT_LEVELS[plan.hardware_compat])
-    for name in plan.builder_flags:
-        config.set_flag(getattr(trt.BuilderFlag, name))
-    for name in plan.cleared_flags:
-        config.clear_flag(getattr(trt.BuilderFlag, name))
-
+    network, _parser = _parsed_network(trt, builder, logger, plan, onnx_path)
+    config = _builder_config(trt, builder, plan)
     profiles_set = add_profiles(trt, builder, config, plan)
     if plan.compute_capabilities:
         set_compute_capabilities(trt, config, plan.compute_capabilities)
-
     cache_attached = False
     if plan.timing_cache:
         cache_attached = _attach_timing_cache(trt, config, Path(plan.timing_cache), warnings)
@@ -231,19 +208,7 @@ def build_engine(plan: BuildPlan, onnx_path: Path, *, on_phase: Callable[[str], 
     if write_engine is not None:
         write_engine(serialized)  # first: nothing after this point may lose the engine
 
-    timing = None
-    if cache_attached:
-        try:
-            cache = config.get_timing_cache()
-            if cache is None:
-                warnings.append(f"TensorRT returned no timing cache after the build: {plan.timing_cache} not updated")
-            else:
-                timing = bytes(cache.serialize())
-        except Exception as exc:  # a failing cache must not cost the engine
-            warnings.append(f"timing cache not saved ({type(exc).__name__}: {exc})")
-
-    io_tensors: list[dict[str, Any]] = []
-    info = None
+    timing = _saved_timing_cache(config, plan, warnings) if cache_attached else None
     if kind.needs_gpu_to_inspect:
         phase("describe the parsed network (the engine cannot be inspected without a GPU)")
         # Deserializing needs a CUDA driver (TensorRT-RTX: cudaError 35 without one), so what the
@@ -254,6 +219,63 @@ def build_engine(plan: BuildPlan, onnx_path: Path, *, on_phase: Callable[[str], 
             structure["optimization_profiles"] = profiles_set  # what the builder config held (read back)
         return BuiltEngine(serialized, structure.pop("io"), None, None, warnings, structure, profiles_set)
     phase("inspect engine")
+    io_tensors, info = _inspect_engine(trt, logger, serialized, warnings)
+    return BuiltEngine(serialized, io_tensors, info, timing, warnings, profiles=profiles_set)
+
+
+def _parsed_network(trt: Any, builder: Any, logger: Any, plan: BuildPlan, onnx_path: Path) -> tuple[Any, Any]:
+    """The network, strongly typed where the flavour or plan says so, with ``onnx_path`` parsed into it, and
+    its parser (which holds the parsed weights: it stays referenced until the build is done)."""
+    kind = build_flavour(plan.flavour)
+    if plan.trt_major >= 11 or kind.always_strongly_typed:
+        network = builder.create_network()  # always strongly typed
+    else:
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
+        network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [format_parser_error(e) for e in parser_errors(parser)]
+        hint = rtx_int8_hint(errors) if kind.name == "rtx" else ""
+        raise CheckFailed(f"{kind.product}'s ONNX parser rejected {onnx_path.name}: "
+                          + ("; ".join(errors[:3]) or "no detail") + hint)
+    return network, parser
+
+
+def _builder_config(trt: Any, builder: Any, plan: BuildPlan) -> Any:
+    """The ``IBuilderConfig`` of ``plan``: workspace, optimization level, verbosity, hardware level, flags."""
+    kind = build_flavour(plan.flavour)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
+    config.builder_optimization_level = plan.optimization_level
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if kind.hardware_compat:  # TensorRT-RTX warns "setHardwareCompatibilityLevel() is unsupported"
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel,
+                                                      HARDWARE_COMPAT_LEVELS[plan.hardware_compat])
+    for name in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    for name in plan.cleared_flags:
+        config.clear_flag(getattr(trt.BuilderFlag, name))
+    return config
+
+
+def _saved_timing_cache(config: Any, plan: BuildPlan, warnings: list[str]) -> bytes | None:
+    """The timing cache after the build, serialized; a failure is a warning (it must not cost the engine)."""
+    try:
+        cache = config.get_timing_cache()
+        if cache is None:
+            warnings.append(f"TensorRT returned no timing cache after the build: {plan.timing_cache} not updated")
+            return None
+        return bytes(cache.serialize())
+    except Exception as exc:  # a failing cache must not cost the engine
+        warnings.append(f"timing cache not saved ({type(exc).__name__}: {exc})")
+        return None
+
+
+def _inspect_engine(trt: Any, logger: Any, serialized: bytes, warnings: list[str]
+                    ) -> tuple[list[dict[str, Any]], str | None]:
+    """The built engine's I/O and layer JSON (engine inspector); what fails becomes a warning."""
+    io_tensors: list[dict[str, Any]] = []
+    info = None
     try:
         runtime = trt.Runtime(logger)
         # Version-compatible engines embed the lean runtime (host code); TensorRT refuses to
@@ -275,7 +297,7 @@ def build_engine(plan: BuildPlan, onnx_path: Path, *, on_phase: Callable[[str], 
         warnings.append(f"the engine was written but could not be inspected ({type(exc).__name__}: {exc}); "
                         "I/O recorded from the ONNX manifest")
         io_tensors = []
-    return BuiltEngine(serialized, io_tensors, info, timing, warnings, profiles=profiles_set)
+    return io_tensors, info
 
 
 def add_profiles(trt: Any, builder: Any, config: Any, plan: BuildPlan) -> list[dict[str, Any]]:

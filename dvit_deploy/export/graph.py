@@ -15,12 +15,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-GATHER_OPS = {"Gather", "GatherElements", "GatherND"}
-SCATTER_OPS = {"ScatterND", "ScatterElements"}
+GATHER_OPS = frozenset({"Gather", "GatherElements", "GatherND"})
+SCATTER_OPS = frozenset({"ScatterND", "ScatterElements"})
 # Ops that only reshape, offset, split or convert an index tensor on its way to a Gather (Slice:
 # the ConvNeXt/Swin graphs cut one full TopK order into the kept and the other positions).
-INDEX_OPS = {"Add", "Sub", "Mul", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Cast", "Expand", "Concat", "Identity",
-             "Slice"}
+INDEX_OPS = frozenset({"Add", "Sub", "Mul", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Cast", "Expand", "Concat",
+                       "Identity", "Slice"})
 
 
 @dataclass
@@ -109,7 +109,7 @@ def _kept_slice(tensor: str, consumers: dict[str, list[onnx.NodeProto]], constan
     return None
 
 
-def _gathers_fed_by(tensor: str, consumers: dict[str, list[onnx.NodeProto]], ops: set[str] = GATHER_OPS
+def _gathers_fed_by(tensor: str, consumers: dict[str, list[onnx.NodeProto]], ops: frozenset[str] = GATHER_OPS
                     ) -> list[str]:
     found, seen, frontier = [], set(), [tensor]
     while frontier:

@@ -1,8 +1,9 @@
 """`dvit build` as a library call: option checks, doctor, (fp16 graph), plan, TensorRT build, manifest.
 
-``run_build(open_onnx(path), BuildOptions(...))`` does what the command does. The engine-specific steps stay
-in ``engines/`` (``build`` for the fp16 graph and the staged engine files, ``build_plan`` for the plan and
-manifest, ``trt_build`` for the TensorRT calls); this module only orders them.
+``run(BuildOptions(...), RunContext(), open_onnx(path))`` does what the command does. The engine-specific steps
+stay in ``engines/`` (``build_options`` for every option check, ``build`` for the fp16 graph and the staged
+engine files, ``build_plan`` for the plan and manifest, ``trt_build`` for the TensorRT calls); this module only
+orders them.
 
 Order matters for users without TensorRT: the readiness report runs first, so a machine without a GPU still
 learns whether the graph will parse before being told what to install. Option mistakes come before both.
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..artifact.context import RunContext
 from ..artifact.store import Artifact, engines_dir, open_artifact
 from ..artifact.verify import cached_sha256
-from ..engines.build_plan import BuildOptions, onnx_record
+from ..engines.build_options import BuildOptions, check_options, keep_range_flag, precision_from_flags
 from ..helpers.errors import BadInput, CheckFailed
 from ..helpers.fileio import manifest_path, prepare_output, sha256_file, temp_prefix, write_bytes_atomic, write_json_atomic
 from ..helpers.lazy import available
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from ..artifact.manifest import EngineManifest, OnnxManifest
     from ..engines.doctor import DoctorReport
 
-__all__ = ["BuildOptions", "BuildResult", "check_options", "open_onnx", "precision_from_flags", "run_build"]
+__all__ = ("BuildOptions", "BuildResult", "check_options", "keep_range_flag", "open_onnx", "precision_from_flags", "run",
+           "run_build")
 
 
 @dataclass
@@ -55,7 +57,6 @@ class BuildResult:
                 "seconds": self.seconds, "doctor": self.doctor.to_dict(), "manifest": self.manifest.to_json(),
                 "warnings": self.warnings}
 
-
     def summary_rows(self) -> list[tuple[str, str]]:
         """The engine's summary (``dvit build``'s table): product, GPUs, precision, profiles, build time."""
         engine = self.manifest
@@ -70,16 +71,22 @@ class BuildResult:
                     f"ρ {r.keep_ratio:g} → {list(r.counts)}" for r in engine.ladder))] if engine.ladder else []),
                 ("build time", f"{self.seconds.get('build', 0):.1f} s")]
 
+    def fp16_summary(self) -> str:
+        """The fp16 graph's conversion and its parity with the fp32 graph, in one line (``dvit build``)."""
+        parity = self.fp16["parity_vs_fp32_onnx"]
+        flips = ", ".join(f"stage {s['stage']}: {s['exact_match']:.0%} identical" for s in parity["stages"])
+        return (f"fp16 graph: {self.fp16['fp16_nodes']} fp16 nodes, {self.fp16['casts_inserted']} casts; "
+                f"vs fp32 ONNX max |Δlogit| {parity['logits']['max_abs']:.2e}, kept tokens {flips or 'n/a'}")
 
-def precision_from_flags(*, fp16: bool = False, bf16: bool = False, tf32: bool = False,
-                         int8: bool = False) -> tuple[str, bool]:
-    """The precision the flags ask for, and whether it is INT8 with FP16 fallback (``--int8 --fp16``)."""
-    if int8 and (bf16 or tf32):
-        raise BadInput("--int8 combines with --fp16 only (FP16 fallback for the layers outside Q/DQ pairs)")
-    if not int8 and sum((fp16, bf16, tf32)) > 1:
-        raise BadInput("choose one of --fp16, --bf16, --tf32")
-    precision = "int8" if int8 else "fp16" if fp16 else "bf16" if bf16 else "tf32" if tf32 else "fp32"
-    return precision, bool(int8 and fp16)
+    def engine_notes(self) -> list[str]:
+        """Where the engine runs (``dvit build``'s notes under its table)."""
+        engine = self.manifest
+        if engine.is_rtx:
+            return [f"a TensorRT-RTX engine JIT-compiles on its first run on an RTX GPU (sm {engine.rtx_covers}) "
+                    f"and keeps {engine.runtime_cache} beside it; it needs TensorRT-RTX {engine.tensorrt} there",
+                    "this build proves NVIDIA's parser and builder accept the graph and profiles, not numerics or speed"]
+        return [f"engines are tied to this GPU and TensorRT {engine.tensorrt}; "
+                "other machines rebuild (or use --hardware-compat / --version-compatible)"]
 
 
 def open_onnx(onnx_path: str | Path | None, context: RunContext | None = None) -> Artifact:
@@ -93,40 +100,18 @@ def open_onnx(onnx_path: str | Path | None, context: RunContext | None = None) -
     return opened
 
 
-def check_options(source: Artifact, options: BuildOptions) -> tuple[BuildOptions, bool]:
-    """Every option check that needs no TensorRT, against ``source``, before the doctor runs; returns the
-    options as resolved (precision, timing cache path) and whether ``source`` already is the fp16 graph.
-
-    The checks that need the installed TensorRT's version (``--hardware-compat`` levels, the flavour's
-    precision rules) run in ``engines.build_plan.make_plan``, once TensorRT is imported."""
-    from ..engines import build as steps
-    from ..engines.targets import compute_capability_list
-
-    if source.path.suffix != ".onnx":
-        raise BadInput(f"{source.path} is not an .onnx file")
-    onnx_only, kind = options.onnx_only, options.flavour
-    precision, already_fp16 = steps.resolve_precision(onnx_record(source), options.precision)
-    if onnx_only and already_fp16:
-        raise BadInput(f"{source.path.name} already is the mixed-precision fp16 graph; build it without --onnx-only")
-    if onnx_only and precision != "fp16":
-        raise BadInput("--onnx-only writes the mixed-precision graph TensorRT 11 builds from: use it with --fp16")
-    if precision == "int8":
-        steps.require_qdq(source.path)
-    steps.check_output(options.output, source.path, onnx_only=onnx_only)
-    timing_cache = options.timing_cache
-    if timing_cache is not None and not onnx_only:
-        if kind.timing_cache_refusal:
-            raise BadInput(f"--timing-cache: {kind.timing_cache_refusal}")
-        timing_cache = steps.check_timing_cache(timing_cache)
-    compute_capability_list(kind, options.compute_capabilities)  # a bad value is refused before any work
-    return options.with_changes(precision=precision, timing_cache=timing_cache), already_fp16
-
-
 def run_build(source: Artifact, options: BuildOptions = BuildOptions(), *,
               on_phase: Callable[[str], None] | None = None) -> BuildResult:
+    """``run`` with a fresh ``RunContext`` (the Python API before the context existed)."""
+    return run(options, RunContext(), source, on_phase=on_phase)
+
+
+def run(options: BuildOptions, context: RunContext, source: Artifact, *,
+        on_phase: Callable[[str], None] | None = None) -> BuildResult:
     """Check the options, run the doctor, then write the fp16 graph (``--onnx-only``) or build the engine.
 
-    ``source``: the opened ONNX (``open_onnx``). ``options.target``: a doctor (parser) target, or ``rtx`` for a
+    ``source``: the opened ONNX (``open_onnx``); nothing here opens another artifact, so ``context`` is only
+    handed on. ``options.target``: a doctor (parser) target, or ``rtx`` for a
     TensorRT-RTX engine (any machine, no GPU). Raises ``BadInput``, ``CheckFailed`` (doctor blockers, fp16
     parity) or ``MissingDependency`` (no TensorRT); nothing is left behind by a failed build.
     """
@@ -199,12 +184,11 @@ def _build_engine(source: Artifact, options: BuildOptions, report: "DoctorReport
     phase("write manifest")
     inspector_path = engine_path.with_suffix(".layers.json")
     inspector_file = inspector_path.name if built.inspector_json is not None else None
-    manifest = plans.engine_manifest(
-        plan, source, engine_path=engine_path, engine_sha256=sha256_file(engine_path),
-        engine_bytes=len(built.serialized), onnx_sha256=cached_sha256(source.path, source.context), built_from=built_from,
-        trt_version=trt.__version__, device=device, io_tensors=built.io_tensors,
-        build_seconds=seconds["build"], inspector_file=inspector_file, doctor=report.to_dict(),
-        network=built.network, fp16_conversion=fp16_info, warnings=built.warnings)
+    manifest = plans.engine_manifest(plan, source, plans.BuildRecord(
+        engine_path=engine_path, engine_sha256=sha256_file(engine_path), engine_bytes=len(built.serialized),
+        onnx_sha256=cached_sha256(source.path, source.context), built_from=built_from, trt_version=trt.__version__, device=device,
+        io_tensors=built.io_tensors, build_seconds=seconds["build"], inspector_file=inspector_file,
+        doctor=report.to_dict(), network=built.network, fp16_conversion=fp16_info, warnings=built.warnings))
     write_json_atomic(manifest_path(engine_path), manifest.to_json())
     # Extras after the manifest: an engine is never left without it.
     if built.inspector_json is not None:
