@@ -142,11 +142,12 @@ def hops(before: dict, after: dict, client_mean_ms: float) -> dict:
     infer_ns = sum(ns - before["batches"].get(size, (0, 0))[1] for size, (_, ns) in after["batches"].items())
     backend = {k: after["backend"].get(k, 0.0) - before["backend"].get(k, 0.0) for k in after["backend"]}
     batches = backend.get("batches") or executions
-    per_batch = {"compute_infer_ms": infer_ns / executions / 1e6}
-    for phase in ("execute", "decode", "runner"):
-        per_batch[f"{phase}_ms"] = backend.get(phase, 0.0) / batches * 1e3
-    per_batch["ipc_ms"] = per_batch["compute_infer_ms"] - per_batch["execute_ms"]
-    per_batch["backend_other_ms"] = per_batch["execute_ms"] - per_batch["decode_ms"] - per_batch["runner_ms"]
+    per_batch: dict = {"compute_infer_ms": infer_ns / executions / 1e6}
+    for phase in ("execute", "decode", "runner"):  # None: a server without the dvit_backend_* counters
+        per_batch[f"{phase}_ms"] = backend[phase] / batches * 1e3 if phase in backend else None
+    if per_batch["execute_ms"] is not None:
+        per_batch["ipc_ms"] = per_batch["compute_infer_ms"] - per_batch["execute_ms"]
+        per_batch["backend_other_ms"] = per_batch["execute_ms"] - per_batch["decode_ms"] - per_batch["runner_ms"]
     triton_ms = success_ns / requests / 1e6
     return {"requests": requests, "executions": executions, "mean_batch": rows / executions,
             "client_mean_ms": client_mean_ms, "triton_request_ms": triton_ms,
@@ -346,10 +347,12 @@ def print_hops(summary: dict) -> None:
         if not h:
             continue
         b, r = h["per_batch"], h["per_request_ms"]
+        split = (f"IPC {b['ipc_ms']:5.2f} decode {b['decode_ms']:5.1f} runner {b['runner_ms']:6.1f} other "
+                 f"{b['backend_other_ms']:5.2f}" if b.get("ipc_ms") is not None else
+                 f"compute_infer {b['compute_infer_ms']:6.1f} (no dvit_backend counters)")
         print(f"  {key:<40} batch {h['mean_batch']:.2f}  client {h['client_mean_ms']:6.1f} = client+transport "
               f"{h['client_and_transport_ms']:5.1f} + Triton {h['triton_request_ms']:6.1f} (queue {r['queue']:5.1f}, "
-              f"in {r['compute_input']:.2f}, out {r['compute_output']:.2f}) | per batch: IPC {b['ipc_ms']:5.2f} decode "
-              f"{b['decode_ms']:5.1f} runner {b['runner_ms']:6.1f} other {b['backend_other_ms']:5.2f}", flush=True)
+              f"in {r['compute_input']:.2f}, out {r['compute_output']:.2f}) | per batch: {split}", flush=True)
 
 
 def parse_args() -> argparse.Namespace:

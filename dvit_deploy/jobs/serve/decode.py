@@ -11,8 +11,8 @@ untrusted upload never reaches PIL's rarer parsers.
 One bad image fails its own request (one line naming ``image_bytes[i]``), never its neighbours.
 
 ``DecodePool`` decodes the images of one Triton batch on a few threads: PIL's decoders and its
-resampling, and torch's element-wise steps, release the GIL, so on 2 cores a batch of 4 JPEGs
-decodes in about half the time. Each image goes through the same ``decode_one``: the arrays are the
+resampling, and torch's element-wise steps, release the GIL, so the images of a batch decode in
+parallel where cores are free. Each image goes through the same ``decode_one``: the arrays are the
 ones a serial decode makes, bit for bit.
 """
 
