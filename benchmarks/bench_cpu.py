@@ -36,13 +36,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from dvit_deploy.artifact.store import open_artifact
 from dvit_deploy.export import export_onnx
 from dvit_deploy.helpers.fileio import manifest_path, write_json_atomic
 from dvit_deploy.jobs.flops import count_macs
 from dvit_deploy.models import get_variant
 from dvit_deploy.models.checkpoint import load_model
-from dvit_deploy.jobs.profile import (ProfileSettings, attach_speedups, machine_info, profile_artifacts,
-                                   pruning_overhead)
+from dvit_deploy.jobs.profile import (ProfileOptions, ProfileRun, ProfileSettings, attach_speedups, machine_info,
+                                   profile_artifacts, pruning_overhead)
 
 TARGET_SPEEDUP = 1.54
 TARGET_OVERHEAD = 0.05
@@ -111,19 +112,19 @@ def main(argv: list[str] | None = None) -> int:
                                min_iterations=args.min_iterations, rounds=args.rounds)
     results = []
     started = time.time()
-    runs = [(dense, "dense")] + [(p, "sparse") for p in sparse.values()]
+    runs = [ProfileRun(open_artifact(dense), "dense")] + [ProfileRun(open_artifact(p), "sparse") for p in sparse.values()]
+    options = ProfileOptions(batches=tuple(batches), settings=settings, graph_optimization=args.graph_optimization)
     for backend in backends:
-        options = {"graph_optimization": args.graph_optimization} if backend == "onnxruntime" else {}
         console.print(f"measuring dense + {len(sparse)} sparse models on {backend} at batch {batches}, "
                       f"interleaved in {settings.rounds} rounds")
-        results.extend(profile_artifacts(runs, backend, batches, settings, options=options))
+        results.extend(profile_artifacts(runs, backend, options))
     attach_speedups(results, twins)
 
     overhead = None
     if args.overhead_runs and "onnxruntime" in backends and ratios:
         smallest = sparse[min(ratios)]
         console.print(f"profiling nodes of {smallest.name} at batch {max(batches)} (ORT profiler)")
-        overhead = pruning_overhead(smallest, max(batches), runs=args.overhead_runs,
+        overhead = pruning_overhead(open_artifact(smallest), max(batches), runs=args.overhead_runs,
                                     intra_op_threads=args.threads, graph_optimization=args.graph_optimization)
 
     variant = get_variant(args.model)

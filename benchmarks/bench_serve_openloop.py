@@ -15,8 +15,10 @@ One run, on one ``--dynamic-keep`` artifact (default: DeiT-S, ``export/deit-s-dy
 Open loop: one asyncio client (gRPC) sends each request at its scheduled time whatever the answers do,
 and latency counts from the *scheduled* time (no coordinated omission). Reported per run: p50/p99,
 goodput (answers within the objective per second), failures, ρ histogram, ρ and p99 per second, and
-for the step profile the recovery time (from the step down to the first answer at the top) and how
-many answers fell below the top after it. The client's
+for the step profile, per phase, the requests rejected by the server's queue bound (Triton's queue
+policy, on by default under ``--slo-ms`` at the objective: ``--queue-timeout-ms``) and other failures,
+the recovery time (from the step down to the first answer at the top) and how many answers fell below
+the top after it. The client's
 CPU time is reported; the JSON carries the CPU flags and load averages before/after; the PNG shows
 latency and ρ over time.
 
@@ -44,7 +46,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import free_ports  # noqa: E402 - the one port picker of the serving benchmarks
 
-QUICK_SERVICE = "5,0.5:41,0.9:65"  # --quick: ms per call, ms per image at ρ 0.5 … 0.9 (DeiT-S-like, simulated)
+# --quick: ms per call, ms per image at ρ 0.5 … 0.9 (simulated): the bottom serves 1.41× the top, as DeiT-S
+# did on the 2-vCPU EPYC, so the step's 1.5× is beyond the whole keep range there too
+QUICK_SERVICE = "5,0.5:46,0.9:65"
+REJECTED = "Request timeout expired"  # Triton's queue policy (UNAVAILABLE): the server's overload answer
 
 
 class Server:
@@ -72,6 +77,14 @@ class Server:
         """(inferences, executions) Triton counted for the model: their ratio is the mean batch it formed."""
         stats = json.loads(self._get(f"/v2/models/{self.name}/stats") or b"{}").get("model_stats", [{}])[0]
         return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+    def rejected(self) -> int | None:
+        """Triton's count of requests its queue policy rejected (``nv_inference_request_failure``, REJECTED)."""
+        text = (self._get("/metrics", self.metrics_port) or b"").decode()
+        for line in text.splitlines():
+            if line.startswith("nv_inference_request_failure{") and 'reason="REJECTED"' in line:
+                return int(float(line.rsplit(" ", 1)[1]))
+        return None
 
     def stop(self) -> str:
         self.process.send_signal(signal.SIGTERM)
@@ -171,6 +184,7 @@ def summarize(records: list[dict], objective_ms: float | None, client_cpu_s: flo
     for r in ok:
         per_second.setdefault(int(r["t"]), []).append(r)
     out = {"requests": len(records), "failed": len(records) - len(ok),
+           "rejected": sum(REJECTED in r.get("error", "") for r in records),
            "failure_examples": sorted({r["error"] for r in records if "error" in r})[:3],
            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
@@ -190,6 +204,22 @@ def summarize(records: list[dict], objective_ms: float | None, client_cpu_s: flo
         # after that: answers below the top (a step back down is an oscillation)
         out["below_top_after_recovery"] = None if first is None else sum(
             abs(r["rho"] - top) > 1e-3 for r in after[first:])
+    return out
+
+
+def by_phase(records: list[dict], phases: list[tuple[float, float]]) -> list[dict]:
+    """Per phase of the profile: offered rate, requests, rejected by the queue bound, other failures, p99 of the
+    answers and their mean ρ."""
+    out, start = [], 0.0
+    for rate, seconds in phases:
+        inside = [r for r in records if start <= r["t"] < start + seconds]
+        ok = [r for r in inside if "error" not in r]
+        rejected = sum(REJECTED in r.get("error", "") for r in inside)
+        out.append({"start_s": start, "rate_ips": rate, "seconds": seconds, "requests": len(inside),
+                    "rejected": rejected, "other_failures": len(inside) - len(ok) - rejected,
+                    "p99_ms": 1e3 * float(np.percentile([r["latency"] for r in ok], 99)) if ok else None,
+                    "mean_rho": float(np.mean([r["rho"] for r in ok])) if ok else None})
+        start += seconds
     return out
 
 
@@ -286,6 +316,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--step", default="0.5:20,1.5:40,0.5:30", help="the step profile: ×capacity:seconds,…")
     parser.add_argument("--measure-seconds", type=float, default=10.0, help="each closed-loop / direct point")
     parser.add_argument("--slo-factor", type=float, default=1.5, help="objective = this × the bottom's p99")
+    parser.add_argument("--queue-timeout-ms", type=float, default=None,
+                        help="the adaptive server's queue bound [default: dvit serve's, the objective; 0: none]")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny model, simulated service time, short phases")
@@ -339,8 +371,13 @@ def print_summary(record: dict, slo_factor: float) -> None:
               f"failed {s['failed']}  mean ρ {s['mean_rho']:.3f}  client CPU {100 * s['client_cpu_fraction']:.0f}%")
     st = record["step"]
     print(f"objective {record['objective_ms']:.0f} ms (= {slo_factor:g} × the bottom's p99); step profile: p99 "
-          f"{st['p99_ms']:.0f} ms, failed {st['failed']}, recovery {st['recovery_s']} s (then "
-          f"{st['below_top_after_recovery']} answers below the top), ρ histogram {st['rho_histogram']}")
+          f"{st['p99_ms']:.0f} ms, failed {st['failed']} (rejected {st['rejected']}), recovery {st['recovery_s']} s "
+          f"(then {st['below_top_after_recovery']} answers below the top), ρ histogram {st['rho_histogram']}")
+    for phase in st["by_phase"]:
+        p99 = "-" if phase["p99_ms"] is None else f"{phase['p99_ms']:.0f} ms"
+        rho = "-" if phase["mean_rho"] is None else f"{phase['mean_rho']:.3f}"
+        print(f"  phase from {phase['start_s']:g} s at {phase['rate_ips']:.1f}/s: {phase['requests']} requests, "
+              f"{phase['rejected']} rejected, {phase['other_failures']} other failures, p99 {p99}, mean ρ {rho}")
     print("overhead:", json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in record["overhead"].items()}))
 
 
@@ -362,11 +399,13 @@ async def run(args: argparse.Namespace) -> None:
     fixed = await fixed_runs(artifact, common, args, image, low, high)
     runs, capacity = fixed["runs"], fixed["capacity"]
     objective = args.slo_factor * summarize(runs[f"fixed ρ={low:g}"][0], None, 0.0)["p99_ms"]
-    server = Server(artifact, *common, "--slo-ms", f"{objective:.1f}")
+    bound = [] if args.queue_timeout_ms is None else ["--queue-timeout-ms", f"{args.queue_timeout_ms:g}"]
+    server = Server(artifact, *common, "--slo-ms", f"{objective:.1f}", *bound)
     try:
         runs["adaptive"] = await open_loop(server, fixed["times"], image)
         steps = [(float(m) * capacity, float(s)) for m, s in (p.split(":") for p in args.step.split(","))]
         step_records, step_cpu = await open_loop(server, schedule(steps, args.seed + 1), image)
+        record["adaptive_rejected_by_triton"] = server.rejected()  # both adaptive runs: a check on the client's count
     finally:
         stderr = server.stop()
     step_down = sum(s for _, s in steps[:-1])
@@ -377,8 +416,10 @@ async def run(args: argparse.Namespace) -> None:
     record.update(capacity_ips=capacity, offered_ips=args.overload * capacity, objective_ms=objective)
     record["fixed_rate"] = {label: summarize(recs, objective, cpu) for label, (recs, cpu) in runs.items()}
     record["step"] = {"phases": [{"rate_ips": r, "seconds": s} for r, s in steps], "step_down_at_s": step_down,
-                      **summarize(step_records, objective, step_cpu, step_down, high)}
-    record["adaptive_server_log"] = [line for line in stderr.splitlines() if "service time" in line or "warning" in line]
+                      **summarize(step_records, objective, step_cpu, step_down, high),
+                      "by_phase": by_phase(step_records, steps)}
+    record["adaptive_server_log"] = [line for line in stderr.splitlines() 
+                                    if "service time" in line or "warning" in line or "queued longer" in line]
     record["loadavg_after"] = os.getloadavg()
     print_summary(record, args.slo_factor)
     if args.json:

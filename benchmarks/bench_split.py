@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cpu import ensure_export, parse_list  # noqa: E402 - benchmarks/bench_cpu.py
 
 from dvit_deploy.helpers.fileio import write_json_atomic  # noqa: E402
-from dvit_deploy.jobs.profile import ProfileSettings, attach_speedups, machine_info, profile_artifacts  # noqa: E402
+from dvit_deploy.artifact.store import open_artifact  # noqa: E402
+from dvit_deploy.jobs.profile import (ProfileOptions, ProfileRun, ProfileSettings, attach_speedups,  # noqa: E402
+                                   machine_info, profile_artifacts)
 
 
 def op_time_by_type(path: Path, batch: int, runs: int) -> dict[str, float]:
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = [(dense, "dense"), (sparse, "sparse")]
         for backend in backends:
             console.print(f"measuring {model} on {backend} at batch {batches} (load {os.getloadavg()[0]:.1f})")
-            found = profile_artifacts(runs, backend, batches, settings)
+            found = profile_artifacts([ProfileRun(open_artifact(p), role) for p, role in runs], backend,
+                                      ProfileOptions(batches=tuple(batches), settings=settings))
             attach_speedups(found, {str(sparse): str(dense)})
             results.extend((model, r) for r in found)
         if args.profile_batch:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dvit_deploy.artifact.manifest import (ENGINE_SCHEMA, ONNX_SCHEMA, DerivedFrom, OnnxManifest, verification)
+from dvit_deploy.artifact.context import RunContext
+from dvit_deploy.artifact.manifest import ENGINE_SCHEMA, ONNX_SCHEMA, DerivedFrom, OnnxManifest
 from dvit_deploy.artifact.store import Artifact, ArtifactFilter, default_artifact, open_artifact
 from dvit_deploy.helpers.errors import BadInput
 from dvit_deploy.helpers.fileio import manifest_path, sha256_file
@@ -51,9 +52,13 @@ def test_a_changed_artifact_is_refused_or_opened_unchecked_under_no_verify(expor
     with pytest.raises(BadInput, match="does not match its manifest"):
         open_artifact(exported)
     warnings = []
-    with verification(enabled=False, on_warning=warnings.append):
-        opened = open_artifact(exported)
+    context = RunContext(verify=False, on_warning=warnings.append)
+    opened = open_artifact(exported, context=context)
     assert opened.sha256_checked is False and len(warnings) == 1 and "--no-verify" in warnings[0]
+    assert opened.context is context  # later steps on it (a re-check, its twin) keep the run's policy
+    assert opened.verified().sha256_checked is False and len(warnings) == 2
+    with pytest.raises(BadInput, match="does not match its manifest"):  # the policy is the run's, not global
+        open_artifact(exported)
 
 
 def test_quantize_default_is_the_one_rule_with_an_fp32_export_filter(exported, workdir):
@@ -128,6 +133,8 @@ def test_the_writers_use_the_schema_constants():
 
 
 def test_profile_reads_each_manifest_once(exported, monkeypatch):
+    from dvit_deploy.artifact.context import RunContext
+    from dvit_deploy.artifact.store import open_artifact
     from dvit_deploy.jobs.profile import ProfileOptions, ProfileSettings, plan_profile, run_profile
     from dvit_deploy.jobs.profile.measure import ProfileRun
 
@@ -142,12 +149,13 @@ def test_profile_reads_each_manifest_once(exported, monkeypatch):
     monkeypatch.setattr(Path, "read_text", counting)
     options = ProfileOptions(backend="onnxruntime", batches=(1,),
                              settings=ProfileSettings(warmup_s=0.0, iterations=2, min_iterations=1, rounds=1))
-    plan = plan_profile([exported], options)
+    context = RunContext()
+    plan = plan_profile([open_artifact(exported)], options, context)
     assert plan.runs == [ProfileRun(plan.runs[0].artifact, "sparse")] and plan.runs[0].artifact.path == exported
-    report = run_profile(plan, options)
+    report = run_profile(plan, options, context)
     assert len(reports := report.results) == 1 and reports[0].keep_counts == list(plan.runs[0].artifact.model.keep_counts)
     assert reports[0].keep_ratio == pytest.approx(0.7) and reports[0].stats.count == 2
-    assert len(reads) == 1, reads  # opened once by the plan; measure and the runner use that Artifact
+    assert len(reads) == 1, reads  # opened once by the caller; plan, measure and the runner use that Artifact
 
 
 # Manifests as dvit-deploy 0.1 wrote them before the typed writers (a842b90): a tiny Swin export and

@@ -134,3 +134,69 @@ def test_run_export_and_run_doctor_as_a_library(tmp_path):
     assert payload["keep_counts"] == [137, 96, 67]
     report = run_doctor(result.path, DoctorOptions(target="trt-10", real_parser=False))
     assert report.passed and report.target.name == "trt-10"
+
+
+# predict, eval, profile, tradeoff and flops: run(options, context[, artifact]) in jobs/, one call from a thin CLI.
+RUN_SEAM = {"predict_cmd": "dvit_deploy.jobs.predict", "eval_cmd": "dvit_deploy.jobs.evaluate",
+            "profile_cmd": "dvit_deploy.jobs.profile", "tradeoff_cmd": "dvit_deploy.jobs.tradeoff",
+            "flops_cmd": "dvit_deploy.jobs.flops"}
+
+
+@pytest.mark.parametrize("module", sorted(RUN_SEAM))
+def test_run_seam_cli_is_thin_and_calls_one_run(module):
+    path = PACKAGE / "cli" / f"{module}.py"
+    assert len(path.read_text().splitlines()) <= 120
+    calls = _calls(path)
+    assert calls.count("run") == 1, calls
+    assert not [name for name in calls if name.startswith(("run_", "plan_", "evaluate", "profile_artifacts"))], calls
+
+
+@pytest.mark.parametrize("module", sorted(RUN_SEAM.values()))
+def test_run_takes_options_a_context_and_opened_artifacts(module):
+    import importlib
+    import inspect
+
+    job = importlib.import_module(module)
+    params = list(inspect.signature(job.run).parameters.values())
+    assert [p.name for p in params[:2]] == ["options", "context"]
+    assert "RunContext" in str(params[1].annotation)
+    if len(params) > 2 and params[2].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+        assert params[2].name in ("artifact", "artifacts") and "Artifact" in str(params[2].annotation)
+        assert "Path" not in str(params[2].annotation)  # the default-artifact rule runs in the CLI, once
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[3:])
+
+
+def test_run_seam_options_are_frozen_and_refuse_early():
+    from dvit_deploy.jobs.evaluate import EvalOptions
+    from dvit_deploy.jobs.flops import FlopsOptions
+    from dvit_deploy.jobs.predict import PredictOptions
+    from dvit_deploy.jobs.profile import ProfileOptions
+    from dvit_deploy.jobs.tradeoff import TradeoffOptions
+
+    for options in (PredictOptions(), EvalOptions(), ProfileOptions(), TradeoffOptions(), FlopsOptions()):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            options.backend = "torch"  # type: ignore[misc]
+    assert PredictOptions(images=["a.png"], viz="k.png").images == (Path("a.png"),)
+    with pytest.raises(BadInput, match="cannot be used with --no-reference"):
+        EvalOptions(reference=False, min_agreement=0.9)
+    with pytest.raises(BadInput, match="between 0 and 1, got 1.5"):
+        EvalOptions(min_agreement=1.5)
+    with pytest.raises(BadInput, match="unknown model 'nope'"):
+        FlopsOptions(models=("nope",))
+
+
+def test_flops_run_as_a_library_is_what_the_cli_prints():
+    import json
+
+    from typer.testing import CliRunner
+
+    from dvit_deploy.artifact.context import RunContext
+    from dvit_deploy.cli import app
+    from dvit_deploy.jobs.flops import FlopsOptions, run
+
+    result = run(FlopsOptions(models=("deit-s",), keep_ratios=(0.7,)), RunContext())
+    (model,) = result.models
+    assert model.variant == "deit-s" and round(model.dense.gmacs, 1) == 4.6 and model.sparse[0].keep_ratio == 0.7
+    printed = CliRunner().invoke(app, ["flops", "-m", "deit-s", "-r", "0.7", "--json"])
+    assert printed.exit_code == 0, printed.output
+    assert json.loads(printed.stdout) == json.loads(json.dumps(result.to_dict()))

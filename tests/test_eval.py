@@ -10,8 +10,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
-from dvit_deploy.jobs.evaluate import evaluate
-from dvit_deploy.jobs.predict import predict
+
+from .job_calls import evaluate, predict
 
 runner = CliRunner()
 

@@ -319,44 +319,40 @@ def test_profile_keep_ratio_cli(dk_export, tmp_path):
 
 
 def test_serve_spec_of_a_ladder_engine(dk_export, tmp_path):
-    from dvit_deploy.jobs.serve.spec import ServeSpec, make_spec
+    from dvit_deploy.jobs.serve.spec import ServeOptions, ServeSpec, make_spec
 
     engine = Artifact.of(tmp_path / "l.engine", ladder_manifest(dk_export, (0.5, 0.6, 0.8, 0.9)))
-    spec = make_spec(engine, backend="tensorrt", precision="fp32", name=None, max_batch=None, queue_delay_us=100)
+    spec = make_spec(engine, ServeOptions(backend="tensorrt", precision="fp32"))
     assert spec.keep_range == (0.5, 0.9) and spec.rungs == (0.5, 0.6, 0.8, 0.9)
     assert spec.keep_ratio == 0.9  # the export's 0.7 is no rung: the highest
     assert spec.counts_for(0.6) == tuple(COUNTS[0.6])
     with pytest.raises(BadInput, match=r"keep_ratio 0.7 is not on this engine's ladder; it serves ρ 0.5, 0.6, 0.8, 0.9"):
         spec.counts_for(0.7)
     assert ServeSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
-    narrow = make_spec(engine, backend="tensorrt", precision="fp32", name=None, max_batch=None, queue_delay_us=100,
-                       keep_range=(0.55, 0.85))
+    narrow = make_spec(engine, ServeOptions(backend="tensorrt", precision="fp32", keep_range=(0.55, 0.85)))
     assert narrow.rungs == (0.6, 0.8) and narrow.keep_ratio == 0.8
     with pytest.raises(BadInput, match=r"--keep-range 0.65,0.75 holds no rung of l.engine's ladder"):
-        make_spec(engine, backend="tensorrt", precision="fp32", name=None, max_batch=None, queue_delay_us=100,
-                  keep_range=(0.65, 0.75))
-    onnx = make_spec(open_artifact(dk_export), backend="onnxruntime", precision="fp32", name=None, max_batch=None,
-                     queue_delay_us=100)
+        make_spec(engine, ServeOptions(backend="tensorrt", precision="fp32", keep_range=(0.65, 0.75)))
+    onnx = make_spec(open_artifact(dk_export), ServeOptions(backend="onnxruntime", precision="fp32"))
     assert onnx.rungs is None and onnx.counts_for(0.65)  # any ρ in the range: not a ladder
 
 
 def test_a_ladder_engine_gives_the_slo_controller_its_rungs(dk_export, tmp_path):
     """--slo-ms on a ladder engine: the controller's grid is the engine's rungs inside --keep-range."""
     from dvit_deploy.jobs.serve.slo import rungs_of
-    from dvit_deploy.jobs.serve.spec import make_spec
+    from dvit_deploy.jobs.serve.spec import ServeOptions, make_spec
 
     engine = Artifact.of(tmp_path / "l.engine", ladder_manifest(dk_export, (0.5, 0.6, 0.8, 0.9)))
-    whole = make_spec(engine, backend="tensorrt", precision="fp32", name=None, max_batch=None, queue_delay_us=100,
-                      token_outputs=False, slo_ms=100.0)
+    whole = make_spec(engine, ServeOptions(backend="tensorrt", precision="fp32", slo_ms=100.0), token_outputs=False)
     assert rungs_of(whole) == (0.5, 0.6, 0.8, 0.9) and whole.keep_range == (0.5, 0.9)
-    part = make_spec(engine, backend="tensorrt", precision="fp32", name=None, max_batch=None, queue_delay_us=100,
-                     token_outputs=False, slo_ms=100.0, keep_range=(0.55, 0.85))
+    part = make_spec(engine, ServeOptions(backend="tensorrt", precision="fp32", slo_ms=100.0, keep_range=(0.55, 0.85)),
+                     token_outputs=False)
     assert rungs_of(part) == (0.6, 0.8)
 
 
 def test_handler_runs_ladder_rungs_only(dk_export, tmp_path):
     from dvit_deploy.jobs.serve.handler import Request, RequestHandler
-    from dvit_deploy.jobs.serve.spec import make_spec
+    from dvit_deploy.jobs.serve.spec import ServeOptions, make_spec
     from dvit_deploy.runtime.base import RunOutput
 
     class Recorder:  # stands in for the TensorRT runner: records the counts of each call
@@ -368,8 +364,7 @@ def test_handler_runs_ladder_rungs_only(dk_export, tmp_path):
             return RunOutput(logits=np.zeros((len(images), 10), np.float32), kept=None, extra={})
 
     engine = Artifact.of(tmp_path / "l.engine", ladder_manifest(dk_export, (0.5, 0.6, 0.8, 0.9)))
-    spec = make_spec(engine, backend="tensorrt", precision="fp32", name=None, max_batch=None, queue_delay_us=100,
-                     token_outputs=False)
+    spec = make_spec(engine, ServeOptions(backend="tensorrt", precision="fp32"), token_outputs=False)
     runner = Recorder()
     handler = RequestHandler(runner, spec)
     batch = np.zeros((1, 3, 224, 224), np.float32)

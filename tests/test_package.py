@@ -303,15 +303,15 @@ def test_int8_bundle_says_int8_not_fp16(onnx_copy, tmp_path):
 
 
 def test_collected_items_hold_their_artifact_opened_once(onnx_copy, file_reads):
-    """collect_artifacts opens each artifact once (read, checked, typed) and hands the Artifact on; an
-    Artifact already opened is not read again."""
+    """open_artifacts opens each given artifact once (read, checked, typed), collect_artifacts opens the
+    engine's source ONNX once and hands the Artifacts on; an Artifact already opened is not read again."""
     from dvit_deploy.artifact.manifest import EngineManifest, OnnxManifest
     from dvit_deploy.artifact.store import Artifact, open_artifact
-    from dvit_deploy.jobs.ship import collect_artifacts
+    from dvit_deploy.jobs.ship import collect_artifacts, open_artifacts
 
     engine = fake_engine(onnx_copy.parent, onnx_copy)
     reads = file_reads({p: p.name for p in (manifest_path(engine), manifest_path(onnx_copy))})
-    onnx_items, engines = collect_artifacts([engine])
+    onnx_items, engines = collect_artifacts(open_artifacts([engine]))
     assert sorted(reads) == ["tiny-orin-fp16.engine.json", "tiny.onnx.json"]  # the engine's manifest and its source's, once each
     (item,), (built,) = onnx_items, engines
     assert isinstance(item.artifact, Artifact) and isinstance(item.manifest, OnnxManifest)

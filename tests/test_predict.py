@@ -17,8 +17,9 @@ from dvit_deploy.jobs import predict as predict_module
 from dvit_deploy.cli import app
 from dvit_deploy.helpers.fileio import sha256_file
 from dvit_deploy.helpers.errors import BadInput, MissingDependency
-from dvit_deploy.jobs.predict import predict
 from dvit_deploy.jobs.viz import MASK_COLOUR, MASK_OPACITY, keep_mask, masked_image, save_keep_figure
+
+from .job_calls import predict
 
 runner = CliRunner()
 

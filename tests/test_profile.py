@@ -123,7 +123,9 @@ def test_pruning_overhead_attributes_predictor_nodes(tiny_export):
         assert {"TopK", "Gather", "LogSoftmax", "MatMul"} <= kinds
         # The trunk's attention (Softmax) is not attributed to pruning.
         assert "Softmax" not in kinds
-    breakdown = pruning_overhead(tiny_export.path, 2, runs=2, warmup=1)
+    from dvit_deploy.artifact.store import open_artifact
+
+    breakdown = pruning_overhead(open_artifact(tiny_export.path), 2, runs=2, warmup=1)
     assert 0 < breakdown.pruning_ms < breakdown.total_node_ms
     assert len(breakdown.per_stage_ms) == 3 and "TopK" in breakdown.by_op
 
@@ -169,7 +171,7 @@ def test_profile_reports_the_time_each_model_really_ran(sparse_export):
     """'2 s' asked is not what the table may claim when each model ran 9-14 s (slow calls, minimum calls)."""
     from types import SimpleNamespace
 
-    from dvit_deploy.cli.profile_cmd import measured_time
+    from dvit_deploy.cli.profile_table import measured_time
 
     assert measured_time([SimpleNamespace(measured_s=9.13), SimpleNamespace(measured_s=14.2)]) == "9.1–14.2 s"
     assert measured_time([SimpleNamespace(measured_s=2.04)]) == "2.0 s"

@@ -123,7 +123,7 @@ def test_result_carries_the_typed_manifest_as_written(quantized, fp32_export):
 
 
 def test_summary_rows_come_from_the_result(quantized):
-    from dvit_deploy.cli.quantize_cmd import summary_rows
+    from dvit_deploy.jobs.quantize import summary_rows
 
     rows = dict(summary_rows(quantized))
     recipe = quantized.choice.recipe

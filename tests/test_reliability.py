@@ -21,7 +21,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dvit_deploy.helpers.fileio import manifest_path
-from dvit_deploy.artifact import manifest as artifact_manifest
+from dvit_deploy.artifact import verify as artifact_verify
+from dvit_deploy.artifact.context import RunContext
 from dvit_deploy.cli import app
 from dvit_deploy.export import export_onnx
 from dvit_deploy.models.checkpoint import load_model
@@ -83,15 +84,18 @@ def test_no_verify_warns_and_runs(exported):
 
 def test_digests_are_streamed_once_per_file_state(tmp_path, monkeypatch):
     calls = []
-    real = artifact_manifest.sha256_file
-    monkeypatch.setattr(artifact_manifest, "sha256_file", lambda p: calls.append(p) or real(p))
+    real = artifact_verify.sha256_file
+    monkeypatch.setattr(artifact_verify, "sha256_file", lambda p: calls.append(p) or real(p))
     f = tmp_path / "m.onnx"
     f.write_bytes(b"abc")
-    assert artifact_manifest.cached_sha256(f) == artifact_manifest.cached_sha256(f)
+    run = RunContext()
+    assert artifact_verify.cached_sha256(f, run) == artifact_verify.cached_sha256(f, run)
     assert len(calls) == 1
     f.write_bytes(b"abcd")  # a changed file is hashed again
-    artifact_manifest.cached_sha256(f)
+    artifact_verify.cached_sha256(f, run)
     assert len(calls) == 2
+    artifact_verify.cached_sha256(f, RunContext())  # the cache is the run's: a new run hashes again
+    assert len(calls) == 3
 
 
 def test_package_refuses_an_artifact_that_verify_would_reject(exported, workdir):

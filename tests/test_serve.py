@@ -27,7 +27,7 @@ from dvit_deploy.helpers.fileio import manifest_path
 from dvit_deploy.artifact.store import Artifact, open_artifact
 from dvit_deploy.runtime import open_runner
 from dvit_deploy.jobs.serve.handler import Request, RequestHandler
-from dvit_deploy.jobs.serve.spec import make_spec
+from dvit_deploy.jobs.serve.spec import ServeOptions, make_spec
 
 pytest.importorskip("pytriton", reason='dvit serve needs nvidia-pytriton: pip install "dvit-deploy[serve]"')
 http = pytest.importorskip("tritonclient.http")
@@ -152,8 +152,8 @@ def test_handler_never_mixes_keep_counts_in_one_call(exports):
     """Requests at different ρ in one Triton batch: one runner call per kept-count vector, results unchanged."""
     artifact = exports[0]
     opened = open_artifact(artifact)
-    spec = make_spec(opened, backend="onnxruntime", precision="fp32", name=None, max_batch=8,
-                     queue_delay_us=100, keep_range=(0.6, 0.9), token_outputs=True)
+    spec = make_spec(opened, ServeOptions(backend="onnxruntime", precision="fp32", max_batch=8, keep_range=(0.6, 0.9)),
+                     token_outputs=True)
     with open_runner("onnxruntime", opened, topk_outputs=True) as runner:
         handler = RequestHandler(runner, spec)
         batches = [images(2, s) for s in range(4)]
@@ -407,13 +407,12 @@ def test_spec_of_an_engine_takes_batch_and_keep_range_from_its_profiles(tmp_path
                      {"name": "keep_counts", "kind": "values", "min": [98, 49, 24], "opt": [137, 96, 67],
                       "max": [176, 158, 142]}],
     }
-    spec = make_spec(Artifact.of(tmp_path / "m.engine", manifest), backend="tensorrt", precision="fp16", name=None,
-                     max_batch=None, queue_delay_us=100)
+    spec = make_spec(Artifact.of(tmp_path / "m.engine", manifest), ServeOptions(backend="tensorrt", precision="fp16"))
     assert spec.max_batch == 16 and spec.fixed_batch is None and spec.num_classes == 10
     assert spec.keep_range == pytest.approx((98 / 196, 176 / 196)) and spec.name == "m"
     with pytest.raises(BadInput, match=r"--max-batch 32 exceeds what m.engine accepts \(16\)"):
-        make_spec(Artifact.of(tmp_path / "m.engine", manifest), backend="tensorrt", precision="fp16", name=None,
-                  max_batch=32, queue_delay_us=100)
+        make_spec(Artifact.of(tmp_path / "m.engine", manifest),
+                  ServeOptions(backend="tensorrt", precision="fp16", max_batch=32))
 
 
 def test_slo_mode_out_of_reach_warns_serves_at_the_bottom_and_counts_it(exports):
@@ -454,8 +453,7 @@ def test_fixed_batch_artifact_is_padded_and_trimmed(tmp_path):
     artifact = export_onnx(load_model(model_name="tiny-deit", keep_ratio=0.7), tmp_path / "tiny-b2.onnx", batch=2,
                            token_outputs=True, check_samples=2).path
     opened = open_artifact(artifact)
-    spec = make_spec(opened, backend="onnxruntime", precision="fp32", name=None, max_batch=None,
-                     queue_delay_us=100)
+    spec = make_spec(opened, ServeOptions(backend="onnxruntime", precision="fp32"))
     assert spec.max_batch == 2 and spec.fixed_batch == 2 and "max_batch_size: 2" in spec.triton_config()
     with open_runner("onnxruntime", opened) as runner:
         handler = RequestHandler(runner, spec)

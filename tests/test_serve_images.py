@@ -208,7 +208,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def test_served_image_bytes_equal_dvit_predict_on_the_same_files(image_server, tmp_path):
     from dvit_deploy.artifact.store import open_artifact
-    from dvit_deploy.jobs.predict import predict
+    from .job_calls import predict
     from dvit_deploy.runtime import open_runner
     import tritonclient.http as http
 
@@ -288,7 +288,7 @@ def test_a_bad_image_fails_its_own_request_and_the_rest_of_the_batch_is_answered
 
 def test_make_spec_serves_image_bytes_only_with_the_manifests_preprocessing(tmp_path):
     from dvit_deploy.artifact.store import Artifact
-    from dvit_deploy.jobs.serve.spec import make_spec
+    from dvit_deploy.jobs.serve.spec import ServeOptions, make_spec
 
     manifest = {"kind": "onnx", "variant": "tiny-deit", "config": {"img_size": 224}, "dense": False,
                 "keep_ratio": 0.7, "keep_counts": [137, 96, 67], "num_patches": 196, "dynamic_batch": True,
@@ -296,8 +296,8 @@ def test_make_spec_serves_image_bytes_only_with_the_manifests_preprocessing(tmp_
     recorded = {**DATA_CONFIG, "crop_pct": 0.9}
 
     def spec(**fields):
-        return make_spec(Artifact.of(tmp_path / "m.onnx", {**manifest, **fields}), backend="onnxruntime",
-                         precision="fp32", name=None, max_batch=None, queue_delay_us=100)
+        return make_spec(Artifact.of(tmp_path / "m.onnx", {**manifest, **fields}),
+                         ServeOptions(backend="onnxruntime", precision="fp32"))
 
     assert spec(data_config=recorded).data_config == {**DATA_CONFIG, "crop_pct": 0.9, "input_size": [3, 224, 224],
                                                       "mean": list(DATA_CONFIG["mean"]), "std": list(DATA_CONFIG["std"])}

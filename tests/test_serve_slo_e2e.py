@@ -11,8 +11,10 @@ latency counts from each request's *scheduled* time. Assertions are on ratios wi
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -83,6 +85,39 @@ def open_loop(server: Server, phases: list[tuple[float, float]], *, keep_ratio: 
     return records
 
 
+def scrape(server: Server) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as reply:
+        return reply.read().decode()
+
+
+def rejected_count(metrics: str) -> int:
+    """Triton's ``nv_inference_request_failure{reason="REJECTED"}``: requests its queue policy refused."""
+    line = next(x for x in metrics.splitlines() if x.startswith("nv_inference_request_failure{")
+                and 'reason="REJECTED"' in x and 'model="tiny64"' in x)
+    return int(float(line.rsplit(" ", 1)[1]))
+
+
+def http_burst(server: Server, count: int, answers: list[tuple[int, str]]) -> None:
+    """``count`` JSON infer requests at once over HTTP (through dvit serve's front): (status, body) each."""
+    body = json.dumps({"inputs": [{"name": "images", "shape": [1, 3, 64, 64], "datatype": "FP32",
+                                   "data": [0.0] * (3 * 64 * 64)}]}).encode()
+
+    def post() -> None:
+        request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}/v2/models/tiny64/infer", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as reply:
+                answers.append((reply.status, ""))
+        except urllib.error.HTTPError as error:
+            answers.append((error.code, error.read().decode()))
+
+    threads = [threading.Thread(target=post) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def p99_ms(records: list[dict]) -> float:
     return 1e3 * float(np.percentile([r["latency"] for r in records], 99))
 
@@ -98,17 +133,23 @@ def test_adaptive_rho_meets_an_objective_fixed_rho_misses_then_recovers(tiny64):
         code, stderr = fixed.stop()
     assert code == 0, stderr
 
-    adaptive = Server(tiny64, *common, "--slo-ms", str(OBJECTIVE_MS), "--queue-timeout-ms", str(2 * OBJECTIVE_MS))
+    adaptive = Server(tiny64, *common, "--slo-ms", str(OBJECTIVE_MS))  # the queue bound at its default
     try:
         served = open_loop(adaptive, [(low, 4), (overload, 10), (low, 12)], seed=1)
-        with urllib.request.urlopen(f"http://127.0.0.1:{adaptive.metrics_port}/metrics", timeout=10) as reply:
-            metrics = reply.read().decode()
-        # Beyond what even ρ 0.6 serves (~33 img/s): queued past 2× the objective (--queue-timeout-ms) is rejected.
+        metrics = scrape(adaptive)
+        # Beyond what even ρ 0.6 serves (~33 img/s), for 4 s: what waited the objective in the queue is rejected,
+        # over gRPC and over HTTP (a few JSON requests sent meanwhile, 2 s in).
+        http_answers: list[tuple[int, str]] = []
+        prober = threading.Timer(2.0, http_burst, (adaptive, 8, http_answers))
+        prober.start()
         beyond = open_loop(adaptive, [(3.0 * 33, 4)], seed=2)
+        prober.join()
+        after = scrape(adaptive)
     finally:
         code, stderr = adaptive.stop()
     assert code == 0, stderr
     assert "service time measured" in stderr
+    assert f"requests queued longer than {OBJECTIVE_MS:g} ms are rejected (UNAVAILABLE / HTTP 503" in stderr
 
     assert all(r["error"] is None for r in at_top + served)
     heavy = [r for r in served if 4 <= r["scheduled"] < 14]
@@ -125,28 +166,38 @@ def test_adaptive_rho_meets_an_objective_fixed_rho_misses_then_recovers(tiny64):
     assert tail and all(r == pytest.approx(0.9) for r in tail)  # and it stays there: no oscillation
     assert 'dvit_keep_ratio{model="tiny64"} 0.9' in metrics
 
+    assert rejected_count(metrics) == 0  # holding the objective rejected nothing
     rejected = [r for r in beyond if r["error"] is not None]
     answered = [r for r in beyond if r["error"] is None]
     assert rejected and answered
-    assert all("timeout" in r["error"].lower() for r in rejected), rejected[0]["error"]
-    assert max(r["latency"] for r in answered) < 2 * OBJECTIVE_MS / 1e3 + 2.0  # bounded by the queue policy
+    assert all("StatusCode.UNAVAILABLE" in r["error"] and "Request timeout expired" in r["error"]
+               for r in rejected), rejected[0]["error"]
+    # answered within the bound: waited at most the objective, then one batch (0.12 s at ρ 0.6), with slack
+    # for a loaded machine; not the ever-growing latency of an unbounded queue (4 s at 3× would reach ~3 s)
+    assert max(r["latency"] for r in answered) < OBJECTIVE_MS / 1e3 + 1.0
+    refused = [(code, body) for code, body in http_answers if code != 200]
+    assert refused and all(code == 503 and "Request timeout expired" in body for code, body in refused), http_answers
+    assert rejected_count(after) == len(rejected) + len(refused)  # Triton's failure counter, reason REJECTED
 
 
 def test_slo_spec_writes_a_rejecting_queue_policy(tiny64):
     from dvit_deploy.artifact.store import open_artifact
     from dvit_deploy.helpers.errors import BadInput
-    from dvit_deploy.jobs.serve.spec import ServeSpec, make_spec
+    from dvit_deploy.jobs.serve.spec import ServeOptions, ServeSpec, make_spec
     from dvit_deploy.jobs.serve.slo import rungs_of
 
     opened = open_artifact(tiny64)
 
     def spec(**kw):
-        return make_spec(opened, backend="onnxruntime", precision="fp32", name=None, max_batch=8, queue_delay_us=100,
-                         keep_range=(0.6, 0.9), **kw)
+        return make_spec(opened, ServeOptions(backend="onnxruntime", precision="fp32", max_batch=8,
+                                              keep_range=(0.6, 0.9), **kw))
 
     plain = spec()
     assert plain.queue_timeout_ms is None and "default_queue_policy" not in plain.triton_config()
-    assert spec(slo_ms=250.0).queue_timeout_ms is None  # opt-in, also under --slo-ms
+    bounded = spec(slo_ms=250.0)  # under --slo-ms the queue is bounded by default, at the objective
+    assert bounded.queue_timeout_ms == 250.0 and "default_timeout_microseconds: 250000" in bounded.triton_config()
+    assert make_spec(opened, backend="onnxruntime", precision="fp32", name=None, max_batch=8, queue_delay_us=100,
+                     dynamic_batching=False, slo_ms=250.0).queue_timeout_ms is None  # no batcher, no queue policy
     adaptive = spec(slo_ms=250.0, queue_timeout_ms=500.0)
     assert adaptive.queue_timeout_ms == 500.0
     config = adaptive.triton_config()
@@ -154,8 +205,8 @@ def test_slo_spec_writes_a_rejecting_queue_policy(tiny64):
             "    allow_timeout_override: false\n  }\n}") in config
     assert spec(slo_ms=250.0, queue_timeout_ms=0).queue_timeout_ms is None  # 0: never reject
     with pytest.raises(BadInput, match="--queue-timeout-ms needs dynamic batching"):
-        make_spec(opened, backend="onnxruntime", precision="fp32", name=None, max_batch=8, queue_delay_us=100,
-                  dynamic_batching=False, queue_timeout_ms=100)
+        make_spec(opened, ServeOptions(backend="onnxruntime", precision="fp32", max_batch=8,
+                                       dynamic_batching=False, queue_timeout_ms=100))
     assert spec(queue_timeout_ms=75).queue_timeout_ms == 75.0
     with pytest.raises(BadInput, match="--queue-timeout-ms must be ≥ 0"):
         spec(queue_timeout_ms=-1)

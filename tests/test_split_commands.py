@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
-from dvit_deploy.jobs.predict import predict
 
+from .job_calls import predict
 from .test_eval import noise_images
 
 runner = CliRunner()

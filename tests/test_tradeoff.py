@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dvit_deploy.cli import app
-from dvit_deploy.jobs.tradeoff import run as tradeoff_run
+from dvit_deploy.jobs.tradeoff import measure as tradeoff_measure
 from dvit_deploy.jobs.tradeoff.result import TradeoffRow, mark_pareto, recommend
 
 from .conftest import make_official_checkpoint
@@ -106,7 +106,7 @@ def test_agreement_at_the_top_rho_against_itself_is_one_and_the_table_and_plot(h
 def test_an_interrupted_run_keeps_its_finished_rows(here, monkeypatch, signal_kind, code):
     from dvit_deploy.cli.failures import Terminated
 
-    real, calls = tradeoff_run.measure_point, []
+    real, calls = tradeoff_measure.measure_point, []
 
     def stopping(*args, **kwargs):
         calls.append(1)
@@ -114,7 +114,7 @@ def test_an_interrupted_run_keeps_its_finished_rows(here, monkeypatch, signal_ki
             raise KeyboardInterrupt() if signal_kind == "ctrl-c" else Terminated()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tradeoff_run, "measure_point", stopping)
+    monkeypatch.setattr(tradeoff_measure, "measure_point", stopping)
     result = runner.invoke(app, ["tradeoff", "export/tiny-dynkeep.onnx", "--samples", "4", "-o", "t.json", "--json",
                                  *QUICK])
     assert result.exit_code == code, result.output

@@ -50,4 +50,4 @@ class RunContext:
         return dataclasses.replace(self, **changes)
 
 
-__all__ = ["RunCaches", "RunContext"]
+__all__ = ("RunCaches", "RunContext")

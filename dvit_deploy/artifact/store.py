@@ -7,18 +7,18 @@ Relative defaults resolve against the current working directory, so ``dvit`` wri
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
 if TYPE_CHECKING:
     from .manifest import AnyManifest, EngineManifest, ModelRecord, OnnxManifest, QuantizationRecord
 
 from ..helpers.errors import BadInput
 from ..helpers.fileio import manifest_path, read_json
+from .context import RunContext
 
 EXPORT_DIR = "export"
 ENGINES_DIR = "engines"
@@ -69,81 +69,67 @@ class ArtifactFilter:
     refusal: str | None = None  # the whole message when none is accepted (else built from ``what``)
 
 
-def default_artifact(suffixes: tuple[str, ...] = ALL_SUFFIXES, *,
-                     only: ArtifactFilter | None = None) -> tuple[Path, str]:
+def default_artifact(suffixes: tuple[str, ...] = ALL_SUFFIXES, *, only: ArtifactFilter | None = None,
+                     context: RunContext | None = None) -> tuple[Path, str]:
     """The one rule for "the default artifact", used by every command given none.
 
     Among the files with these suffixes that have a manifest, in ./export and ./engines (and that
     ``only`` accepts, when given): the newest (modification time) *pruned* one; only when there is
     no pruned one, the newest of all (a dense export). A dense twin exported for ``dvit profile``
     therefore never displaces the pruned model. Returns the path and the reason, which every
-    command prints.
+    command prints. The candidates' manifests are read through ``context``'s cache (a fresh one when None).
     """
+    context = RunContext() if context is None else context
     folders = (export_dir(), engines_dir())
     found = [p for folder in folders for s in dict.fromkeys(suffixes) for p in artifacts(folder, s)]
     found.sort(key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
     where = " or ".join(f"./{f.name}" for f in folders)
     kinds = "/".join(suffixes)
     if only is not None:
-        found = [p for p in found if only.accept(p, _candidate(p))]
+        found = [p for p in found if only.accept(p, _candidate(p, context))]
         if not found:
             raise BadInput(only.refusal or f"no {only.what} with a manifest in {where}; run 'dvit export' first "
                            "or pass a path")
     if not found:
         raise BadInput(f"no {kinds} artifact with a manifest in {where}; run 'dvit export' first or pass a path")
-    pruned = next((p for p in found if not _is_dense(p)), None)
+    pruned = next((p for p in found if not _is_dense(p, context)), None)
     if pruned is not None:
         return pruned, f"newest pruned {kinds} artifact in {where}"
     return found[0], f"newest {kinds} artifact in {where}; none of them is pruned"
 
 
-def _is_dense(artifact: Path) -> bool:
-    return _candidate(artifact).model.dense
+def _is_dense(artifact: Path, context: RunContext) -> bool:
+    return _candidate(artifact, context).model.dense
 
 
-# Within ``reading_once`` (a command's scope) each manifest file is read from disk once: choosing the
-# default artifact, finding a dense twin and opening the chosen one then share that read. Keyed by the
-# file's (path, inode, size, mtime) so a manifest rewritten during the command (writers replace it by a
-# rename: a new inode) is read again.
-_reads: dict[tuple[str, int, int, int], dict[str, Any]] | None = None
-
-
-@contextlib.contextmanager
-def reading_once() -> Iterator[None]:
-    """Read each manifest JSON once for the duration of a command (see ``_read_json``)."""
-    global _reads
-    previous, _reads = _reads, {} if _reads is None else _reads
-    try:
-        yield
-    finally:
-        _reads = previous
-
-
-def _read_json(path: Path, **kwargs: Any) -> dict[str, Any]:
-    if _reads is None:
-        return read_json(path, **kwargs)
+def _read_json(path: Path, context: RunContext, **kwargs: Any) -> dict[str, Any]:
+    """A manifest JSON, read from disk once per run (``context.caches.manifests``): choosing the default
+    artifact, finding a dense twin and opening the chosen one share that read. Keyed by the file's (path,
+    inode, size, mtime), so a manifest rewritten during the run (writers replace it by a rename: a new
+    inode) is read again."""
     try:
         stat = path.stat()
         key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
     except OSError:
         return read_json(path, **kwargs)  # missing: read_json says so in its own words
-    if key not in _reads:
-        _reads[key] = read_json(path, **kwargs)
-    return copy.deepcopy(_reads[key])  # callers own what they get, as from a fresh read
+    reads = context.caches.manifests
+    if key not in reads:
+        reads[key] = read_json(path, **kwargs)
+    return copy.deepcopy(reads[key])  # callers own what they get, as from a fresh read
 
 
-def _candidate(artifact: Path) -> "AnyManifest":
+def _candidate(artifact: Path, context: RunContext) -> "AnyManifest":
     """A candidate's typed manifest for choosing among them (unreadable: empty; it is checked once chosen)."""
     from .manifest import manifest_from_json
 
     try:
-        data = _read_json(manifest_path(artifact))
+        data = _read_json(manifest_path(artifact), context)
         return manifest_from_json(data if isinstance(data, Mapping) else {}, artifact)
     except (BadInput, ValueError, TypeError):  # a field of the wrong type: refused once chosen, with its name
         return manifest_from_json({}, artifact)
 
 
-def _read_checked(artifact: Path) -> dict[str, Any]:
+def _read_checked(artifact: Path, context: RunContext) -> dict[str, Any]:
     """The manifest JSON beside ``artifact``, refused in one line when missing or not one dvit reads."""
     if not artifact.exists():
         raise BadInput(f"artifact {artifact} not found")
@@ -153,7 +139,7 @@ def _read_checked(artifact: Path) -> dict[str, Any]:
         raise BadInput(f"{artifact.name} has no dvit manifest ({manifest_path(artifact).name} not found beside it): "
                        "dvit uses the artifacts it wrote, whose manifest says what they are; export the model "
                        "with 'dvit export'")
-    data = _read_json(manifest_path(artifact), what=f"manifest of {artifact.name}")
+    data = _read_json(manifest_path(artifact), context, what=f"manifest of {artifact.name}")
     from .manifest import check_manifest
 
     check_manifest(data, manifest_path(artifact))
@@ -168,23 +154,34 @@ class Artifact:
 
     ``manifest`` is an ``OnnxManifest`` or an ``EngineManifest``; a writer deriving a new manifest
     from it (quantize, fp16, build) starts from ``manifest.to_json()`` or ``with_changes``.
+
+    ``context`` is the run it was opened in: later steps on it (checking its sha256, rebuilding its
+    PyTorch model, opening its dense twin) use that run's verify policy, caches and moved checkpoint.
     """
 
     path: Path
     manifest: "AnyManifest"
     sha256_checked: bool
     picked_because: str | None = None  # why the default-artifact rule chose it; None when given
+    context: RunContext = field(default_factory=RunContext, compare=False, repr=False)
 
     @classmethod
-    def of(cls, path: str | Path, manifest: Mapping[str, Any] | "AnyManifest") -> "Artifact":
-        """An artifact from a manifest in memory (checked and typed; its file's sha256 not checked)."""
+    def of(cls, path: str | Path, manifest: Mapping[str, Any] | "AnyManifest", *,
+           context: RunContext | None = None) -> "Artifact":
+        """An artifact from a manifest in memory (checked and typed; its file's sha256 not checked), in the run
+        ``context`` (a fresh one when None)."""
         from .manifest import EngineManifest, OnnxManifest, check_manifest, manifest_from_json
 
         path = Path(path)
         if not isinstance(manifest, (OnnxManifest, EngineManifest)):
             check_manifest(manifest, manifest_path(path))
             manifest = manifest_from_json(manifest, path)
-        return cls(path, manifest, False)
+        return cls(path, manifest, False, context=RunContext() if context is None else context)
+
+    def in_context(self, context: RunContext) -> "Artifact":
+        """This artifact under ``context`` (a job's run): later steps (twins, the torch reference, derived
+        files) follow that run's policy, caches and moved checkpoint."""
+        return self if self.context is context else dataclasses.replace(self, context=context)
 
     def at_keep_ratio(self, keep_ratio: float) -> "Artifact":
         """This --dynamic-keep artifact run at ρ ``keep_ratio`` (``--keep-ratio`` of validate/profile): its
@@ -199,10 +196,10 @@ class Artifact:
 
     def verified(self) -> "Artifact":
         """This artifact with its sha256 checked against its manifest now (a mismatch is refused, or only
-        warned about under ``--no-verify``: see ``manifest.verification``)."""
-        from .manifest import verify_artifact
+        warned about when the run's ``context.verify`` is off: ``--no-verify``)."""
+        from .verify import verify_artifact
 
-        return dataclasses.replace(self, sha256_checked=verify_artifact(self.path, self.manifest.raw))
+        return dataclasses.replace(self, sha256_checked=verify_artifact(self.path, self.manifest.raw, self.context))
 
     @property
     def name(self) -> str:
@@ -248,23 +245,26 @@ class Artifact:
 
 
 def open_artifact(path: str | Path | None, usable_suffixes: tuple[str, ...] = ALL_SUFFIXES, *,
-                  only: ArtifactFilter | None = None, verify: bool = True,
+                  context: RunContext | None = None, only: ArtifactFilter | None = None, verify: bool = True,
                   on_picked: Callable[[Path, str], None] | None = None) -> Artifact:
     """Open ``path`` (or, when None, the default artifact among ``usable_suffixes``: see
     ``default_artifact``; ``on_picked(path, reason)`` is told which) with its manifest read and
     checked once. With ``verify`` the artifact must match its recorded sha256 (a mismatch is refused,
-    or only warned about under ``--no-verify``: see ``manifest.verification``).
+    or only warned about when ``context.verify`` is off: ``--no-verify``).
+
+    ``context``: the run it is opened in (None: a fresh ``RunContext()``); the artifact keeps it.
     """
     from .manifest import manifest_from_json
 
+    context = RunContext() if context is None else context
     why = None
     if path is None:
-        chosen, why = default_artifact(usable_suffixes, only=only)
+        chosen, why = default_artifact(usable_suffixes, only=only, context=context)
         if on_picked is not None:
             on_picked(chosen, why)
     else:
         chosen = Path(path).expanduser()
-    opened = Artifact(chosen, manifest_from_json(_read_checked(chosen), chosen), False, why)
+    opened = Artifact(chosen, manifest_from_json(_read_checked(chosen, context), chosen), False, why, context)
     return opened.verified() if verify else opened
 
 
@@ -280,9 +280,9 @@ def typed_manifest(source: "Artifact | AnyManifest", kind: "type[M]") -> "M":
     return manifest
 
 
-def as_artifact(artifact: "Artifact | str | Path") -> Artifact:
-    """``artifact`` when already opened, else opened now (callers that still pass a path)."""
-    return artifact if isinstance(artifact, Artifact) else open_artifact(artifact)
+def as_artifact(artifact: "Artifact | str | Path", context: RunContext | None = None) -> Artifact:
+    """``artifact`` when already opened, else opened now in ``context`` (callers that still pass a path)."""
+    return artifact if isinstance(artifact, Artifact) else open_artifact(artifact, context=context)
 
 
 def is_dense_twin(sparse: "AnyManifest | Mapping[str, Any]", candidate: "AnyManifest | Mapping[str, Any]") -> bool:
@@ -307,10 +307,11 @@ def is_dense_twin(sparse: "AnyManifest | Mapping[str, Any]", candidate: "AnyMani
 
 
 def find_dense_twin(artifact: Artifact) -> Path | None:
-    """The newest dense twin of ``artifact`` in its folder (same suffix), if any."""
+    """The newest dense twin of ``artifact`` in its folder (same suffix), if any (candidates read in the
+    artifact's run)."""
     for candidate in artifacts(artifact.path.parent, artifact.path.suffix):
         if candidate.resolve() == artifact.path.resolve():
             continue
-        if is_dense_twin(artifact.manifest, _candidate(candidate)):
+        if is_dense_twin(artifact.manifest, _candidate(candidate, artifact.context)):
             return candidate
     return None

@@ -12,7 +12,7 @@ from ..helpers.defaults import (BUILD_HARDWARE_COMPAT, BUILD_KEEP_RANGE, BUILD_M
 from ..engines.targets import PARSER_TARGETS as TARGETS
 from ..helpers.errors import BadInput, MissingDependency
 from ..helpers.lazy import lazy_import
-from .common import artifact_checks, artifact_or_default
+from .common import artifact_or_default, command_context
 from .failures import handle_errors
 from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION, parse_floats
 from .output import emit_json, human_bytes, notes, out, styled, table, warn
@@ -75,17 +75,17 @@ def build(
     """Build a TensorRT engine (TensorRT 10 or 11) or a TensorRT-RTX engine (--target rtx, no GPU needed); runs `dvit doctor` first."""
     precision, int8_fp16 = build_job.precision_from_flags(fp16=fp16, bf16=bf16, tf32=tf32, int8=int8)
     try:
-        with artifact_checks(no_verify):
-            onnx_path = artifact_or_default(onnx_path, (".onnx",))  # picked inside: its manifest is read once
-            with phases("build") as on_phase:
-                options = build_job.BuildOptions(
-                    precision=precision, output=output, target=target, force=force, onnx_only=onnx_only,
-                    min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, keep_range=_keep_range(keep_range),
-                    keep_ladder=_keep_ladder(keep_ladder, keep_range),
-                    workspace_mb=workspace, optimization_level=opt_level, hardware_compat=hardware_compat,
-                    version_compatible=version_compatible, timing_cache=timing_cache, strongly_typed=strongly_typed,
-                    int8_fp16=int8_fp16, verbose=verbose, compute_capabilities=compute_capability)
-                result = build_job.run_build(build_job.open_onnx(onnx_path), options, on_phase=on_phase)
+        context = command_context(no_verify=no_verify)
+        onnx_path = artifact_or_default(onnx_path, (".onnx",), context=context)  # its manifest is read once
+        with phases("build") as on_phase:
+            options = build_job.BuildOptions(
+                precision=precision, output=output, target=target, force=force, onnx_only=onnx_only,
+                min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, keep_range=_keep_range(keep_range),
+                keep_ladder=_keep_ladder(keep_ladder, keep_range),
+                workspace_mb=workspace, optimization_level=opt_level, hardware_compat=hardware_compat,
+                version_compatible=version_compatible, timing_cache=timing_cache, strongly_typed=strongly_typed,
+                int8_fp16=int8_fp16, verbose=verbose, compute_capabilities=compute_capability)
+            result = build_job.run_build(build_job.open_onnx(onnx_path, context), options, on_phase=on_phase)
     except MissingDependency as exc:  # named with the extra to install and the command that needs it
         extra = {"tensorrt": ("tensorrt", "dvit build"), "tensorrt_rtx": ("rtx", "dvit build --target rtx")}
         if exc.package not in extra:

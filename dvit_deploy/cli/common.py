@@ -1,4 +1,5 @@
-"""Which artifact a command works on: the default-artifact rule as the CLI says it, and sha256 checks.
+"""What a command runs in and on: its run context (sha256 checks, moved checkpoint, verbosity), and the
+default-artifact rule as the CLI says it.
 
 Consoles, tables and JSON are in ``output``; progress in ``progress``; exit codes, signals and
 warnings in ``failures``; shared options in ``options``.
@@ -6,13 +7,14 @@ warnings in ``failures``; shared options in ``options``.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
+from .failures import verbose_requested
 from .output import err, styled, warn
 
 if TYPE_CHECKING:
+    from ..artifact.context import RunContext
     from ..artifact.store import Artifact
 
 
@@ -28,38 +30,37 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-@contextlib.contextmanager
-def artifact_checks(no_verify: bool) -> Iterator[None]:
-    """The command's artifact policy: sha256 checks against the manifests (``--no-verify`` warns), and
-    each manifest read once (picking the default, finding a dense twin and opening share one read)."""
-    from ..artifact.manifest import verification
-    from ..artifact.store import reading_once
+def command_context(*, no_verify: bool = False, checkpoint: Path | None = None) -> "RunContext":
+    """The command's run context, built once from its flags and handed to everything it opens: sha256 checks
+    against the manifests (``--no-verify`` warns instead of refusing), the moved checkpoint (``--checkpoint``)
+    and ``dvit --verbose``. Its caches make each manifest read, and each file hashed, once per command."""
+    from ..artifact.context import RunContext
 
-    with verification(enabled=not no_verify, on_warning=warn), reading_once():
-        yield
+    return RunContext(verify=not no_verify, on_warning=warn,
+                      checkpoint=None if checkpoint is None else Path(checkpoint).expanduser(),
+                      verbose=verbose_requested())
 
 
 def open_or_default(given: Path | None, suffixes: tuple[str, ...] | None = None,
-                    backend: str | None = None) -> "Artifact":
+                    backend: str | None = None, *, context: "RunContext") -> "Artifact":
     """``given``, or the default artifact (``artifact.store.open_artifact``'s rule, one for every command,
-    saying which was picked), opened: manifest read, checked and its sha256 verified once.
-
-    Call it inside ``artifact_checks``, so ``--no-verify`` already holds; hand the Artifact to the job.
+    saying which was picked), opened in the command's ``context``: manifest read, checked and its sha256
+    verified once. Hand the Artifact to the job.
     """
     from ..artifact.store import open_artifact
     from ..runtime import artifact_suffixes
 
-    return open_artifact(given, suffixes or artifact_suffixes(backend), on_picked=picked)
+    return open_artifact(given, suffixes or artifact_suffixes(backend), context=context, on_picked=picked)
 
 
 def artifact_or_default(given: Path | None, suffixes: tuple[str, ...] | None = None,
-                        backend: str | None = None) -> Path:
-    """``given``, or the default artifact's path, saying which was picked (commands that hand a path on;
-    the ones that open it use ``open_or_default`` inside ``artifact_checks``).
-    """
+                        backend: str | None = None, *, context: "RunContext") -> Path:
+    """``given``, or the default artifact's path, saying which was picked (commands that hand a path on, to
+    a job that opens it in the same ``context``: its manifest is read once)."""
     if given is not None:
         return Path(given).expanduser()
     from ..artifact.store import open_artifact
     from ..runtime import artifact_suffixes
 
-    return open_artifact(None, suffixes or artifact_suffixes(backend), verify=False, on_picked=picked).path
+    return open_artifact(None, suffixes or artifact_suffixes(backend), context=context, verify=False,
+                         on_picked=picked).path

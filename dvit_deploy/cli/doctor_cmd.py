@@ -11,7 +11,7 @@ import typer
 from ..engines.targets import DEFAULT_PARSER_TARGET as DEFAULT_TARGET, DEVICE_TARGETS, PARSER_TARGETS as TARGETS
 from ..helpers.lazy import lazy_import
 from ..jobs.doctor import DoctorOptions, run_doctor
-from .common import artifact_or_default
+from .common import artifact_or_default, command_context
 from .failures import handle_errors
 from .options import JSON_OPTION
 from .output import emit_json, err, out, styled, table
@@ -33,7 +33,7 @@ def doctor(
 ) -> None:
     """TensorRT readiness report: operators, opset, TopK, int64, Attention, external data, profiles; with
     tensorrt-rtx installed also NVIDIA's real parser (each error with its node)."""
-    path = artifact_or_default(onnx_path, (".onnx",))
+    path = artifact_or_default(onnx_path, (".onnx",), context=command_context())
     report = run_doctor(path, DoctorOptions(target=target))
     if json_output:
         emit_json(report.to_dict())

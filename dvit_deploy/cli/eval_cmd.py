@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 
-from ..helpers.errors import BadInput, CheckFailed
+from ..helpers.errors import CheckFailed
 from ..helpers.defaults import PREDICT_BATCH as DEFAULT_BATCH
 from ..helpers.lazy import lazy_import
-from .common import artifact_checks, open_or_default
+from .common import command_context, open_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, finite
 from .output import emit_json, notes, out, table
@@ -23,12 +21,6 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
 
 evaluate_lib = lazy_import("dvit_deploy.jobs.evaluate")
-checkpoints = lazy_import("dvit_deploy.models.checkpoint")  # torch: only with --checkpoint
-
-
-def _moved(checkpoint: Optional[Path]) -> Any:
-    """``--checkpoint``: rebuild the reference from the checkpoint's new place (sha256-checked)."""
-    return checkpoints.checkpoint_at(checkpoint) if checkpoint is not None else contextlib.nullcontext()
 
 
 @handle_errors
@@ -52,23 +44,17 @@ def eval_images(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Accuracy of each backend on a labelled folder, with top-1 and kept-token agreement with PyTorch."""
-    if min_agreement is not None:
-        if no_reference:
-            raise BadInput("--min-agreement compares with the PyTorch reference; it cannot be used with --no-reference")
-        if not 0.0 <= min_agreement <= 1.0:
-            raise BadInput(f"--min-agreement is a fraction between 0 and 1, got {min_agreement}")
-    with artifact_checks(no_verify):
-        opened = open_or_default(artifact, backend=backend[0] if backend else None)  # read and verified once
-        with _moved(checkpoint), count_progress("eval") as (on_start, on_advance):
-            result = evaluate_lib.evaluate(data, opened, backend, labels_file=labels, limit=limit, batch=batch,
-                                           device=device, reference=not no_reference, on_start=on_start,
-                                           on_progress=on_advance)
+    options = evaluate_lib.EvalOptions(data=data, backends=tuple(backend or ()), labels_file=labels, limit=limit,
+                                       batch=batch, device=device, reference=not no_reference,
+                                       min_agreement=min_agreement)
+    context = command_context(no_verify=no_verify, checkpoint=checkpoint)
+    opened = open_or_default(artifact, backend=backend[0] if backend else None, context=context)  # read and verified once
+    with count_progress("eval") as (on_start, on_advance):
+        result = evaluate_lib.run(options, context, opened, on_start=on_start, on_progress=on_advance)
     for score in result.scores:
         notes([f"{score.backend}: {n}" for n in score.notes])
-    failed = [s for s in result.scores
-              if min_agreement is not None and s.agreement and s.agreement["top1"] < min_agreement]
     if json_output:
-        emit_json({"passed": not failed, **result.to_dict()})
+        emit_json({"passed": result.passed, **result.to_dict()})
     else:
         ds = result.dataset
         rows = []
@@ -82,7 +68,7 @@ def eval_images(
         out.print(table(f"{result.artifact} on {ds['root']} ({ds['images']} images, {ds['layout']}; labels: {ds['label_mapping']})",
                         ["backend", "executes", "top-1", "top-5", "top-1 agreement", "kept-token Jaccard/stage", "img/s"],
                         rows))
-    if failed:
-        worst = min(failed, key=lambda s: s.agreement["top1"])
+    if result.failed:
+        worst = min(result.failed, key=lambda s: s.agreement["top1"])
         raise CheckFailed(f"{worst.backend} agrees with PyTorch on {_pct(worst.agreement['top1'])} of top-1 predictions, "
                           f"below --min-agreement {_pct(min_agreement)}")

@@ -107,12 +107,27 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+VERBOSE_KEY = "dvit_deploy.verbose"  # where ``dvit --verbose`` is kept in the click context's ``meta``
+
+
+def verbose_requested() -> bool:
+    """Whether the running command was started with ``dvit --verbose`` (the group's option, which the app's
+    callback keeps in the click context's ``meta``, shared by the command's context); False outside one."""
+    # Typer may run on its own vendored click: its context stack is found through typer.Context's base
+    # class (click's Context, whose module imports push_context from the stack's module), not a path.
+    core = sys.modules[typer.Context.__mro__[1].__module__]
+    stack = sys.modules[core.push_context.__module__]
+    ctx = stack.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(VERBOSE_KEY))
+
+
 @contextlib.contextmanager
-def captured_warnings() -> Iterator[None]:
-    """Python/torch warnings become one note line each (no source lines); DVIT_VERBOSE shows them raw."""
+def captured_warnings(verbose: bool | None = None) -> Iterator[None]:
+    """Python/torch warnings become one note line each (no source lines); ``--verbose`` (``verbose``, by
+    default the running command's ``verbose_requested()``) shows them raw."""
     import warnings
 
-    if os.environ.get("DVIT_VERBOSE"):
+    if verbose_requested() if verbose is None else verbose:
         yield
         return
     with warnings.catch_warnings(record=True) as caught:

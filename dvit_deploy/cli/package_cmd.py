@@ -11,16 +11,13 @@ from ..engines.targets import DEVICE_TARGETS as TARGETS
 from ..helpers.errors import BadInput, CheckFailed
 from ..helpers.lazy import lazy_import
 from ..jobs.ship.layout import DEFAULT_PROFILE
-from .common import artifact_checks, artifact_or_default
+from .common import command_context, artifact_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, parse_ints
 from .output import emit_json, human_bytes, notes, out, styled, table
 from .progress import phases
 
 ship = lazy_import("dvit_deploy.jobs.ship")  # loaded when a command runs
-
-_STATUS_STYLE = {"ok": styled("[green]ok[/]"), "failed": styled("[bold red]FAILED[/]"),
-                 "skipped": styled("[yellow]skipped[/]"), "warning": styled("[yellow]warning[/]")}
 
 
 @handle_errors
@@ -47,13 +44,15 @@ def package(
     profile = parse_ints(batch_profile, "--batch-profile")
     if profile is not None and len(profile) != 3:
         raise BadInput("--batch-profile takes three integers: min,opt,max")
-    with artifact_checks(no_verify):
-        paths = list(artifacts) if artifacts else [artifact_or_default(None)]  # picked inside: read once
-        with phases("package") as on_phase:
-            result = ship.make_bundle(paths, target, output=output, triton=triton, triton_python=triton_python,
-                                      precision=precision,
-                                      profile=tuple(profile) if profile else DEFAULT_PROFILE, archive=not no_archive,
-                                      force=force, on_phase=on_phase)
+    context = command_context(no_verify=no_verify)
+    paths = list(artifacts) if artifacts else [artifact_or_default(None, context=context)]  # picked inside: read once
+    options = ship.PackageOptions(target, output=output, triton=triton, triton_python=triton_python,
+                                  precision=precision, profile=tuple(profile) if profile else DEFAULT_PROFILE,
+                                  archive=not no_archive, force=force)
+    with phases("package") as on_phase:
+        on_phase("collect")  # opening the artifacts is where collecting them starts: run_package's own
+        opened = ship.open_artifacts(paths, context)  # "collect" is that same phase, so it is not announced twice
+        result = ship.run_package(options, context, opened, on_phase=lambda name: name == "collect" or on_phase(name))
     notes(result.notes)
     if json_output:
         emit_json({"passed": True, **result.to_dict()})
@@ -73,14 +72,20 @@ def verify(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Check a bundle: checksums, manifests against files, and engine compatibility where TensorRT is present."""
-    report = ship.verify_bundle(bundle)
+    report = ship.run_verify(ship.VerifyOptions(bundle), command_context())
     if json_output:
         emit_json(report.to_dict())
     else:
         out.print(table(f"verify {report.bundle}", ["check", "result", "detail"],
-                        [[c.name, _STATUS_STYLE.get(c.status, c.status), c.detail] for c in report.checks]))
+                        [[c.name, _status(c.status), c.detail] for c in report.checks]))
     if not report.passed:
         failed = report.failures[0]
         raise CheckFailed(f"{failed.name}: {failed.detail}" + (f" (+{len(report.failures) - 1} more)" if len(report.failures) > 1 else ""))
     if not json_output:
         out.print(styled("[green]bundle verified[/]"))
+
+
+def _status(status: str) -> str:
+    styles = {"ok": "[green]ok[/]", "failed": "[bold red]FAILED[/]", "skipped": "[yellow]skipped[/]",
+              "warning": "[yellow]warning[/]"}
+    return styled(styles[status]) if status in styles else status

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 
-from ..jobs.data import data_config_of, denormalize, expand_image_args
-from ..helpers.errors import BadInput
-from ..helpers.fileio import prepare_output
+from ..jobs.data import expand_image_args
 from ..helpers.defaults import PREDICT_BATCH as DEFAULT_BATCH
 from ..helpers.lazy import lazy_import
-from .common import artifact_checks, open_or_default
+from .common import command_context, open_or_default
 from .failures import handle_errors
 from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION
 from .output import emit_json, notes, out, styled, table
 from .progress import phases
 
 predict_lib = lazy_import("dvit_deploy.jobs.predict")
-checkpoints = lazy_import("dvit_deploy.models.checkpoint")  # torch: only with --checkpoint
-
-
-def _moved(checkpoint: Optional[Path]) -> Any:
-    """``--checkpoint``: rebuild the reference from the checkpoint's new place (sha256-checked)."""
-    return checkpoints.checkpoint_at(checkpoint) if checkpoint is not None else contextlib.nullcontext()
 
 
 @handle_errors
@@ -49,35 +39,23 @@ def predict(
 ) -> None:
     """Classify images (model's own preprocessing) and optionally draw the kept patches per stage."""
     paths = expand_image_args(images)
-    if viz is not None:
-        if viz.suffix.lower() != ".png":
-            raise BadInput(f"--viz writes a PNG picture: give a path ending in .png, not {viz.name}")
-        viz = prepare_output(viz, force=force, kinds=(".png",))
-    with artifact_checks(no_verify):
-        opened = open_or_default(artifact, backend=backend)  # read, checked and verified once; the job runs on it
-        with _moved(checkpoint), phases("predict") as on_phase:
-            result = predict_lib.predict(paths, opened, backend, top_k=top, want_kept=viz is not None, device=device,
-                                         batch=batch, on_phase=on_phase)
-            if viz is not None:
-                on_phase("draw")
-                from ..jobs.viz import save_keep_figure
-
-                grid, patch = predict_lib.grid_of(result.model)
-                titles = [f"{p.image.name}\n{p.top[0].name} ({p.top[0].probability:.0%})" for p in result.predictions]
-                save_keep_figure(viz, denormalize(result.images, data_config_of(result.model)), result.kept,
-                                 grid=grid, patch=patch, row_titles=titles,
-                                 title=f"{result.model.variant or ''} kept tokens ({result.backend}, {result.artifact.name})")
+    options = predict_lib.PredictOptions(images=tuple(paths), backend=backend, top_k=top, device=device, batch=batch,
+                                         viz=None if viz is None else predict_lib.viz_path(viz, force))
+    context = command_context(no_verify=no_verify, checkpoint=checkpoint)
+    opened = open_or_default(artifact, backend=backend, context=context)  # read, checked and verified once; the job runs on it
+    with phases("predict") as on_phase:
+        result = predict_lib.run(options, context, opened, on_phase=on_phase)
     notes(result.notes)
     if json_output:
-        emit_json({**result.to_dict(), "viz": None if viz is None else str(viz)})
+        emit_json(result.to_dict())
         return
     executes = result.runner.get("executes") or result.backend
     for p in result.predictions:
         kept = f", kept tokens {'/'.join(map(str, p.kept_counts))}" if p.kept_counts else ""
         out.print(table(f"{p.image} ({executes}{kept})", ["#", "class", "index", "probability"],
                         [[r + 1, c.name, c.index, f"{c.probability:.4f}"] for r, c in enumerate(p.top)]))
-    if viz is not None:
-        out.print(styled("[green]wrote[/] {}", viz))
+    if result.viz is not None:
+        out.print(styled("[green]wrote[/] {}", result.viz))
     if result.model.random_weights:
         out.print(styled("[yellow]note:[/] the model has random weights (exported without a checkpoint): "
                          "these classes mean nothing"))

@@ -125,3 +125,20 @@ def phases_from_first(title: str) -> Iterator[Callable[[str], None]]:
             started[0](name)
 
         yield on_phase
+
+
+@contextlib.contextmanager
+def phases_then_fractions(title: str) -> Iterator[tuple[Callable[[str], None], Callable[[str, float], None]]]:
+    """``(on_phase, on_progress)`` for a job that plans, then measures: ``phases(title)`` until the first
+    ``on_progress``, which closes it and opens ``fraction_progress`` (one live display at a time)."""
+    with contextlib.ExitStack() as bars, contextlib.ExitStack() as planning:
+        on_phase = planning.enter_context(phases(title))
+        current: list[Callable[[str, float], None]] = []
+
+        def on_progress(label: str, fraction: float) -> None:
+            if not current:
+                planning.close()
+                current.append(bars.enter_context(fraction_progress()))
+            current[0](label, fraction)
+
+        yield on_phase, on_progress

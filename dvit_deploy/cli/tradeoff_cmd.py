@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -10,11 +11,11 @@ import typer
 from ..helpers.defaults import PREDICT_BATCH, PROFILE_BATCH, PROFILE_DEVICE, PROFILE_DURATION_S, PROFILE_WARMUP_S
 from ..helpers.errors import BadInput
 from ..helpers.lazy import lazy_import
-from .common import artifact_checks, open_or_default
+from .common import command_context, open_or_default
 from .failures import Terminated, handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, finite, parse_floats
 from .output import emit_json, notes, out, print_wide, styled
-from .progress import fraction_progress, phases
+from .progress import phases_then_fractions
 
 tradeoffs, profiling = lazy_import("dvit_deploy.jobs.tradeoff"), lazy_import("dvit_deploy.jobs.profile")
 
@@ -66,26 +67,24 @@ def tradeoff(
         samples=samples, reference=reference, max_drop=max_drop, dense_baseline=dense_baseline,
         with_dense=not no_baseline, settings=settings)
     options.validate()
-    json_path = None if output is None else tradeoffs.report_path(output)
+    options = replace(options, output=None if output is None else tradeoffs.report_path(output))
     latest: list[Any] = []  # the report as of the last finished row
-    with artifact_checks(no_verify):
-        opened = [open_or_default(path, backend=backend) for path in artifacts or [None]]
-        with phases("tradeoff") as on_phase:
-            plan = tradeoffs.plan_tradeoff(opened, options, on_phase=on_phase)
-        try:
-            with fraction_progress() as on_progress:
-                report = tradeoffs.run_tradeoff(plan, options, on_progress=on_progress, on_row=latest.append,
-                                                json_path=json_path)
-        except (KeyboardInterrupt, Terminated):  # the finished rows, marked incomplete; then exit 130/143
-            if json_output and latest:
-                emit_json(latest[-1].to_dict())
-            raise
+    context = command_context(no_verify=no_verify)
+    opened = [open_or_default(path, backend=backend, context=context) for path in artifacts or [None]]
+    try:
+        with phases_then_fractions("tradeoff") as (on_phase, on_progress):
+            report = tradeoffs.run(options, context, opened, on_phase=on_phase, on_progress=on_progress,
+                                   on_row=latest.append)
+    except (KeyboardInterrupt, Terminated):  # the finished rows, marked incomplete; then exit 130/143
+        if json_output and latest:
+            emit_json(latest[-1].to_dict())
+        raise
     written = tradeoffs.plot_tradeoff(report, plot) if plot is not None else None
     if json_output:
         emit_json({**report.to_dict(), "plot": None if written is None else str(written)})
     else:
         _print(report)
-        for path in (written, json_path):
+        for path in (written, options.output):
             if path is not None:
                 out.print(styled("[green]wrote[/] {}", path))
     notes(report.notes)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -11,19 +9,13 @@ import typer
 
 from ..helpers.defaults import VALIDATE_BATCH as DEFAULT_BATCH, VALIDATE_SAMPLES as DEFAULT_SAMPLES
 from ..helpers.lazy import lazy_import
-from .common import artifact_checks, open_or_default
+from .common import command_context, open_or_default
 from .failures import handle_errors
 from .options import JSON_OPTION, NO_VERIFY_OPTION, finite
 from .output import emit_json, err, notes, print_wide, styled, table, warn
 from .progress import phases
 
 validate_lib = lazy_import("dvit_deploy.jobs.validate")
-checkpoints = lazy_import("dvit_deploy.models.checkpoint")  # torch: only with --checkpoint
-
-
-def _moved(checkpoint: Optional[Path]) -> Any:
-    """``--checkpoint``: rebuild the reference from the checkpoint's new place (sha256-checked)."""
-    return checkpoints.checkpoint_at(checkpoint) if checkpoint is not None else contextlib.nullcontext()
 
 
 @handle_errors
@@ -54,13 +46,13 @@ def validate(
 ) -> None:
     """Check every backend against PyTorch fp32: logits, top-1/top-5, per-stage kept tokens."""
     only = backend[0] if backend and len(backend) == 1 else None
-    with artifact_checks(no_verify):
-        # Each artifact opened (manifest read and checked, sha256 verified) once, here; the job runs on it.
-        opened = [open_or_default(path, backend=only) for path in artifacts or [None]]
-        with _moved(checkpoint), phases("validate") as on_phase:
-            report = validate_lib.validate(opened, backends=backend, samples=samples, batch=batch, images_dir=images,
-                                           device=device, precision=precision, on_phase=on_phase,
-                                           keep_ratio=keep_ratio)
+    context = command_context(no_verify=no_verify, checkpoint=checkpoint)  # --checkpoint: the reference's new place
+    # Each artifact opened (manifest read and checked, sha256 verified) once, here; the job runs on it.
+    opened = [open_or_default(path, backend=only, context=context) for path in artifacts or [None]]
+    with phases("validate") as on_phase:
+        report = validate_lib.validate(opened, backends=backend, samples=samples, batch=batch, images_dir=images,
+                                       device=device, precision=precision, on_phase=on_phase,
+                                       keep_ratio=keep_ratio)
     for result in report.results:
         if result.fallback:
             err.print(styled("[bold yellow]FALLBACK:[/] {}: {}", Path(result.artifact).name, result.fallback))

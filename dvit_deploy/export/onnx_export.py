@@ -245,7 +245,7 @@ def export_dense_twin(artifact: "Artifact", on_phase: Callable[[str], None] | No
         raise BadInput(f"{path.name} has no dense twin beside it and only ONNX twins can be exported "
                        "here: export and build the dense baseline the same way (--dense), then pass both")
     dense = dataclasses.replace(onnx.model, dense=True, stage_ratios=None, keep_ratio=None, keep_counts=())
-    loaded = load_model_from_record(dense)
+    loaded = load_model_from_record(dense, context=artifact.context)  # the run's moved checkpoint, if any
     batch = onnx.model.batch
     output = path.parent / onnx_name(loaded.variant.name, True, None, batch=batch)
     if output.exists():  # a dense export of a different model already has the usual name

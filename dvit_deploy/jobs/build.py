@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..artifact.context import RunContext
 from ..artifact.store import Artifact, engines_dir, open_artifact
+from ..artifact.verify import cached_sha256
 from ..engines.build_plan import BuildOptions, onnx_record
 from ..helpers.errors import BadInput, CheckFailed
 from ..helpers.fileio import manifest_path, prepare_output, sha256_file, temp_prefix, write_bytes_atomic, write_json_atomic
@@ -80,12 +82,12 @@ def precision_from_flags(*, fp16: bool = False, bf16: bool = False, tf32: bool =
     return precision, bool(int8 and fp16)
 
 
-def open_onnx(onnx_path: str | Path | None) -> Artifact:
-    """The ONNX to build (given, or ``open_artifact``'s default among .onnx files), opened once."""
+def open_onnx(onnx_path: str | Path | None, context: RunContext | None = None) -> Artifact:
+    """The ONNX to build (given, or ``open_artifact``'s default among .onnx files), opened once in ``context``."""
     path = Path(onnx_path) if onnx_path is not None else None
     if path is not None and path.suffix != ".onnx":  # refused before the manifest is read, as always
         raise BadInput(f"{path} is not an .onnx file")
-    opened = open_artifact(path, (".onnx",))
+    opened = open_artifact(path, (".onnx",), context=context)
     if opened.path.suffix != ".onnx":
         raise BadInput(f"{opened.path} is not an .onnx file")
     return opened
@@ -199,7 +201,7 @@ def _build_engine(source: Artifact, options: BuildOptions, report: "DoctorReport
     inspector_file = inspector_path.name if built.inspector_json is not None else None
     manifest = plans.engine_manifest(
         plan, source, engine_path=engine_path, engine_sha256=sha256_file(engine_path),
-        engine_bytes=len(built.serialized), onnx_sha256=sha256_file(source.path), built_from=built_from,
+        engine_bytes=len(built.serialized), onnx_sha256=cached_sha256(source.path, source.context), built_from=built_from,
         trt_version=trt.__version__, device=device, io_tensors=built.io_tensors,
         build_seconds=seconds["build"], inspector_file=inspector_file, doctor=report.to_dict(),
         network=built.network, fp16_conversion=fp16_info, warnings=built.warnings)

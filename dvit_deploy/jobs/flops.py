@@ -29,9 +29,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..models.config import KeepSchedule, VariantConfig
+from ..helpers.errors import BadInput
+from ..models.config import VARIANTS, KeepSchedule, VariantConfig, get_variant, validate_keep_ratio
 
 if TYPE_CHECKING:
+    from ..artifact.context import RunContext
     from ..artifact.manifest import ModelRecord
 
 GIGA = 1e9
@@ -223,10 +225,92 @@ def _split_macs(variant: VariantConfig, schedule: KeepSchedule | None, include_p
 
 def macs_for_model(model: "ModelRecord", *, include_predictors: bool = True) -> MacsReport:
     """MACs of the model an artifact records (its manifest's ``ModelRecord``)."""
-    from ..models.config import get_variant
-
     variant = VariantConfig.from_dict(dict(model.config)) if model.config else get_variant(str(model.variant))
     if model.dense:
         return count_macs(variant, include_predictors=include_predictors)
     return count_macs(variant, stage_ratios=None if model.stage_ratios is None else list(model.stage_ratios),
                       keep_ratio=model.keep_ratio, include_predictors=include_predictors)
+
+
+# --------------------------------------------------------------------------------------------
+# `dvit flops`
+
+
+@dataclass(frozen=True)
+class FlopsOptions:
+    """What ``dvit flops`` is asked: the variants (none: every released one), the keep ratios ρ, and whether the
+    headline figures include the score predictors (the released zoo's convention) or not (the paper's)."""
+
+    models: tuple[str, ...] = ()
+    keep_ratios: tuple[float, ...] = (0.9, 0.8, 0.7)
+    with_predictors: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "keep_ratios", tuple(self.keep_ratios))
+        for name in self.models:
+            if name not in VARIANTS:
+                raise BadInput(f"unknown model '{name}'; known: {', '.join(VARIANTS)}")
+        for ratio in self.keep_ratios:
+            try:
+                validate_keep_ratio(ratio)
+            except ValueError as exc:
+                raise BadInput(str(exc)) from None
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return self.models or tuple(n for n in VARIANTS if not n.startswith("tiny-"))
+
+
+@dataclass
+class ModelFlops:
+    """One variant: dense, and at each keep ratio."""
+
+    variant: str
+    dense: MacsReport
+    sparse: list[MacsReport]
+
+    def both_counts(self, report: MacsReport) -> dict[str, float]:
+        """Both conventions for a sparse entry, whatever the headline uses, and its ratio to dense."""
+        variant = get_variant(self.variant)
+        without = count_macs(variant, report.keep_ratio, include_predictors=False)
+        with_ = count_macs(variant, report.keep_ratio, include_predictors=True)
+        return {
+            "ratio_to_dense": round(self.dense.total_macs / report.total_macs, 4),
+            "gmacs_without_predictors": round(without.gmacs, 4),
+            "gmacs_with_predictors": round(with_.gmacs, 4),
+            "predictor_gmacs": round(with_.predictor_macs / 1e9, 4),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variant": self.variant, "dense": self.dense.to_dict(),
+                "sparse": [s.to_dict() | self.both_counts(s) for s in self.sparse]}
+
+
+@dataclass
+class FlopsResult:
+    include_predictors: bool
+    keep_ratios: tuple[float, ...]
+    models: list[ModelFlops]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"convention": CONVENTION, "include_predictors": self.include_predictors,
+                "models": [m.to_dict() for m in self.models]}
+
+
+def run(options: FlopsOptions, context: "RunContext | None" = None) -> FlopsResult:
+    """GMACs of every asked variant, dense and at each keep ratio (analytic: no artifact, no torch; ``context``
+    is taken for the one job shape and not needed)."""
+    include = options.with_predictors
+    models = []
+    for name in options.variants:
+        variant = get_variant(name)
+        dense = count_macs(variant, include_predictors=include)
+        sparse = []
+        for ratio in options.keep_ratios:
+            try:
+                sparse.append(count_macs(variant, ratio, include_predictors=include))
+            except ValueError as exc:
+                raise BadInput(f"{name}, ρ={ratio}: {exc}") from None
+        models.append(ModelFlops(name, dense, sparse))
+    return FlopsResult(include, options.keep_ratios, models)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..artifact.context import RunContext
 from ..artifact.manifest import ModelRecord
 from ..helpers.batching import Gathered, pad_batch
 from ..helpers.compare import Comparison, Tolerance, compare
@@ -178,8 +179,10 @@ def run_streamed(run: Callable[[np.ndarray], Any], source: InputSource, batch: i
     return gathered
 
 
-def _reference(model: ModelRecord, source: InputSource, batch: int, cache: dict[Any, Any]) -> dict[str, Any]:
-    """PyTorch fp32 logits, kept ids and boundary margins of the artifact's model (cached per model)."""
+def _reference(model: ModelRecord, source: InputSource, batch: int, cache: dict[Any, Any],
+               context: RunContext) -> dict[str, Any]:
+    """PyTorch fp32 logits, kept ids and boundary margins of the artifact's model (cached per model), rebuilt in
+    the artifact's run ``context`` (its moved checkpoint)."""
     import torch
 
     from ..export.check import reference_outputs
@@ -189,7 +192,7 @@ def _reference(model: ModelRecord, source: InputSource, batch: int, cache: dict[
         raise BadInput("the manifest records no model ('variant'): cannot rebuild the PyTorch reference")
     key = model.identity  # one reference per model, shared by its exports (batch layouts, precisions)
     if key not in cache:
-        loaded = load_model_from_record(model)
+        loaded = load_model_from_record(model, context=context)
         parts = [reference_outputs(loaded, torch.from_numpy(chunk), batch) for chunk in source.batches(batch)]
         stages = len(parts[0]["kept"])
         cache[key] = (loaded, {
@@ -241,7 +244,7 @@ def validate(
         fixed = model.batch
         run_batch = fixed if fixed else min(batch, source.count)
         phase(f"{artifact.name}: PyTorch fp32 reference")
-        ref = _reference(model, source, run_batch, cache)
+        ref = _reference(model, source, run_batch, cache, opened.context)
         pruned = not model.dense
         for spec in backends or default_backends(artifact):
             backend, backend_precision = split_backend_spec(spec, precision)

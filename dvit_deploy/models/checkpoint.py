@@ -1,58 +1,37 @@
-"""Reading checkpoints (official DynamicViT files, bare state dicts, safetensors) safely.
+"""Building models from checkpoints: what a user asked for, and what a manifest records.
 
-``load_model`` is the one entry point: it reads the file with ``weights_only=True`` (allowing
-the ``argparse.Namespace`` that official training checkpoints carry), picks the state dict,
-detects the variant from tensor shapes, checks every key and shape against the model, and
-returns the model with notes saying what was detected or assumed. Every user-caused problem
-becomes a ``BadInput`` with one readable line.
+``load_model`` is the one entry point: it reads the file (``checkpoint_file.read_checkpoint``:
+``weights_only=True``, the state dict picked), detects the variant from tensor shapes, checks every
+key and shape against the model, and returns the model with notes saying what was detected or
+assumed. ``load_model_from_record`` rebuilds the model a manifest describes, from the checkpoint the
+run's context says (``RunContext.checkpoint``: ``--checkpoint``, a moved file) or the recorded one.
+Every user-caused problem becomes a ``BadInput`` with one readable line.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import pickle
-import re
-import warnings
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 if TYPE_CHECKING:
+    from ..artifact.context import RunContext
     from ..artifact.manifest import ModelRecord
 
 from ..helpers.errors import BadInput
 from ..helpers.fileio import sha256_file
+from .checkpoint_file import (  # noqa: F401 - re-exported: the reading half of this module's API
+    STATE_DICT_KEYS,
+    STRIPPED_PREFIXES,
+    Checkpoint,
+    _first_line,
+    read_checkpoint,
+)
 from .detect import Detection, _list, detect_variant, has_score_predictors  # noqa: F401 - detect_variant is API
 from .config import DEFAULT_KEEP_RATIO, DEFAULT_VARIANT, VARIANTS, VariantConfig, get_variant, validate_keep_ratio
-
-# Entries that wrap the model weights, in the order official and common tools use them.
-STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict", "module", "net")
-STRIPPED_PREFIXES = ("module.", "_orig_mod.")
-
-_MAGIC = {
-    b"\xff\xd8\xff": "a JPEG image",
-    b"\x89PNG": "a PNG image",
-    b"GIF8": "a GIF image",
-    b"%PDF": "a PDF document",
-    b"\x1f\x8b": "a gzip archive",
-    b"\x08": "an ONNX/protobuf file",
-}
-
-
-@dataclass
-class Checkpoint:
-    path: Path
-    state_dict: dict[str, torch.Tensor]
-    source_key: str  # which entry held the weights ("model", "model_ema", "<root>", ...)
-    sha256: str
-    train_args: dict[str, Any] = field(default_factory=dict)
-    trusted: bool = False
-
 
 @dataclass
 class ModelRequest:
@@ -105,168 +84,6 @@ class LoadedModel(ModelRequest):  # a built ModelRequest: the model, its weights
                 "trusted": ckpt.trusted,
             },
         }
-
-
-# --------------------------------------------------------------------------------------------
-# Reading files
-
-
-def read_checkpoint(path: str | Path, *, use_ema: bool = False, trust: bool = False) -> Checkpoint:
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise BadInput(f"checkpoint {path} not found")
-    if path.is_dir():
-        raise BadInput(f"{path} is a directory, not a checkpoint file")
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as exc:
-        raise BadInput(f"cannot read checkpoint {path}: {exc.strerror}") from None
-    if size == 0:
-        raise BadInput(f"checkpoint {path} is empty")
-
-    if path.suffix == ".safetensors" or _looks_like_safetensors(head, size):
-        obj, train_args = _read_safetensors(path), {}
-    else:
-        for magic, what in _MAGIC.items():
-            if head.startswith(magic):
-                raise BadInput(f"{path} is {what}, not a PyTorch checkpoint")
-        obj = _torch_load(path, head, trust)
-        train_args = _train_args(obj)
-    state_dict, source_key = _select_state_dict(obj, path, use_ema)
-    return Checkpoint(path, state_dict, source_key, sha256_file(path), train_args, trust)
-
-
-def _looks_like_safetensors(head: bytes, size: int) -> bool:
-    header_len = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
-    return 0 < header_len < size and head[8:9] == b"{"
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise BadInput(f"{path} is not a readable safetensors file ({_first_line(exc)})") from None
-
-
-def _safe_globals() -> list[Any]:
-    """Types that official checkpoints legitimately hold besides tensors and containers."""
-    import numpy as np
-
-    allowed: list[Any] = [argparse.Namespace, np.dtype]
-    core = getattr(np, "_core", None) or getattr(np, "core", None)
-    scalar = getattr(getattr(core, "multiarray", None), "scalar", None)
-    if scalar is not None:
-        allowed.append(scalar)
-    allowed.extend(type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool"))
-    return allowed
-
-
-def _torch_load(path: Path, head: bytes, trust: bool) -> Any:
-    if trust:
-        warnings.warn(
-            f"loading {path} with weights_only=False: it can run arbitrary code; "
-            "do this only for files from a source you trust",
-            stacklevel=2,
-        )
-    # torch warns about pickle protocols and the like while it reads: that is noise next to our
-    # one-line verdict, so its warnings are held here and never reach the user's terminal raw.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            if trust:
-                return torch.load(path, map_location="cpu", weights_only=False)
-            with torch.serialization.safe_globals(_safe_globals()):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            blocked = _blocked_global(str(exc))
-            if blocked is not None:
-                raise BadInput(
-                    f"{path} holds Python objects beyond tensors ({blocked}); "
-                    "pass --trust-checkpoint only if you trust where it came from"
-                ) from None
-            raise BadInput(f"{path} is {_unreadable(head)}") from None
-        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ImportError,
-                ModuleNotFoundError, KeyError, IndexError, TypeError, MemoryError, OverflowError,
-                UnicodeDecodeError) as exc:
-            detail = f" ({_first_line(exc)})" if _is_container(head) else ""
-            raise BadInput(f"{path} is {_unreadable(head)}{detail}") from None
-
-
-def _blocked_global(text: str) -> str | None:
-    """The ``module.name`` a real pickle asked for that the weights-only allow-list refused, if any.
-
-    Only such a file deserves the --trust-checkpoint hint: random or corrupt bytes fail the
-    weights-only unpickler too, with messages about opcodes, not globals.
-    """
-    found = re.search(r"GLOBAL ([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)+)", text)
-    return found.group(1) if found else None
-
-
-def _is_container(head: bytes) -> bool:
-    """A zip (torch.save's format) or a pickle stream: a real checkpoint that is damaged."""
-    return head.startswith(b"PK") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
-
-
-def _unreadable(head: bytes) -> str:
-    return "truncated or corrupt: not a readable PyTorch checkpoint" if _is_container(head) else \
-        "not a PyTorch checkpoint (unrecognised format)"
-
-
-def _first_line(exc: BaseException, limit: int = 160) -> str:
-    """The library's reason: its first line, in whole sentences up to ``limit`` characters (a first
-    sentence longer than that is cut at a word, with "…"), never cut mid-sentence."""
-    lines = str(exc).strip().splitlines()
-    if not lines:
-        return type(exc).__name__
-    line = lines[0].strip()
-    if len(line) <= limit:
-        return line
-    kept = ""
-    for sentence in re.findall(r"[^.!?]*[.!?]+(?=\s|$)|[^.!?]+$", line):
-        if len(kept + sentence) > limit:
-            break
-        kept += sentence
-    if kept.strip():
-        return kept.strip()
-    return line[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + "…"
-
-
-def _train_args(obj: Any) -> dict[str, Any]:
-    args = obj.get("args") if isinstance(obj, Mapping) else None
-    if isinstance(args, argparse.Namespace):
-        args = vars(args)
-    if not isinstance(args, Mapping):
-        return {}
-    keep = ("model", "base_rate", "input_size", "nb_classes")
-    return {k: args[k] for k in keep if k in args and isinstance(args[k], (str, int, float))}
-
-
-def _select_state_dict(obj: Any, path: Path, use_ema: bool) -> tuple[dict[str, torch.Tensor], str]:
-    if not isinstance(obj, Mapping):
-        raise BadInput(f"{path} holds a {type(obj).__name__}, not a state dict or a checkpoint dict")
-    if use_ema:
-        if not isinstance(obj.get("model_ema"), Mapping):
-            raise BadInput(f"--use-ema given but {path} has no 'model_ema' entry (it has: {_list(obj)})")
-        candidate, source = obj["model_ema"], "model_ema"
-    else:
-        source = next((k for k in STATE_DICT_KEYS if isinstance(obj.get(k), Mapping)), "<root>")
-        candidate = obj if source == "<root>" else obj[source]
-    tensors = {k: v for k, v in candidate.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise BadInput(f"{path} has no model weights (top-level entries: {_list(obj)})")
-    return _strip_prefixes(tensors), source
-
-
-def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    for prefix in STRIPPED_PREFIXES:
-        if all(k.startswith(prefix) for k in state_dict):
-            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
-    return state_dict
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,28 +155,14 @@ def build_model(request: ModelRequest) -> LoadedModel:
     return LoadedModel(**{**vars(request), "notes": notes}, model=model)
 
 
-_moved_checkpoint: list[Path] = []  # set by ``checkpoint_at`` for the duration of a command
-
-
-@contextlib.contextmanager
-def checkpoint_at(path: str | Path | None) -> Iterator[None]:
-    """Rebuild models from ``path`` instead of the checkpoint path their manifest recorded (``--checkpoint``:
-    the checkpoint was moved). It must be the same file: its sha256 is checked against the manifest's."""
-    if path is None:
-        yield
-        return
-    _moved_checkpoint.append(Path(path).expanduser())
-    try:
-        yield
-    finally:
-        _moved_checkpoint.pop()
-
-
-def load_model_from_record(record: "ModelRecord | Mapping[str, Any]", *, trust: bool | None = None) -> LoadedModel:
+def load_model_from_record(record: "ModelRecord | Mapping[str, Any]", *, context: "RunContext | None" = None,
+                           trust: bool | None = None) -> LoadedModel:
     """Rebuild the model a manifest describes (the PyTorch reference for validation).
 
     ``record``: the manifest's ``ModelRecord`` (``artifact.model``), or JSON with its keys
-    (``LoadedModel.record()``), typed here once.
+    (``LoadedModel.record()``), typed here once. ``context``: the run (``artifact.context``); its
+    ``checkpoint`` (``--checkpoint``: the checkpoint was moved) is used instead of the path the manifest
+    recorded, and must be the same file (its sha256 is checked against the manifest's).
     """
     from ..artifact.manifest import ModelRecord
 
@@ -368,18 +171,7 @@ def load_model_from_record(record: "ModelRecord | Mapping[str, Any]", *, trust: 
     if record.variant is None:
         raise BadInput("the manifest records no model (no 'variant'): cannot rebuild it for the torch backend")
     ckpt = record.checkpoint
-    path = ckpt["path"] if ckpt else None
-    if ckpt and _moved_checkpoint:
-        path = _moved_checkpoint[-1]
-        if not path.is_file():
-            raise BadInput(f"--checkpoint {path} not found")
-        recorded = ckpt.get("sha256")
-        if recorded and sha256_file(path) != recorded:
-            raise BadInput(f"--checkpoint {path} is not the checkpoint this artifact was exported from: its sha256 "
-                           f"differs from the one the manifest recorded ({str(recorded)[:12]}…, from {ckpt['path']})")
-    elif ckpt and not Path(path).expanduser().exists():
-        raise BadInput(f"the checkpoint this artifact was exported from, {path}, is not there (moved?); give its new "
-                       "path with --checkpoint PATH (checked against the sha256 the manifest recorded)")
+    path = _checkpoint_path(ckpt, None if context is None else context.checkpoint)
     loaded = load_model(
         path,
         model_name=record.variant,
@@ -395,6 +187,27 @@ def load_model_from_record(record: "ModelRecord | Mapping[str, Any]", *, trust: 
     if (expected or record.dense) and list(loaded.keep_counts) != expected:
         raise BadInput(f"rebuilt model keeps {list(loaded.keep_counts)} tokens, manifest says {expected}")
     return loaded
+
+
+def _checkpoint_path(ckpt: Mapping[str, Any] | None, moved: Path | None) -> Any:
+    """Where to read the recorded checkpoint from: ``moved`` (``--checkpoint``, sha256-checked against the
+    record), else the recorded path (refused in one line when it is no longer there)."""
+    if not ckpt:
+        return None
+    if moved is not None:
+        path = Path(moved).expanduser()
+        if not path.is_file():
+            raise BadInput(f"--checkpoint {path} not found")
+        recorded = ckpt.get("sha256")
+        if recorded and sha256_file(path) != recorded:
+            raise BadInput(f"--checkpoint {path} is not the checkpoint this artifact was exported from: its sha256 "
+                           f"differs from the one the manifest recorded ({str(recorded)[:12]}…, from {ckpt['path']})")
+        return path
+    path = ckpt["path"]
+    if not Path(path).expanduser().exists():
+        raise BadInput(f"the checkpoint this artifact was exported from, {path}, is not there (moved?); give its new "
+                       "path with --checkpoint PATH (checked against the sha256 the manifest recorded)")
+    return path
 
 
 def _check_ratio(ratio: float) -> None:

@@ -72,7 +72,7 @@ class TorchRunner(Runner):
 
             if self.artifact.model.variant is None:
                 raise BadInput("the manifest records no model (no 'variant'): cannot rebuild it for the torch backend")
-            self.loaded = load_model_from_record(self.artifact.model, trust=self.trust)
+            self.loaded = load_model_from_record(self.artifact.model, context=self.artifact.context, trust=self.trust)
         model = self.loaded.model.eval().to(self.device)
         self.num_patches = self.loaded.variant.num_patches
         module: Any = WithKeptTokens(model).eval()

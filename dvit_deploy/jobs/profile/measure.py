@@ -21,11 +21,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ...artifact.manifest import ModelRecord
-from ...artifact.store import Artifact, as_artifact
+from ...artifact.store import Artifact
 from ...helpers.defaults import (PROFILE_BATCH, PROFILE_DEVICE, PROFILE_DURATION_S, PROFILE_GRAPH_OPTIMIZATION,
                         PROFILE_MIN_ITERATIONS, PROFILE_ROUNDS, PROFILE_WARMUP_S)
 from ...helpers.errors import BadInput
-from ...helpers.fileio import atomic_path
 from ...runtime.base import Runner
 from ..flops import macs_for_model
 from .stats import CV_WARN_PERCENT, LatencyStats, latency_stats
@@ -328,94 +327,82 @@ def supported_batches(artifact: Artifact | ModelRecord, batches: Sequence[int]) 
     return [b for b in batches if b == fixed], [b for b in batches if b != fixed]
 
 
-def _as_run(item: ProfileRun | tuple[Path, str]) -> ProfileRun:
-    """Callers outside the plan (benchmarks) may still pass (path, role) pairs."""
-    return item if isinstance(item, ProfileRun) else ProfileRun(as_artifact(item[0]), item[1])
-
-
-def profile_artifacts(
-    artifacts: Sequence[ProfileRun | tuple[Path, str]],
-    backend: str,
-    batches: Sequence[int],
-    settings: ProfileSettings,
-    *,
-    device: str = "cpu",
-    precision: str | None = None,
-    options: dict[str, Any] | None = None,
-    on_progress: ProgressCallback | None = None,
-    notes: list[str] | None = None,
-) -> list[ProfileResult]:
-    """Measure the planned runs (artifact and role) on one backend, interleaved at each batch size.
+def profile_artifacts(runs: Sequence[ProfileRun], backend: str, options: ProfileOptions, *,
+                      on_progress: ProgressCallback | None = None, notes: list[str] | None = None) -> list[ProfileResult]:
+    """Measure the planned runs (opened artifact and role) on one backend, interleaved at each batch size of
+    ``options.batches``, timed as ``options.settings`` says, on ``options.device`` at ``options.precision``.
 
     All runners stay loaded for the whole run so that, batch by batch, the artifacts can be
     measured in alternating rounds (``settings.rounds``): their ratios are then robust to the
     machine's speed drifting during the run.
     """
+    runs = list(runs)
+    _check_memory(runs, backend, options.batches, options.device)
+    results: list[tuple[int, int, ProfileResult]] = []  # (artifact index, batch index, result)
+    with contextlib.ExitStack() as stack:
+        loaded = _load(runs, backend, options, stack, notes)
+        for batch_index, batch in enumerate(options.batches):
+            group = [item for item in loaded if batch in item.batches]
+            for item, result in _measure_batch(group, backend, batch, options, on_progress):
+                results.append((loaded.index(item), batch_index, result))
+    return [result for _, _, result in sorted(results, key=lambda item: item[:2])]  # artifact by artifact
+
+
+def _load(runs: list[ProfileRun], backend: str, options: ProfileOptions, stack: contextlib.ExitStack,
+          notes: list[str] | None) -> list[_Loaded]:
+    """A loaded runner per run that can run one of the batch sizes (fixed-batch exports skip the others)."""
     from ...runtime import runner_for_artifact
 
-    runs = [_as_run(item) for item in artifacts]
-    opts = dict(options or {})
+    opts = options.runner_options(backend)
+    settings = options.settings
     if settings.intra_op_threads is not None and backend != "tensorrt":  # CPU threads mean nothing to engines
         opts["intra_op_threads"] = settings.intra_op_threads
     if settings.cuda_graph:
         opts["cuda_graph"] = True
-    _check_memory(runs, backend, batches, device)
     loaded: list[_Loaded] = []
-    with contextlib.ExitStack() as stack:
-        for run in runs:
-            artifact = run.artifact
-            runnable, skipped = supported_batches(artifact, batches)
-            if skipped and notes is not None:
-                notes.append(f"{artifact.name} was exported with a fixed batch {artifact.model.batch}: "
-                             f"batch {', '.join(map(str, skipped))} skipped")
-            if not runnable:
-                continue
-            runner = stack.enter_context(
-                runner_for_artifact(artifact, backend, device=device, precision=precision, **opts))
-            if notes is not None:
-                notes.extend(f"{artifact.name} on {backend}: {n}" for n in runner.report_notes())
-            loaded.append(_Loaded(run, runner, runner.describe(), set(runnable),
-                                  macs_for_model(artifact.model).gmacs))
+    for run in runs:
+        artifact = run.artifact
+        runnable, skipped = supported_batches(artifact, options.batches)
+        if skipped and notes is not None:
+            notes.append(f"{artifact.name} was exported with a fixed batch {artifact.model.batch}: "
+                         f"batch {', '.join(map(str, skipped))} skipped")
+        if not runnable:
+            continue
+        runner = stack.enter_context(
+            runner_for_artifact(artifact, backend, device=options.device, precision=options.precision, **opts))
+        if notes is not None:
+            notes.extend(f"{artifact.name} on {backend}: {n}" for n in runner.report_notes())
+        loaded.append(_Loaded(run, runner, runner.describe(), set(runnable), macs_for_model(artifact.model).gmacs))
+    return loaded
 
-        results: list[tuple[int, int, ProfileResult]] = []  # (artifact index, batch index, result)
-        for batch_index, batch in enumerate(batches):
-            group = [item for item in loaded if batch in item.batches]
-            calls = {}
-            for index, item in enumerate(group):
-                images = seeded_batch(batch, item.run.artifact)
-                calls[index] = item.runner.timed_call(images, include_transfer=settings.include_transfer)
 
-            def progress(index: int, fraction: float, group=group, batch=batch) -> None:
-                if on_progress is not None:
-                    on_progress(f"{group[index].run.artifact.name} [{backend}] batch {batch}", fraction)
+def _measure_batch(group: list[_Loaded], backend: str, batch: int, options: ProfileOptions,
+                   on_progress: ProgressCallback | None) -> list[tuple[_Loaded, ProfileResult]]:
+    """The loaded runs that take ``batch``, measured in alternating rounds at that batch size."""
+    settings = options.settings
+    calls = {index: item.runner.timed_call(seeded_batch(batch, item.run.artifact),
+                                           include_transfer=settings.include_transfer)
+             for index, item in enumerate(group)}
 
-            measured = measure_interleaved(calls, settings, progress)
-            for index, item in enumerate(group):
-                artifact, info, model = item.run.artifact, item.info, item.run.artifact.model
-                m = measured[index]
-                stats = latency_stats(m.samples_ms)
-                results.append((loaded.index(item), batch_index, ProfileResult(
-                    artifact=str(artifact.path),
-                    role=item.run.role,
-                    variant=str(model.variant),
-                    keep_ratio=None if model.dense else model.keep_ratio,
-                    keep_counts=list(model.keep_counts),
-                    backend=backend,
-                    device=device,
-                    precision=item.runner.precision,
-                    executes=str(info.get("executes", backend)),
-                    batch=batch,
-                    stats=stats,
-                    throughput_ips=batch * stats.count / m.wall_s if m.wall_s > 0 else 0.0,
-                    measured_s=m.wall_s,
-                    warmup_iterations=m.warmup_iterations,
-                    gmacs=item.gmacs,
-                    include_transfer=settings.include_transfer,
-                    cuda_graph=settings.cuda_graph,
-                    intra_op_threads=info.get("intra_op_threads", settings.intra_op_threads),
-                    fallback=item.runner.fallback,
-                )))
-    return [result for _, _, result in sorted(results, key=lambda item: item[:2])]  # artifact by artifact
+    def progress(index: int, fraction: float) -> None:
+        if on_progress is not None:
+            on_progress(f"{group[index].run.artifact.name} [{backend}] batch {batch}", fraction)
+
+    measured = measure_interleaved(calls, settings, progress)
+    results = []
+    for index, item in enumerate(group):
+        artifact, info, model, m = item.run.artifact, item.info, item.run.artifact.model, measured[index]
+        stats = latency_stats(m.samples_ms)
+        results.append((item, ProfileResult(
+            artifact=str(artifact.path), role=item.run.role, variant=str(model.variant),
+            keep_ratio=None if model.dense else model.keep_ratio, keep_counts=list(model.keep_counts),
+            backend=backend, device=options.device, precision=item.runner.precision,
+            executes=str(info.get("executes", backend)), batch=batch, stats=stats,
+            throughput_ips=batch * stats.count / m.wall_s if m.wall_s > 0 else 0.0,
+            measured_s=m.wall_s, warmup_iterations=m.warmup_iterations, gmacs=item.gmacs,
+            include_transfer=settings.include_transfer, cuda_graph=settings.cuda_graph,
+            intra_op_threads=info.get("intra_op_threads", settings.intra_op_threads), fallback=item.runner.fallback)))
+    return results
 
 
 def _check_memory(runs: list[ProfileRun], backend: str, batches: Sequence[int], device: str) -> None:
@@ -462,42 +449,3 @@ BACKEND_OPTIONS = {
 def _options_for(backend: str, options: dict[str, Any]) -> dict[str, Any]:
     foreign = set().union(*(names for b, names in BACKEND_OPTIONS.items() if b != backend))
     return {k: v for k, v in options.items() if k not in foreign or k in BACKEND_OPTIONS.get(backend, set())}
-
-
-# --------------------------------------------------------------------------------------------
-# Plot
-
-
-def plot_results(results: list[ProfileResult], path: Path) -> Path:
-    """Latency and throughput vs batch, one line per artifact and backend (dense dashed)."""
-    from ...helpers.lazy import require
-    from ...helpers.fileio import prepare_output
-
-    matplotlib = require("matplotlib", "viz", "--plot")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = prepare_output(path, force=True, kinds=(".png", ".svg", ".pdf"))
-    series: dict[tuple[str, str, str], list[ProfileResult]] = {}
-    for r in results:
-        series.setdefault((r.artifact, r.backend, r.role), []).append(r)
-    fig, (ax_lat, ax_tput) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for (artifact, backend, role), rows in series.items():
-        rows = sorted(rows, key=lambda r: r.batch)
-        label = f"{Path(artifact).stem} ({role}, {backend})"
-        style = "--" if role == "dense" else "-"
-        batches = [r.batch for r in rows]
-        ax_lat.plot(batches, [r.stats.mean for r in rows], style, marker="o", label=label)
-        ax_tput.plot(batches, [r.throughput_ips for r in rows], style, marker="o", label=label)
-    for ax, ylabel in ((ax_lat, "mean latency (ms)"), (ax_tput, "throughput (img/s)")):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-    ax_tput.legend(fontsize=8)
-    fig.suptitle("dvit profile: dense vs sparse")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120)
-    plt.close(fig)
-    return path

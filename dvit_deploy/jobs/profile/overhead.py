@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ...export.graph import pruning_nodes
-from ...artifact.store import Artifact, as_artifact
+from ...artifact.store import Artifact
 from .measure import seeded_batch
 
 
@@ -29,9 +29,9 @@ class OverheadBreakdown:
         return {**asdict(self), "share": round(self.share, 5)}
 
 
-def pruning_overhead(artifact: Path | Artifact, batch: int, *, runs: int = 10, warmup: int = 3,
+def pruning_overhead(artifact: Artifact, batch: int, *, runs: int = 10, warmup: int = 3,
                      intra_op_threads: int | None = None, graph_optimization: str = "all") -> OverheadBreakdown:
-    """Run ``artifact`` under ONNX Runtime's profiler and attribute node time to pruning."""
+    """Run the opened ``artifact`` under ONNX Runtime's profiler and attribute node time to pruning."""
     import json
     import tempfile
 
@@ -39,7 +39,7 @@ def pruning_overhead(artifact: Path | Artifact, batch: int, *, runs: int = 10, w
 
     from ...runtime import runner_for_artifact
 
-    opened = as_artifact(artifact)  # manifest read and checked once, for the inputs and the runner
+    opened = artifact  # manifest read and checked once by the caller, for the inputs and the runner
     images = seeded_batch(batch, opened)
     with tempfile.TemporaryDirectory(prefix="dvit-ort-profile-") as tmp:
         optimized = Path(tmp) / "optimized.onnx"

@@ -1,13 +1,20 @@
-"""What to profile: the given or default artifact, its dense twin (found, or exported on request), and the run."""
+"""What to profile: the opened artifacts, their dense twins (found, or exported on request), and the run.
+
+``run(options, context, artifacts)`` plans and measures; ``plan_profile`` and ``run_profile`` are its two steps.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from ...artifact.store import Artifact, as_artifact, find_dense_twin, open_artifact
+from ...artifact.store import Artifact, find_dense_twin, open_artifact
+from ...helpers.errors import BadInput
 from .measure import ProfileOptions, ProfileReport, ProfileRun, ProgressCallback, attach_speedups, profile_artifacts
+
+if TYPE_CHECKING:
+    from ...artifact.context import RunContext
 
 # --------------------------------------------------------------------------------------------
 # What to profile
@@ -20,25 +27,29 @@ class ProfilePlan:
     notes: list[str] = field(default_factory=list)
 
 
-def default_profile_artifact(backend: str | None = None) -> Path:
-    """The default artifact (``artifact.store.open_artifact``'s rule) among the files ``backend`` runs."""
-    from ...runtime import artifact_suffixes
+def run(options: ProfileOptions, context: "RunContext", artifacts: Sequence[Artifact], *,
+        on_phase: Callable[[str], None] | None = None,
+        on_progress: ProgressCallback | None = None) -> ProfileReport:
+    """Measure the opened ``artifacts`` (and their dense twins) as ``options`` says: ``plan_profile``, then
+    ``run_profile``. ``on_phase`` hears the planning phases (exporting a twin), ``on_progress`` the measurement."""
+    options.validate()
+    artifacts = [a.in_context(context) for a in artifacts]  # twins and the torch reference: this run's
+    return run_profile(plan_profile(artifacts, options, context, on_phase=on_phase), options, context,
+                       on_progress=on_progress)
 
-    return open_artifact(None, artifact_suffixes(backend)).path
 
-
-def plan_profile(artifacts_given: Sequence[Artifact | Path] | None, options: ProfileOptions,
+def plan_profile(artifacts: Sequence[Artifact], options: ProfileOptions, context: "RunContext",
                  on_phase: Callable[[str], None] | None = None) -> ProfilePlan:
     """Artifacts to measure and the dense twin of each sparse one (found beside it, or exported
     when ``options.dense_baseline`` asks for a baseline that is missing; none with ``with_twins`` off)."""
-    from ...runtime import artifact_suffixes
-
-    # Each artifact is opened (not found, no dvit manifest, or sha256 mismatch: one line, exit 2) once,
-    # by the CLI or here; the plan carries it to the measurement and the runners.
-    opened = ([as_artifact(p) for p in artifacts_given] if artifacts_given
-              else [open_artifact(None, artifact_suffixes(options.backend))])
+    if not artifacts:
+        raise BadInput("nothing to profile: give an artifact (the CLI picks the default one)")
+    # Each artifact was opened (manifest read and checked, sha256 verified) once, by the caller; the plan carries
+    # it to the measurement and the runners.
+    opened = list(artifacts)
     plan = ProfilePlan(runs=[], twins={})
     seen: set[Path] = set()
+    runs_of: dict[str, Artifact] = {}  # a twin's sparse artifact: the twin is opened in its run
 
     def add(artifact: Artifact, role: str) -> None:
         key = artifact.path.resolve()
@@ -66,14 +77,15 @@ def plan_profile(artifacts_given: Sequence[Artifact | Path] | None, options: Pro
             plan.notes.append(f"no dense twin of {path.name} beside it: pass --dense-baseline to export one")
         if twin is not None:
             plan.twins[str(path)] = str(twin)
+            runs_of[str(path)] = artifact
     # Dense twins run after their sparse artifacts, and each only once.
     for sparse, dense in plan.twins.items():
         if Path(dense).resolve() not in seen:
-            add(open_artifact(dense), "dense")
+            add(open_artifact(dense, context=runs_of[sparse].context), "dense")
     return plan
 
 
-def run_profile(plan: ProfilePlan, options: ProfileOptions,
+def run_profile(plan: ProfilePlan, options: ProfileOptions, context: "RunContext",
                 on_progress: ProgressCallback | None = None) -> ProfileReport:
     """Measure the plan's runs as ``options`` says, each backend's runs interleaved, with speed-ups."""
     from ...runtime import default_backend
@@ -81,11 +93,9 @@ def run_profile(plan: ProfilePlan, options: ProfileOptions,
     options.validate()
     report = ProfileReport(settings=options.settings, notes=list(plan.notes))
     by_backend: dict[str, list[ProfileRun]] = {}
-    for run in plan.runs:
-        by_backend.setdefault(options.backend or default_backend(run.artifact.path), []).append(run)
+    for item in plan.runs:
+        by_backend.setdefault(options.backend or default_backend(item.artifact.path), []).append(item)
     for chosen, runs in by_backend.items():
-        report.results.extend(profile_artifacts(
-            runs, chosen, options.batches, options.settings, device=options.device, precision=options.precision,
-            options=options.runner_options(chosen), on_progress=on_progress, notes=report.notes))
+        report.results.extend(profile_artifacts(runs, chosen, options, on_progress=on_progress, notes=report.notes))
     attach_speedups(report.results, plan.twins)
     return report

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
+    from ...artifact.context import RunContext
     from ...artifact.store import Artifact, ArtifactFilter
 
 from ...artifact.manifest import DerivedFrom, OnnxManifest, QuantizationRecord, TensorRecord
@@ -50,11 +51,12 @@ DEFAULT_CALIB_BATCH = QUANTIZE_CALIB_BATCH
 
 @dataclass(frozen=True)
 class QuantizeOptions:
-    """How ``quantize_onnx`` quantizes and checks: calibration, what stays float, the recipe.
+    """How ``run_quantize`` quantizes and checks: calibration, what stays float, the recipe, the output.
 
     Checked when made (a bad value is refused with the CLI flag's name), so the CLI builds it once
     and every step reads it. ``recipe``: None or "auto" picks the one for ``target`` on this CPU's
     class (``quantize.recipe``); a RecipeChoice is one already chosen (e.g. by the CLI that printed it).
+    ``output``: None is ``<name>-int8.onnx`` beside the source; an existing one needs ``force``.
     """
 
     calib_dir: Path | None = None  # a folder of images; None: seeded generated scenes
@@ -67,12 +69,15 @@ class QuantizeOptions:
     check_samples: int = DEFAULT_CHECK_SAMPLES
     target: str = DEFAULT_TARGET
     recipe: str | RecipeChoice | None = None
+    output: Path | None = None
+    force: bool = False
 
     def __post_init__(self) -> None:
         # Normalised here so that a frozen options object compares and prints the same however made.
         object.__setattr__(self, "exclude_op_types", tuple(self.exclude_op_types))
-        if self.calib_dir is not None:
-            object.__setattr__(self, "calib_dir", Path(self.calib_dir))
+        for name in ("calib_dir", "output"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
         if self.method not in METHODS:
             raise BadInput(f"--method must be one of {', '.join(METHODS)}, got '{self.method}'")
         if not 0.0 < self.percentile <= 100.0:
@@ -142,11 +147,11 @@ def fp32_exports() -> "ArtifactFilter":
         refusal=f"no fp32 ONNX export with a manifest in {folder}; run 'dvit export' first or pass a path")
 
 
-def default_source() -> Path:
-    """The newest fp32 pruned export in ./export (else the newest fp32 one)."""
+def default_source(context: "RunContext | None" = None) -> Path:
+    """The newest fp32 pruned export in ./export (else the newest fp32 one); manifests read in ``context``."""
     from ...artifact.store import default_artifact
 
-    return default_artifact((".onnx",), only=fp32_exports())[0]
+    return default_artifact((".onnx",), only=fp32_exports(), context=context)[0]
 
 
 def default_output(source: Path) -> Path:
@@ -183,25 +188,40 @@ def quantize_onnx(source: "Artifact", output: str | Path | None = None,
                   options: QuantizeOptions = QuantizeOptions(), *, force: bool = False,
                   on_phase: Callable[[str], None] | None = None,
                   on_calib: Callable[[int, int], None] | None = None) -> QuantizeResult:
-    """Quantize an opened fp32 dvit ONNX to INT8 Q/DQ, check it, write it with its manifest.
+    """``run_quantize`` with ``output`` and ``force`` given beside the options (a fresh ``RunContext``)."""
+    import dataclasses
+
+    from ...artifact.context import RunContext
+
+    if output is not None or force:
+        options = dataclasses.replace(options, output=Path(output) if output is not None else options.output,
+                                      force=force or options.force)
+    return run_quantize(options, RunContext(), source, on_phase=on_phase, on_calib=on_calib)
+
+
+def run_quantize(options: QuantizeOptions, context: "RunContext", source: "Artifact", *,
+                 on_phase: Callable[[str], None] | None = None,
+                 on_calib: Callable[[int, int], None] | None = None) -> QuantizeResult:
+    """Quantize an opened fp32 dvit ONNX to INT8 Q/DQ, check it, write it with its manifest: ``dvit quantize``.
 
     ``source`` is opened by the caller (``open_artifact``, with quantize's default rule
-    ``fp32_exports``: manifest and sha256 checked once). ``output`` defaults to ``<name>-int8.onnx``
-    beside it; an existing one needs ``force``. ``on_calib(done, total)`` reports calibration
+    ``fp32_exports``: manifest and sha256 checked once). ``options.output`` defaults to ``<name>-int8.onnx``
+    beside it; an existing one needs ``options.force``. ``on_calib(done, total)`` reports calibration
     progress (images). Raises ``CheckFailed`` (nothing written) when the quantized graph fails the
     structure check or disagrees with PyTorch beyond the int8 agreement thresholds.
     """
     from ...helpers.lazy import require
 
     phase = on_phase or (lambda name: None)
+    source = source.in_context(context)  # its digest and the torch reference: this run's
     choice = options.choice()
     ort = require("onnxruntime", "gpu", "dvit quantize")
     typed = _fp32_source(source)
     phase("sha256 of the fp32 ONNX")
-    from ...artifact.manifest import cached_sha256
+    from ...artifact.verify import cached_sha256
 
-    source_sha = cached_sha256(source.path)  # hashed once per run: opening it already read it
-    output = _destination(source.path, output, force)
+    source_sha = cached_sha256(source.path, source.context)  # hashed once per run: opening it already read it
+    output = _destination(source.path, options.output, options.force)
 
     import onnx
 
@@ -229,7 +249,7 @@ def quantize_onnx(source: "Artifact", output: str | Path | None = None,
 
         start = time.perf_counter()
         check = check_quantized(tmp_onnx, typed, samples=options.check_samples, excluded=kept_float.nodes,
-                                on_phase=phase, session_config=check_session_config(choice))
+                                on_phase=phase, session_config=check_session_config(choice), context=source.context)
         seconds["check"] = time.perf_counter() - start
         if not check.passed:
             raise CheckFailed(failure_line(choice, check), check)

@@ -21,6 +21,7 @@ from ...helpers.defaults import QUANTIZE_CHECK_SAMPLES
 from .calibration import SCENES_SEED, mixed_inputs
 
 if TYPE_CHECKING:
+    from ...artifact.context import RunContext
     from ...artifact.manifest import OnnxManifest
 
 EXCLUDED_OP_TYPES = ("TopK", "Softmax", "LayerNormalization")
@@ -179,14 +180,16 @@ def _op_types(model, names: Sequence[str]) -> list[str]:
 
 def check_quantized(path: Path, source: "OnnxManifest", *, samples: int = DEFAULT_CHECK_SAMPLES,
                     excluded: Sequence[str] = (), on_phase: Callable[[str], None] | None = None,
-                    session_config: Mapping[str, str] | None = None) -> QuantizeCheck:
+                    session_config: Mapping[str, str] | None = None,
+                    context: "RunContext | None" = None) -> QuantizeCheck:
     """onnx.checker, pruning structure, Q/DQ rules, and ONNX Runtime vs PyTorch fp32 by agreement.
 
     ``source``: the typed manifest of the fp32 export the int8 graph at ``path`` was made from
     (the model, its keep counts and preprocessing; the reference is rebuilt from it).
 
     ``session_config``: ONNX Runtime session entries the graph is run with, as dvit's ORT runner
-    will run it on this CPU (``cpu.ort_int8_session_config``).
+    will run it on this CPU (``cpu.ort_int8_session_config``). ``context``: the run the source was opened
+    in (its moved checkpoint rebuilds the reference).
     """
     import torch
 
@@ -228,7 +231,7 @@ def check_quantized(path: Path, source: "OnnxManifest", *, samples: int = DEFAUL
                      f"seeded noise (seed {CHECK_NOISE_SEED})")
     fixed = record.batch
     batch = fixed if fixed else 8
-    loaded = load_model_from_record(record)
+    loaded = load_model_from_record(record, context=context)
     ref = reference_outputs(loaded, torch.from_numpy(np.ascontiguousarray(images)), batch)
     session, result.execution = _int8_session(with_topk_outputs(model), dict(session_config or {}))
     int8_compute_problems(model, result.execution, result)

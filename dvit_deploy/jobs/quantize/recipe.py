@@ -30,7 +30,8 @@ overrides the choice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ...helpers.cpu import CPU_CLASSES, CpuInfo, cpu_info
 from ...helpers.defaults import QUANTIZE_TARGET
@@ -67,15 +68,15 @@ class Recipe:
                 "weights": self.weights, "summary": self.summary}
 
 
-RECIPES: dict[str, Recipe] = {
+RECIPES: Mapping[str, Recipe] = MappingProxyType({
     "s8s8": Recipe("s8s8", False, "int8 activations and full-range int8 weights (TensorRT's recipe)"),
     "s8s8-reduce-range": Recipe("s8s8-reduce-range", True,
                                 "int8 activations, 7-bit weights [-64, 64]: no int16 saturation without VNNI"),
-}
+})
 
 # CPU class -> (recipe for --for cpu, where the choice comes from). "measured" rows were run;
 # the others follow from whether the class's int8 GEMM accumulates in int32.
-CPU_RECIPES: dict[str, tuple[str, str]] = {
+CPU_RECIPES: Mapping[str, tuple[str, str]] = MappingProxyType({
     "amx": ("s8s8", "not measured: AMX-INT8 tiles accumulate in int32 (no saturation)"),
     "avx512-vnni": ("s8s8", "measured on AMD EPYC AVX512-VNNI: top-1 99.4 %, Jaccard 0.963 (DeiT-S/0.7)"),
     "avx-vnni": ("s8s8", "not measured: AVX-VNNI vpdpbusd accumulates in int32"),
@@ -86,7 +87,7 @@ CPU_RECIPES: dict[str, tuple[str, str]] = {
     "x86-sse": ("s8s8-reduce-range", "not measured: SSE4.1 pmaddubsw saturates like AVX2"),
     "arm64": ("s8s8", "not measured: ARM sdot/smmla accumulate in int32"),
     "other": ("s8s8", "not measured: no known int16-saturating int8 kernel"),
-}
+})
 assert set(CPU_RECIPES) == set(CPU_CLASSES)
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from ...helpers.lazy import lazy_exports
 
 __getattr__ = lazy_exports(__name__, {
-    "ServeSpec": "spec", "make_spec": "spec", "RequestHandler": "handler", "Request": "handler",
+    "ServeSpec": "spec", "ServeOptions": "spec", "make_spec": "spec", "RequestHandler": "handler", "Request": "handler",
     "Response": "handler", "ServeSettings": "server", "ServeResult": "server", "prepare": "server",
-    "serve": "server", "model_repository": "server", "find_tritonserver": "tritonserver",
+    "run_serve": "server", "serve": "server", "model_repository": "server", "find_tritonserver": "tritonserver",
     "SloController": "controller", "ControllerConfig": "controller",
 })

@@ -19,7 +19,6 @@ with Triton's own per-model statistics they split a request's time per hop (docs
 from __future__ import annotations
 
 import gc
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -47,15 +46,14 @@ def open_spec_runner(spec: ServeSpec, folder: Path | None = None) -> Any:
     """The loaded, warmed-up runner for ``spec`` (BadInput/MissingDependency as every command raises).
 
     A relative ``spec.artifact`` (a packaged repository) is relative to the model ``folder``."""
-    from ...artifact.manifest import verification
+    from ...artifact.context import RunContext
     from ...artifact.store import open_artifact
     from ...runtime import open_runner
 
     artifact = Path(spec.artifact)
     if not artifact.is_absolute() and folder is not None:
         artifact = folder / artifact
-    with verification(enabled=spec.verify):
-        opened = open_artifact(artifact)
+    opened = open_artifact(artifact, context=RunContext(verify=spec.verify))  # the spec's --no-verify, this process
     options = dict(spec.runner_options)
     if spec.backend == "onnxruntime" and spec.token_outputs:
         options.setdefault("topk_outputs", True)
@@ -146,10 +144,7 @@ class TritonPythonModel:
 
         self._pb = pb_utils
         folder = Path(args["model_repository"])
-        self.spec = ServeSpec.read(folder)
-        threads = os.environ.get("DVIT_SERVE_THREADS")
-        if threads and self.spec.backend in ("onnxruntime", "openvino"):
-            self.spec.runner_options.setdefault("intra_op_threads", int(threads))
+        self.spec = ServeSpec.read(folder)  # the runner's options (intra-op threads included) are the spec's
         if self.spec.data_config is not None:
             single_threaded_preprocessing()
         try:

@@ -19,11 +19,12 @@ Everything else is a model:
 
 The rule: run at the largest feasible rung. Stepping down happens at once, by as many rungs as
 needed; stepping up goes one rung at a time, no faster than the whole grid in ``climb_s``, not
-within ``hold_s`` of a step down, and only to a rung feasible with a tighter margin (hysteresis),
-so ρ does not oscillate at the edge of a rung. When no rung is feasible the controller runs at the
-bottom; a batch for which even the bottom is predicted to miss the objective counts as *out of reach*
-(``unreachable``). Triton's queue policy (``ServeSpec.queue_timeout_ms``, opt-in) can then reject what
-waited too long instead of letting latency grow.
+within ``hold_s`` of a step down nor ``settle_s`` of a full batch (the queue must be seen empty), and
+only to a rung feasible with a tighter margin (hysteresis), so ρ does not oscillate at the edge of a
+rung. When no rung is feasible the controller runs at the bottom; a batch for which even the bottom is
+predicted to miss the objective counts as *out of reach* (``unreachable``). Triton's queue policy
+(``ServeSpec.queue_timeout_ms``: by default the objective under --slo-ms) rejects what waited that long
+instead of letting latency grow; ``queue_timeout_s`` tells the controller so (no older request waits).
 """
 
 from __future__ import annotations
@@ -145,10 +146,12 @@ class ControllerConfig:
     up_margin: float = 0.5  # ... and worth stepping up to only below this (hysteresis band)
     utilisation: float = 0.85  # the most of its marginal capacity a rung may be loaded to
     up_utilisation: float = 0.75
-    climb_s: float = 3.0  # the whole grid, bottom to top, at the fastest allowed step-up pace
+    climb_s: float = 1.5  # the whole grid, bottom to top, at the fastest allowed step-up pace
     hold_s: float = 2.0  # no step up this soon after a step down
+    settle_s: float = 0.5  # ... nor this soon after a full batch (the queue must be seen empty for a while)
     rate_tau_s: float = 0.3  # time constant of the arrival-rate average
     full_boost: float = 0.5  # a full batch: λ is at least what it shows, assume this much more
+    queue_timeout_s: float | None = None  # Triton rejects a request queued longer (bounds the backlog's age)
 
 
 @dataclass
@@ -170,7 +173,8 @@ class SloController:
         self.rungs = tuple(sorted(config.rungs))
         self.index = len(self.rungs) - 1 if start_rho is None else min(
             range(len(self.rungs)), key=lambda i: abs(self.rungs[i] - start_rho))
-        self.rate = 0.0
+        self.rate = 0.0  # λ as the rule uses it: ``arrivals``, raised during a run of full batches
+        self.arrivals = 0.0  # λ from the batch sizes alone (a full batch's size only bounds it)
         self.prev_start: float | None = None
         self.prev_end: float | None = None
         self.prev_rows = 0
@@ -179,6 +183,7 @@ class SloController:
         self.full_run = 0  # consecutive full batches
         self.last_down = -math.inf
         self.last_up = -math.inf
+        self.last_full = -math.inf
         self.unreachable = 0  # batches for which even the bottom rung was predicted to miss the objective
         self.batches = 0
         self.last = Decision(self.rho, 0.0, 0.0, True)
@@ -198,10 +203,12 @@ class SloController:
             sample = rows / dt
             weight = 1.0 if self.batches <= 2 else 1.0 - math.exp(-dt / cfg.rate_tau_s)  # the first sample as is
             # a burst of a few requests close together is not a rate: short gaps count as the time constant
-            self.rate += weight * (rows / max(dt, cfg.rate_tau_s) - self.rate)
+            self.arrivals += weight * (rows / max(dt, cfg.rate_tau_s) - self.arrivals)
             self.full_run = self.full_run + 1 if rows >= cfg.max_batch else 0
             if self.full_run:  # the queue may hold more: λ is at least this, and likelier more the longer it lasts
-                self.rate = max(self.rate, sample * (1.0 + cfg.full_boost * self.full_run))
+                self.rate = max(self.rate, self.arrivals, sample * (1.0 + cfg.full_boost * self.full_run))
+            else:  # the queue is empty: what the batches show is λ (the run's guess is dropped, not decayed)
+                self.rate = self.arrivals
             idle = self.prev_end is not None and now - self.prev_end > cfg.queue_delay_s + IDLE_GAP_S
             if idle:  # the instance waited for this batch: its first request came at most a queue delay ago
                 self.t_empty, self.served_since = max(self.prev_end, now - cfg.queue_delay_s - IDLE_GAP_S), 0
@@ -218,6 +225,9 @@ class SloController:
             return since, 0.0
         wait = min(max(since - self.served_since / self.rate, 0.0), since)
         behind = max(self.rate * since - self.served_since - rows, 0.0) if rows >= self.config.max_batch else 0.0
+        bound = self.config.queue_timeout_s
+        if bound:  # Triton rejected whatever waited longer: no older request, no more than one bound's arrivals
+            wait, behind = min(wait, bound), min(behind, self.rate * bound)
         return wait, behind
 
     def drain(self, requests: float) -> float:
@@ -243,6 +253,8 @@ class SloController:
         """A Triton batch of ``rows`` images starts now: update the queue estimate, choose and return ρ."""
         cfg, now = self.config, self.clock()
         self.batches += 1
+        if rows >= cfg.max_batch:  # a backlog may wait behind this batch
+            self.last_full = now
         self._update_queue(rows, now)
         wait, behind = self._waiting(rows, now)
         budget = cfg.margin * cfg.slo_s
@@ -257,7 +269,7 @@ class SloController:
             self.index, self.last_down = target, now
         elif target > self.index:
             step_s = cfg.climb_s / max(len(self.rungs) - 1, 1)
-            if (now - self.last_down >= cfg.hold_s and now - self.last_up >= step_s
+            if (now - self.last_full >= cfg.settle_s and now - self.last_down >= cfg.hold_s and now - self.last_up >= step_s
                     and latency[self.index + 1] <= cfg.up_margin * cfg.slo_s):
                 self.index, self.last_up = self.index + 1, now
         self.last = Decision(self.rho, self.rate, latency[self.index], reachable)

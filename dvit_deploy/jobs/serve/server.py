@@ -23,6 +23,7 @@ Lifecycle (docs/serving.md):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import secrets
@@ -40,11 +41,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ...helpers.errors import BadInput, DvitError
 from .front import HttpFront, body_limit, private_port
-from .spec import ServeSpec, make_spec
+from .spec import ServeOptions, ServeSpec, make_spec
 from .tritonserver import (clean_stale, dies_with_parent, find_tritonserver, new_python_env, new_workspace,
                            prepare_backends, python_envs, record_owner, remove_python_env, remove_shm, server_env)
 
 if TYPE_CHECKING:
+    from ...artifact.context import RunContext
     from ...artifact.store import Artifact
 
 MODEL_PY = ('# Written by `dvit serve`: the model is dvit_deploy.jobs.serve.backend, versioned with the package.\n'
@@ -59,8 +61,10 @@ _CPU_NOISE = ("CudaDriverHelper has not been initialized", "failed to get CUDA d
 _GLOG_ERROR = re.compile(r"^E\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] (.*)$")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServeSettings:
+    """``dvit serve``'s server flags: where it listens, how long it drains, where Triton's log goes."""
+
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
@@ -68,7 +72,6 @@ class ServeSettings:
     drain_timeout_s: int = 30
     startup_timeout_s: float = 600.0
     log_file: Path | None = None  # keep Triton's log here (default: inside the workspace, removed)
-    threads: int | None = None  # intra-op threads of the runner
 
 
 @dataclass
@@ -239,7 +242,7 @@ def _start(run: _Run, spec: ServeSpec, settings: ServeSettings, dist: Any, upstr
     with open(run.log_path, "wb") as log:
         # Its own session (Ctrl-C on the terminal reaches us, not it), and SIGKILL from the kernel if we die.
         run.process = subprocess.Popen(dies_with_parent(command), stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, env=server_env(dist, threads=settings.threads),
+                                       stdin=subprocess.DEVNULL, env=server_env(dist),
                                        cwd=run.workspace, start_new_session=True)
     return run.process
 
@@ -350,32 +353,39 @@ def _clean_up(run: _Run, settings: ServeSettings, leftovers: list[str]) -> None:
     shutil.rmtree(run.workspace, ignore_errors=True)
 
 
-def prepare(artifact: "Artifact | Path", *, backend: str | None, precision: str | None, name: str | None = None,
-            max_batch: int | None = None, queue_delay_us: int = 100, dynamic_batching: bool = True,
-            keep_range: tuple[float, float] | None = None, verify: bool = True,
-            slo_ms: float | None = None, queue_timeout_ms: float | None = None,
-            simulate_service: str | None = None) -> ServeSpec:
-    """The artifact opened once (manifest read, sha256 checked), the backend asked for: its ServeSpec.
+def prepare(artifact: "Artifact", options: ServeOptions, context: "RunContext") -> ServeSpec:
+    """The opened artifact (manifest read, sha256 checked) and the backend asked for: its ServeSpec.
 
     Everything the runner inside Triton would refuse at load time (backend, file kind, package,
-    precision, device) is asked of the runtime here, in its own words, before a server process exists."""
-    from ...artifact.store import as_artifact
+    precision, device) is asked of the runtime here, in its own words, before a server process exists.
+    ``context.threads``: the runner's intra-op threads (ONNX Runtime, OpenVINO), carried in the spec."""
     from ...runtime import default_backend, runner_for_artifact
-    from .paced import SimulatedService
 
     find_tritonserver()  # the [serve] extra first: no "serving …" line for a server that cannot start
-    opened = as_artifact(artifact)  # a path: opened here (BadInput on a missing/foreign/tampered artifact)
-    backend = backend or default_backend(opened.path)
+    backend = options.backend or default_backend(artifact.path)
     if backend == "torch":
         raise BadInput("dvit serve runs an artifact file: use --backend onnxruntime or openvino (.onnx) or tensorrt")
-    precision = precision or opened.precision
-    runner_for_artifact(opened, backend, precision=precision).check()  # not loaded: nothing is read or compiled
-    declared_tokens = bool(opened.manifest.token_output_names)
-    return make_spec(opened, backend=backend, precision=precision, name=name, max_batch=max_batch,
-                     queue_delay_us=queue_delay_us, dynamic_batching=dynamic_batching, keep_range=keep_range,
-                     token_outputs=declared_tokens or backend in ("onnxruntime", "openvino"), verify=verify,
-                     slo_ms=slo_ms, queue_timeout_ms=queue_timeout_ms,
-                     simulated_service=SimulatedService.parse(simulate_service).to_json() if simulate_service else None)
+    precision = options.precision or artifact.precision
+    runner_for_artifact(artifact, backend, precision=precision).check()  # not loaded: nothing is read or compiled
+    declared_tokens = bool(artifact.manifest.token_output_names)
+    threads = context.threads if backend in ("onnxruntime", "openvino") else None
+    return make_spec(artifact, dataclasses.replace(options, backend=backend, precision=precision),
+                     token_outputs=declared_tokens or backend in ("onnxruntime", "openvino"), verify=context.verify,
+                     runner_options={"intra_op_threads": int(threads)} if threads else None)
+
+
+def run_serve(options: ServeOptions, context: "RunContext", artifact: "Artifact",
+              settings: ServeSettings = ServeSettings(), *,
+              on_event: Callable[[str, dict[str, Any]], None] = lambda event, info: None) -> ServeResult:
+    """``dvit serve``: the spec decided (``prepare``), the host and ports checked, then the server run
+    until SIGTERM/SIGINT (drained, cleaned up) or until it ends by itself (``serve``).
+
+    ``on_event(name, info)``: ``prepared`` (``info["spec"]``, before any server process exists), then
+    ``serve``'s events (``starting``, ``ready``, ``slo``, ``draining``)."""
+    spec = prepare(artifact.in_context(context), options, context)
+    check_ports(settings)  # the host resolves, the ports are free: before "serving …"
+    on_event("prepared", {"spec": spec})
+    return serve(spec, settings, on_event=on_event)
 
 
 def drain_finished(log: Path, returncode: int | None) -> bool:

@@ -50,7 +50,8 @@ def start_controller(spec: ServeSpec, handler: Any) -> SloController:
     rungs = rungs_of(spec)
     model = measure_service(run, rungs, spec.max_batch)
     config = ControllerConfig(slo_s=spec.slo_ms / 1e3, rungs=rungs, max_batch=spec.max_batch,
-                              queue_delay_s=spec.queue_delay_us / 1e6 if spec.dynamic_batching else 0.0)
+                              queue_delay_s=spec.queue_delay_us / 1e6 if spec.dynamic_batching else 0.0,
+                              queue_timeout_s=spec.queue_timeout_ms / 1e3 if spec.queue_timeout_ms else None)
     return SloController(config, model)
 
 

@@ -173,13 +173,46 @@ class ServeSpec:
         return "\n".join(lines) + "\n"
 
 
-def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str | None,
-              max_batch: int | None, queue_delay_us: int, dynamic_batching: bool = True,
-              keep_range: tuple[float, float] | None = None, token_outputs: bool = True,
-              verify: bool = True, runner_options: dict[str, Any] | None = None,
-              slo_ms: float | None = None, queue_timeout_ms: float | None = None,
-              simulated_service: dict[str, Any] | None = None) -> ServeSpec:
-    """The spec for the opened ``artifact`` (its manifest read and checked), with every limit decided."""
+@dataclass(frozen=True)
+class ServeOptions:
+    """``dvit serve``'s flags that decide what is served (the server's own are ``server.ServeSettings``).
+
+    ``backend``/``precision`` None: the artifact's own (``server.prepare`` decides them); ``max_batch`` None:
+    the artifact's limit; ``keep_range``, ``slo_ms``: ``--dynamic-keep`` artifacts only; ``queue_timeout_ms``:
+    Triton's queue policy; ``simulate_service``: test only, ``CALL_MS,RHO:MS,…`` (``serve.paced``).
+    Checked against the artifact by ``make_spec``, in the order the command always checked them."""
+
+    backend: str | None = None
+    precision: str | None = None
+    name: str | None = None
+    max_batch: int | None = None
+    queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
+    dynamic_batching: bool = True
+    keep_range: tuple[float, float] | None = None
+    slo_ms: float | None = None
+    queue_timeout_ms: float | None = None
+    simulate_service: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep_range is not None:
+            object.__setattr__(self, "keep_range", tuple(self.keep_range))
+
+
+def make_spec(artifact: "Artifact", options: ServeOptions, *, token_outputs: bool = True, verify: bool = True,
+              runner_options: dict[str, Any] | None = None) -> ServeSpec:
+    """The spec for the opened ``artifact`` (its manifest read and checked), with every limit decided.
+
+    ``options.backend`` and ``options.precision`` must be decided (``server.prepare`` does); ``verify``: the
+    backend re-checks the sha256 when it loads; ``runner_options``: the runner's keyword options."""
+    if options.backend is None or options.precision is None:
+        raise TypeError("make_spec needs the backend and precision decided (see serve.server.prepare)")
+    simulated_service = None
+    if options.simulate_service:
+        from .paced import SimulatedService
+
+        simulated_service = SimulatedService.parse(options.simulate_service).to_json()
+    max_batch, queue_delay_us, keep_range = options.max_batch, options.queue_delay_us, options.keep_range
+    slo_ms, name = options.slo_ms, options.name
     record = artifact.model
     own_limit = _own_batch_limit(artifact.manifest)
     if max_batch is None:
@@ -211,7 +244,7 @@ def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str |
     if slo_ms is not None and (not dynamic_keep or not slo_ms > 0):
         raise BadInput("--slo-ms needs a --dynamic-keep artifact (ρ is chosen per batch)" if not dynamic_keep
                        else f"--slo-ms must be > 0, got {slo_ms:g}")
-    queue_timeout_ms = _queue_timeout(slo_ms, queue_timeout_ms, dynamic_batching)
+    queue_timeout_ms = _queue_timeout(slo_ms, options.queue_timeout_ms, options.dynamic_batching and max_batch > 1)
     name = name or model_name_for(artifact.path)
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise BadInput(f"--name '{name}' is not a Triton model name (letters, digits, '-', '_')")
@@ -221,8 +254,8 @@ def make_spec(artifact: "Artifact", *, backend: str, precision: str, name: str |
                                           for r in rungs):
         keep_ratio = rungs[-1]  # the export's ρ is no rung: requests without one run at the highest
     return ServeSpec(
-        artifact=str(artifact.path.resolve()), backend=backend, precision=precision, name=name,
-        max_batch=int(max_batch), queue_delay_us=int(queue_delay_us), dynamic_batching=dynamic_batching,
+        artifact=str(artifact.path.resolve()), backend=options.backend, precision=options.precision, name=name,
+        max_batch=int(max_batch), queue_delay_us=int(queue_delay_us), dynamic_batching=options.dynamic_batching,
         image_shape=record.input_shape, num_classes=num_classes, fixed_batch=record.batch,
         num_stages=len(record.keep_counts), num_patches=record.num_patches, dense=record.dense,
         keep_ratio=None if keep_ratio is None else float(keep_ratio), dynamic_keep=dynamic_keep,
@@ -254,10 +287,10 @@ def _served_data_config(record: Any) -> dict[str, Any] | None:
 
 
 def _queue_timeout(slo_ms: float | None, queue_timeout_ms: float | None, dynamic_batching: bool) -> float | None:
-    """Triton's queue timeout (``--queue-timeout-ms``; 0 or unset: never). Opt-in, also under --slo-ms: on
-    tritonserver 2.51 a queue policy changed how the dynamic batcher formed batches (docs/serving.md)."""
+    """Triton's queue timeout (``--queue-timeout-ms``; 0: never). Unset: the objective itself under --slo-ms
+    (a request queued that long has missed it; docs/serving.md), else never."""
     if queue_timeout_ms is None:
-        return None
+        return float(slo_ms) if slo_ms and dynamic_batching else None
     if not queue_timeout_ms >= 0:
         raise BadInput(f"--queue-timeout-ms must be ≥ 0, got {queue_timeout_ms:g}")
     if queue_timeout_ms and not dynamic_batching:

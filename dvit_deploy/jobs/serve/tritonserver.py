@@ -87,7 +87,7 @@ def prepare_backends(dist: TritonDist, workspace: Path) -> Path:
     return workspace / "backends"
 
 
-def server_env(dist: TritonDist, *, threads: int | None = None) -> dict[str, str]:
+def server_env(dist: TritonDist) -> dict[str, str]:
     """The environment ``tritonserver`` and its stub run with (this interpreter's libpython and packages)."""
     env = dict(os.environ)
     libs = [str(p) for p in (libpython_dir(), dist.libs) if p is not None]
@@ -100,8 +100,6 @@ def server_env(dist: TritonDist, *, threads: int | None = None) -> dict[str, str
     paths = [package_root] + [p for p in sys.path if p and Path(p).is_dir() and p != package_root]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["DVIT_SERVE_PACKAGE_ROOT"] = package_root  # the stub ignores PYTHONPATH; model.py reads this (serve.server)
-    if threads:
-        env["DVIT_SERVE_THREADS"] = str(threads)
     return env
 
 

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from ... import __version__
 from ...artifact.manifest import OnnxManifest, check_manifest
@@ -32,10 +32,13 @@ from ...helpers.lazy import signals_held
 from .layout import (BUNDLE_MANIFEST, BUNDLE_SCHEMA, CHECKSUMS, DEFAULT_BUNDLES_DIR, DEFAULT_PROFILE, ENGINE_SUFFIXES,
                      EngineItem, OnnxItem, _str, engine_facts, graph_problems, write_checksums)
 from .triton import _write_triton
-from .trtexec import (_batch_profile, build_script, built_precision, device_precision_of, engine_name,
-                      trtexec_benchmark)
-from .rtx import RUN_SCRIPT, check_rtx_artifacts, readme_section, run_script
+from .readme import _device_readme, item_precision, shipped_precision
+from .trtexec import _batch_profile, build_script
+from .rtx import RUN_SCRIPT, check_rtx_artifacts, run_script
 from .verify import _verify_folder
+
+if TYPE_CHECKING:
+    from ...artifact.context import RunContext
 
 # The device targets are the TensorRT target table's (engines/targets.py); the old names stay.
 Target = DeviceTarget
@@ -55,16 +58,13 @@ def _resolve_near(base: Path, name: Any) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _open_item(path: Path | Artifact, what: str, refuse: Callable[[Artifact], None] | None = None) -> Artifact:
-    """The artifact, opened once: one already opened is passed on as it is; a path is read, checked and
-    typed here, ``refuse`` may turn it away, and only then is its sha256 checked."""
-    if isinstance(path, Artifact):
-        if refuse is not None:
-            refuse(path)
-        return path
+def _open_path(path: Path, what: str, refuse: Callable[[Artifact], None] | None = None,
+               context: "RunContext | None" = None) -> Artifact:
+    """A path opened once: read, checked and typed, ``refuse`` may turn it away, and only then is its
+    sha256 checked."""
     if not path.is_file():
         raise BadInput(f"{what} {path} not found")
-    opened = open_artifact(path, verify=False)
+    opened = open_artifact(path, context=context, verify=False)  # verified below, once refuse has spoken
     if refuse is not None:
         refuse(opened)
     return opened.verified()
@@ -75,9 +75,26 @@ def _refuse_foreign_kind(opened: Artifact) -> None:
         raise BadInput(f"{manifest_path(opened.path)} is not an ONNX manifest (kind {opened.onnx.kind!r})")
 
 
-def _load_onnx(path: Path | Artifact) -> OnnxItem:
-    """The ONNX to ship, read and checked once (a foreign ``kind`` is refused before its sha256 is checked)."""
-    opened = _open_item(path, "ONNX model", _refuse_foreign_kind)
+def open_artifacts(paths: Iterable[str | Path], context: "RunContext | None" = None) -> list[Artifact]:
+    """The ONNX models and engines ``dvit package`` was given, opened as it opens them (a foreign manifest
+    ``kind`` is refused before the sha256 is checked); the CLI calls it, the job takes what it returns."""
+    opened = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.suffix == ".onnx":
+            opened.append(_open_path(path, "ONNX model", _refuse_foreign_kind, context))
+        elif path.suffix in ENGINE_SUFFIXES:
+            opened.append(_open_path(path, "engine", context=context))
+        elif not path.exists():
+            raise BadInput(f"artifact {path} not found")
+        else:
+            raise BadInput(f"{path.name} is neither an ONNX model (.onnx) nor a TensorRT engine (.engine/.plan)")
+    return opened
+
+
+def _load_onnx(opened: Artifact) -> OnnxItem:
+    """The ONNX to ship, checked against its manifest (a foreign ``kind`` is refused)."""
+    _refuse_foreign_kind(opened)
     for name in opened.onnx.external_data:
         if not (opened.path.parent / name).is_file():
             raise BadInput(f"external weights {name} of {opened.name} not found beside it")
@@ -88,9 +105,8 @@ def _load_onnx(path: Path | Artifact) -> OnnxItem:
     return OnnxItem(opened)
 
 
-def _load_engine(path: Path | Artifact) -> EngineItem:
-    """The engine to ship and the ONNX it was built from, each read and checked once."""
-    opened = _open_item(path, "engine")
+def _load_engine(opened: Artifact, context: "RunContext | None" = None) -> EngineItem:
+    """The engine to ship and the ONNX it was built from (found beside it, opened and checked once)."""
     engine = opened.engine
     folder = opened.path.parent
     source = None
@@ -101,27 +117,24 @@ def _load_engine(path: Path | Artifact) -> EngineItem:
         check_manifest(linked, onnx_manifest)
         onnx_path = _resolve_near(onnx_manifest.parent, OnnxManifest.from_json(linked).artifact)
     if onnx_path is not None and onnx_path.suffix == ".onnx":
-        source = _load_onnx(onnx_path)
+        source = _load_onnx(_open_path(onnx_path, "ONNX model", _refuse_foreign_kind, context))
     return EngineItem(opened, source)
 
 
-def collect_artifacts(paths: Iterable[Path | Artifact]) -> tuple[list[OnnxItem], list[EngineItem]]:
-    """ONNX models and engines to ship; an engine brings the ONNX it was built from."""
+def collect_artifacts(artifacts: Iterable[Artifact],
+                      context: "RunContext | None" = None) -> tuple[list[OnnxItem], list[EngineItem]]:
+    """ONNX models and engines to ship (opened: ``open_artifacts``); an engine brings the ONNX it was built from."""
     onnx_items: dict[Path, OnnxItem] = {}
     engines: list[EngineItem] = []
-    for raw in paths:
-        opened = raw if isinstance(raw, Artifact) else None
-        path = opened.path if opened is not None else Path(raw).expanduser()
+    for opened in artifacts:
+        path = opened.path
         if path.suffix == ".onnx":
-            item = _load_onnx(opened or path)
-            onnx_items.setdefault(path.resolve(), item)
+            onnx_items.setdefault(path.resolve(), _load_onnx(opened))
         elif path.suffix in ENGINE_SUFFIXES:
-            engine = _load_engine(opened or path)
+            engine = _load_engine(opened, context)
             engines.append(engine)
             if engine.source is not None:
                 onnx_items.setdefault(engine.source.path.resolve(), engine.source)
-        elif not path.exists():
-            raise BadInput(f"artifact {path} not found")
         else:
             raise BadInput(f"{path.name} is neither an ONNX model (.onnx) nor a TensorRT engine (.engine/.plan)")
     if not onnx_items and not engines:
@@ -178,126 +191,86 @@ class BundleResult:
         return data
 
 
-def precision_label(item: OnnxItem, target: DeviceTarget, precision: str) -> str:
-    """The device engine's precision in words: ``int8 (fp16 outside the Q/DQ pairs)`` for a Q/DQ model built
-    with --fp16; a TensorRT-RTX target says its engines ship as built."""
-    return device_precision_of(item, target, precision).label
-
-
-def item_precision(item: OnnxItem, target: DeviceTarget, engines: list[EngineItem], precision: str) -> tuple[str, str]:
-    """(precision, in words) of what the device runs for one ONNX: for a TensorRT-RTX bundle, the engines built
-    from it, as built; elsewhere what the device build makes of it (``device_precision_of``)."""
-    if target.flavour != "rtx":
-        return built_precision(item, target, precision), precision_label(item, target, precision)
-    mine = [e for e in engines if e.source is not None and e.source.path.resolve() == item.path.resolve()]
-    built = "/".join(dict.fromkeys(e.manifest.precision for e in mine)) or item.manifest.precision
-    return built, f"{built} (no device build: TensorRT-RTX engines ship as built)"
-
-
-def shipped_precision(target: DeviceTarget, onnx_items: list[OnnxItem], engines: list[EngineItem], precision: str) -> str:
-    """bundle.json's ``precision``: what the device runs. A TensorRT-RTX bundle runs its engines as built (an fp16
-    engine is fp16, whatever a device build of the ONNX would make); other targets run what their device build
-    makes of each ONNX (an int8 Q/DQ model builds int8 whatever --precision says)."""
-    if target.flavour == "rtx" and engines:
-        return "/".join(dict.fromkeys(e.manifest.precision for e in engines))
-    return "/".join(dict.fromkeys(built_precision(i, target, precision) for i in onnx_items)) or precision
-
-
 def default_bundle_dir(onnx_items: list[OnnxItem], engines: list[EngineItem], target: DeviceTarget) -> Path:
     stem = onnx_items[0].path.stem if onnx_items else engines[0].path.stem
     return Path.cwd() / DEFAULT_BUNDLES_DIR / f"{stem}-{target.name}"
 
 
-def _device_readme(target: DeviceTarget, onnx_items: list[OnnxItem], engines: list[EngineItem], precision: str,
-                   profile: tuple[int, int, int], triton_names: list[str]) -> str:
-    lines = [f"# DynamicViT bundle for {target.name}", "",
-             f"Target: {target.description}. Made by dvit-deploy {__version__} on "
-             f"{datetime.now(timezone.utc).strftime('%Y-%m-%d')}.", "", "## Contents", ""]
-    for item in onnx_items:
-        model, opset = item.model, item.manifest.opset
-        counts = "dense" if model.dense else "/".join(str(c) for c in model.keep_counts)
-        batch = "dynamic batch" if _batch_profile(model, profile) else f"batch {model.batch}"
-        lines.append(f"- `model/{item.path.name}`: {model.variant or '?'}, kept tokens per stage {counts}, "
-                     f"opset {'?' if opset is None else opset}, {batch}, "
-                     f"token outputs {'yes' if model.token_outputs else 'no'}, "
-                     f"device engine precision {item_precision(item, target, engines, precision)[1]}; "
-                     f"manifest `model/{manifest_path(item.path).name}`.")
-    for engine in engines:
-        built = engine.manifest
-        if built.is_rtx:
-            lines.append(f"- `engines/{engine.path.name}`: TensorRT-RTX {built.tensorrt or '?'}, "
-                         f"{built.precision or '?'}, built ahead of time for compute capability "
-                         f"{built.rtx_covers}.")
-            continue
-        lines.append(f"- `engines/{engine.path.name}`: TensorRT {built.tensorrt or '?'}, "
-                     f"{built.precision or '?'}, built on {built.gpu or 'an unknown GPU'} "
-                     f"(compute capability {built.compute_capability or '?'}).")
-    if triton_names:
-        lines.append(f"- `triton/`: a Triton Inference Server model repository ({', '.join(triton_names)}).")
-    data_config = (onnx_items[0].model.data_config if onnx_items else None) or {}
-    lines += ["", "## Input", ""]
-    if data_config:
-        lines.append(f"`images`: float32 NCHW {list(data_config.get('input_size', []))}, RGB; resize "
-                     f"({data_config.get('interpolation')}, crop_pct {data_config.get('crop_pct')}), centre crop, "
-                     f"normalise with mean {list(data_config.get('mean', []))} and std {list(data_config.get('std', []))}.")
-    if target.flavour == "rtx":
-        return "\n".join(lines + readme_section(engines, target))
-    lines += ["", "## On the device", "", "1. Check the files arrived intact:", "", "   ```", f"   sha256sum -c {CHECKSUMS}",
-              "   ```", "   (or `dvit verify .` where dvit-deploy is installed.)", "",
-              "2. Build the engine here, on the device (engines are specific to the GPU and TensorRT version):", "",
-              "   ```", "   ./build_on_device.sh", "   ```", "",
-              f"   It runs `trtexec` with the input shapes (batch {profile[0]}/{profile[1]}/{profile[2]} "
-              f"min/opt/max for dynamic batch), precision "
-              f"{', '.join(dict.fromkeys(precision_label(i, target, precision) for i in onnx_items)) or precision}, "
-              "and a timing cache "
-              "(`engines/timing.cache`, which makes rebuilds fast). Set `TRTEXEC=` if trtexec is not on PATH."]
-    if target.strongly_typed:
-        lines.append("   TensorRT 11 is strongly typed: there is no --fp16 flag; the script builds the graph's own "
-                     "precision (FP32). Convert the ONNX to FP16 first for an FP16 engine.")
-    benchmarks = [" ".join(trtexec_benchmark(item.manifest, f"engines/{engine_name(item, target, built_precision(item, target, precision))}",
-                                             profile)).replace('"$TRTEXEC"', "trtexec") for item in onnx_items]
-    benchmarks = benchmarks or ["trtexec --loadEngine=engines/<engine>"]
-    lines += ["", "3. Benchmark (shapes and, for --dynamic-keep, the keep_counts values from the manifest):", "",
-              "   ```", *[f"   {b}" for b in benchmarks], "   ```"]
-    if triton_names:
-        lines += ["", "4. Serve with Triton:", "", "   ```", "   tritonserver --model-repository=$PWD/triton", "   ```",
-                  "   `build_on_device.sh` also installs the engine it builds into `triton/` "
-                  "(platform tensorrt_plan) when a prepared config exists in `device/triton/`."]
-    lines += ["", "Files are listed with their SHA-256 in `SHA256SUMS`; `bundle.json` describes the bundle.", ""]
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class PackageOptions:
+    """``dvit package``'s flags: the device ``target``, the bundle folder (``output``; None:
+    ``./bundles/<model>-<target>``), a Triton repository (``triton``, with ``triton_python`` also the CPU
+    Python-backend model), the device build's ``precision`` and batch ``profile`` (min, opt, max),
+    ``archive`` (also ``<folder>.tar.gz``) and ``force`` (replace a previous bundle only).
+
+    Checked when made, in the order the command always checked them."""
+
+    target: str
+    output: Path | None = None
+    triton: bool = False
+    triton_python: bool = False
+    precision: str = "fp16"
+    profile: tuple[int, int, int] = DEFAULT_PROFILE
+    archive: bool = True
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.triton_python and not self.triton:
+            raise BadInput("--triton-python adds a model to the Triton repository: use it with --triton")
+        get_target(self.target)
+        if self.precision not in ("fp32", "fp16", "bf16"):
+            raise BadInput(f"--precision must be fp32, fp16 or bf16, got '{self.precision}'")
+        object.__setattr__(self, "profile", tuple(self.profile))
+        if self.output is not None:
+            object.__setattr__(self, "output", Path(self.output).expanduser())
 
 
-def make_bundle(
-    artifacts: list[Path | Artifact],
-    target_name: str,
-    *,
-    output: Path | None = None,
-    triton: bool = False,
-    triton_python: bool = False,
-    precision: str = "fp16",
-    profile: tuple[int, int, int] = DEFAULT_PROFILE,
-    archive: bool = True,
-    force: bool = False,
-    on_phase: Callable[[str], None] | None = None,
-) -> BundleResult:
-    """Write the bundle folder (and ``<folder>.tar.gz``) atomically: built in a temp dir, then renamed."""
+def make_bundle(paths: Iterable[str | Path], target: str, *, on_phase: Callable[[str], None] | None = None,
+                **options: Any) -> BundleResult:
+    """``dvit package`` from paths: ``PackageOptions(target, **options)``, the paths opened as the command
+    opens them (``open_artifacts``), then ``run_package`` with a fresh ``RunContext``."""
+    from ...artifact.context import RunContext
+
+    package_options, context = PackageOptions(target, **options), RunContext()
+    return run_package(package_options, context, open_artifacts(paths, context), on_phase=on_phase)
+
+
+def run_package(options: PackageOptions, context: "RunContext", artifacts: Sequence[Artifact], *,
+                on_phase: Callable[[str], None] | None = None) -> BundleResult:
+    """Write the bundle folder (and ``<folder>.tar.gz``) atomically: built in a temp dir, then renamed.
+
+    ``artifacts``: the opened ONNX models and engines (``open_artifacts``); an engine brings the ONNX it
+    was built from. What cannot work on the target is refused before anything is written."""
     phase = on_phase or (lambda name: None)
-    if triton_python and not triton:
-        raise BadInput("--triton-python adds a model to the Triton repository: use it with --triton")
-    target = get_target(target_name)
-    if precision not in ("fp32", "fp16", "bf16"):
-        raise BadInput(f"--precision must be fp32, fp16 or bf16, got '{precision}'")
+    artifacts = [a.in_context(context) for a in artifacts]  # an engine's source ONNX opens in this run
+    target = get_target(options.target)
     phase("collect")
-    onnx_items, engines = collect_artifacts(artifacts)
+    onnx_items, engines = collect_artifacts(artifacts, context)  # an engine's source ONNX is opened there
     if target.flavour == "rtx":
         check_rtx_artifacts(target, onnx_items, engines)
-        if triton:
+        if options.triton:
             raise BadInput("--triton: Triton's TensorRT backend runs TensorRT engines, not TensorRT-RTX ones; "
                            "package a TensorRT target for Triton")
     notes = check_target(target, onnx_items, engines)
     for item in onnx_items:
-        _batch_profile(item.model, profile)  # validates the profile early
-    folder = (Path(output).expanduser() if output else default_bundle_dir(onnx_items, engines, target)).absolute()
+        _batch_profile(item.model, options.profile)  # validates the profile early
+    folder = _bundle_folder(options, onnx_items, engines, target)
+    tar_path = folder.with_name(folder.name + ".tar.gz")
+    check_bundle_outputs(folder, tar_path if options.archive else None, force=options.force)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"cannot create {folder.parent}: {exc.strerror}") from None
+    contents = _Contents(target, onnx_items, engines, options)
+    files, triton_names = _write_bundle(contents, folder, tar_path if options.archive else None, phase)
+    return BundleResult(folder, tar_path if options.archive else None, target.name, files, triton_names,
+                        build_commands=0 if target.flavour == "rtx" else len(onnx_items), notes=notes)
+
+
+def _bundle_folder(options: PackageOptions, onnx_items: list[OnnxItem], engines: list[EngineItem],
+                   target: DeviceTarget) -> Path:
+    """The bundle folder (``--output`` or the default), refused where a bundle must not go."""
+    folder = (options.output or default_bundle_dir(onnx_items, engines, target)).absolute()
     if is_same_or_parent_of_cwd(folder):
         raise BadInput(f"refusing to use {folder} as the bundle folder: it is the current folder or one of its "
                        "parents, which the bundle would replace; give a new folder with --output")
@@ -305,70 +278,28 @@ def make_bundle(
     if outer is not None:
         raise BadInput(f"refusing to write a bundle inside the bundle {outer}: the outer bundle's {CHECKSUMS} would "
                        "not cover it (dvit verify reports it unlisted); give a folder outside it with --output")
-    tar_path = folder.with_name(folder.name + ".tar.gz")
-    check_bundle_outputs(folder, tar_path if archive else None, force=force)
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInput(f"cannot create {folder.parent}: {exc.strerror}") from None
+    return folder
 
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(folder.name), dir=folder.parent))
+
+@dataclass(frozen=True)
+class _Contents:
+    """What goes into one bundle: the target, the collected artifacts and the options."""
+
+    target: DeviceTarget
+    onnx_items: list[OnnxItem]
+    engines: list[EngineItem]
+    options: PackageOptions
+
+
+def _write_bundle(contents: _Contents, folder: Path, tar_path: Path | None,
+                  phase: Callable[[str], None]) -> tuple[list[str], list[str]]:
+    """Fill a temp folder, check it, archive it, and swap folder and archive into place together.
+
+    Returns the bundle's files and its Triton models."""
+    tmp: Path | None = Path(tempfile.mkdtemp(prefix=temp_prefix(folder.name), dir=folder.parent))
     tmp_tar: Path | None = None
     try:
-        phase("copy")
-        (tmp / "model").mkdir()
-        for item in onnx_items:
-            for f in item.files:
-                shutil.copy2(f, tmp / "model" / f.name)
-        if engines:
-            (tmp / "engines").mkdir()
-            for engine in engines:
-                for f in engine.files:
-                    shutil.copy2(f, tmp / "engines" / f.name)
-
-        triton_names: list[str] = []
-        pending: dict[str, str] = {}
-        if triton:
-            phase("triton")
-            triton_names, pending = _write_triton(tmp, onnx_items, engines, profile, python=triton_python)
-
-        phase("device files")
-        (tmp / "README.md").write_text(_device_readme(target, onnx_items, engines, precision, profile, triton_names))
-        if target.flavour == "rtx":  # engines ship as built: a run script, no device build
-            script = tmp / RUN_SCRIPT
-            script.write_text(run_script(engines, target, profile))
-        else:
-            script = tmp / "build_on_device.sh"
-            script.write_text(build_script(onnx_items, target, precision=precision, profile=profile,
-                                           triton_models=pending))
-        script.chmod(0o755)
-        bundle = {  # bundle.json (dvit-deploy/bundle/1), not an artifact manifest
-            "schema": BUNDLE_SCHEMA,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "dvit_deploy": __version__,
-            "target": asdict(target),
-            # What the device build produces (an int8 Q/DQ model builds int8 whatever --precision says);
-            # the requested --precision is kept beside it (for int8: the fallback outside the Q/DQ pairs).
-            "precision": shipped_precision(target, onnx_items, engines, precision),
-            "requested_precision": precision,
-            "batch_profile": list(profile),
-            "models": [{"onnx": f"model/{i.path.name}", "manifest": f"model/{manifest_path(i.path).name}",
-                        "variant": i.model.variant, "keep_counts": list(i.model.keep_counts),
-                        **dict(zip(("precision", "precision_detail"), item_precision(i, target, engines, precision)))}
-                       for i in onnx_items],
-            "engines": [{"engine": f"engines/{e.path.name}", "manifest": f"engines/{manifest_path(e.path).name}",
-                         "source_onnx": None if e.source is None else f"model/{e.source.path.name}",
-                         **{k: _str(v) for k, v in engine_facts(e.manifest).items() if k in ("tensorrt", "gpu",
-                                                                                             "compute_capability",
-                                                                                             "precision")},
-                         **({"flavour": "rtx", "compute_capabilities": list(e.manifest.rtx_compute_capabilities)}
-                            if e.manifest.is_rtx else {})}
-                        for e in engines],
-            **({"run_script": RUN_SCRIPT} if target.flavour == "rtx" else {}),
-            "triton_models": triton_names,
-        }
-        write_json_atomic(tmp / BUNDLE_MANIFEST, bundle)
-
+        triton_names = _fill(tmp, contents, phase)
         phase("checksums")
         files = write_checksums(tmp)
         # Never ship what `dvit verify` would reject (a file changed while it was copied, a bug of ours).
@@ -377,28 +308,99 @@ def make_bundle(
             failed = own_check.failures[0]
             raise CheckFailed(f"the new bundle fails its own verification ({failed.name}: {failed.detail}); "
                               "nothing was written")
-
         # The archive is made from the finished temp folder, then folder and archive replace the old pair
         # together (or, on any failure or signal, not at all): never a new folder beside an old .tar.gz.
         os.chmod(tmp, 0o777 & ~current_umask())
-        if archive:
+        if tar_path is not None:
             phase("archive")
-            fd, name = tempfile.mkstemp(prefix=temp_prefix(tar_path.name), suffix=".tmp", dir=folder.parent)
-            os.close(fd)
-            tmp_tar = Path(name)
-            with tarfile.open(tmp_tar, "w:gz") as tar:
-                tar.add(tmp, arcname=folder.name)
-            os.chmod(tmp_tar, 0o666 & ~current_umask())
-        _swap_into_place(tmp, folder, tmp_tar, tar_path if archive else None)
-        tmp = tmp_tar = None  # type: ignore[assignment]
-        written_archive = tar_path if archive else None
+            tmp_tar = _archive(tmp, folder, tar_path)
+        _swap_into_place(tmp, folder, tmp_tar, tar_path)
+        tmp = tmp_tar = None
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
         if tmp_tar is not None:
             tmp_tar.unlink(missing_ok=True)
-    return BundleResult(folder, written_archive, target.name, files, triton_names,
-                        build_commands=0 if target.flavour == "rtx" else len(onnx_items), notes=notes)
+    return files, triton_names
+
+
+def _archive(tmp: Path, folder: Path, tar_path: Path) -> Path:
+    """``tmp`` as a .tar.gz beside ``tar_path`` (a temp name until the swap), rooted at the folder's name."""
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(tar_path.name), suffix=".tmp", dir=folder.parent)
+    os.close(fd)
+    tmp_tar = Path(name)
+    try:
+        with tarfile.open(tmp_tar, "w:gz") as tar:
+            tar.add(tmp, arcname=folder.name)
+        os.chmod(tmp_tar, 0o666 & ~current_umask())
+    except BaseException:
+        tmp_tar.unlink(missing_ok=True)
+        raise
+    return tmp_tar
+
+
+def _fill(tmp: Path, contents: _Contents, phase: Callable[[str], None]) -> list[str]:
+    """The bundle's files in ``tmp``: model/, engines/, triton/, README.md, the device script, bundle.json."""
+    target, onnx_items, engines, options = contents.target, contents.onnx_items, contents.engines, contents.options
+    precision, profile = options.precision, options.profile
+    phase("copy")
+    (tmp / "model").mkdir()
+    for item in onnx_items:
+        for f in item.files:
+            shutil.copy2(f, tmp / "model" / f.name)
+    if engines:
+        (tmp / "engines").mkdir()
+        for engine in engines:
+            for f in engine.files:
+                shutil.copy2(f, tmp / "engines" / f.name)
+    triton_names: list[str] = []
+    pending: dict[str, str] = {}
+    if options.triton:
+        phase("triton")
+        triton_names, pending = _write_triton(tmp, onnx_items, engines, profile, python=options.triton_python)
+    phase("device files")
+    (tmp / "README.md").write_text(_device_readme(target, onnx_items, engines, precision, profile, triton_names))
+    if target.flavour == "rtx":  # engines ship as built: a run script, no device build
+        script = tmp / RUN_SCRIPT
+        script.write_text(run_script(engines, target, profile))
+    else:
+        script = tmp / "build_on_device.sh"
+        script.write_text(build_script(onnx_items, target, precision=precision, profile=profile,
+                                       triton_models=pending))
+    script.chmod(0o755)
+    write_json_atomic(tmp / BUNDLE_MANIFEST, _bundle_json(contents, triton_names))
+    return triton_names
+
+
+def _bundle_json(contents: _Contents, triton_names: list[str]) -> dict[str, Any]:
+    """bundle.json (dvit-deploy/bundle/1), not an artifact manifest."""
+    target, onnx_items, engines = contents.target, contents.onnx_items, contents.engines
+    precision = contents.options.precision
+    return {
+        "schema": BUNDLE_SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dvit_deploy": __version__,
+        "target": asdict(target),
+        # What the device build produces (an int8 Q/DQ model builds int8 whatever --precision says);
+        # the requested --precision is kept beside it (for int8: the fallback outside the Q/DQ pairs).
+        "precision": shipped_precision(target, onnx_items, engines, precision),
+        "requested_precision": precision,
+        "batch_profile": list(contents.options.profile),
+        "models": [{"onnx": f"model/{i.path.name}", "manifest": f"model/{manifest_path(i.path).name}",
+                    "variant": i.model.variant, "keep_counts": list(i.model.keep_counts),
+                    **dict(zip(("precision", "precision_detail"), item_precision(i, target, engines, precision)))}
+                   for i in onnx_items],
+        "engines": [{"engine": f"engines/{e.path.name}", "manifest": f"engines/{manifest_path(e.path).name}",
+                     "source_onnx": None if e.source is None else f"model/{e.source.path.name}",
+                     **{k: _str(v) for k, v in engine_facts(e.manifest).items() if k in ("tensorrt", "gpu",
+                                                                                         "compute_capability",
+                                                                                         "precision")},
+                     **({"flavour": "rtx", "compute_capabilities": list(e.manifest.rtx_compute_capabilities)}
+                        if e.manifest.is_rtx else {})}
+                    for e in engines],
+        **({"run_script": RUN_SCRIPT} if target.flavour == "rtx" else {}),
+        "triton_models": triton_names,
+    }
 
 
 def is_bundle_folder(folder: Path) -> bool:

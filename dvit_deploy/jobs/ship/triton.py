@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
 
 from ...artifact.manifest import OnnxManifest, TensorRecord
 from ...artifact.store import Artifact
@@ -15,10 +17,12 @@ from ...helpers.errors import BadInput
 from .layout import DEFAULT_QUEUE_DELAY_US, EngineItem, OnnxItem
 from .trtexec import _batch_profile
 
-TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "int64": "TYPE_INT64",
-                "int32": "TYPE_INT32", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL"}
-_TRT_TYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT64": "int64", "INT32": "int32",
-              "INT8": "int8", "UINT8": "uint8", "BOOL": "bool"}
+TRITON_TYPES: Mapping[str, str] = MappingProxyType({
+    "float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "int64": "TYPE_INT64",
+    "int32": "TYPE_INT32", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL"})
+_TRT_TYPES: Mapping[str, str] = MappingProxyType({
+    "FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT64": "int64", "INT32": "int32",
+    "INT8": "int8", "UINT8": "uint8", "BOOL": "bool"})
 
 
 def triton_model_name(stem: str, kind: str) -> str:
@@ -50,23 +54,37 @@ def _tensor_block(tensors: Sequence[TensorRecord], batched: bool,
     return lines
 
 
-def triton_config(name: str, platform: str, inputs: Sequence[TensorRecord], outputs: Sequence[TensorRecord], *,
-                  max_batch_size: int, preferred: list[int], queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
-                  gpu: bool, shape_tensors: frozenset[str] | set[str] = frozenset()) -> str:
-    """A Triton ``config.pbtxt``. ``max_batch_size`` 0: Triton does not batch, every tensor lists its
-    full dims (-1 for a dynamic batch). ``shape_tensors``: TensorRT shape-tensor inputs
-    (``is_shape_tensor: true``, tensorrt_plan only)."""
-    batched = max_batch_size > 0
-    lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch_size}", "input ["]
-    lines += _tensor_block(inputs, batched, shape_tensors) + ["]", "output ["]
-    lines += _tensor_block(outputs, batched) + ["]"]
+@dataclass(frozen=True)
+class TritonModelConfig:
+    """One Triton ``config.pbtxt``. ``max_batch_size`` 0: Triton does not batch, every tensor lists its
+    full dims (-1 for a dynamic batch). ``preferred``: the dynamic batcher's preferred sizes.
+    ``shape_tensors``: TensorRT shape-tensor inputs (``is_shape_tensor: true``, tensorrt_plan only)."""
+
+    name: str
+    platform: str
+    inputs: Sequence[TensorRecord]
+    outputs: Sequence[TensorRecord]
+    max_batch_size: int
+    preferred: Sequence[int] = ()
+    gpu: bool = False
+    queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
+    shape_tensors: frozenset[str] | set[str] = frozenset()
+
+
+def triton_config(config: TritonModelConfig) -> str:
+    """The ``config.pbtxt`` text of ``config``."""
+    batched = config.max_batch_size > 0
+    lines = [f'name: "{config.name}"', f'platform: "{config.platform}"', f"max_batch_size: {config.max_batch_size}",
+             "input ["]
+    lines += _tensor_block(config.inputs, batched, config.shape_tensors) + ["]", "output ["]
+    lines += _tensor_block(config.outputs, batched) + ["]"]
     if batched:
-        sizes = ", ".join(str(b) for b in sorted(set(preferred)) if 1 <= b <= max_batch_size)
+        sizes = ", ".join(str(b) for b in sorted(set(config.preferred)) if 1 <= b <= config.max_batch_size)
         lines += ["dynamic_batching {"]
         if sizes:
             lines.append(f"  preferred_batch_size: [ {sizes} ]")
-        lines += [f"  max_queue_delay_microseconds: {queue_delay_us}", "}"]
-    if gpu:
+        lines += [f"  max_queue_delay_microseconds: {config.queue_delay_us}", "}"]
+    if config.gpu:
         lines += ["instance_group [", "  {", "    count: 1", "    kind: KIND_GPU", "  }", "]"]
     return "\n".join(lines) + "\n"
 
@@ -110,8 +128,9 @@ def _onnx_triton(item: OnnxItem, profile: tuple[int, int, int], gpu: bool, platf
     keep = (model.keep_input or {}).get("name") if model.dynamic_keep else None
     shape_tensors = ({t.name for t in inputs if t.is_shape_tensor or t.name == keep}
                      if platform == "tensorrt_plan" else set())
-    return triton_config(name, platform, inputs, outputs, max_batch_size=high,
-                         preferred=[profile[1], high] if batched else [], gpu=gpu, shape_tensors=shape_tensors)
+    return triton_config(TritonModelConfig(name, platform, inputs, outputs, max_batch_size=high,
+                                           preferred=[profile[1], high] if batched else [], gpu=gpu,
+                                           shape_tensors=shape_tensors))
 
 
 def _write_python_model(repo: Path, item: OnnxItem, profile: tuple[int, int, int]) -> str:
@@ -122,12 +141,12 @@ def _write_python_model(repo: Path, item: OnnxItem, profile: tuple[int, int, int
     spec names it relative to the model folder, so the repository can be moved.
     """
     from ..serve.server import write_model
-    from ..serve.spec import make_spec
+    from ..serve.spec import ServeOptions, make_spec
 
     name = triton_model_name(item.path.stem, "python")
     max_batch = item.model.batch or profile[2]
-    spec = make_spec(item.artifact, backend="onnxruntime", precision=item.artifact.precision,
-                     name=name, max_batch=int(max_batch), queue_delay_us=DEFAULT_QUEUE_DELAY_US)
+    spec = make_spec(item.artifact, ServeOptions(backend="onnxruntime", precision=item.artifact.precision, name=name,
+                                                 max_batch=int(max_batch), queue_delay_us=DEFAULT_QUEUE_DELAY_US))
     spec.artifact = f"1/{item.path.name}"
     write_model(spec, repo / name, files=item.files)
     return name

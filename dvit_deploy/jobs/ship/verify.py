@@ -1,5 +1,5 @@
 """``dvit verify``: is a bundle intact, do its manifests describe its files, and (with TensorRT)
-may its engines run on this machine? ``make_bundle`` runs the same checks on every new bundle.
+may its engines run on this machine? ``run_package`` runs the same checks on every new bundle.
 
 Malformed bundles are bad input (exit 2); tampered or missing files are failed checks (exit 1).
 
@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ...artifact.manifest import AnyManifest, EngineManifest, OnnxManifest, check_manifest
 from ...helpers.lazy import available
@@ -27,6 +27,9 @@ from ...engines.targets import compatibility_problem, engine_compute_capability_
 from ...helpers.errors import BadInput
 from ...helpers.fileio import read_json, sha256_file
 from .layout import BUNDLE_MANIFEST, BUNDLE_SCHEMA, CHECKSUMS, _bundle_files, graph_problems
+
+if TYPE_CHECKING:
+    from ...artifact.context import RunContext
 
 
 @dataclass
@@ -54,6 +57,26 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"bundle": self.bundle, "passed": self.passed, "checks": [asdict(c) for c in self.checks]}
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """``dvit verify``'s input: the ``bundle`` folder or ``.tar.gz``; ``check_engines``: also ask the installed
+    TensorRT whether the bundle's engines load here (where it is present)."""
+
+    bundle: Path
+    check_engines: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bundle", Path(self.bundle).expanduser())
+
+
+def run_verify(options: VerifyOptions, context: "RunContext") -> VerifyReport:
+    """``dvit verify``: checksums, manifest consistency and (with TensorRT) engine compatibility of a bundle.
+
+    A bundle is no artifact (its manifests are checked as files it holds), so there is none to open first;
+    ``context`` is taken for the one seam every command has."""
+    return verify_bundle(options.bundle, check_engines=options.check_engines)
 
 
 def verify_bundle(path: Path, *, check_engines: bool = True) -> VerifyReport:

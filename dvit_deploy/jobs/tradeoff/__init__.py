@@ -1,7 +1,8 @@
 """`dvit tradeoff`: what each keep ratio ρ costs in accuracy (or agreement) and buys in throughput.
 
-``plan`` (which ρ, the dense twin, the reference), ``run`` (scoring and timing one point at a time),
-``result`` (rows, Pareto front, recommended keep range, JSON), ``plot`` (the PNG).
+``run(options, context, artifacts)`` is the job. ``plan`` (which ρ, the dense twin, the reference), ``measure``
+(scoring and timing one point at a time; ``run``), ``result`` (rows, Pareto front, recommended keep range, JSON),
+``plot`` (the PNG).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from .plan import (DEFAULT_KEEP_RATIOS, DEFAULT_MAX_DROP, DEFAULT_SAMPLES, REFER
 from .plot import PLOT_SUFFIXES, plot_tradeoff
 from .result import (SCHEMA, Recommendation, TradeoffReport, TradeoffRow, mark_pareto, recommend, report_path,
                      write_report)
-from .run import ScoredInputs, measure_point, run_tradeoff, scored_inputs
+from .measure import ScoredInputs, measure_point, run, run_tradeoff, scored_inputs
 
 __all__ = [
     "DEFAULT_KEEP_RATIOS", "DEFAULT_MAX_DROP", "DEFAULT_SAMPLES", "PLOT_SUFFIXES", "REFERENCES", "SCHEMA", "Point",
     "Recommendation", "ScoredInputs", "TradeoffOptions", "TradeoffPlan", "TradeoffReport", "TradeoffRow",
     "mark_pareto", "measure_point", "plan_tradeoff", "plot_tradeoff", "recommend", "report_path",
-    "run_tradeoff", "scored_inputs", "write_report",
+    "run", "run_tradeoff", "scored_inputs", "write_report",
 ]

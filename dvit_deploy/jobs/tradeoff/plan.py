@@ -11,12 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from ...artifact.store import Artifact, artifacts, as_artifact, find_dense_twin, open_artifact
+from ...artifact.store import Artifact, artifacts, find_dense_twin, open_artifact
 from ...helpers.defaults import PREDICT_BATCH, PROFILE_BATCH, PROFILE_DEVICE
 from ...helpers.errors import BadInput
 from ..profile import ProfileSettings
+
+if TYPE_CHECKING:
+    from ...artifact.context import RunContext
 
 DEFAULT_KEEP_RATIOS = (0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_MAX_DROP = 0.5  # points of accuracy (or agreement): the paper's "less than 0.5%" claim
@@ -43,6 +46,7 @@ class TradeoffOptions:
     dense_baseline: bool = False  # export a missing dense twin
     with_dense: bool = True  # False: no dense point
     settings: ProfileSettings = field(default_factory=lambda: ProfileSettings(rounds=1))
+    output: Path | None = None  # the JSON, rewritten after every row (checked by ``result.report_path``)
 
     def validate(self) -> None:
         self.settings.validate()
@@ -114,7 +118,7 @@ def _siblings(artifact: Artifact, notes: list[str]) -> list[Artifact]:
         if path.resolve() == artifact.path.resolve():
             continue
         try:
-            other = open_artifact(path)
+            other = open_artifact(path, context=artifact.context)
         except BadInput:
             continue
         m = other.model
@@ -186,16 +190,17 @@ def _dense_point(opened: list[Artifact], sparse: Point, options: TradeoffOptions
     elif twin is None:
         notes.append(f"no dense twin of {sparse.artifact.name} beside it: pass --dense-baseline to export one")
         return None
-    return Point(open_artifact(twin), None)
+    return Point(open_artifact(twin, context=sparse.artifact.context), None)
 
 
-def plan_tradeoff(given: Sequence[Artifact | Path] | None, options: TradeoffOptions,
+def plan_tradeoff(given: Sequence[Artifact], options: TradeoffOptions, context: "RunContext",
                   on_phase: Callable[[str], None] | None = None) -> TradeoffPlan:
-    """The points to measure, the dense twin, and the reference, from the given (or default) artifacts."""
-    from ...runtime import artifact_suffixes
-
+    """The points to measure, the dense twin, and the reference, from the opened artifacts (the CLI opens the
+    default one when none is given)."""
     options.validate()
-    opened = [as_artifact(a) for a in given] if given else [open_artifact(None, artifact_suffixes(options.backend))]
+    if not given:
+        raise BadInput("nothing to measure: give a pruned artifact (the CLI picks the default one)")
+    opened = list(given)
     notes: list[str] = []
     sparse, mode = _sparse_points(opened, options, notes)
     sparse.sort(key=lambda p: -float(p.keep_ratio or 0))  # the top ρ first: it may be the reference

@@ -1,24 +1,29 @@
 """Measure the plan's points one at a time: score the inputs (top-1/top-5 with labels, top-1 agreement with
 the reference always), then time one batch the way ``dvit profile`` does, then hand the row on.
 
-Each finished row goes to ``on_row(report)`` at once, so an interrupted run keeps what it finished.
+Each finished row goes to ``on_row(report)`` at once (and to ``options.output``), so an interrupted run keeps
+what it finished. ``run(options, context, artifacts)`` is the job: ``plan_tradeoff``, then ``run_tradeoff``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from ...artifact.manifest import ModelRecord
+from ...artifact.store import Artifact
 from ...helpers.batching import pad_batch
 from ...helpers.errors import BadInput
 from ..flops import macs_for_model
 from ..profile import latency_stats, machine_info, measure, seeded_batch
-from .plan import Point, TradeoffOptions, TradeoffPlan
+from .plan import Point, TradeoffOptions, TradeoffPlan, plan_tradeoff
 from .result import TradeoffReport, TradeoffRow, write_report
+
+if TYPE_CHECKING:
+    from ...artifact.context import RunContext
 
 ProgressCallback = Callable[[str, float], None]  # (what, fraction done 0..1)
 
@@ -139,11 +144,22 @@ def measure_point(point: Point, backend: str, options: TradeoffOptions, inputs: 
     return row, preds
 
 
-def run_tradeoff(plan: TradeoffPlan, options: TradeoffOptions, *, on_progress: ProgressCallback | None = None,
-                 on_row: Callable[[TradeoffReport], None] | None = None,
-                 json_path: Path | None = None) -> TradeoffReport:
+def run(options: TradeoffOptions, context: "RunContext", artifacts: Sequence[Artifact], *,
+        on_phase: Callable[[str], None] | None = None, on_progress: ProgressCallback | None = None,
+        on_row: Callable[[TradeoffReport], None] | None = None) -> TradeoffReport:
+    """The tradeoff of the opened ``artifacts`` (a --dynamic-keep export, or fixed exports of one checkpoint, and
+    the dense twin): ``on_phase`` hears the planning (exporting a twin), ``on_progress`` the measurement, and
+    ``on_row(report)`` each finished row."""
+    artifacts = [a.in_context(context) for a in artifacts]  # twins and the torch reference: this run's
+    plan = plan_tradeoff(artifacts, options, context, on_phase=on_phase)
+    return run_tradeoff(plan, options, context, on_progress=on_progress, on_row=on_row)
+
+
+def run_tradeoff(plan: TradeoffPlan, options: TradeoffOptions, context: "RunContext", *,
+                 on_progress: ProgressCallback | None = None,
+                 on_row: Callable[[TradeoffReport], None] | None = None) -> TradeoffReport:
     """Measure every point of ``plan`` on one backend, the reference first. After each row the JSON is
-    rewritten atomically at ``json_path`` (``complete`` false until the last) and ``on_row(report)`` called."""
+    rewritten atomically at ``options.output`` (``complete`` false until the last) and ``on_row(report)`` called."""
     from ...runtime import default_backend
 
     options.validate()
@@ -166,8 +182,8 @@ def run_tradeoff(plan: TradeoffPlan, options: TradeoffOptions, *, on_progress: P
             reference = preds
         report.rows.append(row)
         report.finish(options.max_drop)
-        if json_path is not None:
-            write_report(report, json_path)
+        if options.output is not None:
+            write_report(report, options.output)
         if on_row is not None:
             on_row(report)
     return report
