@@ -345,3 +345,101 @@ def test_image_bytes_requests_name_their_keep_ratio_per_image_like_images_reques
     assert responses[1].outputs["keep_ratio"].ravel().tolist() == pytest.approx([0.7])
     assert responses[2].error == "keep_ratio needs one value per image (2), got 1"
     assert sorted(runner.batches) == sorted([(2, spec.counts_for(0.6)), (1, spec.counts_for(0.7))])
+
+
+def test_decode_pool_gives_the_serial_decode_bit_for_bit_and_the_first_bad_image_by_row():
+    from dvit_deploy.jobs.serve.decode import DecodePool
+
+    files = [encode(photo((320 + 16 * i, 240), seed=40 + i), fmt) for i, fmt in enumerate(["JPEG", "PNG", "WEBP"] * 2)]
+    bad, empty = b"\xff\xd8\xff not really a jpeg", b""
+    values = [as_tensor(*files[:3]), as_tensor(files[3]), as_tensor(files[4], bad, empty),
+              np.asarray([["text"]], dtype=object), as_tensor(*files[3:])]
+    pool = DecodePool(DATA_CONFIG, workers=3)
+    try:
+        for _ in range(2):  # the pool's threads are reused
+            answers = pool.decode(values)
+            for index in (0, 1, 4):
+                expected = decode_images(values[index], DATA_CONFIG)
+                assert answers[index].dtype == np.float32 and answers[index].flags.c_contiguous
+                assert np.array_equal(answers[index], expected), "the same arrays as a serial decode"
+            with pytest.raises(BadInput) as serial:
+                decode_images(values[2], DATA_CONFIG)
+            assert isinstance(answers[2], BadInput) and str(answers[2]) == str(serial.value)
+            assert str(answers[2]).startswith("image_bytes[1] "), "row 1 fails first, not row 2"
+            assert str(answers[3]) == "image_bytes[0] is text, not an encoded image's bytes"
+    finally:
+        pool.close()
+    assert np.array_equal(DecodePool(DATA_CONFIG, workers=1).decode(values[:1])[0], decode_images(values[0], DATA_CONFIG))
+
+
+def test_the_controller_counts_the_rows_of_image_bytes_requests_and_the_handler_times_its_phases():
+    class Controller:  # what the handler calls on an SloController
+        rho = 0.7
+
+        def __init__(self) -> None:
+            self.rows: list[int] = []
+            self.observed: list[tuple[float, int]] = []
+
+        def on_batch(self, rows: int) -> None:
+            self.rows.append(rows)
+
+        def on_batch_end(self) -> None:
+            pass
+
+        def observe(self, rho: float, rows: int, seconds: float) -> None:
+            self.observed.append((rho, rows))
+
+    class KeepRunner(ChannelMeans):
+        def run(self, batch, keep_counts=None):
+            return super().run(batch)
+
+    controller = Controller()
+    spec = spec_for(dynamic_keep=True, dense=False, keep_ratio=0.7, keep_range=(0.5, 0.9))
+    handler = RequestHandler(KeepRunner(), spec, controller)
+    jpeg = encode(photo(seed=5), "JPEG")
+    fp32 = np.zeros((2, 3, 224, 224), np.float32)
+    responses = handler.handle([Request(None, image_bytes=as_tensor(jpeg, jpeg, jpeg)), Request(fp32), Request(None)])
+    assert [r.error is None for r in responses] == [True, True, False]
+    assert controller.rows == [5], "3 encoded images + 2 tensors, before anything is decoded"
+    assert controller.observed == [(0.7, 5)]
+    assert handler.seconds["decode"] > 0 and handler.seconds["runner"] > 0
+    handler.close()
+
+
+def test_backend_times_reach_the_metrics_as_counters_at_most_every_quarter_second(monkeypatch):
+    from dvit_deploy.jobs.serve import backend
+
+    class Metric:
+        def __init__(self, labels):
+            self.labels, self.value = labels, 0.0
+
+        def increment(self, value):
+            assert value >= 0, "a counter only grows"
+            self.value += value
+
+    class Family:
+        COUNTER, GAUGE = "counter", "gauge"
+
+        def __init__(self, name, description, kind):
+            self.name, self.metrics = name, []
+
+        def Metric(self, labels):  # noqa: N802 - the stub's name
+            self.metrics.append(Metric(labels))
+            return self.metrics[-1]
+
+    clock = [100.0]
+    monkeypatch.setattr(backend.time, "monotonic", lambda: clock[0])
+    times = backend.BackendTimes(SimpleNamespace(MetricFamily=Family), "m")
+    assert times.ok
+    phase = times._phase
+    times.add(0.050, {"decode": 0.010, "runner": 0.030})  # first batch: sent at once
+    clock[0] += 0.1
+    times.add(0.040, {"decode": 0.010, "runner": 0.060})  # within 0.25 s: held back
+    assert (phase["execute"].value, phase["runner"].value, times._batches.value) == pytest.approx((0.050, 0.030, 1))
+    clock[0] += 0.2
+    times.add(0.060, {"decode": 0.025, "runner": 0.100})
+    assert phase["execute"].value == pytest.approx(0.150) and phase["decode"].value == pytest.approx(0.025)
+    assert phase["runner"].value == pytest.approx(0.100) and times._batches.value == 3
+    assert phase["decode"].labels == {"model": "m", "phase": "decode"}
+    times.close()
+    assert backend.BackendTimes(SimpleNamespace(), "m").ok is False, "no custom metrics: a no-op"

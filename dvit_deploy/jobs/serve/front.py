@@ -11,10 +11,12 @@ Two facts of the ``tritonserver`` 2.51 that ``nvidia-pytriton`` ships (tried on 
 So Triton's HTTP endpoint listens on a private loopback port, and this front owns the port users
 call. It reads each request (``Content-Length`` at most ``max_body``: 413 beyond), checks an infer
 request's JSON header (``check_infer_request``: 400 with one line, as Triton's own refusals read)
-and relays everything else unchanged, status and headers included. Each relayed request gets its
-own upstream connection, closed after the answer: Triton's shutdown waits for open HTTP
-connections, idle ones included, so none is left idle. gRPC is not fronted: its binary tensors
-carry their byte size, which Triton checks against the shape before it allocates.
+and relays everything else unchanged, status and headers included, over a few kept-alive loopback
+connections to Triton (``Upstream``: no connect per request, ``TCP_NODELAY``). Triton's shutdown waits
+for open HTTP connections, idle ones included, so ``dvit serve`` calls ``HttpFront.drain()`` before it
+stops Triton: the idle ones are closed, and from then on each request's connection is closed after
+its answer. gRPC is not fronted: its binary tensors carry their byte size, which Triton checks
+against the shape before it allocates.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 INFER_PATH = re.compile(r"^/v2/models/[^/?]+(?:/versions/[^/?]+)?/infer(?:\?.*)?$")
-HOP_HEADERS = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
-               "host", "content-length"}
+HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
+               "host", "content-length"})
 MIN_BODY_LIMIT = 64 << 20
 JSON_BYTES_PER_VALUE = 32  # a float written as JSON text, with its separator, at most ("-1.2345678901234567e-05, ")
 
@@ -148,20 +150,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(refused.status, {"error": str(refused)})
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
-        headers["Connection"] = "close"
         if body or self.command == "POST":
             headers["Content-Length"] = str(len(body))
-        upstream = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port)
         try:
-            upstream.request(self.command, self.path, body=body or None, headers=headers)
-            reply = upstream.getresponse()
-            payload = reply.read()
-            status, reason, reply_headers = reply.status, reply.reason, reply.getheaders()
+            status, reason, reply_headers, payload = self.server.upstream.relay(self.command, self.path, body, headers)
         except (OSError, http.client.HTTPException):
             self._answer(503, {"error": "Triton Inference Server is not answering (starting or stopping)"})
             return
-        finally:
-            upstream.close()
         self.send_response(status, reason)
         for key, value in reply_headers:
             if key.lower() not in HOP_HEADERS:
@@ -238,13 +233,73 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
 
+class Upstream:
+    """Kept-alive loopback connections to Triton's HTTP port, at most ``keep`` idle ones.
+
+    ``relay`` takes an idle connection (or opens one), sends the request, reads the whole answer and
+    puts the connection back, unless Triton closes it or ``drain()`` was called: then it is closed.
+    A kept connection Triton has closed meanwhile fails before any answer byte; the request is then
+    sent once more on a new connection."""
+
+    def __init__(self, port: int = 0, keep: int = 8) -> None:
+        self.port, self.keep = port, keep
+        self.idle: list[http.client.HTTPConnection] = []
+        self.reuse = True
+        self.lock = threading.Lock()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port)
+        connection.connect()
+        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection
+
+    def relay(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, list, bytes]:
+        with self.lock:
+            kept = self.idle.pop() if self.idle else None
+        for connection in ([kept] if kept is not None else []) + [None]:
+            fresh = connection is None
+            connection = connection or self._connect()
+            if not self.reuse:
+                headers = {**headers, "Connection": "close"}
+            try:
+                connection.request(method, path, body=body or None, headers=headers)
+                reply = connection.getresponse()
+                payload = reply.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                connection.close()
+                if fresh:
+                    raise
+                continue  # a kept connection Triton had closed: once more on a new one
+            except BaseException:
+                connection.close()
+                raise
+            self._put_back(connection, reply.will_close)
+            return reply.status, reply.reason, reply.getheaders(), payload
+        raise http.client.HTTPException("unreachable")
+
+    def _put_back(self, connection: http.client.HTTPConnection, closing: bool) -> None:
+        with self.lock:
+            if self.reuse and not closing and len(self.idle) < self.keep:
+                self.idle.append(connection)
+                return
+        connection.close()
+
+    def drain(self) -> None:
+        """No connection is kept from now on; the idle ones are closed."""
+        with self.lock:
+            self.reuse = False
+            idle, self.idle = self.idle, []
+        for connection in idle:
+            connection.close()
+
+
 class _FrontServer(ThreadingHTTPServer):
     daemon_threads = True  # an idle keep-alive client never holds up the exit
     allow_reuse_address = True  # as Triton binds: TIME_WAIT is not "in use"
     request_queue_size = 128
-    upstream_port = 0
     max_body = MIN_BODY_LIMIT
     serving = False  # set by HttpFront.open() once `dvit serve` has seen Triton ready
+    upstream: Upstream  # set by HttpFront
 
 
 class HttpFront:
@@ -254,10 +309,11 @@ class HttpFront:
         server_class = type("_Front", (_FrontServer,), {"address_family": family})
         self._server = server_class((host, port), _Handler)  # binds and listens now: OSError if it cannot
         self._server.max_body = max_body
+        self._server.upstream = Upstream()
         self._thread: threading.Thread | None = None
 
     def start(self, upstream_port: int) -> None:
-        self._server.upstream_port = upstream_port
+        self._server.upstream.port = upstream_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="dvit-serve-http", daemon=True)
         self._thread.start()
 
@@ -266,7 +322,12 @@ class HttpFront:
         so a request can never be answered before the start-up a signal would cut short without a drain."""
         self._server.serving = True
 
+    def drain(self) -> None:
+        """Before Triton stops: keep no idle connection to it (its shutdown would wait for them)."""
+        self._server.upstream.drain()
+
     def close(self) -> None:
+        self._server.upstream.drain()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(timeout=5)

@@ -2,8 +2,9 @@
 
 Triton's dynamic batcher hands the backend several requests at once. This module
 
-* decodes ``image_bytes`` requests (``serve.decode``: predict's image checks and preprocessing), so
-  a corrupt image fails its own request, not the batch;
+* decodes ``image_bytes`` requests (``serve.decode``: predict's image checks and preprocessing), the
+  images of the whole batch at once on a few threads (``DecodePool``), so a corrupt image fails its
+  own request, not the batch;
 * checks each request on its own (a bad ``keep_ratio`` fails that request only, with a one-line
   reason; Triton itself has already refused wrong dtypes, shapes and batch sizes against the
   model config);
@@ -27,7 +28,7 @@ import numpy as np
 from ...artifact.names import INPUT_NAME, LOGITS_NAME
 from ...helpers.batching import pad_batch
 from ...helpers.errors import BadInput, DvitError
-from .decode import IMAGE_BYTES_NAME, decode_images
+from .decode import IMAGE_BYTES_NAME, DecodePool
 from .spec import KEEP_RATIO_NAME, ServeSpec, kept_ids_name
 
 if TYPE_CHECKING:
@@ -39,6 +40,14 @@ class Request:
     images: np.ndarray | None  # (b, C, H, W) float32; None when the request sent image_bytes
     keep_ratio: np.ndarray | None = None  # (b, 1) float32, dynamic-keep models only
     image_bytes: np.ndarray | None = None  # (b, 1) encoded images (bytes), decoded into ``images``
+
+
+def rows_of(request: Request) -> int:
+    """How many images a request sends, either input (0 when it sends neither)."""
+    for value in (request.images, request.image_bytes):
+        if value is not None:
+            return len(value)
+    return 0
 
 
 @dataclass
@@ -58,13 +67,17 @@ class CallRecord:
 
 
 class RequestHandler:
-    def __init__(self, runner: Any, spec: ServeSpec, controller: "SloController | None" = None) -> None:
+    def __init__(self, runner: Any, spec: ServeSpec, controller: "SloController | None" = None,
+                 decode_workers: int | None = None) -> None:
         self.runner = runner
         self.spec = spec
         self.calls: list[CallRecord] = []
         self.keep_calls = 64  # how many CallRecords to keep (a bounded log, not a leak)
         # --slo-ms: chooses ρ per batch for requests without their own (serve.controller, built by serve.slo)
         self.controller = controller
+        self.decoder = DecodePool(spec.data_config, decode_workers) if spec.data_config is not None else None
+        # Where the backend's time goes (seconds, summed over batches): read by serve.backend's metrics.
+        self.seconds = {"decode": 0.0, "runner": 0.0}
 
     # -- one request at a time ----------------------------------------------------------------
     def _keep_of(self, request: Request) -> tuple[float | None, tuple[int, ...] | None]:
@@ -88,18 +101,38 @@ class RequestHandler:
         rho = float(values[0])
         return rho, spec.counts_for(rho)
 
-    def _decode(self, request: Request) -> None:
-        """An ``image_bytes`` request gets its ``images`` (predict's checks and preprocessing), or BadInput."""
+    def _input_of(self, request: Request) -> None:
+        """BadInput unless the request sends exactly one of ``images`` and (when served) ``image_bytes``."""
         if request.image_bytes is not None and request.images is not None:
             raise BadInput(f"send {INPUT_NAME} or {IMAGE_BYTES_NAME} in one request, not both")
         if request.image_bytes is None and request.images is None:
             raise BadInput(f"send {INPUT_NAME} (FP32, preprocessed)" + (
                 f" or {IMAGE_BYTES_NAME} (encoded JPEG/PNG/WebP)" if self.spec.data_config is not None else ""))
-        if request.image_bytes is not None:
-            if self.spec.data_config is None:
-                raise BadInput(f"this model serves no {IMAGE_BYTES_NAME} input (its manifest records no preprocessing)")
-            request.images = decode_images(request.image_bytes, self.spec.data_config)
-            request.image_bytes = None
+        if request.image_bytes is not None and self.decoder is None:
+            raise BadInput(f"this model serves no {IMAGE_BYTES_NAME} input (its manifest records no preprocessing)")
+
+    def _decode_all(self, requests: list[Request]) -> dict[int, str]:
+        """Every ``image_bytes`` request of the batch gets its ``images`` (predict's checks and preprocessing,
+        the batch's images decoded together); the refused ones' one-line errors, by request index."""
+        errors: dict[int, str] = {}
+        pending = []
+        for index, request in enumerate(requests):
+            try:
+                self._input_of(request)
+            except DvitError as exc:
+                errors[index] = str(exc)
+                continue
+            if request.image_bytes is not None:
+                pending.append(index)
+        if pending and self.decoder is not None:
+            start = time.perf_counter()
+            for index, decoded in zip(pending, self.decoder.decode([requests[i].image_bytes for i in pending])):
+                if isinstance(decoded, BadInput):
+                    errors[index] = str(decoded)
+                else:
+                    requests[index].images, requests[index].image_bytes = decoded, None
+            self.seconds["decode"] += time.perf_counter() - start
+        return errors
 
     def _check_images(self, request: Request) -> None:
         images = request.images
@@ -112,12 +145,15 @@ class RequestHandler:
     # -- a Triton batch -----------------------------------------------------------------------
     def handle(self, requests: list[Request]) -> list[Response]:
         if self.controller is not None:
-            self.controller.on_batch(sum(len(r.images) for r in requests))
+            self.controller.on_batch(sum(rows_of(r) for r in requests))
         responses: list[Response | None] = [None] * len(requests)
         groups: dict[tuple[int, ...] | None, list[tuple[int, float | None]]] = {}
+        refused = self._decode_all(requests)
         for index, request in enumerate(requests):
+            if index in refused:
+                responses[index] = Response(error=refused[index])
+                continue
             try:
-                self._decode(request)
                 self._check_images(request)
                 rho, counts = self._keep_of(request)
             except DvitError as exc:
@@ -156,8 +192,10 @@ class RequestHandler:
         run: Callable[..., Any] = self.runner.run
         start = time.perf_counter()
         out = run(batch, keep_counts=np.asarray(counts, dtype=np.int32)) if counts is not None else run(batch)
+        took = time.perf_counter() - start
+        self.seconds["runner"] += took
         if self.controller is not None and chunk[0][1] is not None:
-            self.controller.observe(chunk[0][1], len(batch), time.perf_counter() - start)
+            self.controller.observe(chunk[0][1], len(batch), took)
         self.calls.append(CallRecord(rows=real, keep_counts=counts, requests=len(chunk)))
         del self.calls[:-self.keep_calls]
         logits = np.asarray(out.logits, dtype=np.float32)[:real]
@@ -175,3 +213,7 @@ class RequestHandler:
                 outputs[KEEP_RATIO_NAME] = np.full((n, 1), np.nan if rho is None else rho, dtype=np.float32)
             responses[index] = Response(outputs=outputs)
             offset += n
+
+    def close(self) -> None:
+        if self.decoder is not None:
+            self.decoder.close()

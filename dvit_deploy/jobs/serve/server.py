@@ -305,6 +305,7 @@ def _serve(spec: ServeSpec, settings: ServeSettings, dist: Any, front: HttpFront
                               "command": process.args[-len(run.command):]})
         if not _wait_ready(run, settings, upstream, stop, wake, started):
             # A signal during start-up: nothing can be in flight, so this is a clean stop, not a drain.
+            front.drain()
             _stop_server(process, min(settings.drain_timeout_s, 5))
             return ServeResult(spec.name, signal.Signals(stop[0]).name, True, time.monotonic() - started,
                                leftovers, ready=False)
@@ -320,10 +321,12 @@ def _serve(spec: ServeSpec, settings: ServeSettings, dist: Any, front: HttpFront
             raise DvitError(f"Triton Inference Server stopped by itself (exit {process.returncode}): "
                             f"{startup_error(run.log_path)}")
         on_event("draining", {"signal": signal.Signals(stop[0]).name, "timeout_s": settings.drain_timeout_s})
+        front.drain()  # its kept-alive connections to Triton would hold up Triton's shutdown
         _stop_server(process, settings.drain_timeout_s)
         drained = drain_finished(run.log_path, process.returncode)
         return ServeResult(spec.name, signal.Signals(stop[0]).name, drained, time.monotonic() - started, leftovers)
     finally:
+        front.drain()  # an error path stops Triton too: no idle connection of ours may hold it up
         _clean_up(run, settings, leftovers)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
