@@ -63,3 +63,18 @@ def test_command_runs_without_torch(shipped, args, expected):
     assert result["exception"] is None and result["exit_code"] == 0, result
     assert expected in result["stdout"]
     assert result["heavy"] == [], f"{args} imported {result['heavy']}"
+
+
+def test_signals_held_leaves_a_handler_installed_from_c_alone(monkeypatch):
+    """In Triton's Python backend stub the SIGINT/SIGTERM handlers are C-level: ``getsignal`` reads None and
+    could not be put back (signal.signal(sig, None) raises), so imports there run unguarded."""
+    import signal
+
+    from dvit_deploy.helpers.lazy import signals_held
+
+    installed = []
+    monkeypatch.setattr(signal, "getsignal", lambda sig: None)
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: installed.append(sig))
+    with signals_held():
+        pass
+    assert installed == []

@@ -33,11 +33,13 @@ def signals_held() -> Iterator[None]:
     unwinding. So during an import a signal is only noted, and re-raised once the import is done,
     where the normal handlers turn it into one line and exit 130/143.
     """
-    if threading.current_thread() is not threading.main_thread():
+    held = (signal.SIGINT, signal.SIGTERM)
+    # Off the main thread signals cannot be handled; and a handler installed from C (Triton's Python backend
+    # stub) reads back as None and could not be put back, so there the import runs unguarded.
+    if threading.current_thread() is not threading.main_thread() or any(signal.getsignal(s) is None for s in held):
         yield
         return
     received: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in held}
     try:
         yield
