@@ -227,3 +227,39 @@ def test_run_with_a_context_is_the_command(tmp_path):
     assert result.keep_counts == (98, 49, 24) and result.manifest.model.keep_ratio == 0.5
     report = doctor.run(doctor.DoctorOptions(target="trt-10.3", real_parser=False), context, result.path)
     assert report.passed and report.target.name == "trt-10.3"
+
+
+# Every command: its CLI module is thin and calls its job's one ``run(options, context, ...)``.
+ALL_COMMANDS = {"export": ("export_cmd", "export"), "build": ("build_cmd", "build"), "doctor": ("doctor_cmd", "doctor"),
+                "validate": ("validate_cmd", "validate"), "profile": ("profile_cmd", "profile"),
+                "flops": ("flops_cmd", "flops"), "package": ("package_cmd", "package"),
+                "verify": ("package_cmd", "verify"), "predict": ("predict_cmd", "predict"),
+                "eval": ("eval_cmd", "evaluate"), "quantize": ("quantize_cmd", "quantize"),
+                "serve": ("serve_cmd", "serve"), "tradeoff": ("tradeoff_cmd", "tradeoff")}
+
+
+def test_every_registered_command_is_in_the_seam_table():
+    import typer
+
+    from dvit_deploy.cli import app
+
+    assert sorted(typer.main.get_command(app).commands) == sorted(ALL_COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(ALL_COMMANDS))
+def test_every_command_calls_its_jobs_run_once(command):
+    import importlib
+    import inspect
+
+    cli_module, job = ALL_COMMANDS[command]
+    path = PACKAGE / "cli" / f"{cli_module}.py"
+    assert len(path.read_text().splitlines()) <= 120
+    tree = ast.parse(path.read_text())
+    function = "eval_images" if command == "eval" else command
+    (node,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function]
+    calls = [c.func.attr if isinstance(c.func, ast.Attribute) else getattr(c.func, "id", "")
+             for c in ast.walk(node) if isinstance(c, ast.Call)]
+    assert calls.count("run") == 1 and not [c for c in calls if c.startswith("run_")], calls
+    run = importlib.import_module(f"dvit_deploy.jobs.{job}").run
+    params = list(inspect.signature(run).parameters.values())
+    assert [p.name for p in params[:2]] == ["options", "context"], params

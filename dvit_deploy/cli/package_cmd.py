@@ -17,7 +17,8 @@ from .options import JSON_OPTION, NO_VERIFY_OPTION, parse_ints
 from .output import emit_json, human_bytes, notes, out, styled, table
 from .progress import phases
 
-ship = lazy_import("dvit_deploy.jobs.ship")  # loaded when a command runs
+package_job = lazy_import("dvit_deploy.jobs.package")  # loaded when a command runs
+verify_job = lazy_import("dvit_deploy.jobs.verify")
 
 
 @handle_errors
@@ -46,13 +47,13 @@ def package(
         raise BadInput("--batch-profile takes three integers: min,opt,max")
     context = command_context(no_verify=no_verify)
     paths = list(artifacts) if artifacts else [artifact_or_default(None, context=context)]  # picked inside: read once
-    options = ship.PackageOptions(target, output=output, triton=triton, triton_python=triton_python,
+    options = package_job.PackageOptions(target, output=output, triton=triton, triton_python=triton_python,
                                   precision=precision, profile=tuple(profile) if profile else DEFAULT_PROFILE,
                                   archive=not no_archive, force=force)
     with phases("package") as on_phase:
-        on_phase("collect")  # opening the artifacts is where collecting them starts: run_package's own
-        opened = ship.open_artifacts(paths, context)  # "collect" is that same phase, so it is not announced twice
-        result = ship.run_package(options, context, opened, on_phase=lambda name: name == "collect" or on_phase(name))
+        on_phase("collect")  # opening the artifacts is where collecting them starts: the job's own
+        opened = package_job.open_artifacts(paths, context)  # "collect" is that same phase, so it is not announced twice
+        result = package_job.run(options, context, opened, on_phase=lambda name: name == "collect" or on_phase(name))
     notes(result.notes)
     if json_output:
         emit_json({"passed": True, **result.to_dict()})
@@ -72,7 +73,7 @@ def verify(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Check a bundle: checksums, manifests against files, and engine compatibility where TensorRT is present."""
-    report = ship.run_verify(ship.VerifyOptions(bundle), command_context())
+    report = verify_job.run(verify_job.VerifyOptions(bundle), command_context())
     if json_output:
         emit_json(report.to_dict())
     else:

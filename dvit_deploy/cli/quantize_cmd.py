@@ -49,7 +49,7 @@ def quantize(
 ) -> None:
     """INT8 explicit quantization (Q/DQ, ONNX Runtime quantize_static), checked against PyTorch fp32."""
     from ..artifact.store import open_artifact
-    from ..jobs.quantize import QuantizeOptions, default_source, result_json, run_quantize, select_recipe
+    from ..jobs.quantize import QuantizeOptions, default_source, result_json, run, select_recipe
 
     op_types = tuple(t.strip() for t in keep_float.split(",") if t.strip()) if keep_float is not None else EXCLUDED_OP_TYPES
     context = command_context(no_verify=no_verify)
@@ -65,7 +65,7 @@ def quantize(
     # Opened once (manifest and sha256 checked: refused, or a warning under --no-verify, when it does not match).
     source = open_artifact(onnx_file, (".onnx",), context=context)
     with calibration_progress() as (on_phase, on_calib):
-        result = run_quantize(options, context, source, on_phase=on_phase, on_calib=on_calib)
+        result = run(options, context, source, on_phase=on_phase, on_calib=on_calib)
     for warning in result.check.warnings:  # on stderr, with --json too
         err.print(styled("[yellow]warning:[/] {}", warning))
     if json_output:

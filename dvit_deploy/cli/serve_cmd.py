@@ -68,7 +68,7 @@ def serve(
                                      queue_delay_us=max_queue_delay_us, dynamic_batching=not no_batching,
                                      keep_range=_keep_range(keep_range), slo_ms=slo_ms,
                                      queue_timeout_ms=queue_timeout_ms, simulate_service=simulate_service)
-    result = serve_lib.run_serve(options, context, opened, settings, on_event=view.on_event)
+    result = serve_lib.run(options, context, opened, settings, on_event=view.on_event)
     view.finish(result)
 
 

@@ -15,6 +15,6 @@ from ...helpers.lazy import lazy_exports
 __getattr__ = lazy_exports(__name__, {
     "ServeSpec": "spec", "ServeOptions": "spec", "make_spec": "spec", "RequestHandler": "handler", "Request": "handler",
     "Response": "handler", "ServeSettings": "server", "ServeResult": "server", "prepare": "server",
-    "run_serve": "server", "serve": "server", "model_repository": "server", "find_tritonserver": "tritonserver",
+    "run": "server", "run_serve": "server", "serve": "server", "model_repository": "server", "find_tritonserver": "tritonserver",
     "SloController": "controller", "ControllerConfig": "controller",
 })

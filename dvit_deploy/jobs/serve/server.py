@@ -416,3 +416,6 @@ def _stop_server(process: subprocess.Popen, drain_timeout_s: int) -> bool:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         return False
+
+
+run = run_serve  # the command's one seam: jobs.serve.run(options, context, artifact, settings)
