@@ -8,7 +8,7 @@ A candidate *agrees* when both of its files pass ``dvit validate``'s judgement a
 that backend (``jobs.validate``, int8 tolerance: top-1 ≥ 99 % on confidently classified inputs, kept-set
 Jaccard ≥ 0.95 with the near-tie rule; the dense twin has no kept sets, so top-1 only). Agreement depends
 on the CPU's int8 kernels (int16 saturation without VNNI), so it is cached per CPU class and file hash in
-``<file>.agreement-<class>-<backend>.json`` beside the file: ``--prepare-only`` fills the cache, the
+``<file>.agreement-<class>-<backend>-n<inputs>.json`` beside the file: ``--prepare-only`` fills the cache, the
 measuring run reads it.
 
 The *best* agreeing candidate is the fastest sparse model in one short interleaved screening round at
@@ -47,10 +47,12 @@ def ensure_quantized(fp32: Path, recipe: str) -> dict[str, Any]:
         return {"error": f"dvit quantize ({recipe}): {str(exc).strip().splitlines()[0][:300]}"}
 
 
-def _cache_path(int8: Path, backend: str) -> Path:
+def _cache_path(int8: Path, backend: str, samples: int | None) -> Path:
+    """Where a verdict is cached (``samples`` None: the first version's name, without the input count)."""
     from dvit_deploy.helpers.cpu import cpu_info
 
-    return int8.with_name(f"{int8.name}.agreement-{cpu_info().cpu_class}-{backend}.json")
+    count = "" if samples is None else f"-n{samples}"
+    return int8.with_name(f"{int8.name}.agreement-{cpu_info().cpu_class}-{backend}{count}.json")
 
 
 def agreement(int8: Path, backend: str, samples: int) -> dict[str, Any]:
@@ -60,9 +62,8 @@ def agreement(int8: Path, backend: str, samples: int) -> dict[str, Any]:
     from dvit_deploy.jobs.validate import validate
 
     sha = read_json(manifest_path(int8))["onnx"]["sha256"]
-    cache = _cache_path(int8, backend)
-    if cache.exists():
-        cached = read_json(cache)
+    for cache in (_cache_path(int8, backend, samples), _cache_path(int8, backend, None)):
+        cached = read_json(cache) if cache.exists() else {}
         if cached.get("sha256") == sha and cached.get("samples") == samples:
             return cached
     started = time.time()
@@ -81,7 +82,7 @@ def agreement(int8: Path, backend: str, samples: int) -> dict[str, Any]:
             "failures": [] if cmp is None else list(cmp.failures),
             "seconds_all_backends": seconds,
         }
-        write_json_atomic(_cache_path(int8, result.backend), verdict)
+        write_json_atomic(_cache_path(int8, result.backend, samples), verdict)
     return verdicts[backend]
 
 
