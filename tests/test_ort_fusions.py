@@ -121,7 +121,7 @@ def test_cpu_runner_fuses_the_attention_blocks(tiny_export):
     images = np.random.default_rng(3).standard_normal((2, 3, 224, 224)).astype(np.float32)
     with runner_for_artifact(tiny_export.path, "onnxruntime") as fused:
         assert fused.attention_fused == softmaxes > 0
-        assert fused.describe()["attention_fused"] == softmaxes
+        assert "attention_fused" not in fused.describe()  # the --json shape (tests/golden) stays as it was
         got = fused.run(images)
     with runner_for_artifact(tiny_export.path, "onnxruntime", graph_optimization="disable") as plain:
         assert plain.attention_fused == 0

@@ -352,7 +352,6 @@ class OnnxRuntimeRunner(Runner):
             token_outputs=self._stage_outputs,
             session_config=self.session_config,
             gelu_fused=self.gelu_fused,
-            attention_fused=self.attention_fused,
         )
         if self.precision == "int8":
             from ..helpers.cpu import cpu_info
