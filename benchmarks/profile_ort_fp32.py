@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE))
 from bench_common import load_snapshot, measure_rounds, others, ratio_spread, round_throughputs  # noqa: E402
 from bench_cpu import ensure_export  # noqa: E402
 from bench_limits import sgemm_call  # noqa: E402
-from profile_ops import op_class, ort_profile, ov_compile, ov_profile  # noqa: E402
+from profile_ops import ort_profile, ov_compile, ov_profile  # noqa: E402
 
 from dvit_deploy.artifact.manifest import ModelRecord  # noqa: E402
 from dvit_deploy.helpers.cpu import cpu_info  # noqa: E402
