@@ -82,18 +82,19 @@ def int8_gemm_call(n: int, threads: int, config: dict[str, str]) -> Callable[[],
 
 class OrtGraph:
     """An ORT CPU session with TopK outputs for agreement: config entries as given (no dvit int8 policy),
-    the exporter's GELU fused as dvit's ORT runner does (``runtime.ort_fusions``) unless ``fuse_gelu=False``."""
+    the exporter's GELU and attention blocks fused as dvit's ORT runner does (``runtime.ort_fusions.fuse_for_cpu``)
+    unless ``fuse_gelu=False``."""
 
     def __init__(self, path: Path, config: dict[str, str], threads: int, fuse_gelu: bool = True) -> None:
         import onnx
         import onnxruntime as ort
 
         from dvit_deploy.export.graph import pruning_stages, with_topk_outputs
-        from dvit_deploy.runtime.ort_fusions import fuse_erf_gelu
+        from dvit_deploy.runtime.ort_fusions import fuse_for_cpu
 
         model = onnx.load(str(path))
-        if fuse_gelu:
-            fuse_erf_gelu(model)
+        if fuse_gelu:  # and the attention blocks, as the runner does
+            fuse_for_cpu(model)
         self.stages = [s.indices_output for s in pruning_stages(model)]
         options = ort.SessionOptions()
         options.log_severity_level = 3

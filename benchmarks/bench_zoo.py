@@ -2,7 +2,10 @@
 """CPU benchmark: every zoo architecture, sparse (ρ = 0.7) against its dense twin, one table.
 
 DeiT-256/S/B, LV-ViT-S/M, ConvNeXt-T/S/B and Swin-T/S/B (seeded random weights, real shapes: speed
-does not depend on the values), on ONNX Runtime fp32 and OpenVINO f32, at batch 1, 16 and 64.
+does not depend on the values), on ONNX Runtime fp32, OpenVINO f32 and the best agreeing int8
+configuration (``zoo_int8.py``: ``dvit quantize``'s two recipes × ORT/OpenVINO, judged by ``dvit
+validate``'s int8 rule; which one won is in the row, and an architecture where none agrees says so),
+at batch 1, 16 and 64.
 
 * One pair of runners (sparse and its dense twin, one backend) is loaded at a time, so memory stays
   that of one model (the earlier eight-runner runs were OOM-killed at batch 64).
@@ -21,8 +24,10 @@ does not depend on the values), on ONNX Runtime fp32 and OpenVINO f32, at batch 
     python benchmarks/bench_zoo.py --models deit-s,convnext-t,swin-t --batches 1,16      # ~15 quiet minutes
     python benchmarks/bench_zoo.py --estimate                                            # runtime only
     python benchmarks/bench_zoo.py --quick                                               # smoke: DeiT-256, b1
+    python benchmarks/bench_zoo.py --prepare-only        # exports, int8 files and their agreement only
 
-Exports are cached in ``--workdir`` (default ``benchmarks/.artifacts``, git-ignored): re-runs reuse them.
+Exports, int8 files and agreement verdicts are cached in ``--workdir`` (default ``benchmarks/.artifacts``,
+git-ignored): re-runs reuse them, so after ``--prepare-only`` a run only measures.
 """
 
 from __future__ import annotations
@@ -48,19 +53,23 @@ SCHEMA = "dvit-deploy/bench-zoo/1"
 ZOO = ("deit-256", "deit-s", "deit-b", "lvvit-s", "lvvit-m", "convnext-t", "convnext-s", "convnext-b",
        "swin-t", "swin-s", "swin-b")
 LEAD_SUBSET = "deit-s,convnext-t,swin-t"  # with --batches 1,16: about 15 quiet minutes on 2 cores
-QUICK = {"models": "deit-256", "batches": "1", "rounds": 2, "round_s": 0.2, "warmup_s": 0.2}
-FULL = {"models": ",".join(ZOO), "batches": "1,16,64", "rounds": 5, "round_s": 1.5, "warmup_s": 1.0}
+QUICK = {"models": "deit-256", "batches": "1", "rounds": 2, "round_s": 0.2, "warmup_s": 0.2, "agreement": 8}
+FULL = {"models": ",".join(ZOO), "batches": "1,16,64", "rounds": 5, "round_s": 1.5, "warmup_s": 1.0, "agreement": 32}
 # Effective fp32 rates on a quiet 2-core AVX2 EPYC (REFERENCE.md: ORT ~73 %, OpenVINO ~88 % of a
 # 117 GFLOP/s sgemm), for --estimate only.
-ASSUMED_GFLOPS = {"onnxruntime": 85.0, "openvino": 100.0}
+# int8: the best agreeing configuration, ~2× OpenVINO f32 (DeiT-S on AVX-512 VNNI: 75 vs 27 img/s).
+ASSUMED_GFLOPS = {"onnxruntime": 85.0, "openvino": 100.0, "int8": 200.0}
 EXPORT_S_PER_GMAC = 6.0  # one-time export + check, seconds per dense GMAC (rough, 2 cores)
+# one-time int8 preparation per model (4 quantized files, 8 agreement verdicts), seconds per dense GMAC
+INT8_PREPARE_S_PER_GMAC = 60.0  # from DeiT-S: ~1 min per quantized file in a quiet window
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", help=f"zoo names [{FULL['models']}]")
     p.add_argument("--batches", help=f"[{FULL['batches']}]")
-    p.add_argument("--backends", default="onnxruntime,openvino", help="onnxruntime and/or openvino")
+    p.add_argument("--backends", default="onnxruntime,openvino,int8",
+                   help="onnxruntime, openvino and/or int8 (the best agreeing int8 configuration)")
     p.add_argument("--ratio", type=float, default=0.7)
     p.add_argument("--rounds", type=int, help=f"interleaved rounds per ratio [{FULL['rounds']}]")
     p.add_argument("--round-s", type=float, help=f"measured seconds per model and round [{FULL['round_s']}]")
@@ -71,7 +80,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--plot", type=Path, default=None, help="PNG: sparse/dense per model, batch and backend")
     p.add_argument("--quick", action="store_true", help=f"smoke settings: {QUICK}")
+    p.add_argument("--agreement", type=int, help=f"inputs for each int8 agreement verdict [{FULL['agreement']}]")
     p.add_argument("--estimate", action="store_true", help="print the estimated runtime and exit")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="export, quantize and judge int8 agreement (cached in --workdir); measure nothing")
     args = p.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -95,7 +107,10 @@ def flops_bound(name: str, ratio: float) -> float:
 
 
 def estimate(args) -> dict[str, Any]:
-    """Seconds per model from GMACs and assumed rates: exports (first run only) + warm-up + rounds."""
+    """Seconds per model from GMACs and assumed rates: exports and int8 preparation (first run only, or
+    ``--prepare-only``) + warm-up + rounds (+ the int8 screening round)."""
+    from zoo_int8 import candidates
+
     per_model, total, exports = {}, 0.0, 0.0
     for name in args.models:
         variant = get_variant(name)
@@ -107,12 +122,21 @@ def estimate(args) -> dict[str, Any]:
                 for role in ("dense", "sparse"):
                     call = 2 * gmacs[role] * batch / rate
                     seconds += max(args.warmup_s, call) + args.rounds * max(args.round_s, call) + call
+            if backend == "int8":  # one screening round of every candidate's sparse model
+                call = 2 * gmacs["sparse"] * screening_batch(args.batches) / rate
+                seconds += len(candidates()) * (max(args.warmup_s, call) + max(args.round_s, call) + call)
         export = EXPORT_S_PER_GMAC * (gmacs["dense"] + gmacs["sparse"])
+        if "int8" in args.backends:
+            export += INT8_PREPARE_S_PER_GMAC * gmacs["dense"] * args.agreement / 32
         per_model[name] = {"measure_s": round(seconds), "export_s_first_run": round(export)}
         total += seconds
         exports += export
     return {"per_model": per_model, "measure_s": round(total), "exports_first_run_s": round(exports),
             "assumed_gflops": ASSUMED_GFLOPS}
+
+
+def screening_batch(batches: list[int]) -> int:
+    return 16 if 16 in batches else min(batches)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,14 +155,20 @@ def fits(pair: dict[str, Any], backend: str, batch: int) -> str | None:
     return None
 
 
-def measure_pair(name: str, pair: dict[str, Any], backend: str, args, rows: list, skipped: list) -> None:
+def measure_pair(name: str, pair: dict[str, Any], backend: str, args, rows: list, skipped: list,
+                 int8: dict[str, Any] | None = None) -> None:
+    """Sparse/dense rows of one pair on one backend; ``int8``: the pair is the int8 column's winner
+    (rows say ``backend: int8`` and which configuration ran)."""
     import contextlib
 
     from dvit_deploy.jobs.profile import seeded_batch
     from dvit_deploy.runtime import runner_for_artifact
 
     bound = flops_bound(name, args.ratio)
-    options = {"intra_op_threads": args.threads} if args.threads else {}
+    options: dict[str, Any] = {"intra_op_threads": args.threads} if args.threads else {}
+    if int8 is not None:
+        options["precision"] = None  # the file's own
+    column = backend if int8 is None else "int8"
     with contextlib.ExitStack() as stack:
         runners = {role: stack.enter_context(runner_for_artifact(a, backend, device="cpu", **options))
                    for role, a in pair.items()}
@@ -146,7 +176,7 @@ def measure_pair(name: str, pair: dict[str, Any], backend: str, args, rows: list
         for batch in args.batches:
             problem = fits(pair, backend, batch)
             if problem:
-                skipped.append({"model": name, "backend": backend, "batch": batch, "reason": problem})
+                skipped.append({"model": name, "backend": column, "batch": batch, "reason": problem})
                 continue
             load = load_snapshot()
             calls = {role: runners[role].timed_call(seeded_batch(batch, pair[role])) for role in ("dense", "sparse")}
@@ -154,15 +184,22 @@ def measure_pair(name: str, pair: dict[str, Any], backend: str, args, rows: list
             tput = {role: round_throughputs(ms, batch) for role, ms in measured.items()}
             ratio = ratio_spread(tput["sparse"], tput["dense"])
             rows.append({
-                "model": name, "backend": backend, "executes": executes, "batch": batch,
+                "model": name, "backend": column, "executes": executes, "batch": batch,
+                **({} if int8 is None else {"int8_config": int8}),
                 "flops_bound": round(bound, 4), "ratio": ratio,
                 "fraction_of_bound": {k: None if ratio[k] is None else round(ratio[k] / bound, 4)
                                       for k in ("median", "min", "max")},
                 "dense": pooled(measured["dense"], batch), "sparse": pooled(measured["sparse"], batch),
                 "load_at_start": load, "others": (busy := others(load, load_snapshot())), "loaded": busy["loaded"],
             })
-            print(f"{name:<11}{backend:<12} b{batch:<3} sparse/dense {_spread(ratio).replace(chr(92), '')}  bound {bound:.2f}×"
+            print(f"{name:<11}{_column(column, int8):<24} b{batch:<3} sparse/dense {_spread(ratio).replace(chr(92), '')}  bound {bound:.2f}×"
                   f"{'  (loaded)' if busy['loaded'] else ''}", flush=True)
+
+
+def _column(column: str, int8: dict[str, Any] | None) -> str:
+    from zoo_int8 import label
+
+    return column if int8 is None else f"int8 ({label(int8['recipe'], int8['backend'])})"
 
 
 def _spread(r: dict[str, Any]) -> str:
@@ -187,14 +224,21 @@ def run(args) -> dict[str, Any]:
         "schema": SCHEMA, "status": "running",
         "machine": {**machine_info(), "cpu": cpu_info().to_dict(), "load_before": before},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "rows": [], "skipped": [],
+        "rows": [], "skipped": [], "int8_candidates": {},
     }
     for name in args.models:
-        pair = {"dense": as_artifact(ensure_export(args.workdir, name, None, args.seed)),
-                "sparse": as_artifact(ensure_export(args.workdir, name, args.ratio, args.seed))}
-        for backend in args.backends:
+        paths = {"dense": ensure_export(args.workdir, name, None, args.seed),
+                 "sparse": ensure_export(args.workdir, name, args.ratio, args.seed)}
+        pair = {role: as_artifact(path) for role, path in paths.items()}
+        if "int8" in args.backends:
+            print(f"{name}: int8 files and agreement ({args.agreement} inputs)", flush=True)
+            report["int8_candidates"][name] = prepare_int8(paths, args.agreement)
+        for backend in [] if args.prepare_only else args.backends:
             try:
-                measure_pair(name, pair, backend, args, report["rows"], report["skipped"])
+                if backend == "int8":
+                    measure_int8(name, report["int8_candidates"][name], args, report)
+                else:
+                    measure_pair(name, pair, backend, args, report["rows"], report["skipped"])
             except Exception as exc:  # noqa: BLE001 - a missing backend or a failed load skips this pair only
                 report["skipped"].append({"model": name, "backend": backend, "batch": None,
                                           "reason": f"{type(exc).__name__}: {str(exc).strip()[:300]}"})
@@ -205,9 +249,41 @@ def run(args) -> dict[str, Any]:
     report["machine"]["others"] = whole = others(before, after)
     # Loaded when other processes used more than the threshold over the run or during any row (the load
     # average counts this benchmark's own threads, so it is recorded, not judged).
-    report["status"] = "loaded" if whole["loaded"] or any(r["loaded"] for r in report["rows"]) else "quiet"
+    report["status"] = "loaded" if whole["loaded"] or any(r.get("loaded") for r in report["rows"]) else "quiet"
+    if args.prepare_only:
+        report["status"] = "prepared"
     report["seconds"] = round(time.time() - started, 1)
     return report
+
+
+def prepare_int8(paths: dict[str, Path], samples: int) -> list[dict[str, Any]]:
+    from zoo_int8 import prepare
+
+    return prepare(paths, samples)
+
+
+def measure_int8(name: str, found: list[dict[str, Any]], args, report: dict[str, Any]) -> None:
+    """The int8 column: screen the agreeing candidates, measure the winner's pair; or a row saying none agrees."""
+    from bench_common import measure_rounds as rounds_of
+    from zoo_int8 import screen
+
+    from dvit_deploy.artifact.store import as_artifact
+    from dvit_deploy.jobs.profile import seeded_batch
+
+    best = screen(found, screening_batch(args.batches), args, seeded_batch, rounds_of)
+    if best is None:
+        for batch in args.batches:
+            report["rows"].append({"model": name, "backend": "int8", "batch": batch, "none_agrees": True,
+                                   "flops_bound": round(flops_bound(name, args.ratio), 4),
+                                   "ratio": {"median": None, "min": None, "max": None},
+                                   "why_not": {f"{c['recipe']}/{c['backend']}": c["why_not"] for c in found}})
+        print(f"{name:<11}{'int8':<24} no int8 configuration agrees", flush=True)
+        return
+    config = {"recipe": best["recipe"], "backend": best["backend"], "screening_batch": best.get("screening_batch"),
+              "screening_img_s": {f"{c['recipe']}/{c['backend']}": c.get("screening_img_s") for c in found
+                                  if c["agrees"]}}
+    pair = {role: as_artifact(Path(best["files"][role])) for role in ("dense", "sparse")}
+    measure_pair(name, pair, best["backend"], args, report["rows"], report["skipped"], int8=config)
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -219,7 +295,12 @@ def print_table(report: dict[str, Any]) -> None:
     for col in ("model", "backend", "batch", "dense img/s", "sparse img/s", "sparse/dense", "bound", "of bound"):
         table.add_column(col)
     for r in report["rows"]:
-        table.add_row(r["model"], r["backend"], str(r["batch"]), f"{r['dense']['throughput_ips']:.2f}",
+        if r.get("none_agrees"):
+            table.add_row(r["model"], "int8", str(r["batch"]), "—", "—", "no int8 configuration agrees",
+                          f"{r['flops_bound']:.2f}×", "—")
+            continue
+        table.add_row(r["model"], _column(r["backend"], r.get("int8_config")), str(r["batch"]),
+                      f"{r['dense']['throughput_ips']:.2f}",
                       f"{r['sparse']['throughput_ips']:.2f}", _spread(r["ratio"]), f"{r['flops_bound']:.2f}×",
                       "—" if r["fraction_of_bound"]["median"] is None else f"{r['fraction_of_bound']['median']:.0%}")
     Console(width=max(Console().width, 120)).print(table)
@@ -235,21 +316,22 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    backends = list(dict.fromkeys(r["backend"] for r in report["rows"])) or ["none"]
-    models = list(dict.fromkeys(r["model"] for r in report["rows"]))
-    batches = sorted({r["batch"] for r in report["rows"]})
+    measured = [r for r in report["rows"] if r["ratio"]["median"] is not None]
+    backends = list(dict.fromkeys(r["backend"] for r in measured)) or ["none"]
+    models = list(dict.fromkeys(r["model"] for r in measured))
+    batches = sorted({r["batch"] for r in measured})
     fig, axes = plt.subplots(len(backends), 1, figsize=(max(6, 1.1 * len(models) + 2), 3.2 * len(backends)),
                              squeeze=False)
     width = 0.8 / max(1, len(batches))
     for ax, backend in zip(axes[:, 0], backends):
-        rows = {(r["model"], r["batch"]): r for r in report["rows"] if r["backend"] == backend}
+        rows = {(r["model"], r["batch"]): r for r in measured if r["backend"] == backend}
         for j, batch in enumerate(batches):
             xs = [i + (j - (len(batches) - 1) / 2) * width for i, m in enumerate(models) if (m, batch) in rows]
             rs = [rows[(m, batch)]["ratio"] for m in models if (m, batch) in rows]
             ax.bar(xs, [r["median"] for r in rs], width, label=f"batch {batch}",
                    yerr=[[r["median"] - r["min"] for r in rs], [r["max"] - r["median"] for r in rs]], capsize=2)
         for i, m in enumerate(models):
-            bound = next((r["flops_bound"] for r in report["rows"] if r["model"] == m), None)
+            bound = next((r["flops_bound"] for r in measured if r["model"] == m), None)
             if bound:
                 ax.hlines(bound, i - 0.45, i + 0.45, colors="k", linestyles="--", linewidth=1)
         ax.axhline(1.0, color="grey", linewidth=0.8)
@@ -272,13 +354,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.estimate:
         e = estimate(args)
         for name, v in e["per_model"].items():
-            print(f"{name:<11} measure ~{v['measure_s'] / 60:5.1f} min   export (first run) ~{v['export_s_first_run'] / 60:4.1f} min")
-        print(f"total: measure ~{e['measure_s'] / 60:.0f} min, exports on a first run ~{e['exports_first_run_s'] / 60:.0f} "
-              f"min (assumed GFLOP/s {e['assumed_gflops']}, 2 quiet cores)")
+            print(f"{name:<11} measure ~{v['measure_s'] / 60:5.1f} min   exports + int8 (first run) "
+                  f"~{v['export_s_first_run'] / 60:4.1f} min")
+        print(f"total: measure ~{e['measure_s'] / 60:.0f} min, exports + int8 files and agreement on a first run "
+              f"(or --prepare-only) ~{e['exports_first_run_s'] / 60:.0f} min (assumed GFLOP/s {e['assumed_gflops']}, "
+              "2 quiet cores)")
         return 0
     report = run(args)
     if args.json is not None:
         write_json_atomic(args.json, report)
+    if args.prepare_only:
+        for name, found in report["int8_candidates"].items():
+            print(f"{name:<11} int8 agrees: {', '.join(c['recipe'] + '/' + c['backend'] for c in found if c['agrees']) or 'none'}")
+        return 0
     if args.plot is not None:
         plot(report, args.plot)
     print_table(report)

@@ -112,7 +112,7 @@ def candidates(fp32: Path, int8: Path, vit: dict[str, Path], threads: int, image
     }
     for base, path, cfg in (("ort-fp32", fp32, {}), ("ort-int8", int8, int8_cfg)):
         fused = gelu_fused(path)
-        found[f"{base} gelu-fused (dvit runner)"] = {"base": base, "call": ort_call(fused, cfg, threads, images),
+        found[f"{base} fused (dvit runner: GELU, attention)"] = {"base": base, "call": ort_call(fused, cfg, threads, images),
                                                      "check": (fused, cfg)}
     if qpred is not None:
         found["ort-int8 predictors int8"] = {"base": "ort-int8", "call": ort_call(qpred, int8_cfg, threads, images),

@@ -195,15 +195,16 @@ def timed_calls(paths: dict[str, tuple[Path, str]], images: np.ndarray, threads:
 
 
 def gelu_fused(path: Path) -> Path:
-    """The graph dvit's ORT CPU runner loads: exact-erf GELUs fused (``runtime.ort_fusions``), written once."""
+    """The graph dvit's ORT CPU runner loads: exact-erf GELUs and attention blocks fused
+    (``runtime.ort_fusions.fuse_for_cpu``), written once."""
     import onnx
 
-    from dvit_deploy.runtime.ort_fusions import fuse_erf_gelu
+    from dvit_deploy.runtime.ort_fusions import fuse_for_cpu
 
-    out = path.with_name(f"{path.stem}-gelu.onnx")
+    out = path.with_name(f"{path.stem}-gelu-attention.onnx")
     if not out.exists():
         model = onnx.load(str(path))
-        fuse_erf_gelu(model)
+        fuse_for_cpu(model)
         onnx.save(model, str(out))
     return out
 

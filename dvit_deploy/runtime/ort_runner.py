@@ -161,6 +161,7 @@ class OnnxRuntimeRunner(Runner):
         self.session_config: dict[str, str] = {}
         self.executed_ops: dict[str, int] | None = None
         self.gelu_fused = 0  # exact-erf GELU subgraphs run as one com.microsoft Gelu (CPU provider only)
+        self.attention_fused = 0  # self-attention blocks run as one com.microsoft Attention (CPU provider only)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def check(self) -> None:
@@ -278,14 +279,15 @@ class OnnxRuntimeRunner(Runner):
         """The path (or in-memory graph: kept-index outputs added, GELUs fused) to load, and the per-stage
         index outputs.
 
-        ``fuse_gelu`` (CPU provider): the exporter's five-node exact-erf GELU becomes one com.microsoft Gelu,
-        which ONNX Runtime's own fusions do not do for this node order (``runtime.ort_fusions``)."""
+        ``fuse_gelu`` (CPU provider): the exporter's five-node exact-erf GELU becomes one com.microsoft Gelu and
+        its self-attention blocks one com.microsoft Attention, which ONNX Runtime's own fusions do not do for
+        these node orders (``runtime.ort_fusions.fuse_for_cpu``)."""
         if self.topk_outputs:
             model, names = graph_with_kept_outputs(self.artifact, artifact, ort_load_cause)
         else:
             model, names = None, declared_token_outputs(self.artifact)
         if fuse_gelu:
-            from .ort_fusions import fuse_erf_gelu
+            from .ort_fusions import fuse_for_cpu
 
             rewritten = model is not None
             if model is None:
@@ -296,8 +298,9 @@ class OnnxRuntimeRunner(Runner):
                 except Exception as exc:  # noqa: BLE001 - onnx raises several types for unreadable files
                     raise BadInput(f"{artifact.name} is not a readable ONNX file: {ort_load_cause(exc)}") from None
             if model.ByteSize() < 2 ** 31 - 1:  # a bigger graph cannot be handed over in memory
-                self.gelu_fused = fuse_erf_gelu(model)
-            if not rewritten and not self.gelu_fused:
+                fused = fuse_for_cpu(model)
+                self.gelu_fused, self.attention_fused = fused["gelu"], fused["attention"]
+            if not rewritten and not (self.gelu_fused or self.attention_fused):
                 model = None
         return (str(artifact) if model is None else model.SerializeToString()), names
 
