@@ -291,16 +291,17 @@ def _check_backend(checked: _Pass, result: BackendResult, report: ValidateReport
     report.notes.extend(f"{name} on {backend} {runner.precision}: {n}" for n in comparison.notes)
 
 
-def validate(artifact_paths: Sequence[Path | Artifact] | None = None, *,
+def validate(artifact_paths: Sequence[str | Path] | None = None, *,
              on_phase: Callable[[str], None] | None = None, context: RunContext | None = None,
              **options: Any) -> ValidateReport:
-    """``run`` for paths (each opened here; none: the default artifact) with ``ValidateOptions``' fields as
-    keywords: the Python API's shortcut."""
+    """``run`` for paths (each opened here, in ``context``; none: the default artifact) with ``ValidateOptions``'
+    fields as keywords: the Python API's shortcut. Opened artifacts go to ``run``."""
     if "backends" in options and options["backends"] is not None:
         options["backends"] = tuple(options["backends"])
-    opened = [item if isinstance(item, Artifact) else open_artifact(None if item is None else Path(item))
+    context = context or RunContext()
+    opened = [open_artifact(None if item is None else Path(item), context=context)
               for item in (list(artifact_paths) if artifact_paths else [None])]
-    return run(ValidateOptions(**options), context or RunContext(), opened, on_phase=on_phase)
+    return run(ValidateOptions(**options), context, opened, on_phase=on_phase)
 
 
 run_validate = run  # the ``run_<command>`` name the other commands' jobs use
