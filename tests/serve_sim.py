@@ -34,6 +34,35 @@ class Outcome:
         return np.inf if self.finish is None else self.finish - self.arrival
 
 
+class DriftingService:
+    """DeiT-S dynkeep under ONNX Runtime on the 2-vCPU EPYC, as a service model: per batch of ``rows`` at ρ,
+    ``call(ρ) + image(ρ)·rows`` (3.0 ms + 27.7 ms per image at ρ 0.5, 4.0 + 46.0 at ρ 0.9, linear between:
+    batch 1 ≈ 31 / 50 ms, batch 8 ≈ 225 / 372 ms, about 35.6 and 21.5 images/s), times a slowdown that drifts
+    with the simulated time (a Gauss-Markov process, 2 s time constant, standard deviation ``drift``: a
+    neighbour, the client, the clock) and independent per-call noise of ±``noise``."""
+
+    CALL = (0.0030, 0.0040)
+    IMAGE = (0.0277, 0.0460)
+
+    def __init__(self, clock: SimClock, seed: int, *, noise: float = 0.1, drift: float = 0.1,
+                 step_s: float = 0.1, horizon_s: float = 200.0) -> None:
+        self.clock, self.noise, self.drift, self.step_s = clock, noise, drift, step_s
+        self.rng = np.random.default_rng(1000 + seed)
+        grid = np.random.default_rng(2000 + seed)
+        phi, n = np.exp(-step_s / 2.0), int(horizon_s / step_s)
+        self.slow = np.zeros(n)
+        for i in range(1, n):
+            self.slow[i] = phi * self.slow[i - 1] + np.sqrt(1 - phi ** 2) * grid.standard_normal()
+
+    @classmethod
+    def nominal(cls, rho: float, rows: float) -> float:
+        return float(np.interp(rho, [0.5, 0.9], cls.CALL) + rows * np.interp(rho, [0.5, 0.9], cls.IMAGE))
+
+    def __call__(self, rho: float, rows: int) -> float:
+        slow = 1.0 + self.drift * self.slow[min(int(self.clock.now / self.step_s), len(self.slow) - 1)]
+        return self.nominal(rho, rows) * slow * self.rng.uniform(1 - self.noise, 1 + self.noise)
+
+
 def poisson_arrivals(phases: list[tuple[float, float]], seed: int) -> list[float]:
     """(rate/s, seconds) phases, one after another: Poisson arrival times."""
     rng = np.random.default_rng(seed)

@@ -144,11 +144,14 @@ class ControllerConfig:
     queue_delay_s: float = 0.0  # Triton's max_queue_delay: added to every prediction
     margin: float = 0.6  # a rung is feasible when its predicted p99 ≤ margin · objective
     up_margin: float = 0.5  # ... and worth stepping up to only below this (hysteresis band)
+    own_margin: float = 0.85  # the batch's oldest request (its wait is known): its latency ≤ this · objective
     utilisation: float = 0.85  # the most of its marginal capacity a rung may be loaded to
     up_utilisation: float = 0.75
     climb_s: float = 1.5  # the whole grid, bottom to top, at the fastest allowed step-up pace
     hold_s: float = 2.0  # no step up this soon after a step down
+    loaded_step_s: float = 2.0  # the step-up pace while λ loads even the bottom past up_utilisation
     settle_s: float = 0.5  # ... nor this soon after a full batch (the queue must be seen empty for a while)
+    load_tau_s: float = 3.0  # time constant of the slower λ average that sets the step-up pace
     rate_tau_s: float = 0.3  # time constant of the arrival-rate average
     full_boost: float = 0.5  # a full batch: λ is at least what it shows, assume this much more
     queue_timeout_s: float | None = None  # Triton rejects a request queued longer (bounds the backlog's age)
@@ -174,6 +177,7 @@ class SloController:
         self.index = len(self.rungs) - 1 if start_rho is None else min(
             range(len(self.rungs)), key=lambda i: abs(self.rungs[i] - start_rho))
         self.rate = 0.0  # λ as the rule uses it: ``arrivals``, raised during a run of full batches
+        self.load_rate = 0.0  # λ averaged over load_tau_s: what a lull does not hide
         self.arrivals = 0.0  # λ from the batch sizes alone (a full batch's size only bounds it)
         self.prev_start: float | None = None
         self.prev_end: float | None = None
@@ -204,6 +208,8 @@ class SloController:
             weight = 1.0 if self.batches <= 2 else 1.0 - math.exp(-dt / cfg.rate_tau_s)  # the first sample as is
             # a burst of a few requests close together is not a rate: short gaps count as the time constant
             self.arrivals += weight * (rows / max(dt, cfg.rate_tau_s) - self.arrivals)
+            slow = 1.0 if self.batches <= 2 else 1.0 - math.exp(-dt / cfg.load_tau_s)
+            self.load_rate += slow * (rows / dt - self.load_rate)
             self.full_run = self.full_run + 1 if rows >= cfg.max_batch else 0
             if self.full_run:  # the queue may hold more: λ is at least this, and likelier more the longer it lasts
                 self.rate = max(self.rate, self.arrivals, sample * (1.0 + cfg.full_boost * self.full_run))
@@ -257,9 +263,14 @@ class SloController:
             self.last_full = now
         self._update_queue(rows, now)
         wait, behind = self._waiting(rows, now)
-        budget = cfg.margin * cfg.slo_s
         latency = [self.batch_latency(r, rows, wait, behind) for r in self.rungs]
-        target = next((i for i in range(len(self.rungs) - 1, -1, -1) if latency[i] <= budget), None)
+        ahead = [self.batch_latency(r, rows, 0.0, behind) for r in self.rungs]  # what is still to come
+        own = [wait + self.model.seconds(r, rows) + cfg.queue_delay_s for r in self.rungs]  # this batch's oldest
+
+        def fits(i: int, margin: float) -> bool:  # the oldest's wait is known, not predicted: a wider margin
+            return ahead[i] <= margin * cfg.slo_s and own[i] <= cfg.own_margin * cfg.slo_s
+
+        target = next((i for i in range(len(self.rungs) - 1, -1, -1) if fits(i, cfg.margin)), None)
         reachable = latency[0] <= cfg.slo_s  # the bottom rung, without the margin
         if not reachable:
             self.unreachable += 1
@@ -269,8 +280,10 @@ class SloController:
             self.index, self.last_down = target, now
         elif target > self.index:
             step_s = cfg.climb_s / max(len(self.rungs) - 1, 1)
+            if max(self.rate, self.load_rate) * self.model.marginal(self.rungs[0]) > cfg.up_utilisation:
+                step_s = max(step_s, cfg.loaded_step_s)  # near the bottom's capacity a lull is no trend: climb slowly
             if (now - self.last_full >= cfg.settle_s and now - self.last_down >= cfg.hold_s and now - self.last_up >= step_s
-                    and latency[self.index + 1] <= cfg.up_margin * cfg.slo_s):
+                    and fits(self.index + 1, cfg.up_margin)):
                 self.index, self.last_up = self.index + 1, now
         self.last = Decision(self.rho, self.rate, latency[self.index], reachable)
         return self.rho
