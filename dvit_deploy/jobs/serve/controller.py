@@ -14,12 +14,15 @@ Everything else is a model:
 * **predicted latency** of a request arriving now at rung ρ: with λ steady, batches settle at the
   fixed point ``B* = λ·T(ρ, B*)``; a new request waits out the batch in flight (≤ ``T(ρ, B*)``)
   and then runs in a batch of the arrivals meanwhile, a Poisson count whose 99th percentile is
-  about ``B* + 2.33·sqrt(B*) + 1``. A rung is *feasible* when its marginal utilisation ``λ·b`` is
-  below ``utilisation``, ``B* ≤ max_batch`` and that latency is below ``margin · objective``.
+  about ``B* + 2.33·sqrt(B*) + 1``. A rung is *feasible* when the latency predicted for the requests
+  still to come is below ``margin · objective`` and this batch's oldest request (whose wait is known,
+  not predicted) ends below ``own_margin · objective``.
 
 The rule: run at the largest feasible rung. Stepping down happens at once, by as many rungs as
 needed; stepping up goes one rung at a time, no faster than the whole grid in ``climb_s``, not
-within ``hold_s`` of a step down nor ``settle_s`` of a full batch (the queue must be seen empty), and
+within ``hold_s`` of a step down nor ``settle_s`` of a full batch (the queue must be seen empty), one
+rung per ``loaded_step_s`` at most while λ over ``load_tau_s`` loads even the bottom past
+``up_utilisation`` (a lull near capacity is no trend), and
 only to a rung feasible with a tighter margin (hysteresis), so ρ does not oscillate at the edge of a
 rung. When no rung is feasible the controller runs at the bottom; a batch for which even the bottom is
 predicted to miss the objective counts as *out of reach* (``unreachable``). Triton's queue policy
