@@ -12,7 +12,7 @@ from ..helpers.defaults import PREDICT_BATCH as DEFAULT_BATCH
 from ..helpers.lazy import lazy_import
 from .common import command_context, open_or_default
 from .failures import handle_errors
-from .options import JSON_OPTION, NO_VERIFY_OPTION, finite
+from .options import CHECKPOINT_OPTION, JSON_OPTION, NO_VERIFY_OPTION, finite
 from .output import emit_json, notes, out, table
 from .progress import count_progress
 
@@ -37,9 +37,7 @@ def eval_images(
     no_reference: bool = typer.Option(False, "--no-reference", help="Skip the PyTorch reference and agreement."),
     min_agreement: Optional[float] = typer.Option(None, "--min-agreement", callback=finite,
                                                   help="Fail (exit 1) when a backend's top-1 agreement with PyTorch is below this fraction."),
-    checkpoint: Optional[Path] = typer.Option(
-        None, "--checkpoint", help="Where the checkpoint the artifact was exported from is now, if it moved (the "
-        "PyTorch reference / torch backend rebuild it; its sha256 must match the manifest's)."),
+    checkpoint: Optional[Path] = CHECKPOINT_OPTION,
     no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:

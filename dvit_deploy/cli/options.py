@@ -47,3 +47,8 @@ def parse_ints(text: str | None, option: str) -> list[int] | None:
     if not values or any(v < 1 for v in values):
         raise DvitError(f"{option} takes positive integers, got '{text}'")
     return values
+
+
+CHECKPOINT_OPTION = typer.Option(
+    None, "--checkpoint", help="Where the checkpoint the artifact was exported from is now, if it moved (the "
+    "PyTorch reference / torch backend rebuild it; its sha256 must match the manifest's).")

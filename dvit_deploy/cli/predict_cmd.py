@@ -12,7 +12,7 @@ from ..helpers.defaults import PREDICT_BATCH as DEFAULT_BATCH
 from ..helpers.lazy import lazy_import
 from .common import command_context, open_or_default
 from .failures import handle_errors
-from .options import FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION
+from .options import CHECKPOINT_OPTION, FORCE_OPTION, JSON_OPTION, NO_VERIFY_OPTION
 from .output import emit_json, notes, out, styled, table
 from .progress import phases
 
@@ -31,9 +31,7 @@ def predict(
     viz: Optional[Path] = typer.Option(None, "--viz", help="Save a PNG of the patches each stage kept (needs token outputs)."),
     batch: int = typer.Option(DEFAULT_BATCH, "--batch", help="Images per inference call."),
     force: bool = FORCE_OPTION,
-    checkpoint: Optional[Path] = typer.Option(
-        None, "--checkpoint", help="Where the checkpoint the artifact was exported from is now, if it moved (the "
-        "PyTorch reference / torch backend rebuild it; its sha256 must match the manifest's)."),
+    checkpoint: Optional[Path] = CHECKPOINT_OPTION,
     no_verify: bool = NO_VERIFY_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:

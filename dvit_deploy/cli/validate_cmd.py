@@ -11,7 +11,7 @@ from ..helpers.defaults import VALIDATE_BATCH as DEFAULT_BATCH, VALIDATE_SAMPLES
 from ..helpers.lazy import lazy_import
 from .common import command_context, open_or_default
 from .failures import handle_errors
-from .options import JSON_OPTION, NO_VERIFY_OPTION, finite
+from .options import CHECKPOINT_OPTION, JSON_OPTION, NO_VERIFY_OPTION, finite
 from .output import emit_json, err, notes, styled, warn
 from .validate_view import print_report
 from .progress import phases
@@ -36,9 +36,7 @@ def validate(
     batch: int = typer.Option(DEFAULT_BATCH, "--batch", "-b", min=1, help="Batch size for dynamic-batch artifacts."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N] for the backend under test."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32/fp16/bf16/int8 \\[default: the artifact's]."),
-    checkpoint: Optional[Path] = typer.Option(
-        None, "--checkpoint", help="Where the checkpoint the artifact was exported from is now, if it moved (the "
-        "PyTorch reference / torch backend rebuild it; its sha256 must match the manifest's)."),
+    checkpoint: Optional[Path] = CHECKPOINT_OPTION,
     keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", "-r", callback=finite, help="Run a --dynamic-keep "
                                                "artifact at this ρ (a --keep-ladder engine: one of its rungs); the "
                                                "PyTorch reference is rebuilt at it \\[default: the export's ρ]."),

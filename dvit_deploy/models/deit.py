@@ -33,13 +33,7 @@ class DynamicDeiT(DynamicViTBase):
         )
         self.norm = norm_layer(dim)
         self.head = nn.Linear(dim, variant.num_classes)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(images)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return x + self.pos_embed
+        self.init_tokens()
 
     def classify(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(tokens[:, 0])

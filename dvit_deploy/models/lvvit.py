@@ -67,13 +67,7 @@ class DynamicLVViT(DynamicViTBase):
         self.norm = nn.LayerNorm(dim, eps=variant.norm_eps)
         self.head = nn.Linear(dim, variant.num_classes)
         self.aux_head = nn.Linear(dim, variant.num_classes)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(images)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return x + self.pos_embed
+        self.init_tokens()
 
     def classify(self, tokens: torch.Tensor) -> torch.Tensor:
         # Official eval output: class-token head plus half the strongest per-token aux logit.

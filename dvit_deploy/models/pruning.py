@@ -89,9 +89,16 @@ class DynamicViTBase(nn.Module):
     def dense(self) -> bool:
         return self.schedule is None
 
-    # Families implement these two.
+    # Families supply the stem (``patch_embed``, ``cls_token``, ``pos_embed``) and ``classify``.
+    def init_tokens(self) -> None:
+        """The class token and position embedding as the official code initialises them."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
     def embed(self, images: torch.Tensor) -> torch.Tensor:  # (B, 1 + N0, D), CLS first
-        raise NotImplementedError
+        x = self.patch_embed(images)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x + self.pos_embed
 
     def classify(self, tokens: torch.Tensor) -> torch.Tensor:  # final-normed tokens -> logits
         raise NotImplementedError

@@ -80,6 +80,16 @@ def _match(erf, producers, consumers, constants) -> tuple[str, list, str] | None
     return x, chain, second[0].output[0]
 
 
+def _graph_index(graph) -> tuple[dict[str, Any], dict[str, list], set[str]]:
+    """Who produces each tensor, who reads it, and the graph's outputs (what a rewrite must keep)."""
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return producers, consumers, {o.name for o in graph.output}
+
+
 def fuse_erf_gelu(model) -> int:
     """Replace every exact-erf GELU subgraph of ``model`` (an onnx ModelProto, edited in place) by a
     ``com.microsoft`` Gelu node; returns how many were replaced."""
@@ -87,12 +97,7 @@ def fuse_erf_gelu(model) -> int:
 
     graph = model.graph
     constants = _constants(graph)
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    graph_outputs = {o.name for o in graph.output}
+    producers, consumers, graph_outputs = _graph_index(graph)
     replaced: dict[int, Any] = {}  # id of the GELU's last node -> the Gelu node
     removed: set[int] = set()
     for erf in [n for n in graph.node if n.op_type == "Erf"]:
@@ -268,12 +273,7 @@ def fuse_attention(model) -> int:
     graph = model.graph
     constants = _constants(graph)
     initializers = {i.name: i for i in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    graph_outputs = {o.name for o in graph.output}
+    producers, consumers, graph_outputs = _graph_index(graph)
     replaced: dict[int, Any] = {}
     removed: set[int] = set()
     for permute in [n for n in graph.node if n.op_type == "Transpose"]:
