@@ -688,7 +688,7 @@ def test_serve_shows_the_runtimes_own_refusal_for_an_engine_it_cannot_run(tmp_pa
                                               "dynamic_keep", "keep_input", "batch", "dynamic_batch")}}
     manifest_path(engine).write_text(json.dumps(manifest))
     # As where the runtime asks for the package an RTX engine needs (tensorrt_rtx, installed here).
-    monkeypatch.setitem(runtime.BACKEND_PACKAGES, "tensorrt", ("tensorrt_rtx", "rtx"))
+    monkeypatch.setattr(runtime, "BACKEND_PACKAGES", {**runtime.BACKEND_PACKAGES, "tensorrt": ("tensorrt_rtx", "rtx")})
     with pytest.raises(DvitError) as refused:
         runtime.runner_for_artifact(open_artifact(engine), "tensorrt", precision=None).load()
     result = CliRunner().invoke(app, ["serve", str(engine), "--http-port", "1", "--grpc-port", "2",

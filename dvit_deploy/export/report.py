@@ -37,4 +37,4 @@ class CheckReport(ParityReport):
         }
 
 
-__all__ = ["CheckReport"]
+__all__ = ("CheckReport",)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..helpers.lazy import lazy_exports
@@ -21,10 +23,10 @@ if TYPE_CHECKING:
 DEFAULT_SEED = 0
 
 # The torch modules load on first use: the registry and configs (``dvit flops``) need no torch.
-_TORCH_EXPORTS = {"DynamicDeiT": "deit", "DynamicLVViT": "lvvit", "DynamicConvNeXt": "convnext",
+_TORCH_EXPORTS = MappingProxyType({"DynamicDeiT": "deit", "DynamicLVViT": "lvvit", "DynamicConvNeXt": "convnext",
                   "DynamicSwin": "swin", "Decisions": "pruning",
                   "DynamicViTBase": "pruning", "PredictorLG": "pruning", "WithKeptTokens": "pruning",
-                  "kept_patch_ids": "pruning"}
+                  "kept_patch_ids": "pruning"})
 _lazy = lazy_exports(__name__, _TORCH_EXPORTS)
 
 
@@ -77,7 +79,7 @@ def create_model(
     return model.eval()
 
 
-__all__ = [
+__all__ = (
     "DEFAULT_KEEP_RATIO",
     "DEFAULT_SEED",
     "DEFAULT_VARIANT",
@@ -92,5 +94,4 @@ __all__ = [
     "get_variant",
     "kept_patch_ids",
     "make_schedule",
-    "register_variant",
-]
+    "register_variant")

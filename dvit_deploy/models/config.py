@@ -7,6 +7,8 @@ the preprocessing the checkpoint was trained with.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -101,9 +103,9 @@ class VariantConfig:
         }
 
 
-_DEIT = dict(family="deit", depth=12, mlp_ratio=4.0, pruning_loc=(3, 6, 9), qkv_bias=True, norm_eps=1e-6)
+_DEIT = MappingProxyType(dict(family="deit", depth=12, mlp_ratio=4.0, pruning_loc=(3, 6, 9), qkv_bias=True, norm_eps=1e-6))
 # LV-ViT: no qkv bias, PyTorch's default LayerNorm eps, residual branches divided by skip_lam.
-_LVVIT = dict(family="lvvit", mlp_ratio=3.0, qkv_bias=False, norm_eps=1e-5, skip_lam=2.0, crop_pct=0.9)
+_LVVIT = MappingProxyType(dict(family="lvvit", mlp_ratio=3.0, qkv_bias=False, norm_eps=1e-5, skip_lam=2.0, crop_pct=0.9))
 
 VARIANTS: dict[str, VariantConfig] = {
     cfg.name: cfg

@@ -12,6 +12,9 @@ path (it is opened there).
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Mapping
+
 import importlib
 import importlib.util
 from pathlib import Path
@@ -22,31 +25,31 @@ from ..helpers.errors import BadInput, MissingDependency
 from ..artifact.store import Artifact, as_artifact
 from .base import BackendStatus, Runner, RunOutput, TensorInfo, device_index
 
-BACKENDS: dict[str, str] = {
+BACKENDS: Mapping[str, str] = MappingProxyType({
     "torch": "dvit_deploy.runtime.torch_runner:TorchRunner",
     "onnxruntime": "dvit_deploy.runtime.ort_runner:OnnxRuntimeRunner",
     "tensorrt": "dvit_deploy.runtime.trt_runner:TensorRTRunner",
     "openvino": "dvit_deploy.runtime.openvino_runner:OpenVINORunner",
-}
+})
 
 # The Python package each backend needs, and the extra that installs it.
-BACKEND_PACKAGES: dict[str, tuple[str, str]] = {
+BACKEND_PACKAGES: Mapping[str, tuple[str, str]] = MappingProxyType({
     "torch": ("torch", "torch"),
     "onnxruntime": ("onnxruntime", "gpu"),  # core dependency; [gpu] installs the CUDA/TensorRT-EP build
     "tensorrt": ("tensorrt", "tensorrt"),
     "openvino": ("openvino", "openvino"),
-}
+})
 
 # Which backend runs an artifact by default, from its file suffix.
-SUFFIX_BACKENDS: dict[str, str] = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt"}
+SUFFIX_BACKENDS: Mapping[str, str] = MappingProxyType({".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt"})
 
 # Backends that execute the artifact file itself (torch rebuilds the model from the manifest).
-FILE_BACKENDS: dict[str, tuple[str, ...]] = {
+FILE_BACKENDS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "onnxruntime": (".onnx",),
     "tensorrt": (".engine", ".plan"),
     "torch": (".onnx", ".engine", ".plan"),
     "openvino": (".onnx",),
-}
+})
 
 
 def artifact_suffixes(backend: str | None) -> tuple[str, ...]:
@@ -192,7 +195,7 @@ def runner_for_artifact(artifact: Artifact | Path, backend: str | None = None, *
     return open_runner(backend, artifact, **options)
 
 
-__all__ = [
+__all__ = (
     "artifact_suffixes",
     "BACKENDS",
     "BackendStatus",
@@ -204,4 +207,4 @@ __all__ = [
     "open_runner",
     "runner_class",
     "runner_for_artifact",
-]
+)

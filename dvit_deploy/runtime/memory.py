@@ -13,6 +13,8 @@ is the device's, which the runtime reports itself.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from ..helpers.errors import BadInput
 FLOAT32 = 4
 ACTIVATION_SAFETY = 1.5  # runtime scratch buffers, fusion temporaries, allocator rounding
 BASE_BYTES = 768 << 20  # Python, torch/ORT/OpenVINO libraries and their thread pools
-WEIGHT_COPIES = {"onnxruntime": 2, "openvino": 3, "torch": 2, "tensorrt": 2}  # file read + runtime copy (+ compiled)
+WEIGHT_COPIES = MappingProxyType({"onnxruntime": 2, "openvino": 3, "torch": 2, "tensorrt": 2})  # file read + runtime copy (+ compiled)
 DEFAULT_WEIGHT_COPIES = 3
 
 

@@ -22,6 +22,8 @@ which for ConvNeXt / Swin are the first K of a TopK over all positions, not the 
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import collections
 from pathlib import Path
 from typing import Any, Callable
@@ -35,7 +37,7 @@ from .base import Fallback, Runner, RunOutput, TensorInfo
 from .token_graph import declared_token_outputs, graph_with_kept_outputs
 
 OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
-HINTS = {"fp32": "f32", "bf16": "bf16"}
+HINTS = MappingProxyType({"fp32": "f32", "bf16": "bf16"})
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
              "amx_fp16")
 PERFORMANCE_MODES = ("latency", "throughput")

@@ -8,6 +8,8 @@ commands can say so loudly.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import dataclasses
 import re
 from dataclasses import dataclass
@@ -23,18 +25,18 @@ from ..helpers.ort_session import GRAPH_OPTIMIZATION_LEVELS, SessionSettings, cr
 from .base import Fallback, Runner, RunOutput, TensorInfo, check_cuda_index, device_index
 from .token_graph import declared_token_outputs, graph_with_kept_outputs
 
-PROVIDER_ALIASES = {
+PROVIDER_ALIASES = MappingProxyType({
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
     "trt": "TensorrtExecutionProvider",
-}
+})
 # Op types in ONNX Runtime's optimized graph that say which int8 kernels a Q/DQ graph became.
 INT8_OP_TYPES = ("QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeMatMul", "QGemm",
                  "QLinearConv", "ConvInteger", "DynamicQuantizeLinear", "QAttention")
 FLOAT_GEMM_OP_TYPES = ("MatMul", "FusedMatMul", "Gemm", "Conv", "FusedConv")
-ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-              "tensor(int32)": np.int32, "tensor(double)": np.float64}
+ORT_DTYPES = MappingProxyType({"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+              "tensor(int32)": np.int32, "tensor(double)": np.float64})
 
 
 def resolve_providers(requested: str | list[str] | None, device: str) -> list[str]:

@@ -18,6 +18,8 @@ engine was built for; without one the runner refuses in one line before TensorRT
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,9 +35,9 @@ from ..helpers.lazy import require
 from ..helpers.fileio import write_bytes_atomic
 from .base import Runner, RunOutput, TensorInfo, check_cuda_index
 
-TORCH_DTYPES = {"float": "float32", "float32": "float32", "half": "float16", "float16": "float16",
+TORCH_DTYPES = MappingProxyType({"float": "float32", "float32": "float32", "half": "float16", "float16": "float16",
                 "bf16": "bfloat16", "bfloat16": "bfloat16", "int32": "int32", "int64": "int64", "int8": "int8",
-                "bool": "bool", "uint8": "uint8"}
+                "bool": "bool", "uint8": "uint8"})
 
 
 def torch_device(torch: Any, name: str) -> Any:

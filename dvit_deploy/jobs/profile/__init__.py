@@ -16,11 +16,10 @@ from .plan import ProfilePlan, plan_profile, run, run_profile
 from .plot import plot_results
 from .stats import CV_WARN_PERCENT, PERCENTILES, LatencyStats, latency_stats, nearest_rank
 
-__all__ = [
+__all__ = (
     "BACKEND_OPTIONS", "CV_WARN_PERCENT", "PERCENTILES", "PROFILE_SEED", "SCHEMA", "LatencyStats", "Measurement",
     "OverheadBreakdown", "ProfileOptions", "ProfilePlan", "ProfileReport", "ProfileResult", "ProfileRun",
     "ProfileSettings", "attach_speedups",
     "find_dense_twin", "is_dense_twin", "latency_stats", "machine_info", "measure",
     "measure_interleaved", "nearest_rank", "plan_profile", "plot_results",
-    "profile_artifacts", "pruning_overhead", "run", "run_profile", "seeded_batch", "supported_batches",
-]
+    "profile_artifacts", "pruning_overhead", "run", "run_profile", "seeded_batch", "supported_batches")

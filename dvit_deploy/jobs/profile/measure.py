@@ -10,6 +10,8 @@ threshold) marks the run unstable.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import contextlib
 import os
 import platform
@@ -440,10 +442,11 @@ def attach_speedups(results: list[ProfileResult], twins: dict[str, str]) -> None
 
 
 # Options that only one backend understands; the others do not receive them.
-BACKEND_OPTIONS = {
-    "onnxruntime": {"providers", "graph_optimization", "execution_mode", "inter_op_threads", "enable_profiling"},
-    "torch": {"compile"},
-}
+BACKEND_OPTIONS = MappingProxyType({
+    "onnxruntime": frozenset({"providers", "graph_optimization", "execution_mode", "inter_op_threads",
+                              "enable_profiling"}),
+    "torch": frozenset({"compile"}),
+})
 
 
 def _options_for(backend: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -10,10 +10,9 @@ run = run_quantize  # the command's one seam: jobs.quantize.run(options, context
 from .report import result_json, summary_rows
 from .recipe import CPU_RECIPES, DEFAULT_TARGET, RECIPES, TARGETS, Recipe, RecipeChoice, select_recipe
 
-__all__ = [
+__all__ = (
     "CalibrationSource", "DEFAULT_CALIB_SAMPLES", "DEFAULT_CHECK_SAMPLES", "DEFAULT_METHOD", "EXCLUDED_OP_TYPES",
     "CPU_RECIPES", "DEFAULT_TARGET", "METHODS", "QUANTIZED_OP_TYPES", "RECIPES", "Recipe", "RecipeChoice", "TARGETS",
     "select_recipe", "KeptFloat", "QuantizeCheck", "QuantizeOptions", "QuantizeResult", "fp32_exports", "check_quantized", "default_output",
     "default_source", "excluded_nodes", "generated_scenes", "mixed_inputs", "qdq_facts", "quantize_onnx", "run", "run_quantize",
-    "result_json", "seeded_noise", "summary_rows",
-]
+    "result_json", "seeded_noise", "summary_rows")

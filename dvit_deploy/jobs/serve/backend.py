@@ -211,6 +211,5 @@ class TritonPythonModel:
             self.times.close()
         if getattr(self, "handler", None) is not None:
             self.handler.close()
-        runner = getattr(self, "runner", None)
-        if runner is not None:
-            runner.close()
+        if getattr(self, "runner", None) is not None:  # the model's attribute (set in initialize), not a runner's
+            self.runner.close()

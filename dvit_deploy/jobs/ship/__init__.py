@@ -25,7 +25,7 @@ from .triton import TRITON_TYPES, TritonModelConfig, triton_config, triton_model
 from .trtexec import build_script, built_precision, engine_name, trtexec_benchmark, trtexec_command
 from .verify import VerifyCheck, VerifyOptions, VerifyReport, read_checksums, run_verify, verify_bundle
 
-__all__ = [
+__all__ = (
     "BUNDLE_MANIFEST",
     "BUNDLE_SCHEMA",
     "CHECKSUMS",
@@ -64,5 +64,4 @@ __all__ = [
     "trtexec_benchmark",
     "trtexec_command",
     "verify_bundle",
-    "write_checksums",
-]
+    "write_checksums")

@@ -14,9 +14,8 @@ from .result import (SCHEMA, Recommendation, TradeoffReport, TradeoffRow, mark_p
                      write_report)
 from .measure import ScoredInputs, measure_point, run, run_tradeoff, scored_inputs
 
-__all__ = [
+__all__ = (
     "DEFAULT_KEEP_RATIOS", "DEFAULT_MAX_DROP", "DEFAULT_SAMPLES", "PLOT_SUFFIXES", "REFERENCES", "SCHEMA", "Point",
     "Recommendation", "ScoredInputs", "TradeoffOptions", "TradeoffPlan", "TradeoffReport", "TradeoffRow",
     "mark_pareto", "measure_point", "plan_tradeoff", "plot_tradeoff", "recommend", "report_path",
-    "run", "run_tradeoff", "scored_inputs", "write_report",
-]
+    "run", "run_tradeoff", "scored_inputs", "write_report")
