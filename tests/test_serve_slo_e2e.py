@@ -196,8 +196,8 @@ def test_slo_spec_writes_a_rejecting_queue_policy(tiny64):
     assert plain.queue_timeout_ms is None and "default_queue_policy" not in plain.triton_config()
     bounded = spec(slo_ms=250.0)  # under --slo-ms the queue is bounded by default, at the objective
     assert bounded.queue_timeout_ms == 250.0 and "default_timeout_microseconds: 250000" in bounded.triton_config()
-    assert make_spec(opened, backend="onnxruntime", precision="fp32", name=None, max_batch=8, queue_delay_us=100,
-                     dynamic_batching=False, slo_ms=250.0).queue_timeout_ms is None  # no batcher, no queue policy
+    assert make_spec(opened, ServeOptions(backend="onnxruntime", precision="fp32", max_batch=8, queue_delay_us=100,
+                                          dynamic_batching=False, slo_ms=250.0)).queue_timeout_ms is None  # no batcher
     adaptive = spec(slo_ms=250.0, queue_timeout_ms=500.0)
     assert adaptive.queue_timeout_ms == 500.0
     config = adaptive.triton_config()
