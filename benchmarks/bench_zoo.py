@@ -81,6 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--plot", type=Path, default=None, help="PNG: sparse/dense per model, batch and backend")
     p.add_argument("--quick", action="store_true", help=f"smoke settings: {QUICK}")
     p.add_argument("--agreement", type=int, help=f"inputs for each int8 agreement verdict [{FULL['agreement']}]")
+    p.add_argument("--int8-recipes", default="all",
+                   help="int8 candidates: all (both recipes), auto (the one dvit quantize picks for this CPU class) "
+                        "or a comma-separated list")
     p.add_argument("--estimate", action="store_true", help="print the estimated runtime and exit")
     p.add_argument("--prepare-only", action="store_true",
                    help="export, quantize and judge int8 agreement (cached in --workdir); measure nothing")
@@ -94,6 +97,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [m for m in args.models if m not in ZOO] + [b for b in args.backends if b not in ASSUMED_GFLOPS]
     if unknown:
         p.error(f"unknown model/backend: {', '.join(unknown)}")
+    from zoo_int8 import recipes_for
+
+    try:
+        args.int8_recipes = recipes_for(args.int8_recipes)
+    except ValueError as exc:
+        p.error(str(exc))
     return args
 
 
@@ -109,7 +118,7 @@ def flops_bound(name: str, ratio: float) -> float:
 def estimate(args) -> dict[str, Any]:
     """Seconds per model from GMACs and assumed rates: exports and int8 preparation (first run only, or
     ``--prepare-only``) + warm-up + rounds (+ the int8 screening round)."""
-    from zoo_int8 import candidates
+    from zoo_int8 import RECIPES, candidates
 
     per_model, total, exports = {}, 0.0, 0.0
     for name in args.models:
@@ -124,10 +133,11 @@ def estimate(args) -> dict[str, Any]:
                     seconds += max(args.warmup_s, call) + args.rounds * max(args.round_s, call) + call
             if backend == "int8":  # one screening round of every candidate's sparse model
                 call = 2 * gmacs["sparse"] * screening_batch(args.batches) / rate
-                seconds += len(candidates()) * (max(args.warmup_s, call) + max(args.round_s, call) + call)
+                seconds += len(candidates(args.int8_recipes)) * (max(args.warmup_s, call) + max(args.round_s, call) + call)
         export = EXPORT_S_PER_GMAC * (gmacs["dense"] + gmacs["sparse"])
         if "int8" in args.backends:
-            export += INT8_PREPARE_S_PER_GMAC * gmacs["dense"] * args.agreement / 32
+            export += (INT8_PREPARE_S_PER_GMAC * gmacs["dense"] * args.agreement / 32
+                       * len(args.int8_recipes) / len(RECIPES))
         per_model[name] = {"measure_s": round(seconds), "export_s_first_run": round(export)}
         total += seconds
         exports += export
@@ -232,7 +242,7 @@ def run(args) -> dict[str, Any]:
         pair = {role: as_artifact(path) for role, path in paths.items()}
         if "int8" in args.backends:
             print(f"{name}: int8 files and agreement ({args.agreement} inputs)", flush=True)
-            report["int8_candidates"][name] = prepare_int8(paths, args.agreement)
+            report["int8_candidates"][name] = prepare_int8(paths, args.agreement, args.int8_recipes)
         for backend in [] if args.prepare_only else args.backends:
             try:
                 if backend == "int8":
@@ -256,10 +266,10 @@ def run(args) -> dict[str, Any]:
     return report
 
 
-def prepare_int8(paths: dict[str, Path], samples: int) -> list[dict[str, Any]]:
+def prepare_int8(paths: dict[str, Path], samples: int, recipes: tuple[str, ...]) -> list[dict[str, Any]]:
     from zoo_int8 import prepare
 
-    return prepare(paths, samples)
+    return prepare(paths, samples, recipes=recipes)
 
 
 def measure_int8(name: str, found: list[dict[str, Any]], args, report: dict[str, Any]) -> None:

@@ -27,8 +27,26 @@ BACKENDS = ("onnxruntime", "openvino")
 ROLES = ("dense", "sparse")
 
 
-def candidates() -> list[tuple[str, str]]:
-    return [(recipe, backend) for recipe in RECIPES for backend in BACKENDS]
+def recipes_for(choice: str) -> tuple[str, ...]:
+    """``all``: both recipes; ``auto``: only the one ``dvit quantize`` picks for this CPU class (on VNNI/AMX
+    the reduce-range recipe guards against an int16 saturation those CPUs do not have, and halves the
+    preparation time); or a comma-separated list."""
+    if choice == "all":
+        return RECIPES
+    if choice == "auto":
+        from dvit_deploy.helpers.cpu import cpu_info
+        from dvit_deploy.jobs.quantize import CPU_RECIPES
+
+        return (CPU_RECIPES[cpu_info().cpu_class][0],)
+    picked = tuple(r for r in choice.split(",") if r)
+    unknown = [r for r in picked if r not in RECIPES]
+    if unknown or not picked:
+        raise ValueError(f"unknown int8 recipe(s): {', '.join(unknown) or choice!r} (known: {', '.join(RECIPES)}, all, auto)")
+    return picked
+
+
+def candidates(recipes: tuple[str, ...] = RECIPES) -> list[tuple[str, str]]:
+    return [(recipe, backend) for recipe in recipes for backend in BACKENDS]
 
 
 def label(recipe: str, backend: str) -> str:
@@ -86,11 +104,12 @@ def agreement(int8: Path, backend: str, samples: int) -> dict[str, Any]:
     return verdicts[backend]
 
 
-def prepare(pair: dict[str, Path], samples: int, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def prepare(pair: dict[str, Path], samples: int, log: Callable[[str], None] = print,
+            recipes: tuple[str, ...] = RECIPES) -> list[dict[str, Any]]:
     """Quantize both files with every recipe and judge every candidate; one entry per candidate."""
-    quantized = {(role, recipe): ensure_quantized(pair[role], recipe) for role in ROLES for recipe in RECIPES}
+    quantized = {(role, recipe): ensure_quantized(pair[role], recipe) for role in ROLES for recipe in recipes}
     found = []
-    for recipe, backend in candidates():
+    for recipe, backend in candidates(recipes):
         entry: dict[str, Any] = {"recipe": recipe, "backend": backend, "files": {}, "agreement": {}}
         for role in ROLES:
             q = quantized[(role, recipe)]

@@ -74,3 +74,21 @@ def test_a_model_where_no_int8_agrees_gets_rows_that_say_so(monkeypatch):
     assert all(r["none_agrees"] and r["backend"] == "int8" and r["ratio"]["median"] is None for r in report["rows"])
     assert set(report["rows"][0]["why_not"]) == {"s8s8/onnxruntime", "s8s8/openvino", "s8s8-reduce-range/onnxruntime",
                                                  "s8s8-reduce-range/openvino"}
+
+
+def test_int8_recipes_choice_all_auto_list_and_unknown():
+    from dvit_deploy.helpers import cpu as cpu_mod
+    from dvit_deploy.jobs.quantize import CPU_RECIPES
+
+    assert zoo_int8.recipes_for("all") == zoo_int8.RECIPES
+    assert zoo_int8.recipes_for("s8s8-reduce-range") == ("s8s8-reduce-range",)
+    assert zoo_int8.recipes_for("auto") == (CPU_RECIPES[cpu_mod.cpu_info().cpu_class][0],)
+    assert zoo_int8.candidates(("s8s8",)) == [("s8s8", "onnxruntime"), ("s8s8", "openvino")]
+    with pytest.raises(ValueError, match="unknown int8 recipe"):
+        zoo_int8.recipes_for("s4")
+    with pytest.raises(SystemExit):
+        bench_zoo.parse_args(["--int8-recipes", "s4"])
+    one = bench_zoo.estimate(bench_zoo.parse_args(["--models", "deit-s", "--int8-recipes", "s8s8"]))
+    both = bench_zoo.estimate(bench_zoo.parse_args(["--models", "deit-s"]))
+    assert one["exports_first_run_s"] < both["exports_first_run_s"]
+    assert one["measure_s"] < both["measure_s"]
