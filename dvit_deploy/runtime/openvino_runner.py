@@ -98,6 +98,7 @@ class OpenVINORunner(Runner):
         self._request = None
         self._stage_ports: list[int] = []
         self._marked_f32 = 0
+        self._biased_convs = 0  # int8 Convs given a negligible bias (openvino_graph)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def check(self) -> None:
@@ -140,6 +141,8 @@ class OpenVINORunner(Runner):
         core = ov.Core()
         rewritten, stage_names = (graph_with_kept_outputs(self.artifact, artifact, ov_error_cause) if self.topk_outputs
                                   else (None, declared_token_outputs(self.artifact)))
+        if graph_precision == "int8":
+            rewritten = self._int8_workarounds(rewritten)
         try:
             model = core.read_model(str(artifact) if rewritten is None else rewritten.SerializeToString())
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long messages
@@ -195,6 +198,22 @@ class OpenVINORunner(Runner):
         self._extra_feed = self._keep_feed()
         self._warm_up()
         return self
+
+    def _int8_workarounds(self, rewritten):
+        """The in-memory graph OpenVINO reads for an int8 file: int8 Convs without a bias get a negligible
+        one (``openvino_graph``: OpenVINO 2026.4 scales them twice otherwise). None: the file as is."""
+        import onnx
+
+        from .openvino_graph import bias_int8_convs
+
+        model = rewritten
+        if model is None:
+            try:
+                model = onnx.load(str(self.path))
+            except Exception as exc:  # noqa: BLE001 - onnx raises several types for unreadable files
+                raise BadInput(f"{self.path.name} is not a readable ONNX file: {ov_error_cause(exc)}") from None
+        self._biased_convs = bias_int8_convs(model)
+        return model if self._biased_convs or rewritten is not None else None
 
     def _int8_cpu_note(self) -> None:
         """OpenVINO has no exact-int8 switch: say when full-range weights meet a CPU that saturates."""
@@ -333,6 +352,7 @@ class OpenVINORunner(Runner):
             amx_available=bool(flags.get("amx_bf16") or flags.get("amx_int8")),
             vnni_available=bool(flags.get("avx512_vnni") or flags.get("avx_vnni")),
             predictor_f32_ops=self._marked_f32,
+            int8_convs_biased=self._biased_convs,
             performance_mode=self.performance_mode,
             intra_op_threads=self.intra_op_threads,
             num_streams=str(compiled.get_property("NUM_STREAMS")),

@@ -1,0 +1,77 @@
+"""An in-memory rewrite of int8 Q/DQ graphs before OpenVINO reads them (the file is never changed).
+
+OpenVINO 2026.4.1's CPU plugin computes a wrong int8 Convolution when three things meet:
+
+* the Conv has no bias, or an all-zero one (which OpenVINO drops as a no-op);
+* the graph's batch dimension is dynamic (every dvit export);
+* the Conv's output is read by an Add and by another consumer (or twice by one Add).
+
+Its low-precision transformations then give each consumer its own copy of the dequantization
+Multiply (activation scale × per-channel weight scale), and the plugin fuses *both* copies into the
+Convolution: the output is scaled twice, i.e. off by a factor of ~1e-5. ConvNeXt's downsampling Convs
+meet all three (seeded and freshly initialised weights have zero biases; the output feeds the
+depthwise Conv and the residual Add), so OpenVINO's int8 ConvNeXt logits came out ~0 (top-1 0 %),
+while ONNX Runtime ran the same file correctly. A static batch, or any non-zero bias, avoids it: the
+bias Add then sits between the Conv and its consumers and one Multiply is fused.
+
+The rewrite gives each such Conv a bias of 2**-100 per channel. OpenVINO fuses it into the Conv like
+any bias (no extra op), and fp32 addition of 2**-100 leaves every value of magnitude ≥ 2**-76
+unchanged, so the results are those of the zero-bias graph computed correctly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+NEGLIGIBLE_BIAS = float(np.float32(2.0 ** -100))
+BIAS_SUFFIX = "__ov_int8_bias"
+
+
+def int8_convs_without_bias(model: Any) -> list[tuple[Any, int]]:
+    """(Conv node, output channels) for each Conv whose weights come from a DequantizeLinear of an
+    initializer and whose bias is absent or an all-zero initializer."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    found = []
+    for node in graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2:
+            continue
+        weights = producer.get(node.input[1])
+        if weights is None or weights.op_type != "DequantizeLinear":
+            continue
+        quantized = initializers.get(weights.input[0])
+        if quantized is None or not quantized.dims:
+            continue
+        bias = node.input[2] if len(node.input) > 2 else ""
+        if bias and (bias not in initializers or np.any(numpy_helper.to_array(initializers[bias]) != 0)):
+            continue
+        found.append((node, int(quantized.dims[0])))
+    return found
+
+
+def bias_int8_convs(model: Any) -> int:
+    """Give every int8 Conv without a (non-zero) bias its own 2**-100 bias, in place; how many were changed.
+
+    A zero bias initializer is often shared with other nodes (LayerNorm, depthwise Conv, Add): it is
+    left alone and the Conv gets a new initializer.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    convs = int8_convs_without_bias(model)
+    for k, (node, channels) in enumerate(convs):
+        name = f"{node.name or node.output[0]}{BIAS_SUFFIX}{k}"
+        graph.initializer.append(numpy_helper.from_array(np.full(channels, NEGLIGIBLE_BIAS, np.float32), name))
+        if len(node.input) > 2:
+            node.input[2] = name
+        else:
+            node.input.append(name)
+    return len(convs)
+
+
+__all__ = ("NEGLIGIBLE_BIAS", "bias_int8_convs", "int8_convs_without_bias")
