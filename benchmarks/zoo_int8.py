@@ -73,6 +73,21 @@ def _cache_path(int8: Path, backend: str, samples: int | None) -> Path:
     return int8.with_name(f"{int8.name}.agreement-{cpu_info().cpu_class}-{backend}{count}.json")
 
 
+# Verdicts judged before the OpenVINO runner's int8 Conv rewrite (runtime.openvino_graph: OpenVINO 2026.4.1
+# scaled bias-less int8 Convs twice) are stale for files that have such a Conv (ConvNeXt): judged again.
+OPENVINO_GRAPH_REVISION = 1
+
+
+def _stale(cached: dict[str, Any], int8: Path, backend: str) -> bool:
+    if backend != "openvino" or cached.get("openvino_graph", 0) >= OPENVINO_GRAPH_REVISION:
+        return False
+    import onnx
+
+    from dvit_deploy.runtime.openvino_graph import int8_convs_without_bias
+
+    return bool(int8_convs_without_bias(onnx.load(str(int8))))
+
+
 def agreement(int8: Path, backend: str, samples: int) -> dict[str, Any]:
     """``dvit validate``'s verdict on one int8 file and backend, cached (same file hash, samples and CPU class).
     A missing verdict is computed for every backend at once (one PyTorch reference for both)."""
@@ -82,7 +97,7 @@ def agreement(int8: Path, backend: str, samples: int) -> dict[str, Any]:
     sha = read_json(manifest_path(int8))["onnx"]["sha256"]
     for cache in (_cache_path(int8, backend, samples), _cache_path(int8, backend, None)):
         cached = read_json(cache) if cache.exists() else {}
-        if cached.get("sha256") == sha and cached.get("samples") == samples:
+        if cached.get("sha256") == sha and cached.get("samples") == samples and not _stale(cached, int8, backend):
             return cached
     started = time.time()
     report = validate([int8], backends=list(BACKENDS), samples=samples)
@@ -99,6 +114,7 @@ def agreement(int8: Path, backend: str, samples: int) -> dict[str, Any]:
             "judged_jaccard": None if cmp is None else cmp.judged_jaccard,
             "failures": [] if cmp is None else list(cmp.failures),
             "seconds_all_backends": seconds,
+            "openvino_graph": OPENVINO_GRAPH_REVISION,
         }
         write_json_atomic(_cache_path(int8, result.backend, samples), verdict)
     return verdicts[backend]

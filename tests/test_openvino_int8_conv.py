@@ -55,7 +55,7 @@ def test_int8_convnext_openvino_matches_onnxruntime(convnext_int8):
     assert (ov_logits.argmax(1)[confident] == ort_logits.argmax(1)[confident]).all()
 
 
-def _qdq_conv_graph(bias: str):
+def _qdq_conv_graph(bias: str, reads: int = 2):
     """x (dynamic batch) -> Q/DQ -> int8 Conv (per-channel weights) -> Add(conv, conv); ``bias``: none/zero/one.
     The zero bias is shared with a float Add, as the export's deduplicated initializers are."""
     from onnx import TensorProto, helper, numpy_helper
@@ -77,7 +77,7 @@ def _qdq_conv_graph(bias: str):
              helper.make_node("DequantizeLinear", ["x_q", "x_s", "x_z"], ["x_dq"]),
              helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w_dq"], axis=0),
              helper.make_node("Conv", conv_inputs, ["c"], name="conv", kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Add", ["c", "c"], ["c2"]),
+             helper.make_node("Add", ["c", "c"], ["c2"]) if reads == 2 else helper.make_node("Relu", ["c"], ["c2"]),
              helper.make_node("Add", ["c2", "shared"], ["y"]),
              helper.make_node("Conv", ["y", "y_w"], ["z"], name="float_conv", kernel_shape=[1, 1])]
     inits.append(numpy_helper.from_array(rng.standard_normal((8, 8, 1, 1)).astype(np.float32), "y_w"))
@@ -88,13 +88,13 @@ def _qdq_conv_graph(bias: str):
     return model
 
 
-@pytest.mark.parametrize("bias, changed", [("none", 1), ("zero", 1), ("one", 0)])
-def test_rewrite_biases_only_int8_convs_without_bias(bias, changed):
+@pytest.mark.parametrize("bias, reads, changed", [("none", 2, 1), ("zero", 2, 1), ("one", 2, 0), ("zero", 1, 0)])
+def test_rewrite_biases_only_int8_convs_without_bias(bias, reads, changed):
     from onnx import checker, numpy_helper
 
     from dvit_deploy.runtime.openvino_graph import NEGLIGIBLE_BIAS, bias_int8_convs
 
-    model = _qdq_conv_graph(bias)
+    model = _qdq_conv_graph(bias, reads)
     before = {i.name: numpy_helper.to_array(i).copy() for i in model.graph.initializer}
     assert bias_int8_convs(model) == changed
     checker.check_model(model)
@@ -108,7 +108,7 @@ def test_rewrite_biases_only_int8_convs_without_bias(bias, changed):
         added = after[conv.input[2]]
         assert conv.input[2] not in before and added.shape == (8,) and (added == np.float32(NEGLIGIBLE_BIAS)).all()
     else:
-        assert conv.input[2] == "b"
+        assert conv.input[2:] == {"none": [], "zero": ["b0"], "one": ["b"]}[bias]
 
 
 @pytest.mark.parametrize("bias", ["none", "zero"])

@@ -6,6 +6,9 @@ OpenVINO 2026.4.1's CPU plugin computes a wrong int8 Convolution when three thin
 * the graph's batch dimension is dynamic (every dvit export);
 * the Conv's output is read by an Add and by another consumer (or twice by one Add).
 
+(Measured on the smallest such graph: with a static batch, a non-zero bias, or a single consumer the
+result is right; a MatMul in the same position is right too.)
+
 Its low-precision transformations then give each consumer its own copy of the dequantization
 Multiply (activation scale × per-channel weight scale), and the plugin fuses *both* copies into the
 Convolution: the output is scaled twice, i.e. off by a factor of ~1e-5. ConvNeXt's downsampling Convs
@@ -14,7 +17,8 @@ depthwise Conv and the residual Add), so OpenVINO's int8 ConvNeXt logits came ou
 while ONNX Runtime ran the same file correctly. A static batch, or any non-zero bias, avoids it: the
 bias Add then sits between the Conv and its consumers and one Multiply is fused.
 
-The rewrite gives each such Conv a bias of 2**-100 per channel. OpenVINO fuses it into the Conv like
+The rewrite gives each int8 Conv without a bias whose output is read more than once a bias of
+2**-100 per channel (Convs read once, e.g. LV-ViT's stem, are left alone). OpenVINO fuses it into the Conv like
 any bias (no extra op), and fp32 addition of 2**-100 leaves every value of magnitude ≥ 2**-76
 unchanged, so the results are those of the zero-bias graph computed correctly.
 """
@@ -30,16 +34,21 @@ BIAS_SUFFIX = "__ov_int8_bias"
 
 
 def int8_convs_without_bias(model: Any) -> list[tuple[Any, int]]:
-    """(Conv node, output channels) for each Conv whose weights come from a DequantizeLinear of an
-    initializer and whose bias is absent or an all-zero initializer."""
+    """(Conv node, output channels) for each Conv OpenVINO 2026.4 gets wrong: weights from a DequantizeLinear
+    of an initializer, bias absent or an all-zero initializer, output read more than once (by several
+    nodes, or twice by one). A Conv read once runs correctly and is left as it is."""
+    import collections
+
     from onnx import numpy_helper
 
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
+    reads = collections.Counter(name for node in graph.node for name in node.input)
+    reads.update(o.name for o in graph.output)
     found = []
     for node in graph.node:
-        if node.op_type != "Conv" or len(node.input) < 2:
+        if node.op_type != "Conv" or len(node.input) < 2 or reads[node.output[0]] < 2:
             continue
         weights = producer.get(node.input[1])
         if weights is None or weights.op_type != "DequantizeLinear":
