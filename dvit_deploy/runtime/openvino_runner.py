@@ -11,7 +11,8 @@ Precisions:
   info, which OpenVINO's CPU plugin honours for bf16 too, so token scores are computed in f32;
 * ``int8`` — an int8 Q/DQ export from ``dvit quantize``: OpenVINO's low-precision transformations
   run the quantized MatMuls with int8 kernels (VNNI / AMX-INT8 where the CPU has them); the rest
-  runs at ``inference_precision`` (default f32).
+  runs at ``inference_precision`` (default f32). int8 Convs without a bias whose output is read twice
+  get a negligible one in memory first (``openvino_graph``: OpenVINO 2026.4 scales them twice otherwise).
 
 What actually ran is read back from the compiled model: its inference precision, and from the
 runtime (execution) graph the kernel (``primitiveType``) and precision of every node, which says
