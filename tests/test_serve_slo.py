@@ -11,6 +11,8 @@ in tests/test_serve_slo_e2e.py.
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 
 import numpy as np
 import pytest
@@ -449,3 +451,36 @@ def test_the_servers_hand_over_between_busy_batches_is_not_read_as_an_idle_insta
     unseen = [oldest[start] - waits[start] for start in full]
     assert max(unseen) < 0.1  # the old rule: up to ~0.6 s unseen, for most full batches after a hand-over
     assert controller.gap_s == pytest.approx(0.04, abs=0.01)  # it learnt the hand-over time
+
+
+def test_the_per_batch_trace_records_prediction_and_reality(tmp_path):
+    """``ServeSpec.trace_path`` (dvit serve --trace-batches): one JSON line per Triton batch with the ρ chosen,
+    the model's predicted and the measured runner time, the controller's and the true wait of the oldest."""
+    from types import SimpleNamespace
+
+    from dvit_deploy.jobs.serve.handler import Request, RequestHandler
+    from dvit_deploy.jobs.serve.spec import ServeSpec
+
+    path = tmp_path / "trace.jsonl"
+    spec = ServeSpec(artifact="m.onnx", backend="onnxruntime", precision="fp32", name="m", max_batch=4,
+                     queue_delay_us=100, dynamic_batching=True, image_shape=(3, 8, 8), num_classes=10,
+                     fixed_batch=None, num_stages=3, num_patches=196, dense=False, keep_ratio=0.7, dynamic_keep=True,
+                     keep_range=(0.5, 0.9), token_outputs=False, slo_ms=500.0, trace_path=str(path))
+    assert ServeSpec.from_json(spec.to_json()).trace_path == str(path)
+
+    class Runner:
+        def run(self, batch, keep_counts=None):
+            return SimpleNamespace(logits=np.zeros((len(batch), 10), np.float32), kept=[])
+
+    controller = SloController(ControllerConfig(slo_s=0.5, rungs=RUNGS, max_batch=4), measured_model(bias=1.0))
+    handler = RequestHandler(Runner(), spec, controller)
+    image = np.zeros((1, 3, 8, 8), np.float32)
+    sent = time.monotonic() - 0.25  # scheduled a quarter second ago
+    handler.handle([Request(image, sent=sent), Request(image, sent=sent + 0.1)])
+    handler.handle([Request(image)])
+    handler.close()
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["rows"] for r in rows] == [2, 1] and [r["rho"] for r in rows] == [0.9, 0.9]
+    assert rows[0]["pred_s"] == pytest.approx(true_time(0.9, 2)) and rows[0]["runner_s"] < rows[0]["pred_s"]
+    assert 0.25 <= rows[0]["oldest_wait_s"] < 5 and rows[1]["oldest_wait_s"] is None
+    assert rows[0]["bound"] == "top" and rows[0]["est_wait_s"] == 0.0 and rows[1]["handle_s"] >= rows[1]["runner_s"]

@@ -10,7 +10,9 @@ Everything else is a model:
 * **arrival rate** λ: Triton's dynamic batcher hands ``execute`` *every* pending request up to
   ``max_batch``, so a batch that is not full emptied the queue and its size over the time since
   the previous batch is a rate sample. A full batch says only "λ is at least this" and that a
-  backlog may be waiting: λ is raised to that bound times ``1 + full_boost``;
+  backlog may be waiting: λ is raised to that bound times ``1 + full_boost``. The pause before a full
+  batch is the server's own hand-over (IPC, copies: ``gap_s``, a running average), counted in every
+  batch's time; only a longer pause before a batch that is not full means the instance sat idle;
 * **predicted latency** of a request arriving now at rung ρ: with λ steady, batches settle at the
   fixed point ``B* = λ·T(ρ, B*)``; a new request waits out the batch in flight (≤ ``T(ρ, B*)``)
   and then runs in a batch of the arrivals meanwhile, a Poisson count whose 99th percentile is
@@ -24,7 +26,8 @@ within ``hold_s`` of a step down nor ``settle_s`` of a full batch (the queue mus
 rung per ``loaded_step_s`` at most while λ over ``load_tau_s`` loads even the bottom past
 ``up_utilisation`` (a lull near capacity is no trend), and
 only to a rung feasible with a tighter margin (hysteresis), so ρ does not oscillate at the edge of a
-rung. When no rung is feasible the controller runs at the bottom; a batch for which even the bottom is
+rung. A step down that a burst caused (a stall's requests arriving as one full batch) is undone at the
+next batch that is not full, within ``hold_s``, when the slow λ allows the rung it left. When no rung is feasible the controller runs at the bottom; a batch for which even the bottom is
 predicted to miss the objective counts as *out of reach* (``unreachable``). Triton's queue policy
 (``ServeSpec.queue_timeout_ms``: by default the objective under --slo-ms) rejects what waited that long
 instead of letting latency grow; ``queue_timeout_s`` tells the controller so (no older request waits).
