@@ -484,3 +484,4 @@ def test_the_per_batch_trace_records_prediction_and_reality(tmp_path):
     assert rows[0]["pred_s"] == pytest.approx(true_time(0.9, 2)) and rows[0]["runner_s"] < rows[0]["pred_s"]
     assert 0.25 <= rows[0]["oldest_wait_s"] < 5 and rows[1]["oldest_wait_s"] is None
     assert rows[0]["bound"] == "top" and rows[0]["est_wait_s"] == 0.0 and rows[1]["handle_s"] >= rows[1]["runner_s"]
+
