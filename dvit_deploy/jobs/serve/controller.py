@@ -27,7 +27,8 @@ rung per ``loaded_step_s`` at most while λ over ``load_tau_s`` loads even the b
 ``up_utilisation`` (a lull near capacity is no trend), and
 only to a rung feasible with a tighter margin (hysteresis), so ρ does not oscillate at the edge of a
 rung. A step down that a burst caused (a stall's requests arriving as one full batch) is undone at the
-next batch that is not full, within ``hold_s``, when the slow λ allows the rung it left. When no rung is feasible the controller runs at the bottom; a batch for which even the bottom is
+next batch that is not full, within ``hold_s``, when the slow λ allows the rung it left. When no rung is
+feasible the controller runs at the bottom; a batch for which even the bottom is
 predicted to miss the objective counts as *out of reach* (``unreachable``). Triton's queue policy
 (``ServeSpec.queue_timeout_ms``: by default the objective under --slo-ms) rejects what waited that long
 instead of letting latency grow; ``queue_timeout_s`` tells the controller so (no older request waits).
