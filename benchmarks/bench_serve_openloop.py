@@ -116,7 +116,10 @@ def make_inputs(module, image: np.ndarray, keep_ratio: float | None) -> list:
     return inputs
 
 
-async def _open_loop(server: Server, times: list[float], image: np.ndarray, keep_ratio: float | None) -> list[dict]:
+async def _open_loop(server: Server, times: list[float], image: np.ndarray, keep_ratio: float | None,
+                     stamp: bool = False) -> list[dict]:
+    """``stamp``: each request carries its scheduled time (time.monotonic, the loop's clock) as the ``dvit_sent``
+    parameter, so the server's per-batch trace shows the oldest request's true queue delay."""
     import tritonclient.grpc.aio as module
 
     client = module.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
@@ -127,7 +130,8 @@ async def _open_loop(server: Server, times: list[float], image: np.ndarray, keep
 
     async def send(index: int) -> None:
         try:
-            result = await client.infer(server.name, inputs, client_timeout=600)
+            extra = {"parameters": {"dvit_sent": start + times[index]}} if stamp else {}
+            result = await client.infer(server.name, inputs, client_timeout=600, **extra)
             records[index]["rho"] = float(result.as_numpy("keep_ratio")[0, 0])
         except Exception as exc:  # noqa: BLE001 - every failure is counted, with its message
             records[index]["error"] = str(exc).splitlines()[0][:200]
@@ -167,10 +171,10 @@ async def _closed_loop(server: Server, concurrency: int, seconds: float, image: 
             "p50_ms": 1e3 * float(np.median(latencies)), "p99_ms": 1e3 * float(np.percentile(latencies, 99))}
 
 
-async def open_loop(server, times, image, keep_ratio=None) -> tuple[list[dict], float]:
+async def open_loop(server, times, image, keep_ratio=None, stamp=False) -> tuple[list[dict], float]:
     """(records, client CPU seconds): the client is this process, so its CPU time is process_time's."""
     cpu = time.process_time()
-    records = await _open_loop(server, times, image, keep_ratio)
+    records = await _open_loop(server, times, image, keep_ratio, stamp)
     return records, time.process_time() - cpu
 
 
@@ -321,6 +325,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny model, simulated service time, short phases")
+    parser.add_argument("--trace", action="store_true", help="record the adaptive server's per-batch trace "
+                        "(dvit serve --trace-batches) in the JSON: ρ, predicted and actual service time, queue delay")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--png", type=Path, default=None)
     args = parser.parse_args()
@@ -354,6 +360,37 @@ async def fixed_runs(artifact: Path, common: list[str], args, image: np.ndarray,
     finally:
         server.stop()
     return {"single": single, "formed": formed, "capacity": capacity, "times": times, "runs": runs}
+
+
+def read_trace(path: Path, marks: list[float]) -> dict:
+    """The server's per-batch trace, split into the fixed-rate adaptive run and the step profile (times from
+    each run's start, seconds)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = [r for r in rows if "rho" in r and r["t"] >= marks[0]]  # not the start-up measurement
+    out: dict = {"adaptive": [], "step": []}
+    for r in rows:
+        key, base = ("adaptive", marks[0]) if r["t"] < marks[1] else ("step", marks[1])
+        out[key].append({**r, "t": r["t"] - base})
+    return out
+
+
+def trace_summary(trace: dict) -> str:
+    """Where prediction and reality part: runner time ÷ the model's prediction by batch size, and how much of
+    the oldest request's queue delay the controller did not see."""
+    lines = []
+    for key, rows in trace.items():
+        ok = [r for r in rows if r["pred_s"] > 0]
+        by = {}
+        for r in ok:
+            by.setdefault(r["rows"], []).append(r["runner_s"] / r["pred_s"])
+        ratio = ", ".join(f"b{b}: {np.median(v):.2f} ({len(v)})" for b, v in sorted(by.items()))
+        seen = [(r["oldest_wait_s"], r["est_wait_s"]) for r in rows if r.get("oldest_wait_s") is not None]
+        unseen = np.asarray([a - e for a, e in seen]) * 1e3 if seen else np.zeros(1)
+        bounds = {b: sum(r.get("bound") == b for r in rows) for b in ("top", "ahead", "own", "bottom", "pace")}
+        lines.append(f"trace {key}: {len(rows)} batches; runner/predicted by batch: {ratio}; oldest's queue delay "
+                     f"unseen by the controller p50 {np.median(unseen):.0f} ms, p99 {np.percentile(unseen, 99):.0f} ms; "
+                     f"ρ set by {bounds}")
+    return "\n".join(lines)
 
 
 def overhead(single: dict, capacity: float, formed: float, direct_points: dict) -> dict:
@@ -400,11 +437,15 @@ async def run(args: argparse.Namespace) -> None:
     runs, capacity = fixed["runs"], fixed["capacity"]
     objective = args.slo_factor * summarize(runs[f"fixed ρ={low:g}"][0], None, 0.0)["p99_ms"]
     bound = [] if args.queue_timeout_ms is None else ["--queue-timeout-ms", f"{args.queue_timeout_ms:g}"]
-    server = Server(artifact, *common, "--slo-ms", f"{objective:.1f}", *bound)
+    trace = workdir / "trace.jsonl" if args.trace else None
+    server = Server(artifact, *common, "--slo-ms", f"{objective:.1f}", *bound,
+                    *(["--trace-batches", str(trace)] if trace else []))
+    marks = [time.monotonic()]  # when each adaptive run began (the trace's clock): splits the trace per run
     try:
-        runs["adaptive"] = await open_loop(server, fixed["times"], image)
+        runs["adaptive"] = await open_loop(server, fixed["times"], image, stamp=bool(trace))
+        marks.append(time.monotonic())
         steps = [(float(m) * capacity, float(s)) for m, s in (p.split(":") for p in args.step.split(","))]
-        step_records, step_cpu = await open_loop(server, schedule(steps, args.seed + 1), image)
+        step_records, step_cpu = await open_loop(server, schedule(steps, args.seed + 1), image, stamp=bool(trace))
         record["adaptive_rejected_by_triton"] = server.rejected()  # both adaptive runs: a check on the client's count
     finally:
         stderr = server.stop()
@@ -420,6 +461,9 @@ async def run(args: argparse.Namespace) -> None:
                       "by_phase": by_phase(step_records, steps)}
     record["adaptive_server_log"] = [line for line in stderr.splitlines() 
                                     if "service time" in line or "warning" in line or "queued longer" in line]
+    if trace:
+        record["trace"] = read_trace(trace, marks)
+        print(trace_summary(record["trace"]))
     record["loadavg_after"] = os.getloadavg()
     print_summary(record, args.slo_factor)
     if args.json:

@@ -48,6 +48,8 @@ def serve(
                                                      "\\[default: --slo-ms's value under --slo-ms, else never; see docs/serving.md]."),
     simulate_service: Optional[str] = typer.Option(None, "--simulate-service-ms", hidden=True,
                                                    help="Test only: CALL_MS,RHO:MS,… pace every runner call."),
+    trace_batches: Optional[Path] = typer.Option(None, "--trace-batches", hidden=True,
+                                                 help="Diagnostics: append one JSON line per Triton batch to this file."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads of the runner "
                                           "\\[default: the backend's]."),
     drain_timeout: int = typer.Option(30, "--drain-timeout", min=0, help="Seconds to finish in-flight requests "
@@ -67,7 +69,8 @@ def serve(
     options = serve_lib.ServeOptions(backend=backend, precision=precision, name=name, max_batch=max_batch,
                                      queue_delay_us=max_queue_delay_us, dynamic_batching=not no_batching,
                                      keep_range=_keep_range(keep_range), slo_ms=slo_ms,
-                                     queue_timeout_ms=queue_timeout_ms, simulate_service=simulate_service)
+                                     queue_timeout_ms=queue_timeout_ms, simulate_service=simulate_service,
+                                     trace_batches=None if trace_batches is None else str(trace_batches))
     result = serve_lib.run(options, context, opened, settings, on_event=view.on_event)
     view.finish(result)
 

@@ -85,6 +85,17 @@ def open_spec_runner(spec: ServeSpec, folder: Path | None = None) -> Any:
     return runner
 
 
+def sent_stamp(request: Any) -> float | None:
+    """The ``dvit_sent`` request parameter (a client's time.monotonic(), for the per-batch trace), or None."""
+    import json
+
+    try:
+        value = json.loads(request.parameters() or "{}").get("dvit_sent")
+        return float(value) if value is not None else None
+    except Exception:  # noqa: BLE001 - a backend without parameters(), or a malformed value: no stamp
+        return None
+
+
 class BackendTimes:
     """Seconds spent in ``execute`` and, inside it, decoding and in the runner, as Triton counters.
 
@@ -189,7 +200,8 @@ class TritonPythonModel:
             encoded = pb.get_input_tensor_by_name(request, IMAGE_BYTES_NAME) if self.spec.data_config else None
             keep = pb.get_input_tensor_by_name(request, KEEP_RATIO_NAME) if self.spec.dynamic_keep else None
             parsed.append(Request(None if images is None else images.as_numpy(), None if keep is None else keep.as_numpy(),
-                                  None if encoded is None else encoded.as_numpy()))
+                                  None if encoded is None else encoded.as_numpy(),
+                                  sent=sent_stamp(request) if self.handler.trace is not None else None))
         responses = []
         answers = self.handler.handle(parsed)
         if self.metrics is not None:

@@ -10,7 +10,9 @@ Everything else is a model:
 * **arrival rate** λ: Triton's dynamic batcher hands ``execute`` *every* pending request up to
   ``max_batch``, so a batch that is not full emptied the queue and its size over the time since
   the previous batch is a rate sample. A full batch says only "λ is at least this" and that a
-  backlog may be waiting: λ is raised to that bound times ``1 + full_boost``;
+  backlog may be waiting: λ is raised to that bound times ``1 + full_boost``. The pause before a full
+  batch is the server's own hand-over (IPC, copies: ``gap_s``, a running average), counted in every
+  batch's time; only a longer pause before a batch that is not full means the instance sat idle;
 * **predicted latency** of a request arriving now at rung ρ: with λ steady, batches settle at the
   fixed point ``B* = λ·T(ρ, B*)``; a new request waits out the batch in flight (≤ ``T(ρ, B*)``)
   and then runs in a batch of the arrivals meanwhile, a Poisson count whose 99th percentile is
@@ -24,7 +26,9 @@ within ``hold_s`` of a step down nor ``settle_s`` of a full batch (the queue mus
 rung per ``loaded_step_s`` at most while λ over ``load_tau_s`` loads even the bottom past
 ``up_utilisation`` (a lull near capacity is no trend), and
 only to a rung feasible with a tighter margin (hysteresis), so ρ does not oscillate at the edge of a
-rung. When no rung is feasible the controller runs at the bottom; a batch for which even the bottom is
+rung. A step down that a burst caused (a stall's requests arriving as one full batch) is undone at the
+next batch that is not full, within ``hold_s``, when the slow λ allows the rung it left. When no rung is
+feasible the controller runs at the bottom; a batch for which even the bottom is
 predicted to miss the objective counts as *out of reach* (``unreachable``). Triton's queue policy
 (``ServeSpec.queue_timeout_ms``: by default the objective under --slo-ms) rejects what waited that long
 instead of letting latency grow; ``queue_timeout_s`` tells the controller so (no older request waits).
@@ -41,6 +45,8 @@ Z99 = 2.33  # one-sided 99 % point of a normal: the Poisson batch a request may 
 QUEUEING = 2.0  # weight of the queueing term in steady_latency
 STABLE = 0.98  # the utilisation past which a rung is taken as unable to keep up
 IDLE_GAP_S = 0.02  # a pause between batches longer than this (beyond the queue delay) means the queue was empty
+IDLE_GAPS = 2.0  # ... and longer than this many times the usual hand-over between busy batches (``gap_s``)
+GAP_ALPHA = 0.2  # weight of one busy gap in ``gap_s``
 
 
 def rung_grid(low: float, high: float, step: float) -> tuple[float, ...]:
@@ -166,6 +172,9 @@ class Decision:
     rate: float  # images/s, the estimate the choice used
     predicted_s: float  # predicted p99 latency at the chosen rung
     reachable: bool
+    wait_s: float = 0.0  # how long this batch's oldest request is estimated to have waited
+    bound: str = ""  # what set ρ: "top", "ahead" / "own" (the largest feasible rung), "bottom" (none), "pace" (a
+    # step up held back), "dip" (back at once to the rung a burst's step down left)
 
 
 class SloController:
@@ -185,12 +194,14 @@ class SloController:
         self.prev_start: float | None = None
         self.prev_end: float | None = None
         self.prev_rows = 0
+        self.gap_s = 0.0  # the server's time between busy batches (IPC, tensor copies): running average
         self.t_empty = 0.0
         self.served_since = 0
         self.full_run = 0  # consecutive full batches
         self.last_down = -math.inf
         self.last_up = -math.inf
         self.last_full = -math.inf
+        self.dip_from: int | None = None  # the rung left by the last step down, while a quick return may undo it
         self.unreachable = 0  # batches for which even the bottom rung was predicted to miss the objective
         self.batches = 0
         self.last = Decision(self.rho, 0.0, 0.0, True)
@@ -218,7 +229,12 @@ class SloController:
                 self.rate = max(self.rate, self.arrivals, sample * (1.0 + cfg.full_boost * self.full_run))
             else:  # the queue is empty: what the batches show is λ (the run's guess is dropped, not decayed)
                 self.rate = self.arrivals
-            idle = self.prev_end is not None and now - self.prev_end > cfg.queue_delay_s + IDLE_GAP_S
+            gap = None if self.prev_end is None else now - self.prev_end
+            if gap is not None and rows >= cfg.max_batch:  # requests waited throughout: the server's own time
+                self.gap_s += GAP_ALPHA * min(max(gap - self.gap_s, -IDLE_GAP_S), IDLE_GAP_S)  # a stall moves it little
+            # a pause beyond the server's usual hand-over time, before a batch that took every waiting request
+            idle = (gap is not None and rows < cfg.max_batch
+                    and gap > cfg.queue_delay_s + IDLE_GAP_S + IDLE_GAPS * self.gap_s)
             if idle:  # the instance waited for this batch: its first request came at most a queue delay ago
                 self.t_empty, self.served_since = max(self.prev_end, now - cfg.queue_delay_s - IDLE_GAP_S), 0
             elif self.prev_rows < cfg.max_batch:  # the previous batch took every waiting request
@@ -243,14 +259,15 @@ class SloController:
         """Time to serve ``requests`` queued requests at the bottom rung, in batches of max_batch (FIFO)."""
         cfg, bottom = self.config, self.rungs[0]
         full, rest = divmod(max(requests, 0.0), cfg.max_batch)
-        return full * self.model.seconds(bottom, cfg.max_batch) + (self.model.seconds(bottom, rest) if rest > 1e-9 else 0.0)
+        return (full * (self.model.seconds(bottom, cfg.max_batch) + self.gap_s)
+                + (self.model.seconds(bottom, rest) + self.gap_s if rest > 1e-9 else 0.0))
 
     def batch_latency(self, rho: float, rows: int, wait: float, behind: float) -> float:
         """Predicted worst latency if this batch runs at ``rho`` and what follows at the bottom rung: this
         batch's oldest request; a request arriving now (behind this batch and the ``behind`` queue); and
         the last to arrive while this batch runs (behind everything queued by then, a Poisson count taken
         at its 99th percentile)."""
-        now_batch = self.model.seconds(rho, rows)
+        now_batch = self.model.seconds(rho, rows) + self.gap_s  # the runner, then the hand-over to the next batch
         arrivals = self.rate * now_batch
         queued = behind + arrivals + Z99 * math.sqrt(arrivals)
         # after the backlog, the bottom rung at this rate still queues (its own steady p99)
@@ -277,19 +294,41 @@ class SloController:
         reachable = latency[0] <= cfg.slo_s  # the bottom rung, without the margin
         if not reachable:
             self.unreachable += 1
+        bound = "bottom" if target is None else ("top" if target == len(self.rungs) - 1 else
+                                                  ("own" if ahead[target + 1] <= cfg.margin * cfg.slo_s else "ahead"))
         if target is None:
             target = 0
         if target < self.index:
+            if self.dip_from is None or now - self.last_down >= cfg.hold_s:
+                self.dip_from = self.index  # where it stood before this step down (a burst may be all it was)
             self.index, self.last_down = target, now
+        elif target > self.index and self._back_from_dip(rows, now, fits):
+            bound = "dip"
         elif target > self.index:
+            bound = "pace"
             step_s = cfg.climb_s / max(len(self.rungs) - 1, 1)
-            if max(self.rate, self.load_rate) * self.model.marginal(self.rungs[0]) > cfg.up_utilisation:
+            per_image = self.model.marginal(self.rungs[0]) + self.gap_s / cfg.max_batch  # at full batches
+            if max(self.rate, self.load_rate) * per_image > cfg.up_utilisation:
                 step_s = max(step_s, cfg.loaded_step_s)  # near the bottom's capacity a lull is no trend: climb slowly
             if (now - self.last_full >= cfg.settle_s and now - self.last_down >= cfg.hold_s and now - self.last_up >= step_s
                     and fits(self.index + 1, cfg.up_margin)):
                 self.index, self.last_up = self.index + 1, now
-        self.last = Decision(self.rho, self.rate, latency[self.index], reachable)
+        self.last = Decision(self.rho, self.rate, latency[self.index], reachable, wait, bound)
         return self.rho
+
+    def _back_from_dip(self, rows: int, now: float, fits: Callable[[int, float], bool]) -> bool:
+        """A step down that a burst or a stall caused is no trend: return at once to the rung it left (no hold,
+        no climbing pace) when, within ``hold_s`` of it, the queue is seen empty again (this batch is not full) and
+        the slow λ (``load_rate``, what a burst does not hide) is one that rung holds on its own with the tighter
+        margin, and the rung fits this batch with that margin too."""
+        cfg, back = self.config, self.dip_from
+        if back is None or back <= self.index or now - self.last_down >= cfg.hold_s or rows >= cfg.max_batch:
+            return False
+        load = max(self.rate, self.load_rate)
+        if self.steady_latency(self.rungs[back], load) > cfg.up_margin * cfg.slo_s or not fits(back, cfg.up_margin):
+            return False
+        self.index, self.last_up, self.dip_from = back, now, None
+        return True
 
     def on_batch_end(self) -> None:
         """The batch begun by the last ``on_batch`` has been answered (idle time after it is seen)."""
@@ -314,7 +353,7 @@ class SloController:
         point B = rate·T(ρ, B); a request waits out one batch, then runs in a batch of the arrivals
         meanwhile (Poisson, 99th percentile), plus a queueing term ``QUEUEING·u/(1-u)·T(B)`` for the
         bursts a fluid model misses (u = rate × time per image). Infinite beyond ``utilisation``."""
-        a, b = self.model.fixed(rho), self.model.marginal(rho)
+        a, b = self.model.fixed(rho) + self.gap_s, self.model.marginal(rho)  # the hand-over is per batch
         load = rate * b
         if load >= (self.config.utilisation if utilisation is None else utilisation):
             return math.inf
@@ -322,8 +361,8 @@ class SloController:
         if arrivals > self.config.max_batch:
             return math.inf
         tail = min(arrivals + Z99 * math.sqrt(arrivals) + 1.0, float(self.config.max_batch))
-        settled = self.model.seconds(rho, max(1.0, arrivals))
-        return (settled * (1.0 + QUEUEING * load / (1.0 - load)) + self.model.seconds(rho, tail)
+        settled = self.model.seconds(rho, max(1.0, arrivals)) + self.gap_s
+        return (settled * (1.0 + QUEUEING * load / (1.0 - load)) + self.model.seconds(rho, tail) + self.gap_s
                 + self.config.queue_delay_s)
 
     def max_rate(self, rho: float | None = None) -> float:

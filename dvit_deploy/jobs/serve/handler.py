@@ -19,6 +19,8 @@ Triton's dynamic batcher hands the backend several requests at once. This module
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -40,6 +42,7 @@ class Request:
     images: np.ndarray | None  # (b, C, H, W) float32; None when the request sent image_bytes
     keep_ratio: np.ndarray | None = None  # (b, 1) float32, dynamic-keep models only
     image_bytes: np.ndarray | None = None  # (b, 1) encoded images (bytes), decoded into ``images``
+    sent: float | None = None  # the client's time.monotonic() stamp (request parameter ``dvit_sent``; traces only)
 
 
 def rows_of(request: Request) -> int:
@@ -66,6 +69,44 @@ class CallRecord:
     requests: int
 
 
+class BatchTrace:
+    """Diagnostics of the ``--slo-ms`` controller (``ServeSpec.trace_path``): one JSON line per Triton batch.
+
+    ``t`` (time.monotonic at the batch's start), ``rows``, ``rho``; the controller's view: ``pred_s`` (its
+    service-time model for the batch's runner calls, before it learnt from them), ``est_wait_s`` (how long it
+    thinks the oldest request waited), ``rate`` / ``load_rate`` (λ, images/s), ``full_run``, ``p99_s`` (its
+    prediction at the chosen ρ), ``bound`` (what set ρ); what happened: ``runner_s``, ``handle_s`` (the whole
+    batch in the backend) and, when the requests carry a ``dvit_sent`` parameter (the benchmark's scheduled
+    time, same monotonic clock), ``oldest_wait_s`` = start − the earliest stamp: the queue delay the
+    controller could not see. Appended and flushed per batch; meant for benchmarks, not for production."""
+
+    def __init__(self, path: str) -> None:
+        self.file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self.row: dict[str, Any] = {}
+
+    def begin(self, requests: list[Request], rows: int, controller: "SloController | None") -> None:
+        now = time.monotonic()
+        sent = [r.sent for r in requests if r.sent is not None]
+        self.row = {"t": now, "rows": rows, "pred_s": 0.0, "runner_s": 0.0,
+                    "oldest_wait_s": now - min(sent) if sent else None}
+        if controller is not None:
+            d = controller.last
+            self.row.update(rho=d.rho, est_wait_s=d.wait_s, rate=d.rate, load_rate=controller.load_rate,
+                            full_run=controller.full_run, p99_s=d.predicted_s if math.isfinite(d.predicted_s) else None,
+                            bound=d.bound)
+
+    def call(self, predicted: float, took: float) -> None:
+        self.row["pred_s"] += predicted
+        self.row["runner_s"] += took
+
+    def end(self) -> None:
+        self.row["handle_s"] = time.monotonic() - self.row["t"]
+        self.file.write(json.dumps(self.row) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class RequestHandler:
     def __init__(self, runner: Any, spec: ServeSpec, controller: "SloController | None" = None,
                  decode_workers: int | None = None) -> None:
@@ -78,6 +119,7 @@ class RequestHandler:
         self.decoder = DecodePool(spec.data_config, decode_workers) if spec.data_config is not None else None
         # Where the backend's time goes (seconds, summed over batches): read by serve.backend's metrics.
         self.seconds = {"decode": 0.0, "runner": 0.0}
+        self.trace = BatchTrace(spec.trace_path) if spec.trace_path else None
 
     # -- one request at a time ----------------------------------------------------------------
     def _keep_of(self, request: Request) -> tuple[float | None, tuple[int, ...] | None]:
@@ -146,6 +188,8 @@ class RequestHandler:
     def handle(self, requests: list[Request]) -> list[Response]:
         if self.controller is not None:
             self.controller.on_batch(sum(rows_of(r) for r in requests))
+        if self.trace is not None:
+            self.trace.begin(requests, sum(rows_of(r) for r in requests), self.controller)
         responses: list[Response | None] = [None] * len(requests)
         groups: dict[tuple[int, ...] | None, list[tuple[int, float | None]]] = {}
         refused = self._decode_all(requests)
@@ -164,6 +208,8 @@ class RequestHandler:
             self._run_group(requests, members, counts, responses)
         if self.controller is not None:
             self.controller.on_batch_end()
+        if self.trace is not None:
+            self.trace.end()
         return [r if r is not None else Response(error="internal error: no response") for r in responses]
 
     def _run_group(self, requests: list[Request], members: list[tuple[int, float | None]],
@@ -190,12 +236,16 @@ class RequestHandler:
         images = np.concatenate([requests[i].images for i, _ in chunk]) if len(chunk) > 1 else requests[chunk[0][0]].images
         batch, real = pad_batch(images, self.spec.fixed_batch)
         run: Callable[..., Any] = self.runner.run
+        modelled = self.controller is not None and chunk[0][1] is not None and chunk[0][1] in self.controller.model.rungs
+        predicted = self.controller.model.seconds(chunk[0][1], len(batch)) if modelled else 0.0
         start = time.perf_counter()
         out = run(batch, keep_counts=np.asarray(counts, dtype=np.int32)) if counts is not None else run(batch)
         took = time.perf_counter() - start
         self.seconds["runner"] += took
         if self.controller is not None and chunk[0][1] is not None:
             self.controller.observe(chunk[0][1], len(batch), took)
+        if self.trace is not None:
+            self.trace.call(predicted, took)
         self.calls.append(CallRecord(rows=real, keep_counts=counts, requests=len(chunk)))
         del self.calls[:-self.keep_calls]
         logits = np.asarray(out.logits, dtype=np.float32)[:real]
@@ -217,3 +267,6 @@ class RequestHandler:
     def close(self) -> None:
         if self.decoder is not None:
             self.decoder.close()
+        if self.trace is not None:
+            self.trace.close()
+            self.trace = None

@@ -76,6 +76,7 @@ class ServeSpec:
     slo_step: float = 0.05  # the ρ grid the controller chooses from, over keep_range (few distinct kept counts)
     queue_timeout_ms: float | None = None  # Triton's queue policy rejects a request that waited longer
     simulated_service: dict[str, Any] | None = None  # test-only: paced runner (serve.paced.SimulatedService)
+    trace_path: str | None = None  # diagnostics: one JSON line per Triton batch here (serve.handler.BatchTrace)
     runner_options: dict[str, Any] = field(default_factory=dict)
     # A --keep-ladder engine: the ρ it may run (its rungs inside keep_range), ascending; None: any ρ in the range.
     # The adaptive controller moves ρ on this grid (it takes the grid as a parameter).
@@ -179,7 +180,8 @@ class ServeOptions:
 
     ``backend``/``precision`` None: the artifact's own (``server.prepare`` decides them); ``max_batch`` None:
     the artifact's limit; ``keep_range``, ``slo_ms``: ``--dynamic-keep`` artifacts only; ``queue_timeout_ms``:
-    Triton's queue policy; ``simulate_service``: test only, ``CALL_MS,RHO:MS,…`` (``serve.paced``).
+    Triton's queue policy; ``simulate_service``: test only, ``CALL_MS,RHO:MS,…`` (``serve.paced``);
+    ``trace_batches``: a file for the per-batch trace (``serve.handler.BatchTrace``).
     Checked against the artifact by ``make_spec``, in the order the command always checked them."""
 
     backend: str | None = None
@@ -192,6 +194,7 @@ class ServeOptions:
     slo_ms: float | None = None
     queue_timeout_ms: float | None = None
     simulate_service: str | None = None
+    trace_batches: str | None = None  # diagnostics (hidden flag): a JSON-lines file, one line per Triton batch
 
     def __post_init__(self) -> None:
         if self.keep_range is not None:
@@ -263,6 +266,7 @@ def make_spec(artifact: "Artifact", options: ServeOptions, *, token_outputs: boo
         token_outputs=token_outputs and not record.dense, verify=verify, runner_options=dict(runner_options or {}),
         slo_ms=None if slo_ms is None else float(slo_ms), queue_timeout_ms=queue_timeout_ms,
         simulated_service=simulated_service,
+        trace_path=str(Path(options.trace_batches).resolve()) if options.trace_batches else None,
         rungs=rungs if dynamic_keep and rungs else None, data_config=_served_data_config(record),
     )
 
