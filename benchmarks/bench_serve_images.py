@@ -4,7 +4,10 @@ One server, one artifact. Measured in one run, interleaved so that a change of l
 
 * **direct**, in-process, at every batch size 1..max(concurrency): ``fp32`` = the runner on the
   preprocessed tensor; ``jpeg`` = what ``dvit predict`` does in one process: decode + the model's
-  preprocessing (serially, image by image) + the runner. Rounds alternate the two.
+  preprocessing (serially, image by image) + the runner. Rounds alternate the two. With ONNX Runtime
+  also ``fp32-as-served`` / ``jpeg-as-served``: the same with the session options ``dvit serve`` adds
+  (``serve.backend.SERVED_ORT_OPTIONS``: idle intra-op threads sleep), so the ratios are given against
+  the runner's defaults (what a user of ``dvit predict`` gets) and like with like.
 * **served**, gRPC, closed-loop clients (one ``tritonclient`` client per thread, batch-1 requests) at
   each concurrency, JPEG and FP32 alternately; per point, **where the time goes** from Triton's own
   statistics (``/v2/models/<m>/stats``: queue, compute input/infer/output, batch sizes) and the
@@ -23,6 +26,7 @@ work in one process) and, for reference, against direct FP32.
         --json benchmarks/results-serve-images.json
     python benchmarks/bench_serve_images.py --quick      # a tiny model exported on the fly, 2 s points
     python benchmarks/bench_serve_images.py --ab-root /work/main   # also serve that checkout, alternate with it
+    python benchmarks/bench_serve_images.py --ab-root . --ab-args "--threads 1"   # this checkout, other flags
 
 Without ``--image`` the picture is generated (a smooth 500×375 scene with texture, JPEG quality 90):
 pass a real photo for representative JPEG sizes and decode times.
@@ -183,11 +187,11 @@ class Direct:
         self.tensors = {b: decode_images(self.blobs[b], data_config) for b in batches}
         settings = {"intra_op_threads": threads} if threads else {}
         self.runner = open_runner(backend, open_artifact(artifact), **settings).load()
-        # ``fp32-as-served``: the runner with the session options `dvit serve` adds (ORT: no spinning), to
+        # ``*-as-served``: the runner with the session options `dvit serve` adds (ORT: no spinning), to
         # compare like with like; ``fp32``/``jpeg`` run with the defaults a user of the runner gets.
         self.served = (open_runner(backend, open_artifact(artifact), **settings, **SERVED_ORT_OPTIONS).load()
                        if backend == "onnxruntime" else None)
-        self.kinds = ("jpeg", "fp32") + (("fp32-as-served",) if self.served is not None else ())
+        self.kinds = ("jpeg", "fp32") + (("jpeg-as-served", "fp32-as-served") if self.served is not None else ())
         for b in batches:
             self.runner.run(self.tensors[b])
             if self.served is not None:
@@ -199,10 +203,10 @@ class Direct:
         for batch in self.batches:
             for kind in self.kinds:
                 key, start = (kind, batch), time.monotonic()
-                runner = self.served if kind == "fp32-as-served" else self.runner
+                runner = self.served if kind.endswith("-as-served") else self.runner
                 while time.monotonic() - start < seconds or len(self.latencies.get(key, [])) < 2:
                     t0 = time.perf_counter()
-                    runner.run(self.decode(self.blobs[batch], self.data_config) if kind == "jpeg"
+                    runner.run(self.decode(self.blobs[batch], self.data_config) if kind.startswith("jpeg")
                                else self.tensors[batch])
                     self.latencies.setdefault(key, []).append(time.perf_counter() - t0)
                 self.busy[key] = self.busy.get(key, 0.0) + time.monotonic() - start
@@ -340,8 +344,9 @@ def against_targets(summary: dict, direct_found: dict, saturation: int) -> dict:
         kind, c = s["input"], s["concurrency"]
         bases = {"direct " + kind: direct_found[kind]} if kind == "fp32" else {
             "direct jpeg (decode + runner)": direct_found["jpeg"], "direct fp32": direct_found["fp32"]}
-        if kind == "fp32" and "fp32-as-served" in direct_found:  # the same session options as the server's
-            bases["direct fp32, served session options"] = direct_found["fp32-as-served"]
+        if f"{kind}-as-served" in direct_found:  # the runner with the server's session options: like with like
+            bases[f"direct {kind}{' (decode + runner)' if kind == 'jpeg' else ''}, served session options"] = (
+                direct_found[f"{kind}-as-served"])
         for label, base in bases.items():
             if c == 1:
                 ratios[f"{key} p50 / {label} p50 (≤ 1.15)"] = s["p50_ms"] / base["1"]["latency_ms"]["p50"]
