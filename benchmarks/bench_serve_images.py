@@ -4,7 +4,10 @@ One server, one artifact. Measured in one run, interleaved so that a change of l
 
 * **direct**, in-process, at every batch size 1..max(concurrency): ``fp32`` = the runner on the
   preprocessed tensor; ``jpeg`` = what ``dvit predict`` does in one process: decode + the model's
-  preprocessing (serially, image by image) + the runner. Rounds alternate the two.
+  preprocessing (serially, image by image) + the runner. Rounds alternate the two. With ONNX Runtime
+  also ``fp32-as-served`` / ``jpeg-as-served``: the same with the session options ``dvit serve`` adds
+  (``serve.backend.SERVED_ORT_OPTIONS``: idle intra-op threads sleep), so the ratios are given against
+  the runner's defaults (what a user of ``dvit predict`` gets) and like with like.
 * **served**, gRPC, closed-loop clients (one ``tritonclient`` client per thread, batch-1 requests) at
   each concurrency, JPEG and FP32 alternately; per point, **where the time goes** from Triton's own
   statistics (``/v2/models/<m>/stats``: queue, compute input/infer/output, batch sizes) and the
@@ -23,6 +26,7 @@ work in one process) and, for reference, against direct FP32.
         --json benchmarks/results-serve-images.json
     python benchmarks/bench_serve_images.py --quick      # a tiny model exported on the fly, 2 s points
     python benchmarks/bench_serve_images.py --ab-root /work/main   # also serve that checkout, alternate with it
+    python benchmarks/bench_serve_images.py --ab-root . --ab-args "--threads 1"   # this checkout, other flags
 
 Without ``--image`` the picture is generated (a smooth 500×375 scene with texture, JPEG quality 90):
 pass a real photo for representative JPEG sizes and decode times.
@@ -49,6 +53,7 @@ from bench_serve import Server, machine, percentiles  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from dvit_deploy.jobs.serve.backend import SERVED_ORT_OPTIONS  # noqa: E402
 
 
 def generated_photo(size: tuple[int, int] = (500, 375), seed: int = 0):
@@ -180,31 +185,41 @@ class Direct:
         self.decode, self.data_config, self.batches = decode_images, data_config, batches
         self.blobs = {b: np.asarray([[blob]] * b, dtype=object) for b in batches}
         self.tensors = {b: decode_images(self.blobs[b], data_config) for b in batches}
-        self.runner = open_runner(backend, open_artifact(artifact),
-                                  **({"intra_op_threads": threads} if threads else {})).load()
+        settings = {"intra_op_threads": threads} if threads else {}
+        self.runner = open_runner(backend, open_artifact(artifact), **settings).load()
+        # ``*-as-served``: the runner with the session options `dvit serve` adds (ORT: no spinning), to
+        # compare like with like; ``fp32``/``jpeg`` run with the defaults a user of the runner gets.
+        self.served = (open_runner(backend, open_artifact(artifact), **settings, **SERVED_ORT_OPTIONS).load()
+                       if backend == "onnxruntime" else None)
+        self.kinds = ("jpeg", "fp32") + (("jpeg-as-served", "fp32-as-served") if self.served is not None else ())
         for b in batches:
             self.runner.run(self.tensors[b])
+            if self.served is not None:
+                self.served.run(self.tensors[b])
         self.latencies: dict[tuple[str, int], list[float]] = {}
         self.busy: dict[tuple[str, int], float] = {}
 
     def round(self, seconds: float) -> None:
         for batch in self.batches:
-            for kind in ("jpeg", "fp32"):
+            for kind in self.kinds:
                 key, start = (kind, batch), time.monotonic()
+                runner = self.served if kind.endswith("-as-served") else self.runner
                 while time.monotonic() - start < seconds or len(self.latencies.get(key, [])) < 2:
                     t0 = time.perf_counter()
-                    self.runner.run(self.decode(self.blobs[batch], self.data_config) if kind == "jpeg"
-                                    else self.tensors[batch])
+                    runner.run(self.decode(self.blobs[batch], self.data_config) if kind.startswith("jpeg")
+                               else self.tensors[batch])
                     self.latencies.setdefault(key, []).append(time.perf_counter() - t0)
                 self.busy[key] = self.busy.get(key, 0.0) + time.monotonic() - start
 
     def results(self) -> dict:
         return {kind: {str(b): {"throughput_ips": b * len(self.latencies[(kind, b)]) / self.busy[(kind, b)],
                                 "latency_ms": percentiles(self.latencies[(kind, b)])} for b in self.batches}
-                for kind in ("jpeg", "fp32")}
+                for kind in self.kinds}
 
     def close(self) -> None:
         self.runner.close()
+        if self.served is not None:
+            self.served.close()
 
 
 def closed_loop(server: RootServer, kind: str, payload: np.ndarray, concurrency: int, duration_s: float,
@@ -329,6 +344,9 @@ def against_targets(summary: dict, direct_found: dict, saturation: int) -> dict:
         kind, c = s["input"], s["concurrency"]
         bases = {"direct " + kind: direct_found[kind]} if kind == "fp32" else {
             "direct jpeg (decode + runner)": direct_found["jpeg"], "direct fp32": direct_found["fp32"]}
+        if f"{kind}-as-served" in direct_found:  # the runner with the server's session options: like with like
+            bases[f"direct {kind}{' (decode + runner)' if kind == 'jpeg' else ''}, served session options"] = (
+                direct_found[f"{kind}-as-served"])
         for label, base in bases.items():
             if c == 1:
                 ratios[f"{key} p50 / {label} p50 (≤ 1.15)"] = s["p50_ms"] / base["1"]["latency_ms"]["p50"]
@@ -369,6 +387,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--ab-root", type=Path, default=None,
                         help="also serve from this checkout (e.g. the main branch) and alternate with it")
+    parser.add_argument("--ab-args", default="", help="extra `dvit serve` flags for the --ab-root server only")
     parser.add_argument("--quick", action="store_true", help="tiny model exported here, onnxruntime, 2 s points")
     parser.add_argument("--json", type=Path, default=None)
     return parser.parse_args()
@@ -382,10 +401,10 @@ def measure(args, direct: Direct, servers: list, payloads: dict, concurrencies: 
         for kind, payload in payloads.items():  # warm both paths
             closed_loop(server, kind, payload, 2, 1.0)
     seconds = args.duration / args.rounds
-    for _ in range(args.rounds):
+    for index in range(args.rounds):
         direct.round(seconds)
         for concurrency in concurrencies:
-            for server in servers:
+            for server in servers if index % 2 == 0 else servers[::-1]:  # neither server always goes first
                 for kind, payload in payloads.items():
                     point = served_point(server, kind, payload, concurrency, seconds)
                     points.append(point)
@@ -428,7 +447,9 @@ def main() -> None:
     servers = [RootServer(REPO, args.artifact, args.backend, *extra)]
     try:
         if args.ab_root:
-            servers.append(RootServer(args.ab_root.resolve(), args.artifact, args.backend, *extra))
+            servers.append(RootServer(args.ab_root.resolve(), args.artifact, args.backend, *extra,
+                                      *args.ab_args.split()))
+            servers[-1].label = f"{servers[-1].label} {args.ab_args}".strip()  # the same root, other flags: apart
         record["served"], front = measure(args, direct, servers, payloads, concurrencies)
         record["front"] = front_summary(front)
     finally:

@@ -443,3 +443,30 @@ def test_backend_times_reach_the_metrics_as_counters_at_most_every_quarter_secon
     assert phase["decode"].labels == {"model": "m", "phase": "decode"}
     times.close()
     assert backend.BackendTimes(SimpleNamespace(), "m").ok is False, "no custom metrics: a no-op"
+
+
+def test_decode_pool_decodes_a_single_image_on_the_calling_thread(monkeypatch):
+    """Batch of one: no hand-off to the pool (its latency is the c = 1 path); two images: on the pool."""
+    import threading
+
+    from dvit_deploy.jobs.serve import decode as decode_module
+
+    seen: list[str] = []
+    real = decode_module.decode_one
+
+    def recording(blob, index, data_config):
+        seen.append(threading.current_thread().name)
+        return real(blob, index, data_config)
+
+    monkeypatch.setattr(decode_module, "decode_one", recording)
+    single = as_tensor(encode(photo((320, 240), seed=7), "JPEG"))
+    pool = decode_module.DecodePool(DATA_CONFIG, workers=2)
+    try:
+        answer = pool.decode([single])[0]
+        assert seen == [threading.current_thread().name]
+        assert np.array_equal(answer, decode_images(single, DATA_CONFIG))
+        seen.clear()
+        pool.decode([single, single])
+        assert len(seen) == 2 and all(name.startswith("dvit-decode") for name in seen)
+    finally:
+        pool.close()

@@ -34,6 +34,7 @@ PROVIDER_ALIASES = MappingProxyType({
 # Op types in ONNX Runtime's optimized graph that say which int8 kernels a Q/DQ graph became.
 INT8_OP_TYPES = ("QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeMatMul", "QGemm",
                  "QLinearConv", "ConvInteger", "DynamicQuantizeLinear", "QAttention")
+ALLOW_SPINNING = "session.intra_op.allow_spinning"  # ORT session config key: idle intra-op threads spin (1) or sleep (0)
 FLOAT_GEMM_OP_TYPES = ("MatMul", "FusedMatMul", "Gemm", "Conv", "FusedConv")
 ORT_DTYPES = MappingProxyType({"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
               "tensor(int32)": np.int32, "tensor(double)": np.float64})
@@ -120,7 +121,10 @@ class OrtOptions:
     ``providers``: names or aliases in priority order ("cuda,cpu"; default from the device).
     ``enable_profiling``: ORT's profiler, writing under this prefix (``profile_file`` after close).
     ``optimized_model_path``: where ORT writes the graph it really runs, for attributing profiles.
-    ``cuda_graph``: CUDA graphs in the CUDA / TensorRT providers."""
+    ``cuda_graph``: CUDA graphs in the CUDA / TensorRT providers.
+    ``allow_spinning``: whether idle intra-op threads spin-wait for work (ORT's
+    ``session.intra_op.allow_spinning``); None: ORT's default (on). ``dvit serve`` turns it off: in a
+    server the spinning threads take the cores the request path (IPC, Triton, clients) needs."""
 
     providers: str | list[str] | None = None
     intra_op_threads: int | None = None
@@ -130,6 +134,7 @@ class OrtOptions:
     enable_profiling: str | Path | None = None
     cuda_graph: bool = False
     optimized_model_path: str | Path | None = None
+    allow_spinning: bool | None = None
 
     def checked(self) -> "OrtOptions":
         if self.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
@@ -245,8 +250,11 @@ class OnnxRuntimeRunner(Runner):
                 provider_args.append((name, opts))
             else:
                 provider_args.append(name)
+        config = dict(self.session_config)
+        if self.options.allow_spinning is not None:
+            config[ALLOW_SPINNING] = "1" if self.options.allow_spinning else "0"
         return SessionSettings(
-            providers=tuple(provider_args), config=dict(self.session_config),
+            providers=tuple(provider_args), config=config,
             graph_optimization=self.graph_optimization, parallel=self.execution_mode == "parallel",
             intra_op_threads=self.intra_op_threads, inter_op_threads=self.options.inter_op_threads,
             profile_prefix=None if self.enable_profiling is None else str(self.enable_profiling),
