@@ -231,13 +231,19 @@ class RequestHandler:
                     responses[index] = Response(error=f"inference failed: {line}",
                                                 internal=not isinstance(exc, BadInput))
 
+    def _predicted(self, rho: float | None, rows: int) -> float:
+        """The controller's modelled seconds for this call (the trace's ``pred_s``; 0 when unmodelled)."""
+        model = getattr(self.controller, "model", None)
+        if model is None or rho is None or rho not in model.rungs:
+            return 0.0
+        return model.seconds(rho, rows)
+
     def _run_chunk(self, requests: list[Request], chunk: list[tuple[int, float | None]],
                    counts: tuple[int, ...] | None, responses: list[Response | None]) -> None:
         images = np.concatenate([requests[i].images for i, _ in chunk]) if len(chunk) > 1 else requests[chunk[0][0]].images
         batch, real = pad_batch(images, self.spec.fixed_batch)
         run: Callable[..., Any] = self.runner.run
-        modelled = self.controller is not None and chunk[0][1] is not None and chunk[0][1] in self.controller.model.rungs
-        predicted = self.controller.model.seconds(chunk[0][1], len(batch)) if modelled else 0.0
+        predicted = self._predicted(chunk[0][1], len(batch)) if self.trace is not None else 0.0
         start = time.perf_counter()
         out = run(batch, keep_counts=np.asarray(counts, dtype=np.int32)) if counts is not None else run(batch)
         took = time.perf_counter() - start
