@@ -170,35 +170,6 @@ def test_tight_objective_on_a_drifting_deit_s_model(seed):
     assert all(r == 0.9 for t, r in after if t >= back)  # no step below the top once back
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_lulls_in_a_load_that_keeps_the_bottom_busy_are_no_reason_to_climb(seed):
-    """The quiet DeiT-S run of this session: with the server's hand-over between batches (20 ms here) the bottom
-    is ~92 % busy at 1.4× the top's capacity. Poisson lulls make the fast λ look low; a climb in a lull leaves a
-    backlog that the bottom's small spare capacity drains slowly (the real trace: 125 batches held at a pace
-    above the bottom, p99 1.8× the fixed bottom's, 12 rejected). The regime, with the hand-over learnt, must hold
-    (the simulation is gentler than the real server: the old rule holds here too; the batch-by-batch lull test
-    above is the one that tells the rules apart)."""
-    top = MAX_BATCH / DriftingService.nominal(0.9, MAX_BATCH)
-    arrivals = poisson_arrivals([(1.4 * top, 60)], seed)
-
-    def handover(rows: int) -> float:
-        return 0.02
-
-    clock = SimClock()
-    bottom = simulate(arrivals, DriftingService(clock, seed), MAX_BATCH, choose=lambda rows: 0.5, clock=clock,
-                      handover=handover)
-    objective = 1.5 * p99(bottom)
-    clock = SimClock()
-    config = ControllerConfig(slo_s=objective, rungs=RUNGS, max_batch=MAX_BATCH, queue_timeout_s=objective)
-    controller = SloController(config, measured_model(bias=0.85, truth=DriftingService.nominal), clock=clock)
-    out, trace = run_controller(controller, clock, arrivals, queue_timeout=objective,
-                                truth=DriftingService(clock, seed), handover=handover)
-    assert all(o.finish is not None for o in out), "nothing rejected"
-    assert p99(out) <= objective
-    assert np.mean([o.rho for o in out]) > 0.5
-    assert controller.gap_s == pytest.approx(0.02, abs=0.005)  # the hand-over was learnt, not read as idleness
-
-
 def test_a_batch_whose_oldest_request_waited_does_not_step_down_while_it_still_fits():
     """The margin is for what is predicted; the wait of the batch's oldest request is known. A batch at
     the top right behind a long one (its oldest waited the whole previous batch) that still ends well
@@ -221,12 +192,10 @@ def test_a_batch_whose_oldest_request_waited_does_not_step_down_while_it_still_f
     assert config.margin * config.slo_s < wait + true_time(0.9, 5) < config.own_margin * config.slo_s
 
 
-def test_a_lull_in_a_load_near_the_bottoms_capacity_is_no_reason_to_climb():
+def test_a_lull_in_a_load_near_the_bottoms_capacity_climbs_at_the_loaded_pace():
     """At a λ that loads even the bottom past ``up_utilisation`` a short lull is no trend: λ's slow average
-    (``load_tau_s``) still shows the load, which no higher rung could hold, so ρ stays at the bottom; the higher
-    rungs' extra time would otherwise queue behind the next burst, which the bottom cannot drain (the quiet
-    DeiT-S runs: such climbs, held at the loaded pace, gave p99 1.2× the objective). The earlier rule climbed
-    one rung per ``loaded_step_s`` here."""
+    (``load_tau_s``) still shows the load, so ρ climbs one rung per ``loaded_step_s``, not per climb_s/(n−1);
+    the higher rungs' extra time would otherwise queue behind the next burst, which the bottom cannot drain."""
     clock = SimClock()
     config = ControllerConfig(slo_s=1.0, rungs=RUNGS, max_batch=MAX_BATCH, queue_timeout_s=1.0)
     controller = SloController(config, measured_model(bias=1.0), clock=clock)
@@ -241,9 +210,7 @@ def test_a_lull_in_a_load_near_the_bottoms_capacity_is_no_reason_to_climb():
         batch(6, 0.2)
     assert controller.rho == 0.5 and controller.load_rate * true_time(0.5, 8) / 8 > config.up_utilisation
     lull = [batch(1, 0.3) for _ in range(3)]  # then a lull: one request every 0.3 s
-    assert lull == [0.5] * 3  # the slow λ still loads the bottom: no climb (before: 0.55 at the loaded pace)
-    # which 0.55 would not hold on its own within the step-up margin
-    assert controller.steady_latency(0.55, controller.load_rate) > config.up_margin * config.slo_s
+    assert lull == [0.55] * 3  # one rung up in its first second (at climb_s / 8 per rung: 0.55, 0.6, 0.65)
 
 
 def test_step_up_waits_for_an_empty_queue_then_climbs_the_range_in_climb_s():
@@ -275,8 +242,8 @@ def test_step_up_waits_for_an_empty_queue_then_climbs_the_range_in_climb_s():
     assert [r for _, r in steps] == list(RUNGS)  # one rung at a time, never down
     gaps = [b[0] - a[0] for a, b in zip(steps[1:], steps[2:])]
     assert min(gaps) >= config.climb_s / (len(RUNGS) - 1) - 1e-9
-    # the slow λ (load_tau_s) must first fall below what each rung holds on its own, then the climb's pace
-    assert steps[-1][0] - last_full <= config.settle_s + config.load_tau_s + config.climb_s  # the top within 5 s
+    interval = 0.2 + true_time(0.9, 1)  # a decision per batch: here the batches are the slower pace
+    assert steps[-1][0] - last_full <= config.settle_s + len(RUNGS) * interval  # the top within 3 s
 
 
 def test_controller_reports_an_objective_out_of_reach_and_counts_it():

@@ -311,18 +311,10 @@ class SloController:
             if max(self.rate, self.load_rate) * per_image > cfg.up_utilisation:
                 step_s = max(step_s, cfg.loaded_step_s)  # near the bottom's capacity a lull is no trend: climb slowly
             if (now - self.last_full >= cfg.settle_s and now - self.last_down >= cfg.hold_s and now - self.last_up >= step_s
-                    and fits(self.index + 1, cfg.up_margin) and self._sustains(self.index + 1)):
+                    and fits(self.index + 1, cfg.up_margin)):
                 self.index, self.last_up = self.index + 1, now
         self.last = Decision(self.rho, self.rate, latency[self.index], reachable, wait, bound)
         return self.rho
-
-    def _sustains(self, i: int) -> bool:
-        """Rung ``i`` holds the slow λ on its own, with the step-up margin. A lull in a load near the bottom's
-        capacity is no reason to climb: in the quiet DeiT-S trace (the bottom ~92 % busy with the hand-over)
-        steps up in Poisson lulls left backlogs that the bottom's small spare capacity drained for tens of
-        seconds, and p99 came out 1.8× the fixed bottom's. Only the slow λ sees through a lull."""
-        cfg = self.config
-        return self.steady_latency(self.rungs[i], max(self.rate, self.load_rate)) <= cfg.up_margin * cfg.slo_s
 
     def _back_from_dip(self, rows: int, now: float, fits: Callable[[int, float], bool]) -> bool:
         """A step down that a burst or a stall caused is no trend: return at once to the rung it left (no hold,
