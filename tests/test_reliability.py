@@ -313,3 +313,16 @@ def test_an_artifact_never_takes_over_another_artifacts_manifest(tmp_path):
     assert prepare_output(tmp_path / "m.engine", force=False, kinds=(".engine",)) == tmp_path / "m.engine"
     text = runner.invoke(app, ["export", "--help"], env={"COLUMNS": "200"}).stdout
     assert "anything else is refused" in " ".join(text.split())
+
+
+def test_a_resource_warning_at_an_interrupt_is_not_shown(capsys):
+    """Ctrl-C inside torch's import once printed "warning: unclosed file <…pyc>" before "interrupted"."""
+    import warnings
+
+    from dvit_deploy.cli.failures import captured_warnings
+
+    with captured_warnings(verbose=False):
+        warnings.warn("unclosed file <_io.BufferedReader name='x.pyc'>", ResourceWarning)
+        warnings.warn("shown", UserWarning)
+    err = capsys.readouterr().err
+    assert "unclosed file" not in err and "shown" in err

@@ -144,5 +144,6 @@ def captured_warnings(verbose: bool | None = None) -> Iterator[None]:
 
 
 def _worth_showing(w: Any) -> bool:
-    # Library-internal deprecation chatter is not the user's business; our own and UserWarnings are.
-    return not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning))
+    # Library-internal deprecation chatter is not the user's business; our own and UserWarnings are. A
+    # ResourceWarning (an import's file left open when Ctrl-C lands in it) is the interpreter's, not the user's.
+    return not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ResourceWarning))
