@@ -186,10 +186,11 @@ class RequestHandler:
 
     # -- a Triton batch -----------------------------------------------------------------------
     def handle(self, requests: list[Request]) -> list[Response]:
+        rows = sum(rows_of(r) for r in requests)
         if self.controller is not None:
-            self.controller.on_batch(sum(rows_of(r) for r in requests))
+            self.controller.on_batch(rows)
         if self.trace is not None:
-            self.trace.begin(requests, sum(rows_of(r) for r in requests), self.controller)
+            self.trace.begin(requests, rows, self.controller)
         responses: list[Response | None] = [None] * len(requests)
         groups: dict[tuple[int, ...] | None, list[tuple[int, float | None]]] = {}
         refused = self._decode_all(requests)
