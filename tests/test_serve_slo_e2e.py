@@ -97,6 +97,12 @@ def rejected_count(metrics: str) -> int:
     return int(float(line.rsplit(" ", 1)[1]))
 
 
+def shed_count(metrics: str) -> int:
+    """dvit's ``dvit_shed_requests_total``: requests the backend's queue bound refused unrun (0 before any)."""
+    lines = [x for x in metrics.splitlines() if x.startswith("dvit_shed_requests_total{") and 'model="tiny64"' in x]
+    return int(float(lines[0].rsplit(" ", 1)[1])) if lines else 0
+
+
 def http_burst(server: Server, count: int, answers: list[tuple[int, str]]) -> None:
     """``count`` JSON infer requests at once over HTTP (through dvit serve's front): (status, body) each."""
     body = json.dumps({"inputs": [{"name": "images", "shape": [1, 3, 64, 64], "datatype": "FP32",
@@ -149,7 +155,8 @@ def test_adaptive_rho_meets_an_objective_fixed_rho_misses_then_recovers(tiny64):
         code, stderr = adaptive.stop()
     assert code == 0, stderr
     assert "service time measured" in stderr
-    assert f"requests queued longer than {OBJECTIVE_MS:g} ms are rejected (UNAVAILABLE / HTTP 503" in stderr
+    assert (f"when the requests queued behind a full batch would take longer than {OBJECTIVE_MS:g} ms at the bottom "
+            "of the keep range, that batch is refused unrun (UNAVAILABLE / HTTP 503") in stderr
 
     assert all(r["error"] is None for r in at_top + served)
     heavy = [r for r in served if 4 <= r["scheduled"] < 14]
@@ -166,21 +173,24 @@ def test_adaptive_rho_meets_an_objective_fixed_rho_misses_then_recovers(tiny64):
     assert tail and all(r == pytest.approx(0.9) for r in tail)  # and it stays there: no oscillation
     assert 'dvit_keep_ratio{model="tiny64"} 0.9' in metrics
 
-    assert rejected_count(metrics) == 0  # holding the objective rejected nothing
+    assert shed_count(metrics) == 0  # holding the objective refused nothing
     rejected = [r for r in beyond if r["error"] is not None]
     answered = [r for r in beyond if r["error"] is None]
     assert rejected and answered
-    assert all("StatusCode.UNAVAILABLE" in r["error"] and "Request timeout expired" in r["error"]
+    assert all("StatusCode.UNAVAILABLE" in r["error"] and "server overloaded: this batch and the " in r["error"]
                for r in rejected), rejected[0]["error"]
-    # answered within the bound: waited at most the objective, then one batch (0.12 s at ρ 0.6), with slack
-    # for a loaded machine; not the ever-growing latency of an unbounded queue (4 s at 3× would reach ~3 s)
+    # answered within the bound: the queue ahead served in at most the objective at ρ 0.6, then one batch
+    # (0.12 s), with slack for a loaded machine; not the ever-growing latency of an unbounded queue (4 s at 3×
+    # would reach ~3 s)
     assert max(r["latency"] for r in answered) < OBJECTIVE_MS / 1e3 + 1.0
     refused = [(code, body) for code, body in http_answers if code != 200]
-    assert refused and all(code == 503 and "Request timeout expired" in body for code, body in refused), http_answers
-    assert rejected_count(after) == len(rejected) + len(refused)  # Triton's failure counter, reason REJECTED
+    assert refused and all(code == 503 and "server overloaded" in body for code, body in refused), http_answers
+    # dvit's counter; Triton's queue policy (which would stop its batch prefetching) is not in the config at all
+    assert shed_count(after) == len(rejected) + len(refused)
+    assert rejected_count(after) == 0
 
 
-def test_slo_spec_writes_a_rejecting_queue_policy(tiny64):
+def test_slo_spec_bounds_the_queue_in_the_backend_or_by_triton_policy(tiny64):
     from dvit_deploy.artifact.store import open_artifact
     from dvit_deploy.helpers.errors import BadInput
     from dvit_deploy.jobs.serve.spec import ServeOptions, ServeSpec, make_spec
@@ -198,6 +208,12 @@ def test_slo_spec_writes_a_rejecting_queue_policy(tiny64):
     assert bounded.queue_timeout_ms == 250.0 and "default_timeout_microseconds: 250000" in bounded.triton_config()
     assert make_spec(opened, ServeOptions(backend="onnxruntime", precision="fp32", max_batch=8, queue_delay_us=100,
                                           dynamic_batching=False, slo_ms=250.0)).queue_timeout_ms is None  # no batcher
+    # under dvit serve (which says where the metrics endpoint is) the backend enforces the bound, not Triton
+    served = dataclasses.replace(bounded, metrics_address="127.0.0.1:8002")
+    assert served.sheds and not served.triton_queue_policy and "default_queue_policy" not in served.triton_config()
+    assert not dataclasses.replace(plain, metrics_address="127.0.0.1:8002").triton_queue_policy
+    fixed = dataclasses.replace(spec(queue_timeout_ms=300.0), metrics_address="127.0.0.1:8002")
+    assert not fixed.sheds and "default_timeout_microseconds: 300000" in fixed.triton_config()  # no --slo-ms: Triton's
     adaptive = spec(slo_ms=250.0, queue_timeout_ms=500.0)
     assert adaptive.queue_timeout_ms == 500.0
     config = adaptive.triton_config()

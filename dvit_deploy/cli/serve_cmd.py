@@ -42,10 +42,12 @@ def serve(
                                            "p99 latency objective by choosing, per batch, the largest ρ in --keep-range "
                                            "predicted to meet it at the measured load; every response reports its ρ. "
                                            "See docs/serving.md."),
-    queue_timeout_ms: Optional[float] = typer.Option(None, "--queue-timeout-ms", callback=finite, help="Reject a request "
-                                                     "still queued after this long (Triton's queue policy), so overload beyond "
-                                                     "what the keep range serves is refused, not served ever later; 0: never "
-                                                     "\\[default: --slo-ms's value under --slo-ms, else never; see docs/serving.md]."),
+    queue_timeout_ms: Optional[float] = typer.Option(None, "--queue-timeout-ms", callback=finite, help="Bound the queue "
+                                                     "at this wait, so overload beyond what the keep range serves is refused, "
+                                                     "not served ever later (under --slo-ms the backend refuses a full batch "
+                                                     "when the queue behind it would take longer at the bottom of the range; "
+                                                     "otherwise Triton's queue policy); 0: never \\[default: --slo-ms's value "
+                                                     "under --slo-ms, else never; see docs/serving.md]."),
     simulate_service: Optional[str] = typer.Option(None, "--simulate-service-ms", hidden=True,
                                                    help="Test only: CALL_MS,RHO:MS,… pace every runner call."),
     trace_batches: Optional[Path] = typer.Option(None, "--trace-batches", hidden=True,

@@ -75,7 +75,11 @@ def _serving_lines(spec: Any) -> None:
                "by their kept counts, so one runner call never mixes two ρ"]
               + ([f"adaptive ρ: requests without keep_ratio run at the largest ρ predicted to hold p99 ≤ "
                   f"{spec.slo_ms:g} ms at the measured load (--slo-ms)"] if spec.slo_ms else []))
-    if spec.queue_timeout_ms:
+    if spec.sheds:
+        notes([f"overload: when the requests queued behind a full batch would take longer than {spec.queue_timeout_ms:g} ms "
+               "at the bottom of the keep range, that batch is refused unrun (UNAVAILABLE / HTTP 503, 'server "
+               "overloaded'; --queue-timeout-ms)"])
+    elif spec.queue_timeout_ms:
         notes([f"overload: requests queued longer than {spec.queue_timeout_ms:g} ms are rejected (UNAVAILABLE / HTTP 503, "
                "'Request timeout expired'; --queue-timeout-ms)"])
 

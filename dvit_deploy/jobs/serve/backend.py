@@ -193,6 +193,11 @@ class TritonPythonModel:
             self.runner.close()
             raise pb_utils.TritonModelException(f"dvit: {exc}") from None
         self.handler.controller = controller
+        if self.spec.sheds:  # the queue bound, from Triton's queue length (Triton's own policy would stop prefetching)
+            from .shedding import PendingProbe, Shedder
+
+            probe = PendingProbe(self.spec.metrics_address, self.spec.name)
+            self.handler.shedder = Shedder(self.spec.queue_timeout_ms / 1e3, probe.pending, controller.drain)
         found = report(controller)
         write_report(folder, found)
         if found["warning"]:
@@ -214,10 +219,11 @@ class TritonPythonModel:
         responses = []
         answers = self.handler.handle(parsed)
         if self.metrics is not None:
-            self.metrics.update(self.handler.controller)
+            self.metrics.update(self.handler.controller, self.handler.shedder)
         for response in answers:
             if response.error is not None:
-                code = pb.TritonError.INTERNAL if response.internal else pb.TritonError.INVALID_ARG
+                code = (pb.TritonError.INTERNAL if response.internal else
+                        pb.TritonError.UNAVAILABLE if response.overloaded else pb.TritonError.INVALID_ARG)
                 responses.append(pb.InferenceResponse(error=pb.TritonError(response.error, code)))
             else:
                 responses.append(pb.InferenceResponse(

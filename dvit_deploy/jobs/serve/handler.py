@@ -35,6 +35,7 @@ from .spec import KEEP_RATIO_NAME, ServeSpec, kept_ids_name
 
 if TYPE_CHECKING:
     from .controller import SloController
+    from .shedding import Shedder
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Response:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     error: str | None = None  # one line; the request is refused
     internal: bool = False  # the server failed (Triton: INTERNAL), not the request (INVALID_ARG)
+    overloaded: bool = False  # refused unrun by the queue bound (Triton: UNAVAILABLE, HTTP 503)
 
 
 @dataclass
@@ -120,6 +122,7 @@ class RequestHandler:
         # Where the backend's time goes (seconds, summed over batches): read by serve.backend's metrics.
         self.seconds = {"decode": 0.0, "runner": 0.0}
         self.trace = BatchTrace(spec.trace_path) if spec.trace_path else None
+        self.shedder: "Shedder | None" = None  # --slo-ms: the queue bound (serve.shedding), set with the controller
 
     # -- one request at a time ----------------------------------------------------------------
     def _keep_of(self, request: Request) -> tuple[float | None, tuple[int, ...] | None]:
@@ -191,6 +194,13 @@ class RequestHandler:
             self.controller.on_batch(rows)
         if self.trace is not None:
             self.trace.begin(requests, rows, self.controller)
+        refusal = self.shedder.refuse(rows, self.spec.max_batch) if self.shedder is not None else None
+        if refusal is not None:  # the queue bound: this batch is refused unrun (drop-front)
+            self.shedder.shed += len(requests)
+            if self.trace is not None:
+                self.trace.row["shed"] = len(requests)
+            self._end_batch()
+            return [Response(error=refusal, overloaded=True) for _ in requests]
         responses: list[Response | None] = [None] * len(requests)
         groups: dict[tuple[int, ...] | None, list[tuple[int, float | None]]] = {}
         refused = self._decode_all(requests)
@@ -207,11 +217,14 @@ class RequestHandler:
             groups.setdefault(counts, []).append((index, rho))
         for counts, members in groups.items():
             self._run_group(requests, members, counts, responses)
+        self._end_batch()
+        return [r if r is not None else Response(error="internal error: no response") for r in responses]
+
+    def _end_batch(self) -> None:
         if self.controller is not None:
             self.controller.on_batch_end()
         if self.trace is not None:
             self.trace.end()
-        return [r if r is not None else Response(error="internal error: no response") for r in responses]
 
     def _run_group(self, requests: list[Request], members: list[tuple[int, float | None]],
                    counts: tuple[int, ...] | None, responses: list[Response | None]) -> None:

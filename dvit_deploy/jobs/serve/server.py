@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ...helpers.errors import BadInput, DvitError
 from .front import HttpFront, body_limit, private_port
+from .shedding import loopback_address
 from .spec import ServeOptions, ServeSpec, make_spec
 from .tritonserver import (clean_stale, dies_with_parent, find_tritonserver, new_python_env, new_workspace,
                            prepare_backends, python_envs, record_owner, remove_python_env, remove_shm, server_env)
@@ -384,6 +385,8 @@ def run_serve(options: ServeOptions, context: "RunContext", artifact: "Artifact"
     ``serve``'s events (``starting``, ``ready``, ``slo``, ``draining``)."""
     spec = prepare(artifact.in_context(context), options, context)
     check_ports(settings)  # the host resolves, the ports are free: before "serving …"
+    # the backend reads Triton's queue length there: under --slo-ms it enforces the queue bound (serve.shedding)
+    spec = dataclasses.replace(spec, metrics_address=loopback_address(settings.host, settings.metrics_port))
     on_event("prepared", {"spec": spec})
     return serve(spec, settings, on_event=on_event)
 

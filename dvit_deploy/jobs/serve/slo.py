@@ -9,7 +9,8 @@
 * ``SloMetrics``: Prometheus metrics on Triton's metrics endpoint (Python-backend custom metrics):
   ``dvit_keep_ratio`` (gauge, the ρ of the last batch), ``dvit_slo_predicted_p99_ms`` (gauge) and
   ``dvit_slo_unreachable_batches_total`` (counter: batches for which no rung was predicted to meet the
-  objective at the measured load).
+  objective at the measured load) and ``dvit_shed_requests_total`` (counter: requests the queue bound
+  refused unrun, ``serve.shedding``).
 """
 
 from __future__ import annotations
@@ -95,16 +96,24 @@ class SloMetrics:
                        kind=family.GAUGE),
                 family(name="dvit_slo_unreachable_batches_total",
                        description="batches for which no rho in the keep range was predicted to meet --slo-ms",
-                       kind=family.COUNTER)]
-            self.rho, self.predicted, self.unreachable = (f.Metric(labels=labels) for f in self._families)
+                       kind=family.COUNTER),
+                family(name="dvit_shed_requests_total", kind=family.COUNTER,
+                       description="requests refused unrun because the queue behind them exceeded the queue bound")]
+            self.rho, self.predicted, self.unreachable, self.shed = (f.Metric(labels=labels) for f in self._families)
+            self.shed_seen = 0
             self.ok = True
         except Exception:  # noqa: BLE001 - an older backend without custom metrics: serving goes on
             pass
 
-    def update(self, controller: SloController, force: bool = False) -> None:
+    def update(self, controller: SloController, shedder: Any = None, force: bool = False) -> None:
         now = self.clock()
-        if not self.ok or (not force and now - self.last < self.EVERY_S):
+        shed = shedder.shed if shedder is not None else 0
+        # a refusal is shown at once (clients and their operators read it together), the rest at most every EVERY_S
+        if not self.ok or (not force and now - self.last < self.EVERY_S and shed == self.shed_seen):
             return
+        if shed > self.shed_seen:
+            self.shed.increment(float(shed - self.shed_seen))
+            self.shed_seen = shed
         self.last = now
         stats = controller.stats()
         self.rho.set(float(stats["rho"]))
@@ -116,6 +125,6 @@ class SloMetrics:
 
     def close(self) -> None:  # Metric objects before their families (the stub insists)
         if self.ok:
-            del self.rho, self.predicted, self.unreachable
+            del self.rho, self.predicted, self.unreachable, self.shed
             self._families.clear()
             self.ok = False

@@ -74,7 +74,10 @@ class ServeSpec:
     verify: bool = True  # the backend re-checks the sha256 when it loads
     slo_ms: float | None = None  # adaptive ρ (dynamic keep): hold this p99 objective (serve.controller)
     slo_step: float = 0.05  # the ρ grid the controller chooses from, over keep_range (few distinct kept counts)
-    queue_timeout_ms: float | None = None  # Triton's queue policy rejects a request that waited longer
+    queue_timeout_ms: float | None = None  # the queue bound: a request that would wait longer is refused
+    # Where the backend reads Triton's queue length (``dvit serve`` sets it): under --slo-ms the backend then
+    # enforces the bound itself (serve.shedding) and Triton's queue policy, which stops batch prefetching, is off.
+    metrics_address: str | None = None
     simulated_service: dict[str, Any] | None = None  # test-only: paced runner (serve.paced.SimulatedService)
     trace_path: str | None = None  # diagnostics: one JSON line per Triton batch here (serve.handler.BatchTrace)
     runner_options: dict[str, Any] = field(default_factory=dict)
@@ -121,6 +124,16 @@ class ServeSpec:
         return cls.from_json(json.loads((Path(folder) / SPEC_FILE).read_text()))
 
     # -- Triton ------------------------------------------------------------------------------
+    @property
+    def sheds(self) -> bool:
+        """The backend enforces the queue bound (--slo-ms under ``dvit serve``): serve.shedding."""
+        return bool(self.queue_timeout_ms and self.slo_ms and self.dynamic_keep and self.metrics_address)
+
+    @property
+    def triton_queue_policy(self) -> bool:
+        """Triton's queue policy enforces the bound (no --slo-ms, or a repository for another server)."""
+        return bool(self.queue_timeout_ms) and not self.sheds
+
     def outputs(self) -> list[tuple[str, str, list[int]]]:
         """(name, Triton dtype, dims without the batch) of every served output."""
         found = [(LOGITS_NAME, "TYPE_FP32", [self.num_classes])]
@@ -164,7 +177,7 @@ class ServeSpec:
         lines += joined([block(*o) for o in self.outputs()]) + ["]"]
         if self.dynamic_batching and self.max_batch > 1:
             lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {self.queue_delay_us}"]
-            if self.queue_timeout_ms:  # a request still queued after this is rejected (UNAVAILABLE), not served late
+            if self.triton_queue_policy:  # a request still queued after this is rejected (UNAVAILABLE), not served late
                 lines += ["  default_queue_policy {", "    timeout_action: REJECT",
                           f"    default_timeout_microseconds: {int(round(self.queue_timeout_ms * 1e3))}",
                           "    allow_timeout_override: false", "  }"]
