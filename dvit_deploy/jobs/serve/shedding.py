@@ -36,7 +36,7 @@ def loopback_address(host: str, port: int) -> str:
 class PendingProbe:
     """Triton's count of the model's queued requests, read from its metrics endpoint (None when unreadable)."""
 
-    def __init__(self, address: str, model: str, timeout_s: float = 0.5) -> None:
+    def __init__(self, address: str, model: str, timeout_s: float = 0.2) -> None:
         self.address, self.timeout_s = address, timeout_s
         self.pattern = re.compile(rf'^{PENDING_METRIC}\{{[^}}]*model="{re.escape(model)}"[^}}]*\}} ([0-9.eE+-]+)$',
                                   re.MULTILINE)
