@@ -105,11 +105,11 @@ def trace_nodes(nodes: list[dict[str, Any]], onnx_types: dict[str, str], pruning
         in_pruning = [o in pruning for o in origins]
         role = ("inserted" if not origins else "pruning" if all(in_pruning)
                 else "trunk" if not any(in_pruning) else "mixed")
-        traced.append({**node, "onnx_ops": ops, "role": role, "klass": node_class(node["type"], role, node["precision"])})
+        traced.append({**node, "onnx_ops": ops, "role": role, "klass": node_class(node["type"], role, node["precision"], ops)})
     return traced
 
 
-def node_class(layer_type: str, role: str, precision: str = "f32") -> str:
+def node_class(layer_type: str, role: str, precision: str = "f32", onnx_ops: list[str] | tuple = ()) -> str:
     """The class an executed node's time is booked to. Pruning nodes split in two: the predictor's compute
     (GEMMs, norms, float element-wise) and the selection (TopK, Gather, Scatter, index arithmetic)."""
     if role == "pruning":
@@ -119,8 +119,9 @@ def node_class(layer_type: str, role: str, precision: str = "f32") -> str:
         return "gather/scatter (trunk)"  # e.g. Swin's q/k/v selection, in dense too
     if layer_type in GEMM:
         return "gemm"
-    if layer_type in ATTENTION:
-        return "attention subgraph"
+    if layer_type in ATTENTION:  # a Snippets Subgraph without MatMul/Softmax is fused element-wise work
+        bases = {op.split(":")[0] for op in onnx_ops}
+        return "attention subgraph" if layer_type != "Subgraph" or bases & {"MatMul", "Softmax"} else "eltwise"
     if layer_type in NORM:
         return "norm"
     if layer_type == "Softmax":
@@ -226,7 +227,9 @@ def account(dense: dict[str, Any], sparse: dict[str, Any], bound: float, trunk_b
         rows[klass] = {"dense_ms": d, "sparse_ms": s, "shrink": round(d / s, 3) if s > 0 and d > 0 else None,
                        "allowed_ms": round(allowed, 4), "excess_ms": round(s - allowed, 4)}
     ratio = d_total / s_total if s_total else None
+    node_sum = dense["ms_per_image"] / sparse["ms_per_image"] if sparse["ms_per_image"] else None
     return {"bound": round(bound, 4), "trunk_bound": round(trunk, 4),
+            "node_sum_ratio": round(node_sum, 4) if node_sum else None,
             "totals": "wall" if OUTSIDE in d_rows else "node sum",
             "dense_ms": round(d_total, 4), "sparse_ms": round(s_total, 4),
             "profiled_ratio": round(ratio, 4) if ratio else None,
@@ -255,6 +258,15 @@ def perf_count_compiles():
         yield
     finally:
         ov.Core.compile_model = original
+
+
+def static_compiles(batch: int, static: bool):
+    """``ab_ov_static_batch.static_batch_compiles`` when ``static``, else nothing."""
+    if not static:
+        return contextlib.nullcontext()
+    from ab_ov_static_batch import static_batch_compiles
+
+    return static_batch_compiles(batch)
 
 
 def runtime_nodes(compiled) -> list[dict[str, Any]]:
@@ -301,13 +313,15 @@ def onnx_facts(path: Path) -> tuple[dict[str, str], set[str]]:
     return {n.name: n.op_type for n in model.graph.node}, pruning
 
 
-def profile_pair(pair: dict[str, Any], batch: int, runs: int, threads: int | None) -> dict[str, dict[str, Any]]:
-    """Dense and sparse compiled by dvit's runner (plus PERF_COUNT), profiled in interleaved runs."""
+def profile_pair(pair: dict[str, Any], batch: int, runs: int, threads: int | None,
+                 static: bool = False) -> dict[str, dict[str, Any]]:
+    """Dense and sparse compiled by dvit's runner (plus PERF_COUNT; ``static``: batch fixed first),
+    profiled in interleaved runs."""
     from dvit_deploy.jobs.profile import seeded_batch
     from dvit_deploy.runtime import runner_for_artifact
 
     options = {"intra_op_threads": threads} if threads else {}
-    with perf_count_compiles(), contextlib.ExitStack() as stack:
+    with perf_count_compiles(), static_compiles(batch, static), contextlib.ExitStack() as stack:
         runners = {r: stack.enter_context(runner_for_artifact(a, "openvino", device="cpu", **options))
                    for r, a in pair.items()}
         for role, runner in runners.items():
@@ -319,7 +333,7 @@ def profile_pair(pair: dict[str, Any], batch: int, runs: int, threads: int | Non
     for role, artifact in pair.items():
         onnx_types, pruning = onnx_facts(artifact.path)
         traced = trace_nodes(nodes[role], onnx_types, pruning)
-        attention = [n for n in traced if n["type"] in ATTENTION or "Softmax" in n["onnx_ops"]]
+        attention = [n for n in traced if n["klass"] == "attention subgraph" or n["type"] == "Softmax"]
         out[role] = {"executes": executes, "wall_ms_per_image": round(float(np.median(wall[role])) / batch, 4),
                      **summarise(traced, ms[role], batch),
                      "attention_nodes": Counter(pattern(n) + f" <{n['primitive']}>" for n in attention),
@@ -335,7 +349,7 @@ def interleaved_ratio(pair: dict[str, Any], batch: int, args) -> dict[str, Any]:
     from dvit_deploy.runtime import runner_for_artifact
 
     options = {"intra_op_threads": args.threads} if args.threads else {}
-    with contextlib.ExitStack() as stack:
+    with static_compiles(batch, args.static_batch), contextlib.ExitStack() as stack:
         runners = {r: stack.enter_context(runner_for_artifact(a, "openvino", device="cpu", **options))
                    for r, a in pair.items()}
         start = load_snapshot()
@@ -361,6 +375,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=HERE / ".artifacts", help="export cache (git-ignored)")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--static-batch", action="store_true",
+                   help="compile with the batch fixed (ab_ov_static_batch.py: what a static-batch export gives)")
     p.add_argument("--quick", action="store_true", help="convnext-t, batch 1, 3 runs, 1 round of 0.3 s")
     args = p.parse_args(argv)
     if args.quick:
@@ -387,8 +403,8 @@ def study(name: str, args) -> list[dict[str, Any]]:
     rows = []
     for batch in args.batches:
         print(f"{name} b{batch}: profiling dense and sparse ({args.runs} runs)", file=sys.stderr, flush=True)
-        prof = profile_pair(pair, batch, args.runs, args.threads)
-        row = {"model": name, "batch": batch, "files": {r: a.path.name for r, a in pair.items()},
+        prof = profile_pair(pair, batch, args.runs, args.threads, args.static_batch)
+        row = {"model": name, "batch": batch, "static_batch": args.static_batch, "files": {r: a.path.name for r, a in pair.items()},
                "dense": prof["dense"], "sparse": prof["sparse"],
                "fusion_diff": compare_patterns(prof["dense"]["patterns"], prof["sparse"]["patterns"]),
                "accounting": account(prof["dense"], prof["sparse"], bound, trunk_bound)}
@@ -408,6 +424,8 @@ def print_row(row: dict[str, Any], top: int = 8) -> None:
     print(f"profiled ms/image ({acc['totals']}): dense {acc['dense_ms']:.2f}, sparse {acc['sparse_ms']:.2f} -> "
           f"{acc['profiled_ratio']:.3f}x = {acc['profiled_fraction_of_bound']:.1%} of bound {acc['bound']:.3f}; "
           f"gap {acc['gap_ms']:.2f} ms/image")
+    print(f"node-time sums: dense {d['ms_per_image']:.2f}, sparse {s['ms_per_image']:.2f} -> {acc['node_sum_ratio']:.3f}x "
+          f"= {acc['node_sum_ratio'] / acc['bound']:.1%} of bound")
     print(f"trunk GEMMs (gemm + attention subgraph) shrink {acc['gemm_shrink']}x; trunk FLOPs ratio "
           f"(predictors left out) {acc['trunk_bound']}x")
     if "interleaved" in row:
