@@ -85,6 +85,36 @@ def measure(pair: dict[str, Any], batch: int, rounds: int, round_s: float, threa
             "others": others(start, load_snapshot())}
 
 
+def per_node_us(lengths: tuple[int, int] = (50, 450), reps: int = 200) -> dict[str, float]:
+    """OpenVINO's fixed cost per executed node, dynamic and static batch: the slope of the call time of a
+    chain of tiny Softmax nodes (1×64; nothing to fuse) between two chain lengths, median of 7 timings."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    core, x = ov.Core(), np.random.default_rng(0).random((1, 64), dtype=np.float32)
+    config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "f32"}
+    out = {}
+    for mode, batch in (("dynamic", -1), ("static", 1)):
+        call_us = []
+        for n in lengths:
+            param = ops.parameter([batch, 64], np.float32)
+            node = param
+            for _ in range(n):
+                node = ops.softmax(node, 1)
+            request = core.compile_model(ov.Model([node], [param]), "CPU", config).create_infer_request()
+            for _ in range(reps // 4):
+                request.infer({0: x})
+            timings = []
+            for _ in range(7):
+                start = time.perf_counter()
+                for _ in range(reps):
+                    request.infer({0: x})
+                timings.append((time.perf_counter() - start) / reps * 1e6)
+            call_us.append(float(np.median(timings)))
+        out[mode] = round((call_us[1] - call_us[0]) / (lengths[1] - lengths[0]), 3)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench_common import load_snapshot
     from bench_cpu import ensure_export
@@ -106,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=HERE / ".artifacts")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--per-node", action="store_true", help="also measure OpenVINO's fixed cost per executed node")
     args = p.parse_args(argv)
     if args.quick:
         args.models, args.batches, args.rounds, args.round_s = "convnext-t", "1", 2, 0.3
@@ -126,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['static_over_dynamic']['sparse']['median']:.3f}x; logits max diff "
                   f"{row['logits_max_abs_diff_static_vs_dynamic']}; others {row['others']['per_core']} per core "
                   "(loaded timings)", flush=True)
+    node_cost = per_node_us() if args.per_node else None
+    if node_cost:
+        print(f"OpenVINO per executed node (chain of tiny Softmax nodes): {node_cost} µs (loaded timings)")
     after = load_snapshot()
     if args.json is not None:
         strip = ("cpu_busy_s", "own_cpu_s", "monotonic")
@@ -134,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_before": {k: v for k, v in before.items() if k not in strip},
             "load_after": {k: v for k, v in after.items() if k not in strip},
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "rows": rows, "seconds": round(time.time() - started, 1)})
+            "rows": rows, "per_node_us": node_cost, "seconds": round(time.time() - started, 1)})
     return 0
 
 

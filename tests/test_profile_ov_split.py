@@ -60,6 +60,9 @@ def test_origins_labels_roles_and_classes():
     assert traced["topk"]["klass"] == traced["idx"]["klass"] == traced["gather"]["klass"] == "split select/scatter"
     assert traced["scatter"]["klass"] == "split select/scatter" and traced["cat"]["klass"] == "layout"
     assert (traced["qkv"]["role"], traced["qkv"]["klass"]) == ("trunk", "gather/scatter (trunk)")
+    # a Snippets Subgraph is attention when it fused a MatMul or Softmax, element-wise work otherwise
+    assert pos.node_class("Subgraph", "trunk", "f32", ["MatMul", "Add", "Softmax"]) == "attention subgraph"
+    assert pos.node_class("Subgraph", "trunk", "f32", ["Add"]) == "eltwise"
 
 
 def test_summary_patterns_and_accounting_add_up():
@@ -103,11 +106,22 @@ def test_summary_patterns_and_accounting_add_up():
     assert sum(r["excess_ms"] for r in walled["by_class"].values()) == pytest.approx(walled["gap_ms"], abs=1e-3)
 
 
-def test_tiny_convnext_pair_on_openvino(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_pair_dir(tmp_path_factory):
+    """The tiny ConvNeXt exported dense and at ρ 0.7, as the scripts' export cache holds them."""
     pytest.importorskip("openvino")
+    from bench_cpu import ensure_export
+
+    folder = tmp_path_factory.mktemp("tiny_pair")
+    for ratio in (None, 0.7):
+        ensure_export(folder, "tiny-convnext", ratio, 0)
+    return folder
+
+
+def test_tiny_convnext_pair_on_openvino(tiny_pair_dir, tmp_path, capsys):
     out = tmp_path / "profile.json"
     assert pos.main(["--models", "tiny-convnext", "--runs", "2", "--rounds", "1", "--round-s", "0.05",
-                     "--workdir", str(tmp_path), "--json", str(out)]) == 0
+                     "--workdir", str(tiny_pair_dir), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["schema"] == pos.SCHEMA and report["machine"]["cpu"]["flags"]
     row = report["rows"][0]
@@ -123,3 +137,22 @@ def test_tiny_convnext_pair_on_openvino(tmp_path, capsys):
     assert sum(r["excess_ms"] for r in acc["by_class"].values()) == pytest.approx(acc["gap_ms"], abs=0.01)
     assert row["interleaved"]["ratio"]["median"] > 0
     assert "tiny-convnext b1" in capsys.readouterr().out
+
+
+def test_static_batch_compile_gives_the_same_logits(tiny_pair_dir):
+    import openvino as ov
+
+    import ab_ov_static_batch as ab
+    from bench_cpu import ensure_export
+
+    from dvit_deploy.artifact.store import as_artifact
+
+    pair = {"dense": as_artifact(ensure_export(tiny_pair_dir, "tiny-convnext", None, 0)),
+            "sparse": as_artifact(ensure_export(tiny_pair_dir, "tiny-convnext", 0.7, 0))}
+    original = ov.Core.compile_model
+    row = ab.measure(pair, batch=2, rounds=1, round_s=0.05, threads=None)
+    assert ov.Core.compile_model is original  # the patch is undone
+    assert set(row["logits_max_abs_diff_static_vs_dynamic"]) == {"dense", "sparse"}
+    assert max(row["logits_max_abs_diff_static_vs_dynamic"].values()) < 1e-3
+    assert set(row["throughput"]) == {"dense/dynamic", "dense/static", "sparse/dynamic", "sparse/static"}
+    assert all(r["median"] > 0 for r in row["sparse_over_dense"].values())
