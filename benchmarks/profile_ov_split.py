@@ -162,8 +162,12 @@ def summarise(traced: list[dict[str, Any]], ms: dict[str, float], batch: int) ->
         return {k: {"ms_per_image": round(v[0] / batch, 4), "share": round(v[0] / total, 4), "nodes": int(v[1])}
                 for k, v in sorted(rows.items(), key=lambda kv: -kv[1][0])}
 
+    pattern_rows = table(patterns)
+    for node in traced:  # one example per pattern: the executed node and the OpenVINO/ONNX names it fused
+        row = pattern_rows[pattern(node)]
+        row.setdefault("example", {"node": node["name"], "kernel": node["primitive"], "fused": node["originals"][:8]})
     return {"ms_per_image": round(total / batch, 4), "executed_nodes": len(traced), "by_class": table(classes),
-            "patterns": table(patterns), "split_machinery": table(machinery)}
+            "patterns": pattern_rows, "split_machinery": table(machinery)}
 
 
 def kernel_times(traced: list[dict[str, Any]], ms: dict[str, float], batch: int) -> dict[str, dict[str, float]]:

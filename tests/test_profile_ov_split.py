@@ -76,6 +76,9 @@ def test_summary_patterns_and_accounting_add_up():
     machinery = sparse["split_machinery"]
     assert machinery["ScatterNDUpdate (pruning)"]["ms_per_image"] == pytest.approx(0.075)
     assert "FullyConnected (trunk)" not in machinery and machinery["Concatenation (trunk)"]["nodes"] == 1
+    example = sparse["patterns"]["FullyConnected[MatMul+Add:linear+Mul:gelu]"]["example"]
+    assert example == {"node": "fc1", "kernel": "brgemm_avx512_f32",
+                       "fused": ["node_MatMul_1/transpose_b", "node_linear", "node_gelu"]}
     kernels = pos.kernel_times(traced, ms, 2)
     assert kernels["gemm: FullyConnected:gemm_mlas_f32"] == {"ms_per_image": 1.0, "nodes": 1}
 
