@@ -382,6 +382,12 @@ class OpenVINORunner(Runner):
                                   compose=self.compose_ids)
         return RunOutput(logits=logits, kept=kept)
 
+    @property
+    def infer_request(self) -> Any:
+        """The loaded model's OpenVINO ``InferRequest`` (profilers read its ``get_profiling_info()``)."""
+        self._require()
+        return self._request
+
     def timed_call(self, images: np.ndarray, *, include_transfer: bool = False) -> Callable[[], None]:
         self._require()
         request = self._request
