@@ -62,6 +62,7 @@ def measure(pair: dict[str, Any], batch: int, rounds: int, round_s: float, threa
     from dvit_deploy.runtime import runner_for_artifact
 
     options = {"intra_op_threads": threads} if threads else {}
+    options["static_batch"] = False  # the runner's own per-batch compile off: the A/B compiles both ways itself
     with contextlib.ExitStack() as stack:
         runners = {}
         for role, artifact in pair.items():

@@ -325,6 +325,7 @@ def profile_pair(pair: dict[str, Any], batch: int, runs: int, threads: int | Non
     from dvit_deploy.runtime import runner_for_artifact
 
     options = {"intra_op_threads": threads} if threads else {}
+    options["static_batch"] = False  # the runner's own per-batch compile off: --static-batch decides
     with perf_count_compiles(), static_compiles(batch, static), contextlib.ExitStack() as stack:
         runners = {r: stack.enter_context(runner_for_artifact(a, "openvino", device="cpu", **options))
                    for r, a in pair.items()}
@@ -353,6 +354,7 @@ def interleaved_ratio(pair: dict[str, Any], batch: int, args) -> dict[str, Any]:
     from dvit_deploy.runtime import runner_for_artifact
 
     options = {"intra_op_threads": args.threads} if args.threads else {}
+    options["static_batch"] = False  # the runner's own per-batch compile off: --static-batch decides
     with static_compiles(batch, args.static_batch), contextlib.ExitStack() as stack:
         runners = {r: stack.enter_context(runner_for_artifact(a, "openvino", device="cpu", **options))
                    for r, a in pair.items()}

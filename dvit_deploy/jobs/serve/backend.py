@@ -66,6 +66,8 @@ def open_spec_runner(spec: ServeSpec, folder: Path | None = None) -> Any:
         options.setdefault("topk_outputs", True)
     if spec.backend == "onnxruntime":  # idle ORT threads sleep instead of spinning: see SERVED_ORT_OPTIONS
         options = {**SERVED_ORT_OPTIONS, **options}
+    if spec.backend == "openvino":  # the dynamic batcher runs every size up to the maximum: one dynamic compile
+        options.setdefault("static_batch", False)
     runner = open_runner(spec.backend, opened, device=options.pop("device", "cpu"),
                          precision=spec.precision, **options).load()
     if spec.simulated_service:  # test-only: calls take a set time per ρ (serve.paced)

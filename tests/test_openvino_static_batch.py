@@ -1,0 +1,45 @@
+"""The OpenVINO runner compiles a dynamic-batch file once more for the batch size it is run at (faster:
+benchmarks/README.md), keeps one such compile, and falls back to the dynamic compile when sizes vary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino")
+
+def test_static_compile_per_batch_size_matches_the_dynamic_one_and_gives_way_when_sizes_vary(tiny_export):
+    from dvit_deploy.runtime import runner_for_artifact
+
+    with runner_for_artifact(tiny_export.path, "openvino", device="cpu") as static, \
+            runner_for_artifact(tiny_export.path, "openvino", device="cpu", static_batch=False) as dynamic:
+        assert static.describe()["compiled_for_batches"] == []  # nothing run yet (the warm-up uses the dynamic one)
+        shape = static.inputs[0].shape
+        x = np.random.default_rng(0).standard_normal((4, *shape[1:])).astype(np.float32)
+        for batch, compiled in ((4, [4]), (4, [4]), (1, [1, 4]), (4, [1, 4])):  # a full and a last partial batch
+            a, b = static.run(x[:batch]), dynamic.run(x[:batch])
+            np.testing.assert_allclose(a.logits, b.logits, rtol=1e-4, atol=1e-5)
+            assert [k.tolist() for k in a.kept] == [k.tolist() for k in b.kept]
+            assert static.describe()["compiled_for_batches"] == compiled
+        assert dynamic.describe()["compiled_for_batches"] == []
+        a, b = static.run(x[:3]), dynamic.run(x[:3])  # a third size: the sizes vary, the dynamic compile from now on
+        np.testing.assert_allclose(a.logits, b.logits, rtol=1e-4, atol=1e-5)
+        assert static.describe()["compiled_for_batches"] == []
+        static.run(x[:2])
+        static.timed_call(x[:4])()
+        assert static.describe()["compiled_for_batches"] == []  # and no compile after that
+
+def test_served_openvino_runner_keeps_one_dynamic_compile(tiny_export, tmp_path):
+    from dvit_deploy.artifact.store import open_artifact
+    from dvit_deploy.jobs.serve.backend import open_spec_runner
+    from dvit_deploy.jobs.serve.spec import ServeOptions, make_spec
+
+    spec = make_spec(open_artifact(tiny_export.path), ServeOptions(backend="openvino", precision="fp32", max_batch=4))
+    runner = open_spec_runner(spec)
+    try:
+        assert runner.static_batch is False
+        shape = runner.inputs[0].shape
+        runner.run(np.zeros((3, *shape[1:]), np.float32))
+        assert runner.describe()["compiled_for_batches"] == []
+    finally:
+        runner.close()
