@@ -1,5 +1,5 @@
 """The OpenVINO runner compiles a dynamic-batch file once more for the batch size it is run at (faster:
-benchmarks/README.md), keeps one such compile, and falls back to the dynamic compile when sizes vary."""
+benchmarks/README.md), keeps the last two, and falls back to the dynamic compile when sizes vary."""
 
 from __future__ import annotations
 
@@ -22,12 +22,18 @@ def test_static_compile_per_batch_size_matches_the_dynamic_one_and_gives_way_whe
             assert [k.tolist() for k in a.kept] == [k.tolist() for k in b.kept]
             assert static.describe()["compiled_for_batches"] == compiled
         assert dynamic.describe()["compiled_for_batches"] == []
-        a, b = static.run(x[:3]), dynamic.run(x[:3])  # a third size: the sizes vary, the dynamic compile from now on
+        a, b = static.run(x[:3]), dynamic.run(x[:3])  # a third size: the least recently used (1) is let go
+        np.testing.assert_allclose(a.logits, b.logits, rtol=1e-4, atol=1e-5)
+        assert static.describe()["compiled_for_batches"] == [3, 4]
+        static.run(x[:2])  # a fourth compile: the last the runner allows
+        assert static.describe()["compiled_for_batches"] == [2, 3]
+        a, b = static.run(x[:4]), dynamic.run(x[:4])  # the sizes vary: the dynamic compile from now on
         np.testing.assert_allclose(a.logits, b.logits, rtol=1e-4, atol=1e-5)
         assert static.describe()["compiled_for_batches"] == []
         static.run(x[:2])
-        static.timed_call(x[:4])()
+        static.timed_call(x[:1])()
         assert static.describe()["compiled_for_batches"] == []  # and no compile after that
+
 
 def test_served_openvino_runner_keeps_one_dynamic_compile(tiny_export, tmp_path):
     from dvit_deploy.artifact.store import open_artifact

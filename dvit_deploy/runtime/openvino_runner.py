@@ -42,6 +42,8 @@ HINTS = MappingProxyType({"fp32": "f32", "bf16": "bf16"})
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
              "amx_fp16")
 PERFORMANCE_MODES = ("latency", "throughput")
+STATIC_KEPT = 2  # fixed-batch compiles kept at once (a full batch and a last partial one)
+STATIC_COMPILES = 4  # fixed-batch compiles per runner; past them sizes vary too much: the dynamic compile only
 
 
 def cpu_flags() -> dict[str, bool]:
@@ -105,7 +107,8 @@ class OpenVINORunner(Runner):
         self.static_batch = static_batch
         self._model = None  # the ov.Model compiled (kept to compile it again for a fixed batch)
         self._config: dict[str, Any] = {}
-        self._statics: dict[int, tuple[Any, Any]] = {}  # batch -> (compiled, request): at most two sizes
+        self._statics: dict[int, tuple[Any, Any]] = {}  # batch -> (compiled, request), least recently used first
+        self._static_compiles = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
     def check(self) -> None:
@@ -289,14 +292,16 @@ class OpenVINORunner(Runner):
         A dynamic batch costs OpenVINO shape inference and memory planning at every call, more for the split
         models' batch-dependent nodes (ScatterND's zero map, batch offsets): compiled for a fixed batch, the
         same file ran 3–7 % faster dense and 8–12 % faster sparse at batch 1 (benchmarks/README.md, the split
-        models' compiled graph). So the runner compiles the model once more for each batch size it is run at,
-        for two sizes (a full batch and a last partial one). A third size means the sizes vary: from then on
-        the dynamic compile serves every call, and the fixed-batch compiles are let go."""
+        models' compiled graph). So the runner compiles the model once more for the batch size it is run at,
+        keeping the last ``STATIC_KEPT`` sizes (a full batch and a last partial one; a sweep moves on). Past
+        ``STATIC_COMPILES`` compiles the sizes vary too much for a compile each: the dynamic compile serves
+        every call from then on, and the fixed-batch compiles are let go."""
         if batch in self._statics:
+            self._statics[batch] = self._statics.pop(batch)  # most recently used last
             return self._statics[batch]
         if not self.static_batch or self._model is None:
             return self.compiled, self._request
-        if len(self._statics) >= 2 or self.compiled.inputs[0].get_partial_shape()[0].is_static:
+        if self._static_compiles >= STATIC_COMPILES or self.compiled.inputs[0].get_partial_shape()[0].is_static:
             self._statics, self._model = {}, None  # varying sizes (or a fixed-batch file): dynamic from now on
             return self.compiled, self._request
         model = self._model.clone()
@@ -310,6 +315,9 @@ class OpenVINORunner(Runner):
                               "batch serves every call")
             self._statics, self._model = {}, None
             return self.compiled, self._request
+        self._static_compiles += 1
+        while len(self._statics) >= STATIC_KEPT:
+            self._statics.pop(next(iter(self._statics)))  # the least recently used
         self._statics[batch] = (compiled, compiled.create_infer_request())
         return self._statics[batch]
 
