@@ -342,28 +342,33 @@ def main() -> None:
     asyncio.run(run(parse_args()))  # one event loop for every client (grpc.aio binds to the first loop)
 
 
+async def settled(measure, key: str, tries: int = 3, agree: float = 0.05) -> dict:
+    """``measure()`` again until two points in a row agree on ``key`` within ``agree`` (at most ``tries``): a slow
+    start must not set the load; the last point counts."""
+    point = await measure()
+    for _ in range(tries - 1):
+        previous, point = point, await measure()
+        if abs(point[key] / previous[key] - 1) <= agree:
+            break
+    return point
+
+
 async def fixed_runs(artifact: Path, common: list[str], args, image: np.ndarray, low: float, high: float) -> dict:
     """Capacity and overhead points at the top, then the fixed-rate arrivals at the top and at the bottom."""
     server = Server(artifact, *common)
     try:
         # warm the path at saturation: a cold first start (files, allocator) once read 40 % low
         await _closed_loop(server, 2 * args.max_batch, max(1.0, args.measure_seconds / 2), image, high)
-        # each point until two in a row agree within 5 % (at most 3): a slow start must not set the load
-        single, saturated, formed = None, None, 0.0
-        for _ in range(3):
-            point = await _closed_loop(server, 1, args.measure_seconds, image, high)
-            agree = single is not None and abs(point["p50_ms"] / single["p50_ms"] - 1) <= 0.05
-            single = point
-            if agree:
-                break
-        for _ in range(3):
+        single = await settled(lambda: _closed_loop(server, 1, args.measure_seconds, image, high), "p50_ms")
+
+        async def saturation() -> dict:
             before = server.batches()
             point = await _closed_loop(server, 2 * args.max_batch, args.measure_seconds, image, high)
             after = server.batches()
-            agree = saturated is not None and abs(point["throughput_ips"] / saturated["throughput_ips"] - 1) <= 0.05
-            saturated, formed = point, (after[0] - before[0]) / max(after[1] - before[1], 1)
-            if agree:
-                break
+            return {**point, "formed": (after[0] - before[0]) / max(after[1] - before[1], 1)}
+
+        saturated = await settled(saturation, "throughput_ips")
+        formed = saturated["formed"]
         capacity = saturated["throughput_ips"]
         print(f"capacity at ρ {high:g}: {capacity:.1f} img/s (mean batch {formed:.1f}); c=1 p50 {single['p50_ms']:.1f} ms",
               flush=True)

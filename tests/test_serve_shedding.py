@@ -19,6 +19,8 @@ from dvit_deploy.jobs.serve.shedding import (
 )
 from dvit_deploy.jobs.serve.spec import ServeSpec
 
+from .test_serve_images import spec_for
+
 METRICS = """# HELP nv_inference_pending_request_count Instantaneous number of pending requests awaiting execution
 # TYPE nv_inference_pending_request_count gauge
 nv_inference_pending_request_count{model="other",version="1"} 99
@@ -110,11 +112,8 @@ class CountingRunner:
 
 
 def spec(**changes) -> ServeSpec:
-    fields = dict(artifact="/nowhere/m.onnx", backend="onnxruntime", precision="fp32", name="m", max_batch=4,
-                  queue_delay_us=100, dynamic_batching=True, image_shape=(3, 8, 8), num_classes=3,
-                  fixed_batch=None, num_stages=3, num_patches=16, dense=True, keep_ratio=None, dynamic_keep=False,
-                  keep_range=None, token_outputs=False)
-    return ServeSpec(**{**fields, **changes})
+    """A tiny spec (test_serve_images' builder): batches of up to 4 images of 3×8×8, FP32 input only."""
+    return spec_for(data_config=None, **{"max_batch": 4, "image_shape": (3, 8, 8), "num_patches": 16, **changes})
 
 
 def test_handler_refuses_a_batch_unrun_and_serves_the_next(tmp_path):

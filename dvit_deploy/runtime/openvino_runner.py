@@ -192,7 +192,9 @@ class OpenVINORunner(Runner):
             self.notes.append(f"bf16 kernels could not be compiled on this CPU ({ov_error_cause(exc)}); running f32")
         self._request = self.compiled.create_infer_request()
         self._core = core
-        self._model, self._config = model, config
+        # kept only where a fixed-batch compile can help: a dynamic-batch file, per-batch compiles asked for
+        dynamic_batch = not self.compiled.inputs[0].get_partial_shape()[0].is_static
+        self._model, self._config = (model if self.static_batch and dynamic_batch else None), config
         self._version = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
         used = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self._used_hint = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
@@ -299,10 +301,10 @@ class OpenVINORunner(Runner):
         if batch in self._statics:
             self._statics[batch] = self._statics.pop(batch)  # most recently used last
             return self._statics[batch]
-        if not self.static_batch or self._model is None:
+        if self._model is None:  # a fixed-batch file, per-batch compiles off, or given up
             return self.compiled, self._request
-        if self._static_compiles >= STATIC_COMPILES or self.compiled.inputs[0].get_partial_shape()[0].is_static:
-            self._statics, self._model = {}, None  # varying sizes (or a fixed-batch file): dynamic from now on
+        if self._static_compiles >= STATIC_COMPILES:
+            self._statics, self._model = {}, None  # the sizes vary: the dynamic compile from now on
             return self.compiled, self._request
         model = self._model.clone()
         shape = model.inputs[0].get_partial_shape()

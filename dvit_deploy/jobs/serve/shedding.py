@@ -3,14 +3,15 @@
 Why not Triton's queue policy: any ``default_queue_policy`` (a timeout, ``max_queue_size``) turns off
 the dynamic batcher's prefetching (triton core ``PriorityQueue``: ``support_prefetching_``), so the next
 batch is formed only once the instance is free. Measured on DeiT-S (2-vCPU EPYC, traces of the open-loop
-benchmark): the hand-over between two busy batches took 24–30 ms on average (p90 55–80 ms) with the
-policy, 3.4 ms without, about 10 % of the bottom rung's capacity, which doubles queueing near it.
+benchmark): the hand-over between two busy batches took 23–30 ms on average (p90 56–80 ms) with the
+policy, 3.3–3.9 ms without, about 10 % of the bottom rung's capacity, which doubles queueing near it.
 
 What replaces it: when a batch is full (a queue may wait behind it), the backend reads Triton's own
 count of queued requests (``nv_inference_pending_request_count`` on the metrics endpoint, updated per
 request) and, when serving this batch and that queue at the bottom rung would take longer than the bound
-(the last queued request would wait longer), refuses the batch in hand (UNAVAILABLE, at no runner cost). The oldest requests go first (drop-front): those behind
-them are then answered within the bound, and a client learns of the overload as early as possible.
+(the last queued request would wait longer), refuses the batch in hand (UNAVAILABLE, at no runner cost).
+The oldest requests go first (drop-front): those behind them are then answered within the bound, and a
+client learns of the overload as early as possible.
 """
 
 from __future__ import annotations
