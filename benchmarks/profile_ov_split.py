@@ -28,6 +28,12 @@ PERF_COUNT). All timings on a loaded machine are "loaded": shares and structure 
     python benchmarks/profile_ov_split.py --json benchmarks/results-profile-ov-split-loaded.json
     python benchmarks/profile_ov_split.py --models swin-t --batches 1,16
     python benchmarks/profile_ov_split.py --quick          # convnext-t, b1, 3 runs (< 1 min)
+    python benchmarks/profile_ov_split.py --int8 s8s8      # the int8 pair (dvit quantize's recipe)
+
+``--int8 RECIPE``: the pair quantized by ``dvit quantize`` with that recipe (``bench_limits.ensure_int8``,
+cached beside the fp32 files), run by the runner at int8 precision, so the accounting shows what keeps
+an int8 split model from its FLOPs bound: the float predictors, the float depthwise convs and norms on
+every token, the quantize steps, beside the int8 GEMMs that shrink.
 
 Exports are read from ``--workdir`` (default ``benchmarks/.artifacts``; made there if missing).
 """
@@ -59,6 +65,8 @@ PRUNING_OPS = {"TopK", "Gather", "GatherElements", "GatherND", "ScatterND", "Sca
 SPLIT_CLASSES = ("split select/scatter", "gather/scatter (trunk)", "reorder/convert", "layout")
 MACHINERY_ONNX = {"TopK", "Gather", "GatherElements", "GatherND", "ScatterND", "ScatterElements", "Concat"}
 NORM = {"MVN", "RMS", "Normalize", "NormalizeL2"}
+GEMM_CLASSES = ("gemm", "attention subgraph")  # where the MACs are
+QUANTIZE = {"FakeQuantize"}
 OUTSIDE = "outside nodes"
 PREDICTOR = "predictor"
 NOT_EXECUTED = {"Const", "Input", "Parameter", "Output", "Result"}
@@ -130,6 +138,8 @@ def node_class(layer_type: str, role: str, precision: str = "f32", onnx_ops: lis
         return "eltwise"
     if layer_type in ("Reorder", "Convert"):
         return "reorder/convert"
+    if layer_type in QUANTIZE:
+        return "quantize"
     if layer_type in LAYOUT:
         return "layout"
     if layer_type in ("Reduce", "Pooling"):
@@ -214,7 +224,12 @@ def account(dense: dict[str, Any], sparse: dict[str, Any], bound: float, trunk_b
     sparse ms - allowance, and the excesses sum to the gap. Without trunk_bound, every class is allowed
     dense ms / bound and the predictor nothing. With ``wall_ms_per_image`` (the profiled runs' median wall
     time), the time outside the nodes (wall - sum of node times: per-node dispatch, shape inference and
-    memory of a dynamic-shape graph) is one more class and the totals are wall times."""
+    memory of a dynamic-shape graph) is one more class and the totals are wall times.
+
+    ``gemm_only_bound``: the ratio if the GEMM classes (gemm, attention subgraph: where the MACs are) shrank
+    by trunk_bound, the predictor took its allowance, and every other class kept its dense time. A split
+    model runs its norms, element-wise work, depthwise conv and layout on every token by design, so this
+    is what the dense profile leaves attainable; the FLOPs bound counts that work as free."""
     def classes(prof: dict[str, Any]) -> dict[str, float]:
         rows = {k: v["ms_per_image"] for k, v in prof["by_class"].items()}
         if "wall_ms_per_image" in prof:
@@ -232,7 +247,13 @@ def account(dense: dict[str, Any], sparse: dict[str, Any], bound: float, trunk_b
                        "allowed_ms": round(allowed, 4), "excess_ms": round(s - allowed, 4)}
     ratio = d_total / s_total if s_total else None
     node_sum = dense["ms_per_image"] / sparse["ms_per_image"] if sparse["ms_per_image"] else None
+    gemm_d = sum(d_rows.get(k, 0.0) for k in GEMM_CLASSES)
+    attainable = gemm_d / trunk + rows[PREDICTOR]["allowed_ms"] + (d_total - gemm_d)
+    gemm_only = d_total / attainable if attainable > 0 else None
     return {"bound": round(bound, 4), "trunk_bound": round(trunk, 4),
+            "dense_gemm_share": round(gemm_d / d_total, 4) if d_total else None,
+            "gemm_only_bound": round(gemm_only, 4) if gemm_only else None,
+            "fraction_of_gemm_only_bound": round(ratio / gemm_only, 4) if ratio and gemm_only else None,
             "node_sum_ratio": round(node_sum, 4) if node_sum else None,
             "totals": "wall" if OUTSIDE in d_rows else "node sum",
             "dense_ms": round(d_total, 4), "sparse_ms": round(s_total, 4),
@@ -318,13 +339,14 @@ def onnx_facts(path: Path) -> tuple[dict[str, str], set[str]]:
 
 
 def profile_pair(pair: dict[str, Any], batch: int, runs: int, threads: int | None,
-                 static: bool = False) -> dict[str, dict[str, Any]]:
+                 static: bool = False, precision: str = "fp32") -> dict[str, dict[str, Any]]:
     """Dense and sparse compiled by dvit's runner (plus PERF_COUNT; ``static``: batch fixed first),
     profiled in interleaved runs."""
     from dvit_deploy.jobs.profile import seeded_batch
     from dvit_deploy.runtime import runner_for_artifact
 
-    options = {"intra_op_threads": threads} if threads else {}
+    options: dict[str, Any] = {"intra_op_threads": threads} if threads else {}
+    options["precision"] = precision
     options["static_batch"] = False  # the runner's own per-batch compile off: --static-batch decides
     with perf_count_compiles(), static_compiles(batch, static), contextlib.ExitStack() as stack:
         runners = {r: stack.enter_context(runner_for_artifact(a, "openvino", device="cpu", **options))
@@ -353,8 +375,9 @@ def interleaved_ratio(pair: dict[str, Any], batch: int, args) -> dict[str, Any]:
     from dvit_deploy.jobs.profile import seeded_batch
     from dvit_deploy.runtime import runner_for_artifact
 
-    options = {"intra_op_threads": args.threads} if args.threads else {}
+    options: dict[str, Any] = {"intra_op_threads": args.threads} if args.threads else {}
     options["static_batch"] = False  # the runner's own per-batch compile off: --static-batch decides
+    options["precision"] = precision_of(args)
     with static_compiles(batch, args.static_batch), contextlib.ExitStack() as stack:
         runners = {r: stack.enter_context(runner_for_artifact(a, "openvino", device="cpu", **options))
                    for r, a in pair.items()}
@@ -383,6 +406,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--static-batch", action="store_true",
                    help="compile with the batch fixed (ab_ov_static_batch.py: what a static-batch export gives)")
+    p.add_argument("--int8", metavar="RECIPE", default=None,
+                   help="profile the int8 pair dvit quantize makes with RECIPE (s8s8, s8s8-reduce-range)")
     p.add_argument("--quick", action="store_true", help="convnext-t, batch 1, 3 runs, 1 round of 0.3 s")
     args = p.parse_args(argv)
     if args.quick:
@@ -390,6 +415,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.models = [m for m in args.models.split(",") if m]
     args.batches = [int(b) for b in args.batches.split(",") if b]
     return args
+
+
+def precision_of(args) -> str:
+    return "int8" if getattr(args, "int8", None) else "fp32"
 
 
 def study(name: str, args) -> list[dict[str, Any]]:
@@ -400,8 +429,13 @@ def study(name: str, args) -> list[dict[str, Any]]:
     from dvit_deploy.jobs.flops import count_macs
     from dvit_deploy.models import get_variant
 
-    pair = {"dense": as_artifact(ensure_export(args.workdir, name, None, args.seed)),
-            "sparse": as_artifact(ensure_export(args.workdir, name, args.ratio, args.seed))}
+    files = {"dense": ensure_export(args.workdir, name, None, args.seed),
+             "sparse": ensure_export(args.workdir, name, args.ratio, args.seed)}
+    if args.int8:
+        from bench_limits import ensure_int8
+
+        files = {role: ensure_int8(path, args.int8) for role, path in files.items()}
+    pair = {role: as_artifact(path) for role, path in files.items()}
     bound = flops_bound(name, args.ratio)
     variant = get_variant(name)
     # what the trunk's GEMMs alone should shrink by: dense GMACs / sparse GMACs without the predictors
@@ -409,8 +443,9 @@ def study(name: str, args) -> list[dict[str, Any]]:
     rows = []
     for batch in args.batches:
         print(f"{name} b{batch}: profiling dense and sparse ({args.runs} runs)", file=sys.stderr, flush=True)
-        prof = profile_pair(pair, batch, args.runs, args.threads, args.static_batch)
-        row = {"model": name, "batch": batch, "static_batch": args.static_batch, "files": {r: a.path.name for r, a in pair.items()},
+        prof = profile_pair(pair, batch, args.runs, args.threads, args.static_batch, precision_of(args))
+        row = {"model": name, "batch": batch, "static_batch": args.static_batch, "precision": precision_of(args),
+               "files": {r: a.path.name for r, a in pair.items()},
                "dense": prof["dense"], "sparse": prof["sparse"],
                "fusion_diff": compare_patterns(prof["dense"]["patterns"], prof["sparse"]["patterns"]),
                "accounting": account(prof["dense"], prof["sparse"], bound, trunk_bound)}
@@ -435,6 +470,9 @@ def print_row(row: dict[str, Any], top: int = 8) -> None:
           f"= {acc['node_sum_ratio'] / acc['bound']:.1%} of bound")
     print(f"trunk GEMMs (gemm + attention subgraph) shrink {acc['gemm_shrink']}x; trunk FLOPs ratio "
           f"(predictors left out) {acc['trunk_bound']}x")
+    print(f"GEMMs are {acc['dense_gemm_share']:.1%} of dense; if only they shrank (the rest runs on every token): "
+          f"bound {acc['gemm_only_bound']:.3f}x = {acc['gemm_only_bound'] / acc['bound']:.1%} of the FLOPs bound; "
+          f"profiled = {acc['fraction_of_gemm_only_bound']:.1%} of it")
     if "interleaved" in row:
         i = row["interleaved"]
         print(f"unprofiled interleaved sparse/dense {i['ratio']['median']:.3f}x "

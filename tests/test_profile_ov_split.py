@@ -100,6 +100,13 @@ def test_summary_patterns_and_accounting_add_up():
     assert split["by_class"]["predictor"]["allowed_ms"] == pytest.approx(8.0 * (1 / 1.25 - 1 / 1.5), abs=1e-4)
     assert split["by_class"]["gemm"]["allowed_ms"] == pytest.approx(7.0 / 1.5, abs=1e-4)
     assert sum(r["excess_ms"] for r in split["by_class"].values()) == pytest.approx(split["gap_ms"], abs=1e-3)
+    # if only the GEMMs shrank: dense gemm 7.0 of 8.0 ms/image at the trunk ratio, the predictor its allowance,
+    # norm and reorder (1.0) as in dense
+    attainable = 7.0 / 1.5 + 8.0 * (1 / 1.25 - 1 / 1.5) + 1.0
+    assert split["dense_gemm_share"] == pytest.approx(7.0 / 8.0, abs=1e-4)
+    assert split["gemm_only_bound"] == pytest.approx(8.0 / attainable, abs=1e-3)
+    assert split["gemm_only_bound"] < bound
+    assert split["fraction_of_gemm_only_bound"] == pytest.approx((8.0 / 5.0) / (8.0 / attainable), abs=1e-3)
     assert acc["profiled_ratio"] == pytest.approx(8.0 / 5.0) and acc["totals"] == "node sum"
     # with wall times, the time outside the nodes is one more class and the totals are wall times
     walled = pos.account({**dense, "wall_ms_per_image": 9.0}, {**sparse, "wall_ms_per_image": 6.0}, bound)
@@ -159,3 +166,19 @@ def test_static_batch_compile_gives_the_same_logits(tiny_pair_dir):
     assert max(row["logits_max_abs_diff_static_vs_dynamic"].values()) < 1e-3
     assert set(row["throughput"]) == {"dense/dynamic", "dense/static", "sparse/dynamic", "sparse/static"}
     assert all(r["median"] > 0 for r in row["sparse_over_dense"].values())
+
+
+def test_int8_pair_is_quantized_and_runs_int8_kernels(tiny_pair_dir, tmp_path):
+    out = tmp_path / "profile-int8.json"
+    assert pos.main(["--models", "tiny-convnext", "--int8", "s8s8", "--runs", "2", "--rounds", "0",
+                     "--workdir", str(tiny_pair_dir), "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["precision"] == "int8"
+    assert row["files"] == {"dense": "tiny-convnext-dense-seed0-int8-s8s8.onnx",
+                            "sparse": "tiny-convnext-r0.7-seed0-int8-s8s8.onnx"}
+    assert "int8" in row["sparse"]["executes"]
+    for role in ("dense", "sparse"):  # OpenVINO read the Q/DQ pairs (kernel names vary with the CPU: not asserted)
+        assert any("QuantizeLinear" in k for k in row[role]["patterns"])
+    assert "predictor" in row["sparse"]["by_class"]
+    acc = row["accounting"]
+    assert acc["fraction_of_gemm_only_bound"] == pytest.approx(acc["profiled_ratio"] / acc["gemm_only_bound"], abs=2e-3)
