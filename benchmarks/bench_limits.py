@@ -117,11 +117,18 @@ class OrtGraph:
         return lambda: self.session.run(first, {"images": images})
 
 
+PREDICTOR_SUFFIX = "+predictor"  # a recipe name ending so: dvit quantize --quantize-predictor
+
+
 def ensure_int8(fp32: Path, recipe: str) -> Path:
+    """``dvit quantize`` of ``fp32`` with ``recipe`` (``<recipe>+predictor``: the score predictors quantized
+    too), written once beside it and reused while it derives from the same fp32 file."""
     from dvit_deploy.artifact.store import open_artifact
     from dvit_deploy.jobs.quantize import QuantizeOptions, quantize_onnx, select_recipe
 
-    out = fp32.with_name(f"{fp32.stem}-int8-{recipe}.onnx")
+    include_predictor = recipe.endswith(PREDICTOR_SUFFIX)
+    recipe = recipe.removesuffix(PREDICTOR_SUFFIX)
+    out = fp32.with_name(f"{fp32.stem}-int8-{recipe}{'-predictor' if include_predictor else ''}.onnx")
     if out.exists() and manifest_path(out).exists():
         recorded = read_json(manifest_path(out))["quantization"]
         if recorded["derived_from"]["sha256"] == read_json(manifest_path(fp32))["onnx"]["sha256"]:
@@ -129,7 +136,8 @@ def ensure_int8(fp32: Path, recipe: str) -> Path:
     # --for tensorrt's check runs exact int8 arithmetic, so the file is written whatever this CPU is;
     # the saturating kernels are measured below, not in the quantize check
     target = "tensorrt" if recipe == "s8s8" else "cpu"
-    options = QuantizeOptions(target=target, recipe=select_recipe(target, override=recipe))
+    options = QuantizeOptions(target=target, recipe=select_recipe(target, override=recipe),
+                              include_predictor=include_predictor)
     return quantize_onnx(open_artifact(fp32), out, options, force=True).path
 
 

@@ -214,8 +214,8 @@ def compare_patterns(dense: dict[str, dict], sparse: dict[str, dict]) -> dict[st
     return {"lost_in_sparse": lost, "new_in_sparse": new}
 
 
-def account(dense: dict[str, Any], sparse: dict[str, Any], bound: float, trunk_bound: float | None = None
-            ) -> dict[str, Any]:
+def account(dense: dict[str, Any], sparse: dict[str, Any], bound: float, trunk_bound: float | None = None,
+            shrinking: tuple[str, ...] = GEMM_CLASSES) -> dict[str, Any]:
     """Where the gap between the profiled sparse time and the ideal one (dense / bound) goes, per class.
 
     bound = D / (T + P): dense GMACs over the sparse model's trunk T plus predictors P; trunk_bound = D / T.
@@ -226,8 +226,8 @@ def account(dense: dict[str, Any], sparse: dict[str, Any], bound: float, trunk_b
     time), the time outside the nodes (wall - sum of node times: per-node dispatch, shape inference and
     memory of a dynamic-shape graph) is one more class and the totals are wall times.
 
-    ``gemm_only_bound``: the ratio if the GEMM classes (gemm, attention subgraph: where the MACs are) shrank
-    by trunk_bound, the predictor took its allowance, and every other class kept its dense time. A split
+    ``gemm_only_bound``: the ratio if the ``shrinking`` classes (gemm, attention subgraph: where the MACs are)
+    shrank by trunk_bound, the predictor took its allowance, and every other class kept its dense time. A split
     model runs its norms, element-wise work, depthwise conv and layout on every token by design, so this
     is what the dense profile leaves attainable; the FLOPs bound counts that work as free."""
     def classes(prof: dict[str, Any]) -> dict[str, float]:
@@ -247,11 +247,11 @@ def account(dense: dict[str, Any], sparse: dict[str, Any], bound: float, trunk_b
                        "allowed_ms": round(allowed, 4), "excess_ms": round(s - allowed, 4)}
     ratio = d_total / s_total if s_total else None
     node_sum = dense["ms_per_image"] / sparse["ms_per_image"] if sparse["ms_per_image"] else None
-    gemm_d = sum(d_rows.get(k, 0.0) for k in GEMM_CLASSES)
+    gemm_d = sum(d_rows.get(k, 0.0) for k in shrinking)
     attainable = gemm_d / trunk + rows[PREDICTOR]["allowed_ms"] + (d_total - gemm_d)
     gemm_only = d_total / attainable if attainable > 0 else None
     return {"bound": round(bound, 4), "trunk_bound": round(trunk, 4),
-            "dense_gemm_share": round(gemm_d / d_total, 4) if d_total else None,
+            "shrinking_classes": list(shrinking), "dense_gemm_share": round(gemm_d / d_total, 4) if d_total else None,
             "gemm_only_bound": round(gemm_only, 4) if gemm_only else None,
             "fraction_of_gemm_only_bound": round(ratio / gemm_only, 4) if ratio and gemm_only else None,
             "node_sum_ratio": round(node_sum, 4) if node_sum else None,

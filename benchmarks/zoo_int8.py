@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 RECIPES = ("s8s8", "s8s8-reduce-range")
+PREDICTOR_SUFFIX = "+predictor"  # bench_limits.ensure_int8: the predictors quantized too
 BACKENDS = ("onnxruntime", "openvino")
 ROLES = ("dense", "sparse")
 
@@ -30,7 +31,8 @@ ROLES = ("dense", "sparse")
 def recipes_for(choice: str) -> tuple[str, ...]:
     """``all``: both recipes; ``auto``: only the one ``dvit quantize`` picks for this CPU class (on VNNI/AMX
     the reduce-range recipe guards against an int16 saturation those CPUs do not have, and halves the
-    preparation time); or a comma-separated list."""
+    preparation time); or a comma-separated list, where ``<recipe>+predictor`` also quantizes the score
+    predictors (``dvit quantize --quantize-predictor``)."""
     if choice == "all":
         return RECIPES
     if choice == "auto":
@@ -39,9 +41,10 @@ def recipes_for(choice: str) -> tuple[str, ...]:
 
         return (CPU_RECIPES[cpu_info().cpu_class][0],)
     picked = tuple(r for r in choice.split(",") if r)
-    unknown = [r for r in picked if r not in RECIPES]
+    unknown = [r for r in picked if r.removesuffix(PREDICTOR_SUFFIX) not in RECIPES]
     if unknown or not picked:
-        raise ValueError(f"unknown int8 recipe(s): {', '.join(unknown) or choice!r} (known: {', '.join(RECIPES)}, all, auto)")
+        raise ValueError(f"unknown int8 recipe(s): {', '.join(unknown) or choice!r} (known: {', '.join(RECIPES)}, "
+                         f"each also as <recipe>{PREDICTOR_SUFFIX} (predictors quantized too), all, auto)")
     return picked
 
 

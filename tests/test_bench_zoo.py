@@ -86,9 +86,29 @@ def test_int8_recipes_choice_all_auto_list_and_unknown():
     assert zoo_int8.candidates(("s8s8",)) == [("s8s8", "onnxruntime"), ("s8s8", "openvino")]
     with pytest.raises(ValueError, match="unknown int8 recipe"):
         zoo_int8.recipes_for("s4")
+    assert zoo_int8.recipes_for("s8s8,s8s8+predictor") == ("s8s8", "s8s8+predictor")
+    with pytest.raises(ValueError, match="unknown int8 recipe"):
+        zoo_int8.recipes_for("s4+predictor")
     with pytest.raises(SystemExit):
         bench_zoo.parse_args(["--int8-recipes", "s4"])
     one = bench_zoo.estimate(bench_zoo.parse_args(["--models", "deit-s", "--int8-recipes", "s8s8"]))
     both = bench_zoo.estimate(bench_zoo.parse_args(["--models", "deit-s"]))
     assert one["exports_first_run_s"] < both["exports_first_run_s"]
     assert one["measure_s"] < both["measure_s"]
+
+
+def test_predictor_recipe_quantizes_the_predictors_too(tmp_path):
+    """``<recipe>+predictor``: dvit quantize --quantize-predictor, in a file of its own beside the fp32 one."""
+    from bench_cpu import ensure_export
+    from bench_limits import ensure_int8
+
+    from dvit_deploy.helpers.fileio import manifest_path, read_json
+
+    fp32 = ensure_export(tmp_path, "tiny-convnext", 0.7, 0)
+    plain, quantized = ensure_int8(fp32, "s8s8-reduce-range"), ensure_int8(fp32, "s8s8-reduce-range+predictor")
+    assert plain.name == "tiny-convnext-r0.7-seed0-int8-s8s8-reduce-range.onnx"
+    assert quantized.name == "tiny-convnext-r0.7-seed0-int8-s8s8-reduce-range-predictor.onnx"
+    excluded = {p: read_json(manifest_path(p))["quantization"]["excluded"] for p in (plain, quantized)}
+    assert excluded[plain]["predictor_subgraph"] is True and excluded[quantized]["predictor_subgraph"] is False
+    assert len(excluded[quantized]["nodes"]) < len(excluded[plain]["nodes"])
+    assert ensure_int8(fp32, "s8s8-reduce-range+predictor") == quantized  # reused, not made again

@@ -131,3 +131,53 @@ def test_rewritten_graph_runs_on_openvino_as_on_onnxruntime(bias):
                                   {"INFERENCE_PRECISION_HINT": "f32"})
     got = compiled.create_infer_request().infer({0: x})[compiled.outputs[0]]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()))
+
+
+@pytest.fixture(scope="module")
+def convnext_int8_predictor(tmp_path_factory):
+    """The tiny ConvNeXt quantized with ``--quantize-predictor`` (its predictors' Convs int8 too)."""
+    from dvit_deploy.artifact.store import open_artifact
+    from dvit_deploy.export import export_onnx
+    from dvit_deploy.jobs.quantize import QuantizeOptions, quantize_onnx
+    from dvit_deploy.models.checkpoint import load_model
+
+    root = tmp_path_factory.mktemp("ovpred") / "export"
+    loaded = load_model(model_name="tiny-convnext", keep_ratio=0.7)
+    fp32 = export_onnx(loaded, root / "convnext.onnx", check_samples=2).path
+    return fp32, quantize_onnx(open_artifact(fp32), options=QuantizeOptions(
+        method="minmax", calib_samples=8, check_samples=8, recipe="s8s8-reduce-range", include_predictor=True)).path
+
+
+def test_quantized_predictor_concat_convs_get_float_inputs(convnext_int8, convnext_int8_predictor):
+    import onnx
+
+    from dvit_deploy.runtime.openvino_graph import float_predictor_concat_inputs, predictor_convs_after_concat
+
+    fp32, int8 = convnext_int8_predictor
+    model = onnx.load(str(int8))
+    convs = predictor_convs_after_concat(model)
+    assert len(convs) == 3  # one per predictor: the out_conv's first Conv, after the local/global Concat
+    producer = {o: n for n in model.graph.node for o in n.output}
+    before = [producer[c.input[0]].op_type for c in convs]
+    assert before == ["DequantizeLinear"] * 3
+    assert float_predictor_concat_inputs(model) == 3
+    assert [producer[c.input[0]].op_type for c in convs] == ["Concat"] * 3
+    assert all(producer[c.input[1]].op_type == "DequantizeLinear" for c in convs)  # weights stay int8 values
+    onnx.checker.check_model(model)
+    # nothing to change where the predictors stay float (the default), nor in the fp32 file
+    assert predictor_convs_after_concat(onnx.load(str(convnext_int8))) == []
+    assert predictor_convs_after_concat(onnx.load(str(fp32))) == []
+
+
+def test_quantized_predictor_runs_on_openvino_as_on_onnxruntime(convnext_int8_predictor):
+    _, int8 = convnext_int8_predictor
+    x = _images()
+    with runner_for_artifact(int8, "onnxruntime", precision=None, topk_outputs=True) as r:
+        ort_out = r.run(x)
+    with runner_for_artifact(int8, "openvino", precision=None, topk_outputs=True) as r:
+        ov_out = r.run(x)
+        info = r.describe()
+    assert info["predictor_convs_float_input"] == 3 and info["int8_convs_biased"] >= 3
+    scale = float(np.abs(ort_out.logits).max())
+    assert float(np.abs(ov_out.logits - ort_out.logits).max()) < 0.1 * scale
+    assert ov_out.kept is not None and ort_out.kept is not None and len(ov_out.kept) == len(ort_out.kept) == 3

@@ -104,6 +104,7 @@ class OpenVINORunner(Runner):
         self._stage_ports: list[int] = []
         self._marked_f32 = 0
         self._biased_convs = 0  # int8 Convs given a negligible bias (openvino_graph)
+        self._float_concat_convs = 0  # quantized predictor Convs fed their float input (openvino_graph)
         self.static_batch = static_batch
         self._model = None  # the ov.Model compiled (kept to compile it again for a fixed batch)
         self._config: dict[str, Any] = {}
@@ -214,10 +215,11 @@ class OpenVINORunner(Runner):
 
     def _int8_workarounds(self, rewritten):
         """The in-memory graph OpenVINO reads for an int8 file: int8 Convs without a bias get a negligible
-        one (``openvino_graph``: OpenVINO 2026.4 scales them twice otherwise). None: the file as is."""
+        one (``openvino_graph``: OpenVINO 2026.4 scales them twice otherwise), and a quantized predictor's
+        Convs that read a Concat get it in float (computed wrong otherwise). None: the file as is."""
         import onnx
 
-        from .openvino_graph import bias_int8_convs
+        from .openvino_graph import bias_int8_convs, float_predictor_concat_inputs
 
         model = rewritten
         if model is None:
@@ -226,7 +228,9 @@ class OpenVINORunner(Runner):
             except Exception as exc:  # noqa: BLE001 - onnx raises several types for unreadable files
                 raise BadInput(f"{self.path.name} is not a readable ONNX file: {ov_error_cause(exc)}") from None
         self._biased_convs = bias_int8_convs(model)
-        return model if self._biased_convs or rewritten is not None else None
+        self._float_concat_convs = float_predictor_concat_inputs(model)
+        changed = self._biased_convs or self._float_concat_convs
+        return model if changed or rewritten is not None else None
 
     def _int8_cpu_note(self) -> None:
         """OpenVINO has no exact-int8 switch: say when full-range weights meet a CPU that saturates."""
@@ -404,6 +408,7 @@ class OpenVINORunner(Runner):
             vnni_available=bool(flags.get("avx512_vnni") or flags.get("avx_vnni")),
             predictor_f32_ops=self._marked_f32,
             int8_convs_biased=self._biased_convs,
+            predictor_convs_float_input=self._float_concat_convs,
             performance_mode=self.performance_mode,
             intra_op_threads=self.intra_op_threads,
             num_streams=str(compiled.get_property("NUM_STREAMS")),
