@@ -126,7 +126,8 @@ def ensure_int8(fp32: Path, recipe: str) -> Path:
     from dvit_deploy.artifact.store import open_artifact
     from dvit_deploy.jobs.quantize import QuantizeOptions, quantize_onnx, select_recipe
 
-    include_predictor = recipe.endswith(PREDICTOR_SUFFIX)
+    # a dense twin has no predictors: its "+predictor" file is the plain one
+    include_predictor = recipe.endswith(PREDICTOR_SUFFIX) and not read_json(manifest_path(fp32)).get("dense")
     recipe = recipe.removesuffix(PREDICTOR_SUFFIX)
     out = fp32.with_name(f"{fp32.stem}-int8-{recipe}{'-predictor' if include_predictor else ''}.onnx")
     if out.exists() and manifest_path(out).exists():

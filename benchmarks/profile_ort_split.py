@@ -93,6 +93,7 @@ def profile_pair(files: dict[str, Path], batch: int, runs: int, threads: int, in
     import onnxruntime as ort
     from profile_ops import gelu_fused
 
+    from dvit_deploy.artifact.store import as_artifact
     from dvit_deploy.export.graph import pruning_nodes
     from dvit_deploy.helpers.cpu import ort_int8_session_config
     from dvit_deploy.jobs.profile import seeded_batch
@@ -113,8 +114,6 @@ def profile_pair(files: dict[str, Path], batch: int, runs: int, threads: int, in
                 options.add_session_config_entry(key, value)
             source = str(path) if int8 else str(gelu_fused(path))
             sessions[role] = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-            from dvit_deploy.artifact.store import as_artifact
-
             images = seeded_batch(batch, as_artifact(path).model)
             feeds[role] = {sessions[role].get_inputs()[0].name: images}
             sessions[role].run(None, feeds[role])  # warm-up: its events are dropped below

@@ -112,3 +112,5 @@ def test_predictor_recipe_quantizes_the_predictors_too(tmp_path):
     assert excluded[plain]["predictor_subgraph"] is True and excluded[quantized]["predictor_subgraph"] is False
     assert len(excluded[quantized]["nodes"]) < len(excluded[plain]["nodes"])
     assert ensure_int8(fp32, "s8s8-reduce-range+predictor") == quantized  # reused, not made again
+    dense = ensure_export(tmp_path, "tiny-convnext", None, 0)  # no predictors: the plain file serves
+    assert ensure_int8(dense, "s8s8-reduce-range+predictor") == ensure_int8(dense, "s8s8-reduce-range")

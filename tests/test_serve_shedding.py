@@ -88,7 +88,11 @@ def test_probe_reads_its_own_models_pending_count(metrics_endpoint):
     probe = PendingProbe(address, "deit_s")
     assert [probe.pending(), probe.pending()] == [37, 37]
     assert hits == ["/metrics", "/metrics"]
-    assert PendingProbe(address, "absent").pending() is None  # a model Triton does not list
+    warnings = []
+    absent = PendingProbe(address, "absent", warn=warnings.append)
+    assert [absent.pending(), absent.pending()] == [None, None]  # a model Triton does not list
+    assert len(warnings) == 1 and "no nv_inference_pending_request_count for this model" in warnings[0]
+    assert "not enforced" in warnings[0] and f"http://{address}/metrics" in warnings[0]
     probe.close()
 
 
@@ -98,8 +102,11 @@ def test_probe_of_a_closed_port_answers_none_and_counts_the_failure():
     with socket.socket() as s:  # a port nothing listens on once closed
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    probe = PendingProbe(f"127.0.0.1:{port}", "deit_s", timeout_s=0.2)
+    warnings = []
+    probe = PendingProbe(f"127.0.0.1:{port}", "deit_s", timeout_s=0.2, warn=warnings.append)
     assert probe.pending() is None and probe.failures == 1
+    assert probe.pending() is None and probe.failures == 2
+    assert len(warnings) == 1 and "ConnectionRefusedError" in warnings[0]  # said once, not per batch
 
 
 class CountingRunner:

@@ -198,7 +198,8 @@ class TritonPythonModel:
         if self.spec.sheds:  # the queue bound, from Triton's queue length (Triton's own policy would stop prefetching)
             from .shedding import PendingProbe, Shedder
 
-            probe = PendingProbe(self.spec.metrics_address, self.spec.name)
+            probe = PendingProbe(self.spec.metrics_address, self.spec.name,
+                                 warn=lambda line: pb_utils.Logger.log_warn(f"dvit: {line}"))
             self.handler.shedder = Shedder(self.spec.queue_timeout_ms / 1e3, probe.pending, controller.drain)
         found = report(controller)
         write_report(folder, found)

@@ -35,14 +35,26 @@ def loopback_address(host: str, port: int) -> str:
 
 
 class PendingProbe:
-    """Triton's count of the model's queued requests, read from its metrics endpoint (None when unreadable)."""
+    """Triton's count of the model's queued requests, read from its metrics endpoint (None when unreadable).
 
-    def __init__(self, address: str, model: str, timeout_s: float = 0.2) -> None:
-        self.address, self.timeout_s = address, timeout_s
+    ``warn`` is called once, at the first read that finds no count (endpoint unreachable, or the model not
+    listed): nothing is refused while the count cannot be read, and the server log should say so.
+    """
+
+    def __init__(self, address: str, model: str, timeout_s: float = 0.2,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.address, self.timeout_s, self.model, self.warn = address, timeout_s, model, warn
         self.pattern = re.compile(rf'^{PENDING_METRIC}\{{[^}}]*model="{re.escape(model)}"[^}}]*\}} ([0-9.eE+-]+)$',
                                   re.MULTILINE)
         self.connection: http.client.HTTPConnection | None = None
         self.failures = 0
+        self.warned = False
+
+    def _unread(self, why: str) -> None:
+        if self.warn is not None and not self.warned:
+            self.warned = True
+            self.warn(f"cannot read Triton's queued-request count for {self.model} from http://{self.address}/metrics "
+                      f"({why}): the queue bound is not enforced while it cannot be read")
 
     def pending(self) -> int | None:
         for _ in range(2):  # a kept-alive connection the server closed: once more on a fresh one
@@ -53,10 +65,15 @@ class PendingProbe:
                 self.connection.request("GET", "/metrics")
                 body = self.connection.getresponse().read().decode("utf-8", "replace")
                 found = self.pattern.search(body)
-                return int(float(found.group(1))) if found else None
-            except (OSError, http.client.HTTPException, ValueError):
+                if found is None:
+                    self._unread(f"no {PENDING_METRIC} for this model")
+                    return None
+                return int(float(found.group(1)))
+            except (OSError, http.client.HTTPException, ValueError) as exc:
                 self.close()
+                error = exc
         self.failures += 1
+        self._unread(f"{type(error).__name__}: {error}".strip().rstrip(":"))
         return None
 
     def close(self) -> None:
