@@ -33,7 +33,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -140,22 +139,9 @@ def profile_pair(files: dict[str, Path], batch: int, runs: int, threads: int, in
 
 
 def study(name: str, args) -> list[dict[str, Any]]:
-    from bench_cpu import ensure_export
-    from bench_zoo import flops_bound
-    from profile_ov_split import account
+    from profile_ov_split import account, pair_and_bounds
 
-    from dvit_deploy.jobs.flops import count_macs
-    from dvit_deploy.models import get_variant
-
-    files = {"dense": ensure_export(args.workdir, name, None, args.seed),
-             "sparse": ensure_export(args.workdir, name, args.ratio, args.seed)}
-    if args.int8:
-        from bench_limits import ensure_int8
-
-        files = {role: ensure_int8(path, args.int8) for role, path in files.items()}
-    bound = flops_bound(name, args.ratio)
-    variant = get_variant(name)
-    trunk_bound = count_macs(variant).gmacs / count_macs(variant, args.ratio, include_predictors=False).gmacs
+    files, bound, trunk_bound = pair_and_bounds(name, args)
     rows = []
     for batch in args.batches:
         print(f"{name} b{batch}: profiling dense and sparse on ONNX Runtime ({args.runs} runs)", file=sys.stderr, flush=True)
@@ -187,17 +173,11 @@ def print_row(row: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from profile_ov_split import add_pair_arguments
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="convnext-t,swin-t")
-    p.add_argument("--batches", default="1")
-    p.add_argument("--ratio", type=float, default=0.7)
-    p.add_argument("--runs", type=int, default=20, help="profiled runs per model (after one warm-up)")
+    add_pair_arguments(p)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--int8", metavar="RECIPE", default=None,
-                   help="profile the int8 pair dvit quantize makes with RECIPE (s8s8, s8s8-reduce-range)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", type=Path, default=HERE / ".artifacts", help="export cache (git-ignored)")
-    p.add_argument("--json", type=Path, default=None)
     p.add_argument("--quick", action="store_true", help="convnext-t, batch 1, 3 runs")
     args = p.parse_args(argv)
     if args.quick:
@@ -208,34 +188,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench_common import load_snapshot, others
-    from bench_precision import versions
-
-    from dvit_deploy.helpers.cpu import cpu_info
-    from dvit_deploy.helpers.fileio import write_json_atomic
-    from dvit_deploy.jobs.profile import machine_info
+    from bench_common import others
+    from profile_ov_split import run_rows, write_report
 
     args = parse_args(argv)
-    before, started = load_snapshot(), time.time()
-    cpu = cpu_info()
-    print(f"CPU: {cpu.summary()}; load {before['load_average']}", file=sys.stderr)
-    rows = [row for name in args.models for row in study(name, args)]
-    after = load_snapshot()
+    cpu, before, after, rows, started = run_rows(args, study)
     # what other processes used meanwhile decides (the load average counts this script's own threads)
     foreign = others(before, after)
     print(f"other processes: {foreign['per_core']} of each core ({'LOADED' if foreign['loaded'] else 'quiet'})",
           file=sys.stderr)
     if args.json is not None:
-        strip = ("cpu_busy_s", "own_cpu_s", "monotonic")
-        write_json_atomic(args.json, {
-            "schema": SCHEMA, "loaded": foreign["loaded"], "others": foreign,
-            "machine": {**machine_info(), "cpu": cpu.to_dict(), "cores": os.cpu_count(),
-                        "load_before": {k: v for k, v in before.items() if k not in strip},
-                        "load_after": {k: v for k, v in after.items() if k not in strip}},
-            "versions": versions(),
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "rows": rows, "seconds": round(time.time() - started, 1)})
-        print(f"wrote {args.json}", file=sys.stderr)
+        write_report(args.json, SCHEMA, args, cpu, before, after, rows, started, foreign["loaded"], others=foreign)
     return 0
 
 

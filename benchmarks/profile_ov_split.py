@@ -392,22 +392,28 @@ def interleaved_ratio(pair: dict[str, Any], batch: int, args) -> dict[str, Any]:
 # The run
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_pair_arguments(p: argparse.ArgumentParser) -> None:
+    """The options both split profilers take: which pairs, batches, ratio, runs, int8 recipe and files."""
     p.add_argument("--models", default="convnext-t,swin-t")
     p.add_argument("--batches", default="1")
     p.add_argument("--ratio", type=float, default=0.7)
     p.add_argument("--runs", type=int, default=20, help="profiled runs per model (after one warm-up)")
-    p.add_argument("--rounds", type=int, default=3, help="unprofiled interleaved rounds for the ratio (0: none)")
-    p.add_argument("--round-s", type=float, default=1.5)
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads [the runner's default]")
+    p.add_argument("--int8", metavar="RECIPE", default=None,
+                   help="profile the int8 pair dvit quantize makes with RECIPE (s8s8, s8s8-reduce-range, "
+                        "<recipe>+predictor)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=HERE / ".artifacts", help="export cache (git-ignored)")
     p.add_argument("--json", type=Path, default=None)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_pair_arguments(p)
+    p.add_argument("--rounds", type=int, default=3, help="unprofiled interleaved rounds for the ratio (0: none)")
+    p.add_argument("--round-s", type=float, default=1.5)
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads [the runner's default]")
     p.add_argument("--static-batch", action="store_true",
                    help="compile with the batch fixed (ab_ov_static_batch.py: what a static-batch export gives)")
-    p.add_argument("--int8", metavar="RECIPE", default=None,
-                   help="profile the int8 pair dvit quantize makes with RECIPE (s8s8, s8s8-reduce-range)")
     p.add_argument("--quick", action="store_true", help="convnext-t, batch 1, 3 runs, 1 round of 0.3 s")
     args = p.parse_args(argv)
     if args.quick:
@@ -417,15 +423,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def precision_of(args) -> str:
-    return "int8" if getattr(args, "int8", None) else "fp32"
-
-
-def study(name: str, args) -> list[dict[str, Any]]:
+def pair_and_bounds(name: str, args) -> tuple[dict[str, Path], float, float]:
+    """The dense and sparse files (exported once into ``args.workdir``; ``args.int8``: quantized with that
+    recipe), the FLOPs bound and the trunk's FLOPs ratio (what the trunk's GEMMs alone should shrink by:
+    dense GMACs / sparse GMACs without the predictors)."""
     from bench_cpu import ensure_export
     from bench_zoo import flops_bound
 
-    from dvit_deploy.artifact.store import as_artifact
     from dvit_deploy.jobs.flops import count_macs
     from dvit_deploy.models import get_variant
 
@@ -435,11 +439,20 @@ def study(name: str, args) -> list[dict[str, Any]]:
         from bench_limits import ensure_int8
 
         files = {role: ensure_int8(path, args.int8) for role, path in files.items()}
-    pair = {role: as_artifact(path) for role, path in files.items()}
-    bound = flops_bound(name, args.ratio)
     variant = get_variant(name)
-    # what the trunk's GEMMs alone should shrink by: dense GMACs / sparse GMACs without the predictors
     trunk_bound = count_macs(variant).gmacs / count_macs(variant, args.ratio, include_predictors=False).gmacs
+    return files, flops_bound(name, args.ratio), trunk_bound
+
+
+def precision_of(args) -> str:
+    return "int8" if getattr(args, "int8", None) else "fp32"
+
+
+def study(name: str, args) -> list[dict[str, Any]]:
+    from dvit_deploy.artifact.store import as_artifact
+
+    files, bound, trunk_bound = pair_and_bounds(name, args)
+    pair = {role: as_artifact(path) for role, path in files.items()}
     rows = []
     for batch in args.batches:
         print(f"{name} b{batch}: profiling dense and sparse ({args.runs} runs)", file=sys.stderr, flush=True)
@@ -498,34 +511,50 @@ def print_row(row: dict[str, Any], top: int = 8) -> None:
     print(f"attention nodes: dense {dict(d['attention_nodes'])}\n                 sparse {dict(s['attention_nodes'])}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from bench_common import load_snapshot
+def write_report(path: Path, schema: str, args, cpu, before: dict[str, Any], after: dict[str, Any],
+                 rows: list[dict[str, Any]], started: float, loaded: bool, **extra: Any) -> None:
+    """The profilers' JSON (this one and ``profile_ort_split.py``): machine, CPU flags, load before and after,
+    versions, settings, rows."""
     from bench_precision import versions
 
-    from dvit_deploy.helpers.cpu import cpu_info
     from dvit_deploy.helpers.fileio import write_json_atomic
     from dvit_deploy.jobs.profile import machine_info
 
-    args = parse_args(argv)
+    strip = ("cpu_busy_s", "own_cpu_s", "monotonic")
+    write_json_atomic(path, {
+        "schema": schema, "loaded": loaded, **extra,
+        "machine": {**machine_info(), "cpu": cpu.to_dict(), "cores": os.cpu_count(),
+                    "load_before": {k: v for k, v in before.items() if k not in strip},
+                    "load_after": {k: v for k, v in after.items() if k not in strip}},
+        "versions": versions(),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "rows": rows, "seconds": round(time.time() - started, 1)})
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def run_rows(args, study_one) -> tuple[Any, dict[str, Any], dict[str, Any], list[dict[str, Any]], float]:
+    """Every model's rows (``study_one(name, args)``), with the CPU and a load snapshot before and after:
+    (cpu, before, after, rows, start time)."""
+    from bench_common import load_snapshot
+
+    from dvit_deploy.helpers.cpu import cpu_info
+
     before, started = load_snapshot(), time.time()
     cpu = cpu_info()
     print(f"CPU: {cpu.summary()}; load {before['load_average']}", file=sys.stderr)
-    rows = [row for name in args.models for row in study(name, args)]
-    after = load_snapshot()
+    rows = [row for name in args.models for row in study_one(name, args)]
+    return cpu, before, load_snapshot(), rows, started
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cpu, before, after, rows, started = run_rows(args, study)
     if args.json is not None:
-        strip = ("cpu_busy_s", "own_cpu_s", "monotonic")
-        write_json_atomic(args.json, {
-            # what other processes used during the rows (``others``) decides; the load average counts this
-            # benchmark's own threads and, just after another benchmark, that one's too
-            "schema": SCHEMA, "loaded": any(r.get("interleaved", {}).get("others", {}).get("loaded", True) for r in rows)
-            if rows else bool(before["loaded"] or after["loaded"]),
-            "machine": {**machine_info(), "cpu": cpu.to_dict(), "cores": os.cpu_count(),
-                        "load_before": {k: v for k, v in before.items() if k not in strip},
-                        "load_after": {k: v for k, v in after.items() if k not in strip}},
-            "versions": versions(),
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "rows": rows, "seconds": round(time.time() - started, 1)})
-        print(f"wrote {args.json}", file=sys.stderr)
+        # what other processes used during the rows (``others``) decides; the load average counts this
+        # benchmark's own threads and, just after another benchmark, that one's too
+        loaded = (any(r.get("interleaved", {}).get("others", {}).get("loaded", True) for r in rows)
+                  if rows else bool(before["loaded"] or after["loaded"]))
+        write_report(args.json, SCHEMA, args, cpu, before, after, rows, started, loaded)
     return 0
 
 

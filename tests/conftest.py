@@ -84,6 +84,23 @@ def tiny_export(tmp_path_factory):
     return export_onnx(loaded, folder / "tiny.onnx", token_outputs=True)
 
 
+@pytest.fixture(scope="session")
+def tiny_convnext_pair(tmp_path_factory):
+    """The tiny ConvNeXt exported dense and at ρ 0.7, as the benchmark scripts' export cache holds them
+    (``benchmarks/bench_cpu.ensure_export``); the folder. The profilers' tests share it: their int8 files are
+    made beside these once (``bench_limits.ensure_int8``) and reused."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_cpu import ensure_export
+
+    folder = tmp_path_factory.mktemp("tiny_convnext_pair")
+    for ratio in (None, 0.7):
+        ensure_export(folder, "tiny-convnext", ratio, 0)
+    return folder
+
+
 @pytest.fixture
 def exported(workdir, tiny_export):
     """./export holding a copy of the shared tiny pruned export (the default artifact of that folder)."""

@@ -31,14 +31,9 @@ def test_classes_and_summary():
 
 
 @pytest.fixture(scope="module")
-def tiny_pair_dir(tmp_path_factory):
+def tiny_pair_dir(tiny_convnext_pair):
     pytest.importorskip("onnxruntime")
-    from bench_cpu import ensure_export
-
-    folder = tmp_path_factory.mktemp("tiny_pair_ort")
-    for ratio in (None, 0.7):
-        ensure_export(folder, "tiny-convnext", ratio, 0)
-    return folder
+    return tiny_convnext_pair
 
 
 @pytest.mark.parametrize("int8", [False, True])

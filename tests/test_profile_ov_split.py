@@ -117,15 +117,9 @@ def test_summary_patterns_and_accounting_add_up():
 
 
 @pytest.fixture(scope="module")
-def tiny_pair_dir(tmp_path_factory):
-    """The tiny ConvNeXt exported dense and at ρ 0.7, as the scripts' export cache holds them."""
+def tiny_pair_dir(tiny_convnext_pair):
     pytest.importorskip("openvino")
-    from bench_cpu import ensure_export
-
-    folder = tmp_path_factory.mktemp("tiny_pair")
-    for ratio in (None, 0.7):
-        ensure_export(folder, "tiny-convnext", ratio, 0)
-    return folder
+    return tiny_convnext_pair
 
 
 def test_tiny_convnext_pair_on_openvino(tiny_pair_dir, tmp_path, capsys):
