@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -157,16 +158,26 @@ def closed_loop(server: Server, protocol: str, concurrency: int, *, duration_s: 
             if on_progress is not None:
                 on_progress(n)
 
+    wall = run_workers(worker, concurrency, start)
+    return {"protocol": protocol, "concurrency": concurrency, **loop_summary(latencies, failures, wall),
+            "keep_ratio_used": {str(r): rhos.count(r) for r in sorted(set(rhos))}}
+
+
+def run_workers(worker: Callable[[], None], concurrency: int, start: float) -> float:
+    """``concurrency`` threads of ``worker``, until all return; the seconds since ``start``."""
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall = time.monotonic() - start
-    return {"protocol": protocol, "concurrency": concurrency, "requests": len(latencies) + len(failures),
-            "failed": len(failures), "failure_examples": sorted(set(failures))[:3], "seconds": wall,
-            "throughput_ips": len(latencies) / wall, "latency_ms": percentiles(latencies),
-            "keep_ratio_used": {str(r): rhos.count(r) for r in sorted(set(rhos))}}
+    return time.monotonic() - start
+
+
+def loop_summary(latencies: list[float], failures: list[str], wall: float) -> dict:
+    """What a closed-loop run reports: requests, failures (three examples), throughput, latency percentiles."""
+    return {"requests": len(latencies) + len(failures), "failed": len(failures),
+            "failure_examples": sorted(set(failures))[:3], "seconds": wall,
+            "throughput_ips": len(latencies) / wall, "latency_ms": percentiles(latencies)}
 
 
 def slo_suite(args, image: np.ndarray, threads: list[str]) -> list[dict]:

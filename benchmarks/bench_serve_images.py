@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import Server, machine, percentiles  # noqa: E402
+from bench_serve import Server, loop_summary, machine, percentiles, run_workers  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -251,16 +251,8 @@ def closed_loop(server: RootServer, kind: str, payload: np.ndarray, concurrency:
                 (failures.append(error) if error else latencies.append(time.perf_counter() - t0))
         client.close()
 
-    start = time.monotonic()
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.monotonic() - start
-    return {"input": kind, "concurrency": concurrency, "protocol": protocol, "requests": len(latencies) + len(failures),
-            "failed": len(failures), "failure_examples": sorted(set(failures))[:3], "seconds": wall,
-            "throughput_ips": len(latencies) / wall, "latency_ms": percentiles(latencies)}
+    wall = run_workers(worker, concurrency, time.monotonic())
+    return {"input": kind, "concurrency": concurrency, "protocol": protocol, **loop_summary(latencies, failures, wall)}
 
 
 def served_point(server: RootServer, kind: str, payload: np.ndarray, concurrency: int, duration_s: float) -> dict:

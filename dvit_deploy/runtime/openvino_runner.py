@@ -23,10 +23,9 @@ which for ConvNeXt / Swin are the first K of a TopK over all positions, not the 
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
 import collections
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable
 
 import numpy as np
