@@ -275,7 +275,9 @@ def main() -> None:
             extra = ["--max-batch", str(args.max_batch), "--max-queue-delay-us", str(args.queue_delay_us), *threads]
             if not batching:
                 extra.append("--no-dynamic-batching")
-            protocols = args.protocols.split(",") if batching else args.no_batching_protocols.split(",")
+            protocols = [p for p in (args.protocols if batching else args.no_batching_protocols).split(",") if p]
+            if not protocols:  # e.g. --no-batching-protocols "": that half is skipped
+                continue
             server = Server(args.artifact, args.backend, *extra)
             try:
                 closed_loop(server, protocols[0], 2, requests=8, image=image)  # warm the server path
