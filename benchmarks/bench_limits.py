@@ -126,13 +126,14 @@ def ensure_int8(fp32: Path, recipe: str) -> Path:
     from dvit_deploy.artifact.store import open_artifact
     from dvit_deploy.jobs.quantize import QuantizeOptions, quantize_onnx, select_recipe
 
+    source = read_json(manifest_path(fp32))
     # a dense twin has no predictors: its "+predictor" file is the plain one
-    include_predictor = recipe.endswith(PREDICTOR_SUFFIX) and not read_json(manifest_path(fp32)).get("dense")
+    include_predictor = recipe.endswith(PREDICTOR_SUFFIX) and not source.get("dense")
     recipe = recipe.removesuffix(PREDICTOR_SUFFIX)
     out = fp32.with_name(f"{fp32.stem}-int8-{recipe}{'-predictor' if include_predictor else ''}.onnx")
     if out.exists() and manifest_path(out).exists():
         recorded = read_json(manifest_path(out))["quantization"]
-        if recorded["derived_from"]["sha256"] == read_json(manifest_path(fp32))["onnx"]["sha256"]:
+        if recorded["derived_from"]["sha256"] == source["onnx"]["sha256"]:
             return out
     # --for tensorrt's check runs exact int8 arithmetic, so the file is written whatever this CPU is;
     # the saturating kernels are measured below, not in the quantize check

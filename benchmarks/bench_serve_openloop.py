@@ -46,12 +46,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import free_ports  # noqa: E402 - the one port picker of the serving benchmarks
 
+from dvit_deploy.jobs.serve.shedding import SHED_MESSAGE  # noqa: E402
+
 # --quick: ms per call, ms per image at ρ 0.5 … 0.9 (simulated): the bottom serves 1.41× the top, as DeiT-S
 # did on the 2-vCPU EPYC, so the step's 1.5× is beyond the whole keep range there too
 QUICK_SERVICE = "5,0.5:46,0.9:65"
 # the server's overload answers (UNAVAILABLE): the backend's queue bound under --slo-ms (serve.shedding), and
 # Triton's queue policy (--queue-timeout-ms without --slo-ms)
-REJECTED = ("server overloaded", "Request timeout expired")
+REJECTED = (SHED_MESSAGE, "Request timeout expired")
+
+
+def is_rejected(record: dict) -> bool:
+    """Whether the server refused this request for overload (not another failure)."""
+    return any(m in record.get("error", "") for m in REJECTED)
 
 
 class Server:
@@ -191,7 +198,7 @@ def summarize(records: list[dict], objective_ms: float | None, client_cpu_s: flo
     for r in ok:
         per_second.setdefault(int(r["t"]), []).append(r)
     out = {"requests": len(records), "failed": len(records) - len(ok),
-           "rejected": sum(any(m in r.get("error", "") for m in REJECTED) for r in records),
+           "rejected": sum(map(is_rejected, records)),
            "failure_examples": sorted({r["error"] for r in records if "error" in r})[:3],
            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
@@ -221,9 +228,9 @@ def by_phase(records: list[dict], phases: list[tuple[float, float]]) -> list[dic
     for rate, seconds in phases:
         inside = [r for r in records if start <= r["t"] < start + seconds]
         ok = [r for r in inside if "error" not in r]
-        rejected = sum(any(m in r.get("error", "") for m in REJECTED) for r in inside)
+        refused = sum(map(is_rejected, inside))
         out.append({"start_s": start, "rate_ips": rate, "seconds": seconds, "requests": len(inside),
-                    "rejected": rejected, "other_failures": len(inside) - len(ok) - rejected,
+                    "rejected": refused, "other_failures": len(inside) - len(ok) - refused,
                     "p99_ms": 1e3 * float(np.percentile([r["latency"] for r in ok], 99)) if ok else None,
                     "mean_rho": float(np.mean([r["rho"] for r in ok])) if ok else None})
         start += seconds

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 RECIPES = ("s8s8", "s8s8-reduce-range")
-PREDICTOR_SUFFIX = "+predictor"  # bench_limits.ensure_int8: the predictors quantized too
 BACKENDS = ("onnxruntime", "openvino")
 ROLES = ("dense", "sparse")
 
@@ -40,6 +39,8 @@ def recipes_for(choice: str) -> tuple[str, ...]:
         from dvit_deploy.jobs.quantize import CPU_RECIPES
 
         return (CPU_RECIPES[cpu_info().cpu_class][0],)
+    from bench_limits import PREDICTOR_SUFFIX  # ensure_int8's: the predictors quantized too
+
     picked = tuple(r for r in choice.split(",") if r)
     unknown = [r for r in picked if r.removesuffix(PREDICTOR_SUFFIX) not in RECIPES]
     if unknown or not picked:

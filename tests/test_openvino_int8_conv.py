@@ -155,13 +155,15 @@ def test_quantized_predictor_concat_convs_get_float_inputs(convnext_int8, convne
 
     fp32, int8 = convnext_int8_predictor
     model = onnx.load(str(int8))
-    convs = predictor_convs_after_concat(model)
+    found = predictor_convs_after_concat(model)
+    convs = [conv for conv, _ in found]
     assert len(convs) == 3  # one per predictor: the out_conv's first Conv, after the local/global Concat
     producer = {o: n for n in model.graph.node for o in n.output}
     before = [producer[c.input[0]].op_type for c in convs]
     assert before == ["DequantizeLinear"] * 3
     assert float_predictor_concat_inputs(model) == 3
     assert [producer[c.input[0]].op_type for c in convs] == ["Concat"] * 3
+    assert [c.input[0] for c in convs] == [concat for _, concat in found]
     assert all(producer[c.input[1]].op_type == "DequantizeLinear" for c in convs)  # weights stay int8 values
     onnx.checker.check_model(model)
     # nothing to change where the predictors stay float (the default), nor in the fp32 file

@@ -93,9 +93,10 @@ def bias_int8_convs(model: Any) -> int:
     return len(convs)
 
 
-def predictor_convs_after_concat(model: Any) -> list[Any]:
-    """The score predictors' Convs (``export.graph.pruning_nodes``) whose input is a QuantizeLinear ->
-    DequantizeLinear pair of a Concat's output: the Convs OpenVINO 2026.4 computes wrong (module docstring)."""
+def predictor_convs_after_concat(model: Any) -> list[tuple[Any, str]]:
+    """(Conv, the Concat's float output) for each score-predictor Conv (``export.graph.pruning_nodes``) whose
+    input is a QuantizeLinear -> DequantizeLinear pair of a Concat's output: the Convs OpenVINO 2026.4
+    computes wrong (module docstring)."""
     from ..export.graph import pruning_nodes
 
     producer = {out: node for node in model.graph.node for out in node.output}
@@ -108,7 +109,7 @@ def predictor_convs_after_concat(model: Any) -> list[Any]:
         q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
         source = producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
         if source is not None and source.op_type == "Concat":
-            found.append(node)
+            found.append((node, q.input[0]))
     return found
 
 
@@ -116,10 +117,8 @@ def float_predictor_concat_inputs(model: Any) -> int:
     """Feed each Conv of ``predictor_convs_after_concat`` the float Concat (its Q/DQ pair bypassed), in place;
     how many Convs were changed. The pair is left in the graph for any other reader (OpenVINO drops it if none)."""
     convs = predictor_convs_after_concat(model)
-    producer = {out: node for node in model.graph.node for out in node.output}
-    for node in convs:
-        dq = producer[node.input[0]]
-        node.input[0] = producer[dq.input[0]].input[0]
+    for node, concat_output in convs:
+        node.input[0] = concat_output
     return len(convs)
 
 
