@@ -267,33 +267,6 @@ def account(dense: dict[str, Any], sparse: dict[str, Any], bound: float, trunk_b
 # OpenVINO: the runner's compile with PERF_COUNT, the runtime graph, the per-node times
 
 
-@contextlib.contextmanager
-def perf_count_compiles():
-    """While open, every ``openvino.Core.compile_model`` also gets ``PERF_COUNT=True`` (the runner's own
-    config otherwise unchanged)."""
-    import openvino as ov
-
-    original = ov.Core.compile_model
-
-    def compile_model(self, model, device_name=None, config=None, **kwargs):
-        return original(self, model, device_name, {**(config or {}), "PERF_COUNT": True}, **kwargs)
-
-    ov.Core.compile_model = compile_model
-    try:
-        yield
-    finally:
-        ov.Core.compile_model = original
-
-
-def static_compiles(batch: int, static: bool):
-    """``ab_ov_static_batch.static_batch_compiles`` when ``static``, else nothing."""
-    if not static:
-        return contextlib.nullcontext()
-    from ab_ov_static_batch import static_batch_compiles
-
-    return static_batch_compiles(batch)
-
-
 def runtime_nodes(compiled) -> list[dict[str, Any]]:
     def rt(info, key: str) -> str:
         return str(info[key].astype(str)) if key in info else ""
@@ -347,14 +320,16 @@ def profile_pair(pair: dict[str, Any], batch: int, runs: int, threads: int | Non
 
     options: dict[str, Any] = {"intra_op_threads": threads} if threads else {}
     options["precision"] = precision
-    options["static_batch"] = False  # the runner's own per-batch compile off: --static-batch decides
-    with perf_count_compiles(), static_compiles(batch, static), contextlib.ExitStack() as stack:
+    options["static_batch"] = static  # the runner's own per-batch compile only when --static-batch asks
+    options["properties"] = {"PERF_COUNT": True}
+    with contextlib.ExitStack() as stack:
         runners = {r: stack.enter_context(runner_for_artifact(a, "openvino", device="cpu", **options))
                    for r, a in pair.items()}
         for role, runner in runners.items():
-            runner.timed_call(seeded_batch(batch, pair[role].model))  # stages the inputs on the request
-        nodes = {r: runtime_nodes(runner.compiled) for r, runner in runners.items()}
-        ms, wall = profile_times({r: runner.infer_request for r, runner in runners.items()}, runs)
+            runner.timed_call(seeded_batch(batch, pair[role].model))  # compiles for the batch, stages the inputs
+        compiled = {r: runner.compiled_for(batch) for r, runner in runners.items()}
+        nodes = {r: runtime_nodes(c) for r, (c, _) in compiled.items()}
+        ms, wall = profile_times({r: request for r, (_, request) in compiled.items()}, runs)
         executes = runners["sparse"].describe().get("executes")
     out = {}
     for role, artifact in pair.items():
@@ -376,9 +351,9 @@ def interleaved_ratio(pair: dict[str, Any], batch: int, args) -> dict[str, Any]:
     from dvit_deploy.runtime import runner_for_artifact
 
     options: dict[str, Any] = {"intra_op_threads": args.threads} if args.threads else {}
-    options["static_batch"] = False  # the runner's own per-batch compile off: --static-batch decides
+    options["static_batch"] = args.static_batch  # the runner's own per-batch compile only when asked
     options["precision"] = precision_of(args)
-    with static_compiles(batch, args.static_batch), contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         runners = {r: stack.enter_context(runner_for_artifact(a, "openvino", device="cpu", **options))
                    for r, a in pair.items()}
         start = load_snapshot()
@@ -413,7 +388,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--round-s", type=float, default=1.5)
     p.add_argument("--threads", type=int, default=None, help="intra-op threads [the runner's default]")
     p.add_argument("--static-batch", action="store_true",
-                   help="compile with the batch fixed (ab_ov_static_batch.py: what a static-batch export gives)")
+                   help="compile with the batch fixed (the runner's default; ab_ov_static_batch.py: what it gains)")
     p.add_argument("--quick", action="store_true", help="convnext-t, batch 1, 3 runs, 1 round of 0.3 s")
     args = p.parse_args(argv)
     if args.quick:

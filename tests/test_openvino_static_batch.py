@@ -49,3 +49,19 @@ def test_served_openvino_runner_keeps_one_dynamic_compile(tiny_export, tmp_path)
         assert runner.describe()["compiled_for_batches"] == []
     finally:
         runner.close()
+
+
+def test_compiled_for_names_what_a_call_runs_and_properties_reach_every_compile(tiny_export):
+    from dvit_deploy.runtime import runner_for_artifact
+
+    with runner_for_artifact(tiny_export.path, "openvino", device="cpu", properties={"PERF_COUNT": True}) as runner:
+        shape = runner.inputs[0].shape
+        x = np.zeros((2, *shape[1:]), np.float32)
+        runner.timed_call(x)()
+        compiled, request = runner.compiled_for(2)
+        assert compiled is not runner.compiled and compiled.inputs[0].get_partial_shape()[0].get_length() == 2
+        assert str(compiled.get_property("PERF_COUNT")) == str(runner.compiled.get_property("PERF_COUNT")) == "YES"
+        assert request.get_profiling_info()  # the fixed-batch request did run, with PERF_COUNT on
+    with runner_for_artifact(tiny_export.path, "openvino", device="cpu", static_batch=False) as runner:
+        assert runner.compiled_for(2)[0] is runner.compiled  # no per-batch compiles: the dynamic one runs
+        assert str(runner.compiled.get_property("PERF_COUNT")) == "NO"

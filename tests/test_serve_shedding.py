@@ -38,10 +38,11 @@ def test_a_full_batch_is_refused_only_when_the_queue_behind_it_outlasts_the_boun
     shedder = Shedder(bound_s=1.0, queued=lambda: queued[0], drain=drain_at(0.05))
     assert shedder.refuse(rows=8, max_batch=8) is None  # (8 + 12) × 50 ms = 1.0 s ≤ 1 s
     queued[0] = 13  # (8 + 13) × 50 ms = 1.05 s: the last queued request would be answered after the bound
-    message = shedder.refuse(rows=8, max_batch=8)
+    message = shedder.refuse(rows=8, max_batch=8, requests=3)
     assert message == (f"{SHED_MESSAGE}: this batch and the 13 requests queued behind it take 1050 ms at the bottom "
                        "of the keep range, over the queue bound of 1000 ms; retry later")
-    assert shedder.refuse(rows=7, max_batch=8) is None  # not full: Triton handed over every queued request
+    assert shedder.refuse(rows=7, max_batch=8, requests=7) is None  # not full: Triton handed over every queued request
+    assert shedder.shed == 3  # only the refused batch's requests are counted
 
 
 def test_an_unreadable_queue_length_refuses_nothing():

@@ -83,12 +83,14 @@ class OpenVINORunner(Runner):
     def __init__(self, artifact: Artifact, *, device: str = "cpu", precision: str = "fp32",
                  intra_op_threads: int | None = None, topk_outputs: bool = False,
                  predictor_f32: bool | None = None, inference_precision: str | None = None,
-                 performance_mode: str = "latency", static_batch: bool = True) -> None:
+                 performance_mode: str = "latency", static_batch: bool = True,
+                 properties: dict[str, Any] | None = None) -> None:
         """``predictor_f32``: ask OpenVINO to keep the predictor subgraphs in f32 under bf16 (off by default:
         measured, bf16 token flips stay within the near-tie rule — docs/quantization.md).
         ``inference_precision``: for int8 graphs, the precision of the non-quantized part (fp32/bf16).
         ``static_batch``: a dynamic-batch file also gets compiled for the batch size it is run at (see
-        ``_request_for``); ``dvit serve`` turns it off (its dynamic batcher runs every size up to the maximum)."""
+        ``_request_for``); ``dvit serve`` turns it off (its dynamic batcher runs every size up to the maximum).
+        ``properties``: further OpenVINO compile properties, applied last (e.g. ``{"PERF_COUNT": True}``)."""
         super().__init__(artifact, device=device, precision=precision, topk_outputs=topk_outputs)
         if device != "cpu":
             raise BadInput(f"the openvino backend runs on the CPU here, not '{device}'")
@@ -105,6 +107,7 @@ class OpenVINORunner(Runner):
         self._biased_convs = 0  # int8 Convs given a negligible bias (openvino_graph)
         self._float_concat_convs = 0  # quantized predictor Convs fed their float input (openvino_graph)
         self.static_batch = static_batch
+        self.properties = dict(properties or {})
         self._model = None  # the ov.Model compiled (kept to compile it again for a fixed batch)
         self._config: dict[str, Any] = {}
         self._statics: dict[int, tuple[Any, Any]] = {}  # batch -> (compiled, request), least recently used first
@@ -177,6 +180,7 @@ class OpenVINORunner(Runner):
             if self.intra_op_threads < 1:
                 raise BadInput(f"intra-op threads must be ≥ 1, got {self.intra_op_threads}")
             config["INFERENCE_NUM_THREADS"] = str(self.intra_op_threads)
+        config.update(self.properties)
         try:
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:
@@ -437,6 +441,13 @@ class OpenVINORunner(Runner):
             kept = kept_patch_ids([values[p].astype(np.int64) for p in self._stage_ports], self.num_patches,
                                   compose=self.compose_ids)
         return RunOutput(logits=logits, kept=kept)
+
+    def compiled_for(self, batch: int) -> tuple[Any, Any]:
+        """The compiled model and ``InferRequest`` a call at ``batch`` images runs: the fixed-batch compile
+        where ``static_batch`` makes one (compiled now if need be), else the dynamic one. Profilers read their
+        runtime graph and ``get_profiling_info()``."""
+        self._require()
+        return self._request_for(batch)
 
     @property
     def infer_request(self) -> Any:

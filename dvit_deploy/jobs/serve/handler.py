@@ -194,9 +194,9 @@ class RequestHandler:
             self.controller.on_batch(rows)
         if self.trace is not None:
             self.trace.begin(requests, rows, self.controller)
-        refusal = self.shedder.refuse(rows, self.spec.max_batch) if self.shedder is not None else None
+        refusal = (self.shedder.refuse(rows, self.spec.max_batch, len(requests))
+                   if self.shedder is not None else None)
         if refusal is not None:  # the queue bound: this batch is refused unrun (drop-front)
-            self.shedder.shed += len(requests)
             if self.trace is not None:
                 self.trace.row["shed"] = len(requests)
             self._end_batch()

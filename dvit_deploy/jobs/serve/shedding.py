@@ -92,8 +92,8 @@ class Shedder:
     drain: Callable[[float], float]
     shed: int = 0  # requests refused so far
 
-    def refuse(self, rows: int, max_batch: int) -> str | None:
-        """The error for this batch's requests when it must be refused, else None."""
+    def refuse(self, rows: int, max_batch: int, requests: int = 1) -> str | None:
+        """The error for this batch's ``requests`` when it must be refused (counted in ``shed``), else None."""
         if rows < max_batch:  # not full: Triton handed over every queued request, nothing waits behind it
             return None
         queued = self.queued()
@@ -102,5 +102,6 @@ class Shedder:
         seconds = self.drain(queued + rows)  # when the last queued request would be answered, this batch first
         if seconds <= self.bound_s:
             return None
+        self.shed += requests
         return (f"{SHED_MESSAGE}: this batch and the {queued} requests queued behind it take {1e3 * seconds:.0f} ms "
                 f"at the bottom of the keep range, over the queue bound of {1e3 * self.bound_s:g} ms; retry later")
