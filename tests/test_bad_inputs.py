@@ -83,6 +83,21 @@ def _export(d: Path, mp) -> None:
     shutil.copytree(_SOURCE / "export", d / "export")
 
 
+def _manifest_edited(**changes) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    """The tiny export with its manifest's top-level fields changed (None: the field removed)."""
+    def setup(d: Path, mp) -> None:
+        _export(d, mp)
+        path = d / "export" / "tiny.onnx.json"
+        manifest = json.loads(path.read_text())
+        for key, value in changes.items():
+            if value is None:
+                manifest.pop(key, None)
+            else:
+                manifest[key] = value
+        path.write_text(json.dumps(manifest))
+    return setup
+
+
 def _tampered(d: Path, mp) -> None:
     _export(d, mp)
     with open(d / "export" / "tiny.onnx", "ab") as f:  # a byte appended after export
@@ -379,6 +394,10 @@ CASES = [
     Case("unknown-option", ["export", "--bogus"], 2, ["No such option: --bogus"]),
     Case("ctrl-c-during-start-up", ["flops"], 130, ["interrupted"], _ctrl_c_while_importing, via_entry=True),
     # --- export
+    Case("export-dense-with-keep-ratio", ["export", "--model", "tiny-deit", "--dense", "-r", "0.5"], 2,
+         ["--dense exports the twin that keeps every token: --keep-ratio does not apply"]),
+    Case("export-dense-with-stage-ratios", ["export", "--model", "tiny-deit", "--dense", "--stage-ratios", "0.7,0.5"],
+         2, ["--stage-ratios does not apply"]),
     Case("export-missing-checkpoint", ["export", "missing.pth"], 2, ["checkpoint missing.pth not found"]),
     Case("export-directory-checkpoint", ["export", "ckpt_dir"], 2, ["is a directory"],
          lambda d, mp: (d / "ckpt_dir").mkdir()),
@@ -436,6 +455,10 @@ CASES = [
     Case("export-sigterm-cleans-temp", ["export", "--model", "tiny-deit"], 143, ["terminated"],
          _sigterm_during_export, output=["export"]),
     # --- doctor / build
+    Case("build-batch-range-reversed", ["build", "--min-batch", "8", "--max-batch", "4"], 2,
+         ["batch range must satisfy 1 <= min <= opt <= max"], _export, absent=["needs 'tensorrt'"]),
+    Case("build-opt-level-out-of-range", ["build", "--opt-level", "9"], 2, ["--opt-level must be between 0 and 5"],
+         _export, absent=["needs 'tensorrt'"]),
     Case("doctor-nothing-exported", ["doctor"], 2, ["no .onnx artifact with a manifest", "dvit export"]),
     Case("doctor-unknown-target", ["doctor", "export/tiny.onnx", "--target", "trt-7"], 2, ["trt-7"], _export),
     Case("doctor-foreign-onnx", ["doctor", "foreign.onnx", "--target", "trt-10"], 0, [], _foreign_onnx),
@@ -511,6 +534,19 @@ CASES = [
     Case("validate-checkpoint-given-moved-one", ["validate", "-n", "2", "--checkpoint", "ckpt.pth"], 0, [],
          _moved_checkpoint_and("kept.pth")),
     # --- profile
+    Case("profile-manifest-unknown-model", ["profile", "--iterations", "1"], 2, ["unknown model 'foo'; known:"],
+         _manifest_edited(variant="foo", config=None)),
+    Case("profile-manifest-without-model", ["profile", "--iterations", "1"], 2,
+         ["the manifest records no model (no 'variant'): cannot count its MACs"],
+         _manifest_edited(variant=None, config=None)),
+    Case("profile-dense-baseline-and-no-baseline", ["profile", "--dense-baseline", "--no-baseline"], 2,
+         ["--dense-baseline", "--no-baseline", "choose one"], _export),
+    Case("profile-compile-on-onnxruntime", ["profile", "--compile"], 2, ["--compile is torch.compile", "--backend torch"],
+         _export),
+    Case("profile-providers-on-openvino", ["profile", "--backend", "openvino", "--providers", "cpu"], 2,
+         ["--providers are ONNX Runtime's"], _export),
+    Case("profile-no-engine-to-run", ["profile", "--backend", "tensorrt"], 2,
+         ["no .engine/.plan artifact", "run 'dvit build' first"], _export),
     Case("profile-unknown-schema", ["profile", "--iterations", "1", "--batch", "1"], 2,
          ["schema 'dvit-deploy/onnx-manifest/2'"], _manifest_edit(schema="dvit-deploy/onnx-manifest/2")),
     Case("profile-manifest-batch-text", ["profile", "--iterations", "1", "--batch", "1"], 2,
@@ -541,6 +577,8 @@ CASES = [
          _export),
     Case("tradeoff-no-fixed-export-at-that-ratio", ["tradeoff", "--keep-ratios", "0.5", "--iterations", "1"], 2,
          ["no fixed export at ρ=0.5", "exported: 0.7"], _export),
+    Case("tradeoff-dense-baseline-and-no-baseline", ["tradeoff", "--dense-baseline", "--no-baseline"], 2,
+         ["--dense-baseline", "--no-baseline", "choose one"], _export),
     Case("tradeoff-dense-reference-without-twin", ["tradeoff", "--reference", "dense", "--iterations", "1"], 2,
          ["--reference dense needs the dense twin of tiny.onnx", "--dense-baseline"], _export),
     Case("tradeoff-unknown-reference", ["tradeoff", "--reference", "best"], 2, ["--reference is dense or top"], _export),
@@ -556,6 +594,8 @@ CASES = [
     Case("flops-unknown-model", ["flops", "--model", "nope"], 2, ["unknown model 'nope'"]),
     Case("flops-nan-ratio", ["flops", "--keep-ratio", "0.7,nan"], 2, ["--keep-ratio takes finite numbers"]),
     Case("flops-bad-ratio", ["flops", "--keep-ratio", "2"], 2, ["keep ratio"]),
+    Case("flops-empty-ratio", ["flops", "--keep-ratio", ","], 2, ["--keep-ratio takes comma-separated numbers"]),
+    Case("flops-empty-item", ["flops", "--keep-ratio", "0.7,,0.5"], 2, ["--keep-ratio takes comma-separated numbers"]),
     # --- package
     Case("package-force-current-folder", ["package", "--target", "x86-trt10", "-o", ".", "--force"], 2,
          ["current folder or one of its parents"], _export),

@@ -169,3 +169,50 @@ def test_an_engine_manifest_claiming_turing_is_refused_by_package_and_failed_by_
     report = ship.verify_bundle(bundle)
     failed = {c.name: c.detail for c in report.failures}
     assert list(failed) == [f"manifest {rel}"] and "which dvit build refuses" in failed[f"manifest {rel}"]
+
+
+def test_commands_that_run_the_default_skip_engines_without_a_gpu(fp16_engine, tiny_export, tmp_path, monkeypatch):
+    """An RTX engine built ahead of time on this CPU is the newest pruned artifact, but its default backend
+    (TensorRT) needs a GPU: without one, `dvit validate` defaults to the export; with one, to the engine."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    onnx = _copy_export(tiny_export, tmp_path / "export", "tiny.onnx")
+    (tmp_path / "engines").mkdir()
+    engine = tmp_path / "engines" / fp16_engine.name
+    shutil.copy2(fp16_engine, engine)
+    shutil.copy2(manifest_path(fp16_engine), manifest_path(engine))
+    os.utime(onnx, (1, 1))  # the engine is the newest
+    result = runner.invoke(app, ["validate", "--samples", "2", "--batch", "2"])
+    assert result.exit_code == 0, result.output
+    assert "using export/tiny.onnx" in result.stderr
+    monkeypatch.setattr("dvit_deploy.runtime.cuda_gpu_visible", lambda: True)
+    result = runner.invoke(app, ["validate", "--samples", "2", "--batch", "2"])
+    assert f"using engines/{engine.name}" in result.stderr
+    assert result.exit_code == 2 and "TensorRT-RTX engine" in result.stderr  # torch itself sees no GPU here
+    result = runner.invoke(app, ["package", "--target", "x86-trt10", "-o", "b"])  # packaging runs nothing: engines stay
+    assert f"using engines/{engine.name}" in result.stderr
+
+
+def test_build_defaults_to_an_export_of_the_precision_it_builds(tiny_export, tmp_path, monkeypatch):
+    """After `dvit quantize` the newest pruned export is the int8 one: `build --fp16` starts from the float
+    export instead of refusing, and only `--int8` starts from the Q/DQ graph."""
+    import os
+
+    from dvit_deploy.artifact.store import default_artifact
+
+    monkeypatch.chdir(tmp_path)
+    onnx = _copy_export(tiny_export, tmp_path / "export", "tiny.onnx")
+    int8 = _copy_export(tiny_export, tmp_path / "export", "tiny-int8.onnx")
+    manifest = json.loads(manifest_path(int8).read_text())
+    manifest["precision"] = "int8"
+    manifest_path(int8).write_text(json.dumps(manifest))
+    os.utime(onnx, (1, 1))  # the int8 one is the newest
+    assert default_artifact((".onnx",), only=build_job.default_sources("int8"))[0] == int8
+    assert default_artifact((".onnx",), only=build_job.default_sources("fp32"))[0] == int8  # a plain build: any
+    result = runner.invoke(app, ["build", "--fp16", "--onnx-only"])
+    assert result.exit_code == 0, result.output
+    assert "using export/tiny.onnx" in result.stderr and (tmp_path / "engines" / "tiny-fp16mixed.onnx").is_file()
+    int8.unlink()
+    with pytest.raises(BadInput, match="no int8 \\(Q/DQ\\) ONNX with a manifest.*'dvit quantize'"):
+        default_artifact((".onnx",), only=build_job.default_sources("int8"))

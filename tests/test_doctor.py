@@ -69,6 +69,9 @@ def test_bad_graph_is_flagged_with_exit_1(tmp_path):
     assert any(m.startswith("Unique") and "not supported" in m for m in messages)
     assert any("sorted=0" in m for m in messages)
     assert report["blockers"] == 4
+    assert result.stderr.strip() == "check failed: not ready for trt-10.3: 4 blocker(s)"  # stdout holds only JSON
+    result = runner.invoke(app, ["doctor", str(path), "--target", "trt-10.3"])
+    assert result.exit_code == 1 and result.stderr.strip() == "check failed: not ready for trt-10.3: 4 blocker(s)"
 
 
 def test_opset_limits_differ_per_target(tmp_path):

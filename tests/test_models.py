@@ -170,3 +170,7 @@ def test_registry_has_all_variants_with_dense_twins():
     assert get_variant("lvvit-s").pruning_loc == (4, 8, 12)
     with pytest.raises(KeyError, match="unknown model"):
         get_variant("vit-h")
+    from dvit_deploy.helpers.errors import BadInput
+
+    with pytest.raises(BadInput, match="^unknown model 'vit-h'; known: deit-256"):  # one line for the CLI
+        get_variant("vit-h")

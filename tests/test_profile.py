@@ -233,3 +233,11 @@ def test_profile_options_hold_the_defaults_once_and_give_each_backend_its_own():
     assert asked.runner_options("tensorrt") == {}
     with pytest.raises(Exception, match="--rounds"):
         ProfileOptions(settings=ProfileSettings(rounds=0)).validate()
+
+
+def test_cuda_graph_on_a_cpu_backend_is_said_to_be_ignored(tiny_export):
+    result = CliRunner().invoke(app, ["profile", str(tiny_export.path), "--cuda-graph", "--no-baseline", "--batch", "1",
+                                      "--warmup", "0", "--iterations", "2", "--rounds", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert "--cuda-graph ignored: onnxruntime runs on the CPU here (--device cuda to use it)" in report["notes"]

@@ -189,6 +189,12 @@ class ModelRecord:
             data_config=_plain(data["data_config"]) if isinstance(data.get("data_config"), Mapping) else None,
         )
 
+    def require_variant(self, purpose: str) -> str:
+        """The recorded variant name, or one BadInput line saying ``purpose`` needs it."""
+        if self.variant is None:
+            raise BadInput(f"the manifest records no model (no 'variant'): cannot {purpose}")
+        return self.variant
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "variant": self.variant, "config": _plain(self.config), "dense": self.dense,

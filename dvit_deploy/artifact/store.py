@@ -85,13 +85,14 @@ def default_artifact(suffixes: tuple[str, ...] = ALL_SUFFIXES, *, only: Artifact
     found.sort(key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
     where = " or ".join(f"./{f.name}" for f in folders)
     kinds = "/".join(suffixes)
+    maker = "dvit export" if ".onnx" in suffixes else "dvit build"  # engines come from a build, not an export
     if only is not None:
         found = [p for p in found if only.accept(p, _candidate(p, context))]
         if not found:
-            raise BadInput(only.refusal or f"no {only.what} with a manifest in {where}; run 'dvit export' first "
+            raise BadInput(only.refusal or f"no {only.what} with a manifest in {where}; run '{maker}' first "
                            "or pass a path")
     if not found:
-        raise BadInput(f"no {kinds} artifact with a manifest in {where}; run 'dvit export' first or pass a path")
+        raise BadInput(f"no {kinds} artifact with a manifest in {where}; run '{maker}' first or pass a path")
     pruned = next((p for p in found if not _is_dense(p, context)), None)
     if pruned is not None:
         return pruned, f"newest pruned {kinds} artifact in {where}"

@@ -82,7 +82,8 @@ def build(
     precision, int8_fp16 = build_job.precision_from_flags(fp16=fp16, bf16=bf16, tf32=tf32, int8=int8)
     context = command_context(no_verify=no_verify)
     with _install_hint():
-        onnx_path = artifact_or_default(onnx_path, (".onnx",), context=context)  # picked inside: its manifest is read once
+        onnx_path = artifact_or_default(onnx_path, (".onnx",), context=context,  # picked inside: manifest read once
+                                        only=build_job.default_sources(precision))
         with phases("build") as on_phase:
             options = build_job.BuildOptions(
                 precision=precision, output=output, target=target, force=force, onnx_only=onnx_only,

@@ -15,7 +15,7 @@ from .output import err, styled, warn
 
 if TYPE_CHECKING:
     from ..artifact.context import RunContext
-    from ..artifact.store import Artifact
+    from ..artifact.store import Artifact, ArtifactFilter
 
 
 def picked(path: Path, why: str) -> None:
@@ -48,13 +48,18 @@ def open_or_default(given: Path | None, suffixes: tuple[str, ...] | None = None,
     verified once. Hand the Artifact to the job.
     """
     from ..artifact.store import open_artifact
-    from ..runtime import artifact_suffixes
+    from ..runtime import artifact_suffixes, cuda_gpu_visible
 
+    if given is None and suffixes is None and backend is None and not cuda_gpu_visible():
+        # the default backend of an engine is TensorRT, which needs a GPU: on a machine without one the
+        # default is the newest export that runs here (a --target rtx engine built on this CPU included)
+        suffixes = artifact_suffixes(None, gpu=False)
     return open_artifact(given, suffixes or artifact_suffixes(backend), context=context, on_picked=picked)
 
 
 def artifact_or_default(given: Path | None, suffixes: tuple[str, ...] | None = None,
-                        backend: str | None = None, *, context: "RunContext") -> Path:
+                        backend: str | None = None, *, context: "RunContext",
+                        only: "ArtifactFilter | None" = None) -> Path:
     """``given``, or the default artifact's path, saying which was picked (commands that hand a path on, to
     a job that opens it in the same ``context``: its manifest is read once)."""
     if given is not None:
@@ -62,5 +67,5 @@ def artifact_or_default(given: Path | None, suffixes: tuple[str, ...] | None = N
     from ..artifact.store import open_artifact
     from ..runtime import artifact_suffixes
 
-    return open_artifact(None, suffixes or artifact_suffixes(backend), context=context, verify=False,
+    return open_artifact(None, suffixes or artifact_suffixes(backend), context=context, verify=False, only=only,
                          on_picked=picked).path

@@ -45,7 +45,7 @@ def doctor(
                         ["severity", "check", "finding"], rows))
         if report.passed:
             out.print(styled("[green]ready for {}[/]: no blockers", report.target.name))
-        else:
-            err.print(styled("[bold red]not ready for {}:[/] {} blocker(s)", report.target.name, len(report.blockers)))
-    if not report.passed:
+    if not report.passed:  # the failure line on stderr, with --json too (stdout holds only the JSON)
+        err.print(styled("[bold red]check failed:[/] not ready for {}: {} blocker(s)", report.target.name,
+                         len(report.blockers)))
         raise typer.Exit(1)

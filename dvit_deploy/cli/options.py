@@ -28,8 +28,8 @@ def finite(value: float | None) -> float | None:
 def parse_floats(text: str | None, option: str) -> list[float] | None:
     if text is None:
         return None
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
+    try:  # an empty item ("0.7,,0.5", ",") is a typo, not "nothing": refused like any other non-number
+        values = [float(v) for v in text.split(",")]
     except ValueError:
         raise DvitError(f"{option} takes comma-separated numbers, got '{text}'") from None
     if not all(math.isfinite(v) for v in values):
@@ -41,7 +41,7 @@ def parse_ints(text: str | None, option: str) -> list[int] | None:
     if text is None:
         return None
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",")]
     except ValueError:
         raise DvitError(f"{option} takes comma-separated integers, got '{text}'") from None
     if not values or any(v < 1 for v in values):

@@ -113,7 +113,22 @@ def check_options(source: Artifact, options: BuildOptions) -> tuple[BuildOptions
             raise BadInput(f"--timing-cache: {kind.timing_cache_refusal}")
         timing_cache = check_timing_cache(timing_cache)
     compute_capability_list(kind, options.compute_capabilities)  # a bad value is refused before any work
+    check_values(options)
+    from .build_plan import DEFAULT_IMAGE_INPUT, batch_range
+
+    images = (onnx_record(source).inputs or (DEFAULT_IMAGE_INPUT,))[0]
+    batch_range(options.min_batch, options.opt_batch, options.max_batch, images.shape)
     return options.with_changes(precision=precision, timing_cache=timing_cache), already_fp16
+
+
+def check_values(options: BuildOptions) -> None:
+    """The range checks of the numeric and named options, the same for every TensorRT version."""
+    if options.hardware_compat not in HARDWARE_COMPAT:
+        raise BadInput(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got '{options.hardware_compat}'")
+    if not 0 <= options.optimization_level <= 5:
+        raise BadInput(f"--opt-level must be between 0 and 5, got {options.optimization_level}")
+    if options.workspace_mb < 1:
+        raise BadInput(f"--workspace must be at least 1 MB, got {options.workspace_mb}")
 
 
 def check_against_tensorrt(options: BuildOptions, trt_version: str) -> tuple[tuple[str, ...], PrecisionStrategy]:
@@ -140,18 +155,13 @@ def check_against_tensorrt(options: BuildOptions, trt_version: str) -> tuple[tup
                        "is strongly typed and takes every layer's precision from the Q/DQ graph: build --int8 alone")
     strategy = precision_strategy(precision, kind.precision_major(major), strongly_typed=options.strongly_typed,
                                   fp16_fallback=options.int8_fp16)
-    if hardware_compat not in HARDWARE_COMPAT:
-        raise BadInput(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got '{hardware_compat}'")
+    check_values(options)
     since = HARDWARE_COMPAT_SINCE[hardware_compat]
     if kind.hardware_compat and version[:2] < since:
         raise BadInput(f"--hardware-compat {hardware_compat} needs TensorRT >= {since[0]}.{since[1]} "
                        f"(HardwareCompatibilityLevel.{HARDWARE_COMPAT_LEVELS[hardware_compat]} was added in "
                        f"{since[0]}.{since[1]}); this machine has TensorRT {trt_version}: use ampere+ (any GPU "
                        "with sm >= 8.0) or none")
-    if not 0 <= options.optimization_level <= 5:
-        raise BadInput(f"--opt-level must be between 0 and 5, got {options.optimization_level}")
-    if options.workspace_mb < 1:
-        raise BadInput(f"--workspace must be at least 1 MB, got {options.workspace_mb}")
     return ccs, strategy
 
 

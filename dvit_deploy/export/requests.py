@@ -149,6 +149,9 @@ def check_flags(*, checkpoint_given: bool, model_name: str | None, keep_ratio: f
     """``check_request`` from the flags alone, when they name the variant (``--model``, or the default model
     of an export without a checkpoint): before torch, the checkpoint or the model are loaded. A ratio the
     flags do not give (a checkpoint's own ``base_rate``) is checked once the checkpoint is read."""
+    if dense and (keep_ratio is not None or stage_ratios is not None):
+        flag = "--keep-ratio" if keep_ratio is not None else "--stage-ratios"
+        raise BadInput(f"--dense exports the twin that keeps every token: {flag} does not apply to it")
     if model_name is None and checkpoint_given:
         return
     name = model_name or DEFAULT_VARIANT

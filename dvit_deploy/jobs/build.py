@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..artifact.context import RunContext
-from ..artifact.store import Artifact, engines_dir, open_artifact
+from ..artifact.store import Artifact, ArtifactFilter, engines_dir, open_artifact
 from ..artifact.verify import cached_sha256
 from ..engines.build_options import BuildOptions, check_options, keep_range_flag, precision_from_flags
 from ..helpers.errors import BadInput, CheckFailed
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..artifact.manifest import EngineManifest, OnnxManifest
     from ..engines.doctor import DoctorReport
 
-__all__ = ("BuildOptions", "BuildResult", "check_options", "keep_range_flag", "open_onnx", "precision_from_flags", "run",
+__all__ = ("BuildOptions", "BuildResult", "check_options", "default_sources", "keep_range_flag", "open_onnx", "precision_from_flags", "run",
            "run_build")
 
 
@@ -104,6 +104,19 @@ def run_build(source: Artifact, options: BuildOptions = BuildOptions(), *,
               on_phase: Callable[[str], None] | None = None) -> BuildResult:
     """``run`` with a fresh ``RunContext`` (the Python API before the context existed)."""
     return run(options, RunContext(), source, on_phase=on_phase)
+
+
+def default_sources(precision: str) -> ArtifactFilter | None:
+    """Build's filter on the default-artifact rule: an ``--int8`` build starts from a quantized (Q/DQ) export,
+    an fp16/bf16/tf32 one from a float export (an int8 graph only builds as int8); a plain build takes any."""
+    if precision == "fp32":
+        return None
+    if precision == "int8":
+        return ArtifactFilter(accept=lambda path, manifest: manifest.precision == "int8",
+                              what="int8 (Q/DQ) ONNX", refusal="no int8 (Q/DQ) ONNX with a manifest in ./export or "
+                              "./engines; run 'dvit quantize' first or pass a path")
+    return ArtifactFilter(accept=lambda path, manifest: manifest.precision != "int8",
+                          what="float ONNX")
 
 
 def run(options: BuildOptions, context: RunContext, source: Artifact, *,

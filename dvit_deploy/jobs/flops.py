@@ -225,7 +225,8 @@ def _split_macs(variant: VariantConfig, schedule: KeepSchedule | None, include_p
 
 def macs_for_model(model: "ModelRecord", *, include_predictors: bool = True) -> MacsReport:
     """MACs of the model an artifact records (its manifest's ``ModelRecord``)."""
-    variant = VariantConfig.from_dict(dict(model.config)) if model.config else get_variant(str(model.variant))
+    variant = (VariantConfig.from_dict(dict(model.config)) if model.config
+               else get_variant(model.require_variant("count its MACs")))
     if model.dense:
         return count_macs(variant, include_predictors=include_predictors)
     return count_macs(variant, stage_ratios=None if model.stage_ratios is None else list(model.stage_ratios),

@@ -199,8 +199,7 @@ def _reference(model: ModelRecord, source: InputSource, batch: int, cache: dict[
     from ..export.check import reference_run
     from ..models.checkpoint import load_model_from_record
 
-    if model.variant is None:
-        raise BadInput("the manifest records no model ('variant'): cannot rebuild the PyTorch reference")
+    model.require_variant("rebuild the PyTorch reference")
     key = model.identity  # one reference per model, shared by its exports (batch layouts, precisions)
     if key not in cache:
         loaded = load_model_from_record(model, context=context)

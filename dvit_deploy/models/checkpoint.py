@@ -168,8 +168,7 @@ def load_model_from_record(record: "ModelRecord | Mapping[str, Any]", *, context
 
     if not isinstance(record, ModelRecord):
         record = getattr(record, "model", None) or ModelRecord.from_json(record)
-    if record.variant is None:
-        raise BadInput("the manifest records no model (no 'variant'): cannot rebuild it for the torch backend")
+    record.require_variant("rebuild it in PyTorch")
     ckpt = record.checkpoint
     path = _checkpoint_path(ckpt, None if context is None else context.checkpoint)
     loaded = load_model(

@@ -17,6 +17,13 @@ from typing import Any
 from ..artifact.keep import (  # noqa: F401
     GEOMETRIC, LINEAR, SPLIT_FAMILIES, KeepSchedule, stage_ratios_for, validate_keep_ratio,
 )
+from ..helpers.errors import BadInput
+
+
+
+class UnknownModel(BadInput, KeyError):
+    """A model name no variant has: bad input for the CLI (one line, exit 2), a KeyError for lookups."""
+
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -169,4 +176,4 @@ def get_variant(name: str) -> VariantConfig:
     try:
         return VARIANTS[name]
     except KeyError:
-        raise KeyError(f"unknown model '{name}'; known: {', '.join(VARIANTS)}") from None
+        raise UnknownModel(f"unknown model '{name}'; known: {', '.join(VARIANTS)}") from None

@@ -52,11 +52,21 @@ FILE_BACKENDS: Mapping[str, tuple[str, ...]] = MappingProxyType({
 })
 
 
-def artifact_suffixes(backend: str | None) -> tuple[str, ...]:
-    """The artifact files ``backend`` (or ``backend:precision``) runs; every kind when none is given."""
+def artifact_suffixes(backend: str | None, *, gpu: bool = True) -> tuple[str, ...]:
+    """The artifact files ``backend`` (or ``backend:precision``) runs; when none is given, every kind its
+    default backend runs here: engines only with a ``gpu`` (TensorRT and TensorRT-RTX engines need one)."""
     from ..artifact.store import ALL_SUFFIXES
 
+    if backend is None and not gpu:
+        return tuple(s for s in ALL_SUFFIXES if SUFFIX_BACKENDS[s] != "tensorrt")
     return FILE_BACKENDS.get((backend or "").partition(":")[0], ALL_SUFFIXES)
+
+
+def cuda_gpu_visible() -> bool:
+    """Whether torch sees a CUDA GPU (what the tensorrt runner needs to deserialize an engine)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def runner_class(backend: str) -> type[Runner]:

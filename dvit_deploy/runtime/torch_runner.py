@@ -71,8 +71,6 @@ class TorchRunner(Runner):
         if self.loaded is None:
             from ..models.checkpoint import load_model_from_record
 
-            if self.artifact.model.variant is None:
-                raise BadInput("the manifest records no model (no 'variant'): cannot rebuild it for the torch backend")
             self.loaded = load_model_from_record(self.artifact.model, context=self.artifact.context, trust=self.trust)
         model = self.loaded.model.eval().to(self.device)
         self.num_patches = self.loaded.variant.num_patches

@@ -93,6 +93,12 @@ class ProfileOptions:
 
     def validate(self) -> None:
         self.settings.validate()
+        if self.dense_baseline and not self.with_twins:
+            raise BadInput("--dense-baseline measures the dense twin and --no-baseline measures none: choose one")
+        if self.compile and self.backend != "torch":
+            raise BadInput(f"--compile is torch.compile: it needs --backend torch, not {self.backend or 'the default'}")
+        if self.providers and self.backend not in (None, "onnxruntime"):
+            raise BadInput(f"--providers are ONNX Runtime's: they do not apply to --backend {self.backend}")
 
     def runner_options(self, backend: str) -> dict[str, Any]:
         """The backend options ``backend``'s runner takes (the others are not passed to it)."""
@@ -361,6 +367,8 @@ def _load(runs: list[ProfileRun], backend: str, options: ProfileOptions, stack: 
         opts["intra_op_threads"] = settings.intra_op_threads
     if settings.cuda_graph:
         opts["cuda_graph"] = True
+        if backend != "tensorrt" and options.device == "cpu" and notes is not None:
+            notes.append(f"--cuda-graph ignored: {backend} runs on the CPU here (--device cuda to use it)")
     loaded: list[_Loaded] = []
     for run in runs:
         artifact = run.artifact

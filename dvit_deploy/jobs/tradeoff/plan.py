@@ -57,6 +57,8 @@ class TradeoffOptions:
             raise BadInput(f"--limit must be ≥ 1, got {self.limit}")
         if self.reference is not None and self.reference not in REFERENCES:
             raise BadInput(f"--reference is dense or top, got '{self.reference}'")
+        if self.dense_baseline and not self.with_dense:
+            raise BadInput("--dense-baseline exports the dense twin and --no-baseline leaves it out: choose one")
         if self.reference == "dense" and not self.with_dense:
             raise BadInput("--reference dense needs the dense twin; it cannot be used with --no-baseline")
         if not math.isfinite(self.max_drop) or not 0 <= self.max_drop <= 100:
