@@ -183,13 +183,18 @@ def test_commands_that_run_the_default_skip_engines_without_a_gpu(fp16_engine, t
     shutil.copy2(fp16_engine, engine)
     shutil.copy2(manifest_path(fp16_engine), manifest_path(engine))
     os.utime(onnx, (1, 1))  # the engine is the newest
+    monkeypatch.setattr("dvit_deploy.runtime.cuda_gpu_visible", lambda: False)
     result = runner.invoke(app, ["validate", "--samples", "2", "--batch", "2"])
     assert result.exit_code == 0, result.output
     assert "using export/tiny.onnx" in result.stderr
     monkeypatch.setattr("dvit_deploy.runtime.cuda_gpu_visible", lambda: True)
     result = runner.invoke(app, ["validate", "--samples", "2", "--batch", "2"])
     assert f"using engines/{engine.name}" in result.stderr
-    assert result.exit_code == 2 and "TensorRT-RTX engine" in result.stderr  # torch itself sees no GPU here
+    monkeypatch.setattr("dvit_deploy.runtime.cuda_gpu_visible", lambda: False)
+    onnx.unlink()
+    result = runner.invoke(app, ["validate", "--samples", "2", "--batch", "2"])  # only the engine is left
+    assert result.exit_code == 2
+    assert "no .onnx artifact" in result.stderr and "the engines there need a CUDA GPU" in result.stderr
     result = runner.invoke(app, ["package", "--target", "x86-trt10", "-o", "b"])  # packaging runs nothing: engines stay
     assert f"using engines/{engine.name}" in result.stderr
 
@@ -210,9 +215,13 @@ def test_build_defaults_to_an_export_of_the_precision_it_builds(tiny_export, tmp
     os.utime(onnx, (1, 1))  # the int8 one is the newest
     assert default_artifact((".onnx",), only=build_job.default_sources("int8"))[0] == int8
     assert default_artifact((".onnx",), only=build_job.default_sources("fp32"))[0] == int8  # a plain build: any
+    for precision in ("fp16", "bf16", "tf32"):
+        assert default_artifact((".onnx",), only=build_job.default_sources(precision))[0] == onnx
     result = runner.invoke(app, ["build", "--fp16", "--onnx-only"])
     assert result.exit_code == 0, result.output
     assert "using export/tiny.onnx" in result.stderr and (tmp_path / "engines" / "tiny-fp16mixed.onnx").is_file()
+    assert default_artifact((".onnx",), only=build_job.default_sources("fp16"))[0].name == "tiny-fp16mixed.onnx"
+    assert default_artifact((".onnx",), only=build_job.default_sources("bf16"))[0] == onnx  # fp16 graph: fp16 only
     int8.unlink()
     with pytest.raises(BadInput, match="no int8 \\(Q/DQ\\) ONNX with a manifest.*'dvit quantize'"):
         default_artifact((".onnx",), only=build_job.default_sources("int8"))

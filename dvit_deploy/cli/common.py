@@ -41,20 +41,15 @@ def command_context(*, no_verify: bool = False, checkpoint: Path | None = None) 
                       verbose=verbose_requested())
 
 
-def open_or_default(given: Path | None, suffixes: tuple[str, ...] | None = None,
-                    backend: str | None = None, *, context: "RunContext") -> "Artifact":
-    """``given``, or the default artifact (``artifact.store.open_artifact``'s rule, one for every command,
-    saying which was picked), opened in the command's ``context``: manifest read, checked and its sha256
-    verified once. Hand the Artifact to the job.
+def open_or_default(given: Path | None, backend: str | None = None, *, context: "RunContext") -> "Artifact":
+    """``given``, or the default artifact among the files ``backend`` runs (``runtime.open_runnable``: the one
+    rule of ``artifact.store.open_artifact``, engines only where a GPU runs them), saying which was picked,
+    opened in the command's ``context``: manifest read, checked and its sha256 verified once. Hand the
+    Artifact to the job.
     """
-    from ..artifact.store import open_artifact
-    from ..runtime import artifact_suffixes, cuda_gpu_visible
+    from ..runtime import open_runnable
 
-    if given is None and suffixes is None and backend is None and not cuda_gpu_visible():
-        # the default backend of an engine is TensorRT, which needs a GPU: on a machine without one the
-        # default is the newest export that runs here (a --target rtx engine built on this CPU included)
-        suffixes = artifact_suffixes(None, gpu=False)
-    return open_artifact(given, suffixes or artifact_suffixes(backend), context=context, on_picked=picked)
+    return open_runnable(given, backend, context=context, on_picked=picked)
 
 
 def artifact_or_default(given: Path | None, suffixes: tuple[str, ...] | None = None,

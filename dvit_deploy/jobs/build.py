@@ -108,15 +108,17 @@ def run_build(source: Artifact, options: BuildOptions = BuildOptions(), *,
 
 def default_sources(precision: str) -> ArtifactFilter | None:
     """Build's filter on the default-artifact rule: an ``--int8`` build starts from a quantized (Q/DQ) export,
-    an fp16/bf16/tf32 one from a float export (an int8 graph only builds as int8); a plain build takes any."""
+    an fp16 one from a float export (fp32, or the fp16 mixed-precision graph), bf16/tf32 from an fp32 one (an
+    int8 graph only builds as int8, the fp16 graph only as fp16); a plain build takes any."""
     if precision == "fp32":
         return None
     if precision == "int8":
         return ArtifactFilter(accept=lambda path, manifest: manifest.precision == "int8",
                               what="int8 (Q/DQ) ONNX", refusal="no int8 (Q/DQ) ONNX with a manifest in ./export or "
                               "./engines; run 'dvit quantize' first or pass a path")
-    return ArtifactFilter(accept=lambda path, manifest: manifest.precision != "int8",
-                          what="float ONNX")
+    if precision == "fp16":  # the fp32 export, or the mixed-precision fp16 graph as it is
+        return ArtifactFilter(accept=lambda path, manifest: manifest.precision != "int8", what="float ONNX")
+    return ArtifactFilter(accept=lambda path, manifest: manifest.precision == "fp32", what="fp32 ONNX")
 
 
 def run(options: BuildOptions, context: RunContext, source: Artifact, *,

@@ -17,12 +17,12 @@ import numpy as np
 
 from ..artifact.context import RunContext
 from ..artifact.manifest import ModelRecord
-from ..artifact.store import Artifact, open_artifact
+from ..artifact.store import Artifact
 from ..helpers.comparator import Comparator, Outputs, ParityReport, gather
 from ..helpers.compare import Tolerance
 from ..helpers.defaults import VALIDATE_BATCH, VALIDATE_SAMPLES
 from ..helpers.errors import BadInput, DvitError, MissingDependency
-from ..runtime import FILE_BACKENDS, default_backend, runner_for_artifact
+from ..runtime import FILE_BACKENDS, default_backend, open_runnable, runner_for_artifact
 
 DEFAULT_SAMPLES = VALIDATE_SAMPLES
 DEFAULT_BATCH = VALIDATE_BATCH
@@ -131,8 +131,8 @@ class ValidateReport:
 
 
 def default_artifacts() -> list[Path]:
-    """The default artifact (``artifact.store.open_artifact``'s rule: the one every command uses)."""
-    return [open_artifact(None).path]
+    """The default artifact (``runtime.open_runnable``'s rule: the one every command that runs one uses)."""
+    return [open_runnable(None).path]
 
 
 def split_backend_spec(spec: str, precision: str | None) -> tuple[str, str | None]:
@@ -298,7 +298,7 @@ def validate(artifact_paths: Sequence[str | Path] | None = None, *,
     if "backends" in options and options["backends"] is not None:
         options["backends"] = tuple(options["backends"])
     context = context or RunContext()
-    opened = [open_artifact(None if item is None else Path(item), context=context)
+    opened = [open_runnable(None if item is None else Path(item), context=context)
               for item in (list(artifact_paths) if artifact_paths else [None])]
     return run(ValidateOptions(**options), context, opened, on_phase=on_phase)
 

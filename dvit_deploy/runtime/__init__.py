@@ -18,7 +18,7 @@ from typing import Mapping
 import importlib
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..helpers.lazy import available
 from ..helpers.errors import BadInput, MissingDependency
@@ -67,6 +67,30 @@ def cuda_gpu_visible() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def open_runnable(given: Path | None, backend: str | None = None, *, context: Any = None, verify: bool = True,
+                  on_picked: Callable[[Path, str], None] | None = None) -> Artifact:
+    """``given``, or the default artifact among the files ``backend`` runs (``artifact_suffixes``), opened.
+
+    Without a backend, an engine's default backend is TensorRT, which needs a GPU: on a machine without one
+    the default is the newest artifact that runs here, so an RTX engine built ahead of time on this CPU does
+    not displace the export (when only engines are left, the refusal says why they were passed over)."""
+    from ..artifact.store import ALL_SUFFIXES, open_artifact
+
+    suffixes = artifact_suffixes(backend)
+    if given is not None or backend is not None or cuda_gpu_visible():
+        return open_artifact(given, suffixes, context=context, verify=verify, on_picked=on_picked)
+    try:
+        return open_artifact(None, artifact_suffixes(None, gpu=False), context=context, verify=verify,
+                             on_picked=on_picked)
+    except BadInput as exc:
+        engines = tuple(s for s in ALL_SUFFIXES if SUFFIX_BACKENDS[s] == "tensorrt")
+        try:
+            open_artifact(None, engines, context=context, verify=False)
+        except BadInput:  # nothing at all: the rule's own refusal, the same on every machine
+            return open_artifact(None, suffixes, context=context, verify=verify, on_picked=on_picked)
+        raise BadInput(f"{exc.message}; the engines there need a CUDA GPU and torch sees none here") from None
 
 
 def runner_class(backend: str) -> type[Runner]:

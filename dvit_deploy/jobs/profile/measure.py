@@ -367,7 +367,9 @@ def _load(runs: list[ProfileRun], backend: str, options: ProfileOptions, stack: 
         opts["intra_op_threads"] = settings.intra_op_threads
     if settings.cuda_graph:
         opts["cuda_graph"] = True
-        if backend != "tensorrt" and options.device == "cpu" and notes is not None:
+        on_gpu = options.device != "cpu" or backend == "tensorrt" or (
+            backend == "onnxruntime" and any(p in (options.providers or "").lower() for p in ("cuda", "trt", "tensorrt")))
+        if not on_gpu and notes is not None:  # ORT with GPU providers captures the graph whatever --device says
             notes.append(f"--cuda-graph ignored: {backend} runs on the CPU here (--device cuda to use it)")
     loaded: list[_Loaded] = []
     for run in runs:
