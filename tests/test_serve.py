@@ -534,6 +534,30 @@ def test_http_client_errors_get_400_and_serving_goes_on(dynamic_server, exports,
     assert status == 200 and answer["outputs"][0]["name"] == "logits", answer
 
 
+def test_a_json_request_of_several_mb_is_answered_not_a_crash(dynamic_server, exports):
+    """Triton 2.51 died (SIGSEGV) on this 4.5 MB JSON infer body, sent as curl sends it (`curl -d @b6.json`),
+    and `dvit serve` exited; the front now relays a large JSON request as binary tensors, same JSON answer."""
+    batch = np.full((6, 3, 224, 224), 0.1, np.float32)
+    body = json.dumps({"inputs": [{"name": "images", "shape": list(batch.shape), "datatype": "FP32",
+                                   "data": [0.1] * batch.size}]}).encode()
+    assert len(body) > 4_500_000
+    status, answer = _post(dynamic_server.http_port, "/v2/models/tiny-dynkeep/infer", body,
+                           {"Expect": "100-continue", "Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200, answer
+    outputs = {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in answer["outputs"]}
+    np.testing.assert_allclose(outputs["logits"], direct(exports[0], batch).logits, atol=1e-4, rtol=1e-4)
+    assert dynamic_server.process.poll() is None, "dvit serve still runs"
+    ratio = json.dumps({"inputs": [  # a keep_ratio input beside the images, and nested data
+        {"name": "images", "shape": [2, 3, 224, 224], "datatype": "FP32", "data": batch[:2].tolist()},
+        {"name": "keep_ratio", "shape": [2, 1], "datatype": "FP32", "data": [[0.6], [0.6]]}]}).encode()
+    status, answer = _post(dynamic_server.http_port, "/v2/models/tiny-dynkeep/infer", ratio + b" " * (1 << 20))
+    assert status == 200, answer
+    outputs = {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in answer["outputs"]}
+    np.testing.assert_allclose(outputs["logits"], direct(exports[0], batch[:2], counts=[117, 70, 42]).logits,
+                               atol=1e-4, rtol=1e-4)  # ρ 0.6
+    assert outputs["keep_ratio"].ravel().tolist() == pytest.approx([0.6, 0.6])
+
+
 def test_http_front_relays_triton_answers_unchanged(dynamic_server):
     """What the front does not refuse reaches Triton, and Triton's own status and error come back."""
     status, answer = _post(dynamic_server.http_port, "/v2/models/nope/infer", _tensor([1, 2], [1.0, 2.0]))
@@ -549,6 +573,25 @@ def test_http_front_relays_triton_answers_unchanged(dynamic_server):
     reply = connection.getresponse()
     assert reply.status == 413 and "exceeds this server's limit" in json.loads(reply.read())["error"]
     connection.close()
+
+
+def test_a_json_request_becomes_the_same_binary_request():
+    from dvit_deploy.jobs.serve.front import as_binary_request, check_infer_request
+
+    text = json.dumps({"id": "7", "outputs": [{"name": "logits"}], "inputs": [
+        {"name": "images", "datatype": "FP32", "shape": [2, 3], "data": [[1, 2.5, -3], [4e-3, 5, 6]]},
+        {"name": "ragged", "datatype": "INT64", "shape": [3], "data": [[1], [2, 3]]},
+        {"name": "image_bytes", "datatype": "BYTES", "shape": [2], "data": ["ab", "héllo"],
+         "parameters": {"x": 1}}]}).encode()
+    body, size = as_binary_request(check_infer_request(text))
+    header = json.loads(body[:size])
+    assert header["id"] == "7" and header["outputs"] == [{"name": "logits"}]
+    assert [t["parameters"]["binary_data_size"] for t in header["inputs"]] == [24, 24, 4 + 2 + 4 + 6]
+    assert header["inputs"][2]["parameters"]["x"] == 1 and all("data" not in t for t in header["inputs"])
+    raw = body[size:]
+    np.testing.assert_array_equal(np.frombuffer(raw[:24], "<f4"), np.float32([1, 2.5, -3, 4e-3, 5, 6]))
+    assert np.frombuffer(raw[24:48], "<i8").tolist() == [1, 2, 3]
+    assert raw[48:] == b"\x02\x00\x00\x00ab\x06\x00\x00\x00h\xc3\xa9llo"
 
 
 def test_infer_request_checks_and_body_limit():
@@ -696,3 +739,13 @@ def test_serve_shows_the_runtimes_own_refusal_for_an_engine_it_cannot_run(tmp_pa
     assert result.exit_code == refused.value.exit_code, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {refused.value}"], (errors, str(refused.value))
+
+
+def test_a_keep_range_without_the_exports_rho_serves_its_nearer_end_by_default(exports):
+    """--keep-range 0.8,0.9 on a ρ=0.7 export: requests without a keep_ratio run at 0.8 (was: the warm-up at 0.7
+    failed after Triton had started)."""
+    opened = open_artifact(exports[0])
+    for keep_range, default in (((0.8, 0.9), 0.8), ((0.5, 0.6), 0.6), ((0.6, 0.9), 0.7)):
+        spec = make_spec(opened, ServeOptions(backend="onnxruntime", precision="fp32", max_batch=4, keep_range=keep_range))
+        assert spec.keep_ratio == pytest.approx(default)
+        assert spec.counts_for(spec.keep_ratio)  # inside the range: the warm-up's ρ is served

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -103,3 +104,71 @@ def test_a_server_that_is_gone_is_an_oserror_for_the_front_to_answer_503(stand):
     server.server_close()
     with pytest.raises(OSError):
         Upstream(port).relay("GET", "/v2/health/ready", b"", {})
+
+
+class HangsUp(BaseHTTPRequestHandler):
+    """Reads the request and closes without an answer: Triton stopping under an HTTP request it held."""
+
+    def log_message(self, format, *args):  # noqa: A002
+        return
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.close_connection = True
+
+
+class Holds(HangsUp):
+    """Hangs up only once ``release`` is set (a request Triton holds while the drain begins)."""
+
+    reading, release = threading.Event(), threading.Event()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        Holds.reading.set()
+        Holds.release.wait(10)
+        self.close_connection = True
+
+
+def test_the_front_counts_the_requests_a_stopping_triton_left_unanswered():
+    """A drain is judged by what clients got: Triton's log can report no inference left while the HTTP
+    request it held was cut by its exit timeout (the client got a 503)."""
+    import http.client
+    import socket
+
+    from dvit_deploy.jobs.serve.front import HttpFront
+
+    triton = ThreadingHTTPServer(("127.0.0.1", 0), HangsUp)
+    threading.Thread(target=triton.serve_forever, daemon=True).start()
+    front = HttpFront("127.0.0.1", 0, socket.AF_INET, max_body=1 << 20)
+    front.start(triton.server_address[1])
+    front.open()
+
+    def post() -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", front._server.server_address[1], timeout=10)
+        connection.request("POST", "/v2/models/m/infer", body=b'{"inputs": []}')
+        status = connection.getresponse().status
+        connection.close()
+        return status
+
+    slow = []
+
+    def post_held() -> None:  # in flight when the drain begins: the stand-in hangs up only after it began
+        triton.RequestHandlerClass = Holds
+        slow.append(post())
+
+    try:
+        assert post() == 503  # serving: a lost answer is a failed request, not a drain's
+        assert front.lost_in_drain(settle_s=0) == 0
+        held = threading.Thread(target=post_held)
+        held.start()
+        while not Holds.reading.is_set():
+            time.sleep(0.01)
+        front.drain()
+        Holds.release.set()
+        held.join(10)
+        assert slow == [503]
+        assert post() == 503  # came after the drain began: a stopping Triton refuses it, not a lost answer
+        assert front.lost_in_drain(settle_s=0) == 1
+    finally:
+        front.close()
+        triton.shutdown()

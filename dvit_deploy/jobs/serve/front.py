@@ -28,6 +28,7 @@ import math
 import re
 import socket
 import threading
+import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -36,6 +37,7 @@ INFER_PATH = re.compile(r"^/v2/models/[^/?]+(?:/versions/[^/?]+)?/infer(?:\?.*)?
 HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
                "host", "content-length"})
 MIN_BODY_LIMIT = 64 << 20
+JSON_RELAY_LIMIT = 1 << 20  # Triton 2.51 parsed 3.8 MB of JSON and crashed on 4.5 MB: a wide margin
 JSON_BYTES_PER_VALUE = 32  # a float written as JSON text, with its separator, at most ("-1.2345678901234567e-05, ")
 
 
@@ -56,8 +58,8 @@ def _not_json_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def check_infer_request(header: bytes) -> None:
-    """Refused (400) unless ``header`` is an infer request's JSON whose every ``data`` matches its ``shape``."""
+def check_infer_request(header: bytes) -> dict:
+    """The infer request's JSON; refused (400) unless every ``data`` matches its ``shape``."""
     try:
         document = json.loads(header, parse_constant=_not_json_constant)
     except (ValueError, RecursionError) as exc:
@@ -66,6 +68,58 @@ def check_infer_request(header: bytes) -> None:
         raise Refused("an infer request is a JSON object with an 'inputs' array")
     for index, tensor in enumerate(document["inputs"]):
         check_input(tensor, index)
+    return document
+
+
+NUMPY_TYPES = {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "INT8": "i1", "INT16": "<i2", "INT32": "<i4",
+               "INT64": "<i8", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "BOOL": "?"}
+
+
+def as_binary_request(document: dict) -> tuple[bytes, int]:
+    """The same infer request with every ``data`` moved into binary tensors after the JSON header (KServe's
+    binary-tensor extension): the body, and the header's length (``Inference-Header-Content-Length``).
+
+    Triton 2.51 crashes (SIGSEGV) parsing a JSON infer body of a few MB (4.5 MB did, 3.8 MB did not), so the
+    front relays a large JSON request this way; its answer is JSON as before. ``document`` passed
+    ``check_infer_request``."""
+    import numpy as np
+
+    header, tensors = dict(document), []
+    header["inputs"] = []
+    for tensor in document["inputs"]:
+        if "data" not in tensor:
+            raise Refused("a JSON infer request this large must carry every input as 'data' (it is re-sent as "
+                          "binary tensors)", 413)
+        moved = {k: v for k, v in tensor.items() if k != "data"}
+        if tensor["datatype"] == "BYTES":
+            raw = b"".join(len(b).to_bytes(4, "little") + b for b in (v.encode() for v in _leaves(tensor["data"])))
+        else:
+            dtype = NUMPY_TYPES.get(str(tensor["datatype"]))
+            if dtype is None:
+                raise Refused(f"datatype {_short(tensor['datatype'])} is not one Triton reads")
+            try:
+                values = np.asarray(tensor["data"], dtype=dtype)
+            except ValueError:  # ragged nesting: flatten in order
+                values = np.fromiter(_leaves(tensor["data"]), dtype=dtype)
+            raw = values.tobytes()
+        moved["parameters"] = {**(tensor.get("parameters") or {}), "binary_data_size": len(raw)}
+        header["inputs"].append(moved)
+        tensors.append(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    return text + b"".join(tensors), len(text)
+
+
+def _leaves(data: list):
+    """The leaves of a nested JSON array, in order, without recursion."""
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            yield item
+        else:
+            stack.pop()
 
 
 def check_input(tensor: Any, index: int) -> None:
@@ -144,19 +198,34 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body()
             if not self.server.serving:  # Triton may answer before `dvit serve` has seen it ready: nothing
                 raise Refused("dvit serve is starting: not ready yet", 503)  # is served before that moment
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
             if self.command == "POST" and INFER_PATH.match(self.path):
-                check_infer_request(self._json_header(body))
+                text = self._json_header(body)
+                document = check_infer_request(text)
+                if len(text) > self.server.json_limit:  # Triton's JSON parser would crash on it
+                    body, size = as_binary_request(document)
+                    headers = {k: v for k, v in headers.items()
+                               if k.lower() not in ("content-encoding", "inference-header-content-length")}
+                    headers["Inference-Header-Content-Length"] = str(size)
         except Refused as refused:
             self._answer(refused.status, {"error": str(refused)})
             return
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
         if body or self.command == "POST":
             headers["Content-Length"] = str(len(body))
+        began = time.monotonic()
         try:
+            with self.server.tally:
+                self.server.relaying += 1
             status, reason, reply_headers, payload = self.server.upstream.relay(self.command, self.path, body, headers)
         except (OSError, http.client.HTTPException):
+            if not self.server.upstream.reuse:  # draining: Triton stopped under this request
+                with self.server.tally:
+                    self.server.lost.append(began)
             self._answer(503, {"error": "Triton Inference Server is not answering (starting or stopping)"})
             return
+        finally:
+            with self.server.tally:
+                self.server.relaying -= 1
         self.send_response(status, reason)
         for key, value in reply_headers:
             if key.lower() not in HOP_HEADERS:
@@ -298,8 +367,12 @@ class _FrontServer(ThreadingHTTPServer):
     allow_reuse_address = True  # as Triton binds: TIME_WAIT is not "in use"
     request_queue_size = 128
     max_body = MIN_BODY_LIMIT
+    json_limit = JSON_RELAY_LIMIT  # a JSON infer header past this is relayed as binary tensors
     serving = False  # set by HttpFront.open() once `dvit serve` has seen Triton ready
     upstream: Upstream  # set by HttpFront
+    tally: threading.Lock  # guards the two counts below (set by HttpFront)
+    relaying = 0  # requests waiting on Triton's answer now
+    lost: list[float]  # when each request began that Triton, draining, left unanswered (set by HttpFront)
 
 
 class HttpFront:
@@ -310,6 +383,8 @@ class HttpFront:
         self._server = server_class((host, port), _Handler)  # binds and listens now: OSError if it cannot
         self._server.max_body = max_body
         self._server.upstream = Upstream()
+        self._server.tally, self._server.lost = threading.Lock(), []
+        self._draining_since: float | None = None  # when drain() was first called
         self._thread: threading.Thread | None = None
 
     def start(self, upstream_port: int) -> None:
@@ -324,7 +399,22 @@ class HttpFront:
 
     def drain(self) -> None:
         """Before Triton stops: keep no idle connection to it (its shutdown would wait for them)."""
+        if self._draining_since is None:
+            self._draining_since = time.monotonic()
         self._server.upstream.drain()
+
+    def lost_in_drain(self, settle_s: float = 2.0) -> int:
+        """Called once Triton has exited: how many requests in flight when ``drain()`` began it left without an
+        answer (each got a 503; requests that came later were refused by a stopping Triton, as they should be),
+        waiting up to ``settle_s`` for the relays still in progress to see that it is gone."""
+        deadline = time.monotonic() + settle_s
+        while self._server.relaying and time.monotonic() < deadline:
+            time.sleep(0.05)
+        began_draining = self._draining_since
+        if began_draining is None:
+            return 0
+        with self._server.tally:
+            return sum(began < began_draining for began in self._server.lost)
 
     def close(self) -> None:
         self._server.upstream.drain()

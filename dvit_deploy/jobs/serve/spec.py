@@ -269,6 +269,8 @@ def make_spec(artifact: "Artifact", options: ServeOptions, *, token_outputs: boo
     if rungs and dynamic_keep and not any(keep_ratio is not None and abs(keep_ratio - r) <= LADDER_TOLERANCE
                                           for r in rungs):
         keep_ratio = rungs[-1]  # the export's ρ is no rung: requests without one run at the highest
+    elif dynamic_keep and keep_ratio is not None:  # a --keep-range without the export's ρ: its nearest end
+        keep_ratio = min(max(float(keep_ratio), keep_range[0]), keep_range[1])
     return ServeSpec(
         artifact=str(artifact.path.resolve()), backend=options.backend, precision=options.precision, name=name,
         max_batch=int(max_batch), queue_delay_us=int(queue_delay_us), dynamic_batching=options.dynamic_batching,
