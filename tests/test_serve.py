@@ -594,6 +594,24 @@ def test_a_json_request_becomes_the_same_binary_request():
     assert raw[48:] == b"\x02\x00\x00\x00ab\x06\x00\x00\x00h\xc3\xa9llo"
 
 
+@pytest.mark.parametrize("tensor, words", [
+    ({"datatype": "INT32", "data": [1.7, -2.9]}, "must hold integers in [-2147483648, 2147483647], got 1.7"),
+    ({"datatype": "INT32", "data": [2 ** 40]}, "must hold integers"),
+    ({"datatype": "UINT8", "data": [-1]}, "must hold integers in [0, 255], got -1"),
+    ({"datatype": "FP32", "data": [1e400]}, "beyond its range"),
+    ({"datatype": "BF16", "data": [1.0]}, "cannot be sent as JSON data"),
+    ({"datatype": "BYTES", "data": ["\ud800"]}, "input 'x':"),
+    ({"datatype": "FP32", "data": [1.0], "parameters": "p"}, "'parameters' must be a JSON object"),
+])
+def test_a_large_json_request_it_cannot_convert_faithfully_is_refused(tensor, words):
+    """Values Triton's JSON parser refuses are refused, not truncated or wrapped into binary."""
+    from dvit_deploy.jobs.serve.front import Refused, as_binary_request
+
+    with pytest.raises(Refused, match=None) as refused:
+        as_binary_request({"inputs": [{"name": "x", "shape": [len(tensor["data"])], **tensor}]})
+    assert words in str(refused.value) and refused.value.status == 400
+
+
 def test_infer_request_checks_and_body_limit():
     from dvit_deploy.jobs.serve.front import MIN_BODY_LIMIT, Refused, body_limit, check_infer_request
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -106,69 +106,53 @@ def test_a_server_that_is_gone_is_an_oserror_for_the_front_to_answer_503(stand):
         Upstream(port).relay("GET", "/v2/health/ready", b"", {})
 
 
-class HangsUp(BaseHTTPRequestHandler):
-    """Reads the request and closes without an answer: Triton stopping under an HTTP request it held."""
+class Echo(BaseHTTPRequestHandler):
+    """Answers with the binary-header length and the body size it received."""
+
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, format, *args):  # noqa: A002
         return
 
     def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.close_connection = True
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        size = self.headers.get("Inference-Header-Content-Length")
+        payload = json.dumps({"header": None if size is None else int(size), "bytes": len(body)}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
 
-class Holds(HangsUp):
-    """Hangs up only once ``release`` is set (a request Triton holds while the drain begins)."""
-
-    reading, release = threading.Event(), threading.Event()
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers["Content-Length"]))
-        Holds.reading.set()
-        Holds.release.wait(10)
-        self.close_connection = True
-
-
-def test_the_front_counts_the_requests_a_stopping_triton_left_unanswered():
-    """A drain is judged by what clients got: Triton's log can report no inference left while the HTTP
-    request it held was cut by its exit timeout (the client got a 503)."""
+def test_the_front_sends_a_large_json_request_as_binary_and_refuses_a_large_header():
     import http.client
     import socket
 
     from dvit_deploy.jobs.serve.front import HttpFront
 
-    triton = ThreadingHTTPServer(("127.0.0.1", 0), HangsUp)
+    triton = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     threading.Thread(target=triton.serve_forever, daemon=True).start()
     front = HttpFront("127.0.0.1", 0, socket.AF_INET, max_body=1 << 20)
+    front._server.json_limit = 200  # stands for 1 MiB
     front.start(triton.server_address[1])
     front.open()
 
-    def post() -> int:
+    def post(document: dict) -> tuple[int, dict]:
         connection = http.client.HTTPConnection("127.0.0.1", front._server.server_address[1], timeout=10)
-        connection.request("POST", "/v2/models/m/infer", body=b'{"inputs": []}')
-        status = connection.getresponse().status
+        connection.request("POST", "/v2/models/m/infer", body=json.dumps(document).encode())
+        reply = connection.getresponse()
+        answer = reply.status, json.loads(reply.read())
         connection.close()
-        return status
+        return answer
 
-    slow = []
-
-    def post_held() -> None:  # in flight when the drain begins: the stand-in hangs up only after it began
-        triton.RequestHandlerClass = Holds
-        slow.append(post())
-
+    images = {"name": "images", "datatype": "FP32", "shape": [100], "data": [0.5] * 100}
     try:
-        assert post() == 503  # serving: a lost answer is a failed request, not a drain's
-        assert front.lost_in_drain(settle_s=0) == 0
-        held = threading.Thread(target=post_held)
-        held.start()
-        while not Holds.reading.is_set():
-            time.sleep(0.01)
-        front.drain()
-        Holds.release.set()
-        held.join(10)
-        assert slow == [503]
-        assert post() == 503  # came after the drain began: a stopping Triton refuses it, not a lost answer
-        assert front.lost_in_drain(settle_s=0) == 1
+        small = {"inputs": [{**images, "shape": [2], "data": [0.5, 0.5]}]}
+        assert post(small) == (200, {"header": None, "bytes": len(json.dumps(small))})  # under the limit: as it is
+        status, answer = post({"inputs": [images]})  # 100 values as JSON: over the limit, relayed as 400 bytes
+        assert status == 200 and answer["bytes"] - answer["header"] == 400
+        status, answer = post({"id": "x" * 300, "inputs": [images]})  # still over the limit without its data
+        assert status == 413 and "JSON header is" in answer["error"], answer
     finally:
         front.close()
         triton.shutdown()

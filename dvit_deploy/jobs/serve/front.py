@@ -28,7 +28,6 @@ import math
 import re
 import socket
 import threading
-import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -82,31 +81,53 @@ def as_binary_request(document: dict) -> tuple[bytes, int]:
     Triton 2.51 crashes (SIGSEGV) parsing a JSON infer body of a few MB (4.5 MB did, 3.8 MB did not), so the
     front relays a large JSON request this way; its answer is JSON as before. ``document`` passed
     ``check_infer_request``."""
-    import numpy as np
-
     header, tensors = dict(document), []
     header["inputs"] = []
-    for tensor in document["inputs"]:
+    for index, tensor in enumerate(document["inputs"]):
+        name = tensor.get("name")
+        label = f"input '{name}'" if isinstance(name, str) else f"inputs[{index}]"
         if "data" not in tensor:
             raise Refused("a JSON infer request this large must carry every input as 'data' (it is re-sent as "
                           "binary tensors)", 413)
-        moved = {k: v for k, v in tensor.items() if k != "data"}
-        if tensor["datatype"] == "BYTES":
-            raw = b"".join(len(b).to_bytes(4, "little") + b for b in (v.encode() for v in _leaves(tensor["data"])))
-        else:
-            dtype = NUMPY_TYPES.get(str(tensor["datatype"]))
-            if dtype is None:
-                raise Refused(f"datatype {_short(tensor['datatype'])} is not one Triton reads")
-            try:
-                values = np.asarray(tensor["data"], dtype=dtype)
-            except ValueError:  # ragged nesting: flatten in order
-                values = np.fromiter(_leaves(tensor["data"]), dtype=dtype)
-            raw = values.tobytes()
-        moved["parameters"] = {**(tensor.get("parameters") or {}), "binary_data_size": len(raw)}
-        header["inputs"].append(moved)
+        parameters = tensor.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise Refused(f"{label}: 'parameters' must be a JSON object, got {_short(parameters)}")
+        try:
+            raw = _tensor_bytes(tensor.get("datatype"), tensor["data"])
+        except (ValueError, TypeError, OverflowError, UnicodeError) as exc:
+            raise Refused(f"{label}: {str(exc).splitlines()[0][:200]}") from None
+        header["inputs"].append({**{k: v for k, v in tensor.items() if k != "data"},
+                                 "parameters": {**parameters, "binary_data_size": len(raw)}})
         tensors.append(raw)
     text = json.dumps(header, separators=(",", ":")).encode()
     return text + b"".join(tensors), len(text)
+
+
+def _tensor_bytes(datatype: Any, data: list) -> bytes:
+    """One input's ``data`` as Triton's binary tensor; ValueError for a value its JSON parser would refuse too
+    (an integer type holds integers in its range, never a float to truncate or a value to wrap)."""
+    import numpy as np
+
+    if datatype == "BYTES":
+        return b"".join(len(b).to_bytes(4, "little") + b for b in (v.encode() for v in _leaves(data)))
+    dtype = NUMPY_TYPES.get(str(datatype))
+    if dtype is None:
+        raise ValueError(f"datatype {_short(datatype)} cannot be sent as JSON data")
+    if datatype[0] in "IU":  # INT*/UINT*: exact integers only, range checked before the cast
+        leaves = list(_leaves(data))
+        info = np.iinfo(dtype)
+        bad = next((v for v in leaves if type(v) is not int or not info.min <= v <= info.max), None)
+        if bad is not None:
+            raise ValueError(f"'data' of a {datatype} tensor must hold integers in [{info.min}, {info.max}], "
+                             f"got {_short(bad)}")
+        return np.asarray(leaves, dtype=dtype).tobytes()
+    try:
+        values = np.asarray(data, dtype=dtype)
+    except ValueError:  # ragged nesting: flatten in order
+        values = np.fromiter(_leaves(data), dtype=dtype)
+    if datatype != "BOOL" and not np.isfinite(values).all():
+        raise ValueError(f"'data' of a {datatype} tensor holds a value beyond its range")
+    return values.tobytes()
 
 
 def _leaves(data: list):
@@ -204,28 +225,26 @@ class _Handler(BaseHTTPRequestHandler):
                 document = check_infer_request(text)
                 if len(text) > self.server.json_limit:  # Triton's JSON parser would crash on it
                     body, size = as_binary_request(document)
+                    if size > self.server.json_limit:
+                        raise Refused(f"the request's JSON header is {size} bytes without its data, over this "
+                                      f"server's limit of {self.server.json_limit} bytes", 413)
                     headers = {k: v for k, v in headers.items()
                                if k.lower() not in ("content-encoding", "inference-header-content-length")}
                     headers["Inference-Header-Content-Length"] = str(size)
         except Refused as refused:
             self._answer(refused.status, {"error": str(refused)})
             return
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # a bug of ours: one line, not a hang-up
+            self._answer(500, {"error": f"dvit serve's HTTP front failed on this request ({type(exc).__name__}: "
+                                        f"{str(exc)[:200]})"})
+            return
         if body or self.command == "POST":
             headers["Content-Length"] = str(len(body))
-        began = time.monotonic()
         try:
-            with self.server.tally:
-                self.server.relaying += 1
             status, reason, reply_headers, payload = self.server.upstream.relay(self.command, self.path, body, headers)
         except (OSError, http.client.HTTPException):
-            if not self.server.upstream.reuse:  # draining: Triton stopped under this request
-                with self.server.tally:
-                    self.server.lost.append(began)
             self._answer(503, {"error": "Triton Inference Server is not answering (starting or stopping)"})
             return
-        finally:
-            with self.server.tally:
-                self.server.relaying -= 1
         self.send_response(status, reason)
         for key, value in reply_headers:
             if key.lower() not in HOP_HEADERS:
@@ -370,9 +389,6 @@ class _FrontServer(ThreadingHTTPServer):
     json_limit = JSON_RELAY_LIMIT  # a JSON infer header past this is relayed as binary tensors
     serving = False  # set by HttpFront.open() once `dvit serve` has seen Triton ready
     upstream: Upstream  # set by HttpFront
-    tally: threading.Lock  # guards the two counts below (set by HttpFront)
-    relaying = 0  # requests waiting on Triton's answer now
-    lost: list[float]  # when each request began that Triton, draining, left unanswered (set by HttpFront)
 
 
 class HttpFront:
@@ -383,8 +399,6 @@ class HttpFront:
         self._server = server_class((host, port), _Handler)  # binds and listens now: OSError if it cannot
         self._server.max_body = max_body
         self._server.upstream = Upstream()
-        self._server.tally, self._server.lost = threading.Lock(), []
-        self._draining_since: float | None = None  # when drain() was first called
         self._thread: threading.Thread | None = None
 
     def start(self, upstream_port: int) -> None:
@@ -399,22 +413,7 @@ class HttpFront:
 
     def drain(self) -> None:
         """Before Triton stops: keep no idle connection to it (its shutdown would wait for them)."""
-        if self._draining_since is None:
-            self._draining_since = time.monotonic()
         self._server.upstream.drain()
-
-    def lost_in_drain(self, settle_s: float = 2.0) -> int:
-        """Called once Triton has exited: how many requests in flight when ``drain()`` began it left without an
-        answer (each got a 503; requests that came later were refused by a stopping Triton, as they should be),
-        waiting up to ``settle_s`` for the relays still in progress to see that it is gone."""
-        deadline = time.monotonic() + settle_s
-        while self._server.relaying and time.monotonic() < deadline:
-            time.sleep(0.05)
-        began_draining = self._draining_since
-        if began_draining is None:
-            return 0
-        with self._server.tally:
-            return sum(began < began_draining for began in self._server.lost)
 
     def close(self) -> None:
         self._server.upstream.drain()

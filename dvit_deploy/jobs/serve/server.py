@@ -324,9 +324,7 @@ def _serve(spec: ServeSpec, settings: ServeSettings, dist: Any, front: HttpFront
         on_event("draining", {"signal": signal.Signals(stop[0]).name, "timeout_s": settings.drain_timeout_s})
         front.drain()  # its kept-alive connections to Triton would hold up Triton's shutdown
         _stop_server(process, settings.drain_timeout_s)
-        # Triton's log can say no inference was left while an HTTP request it held was cut (its exit timeout
-        # ran out on the connection): the front saw every HTTP request through, so it has the last word
-        drained = drain_finished(run.log_path, process.returncode) and front.lost_in_drain() == 0
+        drained = drain_finished(run.log_path, process.returncode)
         return ServeResult(spec.name, signal.Signals(stop[0]).name, drained, time.monotonic() - started, leftovers)
     finally:
         front.drain()  # an error path stops Triton too: no idle connection of ours may hold it up

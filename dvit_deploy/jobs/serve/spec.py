@@ -248,6 +248,9 @@ def make_spec(artifact: "Artifact", options: ServeOptions, *, token_outputs: boo
     if dynamic_keep:
         # a ladder engine's default range is its span (the rungs it has), else the engine's profile range
         span = (rungs[0], rungs[-1]) if rungs else _engine_keep_range(artifact.manifest)
+        if keep_range is None and span is None and record.keep_ratio is not None:
+            # no range asked for: the default one, widened to hold the export's ρ (its own default)
+            keep_range = (min(DEFAULT_KEEP_RANGE[0], record.keep_ratio), max(DEFAULT_KEEP_RANGE[1], record.keep_ratio))
         keep_range = keep_range or span or DEFAULT_KEEP_RANGE
         lo, hi = keep_range
         if not 0.0 < lo <= hi <= 1.0:
