@@ -767,3 +767,6 @@ def test_a_keep_range_without_the_exports_rho_serves_its_nearer_end_by_default(e
         spec = make_spec(opened, ServeOptions(backend="onnxruntime", precision="fp32", max_batch=4, keep_range=keep_range))
         assert spec.keep_ratio == pytest.approx(default)
         assert spec.counts_for(spec.keep_ratio)  # inside the range: the warm-up's ρ is served
+    low = opened.at_keep_ratio(0.3)  # an export at ρ 0.3, below the default range 0.5–0.9
+    spec = make_spec(low, ServeOptions(backend="onnxruntime", precision="fp32", max_batch=4))
+    assert spec.keep_range == (0.3, 0.9) and spec.keep_ratio == pytest.approx(0.3)  # its own ρ by default
