@@ -76,7 +76,7 @@ def open_runnable(given: Path | None, backend: str | None = None, *, context: An
     Without a backend, an engine's default backend is TensorRT, which needs a GPU: on a machine without one
     the default is the newest artifact that runs here, so an RTX engine built ahead of time on this CPU does
     not displace the export (when only engines are left, the refusal says why they were passed over)."""
-    from ..artifact.store import open_artifact
+    from ..artifact.store import ALL_SUFFIXES, open_artifact
 
     suffixes = artifact_suffixes(backend)
     if given is not None or backend is not None or cuda_gpu_visible():
@@ -85,8 +85,9 @@ def open_runnable(given: Path | None, backend: str | None = None, *, context: An
         return open_artifact(None, artifact_suffixes(None, gpu=False), context=context, verify=verify,
                              on_picked=on_picked)
     except BadInput as exc:
+        engines = tuple(s for s in ALL_SUFFIXES if SUFFIX_BACKENDS[s] == "tensorrt")
         try:
-            open_artifact(None, FILE_BACKENDS["tensorrt"], context=context, verify=False)
+            open_artifact(None, engines, context=context, verify=False)
         except BadInput:  # nothing at all: the rule's own refusal, the same on every machine
             return open_artifact(None, suffixes, context=context, verify=verify, on_picked=on_picked)
         raise BadInput(f"{exc.message}; the engines there need a CUDA GPU and torch sees none here") from None

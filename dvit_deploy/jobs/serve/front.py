@@ -84,7 +84,8 @@ def as_binary_request(document: dict) -> tuple[bytes, int]:
     header, tensors = dict(document), []
     header["inputs"] = []
     for index, tensor in enumerate(document["inputs"]):
-        label = _label(tensor, index)
+        name = tensor.get("name")
+        label = f"input '{name}'" if isinstance(name, str) else f"inputs[{index}]"
         if "data" not in tensor:
             raise Refused("a JSON infer request this large must carry every input as 'data' (it is re-sent as "
                           "binary tensors)", 413)
@@ -145,7 +146,8 @@ def _leaves(data: list):
 def check_input(tensor: Any, index: int) -> None:
     if not isinstance(tensor, dict):
         raise Refused(f"inputs[{index}] must be a JSON object")
-    label = _label(tensor, index)
+    name = tensor.get("name")
+    label = f"input '{name}'" if isinstance(name, str) else f"inputs[{index}]"
     shape, dtype = tensor.get("shape"), tensor.get("datatype")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise Refused(f"{label}: 'shape' must be an array of non-negative integers, got {_short(shape)}")
@@ -161,12 +163,6 @@ def check_input(tensor: Any, index: int) -> None:
     expected = math.prod(shape)
     if count != expected:
         raise Refused(f"{label}: 'shape' {shape} needs {expected} values, 'data' has {count}")
-
-
-def _label(tensor: dict, index: int) -> str:
-    """How a refusal names an input: by its name, else by its place."""
-    name = tensor.get("name")
-    return f"input '{name}'" if isinstance(name, str) else f"inputs[{index}]"
 
 
 def _count_values(data: list, dtype: Any) -> tuple[int, Any]:
